@@ -1,0 +1,100 @@
+/* conc/common.h - what every libconc module shares: error codes, timeouts,
+ * messages and byte buffers.
+ *
+ * Conventions (../../README.md and the contract in api.md):
+ *   - every fallible function returns int: 0 or a negative CONC_E* code;
+ *   - timeouts are double seconds; CONC_FOREVER blocks without limit, 0 tries
+ *     once and never blocks; NaN or any other negative value is CONC_EINVAL;
+ *   - a blocking call interrupted by a signal resumes with the time left.
+ */
+#ifndef CONC_COMMON_H
+#define CONC_COMMON_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CONC_BUILDING)
+#define CONC_API __attribute__((visibility("default")))
+#else
+#define CONC_API
+#endif
+
+/* CONC_FOREVER - the timeout that means "no limit" (Python: timeout=None). */
+#define CONC_FOREVER (-1.0)
+
+/* The error table: X(NAME, value, Python equivalent / meaning).  Where POSIX
+ * has the condition the code is -errno, so strerror-minded callers are not
+ * surprised; the rest sit above errno's range. */
+#define CONC_ERRORS(X)                                                       \
+    X(ETIMEDOUT, -ETIMEDOUT, "timed out (TimeoutError)")                     \
+    X(EFULL, -1001, "queue is full (queue.Full)")                            \
+    X(EEMPTY, -1002, "nothing there (queue.Empty / KeyError)")               \
+    X(ECLOSED, -1003, "closed, and nothing left (EOFError)")                 \
+    X(EINVAL, -EINVAL, "invalid argument (ValueError)")                      \
+    X(ESTATE, -1004, "call not valid in this state (AssertionError)")        \
+    X(EPERM, -EPERM, "not held by the caller (RuntimeError)")                \
+    X(EDAEMON, -1005, "daemonic processes are not allowed to have children") \
+    X(EBROKEN, -1006, "barrier is broken (BrokenBarrierError)")              \
+    X(ECANCELLED, -ECANCELED, "cancelled (CancelledError)")                  \
+    X(EWORKERDIED, -1007, "the process running the task died")               \
+    X(ETASK, -1008, "the task reported failure")                             \
+    X(EOWNERDEAD, -EOWNERDEAD, "acquired; the previous holder died")         \
+    X(ETOOBIG, -1009, "message too big for the buffer or the capacity")      \
+    X(ENOMEM, -ENOMEM, "out of memory or out of room")                       \
+    X(ESYS, -1010, "an operating system call failed (errno kept)")
+
+enum conc_error {
+#define CONC__ERR_ENUM(name, value, text) CONC_##name = (value),
+    CONC_ERRORS(CONC__ERR_ENUM)
+#undef CONC__ERR_ENUM
+};
+
+/* conc_strerror - a sentence for an error code; "success" for 0 and
+ * "unknown error" for anything not in the table.  Never NULL, static. */
+CONC_API const char *conc_strerror(int err);
+
+/* conc_errname - the code's name, "CONC_ETIMEDOUT"; "CONC_OK" for 0,
+ * "CONC_E?" for an unknown code.  Never NULL, static. */
+CONC_API const char *conc_errname(int err);
+
+/* conc_msg - a received message: heap bytes the caller owns.  data is
+ * NULL only for a zero-length message. */
+typedef struct conc_msg {
+    void *data;
+    size_t len;
+} conc_msg;
+
+/* conc_msg_free - frees msg->data and zeroes *msg.  NULL is a no-op;
+ * freeing twice is harmless. */
+CONC_API void conc_msg_free(conc_msg *msg);
+
+/* conc_buf - a growable byte buffer that libconc hands to a callback (a
+ * pool task's output, a dict update's new value).  The callback only
+ * appends; the library owns it. */
+typedef struct conc_buf conc_buf;
+
+/* conc_buf_append - appends len bytes.  0, CONC_EINVAL (NULL buf, or NULL
+ * data with len > 0), CONC_ENOMEM (allocation failed, or the buffer has a
+ * size limit and this would pass it: nothing is appended then). */
+CONC_API int conc_buf_append(conc_buf *buf, const void *data, size_t len);
+
+/* conc_buf_error - records a failure description (Python's exception
+ * message) beside the output, printf-style; the text is cut at 1023 bytes.
+ * A later call replaces it.  0 or CONC_EINVAL. */
+CONC_API int conc_buf_error(conc_buf *buf, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* conc_buf_len - bytes appended so far (0 for NULL). */
+CONC_API size_t conc_buf_len(const conc_buf *buf);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

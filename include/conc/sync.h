@@ -1,0 +1,139 @@
+/* conc/sync.h - Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition
+ * and Barrier, with Python's semantics, between threads and processes
+ * alike.  Every object lives in shared memory of its own: one created
+ * before conc_process_start() is the same object in the child.  None is
+ * built on pthread condvars (see ../../src/lock.c for why).
+ */
+#ifndef CONC_SYNC_H
+#define CONC_SYNC_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Lock ------------------------------------------------------------ */
+typedef struct conc_lock conc_lock;
+typedef struct conc_lock_opts {
+    int reserved; /* no options yet; pass NULL */
+} conc_lock_opts;
+
+/* conc_lock_new - an unlocked lock.  CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_lock_new(conc_lock **out, const conc_lock_opts *opts);
+
+/* conc_lock_acquire - 0 when acquired; CONC_ETIMEDOUT; CONC_EOWNERDEAD
+ * when acquired but the thread or process that held it died holding it
+ * (the data it guards may be half-updated; the lock works on). */
+CONC_API int conc_lock_acquire(conc_lock *l, double timeout);
+
+/* conc_lock_release - any thread or process may release a held lock.
+ * CONC_EPERM when it is not locked. */
+CONC_API int conc_lock_release(conc_lock *l);
+CONC_API bool conc_lock_locked(conc_lock *l);
+CONC_API void conc_lock_free(conc_lock *l);
+
+/* ---- RLock ----------------------------------------------------------- */
+typedef struct conc_rlock conc_rlock;
+typedef struct conc_rlock_opts {
+    int reserved;
+} conc_rlock_opts;
+
+CONC_API int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts);
+/* conc_rlock_acquire - re-entrant for the owning thread; otherwise as
+ * conc_lock_acquire, CONC_EOWNERDEAD included. */
+CONC_API int conc_rlock_acquire(conc_rlock *r, double timeout);
+/* conc_rlock_release - CONC_EPERM unless the caller's thread owns it. */
+CONC_API int conc_rlock_release(conc_rlock *r);
+CONC_API bool conc_rlock_locked(conc_rlock *r);
+CONC_API void conc_rlock_free(conc_rlock *r);
+
+/* ---- Semaphore / BoundedSemaphore ------------------------------------ */
+typedef struct conc_sem conc_sem;
+typedef struct conc_sem_opts {
+    long value;   /* the initial value as given (0 is Semaphore(0));
+                     NULL opts: 1.  Negative: CONC_EINVAL */
+    bool bounded; /* BoundedSemaphore: release past the initial value is
+                     CONC_EINVAL */
+} conc_sem_opts;
+
+CONC_API int conc_sem_new(conc_sem **out, const conc_sem_opts *opts);
+/* conc_sem_acquire - 0 when decremented, CONC_ETIMEDOUT. */
+CONC_API int conc_sem_acquire(conc_sem *s, double timeout);
+/* conc_sem_release - adds n (n = 0 is CONC_EINVAL), waking up to n
+ * waiters.  Bounded: CONC_EINVAL, and nothing added, if it would pass the
+ * initial value. */
+CONC_API int conc_sem_release(conc_sem *s, unsigned n);
+CONC_API long conc_sem_value(conc_sem *s);
+CONC_API void conc_sem_free(conc_sem *s);
+
+/* ---- Event ----------------------------------------------------------- */
+typedef struct conc_event conc_event;
+typedef struct conc_event_opts {
+    int reserved;
+} conc_event_opts;
+
+CONC_API int conc_event_new(conc_event **out, const conc_event_opts *opts);
+CONC_API int conc_event_set(conc_event *e);
+CONC_API int conc_event_clear(conc_event *e);
+/* conc_event_wait - 0 once the flag is set (at once if it is), else
+ * CONC_ETIMEDOUT. */
+CONC_API int conc_event_wait(conc_event *e, double timeout);
+CONC_API bool conc_event_is_set(conc_event *e);
+CONC_API void conc_event_free(conc_event *e);
+
+/* ---- Condition ------------------------------------------------------- */
+typedef struct conc_cond conc_cond;
+typedef struct conc_cond_opts {
+    conc_lock *lock;   /* at most one of lock and rlock; */
+    conc_rlock *rlock; /* neither: a new RLock of its own */
+} conc_cond_opts;
+
+typedef bool (*conc_pred_fn)(void *arg);
+
+CONC_API int conc_cond_new(conc_cond **out, const conc_cond_opts *opts);
+CONC_API int conc_cond_acquire(conc_cond *c, double timeout);
+CONC_API int conc_cond_release(conc_cond *c);
+/* conc_cond_wait - releases the lock fully, waits for a notify, restores
+ * the lock (at every level), then returns: 0 when notified (never
+ * spuriously), CONC_ETIMEDOUT, CONC_EPERM when the lock is not held,
+ * CONC_EOWNERDEAD when re-acquiring found the lock's holder dead. */
+CONC_API int conc_cond_wait(conc_cond *c, double timeout);
+/* conc_cond_wait_for - waits until pred(arg) holds: 0, or CONC_ETIMEDOUT
+ * with pred still false. */
+CONC_API int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
+                                double timeout);
+/* conc_cond_notify - wakes at most n waiters.  CONC_EPERM unless held. */
+CONC_API int conc_cond_notify(conc_cond *c, unsigned n);
+CONC_API int conc_cond_notify_all(conc_cond *c);
+CONC_API void conc_cond_free(conc_cond *c);
+
+/* ---- Barrier --------------------------------------------------------- */
+typedef struct conc_barrier conc_barrier;
+typedef int (*conc_barrier_action_fn)(void *action_arg);
+typedef struct conc_barrier_opts {
+    unsigned parties;              /* required, > 0 */
+    conc_barrier_action_fn action; /* run by one party before release */
+    void *action_arg;
+    double timeout;                /* default for waits; 0 = none */
+} conc_barrier_opts;
+
+CONC_API int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts);
+/* conc_barrier_wait - 0 and a distinct *index in 0..parties-1 once all
+ * parties arrived; CONC_EBROKEN when the barrier is or becomes broken
+ * (abort, reset while waiting, a wait that timed out, an action returning
+ * non-zero): as Python, the party whose wait ran out gets CONC_EBROKEN
+ * too.  CONC_EINVAL for parties over the limit or a bad timeout.
+ * CONC_FOREVER means the barrier's own timeout, if any, applies. */
+CONC_API int conc_barrier_wait(conc_barrier *b, double timeout, int *index);
+CONC_API int conc_barrier_abort(conc_barrier *b);
+CONC_API int conc_barrier_reset(conc_barrier *b);
+CONC_API unsigned conc_barrier_parties(conc_barrier *b);
+CONC_API unsigned conc_barrier_n_waiting(conc_barrier *b);
+CONC_API bool conc_barrier_broken(conc_barrier *b);
+CONC_API void conc_barrier_free(conc_barrier *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

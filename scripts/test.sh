@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds libconc and passes every test in three flavours: plain (-O2 -g),
+# AddressSanitizer+UBSan, and ThreadSanitizer, with -Werror.
+#   CONC_FLAVOURS="plain" scripts/test.sh     only some flavours
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+jobs=$(nproc)
+flavours=${CONC_FLAVOURS:-"plain address thread"}
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+# die_after_fork=0: the pool forks workers while its own threads run, and
+# the workers start threads; libconc makes that safe (src/process.c).
+export TSAN_OPTIONS="halt_on_error=1:die_after_fork=0:second_deadlock_stack=1"
+status=0
+for f in $flavours; do
+    san=$f
+    [ "$f" = plain ] && san=""
+    dir=build/test-$f
+    echo "=== flavour: $f ==="
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCONC_SANITIZE="$san" -DCONC_WERROR=ON -DCONC_BUILD_BENCH=OFF >/dev/null
+    cmake --build "$dir" -j"$jobs"
+    (cd "$dir" && ctest --output-on-failure -j"$jobs") || status=1
+done
+exit $status

@@ -1,0 +1,51 @@
+/* conc_int.h - internal (conc__*) declarations shared across modules.
+ * Nothing here is exported from the shared library. */
+#ifndef CONC_INT_H
+#define CONC_INT_H
+
+#include <conc.h>
+
+#include "os.h"
+
+#include <stdarg.h>
+
+/* A broken invariant in shared memory is a bug, not an outside condition:
+ * it is reported with file and line (the only place libconc writes to
+ * stderr) and stops the process. */
+#define CONC__ASSERT(cond)                                                   \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            conc__assert_fail(#cond, __FILE__, __LINE__);                    \
+        }                                                                    \
+    } while (0)
+_Noreturn void conc__assert_fail(const char *what, const char *file, int line);
+
+/* The layout of conc_buf, so modules that hand one to a callback can make
+ * one on the stack.  limit 0 = no limit. */
+struct conc_buf {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+    size_t limit;
+    char error[1024];
+    bool has_error;
+};
+void conc__buf_init(conc_buf *buf, size_t limit);
+void conc__buf_release(conc_buf *buf);
+/* Hands the bytes over as a conc_msg (buf is left empty). */
+void conc__buf_take(conc_buf *buf, conc_msg *msg);
+
+/* Cache line size, for keeping hot shared words apart. */
+#define CONC__CACHELINE 64
+
+/* Spin-loop hint. */
+static inline void conc__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#endif

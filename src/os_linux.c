@@ -1,0 +1,299 @@
+/* os_linux.c - the Linux side of the platform contract (os.h).
+ *
+ * Futexes are called through syscall(2) because glibc has no wrapper.
+ * Waits use FUTEX_WAIT_BITSET, whose timeout is an absolute CLOCK_MONOTONIC
+ * time: the deadline computed once on entry is passed as is, so retries
+ * after a spurious wake-up or a signal never stretch the wait.
+ */
+#include "os.h"
+
+#include <conc/common.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ---- the fault seam ---------------------------------------------------- */
+
+/* Countdown to the failing call; 0 = disarmed.  Relaxed is enough: tests
+ * arm it from the thread that then makes the calls. */
+static _Atomic long fault_countdown;
+static _Atomic bool fault_fired;
+
+void conc__fault_arm(long n)
+{
+    atomic_store_explicit(&fault_fired, false, memory_order_relaxed);
+    atomic_store_explicit(&fault_countdown, n < 0 ? 0 : n,
+                          memory_order_relaxed);
+}
+
+bool conc__fault_hit(void)
+{
+    long n = atomic_load_explicit(&fault_countdown, memory_order_relaxed);
+    if (n == 0) {
+        return false;
+    }
+    if (atomic_fetch_sub_explicit(&fault_countdown, 1,
+                                  memory_order_relaxed) == 1) {
+        atomic_store_explicit(&fault_fired, true, memory_order_relaxed);
+        return true;
+    }
+    return false;
+}
+
+bool conc__fault_fired(void)
+{
+    return atomic_load_explicit(&fault_fired, memory_order_relaxed);
+}
+
+/* ---- deadlines --------------------------------------------------------- */
+
+uint64_t conc__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int conc__deadline_init(conc__deadline *dl, double timeout)
+{
+    dl->forever = false;
+    dl->once = false;
+    if (isnan(timeout)) {
+        return CONC_EINVAL;
+    }
+    if (timeout < 0) {
+        if (timeout != CONC_FOREVER) {
+            return CONC_EINVAL;
+        }
+        dl->forever = true;
+        return 0;
+    }
+    /* Past about 30 years a deadline is as good as forever, and the
+     * nanosecond arithmetic below would overflow. */
+    if (timeout > 1e9) {
+        dl->forever = true;
+        return 0;
+    }
+    if (timeout == 0) {
+        dl->once = true;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &dl->at);
+    double whole = floor(timeout);
+    dl->at.tv_sec += (time_t)whole;
+    dl->at.tv_nsec += (long)((timeout - whole) * 1e9);
+    if (dl->at.tv_nsec >= 1000000000L) {
+        dl->at.tv_sec += 1;
+        dl->at.tv_nsec -= 1000000000L;
+    }
+    return 0;
+}
+
+bool conc__deadline_passed(const conc__deadline *dl)
+{
+    if (dl->forever) {
+        return false;
+    }
+    if (dl->once) {
+        return true;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > dl->at.tv_sec ||
+           (now.tv_sec == dl->at.tv_sec && now.tv_nsec >= dl->at.tv_nsec);
+}
+
+double conc__deadline_left(const conc__deadline *dl)
+{
+    if (dl->forever) {
+        return 1e18;
+    }
+    if (dl->once) {
+        return 0;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double left = (double)(dl->at.tv_sec - now.tv_sec) +
+                  (double)(dl->at.tv_nsec - now.tv_nsec) / 1e9;
+    return left > 0 ? left : 0;
+}
+
+/* ---- futex ------------------------------------------------------------- */
+
+int conc__os_futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                        const conc__deadline *dl, bool shared)
+{
+    if (dl != NULL && !dl->forever && conc__deadline_passed(dl)) {
+        return CONC_ETIMEDOUT;
+    }
+    int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    const struct timespec *ts = (dl == NULL || dl->forever) ? NULL : &dl->at;
+    long r = syscall(SYS_futex, (uint32_t *)word, op, expected, ts, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == -1 && errno == ETIMEDOUT) {
+        return CONC_ETIMEDOUT;
+    }
+    /* 0, EAGAIN (the word had changed) and EINTR all mean: recheck. */
+    return 0;
+}
+
+int conc__os_futex_wake(_Atomic uint32_t *word, int n, bool shared)
+{
+    int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
+    long r = syscall(SYS_futex, (uint32_t *)word, op, n, NULL, NULL, 0);
+    return r < 0 ? 0 : (int)r;
+}
+
+/* ---- memory ------------------------------------------------------------ */
+
+void *conc__os_shared_alloc(size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void conc__os_shared_free(void *p, size_t size)
+{
+    if (p != NULL) {
+        munmap(p, size);
+    }
+}
+
+void *conc__malloc(size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+void *conc__calloc(size_t n, size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return calloc(n, size);
+}
+
+void *conc__realloc(void *p, size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, size);
+}
+
+char *conc__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = conc__malloc(n);
+    if (d != NULL) {
+        memcpy(d, s, n);
+    }
+    return d;
+}
+
+/* ---- processes and threads --------------------------------------------- */
+
+pid_t conc__os_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+/* Reads /proc/<path>/stat and returns field 22 (starttime), or 0.  *state
+ * gets field 3 (R, S, Z, ...).  The command name, field 2, may hold spaces
+ * and parentheses, so parsing starts after its last ')'. */
+static uint64_t read_starttime(const char *path, char *state)
+{
+    char buf[1024];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] == '\0') {
+        return 0;
+    }
+    p += 2;
+    if (state != NULL) {
+        *state = *p;
+    }
+    /* Fields 3..21 are 19 fields to skip; p points at field 3. */
+    for (int field = 3; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL) {
+            return 0;
+        }
+        p++;
+    }
+    return strtoull(p, NULL, 10);
+}
+
+uint64_t conc__os_proc_starttime(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    return read_starttime(path, NULL);
+}
+
+bool conc__os_proc_alive(pid_t pid, uint64_t starttime)
+{
+    char path[64];
+    char state = 0;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    uint64_t st = read_starttime(path, &state);
+    if (st == 0 || state == 'Z' || state == 'X') {
+        return false;
+    }
+    return starttime == 0 || st == starttime;
+}
+
+bool conc__os_thread_alive(pid_t tid, uint64_t starttime)
+{
+    /* /proc/<tid> resolves for any thread id, not only process ids. */
+    return conc__os_proc_alive(tid, starttime);
+}
+
+void conc__os_set_name(const char *name)
+{
+    char comm[16];
+    snprintf(comm, sizeof comm, "%s", name);
+    prctl(PR_SET_NAME, comm, 0, 0, 0);
+}
+
+int conc__os_set_pdeathsig(int sig)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
+}
+
+long conc__os_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n;
+}

@@ -1,0 +1,133 @@
+/* test_core.c - error table, timeouts/deadlines, conc_buf and conc_msg,
+ * the fault seam. */
+#include "harness.h"
+
+#include "conc_int.h"
+
+#include <math.h>
+
+TEST(strerror_names_every_code)
+{
+    CHECK_STR(conc_strerror(0), "success");
+    CHECK_STR(conc_errname(CONC_ETIMEDOUT), "CONC_ETIMEDOUT");
+    CHECK_STR(conc_errname(CONC_EOWNERDEAD), "CONC_EOWNERDEAD");
+    CHECK_STR(conc_errname(12345), "CONC_E?");
+    CHECK_STR(conc_strerror(12345), "unknown error");
+    int codes[] = {
+#define X(name, value, text) CONC_##name,
+        CONC_ERRORS(X)
+#undef X
+    };
+    size_t n = sizeof codes / sizeof codes[0];
+    CHECK_EQ(n, 16);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(codes[i] < 0);
+        CHECK(strcmp(conc_strerror(codes[i]), "unknown error") != 0);
+        for (size_t j = 0; j < i; j++) {
+            CHECK(codes[i] != codes[j]);
+        }
+    }
+}
+
+TEST(deadline_rejects_bad_timeouts)
+{
+    conc__deadline dl;
+    CHECK_ERR(conc__deadline_init(&dl, NAN), CONC_EINVAL);
+    CHECK_ERR(conc__deadline_init(&dl, -0.5), CONC_EINVAL);
+    CHECK_ERR(conc__deadline_init(&dl, -2), CONC_EINVAL);
+    CHECK_OK(conc__deadline_init(&dl, CONC_FOREVER));
+    CHECK(dl.forever && !conc__deadline_passed(&dl));
+    CHECK_OK(conc__deadline_init(&dl, INFINITY));
+    CHECK(dl.forever);
+    CHECK_OK(conc__deadline_init(&dl, 0));
+    CHECK(conc__deadline_passed(&dl));
+    CHECK_OK(conc__deadline_init(&dl, 0.05));
+    CHECK(!conc__deadline_passed(&dl));
+    CHECK(conc__deadline_left(&dl) <= 0.05);
+}
+
+TEST(futex_wait_times_out_no_earlier_than_asked)
+{
+    _Atomic uint32_t word = 0;
+    conc__deadline dl;
+    CHECK_OK(conc__deadline_init(&dl, 0.1));
+    double t0 = th_now();
+    int err;
+    do {
+        err = conc__os_futex_wait(&word, 0, &dl, false);
+    } while (err == 0);
+    double took = th_now() - t0;
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(took >= 0.1);
+    CHECK(took < 1.0);
+    /* A word that already differs returns at once. */
+    CHECK_OK(conc__deadline_init(&dl, 5));
+    CHECK_OK(conc__os_futex_wait(&word, 1, &dl, false));
+}
+
+TEST(buf_appends_and_hands_over)
+{
+    conc_buf b;
+    conc__buf_init(&b, 0);
+    CHECK_ERR(conc_buf_append(NULL, "x", 1), CONC_EINVAL);
+    CHECK_ERR(conc_buf_append(&b, NULL, 1), CONC_EINVAL);
+    CHECK_OK(conc_buf_append(&b, NULL, 0));
+    for (int i = 0; i < 1000; i++) {
+        CHECK_OK(conc_buf_append(&b, "abcd", 4));
+    }
+    CHECK_EQ(conc_buf_len(&b), 4000);
+    CHECK_OK(conc_buf_error(&b, "bad %d", 7));
+    CHECK_STR(b.error, "bad 7");
+    conc_msg m;
+    conc__buf_take(&b, &m);
+    CHECK_EQ(m.len, 4000);
+    CHECK(memcmp((char *)m.data + 3996, "abcd", 4) == 0);
+    conc_msg_free(&m);
+    CHECK(m.data == NULL && m.len == 0);
+    conc_msg_free(&m);
+    conc_msg_free(NULL);
+    conc__buf_release(&b);
+}
+
+TEST(buf_limit_refuses_whole_append)
+{
+    conc_buf b;
+    conc__buf_init(&b, 10);
+    CHECK_OK(conc_buf_append(&b, "12345678", 8));
+    CHECK_ERR(conc_buf_append(&b, "abc", 3), CONC_ENOMEM);
+    CHECK_EQ(conc_buf_len(&b), 8);
+    CHECK_OK(conc_buf_append(&b, "ab", 2));
+    conc__buf_release(&b);
+}
+
+TEST(buf_allocation_failure_keeps_contents)
+{
+    conc_buf b;
+    conc__buf_init(&b, 0);
+    CHECK_OK(conc_buf_append(&b, "hello", 5));
+    conc__fault_arm(1);
+    char big[200] = { 0 };
+    CHECK_ERR(conc_buf_append(&b, big, sizeof big), CONC_ENOMEM);
+    CHECK(conc__fault_fired());
+    CHECK_EQ(conc_buf_len(&b), 5);
+    CHECK(memcmp(b.data, "hello", 5) == 0);
+    conc__fault_arm(0);
+    conc__buf_release(&b);
+}
+
+TEST(proc_liveness_sees_pid_reuse_and_zombies)
+{
+    uint64_t st = conc__os_proc_starttime(getpid());
+    CHECK(st != 0);
+    CHECK(conc__os_proc_alive(getpid(), st));
+    CHECK(!conc__os_proc_alive(getpid(), st + 1));
+    pid_t pid = fork();
+    if (pid == 0) {
+        _exit(0);
+    }
+    th_sleep(0.05);
+    CHECK(!conc__os_proc_alive(pid, 0)); /* a zombie is not alive */
+    th_wait(pid, 5);
+    CHECK(!conc__os_proc_alive(pid, 0));
+    CHECK(conc__os_thread_alive(conc__os_gettid(), 0));
+}
