@@ -75,6 +75,11 @@ void conc__os_set_name(const char *name);
 /* Asks for signal sig when the parent thread dies (PR_SET_PDEATHSIG). */
 int conc__os_set_pdeathsig(int sig);
 long conc__os_cpu_count(void);
+/* fork() through the fault seam (a hit fails with -1, errno EAGAIN). */
+pid_t conc__os_fork(void);
+/* A pidfd (O_CLOEXEC) for child pid, readable once it has ended; -1 with
+ * errno when the kernel has none (callers fall back to polling). */
+int conc__os_pidfd_open(pid_t pid);
 
 /* ---- the fault seam ------------------------------------------------------
  * conc__fault_arm(n): the n-th (1-based) call through the seam from now on

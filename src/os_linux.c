@@ -297,3 +297,23 @@ long conc__os_cpu_count(void)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n;
 }
+
+pid_t conc__os_fork(void)
+{
+    if (conc__fault_hit()) {
+        errno = EAGAIN;
+        return -1;
+    }
+    return fork();
+}
+
+int conc__os_pidfd_open(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    (void)pid;
+    errno = ENOSYS;
+    return -1;
+#endif
+}

@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -194,7 +196,6 @@ static int reap_orphans(double grace)
     }
     int left = 0;
     pid_t r;
-    kill(0, 0);
     DIR *d = opendir("/proc");
     struct dirent *e;
     while (d != NULL && (e = readdir(d)) != NULL) {
@@ -245,6 +246,64 @@ static bool selected(const char *name, int argc, char **argv)
     return false;
 }
 
+/* Runs test i in a forked child with its deadline, then the leak checks;
+ * true when it passed. */
+static bool run_one(int i)
+{
+    char *shm_before = shm_snapshot();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        signal(SIGPIPE, SIG_DFL);
+        _exit(run_in_child(i));
+    }
+    int status = 0;
+    bool ok = true;
+    if (wait_deadline(pid, &status, tests[i].deadline) != 0) {
+        fprintf(stderr, "    deadline of %.0f s passed: killed\n",
+                tests[i].deadline);
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ok = false;
+    } else if (WIFSIGNALED(status)) {
+        fprintf(stderr, "    died of signal %d\n", WTERMSIG(status));
+        ok = false;
+    } else if (WEXITSTATUS(status) != 0) {
+        ok = false;
+    }
+    if (reap_orphans(2.0) != 0) {
+        ok = false;
+    }
+    char *shm_after = shm_snapshot();
+    if (shm_leaks(shm_before, shm_after) != 0) {
+        ok = false;
+    }
+    free(shm_before);
+    free(shm_after);
+    return ok;
+}
+
+/* Gives the calling process a /dev/shm of its own (a new mount namespace
+ * with a fresh tmpfs there), so that test programs run side by side
+ * (ctest -j) neither see nor delete each other's segments in the leak
+ * check.  Needs root (CI and these machines have it); without it the
+ * tests share the machine's /dev/shm and should run one program at a
+ * time. */
+static bool private_shm(void)
+{
+    if (unshare(CLONE_NEWNS) != 0) {
+        return false;
+    }
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
+        return false;
+    }
+    return mount("conc-test-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+                 "mode=1777") == 0;
+}
+
 int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
@@ -254,47 +313,27 @@ int main(int argc, char **argv)
         repeat = atoi(rep);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
-    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < ntests; i++) {
         if (!selected(tests[i].name, argc, argv)) {
             continue;
         }
         for (int r = 0; r < repeat; r++) {
-            char *shm_before = shm_snapshot();
             double t0 = th_now();
             fflush(stdout);
             fflush(stderr);
-            pid_t pid = fork();
-            if (pid == 0) {
-                setpgid(0, 0);
-                signal(SIGPIPE, SIG_DFL);
-                _exit(run_in_child(i));
+            /* A keeper process per test: it owns the private /dev/shm and
+             * is the subreaper that orphaned grandchildren come back to. */
+            pid_t keeper = fork();
+            if (keeper == 0) {
+                prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+                private_shm();
+                _exit(run_one(i) ? 0 : 1);
             }
             int status = 0;
-            bool ok = true;
-            if (wait_deadline(pid, &status, tests[i].deadline) != 0) {
-                fprintf(stderr, "    deadline of %.0f s passed: killed\n",
-                        tests[i].deadline);
-                kill(-pid, SIGKILL);
-                kill(pid, SIGKILL);
-                waitpid(pid, &status, 0);
-                ok = false;
-            } else if (WIFSIGNALED(status)) {
-                fprintf(stderr, "    died of signal %d\n", WTERMSIG(status));
-                ok = false;
-            } else if (WEXITSTATUS(status) != 0) {
-                ok = false;
+            while (waitpid(keeper, &status, 0) == -1 && errno == EINTR) {
             }
-            if (reap_orphans(2.0) != 0) {
-                ok = false;
-            }
-            char *shm_after = shm_snapshot();
-            if (shm_leaks(shm_before, shm_after) != 0) {
-                ok = false;
-            }
-            free(shm_before);
-            free(shm_after);
+            bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
             printf("%s %s (%.2f s)\n", ok ? "ok  " : "FAIL", tests[i].name,
                    th_now() - t0);
             if (ok) {

@@ -4,7 +4,24 @@
  * A child is fork()ed from the calling program, so `arg` and every libconc
  * object created before conc_process_start() work in the child as in the
  * parent (Python's fork inheritance).  How this stays safe when the program
- * already runs threads is explained at the top of src/process.c.
+ * already runs threads is explained at the top of src/process.c: glibc
+ * resets malloc and stdio in the child, and libconc's own locks are taken
+ * around every fork by pthread_atfork handlers.  Only the forking thread
+ * exists in the child; the target should not wait for locks that other
+ * threads of the parent might hold (its own pthread mutexes, say).
+ *
+ * The child runs target(arg); then, as when main returns, it joins its
+ * non-daemon threads, terminates its daemon children and joins the rest,
+ * flushes stdout and stderr and _exit()s with target's return value.  The
+ * parent's atexit handlers do not run in the child (Python's os._exit);
+ * FILE streams other than stdout and stderr are the target's to flush.  A
+ * target that calls exit() itself runs the program's atexit handlers in
+ * the child too (libconc's clean-up among them): return instead.
+ *
+ * When main returns (or exit() is called), libconc joins non-daemon
+ * threads, sends SIGTERM to daemon children (SIGKILL after 2 s if they
+ * linger) and joins every child - Python's order.  A daemon child gets
+ * SIGKILL when its parent dies by any means, SIGKILL included.
  */
 #ifndef CONC_PROCESS_H
 #define CONC_PROCESS_H
@@ -33,16 +50,25 @@ typedef struct conc_process_opts {
 CONC_API int conc_process_new(conc_process **out, const conc_process_opts *opts);
 
 /* conc_process_start - forks the child, which runs target(arg) and exits
- * with its return value.  CONC_ESTATE when started before; CONC_EDAEMON
- * when the caller is itself a daemon process; CONC_ESYS when fork fails. */
+ * with its return value.  CONC_EINVAL for NULL; CONC_ESTATE when started
+ * before, or when p was made in another process (a handle copied by fork);
+ * CONC_EDAEMON when the caller is itself a daemon process; CONC_ENOMEM;
+ * CONC_ESYS when fork fails (errno kept).  A failed start leaves p as new.
+ * Safe from any thread; a daemon started from a thread other than the
+ * main thread is forked by libconc's internal forker thread while the
+ * caller waits, so the daemon does not die with the thread that made it. */
 CONC_API int conc_process_start(conc_process *p);
 
 /* conc_process_join - waits for the child to end, at most timeout seconds,
- * and reaps it.  0 when it has ended, CONC_ETIMEDOUT when it still runs,
- * CONC_ESTATE before start, CONC_EINVAL for a bad timeout. */
+ * and reaps it.  0 when it has ended (again 0 on later calls),
+ * CONC_ETIMEDOUT when it still runs, CONC_ESTATE before start or when p is
+ * not a child of this process, CONC_EINVAL for NULL or a bad timeout.
+ * Several threads may join the same child at once; a signal does not end
+ * the wait early nor restart its clock. */
 CONC_API int conc_process_join(conc_process *p, double timeout);
 
-/* conc_process_is_alive - started and not yet ended (reaps it if ended). */
+/* conc_process_is_alive - started and not yet ended (reaps it if ended).
+ * false for NULL, before start, or for a handle of another process. */
 CONC_API bool conc_process_is_alive(conc_process *p);
 
 /* conc_process_terminate / conc_process_kill - SIGTERM / SIGKILL.  0 also
@@ -52,14 +78,18 @@ CONC_API int conc_process_terminate(conc_process *p);
 CONC_API int conc_process_kill(conc_process *p);
 
 /* conc_process_exitcode - the exit status: the target's return value, or
- * -N when signal N ended it.  CONC_ESTATE while running or before start. */
+ * -N when signal N ended it; 255 when something outside libconc reaped the
+ * child (SIGCHLD set to SIG_IGN, a waitpid(-1)) and the status is lost.
+ * CONC_ESTATE while running or before start; CONC_EINVAL for NULLs. */
 CONC_API int conc_process_exitcode(conc_process *p, int *code);
 
 /* conc_process_pid - the child's pid; 0 before start or for NULL. */
 CONC_API pid_t conc_process_pid(const conc_process *p);
 
-/* conc_process_name - the name given or "Process-N"; the child's kernel
- * name (ps -o comm) is its first 15 bytes.  Owned by p. */
+/* conc_process_name - the name given or "Process-N" (N counts handles
+ * made by this process; "Process-1:2" for one made in child Process-1);
+ * the child's kernel name (ps -o comm) is its first 15 bytes.  Owned by p;
+ * NULL for NULL. */
 CONC_API const char *conc_process_name(const conc_process *p);
 
 /* conc_process_free - releases p.  A child still running is not waited
@@ -67,7 +97,8 @@ CONC_API const char *conc_process_name(const conc_process *p);
  * zombie is left.  NULL is a no-op. */
 CONC_API void conc_process_free(conc_process *p);
 
-/* conc_current_name - "MainProcess", or this child's name. */
+/* conc_current_name - "MainProcess", or this child's name (cut at 255
+ * bytes).  Static; never NULL. */
 CONC_API const char *conc_current_name(void);
 
 /* conc_parent_pid - the pid of the process that started this one with

@@ -2,7 +2,14 @@
  * and Barrier, with Python's semantics, between threads and processes
  * alike.  Every object lives in shared memory of its own: one created
  * before conc_process_start() is the same object in the child.  None is
- * built on pthread condvars (see ../../src/lock.c for why).
+ * built on pthread condvars (see ../../src/lock.c and cond.c for why).
+ *
+ * Common rules: a NULL handle is CONC_EINVAL (false / 0 for the queries);
+ * timeouts follow common.h (CONC_FOREVER, 0 = try once, NaN or another
+ * negative = CONC_EINVAL); a wait interrupted by a signal goes on with
+ * the time left.  conc_X_free() unmaps the object in the calling process
+ * only (each process that inherited it frees its own copy); nobody may be
+ * using it there.
  */
 #ifndef CONC_SYNC_H
 #define CONC_SYNC_H
@@ -24,12 +31,16 @@ CONC_API int conc_lock_new(conc_lock **out, const conc_lock_opts *opts);
 
 /* conc_lock_acquire - 0 when acquired; CONC_ETIMEDOUT; CONC_EOWNERDEAD
  * when acquired but the thread or process that held it died holding it
- * (the data it guards may be half-updated; the lock works on). */
+ * (the data it guards may be half-updated; the lock works on).  A dead
+ * holder is noticed within about 50 ms by a blocked acquire, at once by a
+ * try (timeout 0).  Not re-entrant: a second acquire by the holder waits
+ * (and times out), as Python's Lock. */
 CONC_API int conc_lock_acquire(conc_lock *l, double timeout);
 
 /* conc_lock_release - any thread or process may release a held lock.
  * CONC_EPERM when it is not locked. */
 CONC_API int conc_lock_release(conc_lock *l);
+/* conc_lock_locked - whether someone holds it (a snapshot). */
 CONC_API bool conc_lock_locked(conc_lock *l);
 CONC_API void conc_lock_free(conc_lock *l);
 
@@ -41,9 +52,12 @@ typedef struct conc_rlock_opts {
 
 CONC_API int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts);
 /* conc_rlock_acquire - re-entrant for the owning thread; otherwise as
- * conc_lock_acquire, CONC_EOWNERDEAD included. */
+ * conc_lock_acquire, CONC_EOWNERDEAD included (the dead owner's levels
+ * are dropped: the caller then holds it at level 1).  A forked child is a
+ * different thread: it does not own its parent's RLock. */
 CONC_API int conc_rlock_acquire(conc_rlock *r, double timeout);
-/* conc_rlock_release - CONC_EPERM unless the caller's thread owns it. */
+/* conc_rlock_release - drops one level; CONC_EPERM unless the caller's
+ * thread owns it. */
 CONC_API int conc_rlock_release(conc_rlock *r);
 CONC_API bool conc_rlock_locked(conc_rlock *r);
 CONC_API void conc_rlock_free(conc_rlock *r);
@@ -57,13 +71,16 @@ typedef struct conc_sem_opts {
                      CONC_EINVAL */
 } conc_sem_opts;
 
+/* conc_sem_new - CONC_EINVAL for a value below 0 or above INT32_MAX;
+ * CONC_ENOMEM. */
 CONC_API int conc_sem_new(conc_sem **out, const conc_sem_opts *opts);
 /* conc_sem_acquire - 0 when decremented, CONC_ETIMEDOUT. */
 CONC_API int conc_sem_acquire(conc_sem *s, double timeout);
 /* conc_sem_release - adds n (n = 0 is CONC_EINVAL), waking up to n
  * waiters.  Bounded: CONC_EINVAL, and nothing added, if it would pass the
- * initial value. */
+ * initial value; unbounded: the same past INT32_MAX.  Never blocks. */
 CONC_API int conc_sem_release(conc_sem *s, unsigned n);
+/* conc_sem_value - the current value (a snapshot); CONC_EINVAL for NULL. */
 CONC_API long conc_sem_value(conc_sem *s);
 CONC_API void conc_sem_free(conc_sem *s);
 
@@ -74,6 +91,8 @@ typedef struct conc_event_opts {
 } conc_event_opts;
 
 CONC_API int conc_event_new(conc_event **out, const conc_event_opts *opts);
+/* conc_event_set - sets the flag and wakes every waiter; a waiter woken by
+ * a set() returns 0 even if clear() follows at once (Python's rule). */
 CONC_API int conc_event_set(conc_event *e);
 CONC_API int conc_event_clear(conc_event *e);
 /* conc_event_wait - 0 once the flag is set (at once if it is), else
@@ -95,15 +114,22 @@ CONC_API int conc_cond_new(conc_cond **out, const conc_cond_opts *opts);
 CONC_API int conc_cond_acquire(conc_cond *c, double timeout);
 CONC_API int conc_cond_release(conc_cond *c);
 /* conc_cond_wait - releases the lock fully, waits for a notify, restores
- * the lock (at every level), then returns: 0 when notified (never
- * spuriously), CONC_ETIMEDOUT, CONC_EPERM when the lock is not held,
- * CONC_EOWNERDEAD when re-acquiring found the lock's holder dead. */
+ * the lock (at every level, without a deadline, as Python), then returns:
+ * 0 when notified (never spuriously), CONC_ETIMEDOUT, CONC_EPERM when the
+ * lock is not held, CONC_EOWNERDEAD when re-acquiring found the lock's
+ * holder dead (the lock is held; this code wins over the other two).  A
+ * waiter whose time runs out as a notify arrives either takes it (0) or
+ * leaves it to another waiter: a notify is never swallowed by a timeout.
+ * A waiter that waits after a notify cannot take it. */
 CONC_API int conc_cond_wait(conc_cond *c, double timeout);
 /* conc_cond_wait_for - waits until pred(arg) holds: 0, or CONC_ETIMEDOUT
- * with pred still false. */
+ * with pred still false; pred is called holding the lock.  CONC_EPERM and
+ * CONC_EOWNERDEAD as conc_cond_wait (returned at once). */
 CONC_API int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
                                 double timeout);
-/* conc_cond_notify - wakes at most n waiters.  CONC_EPERM unless held. */
+/* conc_cond_notify - wakes at most n waiters (exactly min(n, waiting)
+ * unless some waiter was killed while waiting: it may absorb one notify).
+ * n = 0 does nothing.  Never blocks.  CONC_EPERM unless held. */
 CONC_API int conc_cond_notify(conc_cond *c, unsigned n);
 CONC_API int conc_cond_notify_all(conc_cond *c);
 CONC_API void conc_cond_free(conc_cond *c);
@@ -113,18 +139,27 @@ typedef struct conc_barrier conc_barrier;
 typedef int (*conc_barrier_action_fn)(void *action_arg);
 typedef struct conc_barrier_opts {
     unsigned parties;              /* required, > 0 */
-    conc_barrier_action_fn action; /* run by one party before release */
+    conc_barrier_action_fn action; /* run by one party before release,
+                                      holding the barrier's lock: it must
+                                      not call wait/abort/reset on the
+                                      same barrier */
     void *action_arg;
     double timeout;                /* default for waits; 0 = none */
 } conc_barrier_opts;
 
+/* conc_barrier_new - CONC_EINVAL for NULL opts, parties 0 or above
+ * INT_MAX, a negative or NaN timeout; CONC_ENOMEM. */
 CONC_API int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts);
 /* conc_barrier_wait - 0 and a distinct *index in 0..parties-1 once all
  * parties arrived; CONC_EBROKEN when the barrier is or becomes broken
  * (abort, reset while waiting, a wait that timed out, an action returning
  * non-zero): as Python, the party whose wait ran out gets CONC_EBROKEN
- * too.  CONC_EINVAL for parties over the limit or a bad timeout.
- * CONC_FOREVER means the barrier's own timeout, if any, applies. */
+ * too.  CONC_EINVAL for a bad timeout.  CONC_FOREVER means the
+ * barrier's own timeout, if any, applies.  A party that dies in wait()
+ * (SIGKILL included, in the action too; the first 1024 parties are
+ * watched) breaks the round: the others get CONC_EBROKEN within about
+ * 0.1 s, and reset() makes the barrier usable again (Python's parties
+ * would hang for ever). */
 CONC_API int conc_barrier_wait(conc_barrier *b, double timeout, int *index);
 CONC_API int conc_barrier_abort(conc_barrier *b);
 CONC_API int conc_barrier_reset(conc_barrier *b);

@@ -22,22 +22,34 @@ typedef struct conc_thread_opts {
     bool daemon;
 } conc_thread_opts;
 
-/* conc_thread_new - CONC_EINVAL for NULL out, opts or target; CONC_ENOMEM. */
+/* conc_thread_new - a thread object, not yet started; the name defaults
+ * to "Thread-N" and becomes the kernel thread name (first 15 bytes).
+ * CONC_EINVAL for NULL out, opts or target; CONC_ENOMEM. */
 CONC_API int conc_thread_new(conc_thread **out, const conc_thread_opts *opts);
 
-/* conc_thread_start - CONC_ESTATE when started before; CONC_ESYS. */
+/* conc_thread_start - starts the thread and returns once it runs (ident
+ * is valid then).  CONC_EINVAL for NULL; CONC_ESTATE when started before;
+ * CONC_ENOMEM; CONC_ESYS when pthread_create fails (errno kept).  A failed
+ * start leaves t as new. */
 CONC_API int conc_thread_start(conc_thread *t);
 
 /* conc_thread_join - waits at most timeout seconds for the thread to end.
  * 0 once ended, CONC_ETIMEDOUT, CONC_ESTATE before start or when a thread
- * joins itself. */
+ * joins itself, CONC_EINVAL for NULL or a bad timeout.  Waits on the
+ * monotonic clock; a signal neither ends the wait early nor restarts its
+ * clock; any number of threads may join at once.  In a forked child the
+ * parent's threads do not exist: join returns 0 at once there. */
 CONC_API int conc_thread_join(conc_thread *t, double timeout);
 
-/* conc_thread_result - the target's return value, once joined;
- * CONC_ESTATE before. */
+/* conc_thread_result - the target's return value, once a join returned 0
+ * (NULL if the target called pthread_exit); CONC_ESTATE before;
+ * CONC_EINVAL for NULLs. */
 CONC_API int conc_thread_result(conc_thread *t, void **result);
 
+/* conc_thread_is_alive - started and its target has not returned. */
 CONC_API bool conc_thread_is_alive(conc_thread *t);
+/* conc_thread_name - the name given or "Thread-N"; owned by t; NULL for
+ * NULL. */
 CONC_API const char *conc_thread_name(const conc_thread *t);
 
 /* conc_thread_ident - the kernel thread id (Python's native_id); 0 before

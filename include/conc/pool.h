@@ -1,0 +1,335 @@
+/* conc/pool.h - worker pools and futures: Python's multiprocessing.Pool,
+ * concurrent.futures.ThreadPoolExecutor and ProcessPoolExecutor, Future,
+ * wait() and as_completed(), in one engine with two kinds of worker.
+ *
+ *   static int square(const void *in, size_t len, conc_buf *out, void *ctx)
+ *   {
+ *       int x;
+ *       memcpy(&x, in, sizeof x);
+ *       x *= x;
+ *       return conc_buf_append(out, &x, sizeof x);
+ *   }
+ *   conc_pool *pool;
+ *   conc_pool_new(&pool, &(conc_pool_opts){ .workers = 5 });   // Pool(5)
+ *   conc_future *f;
+ *   conc_pool_submit(pool, square, &x, sizeof x, &f);           // submit
+ *   conc_msg m;
+ *   int err = conc_future_result(f, &m, CONC_FOREVER);         // .result()
+ *   conc_future_free(f);
+ *   conc_pool_shutdown(pool, true, false);
+ *   conc_pool_free(pool);
+ *
+ * Tasks.  A task is a conc_task_fn: bytes in, bytes out through
+ * conc_buf_append(out, ...); it returns 0 for success or its own positive
+ * failure code, and may describe a failure with conc_buf_error(out, ...)
+ * (Python's exception text, read back with conc_future_error_message()).
+ * A result code is therefore 0 (success), > 0 (the task's own failure
+ * code, its output kept) or < 0, a CONC_E* code from the pool:
+ *   CONC_EWORKERDIED  the process running the task died (segfault, abort,
+ *                     exit(), SIGKILL from outside); only that task fails,
+ *                     the worker is replaced and queued tasks run on;
+ *   CONC_ETIMEDOUT    the task ran longer than .task_timeout;
+ *   CONC_ECANCELLED   cancelled, or stopped by terminate/shutdown;
+ *   CONC_EBROKEN      a worker's initializer failed (see below);
+ *   CONC_ENOMEM       no memory for the result (parent side).
+ *
+ * Kinds.  CONC_PROCESSES (the default, Python's Pool and
+ * ProcessPoolExecutor): workers are forked daemon children (conc_process),
+ * so the task function, its worker_ctx and everything created before the
+ * pool exist in each worker; they die with the pool's process, even when
+ * it is SIGKILLed.  Inputs and outputs travel through a ring per worker in
+ * shared memory; one message (an input, or an output plus its error text)
+ * is at most .max_message_bytes (CONC_ETOOBIG on submit for a longer
+ * input; conc_buf_append returns CONC_ENOMEM in the task for a longer
+ * output).  A task in a process worker may not start processes
+ * (CONC_EDAEMON, as in Python).  CONC_THREADS (ThreadPoolExecutor,
+ * multiprocessing.pool.ThreadPool): workers are threads of this process;
+ * inputs are not limited in size.  A thread cannot be killed: a task that
+ * crashes a thread crashes the process, and a task past .task_timeout is
+ * failed with CONC_ETIMEDOUT at once while its thread is abandoned (it runs
+ * the task to its end, its output is dropped, it then runs the finalizer
+ * and exits) and a fresh thread takes its place.
+ *
+ * Initializer.  .initializer(init_arg, &worker_ctx) runs once in each new
+ * worker before its first task; worker_ctx is passed to every task that
+ * worker runs and to .finalizer(worker_ctx, init_arg) when the worker ends
+ * normally (a killed process runs no finalizer).  An initializer that
+ * returns non-zero breaks the pool, as ThreadPoolExecutor's
+ * BrokenThreadPool and unlike Pool, which respawns failing workers
+ * forever: every queued task and every task running in a process fails
+ * with CONC_EBROKEN (its error message names the initializer's code),
+ * process workers are stopped, and later submit/map calls return
+ * CONC_EBROKEN.  Tasks already running on threads finish normally.
+ *
+ * Threads of the pool.  A CONC_THREADS pool runs its worker threads and,
+ * when .task_timeout is set, one timer thread.  A CONC_PROCESSES pool runs
+ * one manager thread that feeds the rings, collects results, watches the
+ * workers (death, timeouts) and forks replacements; forking from it is
+ * safe because it touches nothing another thread may hold at that moment
+ * and the child only touches its own ring (see src/pool.c and
+ * src/process.c).
+ *
+ * Callbacks.  A done-callback runs exactly once: at once in the calling
+ * thread when the future is already done; otherwise in the thread that
+ * completes it - the worker thread (CONC_THREADS), the pool's manager
+ * thread (CONC_PROCESSES), the timer thread (a THREADS task timeout), or
+ * the thread calling conc_future_cancel, conc_pool_terminate,
+ * conc_pool_shutdown(cancel_futures) or conc_pool_free.  A callback may
+ * call any future function and conc_pool_submit, but must not block for
+ * long: it delays other results.
+ *
+ * Lifetimes.  Futures and iterators are reference-counted apart from the
+ * pool: free them in any order, before or after the pool.  Freeing or
+ * terminating a pool fails every task it still holds, so no future and no
+ * iterator ever waits forever.
+ */
+#ifndef CONC_POOL_H
+#define CONC_POOL_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct conc_pool conc_pool;
+typedef struct conc_future conc_future;
+typedef struct conc_iter conc_iter;
+
+/* conc_task_fn - a task: in/inlen are its input bytes (in is NULL only
+ * when inlen is 0), out collects its output, worker_ctx is what the
+ * initializer set (NULL without one).  Returns 0 or a positive failure
+ * code; a negative return is turned into CONC_ETASK. */
+typedef int (*conc_task_fn)(const void *in, size_t inlen, conc_buf *out,
+                            void *worker_ctx);
+
+/* conc_pool_init_fn - runs once in each new worker; sets *worker_ctx.
+ * Non-zero breaks the pool (see the top of this file). */
+typedef int (*conc_pool_init_fn)(void *init_arg, void **worker_ctx);
+
+/* conc_pool_fini_fn - runs when a worker ends normally (not when killed). */
+typedef void (*conc_pool_fini_fn)(void *worker_ctx, void *init_arg);
+
+typedef enum conc_pool_kind {
+    CONC_PROCESSES = 0, /* forked worker processes (the default) */
+    CONC_THREADS = 1    /* worker threads */
+} conc_pool_kind;
+
+typedef struct conc_pool_opts {
+    conc_pool_kind kind;
+    /* Number of workers; 0: conc_cpu_count().  At most 4096. */
+    size_t workers;
+    conc_pool_init_fn initializer; /* NULL: none, worker_ctx is NULL */
+    void *init_arg;
+    conc_pool_fini_fn finalizer;   /* NULL: none */
+    /* A worker is replaced after running this many tasks (a map chunk's
+     * items each count); 0: never (Python's maxtasksperchild). */
+    size_t max_tasks_per_worker;
+    /* Seconds a task may run; past it the task fails with CONC_ETIMEDOUT
+     * and its worker is killed (processes) or abandoned (threads) and
+     * replaced.  0: no limit.  With threads, map chunks are 1 item. */
+    double task_timeout;
+    /* Workers are named "<prefix>-N" (ps -o comm shows the first 15
+     * bytes); NULL: "PoolWorker" / "ThreadPoolWorker". */
+    const char *name_prefix;
+    /* CONC_PROCESSES: the largest input or output of one task, in bytes;
+     * 0: CONC_POOL_DEFAULT_MESSAGE (4 MiB).  At most 1 GiB.  Two rings of
+     * about twice this size per worker are reserved (pages are touched
+     * only as messages need them). */
+    size_t max_message_bytes;
+} conc_pool_opts;
+
+#define CONC_POOL_DEFAULT_MESSAGE ((size_t)4 << 20)
+
+/* conc_pool_new - starts a pool and its workers.  opts may be NULL
+ * (processes, one per CPU).  0; CONC_EINVAL (NULL out, bad kind, more
+ * than 4096 workers, a negative or NaN task_timeout, max_message_bytes over
+ * 1 GiB); CONC_ENOMEM; CONC_ESYS (a thread, fork or mmap failed);
+ * CONC_EDAEMON (a CONC_PROCESSES pool inside a pool's process worker or
+ * any daemon process). */
+CONC_API int conc_pool_new(conc_pool **out, const conc_pool_opts *opts);
+
+/* conc_pool_submit - queues fn(in) and returns its future in *fut (the
+ * caller frees it with conc_future_free).  The input is copied: in may be
+ * reused at once.  Never blocks.  0; CONC_EINVAL (NULL pool, fn or fut,
+ * NULL in with inlen > 0); CONC_ESTATE (after close, shutdown or
+ * terminate); CONC_EBROKEN; CONC_ETOOBIG (input over max_message_bytes,
+ * processes); CONC_ENOMEM.  *fut is NULL on error. */
+CONC_API int conc_pool_submit(conc_pool *pool, conc_task_fn fn,
+                              const void *in, size_t inlen,
+                              conc_future **fut);
+
+/* conc_pool_apply - submit, then wait at most timeout seconds for the
+ * result (Python's apply).  Returns the task's result code (see the top)
+ * with its output in *out (always set; empty on errors), CONC_ETIMEDOUT
+ * (the task stays queued or running; its output is dropped), or any
+ * conc_pool_submit error. */
+CONC_API int conc_pool_apply(conc_pool *pool, conc_task_fn fn,
+                             const void *in, size_t inlen, conc_msg *out,
+                             double timeout);
+
+typedef struct conc_map_opts {
+    /* Items per task; 0: automatic, ceil(n / (4 * workers)) as Python's
+     * Pool.map (1 for imap/imap_unordered when 0, as Python). */
+    size_t chunksize;
+    /* conc_pool_map only: seconds for the whole map; 0 = CONC_FOREVER
+     * here (a map that may not wait makes no sense), CONC_FOREVER too. */
+    double timeout;
+} conc_map_opts;
+
+/* conc_pool_map - runs fn on each of inputs[0..n-1] and stores each
+ * output in outputs[i], in input order (Python's Pool.map).  Blocks until
+ * every item is done or the timeout passed.  Every outputs[i] is set on
+ * return (empty for a failed or unfinished item): the caller frees each
+ * with conc_msg_free, also on error.  Returns 0 when every item succeeded,
+ * else the first failing item's code in input order (as map raises the
+ * first exception), CONC_ETIMEDOUT, or a submit error.  The inputs are
+ * copied.  opts may be NULL. */
+CONC_API int conc_pool_map(conc_pool *pool, conc_task_fn fn,
+                           const conc_msg *inputs, size_t n,
+                           conc_msg *outputs, const conc_map_opts *opts);
+
+/* conc_pool_imap / conc_pool_imap_unordered - queue every item now and
+ * return an iterator over the results, in input order (imap) or in
+ * completion order (imap_unordered).  The inputs are copied.  Errors as
+ * conc_pool_submit; *it is NULL on error. */
+CONC_API int conc_pool_imap(conc_pool *pool, conc_task_fn fn,
+                            const conc_msg *inputs, size_t n, conc_iter **it,
+                            const conc_map_opts *opts);
+CONC_API int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
+                                      const conc_msg *inputs, size_t n,
+                                      conc_iter **it,
+                                      const conc_map_opts *opts);
+
+/* conc_pool_close - no more tasks (submit: CONC_ESTATE); the queued ones
+ * still run; workers exit when they are done.  0; CONC_EINVAL for NULL. */
+CONC_API int conc_pool_close(conc_pool *pool);
+
+/* conc_pool_join - waits at most timeout seconds for the workers to finish
+ * every task and exit, after close or terminate.  0; CONC_ETIMEDOUT;
+ * CONC_ESTATE while the pool still takes tasks (Python: "Pool is still
+ * running"); CONC_EINVAL (NULL, bad timeout). */
+CONC_API int conc_pool_join(conc_pool *pool, double timeout);
+
+/* conc_pool_terminate - stops at once: process workers are killed, every
+ * queued task's future is cancelled (CONC_ECANCELLED, cancelled() true)
+ * and every running task fails with CONC_ECANCELLED (its future is done,
+ * not cancelled: it had started).  Then join returns promptly.  0;
+ * CONC_EINVAL. */
+CONC_API int conc_pool_terminate(conc_pool *pool);
+
+/* conc_pool_shutdown - Executor.shutdown(wait, cancel_futures): closes
+ * the pool; cancel_futures cancels every queued task that has not started
+ * (CONC_ECANCELLED); wait joins the workers (without a time limit).  0;
+ * CONC_EINVAL. */
+CONC_API int conc_pool_shutdown(conc_pool *pool, bool wait,
+                                bool cancel_futures);
+
+/* conc_pool_workers - the number of workers the pool keeps (0 for NULL). */
+CONC_API size_t conc_pool_workers(const conc_pool *pool);
+
+/* conc_pool_free - terminates the pool if it was not joined, and releases
+ * it.  Never waits for a running task (an abandoned thread finishes on its
+ * own).  Futures and iterators stay valid.  NULL is a no-op. */
+CONC_API void conc_pool_free(conc_pool *pool);
+
+/* ---- futures ------------------------------------------------------------ */
+
+/* conc_future_result - waits at most timeout seconds for the task and
+ * returns its result code (see the top), with a copy of its output in
+ * *out when out is not NULL (also for a task's own failure code > 0; empty
+ * on errors).  CONC_ETIMEDOUT when not done in time (the future is
+ * unchanged), CONC_ECANCELLED when cancelled, CONC_EINVAL (NULL f, bad
+ * timeout).  May be called any number of times, from any thread. */
+CONC_API int conc_future_result(conc_future *f, conc_msg *out,
+                                double timeout);
+
+/* conc_future_error_message - the task's conc_buf_error text, or for a
+ * pool error a sentence saying what happened ("worker PoolWorker-2 (pid
+ * 123) died: killed by signal 11"); NULL while not done or when there is
+ * none.  Owned by f. */
+CONC_API const char *conc_future_error_message(conc_future *f);
+
+/* conc_future_cancel - cancels a task that has not started: true when it
+ * is cancelled now or was already; false once it runs or is done.  Its
+ * callbacks run in the calling thread.  With processes a task counts as
+ * running once it was sent to a worker, which may be shortly before it
+ * starts (as in ProcessPoolExecutor, whose call queue runs ahead). */
+CONC_API bool conc_future_cancel(conc_future *f);
+
+CONC_API bool conc_future_cancelled(conc_future *f);
+/* running: started and not yet done. */
+CONC_API bool conc_future_running(conc_future *f);
+/* done: finished, failed or cancelled. */
+CONC_API bool conc_future_done(conc_future *f);
+
+typedef void (*conc_future_cb)(conc_future *f, void *arg);
+
+/* conc_future_add_done_callback - cb(f, arg) runs exactly once when f is
+ * done; at once in this thread if it already is (which thread runs it
+ * otherwise: see the top of this file).  0; CONC_EINVAL; CONC_ENOMEM. */
+CONC_API int conc_future_add_done_callback(conc_future *f, conc_future_cb cb,
+                                           void *arg);
+
+/* conc_future_free - drops the caller's reference; the task itself is not
+ * affected (it still runs, its result is dropped).  NULL is a no-op. */
+CONC_API void conc_future_free(conc_future *f);
+
+/* Flags for conc_wait (Python's return_when). */
+#define CONC_FIRST_COMPLETED 1
+#define CONC_FIRST_EXCEPTION 2
+#define CONC_ALL_COMPLETED 4
+
+/* conc_wait - waits at most timeout seconds until: one of futs is done
+ * (FIRST_COMPLETED); one is done with a non-zero code or cancelled, or all
+ * are done (FIRST_EXCEPTION); all are done (ALL_COMPLETED).  0 when the
+ * condition holds, CONC_ETIMEDOUT when not in time; CONC_EINVAL for a bad
+ * flag (exactly one of the three), NULL futs with n > 0, a NULL entry, a
+ * bad timeout.  n == 0 holds at once.  Which futures are done: ask
+ * conc_future_done. */
+CONC_API int conc_wait(conc_future *const *futs, size_t n, double timeout,
+                       int return_when);
+
+/* conc_as_completed - an iterator handing out futs in the order they
+ * complete (those already done first, in array order), through
+ * conc_iter_next_future.  timeout bounds the whole iteration, measured
+ * from this call (Python's as_completed(fs, timeout)); CONC_FOREVER for
+ * none.  The iterator holds its own references: the caller may free its
+ * futures before it.  0; CONC_EINVAL; CONC_ENOMEM. */
+CONC_API int conc_as_completed(conc_future *const *futs, size_t n,
+                               double timeout, conc_iter **it);
+
+/* ---- iterators ---------------------------------------------------------- */
+
+/* conc_iter_next - the next result of an imap/imap_unordered iterator:
+ * waits at most timeout seconds and returns its result code (0, a task's
+ * code > 0, or a CONC_E* code for that item) with its output in *msg
+ * (always set; the caller frees it).  CONC_ECLOSED once every item was
+ * returned; CONC_ETIMEDOUT (nothing consumed); CONC_EINVAL (NULL argument,
+ * bad timeout, or an as_completed iterator). */
+CONC_API int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout);
+
+/* conc_iter_next_future - the next future of an as_completed iterator,
+ * borrowed (valid until conc_iter_free).  0; CONC_ECLOSED when all were
+ * handed out; CONC_ETIMEDOUT when this call's timeout or the iterator's
+ * own deadline passed first; CONC_EINVAL (NULL argument, or a map
+ * iterator). */
+CONC_API int conc_iter_next_future(conc_iter *it, conc_future **fut,
+                                   double timeout);
+
+/* conc_iter_index - the input index of the item conc_iter_next returned
+ * last (for imap_unordered); (size_t)-1 before the first. */
+CONC_API size_t conc_iter_index(const conc_iter *it);
+
+/* conc_iter_error_message - the error text of that item, or NULL. Owned
+ * by it, valid until the next call. */
+CONC_API const char *conc_iter_error_message(const conc_iter *it);
+
+/* conc_iter_free - releases the iterator; items still running finish and
+ * are dropped.  NULL is a no-op. */
+CONC_API void conc_iter_free(conc_iter *it);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

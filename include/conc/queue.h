@@ -1,0 +1,140 @@
+/* conc/queue.h - multiprocessing.Queue, SimpleQueue and JoinableQueue, and
+ * queue.Queue: a FIFO of byte messages between any mix of threads and
+ * processes, living in shared memory (a ring; see ../../src/queue.c).
+ *
+ *   conc_queue *q;
+ *   conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 3 });   // Queue(3)
+ *   conc_queue_put(q, "spam", 4, CONC_FOREVER);               // q.put(b"spam")
+ *   conc_msg m;
+ *   conc_queue_get(q, &m, 1.5);                               // q.get(timeout=1.5)
+ *   conc_msg_free(&m);
+ *
+ * Sharing.  A queue created before fork() (conc_process_start()) is the
+ * same queue in the child.  A queue given .name lives in POSIX shared
+ * memory, /dev/shm/<name>, and an unrelated process reaches it with
+ * conc_queue_open().  Every handle is safe from any number of threads.
+ *
+ * Who unlinks a named queue.  The creating process does: conc_queue_free()
+ * called by the process that called conc_queue_new() removes the
+ * /dev/shm/<name> entry (handles already open keep working; later
+ * conc_queue_open() calls fail with CONC_ESYS/ENOENT).  Handles obtained by
+ * conc_queue_open(), and copies inherited by forked children, never
+ * unlink.  A creator killed before it frees leaves the entry behind (as
+ * every POSIX shared memory object does); unlink it with shm_unlink(3).
+ *
+ * Dying peers.  A producer or consumer killed at any instant (SIGKILL
+ * halfway through a put or a get included) leaves the queue consistent;
+ * at most the one message in the dead process's hands is lost, and nobody
+ * waits for the dead process.  A lost message is never task_done()'d, so
+ * conc_queue_join() then waits until its timeout.
+ */
+#ifndef CONC_QUEUE_H
+#define CONC_QUEUE_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct conc_queue conc_queue;
+
+typedef struct conc_queue_opts {
+    /* At most this many messages queued; a put on a full queue blocks
+     * (Python's maxsize).  0: no bound in items. */
+    size_t maxsize;
+    /* Room for message bytes: the queue holds at most this many bytes of
+     * messages plus 16 bytes of header per message (each rounded up to
+     * 16); one message of exactly capacity_bytes always fits into an empty
+     * queue, a longer one is CONC_ETOOBIG.  0: CONC_QUEUE_DEFAULT_CAPACITY.
+     * The memory is reserved, not touched: pages are used as the messages
+     * in flight need them (see src/queue.c).  At most
+     * CONC_QUEUE_MAX_CAPACITY. */
+    size_t capacity_bytes;
+    /* NULL: an anonymous queue, shared with forked children.  Otherwise
+     * the name of a new POSIX shared memory object ("jobs" or "/jobs",
+     * at most 200 bytes, no other '/'); CONC_ESYS with errno EEXIST if
+     * it already exists. */
+    const char *name;
+} conc_queue_opts;
+
+#define CONC_QUEUE_DEFAULT_CAPACITY ((size_t)64 << 20) /* 64 MiB */
+#define CONC_QUEUE_MAX_CAPACITY ((size_t)0xFFFFFF00u)  /* just under 4 GiB */
+
+/* conc_queue_new - a new, empty queue.  opts may be NULL (unbounded in
+ * items, default capacity, anonymous).  0; CONC_EINVAL (NULL out,
+ * capacity over the maximum, bad name); CONC_ENOMEM; CONC_ESYS (a shared
+ * memory call failed, errno kept: EEXIST for a name in use). */
+CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts);
+
+/* conc_queue_open - a handle on the named queue another process created.
+ * 0; CONC_EINVAL (NULL argument, bad name, not a libconc queue or another
+ * layout version); CONC_ENOMEM; CONC_ESYS (errno ENOENT: no such queue).
+ * Free the handle with conc_queue_free(); it never unlinks. */
+CONC_API int conc_queue_open(conc_queue **out, const char *name);
+
+/* conc_queue_put - appends a copy of len bytes at data (NULL is allowed
+ * when len is 0).  Blocks while the queue is full (maxsize items, or not
+ * enough free bytes) up to timeout.  0; CONC_EFULL (still full when the
+ * timeout expired; timeout 0 never waits for room); CONC_ECLOSED (the
+ * queue is closed, also for putters blocked when it was closed);
+ * CONC_ETOOBIG (len > capacity_bytes, at once); CONC_EINVAL (NULL q, NULL
+ * data with len > 0, bad timeout).  No allocation. */
+CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
+                            double timeout);
+
+/* conc_queue_get - removes the oldest message into *msg (heap bytes the
+ * caller frees with conc_msg_free(); data NULL for a 0-byte message).
+ * Blocks while empty up to timeout.  0; CONC_EEMPTY (still empty when the
+ * timeout expired; timeout 0 never waits); CONC_ECLOSED (closed and
+ * drained); CONC_ENOMEM (message left in place); CONC_EINVAL (NULL q or
+ * msg, bad timeout).  *msg is zeroed on every error. */
+CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout);
+
+/* conc_queue_get_into - as conc_queue_get, into buf (cap bytes); *len gets
+ * the message's length.  CONC_ETOOBIG when cap is smaller than the
+ * message: the message stays at the head of the queue and *len says how
+ * much room it needs.  CONC_EINVAL also for NULL len, or NULL buf with
+ * cap > 0.  No allocation. */
+CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
+                                 size_t *len, double timeout);
+
+/* conc_queue_qsize - messages queued now (approximate while others put
+ * and get, as in Python); 0 for NULL. */
+CONC_API size_t conc_queue_qsize(conc_queue *q);
+/* conc_queue_empty - qsize() == 0; true for NULL. */
+CONC_API bool conc_queue_empty(conc_queue *q);
+/* conc_queue_full - true when maxsize > 0 and qsize() >= maxsize, or when
+ * not even a 0-byte message has room; false for NULL. */
+CONC_API bool conc_queue_full(conc_queue *q);
+
+/* conc_queue_task_done - one put message has been processed (Python's
+ * JoinableQueue.task_done; every queue has it).  0; CONC_EINVAL when
+ * called more times than messages were put, or NULL q. */
+CONC_API int conc_queue_task_done(conc_queue *q);
+
+/* conc_queue_join - blocks until every message put has been task_done()'d.
+ * 0; CONC_ETIMEDOUT; CONC_EINVAL (NULL q, bad timeout). */
+CONC_API int conc_queue_join(conc_queue *q, double timeout);
+
+/* conc_queue_close - closes the queue for every handle in every process
+ * (Python 3.13's shutdown(), not mp.Queue.close): puts fail with
+ * CONC_ECLOSED at once, blocked putters wake with CONC_ECLOSED, gets
+ * drain what is queued and then return CONC_ECLOSED, and blocked getters
+ * wake.  Closing twice is harmless.  0; CONC_EINVAL for NULL. */
+CONC_API int conc_queue_close(conc_queue *q);
+
+/* conc_queue_closed - whether conc_queue_close() was called; false for
+ * NULL. */
+CONC_API bool conc_queue_closed(conc_queue *q);
+
+/* conc_queue_free - releases this handle (unmaps this process's view; the
+ * creating process also unlinks the name, see above).  Other handles and
+ * processes are unaffected.  NULL is a no-op.  Must not race with calls
+ * on the same handle. */
+CONC_API void conc_queue_free(conc_queue *q);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,215 @@
+/* conc/shared.h - shared state: Python's Value, Array, RawValue, RawArray,
+ * shared_memory.SharedMemory and Manager().dict(), with no server process:
+ * every object is a block of shared memory that the processes map.
+ *
+ * Fork: every object created before conc_process_start() (or any fork())
+ * is the same object in the child - the mapping is MAP_SHARED.
+ * Names: objects given a name live in POSIX named shared memory (/dev/shm)
+ * so an unrelated process can open them.  A named segment belongs to the
+ * process that created it: it is unlinked when the creator frees the
+ * object or exits (Python's resource tracker does the same at exit), so no
+ * segment is left behind; processes that opened it keep their mapping.
+ * See src/shm.c, src/value.c and src/dict.c for the designs.
+ */
+#ifndef CONC_SHARED_H
+#define CONC_SHARED_H
+
+#include "common.h"
+#include "sync.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- conc_shm: multiprocessing.shared_memory.SharedMemory ------------
+ *
+ * Names: "name" or "/name" (the leading slash is added when missing);
+ * 1..250 bytes after the slash, no further '/', not "." or "..".
+ * Anything else is CONC_EINVAL.  Errors from the OS are CONC_ESYS with
+ * errno kept: EEXIST when conc_shm_create finds the name taken (Python's
+ * FileExistsError), ENOENT when conc_shm_open finds no such segment
+ * (FileNotFoundError), EACCES for a segment of another user. */
+typedef struct conc_shm conc_shm;
+
+/* conc_shm_create - creates a new segment of size bytes (> 0), mode 0600,
+ * zero-filled, and maps it.  name NULL picks a fresh random name (Python's
+ * name=None), readable with conc_shm_name.  Fails, creating nothing, when
+ * the name exists.  CONC_EINVAL (NULL out, bad name, size 0),
+ * CONC_ENOMEM, CONC_ESYS.  The caller is the segment's creator: see
+ * conc_shm_free. */
+CONC_API int conc_shm_create(conc_shm **out, const char *name, size_t size);
+
+/* conc_shm_open - maps an existing segment, at its whole size.
+ * CONC_EINVAL, CONC_ENOMEM, CONC_ESYS (ENOENT: no such name). */
+CONC_API int conc_shm_open(conc_shm **out, const char *name);
+
+/* conc_shm_ptr / conc_shm_size / conc_shm_name - the mapping (page
+ * aligned), its size in bytes, its name with the leading '/'.  NULL / 0 /
+ * NULL for a NULL m.  The name is owned by m. */
+CONC_API void *conc_shm_ptr(const conc_shm *m);
+CONC_API size_t conc_shm_size(const conc_shm *m);
+CONC_API const char *conc_shm_name(const conc_shm *m);
+
+/* conc_shm_unlink - removes the name (Python's unlink()); mappings stay
+ * valid until freed, but no one can open the name any more.  Any process
+ * may call it.  CONC_EINVAL for NULL; CONC_ESYS with ENOENT when the name
+ * is already gone. */
+CONC_API int conc_shm_unlink(conc_shm *m);
+
+/* conc_shm_free - unmaps and releases m (Python's close()).  In the
+ * process that created the segment it also unlinks the name, unless that
+ * was done already or the name now names another segment; a creator that
+ * exits without freeing unlinks at exit.  A forked child is not the
+ * creator.  NULL is a no-op. */
+CONC_API void conc_shm_free(conc_shm *m);
+
+/* ---- conc_value: Value, Array, RawValue, RawArray ---------------------
+ *
+ * A block of `size` bytes of shared memory (any size: a C int, a struct,
+ * an array of them), zero-filled, 64-byte aligned, with or without a lock of
+ * its own.  Python's Value('i') is {.size = sizeof(int), .lock = true};
+ * RawValue/RawArray is {.size = ...}.
+ *
+ * "Zero = default" against Python's lock=True: C has no keyword default
+ * of true, and the contract's own example spells `.lock = true`, so .lock
+ * means exactly what it says: false (the zero default) is a Raw value with
+ * no lock, true gives it a conc_lock.  A conc_lock rather than Python's
+ * RLock: it is the lock that survives a dead holder (CONC_EOWNERDEAD), and
+ * C code knows when it holds it.  As in Python, the lock guards nothing by
+ * itself: `v += 1` is atomic only between acquire and release. */
+typedef struct conc_value conc_value;
+typedef struct conc_value_opts {
+    size_t size;      /* required, > 0 */
+    bool lock;        /* true: Value/Array with a lock; false: Raw* */
+    const char *name; /* NULL: anonymous (shared with forked children);
+                         else named shared memory (conc_value_open).
+                         A named value has no lock: with .lock it is
+                         CONC_EINVAL, since a conc_lock has no name to be
+                         opened by (use a conc_dict for named shared
+                         state that needs a lock) */
+} conc_value_opts;
+
+/* conc_value_new - a zero-filled shared block.  CONC_EINVAL (NULL out or
+ * opts, size 0, a bad name, .name with .lock), CONC_ENOMEM, CONC_ESYS
+ * (named: EEXIST when the name is taken). */
+CONC_API int conc_value_new(conc_value **out, const conc_value_opts *opts);
+
+/* conc_value_open - opens a named value created by another process, with
+ * its size.  CONC_EINVAL (also: the segment is not a conc_value, or of
+ * another layout version), CONC_ENOMEM, CONC_ESYS (ENOENT). */
+CONC_API int conc_value_open(conc_value **out, const char *name);
+
+/* conc_value_ptr - the block (64-byte aligned: any C type fits); NULL for
+ * NULL.  conc_value_size - its size in bytes (0 for NULL). */
+CONC_API void *conc_value_ptr(const conc_value *v);
+CONC_API size_t conc_value_size(const conc_value *v);
+
+/* conc_value_lock - the value's own lock (Python's get_lock()), owned by
+ * v; NULL for a raw value or NULL v. */
+CONC_API conc_lock *conc_value_lock(const conc_value *v);
+
+/* conc_value_free - releases v and its lock.  A named value is unlinked
+ * when its creator frees it (see conc_shm_free).  NULL is a no-op. */
+CONC_API void conc_value_free(conc_value *v);
+
+/* ---- conc_dict: Manager().dict() without the manager -------------------
+ *
+ * A hash table of byte-string keys to byte-string values, any sizes, in
+ * one shared mapping: usable at once from any number of threads and
+ * processes - forked before or after it was created, or unrelated ones
+ * through .name - with no server process and no round trip.
+ *
+ * Crash safety: a process killed at any instant (SIGKILL included) in the
+ * middle of any call leaves the dict consistent: every key reads as its
+ * old or its new value, never a torn one, and the next caller repairs the
+ * free space the dead one may have left half-updated (src/dict.c says
+ * how).  Full: CONC_ENOMEM, and the table is as it was; deleting makes
+ * room again. */
+typedef struct conc_dict conc_dict;
+typedef struct conc_dict_opts {
+    size_t capacity_bytes; /* the shared region's size, index included;
+                              0: 64 MiB.  Memory is only used as entries
+                              fill it.  Below 16 KiB it is raised to
+                              16 KiB; above 256 GiB CONC_EINVAL */
+    const char *name;      /* NULL: anonymous; else named (conc_dict_open) */
+} conc_dict_opts;
+
+/* conc_dict_update_fn - computes a key's new value from its old one.
+ * old/oldlen: the current value (found true), or NULL/0 (found false);
+ * the bytes are only valid during the call.  Append the new value to out
+ * with conc_buf_append and return 0 to store it; return anything else to
+ * leave the entry as it was and have conc_dict_update return that value.
+ * It runs with the dict locked: keep it short, and do not call the same
+ * dict from it (that returns CONC_ESTATE). */
+typedef int (*conc_dict_update_fn)(const void *old, size_t oldlen, bool found,
+                                   conc_buf *out, void *arg);
+
+/* conc_dict_new - an empty dict.  CONC_EINVAL (NULL out, capacity over
+ * the limit, a bad name), CONC_ENOMEM, CONC_ESYS (named: EEXIST). */
+CONC_API int conc_dict_new(conc_dict **out, const conc_dict_opts *opts);
+
+/* conc_dict_open - opens a named dict created by another process.
+ * CONC_EINVAL (bad name; not a conc_dict or another layout version:
+ * magic and version are checked), CONC_ENOMEM, CONC_ESYS (ENOENT). */
+CONC_API int conc_dict_open(conc_dict **out, const char *name);
+
+/* Keys: key may be NULL only when klen is 0 (the empty key is a key).
+ * Values: val may be NULL only when vlen is 0.  Every call below may
+ * block while another thread or process holds the dict for its own short
+ * call; none blocks for long, and none needs a timeout.  Calls made from
+ * inside an update fn on the same dict return CONC_ESTATE. */
+
+/* conc_dict_set - d[key] = val.  0; CONC_EINVAL; CONC_ENOMEM (no room
+ * now: nothing changed); CONC_ETOOBIG (the entry could not fit even in
+ * the empty dict). */
+CONC_API int conc_dict_set(conc_dict *d, const void *key, size_t klen,
+                           const void *val, size_t vlen);
+
+/* conc_dict_get - copies d[key] into *msg (free with conc_msg_free;
+ * msg->data is NULL for an empty value).  CONC_EEMPTY when absent
+ * (Python's KeyError), CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_dict_get(conc_dict *d, const void *key, size_t klen,
+                           conc_msg *msg);
+
+/* conc_dict_get_into - copies d[key] into buf (cap bytes) and its length
+ * into *len.  CONC_ETOOBIG when cap is too small: *len is set to the size
+ * needed, buf and the entry are untouched.  CONC_EEMPTY, CONC_EINVAL. */
+CONC_API int conc_dict_get_into(conc_dict *d, const void *key, size_t klen,
+                                void *buf, size_t cap, size_t *len);
+
+/* conc_dict_del - del d[key].  CONC_EEMPTY when absent, CONC_EINVAL. */
+CONC_API int conc_dict_del(conc_dict *d, const void *key, size_t klen);
+
+/* conc_dict_contains - key in d (false for bad arguments, and from
+ * inside an update fn on the same dict). */
+CONC_API bool conc_dict_contains(conc_dict *d, const void *key, size_t klen);
+
+/* conc_dict_len - len(d) (0 for NULL, and from inside an update fn on
+ * the same dict). */
+CONC_API size_t conc_dict_len(conc_dict *d);
+
+/* conc_dict_keys - a snapshot of the keys, in no particular order: *keys
+ * gets an array of *n conc_msg, one heap block holding the key bytes too
+ * (keys[i].data is NULL for the empty key).  Free it once, whole, with
+ * conc_dict_keys_free(*keys) - not conc_msg_free on the elements.
+ * *keys is NULL when the dict is empty.  CONC_EINVAL, CONC_ENOMEM. */
+CONC_API int conc_dict_keys(conc_dict *d, conc_msg **keys, size_t *n);
+CONC_API void conc_dict_keys_free(conc_msg *keys);
+
+/* conc_dict_update - atomic read-modify-write of d[key] (Manager dicts
+ * race on d[k] += 1; this does not): fn sees the current value and its
+ * result is stored before any other call can see or change the key.
+ * Returns 0 when stored; fn's own non-zero return (nothing changed);
+ * CONC_EINVAL; CONC_ENOMEM / CONC_ETOOBIG as conc_dict_set (nothing
+ * changed). */
+CONC_API int conc_dict_update(conc_dict *d, const void *key, size_t klen,
+                              conc_dict_update_fn fn, void *arg);
+
+/* conc_dict_free - releases this process's handle (and, in the creator of
+ * a named dict, unlinks the name).  NULL is a no-op. */
+CONC_API void conc_dict_free(conc_dict *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,363 @@
+/* barrier.c - conc_barrier, Python's threading.Barrier, between threads
+ * and processes.
+ *
+ * The state machine is Python's (Lib/threading.py): FILLING while parties
+ * arrive, DRAINING while released parties leave, RESETTING while parties
+ * leave a reset() barrier, BROKEN after abort(), a timeout or a failed
+ * action.  count is the number of parties inside wait(); a party arriving
+ * while the barrier drains or resets waits until the last one has left,
+ * and the last one to leave turns DRAINING/RESETTING back into FILLING.
+ * Indexes are arrival order, 0 .. parties-1; the last arrival runs the
+ * action, holding the barrier's lock (as Python), and releases everyone.
+ *
+ * Layout: a heap handle (the action and its argument: function pointers
+ * are valid in a forked child, which runs the same program image) and one
+ * page of anonymous shared memory, so a barrier created before fork() is
+ * the same one in the child:
+ *
+ *     magic, layout | mu (owner-stamped lock word, lock.c) | seq (futex
+ *     word) | state | count | released | parties | timeout
+ *
+ * mu guards state, count and released; n_waiting() and broken() read them
+ * without it (a snapshot, as Python's properties).  seq is a broadcast
+ * word: bumped (release) under mu at every change a waiter may wait for,
+ * then FUTEX_WAKE all.  A waiter reads seq under mu, releases mu and
+ * FUTEX_WAITs on the value it read, so a change made after it let go of mu
+ * makes the wait return at once: no wake-up can be lost.
+ *
+ * released counts successful releases.  A waiter remembers it on arrival
+ * and succeeds iff it moved: the decision is taken when the barrier
+ * releases, so a party slow to wake is not failed by an abort() that comes
+ * after its release (Python checks the state when the party runs, and
+ * can).  released cannot move twice while a party is inside: the next
+ * release needs the barrier to refill, which needs that party gone.
+ *
+ * Death.  If a party dies holding mu (say, SIGKILLed inside the action),
+ * the next one to take mu gets CONC_EOWNERDEAD (lock.c) and breaks the
+ * barrier: its state may be half-updated and the dead party will never
+ * arrive.  Every other party is woken and gets CONC_EBROKEN.
+ *
+ * A party that dies while waiting (not holding mu) would stay in count
+ * for ever: in Python the others hang (or time out), and no reset() can
+ * bring the barrier back, since resetting waits for count to reach 0.
+ * Here each party writes its identity (tid + start stamp, lock.c) into
+ * slot[index] on arrival and clears it on leaving; a party whose sleep
+ * slice ends (CONC__SYNC_SLICE_NS) looks through the slots (at most one
+ * look per slice among all parties, see bar_reap_dead()), under mu, for
+ * identities whose thread no longer exists, removes them from count and,
+ * if the round was still filling, breaks the barrier (the round can never
+ * complete): the survivors get CONC_EBROKEN within a slice or two and
+ * reset() works.  A party found dead while the barrier drains or resets
+ * is just removed, letting the drain finish.  Slots exist for the first
+ * SLOTS_MAX parties only; past that, dead waiters are not looked for.
+ * Dying between "count + 1" and "slot written" (two stores under mu)
+ * leaves count one too high: that death is the EOWNERDEAD case above,
+ * which breaks the barrier; a later reset() then waits for ever for that
+ * one party, exactly as Python's does for any dead party.
+ */
+#include "sync_int.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+
+enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
+
+/* Parties whose identities are tracked (8 bytes each in the region). */
+#define SLOTS_MAX 1024u
+
+struct barrier_shared {
+    uint32_t magic;
+    uint32_t layout;
+    conc__olock mu;
+    _Atomic uint32_t seq;
+    _Atomic int32_t state;
+    _Atomic uint32_t count;
+    _Atomic uint32_t released;
+    uint32_t parties;
+    uint32_t nslots;
+    double timeout;
+    _Atomic uint64_t next_reap_ns; /* monotonic time of the next look */
+    _Atomic uint64_t slot[]; /* nslots identities, 0 = free */
+};
+
+struct conc_barrier {
+    struct barrier_shared *sh;
+    conc_barrier_action_fn action;
+    void *action_arg;
+};
+
+int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
+{
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    if (opts == NULL || opts->parties == 0 || opts->parties > INT_MAX ||
+        isnan(opts->timeout) || opts->timeout < 0) {
+        return CONC_EINVAL;
+    }
+    conc_barrier *b = conc__calloc(1, sizeof *b);
+    if (b == NULL) {
+        return CONC_ENOMEM;
+    }
+    uint32_t nslots = opts->parties < SLOTS_MAX ? opts->parties : SLOTS_MAX;
+    size_t size = sizeof(struct barrier_shared) +
+                  (size_t)nslots * sizeof(uint64_t);
+    struct barrier_shared *sh = conc__sync_region_new(size);
+    if (sh == NULL) {
+        free(b);
+        return CONC_ENOMEM;
+    }
+    sh->magic = CONC__SYNC_MAGIC_BARRIER;
+    sh->layout = CONC__SYNC_LAYOUT;
+    atomic_init(&sh->mu.state, 0);
+    atomic_init(&sh->seq, 0);
+    atomic_init(&sh->state, FILLING);
+    atomic_init(&sh->count, 0);
+    atomic_init(&sh->released, 0);
+    sh->parties = opts->parties;
+    sh->nslots = nslots;
+    sh->timeout = opts->timeout;
+    atomic_init(&sh->next_reap_ns, 0);
+    for (uint32_t i = 0; i < nslots; i++) {
+        atomic_init(&sh->slot[i], 0);
+    }
+    b->sh = sh;
+    b->action = opts->action;
+    b->action_arg = opts->action_arg;
+    *out = b;
+    return 0;
+}
+
+void conc_barrier_free(conc_barrier *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    conc__sync_region_free(b->sh, sizeof *b->sh + (size_t)b->sh->nslots *
+                                                      sizeof(uint64_t));
+    free(b);
+}
+
+/* Wakes every waiter: they recheck under mu.  Called holding mu. */
+static void bar_broadcast(struct barrier_shared *sh)
+{
+    /* Release pairs with the waiter's read of seq under mu (mu orders
+     * it); the bump makes a FUTEX_WAIT on the old value return. */
+    atomic_fetch_add_explicit(&sh->seq, 1, memory_order_release);
+    /* Pairs with the FUTEX_WAIT in bar_wait_change(). */
+    conc__os_futex_wake(&sh->seq, INT32_MAX, true);
+}
+
+static void bar_break(struct barrier_shared *sh)
+{
+    atomic_store_explicit(&sh->state, BROKEN, memory_order_relaxed);
+    bar_broadcast(sh);
+}
+
+static void bar_lock(struct barrier_shared *sh)
+{
+    conc__deadline forever = { .forever = true, .once = false };
+    if (conc__olock_acquire(&sh->mu, &forever) == CONC_EOWNERDEAD) {
+        /* A party died inside the barrier: break it (top). */
+        bar_break(sh);
+    }
+}
+
+static void bar_unlock(struct barrier_shared *sh)
+{
+    conc__olock_release(&sh->mu);
+}
+
+static int32_t bar_state(struct barrier_shared *sh)
+{
+    return atomic_load_explicit(&sh->state, memory_order_relaxed);
+}
+
+/* Called holding mu: removes parties that died while waiting (top).
+ * Each look reads /proc once per waiting party, so the parties share one
+ * look per interval, longer for big barriers (one slice per 64 slots):
+ * at most a few per cent of a CPU even with SLOTS_MAX waiting. */
+static void bar_reap_dead(struct barrier_shared *sh)
+{
+    uint64_t now = conc__now_ns();
+    if (now < atomic_load_explicit(&sh->next_reap_ns,
+                                   memory_order_relaxed)) {
+        return;
+    }
+    atomic_store_explicit(&sh->next_reap_ns,
+                          now + CONC__SYNC_SLICE_NS * (1 + sh->nslots / 64),
+                          memory_order_relaxed);
+    for (uint32_t i = 0; i < sh->nslots; i++) {
+        uint64_t id = atomic_load_explicit(&sh->slot[i],
+                                           memory_order_relaxed);
+        if (id == 0 || conc__sync_alive(id)) {
+            continue;
+        }
+        atomic_store_explicit(&sh->slot[i], 0, memory_order_relaxed);
+        uint32_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
+        if (n > 0) {
+            n--;
+            atomic_store_explicit(&sh->count, n, memory_order_relaxed);
+        }
+        int32_t st = bar_state(sh);
+        if (st == FILLING) {
+            bar_break(sh); /* this round can never complete */
+        } else if (n == 0 && (st == DRAINING || st == RESETTING)) {
+            atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
+            bar_broadcast(sh);
+        }
+    }
+}
+
+/* Called holding mu: lets go of it until seq changes (or a slice ends, or
+ * dl passes), then takes it again; at a slice's end, looks for dead
+ * parties.  CONC_ETIMEDOUT once dl has passed. */
+static int bar_wait_change(struct barrier_shared *sh,
+                           const conc__deadline *dl)
+{
+    uint32_t seen = atomic_load_explicit(&sh->seq, memory_order_relaxed);
+    bar_unlock(sh);
+    /* Pairs with the FUTEX_WAKE in bar_broadcast(). */
+    int err = conc__sync_sleep(&sh->seq, seen, dl);
+    bar_lock(sh);
+    if (err == 1) {
+        bar_reap_dead(sh);
+    }
+    return err == CONC_ETIMEDOUT ? CONC_ETIMEDOUT : 0;
+}
+
+int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
+{
+    if (b == NULL) {
+        return CONC_EINVAL;
+    }
+    struct barrier_shared *sh = b->sh;
+    if (timeout == CONC_FOREVER && sh->timeout > 0) {
+        timeout = sh->timeout;
+    }
+    conc__deadline dl;
+    int err = conc__deadline_init(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
+    conc__deadline forever = { .forever = true, .once = false };
+    bar_lock(sh);
+    /* Python's _enter(): wait, without a deadline, while the previous
+     * round drains or a reset completes. */
+    while (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING) {
+        bar_wait_change(sh, &forever);
+    }
+    if (bar_state(sh) == BROKEN) {
+        bar_unlock(sh);
+        return CONC_EBROKEN;
+    }
+    uint32_t idx = atomic_load_explicit(&sh->count, memory_order_relaxed);
+    atomic_store_explicit(&sh->count, idx + 1, memory_order_relaxed);
+    if (idx < sh->nslots) {
+        atomic_store_explicit(&sh->slot[idx], conc__sync_self_id(),
+                              memory_order_relaxed);
+    }
+    if (idx + 1 == sh->parties) {
+        int aerr = b->action != NULL ? b->action(b->action_arg) : 0;
+        if (aerr != 0 || bar_state(sh) == BROKEN) {
+            bar_break(sh);
+            err = CONC_EBROKEN;
+        } else {
+            atomic_store_explicit(&sh->state, DRAINING, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->released, 1,
+                                      memory_order_relaxed);
+            bar_broadcast(sh);
+            err = 0;
+        }
+    } else {
+        uint32_t rel = atomic_load_explicit(&sh->released,
+                                            memory_order_relaxed);
+        for (;;) {
+            if (atomic_load_explicit(&sh->released, memory_order_relaxed) !=
+                    rel ||
+                bar_state(sh) != FILLING) {
+                break;
+            }
+            if (bar_wait_change(sh, &dl) == CONC_ETIMEDOUT) {
+                if (atomic_load_explicit(&sh->released,
+                                         memory_order_relaxed) == rel &&
+                    bar_state(sh) == FILLING) {
+                    bar_break(sh); /* a timeout breaks the barrier */
+                }
+                break;
+            }
+        }
+        err = atomic_load_explicit(&sh->released, memory_order_relaxed) !=
+                      rel
+                  ? 0
+                  : CONC_EBROKEN;
+    }
+    /* Python's _exit(). */
+    if (idx < sh->nslots) {
+        atomic_store_explicit(&sh->slot[idx], 0, memory_order_relaxed);
+    }
+    uint32_t left = atomic_load_explicit(&sh->count, memory_order_relaxed);
+    atomic_store_explicit(&sh->count, left - 1, memory_order_relaxed);
+    if (left - 1 == 0 &&
+        (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING)) {
+        atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
+        bar_broadcast(sh);
+    }
+    bar_unlock(sh);
+    if (err == 0 && index != NULL) {
+        *index = (int)idx;
+    }
+    return err;
+}
+
+int conc_barrier_reset(conc_barrier *b)
+{
+    if (b == NULL) {
+        return CONC_EINVAL;
+    }
+    struct barrier_shared *sh = b->sh;
+    bar_lock(sh);
+    if (atomic_load_explicit(&sh->count, memory_order_relaxed) > 0) {
+        int32_t st = bar_state(sh);
+        if (st == FILLING || st == BROKEN) {
+            atomic_store_explicit(&sh->state, RESETTING,
+                                  memory_order_relaxed);
+        }
+    } else {
+        atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
+    }
+    bar_broadcast(sh);
+    bar_unlock(sh);
+    return 0;
+}
+
+int conc_barrier_abort(conc_barrier *b)
+{
+    if (b == NULL) {
+        return CONC_EINVAL;
+    }
+    bar_lock(b->sh);
+    bar_break(b->sh);
+    bar_unlock(b->sh);
+    return 0;
+}
+
+unsigned conc_barrier_parties(conc_barrier *b)
+{
+    return b == NULL ? 0 : b->sh->parties;
+}
+
+unsigned conc_barrier_n_waiting(conc_barrier *b)
+{
+    if (b == NULL || bar_state(b->sh) != FILLING) {
+        return 0;
+    }
+    return atomic_load_explicit(&b->sh->count, memory_order_relaxed);
+}
+
+bool conc_barrier_broken(conc_barrier *b)
+{
+    return b != NULL && bar_state(b->sh) == BROKEN;
+}

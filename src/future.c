@@ -1,0 +1,556 @@
+/* future.c - concurrent.futures.Future, wait() and as_completed().
+ *
+ * A future is private memory of the submitting process, reference-counted
+ * (the caller's reference, the task's while it exists, one per
+ * as_completed iterator that watches it), so the pool, the futures and
+ * the iterators may be freed in any order.
+ *
+ * State word.  PENDING -> RUNNING is a CAS by whoever starts the task;
+ * PENDING -> CANCELLED a CAS by conc_future_cancel; exactly one of the two
+ * wins.  The final store (DONE or CANCELLED) is made under f->lock after
+ * code/out/err are written, so a reader that loads a final state with
+ * acquire order sees them; the lock also makes "register a callback" and
+ * "complete" mutually exclusive, so every callback runs exactly once.
+ * The first completion wins; a later one (a thread task that finishes
+ * after its timeout already failed it) is dropped.
+ *
+ * Waking.  conc_future_result sleeps on the state word itself (a private
+ * futex) after announcing itself in waiters; the completer stores the
+ * state (seq_cst) and then reads waiters (seq_cst): either the waiter
+ * sees the final state before sleeping, or the completer sees waiters > 0
+ * and wakes it, and a futex wait on a state that already changed returns
+ * at once.  conc_wait has to watch many futures, so every completion also
+ * bumps one process-wide sequence word (done_seq) and wakes its sleepers
+ * when any are announced, by the same argument.  as_completed registers
+ * an internal done-callback on each future, which appends to the
+ * iterator's completion list: that gives the order.
+ *
+ * Rejected: one condvar per future (a mutex round and a condvar per
+ * completion, slower than a futex on the state word for the common "done
+ * before asked" case); a global condvar for everything (every completion
+ * would wake every waiter of every pool).
+ */
+#include "pool_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Bumped on every completion; conc_wait sleeps on it. */
+static _Atomic uint32_t done_seq;
+static _Atomic uint32_t done_waiters;
+
+int conc__future_new(conc_future **out)
+{
+    conc_future *f = conc__calloc(1, sizeof *f);
+    if (f == NULL) {
+        return CONC_ENOMEM;
+    }
+    pthread_mutex_init(&f->lock, NULL);
+    atomic_init(&f->state, FUT_PENDING);
+    atomic_init(&f->refs, 1);
+    *out = f;
+    return 0;
+}
+
+void conc__future_ref(conc_future *f)
+{
+    /* Relaxed: a new reference is made from an existing one, which keeps
+     * the object alive meanwhile. */
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void conc__future_unref(conc_future *f)
+{
+    /* acq_rel: the last owner must see every write made by the others
+     * before it frees. */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    struct fut_cb *c = f->cbs;
+    while (c != NULL) {
+        struct fut_cb *n = c->next;
+        if (!c->borrowed) {
+            free(c);
+        }
+        c = n;
+    }
+    conc_msg_free(&f->out);
+    free(f->err);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+bool conc__future_start(conc_future *f)
+{
+    uint32_t want = FUT_PENDING;
+    return atomic_compare_exchange_strong(&f->state, &want, FUT_RUNNING);
+}
+
+static void wake_all(conc_future *f)
+{
+    /* seq_cst loads after the seq_cst store of the final state: see the
+     * wake-up argument at the top of the file. */
+    if (atomic_load(&f->waiters) > 0) {
+        /* Wakes conc_future_result's futex wait on f->state. */
+        conc__os_futex_wake(&f->state, INT32_MAX, false);
+    }
+    atomic_fetch_add(&done_seq, 1);
+    if (atomic_load(&done_waiters) > 0) {
+        /* Wakes conc_wait's sleep on done_seq. */
+        conc__os_futex_wake(&done_seq, INT32_MAX, false);
+    }
+}
+
+void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
+                         char *err)
+{
+    pthread_mutex_lock(&f->lock);
+    uint32_t st = atomic_load_explicit(&f->state, memory_order_relaxed);
+    if (st == FUT_DONE || st == FUT_CANCELLED) {
+        pthread_mutex_unlock(&f->lock);
+        if (out != NULL) {
+            conc_msg_free(out);
+        }
+        free(err);
+        return;
+    }
+    f->code = code;
+    if (out != NULL) {
+        f->out = *out;
+        out->data = NULL;
+        out->len = 0;
+    }
+    f->err = err;
+    atomic_store(&f->state, (uint32_t)final);
+    struct fut_cb *cbs = f->cbs;
+    f->cbs = f->cbs_tail = NULL;
+    pthread_mutex_unlock(&f->lock);
+    wake_all(f);
+    while (cbs != NULL) {
+        struct fut_cb *n = cbs->next;
+        bool borrowed = cbs->borrowed;
+        cbs->cb(f, cbs->arg);
+        if (!borrowed) {
+            free(cbs);
+        }
+        cbs = n;
+    }
+}
+
+static bool is_final(uint32_t st)
+{
+    return st == FUT_DONE || st == FUT_CANCELLED;
+}
+
+int conc_future_result(conc_future *f, conc_msg *out, double timeout)
+{
+    if (out != NULL) {
+        out->data = NULL;
+        out->len = 0;
+    }
+    if (f == NULL) {
+        return CONC_EINVAL;
+    }
+    conc__deadline dl;
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC_EINVAL;
+    }
+    uint32_t st = atomic_load(&f->state);
+    /* A short spin first: a task of a few microseconds is often done
+     * before a futex round trip (about 20 us here) could report it. */
+    for (int i = 0; i < 200 && !is_final(st) && !dl.once; i++) {
+        conc__cpu_relax();
+        st = atomic_load(&f->state);
+    }
+    if (!is_final(st)) {
+        if (dl.once) {
+            return CONC_ETIMEDOUT;
+        }
+        atomic_fetch_add(&f->waiters, 1);
+        for (;;) {
+            st = atomic_load(&f->state);
+            if (is_final(st)) {
+                break;
+            }
+            /* Sleeps only while the state is still st; the completer's
+             * store changes it before its wake (wake_all). */
+            if (conc__os_futex_wait(&f->state, st, &dl, false) ==
+                CONC_ETIMEDOUT) {
+                st = atomic_load(&f->state);
+                if (!is_final(st)) {
+                    atomic_fetch_sub(&f->waiters, 1);
+                    return CONC_ETIMEDOUT;
+                }
+            }
+        }
+        atomic_fetch_sub(&f->waiters, 1);
+    }
+    if (st == FUT_CANCELLED) {
+        return CONC_ECANCELLED;
+    }
+    if (out != NULL && f->out.len > 0) {
+        out->data = conc__malloc(f->out.len);
+        if (out->data == NULL) {
+            return CONC_ENOMEM;
+        }
+        memcpy(out->data, f->out.data, f->out.len);
+        out->len = f->out.len;
+    }
+    return f->code;
+}
+
+const char *conc_future_error_message(conc_future *f)
+{
+    if (f == NULL || !is_final(atomic_load(&f->state))) {
+        return NULL;
+    }
+    return f->err;
+}
+
+bool conc_future_cancel(conc_future *f)
+{
+    if (f == NULL) {
+        return false;
+    }
+    pthread_mutex_lock(&f->lock);
+    uint32_t want = FUT_PENDING;
+    /* Races with conc__future_start's CAS to RUNNING: one of the two
+     * wins.  Under the lock so that no callback is added meanwhile. */
+    if (!atomic_compare_exchange_strong(&f->state, &want, FUT_CANCELLED)) {
+        pthread_mutex_unlock(&f->lock);
+        return want == FUT_CANCELLED;
+    }
+    f->code = CONC_ECANCELLED;
+    struct fut_cb *cbs = f->cbs;
+    f->cbs = f->cbs_tail = NULL;
+    pthread_mutex_unlock(&f->lock);
+    wake_all(f);
+    while (cbs != NULL) {
+        struct fut_cb *n = cbs->next;
+        bool borrowed = cbs->borrowed;
+        cbs->cb(f, cbs->arg);
+        if (!borrowed) {
+            free(cbs);
+        }
+        cbs = n;
+    }
+    return true;
+}
+
+bool conc_future_cancelled(conc_future *f)
+{
+    return f != NULL && atomic_load(&f->state) == FUT_CANCELLED;
+}
+
+bool conc_future_running(conc_future *f)
+{
+    return f != NULL && atomic_load(&f->state) == FUT_RUNNING;
+}
+
+bool conc_future_done(conc_future *f)
+{
+    return f != NULL && is_final(atomic_load(&f->state));
+}
+
+int conc_future_add_done_callback(conc_future *f, conc_future_cb cb,
+                                  void *arg)
+{
+    if (f == NULL || cb == NULL) {
+        return CONC_EINVAL;
+    }
+    struct fut_cb *c = conc__malloc(sizeof *c);
+    if (c == NULL) {
+        return CONC_ENOMEM;
+    }
+    c->cb = cb;
+    c->arg = arg;
+    c->next = NULL;
+    c->borrowed = false;
+    pthread_mutex_lock(&f->lock);
+    if (!is_final(atomic_load(&f->state))) {
+        if (f->cbs_tail != NULL) {
+            f->cbs_tail->next = c;
+        } else {
+            f->cbs = c;
+        }
+        f->cbs_tail = c;
+        pthread_mutex_unlock(&f->lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&f->lock);
+    free(c);
+    cb(f, arg);
+    return 0;
+}
+
+void conc_future_free(conc_future *f)
+{
+    if (f != NULL) {
+        conc__future_unref(f);
+    }
+}
+
+/* ---- wait ------------------------------------------------------------------ */
+
+static bool failed(conc_future *f)
+{
+    uint32_t st = atomic_load(&f->state);
+    return st == FUT_CANCELLED || (st == FUT_DONE && f->code != 0);
+}
+
+static bool wait_holds(conc_future *const *futs, size_t n, int when)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (is_final(atomic_load(&futs[i]->state))) {
+            done++;
+            if (when == CONC_FIRST_COMPLETED) {
+                return true;
+            }
+            if (when == CONC_FIRST_EXCEPTION && failed(futs[i])) {
+                return true;
+            }
+        }
+    }
+    return done == n;
+}
+
+int conc_wait(conc_future *const *futs, size_t n, double timeout,
+              int return_when)
+{
+    if (return_when != CONC_FIRST_COMPLETED &&
+        return_when != CONC_FIRST_EXCEPTION &&
+        return_when != CONC_ALL_COMPLETED) {
+        return CONC_EINVAL;
+    }
+    if (futs == NULL && n > 0) {
+        return CONC_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (futs[i] == NULL) {
+            return CONC_EINVAL;
+        }
+    }
+    conc__deadline dl;
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC_EINVAL;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    atomic_fetch_add(&done_waiters, 1);
+    int err = 0;
+    for (;;) {
+        uint32_t seq = atomic_load(&done_seq);
+        if (wait_holds(futs, n, return_when)) {
+            break;
+        }
+        if (dl.once || conc__deadline_passed(&dl)) {
+            err = CONC_ETIMEDOUT;
+            break;
+        }
+        /* Sleeps while no completion happened since seq was read; a
+         * completer bumps done_seq before it checks done_waiters
+         * (wake_all). */
+        conc__os_futex_wait(&done_seq, seq, &dl, false);
+    }
+    atomic_fetch_sub(&done_waiters, 1);
+    return err;
+}
+
+/* ---- as_completed -------------------------------------------------------- */
+
+struct ac_state {
+    _Atomic long refs; /* the iterator + each callback not yet run */
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC */
+    size_t n;
+    conc_future **futs;  /* referenced */
+    size_t *order;       /* indices in completion order */
+    size_t ndone;
+    size_t next;
+    conc__deadline dl;
+    struct ac_cb_arg *args; /* n callback arguments, one block */
+    struct fut_cb *cbs;     /* n callback nodes, one block */
+};
+
+static void ac_unref(struct ac_state *ac)
+{
+    if (atomic_fetch_sub_explicit(&ac->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    for (size_t i = 0; i < ac->n; i++) {
+        conc__future_unref(ac->futs[i]);
+    }
+    free(ac->futs);
+    free(ac->order);
+    free(ac->args);
+    free(ac->cbs);
+    pthread_mutex_destroy(&ac->lock);
+    pthread_cond_destroy(&ac->cond);
+    free(ac);
+}
+
+struct ac_cb_arg {
+    struct ac_state *ac;
+    size_t index;
+};
+
+static void ac_on_done(conc_future *f, void *arg)
+{
+    (void)f;
+    struct ac_cb_arg *a = arg;
+    struct ac_state *ac = a->ac;
+    pthread_mutex_lock(&ac->lock);
+    ac->order[ac->ndone++] = a->index;
+    pthread_cond_broadcast(&ac->cond);
+    pthread_mutex_unlock(&ac->lock);
+    ac_unref(ac);
+}
+
+int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
+                      conc_iter **it)
+{
+    if (it != NULL) {
+        *it = NULL;
+    }
+    if (it == NULL || (futs == NULL && n > 0)) {
+        return CONC_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (futs[i] == NULL) {
+            return CONC_EINVAL;
+        }
+    }
+    int err = CONC_ENOMEM;
+    conc__deadline dl;
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC_EINVAL;
+    }
+    struct ac_cb_arg *args = NULL;
+    struct fut_cb *cbs = NULL;
+    conc_iter *iter = conc__calloc(1, sizeof *iter);
+    struct ac_state *ac = conc__calloc(1, sizeof *ac);
+    if (iter == NULL || ac == NULL) {
+        goto fail;
+    }
+    size_t m = n ? n : 1;
+    ac->futs = conc__calloc(m, sizeof *ac->futs);
+    ac->order = conc__calloc(m, sizeof *ac->order);
+    args = conc__calloc(m, sizeof *args);
+    cbs = conc__calloc(m, sizeof *cbs);
+    if (ac->futs == NULL || ac->order == NULL || args == NULL ||
+        cbs == NULL) {
+        goto fail;
+    }
+    pthread_mutex_init(&ac->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ac->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    ac->n = n;
+    ac->dl = dl;
+    ac->args = args;
+    ac->cbs = cbs;
+    atomic_init(&ac->refs, 1 + (long)n);
+    for (size_t i = 0; i < n; i++) {
+        conc__future_ref(futs[i]);
+        ac->futs[i] = futs[i];
+    }
+    /* Already-done futures come first, in array order: their callbacks
+     * run at once, in this loop.  The callback nodes are ac's own (one
+     * block), so registering cannot fail halfway. */
+    for (size_t i = 0; i < n; i++) {
+        args[i].ac = ac;
+        args[i].index = i;
+        struct fut_cb *c = &cbs[i];
+        c->cb = ac_on_done;
+        c->arg = &args[i];
+        c->next = NULL;
+        c->borrowed = true;
+        conc_future *f = futs[i];
+        pthread_mutex_lock(&f->lock);
+        if (!is_final(atomic_load(&f->state))) {
+            if (f->cbs_tail != NULL) {
+                f->cbs_tail->next = c;
+            } else {
+                f->cbs = c;
+            }
+            f->cbs_tail = c;
+            pthread_mutex_unlock(&f->lock);
+        } else {
+            pthread_mutex_unlock(&f->lock);
+            ac_on_done(f, &args[i]);
+        }
+    }
+    iter->kind = ITER_FUTURES;
+    iter->ac = ac;
+    iter->last_index = (size_t)-1;
+    *it = iter;
+    return 0;
+fail:
+    free(args);
+    free(cbs);
+    if (ac != NULL) {
+        free(ac->futs);
+        free(ac->order);
+        free(ac);
+    }
+    free(iter);
+    return err;
+}
+
+int conc_iter_next_future(conc_iter *it, conc_future **fut, double timeout)
+{
+    if (fut != NULL) {
+        *fut = NULL;
+    }
+    if (it == NULL || fut == NULL || it->kind != ITER_FUTURES) {
+        return CONC_EINVAL;
+    }
+    conc__deadline dl;
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC_EINVAL;
+    }
+    struct ac_state *ac = it->ac;
+    /* The earlier of this call's deadline and the iterator's own. */
+    const conc__deadline *use = &dl;
+    if (!ac->dl.forever &&
+        (dl.forever || (!dl.once && (ac->dl.at.tv_sec < dl.at.tv_sec ||
+                                     (ac->dl.at.tv_sec == dl.at.tv_sec &&
+                                      ac->dl.at.tv_nsec < dl.at.tv_nsec))))) {
+        use = &ac->dl;
+    }
+    int err = 0;
+    pthread_mutex_lock(&ac->lock);
+    for (;;) {
+        if (ac->next == ac->n) {
+            err = CONC_ECLOSED;
+            break;
+        }
+        if (ac->next < ac->ndone) {
+            size_t i = ac->order[ac->next++];
+            *fut = ac->futs[i];
+            it->last_index = i;
+            break;
+        }
+        if (use->once || conc__deadline_passed(use) ||
+            conc__deadline_passed(&ac->dl)) {
+            err = CONC_ETIMEDOUT;
+            break;
+        }
+        if (use->forever) {
+            pthread_cond_wait(&ac->cond, &ac->lock);
+        } else {
+            pthread_cond_timedwait(&ac->cond, &ac->lock, &use->at);
+        }
+    }
+    pthread_mutex_unlock(&ac->lock);
+    return err;
+}
+
+void conc__iter_ac_free(struct ac_state *ac)
+{
+    ac_unref(ac);
+}

@@ -1,0 +1,1017 @@
+/* pool_proc.c - the CONC_PROCESSES workers of a pool: forked daemon
+ * children fed through two rings per worker in shared memory, and the
+ * manager thread that drives them and survives their deaths.
+ *
+ * Layout.  One anonymous shared mapping, made before the first fork so
+ * every worker (and every replacement, forked later from the same parent)
+ * inherits it:
+ *
+ *   [pool_hdr: 4 KiB][slot 0][slot 1]...   slot = [slot_ctl: 4 KiB]
+ *                                                 [task ring: cap bytes]
+ *                                                 [result ring: cap bytes]
+ *
+ * Each ring is single-producer single-consumer: the task ring is written
+ * by the manager and read by the worker, the result ring the other way.
+ * Positions (head, tail) are byte counts that only grow; the offset is
+ * pos % cap.  Records are 8-byte aligned and never wrap: one that would
+ * cross the end is preceded by a PAD record filling the rest.  A record is
+ * at most cap/2 bytes (cap = 2 * max_message_bytes + 4 KiB), so one always
+ * fits an empty ring.  Nothing in shared memory is a data pointer; the
+ * task record carries the task's function pointer, valid in the worker
+ * because it is a fork of the same program image (no exec).
+ *
+ *   task record:   {u32 len, u32 type, u32 nitems, u32 -, u64 seq, u64 fn}
+ *                  then per item {u64 len, bytes, padding}
+ *   result record: {u32 len, u32 type, u32 item, i32 code, u64 seq,
+ *                   u64 outlen, u32 errlen, u32 -} then output, error text
+ *
+ * The producer writes a record, then publishes the new tail (release /
+ * seq_cst); the consumer loads the tail with acquire, reads, and publishes
+ * its head with release, which hands the room back.  The worker runs a
+ * task's items in place in the ring and moves the task ring's head past
+ * the record only when all its results are posted.
+ *
+ * Sleeping and waking (no pthread condvars in shared memory; a dead
+ * sleeper holds nothing).  Three sleeps, one rule: the sleeper reads the
+ * bell word, stores its "sleeping" flag (seq_cst), re-checks its
+ * condition, and futex-waits on the bell with the value read first; the
+ * waker publishes its change (seq_cst), then loads the flag and, if set,
+ * bumps the bell and wakes.  Either the sleeper sees the change when it
+ * re-checks, or the waker sees the flag; and a bell bumped after the
+ * sleeper read it makes its futex wait return at once.  So no wake-up is
+ * lost, and a wake costs a syscall only when someone really sleeps.
+ *   - a worker waits for tasks on slot_ctl.task_bell (woken by dispatch
+ *     and by stop);
+ *   - a worker waits for room in a full result ring on room_bell (woken
+ *     by the manager after it drains);
+ *   - the manager waits on pool_hdr.bell (woken by every posted result
+ *     and by submit/close/terminate in the parent).
+ * Before sleeping, each side spins briefly: a round trip through the
+ * futex costs ~20 us, a task often less.
+ *
+ * Crashes.  The manager sleeps at most 2 ms while tasks are out (100 ms
+ * when idle) and then reaps (conc_process_is_alive).  A worker that died
+ * for any reason (signal, abort, exit(), SIGKILL from outside, or killed
+ * by the manager for a task past task_timeout): the manager first drains
+ * what the worker had committed to its result ring, then looks at
+ * slot_ctl.cur_seq/cur_item, which the worker stores before each item: if
+ * they name the first unfinished item of the oldest task sent to it, that
+ * item - and only it - fails with CONC_EWORKERDIED (or CONC_ETIMEDOUT);
+ * every other item sent to the dead worker had not started and goes back
+ * to the front of the queue, in order.  Then the slot's rings are reset
+ * (whatever the dead worker half-wrote was never published) and a
+ * replacement is forked into the same slot.  A worker that retires after
+ * max_tasks_per_worker posts a RETIRE record and exits 0; the manager
+ * never sends a worker more items than it has left, so nothing is
+ * stranded.
+ *
+ * Fork safety.  Replacements are forked by conc_process_start() called
+ * from the manager thread (process.c forks daemons from a thread that
+ * lives as long as the process and documents what the child may touch).
+ * The worker child touches only its own slot, the task functions and the
+ * pool's options (copied in its memory image); it never takes the pool's
+ * lock, which another parent thread may have held at the fork.
+ *
+ * Dispatch.  Tasks go to the alive worker with the fewest tasks out,
+ * bounded by a window that follows the measured task time: 1 task at a
+ * time for tasks over 1 ms (a slow task never holds a queue of others
+ * while another worker idles), 8 under 1 ms and 512 under 50 us, where
+ * pipelining is what makes throughput.
+ *
+ * Rejected: one shared MPMC queue all workers pull from (a worker killed
+ * between taking a task and announcing it would lose the task silently,
+ * and a reserve/commit ring stalls on a dead producer, ipc-notes hazard
+ * 4); conc_queue for transport (the manager must know exactly which item
+ * each worker holds, which a shared queue does not tell); pipes (a
+ * syscall per message).
+ */
+#include "pool_int.h"
+
+#include <conc/process.h>
+
+#include <stdalign.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { REC_PAD = 1, REC_TASK = 2, REC_RESULT = 3, REC_RETIRE = 4,
+       REC_INITFAIL = 5 };
+
+struct pool_hdr {
+    alignas(64) _Atomic uint32_t bell;
+    _Atomic uint32_t sleeping;
+};
+
+struct slot_ctl {
+    alignas(64) _Atomic uint64_t task_tail; /* manager */
+    alignas(64) _Atomic uint64_t task_head; /* worker */
+    _Atomic uint32_t task_bell;
+    _Atomic uint32_t worker_sleeping;
+    _Atomic uint32_t stop;
+    alignas(64) _Atomic uint64_t res_tail;  /* worker */
+    alignas(64) _Atomic uint64_t res_head;  /* manager */
+    _Atomic uint32_t room_bell;
+    _Atomic uint32_t wants_room;
+    alignas(64) _Atomic uint64_t cur_seq;   /* worker: task running, or 0 */
+    _Atomic uint64_t cur_item;
+    _Atomic uint64_t cur_start_ns;
+};
+
+struct task_rec {
+    uint32_t len, type, nitems, unused;
+    uint64_t seq, fn;
+};
+
+struct res_rec {
+    uint32_t len, type, item;
+    int32_t code;
+    uint64_t seq, outlen;
+    uint32_t errlen, unused;
+};
+
+struct proc_worker {
+    conc_pool *pool;
+    struct slot_ctl *ctl;
+    unsigned char *tring, *rring;
+    size_t cap;
+    conc_process *proc; /* NULL while no worker runs in this slot */
+    uint64_t ttail;     /* manager's copy of task_tail */
+    uint64_t rhead;     /* manager's copy of res_head */
+    struct task *ifl_head, *ifl_tail; /* sent, not finished, in order */
+    size_t nifl;
+    size_t life_items;  /* items sent to this worker's current life */
+    uint64_t ewma_ns, last_done_ns;
+    bool measured, retired, init_failed;
+    int init_code;
+    unsigned respawn_failures;
+};
+
+struct pool_proc {
+    void *mem;
+    size_t memsize;
+    struct pool_hdr *hdr;
+    size_t cap;
+    struct proc_worker *w;
+    pthread_t manager;
+    bool has_manager;
+    bool manager_done; /* under pool->lock */
+    uint64_t next_seq;
+};
+
+static inline size_t pad8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+static inline void bell_ring(_Atomic uint32_t *bell, _Atomic uint32_t *flag)
+{
+    /* seq_cst load after the caller's seq_cst publication: see "Sleeping
+     * and waking" above. */
+    if (atomic_load(flag) != 0) {
+        atomic_fetch_add(bell, 1);
+        /* Wakes the sleeper of sleep_on() on this bell. */
+        conc__os_futex_wake(bell, INT32_MAX, true);
+    }
+}
+
+/* The sleeper's half: ready() is re-checked after the flag is up. */
+static void sleep_on(_Atomic uint32_t *bell, _Atomic uint32_t *flag,
+                     bool (*ready)(void *), void *arg,
+                     const conc__deadline *dl)
+{
+    uint32_t b = atomic_load(bell);
+    atomic_store(flag, 1);
+    if (!ready(arg)) {
+        /* Returns at once if the bell moved since b was read. */
+        conc__os_futex_wait(bell, b, dl, true);
+    }
+    atomic_store(flag, 0);
+}
+
+/* ---- the worker process ---------------------------------------------------- */
+
+struct wctx {
+    struct slot_ctl *c;
+    uint64_t head;   /* task ring */
+    uint64_t rtail;  /* result ring */
+    size_t cap;
+    size_t need;     /* bytes wanted in the result ring */
+};
+
+static bool task_ready(void *arg)
+{
+    struct wctx *x = arg;
+    return atomic_load(&x->c->task_tail) != x->head ||
+           atomic_load(&x->c->stop) != 0;
+}
+
+static bool room_ready(void *arg)
+{
+    struct wctx *x = arg;
+    return x->rtail + x->need - atomic_load(&x->c->res_head) <= x->cap;
+}
+
+static void post(struct proc_worker *w, struct wctx *x, uint32_t type,
+                 uint64_t seq, uint32_t item, int code, const void *out,
+                 size_t outlen, const char *err, size_t errlen)
+{
+    struct slot_ctl *c = x->c;
+    size_t cap = x->cap;
+    size_t len = sizeof(struct res_rec) + pad8(outlen) + pad8(errlen);
+    size_t off = (size_t)(x->rtail % cap);
+    size_t pad = off + len > cap ? cap - off : 0;
+    x->need = pad + len;
+    if (!room_ready(x)) {
+        conc__deadline dl;
+        conc__deadline_init(&dl, CONC_FOREVER);
+        for (int i = 0; i < 1000 && !room_ready(x); i++) {
+            conc__cpu_relax();
+        }
+        while (!room_ready(x)) {
+            sleep_on(&c->room_bell, &c->wants_room, room_ready, x, &dl);
+        }
+    }
+    if (pad > 0) {
+        struct res_rec *r = (struct res_rec *)(w->rring + off);
+        r->len = (uint32_t)pad;
+        r->type = REC_PAD;
+        off = 0;
+    }
+    struct res_rec *r = (struct res_rec *)(w->rring + off);
+    r->len = (uint32_t)len;
+    r->type = type;
+    r->item = item;
+    r->code = code;
+    r->seq = seq;
+    r->outlen = outlen;
+    r->errlen = (uint32_t)errlen;
+    if (outlen > 0) {
+        memcpy((unsigned char *)(r + 1), out, outlen);
+    }
+    if (errlen > 0) {
+        memcpy((unsigned char *)(r + 1) + pad8(outlen), err, errlen);
+    }
+    x->rtail += pad + len;
+    /* Publishes the record; pairs with the acquire load of res_tail in
+     * drain().  seq_cst so that the load of hdr->sleeping below cannot
+     * move before it. */
+    atomic_store(&c->res_tail, x->rtail);
+    struct pool_hdr *h = w->pool->proc->hdr;
+    bell_ring(&h->bell, &h->sleeping);
+}
+
+static int worker_main(void *arg)
+{
+    struct proc_worker *w = arg;
+    conc_pool *p = w->pool;
+    struct slot_ctl *c = w->ctl;
+    struct wctx x = { .c = c, .cap = w->cap };
+    x.head = atomic_load(&c->task_head);
+    x.rtail = atomic_load(&c->res_tail);
+    void *ctx = NULL;
+    if (p->init != NULL) {
+        int rc = p->init(p->init_arg, &ctx);
+        if (rc != 0) {
+            post(w, &x, REC_INITFAIL, 0, 0, rc, NULL, 0, NULL, 0);
+            return 0;
+        }
+    }
+    conc__deadline forever;
+    conc__deadline_init(&forever, CONC_FOREVER);
+    size_t ran = 0;
+    conc_buf out;
+    for (;;) {
+        for (int i = 0; i < 2000 && !task_ready(&x); i++) {
+            conc__cpu_relax();
+        }
+        while (!task_ready(&x)) {
+            sleep_on(&c->task_bell, &c->worker_sleeping, task_ready, &x,
+                     &forever);
+        }
+        if (atomic_load(&c->stop) != 0 &&
+            atomic_load(&c->task_tail) == x.head) {
+            break;
+        }
+        /* The acquire in task_ready's load of task_tail (seq_cst) pairs
+         * with the manager's publication in write_task(). */
+        size_t off = (size_t)(x.head % w->cap);
+        struct task_rec *r = (struct task_rec *)(w->tring + off);
+        if (r->type == REC_PAD) {
+            x.head += r->len;
+            atomic_store_explicit(&c->task_head, x.head, memory_order_release);
+            continue;
+        }
+        conc_task_fn fn = (conc_task_fn)(uintptr_t)r->fn;
+        unsigned char *q = (unsigned char *)(r + 1);
+        for (uint32_t k = 0; k < r->nitems; k++) {
+            uint64_t len;
+            memcpy(&len, q, sizeof len);
+            q += 8;
+            atomic_store(&c->cur_start_ns, conc__now_ns());
+            atomic_store(&c->cur_item, k);
+            atomic_store(&c->cur_seq, r->seq);
+            conc__buf_init(&out, p->max_msg);
+            int code = fn(len ? q : NULL, (size_t)len, &out, ctx);
+            if (code < 0) {
+                code = CONC_ETASK;
+            }
+            size_t elen = out.has_error ? strlen(out.error) : 0;
+            post(w, &x, REC_RESULT, r->seq, k, code, out.data, out.len,
+                 out.error, elen);
+            conc__buf_release(&out);
+            q += pad8((size_t)len);
+            ran++;
+        }
+        atomic_store(&c->cur_seq, 0);
+        x.head += r->len;
+        /* Hands the record's room back; pairs with the acquire load of
+         * task_head in write_task(). */
+        atomic_store_explicit(&c->task_head, x.head, memory_order_release);
+        if (p->max_tasks > 0 && ran >= p->max_tasks) {
+            post(w, &x, REC_RETIRE, 0, 0, 0, NULL, 0, NULL, 0);
+            break;
+        }
+    }
+    if (p->fini != NULL) {
+        p->fini(ctx, p->init_arg);
+    }
+    return 0;
+}
+
+/* ---- the manager --------------------------------------------------------------- */
+
+static void reset_slot(struct proc_worker *w)
+{
+    struct slot_ctl *c = w->ctl;
+    atomic_store(&c->task_tail, 0);
+    atomic_store(&c->task_head, 0);
+    atomic_store(&c->res_tail, 0);
+    atomic_store(&c->res_head, 0);
+    atomic_store(&c->worker_sleeping, 0);
+    atomic_store(&c->wants_room, 0);
+    atomic_store(&c->stop, 0);
+    atomic_store(&c->cur_seq, 0);
+    atomic_store(&c->cur_item, 0);
+    w->ttail = w->rhead = 0;
+    w->ifl_head = w->ifl_tail = NULL;
+    w->nifl = 0;
+    w->life_items = 0;
+    w->retired = false;
+    w->init_failed = false;
+    w->measured = false;
+    w->last_done_ns = 0;
+}
+
+static int spawn(conc_pool *p, struct proc_worker *w)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s-%u", p->prefix, ++p->next_name);
+    reset_slot(w);
+    int err = conc_process_new(&w->proc, &(conc_process_opts){
+                                              .target = worker_main,
+                                              .arg = w,
+                                              .name = name,
+                                              .daemon = true });
+    if (err != 0) {
+        w->proc = NULL;
+        return err;
+    }
+    err = conc_process_start(w->proc);
+    if (err != 0) {
+        conc_process_free(w->proc);
+        w->proc = NULL;
+    }
+    return err;
+}
+
+static void ifl_pop(struct proc_worker *w)
+{
+    struct task *t = w->ifl_head;
+    w->ifl_head = t->next;
+    if (w->ifl_head == NULL) {
+        w->ifl_tail = NULL;
+    }
+    t->next = NULL;
+    w->nifl--;
+}
+
+/* Reads every committed result of w; true if there was any. */
+static bool drain(struct proc_worker *w)
+{
+    struct slot_ctl *c = w->ctl;
+    /* Pairs with the seq_cst publication in post(). */
+    uint64_t tail = atomic_load_explicit(&c->res_tail, memory_order_acquire);
+    if (tail == w->rhead) {
+        return false;
+    }
+    uint64_t pos = w->rhead;
+    while (pos != tail) {
+        struct res_rec *r =
+            (struct res_rec *)(w->rring + (size_t)(pos % w->cap));
+        CONC__ASSERT(r->len >= 8 && r->len <= w->cap);
+        if (r->type == REC_RESULT) {
+            struct task *t = w->ifl_head;
+            CONC__ASSERT(t != NULL && t->seq == r->seq &&
+                         r->item == t->ndone);
+            conc_msg m = { NULL, 0 };
+            int code = r->code;
+            if (r->outlen > 0) {
+                m.data = conc__malloc((size_t)r->outlen);
+                if (m.data != NULL) {
+                    memcpy(m.data, r + 1, (size_t)r->outlen);
+                    m.len = (size_t)r->outlen;
+                } else {
+                    code = CONC_ENOMEM;
+                }
+            }
+            char *err = NULL;
+            if (r->errlen > 0) {
+                err = conc__malloc(r->errlen + 1);
+                if (err != NULL) {
+                    memcpy(err, (unsigned char *)(r + 1) +
+                                    pad8((size_t)r->outlen),
+                           r->errlen);
+                    err[r->errlen] = '\0';
+                }
+            }
+            conc__task_item_done(t, r->item, code, &m, err);
+            t->ndone++;
+            if (t->ndone == t->count) {
+                uint64_t now = conc__now_ns();
+                uint64_t from = w->last_done_ns > t->seq_ns ? w->last_done_ns
+                                                            : t->seq_ns;
+                uint64_t dt = now - from;
+                w->ewma_ns = w->measured ? (w->ewma_ns * 7 + dt) / 8 : dt;
+                w->measured = true;
+                w->last_done_ns = now;
+                ifl_pop(w);
+                conc__task_free(t);
+            }
+        } else if (r->type == REC_RETIRE) {
+            w->retired = true;
+        } else if (r->type == REC_INITFAIL) {
+            w->init_failed = true;
+            w->init_code = r->code;
+        }
+        pos += r->len;
+    }
+    w->rhead = pos;
+    /* Hands the room back; pairs with room_ready()'s load in post(). */
+    atomic_store(&c->res_head, pos);
+    bell_ring(&c->room_bell, &c->wants_room);
+    return true;
+}
+
+static size_t window(const struct proc_worker *w)
+{
+    if (!w->measured) {
+        return 2;
+    }
+    if (w->ewma_ns > 1000000) {
+        return 1;
+    }
+    return w->ewma_ns > 50000 ? 8 : 512;
+}
+
+/* Writes t into w's task ring; false when there is no room now. */
+static bool write_task(struct proc_worker *w, struct task *t)
+{
+    size_t len = sizeof(struct task_rec);
+    for (size_t k = 0; k < t->count; k++) {
+        size_t n;
+        conc__task_in(t, k, &n);
+        len += 8 + pad8(n);
+    }
+    size_t off = (size_t)(w->ttail % w->cap);
+    size_t pad = off + len > w->cap ? w->cap - off : 0;
+    /* Pairs with the worker's release store of task_head. */
+    uint64_t head =
+        atomic_load_explicit(&w->ctl->task_head, memory_order_acquire);
+    if (w->ttail + pad + len - head > w->cap) {
+        return false;
+    }
+    if (pad > 0) {
+        struct task_rec *r = (struct task_rec *)(w->tring + off);
+        r->len = (uint32_t)pad;
+        r->type = REC_PAD;
+        off = 0;
+    }
+    struct task_rec *r = (struct task_rec *)(w->tring + off);
+    r->len = (uint32_t)len;
+    r->type = REC_TASK;
+    r->nitems = (uint32_t)t->count;
+    r->seq = t->seq;
+    r->fn = (uint64_t)(uintptr_t)t->fn;
+    unsigned char *q = (unsigned char *)(r + 1);
+    for (size_t k = 0; k < t->count; k++) {
+        size_t n;
+        const void *in = conc__task_in(t, k, &n);
+        uint64_t n64 = n;
+        memcpy(q, &n64, 8);
+        q += 8;
+        if (n > 0) {
+            memcpy(q, in, n);
+        }
+        q += pad8(n);
+    }
+    w->ttail += pad + len;
+    /* Publishes the record; pairs with task_ready()'s load in the worker.
+     * seq_cst: the flag load in bell_ring must not move before it. */
+    atomic_store(&w->ctl->task_tail, w->ttail);
+    bell_ring(&w->ctl->task_bell, &w->ctl->worker_sleeping);
+    return true;
+}
+
+/* Puts a list back at the front of the queue, in order. */
+static void requeue_front(conc_pool *p, struct task *first, struct task *last,
+                          size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    last->next = p->head;
+    p->head = first;
+    if (p->tail == NULL) {
+        p->tail = last;
+    }
+    atomic_fetch_add(&p->npending, n);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Sends queued tasks to workers with room; true if any was sent. */
+static bool dispatch(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    bool progress = false;
+    while (atomic_load(&p->npending) > 0) {
+        struct proc_worker *best = NULL;
+        for (size_t i = 0; i < p->nworkers; i++) {
+            struct proc_worker *w = &pp->w[i];
+            if (w->proc == NULL || w->retired || w->nifl >= window(w) ||
+                (p->max_tasks > 0 && w->life_items >= p->max_tasks)) {
+                continue;
+            }
+            if (best == NULL || w->nifl < best->nifl) {
+                best = w;
+            }
+        }
+        if (best == NULL) {
+            break;
+        }
+        pthread_mutex_lock(&p->lock);
+        struct task *t = conc__pool_pop_locked(p);
+        pthread_mutex_unlock(&p->lock);
+        if (t == NULL) {
+            break;
+        }
+        if (t->fut != NULL && !t->fut_started) {
+            if (!conc__future_start(t->fut)) {
+                conc__task_free(t); /* cancelled while queued */
+                continue;
+            }
+            t->fut_started = true;
+        }
+        if (p->max_tasks > 0 && t->count > p->max_tasks - best->life_items) {
+            /* Split: the worker takes what it has left in this life. */
+            struct task *rest = conc__calloc(1, sizeof *rest);
+            if (rest == NULL) {
+                requeue_front(p, t, t, 1);
+                break;
+            }
+            *rest = *t;
+            size_t take = p->max_tasks - best->life_items;
+            rest->start = t->start + take;
+            rest->count = t->count - take;
+            rest->next = NULL;
+            atomic_init(&rest->refs, 1);
+            atomic_fetch_add(&t->batch->refs, 1);
+            t->count = take;
+            requeue_front(p, rest, rest, 1);
+        }
+        t->seq = ++pp->next_seq;
+        t->seq_ns = conc__now_ns();
+        t->ndone = 0;
+        if (!write_task(best, t)) {
+            requeue_front(p, t, t, 1);
+            break;
+        }
+        t->next = NULL;
+        if (best->ifl_tail != NULL) {
+            best->ifl_tail->next = t;
+        } else {
+            best->ifl_head = t;
+        }
+        best->ifl_tail = t;
+        best->nifl++;
+        best->life_items += t->count;
+        progress = true;
+    }
+    return progress;
+}
+
+/* A worker ended (or was killed by us, timed_out).  Settles its tasks
+ * and forks a replacement unless the pool is stopping. */
+static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
+                         bool respawn)
+{
+    drain(w);
+    int code = 0;
+    conc_process_exitcode(w->proc, &code);
+    pid_t pid = conc_process_pid(w->proc);
+    char msg[256];
+    if (timed_out) {
+        snprintf(msg, sizeof msg,
+                 "the task ran past its timeout of %g s; worker %s (pid %d) "
+                 "was killed",
+                 p->task_timeout, conc_process_name(w->proc), (int)pid);
+    } else if (code < 0) {
+        snprintf(msg, sizeof msg, "worker %s (pid %d) died: killed by signal %d",
+                 conc_process_name(w->proc), (int)pid, -code);
+    } else {
+        snprintf(msg, sizeof msg, "worker %s (pid %d) died: exited with code %d",
+                 conc_process_name(w->proc), (int)pid, code);
+    }
+    if (w->init_failed) {
+        pthread_mutex_lock(&p->lock);
+        if (p->broken == 0) {
+            p->broken = w->init_code ? w->init_code : 1;
+        }
+        pthread_mutex_unlock(&p->lock);
+    } else if (!w->retired && w->ifl_head != NULL) {
+        struct task *t = w->ifl_head;
+        /* Written by the worker before it died; its death (seen through
+         * waitpid) orders these loads after its stores. */
+        uint64_t seq = atomic_load(&w->ctl->cur_seq);
+        uint64_t item = atomic_load(&w->ctl->cur_item);
+        if (seq == t->seq && item == t->ndone) {
+            char *err = conc__strdup(msg);
+            conc__task_item_done(t, t->ndone,
+                                 timed_out ? CONC_ETIMEDOUT
+                                           : CONC_EWORKERDIED,
+                                 NULL, err);
+            t->ndone++;
+        }
+    }
+    /* Every unfinished item sent to the dead worker goes back, in order. */
+    struct task *first = NULL, *last = NULL;
+    size_t n = 0;
+    while (w->ifl_head != NULL) {
+        struct task *t = w->ifl_head;
+        ifl_pop(w);
+        if (t->ndone == t->count) {
+            conc__task_free(t);
+            continue;
+        }
+        t->start += t->ndone;
+        t->count -= t->ndone;
+        t->ndone = 0;
+        if (last != NULL) {
+            last->next = t;
+        } else {
+            first = t;
+        }
+        last = t;
+        n++;
+    }
+    requeue_front(p, first, last, n);
+    conc_process_free(w->proc);
+    w->proc = NULL;
+    reset_slot(w);
+    if (respawn && spawn(p, w) != 0) {
+        w->respawn_failures++;
+    }
+}
+
+static void check_workers(conc_pool *p, uint64_t now, bool respawn)
+{
+    struct pool_proc *pp = p->proc;
+    uint64_t limit = (uint64_t)(p->task_timeout * 1e9);
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->proc == NULL) {
+            if (respawn) {
+                if (spawn(p, w) != 0) {
+                    w->respawn_failures++;
+                }
+            }
+            continue;
+        }
+        if (!conc_process_is_alive(w->proc)) {
+            worker_ended(p, w, false, respawn);
+            continue;
+        }
+        if (limit == 0) {
+            continue;
+        }
+        uint64_t item = atomic_load(&w->ctl->cur_item);
+        uint64_t start = atomic_load(&w->ctl->cur_start_ns);
+        uint64_t seq = atomic_load(&w->ctl->cur_seq);
+        if (seq == 0 || item != atomic_load(&w->ctl->cur_item) ||
+            now < start || now - start < limit) {
+            continue;
+        }
+        conc_process_kill(w->proc);
+        conc_process_join(w->proc, 10.0);
+        worker_ended(p, w, true, respawn);
+    }
+}
+
+static bool all_idle(conc_pool *p)
+{
+    for (size_t i = 0; i < p->nworkers; i++) {
+        if (p->proc->w[i].nifl > 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool manager_ready(void *arg)
+{
+    conc_pool *p = arg;
+    struct pool_proc *pp = p->proc;
+    bool room = false;
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->proc == NULL) {
+            continue;
+        }
+        if (atomic_load(&w->ctl->res_tail) != w->rhead) {
+            return true;
+        }
+        if (!w->retired && w->nifl < window(w)) {
+            room = true;
+        }
+    }
+    if (room && atomic_load(&p->npending) > 0) {
+        return true;
+    }
+    pthread_mutex_lock(&p->lock);
+    bool changed = p->state != POOL_RUN || p->broken != 0;
+    pthread_mutex_unlock(&p->lock);
+    return changed && (p->state == POOL_TERM || p->broken != 0 ||
+                       (atomic_load(&p->npending) == 0 && all_idle(p)));
+}
+
+/* Stops every worker: kill (terminate, broken) or ask (close). */
+static void stop_all(conc_pool *p, bool kill)
+{
+    struct pool_proc *pp = p->proc;
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->proc == NULL) {
+            continue;
+        }
+        if (kill) {
+            conc_process_kill(w->proc);
+        } else {
+            atomic_store(&w->ctl->stop, 1);
+            bell_ring(&w->ctl->task_bell, &w->ctl->worker_sleeping);
+        }
+    }
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->proc == NULL) {
+            continue;
+        }
+        if (conc_process_join(w->proc, kill ? 10.0 : 30.0) != 0) {
+            conc_process_kill(w->proc);
+            conc_process_join(w->proc, 10.0);
+        }
+        drain(w);
+    }
+}
+
+static void fail_inflight(conc_pool *p, int code, const char *msg)
+{
+    struct pool_proc *pp = p->proc;
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        while (w->ifl_head != NULL) {
+            struct task *t = w->ifl_head;
+            ifl_pop(w);
+            conc__task_fail(t, t->ndone, FUT_DONE, code, msg);
+        }
+        if (w->proc != NULL) {
+            conc_process_free(w->proc);
+            w->proc = NULL;
+        }
+    }
+}
+
+static void *manager_main(void *arg)
+{
+    conc_pool *p = arg;
+    struct pool_proc *pp = p->proc;
+    conc__os_set_name("pool-manager");
+    uint64_t last_check = 0;
+    int idle = 0;
+    for (;;) {
+        bool progress = false;
+        for (size_t i = 0; i < p->nworkers; i++) {
+            struct proc_worker *w = &pp->w[i];
+            if (w->proc != NULL && drain(w)) {
+                progress = true;
+                if (w->retired) {
+                    /* It posted RETIRE and is exiting: reap and replace
+                     * it now rather than at the next check. */
+                    conc_process_join(w->proc, 10.0);
+                    pthread_mutex_lock(&p->lock);
+                    bool again = p->state != POOL_TERM && p->broken == 0;
+                    pthread_mutex_unlock(&p->lock);
+                    worker_ended(p, w, false, again);
+                }
+            }
+        }
+        pthread_mutex_lock(&p->lock);
+        int state = p->state;
+        int broken = p->broken;
+        pthread_mutex_unlock(&p->lock);
+        uint64_t now = conc__now_ns();
+        if (now - last_check > 1000000) {
+            check_workers(p, now, state != POOL_TERM && broken == 0);
+            last_check = now;
+            pthread_mutex_lock(&p->lock);
+            broken = p->broken;
+            pthread_mutex_unlock(&p->lock);
+        }
+        if (state == POOL_TERM || broken != 0) {
+            stop_all(p, true);
+            pthread_mutex_lock(&p->lock);
+            struct task *list = p->head;
+            p->head = p->tail = NULL;
+            atomic_store(&p->npending, 0);
+            pthread_mutex_unlock(&p->lock);
+            char msg[96];
+            if (broken != 0) {
+                snprintf(msg, sizeof msg,
+                         "a worker's initializer failed with code %d",
+                         broken);
+                fail_inflight(p, CONC_EBROKEN, msg);
+            } else {
+                fail_inflight(p, CONC_ECANCELLED,
+                              "the pool was terminated while the task ran");
+            }
+            while (list != NULL) {
+                struct task *nx = list->next;
+                if (broken != 0) {
+                    conc__task_fail(list, 0, FUT_DONE, CONC_EBROKEN, msg);
+                } else {
+                    conc__task_fail(
+                        list, 0, FUT_CANCELLED, CONC_ECANCELLED,
+                        "the pool was terminated before the task started");
+                }
+                list = nx;
+            }
+            break;
+        }
+        if (dispatch(p)) {
+            progress = true;
+        }
+        if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 &&
+            all_idle(p)) {
+            stop_all(p, false);
+            fail_inflight(p, CONC_EWORKERDIED, "the worker ended");
+            break;
+        }
+        if (progress) {
+            idle = 0;
+            continue;
+        }
+        if (++idle < 64) {
+            conc__cpu_relax();
+            continue;
+        }
+        idle = 0;
+        conc__deadline dl;
+        conc__deadline_init(&dl, all_idle(p) ? 0.1 : 0.002);
+        sleep_on(&pp->hdr->bell, &pp->hdr->sleeping, manager_ready, p, &dl);
+        if (conc__deadline_passed(&dl)) {
+            last_check = 0;
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    pp->manager_done = true;
+    pthread_cond_broadcast(&p->done_cv);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* ---- the engine's hooks ------------------------------------------------------------ */
+
+int conc__proc_start(conc_pool *p)
+{
+    struct pool_proc *pp = conc__calloc(1, sizeof *pp);
+    if (pp == NULL) {
+        return CONC_ENOMEM;
+    }
+    pp->cap = (2 * p->max_msg + 4096 + 4095) & ~(size_t)4095;
+    size_t slot = 4096 + 2 * pp->cap;
+    pp->memsize = 4096 + p->nworkers * slot;
+    pp->w = conc__calloc(p->nworkers, sizeof *pp->w);
+    if (pp->w == NULL) {
+        free(pp);
+        return CONC_ENOMEM;
+    }
+    pp->mem = conc__os_shared_alloc(pp->memsize);
+    if (pp->mem == NULL) {
+        free(pp->w);
+        free(pp);
+        return CONC_ENOMEM;
+    }
+    pp->hdr = pp->mem;
+    p->proc = pp;
+    int err = 0;
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        unsigned char *base = (unsigned char *)pp->mem + 4096 + i * slot;
+        w->pool = p;
+        w->ctl = (struct slot_ctl *)base;
+        w->tring = base + 4096;
+        w->rring = base + 4096 + pp->cap;
+        w->cap = pp->cap;
+    }
+    for (size_t i = 0; i < p->nworkers && err == 0; i++) {
+        err = spawn(p, &pp->w[i]);
+    }
+    if (err == 0 && pthread_create(&pp->manager, NULL, manager_main, p) != 0) {
+        err = CONC_ESYS;
+    }
+    if (err != 0) {
+        stop_all(p, true);
+        fail_inflight(p, CONC_ECANCELLED, NULL);
+        conc__os_shared_free(pp->mem, pp->memsize);
+        free(pp->w);
+        free(pp);
+        p->proc = NULL;
+        return err;
+    }
+    pp->has_manager = true;
+    return 0;
+}
+
+void conc__proc_kick(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    /* After the caller's seq_cst change (npending, state): see "Sleeping
+     * and waking". */
+    bell_ring(&pp->hdr->bell, &pp->hdr->sleeping);
+}
+
+int conc__proc_join(conc_pool *p, const conc__deadline *dl)
+{
+    struct pool_proc *pp = p->proc;
+    pthread_mutex_lock(&p->lock);
+    while (!pp->manager_done) {
+        if (dl->once || conc__deadline_passed(dl)) {
+            pthread_mutex_unlock(&p->lock);
+            return CONC_ETIMEDOUT;
+        }
+        if (dl->forever) {
+            pthread_cond_wait(&p->done_cv, &p->lock);
+        } else {
+            pthread_cond_timedwait(&p->done_cv, &p->lock, &dl->at);
+        }
+    }
+    bool join = pp->has_manager &&
+                !pthread_equal(pthread_self(), pp->manager);
+    if (join) {
+        pp->has_manager = false;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (join) {
+        pthread_join(pp->manager, NULL);
+    }
+    return 0;
+}
+
+void conc__proc_terminate(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    pthread_mutex_lock(&p->lock);
+    p->state = POOL_TERM;
+    bool self = pp->has_manager && pthread_equal(pthread_self(), pp->manager);
+    pthread_mutex_unlock(&p->lock);
+    conc__proc_kick(p);
+    if (!self) {
+        conc__deadline dl;
+        conc__deadline_init(&dl, CONC_FOREVER);
+        conc__proc_join(p, &dl);
+    }
+}
+
+void conc__proc_free(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    if (pp == NULL) {
+        return;
+    }
+    conc__deadline dl;
+    conc__deadline_init(&dl, CONC_FOREVER);
+    conc__proc_join(p, &dl);
+    conc__os_shared_free(pp->mem, pp->memsize);
+    free(pp->w);
+    free(pp);
+    p->proc = NULL;
+}

@@ -1,0 +1,1176 @@
+/* queue.c - conc_queue: a FIFO of byte messages in shared memory, for any
+ * mix of producer and consumer threads and processes.
+ *
+ * LAYOUT.  One mapping (anonymous MAP_SHARED, or a POSIX shm object for a
+ * named queue): a header (conc__qshm, queue_int.h) and, page-aligned after
+ * it, a byte ring of R = 16 + round16(capacity_bytes) bytes.  A message is
+ * a record: a 16-byte header {stamp, len, item} and the bytes, padded to
+ * 16.  Positions are 64-bit byte counters that only grow; a record at
+ * position p sits at ring offset p % R, and its bytes may wrap past the
+ * end of the ring (two memcpys), so a message of exactly capacity_bytes
+ * fits into an empty queue and no space is lost to fragmentation.  The
+ * ring holds records whose positions lie in [head, tail); tail - head <= R
+ * is the byte bound, nput - nget <= maxsize the item bound.
+ *
+ * WHO WRITES WHAT.  Producers serialise on pmu and consumers on cmu, two
+ * owner-stamped lock words (the sync module's olock, src/sync_int.h: the
+ * holder's tid and start time in the word, one CAS to take, one exchange
+ * to release, a futex only when contended) on separate 128-byte lines,
+ * each with its side's private state beside it: tail and caches of the
+ * other side's counters for the producers.  The counters others read
+ * (nput; head and nget) have lines of their own.  The copy in or out
+ * happens under the side's lock, so inside each side the ring is single-
+ * producer/single-consumer; in the 1->1 case each lock stays in its
+ * owner's cache.  (Rejected: a lock-free ticket ring a la Folly/Vyukov.
+ * Variable-size records cannot share fixed turns, and a reserved-but-
+ * unwritten slot of a dead producer stalls every later one: ipc-notes
+ * hazard 4.  With two cores there is little parallel copying to gain.
+ * Also rejected, after measuring: robust pthread mutexes, whose lock and
+ * unlock (robust-list bookkeeping) cost 40% of an uncontended put+get.)
+ *
+ * PUT (under pmu): check the bounds against the cached head and nget,
+ * re-reading the consumers' line only when the cache says "full"; write
+ * the bytes, then len and item (the low 32 bits of the item number), then
+ * the commit: stamp = position ^ key, a seq_cst store.  Then nput and tail
+ * advance.  GET (under cmu): the record at head is there iff its stamp
+ * equals head ^ key (acquire, so its bytes are visible); copy out, set nget
+ * to item + 1, then head (release: our reads of the bytes happen before
+ * any producer overwrites them, pairs with the acquire load of head in
+ * room()).  Consumers never read tail and producers read head only when
+ * full, so in steady state the only lines crossing between the cores are
+ * the records themselves.  key is random per queue, so stale bytes (old
+ * headers, old message bytes) never pass for a commit: an old header holds
+ * an older position, and message bytes would have to contain this
+ * queue's secret key xor a future position.
+ *
+ * DYING PEERS (hazard 4).  A process killed holding pmu or cmu leaves its
+ * identity in the lock word; a waiter that has slept one slice (50 ms)
+ * finds the holder gone from /proc (or a zombie, or its tid reused),
+ * takes the lock over with a CAS, and repairs before going on.  Every
+ * intermediate state is repairable from the ring itself:
+ *   producer died before the commit: nothing is visible; tail still points
+ *     at the half-written record, the next producer overwrites it;
+ *   died after the commit: the record at tail has a valid stamp; repair
+ *     advances tail past it and sets nput from its item field (the dead
+ *     process's message was delivered, as its caller could not know).
+ *   consumer died before advancing head: the record at head is still
+ *     committed; repair sets nget from its item field and the message is
+ *     delivered to the next consumer (its dead taker never returned it);
+ *   died after advancing head: that one message is lost with its process.
+ *   producer died rewinding an empty queue (see MEMORY) between its
+ *     stores of head and tail: repair moves tail up to head.
+ * No one waits for a dead process otherwise: the locks are only held
+ * across a copy, never across a sleep.
+ *
+ * WAITING without lost wake-ups (hazard 7).  A getter that finds the queue
+ * empty spins briefly (an adaptive budget per handle: doubled when the
+ * spin paid off, halved when it did not; the spin only reads nput/nget),
+ * then sets bit 0 of data_seq with a CAS (seq_cst), re-tries the get under
+ * cmu (the stamp load is seq_cst), and only then futex-waits on the value
+ * it set.  A producer commits with a seq_cst store and then loads data_seq
+ * (seq_cst).  In the single total order either the producer's load follows
+ * the getter's CAS, so it sees the bit and bumps the sequence (clearing
+ * the bit) before FUTEX_WAKE, and the getter's wait returns at once or is
+ * woken; or the commit precedes the CAS, and the getter's re-try sees the
+ * record.  Putters wait on space_seq the same way against the consumers'
+ * seq_cst store of head; joiners on join_seq against task_done's CAS.
+ * Wakes go to all sleepers: a single woken sleeper could time out or be
+ * killed and take the wake-up with it.  The bit costs the fast path one
+ * load of a line that is written only when someone sleeps; no system call
+ * happens unless a sleeper set it.  A dead sleeper leaves the bit set
+ * only until the next wake clears it.  One window cannot be closed by
+ * ordering: a process killed between its commit and its wake.  Sleeps are
+ * therefore cut into slices of 100 ms, after each of which the sleeper
+ * re-checks, so such a death delays the sleepers by at most one slice.
+ *
+ * MEMORY.  capacity_bytes is reserved address space (shmem pages appear on
+ * first touch).  A plain wrapping ring would touch every page after
+ * capacity bytes of traffic even if it never holds more than one message.
+ * So the producer keeps a high-water mark hw of ring offsets used (64 KiB
+ * at first): a record that would cross hw is placed at offset 0 instead,
+ * when that is cheap and safe: if the queue is empty, head and tail both
+ * jump to the next lap's start (the producer takes cmu for that, lock
+ * order pmu then cmu; consumers never take pmu); if it holds at most
+ * hw/16 bytes and the bytes before head have room, a skip record pads the
+ * rest of the lap.  Otherwise hw grows (in 64 KiB steps, at most to R).
+ * Touched memory is thus about the peak of bytes queued, not the traffic:
+ * a 64 MiB default queue that moves gigabytes of small messages uses
+ * about 64 KiB.  The price of a skip record: until the consumers pass it,
+ * producers have only the bytes before head, so a put may wait (or fail
+ * with timeout 0) while the queue holds less than capacity_bytes; this
+ * needs a burst of more than ~15/16 of hw right after a near-empty wrap,
+ * with no get in between, and it ends with the next gets.  Queues of up
+ * to 64 KiB never wrap early.
+ *
+ * CLOSE sets closed under pmu, so every put either completed before it or
+ * fails; a getter that saw closed before finding the queue empty returns
+ * CONC_ECLOSED, never while a completed put's message is still queued.
+ *
+ * FORK.  The handle is plain process memory pointing at a MAP_SHARED
+ * mapping, so a forked child uses the same queue; nothing in it is per
+ * process but two spin budgets.  A queue lock held by another parent
+ * thread at fork time names that thread, which still runs and releases
+ * it in the parent; the child sees that through the shared mapping.  The
+ * child's own identity for the locks is reset by the sync module's
+ * pthread_atfork handler (a child made without glibc's fork() would not
+ * get a fresh identity: libconc's process module uses fork()).
+ */
+#include "queue_int.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SPIN_MIN 8
+#define SPIN_MAX 2048
+#define SLICE_S 0.1
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static inline uint64_t round16(uint64_t n)
+{
+    return (n + 15u) & ~(uint64_t)15u;
+}
+
+static inline uint64_t rec_size(uint64_t len)
+{
+    return CONC__QUEUE_REC_HDR + round16(len);
+}
+
+static inline conc__qrec *rec_at(const conc_queue *q, uint64_t pos)
+{
+    return (conc__qrec *)(void *)(q->ring + pos % q->R);
+}
+
+static inline uint64_t stamp_of(const conc_queue *q, uint64_t pos)
+{
+    return pos ^ q->key;
+}
+
+/* The full item number whose low 32 bits are low, nearest to near. */
+static inline uint64_t item_near(uint64_t near, uint32_t low)
+{
+    return near + (uint64_t)(int64_t)(int32_t)(low - (uint32_t)near);
+}
+
+static bool bad_timeout(double timeout)
+{
+    return isnan(timeout) || (timeout < 0 && timeout != CONC_FOREVER);
+}
+
+/* off + 1 record header, as a ring offset. */
+static inline uint64_t data_off(const conc_queue *q, uint64_t off)
+{
+    off += CONC__QUEUE_REC_HDR;
+    return off >= q->R ? off - q->R : off;
+}
+
+static void ring_write(conc_queue *q, uint64_t off, const void *src,
+                       size_t n)
+{
+    size_t first = n;
+    if (off + n > q->R) {
+        first = (size_t)(q->R - off);
+    }
+    if (first > 0) {
+        memcpy(q->ring + off, src, first);
+    }
+    if (n > first) {
+        memcpy(q->ring, (const unsigned char *)src + first, n - first);
+    }
+}
+
+static void ring_read(const conc_queue *q, uint64_t off, void *dst, size_t n)
+{
+    size_t first = n;
+    if (off + n > q->R) {
+        first = (size_t)(q->R - off);
+    }
+    if (first > 0) {
+        memcpy(dst, q->ring + off, first);
+    }
+    if (n > first) {
+        memcpy((unsigned char *)dst + first, q->ring, n - first);
+    }
+}
+
+/* Clears the sleeper bit of a futex word and wakes every sleeper, if the
+ * bit is set.  The CAS both bumps the sequence (so a sleeper that read the
+ * old value and has not slept yet returns from FUTEX_WAIT at once) and
+ * clears the bit; pairs with the CAS that set it in arm(). */
+static void wake_all(_Atomic uint32_t *word)
+{
+    uint32_t v = atomic_load_explicit(word, memory_order_seq_cst);
+    while (v & 1u) {
+        /* v is odd: v + 1 clears bit 0 and carries into the sequence. */
+        if (atomic_compare_exchange_weak_explicit(word, &v, v + 1u,
+                                                  memory_order_seq_cst,
+                                                  memory_order_seq_cst)) {
+            conc__os_futex_wake(word, INT32_MAX, true);
+            return;
+        }
+    }
+}
+
+/* Sets the sleeper bit and returns the value to futex-wait on.  seq_cst:
+ * the Dekker half that pairs with the waker's seq_cst store-then-load (see
+ * WAITING in the design comment). */
+static uint32_t arm(_Atomic uint32_t *word)
+{
+    uint32_t v = atomic_load_explicit(word, memory_order_seq_cst);
+    while (!(v & 1u)) {
+        if (atomic_compare_exchange_weak_explicit(word, &v, v | 1u,
+                                                  memory_order_seq_cst,
+                                                  memory_order_seq_cst)) {
+            return v | 1u;
+        }
+    }
+    return v;
+}
+
+/* Sleeps on word (expected w) for at most one slice of the deadline.
+ * Returns CONC_ETIMEDOUT only when dl itself has passed. */
+static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
+                       const conc__deadline *dl)
+{
+    conc__deadline slice;
+    double left = conc__deadline_left(dl);
+    if (conc__deadline_init(&slice, left < SLICE_S ? left : SLICE_S) != 0) {
+        return CONC_ETIMEDOUT;
+    }
+    if (left <= 0) {
+        return CONC_ETIMEDOUT;
+    }
+    /* Pairs with wake_all(): w has bit 0 set, any wake changes the word. */
+    conc__os_futex_wait(word, w, &slice, true);
+    return conc__deadline_passed(dl) ? CONC_ETIMEDOUT : 0;
+}
+
+static void spin_adapt(_Atomic int *budget, bool paid_off)
+{
+    /* Relaxed: a heuristic private to this process; a lost update only
+     * changes how long the next spin is. */
+    int b = atomic_load_explicit(budget, memory_order_relaxed);
+    if (paid_off) {
+        b = b * 2 > SPIN_MAX ? SPIN_MAX : b * 2;
+    } else {
+        b = b / 2 < SPIN_MIN ? SPIN_MIN : b / 2;
+    }
+    atomic_store_explicit(budget, b, memory_order_relaxed);
+}
+
+/* ---- repair after a dead lock holder ------------------------------------ */
+
+/* The producer that held pmu died.  Advances tail past any record it
+ * committed without advancing tail (at most one per record it wrote) and
+ * makes nput agree with the last committed item. */
+static void repair_producer(conc_queue *q)
+{
+    conc__qshm *sh = q->sh;
+    uint64_t t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&sh->nput, memory_order_relaxed);
+    for (;;) {
+        conc__qrec *r = rec_at(q, t);
+        /* Acquire: pairs with the commit's seq_cst store in put. */
+        if (atomic_load_explicit(&r->stamp, memory_order_acquire) !=
+            stamp_of(q, t)) {
+            break;
+        }
+        uint32_t len = atomic_load_explicit(&r->len, memory_order_relaxed);
+        uint32_t item = atomic_load_explicit(&r->item, memory_order_relaxed);
+        if (len == CONC__QUEUE_SKIP) {
+            n = item_near(n, item);
+            t += q->R - t % q->R;
+        } else {
+            n = item_near(n, item) + 1;
+            t += rec_size(len);
+        }
+    }
+    /* Head past tail: the dead producer was rewinding an empty queue
+     * (wrap_early) and stored head but not tail. */
+    uint64_t h = atomic_load_explicit(&sh->head, memory_order_acquire);
+    if ((int64_t)(h - t) > 0) {
+        t = h;
+    }
+    atomic_store_explicit(&sh->nput, n, memory_order_release);
+    atomic_store_explicit(&sh->tail, t, memory_order_relaxed);
+    atomic_store_explicit(&sh->tail_off, t % q->R, memory_order_relaxed);
+    uint64_t hw = atomic_load_explicit(&sh->hw, memory_order_relaxed);
+    if (hw > q->R || hw == 0) {
+        atomic_store_explicit(&sh->hw, q->R, memory_order_relaxed);
+    }
+}
+
+/* The consumer that held cmu died.  If the record at head is still there
+ * it was not taken: nget must count the items before it, which its item
+ * field names (a skip record carries the next item number). */
+static void repair_consumer(conc_queue *q)
+{
+    conc__qshm *sh = q->sh;
+    uint64_t h = atomic_load_explicit(&sh->head, memory_order_relaxed);
+    atomic_store_explicit(&sh->head_off, h % q->R, memory_order_relaxed);
+    conc__qrec *r = rec_at(q, h);
+    if (atomic_load_explicit(&r->stamp, memory_order_acquire) ==
+        stamp_of(q, h)) {
+        uint32_t item = atomic_load_explicit(&r->item, memory_order_relaxed);
+        uint64_t g = atomic_load_explicit(&sh->nget, memory_order_relaxed);
+        atomic_store_explicit(&sh->nget, item_near(g, item),
+                              memory_order_release);
+    }
+}
+
+/* Locks pmu (producer) or cmu, repairing after a dead holder.  The locks
+ * are the sync module's owner-stamped words (src/sync_int.h, lock.c): one
+ * CAS to take, one exchange to release, the holder's tid and start time in
+ * the word, and a waiter that sleeps past a slice checks whether the
+ * holder still lives and takes the lock over (CONC_EOWNERDEAD) if not.
+ * Holders only copy, so a short spin comes first, and the wait is not
+ * bounded by the caller's deadline. */
+static int side_lock(conc_queue *q, bool producer)
+{
+    conc__olock *l = producer ? &q->sh->pmu : &q->sh->cmu;
+    uint64_t me = conc__sync_self_id();
+    if (conc__olock_try(l, me)) {
+        return 0;
+    }
+    for (int i = 0; i < 200; i++) {
+        conc__cpu_relax();
+        /* Relaxed: only a peek before the CAS, which orders. */
+        if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
+            conc__olock_try(l, me)) {
+            return 0;
+        }
+    }
+    conc__deadline forever;
+    conc__deadline_init(&forever, CONC_FOREVER);
+    int err = conc__olock_acquire_slow(l, me, &forever);
+    if (err == CONC_EOWNERDEAD) {
+        if (producer) {
+            repair_producer(q);
+        } else {
+            repair_consumer(q);
+        }
+        err = 0;
+    }
+    return err;
+}
+
+static void side_unlock(conc_queue *q, bool producer)
+{
+    conc__olock_release(producer ? &q->sh->pmu : &q->sh->cmu);
+}
+
+/* ---- put ------------------------------------------------------------------ */
+
+/* Whether s more bytes and one more item fit, by the producer's cached
+ * view of the consumers (refreshed when it says no).  Under pmu. */
+static bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
+{
+    conc__qshm *sh = q->sh;
+    if (q->maxsize != 0) {
+        uint64_t g = atomic_load_explicit(&sh->nget_cache,
+                                          memory_order_relaxed);
+        if (n - g >= q->maxsize) {
+            /* seq_cst: the Dekker half of a putter's re-check after
+             * arm(space_seq); pairs with the consumer's seq_cst store of
+             * head after nget. */
+            g = atomic_load_explicit(&sh->nget, memory_order_seq_cst);
+            atomic_store_explicit(&sh->nget_cache, g, memory_order_relaxed);
+            if ((int64_t)(n - g) >= (int64_t)q->maxsize) {
+                return false;
+            }
+        }
+    }
+    uint64_t h = atomic_load_explicit(&sh->head_cache, memory_order_relaxed);
+    if (t + s - h > q->R) {
+        /* seq_cst (acquire at least): pairs with the consumer's store of
+         * head, so its reads of the old bytes are done before we write. */
+        h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+        atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
+        if (t + s - h > q->R) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Commits the header of the record at t: len and item first, the stamp
+ * last.  seq_cst: the commit is the store half of the Dekker pair with a
+ * getter's arm(data_seq) (the load half is in try_put). */
+static void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
+                   uint32_t item)
+{
+    conc__qrec *r = (conc__qrec *)(void *)(q->ring + off);
+    atomic_store_explicit(&r->len, len, memory_order_relaxed);
+    atomic_store_explicit(&r->item, item, memory_order_relaxed);
+    atomic_store_explicit(&r->stamp, stamp_of(q, t), memory_order_seq_cst);
+}
+
+/* The record at t (ring offset off) would cross the high-water mark hw
+ * (see MEMORY in the design comment).  Under pmu.  If the queue is empty,
+ * rewinds: head and tail jump to the next lap's start together, under
+ * cmu (lock order: pmu, then cmu; consumers never take pmu).  If it holds
+ * only a little (at most hw/16) and the bytes before head leave room,
+ * pads the rest of the lap with a skip record.  Otherwise raises hw. */
+static int wrap_early(conc_queue *q, uint64_t *tp, uint64_t n, uint64_t s,
+                      uint64_t off, uint64_t hw)
+{
+    conc__qshm *sh = q->sh;
+    uint64_t t = *tp;
+    uint64_t skip = q->R - off;
+    /* seq_cst (acquire at least): pairs with the consumers' store of head,
+     * as in room(). */
+    uint64_t h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+    atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
+    if (h == t) {
+        int err = side_lock(q, false);
+        if (err != 0) {
+            return err;
+        }
+        if (atomic_load_explicit(&sh->head, memory_order_relaxed) == t) {
+            /* Head first: a producer that dies between the two stores
+             * leaves head > tail, which repair_producer() mends. seq_cst,
+             * as every store of head (see try_get). */
+            atomic_store_explicit(&sh->head_off, 0, memory_order_relaxed);
+            atomic_store_explicit(&sh->head, t + skip, memory_order_seq_cst);
+            atomic_store_explicit(&sh->head_cache, t + skip,
+                                  memory_order_relaxed);
+            atomic_store_explicit(&sh->tail, t + skip, memory_order_relaxed);
+            atomic_store_explicit(&sh->tail_off, 0, memory_order_relaxed);
+            side_unlock(q, false);
+            *tp = t + skip;
+            return 0;
+        }
+        side_unlock(q, false);
+        h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+    }
+    if (t - h <= hw / 16 && t + skip + s - h <= q->R) {
+        commit(q, t, off, CONC__QUEUE_SKIP, (uint32_t)n);
+        *tp = t + skip;
+        atomic_store_explicit(&sh->tail, t + skip, memory_order_relaxed);
+        atomic_store_explicit(&sh->tail_off, 0, memory_order_relaxed);
+        return 0;
+    }
+    uint64_t nhw = (off + s + CONC__QUEUE_HW_STEP - 1) / CONC__QUEUE_HW_STEP *
+                   CONC__QUEUE_HW_STEP;
+    atomic_store_explicit(&sh->hw, nhw < q->R ? nhw : q->R,
+                          memory_order_relaxed);
+    return 0;
+}
+
+/* One attempt under pmu.  0 (put; *wake when a getter sleeps), CONC_EFULL
+ * (no room), CONC_ECLOSED. */
+static int try_put(conc_queue *q, const void *data, size_t len, bool *wake)
+{
+    conc__qshm *sh = q->sh;
+    /* Relaxed would do under pmu (close writes it under pmu too). */
+    if (atomic_load_explicit(&sh->closed, memory_order_acquire)) {
+        return CONC_ECLOSED;
+    }
+    uint64_t t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&sh->nput, memory_order_relaxed);
+    uint64_t s = rec_size(len);
+    if (!room(q, t, n, s)) {
+        return CONC_EFULL;
+    }
+    uint64_t off = atomic_load_explicit(&sh->tail_off, memory_order_relaxed);
+    uint64_t hw = atomic_load_explicit(&sh->hw, memory_order_relaxed);
+    if (hw < q->R && off != 0 && off + s > hw) {
+        int err = wrap_early(q, &t, n, s, off, hw);
+        if (err != 0) {
+            return err;
+        }
+        off = atomic_load_explicit(&sh->tail_off, memory_order_relaxed);
+    }
+    ring_write(q, data_off(q, off), data, len);
+    commit(q, t, off, (uint32_t)len, (uint32_t)n);
+    /* Release: a task_done() that read this count sees the record. */
+    atomic_store_explicit(&sh->nput, n + 1, memory_order_release);
+    atomic_store_explicit(&sh->tail, t + s, memory_order_relaxed);
+    off += s;
+    atomic_store_explicit(&sh->tail_off, off >= q->R ? off - q->R : off,
+                          memory_order_relaxed);
+    /* seq_cst: the load half of the Dekker pair after commit(). */
+    *wake = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst) & 1u;
+    return 0;
+}
+
+/* A lock-free guess whether a put of s bytes could go on now. */
+static bool put_hint(conc_queue *q, uint64_t s)
+{
+    conc__qshm *sh = q->sh;
+    /* Relaxed: a hint only; the attempt under pmu decides. */
+    if (atomic_load_explicit(&sh->closed, memory_order_relaxed)) {
+        return true;
+    }
+    uint64_t t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
+    uint64_t h = atomic_load_explicit(&sh->head, memory_order_relaxed);
+    if (t + s - h > q->R) {
+        return false;
+    }
+    if (q->maxsize != 0) {
+        uint64_t n = atomic_load_explicit(&sh->nput, memory_order_relaxed);
+        uint64_t g = atomic_load_explicit(&sh->nget, memory_order_relaxed);
+        if ((int64_t)(n - g) >= (int64_t)q->maxsize) {
+            return false;
+        }
+    }
+    return true;
+}
+
+CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
+                            double timeout)
+{
+    if (q == NULL || (data == NULL && len > 0) || bad_timeout(timeout)) {
+        return CONC_EINVAL;
+    }
+    if (len > q->capacity) {
+        return CONC_ETOOBIG;
+    }
+    conc__deadline dl;
+    bool have_dl = false, armed = false;
+    uint32_t w = 0;
+    for (;;) {
+        bool wake = false;
+        int err = side_lock(q, true);
+        if (err != 0) {
+            return err;
+        }
+        err = try_put(q, data, len, &wake);
+        side_unlock(q, true);
+        if (err == 0) {
+            if (wake) {
+                wake_all(&q->sh->data_seq);
+            }
+            return 0;
+        }
+        if (err != CONC_EFULL) {
+            return err;
+        }
+        if (timeout == 0) {
+            return CONC_EFULL;
+        }
+        if (!have_dl) {
+            err = conc__deadline_init(&dl, timeout);
+            if (err != 0) {
+                return err;
+            }
+            have_dl = true;
+        } else if (conc__deadline_passed(&dl)) {
+            return CONC_EFULL;
+        }
+        if (armed) {
+            armed = false;
+            sleep_slice(&q->sh->space_seq, w, &dl);
+            continue;
+        }
+        int budget = atomic_load_explicit(&q->spin_put,
+                                          memory_order_relaxed);
+        bool hinted = false;
+        for (int i = 0; i < budget && !hinted; i++) {
+            conc__cpu_relax();
+            hinted = put_hint(q, rec_size(len));
+        }
+        spin_adapt(&q->spin_put, hinted);
+        if (!hinted) {
+            w = arm(&q->sh->space_seq);
+            armed = true;
+        }
+    }
+}
+
+/* ---- get ------------------------------------------------------------------ */
+
+/* One attempt under cmu.  Into buf/cap when msg is NULL, else into a new
+ * heap buffer.  0 (*moved: head advanced), CONC_EEMPTY, CONC_ETOOBIG
+ * (*len set), CONC_ENOMEM; the last two leave the message in place. */
+static int try_get(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
+                   size_t *len, bool *moved, uint64_t *at)
+{
+    conc__qshm *sh = q->sh;
+    uint64_t h = atomic_load_explicit(&sh->head, memory_order_relaxed);
+    uint64_t off = atomic_load_explicit(&sh->head_off, memory_order_relaxed);
+    bool taken = false;
+    for (;;) {
+        conc__qrec *r = (conc__qrec *)(void *)(q->ring + off);
+        /* seq_cst: acquire pairs with commit() (the bytes are visible),
+         * and it is the load half of the Dekker pair after arm(). */
+        if (atomic_load_explicit(&r->stamp, memory_order_seq_cst) !=
+            stamp_of(q, h)) {
+            *at = h;
+            return taken ? 0 : CONC_EEMPTY;
+        }
+        uint32_t n = atomic_load_explicit(&r->len, memory_order_relaxed);
+        uint32_t item = atomic_load_explicit(&r->item, memory_order_relaxed);
+        if (n == CONC__QUEUE_SKIP) {
+            /* Passed at once, even after taking a message, so that the
+             * bytes it pads are free again as soon as possible. */
+            h += q->R - off;
+            off = 0;
+            atomic_store_explicit(&sh->head_off, 0, memory_order_relaxed);
+            atomic_store_explicit(&sh->head, h, memory_order_seq_cst);
+            *moved = true;
+            continue;
+        }
+        if (taken) {
+            *at = h;
+            return 0;
+        }
+        void *dst = buf;
+        if (msg != NULL) {
+            dst = NULL;
+            if (n > 0) {
+                dst = conc__malloc(n);
+                if (dst == NULL) {
+                    return CONC_ENOMEM;
+                }
+            }
+        } else if (n > cap) {
+            *len = n;
+            return CONC_ETOOBIG;
+        }
+        ring_read(q, data_off(q, off), dst, n);
+        uint64_t g = atomic_load_explicit(&sh->nget, memory_order_relaxed);
+        atomic_store_explicit(&sh->nget, item_near(g, item) + 1,
+                              memory_order_relaxed);
+        uint64_t s = rec_size(n);
+        h += s;
+        off += s;
+        off = off >= q->R ? off - q->R : off;
+        atomic_store_explicit(&sh->head_off, off, memory_order_relaxed);
+        /* seq_cst: release pairs with the producers' load of head in
+         * room() (our reads of the bytes come first); and it is the store
+         * half of the Dekker pair with a putter's arm(space_seq). */
+        atomic_store_explicit(&sh->head, h, memory_order_seq_cst);
+        *moved = true;
+        taken = true;
+        if (msg != NULL) {
+            msg->data = dst;
+            msg->len = n;
+        } else {
+            *len = n;
+        }
+    }
+}
+
+/* A lock-free guess whether a get could find something now: the record
+ * at at (where the last attempt found nothing) is committed, or head
+ * moved, or the queue was closed.  It reads the line the producer writes
+ * the next record into anyway, so spinning steals no line from it. */
+static bool get_hint(conc_queue *q, uint64_t at)
+{
+    conc__qshm *sh = q->sh;
+    /* Relaxed: a hint only; the attempt under cmu decides.  The stamp is
+     * read only while head is still at: no producer writes the bytes at
+     * at's offset until head moves past it (only the header, atomically). */
+    if (atomic_load_explicit(&sh->head, memory_order_relaxed) != at) {
+        return true;
+    }
+    return atomic_load_explicit(&rec_at(q, at)->stamp,
+                                memory_order_relaxed) == stamp_of(q, at) ||
+           atomic_load_explicit(&sh->closed, memory_order_relaxed);
+}
+
+static int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
+                      size_t *len, double timeout)
+{
+    conc__deadline dl;
+    bool have_dl = false, armed = false;
+    uint32_t w = 0;
+    uint64_t at = 0;
+    for (;;) {
+        bool moved = false;
+        /* seq_cst: read before the attempt; see CLOSE in the design
+         * comment (pairs with the store in conc_queue_close). */
+        bool closed = atomic_load_explicit(&q->sh->closed,
+                                           memory_order_seq_cst);
+        int err = side_lock(q, false);
+        if (err != 0) {
+            return err;
+        }
+        err = try_get(q, msg, buf, cap, len, &moved, &at);
+        bool wake = false;
+        if (moved) {
+            /* seq_cst: the load half of the Dekker pair after the store
+             * of head in try_get(). */
+            wake = atomic_load_explicit(&q->sh->space_seq,
+                                        memory_order_seq_cst) & 1u;
+        }
+        side_unlock(q, false);
+        if (wake) {
+            wake_all(&q->sh->space_seq);
+        }
+        if (err != CONC_EEMPTY) {
+            return err;
+        }
+        if (closed) {
+            return CONC_ECLOSED;
+        }
+        if (timeout == 0) {
+            return CONC_EEMPTY;
+        }
+        if (!have_dl) {
+            err = conc__deadline_init(&dl, timeout);
+            if (err != 0) {
+                return err;
+            }
+            have_dl = true;
+        } else if (conc__deadline_passed(&dl)) {
+            return CONC_EEMPTY;
+        }
+        if (armed) {
+            armed = false;
+            sleep_slice(&q->sh->data_seq, w, &dl);
+            continue;
+        }
+        int budget = atomic_load_explicit(&q->spin_get,
+                                          memory_order_relaxed);
+        bool hinted = false;
+        for (int i = 0; i < budget && !hinted; i++) {
+            conc__cpu_relax();
+            hinted = get_hint(q, at);
+        }
+        spin_adapt(&q->spin_get, hinted);
+        if (!hinted) {
+            w = arm(&q->sh->data_seq);
+            armed = true;
+        }
+    }
+}
+
+CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout)
+{
+    if (msg != NULL) {
+        msg->data = NULL;
+        msg->len = 0;
+    }
+    if (q == NULL || msg == NULL || bad_timeout(timeout)) {
+        return CONC_EINVAL;
+    }
+    return get_common(q, msg, NULL, 0, NULL, timeout);
+}
+
+CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
+                                 size_t *len, double timeout)
+{
+    if (q == NULL || len == NULL || (buf == NULL && cap > 0) ||
+        bad_timeout(timeout)) {
+        return CONC_EINVAL;
+    }
+    size_t n = 0;
+    int err = get_common(q, NULL, buf, cap, &n, timeout);
+    *len = (err == 0 || err == CONC_ETOOBIG) ? n : 0;
+    return err;
+}
+
+/* ---- sizes ---------------------------------------------------------------- */
+
+CONC_API size_t conc_queue_qsize(conc_queue *q)
+{
+    if (q == NULL) {
+        return 0;
+    }
+    /* Acquire: counts only; the difference is approximate while others
+     * put and get (nput lags a commit by a moment). */
+    uint64_t g = atomic_load_explicit(&q->sh->nget, memory_order_acquire);
+    uint64_t n = atomic_load_explicit(&q->sh->nput, memory_order_acquire);
+    return (int64_t)(n - g) > 0 ? (size_t)(n - g) : 0;
+}
+
+CONC_API bool conc_queue_empty(conc_queue *q)
+{
+    return conc_queue_qsize(q) == 0;
+}
+
+CONC_API bool conc_queue_full(conc_queue *q)
+{
+    if (q == NULL) {
+        return false;
+    }
+    if (q->maxsize != 0 && conc_queue_qsize(q) >= q->maxsize) {
+        return true;
+    }
+    /* Relaxed: an approximate answer, as qsize(). */
+    uint64_t t = atomic_load_explicit(&q->sh->tail, memory_order_relaxed);
+    uint64_t h = atomic_load_explicit(&q->sh->head, memory_order_relaxed);
+    return (int64_t)(t - h) > 0 && t - h + CONC__QUEUE_REC_HDR > q->R;
+}
+
+/* ---- task_done / join ----------------------------------------------------- */
+
+/* Messages put so far, as far as task_done may count them: nput lags a
+ * commit by a moment, but a message already taken is counted in nget. */
+static uint64_t tasks_put(conc__qshm *sh)
+{
+    uint64_t n = atomic_load_explicit(&sh->nput, memory_order_seq_cst);
+    uint64_t g = atomic_load_explicit(&sh->nget, memory_order_seq_cst);
+    return (int64_t)(g - n) > 0 ? g : n;
+}
+
+CONC_API int conc_queue_task_done(conc_queue *q)
+{
+    if (q == NULL) {
+        return CONC_EINVAL;
+    }
+    conc__qshm *sh = q->sh;
+    uint64_t d = atomic_load_explicit(&sh->ndone, memory_order_seq_cst);
+    for (;;) {
+        if (d >= tasks_put(sh)) {
+            return CONC_EINVAL;
+        }
+        /* seq_cst: the store half of the Dekker pair with a joiner's
+         * arm(join_seq); the load half is wake_all's load below. */
+        if (atomic_compare_exchange_weak_explicit(&sh->ndone, &d, d + 1,
+                                                  memory_order_seq_cst,
+                                                  memory_order_seq_cst)) {
+            break;
+        }
+    }
+    wake_all(&sh->join_seq);
+    return 0;
+}
+
+CONC_API int conc_queue_join(conc_queue *q, double timeout)
+{
+    if (q == NULL || bad_timeout(timeout)) {
+        return CONC_EINVAL;
+    }
+    conc__qshm *sh = q->sh;
+    conc__deadline dl;
+    int err = conc__deadline_init(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
+    bool armed = false;
+    uint32_t w = 0;
+    for (;;) {
+        /* seq_cst: the load half after arm(join_seq). */
+        if (atomic_load_explicit(&sh->ndone, memory_order_seq_cst) >=
+            tasks_put(sh)) {
+            return 0;
+        }
+        if (conc__deadline_passed(&dl)) {
+            return CONC_ETIMEDOUT;
+        }
+        if (armed) {
+            armed = false;
+            sleep_slice(&sh->join_seq, w, &dl);
+            continue;
+        }
+        w = arm(&sh->join_seq);
+        armed = true;
+    }
+}
+
+/* ---- close ---------------------------------------------------------------- */
+
+CONC_API int conc_queue_close(conc_queue *q)
+{
+    if (q == NULL) {
+        return CONC_EINVAL;
+    }
+    int err = side_lock(q, true);
+    if (err != 0) {
+        return err;
+    }
+    /* seq_cst under pmu: every put either finished before this or sees
+     * it; pairs with the loads in try_put and get_common. */
+    atomic_store_explicit(&q->sh->closed, 1, memory_order_seq_cst);
+    side_unlock(q, true);
+    /* Bump both sequences (keeping any sleeper bit) and wake everyone:
+     * a sleeper that read the old value returns from FUTEX_WAIT at once. */
+    atomic_fetch_add_explicit(&q->sh->data_seq, 2, memory_order_seq_cst);
+    conc__os_futex_wake(&q->sh->data_seq, INT32_MAX, true);
+    atomic_fetch_add_explicit(&q->sh->space_seq, 2, memory_order_seq_cst);
+    conc__os_futex_wake(&q->sh->space_seq, INT32_MAX, true);
+    return 0;
+}
+
+CONC_API bool conc_queue_closed(conc_queue *q)
+{
+    return q != NULL &&
+           atomic_load_explicit(&q->sh->closed, memory_order_acquire);
+}
+
+/* ---- creation ------------------------------------------------------------- */
+
+static size_t page_size(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
+static size_t ring_offset(void)
+{
+    size_t p = page_size();
+    return (sizeof(conc__qshm) + p - 1) / p * p;
+}
+
+/* "/name" from "name" or "/name"; NULL (CONC_EINVAL in *err) for a bad
+ * name, NULL (CONC_ENOMEM) when allocation fails. */
+static char *shm_name(const char *name, int *err)
+{
+    *err = CONC_EINVAL;
+    if (name == NULL) {
+        return NULL;
+    }
+    if (name[0] == '/') {
+        name++;
+    }
+    size_t n = strlen(name);
+    if (n == 0 || n > 200 || strchr(name, '/') != NULL ||
+        strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        return NULL;
+    }
+    char *s = conc__malloc(n + 2);
+    if (s == NULL) {
+        *err = CONC_ENOMEM;
+        return NULL;
+    }
+    s[0] = '/';
+    memcpy(s + 1, name, n + 1);
+    return s;
+}
+
+static uint64_t random_key(void)
+{
+    /* Not a secret against an attacker, only against accidental look-
+     * alikes: splitmix64 over time, pid and an address. */
+    uint64_t x = conc__now_ns() ^ ((uint64_t)getpid() << 32) ^
+                 (uint64_t)(uintptr_t)&x;
+    x += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    x ^= x >> 31;
+    /* The top bit set: no position ever reaches it, so a zeroed ring
+     * header (stamp 0) never matches. */
+    return x | (UINT64_C(1) << 63);
+}
+
+static void handle_fill(conc_queue *q, void *map, size_t map_size)
+{
+    q->sh = map;
+    q->map_size = map_size;
+    q->ring = (unsigned char *)map + q->sh->ring_off;
+    q->R = q->sh->ring_bytes;
+    q->key = q->sh->key;
+    q->capacity = q->sh->capacity;
+    q->maxsize = q->sh->maxsize;
+    atomic_init(&q->spin_get, 128);
+    atomic_init(&q->spin_put, 128);
+}
+
+/* Maps the named object: creates it (size bytes) or opens it (its size). */
+static int map_named(const char *name, bool create, size_t size,
+                     void **map, size_t *mapped)
+{
+    int err = 0;
+    int fd;
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return CONC_ESYS;
+    }
+    if (create) {
+        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    } else {
+        fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    }
+    if (fd < 0) {
+        return CONC_ESYS;
+    }
+    if (create) {
+        if (conc__fault_hit() || ftruncate(fd, (off_t)size) != 0) {
+            err = CONC_ESYS;
+            goto out_unlink;
+        }
+    } else {
+        /* The creator sizes the object right after creating it; give it
+         * a moment. */
+        struct stat st;
+        for (int i = 0;; i++) {
+            if (conc__fault_hit() || fstat(fd, &st) != 0) {
+                err = CONC_ESYS;
+                goto out_close;
+            }
+            if ((size_t)st.st_size >= ring_offset()) {
+                break;
+            }
+            if (i == 1000) {
+                err = CONC_EINVAL;
+                goto out_close;
+            }
+            usleep(1000);
+        }
+        size = (size_t)st.st_size;
+    }
+    void *p = MAP_FAILED;
+    if (!conc__fault_hit()) {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    } else {
+        errno = ENOMEM;
+    }
+    if (p == MAP_FAILED) {
+        err = errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+        goto out_unlink;
+    }
+    close(fd);
+    *map = p;
+    *mapped = size;
+    return 0;
+
+out_unlink:
+    if (create) {
+        int e = errno;
+        shm_unlink(name);
+        errno = e;
+    }
+out_close: {
+    int e = errno;
+    close(fd);
+    errno = e;
+}
+    return err;
+}
+
+CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
+{
+    static const conc_queue_opts defaults;
+    int err = 0;
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    if (opts == NULL) {
+        opts = &defaults;
+    }
+    size_t cap = opts->capacity_bytes ? opts->capacity_bytes
+                                      : CONC_QUEUE_DEFAULT_CAPACITY;
+    if (cap > CONC_QUEUE_MAX_CAPACITY) {
+        return CONC_EINVAL;
+    }
+    uint64_t R = CONC__QUEUE_REC_HDR + round16(cap);
+    size_t off = ring_offset(), pg = page_size();
+    size_t map_size = (off + (size_t)R + pg - 1) / pg * pg;
+
+    conc_queue *q = conc__calloc(1, sizeof *q);
+    if (q == NULL) {
+        return CONC_ENOMEM;
+    }
+    void *map = NULL;
+    if (opts->name != NULL) {
+        q->name = shm_name(opts->name, &err);
+        if (q->name == NULL) {
+            goto fail_handle;
+        }
+        err = map_named(q->name, true, map_size, &map, &map_size);
+        if (err != 0) {
+            goto fail_name;
+        }
+        q->creator = getpid();
+    } else {
+        map = conc__os_shared_alloc(map_size);
+        if (map == NULL) {
+            err = errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+            goto fail_handle;
+        }
+    }
+    conc__qshm *sh = map;
+    sh->version = CONC__QUEUE_VERSION;
+    sh->ring_off = (uint32_t)off;
+    sh->ring_bytes = R;
+    sh->capacity = cap;
+    sh->maxsize = opts->maxsize;
+    sh->key = random_key();
+    sh->map_size = map_size;
+    atomic_init(&sh->hw, R < CONC__QUEUE_HW_STEP ? R : CONC__QUEUE_HW_STEP);
+    atomic_init(&sh->pmu.state, 0);
+    atomic_init(&sh->cmu.state, 0);
+    /* Release: an opener that sees the magic (acquire, in open) sees the
+     * whole header. */
+    atomic_store_explicit(&sh->magic, CONC__QUEUE_MAGIC,
+                          memory_order_release);
+    handle_fill(q, map, map_size);
+    *out = q;
+    return 0;
+
+fail_name:
+    free(q->name);
+fail_handle:
+    free(q);
+    return err;
+}
+
+CONC_API int conc_queue_open(conc_queue **out, const char *name)
+{
+    int err = 0;
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    conc_queue *q = conc__calloc(1, sizeof *q);
+    if (q == NULL) {
+        return CONC_ENOMEM;
+    }
+    void *map = NULL;
+    size_t size = 0;
+    q->name = shm_name(name, &err);
+    if (q->name == NULL) {
+        goto fail_handle;
+    }
+    err = map_named(q->name, false, 0, &map, &size);
+    if (err != 0) {
+        goto fail_name;
+    }
+    conc__qshm *sh = map;
+    /* Acquire: pairs with the creator's release store of the magic.  The
+     * creator writes it right after sizing the object; wait a moment. */
+    for (int i = 0; atomic_load_explicit(&sh->magic, memory_order_acquire) !=
+                    CONC__QUEUE_MAGIC;
+         i++) {
+        if (i == 1000) {
+            err = CONC_EINVAL;
+            goto fail_map;
+        }
+        usleep(1000);
+    }
+    if (sh->version != CONC__QUEUE_VERSION || sh->map_size != size ||
+        sh->ring_off != ring_offset() ||
+        (uint64_t)sh->ring_off + sh->ring_bytes > size ||
+        sh->ring_bytes != CONC__QUEUE_REC_HDR + round16(sh->capacity)) {
+        err = CONC_EINVAL;
+        goto fail_map;
+    }
+    handle_fill(q, map, size);
+    q->creator = 0;
+    *out = q;
+    return 0;
+
+fail_map:
+    munmap(map, size);
+fail_name:
+    free(q->name);
+fail_handle:
+    free(q);
+    return err;
+}
+
+CONC_API void conc_queue_free(conc_queue *q)
+{
+    if (q == NULL) {
+        return;
+    }
+    if (q->name != NULL) {
+        munmap(q->sh, q->map_size);
+        if (q->creator != 0 && q->creator == getpid()) {
+            shm_unlink(q->name);
+        }
+        free(q->name);
+    } else {
+        conc__os_shared_free(q->sh, q->map_size);
+    }
+    free(q);
+}

@@ -1,0 +1,83 @@
+/* queue_int.h - the shared-memory layout of a conc_queue, private to
+ * src/queue.c and its white-box tests (tests/test_queue*.c).  See the
+ * design comment at the top of queue.c for what each field means and
+ * which lock or atomic guards it. */
+#ifndef CONC_QUEUE_INT_H
+#define CONC_QUEUE_INT_H
+
+#include "conc_int.h"
+#include "sync_int.h"
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define CONC__QUEUE_MAGIC UINT64_C(0x75657551636e6f63) /* "concQueu" */
+#define CONC__QUEUE_VERSION 2u
+/* Every record starts with this header; records are 16-byte aligned. */
+#define CONC__QUEUE_REC_HDR 16u
+/* len value of a skip record: "the rest of this lap is padding". */
+#define CONC__QUEUE_SKIP UINT32_C(0xFFFFFFFF)
+/* The high-water mark of touched ring bytes grows in these steps. */
+#define CONC__QUEUE_HW_STEP ((uint64_t)64 << 10)
+
+/* One record header, at a 16-aligned ring offset.  stamp is written last
+ * (the commit); len and item are read only after stamp matched. */
+typedef struct conc__qrec {
+    _Atomic uint64_t stamp; /* position ^ key once committed */
+    _Atomic uint32_t len;   /* message bytes, or CONC__QUEUE_SKIP */
+    _Atomic uint32_t item;  /* low 32 bits of the item number */
+} conc__qrec;
+
+typedef struct conc__qshm {
+    /* Constant after creation (closed aside, which is written once). */
+    _Atomic uint64_t magic;
+    uint32_t version;
+    uint32_t ring_off;      /* ring starts this many bytes into the map */
+    uint64_t ring_bytes;    /* R */
+    uint64_t capacity;      /* capacity_bytes as resolved */
+    uint64_t maxsize;
+    uint64_t key;           /* stamps are position ^ key */
+    uint64_t map_size;
+    _Atomic uint32_t closed;
+
+    /* Producer side: written only by the holder of pmu.  The lock and
+     * the producers' private state share a line; the counters others read
+     * (nput, head, nget) sit on lines of their own, so a reader (a
+     * spinning peer, qsize) never steals a lock's line. */
+    alignas(128) conc__olock pmu;  /* the sync module's owner-stamped lock */
+    _Atomic uint64_t tail;       /* position of the next record */
+    _Atomic uint64_t tail_off;   /* tail % R, kept to spare a division */
+    _Atomic uint64_t head_cache; /* a past value of head */
+    _Atomic uint64_t nget_cache; /* a past value of nget */
+    _Atomic uint64_t hw;         /* high-water mark of ring offsets used */
+    alignas(128) _Atomic uint64_t nput; /* items committed and counted */
+
+    /* Consumer side: written only by the holder of cmu. */
+    alignas(128) conc__olock cmu;
+    alignas(128) _Atomic uint64_t head; /* position of the oldest record */
+    _Atomic uint64_t nget;              /* items taken */
+    _Atomic uint64_t head_off;          /* head % R (cmu holders only) */
+
+    /* Futex words: bit 0 = "someone sleeps", bits 1.. = a sequence. */
+    alignas(128) _Atomic uint32_t data_seq;  /* getters sleep here */
+    alignas(128) _Atomic uint32_t space_seq; /* putters sleep here */
+    alignas(128) _Atomic uint64_t ndone;     /* task_done() calls */
+    _Atomic uint32_t join_seq;               /* joiners sleep here */
+} conc__qshm;
+
+struct conc_queue {
+    conc__qshm *sh;
+    unsigned char *ring;
+    uint64_t R;          /* copy of sh->ring_bytes */
+    uint64_t key;        /* copy of sh->key */
+    uint64_t capacity;
+    uint64_t maxsize;
+    size_t map_size;
+    char *name;          /* "/name" for a named queue, else NULL */
+    pid_t creator;       /* the pid that may unlink name; 0: never */
+    _Atomic int spin_get; /* adaptive spin budgets, this process only */
+    _Atomic int spin_put;
+};
+
+#endif

@@ -1,0 +1,160 @@
+/* sem.c - conc_sem: Python's Semaphore and BoundedSemaphore, between
+ * threads and processes.
+ *
+ * Layout: one page of anonymous shared memory (the handle is the mapping:
+ * a semaphore created before fork() is the same one in the child):
+ *
+ *     magic, layout | value (futex word) | sleepers | bound | bounded
+ *
+ * value is the count itself; acquire decrements it with a CAS when it is
+ * positive.  sleepers counts acquirers that are about to sleep or asleep,
+ * so release pays for FUTEX_WAKE only when someone may sleep.
+ *
+ * Why no wake-up is lost.  An acquirer increments sleepers, then rereads
+ * value, then FUTEX_WAITs on value == 0.  release adds to value, then reads
+ * sleepers.  All four are seq_cst, so in their single total order either
+ * the acquirer's reread comes after the release's add (it sees value > 0
+ * and does not sleep), or the release's read of sleepers comes after the
+ * acquirer's increment (it wakes).  FUTEX_WAIT checks value == 0
+ * atomically with queueing, so a release between the reread and the
+ * sleep makes the wait return at once.  A waiter woken but whose deadline
+ * has passed still tries to decrement before giving up, so a wake-up is
+ * never spent without the unit being taken or left visible in value.  A
+ * wake-up spent on a waiter SIGKILLed at that instant leaves the unit in
+ * value: the other sleepers see it at the end of their current slice
+ * (CONC__SYNC_SLICE_NS).
+ *
+ * A process that dies after acquiring never releases its unit (Python's
+ * semaphores behave the same: a semaphore has no owner).  A process killed
+ * while asleep leaves sleepers one too high, which only costs a needless
+ * FUTEX_WAKE per release.
+ *
+ * The value is limited to INT32_MAX: a larger initial value, or a release
+ * that would pass it, is CONC_EINVAL with nothing added.
+ */
+#include "sync_int.h"
+
+#include <limits.h>
+
+struct conc_sem {
+    uint32_t magic;
+    uint32_t layout;
+    _Atomic uint32_t value;
+    _Atomic uint32_t sleepers;
+    uint32_t bound; /* bounded: the initial value */
+    bool bounded;
+};
+
+int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
+{
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    long value = opts == NULL ? 1 : opts->value;
+    if (value < 0 || value > INT32_MAX) {
+        return CONC_EINVAL;
+    }
+    conc_sem *s = conc__sync_region_new(sizeof *s);
+    if (s == NULL) {
+        return CONC_ENOMEM;
+    }
+    s->magic = CONC__SYNC_MAGIC_SEM;
+    s->layout = CONC__SYNC_LAYOUT;
+    atomic_init(&s->value, (uint32_t)value);
+    atomic_init(&s->sleepers, 0);
+    s->bound = (uint32_t)value;
+    s->bounded = opts != NULL && opts->bounded;
+    *out = s;
+    return 0;
+}
+
+/* One attempt: true when a unit was taken. */
+static bool sem_try(conc_sem *s)
+{
+    uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+    while (v > 0) {
+        /* Acquire pairs with the seq_cst add in conc_sem_release(): what
+         * the releaser wrote before releasing is visible to us. */
+        if (atomic_compare_exchange_weak_explicit(&s->value, &v, v - 1,
+                                                  memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int conc_sem_acquire(conc_sem *s, double timeout)
+{
+    if (s == NULL || !conc__sync_timeout_ok(timeout)) {
+        return CONC_EINVAL;
+    }
+    if (sem_try(s)) {
+        return 0;
+    }
+    conc__deadline dl;
+    int err = conc__deadline_init(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
+    if (dl.once) {
+        return CONC_ETIMEDOUT;
+    }
+    for (;;) {
+        /* seq_cst: the Dekker pair with conc_sem_release() (top). */
+        atomic_fetch_add(&s->sleepers, 1);
+        err = 0;
+        if (atomic_load(&s->value) == 0) {
+            /* Pairs with the FUTEX_WAKE in conc_sem_release(). */
+            err = conc__sync_sleep(&s->value, 0, &dl);
+        }
+        atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_relaxed);
+        if (sem_try(s)) {
+            return 0;
+        }
+        if (err == CONC_ETIMEDOUT) {
+            return CONC_ETIMEDOUT;
+        }
+    }
+}
+
+int conc_sem_release(conc_sem *s, unsigned n)
+{
+    if (s == NULL || n == 0) {
+        return CONC_EINVAL;
+    }
+    uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+    for (;;) {
+        uint64_t nv = (uint64_t)v + n;
+        if (nv > INT32_MAX || (s->bounded && nv > s->bound)) {
+            return CONC_EINVAL;
+        }
+        /* seq_cst: the Dekker pair with conc_sem_acquire() (top). */
+        if (atomic_compare_exchange_weak(&s->value, &v, (uint32_t)nv)) {
+            break;
+        }
+    }
+    if (atomic_load(&s->sleepers) > 0) {
+        /* Pairs with the FUTEX_WAIT in conc_sem_acquire(). */
+        conc__os_futex_wake(&s->value, n > INT32_MAX ? INT32_MAX : (int)n,
+                            true);
+    }
+    return 0;
+}
+
+long conc_sem_value(conc_sem *s)
+{
+    if (s == NULL) {
+        return CONC_EINVAL;
+    }
+    return (long)atomic_load_explicit(&s->value, memory_order_relaxed);
+}
+
+void conc_sem_free(conc_sem *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    conc__sync_region_free(s, sizeof *s);
+}

@@ -1,0 +1,39 @@
+/* shared_int.h - internal calls of the shared module (shm.c, value.c,
+ * dict.c) that its tests and benchmarks use.  Not exported. */
+#ifndef CONC_SHARED_INT_H
+#define CONC_SHARED_INT_H
+
+#include "conc_int.h"
+
+/* Validates a shm name and writes "/name" into out (cap bytes).
+ * 0 or CONC_EINVAL. */
+int conc__shm_name_fix(const char *name, char *out, size_t cap);
+
+/* conc__dict_check - takes the dict's lock and verifies every invariant
+ * of the shared table: each chain's entries are well-formed, in range and
+ * in the right bucket; the heap is tiled exactly by used blocks (one per
+ * reachable entry) and free blocks (each on the free list of its order,
+ * lists doubly linked); the count matches.  0 when all hold, else a
+ * negative line number of the failed check (the tests print it). */
+int conc__dict_check(conc_dict *d);
+
+/* How many times a caller found the lock's holder dead and repaired the
+ * table (rebuild) or merely took the lock over (takeover). */
+typedef struct conc__dict_stats {
+    uint64_t takeovers;
+    uint64_t rebuilds;
+    size_t free_bytes;  /* bytes on the free lists */
+    size_t heap_bytes;  /* the heap's size */
+} conc__dict_stats;
+int conc__dict_stats_get(conc_dict *d, conc__dict_stats *st);
+
+/* Crash points, for the kill tests: conc__dict_crash_arm(n) makes this
+ * process SIGKILL itself at the n-th crash point it passes from now on
+ * (0 disarms).  Crash points sit between every two shared-memory steps
+ * of set, update and del, and inside the allocator.  CONC__DICT_CRASH_
+ * POINTS is how many one set of a new key, of an existing key, and one
+ * del pass at most, so a loop 1..that covers every point. */
+void conc__dict_crash_arm(long n);
+#define CONC__DICT_CRASH_POINTS 64
+
+#endif

@@ -1,0 +1,362 @@
+/* shm.c - conc_shm: named POSIX shared memory (Python's
+ * shared_memory.SharedMemory), the base of every named libconc object.
+ *
+ * A handle is process-local: the name, the fd, the mapping and the pid of
+ * the process that created the segment (0 when opened).  The fd stays
+ * open for the handle's life so that the creator can tell, at free time,
+ * whether the name still names *its* segment: fstat(fd).st_nlink is 0
+ * once the name was unlinked (by anyone), and then a segment created
+ * later under the same name is someone else's and must not be unlinked.
+ *
+ * Lifetime (Python's resource tracker, without the tracker process): the
+ * creator unlinks the name in conc_shm_free, and an atexit handler
+ * unlinks the names of segments this process created and never freed.
+ * Those live on a process-local list guarded by a spinlock; pthread_atfork
+ * takes it around fork() so a child never inherits it held.  A forked
+ * child inherits handles but is not their creator (the pid differs), so
+ * its free only unmaps.  A creator killed by SIGKILL cannot unlink: that
+ * is the one way a segment outlives its creator (as in Python, where the
+ * tracker itself can be killed).
+ *
+ * Rejected: unlinking at once after every open (Python's track=False
+ * style): an unrelated process could then never open the name.
+ */
+#include "shared_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SHM_NAME_MAX 250
+
+struct conc_shm {
+    char name[SHM_NAME_MAX + 2];
+    void *ptr;
+    size_t size;
+    int fd;
+    pid_t creator;          /* getpid() of the creator; 0 when opened */
+    bool unlinked;          /* this handle unlinked the name */
+    struct conc_shm *next;  /* on the created-list while creator != 0 */
+    struct conc_shm **prevp;
+};
+
+/* ---- the list of segments this process created ------------------------ */
+
+static atomic_flag created_guard = ATOMIC_FLAG_INIT;
+static struct conc_shm *created_head;
+static pthread_once_t created_once = PTHREAD_ONCE_INIT;
+
+static void created_lock(void)
+{
+    /* acquire pairs with the release in created_unlock(). */
+    while (atomic_flag_test_and_set_explicit(&created_guard,
+                                             memory_order_acquire)) {
+        conc__cpu_relax();
+    }
+}
+
+static void created_unlock(void)
+{
+    atomic_flag_clear_explicit(&created_guard, memory_order_release);
+}
+
+static void unlink_if_ours(struct conc_shm *m)
+{
+    struct stat st;
+    if (m->unlinked || m->fd < 0) {
+        return;
+    }
+    /* st_nlink 0: the name was unlinked already, possibly re-created by
+     * someone else; leave it. */
+    if (fstat(m->fd, &st) == 0 && st.st_nlink > 0) {
+        shm_unlink(m->name);
+    }
+    m->unlinked = true;
+}
+
+static void created_atexit(void)
+{
+    created_lock();
+    for (struct conc_shm *m = created_head; m != NULL; m = m->next) {
+        if (m->creator == getpid()) {
+            unlink_if_ours(m);
+        }
+    }
+    created_unlock();
+}
+
+static void created_init(void)
+{
+    atexit(created_atexit);
+    pthread_atfork(created_lock, created_unlock, created_unlock);
+}
+
+static void created_add(struct conc_shm *m)
+{
+    pthread_once(&created_once, created_init);
+    created_lock();
+    m->next = created_head;
+    m->prevp = &created_head;
+    if (created_head != NULL) {
+        created_head->prevp = &m->next;
+    }
+    created_head = m;
+    created_unlock();
+}
+
+static void created_remove(struct conc_shm *m)
+{
+    if (m->prevp == NULL) {
+        return;
+    }
+    created_lock();
+    *m->prevp = m->next;
+    if (m->next != NULL) {
+        m->next->prevp = m->prevp;
+    }
+    m->prevp = NULL;
+    m->next = NULL;
+    created_unlock();
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+int conc__shm_name_fix(const char *name, char *out, size_t cap)
+{
+    if (name == NULL) {
+        return CONC_EINVAL;
+    }
+    if (name[0] == '/') {
+        name++;
+    }
+    size_t n = strnlen(name, SHM_NAME_MAX + 1);
+    if (n == 0 || n > SHM_NAME_MAX || strchr(name, '/') != NULL ||
+        strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || n + 2 > cap) {
+        return CONC_EINVAL;
+    }
+    out[0] = '/';
+    memcpy(out + 1, name, n + 1);
+    return 0;
+}
+
+/* A fresh random name: 16 hex digits from getrandom-grade entropy is
+ * overkill; the pid, a counter and the clock are unique enough, and a
+ * clash just fails with EEXIST and is retried. */
+static void random_name(char *out, size_t cap)
+{
+    static _Atomic uint32_t counter;
+    /* relaxed: only uniqueness of the value matters. */
+    uint32_t c = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
+    uint64_t x = conc__now_ns() ^ ((uint64_t)getpid() << 32) ^
+                 ((uint64_t)c * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 29;
+    snprintf(out, cap, "/conc_%d_%016llx", (int)getpid(),
+             (unsigned long long)x);
+}
+
+/* ---- the OS calls, each through the fault seam -------------------------- */
+
+static int seam_shm_open(const char *name, int flags, mode_t mode)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return shm_open(name, flags | O_CLOEXEC, mode);
+}
+
+static int seam_ftruncate(int fd, off_t size)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return ftruncate(fd, size);
+}
+
+static void *seam_mmap(int fd, size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+}
+
+static int errno_to_err(int e)
+{
+    return e == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+}
+
+/* ---- the API ------------------------------------------------------------- */
+
+int conc_shm_create(conc_shm **out, const char *name, size_t size)
+{
+    int err = 0;
+    conc_shm *m = NULL;
+    if (out == NULL || size == 0 || size > (size_t)INT64_MAX) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    m = conc__calloc(1, sizeof *m);
+    if (m == NULL) {
+        return CONC_ENOMEM;
+    }
+    m->fd = -1;
+    if (name != NULL) {
+        err = conc__shm_name_fix(name, m->name, sizeof m->name);
+        if (err != 0) {
+            goto fail;
+        }
+    }
+    for (int tries = 0;; tries++) {
+        if (name == NULL) {
+            random_name(m->name, sizeof m->name);
+        }
+        m->fd = seam_shm_open(m->name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        if (m->fd >= 0) {
+            break;
+        }
+        if (name != NULL || errno != EEXIST || tries > 100) {
+            err = errno_to_err(errno);
+            goto fail;
+        }
+    }
+    if (seam_ftruncate(m->fd, (off_t)size) != 0) {
+        err = errno_to_err(errno);
+        goto fail_unlink;
+    }
+    m->ptr = seam_mmap(m->fd, size);
+    if (m->ptr == MAP_FAILED) {
+        m->ptr = NULL;
+        err = errno_to_err(errno);
+        goto fail_unlink;
+    }
+    m->size = size;
+    m->creator = getpid();
+    created_add(m);
+    *out = m;
+    return 0;
+
+fail_unlink: {
+    int saved = errno;
+    shm_unlink(m->name);
+    errno = saved;
+}
+fail:
+    if (m->fd >= 0) {
+        int saved = errno;
+        close(m->fd);
+        errno = saved;
+    }
+    free(m);
+    return err;
+}
+
+int conc_shm_open(conc_shm **out, const char *name)
+{
+    int err = 0;
+    conc_shm *m = NULL;
+    struct stat st;
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    m = conc__calloc(1, sizeof *m);
+    if (m == NULL) {
+        return CONC_ENOMEM;
+    }
+    m->fd = -1;
+    err = conc__shm_name_fix(name, m->name, sizeof m->name);
+    if (err != 0) {
+        goto fail;
+    }
+    m->fd = seam_shm_open(m->name, O_RDWR, 0);
+    if (m->fd < 0) {
+        err = errno_to_err(errno);
+        goto fail;
+    }
+    if (fstat(m->fd, &st) != 0) {
+        err = errno_to_err(errno);
+        goto fail;
+    }
+    if (st.st_size <= 0) {
+        /* A creator between shm_open and ftruncate: nothing to map yet. */
+        errno = ENODATA;
+        err = CONC_ESYS;
+        goto fail;
+    }
+    m->size = (size_t)st.st_size;
+    m->ptr = seam_mmap(m->fd, m->size);
+    if (m->ptr == MAP_FAILED) {
+        m->ptr = NULL;
+        err = errno_to_err(errno);
+        goto fail;
+    }
+    *out = m;
+    return 0;
+
+fail:
+    if (m->fd >= 0) {
+        int saved = errno;
+        close(m->fd);
+        errno = saved;
+    }
+    free(m);
+    return err;
+}
+
+void *conc_shm_ptr(const conc_shm *m)
+{
+    return m == NULL ? NULL : m->ptr;
+}
+
+size_t conc_shm_size(const conc_shm *m)
+{
+    return m == NULL ? 0 : m->size;
+}
+
+const char *conc_shm_name(const conc_shm *m)
+{
+    return m == NULL ? NULL : m->name;
+}
+
+int conc_shm_unlink(conc_shm *m)
+{
+    if (m == NULL) {
+        return CONC_EINVAL;
+    }
+    if (shm_unlink(m->name) != 0) {
+        return CONC_ESYS;
+    }
+    m->unlinked = true;
+    return 0;
+}
+
+void conc_shm_free(conc_shm *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    if (m->creator != 0) {
+        created_remove(m);
+        if (m->creator == getpid()) {
+            unlink_if_ours(m);
+        }
+    }
+    if (m->ptr != NULL) {
+        munmap(m->ptr, m->size);
+    }
+    if (m->fd >= 0) {
+        close(m->fd);
+    }
+    free(m);
+}

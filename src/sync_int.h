@@ -1,0 +1,129 @@
+/* sync_int.h - what the sync module's files (lock.c rlock.c sem.c event.c
+ * cond.c barrier.c) share: the owner-stamped lock word every lock is made
+ * of, the caller's identity, and the sliced futex wait.
+ *
+ * The owner-stamped lock word ("olock") is one 64-bit atomic in shared
+ * memory:
+ *
+ *     bits  0..30  tid of the holder (Linux tids stay below 2^22), 0 = free
+ *     bit   31     WAITERS: someone may be asleep on the low half
+ *     bits 32..63  stamp: the low 32 bits of the holder thread's kernel
+ *                  start time, so a reused tid is not taken for the holder
+ *
+ * Sleepers FUTEX_WAIT on the low 32 bits (the tid and WAITERS), which is
+ * where a release changes the word.  lock.c holds the algorithm and its
+ * wake-up argument.
+ */
+#ifndef CONC_SYNC_INT_H
+#define CONC_SYNC_INT_H
+
+#include "conc_int.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Every sleep in sync is cut into slices of at most this long.  At a
+ * slice's end the sleeper rechecks its condition (and a lock waiter checks
+ * that the holder still lives), so a wake-up spent on a process that was
+ * killed at that instant, or a holder that died, delays the others by at
+ * most one slice and never strands them. */
+#define CONC__SYNC_SLICE_NS 50000000ull
+
+#define CONC__OL_TID_MASK 0x7fffffffull
+#define CONC__OL_WAITERS 0x80000000ull
+#define CONC__OL_LOW_MASK 0xffffffffull
+
+typedef struct conc__olock {
+    _Atomic uint64_t state;
+} conc__olock;
+
+/* The caller's identity as it goes into an olock: stamp << 32 | tid.
+ * Cached per thread; the cache is reset in the child by a pthread_atfork
+ * handler (the child's thread has a new tid).  initial-exec: the shared
+ * library reads it without a __tls_get_addr call on the fast path. */
+extern _Thread_local uint64_t conc__sync_self
+    __attribute__((tls_model("initial-exec")));
+uint64_t conc__sync_self_slow(void);
+
+static inline uint64_t conc__sync_self_id(void)
+{
+    uint64_t id = conc__sync_self;
+    if (__builtin_expect(id == 0, 0)) {
+        id = conc__sync_self_slow();
+    }
+    return id;
+}
+
+/* The futex word inside an olock: its low 32 bits. */
+static inline _Atomic uint32_t *conc__olock_word(conc__olock *l)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return (_Atomic uint32_t *)((char *)&l->state + 4);
+#else
+    return (_Atomic uint32_t *)&l->state;
+#endif
+}
+
+/* Whether the thread named by an identity (conc__sync_self_id() of some
+ * thread, any process) still runs: /proc, so slow paths only.  True when
+ * /proc cannot be read (never judge a live thread dead). */
+bool conc__sync_alive(uint64_t id);
+
+/* Quick timeout check for the fast paths: true for CONC_FOREVER and any
+ * value >= 0; false for NaN and other negatives. */
+static inline bool conc__sync_timeout_ok(double timeout)
+{
+    return timeout >= 0 || timeout == CONC_FOREVER;
+}
+
+/* One uncontended attempt: 0 → me.  Acquire pairs with the release
+ * exchange in conc__olock_release() of the previous holder. */
+static inline bool conc__olock_try(conc__olock *l, uint64_t me)
+{
+    uint64_t expect = 0;
+    return atomic_compare_exchange_strong_explicit(
+        &l->state, &expect, me, memory_order_acquire, memory_order_relaxed);
+}
+
+/* The contended path: 0, CONC_ETIMEDOUT, or CONC_EOWNERDEAD (acquired from
+ * a holder that died). */
+int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
+                             const conc__deadline *dl);
+/* Acquire with a deadline, fast path first. */
+int conc__olock_acquire(conc__olock *l, const conc__deadline *dl);
+/* Release by anyone: 0, or CONC_EPERM when it was not held. */
+int conc__olock_release(conc__olock *l);
+/* True when the caller's thread holds it. */
+static inline bool conc__olock_mine(conc__olock *l)
+{
+    uint64_t s = atomic_load_explicit(&l->state, memory_order_relaxed);
+    return (s & ~CONC__OL_WAITERS) == conc__sync_self_id();
+}
+
+/* Sleeps on word while it holds val, for at most one slice and never past
+ * dl.  0: woken or the word changed (recheck); 1: the slice ended with
+ * time left (recheck, and look for dead holders); CONC_ETIMEDOUT: dl
+ * passed.  Signals are absorbed (0 is returned; the caller rechecks and
+ * sleeps again with the same deadline). */
+int conc__sync_sleep(_Atomic uint32_t *word, uint32_t val,
+                     const conc__deadline *dl);
+
+/* Shared region of an object: one anonymous shared mapping rounded to a
+ * page; NULL on failure (fault seam included). */
+void *conc__sync_region_new(size_t size);
+void conc__sync_region_free(void *p, size_t size);
+
+/* For cond.c: an RLock released at every level and restored. */
+int conc__rlock_save(conc_rlock *r, uint64_t *levels);
+int conc__rlock_restore(conc_rlock *r, uint64_t levels);
+bool conc__rlock_mine(conc_rlock *r);
+
+#define CONC__SYNC_MAGIC_LOCK 0x4c4f434bu   /* "LOCK" */
+#define CONC__SYNC_MAGIC_RLOCK 0x524c434bu  /* "RLCK" */
+#define CONC__SYNC_MAGIC_SEM 0x53454d41u    /* "SEMA" */
+#define CONC__SYNC_MAGIC_EVENT 0x45564e54u  /* "EVNT" */
+#define CONC__SYNC_MAGIC_COND 0x434f4e44u   /* "COND" */
+#define CONC__SYNC_MAGIC_BARRIER 0x42415252u /* "BARR" */
+#define CONC__SYNC_LAYOUT 1u
+
+#endif

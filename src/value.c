@@ -1,0 +1,177 @@
+/* value.c - conc_value: Python's Value, Array, RawValue and RawArray.
+ *
+ * Anonymous value: one MAP_SHARED|MAP_ANONYMOUS mapping of the rounded-up
+ * size, the data at its start; it is the same memory in every child forked
+ * after conc_value_new.  With .lock it also owns a conc_lock (sync.h),
+ * itself in shared memory of its own, so the pair works across fork.
+ *
+ * Named value: a conc_shm segment laid out as
+ *     [value_hdr: magic, version, size]  64 bytes
+ *     [data: size bytes]                 64-byte aligned
+ * The creator writes the header with the magic stored last (release), so
+ * an opener that sees the magic (acquire) sees the size; conc_value_open
+ * checks magic, version and that the size fits the segment.
+ *
+ * Rejected: a named value with a lock.  The lock would have to live in the
+ * segment, but conc_value_lock returns a conc_lock, and a conc_lock has no
+ * name by which another process could attach to it; handing the opener a
+ * NULL lock would be a silent trap, so the combination is CONC_EINVAL.
+ *
+ * Dead processes: the block holds no state of its own; a holder of the
+ * value's lock that dies makes the next acquire return CONC_EOWNERDEAD
+ * (the data may be half-written: that caller decides).
+ */
+#include "shared_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define VALUE_MAGIC 0x434f4e4356414c31ull /* "CONCVAL1" */
+#define VALUE_VERSION 1u
+#define VALUE_HDR 64
+
+typedef struct value_hdr {
+    _Atomic uint64_t magic;
+    uint32_t version;
+    uint32_t reserved;
+    uint64_t size;
+} value_hdr;
+
+struct conc_value {
+    void *ptr;
+    size_t size;
+    conc_lock *lock;  /* NULL for a raw value */
+    conc_shm *shm;    /* named */
+    void *anon;       /* anonymous mapping */
+    size_t anon_len;
+};
+
+static size_t round_page(size_t n)
+{
+    size_t page = 4096;
+    return (n + page - 1) & ~(page - 1);
+}
+
+int conc_value_new(conc_value **out, const conc_value_opts *opts)
+{
+    int err = 0;
+    conc_value *v = NULL;
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    if (opts == NULL || opts->size == 0 ||
+        opts->size > SIZE_MAX - 2 * 4096 - VALUE_HDR) {
+        return CONC_EINVAL;
+    }
+    if (opts->name != NULL) {
+        char fixed[256];
+        if (opts->lock) {
+            return CONC_EINVAL;
+        }
+        err = conc__shm_name_fix(opts->name, fixed, sizeof fixed);
+        if (err != 0) {
+            return err;
+        }
+    }
+    v = conc__calloc(1, sizeof *v);
+    if (v == NULL) {
+        return CONC_ENOMEM;
+    }
+    v->size = opts->size;
+    if (opts->name != NULL) {
+        err = conc_shm_create(&v->shm, opts->name, VALUE_HDR + opts->size);
+        if (err != 0) {
+            goto fail;
+        }
+        value_hdr *h = conc_shm_ptr(v->shm);
+        h->version = VALUE_VERSION;
+        h->size = opts->size;
+        /* release: an opener that reads the magic (acquire, in
+         * conc_value_open) sees version and size. */
+        atomic_store_explicit(&h->magic, VALUE_MAGIC, memory_order_release);
+        v->ptr = (char *)h + VALUE_HDR;
+    } else {
+        v->anon_len = round_page(opts->size);
+        v->anon = conc__os_shared_alloc(v->anon_len);
+        if (v->anon == NULL) {
+            err = CONC_ENOMEM;
+            goto fail;
+        }
+        v->ptr = v->anon;
+    }
+    if (opts->lock) {
+        err = conc_lock_new(&v->lock, NULL);
+        if (err != 0) {
+            goto fail;
+        }
+    }
+    *out = v;
+    return 0;
+
+fail:
+    conc_value_free(v);
+    return err;
+}
+
+int conc_value_open(conc_value **out, const char *name)
+{
+    int err = 0;
+    conc_value *v = NULL;
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    v = conc__calloc(1, sizeof *v);
+    if (v == NULL) {
+        return CONC_ENOMEM;
+    }
+    err = conc_shm_open(&v->shm, name);
+    if (err != 0) {
+        goto fail;
+    }
+    size_t seg = conc_shm_size(v->shm);
+    value_hdr *h = conc_shm_ptr(v->shm);
+    /* acquire pairs with the creator's release store of the magic. */
+    if (seg < VALUE_HDR ||
+        atomic_load_explicit(&h->magic, memory_order_acquire) != VALUE_MAGIC ||
+        h->version != VALUE_VERSION || h->size == 0 ||
+        h->size > seg - VALUE_HDR) {
+        err = CONC_EINVAL;
+        goto fail;
+    }
+    v->size = (size_t)h->size;
+    v->ptr = (char *)h + VALUE_HDR;
+    *out = v;
+    return 0;
+
+fail:
+    conc_value_free(v);
+    return err;
+}
+
+void *conc_value_ptr(const conc_value *v)
+{
+    return v == NULL ? NULL : v->ptr;
+}
+
+size_t conc_value_size(const conc_value *v)
+{
+    return v == NULL ? 0 : v->size;
+}
+
+conc_lock *conc_value_lock(const conc_value *v)
+{
+    return v == NULL ? NULL : v->lock;
+}
+
+void conc_value_free(conc_value *v)
+{
+    if (v == NULL) {
+        return;
+    }
+    conc_lock_free(v->lock);
+    conc_shm_free(v->shm);
+    conc__os_shared_free(v->anon, v->anon_len);
+    free(v);
+}

@@ -1,0 +1,77 @@
+/* prog_shm_peer.c - an unrelated process for the shm and value tests
+ * (exec'd, so it shares nothing with the test but the names):
+ *   prog_shm_peer shm NAME      opens the segment, prints "size N" and the
+ *                               string at offset 0, writes "pong" at 64
+ *   prog_shm_peer value NAME    opens the value, prints "size N" and its
+ *                               string, writes "pong" at offset 64
+ *   prog_shm_peer create NAME   creates a segment and exits without
+ *                               freeing it (the atexit unlink is tested)
+ *   prog_shm_peer unlink NAME   opens the segment and unlinks the name
+ * Exit 0 on success, 2 with the error name printed otherwise. */
+#include <conc.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static int fail(const char *what, int err)
+{
+    int e = errno;
+    printf("%s: %s (errno %s)\n", what, conc_errname(err), strerror(e));
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        return 2;
+    }
+    const char *mode = argv[1], *name = argv[2];
+    int err;
+    if (strcmp(mode, "shm") == 0 || strcmp(mode, "unlink") == 0) {
+        conc_shm *m = NULL;
+        err = conc_shm_open(&m, name);
+        if (err != 0) {
+            return fail("open", err);
+        }
+        if (strcmp(mode, "unlink") == 0) {
+            err = conc_shm_unlink(m);
+            conc_shm_free(m);
+            return err != 0 ? fail("unlink", err) : 0;
+        }
+        char *p = conc_shm_ptr(m);
+        printf("size %zu\n", conc_shm_size(m));
+        printf("text %.60s\n", p);
+        if (conc_shm_size(m) >= 69) {
+            memcpy(p + 64, "pong", 5);
+        }
+        conc_shm_free(m);
+        return 0;
+    }
+    if (strcmp(mode, "value") == 0) {
+        conc_value *v = NULL;
+        err = conc_value_open(&v, name);
+        if (err != 0) {
+            return fail("open", err);
+        }
+        char *p = conc_value_ptr(v);
+        printf("size %zu\n", conc_value_size(v));
+        printf("text %.60s\n", p);
+        printf("lock %s\n", conc_value_lock(v) == NULL ? "none" : "some");
+        if (conc_value_size(v) >= 69) {
+            memcpy(p + 64, "pong", 5);
+        }
+        conc_value_free(v);
+        return 0;
+    }
+    if (strcmp(mode, "create") == 0) {
+        conc_shm *m = NULL;
+        err = conc_shm_create(&m, name, 4096);
+        if (err != 0) {
+            return fail("create", err);
+        }
+        printf("created %s\n", conc_shm_name(m));
+        return 0; /* no free: the atexit handler must unlink */
+    }
+    return 2;
+}

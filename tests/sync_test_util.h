@@ -1,0 +1,97 @@
+/* sync_test_util.h - small helpers shared by the sync module's tests
+ * (test_lock.c test_rlock.c test_sem.c test_event.c test_cond.c
+ * test_barrier.c): shared memory for cross-process counters, a thread
+ * launcher, and a SIGALRM storm that interrupts blocking calls. */
+#ifndef CONC_SYNC_TEST_UTIL_H
+#define CONC_SYNC_TEST_UTIL_H
+
+#include "harness.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+
+/* Zeroed memory shared with children forked later. */
+static inline void *st_shared(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED);
+    return p;
+}
+
+static inline void st_unshare(void *p, size_t size)
+{
+    munmap(p, size);
+}
+
+static inline pthread_t st_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, fn, arg), 0);
+    return t;
+}
+
+static inline void st_join(pthread_t t)
+{
+    CHECK_EQ(pthread_join(t, NULL), 0);
+}
+
+/* Spins (sleeping 1 ms a round) until *v reaches want, failing after
+ * timeout seconds. */
+static inline void st_wait_for_int(atomic_int *v, int want, double timeout)
+{
+    double end = th_now() + timeout;
+    while (atomic_load(v) < want) {
+        if (th_now() > end) {
+            th_fail(__FILE__, __LINE__, "value %d never reached %d",
+                    atomic_load(v), want);
+        }
+        th_sleep(0.001);
+    }
+}
+
+/* A SIGALRM every 10 ms, from a handler installed without SA_RESTART, so
+ * every blocking call of the process is interrupted again and again. */
+static atomic_int st_alarms;
+static void st_on_alarm(int sig)
+{
+    (void)sig;
+    atomic_fetch_add(&st_alarms, 1);
+}
+
+static inline void st_alarm_storm(bool on)
+{
+    struct itimerval it = { { 0, 0 }, { 0, 0 } };
+    if (on) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = st_on_alarm;
+        sa.sa_flags = 0; /* no SA_RESTART */
+        sigemptyset(&sa.sa_mask);
+        CHECK_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+        it.it_interval.tv_usec = 10000;
+        it.it_value.tv_usec = 10000;
+    }
+    CHECK_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+    if (!on) {
+        signal(SIGALRM, SIG_IGN);
+    }
+}
+
+/* A child exit status helper: the exit code, or 100 + signal. */
+static inline int st_code(int status)
+{
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+    if (WIFSIGNALED(status)) {
+        return 100 + WTERMSIG(status);
+    }
+    return -1;
+}
+
+#endif

@@ -1,0 +1,504 @@
+/* test_barrier.c - conc_barrier: Python's threading.Barrier (ported from
+ * CPython's Lib/test/lock_tests.py: BarrierTests), with threads and with
+ * processes, and a party that dies inside the action. */
+#include "sync_test_util.h"
+
+#include "conc_int.h"
+
+#include <math.h>
+
+TEST(barrier_bad_arguments)
+{
+    conc_barrier *b = (conc_barrier *)1;
+    CHECK_ERR(conc_barrier_new(NULL, &(conc_barrier_opts){ .parties = 2 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_barrier_new(&b, NULL), CONC_EINVAL);
+    CHECK(b == NULL);
+    CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 0 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
+                                                         .timeout = -1 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
+                                                         .timeout = NAN }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_barrier_wait(NULL, 1, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_barrier_abort(NULL), CONC_EINVAL);
+    CHECK_ERR(conc_barrier_reset(NULL), CONC_EINVAL);
+    CHECK_EQ(conc_barrier_parties(NULL), 0);
+    CHECK_EQ(conc_barrier_n_waiting(NULL), 0);
+    CHECK(!conc_barrier_broken(NULL));
+    conc_barrier_free(NULL);
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 3 }));
+    CHECK_EQ(conc_barrier_parties(b), 3);
+    CHECK_EQ(conc_barrier_n_waiting(b), 0);
+    CHECK(!conc_barrier_broken(b));
+    CHECK_ERR(conc_barrier_wait(b, NAN, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_barrier_wait(b, -0.5, NULL), CONC_EINVAL);
+    CHECK_EQ(conc_barrier_n_waiting(b), 0);
+    CHECK(!conc_barrier_broken(b));
+    conc_barrier_free(b);
+}
+
+TEST(barrier_new_fault_loop)
+{
+    int n;
+    for (n = 1; n < 10; n++) {
+        conc_barrier *b = (conc_barrier *)1;
+        conc__fault_arm(n);
+        int err = conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2 });
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!fired) {
+            CHECK_OK(err);
+            conc_barrier_free(b);
+            break;
+        }
+        CHECK_ERR(err, CONC_ENOMEM);
+        CHECK(b == NULL);
+    }
+    CHECK_EQ(n, 3);
+}
+
+TEST(barrier_single_party)
+{
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 1 }));
+    for (int i = 0; i < 3; i++) {
+        int idx = -1;
+        CHECK_OK(conc_barrier_wait(b, 0, &idx));
+        CHECK_EQ(idx, 0);
+    }
+    CHECK_OK(conc_barrier_wait(b, CONC_FOREVER, NULL));
+    conc_barrier_free(b);
+}
+
+#define PARTIES 4
+#define ROUNDS 5
+
+struct bw {
+    conc_barrier *b;
+    atomic_int actions;
+    atomic_int seen[ROUNDS][PARTIES];
+    atomic_int bad;
+    atomic_int arrived[ROUNDS];
+    atomic_int broken;
+    atomic_int started;
+    double timeout;
+    int fail_action;
+    int parties;
+};
+
+static int count_action(void *arg)
+{
+    struct bw *w = arg;
+    atomic_fetch_add(&w->actions, 1);
+    return w->fail_action;
+}
+
+static void *party(void *arg)
+{
+    struct bw *w = arg;
+    for (int r = 0; r < ROUNDS; r++) {
+        atomic_fetch_add(&w->arrived[r], 1);
+        int idx = -1;
+        int err = conc_barrier_wait(w->b, 10, &idx);
+        if (err != 0 || idx < 0 || idx >= w->parties) {
+            atomic_fetch_add(&w->bad, 1);
+            return NULL;
+        }
+        /* Everyone of this round arrived before anyone left. */
+        if (atomic_load(&w->arrived[r]) != w->parties) {
+            atomic_fetch_add(&w->bad, 1);
+        }
+        atomic_fetch_add(&w->seen[r][idx], 1);
+    }
+    return NULL;
+}
+
+/* lock_tests.py: test_barrier, test_wait_return, test_action - distinct
+ * indexes each round, the action once per round, nobody passes early. */
+TEST(barrier_threads_rounds)
+{
+    struct bw *w = calloc(1, sizeof *w);
+    w->parties = PARTIES;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){
+                                         .parties = PARTIES,
+                                         .action = count_action,
+                                         .action_arg = w }));
+    pthread_t t[PARTIES];
+    for (int i = 0; i < PARTIES; i++) {
+        t[i] = st_thread(party, w);
+    }
+    for (int i = 0; i < PARTIES; i++) {
+        st_join(t[i]);
+    }
+    CHECK_EQ(atomic_load(&w->bad), 0);
+    CHECK_EQ(atomic_load(&w->actions), ROUNDS);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < PARTIES; i++) {
+            CHECK_EQ(atomic_load(&w->seen[r][i]), 1);
+        }
+    }
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 0);
+    CHECK(!conc_barrier_broken(w->b));
+    conc_barrier_free(w->b);
+    free(w);
+}
+
+static int party_process(void *arg)
+{
+    struct bw *w = arg;
+    party(w);
+    return atomic_load(&w->bad) == 0 ? 0 : 1;
+}
+
+/* The same, with three processes and the parent (created before fork). */
+TEST(barrier_processes_rounds)
+{
+    struct bw *w = st_shared(sizeof *w);
+    w->parties = PARTIES;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){
+                                         .parties = PARTIES,
+                                         .action = count_action,
+                                         .action_arg = w }));
+    pid_t p[PARTIES - 1];
+    for (int i = 0; i < PARTIES - 1; i++) {
+        p[i] = th_fork(party_process, w);
+    }
+    party(w);
+    for (int i = 0; i < PARTIES - 1; i++) {
+        CHECK_EQ(st_code(th_wait(p[i], 20)), 0);
+    }
+    CHECK_EQ(atomic_load(&w->bad), 0);
+    CHECK_EQ(atomic_load(&w->actions), ROUNDS);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < PARTIES; i++) {
+            CHECK_EQ(atomic_load(&w->seen[r][i]), 1);
+        }
+    }
+    conc_barrier_free(w->b);
+    st_unshare(w, sizeof *w);
+}
+
+static void *one_wait(void *arg)
+{
+    struct bw *w = arg;
+    atomic_fetch_add(&w->started, 1);
+    int err = conc_barrier_wait(w->b, w->timeout, NULL);
+    if (err == CONC_EBROKEN) {
+        atomic_fetch_add(&w->broken, 1);
+    } else {
+        atomic_fetch_add(&w->bad, 1);
+    }
+    return NULL;
+}
+
+/* lock_tests.py: test_action (failing) - a non-zero action breaks the
+ * barrier: every party gets CONC_EBROKEN; reset makes it usable again. */
+TEST(barrier_failing_action_breaks_it)
+{
+    struct bw *w = calloc(1, sizeof *w);
+    w->fail_action = 7;
+    w->timeout = 10;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){
+                                         .parties = 3,
+                                         .action = count_action,
+                                         .action_arg = w }));
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        t[i] = st_thread(one_wait, w);
+    }
+    for (int i = 0; i < 3; i++) {
+        st_join(t[i]);
+    }
+    CHECK_EQ(atomic_load(&w->broken), 3);
+    CHECK_EQ(atomic_load(&w->bad), 0);
+    CHECK_EQ(atomic_load(&w->actions), 1);
+    CHECK(conc_barrier_broken(w->b));
+    CHECK_ERR(conc_barrier_wait(w->b, 1, NULL), CONC_EBROKEN);
+    CHECK_OK(conc_barrier_reset(w->b));
+    CHECK(!conc_barrier_broken(w->b));
+    w->fail_action = 0;
+    w->parties = 3;
+    atomic_store(&w->actions, 0);
+    for (int i = 0; i < 3; i++) {
+        t[i] = st_thread(party, w);
+    }
+    for (int i = 0; i < 3; i++) {
+        st_join(t[i]);
+    }
+    CHECK_EQ(atomic_load(&w->bad), 0);
+    CHECK_EQ(atomic_load(&w->actions), ROUNDS);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < 3; i++) {
+            CHECK_EQ(atomic_load(&w->seen[r][i]), 1);
+        }
+    }
+    conc_barrier_free(w->b);
+    free(w);
+}
+
+/* lock_tests.py: test_timeout - a wait that times out breaks the barrier
+ * for everyone, the timing-out party included. */
+TEST(barrier_timeout_breaks_it)
+{
+    struct bw *w = calloc(1, sizeof *w);
+    w->timeout = 10;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 3 }));
+    pthread_t t = st_thread(one_wait, w);
+    st_wait_for_int(&w->started, 1, 5);
+    double t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(w->b, 0.1, NULL), CONC_EBROKEN);
+    double took = th_now() - t0;
+    CHECK(took >= 0.1);
+    CHECK(took < 1.0);
+    st_join(t);
+    CHECK_EQ(atomic_load(&w->broken), 1);
+    CHECK(conc_barrier_broken(w->b));
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 0);
+    conc_barrier_free(w->b);
+    free(w);
+}
+
+/* lock_tests.py: test_default_timeout - CONC_FOREVER uses the barrier's
+ * own timeout. */
+TEST(barrier_default_timeout)
+{
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
+                                                        .timeout = 0.1 }));
+    double t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(b, CONC_FOREVER, NULL), CONC_EBROKEN);
+    double took = th_now() - t0;
+    CHECK(took >= 0.1);
+    CHECK(took < 1.0);
+    CHECK(conc_barrier_broken(b));
+    conc_barrier_free(b);
+}
+
+/* lock_tests.py: test_abort - waiters get CONC_EBROKEN, later waits too,
+ * until reset. */
+TEST(barrier_abort_and_reset)
+{
+    struct bw *w = calloc(1, sizeof *w);
+    w->timeout = 10;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 3 }));
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        t[i] = st_thread(one_wait, w);
+    }
+    st_wait_for_int(&w->started, 2, 5);
+    double end = th_now() + 5;
+    while (conc_barrier_n_waiting(w->b) < 2 && th_now() < end) {
+        th_sleep(0.001);
+    }
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 2);
+    CHECK_OK(conc_barrier_abort(w->b));
+    for (int i = 0; i < 2; i++) {
+        st_join(t[i]);
+    }
+    CHECK_EQ(atomic_load(&w->broken), 2);
+    CHECK(conc_barrier_broken(w->b));
+    CHECK_ERR(conc_barrier_wait(w->b, 0, NULL), CONC_EBROKEN);
+    CHECK_OK(conc_barrier_reset(w->b));
+    CHECK(!conc_barrier_broken(w->b));
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 0);
+    conc_barrier_free(w->b);
+    free(w);
+}
+
+/* lock_tests.py: test_reset - reset while parties wait: they get
+ * CONC_EBROKEN, and the barrier then works for a full round. */
+TEST(barrier_reset_while_waiting)
+{
+    struct bw *w = calloc(1, sizeof *w);
+    w->timeout = 10;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 3 }));
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        t[i] = st_thread(one_wait, w);
+    }
+    double end = th_now() + 5;
+    while (conc_barrier_n_waiting(w->b) < 2 && th_now() < end) {
+        th_sleep(0.001);
+    }
+    CHECK_OK(conc_barrier_reset(w->b));
+    for (int i = 0; i < 2; i++) {
+        st_join(t[i]);
+    }
+    CHECK_EQ(atomic_load(&w->broken), 2);
+    CHECK(!conc_barrier_broken(w->b));
+    /* Full rounds now pass. */
+    struct bw *v = calloc(1, sizeof *v);
+    v->b = w->b;
+    v->parties = 3;
+    pthread_t u[3];
+    for (int i = 0; i < 3; i++) {
+        u[i] = st_thread(party, v);
+    }
+    for (int i = 0; i < 3; i++) {
+        st_join(u[i]);
+    }
+    CHECK_EQ(atomic_load(&v->bad), 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < 3; i++) {
+            CHECK_EQ(atomic_load(&v->seen[r][i]), 1);
+        }
+    }
+    conc_barrier_free(w->b);
+    free(v);
+    free(w);
+}
+
+static int action_dies(void *arg)
+{
+    (void)arg;
+    raise(SIGKILL);
+    return 0;
+}
+
+static int child_runs_dying_action(void *arg)
+{
+    conc_barrier *b = arg;
+    /* Arrive last, so that this process runs the action. */
+    double end = th_now() + 5;
+    while (conc_barrier_n_waiting(b) < 1 && th_now() < end) {
+        th_sleep(0.001);
+    }
+    conc_barrier_wait(b, 10, NULL);
+    return 1;
+}
+
+/* The party running the action is SIGKILLed there, holding the barrier's
+ * lock: the others are not left hanging, they get CONC_EBROKEN. */
+TEST(barrier_party_killed_in_action)
+{
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){
+                                      .parties = 2, .action = action_dies }));
+    pid_t p = th_fork(child_runs_dying_action, b);
+    double t0 = th_now();
+    int err = conc_barrier_wait(b, 10, NULL);
+    CHECK_ERR(err, CONC_EBROKEN);
+    CHECK(th_now() - t0 < 5.0);
+    CHECK_EQ(st_code(th_wait(p, 5)), 100 + SIGKILL);
+    CHECK(conc_barrier_broken(b));
+    CHECK_OK(conc_barrier_reset(b));
+    conc_barrier_free(b);
+}
+
+static int child_under_signals(void *arg)
+{
+    conc_barrier *b = arg;
+    atomic_store(&st_alarms, 0);
+    st_alarm_storm(true);
+    double t0 = th_now();
+    int err = conc_barrier_wait(b, 0.3, NULL);
+    double took = th_now() - t0;
+    st_alarm_storm(false);
+    return err == CONC_EBROKEN && took >= 0.3 && took < 3 &&
+                   atomic_load(&st_alarms) >= 5
+               ? 0
+               : 1;
+}
+
+TEST(barrier_wait_survives_signals)
+{
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2 }));
+    pid_t p = th_fork(child_under_signals, b);
+    CHECK_EQ(st_code(th_wait(p, 10)), 0);
+    conc_barrier_free(b);
+}
+
+static int child_waits_forever(void *arg)
+{
+    struct bw *w = arg;
+    atomic_fetch_add(&w->started, 1);
+    conc_barrier_wait(w->b, CONC_FOREVER, NULL);
+    return 1;
+}
+
+/* A party SIGKILLed while it waits: Python's others would hang for ever.
+ * Here the round is broken (it can never complete), the survivors waiting
+ * without a timeout get CONC_EBROKEN, and after reset() full rounds pass
+ * again. */
+TEST(barrier_party_killed_while_waiting)
+{
+    struct bw *w = st_shared(sizeof *w);
+    w->timeout = CONC_FOREVER;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 3 }));
+    pid_t p = th_fork(child_waits_forever, w);
+    st_wait_for_int(&w->started, 1, 5);
+    pthread_t t = st_thread(one_wait, w);
+    st_wait_for_int(&w->started, 2, 5);
+    double end = th_now() + 5;
+    while (conc_barrier_n_waiting(w->b) < 2 && th_now() < end) {
+        th_sleep(0.001);
+    }
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 2);
+    kill(p, SIGKILL);
+    CHECK_EQ(st_code(th_wait(p, 5)), 100 + SIGKILL);
+    double t0 = th_now();
+    st_join(t);
+    CHECK(th_now() - t0 < 3.0);
+    CHECK_EQ(atomic_load(&w->broken), 1);
+    CHECK_EQ(atomic_load(&w->bad), 0);
+    CHECK(conc_barrier_broken(w->b));
+    CHECK_OK(conc_barrier_reset(w->b));
+    CHECK(!conc_barrier_broken(w->b));
+    struct bw *v = calloc(1, sizeof *v);
+    v->b = w->b;
+    v->parties = 3;
+    pthread_t u[3];
+    for (int i = 0; i < 3; i++) {
+        u[i] = st_thread(party, v);
+    }
+    for (int i = 0; i < 3; i++) {
+        st_join(u[i]);
+    }
+    CHECK_EQ(atomic_load(&v->bad), 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < 3; i++) {
+            CHECK_EQ(atomic_load(&v->seen[r][i]), 1);
+        }
+    }
+    free(v);
+    conc_barrier_free(w->b);
+    st_unshare(w, sizeof *w);
+}
+
+static int child_leaves_late(void *arg)
+{
+    struct bw *w = arg;
+    atomic_fetch_add(&w->started, 1);
+    int err = conc_barrier_wait(w->b, 10, NULL);
+    if (err != 0) {
+        return 1;
+    }
+    /* Released: now die before the next round, after having left. */
+    return 0;
+}
+
+/* Many processes pass rounds of a barrier together (index distinct per
+ * round, as with threads). */
+TEST(barrier_processes_single_round_each)
+{
+    struct bw *w = st_shared(sizeof *w);
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 4 }));
+    pid_t p[3];
+    for (int i = 0; i < 3; i++) {
+        p[i] = th_fork(child_leaves_late, w);
+    }
+    int idx = -1;
+    CHECK_OK(conc_barrier_wait(w->b, 10, &idx));
+    CHECK(idx >= 0 && idx < 4);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(st_code(th_wait(p[i], 10)), 0);
+    }
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 0);
+    CHECK(!conc_barrier_broken(w->b));
+    conc_barrier_free(w->b);
+    st_unshare(w, sizeof *w);
+}

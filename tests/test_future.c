@@ -1,0 +1,408 @@
+/* test_future.c - conc_future (result with timeouts, cancel, states,
+ * done-callbacks and the thread that runs them), conc_wait with each
+ * return condition, and conc_as_completed's order and deadline. */
+#include "pool_tasks.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <sys/time.h>
+
+static conc_pool *mk(conc_pool_kind kind, size_t workers)
+{
+    conc_pool *p = NULL;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = workers }));
+    return p;
+}
+
+static conc_future *go(conc_pool *p, conc_task_fn fn, int x)
+{
+    conc_future *f = NULL;
+    CHECK_OK(conc_pool_submit(p, fn, &x, sizeof x, &f));
+    return f;
+}
+
+static void wait_running(conc_future *f)
+{
+    double t0 = th_now();
+    while (!conc_future_running(f)) {
+        CHECK(th_now() - t0 < 10);
+        CHECK(!conc_future_done(f));
+        th_sleep(0.001);
+    }
+}
+
+struct cbrec {
+    _Atomic int calls;
+    _Atomic int tid;
+    _Atomic int order;
+    conc_future *seen;
+};
+
+static void on_done(conc_future *f, void *arg)
+{
+    struct cbrec *r = arg;
+    r->seen = f;
+    atomic_store(&r->tid, (int)syscall(SYS_gettid));
+    static _Atomic int seq;
+    atomic_store(&r->order, atomic_fetch_add(&seq, 1));
+    atomic_fetch_add(&r->calls, 1);
+}
+
+static void cancel_and_states(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 1);
+    conc_future *busy = go(p, t_sleep, 200);
+    wait_running(busy);
+    CHECK(!conc_future_done(busy));
+    CHECK(!conc_future_cancel(busy)); /* running: cannot */
+    CHECK(!conc_future_cancelled(busy));
+    conc_future *q = go(p, t_square, 5);
+    if (kind == CONC_THREADS) {
+        /* (processes: a task sent ahead into a busy worker's ring counts
+         * as running already, as in ProcessPoolExecutor) */
+        CHECK(!conc_future_running(q));
+    }
+    CHECK(!conc_future_done(q));
+    struct cbrec r = { 0 };
+    CHECK_OK(conc_future_add_done_callback(q, on_done, &r));
+    CHECK_EQ(atomic_load(&r.calls), 0);
+    bool c = conc_future_cancel(q);
+    if (kind == CONC_THREADS) {
+        CHECK(c);
+    }
+    if (c) {
+        /* the callback ran at once, in this thread */
+        CHECK_EQ(atomic_load(&r.calls), 1);
+        CHECK_EQ(atomic_load(&r.tid), (int)syscall(SYS_gettid));
+        CHECK(r.seen == q);
+        CHECK(conc_future_cancelled(q));
+        CHECK(conc_future_done(q));
+        CHECK(!conc_future_running(q));
+        CHECK(conc_future_cancel(q)); /* again: still cancelled */
+        conc_msg m;
+        CHECK_ERR(conc_future_result(q, &m, 1), CONC_ECANCELLED);
+        CHECK(m.data == NULL && m.len == 0);
+        CHECK(conc_future_error_message(q) == NULL);
+    }
+    CHECK_OK(conc_future_result(busy, NULL, 30));
+    CHECK(conc_future_done(busy) && !conc_future_running(busy));
+    CHECK(!conc_future_cancel(busy)); /* done: cannot */
+    conc_future_free(busy);
+    conc_future_free(q);
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    CHECK_EQ(atomic_load(&r.calls), 1);
+    conc_pool_free(p);
+}
+
+TEST(cancel_threads) { cancel_and_states(CONC_THREADS); }
+TEST(cancel_processes) { cancel_and_states(CONC_PROCESSES); }
+
+TEST(result_timeouts)
+{
+    conc_pool *p = mk(CONC_THREADS, 1);
+    conc_future *f = go(p, t_sleep, 300);
+    conc_msg m;
+    CHECK_ERR(conc_future_result(f, &m, 0), CONC_ETIMEDOUT);
+    double t0 = th_now();
+    CHECK_ERR(conc_future_result(f, &m, 0.1), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    CHECK(took >= 0.1);
+    CHECK(took < 1.0 + 0.1 * 10);
+    CHECK_ERR(conc_future_result(f, &m, NAN), CONC_EINVAL);
+    CHECK_ERR(conc_future_result(f, &m, -0.5), CONC_EINVAL);
+    CHECK_ERR(conc_future_result(NULL, &m, 1), CONC_EINVAL);
+    CHECK_OK(conc_future_result(f, &m, CONC_FOREVER));
+    CHECK_EQ(int_out(&m), 300);
+    conc_msg_free(&m);
+    CHECK_OK(conc_future_result(f, NULL, 0)); /* out may be NULL */
+    conc_future_free(f);
+    conc_pool_free(p);
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+TEST(result_resumes_after_signal)
+{
+    struct sigaction sa = { 0 };
+    sa.sa_handler = on_alarm; /* no SA_RESTART */
+    sigaction(SIGALRM, &sa, NULL);
+    conc_pool *p = mk(CONC_THREADS, 1);
+    conc_future *f = go(p, t_sleep, 1000);
+    struct itimerval it = { .it_interval = { 0, 20000 },
+                            .it_value = { 0, 20000 } };
+    setitimer(ITIMER_REAL, &it, NULL);
+    double t0 = th_now();
+    CHECK_ERR(conc_future_result(f, NULL, 0.3), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    struct itimerval off = { { 0, 0 }, { 0, 0 } };
+    setitimer(ITIMER_REAL, &off, NULL);
+    CHECK(took >= 0.3);
+    CHECK(took < 0.9);
+    conc_future_free(f);
+    conc_pool_free(p);
+}
+
+static void callbacks(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 1);
+    conc_future *f = go(p, t_sleep, 100);
+    struct cbrec a = { 0 }, b = { 0 }, c = { 0 };
+    CHECK_OK(conc_future_add_done_callback(f, on_done, &a));
+    CHECK_OK(conc_future_add_done_callback(f, on_done, &b));
+    CHECK_ERR(conc_future_add_done_callback(f, NULL, &b), CONC_EINVAL);
+    CHECK_ERR(conc_future_add_done_callback(NULL, on_done, &b), CONC_EINVAL);
+    CHECK_OK(conc_future_result(f, NULL, 30));
+    /* a callback may run just after result() returns: wait for it */
+    double t0 = th_now();
+    while (atomic_load(&b.calls) == 0) {
+        CHECK(th_now() - t0 < 10);
+        th_sleep(0.001);
+    }
+    CHECK_EQ(atomic_load(&a.calls), 1);
+    CHECK_EQ(atomic_load(&b.calls), 1);
+    CHECK(atomic_load(&a.order) < atomic_load(&b.order)); /* in order */
+    int me = (int)syscall(SYS_gettid);
+    /* run by the worker thread (threads) or the manager (processes) */
+    CHECK(atomic_load(&a.tid) != me);
+    CHECK(atomic_load(&a.tid) == atomic_load(&b.tid));
+    /* already done: at once, in this thread */
+    CHECK_OK(conc_future_add_done_callback(f, on_done, &c));
+    CHECK_EQ(atomic_load(&c.calls), 1);
+    CHECK_EQ(atomic_load(&c.tid), me);
+    conc_future_free(f);
+    /* a future freed by its owner before it completes still calls back */
+    struct cbrec d = { 0 };
+    f = go(p, t_sleep, 50);
+    CHECK_OK(conc_future_add_done_callback(f, on_done, &d));
+    conc_future_free(f);
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    CHECK_EQ(atomic_load(&d.calls), 1);
+    conc_pool_free(p);
+}
+
+TEST(callbacks_threads) { callbacks(CONC_THREADS); }
+TEST(callbacks_processes) { callbacks(CONC_PROCESSES); }
+
+/* A callback that submits more work from the completing thread. */
+static conc_pool *chain_pool;
+static conc_future *chained;
+static void resubmit(conc_future *f, void *arg)
+{
+    (void)f;
+    (void)arg;
+    int x = 12;
+    conc_future *g = NULL;
+    conc_pool_submit(chain_pool, t_square, &x, sizeof x, &g);
+    __atomic_store_n(&chained, g, __ATOMIC_SEQ_CST);
+}
+
+static void callback_submits(conc_pool_kind kind)
+{
+    chain_pool = mk(kind, 2);
+    chained = NULL;
+    conc_future *f = go(chain_pool, t_square, 2);
+    CHECK_OK(conc_future_add_done_callback(f, resubmit, NULL));
+    CHECK_OK(conc_future_result(f, NULL, 30));
+    double t0 = th_now();
+    while (__atomic_load_n(&chained, __ATOMIC_SEQ_CST) == NULL) {
+        CHECK(th_now() - t0 < 10);
+        th_sleep(0.001);
+    }
+    conc_msg m;
+    CHECK_OK(conc_future_result(chained, &m, 30));
+    CHECK_EQ(int_out(&m), 144);
+    conc_msg_free(&m);
+    conc_future_free(chained);
+    conc_future_free(f);
+    conc_pool_free(chain_pool);
+}
+
+TEST(callback_submits_threads) { callback_submits(CONC_THREADS); }
+TEST(callback_submits_processes) { callback_submits(CONC_PROCESSES); }
+
+static void waits(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    conc_future *fs[2];
+    double t0 = th_now();
+    fs[0] = go(p, t_sleep, 300);
+    fs[1] = go(p, t_sleep, 20);
+    CHECK_OK(conc_wait(fs, 2, 10, CONC_FIRST_COMPLETED));
+    CHECK(conc_future_done(fs[1]));
+    CHECK(!conc_future_done(fs[0]));
+    CHECK(th_now() - t0 < 0.29);
+    CHECK_ERR(conc_wait(fs, 2, 0, CONC_ALL_COMPLETED), CONC_ETIMEDOUT);
+    double t1 = th_now();
+    CHECK_ERR(conc_wait(fs, 2, 0.05, CONC_ALL_COMPLETED), CONC_ETIMEDOUT);
+    CHECK(th_now() - t1 >= 0.05);
+    CHECK_OK(conc_wait(fs, 2, 10, CONC_ALL_COMPLETED));
+    CHECK(conc_future_done(fs[0]));
+    CHECK(th_now() - t0 >= 0.3);
+    conc_future_free(fs[0]);
+    conc_future_free(fs[1]);
+
+    /* FIRST_EXCEPTION: returns at the first failure ... */
+    fs[0] = go(p, t_sleep, 400);
+    fs[1] = go(p, t_fail, 3);
+    t0 = th_now();
+    CHECK_OK(conc_wait(fs, 2, 10, CONC_FIRST_EXCEPTION));
+    CHECK(th_now() - t0 < 0.39);
+    CHECK(!conc_future_done(fs[0]));
+    CHECK_OK(conc_wait(fs, 2, 10, CONC_ALL_COMPLETED));
+    conc_future_free(fs[0]);
+    conc_future_free(fs[1]);
+    /* ... or when all are done without one */
+    t0 = th_now();
+    fs[0] = go(p, t_sleep, 100);
+    fs[1] = go(p, t_square, 3);
+    CHECK_OK(conc_wait(fs, 2, 10, CONC_FIRST_EXCEPTION));
+    CHECK(th_now() - t0 >= 0.1);
+    CHECK(conc_future_done(fs[0]) && conc_future_done(fs[1]));
+
+    CHECK_ERR(conc_wait(fs, 2, 1, 0), CONC_EINVAL);
+    CHECK_ERR(conc_wait(fs, 2, 1, 3), CONC_EINVAL);
+    CHECK_ERR(conc_wait(fs, 2, 1, 8), CONC_EINVAL);
+    CHECK_ERR(conc_wait(fs, 2, NAN, CONC_ALL_COMPLETED), CONC_EINVAL);
+    CHECK_ERR(conc_wait(NULL, 2, 1, CONC_ALL_COMPLETED), CONC_EINVAL);
+    conc_future *withnull[2] = { fs[0], NULL };
+    CHECK_ERR(conc_wait(withnull, 2, 1, CONC_ALL_COMPLETED), CONC_EINVAL);
+    CHECK_OK(conc_wait(NULL, 0, 1, CONC_FIRST_COMPLETED));
+    conc_future_free(fs[0]);
+    conc_future_free(fs[1]);
+    conc_pool_free(p);
+}
+
+TEST(wait_threads) { waits(CONC_THREADS); }
+TEST(wait_processes) { waits(CONC_PROCESSES); }
+
+static void as_completed(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 3);
+    conc_future *done = go(p, t_square, 4);
+    CHECK_OK(conc_future_result(done, NULL, 30));
+    conc_future *fs[4];
+    fs[0] = go(p, t_sleep, 300);
+    fs[1] = go(p, t_sleep, 30);
+    fs[2] = go(p, t_sleep, 150);
+    fs[3] = done;
+    conc_iter *it;
+    CHECK_OK(conc_as_completed(fs, 4, 30, &it));
+    /* the caller may drop its references: the iterator holds its own */
+    conc_future_free(fs[0]);
+    int want[4] = { 3, 1, 2, 0 };
+    for (int i = 0; i < 4; i++) {
+        conc_future *f;
+        CHECK_OK(conc_iter_next_future(it, &f, 30));
+        CHECK(f == fs[want[i]] || (want[i] == 0 && f != NULL));
+        CHECK(conc_future_done(f));
+    }
+    conc_future *f;
+    CHECK_ERR(conc_iter_next_future(it, &f, 1), CONC_ECLOSED);
+    CHECK(f == NULL);
+    conc_msg m;
+    CHECK_ERR(conc_iter_next(it, &m, 0), CONC_EINVAL);
+    CHECK_ERR(conc_iter_next_future(NULL, &f, 0), CONC_EINVAL);
+    CHECK_ERR(conc_iter_next_future(it, NULL, 0), CONC_EINVAL);
+    conc_iter_free(it);
+    for (int i = 1; i < 4; i++) {
+        conc_future_free(fs[i]);
+    }
+
+    /* the iterator's own deadline, from the call */
+    fs[0] = go(p, t_sleep, 400);
+    fs[1] = go(p, t_square, 2);
+    CHECK_OK(conc_as_completed(fs, 2, 0.1, &it));
+    double t0 = th_now();
+    CHECK_OK(conc_iter_next_future(it, &f, CONC_FOREVER));
+    CHECK(f == fs[1]);
+    CHECK_ERR(conc_iter_next_future(it, &f, CONC_FOREVER), CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 0.39);
+    conc_iter_free(it);
+    /* and the call's own */
+    CHECK_OK(conc_as_completed(fs, 2, CONC_FOREVER, &it));
+    CHECK_OK(conc_iter_next_future(it, &f, 0));
+    CHECK_ERR(conc_iter_next_future(it, &f, 0.05), CONC_ETIMEDOUT);
+    CHECK_OK(conc_iter_next_future(it, &f, 30));
+    CHECK(f == fs[0]);
+    conc_iter_free(it);
+    CHECK_OK(conc_as_completed(NULL, 0, 1, &it));
+    CHECK_ERR(conc_iter_next_future(it, &f, 1), CONC_ECLOSED);
+    conc_iter_free(it);
+    CHECK_ERR(conc_as_completed(fs, 2, NAN, &it), CONC_EINVAL);
+    CHECK_ERR(conc_as_completed(fs, 2, 1, NULL), CONC_EINVAL);
+    conc_future_free(fs[0]);
+    conc_future_free(fs[1]);
+    conc_pool_free(p);
+}
+
+TEST(as_completed_threads) { as_completed(CONC_THREADS); }
+TEST(as_completed_processes) { as_completed(CONC_PROCESSES); }
+
+/* An iterator freed before its futures complete, then the futures. */
+TEST(as_completed_freed_early)
+{
+    conc_pool *p = mk(CONC_THREADS, 2);
+    conc_future *fs[2] = { go(p, t_sleep, 50), go(p, t_sleep, 60) };
+    conc_iter *it;
+    CHECK_OK(conc_as_completed(fs, 2, CONC_FOREVER, &it));
+    conc_iter_free(it);
+    CHECK_OK(conc_wait(fs, 2, 30, CONC_ALL_COMPLETED));
+    conc_future_free(fs[0]);
+    conc_future_free(fs[1]);
+    conc_pool_free(p);
+}
+
+TEST(null_futures)
+{
+    CHECK(!conc_future_cancel(NULL));
+    CHECK(!conc_future_cancelled(NULL));
+    CHECK(!conc_future_running(NULL));
+    CHECK(!conc_future_done(NULL));
+    CHECK(conc_future_error_message(NULL) == NULL);
+    conc_future_free(NULL);
+    CHECK_EQ(conc_iter_index(NULL), (size_t)-1);
+    CHECK(conc_iter_error_message(NULL) == NULL);
+}
+
+/* Many threads wait on many futures at once: every waiter wakes. */
+static conc_future *shared_futs[8];
+static void *waiter_main(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 8; i++) {
+        conc_msg m;
+        if (conc_future_result(shared_futs[i], &m, 30) != 0) {
+            return (void *)1;
+        }
+        conc_msg_free(&m);
+    }
+    if (conc_wait(shared_futs, 8, 30, CONC_ALL_COMPLETED) != 0) {
+        return (void *)1;
+    }
+    return NULL;
+}
+
+TEST(many_waiters)
+{
+    conc_pool *p = mk(CONC_PROCESSES, 2);
+    for (int i = 0; i < 8; i++) {
+        shared_futs[i] = go(p, t_sleep, 10 * i);
+    }
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++) {
+        pthread_create(&t[i], NULL, waiter_main, NULL);
+    }
+    for (int i = 0; i < 6; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        CHECK(r == NULL);
+    }
+    for (int i = 0; i < 8; i++) {
+        conc_future_free(shared_futs[i]);
+    }
+    conc_pool_free(p);
+}

@@ -1,0 +1,484 @@
+/* test_lock.c - conc_lock: Python's Lock semantics (ported from CPython's
+ * Lib/test/lock_tests.py: BaseLockTests and LockTests), across threads
+ * and processes, and recovery from a holder that dies (thread exit,
+ * SIGKILL). */
+#include "sync_test_util.h"
+
+#include "sync_int.h"
+
+#include <math.h>
+
+TEST(lock_bad_arguments)
+{
+    conc_lock *l = NULL;
+    CHECK_ERR(conc_lock_new(NULL, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_lock_acquire(NULL, 1), CONC_EINVAL);
+    CHECK_ERR(conc_lock_release(NULL), CONC_EINVAL);
+    CHECK(!conc_lock_locked(NULL));
+    conc_lock_free(NULL);
+    CHECK_OK(conc_lock_new(&l, NULL));
+    CHECK_ERR(conc_lock_acquire(l, NAN), CONC_EINVAL);
+    CHECK_ERR(conc_lock_acquire(l, -0.5), CONC_EINVAL);
+    CHECK_ERR(conc_lock_acquire(l, -2), CONC_EINVAL);
+    CHECK(!conc_lock_locked(l));
+    CHECK_OK(conc_lock_acquire(l, 0));
+    CHECK_ERR(conc_lock_acquire(l, NAN), CONC_EINVAL);
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+}
+
+TEST(lock_acquire_release_locked)
+{
+    conc_lock *l;
+    CHECK_OK(conc_lock_new(&l, &(conc_lock_opts){ 0 }));
+    CHECK(!conc_lock_locked(l));
+    CHECK_OK(conc_lock_acquire(l, CONC_FOREVER));
+    CHECK(conc_lock_locked(l));
+    /* Not re-entrant: a second acquire by the same thread times out. */
+    CHECK_ERR(conc_lock_acquire(l, 0), CONC_ETIMEDOUT);
+    CHECK_ERR(conc_lock_acquire(l, 0.01), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(l));
+    CHECK(!conc_lock_locked(l));
+    /* Python: RuntimeError("release unlocked lock"). */
+    CHECK_ERR(conc_lock_release(l), CONC_EPERM);
+    CHECK(!conc_lock_locked(l));
+    CHECK_OK(conc_lock_acquire(l, 0));
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+}
+
+TEST(lock_fault_on_new)
+{
+    conc_lock *l = (conc_lock *)1;
+    conc__fault_arm(1);
+    CHECK_ERR(conc_lock_new(&l, NULL), CONC_ENOMEM);
+    CHECK(l == NULL);
+    conc__fault_arm(0);
+    CHECK_OK(conc_lock_new(&l, NULL));
+    CHECK(l != NULL);
+    conc_lock_free(l);
+}
+
+TEST(lock_timeout_lower_bound)
+{
+    conc_lock *l;
+    CHECK_OK(conc_lock_new(&l, NULL));
+    CHECK_OK(conc_lock_acquire(l, 0));
+    double t0 = th_now();
+    CHECK_ERR(conc_lock_acquire(l, 0.1), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    CHECK(took >= 0.1);
+    CHECK(took < 1.0);
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+}
+
+struct lk {
+    conc_lock *l;
+    atomic_int step;
+    long counter;
+    int err;
+};
+
+static void *release_other(void *arg)
+{
+    struct lk *a = arg;
+    a->err = conc_lock_release(a->l);
+    return NULL;
+}
+
+/* lock_tests.py: test_different_thread - a Lock may be released by a
+ * thread that did not acquire it. */
+TEST(lock_release_by_another_thread)
+{
+    struct lk a = { 0 };
+    CHECK_OK(conc_lock_new(&a.l, NULL));
+    CHECK_OK(conc_lock_acquire(a.l, CONC_FOREVER));
+    st_join(st_thread(release_other, &a));
+    CHECK_OK(a.err);
+    CHECK(!conc_lock_locked(a.l));
+    conc_lock_free(a.l);
+}
+
+static void *acquire_forever(void *arg)
+{
+    struct lk *a = arg;
+    atomic_store(&a->step, 1);
+    a->err = conc_lock_acquire(a->l, CONC_FOREVER);
+    atomic_store(&a->step, 2);
+    return NULL;
+}
+
+/* lock_tests.py: test_acquire_contended - a blocked acquire returns once
+ * the lock is released, and not before. */
+TEST(lock_blocked_acquire_waits_for_release)
+{
+    struct lk a = { 0 };
+    CHECK_OK(conc_lock_new(&a.l, NULL));
+    CHECK_OK(conc_lock_acquire(a.l, CONC_FOREVER));
+    pthread_t t = st_thread(acquire_forever, &a);
+    st_wait_for_int(&a.step, 1, 5);
+    th_sleep(0.05);
+    CHECK_EQ(atomic_load(&a.step), 1);
+    CHECK_OK(conc_lock_release(a.l));
+    st_join(t);
+    CHECK_EQ(atomic_load(&a.step), 2);
+    CHECK_OK(a.err);
+    CHECK(conc_lock_locked(a.l));
+    CHECK_OK(conc_lock_release(a.l));
+    conc_lock_free(a.l);
+}
+
+#define N_THREADS 4
+#define N_INCR 20000
+
+static void *incr_thread(void *arg)
+{
+    struct lk *a = arg;
+    for (int i = 0; i < N_INCR; i++) {
+        double timeout = (i % 3 == 0) ? CONC_FOREVER : 5.0;
+        if (conc_lock_acquire(a->l, timeout) != 0) {
+            a->err = -1;
+            return NULL;
+        }
+        long v = a->counter;
+        a->counter = v + 1;
+        if (conc_lock_release(a->l) != 0) {
+            a->err = -2;
+        }
+    }
+    return NULL;
+}
+
+/* Mutual exclusion between threads: no increment is lost. */
+TEST(lock_threads_exclude_each_other)
+{
+    struct lk a = { 0 };
+    CHECK_OK(conc_lock_new(&a.l, NULL));
+    pthread_t t[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        t[i] = st_thread(incr_thread, &a);
+    }
+    for (int i = 0; i < N_THREADS; i++) {
+        st_join(t[i]);
+    }
+    CHECK_OK(a.err);
+    CHECK_EQ(a.counter, (long)N_THREADS * N_INCR);
+    CHECK(!conc_lock_locked(a.l));
+    conc_lock_free(a.l);
+}
+
+/* Waiters with short timeouts mixed with waiters without: the ones that
+ * give up must not strand the others (the thief / consumed-wake case). */
+static void *short_timeouts(void *arg)
+{
+    struct lk *a = arg;
+    for (int i = 0; i < 300; i++) {
+        int err = conc_lock_acquire(a->l, 0.0002);
+        if (err == 0) {
+            a->counter++;
+            th_sleep(0.0001);
+            conc_lock_release(a->l);
+        } else if (err != CONC_ETIMEDOUT) {
+            a->err = err;
+        }
+    }
+    return NULL;
+}
+
+static void *long_waits(void *arg)
+{
+    struct lk *a = arg;
+    for (int i = 0; i < 300; i++) {
+        /* A stranded sleeper would wait a 50 ms slice each time; 10 s is
+         * far beyond any honest wait here. */
+        int err = conc_lock_acquire(a->l, 10.0);
+        if (err != 0) {
+            a->err = err;
+            return NULL;
+        }
+        a->counter++;
+        conc_lock_release(a->l);
+    }
+    return NULL;
+}
+
+TEST(lock_timed_out_waiters_strand_nobody)
+{
+    struct lk a = { 0 };
+    CHECK_OK(conc_lock_new(&a.l, NULL));
+    pthread_t t[4];
+    t[0] = st_thread(short_timeouts, &a);
+    t[1] = st_thread(short_timeouts, &a);
+    t[2] = st_thread(long_waits, &a);
+    t[3] = st_thread(long_waits, &a);
+    for (int i = 0; i < 4; i++) {
+        st_join(t[i]);
+    }
+    CHECK_OK(a.err);
+    CHECK(!conc_lock_locked(a.l));
+    conc_lock_free(a.l);
+}
+
+/* ---- across processes ---------------------------------------------------- */
+
+struct xp {
+    conc_lock *l;
+    atomic_int step;
+    long counter;
+    int child_err;
+};
+
+static int child_incr(void *arg)
+{
+    struct xp *x = arg;
+    for (int i = 0; i < N_INCR; i++) {
+        if (conc_lock_acquire(x->l, 10) != 0) {
+            return 1;
+        }
+        x->counter++;
+        conc_lock_release(x->l);
+    }
+    return 0;
+}
+
+/* A lock created before fork() is the same lock in the child. */
+TEST(lock_processes_exclude_each_other)
+{
+    struct xp *x = st_shared(sizeof *x);
+    CHECK_OK(conc_lock_new(&x->l, NULL));
+    pid_t p1 = th_fork(child_incr, x);
+    pid_t p2 = th_fork(child_incr, x);
+    CHECK_EQ(child_incr(x), 0);
+    CHECK_EQ(st_code(th_wait(p1, 30)), 0);
+    CHECK_EQ(st_code(th_wait(p2, 30)), 0);
+    CHECK_EQ(x->counter, 3L * N_INCR);
+    conc_lock_free(x->l);
+    st_unshare(x, sizeof *x);
+}
+
+static int child_sees_held(void *arg)
+{
+    struct xp *x = arg;
+    if (!conc_lock_locked(x->l)) {
+        return 1;
+    }
+    if (conc_lock_acquire(x->l, 0.05) != CONC_ETIMEDOUT) {
+        return 2;
+    }
+    /* Python's Lock: any process may release it. */
+    if (conc_lock_release(x->l) != 0) {
+        return 3;
+    }
+    if (conc_lock_release(x->l) != CONC_EPERM) {
+        return 4;
+    }
+    return 0;
+}
+
+TEST(lock_child_sees_and_releases_parents_lock)
+{
+    struct xp *x = st_shared(sizeof *x);
+    CHECK_OK(conc_lock_new(&x->l, NULL));
+    CHECK_OK(conc_lock_acquire(x->l, 0));
+    pid_t p = th_fork(child_sees_held, x);
+    CHECK_EQ(st_code(th_wait(p, 10)), 0);
+    CHECK(!conc_lock_locked(x->l));
+    CHECK_OK(conc_lock_acquire(x->l, 0));
+    CHECK_OK(conc_lock_release(x->l));
+    conc_lock_free(x->l);
+    st_unshare(x, sizeof *x);
+}
+
+static int child_hold_forever(void *arg)
+{
+    struct xp *x = arg;
+    if (conc_lock_acquire(x->l, 5) != 0) {
+        return 1;
+    }
+    atomic_store(&x->step, 1);
+    for (;;) {
+        pause();
+    }
+}
+
+static void *parent_waits(void *arg)
+{
+    struct xp *x = arg;
+    atomic_store(&x->step, 2);
+    x->child_err = conc_lock_acquire(x->l, 10);
+    atomic_store(&x->step, 3);
+    return NULL;
+}
+
+/* The holder is SIGKILLed while another waits: the waiter gets
+ * CONC_EOWNERDEAD holding the lock, and the lock works on. */
+TEST(lock_sigkilled_holder_gives_ownerdead)
+{
+    struct xp *x = st_shared(sizeof *x);
+    CHECK_OK(conc_lock_new(&x->l, NULL));
+    pid_t p = th_fork(child_hold_forever, x);
+    st_wait_for_int(&x->step, 1, 5);
+    pthread_t t = st_thread(parent_waits, x);
+    st_wait_for_int(&x->step, 2, 5);
+    th_sleep(0.1);
+    CHECK_EQ(atomic_load(&x->step), 2); /* still blocked */
+    double t0 = th_now();
+    kill(p, SIGKILL);
+    CHECK_EQ(st_code(th_wait(p, 5)), 100 + SIGKILL);
+    st_join(t);
+    CHECK(th_now() - t0 < 2.0);
+    CHECK_ERR(x->child_err, CONC_EOWNERDEAD);
+    CHECK(conc_lock_locked(x->l));
+    CHECK_OK(conc_lock_release(x->l));
+    CHECK_ERR(conc_lock_release(x->l), CONC_EPERM);
+    CHECK_OK(conc_lock_acquire(x->l, 0));
+    CHECK_ERR(conc_lock_acquire(x->l, 0.01), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(x->l));
+    conc_lock_free(x->l);
+    st_unshare(x, sizeof *x);
+}
+
+/* The holder is dead (and reaped) before anyone asks: even a try
+ * (timeout 0) gets CONC_EOWNERDEAD, exactly once. */
+TEST(lock_dead_holder_found_by_try)
+{
+    struct xp *x = st_shared(sizeof *x);
+    CHECK_OK(conc_lock_new(&x->l, NULL));
+    pid_t p = th_fork(child_hold_forever, x);
+    st_wait_for_int(&x->step, 1, 5);
+    kill(p, SIGKILL);
+    th_wait(p, 5);
+    CHECK_ERR(conc_lock_acquire(x->l, 0), CONC_EOWNERDEAD);
+    CHECK_ERR(conc_lock_acquire(x->l, 0), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(x->l));
+    CHECK_OK(conc_lock_acquire(x->l, 0));
+    CHECK_OK(conc_lock_release(x->l));
+    conc_lock_free(x->l);
+    st_unshare(x, sizeof *x);
+}
+
+static void *exit_holding(void *arg)
+{
+    struct lk *a = arg;
+    a->err = conc_lock_acquire(a->l, 0);
+    return NULL;
+}
+
+/* A thread that ends holding the lock is a dead holder too. */
+TEST(lock_thread_exiting_holding_it)
+{
+    struct lk a = { 0 };
+    CHECK_OK(conc_lock_new(&a.l, NULL));
+    st_join(st_thread(exit_holding, &a));
+    CHECK_OK(a.err);
+    CHECK(conc_lock_locked(a.l));
+    double t0 = th_now();
+    CHECK_ERR(conc_lock_acquire(a.l, 5), CONC_EOWNERDEAD);
+    CHECK(th_now() - t0 < 2.0);
+    CHECK_OK(conc_lock_release(a.l));
+    CHECK_OK(conc_lock_acquire(a.l, 0));
+    CHECK_OK(conc_lock_release(a.l));
+    conc_lock_free(a.l);
+}
+
+static int child_exit_holding(void *arg)
+{
+    struct xp *x = arg;
+    /* The parent cached its own identity before fork; the child must not
+     * reuse it, or the parent would think itself the holder and wait. */
+    return conc_lock_acquire(x->l, 0) == 0 ? 0 : 1;
+}
+
+/* The per-thread identity is reset in a forked child. */
+TEST(lock_child_identity_is_its_own)
+{
+    struct xp *x = st_shared(sizeof *x);
+    conc_lock *mine;
+    CHECK_OK(conc_lock_new(&mine, NULL));
+    CHECK_OK(conc_lock_acquire(mine, 0)); /* caches our identity */
+    CHECK_OK(conc_lock_release(mine));
+    CHECK_OK(conc_lock_new(&x->l, NULL));
+    pid_t p = th_fork(child_exit_holding, x);
+    CHECK_EQ(st_code(th_wait(p, 5)), 0);
+    CHECK(conc_lock_locked(x->l));
+    CHECK_ERR(conc_lock_acquire(x->l, 5), CONC_EOWNERDEAD);
+    CHECK_OK(conc_lock_release(x->l));
+    conc_lock_free(x->l);
+    conc_lock_free(mine);
+    st_unshare(x, sizeof *x);
+}
+
+/* Signals do not end a wait early, nor restart its clock. */
+TEST(lock_wait_survives_signals)
+{
+    conc_lock *l;
+    CHECK_OK(conc_lock_new(&l, NULL));
+    CHECK_OK(conc_lock_acquire(l, 0));
+    atomic_store(&st_alarms, 0);
+    st_alarm_storm(true);
+    double t0 = th_now();
+    int err = conc_lock_acquire(l, 0.3);
+    double took = th_now() - t0;
+    st_alarm_storm(false);
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(took >= 0.3);
+    CHECK(took < 3.0);
+    CHECK(atomic_load(&st_alarms) >= 5);
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+}
+
+static void *identity_of_thread(void *arg)
+{
+    *(uint64_t *)arg = conc__sync_self_id();
+    return NULL;
+}
+
+/* The identity that goes into a held lock is the thread id plus a start
+ * stamp read from /proc, per thread (the main thread's and another
+ * thread's differ in tid; both carry a stamp). */
+TEST(lock_identity_is_tid_and_stamp)
+{
+    uint64_t mine = conc__sync_self_id();
+    uint64_t other = 0;
+    st_join(st_thread(identity_of_thread, &other));
+    CHECK_EQ(mine & CONC__OL_TID_MASK, (uint64_t)conc__os_gettid());
+    CHECK((mine >> 32) != 0);
+    CHECK((other >> 32) != 0);
+    CHECK((other & CONC__OL_TID_MASK) != (mine & CONC__OL_TID_MASK));
+    CHECK_EQ(conc__sync_self_id(), mine); /* cached */
+}
+
+static void *acquire_twice(void *arg)
+{
+    struct lk *a = arg;
+    if (conc_lock_acquire(a->l, CONC_FOREVER) != 0) {
+        a->err = -1;
+        return NULL;
+    }
+    atomic_store(&a->step, 1);
+    /* Blocks on itself until another thread releases the lock. */
+    a->err = conc_lock_acquire(a->l, 10);
+    atomic_store(&a->step, 2);
+    return NULL;
+}
+
+/* lock_tests.py: LockTests.test_reacquire - a Lock must be released
+ * before it can be acquired again, even by its holder; another thread's
+ * release lets the blocked holder through. */
+TEST(lock_holder_reacquires_after_foreign_release)
+{
+    struct lk a = { 0 };
+    CHECK_OK(conc_lock_new(&a.l, NULL));
+    pthread_t t = st_thread(acquire_twice, &a);
+    st_wait_for_int(&a.step, 1, 5);
+    th_sleep(0.05);
+    CHECK_EQ(atomic_load(&a.step), 1);
+    CHECK_OK(conc_lock_release(a.l));
+    st_join(t);
+    CHECK_OK(a.err);
+    CHECK(conc_lock_locked(a.l));
+    CHECK_OK(conc_lock_release(a.l));
+    conc_lock_free(a.l);
+}

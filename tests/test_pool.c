@@ -1,0 +1,701 @@
+/* test_pool.c - conc_pool: submit/apply/map/imap/imap_unordered with both
+ * kinds of worker, chunking, initializer and worker_ctx, a failing
+ * initializer, max_tasks_per_worker, names, close/join/terminate/
+ * shutdown, bad arguments, message limits and allocation-failure loops.
+ * Crashes and timeouts are in test_pool_crash.c, futures in
+ * test_future.c. */
+#include "pool_tasks.h"
+
+#include "os.h"
+
+#include <math.h>
+
+static conc_pool *mk(conc_pool_kind kind, size_t workers)
+{
+    conc_pool *p = NULL;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = workers }));
+    CHECK(p != NULL);
+    return p;
+}
+
+static void submit_many(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    enum { N = 300 };
+    conc_future *f[N];
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_pool_submit(p, t_square, &i, sizeof i, &f[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        conc_msg m;
+        CHECK_OK(conc_future_result(f[i], &m, 30));
+        CHECK_EQ(int_out(&m), i * i);
+        CHECK(conc_future_done(f[i]));
+        CHECK(!conc_future_running(f[i]));
+        CHECK(!conc_future_cancelled(f[i]));
+        CHECK(conc_future_error_message(f[i]) == NULL);
+        conc_msg_free(&m);
+        /* result may be asked again */
+        CHECK_OK(conc_future_result(f[i], &m, 0));
+        CHECK_EQ(int_out(&m), i * i);
+        conc_msg_free(&m);
+        conc_future_free(f[i]);
+    }
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    conc_pool_free(p);
+}
+
+TEST(submit_result_threads) { submit_many(CONC_THREADS); }
+TEST(submit_result_processes) { submit_many(CONC_PROCESSES); }
+
+static void apply_and_fail(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    int x = 7;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 49);
+    conc_msg_free(&m);
+    /* a task's own failure code, its partial output and message */
+    x = 42;
+    conc_future *f;
+    CHECK_OK(conc_pool_submit(p, t_fail, &x, sizeof x, &f));
+    CHECK_EQ(conc_future_result(f, &m, 30), 42);
+    CHECK_EQ(m.len, 4);
+    CHECK(memcmp(m.data, "part", 4) == 0);
+    conc_msg_free(&m);
+    CHECK_STR(conc_future_error_message(f), "bad input 42");
+    conc_future_free(f);
+    CHECK_EQ(conc_pool_apply(p, t_fail, &x, sizeof x, &m, 30), 42);
+    conc_msg_free(&m);
+    /* an empty input */
+    CHECK_OK(conc_pool_apply(p, t_echo, NULL, 0, &m, 30));
+    CHECK_EQ(m.len, 0);
+    CHECK(m.data == NULL);
+    /* apply timing out leaves the task running, returns ETIMEDOUT */
+    x = 300;
+    double t0 = th_now();
+    CHECK_ERR(conc_pool_apply(p, t_sleep, &x, sizeof x, &m, 0.05),
+              CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 >= 0.05);
+    CHECK(m.data == NULL && m.len == 0);
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 30));
+    conc_pool_free(p);
+}
+
+TEST(apply_threads) { apply_and_fail(CONC_THREADS); }
+TEST(apply_processes) { apply_and_fail(CONC_PROCESSES); }
+
+static void map_sizes(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 3);
+    enum { N = 1000 };
+    static int vals[N];
+    static conc_msg in[N], out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i - 500;
+        in[i].data = &vals[i];
+        in[i].len = sizeof vals[i];
+    }
+    size_t chunks[] = { 0, 1, 7, 5000 };
+    for (size_t c = 0; c < 4; c++) {
+        CHECK_OK(conc_pool_map(p, t_square, in, N, out,
+                               &(conc_map_opts){ .chunksize = chunks[c] }));
+        for (int i = 0; i < N; i++) {
+            CHECK_EQ(int_out(&out[i]), vals[i] * vals[i]);
+            conc_msg_free(&out[i]);
+        }
+    }
+    /* n = 0 */
+    CHECK_OK(conc_pool_map(p, t_square, NULL, 0, NULL, NULL));
+    /* the first failure in input order; every output set */
+    int fv[5] = { 1, 9, 2, 5, 3 };
+    conc_msg fin[5], fout[5];
+    for (int i = 0; i < 5; i++) {
+        fin[i].data = &fv[i];
+        fin[i].len = sizeof fv[i];
+    }
+    CHECK_EQ(conc_pool_map(p, t_fail, fin, 5, fout,
+                           &(conc_map_opts){ .chunksize = 2 }),
+             1);
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ(fout[i].len, 4);
+        conc_msg_free(&fout[i]);
+    }
+    conc_pool_free(p);
+}
+
+TEST(map_threads) { map_sizes(CONC_THREADS); }
+TEST(map_processes) { map_sizes(CONC_PROCESSES); }
+
+static void imap_kinds(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    enum { N = 200 };
+    int vals[N];
+    conc_msg in[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i;
+        in[i].data = &vals[i];
+        in[i].len = sizeof vals[i];
+    }
+    conc_iter *it;
+    CHECK_OK(conc_pool_imap(p, t_square, in, N, &it,
+                            &(conc_map_opts){ .chunksize = 3 }));
+    CHECK_EQ(conc_iter_index(it), (size_t)-1);
+    conc_msg m;
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_iter_next(it, &m, 30));
+        CHECK_EQ(int_out(&m), i * i);
+        CHECK_EQ(conc_iter_index(it), i);
+        conc_msg_free(&m);
+    }
+    CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECLOSED);
+    CHECK_ERR(conc_iter_next(it, &m, 0), CONC_ECLOSED);
+    conc_future *f;
+    CHECK_ERR(conc_iter_next_future(it, &f, 0), CONC_EINVAL);
+    conc_iter_free(it);
+
+    CHECK_OK(conc_pool_imap_unordered(p, t_square, in, N, &it, NULL));
+    bool seen[N] = { false };
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_iter_next(it, &m, 30));
+        size_t k = conc_iter_index(it);
+        CHECK(k < N && !seen[k]);
+        seen[k] = true;
+        CHECK_EQ(int_out(&m), (int)(k * k));
+        conc_msg_free(&m);
+    }
+    CHECK_ERR(conc_iter_next(it, &m, 0), CONC_ECLOSED);
+    conc_iter_free(it);
+
+    /* per-item codes and messages; a timeout consumes nothing */
+    int sv[3] = { 300, 5, 6 };
+    conc_msg sin[3];
+    for (int i = 0; i < 3; i++) {
+        sin[i].data = &sv[i];
+        sin[i].len = sizeof sv[i];
+    }
+    CHECK_OK(conc_pool_imap(p, t_sleep, sin, 1, &it, NULL));
+    double t0 = th_now();
+    CHECK_ERR(conc_iter_next(it, &m, 0.05), CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 >= 0.05);
+    CHECK_ERR(conc_iter_next(it, &m, 0), CONC_ETIMEDOUT);
+    CHECK_OK(conc_iter_next(it, &m, 30));
+    CHECK_EQ(int_out(&m), 300);
+    conc_msg_free(&m);
+    conc_iter_free(it);
+    CHECK_OK(conc_pool_imap(p, t_fail, sin + 1, 2, &it, NULL));
+    CHECK_EQ(conc_iter_next(it, &m, 30), 5);
+    CHECK_STR(conc_iter_error_message(it), "bad input 5");
+    conc_msg_free(&m);
+    CHECK_EQ(conc_iter_next(it, &m, 30), 6);
+    CHECK_STR(conc_iter_error_message(it), "bad input 6");
+    conc_msg_free(&m);
+    conc_iter_free(it);
+    /* an iterator freed early: its items still run, nothing leaks */
+    CHECK_OK(conc_pool_imap(p, t_square, in, N, &it, NULL));
+    conc_iter_free(it);
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    conc_pool_free(p);
+}
+
+TEST(imap_threads) { imap_kinds(CONC_THREADS); }
+TEST(imap_processes) { imap_kinds(CONC_PROCESSES); }
+
+static _Atomic int fini_calls;
+static int init_ok(void *arg, void **ctx)
+{
+    int *v = malloc(sizeof *v);
+    *v = *(int *)arg;
+    *ctx = v;
+    return 0;
+}
+static void fini_ok(void *ctx, void *arg)
+{
+    (void)arg;
+    free(ctx);
+    atomic_fetch_add(&fini_calls, 1);
+}
+
+static void initializer(conc_pool_kind kind)
+{
+    int seed = 77;
+    atomic_store(&fini_calls, 0);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 3,
+                                                  .initializer = init_ok,
+                                                  .init_arg = &seed,
+                                                  .finalizer = fini_ok }));
+    for (int i = 0; i < 20; i++) {
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_ctx, NULL, 0, &m, 30));
+        CHECK_EQ(int_out(&m), 77);
+        conc_msg_free(&m);
+    }
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 30));
+    if (kind == CONC_THREADS) {
+        CHECK_EQ(atomic_load(&fini_calls), 3);
+    }
+    conc_pool_free(p);
+}
+
+TEST(initializer_threads) { initializer(CONC_THREADS); }
+TEST(initializer_processes) { initializer(CONC_PROCESSES); }
+
+static int init_fail(void *arg, void **ctx)
+{
+    (void)arg;
+    (void)ctx;
+    return 5;
+}
+
+static void broken_init(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 2,
+                                                  .initializer = init_fail }));
+    int x = 3;
+    conc_future *f = NULL;
+    int err = conc_pool_submit(p, t_square, &x, sizeof x, &f);
+    if (err == 0) {
+        conc_msg m;
+        CHECK_ERR(conc_future_result(f, &m, 30), CONC_EBROKEN);
+        CHECK(strstr(conc_future_error_message(f), "code 5") != NULL);
+        conc_future_free(f);
+    } else {
+        CHECK_ERR(err, CONC_EBROKEN);
+    }
+    /* then the pool refuses work, at once and for good */
+    double t0 = th_now();
+    while (conc_pool_submit(p, t_square, &x, sizeof x, &f) == 0) {
+        conc_future_free(f);
+        CHECK(th_now() - t0 < 10);
+        th_sleep(0.01);
+    }
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &f), CONC_EBROKEN);
+    conc_msg one = { &x, sizeof x }, out;
+    CHECK_ERR(conc_pool_map(p, t_square, &one, 1, &out, NULL), CONC_EBROKEN);
+    conc_pool_free(p);
+}
+
+TEST(broken_initializer_threads) { broken_init(CONC_THREADS); }
+TEST(broken_initializer_processes) { broken_init(CONC_PROCESSES); }
+
+static void max_tasks(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 1,
+                                                  .max_tasks_per_worker = 3 }));
+    int ids[9];
+    conc_future *f[9];
+    for (int i = 0; i < 9; i++) {
+        CHECK_OK(conc_pool_submit(p, t_whoami, NULL, 0, &f[i]));
+    }
+    for (int i = 0; i < 9; i++) {
+        conc_msg m;
+        CHECK_OK(conc_future_result(f[i], &m, 30));
+        ids[i] = int_out(&m);
+        conc_msg_free(&m);
+        conc_future_free(f[i]);
+    }
+    /* three lives of three tasks each */
+    for (int i = 0; i < 9; i++) {
+        CHECK_EQ(ids[i], ids[i / 3 * 3]);
+        if (i % 3 == 0 && i > 0) {
+            CHECK(ids[i] != ids[i - 1]);
+        }
+    }
+    /* a map's chunk is split between lives too */
+    int vals[10];
+    conc_msg in[10], out[10];
+    for (int i = 0; i < 10; i++) {
+        vals[i] = i;
+        in[i].data = &vals[i];
+        in[i].len = sizeof vals[i];
+    }
+    CHECK_OK(conc_pool_map(p, t_square, in, 10, out,
+                           &(conc_map_opts){ .chunksize = 10 }));
+    for (int i = 0; i < 10; i++) {
+        CHECK_EQ(int_out(&out[i]), i * i);
+        conc_msg_free(&out[i]);
+    }
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    conc_pool_free(p);
+}
+
+TEST(max_tasks_threads) { max_tasks(CONC_THREADS); }
+TEST(max_tasks_processes) { max_tasks(CONC_PROCESSES); }
+
+static void names(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 1,
+                                                  .name_prefix = "crunch" }));
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_comm, NULL, 0, &m, 30));
+    CHECK_EQ(m.len, 8);
+    CHECK(memcmp(m.data, "crunch-1", 8) == 0);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+    p = mk(kind, 0);
+    CHECK_EQ(conc_pool_workers(p), conc_cpu_count());
+    CHECK_OK(conc_pool_apply(p, t_comm, NULL, 0, &m, 30));
+    const char *want = kind == CONC_THREADS ? "ThreadPoolWorke" : "PoolWorker-";
+    CHECK(m.len >= strlen(want) && memcmp(m.data, want, strlen(want)) == 0);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}
+
+TEST(names_threads) { names(CONC_THREADS); }
+TEST(names_processes) { names(CONC_PROCESSES); }
+
+static void lifecycle(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    int x = 3;
+    conc_future *f;
+    CHECK_ERR(conc_pool_join(p, 0), CONC_ESTATE);
+    /* queued work still runs after close */
+    conc_future *fs[20];
+    for (int i = 0; i < 20; i++) {
+        int ms = 5;
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &fs[i]));
+    }
+    CHECK_OK(conc_pool_close(p));
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &f), CONC_ESTATE);
+    CHECK(f == NULL);
+    conc_msg m;
+    CHECK_ERR(conc_pool_apply(p, t_square, &x, sizeof x, &m, 1), CONC_ESTATE);
+    CHECK_OK(conc_pool_join(p, 30));
+    for (int i = 0; i < 20; i++) {
+        CHECK(conc_future_done(fs[i]));
+        CHECK_OK(conc_future_result(fs[i], NULL, 0));
+        conc_future_free(fs[i]);
+    }
+    CHECK_OK(conc_pool_join(p, 0)); /* twice is fine */
+    CHECK_OK(conc_pool_close(p));
+    conc_pool_free(p);
+
+    /* join with a timeout while a task still runs */
+    p = mk(kind, 1);
+    int ms = 400;
+    CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &f));
+    CHECK_OK(conc_pool_close(p));
+    double t0 = th_now();
+    CHECK_ERR(conc_pool_join(p, 0.05), CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 >= 0.05);
+    CHECK_OK(conc_pool_join(p, 30));
+    CHECK_OK(conc_future_result(f, NULL, 0));
+    conc_future_free(f);
+    conc_pool_free(p);
+}
+
+TEST(lifecycle_threads) { lifecycle(CONC_THREADS); }
+TEST(lifecycle_processes) { lifecycle(CONC_PROCESSES); }
+
+static void shutdown_cancel(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 1);
+    int ms = 200;
+    conc_future *busy, *q[10];
+    CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &busy));
+    double t0 = th_now();
+    while (!conc_future_running(busy)) {
+        CHECK(th_now() - t0 < 10);
+        th_sleep(0.001);
+    }
+    for (int i = 0; i < 10; i++) {
+        CHECK_OK(conc_pool_submit(p, t_square, &i, sizeof i, &q[i]));
+    }
+    CHECK_OK(conc_pool_shutdown(p, true, true));
+    CHECK_OK(conc_future_result(busy, NULL, 0));
+    int cancelled = 0;
+    for (int i = 0; i < 10; i++) {
+        CHECK(conc_future_done(q[i]));
+        if (conc_future_cancelled(q[i])) {
+            cancelled++;
+            CHECK_ERR(conc_future_result(q[i], NULL, 0), CONC_ECANCELLED);
+        } else {
+            CHECK_OK(conc_future_result(q[i], NULL, 0));
+        }
+        conc_future_free(q[i]);
+    }
+    /* processes may have sent one ahead into the busy worker's ring */
+    CHECK(cancelled >= 8);
+    conc_future_free(busy);
+    int x = 1;
+    conc_future *f;
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &f), CONC_ESTATE);
+    conc_pool_free(p);
+}
+
+TEST(shutdown_cancel_threads) { shutdown_cancel(CONC_THREADS); }
+TEST(shutdown_cancel_processes) { shutdown_cancel(CONC_PROCESSES); }
+
+static void terminate_pending(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    enum { N = 50 };
+    conc_future *f[N];
+    int ms = 100;
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &f[i]));
+    }
+    th_sleep(0.05);
+    double t0 = th_now();
+    CHECK_OK(conc_pool_terminate(p));
+    CHECK(th_now() - t0 < 5);
+    int cancelled = 0, ok = 0, failed = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(conc_future_done(f[i]));
+        int err = conc_future_result(f[i], NULL, 0);
+        if (conc_future_cancelled(f[i])) {
+            CHECK_ERR(err, CONC_ECANCELLED);
+            cancelled++;
+        } else if (err == 0) {
+            ok++;
+        } else {
+            CHECK_ERR(err, CONC_ECANCELLED);
+            CHECK(conc_future_error_message(f[i]) != NULL);
+            failed++;
+        }
+        conc_future_free(f[i]);
+    }
+    CHECK(cancelled >= N - 10);
+    CHECK_OK(conc_pool_join(p, 5));
+    int x = 1;
+    conc_future *g;
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &g), CONC_ESTATE);
+    conc_pool_free(p);
+}
+
+TEST(terminate_threads) { terminate_pending(CONC_THREADS); }
+TEST(terminate_processes) { terminate_pending(CONC_PROCESSES); }
+
+static void outlive(conc_pool_kind kind)
+{
+    /* futures and iterators outlive the pool; free order is free */
+    conc_pool *p = mk(kind, 1);
+    int ms = 50, x = 6;
+    conc_future *slow, *quick;
+    CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &slow));
+    CHECK_OK(conc_pool_submit(p, t_square, &x, sizeof x, &quick));
+    conc_msg in = { &x, sizeof x };
+    conc_iter *it;
+    CHECK_OK(conc_pool_imap(p, t_square, &in, 1, &it, NULL));
+    conc_pool_free(p);
+    CHECK(conc_future_done(slow) && conc_future_done(quick));
+    conc_msg m;
+    int err = conc_iter_next(it, &m, 5);
+    CHECK(err == 0 || err == CONC_ECANCELLED);
+    conc_msg_free(&m);
+    CHECK_ERR(conc_iter_next(it, &m, 5), CONC_ECLOSED);
+    conc_future_free(quick);
+    conc_iter_free(it);
+    conc_future_free(slow);
+}
+
+TEST(outlive_threads) { outlive(CONC_THREADS); }
+TEST(outlive_processes) { outlive(CONC_PROCESSES); }
+
+TEST(bad_arguments)
+{
+    conc_pool *p;
+    CHECK_ERR(conc_pool_new(NULL, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .kind = 7 }), CONC_EINVAL);
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .workers = 5000 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .task_timeout = NAN }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .task_timeout = -1 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .max_message_bytes = (size_t)2 << 30 }),
+              CONC_EINVAL);
+    CHECK(p == NULL);
+    p = mk(CONC_THREADS, 1);
+    conc_future *f;
+    int x = 1;
+    CHECK_ERR(conc_pool_submit(NULL, t_square, &x, 4, &f), CONC_EINVAL);
+    CHECK_ERR(conc_pool_submit(p, NULL, &x, 4, &f), CONC_EINVAL);
+    CHECK_ERR(conc_pool_submit(p, t_square, NULL, 4, &f), CONC_EINVAL);
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, 4, NULL), CONC_EINVAL);
+    conc_msg m, out[1];
+    CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, &m, NAN), CONC_EINVAL);
+    CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, &m, -2), CONC_EINVAL);
+    CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, NULL, 1), CONC_EINVAL);
+    conc_msg in = { &x, 4 }, badin = { NULL, 4 };
+    CHECK_ERR(conc_pool_map(p, NULL, &in, 1, out, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_map(p, t_square, &badin, 1, out, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_map(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_map(p, t_square, &in, 1, out,
+                            &(conc_map_opts){ .timeout = -3 }),
+              CONC_EINVAL);
+    conc_iter *it;
+    CHECK_ERR(conc_pool_imap(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_imap_unordered(NULL, t_square, &in, 1, &it, NULL),
+              CONC_EINVAL);
+    CHECK(it == NULL);
+    CHECK_ERR(conc_iter_next(NULL, &m, 0), CONC_EINVAL);
+    CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_join(NULL, 1), CONC_EINVAL);
+    CHECK_ERR(conc_pool_join(p, NAN), CONC_EINVAL);
+    CHECK_ERR(conc_pool_terminate(NULL), CONC_EINVAL);
+    CHECK_ERR(conc_pool_shutdown(NULL, true, true), CONC_EINVAL);
+    CHECK_EQ(conc_pool_workers(NULL), 0);
+    conc_pool_free(NULL);
+    conc_iter_free(NULL);
+    conc_pool_free(p);
+}
+
+/* A task that makes an output of x bytes. */
+static int t_make(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    char *b = calloc(1, (size_t)x + 1);
+    memset(b, 'z', (size_t)x);
+    int err = conc_buf_append(out, b, (size_t)x);
+    free(b);
+    return err == CONC_ENOMEM ? 99 : err;
+}
+
+TEST(message_limits_processes)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
+                                                  .max_message_bytes = 4096 }));
+    static char big[5000];
+    memset(big, 'b', sizeof big);
+    conc_future *f;
+    CHECK_ERR(conc_pool_submit(p, t_echo, big, sizeof big, &f), CONC_ETOOBIG);
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_echo, big, 4096, &m, 30));
+    CHECK_EQ(m.len, 4096);
+    CHECK(memcmp(m.data, big, 4096) == 0);
+    conc_msg_free(&m);
+    int x = 4097;
+    CHECK_EQ(conc_pool_apply(p, t_make, &x, sizeof x, &m, 30), 99);
+    conc_msg_free(&m);
+    /* many messages near the limit wrap the rings many times */
+    conc_msg in[200], out[200];
+    for (int i = 0; i < 200; i++) {
+        in[i].data = big;
+        in[i].len = (size_t)(4096 - i * 7);
+    }
+    CHECK_OK(conc_pool_map(p, t_echo, in, 200, out,
+                           &(conc_map_opts){ .chunksize = 3 }));
+    for (int i = 0; i < 200; i++) {
+        CHECK_EQ(out[i].len, in[i].len);
+        CHECK(memcmp(out[i].data, big, out[i].len) == 0);
+        conc_msg_free(&out[i]);
+    }
+    CHECK_ERR(conc_pool_map(p, t_echo, (conc_msg[]){ { big, 5000 } }, 1, out,
+                            NULL),
+              CONC_ETOOBIG);
+    conc_pool_free(p);
+    /* a large message with the default limit */
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    size_t n = 3 << 20;
+    char *mb = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        mb[i] = (char)(i * 31);
+    }
+    for (int r = 0; r < 4; r++) {
+        CHECK_OK(conc_pool_apply(p, t_echo, mb, n, &m, 30));
+        CHECK_EQ(m.len, n);
+        CHECK(memcmp(m.data, mb, n) == 0);
+        conc_msg_free(&m);
+    }
+    free(mb);
+    conc_pool_free(p);
+}
+
+static void fault_loop(conc_pool_kind kind)
+{
+    int fired = 0;
+    for (long n = 1; n < 500; n++) {
+        conc_pool *p = NULL;
+        conc__fault_arm(n);
+        int err = conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                       .workers = 2 });
+        bool hit = conc__fault_fired();
+        conc__fault_arm(0);
+        if (err == 0) {
+            conc_future *f = NULL;
+            int x = 4;
+            conc__fault_arm(n);
+            err = conc_pool_submit(p, t_square, &x, sizeof x, &f);
+            hit = hit || conc__fault_fired();
+            conc__fault_arm(0);
+            if (err == 0) {
+                CHECK_OK(conc_future_result(f, NULL, 30));
+                conc_future_free(f);
+            } else {
+                CHECK_ERR(err, CONC_ENOMEM);
+                CHECK(f == NULL);
+            }
+            conc_pool_free(p);
+            if (!hit) {
+                break;
+            }
+        } else {
+            CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+            CHECK(p == NULL);
+        }
+        fired++;
+    }
+    CHECK(fired > 2);
+}
+
+TEST(fault_injection_threads) { fault_loop(CONC_THREADS); }
+TEST(fault_injection_processes) { fault_loop(CONC_PROCESSES); }
+
+/* 4 threads submit and map at once into one pool */
+struct hammer {
+    conc_pool *p;
+    int base;
+};
+static void *hammer_main(void *arg)
+{
+    struct hammer *h = arg;
+    for (int i = 0; i < 100; i++) {
+        int x = h->base + i;
+        conc_msg m;
+        if (conc_pool_apply(h->p, t_square, &x, sizeof x, &m, 30) != 0 ||
+            int_out(&m) != x * x) {
+            return (void *)1;
+        }
+        conc_msg_free(&m);
+    }
+    return NULL;
+}
+
+static void many_submitters(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    pthread_t t[4];
+    struct hammer h[4];
+    for (int i = 0; i < 4; i++) {
+        h[i].p = p;
+        h[i].base = i * 1000;
+        pthread_create(&t[i], NULL, hammer_main, &h[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        CHECK(r == NULL);
+    }
+    conc_pool_free(p);
+}
+
+TEST(many_submitters_threads) { many_submitters(CONC_THREADS); }
+TEST(many_submitters_processes) { many_submitters(CONC_PROCESSES); }

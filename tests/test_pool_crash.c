@@ -1,0 +1,378 @@
+/* test_pool_crash.c - a pool outlives its workers.  A process worker that
+ * segfaults, aborts, calls exit() or is SIGKILLed from outside fails only
+ * the task it held (CONC_EWORKERDIED), is replaced, and every queued task
+ * still completes correctly; a task past task_timeout fails with
+ * CONC_ETIMEDOUT and its worker is replaced (processes: killed; threads:
+ * abandoned); terminate with pending futures leaves none waiting; and
+ * workers killed at random while a map runs never make a result wrong or
+ * a call hang. */
+#include "pool_tasks.h"
+
+#include <dirent.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+/* Submits, for each round, one crashing task between ordinary ones and
+ * checks that exactly the crashing ones failed. */
+static void crash_kind(int kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    enum { ROUNDS = 5, PER = 20 };
+    conc_future *f[ROUNDS * PER];
+    int vals[ROUNDS * PER];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < PER; i++) {
+            int k = r * PER + i;
+            vals[k] = i == 7 ? -kind : k;
+            CHECK_OK(conc_pool_submit(p, t_crash, &vals[k], sizeof vals[k],
+                                      &f[k]));
+        }
+    }
+    for (int k = 0; k < ROUNDS * PER; k++) {
+        conc_msg m;
+        int err = conc_future_result(f[k], &m, 30);
+        if (vals[k] < 0) {
+            CHECK_ERR(err, CONC_EWORKERDIED);
+            const char *msg = conc_future_error_message(f[k]);
+            CHECK(msg != NULL && strstr(msg, "PoolWorker-") != NULL);
+            CHECK(strstr(msg, "died: ") != NULL);
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+            /* (sanitizers turn a segfault, and their leak check at exit,
+             * into an exit status of their own) */
+            CHECK(strstr(msg, kind == 3   ? "exited with code 3"
+                              : kind == 4 ? "killed by signal 9"
+                              : kind == 1 ? "killed by signal 11"
+                                          : "killed by signal 6") != NULL);
+#endif
+        } else {
+            CHECK_OK(err);
+            CHECK_EQ(int_out(&m), vals[k] * vals[k]);
+        }
+        conc_msg_free(&m);
+        conc_future_free(f[k]);
+    }
+    /* the pool still has its two workers and works */
+    int x = 9;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 81);
+    conc_msg_free(&m);
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    conc_pool_free(p);
+}
+
+TEST(worker_segfaults) { crash_kind(1); }
+TEST(worker_aborts) { crash_kind(2); }
+TEST(worker_calls_exit) { crash_kind(3); }
+TEST(worker_kills_itself) { crash_kind(4); }
+
+/* Where a worker writes its pid before it sleeps: shared memory made
+ * before the pool, so every worker inherits it. */
+static _Atomic int *shared_pid;
+
+static int t_pid_sleep(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    atomic_store(shared_pid, (int)getpid());
+    return t_sleep(in, len, out, ctx);
+}
+
+/* SIGKILL from outside, with a map of chunks queued: the killed task
+ * fails, the queue runs on. */
+TEST(worker_killed_from_outside)
+{
+    shared_pid = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(shared_pid != MAP_FAILED);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    for (int round = 0; round < 3; round++) {
+        int ms = 2000;
+        atomic_store(shared_pid, 0);
+        conc_future *victim;
+        CHECK_OK(conc_pool_submit(p, t_pid_sleep, &ms, sizeof ms, &victim));
+        enum { N = 40 };
+        int vals[N];
+        conc_msg in[N];
+        for (int i = 0; i < N; i++) {
+            vals[i] = i;
+            in[i].data = &vals[i];
+            in[i].len = sizeof vals[i];
+        }
+        conc_iter *it;
+        CHECK_OK(conc_pool_imap(p, t_square, in, N, &it,
+                                &(conc_map_opts){ .chunksize = 4 }));
+        double t0 = th_now();
+        while (atomic_load(shared_pid) == 0) {
+            CHECK(th_now() - t0 < 10);
+            th_sleep(0.001);
+        }
+        CHECK(conc_future_running(victim));
+        CHECK_OK(kill(atomic_load(shared_pid), SIGKILL));
+        CHECK_ERR(conc_future_result(victim, NULL, 30), CONC_EWORKERDIED);
+        CHECK(th_now() - t0 < 1.9);
+        CHECK(strstr(conc_future_error_message(victim), "signal 9") != NULL);
+        conc_future_free(victim);
+        conc_msg m;
+        for (int i = 0; i < N; i++) {
+            CHECK_OK(conc_iter_next(it, &m, 30));
+            CHECK_EQ(int_out(&m), i * i);
+            conc_msg_free(&m);
+        }
+        conc_iter_free(it);
+    }
+    conc_pool_free(p);
+    munmap(shared_pid, 4096);
+}
+
+/* A map whose chunks hold crashing items: only those items fail. */
+TEST(crash_inside_chunks)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    enum { N = 100 };
+    int vals[N];
+    conc_msg in[N], out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i % 10 == 3 ? -(1 + i % 4) : i;
+        in[i].data = &vals[i];
+        in[i].len = sizeof vals[i];
+    }
+    for (size_t chunk = 1; chunk <= 16; chunk *= 4) {
+        int err = conc_pool_map(p, t_crash, in, N, out,
+                                &(conc_map_opts){ .chunksize = chunk });
+        CHECK_ERR(err, CONC_EWORKERDIED);
+        conc_iter *it;
+        CHECK_OK(conc_pool_imap_unordered(p, t_crash, in, N, &it,
+                                          &(conc_map_opts){ .chunksize =
+                                                                chunk }));
+        int died = 0;
+        for (int i = 0; i < N; i++) {
+            CHECK_EQ(out[i].len, vals[i] < 0 ? 0 : 4);
+            if (vals[i] >= 0) {
+                CHECK_EQ(int_out(&out[i]), vals[i] * vals[i]);
+            }
+            conc_msg_free(&out[i]);
+            conc_msg m;
+            int e = conc_iter_next(it, &m, 30);
+            size_t k = conc_iter_index(it);
+            if (vals[k] < 0) {
+                CHECK_ERR(e, CONC_EWORKERDIED);
+                died++;
+            } else {
+                CHECK_OK(e);
+                CHECK_EQ(int_out(&m), vals[k] * vals[k]);
+            }
+            conc_msg_free(&m);
+        }
+        CHECK_EQ(died, N / 10);
+        conc_iter_free(it);
+    }
+    conc_pool_free(p);
+}
+
+static int t_hang(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    int x = int_in(in, len);
+    if (x < 0) {
+        th_sleep(-x / 1000.0);
+    }
+    return t_square(in, len, out, ctx);
+}
+
+static void timeouts(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 2,
+                                                  .task_timeout = 0.2 }));
+    enum { N = 30 };
+    conc_future *f[N];
+    int vals[N];
+    double t0 = th_now();
+    for (int i = 0; i < N; i++) {
+        vals[i] = i % 10 == 4 ? -3000 : i;
+        CHECK_OK(conc_pool_submit(p, t_hang, &vals[i], sizeof vals[i], &f[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        conc_msg m;
+        int err = conc_future_result(f[i], &m, 30);
+        if (vals[i] < 0) {
+            CHECK_ERR(err, CONC_ETIMEDOUT);
+            CHECK(strstr(conc_future_error_message(f[i]), "timeout") != NULL);
+        } else {
+            CHECK_OK(err);
+            CHECK_EQ(int_out(&m), vals[i] * vals[i]);
+        }
+        conc_msg_free(&m);
+        conc_future_free(f[i]);
+    }
+    double took = th_now() - t0;
+    CHECK(took >= 0.2);
+    CHECK(took < 2.9); /* the 3 s sleeps were cut short */
+    /* a map with a timed-out item */
+    conc_msg in[6], out[6];
+    int mv[6] = { 1, 2, -3000, 4, 5, 6 };
+    for (int i = 0; i < 6; i++) {
+        in[i].data = &mv[i];
+        in[i].len = sizeof mv[i];
+    }
+    CHECK_ERR(conc_pool_map(p, t_hang, in, 6, out,
+                            &(conc_map_opts){ .chunksize = 3 }),
+              CONC_ETIMEDOUT);
+    for (int i = 0; i < 6; i++) {
+        if (mv[i] > 0) {
+            CHECK_EQ(int_out(&out[i]), mv[i] * mv[i]);
+        }
+        conc_msg_free(&out[i]);
+    }
+    conc_pool_free(p);
+}
+
+TEST(task_timeout_processes) { timeouts(CONC_PROCESSES); }
+TEST(task_timeout_threads) { timeouts(CONC_THREADS); }
+
+static void terminate_hang(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 2 }));
+    enum { N = 30 };
+    conc_future *f[N];
+    int ms = kind == CONC_THREADS ? 300 : 60000;
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &f[i]));
+    }
+    conc_msg in = { &ms, sizeof ms };
+    conc_iter *it;
+    CHECK_OK(conc_pool_imap(p, t_sleep, &in, 1, &it, NULL));
+    th_sleep(0.05);
+    double t0 = th_now();
+    CHECK_OK(conc_pool_terminate(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    CHECK(th_now() - t0 < 5);
+    for (int i = 0; i < N; i++) {
+        CHECK(conc_future_done(f[i]));
+        CHECK_ERR(conc_future_result(f[i], NULL, 0), CONC_ECANCELLED);
+        conc_future_free(f[i]);
+    }
+    conc_msg m;
+    CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECANCELLED);
+    CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECLOSED);
+    conc_iter_free(it);
+    conc_pool_free(p);
+    if (kind == CONC_THREADS) {
+        th_sleep(0.4); /* let the abandoned threads end before the check */
+    }
+}
+
+TEST(terminate_hanging_processes) { terminate_hang(CONC_PROCESSES); }
+TEST(terminate_hanging_threads) { terminate_hang(CONC_THREADS); }
+
+/* Kills random workers while maps run: every result is right or
+ * CONC_EWORKERDIED, nothing hangs. */
+struct killer {
+    _Atomic bool stop;
+    _Atomic int kills;
+};
+
+static void *killer_main(void *arg)
+{
+    struct killer *k = arg;
+    unsigned seed = 12345;
+    while (!atomic_load(&k->stop)) {
+        th_sleep(0.003 + (rand_r(&seed) % 10) / 1000.0);
+        /* our children named PoolWorker-* */
+        pid_t pids[64];
+        int n = 0;
+        char path[300];
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        while (d != NULL && (de = readdir(d)) != NULL && n < 64) {
+            int pid = atoi(de->d_name);
+            if (pid <= 0) {
+                continue;
+            }
+            snprintf(path, sizeof path, "/proc/%d/stat", pid);
+            FILE *fp = fopen(path, "r");
+            if (fp == NULL) {
+                continue;
+            }
+            char buf[256] = { 0 };
+            if (fgets(buf, sizeof buf, fp) == NULL) {
+                buf[0] = '\0';
+            }
+            fclose(fp);
+            char *c = strchr(buf, '(');
+            char *e = strrchr(buf, ')');
+            int ppid = 0;
+            char st;
+            if (c && e && strncmp(c + 1, "PoolWorker-", 11) == 0 &&
+                sscanf(e + 2, "%c %d", &st, &ppid) == 2 && ppid == getpid()) {
+                pids[n++] = pid;
+            }
+        }
+        if (d != NULL) {
+            closedir(d);
+        }
+        if (n > 0) {
+            kill(pids[rand_r(&seed) % (unsigned)n], SIGKILL);
+            atomic_fetch_add(&k->kills, 1);
+        }
+    }
+    return NULL;
+}
+
+static int t_work(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    volatile long s = 0;
+    for (int i = 0; i < 20000; i++) {
+        s += i;
+    }
+    (void)s;
+    return t_square(in, len, out, ctx);
+}
+
+TEST_T(random_kills_during_map, 120)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    struct killer k = { false, 0 };
+    pthread_t th;
+    pthread_create(&th, NULL, killer_main, &k);
+    enum { N = 2000 };
+    static int vals[N];
+    static conc_msg in[N], out[N];
+    for (int i = 0; i < N; i++) {
+        vals[i] = i;
+        in[i].data = &vals[i];
+        in[i].len = sizeof vals[i];
+    }
+    int died = 0;
+    for (int round = 0; round < 6; round++) {
+        int err = conc_pool_map(p, t_work, in, N, out,
+                                &(conc_map_opts){ .chunksize =
+                                                      (size_t)(round * 7) });
+        CHECK(err == 0 || err == CONC_EWORKERDIED);
+        for (int i = 0; i < N; i++) {
+            if (out[i].len == 0) {
+                died++;
+            } else {
+                CHECK_EQ(int_out(&out[i]), i * i);
+            }
+            conc_msg_free(&out[i]);
+        }
+    }
+    atomic_store(&k.stop, true);
+    pthread_join(th, NULL);
+    CHECK(atomic_load(&k.kills) > 0);
+    /* a death fails at most the item running, so never more than kills */
+    CHECK(died <= atomic_load(&k.kills));
+    int x = 5;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 25);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}

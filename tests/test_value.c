@@ -1,0 +1,258 @@
+/* test_value.c - conc_value: Value/Array (with a conc_lock) and
+ * RawValue/RawArray (without), anonymous and named: sizes, zero fill,
+ * alignment, sharing with forked children, exact totals under the lock
+ * from several processes, conc_value_open from an unrelated process,
+ * every bad argument, and fault loops. */
+#include "harness.h"
+
+#include "shared_int.h"
+
+#include <errno.h>
+#include <sys/wait.h>
+
+static bool shm_exists(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "/dev/shm/%s", name[0] == '/' ? name + 1 : name);
+    return access(path, F_OK) == 0;
+}
+
+TEST(value_raw_and_locked_basics)
+{
+    conc_value *raw = NULL, *val = NULL;
+    CHECK_OK(conc_value_new(&raw, &(conc_value_opts){ .size = sizeof(int) }));
+    CHECK(conc_value_lock(raw) == NULL); /* RawValue */
+    CHECK_EQ(conc_value_size(raw), sizeof(int));
+    int *ip = conc_value_ptr(raw);
+    CHECK(ip != NULL);
+    CHECK_EQ((uintptr_t)ip % 64, 0);
+    CHECK_EQ(*ip, 0);
+    *ip = 42;
+    CHECK_EQ(*(int *)conc_value_ptr(raw), 42);
+
+    CHECK_OK(conc_value_new(&val, &(conc_value_opts){ .size = 100000,
+                                                       .lock = true }));
+    conc_lock *l = conc_value_lock(val);
+    CHECK(l != NULL);
+    CHECK_EQ(conc_value_size(val), 100000);
+    unsigned char *p = conc_value_ptr(val);
+    for (size_t i = 0; i < 100000; i++) {
+        CHECK_EQ(p[i], 0);
+    }
+    CHECK_OK(conc_lock_acquire(l, CONC_FOREVER));
+    CHECK(conc_lock_locked(l));
+    CHECK_ERR(conc_lock_acquire(l, 0), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(l));
+    conc_value_free(raw);
+    conc_value_free(val);
+    conc_value_free(NULL);
+    CHECK(conc_value_ptr(NULL) == NULL);
+    CHECK_EQ(conc_value_size(NULL), 0);
+    CHECK(conc_value_lock(NULL) == NULL);
+}
+
+TEST(value_bad_arguments_are_einval)
+{
+    conc_value *v = (conc_value *)1;
+    CHECK_ERR(conc_value_new(NULL, &(conc_value_opts){ .size = 4 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_value_new(&v, NULL), CONC_EINVAL);
+    CHECK(v == NULL);
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 0 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = SIZE_MAX }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 4,
+                                                     .name = "a/b" }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 4,
+                                                     .name = "" }),
+              CONC_EINVAL);
+    /* A named value has no lock to share: refused, not silently raw. */
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 4,
+                                                     .lock = true,
+                                                     .name = "/conc_tv" }),
+              CONC_EINVAL);
+    CHECK(!shm_exists("/conc_tv"));
+    CHECK_ERR(conc_value_open(NULL, "/conc_tv"), CONC_EINVAL);
+    CHECK_ERR(conc_value_open(&v, NULL), CONC_EINVAL);
+    CHECK_ERR(conc_value_open(&v, "x/y"), CONC_EINVAL);
+    errno = 0;
+    CHECK_ERR(conc_value_open(&v, "/conc_test_no_such_value"), CONC_ESYS);
+    CHECK_EQ(errno, ENOENT);
+    CHECK(v == NULL);
+}
+
+static conc_value *counter;
+
+static int add_under_lock(void *arg)
+{
+    int n = *(int *)arg;
+    long *c = conc_value_ptr(counter);
+    conc_lock *l = conc_value_lock(counter);
+    for (int i = 0; i < n; i++) {
+        if (conc_lock_acquire(l, CONC_FOREVER) != 0) {
+            return 3;
+        }
+        long v = *c; /* v.value += 1, which is not atomic by itself */
+        *c = v + 1;
+        if (conc_lock_release(l) != 0) {
+            return 4;
+        }
+    }
+    return 0;
+}
+
+TEST(value_lock_makes_increments_exact_across_processes)
+{
+    CHECK_OK(conc_value_new(&counter, &(conc_value_opts){ .size = sizeof(long),
+                                                           .lock = true }));
+    int n = 20000;
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        kids[i] = th_fork(add_under_lock, &n);
+    }
+    CHECK_EQ(add_under_lock(&n), 0);
+    for (int i = 0; i < 3; i++) {
+        int st = th_wait(kids[i], 60);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    CHECK_EQ(*(long *)conc_value_ptr(counter), 4L * n);
+    conc_value_free(counter);
+}
+
+static conc_value *array;
+
+static int fill_array(void *arg)
+{
+    (void)arg;
+    int *a = conc_value_ptr(array);
+    size_t n = conc_value_size(array) / sizeof(int);
+    for (size_t i = 0; i < n; i++) {
+        a[i] = (int)(i * i);
+    }
+    return 0;
+}
+
+TEST(value_array_is_shared_with_a_child)
+{
+    /* Array('i', 1000) as a RawArray. */
+    CHECK_OK(conc_value_new(&array, &(conc_value_opts){ .size = 1000 * sizeof(int) }));
+    int st = th_wait(th_fork(fill_array, NULL), 20);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int *a = conc_value_ptr(array);
+    for (int i = 0; i < 1000; i++) {
+        CHECK_EQ(a[i], i * i);
+    }
+    conc_value_free(array);
+}
+
+TEST(value_named_opened_by_an_unrelated_process)
+{
+    char name[128];
+    snprintf(name, sizeof name, "/conc_test_value_%d", (int)getpid());
+    conc_value *v = NULL, *o = NULL;
+    CHECK_OK(conc_value_new(&v, &(conc_value_opts){ .size = 200,
+                                                     .name = name }));
+    CHECK(conc_value_lock(v) == NULL);
+    CHECK_EQ((uintptr_t)conc_value_ptr(v) % 64, 0);
+    strcpy(conc_value_ptr(v), "shared text");
+    /* Opened here too: same bytes, same size. */
+    CHECK_OK(conc_value_open(&o, name));
+    CHECK_EQ(conc_value_size(o), 200);
+    CHECK_STR((char *)conc_value_ptr(o), "shared text");
+    conc_value_free(o);
+    char *argv[] = { (char *)th_prog("prog_shm_peer"), "value", name, NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 20);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        th_fail(__FILE__, __LINE__, "peer: status %#x, output:\n%s",
+                (unsigned)st, out);
+    }
+    CHECK(strstr(out, "size 200\n") != NULL);
+    CHECK(strstr(out, "text shared text\n") != NULL);
+    CHECK(strstr(out, "lock none\n") != NULL);
+    free(out);
+    CHECK_STR((char *)conc_value_ptr(v) + 64, "pong");
+    /* Creating the same name again fails and leaves it alone. */
+    conc_value *dup = NULL;
+    errno = 0;
+    CHECK_ERR(conc_value_new(&dup, &(conc_value_opts){ .size = 8,
+                                                        .name = name }),
+              CONC_ESYS);
+    CHECK_EQ(errno, EEXIST);
+    conc_value_free(v);
+    CHECK(!shm_exists(name));
+}
+
+TEST(value_open_rejects_a_segment_that_is_not_a_value)
+{
+    char name[128];
+    snprintf(name, sizeof name, "/conc_test_notvalue_%d", (int)getpid());
+    conc_shm *m = NULL;
+    conc_value *v = NULL;
+    CHECK_OK(conc_shm_create(&m, name, 4096)); /* zero magic */
+    CHECK_ERR(conc_value_open(&v, name), CONC_EINVAL);
+    CHECK(v == NULL);
+    memset(conc_shm_ptr(m), 0xab, 4096); /* garbage magic */
+    CHECK_ERR(conc_value_open(&v, name), CONC_EINVAL);
+    conc_shm_free(m);
+}
+
+TEST(value_fault_loops)
+{
+    for (int lock = 0; lock < 2; lock++) {
+        int n;
+        for (n = 1;; n++) {
+            conc_value *v = NULL;
+            conc__fault_arm(n);
+            int err = conc_value_new(&v, &(conc_value_opts){ .size = 64,
+                                                              .lock = lock });
+            bool fired = conc__fault_fired();
+            conc__fault_arm(0);
+            if (!fired) {
+                CHECK_OK(err);
+                conc_value_free(v);
+                break;
+            }
+            CHECK_ERR(err, CONC_ENOMEM);
+            CHECK(v == NULL);
+            CHECK(n < 50);
+        }
+        CHECK(n >= 2 + lock);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "/conc_test_vfault_%d", (int)getpid());
+    conc_value *v = NULL;
+    for (int n = 1;; n++) {
+        conc__fault_arm(n);
+        int err = conc_value_new(&v, &(conc_value_opts){ .size = 64,
+                                                          .name = name });
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!fired) {
+            CHECK_OK(err);
+            break;
+        }
+        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+        CHECK(!shm_exists(name));
+        CHECK(n < 50);
+    }
+    for (int n = 1;; n++) {
+        conc_value *o = NULL;
+        conc__fault_arm(n);
+        int err = conc_value_open(&o, name);
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!fired) {
+            CHECK_OK(err);
+            conc_value_free(o);
+            break;
+        }
+        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+        CHECK(o == NULL);
+        CHECK(n < 50);
+    }
+    conc_value_free(v);
+    CHECK(!shm_exists(name));
+}
