@@ -4,7 +4,9 @@
  *
  * Throughput: N messages of 64 B, 1 KiB and 64 KiB from 1 producer
  * process to 1 consumer process, and from 2 to 2, for
- *   conc_queue     libconc's queue (default capacity, unbounded in items)
+ *   conc_queue     libconc's queue, 1 MiB capacity (as the mutex+cv
+ *                  ring; a line below the table gives the default
+ *                  capacity's 1 -> 1 figures), unbounded in items
  *   mp.Queue       Python's multiprocessing.Queue (bench/py_queue.py)
  *   pipe()         a raw pipe, one write() and one read() per message
  *   mq_send        a POSIX message queue (64 KiB is over the default
@@ -21,12 +23,19 @@
  * Round trip: a 64 B request and its 64 B answer, over two conc_queues,
  * a conc_pipe, two raw pipes, Python's mp.Pipe, and a pure spin ping-pong
  * on two shared cache lines (the floor: no system call, both sides
- * spinning).  Bandwidth: single-thread memcpy of 64 KiB, the yardstick
+ * spinning); and, for conc_queue and pipe(), with a 1 ms pause before
+ * each request, so the server has gone to sleep: the wake-up path, with
+ * its slowest round trip (a lost wake-up would show there, or hang).
+ * Bandwidth: single-thread memcpy of 64 KiB, the yardstick
  * for the 64 KiB rows (a message is copied in and copied out).
  *
  * Every message carries 1 in its first byte; a message with 0 there is a
  * producer's end signal, and each consumer stops at the first it gets,
  * so every run also checks that exactly N messages arrived.
+ *
+ *   bench_queue                  everything, about 30 s
+ *   bench_queue conc_queue spin  only the systems whose names contain an
+ *                                argument (mp.Queue / mp.Pipe run Python)
  */
 #define _GNU_SOURCE
 
@@ -49,6 +58,10 @@
 #include <unistd.h>
 
 #define TARGET_S 0.3
+/* Room for message bytes in both shared-memory rings measured, the
+ * mutex+cv ring's and conc_queue's: the same 1 MiB, so neither has a
+ * cache advantage. */
+#define RING_CAP ((size_t)1 << 20)
 
 static uint64_t now_ns(void)
 {
@@ -130,6 +143,16 @@ static long consume_loop(void *st, size_t size,
 
 /* conc_queue */
 static void *cq_open(size_t size)
+{
+    (void)size;
+    conc_queue *q = NULL;
+    return conc_queue_new(&q, &(conc_queue_opts){ .capacity_bytes = RING_CAP })
+                   == 0
+               ? q
+               : NULL;
+}
+/* conc_queue as a user gets it: opts NULL, the default capacity. */
+static void *cq_open_default(size_t size)
 {
     (void)size;
     conc_queue *q = NULL;
@@ -309,7 +332,6 @@ static void mq_close_(void *st, size_t size)
 }
 
 /* A byte ring in shared memory under one mutex and two condvars. */
-#define RING_CAP ((size_t)1 << 20)
 struct ring {
     pthread_mutex_t mu;
     pthread_cond_t not_empty, not_full;
@@ -519,6 +541,9 @@ static const sys systems[NSYS] = {
     [S_ZMQ] = { "zmq ipc", zq_open, zq_produce, zq_consume, zq_close },
     [S_CP] = { "conc_pipe", cp_open, cp_produce, cp_consume, cp_close },
 };
+
+static const sys cq_default = { "conc_queue", cq_open_default, cq_produce,
+                                 cq_consume, cq_close };
 
 /* ---- the throughput runner ------------------------------------------ */
 
@@ -808,8 +833,12 @@ static const rt_sys rt_systems[NRT] = {
 };
 
 /* Microseconds per round trip over n round trips (after a warm-up), or
- * a negative value on failure. */
-static double rt_once(const rt_sys *r, long n)
+ * a negative value on failure.  pause_us > 0: the client sleeps that long
+ * before each request (not timed), so a server that spins only briefly
+ * has gone to sleep when the request comes: the wake-up path; *max_us
+ * then gets the slowest single round trip. */
+static double rt_once_p(const rt_sys *r, long n, long pause_us,
+                        double *max_us)
 {
     void *st = r->open();
     if (st == NULL) {
@@ -836,11 +865,38 @@ static double rt_once(const rt_sys *r, long n)
         err = r->ask(st, buf);
     }
     uint64_t t0 = now_ns();
-    for (long i = 0; i < n && err == 0; i++) {
-        buf[0] = 1;
-        err = r->ask(st, buf);
+    uint64_t t1 = t0;
+    if (pause_us <= 0) {
+        /* At most n, and at most 3 * TARGET_S: a spinning pair on a busy
+         * machine can slow down a thousandfold after calibration. */
+        long done = 0;
+        while (done < n && err == 0) {
+            buf[0] = 1;
+            err = r->ask(st, buf);
+            done++;
+            if ((done & 255) == 0 &&
+                now_ns() - t0 > (uint64_t)(3 * TARGET_S * 1e9)) {
+                break;
+            }
+        }
+        t1 = now_ns();
+        n = done;
+    } else {
+        uint64_t worst = 0;
+        for (long i = 0; i < n && err == 0; i++) {
+            struct timespec ts = { 0, pause_us * 1000 };
+            nanosleep(&ts, NULL);
+            buf[0] = 1;
+            uint64_t a = now_ns();
+            err = r->ask(st, buf);
+            uint64_t b = now_ns();
+            t1 += b - a;
+            if (b - a > worst) {
+                worst = b - a;
+            }
+        }
+        *max_us = (double)worst / 1e3;
     }
-    uint64_t t1 = now_ns();
     buf[0] = 0;
     if (r->ask == sp_ask) {
         sp_ask(st, buf);
@@ -858,6 +914,11 @@ static double rt_once(const rt_sys *r, long n)
         return -1;
     }
     return (double)(t1 - t0) / 1e3 / (double)n;
+}
+
+static double rt_once(const rt_sys *r, long n)
+{
+    return rt_once_p(r, n, 0, NULL);
 }
 
 static double rt(const rt_sys *r)
@@ -925,6 +986,8 @@ static const int topo[2] = { 1, 2 }; /* producers = consumers */
 static double res[3][2][NSYS];        /* [size][topology][system] msgs/s */
 static double rts[NRT];               /* microseconds per round trip */
 static double mp_pipe_rate;           /* mp.Pipe 64 B 1 -> 1, msgs/s */
+static double cq_default_rate[3];     /* conc_queue, opts NULL, 1 -> 1 */
+static double rt_asleep[NRT], rt_asleep_max[NRT]; /* peer asleep, us */
 
 static int size_index(size_t size)
 {
@@ -1059,9 +1122,18 @@ int main(int argc, char **argv)
             }
         }
     }
+    for (int si = 0; si < 3 && wanted("conc_queue"); si++) {
+        cq_default_rate[si] = tput(&cq_default, sizes[si], 1, 1);
+    }
     for (int k = 0; k < NRT; k++) {
         if (k != R_MPPIPE && wanted(rt_systems[k].name)) {
             rts[k] = rt(&rt_systems[k]);
+        }
+    }
+    for (int k = 0; k < NRT; k++) {
+        if ((k == R_CQ || k == R_PIPE) && wanted(rt_systems[k].name)) {
+            rt_asleep[k] = rt_once_p(&rt_systems[k], 300, 1000,
+                                     &rt_asleep_max[k]);
         }
     }
     double mc = memcpy_bw(65536);
@@ -1090,6 +1162,14 @@ int main(int argc, char **argv)
             printf("\n");
         }
     }
+    printf("  conc_queue with its default capacity (%zu MiB), 1->1:",
+           (size_t)CONC_QUEUE_DEFAULT_CAPACITY >> 20);
+    for (int si = 0; si < 3; si++) {
+        char cell[32];
+        fmt_rate(cell, sizeof cell, cq_default_rate[si]);
+        printf("  %s %s", size_names[si], cell);
+    }
+    printf("\n");
     printf("\nbandwidth, GB/s (1e9 bytes/s)\n");
     printf("  memcpy 64 KiB, one thread          %8.2f\n", mc / 1e9);
     for (int ti = 0; ti < 2; ti++) {
@@ -1099,6 +1179,14 @@ int main(int argc, char **argv)
     printf("\nround trip, 64 B request + 64 B answer, microseconds\n");
     for (int k = 0; k < NRT; k++) {
         printf("  %-16s %8.2f\n", rt_systems[k].name, rts[k]);
+    }
+    printf("  with the server asleep (1 ms pause before each request; "
+           "mean / slowest):\n");
+    for (int k = 0; k < NRT; k++) {
+        if (k == R_CQ || k == R_PIPE) {
+            printf("  %-16s %8.2f / %.0f\n", rt_systems[k].name,
+                   rt_asleep[k], rt_asleep_max[k]);
+        }
     }
     char cell[32];
     fmt_rate(cell, sizeof cell, mp_pipe_rate);

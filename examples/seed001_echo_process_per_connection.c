@@ -19,9 +19,13 @@
  * A forked child inherits the accepted socket, so conc_process's arg can
  * simply point at the fd; the parent closes its copy right after start.
  * The server listens on 127.0.0.1 on an ephemeral port; run without
- * arguments, the program also runs 5 client threads that send three lines
- * each and expect them back upper-cased, then the server joins every
- * child (no zombies) and stops.  "serve N" only serves: it prints
+ * arguments, the program also starts a client process whose 5 threads
+ * connect, send three lines each and expect them back upper-cased, then
+ * the server joins every child (no zombies) and stops.  (The clients live
+ * in a process of their own: a connection's talk() child, forked from
+ * the server, would otherwise inherit the client ends of the sockets and
+ * keep them open after the clients closed them, so no talk() would ever
+ * see its client hang up.)  "serve N" only serves: it prints
  * "listening on 127.0.0.1:PORT" and stops after N connections.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -120,6 +124,29 @@ static void *client(void *arg)
     return (void *)bad;
 }
 
+/* The client process: n client threads at once. */
+static int run_clients(void *arg)
+{
+    int n = *(int *)arg;
+    conc_thread *clients[64];
+    int ok = 1;
+    for (int i = 0; i < n && i < 64; i++) {
+        conc_thread_new(&clients[i],
+                        &(conc_thread_opts){ .target = client,
+                                             .arg = (void *)(long)(i + 1) });
+        conc_thread_start(clients[i]);
+    }
+    for (int i = 0; i < n && i < 64; i++) {
+        void *res = NULL;
+        conc_thread_join(clients[i], CONC_FOREVER);
+        conc_thread_result(clients[i], &res);
+        ok &= res == NULL;
+        conc_thread_free(clients[i]);
+    }
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     bool serve_only = argc > 2 && strcmp(argv[1], "serve") == 0;
@@ -140,13 +167,15 @@ int main(int argc, char **argv)
     port = ntohs(a.sin_port);
     printf("listening on 127.0.0.1:%d\n", port);
     fflush(stdout);
-    conc_thread *clients[64];
-    int nthreads = serve_only ? 0 : nclients;
-    for (int i = 0; i < nthreads; i++) {
-        conc_thread_new(&clients[i],
-                        &(conc_thread_opts){ .target = client,
-                                             .arg = (void *)(long)(i + 1) });
-        conc_thread_start(clients[i]);
+    conc_process *driver = NULL;
+    if (!serve_only) {
+        conc_process_new(&driver, &(conc_process_opts){ .target = run_clients,
+                                                        .arg = &nclients,
+                                                        .name = "clients" });
+        if (conc_process_start(driver) != 0) {
+            fprintf(stderr, "cannot start the clients\n");
+            return 1;
+        }
     }
     conc_process **procs = calloc((size_t)nclients + 1, sizeof *procs);
     int served = 0, ok = 1;
@@ -182,12 +211,12 @@ int main(int argc, char **argv)
         procs[served++] = p;
     }
     close(lfd);
-    for (int i = 0; i < nthreads; i++) {
-        void *res = NULL;
-        conc_thread_join(clients[i], CONC_FOREVER);
-        conc_thread_result(clients[i], &res);
-        ok &= res == NULL;
-        conc_thread_free(clients[i]);
+    if (driver != NULL) {
+        int code = -1;
+        conc_process_join(driver, 60.0);
+        conc_process_exitcode(driver, &code);
+        ok &= code == 0;
+        conc_process_free(driver);
     }
     for (int i = 0; i < served; i++) {
         int code = -1;

@@ -16,7 +16,10 @@ for src in examples/*.c; do
     echo
     echo "=================================================================="
     echo "== $name"
-    sed -n '2,/\*\//p' "$src" | sed -e 's/^ \* \{0,1\}/   /' -e '/\*\//d'
+    # The file's first comment block is the narration.
+    awk 'NR == 1 { sub(/^\/\* ?/, "") }
+         { done = sub(/ *\*\/.*$/, ""); sub(/^ \* ?/, ""); print "   " $0 }
+         done { exit }' "$src"
     echo "------------------------------------------------------------------"
     (cd "$work" && timeout 120 "$OLDPWD/build/tour/examples/$name")
 done

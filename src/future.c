@@ -158,9 +158,15 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
     uint32_t st = atomic_load(&f->state);
     /* A short spin first: a task of a few microseconds is often done
      * before a futex round trip (about 20 us here) could report it. */
-    for (int i = 0; i < 200 && !is_final(st) && !dl.once; i++) {
-        conc__cpu_relax();
-        st = atomic_load(&f->state);
+    if (!is_final(st) && !dl.once) {
+        uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
+        for (unsigned i = 0; !is_final(st); i++) {
+            if ((i & 15) == 15 && conc__now_ns() > until) {
+                break;
+            }
+            conc__pool_spin_pause(i);
+            st = atomic_load(&f->state);
+        }
     }
     if (!is_final(st)) {
         if (dl.once) {

@@ -63,7 +63,12 @@
  * normally after that.  This covers a thread that exits holding the lock
  * and a process killed by SIGKILL; recovery takes at most one slice.  If
  * /proc cannot be read at all, holders are assumed alive (never two
- * holders).
+ * holders).  The stamp is the low 32 bits of the start time in clock
+ * ticks (10 ms; wraps after ~497 days): fooling it takes a new thread
+ * with the dead holder's tid started in the same tick, i.e. pid_max
+ * threads created within 10 ms.  Identities are only meaningful within
+ * one PID namespace: processes sharing a lock must share it too.  Each
+ * check reads /proc (~10 us), paid only by waiters and failed tries.
  *
  * Fork.  The per-thread identity cache would hold the parent's tid in the
  * child; a pthread_atfork child handler clears it (registered once, the

@@ -9,11 +9,16 @@
  * process that holds a copy of its write end, and that shutdown is what
  * lets a sender abandon a half-written frame without the reader ever
  * mistaking the rest of the stream for the frame's missing bytes (see
- * "Giving up halfway" below).  The descriptors stay in blocking mode, for
- * whoever polls them; libconc's own calls pass MSG_DONTWAIT and wait in
- * ppoll(2) with what is left of the caller's deadline, so a signal never
- * ends a wait early nor restarts its clock.  MSG_NOSIGNAL on every send:
- * a closed peer is CONC_ECLOSED, never SIGPIPE.
+ * "Giving up halfway" below).  A pipe(2) would also raise SIGPIPE on a
+ * write to a closed reader unless every send masked the signal, two more
+ * system calls per message.  The descriptors stay in blocking mode, for
+ * whoever polls them.  A call with a deadline passes MSG_DONTWAIT and
+ * waits in ppoll(2) with what is left of the deadline, so a signal never
+ * ends a wait early nor restarts its clock; a call without one
+ * (CONC_FOREVER) blocks in recv()/sendmsg() itself, one system call
+ * fewer per wait, and simply repeats the call after EINTR or a partial
+ * send.  MSG_NOSIGNAL on every send: a closed peer is CONC_ECLOSED, never
+ * SIGPIPE.
  *
  * Framing.  A frame is a 4-byte big-endian length and the payload; from
  * 2 GiB up, 0xffffffff, an 8-byte big-endian length and the payload.

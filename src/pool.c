@@ -29,10 +29,14 @@
  * map chunks are one item each, so the item that timed out is exactly the
  * task that was running.
  *
- * Wake-ups.  A thread worker waits on work_cv only after announcing itself
- * in pool->idle under the lock; submit signals work_cv only when idle > 0
- * (same lock, so no wake-up is lost).  join waits on done_cv for
- * pool->live to reach 0.
+ * Wake-ups.  A thread worker with nothing to do first polls npending for
+ * up to CONC__POOL_SPIN_NS (yielding between polls), then waits on work_cv
+ * after announcing itself in pool->idle under the lock; submit signals
+ * work_cv only when idle > 0 (same lock, so no wake-up is lost; a
+ * spinning worker sees npending, which submit raises under that lock).
+ * join waits on done_cv for pool->live to reach 0.  A map collects its
+ * results under one hold of the batch lock and is woken only for the item
+ * it waits for (batch->want), not for every item completed.
  *
  * Rejected: a lock-free task queue (the lock is held for a few
  * instructions, and idle workers must sleep somewhere anyway); killing
@@ -137,13 +141,11 @@ void conc__batch_unref(struct batch *b)
     free(b);
 }
 
-void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
-                      char *err)
+void conc__batch_done_locked(struct batch *b, size_t i, int code,
+                             conc_msg *out, char *err)
 {
-    pthread_mutex_lock(&b->lock);
     struct batch_item *it = &b->items[i];
     if (it->done) {
-        pthread_mutex_unlock(&b->lock);
         if (out != NULL) {
             conc_msg_free(out);
         }
@@ -159,9 +161,18 @@ void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
     }
     it->err = err;
     b->order[b->ndone++] = i;
-    if (b->waiters > 0) {
+    /* An ordered waiter needs one item: wake it for that one only, so a
+     * map's collector is not woken for every item of every chunk. */
+    if (b->waiters > 0 && (b->want == SIZE_MAX || b->want == i)) {
         pthread_cond_broadcast(&b->cond);
     }
+}
+
+void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
+                      char *err)
+{
+    pthread_mutex_lock(&b->lock);
+    conc__batch_done_locked(b, i, code, out, err);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -411,6 +422,19 @@ static void *thread_main(void *arg)
     bool timed = p->task_timeout > 0;
     pthread_mutex_lock(&p->lock);
     while (inited) {
+        if (p->head == NULL && p->state == POOL_RUN) {
+            /* Spin a little before sleeping: a submitter often comes back
+             * within microseconds (see CONC__POOL_SPIN_NS). */
+            pthread_mutex_unlock(&p->lock);
+            uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
+            for (unsigned i = 0; atomic_load(&p->npending) == 0; i++) {
+                if ((i & 15) == 15 && conc__now_ns() > until) {
+                    break;
+                }
+                conc__pool_spin_pause(i);
+            }
+            pthread_mutex_lock(&p->lock);
+        }
         while (p->head == NULL && p->state == POOL_RUN && p->broken == 0 &&
                !atomic_load(&w->abandoned)) {
             p->idle++;
@@ -926,6 +950,7 @@ int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
             break;
         }
         b->waiters++;
+        b->want = it->kind == ITER_ORDERED ? it->next : SIZE_MAX;
         if (dl.forever) {
             pthread_cond_wait(&b->cond, &b->lock);
         } else {
@@ -984,21 +1009,42 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
     if (err != 0) {
         return err;
     }
+    /* Collect in input order under one hold of the batch lock, waiting
+     * only when the next item is not done (cheaper than conc_iter_next
+     * per item: the manager completes items under the same lock). */
     int first = 0;
-    for (size_t i = 0; i < n; i++) {
-        int rc = conc_iter_next(it, &outputs[i],
-                                dl.forever ? CONC_FOREVER
-                                           : conc__deadline_left(&dl));
-        if (rc == CONC_ETIMEDOUT && conc__deadline_passed(&dl)) {
-            first = CONC_ETIMEDOUT;
+    bool late = false;
+    struct batch *b = it->batch;
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < n && !late; i++) {
+        while (!b->items[i].done) {
+            if (conc__deadline_passed(&dl)) {
+                late = true;
+                break;
+            }
+            b->waiters++;
+            b->want = i;
+            if (dl.forever) {
+                pthread_cond_wait(&b->cond, &b->lock);
+            } else {
+                pthread_cond_timedwait(&b->cond, &b->lock, &dl.at);
+            }
+            b->waiters--;
+        }
+        if (late) {
             break;
         }
-        if (rc != 0 && first == 0) {
-            first = rc;
+        struct batch_item *item = &b->items[i];
+        outputs[i] = item->out;
+        item->out.data = NULL;
+        item->out.len = 0;
+        if (item->code != 0 && first == 0) {
+            first = item->code;
         }
     }
+    pthread_mutex_unlock(&b->lock);
     conc_iter_free(it);
-    return first;
+    return late ? CONC_ETIMEDOUT : first;
 }
 
 int conc_pool_close(conc_pool *pool)

@@ -10,6 +10,22 @@
 
 #include <pthread.h>
 
+/* Spin-then-sleep: a caller about to sleep first polls its condition for
+ * up to CONC__POOL_SPIN_NS (a futex round trip costs ~20 us here, many
+ * tasks less), yielding the CPU between polls after the first few
+ * microseconds so that on a 2-core machine a spinner never keeps the
+ * thread it waits for off a CPU for long (ipc-notes lever 3). */
+#define CONC__POOL_SPIN_NS 40000u
+#include <sched.h>
+static inline void conc__pool_spin_pause(unsigned i)
+{
+    if (i >= 64 && (i & 7) == 0) {
+        sched_yield();
+    } else {
+        conc__cpu_relax();
+    }
+}
+
 /* ---- futures (future.c) -------------------------------------------------- */
 
 enum { FUT_PENDING = 0, FUT_RUNNING = 1, FUT_DONE = 2, FUT_CANCELLED = 3 };
@@ -60,6 +76,7 @@ struct batch {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
     unsigned waiters;
+    size_t want;         /* the item an ordered waiter needs; SIZE_MAX: any */
     size_t n;
     unsigned char *arena; /* the copied inputs, back to back */
     size_t *off, *len;
@@ -72,6 +89,10 @@ void conc__batch_unref(struct batch *b);
 /* Stores item i's result (taking out/err); a second result is dropped. */
 void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
                       char *err);
+/* The same with b->lock held (the manager completes runs of items of one
+ * batch under one lock). */
+void conc__batch_done_locked(struct batch *b, size_t i, int code,
+                             conc_msg *out, char *err);
 
 /* ---- iterators ----------------------------------------------------------- */
 

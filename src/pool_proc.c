@@ -279,10 +279,16 @@ static int worker_main(void *arg)
     conc__deadline forever;
     conc__deadline_init(&forever, CONC_FOREVER);
     size_t ran = 0;
-    conc_buf out;
+    bool timed = p->task_timeout > 0;
+    conc_buf out; /* reused for every task: its memory stays allocated */
+    conc__buf_init(&out, p->max_msg);
     for (;;) {
-        for (int i = 0; i < 2000 && !task_ready(&x); i++) {
-            conc__cpu_relax();
+        uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
+        for (unsigned i = 0; !task_ready(&x); i++) {
+            if ((i & 15) == 15 && conc__now_ns() > until) {
+                break;
+            }
+            conc__pool_spin_pause(i);
         }
         while (!task_ready(&x)) {
             sleep_on(&c->task_bell, &c->worker_sleeping, task_ready, &x,
@@ -307,10 +313,20 @@ static int worker_main(void *arg)
             uint64_t len;
             memcpy(&len, q, sizeof len);
             q += 8;
-            atomic_store(&c->cur_start_ns, conc__now_ns());
-            atomic_store(&c->cur_item, k);
-            atomic_store(&c->cur_seq, r->seq);
-            conc__buf_init(&out, p->max_msg);
+            /* Stored start, item, seq, the last two with release: the
+             * manager loads seq, item (acquire), then start, so the start
+             * it sees belongs to the item it sees or a later one, and a
+             * timeout is never judged on an older item's start
+             * (check_workers).  After this process died, its death
+             * orders all three. */
+            if (timed) {
+                atomic_store_explicit(&c->cur_start_ns, conc__now_ns(),
+                                      memory_order_relaxed);
+            }
+            atomic_store_explicit(&c->cur_item, k, memory_order_release);
+            atomic_store_explicit(&c->cur_seq, r->seq, memory_order_release);
+            out.len = 0;
+            out.has_error = false;
             int code = fn(len ? q : NULL, (size_t)len, &out, ctx);
             if (code < 0) {
                 code = CONC_ETASK;
@@ -318,7 +334,6 @@ static int worker_main(void *arg)
             size_t elen = out.has_error ? strlen(out.error) : 0;
             post(w, &x, REC_RESULT, r->seq, k, code, out.data, out.len,
                  out.error, elen);
-            conc__buf_release(&out);
             q += pad8((size_t)len);
             ran++;
         }
@@ -332,6 +347,7 @@ static int worker_main(void *arg)
             break;
         }
     }
+    conc__buf_release(&out);
     if (p->fini != NULL) {
         p->fini(ctx, p->init_arg);
     }
@@ -405,6 +421,7 @@ static bool drain(struct proc_worker *w)
         return false;
     }
     uint64_t pos = w->rhead;
+    struct batch *locked = NULL;
     while (pos != tail) {
         struct res_rec *r =
             (struct res_rec *)(w->rring + (size_t)(pos % w->cap));
@@ -434,9 +451,30 @@ static bool drain(struct proc_worker *w)
                     err[r->errlen] = '\0';
                 }
             }
-            conc__task_item_done(t, r->item, code, &m, err);
+            if (t->batch != NULL) {
+                if (locked != t->batch) {
+                    if (locked != NULL) {
+                        pthread_mutex_unlock(&locked->lock);
+                    }
+                    locked = t->batch;
+                    pthread_mutex_lock(&locked->lock);
+                }
+                conc__batch_done_locked(t->batch, t->start + r->item, code,
+                                        &m, err);
+            } else {
+                if (locked != NULL) {
+                    pthread_mutex_unlock(&locked->lock);
+                    locked = NULL;
+                }
+                conc__task_item_done(t, r->item, code, &m, err);
+            }
             t->ndone++;
             if (t->ndone == t->count) {
+                if (locked != NULL) {
+                    /* freeing t may drop the batch's last reference */
+                    pthread_mutex_unlock(&locked->lock);
+                    locked = NULL;
+                }
                 uint64_t now = conc__now_ns();
                 uint64_t from = w->last_done_ns > t->seq_ns ? w->last_done_ns
                                                             : t->seq_ns;
@@ -454,6 +492,9 @@ static bool drain(struct proc_worker *w)
             w->init_code = r->code;
         }
         pos += r->len;
+    }
+    if (locked != NULL) {
+        pthread_mutex_unlock(&locked->lock);
     }
     w->rhead = pos;
     /* Hands the room back; pairs with room_ready()'s load in post(). */
@@ -704,11 +745,13 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
         if (limit == 0) {
             continue;
         }
-        uint64_t item = atomic_load(&w->ctl->cur_item);
-        uint64_t start = atomic_load(&w->ctl->cur_start_ns);
+        /* Loads in the reverse order of the worker's stores (see
+         * worker_main): pairs with its release stores of seq and item. */
         uint64_t seq = atomic_load(&w->ctl->cur_seq);
-        if (seq == 0 || item != atomic_load(&w->ctl->cur_item) ||
-            now < start || now - start < limit) {
+        (void)atomic_load(&w->ctl->cur_item);
+        uint64_t start =
+            atomic_load_explicit(&w->ctl->cur_start_ns, memory_order_relaxed);
+        if (seq == 0 || now < start || now - start < limit) {
             continue;
         }
         conc_process_kill(w->proc);
@@ -805,7 +848,7 @@ static void *manager_main(void *arg)
     conc_pool *p = arg;
     struct pool_proc *pp = p->proc;
     conc__os_set_name("pool-manager");
-    uint64_t last_check = 0;
+    uint64_t last_check = 0, spin_until = 0;
     int idle = 0;
     for (;;) {
         bool progress = false;
@@ -879,8 +922,11 @@ static void *manager_main(void *arg)
             idle = 0;
             continue;
         }
-        if (++idle < 64) {
-            conc__cpu_relax();
+        if (idle == 0) {
+            spin_until = conc__now_ns() + CONC__POOL_SPIN_NS;
+        }
+        if ((++idle & 15) != 0 || conc__now_ns() < spin_until) {
+            conc__pool_spin_pause((unsigned)idle);
             continue;
         }
         idle = 0;

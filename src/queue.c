@@ -119,6 +119,7 @@
 
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -250,6 +251,19 @@ static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
     return conc__deadline_passed(dl) ? CONC_ETIMEDOUT : 0;
 }
 
+/* One round of a spin.  Every 64th round yields the CPU: with more
+ * runnable processes than the two cores, the peer we wait for may be
+ * waiting for our core, and a pure spin would burn the time slice it
+ * needs (ipc-notes lever 3). */
+static void spin_pause(int i)
+{
+    if ((i & 63) == 63) {
+        sched_yield();
+    } else {
+        conc__cpu_relax();
+    }
+}
+
 static void spin_adapt(_Atomic int *budget, bool paid_off)
 {
     /* Relaxed: a heuristic private to this process; a lost update only
@@ -337,8 +351,8 @@ static int side_lock(conc_queue *q, bool producer)
     if (conc__olock_try(l, me)) {
         return 0;
     }
-    for (int i = 0; i < 200; i++) {
-        conc__cpu_relax();
+    for (int i = 0; i < 1000; i++) {
+        spin_pause(i);
         /* Relaxed: only a peek before the CAS, which orders. */
         if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
             conc__olock_try(l, me)) {
@@ -375,10 +389,16 @@ static bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
         uint64_t g = atomic_load_explicit(&sh->nget_cache,
                                           memory_order_relaxed);
         if (n - g >= q->maxsize) {
-            /* seq_cst: the Dekker half of a putter's re-check after
-             * arm(space_seq); pairs with the consumer's seq_cst store of
-             * head after nget. */
-            g = atomic_load_explicit(&sh->nget, memory_order_seq_cst);
+            /* The Dekker half of a putter's re-check after arm(space_seq)
+             * is this seq_cst load of head, paired with the consumer's
+             * seq_cst store of head and load of space_seq.  The consumer
+             * stores nget before head, so once we read its head (acquire,
+             * synchronising with that store) the nget load below sees the
+             * count that went with it; if we read an older head, the
+             * consumer's later load of space_seq sees our bit. */
+            uint64_t h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+            atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
+            g = atomic_load_explicit(&sh->nget, memory_order_acquire);
             atomic_store_explicit(&sh->nget_cache, g, memory_order_relaxed);
             if ((int64_t)(n - g) >= (int64_t)q->maxsize) {
                 return false;
@@ -572,7 +592,7 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
                                           memory_order_relaxed);
         bool hinted = false;
         for (int i = 0; i < budget && !hinted; i++) {
-            conc__cpu_relax();
+            spin_pause(i);
             hinted = put_hint(q, rec_size(len));
         }
         spin_adapt(&q->spin_put, hinted);
@@ -731,7 +751,7 @@ static int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
                                           memory_order_relaxed);
         bool hinted = false;
         for (int i = 0; i < budget && !hinted; i++) {
-            conc__cpu_relax();
+            spin_pause(i);
             hinted = get_hint(q, at);
         }
         spin_adapt(&q->spin_get, hinted);
@@ -962,6 +982,11 @@ static void handle_fill(conc_queue *q, void *map, size_t map_size)
     q->maxsize = q->sh->maxsize;
     atomic_init(&q->spin_get, 128);
     atomic_init(&q->spin_put, 128);
+    /* Work out this thread's lock identity now (the sync module computes
+     * it once per process under pthread_once): a queue is usually made
+     * before threads start, and a fork from one thread while another is
+     * inside that pthread_once would leave the child stuck in it. */
+    (void)conc__sync_self_id();
 }
 
 /* Maps the named object: creates it (size bytes) or opens it (its size). */

@@ -82,6 +82,29 @@ static inline void st_alarm_storm(bool on)
     }
 }
 
+/* The verdict of a child that waited under st_alarm_storm(): 0, or a
+ * code after saying on stderr what was wrong.  At least 2 signals must
+ * have arrived (30 are sent; a loaded machine coalesces them). */
+static inline int st_signal_verdict(int err, int want, double took,
+                                    double lo)
+{
+    if (err != want) {
+        fprintf(stderr, "    child: %s, wanted %s\n", conc_errname(err),
+                conc_errname(want));
+        return 1;
+    }
+    if (took < lo || took > 10 * lo) {
+        fprintf(stderr, "    child: took %.3f s for %.3f s\n", took, lo);
+        return 2;
+    }
+    if (atomic_load(&st_alarms) < 2) {
+        fprintf(stderr, "    child: only %d signals\n",
+                atomic_load(&st_alarms));
+        return 3;
+    }
+    return 0;
+}
+
 /* A child exit status helper: the exit code, or 100 + signal. */
 static inline int st_code(int status)
 {

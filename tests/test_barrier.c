@@ -397,10 +397,7 @@ static int child_under_signals(void *arg)
     int err = conc_barrier_wait(b, 0.3, NULL);
     double took = th_now() - t0;
     st_alarm_storm(false);
-    return err == CONC_EBROKEN && took >= 0.3 && took < 3 &&
-                   atomic_load(&st_alarms) >= 5
-               ? 0
-               : 1;
+    return st_signal_verdict(err, CONC_EBROKEN, took, 0.3);
 }
 
 TEST(barrier_wait_survives_signals)

@@ -166,10 +166,7 @@ static int child_under_signals(void *arg)
     int err = conc_event_wait(x->go, 0.3);
     double took = th_now() - t0;
     st_alarm_storm(false);
-    return err == CONC_ETIMEDOUT && took >= 0.3 && took < 3 &&
-                   atomic_load(&st_alarms) >= 5
-               ? 0
-               : 1;
+    return st_signal_verdict(err, CONC_ETIMEDOUT, took, 0.3);
 }
 
 TEST(event_wait_survives_signals)

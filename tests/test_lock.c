@@ -424,7 +424,7 @@ TEST(lock_wait_survives_signals)
     CHECK_ERR(err, CONC_ETIMEDOUT);
     CHECK(took >= 0.3);
     CHECK(took < 3.0);
-    CHECK(atomic_load(&st_alarms) >= 5);
+    CHECK(atomic_load(&st_alarms) >= 2);
     CHECK_OK(conc_lock_release(l));
     conc_lock_free(l);
 }

@@ -350,6 +350,55 @@ TEST(pipe_fileno_works_with_poll_and_epoll)
     conc_conn_free(a);
 }
 
+/* A blocked call wakes when the other end goes away. */
+struct blocked {
+    conc_conn *c;
+    int err;
+    size_t big;
+};
+
+static void *blocked_sender(void *arg)
+{
+    struct blocked *b = arg;
+    unsigned char *m = make_msg(8, b->big);
+    b->err = conc_conn_send(b->c, m, b->big);
+    free(m);
+    return NULL;
+}
+
+static void *blocked_receiver(void *arg)
+{
+    struct blocked *b = arg;
+    conc_msg m;
+    b->err = conc_conn_recv(b->c, &m, CONC_FOREVER);
+    conc_msg_free(&m);
+    return NULL;
+}
+
+TEST(pipe_blocked_calls_wake_when_the_other_end_closes)
+{
+    signal(SIGPIPE, SIG_DFL);
+    conc_conn *a, *b;
+    pair(&a, &b, true);
+    struct blocked bs = { .c = b, .err = 1, .big = 8u << 20 };
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, blocked_sender, &bs), 0);
+    th_sleep(0.1); /* the sender fills the socket and blocks */
+    conc_conn_free(a);
+    pthread_join(t, NULL);
+    CHECK_ERR(bs.err, CONC_ECLOSED);
+    conc_conn_free(b);
+
+    pair(&a, &b, false);
+    struct blocked br = { .c = a, .err = 1 };
+    CHECK_EQ(pthread_create(&t, NULL, blocked_receiver, &br), 0);
+    th_sleep(0.1); /* the receiver waits */
+    conc_conn_free(b);
+    pthread_join(t, NULL);
+    CHECK_ERR(br.err, CONC_ECLOSED);
+    conc_conn_free(a);
+}
+
 /* ---- several MiB both ways with a concurrent peer process -------------- */
 
 enum { BIG_N = 3 };
@@ -964,6 +1013,30 @@ TEST(pipe_receive_out_of_memory_keeps_the_message)
               CONC_ECLOSED);
     CHECK_ERR(conc_conn_recv(a, &got, 0), CONC_ECLOSED);
     conc_conn_free(a);
+    conc_conn_free(b);
+}
+
+TEST(pipe_os_errors_are_esys_with_errno)
+{
+    conc_conn *a, *b;
+    pair(&a, &b, true);
+    /* The descriptor closed behind libconc's back: every call reports the
+     * OS error instead of crashing or hanging. */
+    CHECK_EQ(close(conc_conn_fileno(a)), 0);
+    conc_msg m;
+    size_t len;
+    char buf[8];
+    errno = 0;
+    CHECK_ERR(conc_conn_recv(a, &m, 0), CONC_ESYS);
+    CHECK_EQ(errno, EBADF);
+    CHECK_ERR(conc_conn_recv(a, &m, CONC_FOREVER), CONC_ESYS);
+    CHECK_ERR(conc_conn_recv_into(a, buf, sizeof buf, &len, 0.1), CONC_ESYS);
+    CHECK_ERR(conc_conn_poll(a, 0.1), CONC_ESYS);
+    errno = 0;
+    CHECK_ERR(conc_conn_send(a, "x", 1), CONC_ESYS);
+    CHECK_EQ(errno, EBADF);
+    CHECK_ERR(conc_conn_send_timeout(a, "x", 1, 0.1), CONC_ESYS);
+    conc_conn_free(a); /* its close() of the number fails quietly */
     conc_conn_free(b);
 }
 

@@ -124,6 +124,15 @@ static void map_sizes(conc_pool_kind kind)
         CHECK_EQ(fout[i].len, 4);
         conc_msg_free(&fout[i]);
     }
+    /* the map's own timeout: ETIMEDOUT, unfinished outputs empty */
+    int sl[2] = { 300, 300 };
+    conc_msg sin[2] = { { &sl[0], sizeof sl[0] }, { &sl[1], sizeof sl[1] } };
+    double t0 = th_now();
+    CHECK_ERR(conc_pool_map(p, t_sleep, sin, 2, fout,
+                            &(conc_map_opts){ .timeout = 0.05 }),
+              CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 >= 0.05);
+    CHECK(fout[0].data == NULL && fout[1].data == NULL);
     conc_pool_free(p);
 }
 
@@ -697,5 +706,116 @@ static void many_submitters(conc_pool_kind kind)
     conc_pool_free(p);
 }
 
+/* A process pool started inside a process worker (a daemon): refused
+ * cleanly with CONC_EDAEMON, as Python refuses daemonic children. */
+static int t_nested(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)in;
+    (void)len;
+    (void)ctx;
+    conc_pool *q = NULL;
+    int err = conc_pool_new(&q, &(conc_pool_opts){ .workers = 1 });
+    conc_pool_free(q);
+    int r[2] = { err, 0 };
+    /* a thread pool is fine there */
+    err = conc_pool_new(&q, &(conc_pool_opts){ .kind = CONC_THREADS,
+                                               .workers = 1 });
+    if (err == 0) {
+        int x = 5;
+        conc_msg m;
+        err = conc_pool_apply(q, t_square, &x, sizeof x, &m, 10);
+        r[1] = err == 0 ? int_out(&m) : err;
+        conc_msg_free(&m);
+        conc_pool_free(q);
+    }
+    return conc_buf_append(out, r, sizeof r);
+}
+
+TEST(nested_pools)
+{
+    conc_pool *p = mk(CONC_PROCESSES, 1);
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_nested, NULL, 0, &m, 30));
+    CHECK_EQ(m.len, 2 * sizeof(int));
+    int r[2];
+    memcpy(r, m.data, sizeof r);
+    CHECK_ERR(r[0], CONC_EDAEMON);
+    CHECK_EQ(r[1], 25);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+    /* a process pool inside a thread pool's task is fine */
+    p = mk(CONC_THREADS, 1);
+    CHECK_OK(conc_pool_apply(p, t_nested, NULL, 0, &m, 30));
+    memcpy(r, m.data, sizeof r);
+    CHECK_OK(r[0]);
+    CHECK_EQ(r[1], 25);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}
+
 TEST(many_submitters_threads) { many_submitters(CONC_THREADS); }
 TEST(many_submitters_processes) { many_submitters(CONC_PROCESSES); }
+
+/* Allocation failures in map, imap and as_completed: each returns
+ * CONC_ENOMEM and leaks nothing (the leak checkers of the ASan flavour and
+ * the harness watch), until the call succeeds. */
+TEST(fault_injection_map_and_as_completed)
+{
+    conc_pool *p = mk(CONC_THREADS, 2);
+    int vals[5] = { 1, 2, 3, 4, 5 };
+    conc_msg in[5], out[5];
+    for (int i = 0; i < 5; i++) {
+        in[i].data = &vals[i];
+        in[i].len = sizeof vals[i];
+    }
+    long n;
+    for (n = 1; n < 100; n++) {
+        conc__fault_arm(n);
+        int err = conc_pool_map(p, t_square, in, 5, out,
+                                &(conc_map_opts){ .chunksize = 2 });
+        bool hit = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!hit) {
+            CHECK_OK(err);
+            for (int i = 0; i < 5; i++) {
+                CHECK_EQ(int_out(&out[i]), vals[i] * vals[i]);
+                conc_msg_free(&out[i]);
+            }
+            break;
+        }
+        /* a failure in the map call itself, or in a worker's output */
+        CHECK(err == CONC_ENOMEM || err == CONC_ETASK);
+        for (int i = 0; i < 5; i++) {
+            conc_msg_free(&out[i]);
+        }
+    }
+    CHECK(n > 3);
+    conc_future *fs[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(conc_pool_submit(p, t_square, &vals[i], sizeof vals[i],
+                                  &fs[i]));
+    }
+    for (n = 1; n < 100; n++) {
+        conc_iter *it = NULL;
+        conc__fault_arm(n);
+        int err = conc_as_completed(fs, 3, 10, &it);
+        bool hit = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!hit) {
+            CHECK_OK(err);
+            conc_future *f;
+            for (int i = 0; i < 3; i++) {
+                CHECK_OK(conc_iter_next_future(it, &f, 10));
+            }
+            conc_iter_free(it);
+            break;
+        }
+        CHECK_ERR(err, CONC_ENOMEM);
+        CHECK(it == NULL);
+    }
+    CHECK(n > 3);
+    for (int i = 0; i < 3; i++) {
+        conc_future_free(fs[i]);
+    }
+    conc_pool_free(p);
+}

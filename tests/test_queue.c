@@ -765,13 +765,14 @@ TEST(queue_many_producers_and_consumers_mixed)
     for (int i = 0; i < 2; i++) {
         cp[i] = th_fork(mp_consume, &ca[i]);
         pp[i] = th_fork(mp_produce, &pa[i]);
+        if (!consumer_threads_ok) {
+            ct_pid[i] = th_fork(mp_consume, &ca[2 + i]);
+        }
     }
     for (int i = 0; i < 2; i++) {
         if (consumer_threads_ok) {
             CHECK(pthread_create(&ct[i], NULL, mp_consume_thread,
                                  &ca[2 + i]) == 0);
-        } else {
-            ct_pid[i] = th_fork(mp_consume, &ca[2 + i]);
         }
         CHECK(pthread_create(&pt[i], NULL, mp_produce_thread, &pa[2 + i]) ==
               0);

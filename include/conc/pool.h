@@ -76,7 +76,8 @@
  * the thread calling conc_future_cancel, conc_pool_terminate,
  * conc_pool_shutdown(cancel_futures) or conc_pool_free.  A callback may
  * call any future function and conc_pool_submit, but must not block for
- * long: it delays other results.
+ * long (it delays other results) and must not join or free the pool that
+ * runs it (that would wait for the callback's own thread).
  *
  * Lifetimes.  Futures and iterators are reference-counted apart from the
  * pool: free them in any order, before or after the pool.  Freeing or
