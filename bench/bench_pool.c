@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now(void)
 {
@@ -253,6 +254,16 @@ int main(int argc, char **argv)
     if (pyok != 0) {
         memset(&py, 0, sizeof py);
     }
+    char load[128] = "?";
+    FILE *lf = fopen("/proc/loadavg", "r");
+    if (lf != NULL) {
+        if (fgets(load, sizeof load, lf) == NULL) {
+            strcpy(load, "?\n");
+        }
+        fclose(lf);
+    }
+    printf("machine: %ld CPUs, load average %s", sysconf(_SC_NPROCESSORS_ONLN),
+           load);
     printf("%-44s %12s %12s %s %9s  %s\n", "tasks/s, 2 workers", "libconc",
            "Python", "      ", "ratio", "goal");
     row("process pool submit+result, pipelined", c_pp, py.ppe_pipe,

@@ -19,7 +19,7 @@
  *   conc_pipe      libconc's pipe (a point-to-point pipe: 1 -> 1 only)
  * A run's clock starts when every process is ready and stops when the
  * last consumer has taken its last message; each figure is the best of
- * two runs sized to about 0.3 s after a short calibration run.
+ * RUNS runs sized to TARGET_S after a short calibration run.
  * Round trip: a 64 B request and its 64 B answer, over two conc_queues,
  * a conc_pipe, two raw pipes, Python's mp.Pipe, and a pure spin ping-pong
  * on two shared cache lines (the floor: no system call, both sides
@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #define TARGET_S 0.3
+#define RUNS 3 /* each figure is the best of RUNS runs of TARGET_S */
 /* Room for message bytes in both shared-memory rings measured, the
  * mutex+cv ring's and conc_queue's: the same 1 MiB, so neither has a
  * cache advantage. */
@@ -623,7 +624,7 @@ static double run_once(const sys *s, size_t size, int nprod, int ncons,
     return (double)(per * nprod) / secs;
 }
 
-/* Calibrates with a short run, then the best of two runs of TARGET_S. */
+/* Calibrates with a short run, then the best of RUNS runs of TARGET_S. */
 static double tput(const sys *s, size_t size, int nprod, int ncons)
 {
     long n = size >= 65536 ? 2000 : 20000;
@@ -636,7 +637,7 @@ static double tput(const sys *s, size_t size, int nprod, int ncons)
         n = 2000;
     }
     double best = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < RUNS; k++) {
         r = run_once(s, size, nprod, ncons, n);
         if (r <= 0) {
             return r;
@@ -932,7 +933,7 @@ static double rt(const rt_sys *r)
         n = 1000;
     }
     double best = 1e18;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < RUNS; k++) {
         double v = rt_once(r, n);
         if (v <= 0) {
             return v;
@@ -1098,9 +1099,9 @@ int main(int argc, char **argv)
     printf("bench_queue: messages between processes, %ld CPUs online; every "
            "figure measured in this run\n",
            sysconf(_SC_NPROCESSORS_ONLN));
-    printf("(best of 2 runs of ~%.1f s each; other load on the machine "
+    printf("(best of %d runs of ~%.1f s each; other load on the machine "
            "lowers every column alike)\n\n",
-           TARGET_S);
+           RUNS, TARGET_S);
 
     if (wanted("mp.Queue") || wanted("mp.Pipe")) {
         run_python();

@@ -18,8 +18,11 @@
  *     magic, layout | mu (owner-stamped lock word, lock.c) | seq (futex
  *     word) | state | count | released | parties | timeout
  *
- * mu guards state, count and released; n_waiting() and broken() read them
- * without it (a snapshot, as Python's properties).  seq is a broadcast
+ * mu guards state, count, released and the slots; n_waiting() and
+ * broken() read them without it (a snapshot, as Python's properties).
+ * So every access to them is relaxed: mu's acquire and release order
+ * them, and they are atomic only so that those snapshots (and a reader
+ * that took mu over from a dead holder) are not data races.  seq is a broadcast
  * word: bumped (release) under mu at every change a waiter may wait for,
  * then FUTEX_WAKE all.  A waiter reads seq under mu, releases mu and
  * FUTEX_WAITs on the value it read, so a change made after it let go of mu

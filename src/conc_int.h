@@ -35,6 +35,15 @@ void conc__buf_release(conc_buf *buf);
 /* Hands the bytes over as a conc_msg (buf is left empty). */
 void conc__buf_take(conc_buf *buf, conc_msg *msg);
 
+/* conc__lock_embed - a conc_lock made (init) or found (!init: NULL unless
+ * a lock of this layout is there) inside shared memory its caller owns,
+ * such as a named segment that unrelated processes map (a named
+ * conc_value's lock).  mem is 8-aligned and conc__lock_embed_size() bytes
+ * long.  The lock behaves as any other; it must never be passed to
+ * conc_lock_free(): it goes with its memory. */
+size_t conc__lock_embed_size(void);
+conc_lock *conc__lock_embed(void *mem, bool init);
+
 /* Cache line size, for keeping hot shared words apart. */
 #define CONC__CACHELINE 64
 

@@ -29,7 +29,10 @@
  * n oldest (Python's docs promise "at most n", not an order).
  *
  * Every counter except the claims changes only under the condition's
- * lock: registration, notify and withdrawal all run holding it.  wait()
+ * lock: registration, notify and withdrawal all run holding it, so those
+ * accesses are relaxed (the lock orders them; they are atomic because a
+ * plain Lock may be released by another thread, and for the lock-free
+ * claims on g1).  wait()
  * returns 0 only after claiming a grant: never spuriously; each grant is
  * claimed by at most one waiter, so notify(n) wakes at most n.
  *

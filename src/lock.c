@@ -71,8 +71,8 @@
  * check reads /proc (~10 us), paid only by waiters and failed tries.
  *
  * Fork.  The per-thread identity cache would hold the parent's tid in the
- * child; a pthread_atfork child handler clears it (registered once, the
- * first time a thread computes its identity).  A lock held by a parent
+ * child; a pthread_atfork child handler clears it (registered when the
+ * library is loaded, before any thread).  A lock held by a parent
  * thread at fork stays held by that thread, which still lives: the child
  * waits for it like anyone else, or may release it (Python allows that).
  * A process forked without glibc's fork() (raw clone, _Fork) skips the
@@ -100,9 +100,8 @@ struct conc_lock {
 _Thread_local uint64_t conc__sync_self
     __attribute__((tls_model("initial-exec")));
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 /* Whether /proc answers for us; when it does not, no holder can be judged
- * dead.  Written once under atfork_once; read-only afterwards. */
+ * dead.  Written once by sync_init, before main; read-only afterwards. */
 static bool proc_usable;
 
 /* The child's only thread got a new tid: forget the parent's. */
@@ -111,7 +110,11 @@ static void atfork_child(void)
     conc__sync_self = 0;
 }
 
-static void sync_once(void)
+/* Runs when the library is loaded, before any thread of the program can
+ * exist.  Not a pthread_once on first use: a thread forking while another
+ * is inside that once would leave the child's once-control "in progress"
+ * for ever, and the child's first lock call would hang. */
+__attribute__((constructor)) static void sync_init(void)
 {
     proc_usable = conc__os_proc_starttime(getpid()) != 0;
     pthread_atfork(NULL, NULL, atfork_child);
@@ -119,7 +122,6 @@ static void sync_once(void)
 
 uint64_t conc__sync_self_slow(void)
 {
-    pthread_once(&atfork_once, sync_once);
     pid_t tid = conc__os_gettid();
     uint64_t st = conc__os_proc_starttime(tid);
     uint64_t id = ((uint64_t)(uint32_t)st << 32) |
@@ -132,7 +134,6 @@ uint64_t conc__sync_self_slow(void)
  * only. */
 static bool holder_alive(uint64_t s)
 {
-    pthread_once(&atfork_once, sync_once);
     if (!proc_usable) {
         return true;
     }
@@ -360,6 +361,26 @@ bool conc_lock_locked(conc_lock *l)
     }
     return (atomic_load_explicit(&l->ol.state, memory_order_relaxed) &
             CONC__OL_TID_MASK) != 0;
+}
+
+size_t conc__lock_embed_size(void)
+{
+    return sizeof(struct conc_lock);
+}
+
+conc_lock *conc__lock_embed(void *mem, bool init)
+{
+    conc_lock *l = mem;
+    if (init) {
+        l->magic = CONC__SYNC_MAGIC_LOCK;
+        l->layout = CONC__SYNC_LAYOUT;
+        atomic_init(&l->ol.state, 0);
+        return l;
+    }
+    if (l->magic != CONC__SYNC_MAGIC_LOCK || l->layout != CONC__SYNC_LAYOUT) {
+        return NULL;
+    }
+    return l;
 }
 
 void conc_lock_free(conc_lock *l)

@@ -934,7 +934,12 @@ static void *manager_main(void *arg)
         conc__deadline_init(&dl, all_idle(p) ? 0.1 : 0.002);
         sleep_on(&pp->hdr->bell, &pp->hdr->sleeping, manager_ready, p, &dl);
         if (conc__deadline_passed(&dl)) {
+            /* A timed wake-up (to watch the workers): check them now, and
+             * go back to sleep without spinning if nothing happened, so a
+             * long CPU-bound map loses no CPU to the manager. */
             last_check = 0;
+            idle = 1;
+            spin_until = 0;
         }
     }
     pthread_mutex_lock(&p->lock);

@@ -36,7 +36,9 @@
  * equals head ^ key (acquire, so its bytes are visible); copy out, set nget
  * to item + 1, then head (release: our reads of the bytes happen before
  * any producer overwrites them, pairs with the acquire load of head in
- * room()).  Consumers never read tail and producers read head only when
+ * room()).  A get that finds a skip record (see MEMORY) passes it.
+ * tail_off and head_off keep tail % R and head % R, sparing a division
+ * per call (they are recomputed by the repairs).  Consumers never read tail and producers read head only when
  * full, so in steady state the only lines crossing between the cores are
  * the records themselves.  key is random per queue, so stale bytes (old
  * headers, old message bytes) never pass for a commit: an old header holds
@@ -64,7 +66,9 @@
  *
  * WAITING without lost wake-ups (hazard 7).  A getter that finds the queue
  * empty spins briefly (an adaptive budget per handle: doubled when the
- * spin paid off, halved when it did not; the spin only reads nput/nget),
+ * spin paid off, halved when it did not; the spin reads head and the
+ * stamp where the next record will go, a line the producer writes anyway,
+ * and yields the CPU every 64 rounds in case the peer waits for our core),
  * then sets bit 0 of data_seq with a CAS (seq_cst), re-tries the get under
  * cmu (the stamp load is seq_cst), and only then futex-waits on the value
  * it set.  A producer commits with a seq_cst store and then loads data_seq
@@ -91,20 +95,32 @@
  * when that is cheap and safe: if the queue is empty, head and tail both
  * jump to the next lap's start (the producer takes cmu for that, lock
  * order pmu then cmu; consumers never take pmu); if it holds at most
- * hw/16 bytes and the bytes before head have room, a skip record pads the
+ * hw/4 bytes and the bytes before head have room, a skip record pads the
  * rest of the lap.  Otherwise hw grows (in 64 KiB steps, at most to R).
- * Touched memory is thus about the peak of bytes queued, not the traffic:
- * a 64 MiB default queue that moves gigabytes of small messages uses
- * about 64 KiB.  The price of a skip record: until the consumers pass it,
- * producers have only the bytes before head, so a put may wait (or fail
- * with timeout 0) while the queue holds less than capacity_bytes; this
- * needs a burst of more than ~15/16 of hw right after a near-empty wrap,
+ * Touched memory thus follows the peak of bytes queued, not the traffic
+ * (hw settles near 4x that peak, at least 64 KiB): a 64 MiB default queue
+ * moving gigabytes of small messages one by one touches 64 KiB.  The
+ * price of a skip record: until the consumers pass it, producers have
+ * only the bytes before head (at least 3/4 of hw less one record), so a
+ * put may wait (or fail with timeout 0) while the queue holds less than
+ * capacity_bytes; that needs a burst of that size right after a wrap
  * with no get in between, and it ends with the next gets.  Queues of up
  * to 64 KiB never wrap early.
+ *
+ * MEMORY ORDERS, in general (each site says what it pairs with where it
+ * is not this rule).  tail, tail_off, the caches and hw are touched only
+ * by pmu's holder, head_off only by cmu's: relaxed, the lock orders them
+ * (its CAS acquires, its exchange releases).  Record headers: len and
+ * item relaxed, ordered by the stamp (seq_cst store, acquire or seq_cst
+ * load).  Counters read only for sizes (qsize) and hints (the spins):
+ * relaxed or acquire, never trusted for more than a guess.
  *
  * CLOSE sets closed under pmu, so every put either completed before it or
  * fails; a getter that saw closed before finding the queue empty returns
  * CONC_ECLOSED, never while a completed put's message is still queued.
+ *
+ * Making, opening and freeing handles (the mapping, names, who unlinks)
+ * is in queue_map.c.
  *
  * FORK.  The handle is plain process memory pointing at a MAP_SHARED
  * mapping, so a forked child uses the same queue; nothing in it is per
@@ -117,14 +133,9 @@
  */
 #include "queue_int.h"
 
-#include <fcntl.h>
 #include <math.h>
 #include <sched.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define SPIN_MIN 8
 #define SPIN_MAX 2048
@@ -132,14 +143,9 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static inline uint64_t round16(uint64_t n)
-{
-    return (n + 15u) & ~(uint64_t)15u;
-}
-
 static inline uint64_t rec_size(uint64_t len)
 {
-    return CONC__QUEUE_REC_HDR + round16(len);
+    return CONC__QUEUE_REC_HDR + conc__queue_round16(len);
 }
 
 static inline conc__qrec *rec_at(const conc_queue *q, uint64_t pos)
@@ -434,7 +440,7 @@ static void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
  * (see MEMORY in the design comment).  Under pmu.  If the queue is empty,
  * rewinds: head and tail jump to the next lap's start together, under
  * cmu (lock order: pmu, then cmu; consumers never take pmu).  If it holds
- * only a little (at most hw/16) and the bytes before head leave room,
+ * only a little (at most hw/4) and the bytes before head leave room,
  * pads the rest of the lap with a skip record.  Otherwise raises hw. */
 static int wrap_early(conc_queue *q, uint64_t *tp, uint64_t n, uint64_t s,
                       uint64_t off, uint64_t hw)
@@ -468,7 +474,7 @@ static int wrap_early(conc_queue *q, uint64_t *tp, uint64_t n, uint64_t s,
         side_unlock(q, false);
         h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
     }
-    if (t - h <= hw / 16 && t + skip + s - h <= q->R) {
+    if (t - h <= hw / 4 && t + skip + s - h <= q->R) {
         commit(q, t, off, CONC__QUEUE_SKIP, (uint32_t)n);
         *tp = t + skip;
         atomic_store_explicit(&sh->tail, t + skip, memory_order_relaxed);
@@ -551,8 +557,17 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
     if (len > q->capacity) {
         return CONC_ETOOBIG;
     }
+    /* The deadline is fixed on entry; timeouts of 0 and CONC_FOREVER need
+     * no clock, which keeps clock_gettime off their fast path. */
     conc__deadline dl;
     bool have_dl = false, armed = false;
+    if (timeout > 0) {
+        int err = conc__deadline_init(&dl, timeout);
+        if (err != 0) {
+            return err;
+        }
+        have_dl = true;
+    }
     uint32_t w = 0;
     for (;;) {
         bool wake = false;
@@ -698,8 +713,16 @@ static bool get_hint(conc_queue *q, uint64_t at)
 static int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
                       size_t *len, double timeout)
 {
+    /* As in conc_queue_put: the deadline is fixed on entry. */
     conc__deadline dl;
     bool have_dl = false, armed = false;
+    if (timeout > 0) {
+        int err = conc__deadline_init(&dl, timeout);
+        if (err != 0) {
+            return err;
+        }
+        have_dl = true;
+    }
     uint32_t w = 0;
     uint64_t at = 0;
     for (;;) {
@@ -902,7 +925,9 @@ CONC_API int conc_queue_close(conc_queue *q)
     atomic_store_explicit(&q->sh->closed, 1, memory_order_seq_cst);
     side_unlock(q, true);
     /* Bump both sequences (keeping any sleeper bit) and wake everyone:
-     * a sleeper that read the old value returns from FUTEX_WAIT at once. */
+     * a sleeper that read the old value returns from FUTEX_WAIT at once.
+     * Pairs with the FUTEX_WAIT in sleep_slice(), after which getters and
+     * putters re-check closed (seq_cst loads above). */
     atomic_fetch_add_explicit(&q->sh->data_seq, 2, memory_order_seq_cst);
     conc__os_futex_wake(&q->sh->data_seq, INT32_MAX, true);
     atomic_fetch_add_explicit(&q->sh->space_seq, 2, memory_order_seq_cst);
@@ -914,288 +939,4 @@ CONC_API bool conc_queue_closed(conc_queue *q)
 {
     return q != NULL &&
            atomic_load_explicit(&q->sh->closed, memory_order_acquire);
-}
-
-/* ---- creation ------------------------------------------------------------- */
-
-static size_t page_size(void)
-{
-    long p = sysconf(_SC_PAGESIZE);
-    return p > 0 ? (size_t)p : 4096;
-}
-
-static size_t ring_offset(void)
-{
-    size_t p = page_size();
-    return (sizeof(conc__qshm) + p - 1) / p * p;
-}
-
-/* "/name" from "name" or "/name"; NULL (CONC_EINVAL in *err) for a bad
- * name, NULL (CONC_ENOMEM) when allocation fails. */
-static char *shm_name(const char *name, int *err)
-{
-    *err = CONC_EINVAL;
-    if (name == NULL) {
-        return NULL;
-    }
-    if (name[0] == '/') {
-        name++;
-    }
-    size_t n = strlen(name);
-    if (n == 0 || n > 200 || strchr(name, '/') != NULL ||
-        strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
-        return NULL;
-    }
-    char *s = conc__malloc(n + 2);
-    if (s == NULL) {
-        *err = CONC_ENOMEM;
-        return NULL;
-    }
-    s[0] = '/';
-    memcpy(s + 1, name, n + 1);
-    return s;
-}
-
-static uint64_t random_key(void)
-{
-    /* Not a secret against an attacker, only against accidental look-
-     * alikes: splitmix64 over time, pid and an address. */
-    uint64_t x = conc__now_ns() ^ ((uint64_t)getpid() << 32) ^
-                 (uint64_t)(uintptr_t)&x;
-    x += UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    x ^= x >> 31;
-    /* The top bit set: no position ever reaches it, so a zeroed ring
-     * header (stamp 0) never matches. */
-    return x | (UINT64_C(1) << 63);
-}
-
-static void handle_fill(conc_queue *q, void *map, size_t map_size)
-{
-    q->sh = map;
-    q->map_size = map_size;
-    q->ring = (unsigned char *)map + q->sh->ring_off;
-    q->R = q->sh->ring_bytes;
-    q->key = q->sh->key;
-    q->capacity = q->sh->capacity;
-    q->maxsize = q->sh->maxsize;
-    atomic_init(&q->spin_get, 128);
-    atomic_init(&q->spin_put, 128);
-    /* Work out this thread's lock identity now (the sync module computes
-     * it once per process under pthread_once): a queue is usually made
-     * before threads start, and a fork from one thread while another is
-     * inside that pthread_once would leave the child stuck in it. */
-    (void)conc__sync_self_id();
-}
-
-/* Maps the named object: creates it (size bytes) or opens it (its size). */
-static int map_named(const char *name, bool create, size_t size,
-                     void **map, size_t *mapped)
-{
-    int err = 0;
-    int fd;
-    if (conc__fault_hit()) {
-        errno = EIO;
-        return CONC_ESYS;
-    }
-    if (create) {
-        fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    } else {
-        fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
-    }
-    if (fd < 0) {
-        return CONC_ESYS;
-    }
-    if (create) {
-        if (conc__fault_hit() || ftruncate(fd, (off_t)size) != 0) {
-            err = CONC_ESYS;
-            goto out_unlink;
-        }
-    } else {
-        /* The creator sizes the object right after creating it; give it
-         * a moment. */
-        struct stat st;
-        for (int i = 0;; i++) {
-            if (conc__fault_hit() || fstat(fd, &st) != 0) {
-                err = CONC_ESYS;
-                goto out_close;
-            }
-            if ((size_t)st.st_size >= ring_offset()) {
-                break;
-            }
-            if (i == 1000) {
-                err = CONC_EINVAL;
-                goto out_close;
-            }
-            usleep(1000);
-        }
-        size = (size_t)st.st_size;
-    }
-    void *p = MAP_FAILED;
-    if (!conc__fault_hit()) {
-        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    } else {
-        errno = ENOMEM;
-    }
-    if (p == MAP_FAILED) {
-        err = errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
-        goto out_unlink;
-    }
-    close(fd);
-    *map = p;
-    *mapped = size;
-    return 0;
-
-out_unlink:
-    if (create) {
-        int e = errno;
-        shm_unlink(name);
-        errno = e;
-    }
-out_close: {
-    int e = errno;
-    close(fd);
-    errno = e;
-}
-    return err;
-}
-
-CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
-{
-    static const conc_queue_opts defaults;
-    int err = 0;
-    if (out == NULL) {
-        return CONC_EINVAL;
-    }
-    *out = NULL;
-    if (opts == NULL) {
-        opts = &defaults;
-    }
-    size_t cap = opts->capacity_bytes ? opts->capacity_bytes
-                                      : CONC_QUEUE_DEFAULT_CAPACITY;
-    if (cap > CONC_QUEUE_MAX_CAPACITY) {
-        return CONC_EINVAL;
-    }
-    uint64_t R = CONC__QUEUE_REC_HDR + round16(cap);
-    size_t off = ring_offset(), pg = page_size();
-    size_t map_size = (off + (size_t)R + pg - 1) / pg * pg;
-
-    conc_queue *q = conc__calloc(1, sizeof *q);
-    if (q == NULL) {
-        return CONC_ENOMEM;
-    }
-    void *map = NULL;
-    if (opts->name != NULL) {
-        q->name = shm_name(opts->name, &err);
-        if (q->name == NULL) {
-            goto fail_handle;
-        }
-        err = map_named(q->name, true, map_size, &map, &map_size);
-        if (err != 0) {
-            goto fail_name;
-        }
-        q->creator = getpid();
-    } else {
-        map = conc__os_shared_alloc(map_size);
-        if (map == NULL) {
-            err = errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
-            goto fail_handle;
-        }
-    }
-    conc__qshm *sh = map;
-    sh->version = CONC__QUEUE_VERSION;
-    sh->ring_off = (uint32_t)off;
-    sh->ring_bytes = R;
-    sh->capacity = cap;
-    sh->maxsize = opts->maxsize;
-    sh->key = random_key();
-    sh->map_size = map_size;
-    atomic_init(&sh->hw, R < CONC__QUEUE_HW_STEP ? R : CONC__QUEUE_HW_STEP);
-    atomic_init(&sh->pmu.state, 0);
-    atomic_init(&sh->cmu.state, 0);
-    /* Release: an opener that sees the magic (acquire, in open) sees the
-     * whole header. */
-    atomic_store_explicit(&sh->magic, CONC__QUEUE_MAGIC,
-                          memory_order_release);
-    handle_fill(q, map, map_size);
-    *out = q;
-    return 0;
-
-fail_name:
-    free(q->name);
-fail_handle:
-    free(q);
-    return err;
-}
-
-CONC_API int conc_queue_open(conc_queue **out, const char *name)
-{
-    int err = 0;
-    if (out == NULL) {
-        return CONC_EINVAL;
-    }
-    *out = NULL;
-    conc_queue *q = conc__calloc(1, sizeof *q);
-    if (q == NULL) {
-        return CONC_ENOMEM;
-    }
-    void *map = NULL;
-    size_t size = 0;
-    q->name = shm_name(name, &err);
-    if (q->name == NULL) {
-        goto fail_handle;
-    }
-    err = map_named(q->name, false, 0, &map, &size);
-    if (err != 0) {
-        goto fail_name;
-    }
-    conc__qshm *sh = map;
-    /* Acquire: pairs with the creator's release store of the magic.  The
-     * creator writes it right after sizing the object; wait a moment. */
-    for (int i = 0; atomic_load_explicit(&sh->magic, memory_order_acquire) !=
-                    CONC__QUEUE_MAGIC;
-         i++) {
-        if (i == 1000) {
-            err = CONC_EINVAL;
-            goto fail_map;
-        }
-        usleep(1000);
-    }
-    if (sh->version != CONC__QUEUE_VERSION || sh->map_size != size ||
-        sh->ring_off != ring_offset() ||
-        (uint64_t)sh->ring_off + sh->ring_bytes > size ||
-        sh->ring_bytes != CONC__QUEUE_REC_HDR + round16(sh->capacity)) {
-        err = CONC_EINVAL;
-        goto fail_map;
-    }
-    handle_fill(q, map, size);
-    q->creator = 0;
-    *out = q;
-    return 0;
-
-fail_map:
-    munmap(map, size);
-fail_name:
-    free(q->name);
-fail_handle:
-    free(q);
-    return err;
-}
-
-CONC_API void conc_queue_free(conc_queue *q)
-{
-    if (q == NULL) {
-        return;
-    }
-    if (q->name != NULL) {
-        munmap(q->sh, q->map_size);
-        if (q->creator != 0 && q->creator == getpid()) {
-            shm_unlink(q->name);
-        }
-        free(q->name);
-    } else {
-        conc__os_shared_free(q->sh, q->map_size);
-    }
-    free(q);
 }

@@ -21,6 +21,11 @@
 /* The high-water mark of touched ring bytes grows in these steps. */
 #define CONC__QUEUE_HW_STEP ((uint64_t)64 << 10)
 
+static inline uint64_t conc__queue_round16(uint64_t n)
+{
+    return (n + 15u) & ~(uint64_t)15u;
+}
+
 /* One record header, at a 16-aligned ring offset.  stamp is written last
  * (the commit); len and item are read only after stamp matched. */
 typedef struct conc__qrec {

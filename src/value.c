@@ -6,16 +6,17 @@
  * itself in shared memory of its own, so the pair works across fork.
  *
  * Named value: a conc_shm segment laid out as
- *     [value_hdr: magic, version, size]  64 bytes
- *     [data: size bytes]                 64-byte aligned
+ *     [value_hdr: magic, version, flags, size]  64 bytes
+ *     [lock]                 64 bytes, only when flags has VALUE_LOCKED
+ *     [data: size bytes]                        64-byte aligned
  * The creator writes the header with the magic stored last (release), so
  * an opener that sees the magic (acquire) sees the size; conc_value_open
  * checks magic, version and that the size fits the segment.
  *
- * Rejected: a named value with a lock.  The lock would have to live in the
- * segment, but conc_value_lock returns a conc_lock, and a conc_lock has no
- * name by which another process could attach to it; handing the opener a
- * NULL lock would be a silent trap, so the combination is CONC_EINVAL.
+ * A named value with a lock keeps the lock inside the segment
+ * (conc__lock_embed), so an unrelated process that opens the value gets
+ * the same lock from conc_value_lock; the lock goes with the segment and is
+ * never conc_lock_free()d.
  *
  * Dead processes: the block holds no state of its own; a holder of the
  * value's lock that dies makes the next acquire return CONC_EOWNERDEAD
@@ -33,14 +34,18 @@
 typedef struct value_hdr {
     _Atomic uint64_t magic;
     uint32_t version;
-    uint32_t reserved;
+    uint32_t flags;
     uint64_t size;
 } value_hdr;
+
+#define VALUE_LOCKED 1u
+#define VALUE_LOCK_SLOT 64
 
 struct conc_value {
     void *ptr;
     size_t size;
     conc_lock *lock;  /* NULL for a raw value */
+    bool lock_embedded; /* in the named segment: not ours to free */
     conc_shm *shm;    /* named */
     void *anon;       /* anonymous mapping */
     size_t anon_len;
@@ -66,9 +71,6 @@ int conc_value_new(conc_value **out, const conc_value_opts *opts)
     }
     if (opts->name != NULL) {
         char fixed[256];
-        if (opts->lock) {
-            return CONC_EINVAL;
-        }
         err = conc__shm_name_fix(opts->name, fixed, sizeof fixed);
         if (err != 0) {
             return err;
@@ -80,17 +82,25 @@ int conc_value_new(conc_value **out, const conc_value_opts *opts)
     }
     v->size = opts->size;
     if (opts->name != NULL) {
-        err = conc_shm_create(&v->shm, opts->name, VALUE_HDR + opts->size);
+        size_t lock_room = opts->lock ? VALUE_LOCK_SLOT : 0;
+        CONC__ASSERT(conc__lock_embed_size() <= VALUE_LOCK_SLOT);
+        err = conc_shm_create(&v->shm, opts->name,
+                              VALUE_HDR + lock_room + opts->size);
         if (err != 0) {
             goto fail;
         }
         value_hdr *h = conc_shm_ptr(v->shm);
         h->version = VALUE_VERSION;
         h->size = opts->size;
+        if (opts->lock) {
+            h->flags = VALUE_LOCKED;
+            v->lock = conc__lock_embed((char *)h + VALUE_HDR, true);
+            v->lock_embedded = true;
+        }
         /* release: an opener that reads the magic (acquire, in
          * conc_value_open) sees version and size. */
         atomic_store_explicit(&h->magic, VALUE_MAGIC, memory_order_release);
-        v->ptr = (char *)h + VALUE_HDR;
+        v->ptr = (char *)h + VALUE_HDR + lock_room;
     } else {
         v->anon_len = round_page(opts->size);
         v->anon = conc__os_shared_alloc(v->anon_len);
@@ -100,7 +110,7 @@ int conc_value_new(conc_value **out, const conc_value_opts *opts)
         }
         v->ptr = v->anon;
     }
-    if (opts->lock) {
+    if (opts->lock && !v->lock_embedded) {
         err = conc_lock_new(&v->lock, NULL);
         if (err != 0) {
             goto fail;
@@ -133,15 +143,31 @@ int conc_value_open(conc_value **out, const char *name)
     size_t seg = conc_shm_size(v->shm);
     value_hdr *h = conc_shm_ptr(v->shm);
     /* acquire pairs with the creator's release store of the magic. */
+    size_t lock_room = 0;
     if (seg < VALUE_HDR ||
         atomic_load_explicit(&h->magic, memory_order_acquire) != VALUE_MAGIC ||
-        h->version != VALUE_VERSION || h->size == 0 ||
-        h->size > seg - VALUE_HDR) {
+        h->version != VALUE_VERSION || (h->flags & ~VALUE_LOCKED) != 0) {
         err = CONC_EINVAL;
         goto fail;
     }
+    if (h->flags & VALUE_LOCKED) {
+        lock_room = VALUE_LOCK_SLOT;
+    }
+    if (h->size == 0 || seg - VALUE_HDR < lock_room ||
+        h->size > seg - VALUE_HDR - lock_room) {
+        err = CONC_EINVAL;
+        goto fail;
+    }
+    if (lock_room != 0) {
+        v->lock = conc__lock_embed((char *)h + VALUE_HDR, false);
+        if (v->lock == NULL) {
+            err = CONC_EINVAL;
+            goto fail;
+        }
+        v->lock_embedded = true;
+    }
     v->size = (size_t)h->size;
-    v->ptr = (char *)h + VALUE_HDR;
+    v->ptr = (char *)h + VALUE_HDR + lock_room;
     *out = v;
     return 0;
 
@@ -170,7 +196,9 @@ void conc_value_free(conc_value *v)
     if (v == NULL) {
         return;
     }
-    conc_lock_free(v->lock);
+    if (!v->lock_embedded) {
+        conc_lock_free(v->lock);
+    }
     conc_shm_free(v->shm);
     conc__os_shared_free(v->anon, v->anon_len);
     free(v);

@@ -4,14 +4,19 @@
  *                               string at offset 0, writes "pong" at 64
  *   prog_shm_peer value NAME    opens the value, prints "size N" and its
  *                               string, writes "pong" at offset 64
+ *   prog_shm_peer incr NAME N   opens a locked value holding a long and
+ *                               adds 1 to it N times under its lock
  *   prog_shm_peer create NAME   creates a segment and exits without
  *                               freeing it (the atexit unlink is tested)
  *   prog_shm_peer unlink NAME   opens the segment and unlinks the name
  * Exit 0 on success, 2 with the error name printed otherwise. */
 #include <conc.h>
 
+#include <sched.h>
+
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int fail(const char *what, int err)
@@ -21,8 +26,44 @@ static int fail(const char *what, int err)
     return 2;
 }
 
+/* The read-modify-write is split with a yield in the middle, so that
+ * without the lock the two processes' updates would be lost. */
+static int incr(const char *name, long n)
+{
+    conc_value *v = NULL;
+    int err = conc_value_open(&v, name);
+    if (err != 0) {
+        return fail("open", err);
+    }
+    conc_lock *l = conc_value_lock(v);
+    if (l == NULL) {
+        conc_value_free(v);
+        printf("no lock\n");
+        return 2;
+    }
+    volatile long *counter = conc_value_ptr(v);
+    for (long i = 0; i < n; i++) {
+        err = conc_lock_acquire(l, 10);
+        if (err != 0) {
+            conc_value_free(v);
+            return fail("acquire", err);
+        }
+        long c = *counter;
+        if (i % 64 == 0) {
+            sched_yield();
+        }
+        *counter = c + 1;
+        conc_lock_release(l);
+    }
+    conc_value_free(v);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "incr") == 0) {
+        return incr(argv[2], atol(argv[3]));
+    }
     if (argc != 3) {
         return 2;
     }

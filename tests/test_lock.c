@@ -482,3 +482,73 @@ TEST(lock_holder_reacquires_after_foreign_release)
     CHECK_OK(conc_lock_release(a.l));
     conc_lock_free(a.l);
 }
+
+struct hammer {
+    conc_lock *l;
+    atomic_int stop;
+    long counter;      /* guarded by l */
+    long by_threads[3];
+};
+
+struct hammer_arg {
+    struct hammer *h;
+    int i;
+};
+
+static void *hammer_thread(void *arg)
+{
+    struct hammer_arg *a = arg;
+    while (!atomic_load(&a->h->stop)) {
+        if (conc_lock_acquire(a->h->l, 10) != 0) {
+            return NULL;
+        }
+        a->h->counter++;
+        a->h->by_threads[a->i]++;
+        conc_lock_release(a->h->l);
+    }
+    return NULL;
+}
+
+static int child_uses_hammered_lock(void *arg)
+{
+    struct hammer *h = arg;
+    /* The lock may be held by a parent thread frozen mid-section at fork:
+     * that thread lives on in the parent and releases it; the child must
+     * wait for it, not take it over. */
+    for (int i = 0; i < 100; i++) {
+        int err = conc_lock_acquire(h->l, 10);
+        if (err != 0) {
+            return 10 + (err == CONC_EOWNERDEAD);
+        }
+        h->counter++;
+        conc_lock_release(h->l);
+    }
+    return 0;
+}
+
+/* fork() while other threads hammer a lock (ipc-notes hazard 6): every
+ * child gets the lock normally, nothing is lost or taken over. */
+TEST(lock_fork_while_threads_hammer_it)
+{
+    struct hammer *h = st_shared(sizeof *h);
+    CHECK_OK(conc_lock_new(&h->l, NULL));
+    pthread_t t[3];
+    struct hammer_arg a[3];
+    for (int i = 0; i < 3; i++) {
+        a[i] = (struct hammer_arg){ h, i };
+        t[i] = st_thread(hammer_thread, &a[i]);
+    }
+    for (int k = 0; k < 10; k++) {
+        pid_t p = th_fork(child_uses_hammered_lock, h);
+        CHECK_EQ(st_code(th_wait(p, 20)), 0);
+    }
+    atomic_store(&h->stop, 1);
+    for (int i = 0; i < 3; i++) {
+        st_join(t[i]);
+    }
+    CHECK_EQ(h->counter,
+             h->by_threads[0] + h->by_threads[1] + h->by_threads[2] + 1000);
+    CHECK(!conc_lock_locked(h->l));
+    conc_lock_free(h->l);
+    st_unshare(h, sizeof *h);
+}

@@ -1004,7 +1004,8 @@ TEST(queue_blocked_calls_survive_signals_with_remaining_time)
 
 /* ---- dead lock holders (white box) ------------------------------------------ */
 
-enum { DIE_HALF_PUT, DIE_COMMITTED_PUT, DIE_IN_GET, DIE_AFTER_NGET };
+enum { DIE_HALF_PUT, DIE_COMMITTED_PUT, DIE_MID_REWIND, DIE_IN_GET,
+       DIE_AFTER_NGET };
 
 typedef struct {
     conc_queue *q;
@@ -1031,6 +1032,15 @@ static int child_dies_holding_lock(void *arg)
         if (a->how == DIE_COMMITTED_PUT) {
             atomic_store(&r->stamp, t ^ q->key);
         }
+    } else if (a->how == DIE_MID_REWIND) {
+        /* A producer rewinding the empty queue to the next lap's start
+         * (wrap_early) holds both locks and has moved head, not tail. */
+        CHECK_OK(conc__olock_acquire(&sh->pmu, &forever));
+        CHECK_OK(conc__olock_acquire(&sh->cmu, &forever));
+        uint64_t t = atomic_load(&sh->tail);
+        CHECK_EQ(atomic_load(&sh->head), t);
+        atomic_store(&sh->head_off, 0);
+        atomic_store(&sh->head, t + q->R - t % q->R);
     } else {
         CHECK_OK(conc__olock_acquire(&sh->cmu, &forever));
         if (a->how == DIE_AFTER_NGET) {

@@ -24,6 +24,8 @@
  * fail the test's deadline. */
 #include "harness.h"
 
+#include "queue_int.h"
+
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -215,8 +217,21 @@ static void stress(const conc_queue_opts *opts, size_t maxlen, double secs)
     }
     uint64_t rng = (uint64_t)getpid();
     int pkills = 0, ckills = 0, lost_budget = 0, uncertain_n = 0;
-    double end = th_now() + secs;
-    while (th_now() < end) {
+    /* At least secs of killing, and until each kind has been killed ten
+     * times and a thousand messages have gone through (a loaded machine
+     * or a sanitizer build forks slowly); at most 30 s. */
+    double start = th_now();
+    for (;;) {
+        double now = th_now();
+        uint64_t sofar = 0;
+        for (int i = 0; i < NPROD; i++) {
+            sofar += atomic_load(&L->prod[i].next);
+        }
+        if ((now - start >= secs && pkills >= 10 && ckills >= 10 &&
+             sofar >= 1000) ||
+            now - start >= 30) {
+            break;
+        }
         rng = mix(rng);
         th_sleep((double)(rng % 12000) / 1e6);
         check_no_error();
@@ -284,6 +299,26 @@ static void stress(const conc_queue_opts *opts, size_t maxlen, double secs)
             }
         }
     }
+    /* The counters survived the repairs: everything committed was taken
+     * (nget == nput), and what was committed but never counted by a
+     * survivor went down with a busy consumer. */
+    uint64_t delivered = 0;
+    for (int i = 0; i < NPROD; i++) {
+        for (uint32_t s = 0; s < MAXSEQ; s++) {
+            delivered += atomic_load(&L->seen[i][s]);
+        }
+    }
+    uint64_t nput = atomic_load(&Q->sh->nput);
+    CHECK_EQ(atomic_load(&Q->sh->nget), nput);
+    CHECK(nput >= delivered);
+    CHECK(nput - delivered >= (uint64_t)lost);
+    CHECK(nput - delivered <= (uint64_t)lost_budget);
+    /* task_done counts exactly the messages the queue holds as put. */
+    for (uint64_t i = 0; i < nput; i++) {
+        CHECK_OK(conc_queue_task_done(Q));
+    }
+    CHECK_ERR(conc_queue_task_done(Q), CONC_EINVAL);
+    CHECK_OK(conc_queue_join(Q, 0));
     printf("    %llu messages put; killed %d producers (%d mid-put, %d of "
            "those delivered) and %d consumers (%d busy); %d lost\n",
            (unsigned long long)total, pkills, uncertain_n, uncertain_got,

@@ -5,6 +5,8 @@
  * every bad argument, and fault loops. */
 #include "harness.h"
 
+#include <sched.h>
+
 #include "shared_int.h"
 
 #include <errno.h>
@@ -68,12 +70,6 @@ TEST(value_bad_arguments_are_einval)
     CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 4,
                                                      .name = "" }),
               CONC_EINVAL);
-    /* A named value has no lock to share: refused, not silently raw. */
-    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 4,
-                                                     .lock = true,
-                                                     .name = "/conc_tv" }),
-              CONC_EINVAL);
-    CHECK(!shm_exists("/conc_tv"));
     CHECK_ERR(conc_value_open(NULL, "/conc_tv"), CONC_EINVAL);
     CHECK_ERR(conc_value_open(&v, NULL), CONC_EINVAL);
     CHECK_ERR(conc_value_open(&v, "x/y"), CONC_EINVAL);
@@ -181,6 +177,57 @@ TEST(value_named_opened_by_an_unrelated_process)
                                                         .name = name }),
               CONC_ESYS);
     CHECK_EQ(errno, EEXIST);
+    conc_value_free(v);
+    CHECK(!shm_exists(name));
+}
+
+/* A named Value with a lock: the lock lives in the segment, so a process
+ * that only knows the name gets the same lock, and increments from both
+ * sides are exact. */
+TEST(value_named_with_lock_shares_the_lock_by_name)
+{
+    char name[128];
+    snprintf(name, sizeof name, "/conc_test_lval_%d", (int)getpid());
+    conc_value *v = NULL;
+    CHECK_OK(conc_value_new(&v, &(conc_value_opts){ .size = sizeof(long),
+                                                     .lock = true,
+                                                     .name = name }));
+    conc_lock *l = conc_value_lock(v);
+    CHECK(l != NULL);
+    CHECK_EQ((uintptr_t)conc_value_ptr(v) % 64, 0);
+    volatile long *cnt = conc_value_ptr(v);
+    enum { N = 20000 };
+    char n_text[16];
+    snprintf(n_text, sizeof n_text, "%d", N);
+    char *argv[] = { (char *)th_prog("prog_shm_peer"), "incr", name, n_text,
+                     NULL };
+    pid_t peer = fork();
+    if (peer == 0) {
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_lock_acquire(l, 10));
+        long c = *cnt;
+        if (i % 64 == 0) {
+            sched_yield();
+        }
+        *cnt = c + 1;
+        CHECK_OK(conc_lock_release(l));
+    }
+    int st = th_wait(peer, 30);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ(*cnt, 2 * N);
+    /* Opened here too: the same lock word, seen as held. */
+    conc_value *o = NULL;
+    CHECK_OK(conc_value_open(&o, name));
+    CHECK(conc_value_lock(o) != NULL);
+    CHECK_OK(conc_lock_acquire(l, 1));
+    CHECK(conc_lock_locked(conc_value_lock(o)));
+    CHECK_ERR(conc_lock_acquire(conc_value_lock(o), 0), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(conc_value_lock(o)));
+    CHECK(!conc_lock_locked(l));
+    conc_value_free(o);
     conc_value_free(v);
     CHECK(!shm_exists(name));
 }

@@ -65,7 +65,11 @@ CONC_API int conc_pipe(conc_conn **a, conc_conn **b, bool duplex);
 CONC_API int conc_conn_send(conc_conn *c, const void *data, size_t len);
 
 /* conc_conn_send_timeout - conc_conn_send with a limit on the wait for
- * room.  Timeout 0 sends only when the whole frame fits at once.  When the
+ * room.  A frame of up to about 100 KiB (half the socket buffer) is queued
+ * by the kernel whole or not at all, so a short timeout, or 0, is safe for
+ * such messages; a larger one needs the receiver to read while it is
+ * sent, and a short timeout may run out halfway (below): give large
+ * messages CONC_FOREVER or a generous timeout.  When the
  * time runs out before any byte of the frame went out: CONC_ETIMEDOUT,
  * nothing was sent and the end stays usable.  When it runs out halfway
  * through a frame (a message larger than the socket buffer, about

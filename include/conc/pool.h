@@ -79,6 +79,11 @@
  * long (it delays other results) and must not join or free the pool that
  * runs it (that would wait for the callback's own thread).
  *
+ * Fork.  A pool belongs to the process that made it: a child forked later
+ * (conc_process_start) does not inherit its workers or threads, so it
+ * must not use the parent's pool, futures or iterators; it may make pools
+ * of its own, safely even while the parent's pool threads were busy.
+ *
  * Lifetimes.  Futures and iterators are reference-counted apart from the
  * pool: free them in any order, before or after the pool.  Freeing or
  * terminating a pool fails every task it still holds, so no future and no

@@ -83,14 +83,13 @@ typedef struct conc_value_opts {
     bool lock;        /* true: Value/Array with a lock; false: Raw* */
     const char *name; /* NULL: anonymous (shared with forked children);
                          else named shared memory (conc_value_open).
-                         A named value has no lock: with .lock it is
-                         CONC_EINVAL, since a conc_lock has no name to be
-                         opened by (use a conc_dict for named shared
-                         state that needs a lock) */
+                         A named value's lock lives in the segment: a
+                         process that opens it by name gets the same
+                         lock from conc_value_lock */
 } conc_value_opts;
 
 /* conc_value_new - a zero-filled shared block.  CONC_EINVAL (NULL out or
- * opts, size 0, a bad name, .name with .lock), CONC_ENOMEM, CONC_ESYS
+ * opts, size 0, a bad name), CONC_ENOMEM, CONC_ESYS
  * (named: EEXIST when the name is taken). */
 CONC_API int conc_value_new(conc_value **out, const conc_value_opts *opts);
 
