@@ -8,17 +8,9 @@
 #include "conc/process.h"
 #include "conc/thread.h"
 #include "conc/sync.h"
-#if __has_include("conc/queue.h")
 #include "conc/queue.h"
-#endif
-#if __has_include("conc/pipe.h")
 #include "conc/pipe.h"
-#endif
-#if __has_include("conc/shared.h")
 #include "conc/shared.h"
-#endif
-#if __has_include("conc/pool.h")
 #include "conc/pool.h"
-#endif
 
 #endif

@@ -54,6 +54,13 @@
  * the payload straight into the buffer it hands to the caller (no extra
  * copy); conc_conn_recv_into() reads straight into the caller's buffer and
  * moves the part read to the heap only when its time runs out halfway.
+ * A receiver that finds nothing keeps trying with non-blocking reads for
+ * up to 20 us (SPIN_NS; never with timeout 0, never past the deadline)
+ * before it sleeps: in a request/answer exchange the answer usually comes
+ * within that, and a sleep plus wake-up costs 10-40 us on a virtual
+ * machine (measured: round trip 6.5 us with the spin, 40 us without; the
+ * same 2-CPU machine's raw pipe() ping-pong takes 40 us).  The spin is
+ * short and bounded because the machines it runs on may have 2 CPUs.
  *
  * Locks.  wlock serialises senders on one end, rlock receivers: two
  * threads never interleave frames or split a message.  Both are private
@@ -84,6 +91,9 @@
 /* The largest payload chunk handed to one sendmsg(): the kernel caps a
  * single call at about 2 GiB anyway. */
 #define SEND_CHUNK ((size_t)1 << 30)
+
+/* How long a receiver keeps trying before it sleeps (read_some). */
+#define SPIN_NS 20000u
 
 struct conc_conn {
     int fd;
@@ -412,10 +422,31 @@ static int read_some(conc_conn *c, void *p, size_t n,
                      const conc__deadline *dl, size_t *got)
 {
     /* Without a deadline a blocking recv() waits in the kernel directly,
-     * one system call instead of recv + ppoll + recv. */
+     * one system call instead of recv + ppoll + recv.  Before either kind
+     * of sleep, a few non-blocking tries spread over about SPIN_NS: in a
+     * request/answer exchange the answer often comes within microseconds,
+     * and catching it awake saves the sleep and the wake-up, which cost
+     * tens of microseconds on a virtual machine. */
     int flags = dl->forever ? 0 : MSG_DONTWAIT;
+    /* Timeout 0 tries once and never spins; a deadline bounds the spin. */
+    bool spinning = !dl->once;
+    uint64_t spin_until = 0;
     for (;;) {
-        ssize_t r = recv(c->fd, p, n, flags);
+        ssize_t r = recv(c->fd, p, n, spinning ? MSG_DONTWAIT : flags);
+        if (spinning && r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            uint64_t now = conc__now_ns();
+            if (spin_until == 0) {
+                spin_until = now + SPIN_NS;
+            }
+            if (now < spin_until && !conc__deadline_passed(dl)) {
+                for (int i = 0; i < 64; i++) {
+                    conc__cpu_relax();
+                }
+                continue;
+            }
+            spinning = false;
+            continue;
+        }
         if (r > 0) {
             *got = (size_t)r;
             return 0;

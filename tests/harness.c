@@ -422,6 +422,34 @@ const char *th_prog(const char *name)
     return path;
 }
 
+char *th_run_example(const char *name, const char *arg1, const char *arg2,
+                     double timeout)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s", th_example(name));
+    char *argv[4] = { path, (char *)arg1, arg1 ? (char *)arg2 : NULL, NULL };
+    char *out = NULL;
+    int status = th_run(argv, &out, timeout);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "    --- output of %s ---\n%s    --- end ---\n", name,
+                out ? out : "");
+        th_fail(__FILE__, __LINE__, "%s: wait status %#x, wanted exit 0",
+                name, (unsigned)status);
+    }
+    return out;
+}
+
+int th_count(const char *hay, const char *needle)
+{
+    int n = 0;
+    size_t len = strlen(needle);
+    for (const char *p = strstr(hay, needle); p != NULL && len > 0;
+         p = strstr(p + len, needle)) {
+        n++;
+    }
+    return n;
+}
+
 pid_t th_fork(int (*fn)(void *), void *arg)
 {
     fflush(stdout);

@@ -86,6 +86,15 @@ void th_sleep(double seconds);
  * not be run or ran out of time. */
 int th_run(char *const argv[], char **out, double timeout);
 
+/* Runs examples/<name> with up to two arguments (NULL for none), fails the
+ * test - showing the output - unless it exits 0, and returns its output
+ * (stdout and stderr; the caller frees it). */
+char *th_run_example(const char *name, const char *arg1, const char *arg2,
+                     double timeout);
+
+/* How many times needle occurs in hay. */
+int th_count(const char *hay, const char *needle);
+
 /* Path of an example program / a tests/prog_* helper, in a static buffer. */
 const char *th_example(const char *name);
 const char *th_prog(const char *name);

@@ -12,37 +12,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-/* Runs examples/<name> with up to three arguments, returns its output
- * (the caller frees it) after checking that it exited 0; a failure prints
- * the output first, so the reason is in the log. */
-static char *run_ok(const char *name, const char *arg1, const char *arg2,
-                    double timeout)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s", th_example(name));
-    char *argv[4] = { path, (char *)arg1, arg1 ? (char *)arg2 : NULL, NULL };
-    char *out = NULL;
-    int status = th_run(argv, &out, timeout);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "    --- output of %s ---\n%s    --- end ---\n", name,
-                out ? out : "");
-        th_fail(__FILE__, __LINE__, "%s: wait status %#x, wanted exit 0",
-                name, (unsigned)status);
-    }
-    return out;
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    size_t len = strlen(needle);
-    for (const char *p = strstr(hay, needle); p != NULL;
-         p = strstr(p + len, needle)) {
-        n++;
-    }
-    return n;
-}
-
 /* The number printed right after the first occurrence of prefix. */
 static double number_after(const char *out, const char *prefix)
 {
@@ -89,7 +58,8 @@ TEST_T(counter_race_loses_updates_and_lock_gives_zero, 300)
 {
     bool wrong_seen = false;
     for (int run = 0; run < 5 && !wrong_seen; run++) {
-        char *out = run_ok("seed002_counter_race", RACE_UPDATES, NULL, 250);
+        char *out = th_run_example("seed002_counter_race",
+                                   RACE_UPDATES, NULL, 250);
         expect_in(out, "with a conc_lock: a = 0 ");
         CHECK_EQ(number_after(out, "with a conc_lock: a = "), 0);
         double racy = number_after(out, "without a lock: a = ");
@@ -107,7 +77,7 @@ TEST_T(ticket_office_sells_exactly_one_ticket, 120)
     CHECK(mkdtemp(dir) != NULL);
     char db[sizeof dir + 16];
     snprintf(db, sizeof db, "%s/db.txt", dir);
-    char *out = run_ok("seed001_3_ticket_office", db, NULL, 100);
+    char *out = th_run_example("seed001_3_ticket_office", db, NULL, 100);
 
     char *part2 = strstr(out, "== part 2");
     CHECK(part2 != NULL);
@@ -115,9 +85,9 @@ TEST_T(ticket_office_sells_exactly_one_ticket, 120)
     const char *part1 = out;
     part2++;
     /* Part 1: concurrent buyers, buying under the lock. */
-    CHECK_EQ(count_of(part1, "bought a ticket!"), 1);
-    CHECK_EQ(count_of(part1, "sold out"), 9);
-    CHECK_EQ(count_of(part1, "searched:"), 10);
+    CHECK_EQ(th_count(part1, "bought a ticket!"), 1);
+    CHECK_EQ(th_count(part1, "sold out"), 9);
+    CHECK_EQ(th_count(part1, "searched:"), 10);
     expect_in(part1, "part 1: 1 ticket(s) sold, 0 buyer(s) broken");
     expect_in(part1, "part 1: db.txt now holds {\"count\":0}");
     /* Ten searches at once (0.05 s), then ten purchases one at a time
@@ -125,10 +95,10 @@ TEST_T(ticket_office_sells_exactly_one_ticket, 120)
     CHECK(number_after(part1, "took ") >= 0.05 + 10 * 0.02 + 0.05);
     /* Part 2: start+join each in turn: buyer 0 buys, everyone after sees
      * 0 already at the search. */
-    CHECK_EQ(count_of(part2, "bought a ticket!"), 1);
+    CHECK_EQ(th_count(part2, "bought a ticket!"), 1);
     expect_in(part2, "<buyer 0> searched: 1 ticket(s) left");
     expect_in(part2, "<buyer 0> bought a ticket!");
-    CHECK_EQ(count_of(part2, "searched: 0 ticket(s) left"), 9);
+    CHECK_EQ(th_count(part2, "searched: 0 ticket(s) left"), 9);
     expect_in(part2, "part 2: 1 ticket(s) sold, 0 buyer(s) broken");
     expect_in(part2, "part 2: db.txt now holds {\"count\":0}");
     double serial = number_after(part2, "took ");
@@ -151,7 +121,8 @@ TEST_T(ticket_office_sells_exactly_one_ticket, 120)
 
 TEST(daemon_ends_with_its_parent)
 {
-    char *out = run_ok("seed000_3_daemon_ends_with_parent", NULL, NULL, 30);
+    char *out = th_run_example("seed000_3_daemon_ends_with_parent",
+                               NULL, NULL, 30);
     expect_in(out, "egon is piaoing");
     expect_in(out, "main: done, returning");
     /* th_run read until every writer of the pipe was gone: had the daemon
@@ -162,7 +133,7 @@ TEST(daemon_ends_with_its_parent)
 
 TEST(daemon_foo_dies_with_main_bar_runs_on)
 {
-    char *out = run_ok("seed001_1_daemon_foo_bar", NULL, NULL, 30);
+    char *out = th_run_example("seed001_1_daemon_foo_bar", NULL, NULL, 30);
     const char *main_line = strstr(out, "main-------\n");
     CHECK(main_line != NULL);
     expect_in(out, "456\n");
@@ -175,7 +146,7 @@ TEST(daemon_foo_dies_with_main_bar_runs_on)
 
 TEST(daemon_may_not_have_children)
 {
-    char *out = run_ok("seed001_2_daemon_no_children", NULL, NULL, 30);
+    char *out = th_run_example("seed001_2_daemon_no_children", NULL, NULL, 30);
     expect_in(out, "conc_process_start returned CONC_EDAEMON: ");
     expect_in(out, conc_strerror(CONC_EDAEMON));
     expect_in(out, "main: the daemon's exitcode is 1\n");
@@ -185,14 +156,15 @@ TEST(daemon_may_not_have_children)
 
 TEST(join_concurrent_takes_the_longest_serial_the_sum)
 {
-    char *out = run_ok("seed000_1_join_serial_vs_concurrent", NULL, NULL, 60);
+    char *out = th_run_example("seed000_1_join_serial_vs_concurrent",
+                               NULL, NULL, 60);
     double concurrent = number_after(out, "main: concurrent total ");
     double serial = number_after(out, "main: serial total ");
     CHECK(concurrent >= 0.5);
     CHECK(concurrent < 0.5 + 0.3 + 0.2);
     CHECK(serial >= 0.5 + 0.3 + 0.2);
     CHECK(serial < 10 * (0.5 + 0.3 + 0.2));
-    CHECK_EQ(count_of(out, " is done\n"), 6);
+    CHECK_EQ(th_count(out, " is done\n"), 6);
     free(out);
 }
 
@@ -204,7 +176,8 @@ TEST(terminate_then_is_alive)
      * in at least one of up to five runs, the rest in every run. */
     bool alive_seen = false;
     for (int run = 0; run < 5 && !alive_seen; run++) {
-        char *out = run_ok("seed000_2_terminate_is_alive", NULL, NULL, 30);
+        char *out = th_run_example("seed000_2_terminate_is_alive",
+                                   NULL, NULL, 30);
         const char *a = strstr(out, "is_alive right after terminate: ");
         const char *b = strstr(out, "is_alive after join: False\n");
         const char *c = strstr(out, "exitcode: -15 ");
@@ -221,24 +194,24 @@ TEST(terminate_then_is_alive)
 
 TEST(condition_market_keeps_its_bounds)
 {
-    char *out = run_ok("seed003_4_condition_market", NULL, NULL, 60);
+    char *out = th_run_example("seed003_4_condition_market", NULL, NULL, 60);
     CHECK(number_after(out, "lowest ") >= 95);
     CHECK(number_after(out, "highest ") <= 1100);
     expect_in(out, "- held\n");
     expect_in(out, "- balanced\n");
-    CHECK(count_of(out, "produce 100, count=") >= 2);
-    CHECK(count_of(out, "consume 5, count=") >= 5);
+    CHECK(th_count(out, "produce 100, count=") >= 2);
+    CHECK(th_count(out, "consume 5, count=") >= 5);
     free(out);
 }
 
 TEST(event_releases_all_three_workers)
 {
-    char *out = run_ok("seed003_2_event_workers", NULL, NULL, 30);
+    char *out = th_run_example("seed003_2_event_workers", NULL, NULL, 30);
     expect_in(out, "main: before set: 0 of 3 workers released\n");
     for (int i = 1; i <= 3; i++) {
         char line[64];
         snprintf(line, sizeof line, "worker-%d got the signal, ", i);
-        CHECK_EQ(count_of(out, line), 1);
+        CHECK_EQ(th_count(out, line), 1);
     }
     expect_in(out, "main: after set: 3 of 3 workers released\n");
     /* Each released after the set: a non-negative delay. */
@@ -248,14 +221,14 @@ TEST(event_releases_all_three_workers)
 
 TEST(semaphore_releases_ten_workers_one_at_a_time)
 {
-    char *out = run_ok("seed003_3_semaphore_workers", NULL, NULL, 60);
+    char *out = th_run_example("seed003_3_semaphore_workers", NULL, NULL, 60);
     expect_in(out, "blocked on Semaphore(0); 0 working\n");
     for (int i = 0; i < 10; i++) {
         char line[32];
         snprintf(line, sizeof line, "Working %d\n", i);
-        CHECK_EQ(count_of(out, line), 1);
+        CHECK_EQ(th_count(out, line), 1);
     }
-    CHECK_EQ(count_of(out, "main: release #"), 10);
+    CHECK_EQ(th_count(out, "main: release #"), 10);
     expect_not_in(out, "workers are working");
     expect_in(out, "each released once; value left 0\n");
     free(out);
@@ -263,7 +236,7 @@ TEST(semaphore_releases_ten_workers_one_at_a_time)
 
 TEST(countdown_threads_stop_by_flag_and_by_timeout)
 {
-    char *out = run_ok("seed003_1_countdown_stop", NULL, NULL, 30);
+    char *out = th_run_example("seed003_1_countdown_stop", NULL, NULL, 30);
     expect_in(out, "T-minus 10\n");
     /* Stopped early: it ticked (main let it run 0.35 s) but did not
      * reach the end of its 1 s countdown. */

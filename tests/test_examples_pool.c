@@ -16,38 +16,12 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-static char *run_ok(const char *name, const char *arg, double timeout)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s", th_example(name));
-    char *argv[3] = { path, (char *)arg, NULL };
-    char *out = NULL;
-    int status = th_run(argv, &out, timeout);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "    --- output of %s ---\n%s    --- end ---\n", name,
-                out ? out : "");
-        th_fail(__FILE__, __LINE__, "%s: wait status %#x, wanted exit 0",
-                name, (unsigned)status);
-    }
-    return out;
-}
-
 static void expect_in(const char *out, const char *needle)
 {
     if (strstr(out, needle) == NULL) {
         fprintf(stderr, "    --- output ---\n%s    --- end ---\n", out);
         th_fail(__FILE__, __LINE__, "\"%s\" missing from the output", needle);
     }
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = strstr(hay, needle); p != NULL;
-         p = strstr(p + 1, needle)) {
-        n++;
-    }
-    return n;
 }
 
 static double number_after(const char *out, const char *prefix)
@@ -62,7 +36,7 @@ static double number_after(const char *out, const char *prefix)
 
 TEST(example_map_squares)
 {
-    char *out = run_ok("seed003_pool_1_map_squares", NULL, 60);
+    char *out = th_run_example("seed003_pool_1_map_squares", NULL, NULL, 60);
     expect_in(out, "Pool(5).map(f, [1, 2, 3]) -> [1, 4, 9]");
     expect_in(out, "map(f, [1, 2, 3, 4]):\n1\n4\n9\n16\n");
     expect_in(out, "in input order");
@@ -71,7 +45,8 @@ TEST(example_map_squares)
 
 TEST(example_submit_and_callback)
 {
-    char *out = run_ok("seed003_pool_2_submit_and_callback", NULL, 60);
+    char *out = th_run_example("seed003_pool_2_submit_and_callback",
+                               NULL, NULL, 60);
     expect_in(out, "submitted work(10); done yet? no");
     expect_in(out, "future.result() -> 100 (done now? yes)");
     expect_in(out, "callback for work(40): result 400");
@@ -85,39 +60,42 @@ TEST(example_submit_and_callback)
 
 TEST(example_apply_vs_apply_async)
 {
-    char *out = run_ok("seed000_pool_apply_vs_apply_async", NULL, 60);
+    char *out = th_run_example("seed000_pool_apply_vs_apply_async",
+                               NULL, NULL, 60);
     double sync_s = number_after(out, "\nsync ");
     double async_s = number_after(out, "vs async ");
     CHECK(sync_s >= 0.6);
     CHECK(async_s >= 0.2);
     CHECK(async_s < sync_s);
     CHECK(async_s < 2.0);
-    CHECK_EQ(count_of(out, "apply(task, "), 3);
-    CHECK_EQ(count_of(out, "result "), 3);
+    CHECK_EQ(th_count(out, "apply(task, "), 3);
+    CHECK_EQ(th_count(out, "result "), 3);
     free(out);
 }
 
 TEST(example_cpu_bound_primes)
 {
-    char *out = run_ok("seed003_pool_3_cpu_bound_primes", "300000", 120);
+    char *out = th_run_example("seed003_pool_3_cpu_bound_primes",
+                               "300000", NULL, 120);
     /* pi(300000) = 25997, on 1 worker and on 2 */
-    CHECK_EQ(count_of(out, "primes below 300000: 25997 ("), 2);
+    CHECK_EQ(th_count(out, "primes below 300000: 25997 ("), 2);
     expect_in(out, "speed-up with 2 workers: ");
     free(out);
 }
 
 TEST(example_echo_thread_pool)
 {
-    char *out = run_ok("seed003_echo_thread_pool", NULL, 60);
-    CHECK_EQ(count_of(out, ": 3 lines echoed"), 5);
+    char *out = th_run_example("seed003_echo_thread_pool", NULL, NULL, 60);
+    CHECK_EQ(th_count(out, ": 3 lines echoed"), 5);
     expect_in(out, "server stopped cleanly after 5 connections");
     free(out);
 }
 
 TEST(example_echo_process_per_connection)
 {
-    char *out = run_ok("seed001_echo_process_per_connection", NULL, 60);
-    CHECK_EQ(count_of(out, ": 3 lines upper-cased"), 5);
+    char *out = th_run_example("seed001_echo_process_per_connection",
+                               NULL, NULL, 60);
+    CHECK_EQ(th_count(out, ": 3 lines upper-cased"), 5);
     expect_in(out, "server stopped cleanly after 5 connections, 5 processes "
                    "joined");
     free(out);

@@ -14,33 +14,6 @@
 
 #include <sys/wait.h>
 
-static char *run_ok(const char *name, double timeout)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s", th_example(name));
-    char *argv[2] = { path, NULL };
-    char *out = NULL;
-    int status = th_run(argv, &out, timeout);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "    --- output of %s ---\n%s    --- end ---\n", name,
-                out ? out : "");
-        th_fail(__FILE__, __LINE__, "%s: wait status %#x, wanted exit 0",
-                name, (unsigned)status);
-    }
-    return out;
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    size_t len = strlen(needle);
-    for (const char *p = strstr(hay, needle); p != NULL;
-         p = strstr(p + len, needle)) {
-        n++;
-    }
-    return n;
-}
-
 /* Where needle first occurs; fails the test when it does not. */
 static const char *find(const char *out, const char *needle)
 {
@@ -64,7 +37,7 @@ static void in_order(const char *out, const char *a, const char *b)
 TEST(example_queue_three_puts_fifo_full_empty)
 {
     double t0 = th_now();
-    char *out = run_ok("seed000_4_queue_three_puts", 30);
+    char *out = th_run_example("seed000_4_queue_three_puts", NULL, NULL, 30);
     double took = th_now() - t0;
     CHECK(took >= 0.3); /* the fourth put waited its 0.3 s */
     in_order(out, "q.put(hello) -> CONC_OK", "q.put([3, 3, 3]) -> CONC_OK");
@@ -76,28 +49,29 @@ TEST(example_queue_three_puts_fifo_full_empty)
     in_order(out, "q.get() -> {'a': 1}\n", "q.get() -> [3, 3, 3]\n");
     in_order(out, "q.get() -> [3, 3, 3]\n", "q.empty() -> True");
     in_order(out, "q.empty() -> True", "q.get_nowait() -> CONC_EEMPTY");
-    CHECK_EQ(count_of(out, "q.get() -> "), 3);
+    CHECK_EQ(th_count(out, "q.get() -> "), 3);
     find(out, "OK: FIFO");
     free(out);
 }
 
 TEST(example_queue_producer_consumer_sentinels)
 {
-    char *out = run_ok("seed001_5_queue_producer_consumer", 60);
-    CHECK_EQ(count_of(out, " made bun "), 18);
-    CHECK_EQ(count_of(out, " ate bun "), 18);
-    CHECK_EQ(count_of(out, "got the end signal"), 2);
+    char *out = th_run_example("seed001_5_queue_producer_consumer",
+                               NULL, NULL, 60);
+    CHECK_EQ(th_count(out, " made bun "), 18);
+    CHECK_EQ(th_count(out, " ate bun "), 18);
+    CHECK_EQ(th_count(out, "got the end signal"), 2);
     /* Every bun eaten exactly once, whoever ate it. */
     for (int p = 1; p <= 3; p++) {
         for (int i = 0; i < 6; i++) {
             char needle[32];
             snprintf(needle, sizeof needle, " ate bun %d.%d\n", p, i);
-            CHECK_EQ(count_of(out, needle), 1);
+            CHECK_EQ(th_count(out, needle), 1);
         }
     }
     /* Both consumers took part: each printed at least one line. */
-    CHECK(count_of(out, "consumer 1 (pid") >= 1);
-    CHECK(count_of(out, "consumer 2 (pid") >= 1);
+    CHECK(th_count(out, "consumer 1 (pid") >= 1);
+    CHECK(th_count(out, "consumer 2 (pid") >= 1);
     in_order(out, "got the end signal", "main: all done - 18 buns eaten");
     find(out, "OK: every bun eaten exactly once");
     free(out);
@@ -106,28 +80,29 @@ TEST(example_queue_producer_consumer_sentinels)
 TEST(example_queue_joinable_daemons_end_by_themselves)
 {
     double t0 = th_now();
-    char *out = run_ok("seed001_6_queue_joinable_daemons", 60);
+    char *out = th_run_example("seed001_6_queue_joinable_daemons",
+                               NULL, NULL, 60);
     CHECK(th_now() - t0 < 30); /* ended by itself, no end signal */
-    CHECK_EQ(count_of(out, " was manufactured "), 9);
-    CHECK_EQ(count_of(out, " ate "), 9);
+    CHECK_EQ(th_count(out, " was manufactured "), 9);
+    CHECK_EQ(th_count(out, " ate "), 9);
     const char *kinds[] = { "Bun", "Bone", "Swill" };
     for (int k = 0; k < 3; k++) {
         for (int i = 0; i < 3; i++) {
             char needle[32];
             snprintf(needle, sizeof needle, " ate %s%d\n", kinds[k], i);
-            CHECK_EQ(count_of(out, needle), 1);
+            CHECK_EQ(th_count(out, needle), 1);
             /* Eaten before the producers' join returned. */
             in_order(out, needle, "Master\n");
         }
     }
-    CHECK_EQ(count_of(out, "Master\n"), 1);
+    CHECK_EQ(th_count(out, "Master\n"), 1);
     find(out, "OK: all eaten");
     free(out);
 }
 
 TEST(example_queue_shared_by_parent_and_child)
 {
-    char *out = run_ok("seed002_queue_parent_child", 30);
+    char *out = th_run_example("seed002_queue_parent_child", NULL, NULL, 30);
     CHECK(strncmp(out, "1\n2\n", 4) == 0);
     find(out, "OK: the child saw the parent's 1");
     free(out);
@@ -135,9 +110,10 @@ TEST(example_queue_shared_by_parent_and_child)
 
 TEST(example_queue_threads_on_a_bounded_queue)
 {
-    char *out = run_ok("seed002_queue_threads_bounded", 60);
-    CHECK_EQ(count_of(out, "put "), 12);
-    CHECK_EQ(count_of(out, "got "), 12);
+    char *out = th_run_example("seed002_queue_threads_bounded",
+                               NULL, NULL, 60);
+    CHECK_EQ(th_count(out, "put "), 12);
+    CHECK_EQ(th_count(out, "got "), 12);
     /* FIFO: the n-th "got" names the n-th "put"'s digit. */
     const char *p = out, *g = out;
     for (int i = 0; i < 12; i++) {
@@ -155,14 +131,14 @@ TEST(example_queue_threads_on_a_bounded_queue)
 TEST(example_pipe_four_messages_then_eof)
 {
     double t0 = th_now();
-    char *out = run_ok("seed003_5_pipe_until_eof", 30);
+    char *out = th_run_example("seed003_5_pipe_until_eof", NULL, NULL, 30);
     CHECK(th_now() - t0 >= 0.2); /* the child's sleep before the fourth */
     in_order(out, "[1, None, 'hello']\n", "[2, None, 'hello']\n");
     in_order(out, "[2, None, 'hello']\n", "[3, None, 'hello']\n");
     in_order(out, "[3, None, 'hello']\n", "[4, None, 'hello']\n");
     in_order(out, "[4, None, 'hello']\n", "EOFError");
-    CHECK_EQ(count_of(out, ", None, 'hello']"), 4);
-    CHECK_EQ(count_of(out, "EOFError"), 1);
+    CHECK_EQ(th_count(out, ", None, 'hello']"), 4);
+    CHECK_EQ(th_count(out, "EOFError"), 1);
     find(out, "OK: 4 messages, then end of file");
     free(out);
 }

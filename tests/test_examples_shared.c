@@ -9,36 +9,9 @@
 
 #include <sys/wait.h>
 
-static char *run_ok(const char *name, double timeout)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s", th_example(name));
-    char *argv[2] = { path, NULL };
-    char *out = NULL;
-    int status = th_run(argv, &out, timeout);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "    --- output of %s ---\n%s    --- end ---\n", name,
-                out ? out : "");
-        th_fail(__FILE__, __LINE__, "%s: wait status %#x, wanted exit 0",
-                name, (unsigned)status);
-    }
-    return out;
-}
-
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    size_t len = strlen(needle);
-    for (const char *p = strstr(hay, needle); p != NULL;
-         p = strstr(p + len, needle)) {
-        n++;
-    }
-    return n;
-}
-
 TEST(example_manager_dict_prints_a_twice)
 {
-    char *out = run_ok("seed002_manager_dict", 30);
+    char *out = th_run_example("seed002_manager_dict", NULL, NULL, 30);
     /* Exactly the seed's output: the child's print, then the parent's. */
     CHECK_STR(out, "{'a': 'a'}\n{'a': 'a'}\n");
     free(out);
@@ -46,10 +19,11 @@ TEST(example_manager_dict_prints_a_twice)
 
 TEST(example_ticket_office_sells_exactly_one)
 {
-    char *out = run_ok("seed001_4_ticket_office_shared_value", 60);
-    CHECK_EQ(count_of(out, "searched: "), 10);
-    CHECK_EQ(count_of(out, "bought a ticket!"), 1);
-    CHECK_EQ(count_of(out, "sold out"), 9);
+    char *out = th_run_example("seed001_4_ticket_office_shared_value",
+                               NULL, NULL, 60);
+    CHECK_EQ(th_count(out, "searched: "), 10);
+    CHECK_EQ(th_count(out, "bought a ticket!"), 1);
+    CHECK_EQ(th_count(out, "sold out"), 9);
     CHECK(strstr(out, "1 ticket(s) sold, 0 buyer(s) broken; the count is "
                       "now 0\n") != NULL);
     CHECK(strstr(out, "OK: exactly one of ten buyers got the ticket") != NULL);
@@ -58,7 +32,7 @@ TEST(example_ticket_office_sells_exactly_one)
 
 TEST(example_word_count_totals_are_exact)
 {
-    char *out = run_ok("seed002_word_count_dict", 60);
+    char *out = th_run_example("seed002_word_count_dict", NULL, NULL, 60);
     CHECK(strstr(out, "serial count: 'better' = 6000, 'is' = 6000 of 54000 "
                       "words\n") != NULL);
     CHECK(strstr(out, "conc_dict_update (atomic): 54000 words counted of "
