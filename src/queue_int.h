@@ -20,6 +20,8 @@
 #define CONC__QUEUE_SKIP UINT32_C(0xFFFFFFFF)
 /* The high-water mark of touched ring bytes grows in these steps. */
 #define CONC__QUEUE_HW_STEP ((uint64_t)64 << 10)
+/* Queues of up to this capacity never wrap early (hw = R from the start). */
+#define CONC__QUEUE_NO_EARLY_WRAP ((uint64_t)1 << 20)
 
 static inline uint64_t conc__queue_round16(uint64_t n)
 {
@@ -83,6 +85,8 @@ struct conc_queue {
     pid_t creator;       /* the pid that may unlink name; 0: never */
     _Atomic int spin_get; /* adaptive spin budgets, this process only */
     _Atomic int spin_put;
+    _Atomic int linger;    /* consumer's batching linger (see BATCHING) */
+    _Atomic int probe;     /* empty events until the next linger probe */
 };
 
 #endif

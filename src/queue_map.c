@@ -88,6 +88,8 @@ static void handle_fill(conc_queue *q, void *map, size_t map_size)
     q->maxsize = q->sh->maxsize;
     atomic_init(&q->spin_get, 128);
     atomic_init(&q->spin_put, 128);
+    atomic_init(&q->linger, 0);
+    atomic_init(&q->probe, 0);
     /* Work out this thread's lock identity now (the sync module computes
      * it once per process under pthread_once): a queue is usually made
      * before threads start, and a fork from one thread while another is
@@ -217,7 +219,10 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
     sh->maxsize = opts->maxsize;
     sh->key = random_key();
     sh->map_size = map_size;
-    atomic_init(&sh->hw, R < CONC__QUEUE_HW_STEP ? R : CONC__QUEUE_HW_STEP);
+    /* Small queues use their whole ring from the start (see MEMORY in
+     * queue.c): early wraps would keep it in both cores' caches. */
+    bool small = cap <= CONC__QUEUE_NO_EARLY_WRAP || R < CONC__QUEUE_HW_STEP;
+    atomic_init(&sh->hw, small ? R : CONC__QUEUE_HW_STEP);
     atomic_init(&sh->pmu.state, 0);
     atomic_init(&sh->cmu.state, 0);
     /* Release: an opener that sees the magic (acquire, in open) sees the

@@ -48,8 +48,9 @@ typedef struct conc_queue_opts {
      * 16); one message of exactly capacity_bytes always fits into an empty
      * queue, a longer one is CONC_ETOOBIG.  0: CONC_QUEUE_DEFAULT_CAPACITY.
      * The memory is reserved, not touched: pages are used as the messages
-     * in flight need them (see src/queue.c).  At most
-     * CONC_QUEUE_MAX_CAPACITY. */
+     * in flight need them (see src/queue.c); a queue of at most 1 MiB may
+     * touch all of its ring under streaming traffic (it is faster so).
+     * At most CONC_QUEUE_MAX_CAPACITY. */
     size_t capacity_bytes;
     /* NULL: an anonymous queue, shared with forked children.  Otherwise
      * the name of a new POSIX shared memory object ("jobs" or "/jobs",
