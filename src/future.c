@@ -101,6 +101,22 @@ static void wake_all(conc_future *f)
     }
 }
 
+/* Runs the callbacks taken off a future that has just become final,
+ * without its lock, in the order they were added; frees the nodes the
+ * future allocated. */
+static void run_callbacks(conc_future *f, struct fut_cb *cbs)
+{
+    while (cbs != NULL) {
+        struct fut_cb *n = cbs->next;
+        bool borrowed = cbs->borrowed;
+        cbs->cb(f, cbs->arg);
+        if (!borrowed) {
+            free(cbs);
+        }
+        cbs = n;
+    }
+}
+
 void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
                          char *err)
 {
@@ -126,15 +142,7 @@ void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
     f->cbs = f->cbs_tail = NULL;
     pthread_mutex_unlock(&f->lock);
     wake_all(f);
-    while (cbs != NULL) {
-        struct fut_cb *n = cbs->next;
-        bool borrowed = cbs->borrowed;
-        cbs->cb(f, cbs->arg);
-        if (!borrowed) {
-            free(cbs);
-        }
-        cbs = n;
-    }
+    run_callbacks(f, cbs);
 }
 
 static bool is_final(uint32_t st)
@@ -231,15 +239,7 @@ bool conc_future_cancel(conc_future *f)
     f->cbs = f->cbs_tail = NULL;
     pthread_mutex_unlock(&f->lock);
     wake_all(f);
-    while (cbs != NULL) {
-        struct fut_cb *n = cbs->next;
-        bool borrowed = cbs->borrowed;
-        cbs->cb(f, cbs->arg);
-        if (!borrowed) {
-            free(cbs);
-        }
-        cbs = n;
-    }
+    run_callbacks(f, cbs);
     return true;
 }
 
