@@ -8,6 +8,7 @@
 #include "os.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 /* A broken invariant in shared memory is a bug, not an outside condition:
  * it is reported with file and line (the only place libconc writes to
@@ -54,6 +55,21 @@ static inline void conc__cpu_relax(void)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
+#endif
+}
+
+/* A full fence (StoreLoad included) placed right after an atomic
+ * read-modify-write, as Linux's smp_mb__after_atomic().  On x86 every
+ * locked instruction already is a full barrier, so only the compiler must
+ * be kept from moving accesses across; elsewhere it is a real seq_cst
+ * fence.  Used where a Dekker pair (store X; fence; load Y) would
+ * otherwise cost a second locked instruction right after the first. */
+static inline void conc__fence_after_rmw(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    atomic_signal_fence(memory_order_seq_cst);
+#else
+    atomic_thread_fence(memory_order_seq_cst);
 #endif
 }
 

@@ -31,8 +31,8 @@
  * PUT (under pmu): check the bounds against the cached head and nget,
  * re-reading the consumers' line only when the cache says "full"; write
  * the bytes, then len and item (the low 32 bits of the item number), then
- * the commit: stamp = position ^ key, a seq_cst store.  Then nput and tail
- * advance.  GET (under cmu): the record at head is there iff its stamp
+ * the commit: stamp = position ^ key, a release store.  Then nput and
+ * tail advance.  GET (under cmu): the record at head is there iff its stamp
  * equals head ^ key (acquire, so its bytes are visible); copy out, set nget
  * to item + 1, then head (release: our reads of the bytes happen before
  * any producer overwrites them, pairs with the acquire load of head in
@@ -65,19 +65,30 @@
  * across a copy, never across a sleep.
  *
  * WAITING without lost wake-ups (hazard 7).  A getter that finds the queue
- * empty spins briefly (an adaptive budget per handle: doubled when the
- * spin paid off, halved when it did not; the spin reads head and the
- * stamp where the next record will go, a line the producer writes anyway,
- * and yields the CPU every 64 rounds in case the peer waits for our core),
- * then sets bit 0 of data_seq with a CAS (seq_cst), re-tries the get under
- * cmu (the stamp load is seq_cst), and only then futex-waits on the value
- * it set.  A producer commits with a seq_cst store and then loads data_seq
- * (seq_cst).  In the single total order either the producer's load follows
- * the getter's CAS, so it sees the bit and bumps the sequence (clearing
- * the bit) before FUTEX_WAKE, and the getter's wait returns at once or is
+ * empty spins first (spin_wait(): the spin reads head and the stamp where
+ * the next record will go, a line the producer writes anyway, and yields
+ * the CPU every 64 rounds in case the peer waits for our core), then sets
+ * bit 0 of data_seq with a CAS (seq_cst), re-tries the get under cmu (the
+ * stamp load is seq_cst), and only then futex-waits on the value it set.
+ * A producer commits (a release store), unlocks pmu (an exchange), and
+ * then, after a full fence (free after the exchange on x86:
+ * conc__fence_after_rmw), loads data_seq.  Either that load follows the
+ * getter's CAS, so it sees the bit and bumps the sequence (clearing the
+ * bit) before FUTEX_WAKE, and the getter's wait returns at once or is
  * woken; or the commit precedes the CAS, and the getter's re-try sees the
  * record.  Putters wait on space_seq the same way against the consumers'
- * seq_cst store of head; joiners on join_seq against task_done's CAS.
+ * store of head, unlock of cmu and fence; joiners on join_seq against
+ * task_done's CAS.
+ *   The spin is bounded in time, not in rounds, and its budget adapts per
+ * handle between 4 and 64 us (doubled when the spin paid off, halved when
+ * it did not).  The floor matters.  A budget counted in pause rounds that
+ * could shrink to a few hundred nanoseconds collapsed under request/
+ * response traffic: once one side slept, the other waited a whole futex
+ * wake-up (about 20 us on this VM), its spin failed too, and both sides
+ * settled into sleeping on every message (round trips of 1-7 us instead
+ * of 0.2; measured).  A peer that is running answers well within 4 us,
+ * so a spin that fails at the floor means the peer is really idle, and
+ * an idle consumer pays at most 4 us of spinning per message.
  * Wakes go to all sleepers: a single woken sleeper could time out or be
  * killed and take the wake-up with it.  The bit costs the fast path one
  * load of a line that is written only when someone sleeps; no system call
@@ -135,7 +146,7 @@
  * is not this rule).  tail, tail_off, the caches and hw are touched only
  * by pmu's holder, head_off only by cmu's: relaxed, the lock orders them
  * (its CAS acquires, its exchange releases).  Record headers: len and
- * item relaxed, ordered by the stamp (seq_cst store, acquire or seq_cst
+ * item relaxed, ordered by the stamp (release store, acquire or seq_cst
  * load).  Counters read only for sizes (qsize) and hints (the spins):
  * relaxed or acquire, never trusted for more than a guess.
  *
@@ -161,8 +172,12 @@
 #include <sched.h>
 #include <string.h>
 
-#define SPIN_MIN 8
-#define SPIN_MAX 2048
+/* Functions on the path of a put or get that goes through at once are
+ * forced inline into it (measured: GCC otherwise keeps some out of line,
+ * and their prologues cost more than their bodies). */
+#define FAST static inline __attribute__((always_inline))
+#define SPIN_FLOOR_NS CONC__QUEUE_SPIN_FLOOR_NS
+#define SPIN_CEIL_NS CONC__QUEUE_SPIN_CEIL_NS
 #define SLICE_S 0.1
 /* Batching linger of a consumer (see BATCHING): in pauses, and items. */
 #define LINGER_MIN 64
@@ -205,8 +220,7 @@ static inline uint64_t data_off(const conc_queue *q, uint64_t off)
     return off >= q->R ? off - q->R : off;
 }
 
-static void ring_write(conc_queue *q, uint64_t off, const void *src,
-                       size_t n)
+FAST void ring_write(conc_queue *q, uint64_t off, const void *src, size_t n)
 {
     size_t first = n;
     if (off + n > q->R) {
@@ -220,7 +234,7 @@ static void ring_write(conc_queue *q, uint64_t off, const void *src,
     }
 }
 
-static void ring_read(const conc_queue *q, uint64_t off, void *dst, size_t n)
+FAST void ring_read(const conc_queue *q, uint64_t off, void *dst, size_t n)
 {
     size_t first = n;
     if (off + n > q->R) {
@@ -299,17 +313,34 @@ static void spin_pause(int i)
     }
 }
 
-static void spin_adapt(_Atomic int *budget, bool paid_off)
+/* Spins until hint(q, ctx) says go or the budget (nanoseconds) has
+ * passed; true when it said go.  The clock is read every 16 rounds (a
+ * pause is about 25 ns, a clock read as much).  Halves the budget when
+ * the spin failed, doubles it when it paid off, always within
+ * [SPIN_FLOOR_NS, SPIN_CEIL_NS] (see WAITING for why there is a floor).
+ * Inline, so that the hint is too: it decides how soon a record is seen. */
+FAST bool spin_wait(conc_queue *q, _Atomic int *budget,
+                    bool (*hint)(conc_queue *, const void *), const void *ctx)
 {
     /* Relaxed: a heuristic private to this process; a lost update only
      * changes how long the next spin is. */
     int b = atomic_load_explicit(budget, memory_order_relaxed);
-    if (paid_off) {
-        b = b * 2 > SPIN_MAX ? SPIN_MAX : b * 2;
+    uint64_t end = conc__now_ns() + (uint64_t)b;
+    bool ok = false;
+    for (int i = 0; !ok; i++) {
+        spin_pause(i);
+        ok = hint(q, ctx);
+        if ((i & 15) == 15 && !ok && conc__now_ns() >= end) {
+            break;
+        }
+    }
+    if (ok) {
+        b = b * 2 > SPIN_CEIL_NS ? SPIN_CEIL_NS : b * 2;
     } else {
-        b = b / 2 < SPIN_MIN ? SPIN_MIN : b / 2;
+        b = b / 2 < SPIN_FLOOR_NS ? SPIN_FLOOR_NS : b / 2;
     }
     atomic_store_explicit(budget, b, memory_order_relaxed);
+    return ok;
 }
 
 /* ---- repair after a dead lock holder ------------------------------------ */
@@ -324,7 +355,7 @@ static void repair_producer(conc_queue *q)
     uint64_t n = atomic_load_explicit(&sh->nput, memory_order_relaxed);
     for (;;) {
         conc__qrec *r = rec_at(q, t);
-        /* Acquire: pairs with the commit's seq_cst store in put. */
+        /* Acquire: pairs with the commit's release store in put. */
         if (atomic_load_explicit(&r->stamp, memory_order_acquire) !=
             stamp_of(q, t)) {
             break;
@@ -372,20 +403,15 @@ static void repair_consumer(conc_queue *q)
     }
 }
 
-/* Locks pmu (producer) or cmu, repairing after a dead holder.  The locks
- * are the sync module's owner-stamped words (src/sync_int.h, lock.c): one
- * CAS to take, one exchange to release, the holder's tid and start time in
- * the word, and a waiter that sleeps past a slice checks whether the
- * holder still lives and takes the lock over (CONC_EOWNERDEAD) if not.
- * Holders only copy, so a short spin comes first, and the wait is not
- * bounded by the caller's deadline. */
-static int side_lock(conc_queue *q, bool producer)
+/* The contended path of side_lock(): a short spin, then the sync
+ * module's slow acquire, which sleeps in slices and takes the lock over
+ * from a dead holder (then this side is repaired).  The wait is not
+ * bounded by the caller's deadline: holders only copy. */
+static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
+                                                    bool producer)
 {
     conc__olock *l = producer ? &q->sh->pmu : &q->sh->cmu;
     uint64_t me = conc__sync_self_id();
-    if (conc__olock_try(l, me)) {
-        return 0;
-    }
     for (int i = 0; i < 1000; i++) {
         spin_pause(i);
         /* Relaxed: only a peek before the CAS, which orders. */
@@ -408,16 +434,39 @@ static int side_lock(conc_queue *q, bool producer)
     return err;
 }
 
-static void side_unlock(conc_queue *q, bool producer)
+/* Locks pmu (producer) or cmu, repairing after a dead holder.  The locks
+ * are the sync module's owner-stamped words (src/sync_int.h, lock.c): one
+ * CAS to take, one exchange to release, the holder's tid and start time
+ * in the word, and a waiter that sleeps past a slice checks whether the
+ * holder still lives and takes the lock over (CONC_EOWNERDEAD) if not.
+ * The uncontended CAS is inline: it is on every put's and get's path. */
+static inline int side_lock(conc_queue *q, bool producer)
 {
-    conc__olock_release(producer ? &q->sh->pmu : &q->sh->cmu);
+    if (conc__olock_try(producer ? &q->sh->pmu : &q->sh->cmu,
+                        conc__sync_self_id())) {
+        return 0;
+    }
+    return side_lock_slow(q, producer);
+}
+
+/* conc__olock_release() inlined, for the same reason.  Release pairs
+ * with the next holder's acquire CAS. */
+static inline void side_unlock(conc_queue *q, bool producer)
+{
+    conc__olock *l = producer ? &q->sh->pmu : &q->sh->cmu;
+    uint64_t old = atomic_exchange_explicit(&l->state, 0,
+                                            memory_order_release);
+    if (old & CONC__OL_WAITERS) {
+        /* Pairs with the FUTEX_WAIT in conc__olock_acquire_slow(). */
+        conc__os_futex_wake(conc__olock_word(l), 1, true);
+    }
 }
 
 /* ---- put ------------------------------------------------------------------ */
 
 /* Whether s more bytes and one more item fit, by the producer's cached
  * view of the consumers (refreshed when it says no).  Under pmu. */
-static bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
+FAST bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
 {
     conc__qshm *sh = q->sh;
     if (q->maxsize != 0) {
@@ -426,7 +475,7 @@ static bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
         if (n - g >= q->maxsize) {
             /* The Dekker half of a putter's re-check after arm(space_seq)
              * is this seq_cst load of head, paired with the consumer's
-             * seq_cst store of head and load of space_seq.  The consumer
+             * store of head, unlock, fence and load of space_seq.  The consumer
              * stores nget before head, so once we read its head (acquire,
              * synchronising with that store) the nget load below sees the
              * count that went with it; if we read an older head, the
@@ -454,15 +503,18 @@ static bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
 }
 
 /* Commits the header of the record at t: len and item first, the stamp
- * last.  seq_cst: the commit is the store half of the Dekker pair with a
- * getter's arm(data_seq) (the load half is in try_put). */
-static void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
-                   uint32_t item)
+ * last.  Release: pairs with the getters' acquire (or seq_cst) loads of
+ * the stamp, so the bytes and the header are visible with it.  It is also
+ * the store half of the Dekker pair with a getter's arm(data_seq); the
+ * fence and the load half come after the unlock of pmu, in
+ * conc_queue_put(). */
+FAST void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
+                 uint32_t item)
 {
     conc__qrec *r = (conc__qrec *)(void *)(q->ring + off);
     atomic_store_explicit(&r->len, len, memory_order_relaxed);
     atomic_store_explicit(&r->item, item, memory_order_relaxed);
-    atomic_store_explicit(&r->stamp, stamp_of(q, t), memory_order_seq_cst);
+    atomic_store_explicit(&r->stamp, stamp_of(q, t), memory_order_release);
 }
 
 /* The record at t (ring offset off) would cross the high-water mark hw
@@ -517,9 +569,8 @@ static int wrap_early(conc_queue *q, uint64_t *tp, uint64_t n, uint64_t s,
     return 0;
 }
 
-/* One attempt under pmu.  0 (put; *wake when a getter sleeps), CONC_EFULL
- * (no room), CONC_ECLOSED. */
-static int try_put(conc_queue *q, const void *data, size_t len, bool *wake)
+/* One attempt under pmu.  0 (put), CONC_EFULL (no room), CONC_ECLOSED. */
+FAST int try_put(conc_queue *q, const void *data, size_t len)
 {
     conc__qshm *sh = q->sh;
     /* Relaxed would do under pmu (close writes it under pmu too). */
@@ -549,15 +600,26 @@ static int try_put(conc_queue *q, const void *data, size_t len, bool *wake)
     off += s;
     atomic_store_explicit(&sh->tail_off, off >= q->R ? off - q->R : off,
                           memory_order_relaxed);
-    /* seq_cst: the load half of the Dekker pair after commit(). */
-    *wake = atomic_load_explicit(&sh->data_seq, memory_order_seq_cst) & 1u;
     return 0;
 }
 
-/* A lock-free guess whether a put of s bytes could go on now. */
-static bool put_hint(conc_queue *q, uint64_t s)
+/* The Dekker half of a waker, after a side's unlock: the unlock's
+ * exchange is an atomic read-modify-write, so with conc__fence_after_rmw()
+ * the store made under the lock (a commit, a new head) is ordered before
+ * this load of the sleepers' word; and an arm() that came first is seen
+ * (see WAITING in the design comment).  One locked instruction fewer per
+ * put and per get than a seq_cst store under the lock. */
+static bool sleepers(_Atomic uint32_t *word)
+{
+    conc__fence_after_rmw();
+    return atomic_load_explicit(word, memory_order_seq_cst) & 1u;
+}
+
+/* A lock-free guess whether a put of *ctx bytes could go on now. */
+FAST bool put_hint(conc_queue *q, const void *ctx)
 {
     conc__qshm *sh = q->sh;
+    uint64_t s = *(const uint64_t *)ctx; /* the record's size */
     /* Relaxed: a hint only; the attempt under pmu decides. */
     if (atomic_load_explicit(&sh->closed, memory_order_relaxed)) {
         return true;
@@ -577,6 +639,57 @@ static bool put_hint(conc_queue *q, uint64_t s)
     return true;
 }
 
+/* One attempt, locked, then the wake-up of sleeping getters: 0,
+ * CONC_EFULL, CONC_ECLOSED or a lock error. */
+FAST int put_once(conc_queue *q, const void *data, size_t len)
+{
+    int err = side_lock(q, true);
+    if (err != 0) {
+        return err;
+    }
+    err = try_put(q, data, len);
+    side_unlock(q, true);
+    if (err == 0 && sleepers(&q->sh->data_seq)) {
+        wake_all(&q->sh->data_seq);
+    }
+    return err;
+}
+
+/* The queue was full at the first attempt: spin, then sleep in slices,
+ * re-trying after each, until the put goes through or the deadline
+ * passes.  The deadline starts here, a few nanoseconds after entry, so
+ * that no put that goes through at once reads the clock. */
+static __attribute__((noinline)) int put_wait(conc_queue *q,
+                                              const void *data, size_t len,
+                                              double timeout)
+{
+    uint64_t s = rec_size(len);
+    conc__deadline dl;
+    int err = conc__deadline_init(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
+    uint32_t w = 0;
+    bool armed = false;
+    for (;;) {
+        if (conc__deadline_passed(&dl)) {
+            return CONC_EFULL;
+        }
+        if (armed) {
+            armed = false;
+            sleep_slice(&q->sh->space_seq, w, &dl);
+        } else if (!spin_wait(q, &q->spin_put, put_hint, &s)) {
+            /* The attempt below is the re-check after arming. */
+            w = arm(&q->sh->space_seq);
+            armed = true;
+        }
+        err = put_once(q, data, len);
+        if (err != CONC_EFULL) {
+            return err;
+        }
+    }
+}
+
 CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
                             double timeout)
 {
@@ -586,65 +699,11 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
     if (len > q->capacity) {
         return CONC_ETOOBIG;
     }
-    /* The deadline is fixed on entry; timeouts of 0 and CONC_FOREVER need
-     * no clock, which keeps clock_gettime off their fast path. */
-    conc__deadline dl;
-    bool have_dl = false, armed = false;
-    if (timeout > 0) {
-        int err = conc__deadline_init(&dl, timeout);
-        if (err != 0) {
-            return err;
-        }
-        have_dl = true;
+    int err = put_once(q, data, len);
+    if (err != CONC_EFULL || timeout == 0) {
+        return err;
     }
-    uint32_t w = 0;
-    for (;;) {
-        bool wake = false;
-        int err = side_lock(q, true);
-        if (err != 0) {
-            return err;
-        }
-        err = try_put(q, data, len, &wake);
-        side_unlock(q, true);
-        if (err == 0) {
-            if (wake) {
-                wake_all(&q->sh->data_seq);
-            }
-            return 0;
-        }
-        if (err != CONC_EFULL) {
-            return err;
-        }
-        if (timeout == 0) {
-            return CONC_EFULL;
-        }
-        if (!have_dl) {
-            err = conc__deadline_init(&dl, timeout);
-            if (err != 0) {
-                return err;
-            }
-            have_dl = true;
-        } else if (conc__deadline_passed(&dl)) {
-            return CONC_EFULL;
-        }
-        if (armed) {
-            armed = false;
-            sleep_slice(&q->sh->space_seq, w, &dl);
-            continue;
-        }
-        int budget = atomic_load_explicit(&q->spin_put,
-                                          memory_order_relaxed);
-        bool hinted = false;
-        for (int i = 0; i < budget && !hinted; i++) {
-            spin_pause(i);
-            hinted = put_hint(q, rec_size(len));
-        }
-        spin_adapt(&q->spin_put, hinted);
-        if (!hinted) {
-            w = arm(&q->sh->space_seq);
-            armed = true;
-        }
-    }
+    return put_wait(q, data, len, timeout);
 }
 
 /* ---- get ------------------------------------------------------------------ */
@@ -652,13 +711,12 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
 /* One attempt under cmu.  Into buf/cap when msg is NULL, else into a new
  * heap buffer.  0 (*moved: head advanced), CONC_EEMPTY, CONC_ETOOBIG
  * (*len set), CONC_ENOMEM; the last two leave the message in place. */
-static int try_get(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
-                   size_t *len, bool *moved, uint64_t *at)
+FAST int try_get(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
+                 size_t *len, bool *moved, uint64_t *at)
 {
     conc__qshm *sh = q->sh;
     uint64_t h = atomic_load_explicit(&sh->head, memory_order_relaxed);
     uint64_t off = atomic_load_explicit(&sh->head_off, memory_order_relaxed);
-    bool taken = false;
     for (;;) {
         conc__qrec *r = (conc__qrec *)(void *)(q->ring + off);
         /* seq_cst: acquire pairs with commit() (the bytes are visible),
@@ -666,23 +724,22 @@ static int try_get(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
         if (atomic_load_explicit(&r->stamp, memory_order_seq_cst) !=
             stamp_of(q, h)) {
             *at = h;
-            return taken ? 0 : CONC_EEMPTY;
+            return CONC_EEMPTY;
         }
         uint32_t n = atomic_load_explicit(&r->len, memory_order_relaxed);
         uint32_t item = atomic_load_explicit(&r->item, memory_order_relaxed);
-        if (n == CONC__QUEUE_SKIP) {
-            /* Passed at once, even after taking a message, so that the
-             * bytes it pads are free again as soon as possible. */
+        if (__builtin_expect(n == CONC__QUEUE_SKIP, 0)) {
+            /* A skip record is passed when it is found at head.  (It is
+             * always followed by a record, written in the same put, so
+             * the get that takes that record passes it: a skip never
+             * lingers at the head of a queue with nothing in it.)  The
+             * stores are as for a taken message, below. */
             h += q->R - off;
             off = 0;
             atomic_store_explicit(&sh->head_off, 0, memory_order_relaxed);
-            atomic_store_explicit(&sh->head, h, memory_order_seq_cst);
+            atomic_store_explicit(&sh->head, h, memory_order_release);
             *moved = true;
             continue;
-        }
-        if (taken) {
-            *at = h;
-            return 0;
         }
         void *dst = buf;
         if (msg != NULL) {
@@ -702,40 +759,50 @@ static int try_get(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
         atomic_store_explicit(&sh->nget, item_near(g, item) + 1,
                               memory_order_relaxed);
         uint64_t s = rec_size(n);
-        h += s;
         off += s;
-        off = off >= q->R ? off - q->R : off;
-        atomic_store_explicit(&sh->head_off, off, memory_order_relaxed);
-        /* seq_cst: release pairs with the producers' load of head in
-         * room() (our reads of the bytes come first); and it is the store
-         * half of the Dekker pair with a putter's arm(space_seq). */
-        atomic_store_explicit(&sh->head, h, memory_order_seq_cst);
+        atomic_store_explicit(&sh->head_off, off >= q->R ? off - q->R : off,
+                              memory_order_relaxed);
+        /* Release: pairs with the producers' load of head in room() (our
+         * reads of the bytes come first); and it is the store half of the
+         * Dekker pair with a putter's arm(space_seq), whose fence and load
+         * half follow the unlock of cmu in get_common(). */
+        atomic_store_explicit(&sh->head, h + s, memory_order_release);
         *moved = true;
-        taken = true;
         if (msg != NULL) {
             msg->data = dst;
             msg->len = n;
         } else {
             *len = n;
         }
+        return 0;
     }
 }
 
+/* Where a getter's spin looks: the position at which the next record
+ * will appear, its header and the stamp it will carry, worked out once
+ * per spin (rec_at() divides). */
+typedef struct get_probe {
+    uint64_t at;
+    const conc__qrec *r;
+    uint64_t stamp;
+} get_probe;
+
 /* A lock-free guess whether a get could find something now: the record
- * at at (where the last attempt found nothing) is committed, or head
+ * at p->at (where the last attempt found nothing) is committed, or head
  * moved, or the queue was closed.  It reads the line the producer writes
  * the next record into anyway, so spinning steals no line from it. */
-static bool get_hint(conc_queue *q, uint64_t at)
+FAST bool get_hint(conc_queue *q, const void *ctx)
 {
+    const get_probe *p = ctx;
     conc__qshm *sh = q->sh;
     /* Relaxed: a hint only; the attempt under cmu decides.  The stamp is
      * read only while head is still at: no producer writes the bytes at
      * at's offset until head moves past it (only the header, atomically). */
-    if (atomic_load_explicit(&sh->head, memory_order_relaxed) != at) {
+    if (atomic_load_explicit(&sh->head, memory_order_relaxed) != p->at) {
         return true;
     }
-    return atomic_load_explicit(&rec_at(q, at)->stamp,
-                                memory_order_relaxed) == stamp_of(q, at) ||
+    return atomic_load_explicit(&p->r->stamp, memory_order_relaxed) ==
+               p->stamp ||
            atomic_load_explicit(&sh->closed, memory_order_relaxed);
 }
 
@@ -782,81 +849,74 @@ static void linger(conc_queue *q)
     atomic_store_explicit(&q->linger, lg, memory_order_relaxed);
 }
 
-static int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
-                      size_t *len, double timeout)
+/* One attempt, locked, then the wake-up of sleeping putters: 0,
+ * CONC_EEMPTY (*at: where the next record will appear), CONC_ECLOSED
+ * (closed and drained), CONC_ETOOBIG, CONC_ENOMEM or a lock error. */
+FAST int get_once(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
+                  size_t *len, uint64_t *at)
 {
-    /* As in conc_queue_put: the deadline is fixed on entry. */
+    /* seq_cst: read before the attempt; see CLOSE in the design comment
+     * (pairs with the store in conc_queue_close). */
+    bool closed = atomic_load_explicit(&q->sh->closed, memory_order_seq_cst);
+    bool moved = false;
+    int err = side_lock(q, false);
+    if (err != 0) {
+        return err;
+    }
+    err = try_get(q, msg, buf, cap, len, &moved, at);
+    side_unlock(q, false);
+    if (moved && sleepers(&q->sh->space_seq)) {
+        wake_all(&q->sh->space_seq);
+    }
+    return err == CONC_EEMPTY && closed ? CONC_ECLOSED : err;
+}
+
+/* The queue was empty at the first attempt: as put_wait(), and a getter
+ * whose spin saw a record come lingers for a batch (see BATCHING). */
+static __attribute__((noinline)) int get_wait(conc_queue *q, conc_msg *msg,
+                                              void *buf, size_t cap,
+                                              size_t *len, double timeout,
+                                              uint64_t at)
+{
     conc__deadline dl;
-    bool have_dl = false, armed = false;
-    if (timeout > 0) {
-        int err = conc__deadline_init(&dl, timeout);
-        if (err != 0) {
-            return err;
-        }
-        have_dl = true;
+    int err = conc__deadline_init(&dl, timeout);
+    if (err != 0) {
+        return err;
     }
     uint32_t w = 0;
-    uint64_t at = 0;
+    bool armed = false;
     for (;;) {
-        bool moved = false;
-        /* seq_cst: read before the attempt; see CLOSE in the design
-         * comment (pairs with the store in conc_queue_close). */
-        bool closed = atomic_load_explicit(&q->sh->closed,
-                                           memory_order_seq_cst);
-        int err = side_lock(q, false);
-        if (err != 0) {
-            return err;
-        }
-        err = try_get(q, msg, buf, cap, len, &moved, &at);
-        bool wake = false;
-        if (moved) {
-            /* seq_cst: the load half of the Dekker pair after the store
-             * of head in try_get(). */
-            wake = atomic_load_explicit(&q->sh->space_seq,
-                                        memory_order_seq_cst) & 1u;
-        }
-        side_unlock(q, false);
-        if (wake) {
-            wake_all(&q->sh->space_seq);
-        }
-        if (err != CONC_EEMPTY) {
-            return err;
-        }
-        if (closed) {
-            return CONC_ECLOSED;
-        }
-        if (timeout == 0) {
-            return CONC_EEMPTY;
-        }
-        if (!have_dl) {
-            err = conc__deadline_init(&dl, timeout);
-            if (err != 0) {
-                return err;
-            }
-            have_dl = true;
-        } else if (conc__deadline_passed(&dl)) {
+        if (conc__deadline_passed(&dl)) {
             return CONC_EEMPTY;
         }
         if (armed) {
             armed = false;
             sleep_slice(&q->sh->data_seq, w, &dl);
-            continue;
-        }
-        int budget = atomic_load_explicit(&q->spin_get,
-                                          memory_order_relaxed);
-        bool hinted = false;
-        for (int i = 0; i < budget && !hinted; i++) {
-            spin_pause(i);
-            hinted = get_hint(q, at);
-        }
-        spin_adapt(&q->spin_get, hinted);
-        if (!hinted) {
+        } else if (!spin_wait(q, &q->spin_get, get_hint,
+                              &(get_probe){ at, rec_at(q, at),
+                                            stamp_of(q, at) })) {
+            /* The attempt below is the re-check after arming. */
             w = arm(&q->sh->data_seq);
             armed = true;
         } else {
             linger(q);
         }
+        err = get_once(q, msg, buf, cap, len, &at);
+        if (err != CONC_EEMPTY) {
+            return err;
+        }
     }
+}
+
+FAST int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
+                    size_t *len, double timeout)
+{
+    uint64_t at = 0;
+    int err = get_once(q, msg, buf, cap, len, &at);
+    if (err != CONC_EEMPTY || timeout == 0) {
+        return err;
+    }
+    return get_wait(q, msg, buf, cap, len, timeout, at);
 }
 
 CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout)

@@ -23,6 +23,11 @@
 /* Queues of up to this capacity never wrap early (hw = R from the start). */
 #define CONC__QUEUE_NO_EARLY_WRAP ((uint64_t)1 << 20)
 
+/* A waiter's spin budget, in nanoseconds, adapts within these bounds
+ * (see WAITING in queue.c). */
+#define CONC__QUEUE_SPIN_FLOOR_NS 4000
+#define CONC__QUEUE_SPIN_CEIL_NS 64000
+
 static inline uint64_t conc__queue_round16(uint64_t n)
 {
     return (n + 15u) & ~(uint64_t)15u;
@@ -83,7 +88,7 @@ struct conc_queue {
     size_t map_size;
     char *name;          /* "/name" for a named queue, else NULL */
     pid_t creator;       /* the pid that may unlink name; 0: never */
-    _Atomic int spin_get; /* adaptive spin budgets, this process only */
+    _Atomic int spin_get; /* adaptive spin budgets in ns, this process only */
     _Atomic int spin_put;
     _Atomic int linger;    /* consumer's batching linger (see BATCHING) */
     _Atomic int probe;     /* empty events until the next linger probe */

@@ -86,8 +86,8 @@ static void handle_fill(conc_queue *q, void *map, size_t map_size)
     q->key = q->sh->key;
     q->capacity = q->sh->capacity;
     q->maxsize = q->sh->maxsize;
-    atomic_init(&q->spin_get, 128);
-    atomic_init(&q->spin_put, 128);
+    atomic_init(&q->spin_get, CONC__QUEUE_SPIN_FLOOR_NS);
+    atomic_init(&q->spin_put, CONC__QUEUE_SPIN_FLOOR_NS);
     atomic_init(&q->linger, 0);
     atomic_init(&q->probe, 0);
     /* Work out this thread's lock identity now (the sync module computes

@@ -643,6 +643,53 @@ TEST(queue_wakes_sleepers_across_processes)
     conc_queue_free(a.rep);
 }
 
+/* The waiters' spin budgets (white-box, see WAITING in queue.c): spins
+ * that fail (nothing comes) leave a budget at its floor, never below,
+ * so a peer that starts answering quickly is caught by spinning again
+ * rather than by a futex wake-up each time; spins that pay off raise it,
+ * never past the ceiling. */
+TEST(queue_spin_budgets_stay_between_floor_and_ceiling)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 1 }));
+    CHECK_EQ(atomic_load(&q->spin_get), CONC__QUEUE_SPIN_FLOOR_NS);
+    CHECK_EQ(atomic_load(&q->spin_put), CONC__QUEUE_SPIN_FLOOR_NS);
+    char b[8];
+    size_t len;
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ(conc_queue_get_into(q, b, sizeof b, &len, 0.001),
+                 CONC_EEMPTY);
+        CHECK_EQ(atomic_load(&q->spin_get), CONC__QUEUE_SPIN_FLOOR_NS);
+    }
+    put_str(q, "x");
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ(conc_queue_put(q, "y", 1, 0.001), CONC_EFULL);
+        CHECK_EQ(atomic_load(&q->spin_put), CONC__QUEUE_SPIN_FLOOR_NS);
+    }
+    conc_queue_free(q);
+
+    /* Round trips with a peer process that answers at once: the
+     * getter's spins pay off, and its budget rises within its bounds. */
+    pingpong_arg a = { NULL, NULL, 2000 };
+    CHECK_OK(conc_queue_new(&a.req, NULL));
+    CHECK_OK(conc_queue_new(&a.rep, NULL));
+    pid_t pid = th_fork(child_echo, &a);
+    int most = 0;
+    for (int i = 0; i < a.n; i++) {
+        CHECK_OK(conc_queue_put(a.req, "ping", 4, 5));
+        CHECK_OK(conc_queue_get_into(a.rep, b, sizeof b, &len, 5));
+        CHECK_EQ(len, 4u);
+        int now = atomic_load(&a.rep->spin_get);
+        CHECK(now >= CONC__QUEUE_SPIN_FLOOR_NS);
+        CHECK(now <= CONC__QUEUE_SPIN_CEIL_NS);
+        most = now > most ? now : most;
+    }
+    CHECK(most > CONC__QUEUE_SPIN_FLOOR_NS);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    conc_queue_free(a.req);
+    conc_queue_free(a.rep);
+}
+
 /* ---- many producers and consumers, threads and processes ------------------ */
 
 #define MP_PRODUCERS 4 /* 2 processes, 2 threads */
