@@ -53,42 +53,21 @@
  * reset() works.  A party found dead while the barrier drains or resets
  * is just removed, letting the drain finish.  Slots exist for the first
  * SLOTS_MAX parties only; past that, dead waiters are not looked for.
- * Dying between "count + 1" and "slot written" (two stores under mu)
- * leaves count one too high: that death is the EOWNERDEAD case above,
- * which breaks the barrier; a later reset() then waits for ever for that
- * one party, exactly as Python's does for any dead party.
+ * Dying between "count + 1" and "slot written" (two stores under mu),
+ * or between "slot cleared" and "count - 1" on the way out, leaves count
+ * one too high with no slot to find the dead party by.  Both are deaths
+ * holding mu, the EOWNERDEAD case above, and there count is rebuilt from
+ * the slots (bar_recount(): at every release of mu, count equals the
+ * number of filled slots), so a later reset() does not wait for a party
+ * that does not exist.  (With more than SLOTS_MAX parties count cannot be
+ * rebuilt, and such a reset() waits for ever, as Python's does for any
+ * dead party.)
  */
-#include "sync_int.h"
+#include "barrier_int.h"
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
-
-enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
-
-/* Parties whose identities are tracked (8 bytes each in the region). */
-#define SLOTS_MAX 1024u
-
-struct barrier_shared {
-    uint32_t magic;
-    uint32_t layout;
-    conc__olock mu;
-    _Atomic uint32_t seq;
-    _Atomic int32_t state;
-    _Atomic uint32_t count;
-    _Atomic uint32_t released;
-    uint32_t parties;
-    uint32_t nslots;
-    double timeout;
-    _Atomic uint64_t next_reap_ns; /* monotonic time of the next look */
-    _Atomic uint64_t slot[]; /* nslots identities, 0 = free */
-};
-
-struct conc_barrier {
-    struct barrier_shared *sh;
-    conc_barrier_action_fn action;
-    void *action_arg;
-};
 
 int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
 {
@@ -159,11 +138,28 @@ static void bar_break(struct barrier_shared *sh)
     bar_broadcast(sh);
 }
 
+/* Called holding mu taken over from a dead holder, which may have died
+ * between its update of count and of its slot: count becomes the number
+ * of filled slots again (top).  Dead parties among them are removed by
+ * the next bar_reap_dead(). */
+static void bar_recount(struct barrier_shared *sh)
+{
+    if (sh->nslots < sh->parties) {
+        return; /* untracked parties: count cannot be rebuilt */
+    }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < sh->nslots; i++) {
+        n += atomic_load_explicit(&sh->slot[i], memory_order_relaxed) != 0;
+    }
+    atomic_store_explicit(&sh->count, n, memory_order_relaxed);
+}
+
 static void bar_lock(struct barrier_shared *sh)
 {
     conc__deadline forever = { .forever = true, .once = false };
     if (conc__olock_acquire(&sh->mu, &forever) == CONC_EOWNERDEAD) {
-        /* A party died inside the barrier: break it (top). */
+        /* A party died inside the barrier: mend count, break it (top). */
+        bar_recount(sh);
         bar_break(sh);
     }
 }

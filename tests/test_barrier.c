@@ -3,6 +3,7 @@
  * processes, and a party that dies inside the action. */
 #include "sync_test_util.h"
 
+#include "barrier_int.h"
 #include "conc_int.h"
 
 #include <math.h>
@@ -464,6 +465,55 @@ TEST(barrier_party_killed_while_waiting)
     free(v);
     conc_barrier_free(w->b);
     st_unshare(w, sizeof *w);
+}
+
+/* Dies holding the barrier's lock right after counting itself in and
+ * before writing its slot: the one window bar_reap_dead() cannot see. */
+static int child_dies_between_count_and_slot(void *arg)
+{
+    struct barrier_shared *sh = ((conc_barrier *)arg)->sh;
+    conc__deadline forever = { .forever = true, .once = false };
+    if (conc__olock_acquire(&sh->mu, &forever) != 0) {
+        return 1;
+    }
+    atomic_fetch_add(&sh->count, 1);
+    _exit(0);
+}
+
+/* After that death, the next to take the lock rebuilds count from the
+ * slots: the barrier is broken (the round cannot complete) but reset()
+ * brings it back at once and full rounds pass; nothing waits for the
+ * party that never wrote its slot. */
+TEST(barrier_party_dead_between_count_and_slot_does_not_block_reset)
+{
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2 }));
+    pid_t p = th_fork(child_dies_between_count_and_slot, b);
+    CHECK_EQ(st_code(th_wait(p, 5)), 0);
+    CHECK_EQ(atomic_load(&b->sh->count), 1u);
+    double t0 = th_now();
+    CHECK_OK(conc_barrier_reset(b));
+    CHECK(th_now() - t0 < 3.0);
+    CHECK(!conc_barrier_broken(b));
+    CHECK_EQ(atomic_load(&b->sh->count), 0u);
+    struct bw *v = calloc(1, sizeof *v);
+    v->b = b;
+    v->parties = 2;
+    pthread_t u[2];
+    for (int i = 0; i < 2; i++) {
+        u[i] = st_thread(party, v);
+    }
+    for (int i = 0; i < 2; i++) {
+        st_join(u[i]);
+    }
+    CHECK_EQ(atomic_load(&v->bad), 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < 2; i++) {
+            CHECK_EQ(atomic_load(&v->seen[r][i]), 1);
+        }
+    }
+    free(v);
+    conc_barrier_free(b);
 }
 
 static int child_leaves_late(void *arg)

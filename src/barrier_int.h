@@ -1,0 +1,35 @@
+/* barrier_int.h - the shared-memory layout of a conc_barrier, private
+ * to src/barrier.c and its white-box test (tests/test_barrier.c).  The
+ * design comment at the top of barrier.c says what each field means. */
+#ifndef CONC_BARRIER_INT_H
+#define CONC_BARRIER_INT_H
+
+#include "sync_int.h"
+
+enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
+
+/* Parties whose identities are tracked (8 bytes each in the region). */
+#define SLOTS_MAX 1024u
+
+struct barrier_shared {
+    uint32_t magic;
+    uint32_t layout;
+    conc__olock mu;
+    _Atomic uint32_t seq;
+    _Atomic int32_t state;
+    _Atomic uint32_t count;
+    _Atomic uint32_t released;
+    uint32_t parties;
+    uint32_t nslots;
+    double timeout;
+    _Atomic uint64_t next_reap_ns; /* monotonic time of the next look */
+    _Atomic uint64_t slot[]; /* nslots identities, 0 = free */
+};
+
+struct conc_barrier {
+    struct barrier_shared *sh;
+    conc_barrier_action_fn action;
+    void *action_arg;
+};
+
+#endif
