@@ -418,6 +418,31 @@ static int child_waits_forever(void *arg)
     return 1;
 }
 
+/* parties threads pass ROUNDS full rounds of b, each index once a round
+ * (a barrier brought back by reset() works as a new one). */
+static void full_rounds_pass(conc_barrier *b, int parties)
+{
+    struct bw *v = calloc(1, sizeof *v);
+    CHECK(v != NULL);
+    v->b = b;
+    v->parties = parties;
+    pthread_t u[3];
+    CHECK(parties <= 3);
+    for (int i = 0; i < parties; i++) {
+        u[i] = st_thread(party, v);
+    }
+    for (int i = 0; i < parties; i++) {
+        st_join(u[i]);
+    }
+    CHECK_EQ(atomic_load(&v->bad), 0);
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < parties; i++) {
+            CHECK_EQ(atomic_load(&v->seen[r][i]), 1);
+        }
+    }
+    free(v);
+}
+
 /* A party SIGKILLed while it waits: Python's others would hang for ever.
  * Here the round is broken (it can never complete), the survivors waiting
  * without a timeout get CONC_EBROKEN, and after reset() full rounds pass
@@ -446,23 +471,7 @@ TEST(barrier_party_killed_while_waiting)
     CHECK(conc_barrier_broken(w->b));
     CHECK_OK(conc_barrier_reset(w->b));
     CHECK(!conc_barrier_broken(w->b));
-    struct bw *v = calloc(1, sizeof *v);
-    v->b = w->b;
-    v->parties = 3;
-    pthread_t u[3];
-    for (int i = 0; i < 3; i++) {
-        u[i] = st_thread(party, v);
-    }
-    for (int i = 0; i < 3; i++) {
-        st_join(u[i]);
-    }
-    CHECK_EQ(atomic_load(&v->bad), 0);
-    for (int r = 0; r < ROUNDS; r++) {
-        for (int i = 0; i < 3; i++) {
-            CHECK_EQ(atomic_load(&v->seen[r][i]), 1);
-        }
-    }
-    free(v);
+    full_rounds_pass(w->b, 3);
     conc_barrier_free(w->b);
     st_unshare(w, sizeof *w);
 }
@@ -496,23 +505,7 @@ TEST(barrier_party_dead_between_count_and_slot_does_not_block_reset)
     CHECK(th_now() - t0 < 3.0);
     CHECK(!conc_barrier_broken(b));
     CHECK_EQ(atomic_load(&b->sh->count), 0u);
-    struct bw *v = calloc(1, sizeof *v);
-    v->b = b;
-    v->parties = 2;
-    pthread_t u[2];
-    for (int i = 0; i < 2; i++) {
-        u[i] = st_thread(party, v);
-    }
-    for (int i = 0; i < 2; i++) {
-        st_join(u[i]);
-    }
-    CHECK_EQ(atomic_load(&v->bad), 0);
-    for (int r = 0; r < ROUNDS; r++) {
-        for (int i = 0; i < 2; i++) {
-            CHECK_EQ(atomic_load(&v->seen[r][i]), 1);
-        }
-    }
-    free(v);
+    full_rounds_pass(b, 2);
     conc_barrier_free(b);
 }
 
