@@ -130,11 +130,14 @@
  * Touched memory thus follows the peak of bytes queued, not the traffic
  * (hw settles near 4x that peak, at least 64 KiB): a 64 MiB default queue
  * moving gigabytes of small messages one by one touches 64 KiB.  The
- * price of a skip record: until the consumers pass it, producers have
- * only the bytes before head (at least 3/4 of hw less one record), so a
- * put may wait (or fail with timeout 0) while the queue holds less than
- * capacity_bytes; that needs a burst of that size right after a wrap
- * with no get in between, and it ends with the next gets.  Queues of up
+ * price of a skip record: while messages queued before it are still
+ * there, its padding counts as used, so producers have only the bytes
+ * before head (at least 3/4 of hw less one record) and a put may wait (or
+ * fail with timeout 0) while the queue holds less than capacity_bytes;
+ * that needs a burst of that size right after a wrap, and it ends as
+ * those messages are taken.  Once head reaches the skip record, getters
+ * pass it when they find it, and so does a producer that finds no room
+ * (pass_skip_at_head()), so no get need come for its bytes.  Queues of up
  * to 1 MiB (CONC__QUEUE_NO_EARLY_WRAP) never wrap early: they touch their
  * whole ring (at most 1 MiB) under streaming traffic.  Measured: with a
  * 64-256 KiB window the lines a producer overwrites are still in the
@@ -266,6 +269,18 @@ static void wake_all(_Atomic uint32_t *word)
     }
 }
 
+/* The Dekker half of a waker, after a side's unlock: the unlock's
+ * exchange is an atomic read-modify-write, so with conc__fence_after_rmw()
+ * the store made under the lock (a commit, a new head) is ordered before
+ * this load of the sleepers' word; and an arm() that came first is seen
+ * (see WAITING in the design comment).  One locked instruction fewer per
+ * put and per get than a seq_cst store under the lock. */
+static bool sleepers(_Atomic uint32_t *word)
+{
+    conc__fence_after_rmw();
+    return atomic_load_explicit(word, memory_order_seq_cst) & 1u;
+}
+
 /* Sets the sleeper bit and returns the value to futex-wait on.  seq_cst:
  * the Dekker half that pairs with the waker's seq_cst store-then-load (see
  * WAITING in the design comment). */
@@ -320,12 +335,19 @@ static void spin_pause(int i)
  * [SPIN_FLOOR_NS, SPIN_CEIL_NS] (see WAITING for why there is a floor).
  * Inline, so that the hint is too: it decides how soon a record is seen. */
 FAST bool spin_wait(conc_queue *q, _Atomic int *budget,
-                    bool (*hint)(conc_queue *, const void *), const void *ctx)
+                    bool (*hint)(conc_queue *, const void *), const void *ctx,
+                    const conc__deadline *dl)
 {
     /* Relaxed: a heuristic private to this process; a lost update only
      * changes how long the next spin is. */
     int b = atomic_load_explicit(budget, memory_order_relaxed);
     uint64_t end = conc__now_ns() + (uint64_t)b;
+    if (!dl->forever) {
+        /* Never spin past the caller's deadline. */
+        uint64_t at = (uint64_t)dl->at.tv_sec * 1000000000u +
+                      (uint64_t)dl->at.tv_nsec;
+        end = at < end ? at : end;
+    }
     bool ok = false;
     for (int i = 0; !ok; i++) {
         spin_pause(i);
@@ -464,6 +486,42 @@ static inline void side_unlock(conc_queue *q, bool producer)
 
 /* ---- put ------------------------------------------------------------------ */
 
+/* Under pmu, when a put finds no room: if the record at head h is a
+ * committed skip record (see MEMORY), passes it as a get would, under cmu
+ * (lock order: pmu, then cmu), and wakes putters asleep for space.  The
+ * bytes it pads are free at once, even while no getter comes: a queue
+ * holding a few bytes after a wrap never refuses a put that fits.
+ * Returns head as it is now. */
+static __attribute__((noinline)) uint64_t pass_skip_at_head(conc_queue *q,
+                                                            uint64_t h)
+{
+    conc__qshm *sh = q->sh;
+    const conc__qrec *r = rec_at(q, h);
+    /* Acquire: pairs with commit(); len is read only after the stamp. */
+    if (atomic_load_explicit(&r->stamp, memory_order_acquire) !=
+            stamp_of(q, h) ||
+        atomic_load_explicit(&r->len, memory_order_relaxed) !=
+            CONC__QUEUE_SKIP ||
+        side_lock(q, false) != 0) {
+        return h;
+    }
+    /* Under cmu no getter moves head, and while head is h the record at
+     * h stays as it was: pass it exactly as try_get() does. */
+    bool passed = atomic_load_explicit(&sh->head, memory_order_relaxed) == h;
+    if (passed) {
+        h += q->R - h % q->R;
+        atomic_store_explicit(&sh->head_off, 0, memory_order_relaxed);
+        atomic_store_explicit(&sh->head, h, memory_order_release);
+    } else {
+        h = atomic_load_explicit(&sh->head, memory_order_relaxed);
+    }
+    side_unlock(q, false);
+    if (passed && sleepers(&sh->space_seq)) {
+        wake_all(&sh->space_seq);
+    }
+    return h;
+}
+
 /* Whether s more bytes and one more item fit, by the producer's cached
  * view of the consumers (refreshed when it says no).  Under pmu. */
 FAST bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
@@ -494,6 +552,9 @@ FAST bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
         /* seq_cst (acquire at least): pairs with the consumer's store of
          * head, so its reads of the old bytes are done before we write. */
         h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+        if (t + s - h > q->R) {
+            h = pass_skip_at_head(q, h);
+        }
         atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
         if (t + s - h > q->R) {
             return false;
@@ -506,8 +567,7 @@ FAST bool room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s)
  * last.  Release: pairs with the getters' acquire (or seq_cst) loads of
  * the stamp, so the bytes and the header are visible with it.  It is also
  * the store half of the Dekker pair with a getter's arm(data_seq); the
- * fence and the load half come after the unlock of pmu, in
- * conc_queue_put(). */
+ * fence and the load half come after the unlock of pmu, in put_once(). */
 FAST void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
                  uint32_t item)
 {
@@ -540,8 +600,9 @@ static int wrap_early(conc_queue *q, uint64_t *tp, uint64_t n, uint64_t s,
         }
         if (atomic_load_explicit(&sh->head, memory_order_relaxed) == t) {
             /* Head first: a producer that dies between the two stores
-             * leaves head > tail, which repair_producer() mends. seq_cst,
-             * as every store of head (see try_get). */
+             * leaves head > tail, which repair_producer() mends.  Release
+             * at least, as every store of head (see try_get); no putter
+             * sleeps for space while the queue is empty, so no wake. */
             atomic_store_explicit(&sh->head_off, 0, memory_order_relaxed);
             atomic_store_explicit(&sh->head, t + skip, memory_order_seq_cst);
             atomic_store_explicit(&sh->head_cache, t + skip,
@@ -603,17 +664,6 @@ FAST int try_put(conc_queue *q, const void *data, size_t len)
     return 0;
 }
 
-/* The Dekker half of a waker, after a side's unlock: the unlock's
- * exchange is an atomic read-modify-write, so with conc__fence_after_rmw()
- * the store made under the lock (a commit, a new head) is ordered before
- * this load of the sleepers' word; and an arm() that came first is seen
- * (see WAITING in the design comment).  One locked instruction fewer per
- * put and per get than a seq_cst store under the lock. */
-static bool sleepers(_Atomic uint32_t *word)
-{
-    conc__fence_after_rmw();
-    return atomic_load_explicit(word, memory_order_seq_cst) & 1u;
-}
 
 /* A lock-free guess whether a put of *ctx bytes could go on now. */
 FAST bool put_hint(conc_queue *q, const void *ctx)
@@ -656,38 +706,43 @@ FAST int put_once(conc_queue *q, const void *data, size_t len)
 }
 
 /* The queue was full at the first attempt: spin, then sleep in slices,
- * re-trying after each, until the put goes through or the deadline
- * passes.  The deadline starts here, a few nanoseconds after entry, so
- * that no put that goes through at once reads the clock. */
+ * re-trying after each, until the put goes through or *dl passes. */
 static __attribute__((noinline)) int put_wait(conc_queue *q,
                                               const void *data, size_t len,
-                                              double timeout)
+                                              const conc__deadline *dl)
 {
     uint64_t s = rec_size(len);
-    conc__deadline dl;
-    int err = conc__deadline_init(&dl, timeout);
-    if (err != 0) {
-        return err;
-    }
     uint32_t w = 0;
     bool armed = false;
     for (;;) {
-        if (conc__deadline_passed(&dl)) {
+        if (conc__deadline_passed(dl)) {
             return CONC_EFULL;
         }
         if (armed) {
             armed = false;
-            sleep_slice(&q->sh->space_seq, w, &dl);
-        } else if (!spin_wait(q, &q->spin_put, put_hint, &s)) {
+            sleep_slice(&q->sh->space_seq, w, dl);
+        } else if (!spin_wait(q, &q->spin_put, put_hint, &s, dl)) {
             /* The attempt below is the re-check after arming. */
             w = arm(&q->sh->space_seq);
             armed = true;
         }
-        err = put_once(q, data, len);
+        int err = put_once(q, data, len);
         if (err != CONC_EFULL) {
             return err;
         }
     }
+}
+
+/* The deadline of a call with a finite timeout starts on entry, before
+ * the first attempt (which may wait for the side's lock); CONC_FOREVER
+ * and 0 need no clock, which keeps clock_gettime off their fast path. */
+static int deadline_at_entry(conc__deadline *dl, double timeout)
+{
+    if (timeout == 0) {
+        *dl = (conc__deadline){ .forever = false, .once = true };
+        return 0;
+    }
+    return conc__deadline_init(dl, timeout); /* no clock for FOREVER */
 }
 
 CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
@@ -699,11 +754,16 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
     if (len > q->capacity) {
         return CONC_ETOOBIG;
     }
-    int err = put_once(q, data, len);
+    conc__deadline dl;
+    int err = deadline_at_entry(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
+    err = put_once(q, data, len);
     if (err != CONC_EFULL || timeout == 0) {
         return err;
     }
-    return put_wait(q, data, len, timeout);
+    return put_wait(q, data, len, &dl);
 }
 
 /* ---- get ------------------------------------------------------------------ */
@@ -765,7 +825,7 @@ FAST int try_get(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
         /* Release: pairs with the producers' load of head in room() (our
          * reads of the bytes come first); and it is the store half of the
          * Dekker pair with a putter's arm(space_seq), whose fence and load
-         * half follow the unlock of cmu in get_common(). */
+         * half follow the unlock of cmu in get_once(). */
         atomic_store_explicit(&sh->head, h + s, memory_order_release);
         *moved = true;
         if (msg != NULL) {
@@ -791,18 +851,39 @@ typedef struct get_probe {
  * at p->at (where the last attempt found nothing) is committed, or head
  * moved, or the queue was closed.  It reads the line the producer writes
  * the next record into anyway, so spinning steals no line from it. */
+/* The stamp at r, read for a spin's hint only, outside the memory model
+ * on purpose.  The spin reads it after seeing head still at r's position,
+ * so no producer is writing message bytes there; but the getter holds no
+ * lock, and if it is descheduled between the two loads, other getters may
+ * take the record and producers lap the ring and memcpy a message over
+ * this very word.  Such a read is a data race in C11's terms (and TSan
+ * reports it, as it reports any atomic load racing a plain write), though
+ * it cannot tear (an aligned 8-byte load, on every target of this
+ * library) and its value is never trusted: a wrong guess costs one
+ * attempt under cmu, which decides.  Spinning on a word no memcpy touches
+ * (nput) would cost a second line transfer per message on the critical
+ * path of a round trip.  So the read is a plain volatile load kept out of
+ * TSan's sight; TSan still checks every access that decides anything. */
+#if defined(__SANITIZE_THREAD__)
+/* Out of line: GCC inlines nothing across a no_sanitize difference. */
+static __attribute__((noinline, no_sanitize("thread"))) uint64_t
+#else
+static inline uint64_t
+#endif
+peek_stamp(const conc__qrec *r)
+{
+    return *(const volatile uint64_t *)(const void *)&r->stamp;
+}
+
 FAST bool get_hint(conc_queue *q, const void *ctx)
 {
     const get_probe *p = ctx;
     conc__qshm *sh = q->sh;
-    /* Relaxed: a hint only; the attempt under cmu decides.  The stamp is
-     * read only while head is still at: no producer writes the bytes at
-     * at's offset until head moves past it (only the header, atomically). */
+    /* Relaxed: a hint only; the attempt under cmu decides. */
     if (atomic_load_explicit(&sh->head, memory_order_relaxed) != p->at) {
         return true;
     }
-    return atomic_load_explicit(&p->r->stamp, memory_order_relaxed) ==
-               p->stamp ||
+    return peek_stamp(p->r) == p->stamp ||
            atomic_load_explicit(&sh->closed, memory_order_relaxed);
 }
 
@@ -875,33 +956,30 @@ FAST int get_once(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
  * whose spin saw a record come lingers for a batch (see BATCHING). */
 static __attribute__((noinline)) int get_wait(conc_queue *q, conc_msg *msg,
                                               void *buf, size_t cap,
-                                              size_t *len, double timeout,
+                                              size_t *len,
+                                              const conc__deadline *dl,
                                               uint64_t at)
 {
-    conc__deadline dl;
-    int err = conc__deadline_init(&dl, timeout);
-    if (err != 0) {
-        return err;
-    }
     uint32_t w = 0;
     bool armed = false;
     for (;;) {
-        if (conc__deadline_passed(&dl)) {
+        if (conc__deadline_passed(dl)) {
             return CONC_EEMPTY;
         }
         if (armed) {
             armed = false;
-            sleep_slice(&q->sh->data_seq, w, &dl);
+            sleep_slice(&q->sh->data_seq, w, dl);
         } else if (!spin_wait(q, &q->spin_get, get_hint,
                               &(get_probe){ at, rec_at(q, at),
-                                            stamp_of(q, at) })) {
+                                            stamp_of(q, at) },
+                              dl)) {
             /* The attempt below is the re-check after arming. */
             w = arm(&q->sh->data_seq);
             armed = true;
         } else {
             linger(q);
         }
-        err = get_once(q, msg, buf, cap, len, &at);
+        int err = get_once(q, msg, buf, cap, len, &at);
         if (err != CONC_EEMPTY) {
             return err;
         }
@@ -911,12 +989,17 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, conc_msg *msg,
 FAST int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
                     size_t *len, double timeout)
 {
+    conc__deadline dl;
+    int err = deadline_at_entry(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
     uint64_t at = 0;
-    int err = get_once(q, msg, buf, cap, len, &at);
+    err = get_once(q, msg, buf, cap, len, &at);
     if (err != CONC_EEMPTY || timeout == 0) {
         return err;
     }
-    return get_wait(q, msg, buf, cap, len, timeout, at);
+    return get_wait(q, msg, buf, cap, len, &dl, at);
 }
 
 CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout)

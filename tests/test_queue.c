@@ -347,6 +347,49 @@ TEST(queue_stream_touches_little_memory)
     conc_queue_free(q);
 }
 
+/* A skip record (white-box: see MEMORY in queue.c) pads the end of a lap
+ * when a record would cross the touched window.  Once the messages
+ * before it are taken, its padding is free even if no get comes: here a
+ * 60 KiB put into a default queue holding one 10 KiB message goes
+ * through at once, where it used to get CONC_EFULL (the padding counted
+ * as used until a get passed it). */
+TEST(queue_skip_record_never_blocks_a_put_that_fits)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, NULL));
+    CHECK_EQ(atomic_load(&q->sh->hw), CONC__QUEUE_HW_STEP);
+    static unsigned char big[60 * 1024], out[60 * 1024];
+    size_t len;
+    /* 1 KiB messages put and taken until the tail is about 50 KiB in. */
+    while (atomic_load(&q->sh->tail) < CONC__QUEUE_HW_STEP - 14 * 1024) {
+        CHECK_OK(conc_queue_put(q, big, 1024, 0));
+        CHECK_OK(conc_queue_get_into(q, out, sizeof out, &len, 0));
+    }
+    /* A fits before the window's end, B does not: a skip record pads
+     * the rest of the lap and B goes to the ring's start. */
+    pattern(big, 10 * 1024, 1);
+    CHECK_OK(conc_queue_put(q, big, 10 * 1024, 0));
+    uint64_t lap = atomic_load(&q->sh->tail);
+    pattern(big, 10 * 1024, 2);
+    CHECK_OK(conc_queue_put(q, big, 10 * 1024, 0));
+    CHECK(atomic_load(&q->sh->tail) > q->R); /* B wrapped to offset 0 */
+    CHECK_OK(conc_queue_get_into(q, out, sizeof out, &len, 0));
+    CHECK_EQ(len, 10 * 1024u);
+    CHECK(pattern_ok(out, len, 1));
+    CHECK_EQ(atomic_load(&q->sh->head), lap); /* head sits at the skip */
+    pattern(big, sizeof big, 3);
+    CHECK_OK(conc_queue_put(q, big, sizeof big, 0));
+    CHECK_EQ(conc_queue_qsize(q), 2u);
+    CHECK_OK(conc_queue_get_into(q, out, sizeof out, &len, 0));
+    CHECK_EQ(len, 10 * 1024u);
+    CHECK(pattern_ok(out, len, 2));
+    CHECK_OK(conc_queue_get_into(q, out, sizeof out, &len, 0));
+    CHECK_EQ(len, sizeof big);
+    CHECK(pattern_ok(out, len, 3));
+    CHECK_EQ(conc_queue_get_into(q, out, sizeof out, &len, 0), CONC_EEMPTY);
+    conc_queue_free(q);
+}
+
 /* ---- task_done / join -------------------------------------------------- */
 
 static int child_task_done_later(void *arg)
@@ -688,6 +731,132 @@ TEST(queue_spin_budgets_stay_between_floor_and_ceiling)
     CHECK_EQ(th_wait(pid, 10), 0);
     conc_queue_free(a.req);
     conc_queue_free(a.rep);
+}
+
+/* ---- threads racing with timeouts, wraps, bounds and close ---------------- */
+
+#define RT_THREADS 2 /* putters, and as many getters */
+#define RT_PER 20000
+
+typedef struct {
+    conc_queue *q;
+    int id;
+    _Atomic uint8_t (*put_ok)[RT_PER]; /* [putter][seq]: put returned 0 */
+    _Atomic uint8_t (*got)[RT_PER];
+    _Atomic int *errors;
+    size_t max_len; /* messages of 8 .. max_len bytes */
+} rt_arg;
+
+/* 0, 2 ms or CONC_FOREVER, at random. */
+static double rt_timeout(uint64_t *x)
+{
+    *x = mix(*x);
+    return *x % 4 == 0 ? 0 : *x % 2 ? 0.002 : CONC_FOREVER;
+}
+
+static void *rt_putter(void *arg)
+{
+    rt_arg *a = arg;
+    uint64_t x = (uint64_t)a->id * 7919;
+    unsigned char buf[520];
+    for (uint32_t i = 0; i < RT_PER; i++) {
+        x = mix(x);
+        size_t n = 8 + x % (a->max_len - 7);
+        memcpy(buf, &a->id, 4);
+        memcpy(buf + 4, &i, 4);
+        memset(buf + 8, (int)(i & 0xff), n - 8);
+        double to = rt_timeout(&x), t0 = th_now();
+        int err = conc_queue_put(a->q, buf, n, to);
+        if (err == 0) {
+            atomic_store(&a->put_ok[a->id][i], 1);
+        } else if (err == CONC_ECLOSED) {
+            return NULL;
+        } else if (err != CONC_EFULL || (to > 0 && th_now() - t0 < to)) {
+            atomic_fetch_add(a->errors, 1); /* other error, or early */
+        }
+    }
+    return NULL;
+}
+
+static void *rt_getter(void *arg)
+{
+    rt_arg *a = arg;
+    uint64_t x = (uint64_t)a->id * 104729 + 1;
+    unsigned char buf[520];
+    for (;;) {
+        size_t n;
+        double to = rt_timeout(&x), t0 = th_now();
+        int err = conc_queue_get_into(a->q, buf, sizeof buf, &n, to);
+        if (err == CONC_ECLOSED) {
+            return NULL;
+        }
+        if (err == CONC_EEMPTY) {
+            if (to > 0 && th_now() - t0 < to) {
+                atomic_fetch_add(a->errors, 1); /* early */
+            }
+            continue;
+        }
+        int p;
+        uint32_t i;
+        memcpy(&p, buf, 4);
+        memcpy(&i, buf + 4, 4);
+        bool ok = err == 0 && n >= 8 && p >= 0 && p < RT_THREADS &&
+                  i < RT_PER && atomic_exchange(&a->got[p][i], 1) == 0;
+        for (size_t k = 8; ok && k < n; k++) {
+            ok = buf[k] == (unsigned char)(i & 0xff);
+        }
+        if (!ok) {
+            atomic_fetch_add(a->errors, 1);
+        }
+    }
+}
+
+/* Putters and getters in threads, each call with a random timeout (0,
+ * 2 ms or none), on a tiny queue (256 bytes), a big one (4 MiB: early
+ * wraps and skip records) and one bounded to 7 items; after 0.3 s the
+ * queue is closed and the getters drain it.  Every message whose put
+ * returned 0 arrives exactly once and intact, no other does, and no
+ * timeout expires early.  (Under TSan this is also the race check of the
+ * waiting paths.) */
+TEST(queue_threads_race_with_timeouts_wraps_and_close)
+{
+    static _Atomic uint8_t put_ok[RT_THREADS][RT_PER], got[RT_THREADS][RT_PER];
+    const conc_queue_opts cfg[3] = {
+        { .capacity_bytes = 256 },
+        { .capacity_bytes = 4u << 20 },
+        { .maxsize = 7 },
+    };
+    for (int c = 0; c < 3; c++) {
+        memset(put_ok, 0, sizeof put_ok);
+        memset(got, 0, sizeof got);
+        _Atomic int errors = 0;
+        conc_queue *q;
+        CHECK_OK(conc_queue_new(&q, &cfg[c]));
+        rt_arg args[2 * RT_THREADS];
+        pthread_t t[2 * RT_THREADS];
+        for (int i = 0; i < 2 * RT_THREADS; i++) {
+            args[i] = (rt_arg){ q, i % RT_THREADS, put_ok, got, &errors,
+                                c == 0 ? 100 : 508 };
+            CHECK(pthread_create(&t[i], NULL,
+                                 i < RT_THREADS ? rt_putter : rt_getter,
+                                 &args[i]) == 0);
+        }
+        th_sleep(0.3);
+        CHECK_OK(conc_queue_close(q));
+        for (int i = 0; i < 2 * RT_THREADS; i++) {
+            CHECK(pthread_join(t[i], NULL) == 0);
+        }
+        long delivered = 0;
+        for (int p = 0; p < RT_THREADS; p++) {
+            for (int i = 0; i < RT_PER; i++) {
+                CHECK_EQ(atomic_load(&got[p][i]), atomic_load(&put_ok[p][i]));
+                delivered += atomic_load(&got[p][i]);
+            }
+        }
+        CHECK(delivered > 0);
+        CHECK_EQ(atomic_load(&errors), 0);
+        conc_queue_free(q);
+    }
 }
 
 /* ---- many producers and consumers, threads and processes ------------------ */
