@@ -22,6 +22,15 @@
  * unlink.  A creator killed before it frees leaves the entry behind (as
  * every POSIX shared memory object does); unlink it with shm_unlink(3).
  *
+ * Waiting.  A put or get that cannot go on at once spins first (reading
+ * shared memory only, yielding the CPU now and then), for 4 to 64 us,
+ * adapted per handle to how soon its peers have answered, and never past
+ * its timeout; then it sleeps on a futex until woken.  A put or get that
+ * goes on at once makes no system call, and wakes a sleeper only when
+ * one is asleep.  So a consumer that keeps up with its producers costs
+ * no sleep or wake-up per message, and an idle one costs at most 4 us of
+ * spinning per message before it sleeps.
+ *
  * Dying peers.  A producer or consumer killed at any instant (SIGKILL
  * halfway through a put or a get included) leaves the queue consistent;
  * at most the one message in the dead process's hands is lost, and nobody
