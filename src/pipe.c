@@ -76,6 +76,7 @@
  * (documented in pipe.h; the child should use its own pipes).
  */
 #include "conc_int.h"
+#include "pipe_int.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -203,6 +204,16 @@ static conc_conn *conn_make(int fd, bool can_recv, bool can_send)
     pthread_mutex_init(&c->wlock, NULL);
     pthread_mutex_init(&c->rlock, NULL);
     return c;
+}
+
+/* A connection made by listener.c (accepted or connected socket) is an
+ * ordinary duplex end: everything above and below applies unchanged,
+ * because a connected AF_UNIX or TCP stream socket behaves as one side of
+ * a socketpair for every call this file makes (sendmsg with
+ * MSG_NOSIGNAL, recv, ppoll, shutdown). */
+conc_conn *conc__conn_from_fd(int fd)
+{
+    return conn_make(fd, true, true);
 }
 
 int conc_pipe(conc_conn **a, conc_conn **b, bool duplex)

@@ -48,7 +48,8 @@ extern "C" {
     X(EOWNERDEAD, -EOWNERDEAD, "acquired; the previous holder died")         \
     X(ETOOBIG, -1009, "message too big for the buffer or the capacity")      \
     X(ENOMEM, -ENOMEM, "out of memory or out of room")                       \
-    X(ESYS, -1010, "an operating system call failed (errno kept)")
+    X(ESYS, -1010, "an operating system call failed (errno kept)")        \
+    X(EAUTH, -1011, "authentication failed (AuthenticationError)")
 
 enum conc_error {
 #define CONC__ERR_ENUM(name, value, text) CONC_##name = (value),

@@ -141,6 +141,148 @@ CONC_API int conc_conn_close(conc_conn *c);
  * NULL is a no-op.  Must not race with other calls on the same handle. */
 CONC_API void conc_conn_free(conc_conn *c);
 
+/* ---- multiprocessing.connection: Listener and Client -------------------
+ *
+ *   conc_listener *l;                                   // Listener(address,
+ *   conc_listener_new(&l, "tcp:127.0.0.1:0",            //   authkey=b'secret')
+ *       &(conc_listener_opts){ .authkey = "secret", .authkey_len = 6 });
+ *   conc_conn *c;
+ *   conc_listener_accept(l, &c, CONC_FOREVER);          // l.accept()
+ *   // elsewhere: conc_client_connect(&c, address, &(conc_client_opts){
+ *   //     .authkey = "secret", .authkey_len = 6 });    // Client(address, ...)
+ *
+ * Addresses are one string:
+ *   "unix:/path/sock", "/path/sock", "./sock", "../sock"
+ *                          a filesystem Unix socket (Python's 'AF_UNIX');
+ *   "unix:@name"           a Linux abstract Unix socket (Python's
+ *                          '\0name'): no file, gone with the listener;
+ *   "tcp:host:port", "host:port"
+ *                          TCP; host is a numeric IPv4 address,
+ *                          "localhost", empty (any address, Python's ''),
+ *                          or a numeric IPv6 address in brackets,
+ *                          "[::1]:port".  Other host names are refused
+ *                          (CONC_EINVAL): resolving one could block past
+ *                          any timeout.  Port 0 asks a listener for a
+ *                          free port (conc_listener_address tells which).
+ * A malformed address is CONC_EINVAL (also a Unix path of 108 bytes or
+ * more); an address the system refuses is CONC_ESYS with errno kept
+ * (EADDRINUSE, ENOENT, ECONNREFUSED, EACCES...).
+ *
+ * Authentication is CPython's: with a key, accept delivers a challenge
+ * (20 random bytes; the answer is their HMAC-MD5 under the key) and then
+ * answers the client's; the client answers first, then delivers.  The key
+ * never crosses the wire.  As the answerer both Python's legacy challenge
+ * and 3.12's "{sha256}" one are understood; as the verifier a raw
+ * HMAC-MD5 or a "{md5}"/"{sha256}" answer is accepted.  So a conc
+ * listener serves Python Clients (3.x) and conc clients reach Python
+ * Listeners, both ways with or without a key; a side with a key and a
+ * side without do not understand each other (as in Python).  No
+ * encryption: the messages that follow travel in clear.
+ *
+ * Every descriptor is close-on-exec; no call raises SIGPIPE.  The
+ * connections returned are ordinary duplex conc_conn ends: send, recv,
+ * poll, fileno, close and free work as on a pipe, with Python's
+ * send_bytes framing on the wire.
+ */
+
+typedef struct conc_listener conc_listener;
+
+/* conc_listener_opts - zero for the defaults.  backlog: the kernel's
+ * queue of connections not yet accepted (0: 128; negative: CONC_EINVAL).
+ * authkey/authkey_len: the shared key (copied; any bytes, any length);
+ * NULL/0 for no authentication (as Python's Listener with an empty or no
+ * key); NULL with authkey_len > 0 is CONC_EINVAL. */
+typedef struct conc_listener_opts {
+    int backlog;
+    const void *authkey;
+    size_t authkey_len;
+} conc_listener_opts;
+
+/* conc_listener_new - binds and listens at address (Python's
+ * Listener(address, authkey=...)); opts may be NULL.  address NULL: a
+ * fresh socket in a new private directory (mode 0700) under $TMPDIR or
+ * /tmp, both removed when the listener closes (Python's Listener()).  A
+ * filesystem socket the listener binds is unlinked by conc_listener_close
+ * or _free in the process that created the listener, and only if the
+ * path still names that socket; an existing file at the path is
+ * CONC_ESYS/EADDRINUSE (nothing is unlinked first).  TCP listeners set
+ * SO_REUSEADDR, as Python does.  0 and *out set; CONC_EINVAL (NULL out,
+ * bad address or options), CONC_ENOMEM, CONC_ESYS (errno kept).  *out is
+ * NULL on failure. */
+CONC_API int conc_listener_new(conc_listener **out, const char *address,
+                               const conc_listener_opts *opts);
+
+/* conc_listener_accept - waits up to timeout for a connection, then, when
+ * the listener has a key, runs the handshake (Python's accept()).  *out
+ * gets the connection (free with conc_conn_free).  The handshake is
+ * bounded by the same deadline and by 20 s, whichever is sooner, so a
+ * client that connects and stays silent cannot hold the listener;
+ * timeout 0 returns at once when no connection is waiting, but one that
+ * is waiting gets its handshake (up to 20 s), so poll-then-accept works.
+ * 0; CONC_ETIMEDOUT (no connection came in time); CONC_EAUTH (the
+ * handshake failed: wrong key, not a libconc/Python peer, the peer hung up
+ * or stayed silent past the deadline; that connection is closed, after a
+ * #FAILURE# message where Python would send one, and the listener stays
+ * usable); CONC_ECLOSED (the listener is closed, also when
+ * conc_listener_close runs in another thread during the wait or the
+ * handshake); CONC_EINVAL (NULL l or out, bad timeout); CONC_ENOMEM;
+ * CONC_ESYS (errno kept: EMFILE...).  Any number of threads may accept
+ * on one listener; each connection goes to one of them.  *out is NULL on
+ * failure. */
+CONC_API int conc_listener_accept(conc_listener *l, conc_conn **out,
+                                  double timeout);
+
+/* conc_listener_address - the address bound, in the syntax given, with
+ * the real port when port 0 was asked ("tcp:127.0.0.1:0" gives
+ * "tcp:127.0.0.1:40321"); for a NULL address the path made.  Owned by
+ * the listener, valid until conc_listener_free (also after close).  NULL
+ * for NULL l. */
+CONC_API const char *conc_listener_address(const conc_listener *l);
+
+/* conc_listener_fileno - the listening socket's descriptor, for poll(2),
+ * select(2) or epoll: readable while a connection waits to be accepted
+ * (then conc_listener_accept with timeout 0 takes it).  Do not accept on
+ * it directly.  CONC_EINVAL for NULL, CONC_ECLOSED after close. */
+CONC_API int conc_listener_fileno(const conc_listener *l);
+
+/* conc_listener_close - stops listening (Python's close()): new clients
+ * are refused, connections waiting in the queue are dropped, the socket
+ * file (if this process made it) is unlinked, and every accept blocked in
+ * another thread returns CONC_ECLOSED promptly, as do later accepts.
+ * Connections already accepted are not affected.  Closing twice is
+ * harmless.  0; CONC_EINVAL for NULL. */
+CONC_API int conc_listener_close(conc_listener *l);
+
+/* conc_listener_free - closes (as conc_listener_close) and releases the
+ * handle; NULL is a no-op.  Must not race with other calls on l.  After
+ * fork() either process may free its copy; only the creating process
+ * removes the socket file. */
+CONC_API void conc_listener_free(conc_listener *l);
+
+/* conc_client_opts - zero for the defaults.  authkey/authkey_len as in
+ * conc_listener_opts (NULL/0: no authentication).  timeout: seconds for
+ * connecting and the handshake together; 0 (or CONC_FOREVER) means no
+ * limit, as Python's Client; NaN or another negative value is
+ * CONC_EINVAL. */
+typedef struct conc_client_opts {
+    const void *authkey;
+    size_t authkey_len;
+    double timeout;
+} conc_client_opts;
+
+/* conc_client_connect - connects to a listener at address and, with a
+ * key, runs the handshake (Python's Client(address, authkey=...)); opts
+ * may be NULL.  A Unix listener whose queue is full is retried until the
+ * timeout.  0 and *out set to a duplex connection (free with
+ * conc_conn_free); CONC_EINVAL (NULL out, bad address or options; port 0);
+ * CONC_ESYS (errno kept: ENOENT for a missing socket file, ECONNREFUSED
+ * for nobody listening...); CONC_ETIMEDOUT (not connected in time);
+ * CONC_EAUTH (the handshake failed: wrong key, a peer without a key or not
+ * speaking the protocol, or the time ran out during it); CONC_ENOMEM.
+ * *out is NULL on failure.  Thread-safe. */
+CONC_API int conc_client_connect(conc_conn **out, const char *address,
+                                 const conc_client_opts *opts);
+
 #ifdef __cplusplus
 }
 #endif
