@@ -529,6 +529,19 @@ TEST(dict_thread_dying_inside_update)
 
 /* ---- an unrelated process killed mid-update on a named dict -------------- */
 
+/* The peer's count "n" in d, or 0 before its first update (or while the
+ * value cannot be read whole: the caller re-reads). */
+static long peer_count(conc_dict *d)
+{
+    char buf[32];
+    size_t len = 0;
+    if (conc_dict_get_into(d, "n", 1, buf, sizeof buf - 1, &len) != 0) {
+        return 0;
+    }
+    buf[len] = '\0';
+    return atol(buf);
+}
+
 TEST_T(dict_named_peer_killed_mid_update, 60)
 {
     char name[128];
@@ -548,7 +561,15 @@ TEST_T(dict_named_peer_killed_mid_update, 60)
             execv(argv[0], argv);
             _exit(127);
         }
-        th_sleep(0.01 + (double)(rng_next(&rng) % 20000) / 1e6);
+        /* Kill it only once it is counting (a peer built with a
+         * sanitizer may take longer to start than the random pause
+         * below), at a random moment of its updates. */
+        double until = th_now() + 20;
+        while (peer_count(d) <= last && th_now() < until) {
+            th_sleep(0.001);
+        }
+        CHECK(peer_count(d) > last);
+        th_sleep((double)(rng_next(&rng) % 20000) / 1e6);
         kill(pid, SIGKILL);
         int st = th_wait(pid, 10);
         CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
