@@ -1326,7 +1326,11 @@ TEST(queue_killed_sleeping_getter_costs_nothing)
     conc_queue *q;
     CHECK_OK(conc_queue_new(&q, NULL));
     pid_t pid = th_fork(child_sleeps_in_get, q);
-    th_sleep(0.2);
+    double until = th_now() + 10; /* a loaded machine may start it late */
+    while (!(atomic_load(&q->sh->data_seq) & 1u) && th_now() < until) {
+        th_sleep(0.01);
+    }
+    th_sleep(0.05);
     CHECK(atomic_load(&q->sh->data_seq) & 1u);
     kill(pid, SIGKILL);
     int st = th_wait(pid, 10);
