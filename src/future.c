@@ -77,7 +77,11 @@ void conc__future_unref(conc_future *f)
     conc_msg_free(&f->out);
     free(f->err);
     pthread_mutex_destroy(&f->lock);
+    conc_pool *pool = f->pool;
     free(f);
+    if (pool != NULL) {
+        conc__pool_unref(pool); /* taken by conc_pool_submit */
+    }
 }
 
 bool conc__future_start(conc_future *f)
@@ -164,32 +168,66 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
         return CONC_EINVAL;
     }
     uint32_t st = atomic_load(&f->state);
+    if (!is_final(st) && f->pool != NULL) {
+        /* A process pool's task: collect its result from the worker's
+         * ring in this thread rather than wait for the manager thread to
+         * pass it on (one party less per task; "Helpers" in
+         * pool_proc.c). */
+        conc__proc_help(f->pool);
+        st = atomic_load(&f->state);
+    }
     /* A short spin first: a task of a few microseconds is often done
-     * before a futex round trip (about 20 us here) could report it. */
+     * before a futex round trip (about 20 us here) could report it.  A
+     * process pool's waiter helps while it spins, and only then. */
     if (!is_final(st) && !dl.once) {
+        if (f->pool != NULL) {
+            conc__proc_helpers(f->pool, 1);
+        }
         uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
         for (unsigned i = 0; !is_final(st); i++) {
             if ((i & 15) == 15 && conc__now_ns() > until) {
                 break;
             }
             conc__pool_spin_pause(i);
+            if (f->pool != NULL) {
+                conc__proc_help(f->pool);
+            }
             st = atomic_load(&f->state);
+        }
+        if (f->pool != NULL) {
+            conc__proc_helpers(f->pool, -1);
         }
     }
     if (!is_final(st)) {
         if (dl.once) {
             return CONC_ETIMEDOUT;
         }
+        /* The pool's manager thread itself (a done-callback it runs waits
+         * for another future of its pool): nobody else may collect the
+         * result, so it keeps helping, between sleeps of 1 ms. */
+        bool manager = f->pool != NULL && conc__proc_on_manager(f->pool);
         atomic_fetch_add(&f->waiters, 1);
         for (;;) {
             st = atomic_load(&f->state);
             if (is_final(st)) {
                 break;
             }
+            conc__deadline slice = dl;
+            if (manager) {
+                conc__proc_help(f->pool);
+                st = atomic_load(&f->state);
+                if (is_final(st)) {
+                    break;
+                }
+                if (conc__deadline_left(&dl) > 0.001) {
+                    conc__deadline_init(&slice, 0.001);
+                }
+            }
             /* Sleeps only while the state is still st; the completer's
              * store changes it before its wake (wake_all). */
-            if (conc__os_futex_wait(&f->state, st, &dl, false) ==
-                CONC_ETIMEDOUT) {
+            if (conc__os_futex_wait(&f->state, st, &slice, false) ==
+                    CONC_ETIMEDOUT &&
+                conc__deadline_passed(&dl)) {
                 st = atomic_load(&f->state);
                 if (!is_final(st)) {
                     atomic_fetch_sub(&f->waiters, 1);

@@ -76,7 +76,8 @@ void conc__task_free(struct task *t)
     if (t->batch != NULL) {
         conc__batch_unref(t->batch);
     }
-    free(t->in);
+    free(t->in); /* or a process result's output not taken (rout) */
+    free(t->rerr);
     free(t);
 }
 
@@ -260,7 +261,7 @@ int conc__pool_push(conc_pool *p, struct task *first, struct task *last,
     }
     pthread_mutex_unlock(&p->lock);
     if (p->kind == CONC_PROCESSES) {
-        conc__proc_kick(p);
+        conc__proc_submitted(p);
     }
     return 0;
 }
@@ -293,10 +294,20 @@ static void pool_ref(conc_pool *p)
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 }
 
+void conc__pool_ref(conc_pool *p)
+{
+    pool_ref(p);
+}
+
 void conc__pool_unref(conc_pool *p)
 {
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
         return;
+    }
+    if (p->kind == CONC_PROCESSES) {
+        /* The process side's memory lives as long as any future that may
+         * still help (see "Helpers" in pool_proc.c). */
+        conc__proc_destroy(p);
     }
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->work_cv);
@@ -737,6 +748,12 @@ int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
     }
     conc__future_ref(f); /* the task's reference */
     t->fut = f;
+    if (pool->kind == CONC_PROCESSES) {
+        /* Lets a caller waiting on f collect results itself; dropped with
+         * f's last reference (conc__future_unref). */
+        conc__pool_ref(pool);
+        f->pool = pool;
+    }
     err = conc__pool_push(pool, t, t, 1);
     if (err != 0) {
         goto fail;

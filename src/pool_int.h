@@ -49,6 +49,10 @@ struct conc_future {
     int code;
     conc_msg out;
     char *err;
+    /* A CONC_PROCESSES submit: the pool (one reference, dropped with the
+     * future's last one), so a caller waiting in conc_future_result can
+     * collect results itself (conc__proc_help); NULL otherwise. */
+    struct conc_pool *pool;
 };
 
 int conc__future_new(conc_future **out);
@@ -113,20 +117,35 @@ void conc__iter_ac_free(struct ac_state *ac);
 
 /* ---- tasks and the pool (pool.c) ------------------------------------------ */
 
+/* Kept at 120 bytes or less: glibc frees chunks that small without its
+ * arena lock (fastbins), and tasks are freed by another thread than the
+ * one that made them, at a high rate (measured: 13 more bytes cost the
+ * pipelined process benchmark about a fifth, in lock waits). */
 struct task {
     struct task *next;
     _Atomic int refs;     /* threads: the worker, + whoever abandons it */
+    int rcode;            /* processes, a submit: its result code */
     conc_task_fn fn;
     conc_future *fut;     /* a submit: one item */
-    bool fut_started;     /* fut moved to RUNNING already */
     struct batch *batch;  /* a map chunk: items start .. start+count-1 */
     size_t start, count;
-    unsigned char *in;    /* a submit's copied input */
-    size_t inlen;
+    union {
+        /* A submit's copied input; processes: once its result is back,
+         * rout holds the output (the input is not needed any more) until
+         * the future takes it outside the drive lock (pool_proc.c). */
+        struct {
+            unsigned char *in;
+            size_t inlen;
+        };
+        conc_msg rout;
+    };
+    char *rerr;           /* processes, a submit: its error text */
     uint64_t seq;         /* processes: the record's number */
     uint64_t seq_ns;      /* processes: when it was sent */
     size_t ndone;         /* processes: items whose result came back */
+    bool fut_started;     /* fut moved to RUNNING already */
 };
+_Static_assert(sizeof(struct task) <= 120, "struct task outgrew a fastbin");
 
 /* Input of item k (0-based within the task). */
 static inline const void *conc__task_in(const struct task *t, size_t k,
@@ -198,12 +217,24 @@ int conc__pool_push(conc_pool *p, struct task *first, struct task *last,
 /* Takes the first task, or NULL; lock held. */
 struct task *conc__pool_pop_locked(conc_pool *p);
 void conc__pool_unref(conc_pool *p);
+void conc__pool_ref(conc_pool *p);
 
 /* pool_proc.c */
 int conc__proc_start(conc_pool *p);
 void conc__proc_kick(conc_pool *p);     /* new work or state: wake manager */
+/* A task was queued by submit/map: sends it to a worker from this thread
+ * when the drive lock is free, else wakes the manager. */
+void conc__proc_submitted(conc_pool *p);
+/* A thread waiting for a future of p: enter (delta 1) / leave (-1) the
+ * helpers, and one round of help (collect results, dispatch); see
+ * "Helpers" in pool_proc.c. */
+void conc__proc_helpers(conc_pool *p, int delta);
+void conc__proc_help(conc_pool *p);
+/* True in the pool's manager thread (a callback it runs). */
+bool conc__proc_on_manager(conc_pool *p);
 int conc__proc_join(conc_pool *p, const conc__deadline *dl);
 void conc__proc_terminate(conc_pool *p); /* kill, fail, wait for manager */
-void conc__proc_free(conc_pool *p);
+void conc__proc_free(conc_pool *p);    /* waits for the manager to end */
+void conc__proc_destroy(conc_pool *p); /* the pool's last reference went */
 
 #endif

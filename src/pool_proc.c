@@ -11,7 +11,9 @@
  *                                                 [result ring: cap bytes]
  *
  * Each ring is single-producer single-consumer: the task ring is written
- * by the manager and read by the worker, the result ring the other way.
+ * by the parent and read by the worker, the result ring the other way; in
+ * the parent, one thread at a time - the holder of the drive lock (see
+ * "Helpers") - plays the parent's part.
  * Positions (head, tail) are byte counts that only grow; the offset is
  * pos % cap.  Records are 8-byte aligned and never wrap: one that would
  * cross the end is preceded by a PAD record filling the rest.  A record is
@@ -45,7 +47,8 @@
  *   - a worker waits for room in a full result ring on room_bell (woken
  *     by the manager after it drains);
  *   - the manager waits on pool_hdr.bell (woken by every posted result
- *     and by submit/close/terminate in the parent).
+ *     and by submit/close/terminate in the parent), or sleeps "quietly"
+ *     (see "Helpers").
  * Before sleeping, each side spins briefly: a round trip through the
  * futex costs ~20 us, a task often less.
  *
@@ -70,13 +73,52 @@
  * lives as long as the process and documents what the child may touch).
  * The worker child touches only its own slot, the task functions and the
  * pool's options (copied in its memory image); it never takes the pool's
- * lock, which another parent thread may have held at the fork.
+ * lock or the drive lock, which another parent thread may have held at
+ * the fork (the manager itself holds drive while it forks).
  *
  * Dispatch.  Tasks go to the alive worker with the fewest tasks out,
  * bounded by a window that follows the measured task time: 1 task at a
  * time for tasks over 1 ms (a slow task never holds a queue of others
  * while another worker idles), 8 under 1 ms and 512 under 50 us, where
  * pipelining is what makes throughput.
+ *
+ * Helpers.  A lone task used to cross three parties: caller -> manager ->
+ * worker -> manager -> caller, each spinning or sleeping, on 2 cores
+ * (~11 us a task, measured).  Now everything the manager does to the rings
+ * and to the per-worker bookkeeping (proc_worker: in-flight lists, ring
+ * positions, counts) is done under pool_proc.drive, by whoever holds it:
+ *   - the manager, each round (trylock; a blocking lock for its 1 ms
+ *     check of deaths and timeouts, which stays the manager's alone, as do
+ *     replacements, close and terminate);
+ *   - conc_pool_submit, while the manager sleeps: trylock, then the task
+ *     goes straight into an idle worker's ring (conc__proc_submitted);
+ *   - a thread waiting in conc_future_result on a process future, while
+ *     it spins: trylock, drain every result ring, dispatch
+ *     (conc__proc_help).  Never blocking on the lock: its holder is
+ *     doing the same work.
+ * So a lone task goes caller -> worker -> caller (~1 us a task, 0.5 to
+ * 1.3 us over runs, measured with bench_pool).
+ * Futures drained under the lock are completed (callbacks run) only
+ * after it is released (drive_unlock), so a callback never runs with a
+ * pool lock held, whichever thread runs it.
+ * The manager stays off the CPUs while waiters help: when it finds a
+ * helper (hdr.helpers) and at most one task out per worker, it sleeps
+ * quietly - hdr.sleeping stays 0, so posted results do not wake it - for
+ * at most 2 ms (its crash and timeout checks go on).  The last helper to
+ * leave wakes it if any work is left (a seq_cst decrement of helpers, then
+ * a load of quiet, against the manager's store of quiet, then load of
+ * helpers: one of the two sees the other).  A submit that sent its task
+ * itself wakes it if it sleeps quietly with no helper, or for the long
+ * idle period (hdr.long_sleep; it must watch the task).  With many tasks
+ * out (a stream of submits, a map) the manager stays awake and collects
+ * as before, beside any helper.
+ * Crash recovery is unchanged: a helper only ever drains committed
+ * records and sends tasks; the manager alone reaps, and its worker_ended
+ * runs under the same lock, so it sees the bookkeeping a helper left.
+ * The parent's memory for the process side (rings, bookkeeping) lives
+ * until the pool's last reference goes, and each process future holds
+ * one: a helper may still look at it after conc_pool_free, finds
+ * "stopped" and leaves.
  *
  * Rejected: one shared MPMC queue all workers pull from (a worker killed
  * between taking a task and announcing it would lose the task silently,
@@ -100,6 +142,13 @@ enum { REC_PAD = 1, REC_TASK = 2, REC_RESULT = 3, REC_RETIRE = 4,
 struct pool_hdr {
     alignas(64) _Atomic uint32_t bell;
     _Atomic uint32_t sleeping;
+    /* Parent-only words (the workers never read them), kept here for
+     * their alignment: the mapping is page-aligned, a malloc'd pool_proc
+     * only 16-byte aligned.  Read by every submit, written only when the
+     * manager falls asleep or wakes, so on the bell's line. */
+    _Atomic uint32_t quiet;      /* asleep, not woken by results */
+    _Atomic uint32_t long_sleep; /* asleep for the idle period */
+    alignas(64) _Atomic uint32_t helpers; /* threads in conc__proc_helpers */
 };
 
 struct slot_ctl {
@@ -155,7 +204,13 @@ struct pool_proc {
     pthread_t manager;
     bool has_manager;
     bool manager_done; /* under pool->lock */
-    uint64_t next_seq;
+    /* The drive lock: whoever holds it may drain result rings, write task
+     * rings and change any proc_worker field and next_seq (see "Helpers"
+     * above).  Taken before pool->lock, never after. */
+    pthread_mutex_t drive;
+    bool stopped;       /* under drive: the manager ended, rings are off */
+    struct task *done_head, *done_tail; /* under drive: see drive_unlock */
+    uint64_t next_seq;  /* under drive */
 };
 
 static inline size_t pad8(size_t n)
@@ -411,7 +466,40 @@ static void ifl_pop(struct proc_worker *w)
     w->nifl--;
 }
 
-/* Reads every committed result of w; true if there was any. */
+/* Queues a finished submit for drive_unlock; drive held. */
+static void done_push(struct pool_proc *pp, struct task *t)
+{
+    t->next = NULL;
+    if (pp->done_tail != NULL) {
+        pp->done_tail->next = t;
+    } else {
+        pp->done_head = t;
+    }
+    pp->done_tail = t;
+}
+
+/* Releases the drive lock, then completes the submits collected under it
+ * (in the order their results came), so that no user callback ever runs
+ * with the drive lock held: a callback may then call anything a callback
+ * may (conc_pool_terminate included) without waiting on this thread. */
+static void drive_unlock(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    struct task *t = pp->done_head;
+    pp->done_head = pp->done_tail = NULL;
+    pthread_mutex_unlock(&pp->drive);
+    while (t != NULL) {
+        struct task *n = t->next;
+        t->next = NULL;
+        char *err = t->rerr;
+        t->rerr = NULL;
+        conc__task_item_done(t, 0, t->rcode, &t->rout, err);
+        conc__task_free(t);
+        t = n;
+    }
+}
+
+/* Reads every committed result of w; true if there was any.  Drive held. */
 static bool drain(struct proc_worker *w)
 {
     struct slot_ctl *c = w->ctl;
@@ -432,6 +520,17 @@ static bool drain(struct proc_worker *w)
                          r->item == t->ndone);
             conc_msg m = { NULL, 0 };
             int code = r->code;
+            if (t->batch == NULL) {
+                /* The input is not needed once the result is back (it is
+                 * only re-sent after a crash, before that), and rout takes
+                 * its place.  Freed first: the output's allocation just
+                 * below then reuses the chunk from this thread's cache
+                 * instead of taking the malloc arena's lock against the
+                 * submitting thread. */
+                free(t->in);
+                t->in = NULL;
+                t->inlen = 0;
+            }
             if (r->outlen > 0) {
                 m.data = conc__malloc((size_t)r->outlen);
                 if (m.data != NULL) {
@@ -462,11 +561,11 @@ static bool drain(struct proc_worker *w)
                 conc__batch_done_locked(t->batch, t->start + r->item, code,
                                         &m, err);
             } else {
-                if (locked != NULL) {
-                    pthread_mutex_unlock(&locked->lock);
-                    locked = NULL;
-                }
-                conc__task_item_done(t, r->item, code, &m, err);
+                /* A submit: its future is completed (and its callbacks
+                 * run) by drive_unlock, outside the drive lock. */
+                t->rcode = code;
+                t->rout = m;
+                t->rerr = err;
             }
             t->ndone++;
             if (t->ndone == t->count) {
@@ -483,7 +582,11 @@ static bool drain(struct proc_worker *w)
                 w->measured = true;
                 w->last_done_ns = now;
                 ifl_pop(w);
-                conc__task_free(t);
+                if (t->batch == NULL) {
+                    done_push(w->pool->proc, t);
+                } else {
+                    conc__task_free(t);
+                }
             }
         } else if (r->type == REC_RETIRE) {
             w->retired = true;
@@ -580,8 +683,10 @@ static void requeue_front(conc_pool *p, struct task *first, struct task *last,
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Sends queued tasks to workers with room; true if any was sent. */
-static bool dispatch(conc_pool *p)
+/* Sends queued tasks to workers with room, skipping workers with
+ * busy_max tasks out or more; true if any was sent.  Drive held (by the
+ * manager, a submitter or a helper). */
+static bool dispatch(conc_pool *p, size_t busy_max)
 {
     struct pool_proc *pp = p->proc;
     bool progress = false;
@@ -590,6 +695,7 @@ static bool dispatch(conc_pool *p)
         for (size_t i = 0; i < p->nworkers; i++) {
             struct proc_worker *w = &pp->w[i];
             if (w->proc == NULL || w->retired || w->nifl >= window(w) ||
+                w->nifl >= busy_max ||
                 (p->max_tasks > 0 && w->life_items >= p->max_tasks)) {
                 continue;
             }
@@ -601,7 +707,11 @@ static bool dispatch(conc_pool *p)
             break;
         }
         pthread_mutex_lock(&p->lock);
-        struct task *t = conc__pool_pop_locked(p);
+        /* A terminating or broken pool sends nothing more: its queued
+         * tasks are cancelled (or failed) by the manager, not started. */
+        struct task *t = p->state == POOL_TERM || p->broken != 0
+                             ? NULL
+                             : conc__pool_pop_locked(p);
         pthread_mutex_unlock(&p->lock);
         if (t == NULL) {
             break;
@@ -687,10 +797,17 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
         uint64_t item = atomic_load(&w->ctl->cur_item);
         if (seq == t->seq && item == t->ndone) {
             char *err = conc__strdup(msg);
-            conc__task_item_done(t, t->ndone,
-                                 timed_out ? CONC_ETIMEDOUT
-                                           : CONC_EWORKERDIED,
-                                 NULL, err);
+            int fail = timed_out ? CONC_ETIMEDOUT : CONC_EWORKERDIED;
+            if (t->batch == NULL) {
+                /* completed by drive_unlock, like a drained result; rout
+                 * replaces the input (see struct task) */
+                free(t->in);
+                t->rcode = fail;
+                t->rout = (conc_msg){ NULL, 0 };
+                t->rerr = err;
+            } else {
+                conc__task_item_done(t, t->ndone, fail, NULL, err);
+            }
             t->ndone++;
         }
     }
@@ -701,7 +818,11 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
         struct task *t = w->ifl_head;
         ifl_pop(w);
         if (t->ndone == t->count) {
-            conc__task_free(t);
+            if (t->batch == NULL) {
+                done_push(p->proc, t);
+            } else {
+                conc__task_free(t);
+            }
             continue;
         }
         t->start += t->ndone;
@@ -760,6 +881,17 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
     }
 }
 
+/* At most one task out per worker; drive held. */
+static bool few_out(conc_pool *p)
+{
+    for (size_t i = 0; i < p->nworkers; i++) {
+        if (p->proc->w[i].nifl > 1) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool all_idle(conc_pool *p)
 {
     for (size_t i = 0; i < p->nworkers; i++) {
@@ -775,26 +907,39 @@ static bool manager_ready(void *arg)
     conc_pool *p = arg;
     struct pool_proc *pp = p->proc;
     bool room = false;
+    /* The drive lock: helpers change nifl, rhead and retired meanwhile. */
+    pthread_mutex_lock(&pp->drive);
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
         if (w->proc == NULL) {
             continue;
         }
         if (atomic_load(&w->ctl->res_tail) != w->rhead) {
+            pthread_mutex_unlock(&pp->drive);
             return true;
         }
         if (!w->retired && w->nifl < window(w)) {
             room = true;
         }
     }
-    if (room && atomic_load(&p->npending) > 0) {
+    /* About to sleep for the idle period, but a submitter sent a task
+     * meanwhile: wake up to watch it at the shorter period. */
+    bool sent = atomic_load(&pp->hdr->long_sleep) != 0 && !all_idle(p);
+    pthread_mutex_unlock(&pp->drive);
+    if (sent || (room && atomic_load(&p->npending) > 0)) {
         return true;
     }
     pthread_mutex_lock(&p->lock);
     bool changed = p->state != POOL_RUN || p->broken != 0;
     pthread_mutex_unlock(&p->lock);
-    return changed && (p->state == POOL_TERM || p->broken != 0 ||
-                       (atomic_load(&p->npending) == 0 && all_idle(p)));
+    if (!changed) {
+        return false;
+    }
+    pthread_mutex_lock(&pp->drive);
+    bool idle = all_idle(p);
+    pthread_mutex_unlock(&pp->drive);
+    return p->state == POOL_TERM || p->broken != 0 ||
+           (atomic_load(&p->npending) == 0 && idle);
 }
 
 /* Stops every worker: kill (terminate, broken) or ask (close). */
@@ -826,20 +971,41 @@ static void stop_all(conc_pool *p, bool kill)
     }
 }
 
-static void fail_inflight(conc_pool *p, int code, const char *msg)
+/* Takes every task still out (drive held) into a list for fail_list()
+ * after the drive lock is released, and frees the worker handles. */
+static struct task *take_inflight(conc_pool *p)
 {
     struct pool_proc *pp = p->proc;
+    struct task *first = NULL, *last = NULL;
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
         while (w->ifl_head != NULL) {
             struct task *t = w->ifl_head;
             ifl_pop(w);
-            conc__task_fail(t, t->ndone, FUT_DONE, code, msg);
+            if (last != NULL) {
+                last->next = t;
+            } else {
+                first = t;
+            }
+            last = t;
         }
         if (w->proc != NULL) {
             conc_process_free(w->proc);
             w->proc = NULL;
         }
+    }
+    return first;
+}
+
+/* Fails each task of a list from its first unfinished item on, then
+ * frees it (final FUT_CANCELLED: tasks that never started). */
+static void fail_list(struct task *t, int final, int code, const char *msg)
+{
+    while (t != NULL) {
+        struct task *n = t->next;
+        t->next = NULL;
+        conc__task_fail(t, t->ndone, final, code, msg);
+        t = n;
     }
 }
 
@@ -850,73 +1016,117 @@ static void *manager_main(void *arg)
     conc__os_set_name("pool-manager");
     uint64_t last_check = 0, spin_until = 0;
     int idle = 0;
+    /* At most one task per worker out and none queued, as the last round
+     * that held the drive lock saw it. */
+    bool few = true;
     for (;;) {
-        bool progress = false;
-        for (size_t i = 0; i < p->nworkers; i++) {
-            struct proc_worker *w = &pp->w[i];
-            if (w->proc != NULL && drain(w)) {
-                progress = true;
+        bool progress = false, idle_now = false;
+        uint64_t now = conc__now_ns();
+        bool check = now - last_check > 1000000;
+        /* Only the periodic check waits for the drive lock; otherwise a
+         * helper or a submitter holding it is doing this round's work. */
+        bool have = check ? pthread_mutex_lock(&pp->drive) == 0
+                          : pthread_mutex_trylock(&pp->drive) == 0;
+        if (have) {
+            for (size_t i = 0; i < p->nworkers; i++) {
+                struct proc_worker *w = &pp->w[i];
+                if (w->proc == NULL) {
+                    continue;
+                }
+                if (drain(w)) {
+                    progress = true;
+                }
                 if (w->retired) {
-                    /* It posted RETIRE and is exiting: reap and replace
-                     * it now rather than at the next check. */
+                    /* It posted RETIRE (drained here or by a helper) and
+                     * is exiting: reap and replace it now rather than at
+                     * the next check. */
                     conc_process_join(w->proc, 10.0);
                     pthread_mutex_lock(&p->lock);
                     bool again = p->state != POOL_TERM && p->broken == 0;
                     pthread_mutex_unlock(&p->lock);
                     worker_ended(p, w, false, again);
+                    progress = true;
                 }
             }
-        }
-        pthread_mutex_lock(&p->lock);
-        int state = p->state;
-        int broken = p->broken;
-        pthread_mutex_unlock(&p->lock);
-        uint64_t now = conc__now_ns();
-        if (now - last_check > 1000000) {
-            check_workers(p, now, state != POOL_TERM && broken == 0);
-            last_check = now;
             pthread_mutex_lock(&p->lock);
-            broken = p->broken;
+            int state = p->state;
+            int broken = p->broken;
             pthread_mutex_unlock(&p->lock);
-        }
-        if (state == POOL_TERM || broken != 0) {
-            stop_all(p, true);
-            pthread_mutex_lock(&p->lock);
-            struct task *list = p->head;
-            p->head = p->tail = NULL;
-            atomic_store(&p->npending, 0);
-            pthread_mutex_unlock(&p->lock);
-            char msg[96];
-            if (broken != 0) {
-                snprintf(msg, sizeof msg,
-                         "a worker's initializer failed with code %d",
-                         broken);
-                fail_inflight(p, CONC_EBROKEN, msg);
-            } else {
-                fail_inflight(p, CONC_ECANCELLED,
-                              "the pool was terminated while the task ran");
+            if (check) {
+                check_workers(p, now, state != POOL_TERM && broken == 0);
+                last_check = now;
+                pthread_mutex_lock(&p->lock);
+                broken = p->broken;
+                pthread_mutex_unlock(&p->lock);
             }
-            while (list != NULL) {
-                struct task *nx = list->next;
+            if (state == POOL_TERM || broken != 0) {
+                stop_all(p, true);
+                pthread_mutex_lock(&p->lock);
+                struct task *queued = p->head;
+                p->head = p->tail = NULL;
+                atomic_store(&p->npending, 0);
+                pthread_mutex_unlock(&p->lock);
+                struct task *out = take_inflight(p);
+                pp->stopped = true;
+                drive_unlock(p);
+                char msg[96];
                 if (broken != 0) {
-                    conc__task_fail(list, 0, FUT_DONE, CONC_EBROKEN, msg);
+                    snprintf(msg, sizeof msg,
+                             "a worker's initializer failed with code %d",
+                             broken);
+                    fail_list(out, FUT_DONE, CONC_EBROKEN, msg);
+                    fail_list(queued, FUT_DONE, CONC_EBROKEN, msg);
                 } else {
-                    conc__task_fail(
-                        list, 0, FUT_CANCELLED, CONC_ECANCELLED,
-                        "the pool was terminated before the task started");
+                    fail_list(out, FUT_DONE, CONC_ECANCELLED,
+                              "the pool was terminated while the task ran");
+                    fail_list(queued, FUT_CANCELLED, CONC_ECANCELLED,
+                              "the pool was terminated before the task "
+                              "started");
                 }
-                list = nx;
+                break;
             }
-            break;
+            if (dispatch(p, SIZE_MAX)) {
+                progress = true;
+            }
+            idle_now = all_idle(p);
+            few = atomic_load(&p->npending) == 0 && few_out(p);
+            if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 &&
+                idle_now) {
+                stop_all(p, false);
+                struct task *out = take_inflight(p);
+                pp->stopped = true;
+                drive_unlock(p);
+                fail_list(out, FUT_DONE, CONC_EWORKERDIED, "the worker ended");
+                break;
+            }
+            drive_unlock(p);
         }
-        if (dispatch(p)) {
-            progress = true;
-        }
-        if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 &&
-            all_idle(p)) {
-            stop_all(p, false);
-            fail_inflight(p, CONC_EWORKERDIED, "the worker ended");
-            break;
+        /* Even after progress: a manager that keeps winning the race for
+         * the results would keep three parties spinning on the CPUs. */
+        if (few && atomic_load(&pp->hdr->helpers) > 0) {
+            /* A caller waiting for a result is collecting results and
+             * sending tasks itself, and only a few are out: stay off the
+             * CPUs, without being woken by every posted result
+             * (hdr->sleeping stays 0).  With many out (a stream of
+             * submits), the manager keeps collecting beside the helpers.
+             * The helper that leaves last wakes us when work is still out
+             * (conc__proc_helpers); the 2 ms limit keeps the crash and
+             * timeout checks going meanwhile. */
+            idle = 0;
+            uint32_t b = atomic_load(&pp->hdr->bell);
+            atomic_store(&pp->hdr->quiet, 1);
+            conc__deadline dl;
+            conc__deadline_init(&dl, 0.002);
+            /* seq_cst store of quiet, then load of helpers: pairs with the
+             * leaving helper's decrement, then load of quiet. */
+            if (atomic_load(&pp->hdr->helpers) > 0) {
+                conc__os_futex_wait(&pp->hdr->bell, b, &dl, true);
+            }
+            atomic_store(&pp->hdr->quiet, 0);
+            if (conc__deadline_passed(&dl)) {
+                last_check = 0;
+            }
+            continue;
         }
         if (progress) {
             idle = 0;
@@ -931,8 +1141,12 @@ static void *manager_main(void *arg)
         }
         idle = 0;
         conc__deadline dl;
-        conc__deadline_init(&dl, all_idle(p) ? 0.1 : 0.002);
+        conc__deadline_init(&dl, idle_now && have ? 0.1 : 0.002);
+        /* Before the re-check in manager_ready: a submitter that sends a
+         * task itself reads it after its dispatch (conc__proc_submitted). */
+        atomic_store(&pp->hdr->long_sleep, idle_now && have ? 1 : 0);
         sleep_on(&pp->hdr->bell, &pp->hdr->sleeping, manager_ready, p, &dl);
+        atomic_store(&pp->hdr->long_sleep, 0);
         if (conc__deadline_passed(&dl)) {
             /* A timed wake-up (to watch the workers): check them now, and
              * go back to sleep without spinning if nothing happened, so a
@@ -971,6 +1185,7 @@ int conc__proc_start(conc_pool *p)
         free(pp);
         return CONC_ENOMEM;
     }
+    pthread_mutex_init(&pp->drive, NULL);
     pp->hdr = pp->mem;
     p->proc = pp;
     int err = 0;
@@ -983,15 +1198,26 @@ int conc__proc_start(conc_pool *p)
         w->rring = base + 4096 + pp->cap;
         w->cap = pp->cap;
     }
+    /* No other thread runs yet; the lock only keeps the rule "rings under
+     * drive" true everywhere. */
+    pthread_mutex_lock(&pp->drive);
     for (size_t i = 0; i < p->nworkers && err == 0; i++) {
         err = spawn(p, &pp->w[i]);
     }
+    if (err != 0) {
+        stop_all(p, true);
+        (void)take_inflight(p); /* no task was sent yet: an empty list */
+    }
+    pthread_mutex_unlock(&pp->drive);
     if (err == 0 && pthread_create(&pp->manager, NULL, manager_main, p) != 0) {
+        pthread_mutex_lock(&pp->drive);
+        stop_all(p, true);
+        (void)take_inflight(p);
+        pthread_mutex_unlock(&pp->drive);
         err = CONC_ESYS;
     }
     if (err != 0) {
-        stop_all(p, true);
-        fail_inflight(p, CONC_ECANCELLED, NULL);
+        pthread_mutex_destroy(&pp->drive);
         conc__os_shared_free(pp->mem, pp->memsize);
         free(pp->w);
         free(pp);
@@ -1002,12 +1228,131 @@ int conc__proc_start(conc_pool *p)
     return 0;
 }
 
+/* Wakes the manager from either sleep: the normal one (hdr->sleeping) or
+ * the quiet one it takes while helpers work (pp->hdr->quiet). */
+static void wake_manager(struct pool_proc *pp)
+{
+    atomic_fetch_add(&pp->hdr->bell, 1);
+    /* Wakes the futex wait on hdr->bell in manager_main / sleep_on. */
+    conc__os_futex_wake(&pp->hdr->bell, INT32_MAX, true);
+}
+
 void conc__proc_kick(conc_pool *p)
 {
     struct pool_proc *pp = p->proc;
     /* After the caller's seq_cst change (npending, state): see "Sleeping
      * and waking". */
-    bell_ring(&pp->hdr->bell, &pp->hdr->sleeping);
+    if (atomic_load(&pp->hdr->sleeping) != 0 ||
+        atomic_load(&pp->hdr->quiet) != 0) {
+        wake_manager(pp);
+    }
+}
+
+void conc__proc_submitted(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    /* Send it from here only while the manager sleeps: an awake one sends
+     * it as soon, and a stream of submits then costs no lock traffic. */
+    bool asleep = atomic_load(&pp->hdr->quiet) != 0 ||
+                  atomic_load(&pp->hdr->sleeping) != 0;
+    if (asleep && pthread_mutex_trylock(&pp->drive) == 0) {
+        if (!pp->stopped) {
+            /* Only to an idle worker: a lone task skips the manager, a
+             * stream of submits is left to the manager's batches. */
+            dispatch(p, 1);
+        }
+        drive_unlock(p);
+        if (atomic_load(&p->npending) == 0) {
+            /* Sent (or taken by another thread): the manager needs waking
+             * only when nobody would collect the result soon, or when it
+             * sleeps for the long idle period and must watch the task for
+             * a crash or a timeout.  seq_cst loads after the unlock: pairs
+             * with the manager's stores of quiet / long_sleep and the
+             * leaving helper's decrement (see "Helpers"). */
+            if ((atomic_load(&pp->hdr->quiet) != 0 &&
+                 atomic_load(&pp->hdr->helpers) == 0) ||
+                atomic_load(&pp->hdr->long_sleep) != 0) {
+                wake_manager(pp);
+            }
+            return;
+        }
+    }
+    conc__proc_kick(p);
+}
+
+/* True when some task is queued or out, or a result is uncollected. */
+static bool outstanding(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    if (pp->stopped) {
+        return false;
+    }
+    if (atomic_load(&p->npending) > 0) {
+        return true;
+    }
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->nifl > 0 ||
+            (w->proc != NULL && atomic_load(&w->ctl->res_tail) != w->rhead)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void conc__proc_helpers(conc_pool *p, int delta)
+{
+    struct pool_proc *pp = p->proc;
+    if (delta > 0) {
+        atomic_fetch_add(&pp->hdr->helpers, 1);
+        return;
+    }
+    /* seq_cst decrement, then load of quiet: either the manager sees no
+     * helper before its quiet sleep, or we see it sleeping quietly. */
+    if (atomic_fetch_sub(&pp->hdr->helpers, 1) != 1 ||
+        (atomic_load(&pp->hdr->quiet) == 0 &&
+         atomic_load(&pp->hdr->long_sleep) == 0)) {
+        return;
+    }
+    /* The last helper leaves while the manager sleeps without watching the
+     * rings: wake it if work is left.  A failed trylock means someone else
+     * drives now; wake the manager anyway rather than wait here. */
+    bool wake = true;
+    if (pthread_mutex_trylock(&pp->drive) == 0) {
+        wake = outstanding(p);
+        pthread_mutex_unlock(&pp->drive);
+    }
+    if (wake) {
+        wake_manager(pp);
+    }
+}
+
+bool conc__proc_on_manager(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    pthread_mutex_lock(&p->lock); /* has_manager changes under it */
+    bool self = pp->has_manager && pthread_equal(pthread_self(), pp->manager);
+    pthread_mutex_unlock(&p->lock);
+    return self;
+}
+
+void conc__proc_help(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    /* Never waits: whoever holds the lock is doing this work already. */
+    if (pthread_mutex_trylock(&pp->drive) != 0) {
+        return;
+    }
+    if (!pp->stopped) {
+        for (size_t i = 0; i < p->nworkers; i++) {
+            struct proc_worker *w = &pp->w[i];
+            if (w->proc != NULL) {
+                drain(w);
+            }
+        }
+        dispatch(p, SIZE_MAX);
+    }
+    drive_unlock(p);
 }
 
 int conc__proc_join(conc_pool *p, const conc__deadline *dl)
@@ -1054,13 +1399,23 @@ void conc__proc_terminate(conc_pool *p)
 
 void conc__proc_free(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
-    if (pp == NULL) {
+    if (p->proc == NULL) {
         return;
     }
     conc__deadline dl;
     conc__deadline_init(&dl, CONC_FOREVER);
     conc__proc_join(p, &dl);
+}
+
+void conc__proc_destroy(conc_pool *p)
+{
+    struct pool_proc *pp = p->proc;
+    if (pp == NULL) {
+        return;
+    }
+    /* The user's conc_pool_free joined the manager before its reference
+     * went, so no thread drives any more. */
+    pthread_mutex_destroy(&pp->drive);
     conc__os_shared_free(pp->mem, pp->memsize);
     free(pp->w);
     free(pp);

@@ -166,7 +166,9 @@ static void callbacks(conc_pool_kind kind)
     CHECK_EQ(atomic_load(&b.calls), 1);
     CHECK(atomic_load(&a.order) < atomic_load(&b.order)); /* in order */
     int me = (int)syscall(SYS_gettid);
-    /* run by the worker thread (threads) or the manager (processes) */
+    /* run by the worker thread (threads) or the manager (processes: a
+     * waiter collects results itself only while it spins, some tens of
+     * microseconds, and this task takes 100 ms) */
     CHECK(atomic_load(&a.tid) != me);
     CHECK(atomic_load(&a.tid) == atomic_load(&b.tid));
     /* already done: at once, in this thread */
@@ -186,6 +188,113 @@ static void callbacks(conc_pool_kind kind)
 
 TEST(callbacks_threads) { callbacks(CONC_THREADS); }
 TEST(callbacks_processes) { callbacks(CONC_PROCESSES); }
+
+/* Processes: a future is completed either by a caller waiting in
+ * conc_future_result, which collects results from the rings itself, or by
+ * the pool's manager thread when nobody waits.  Both paths run each
+ * callback exactly once; the caller path runs it in the caller's thread,
+ * before conc_future_result returns. */
+TEST(callbacks_caller_and_manager_paths)
+{
+    conc_pool *p = mk(CONC_PROCESSES, 2);
+    int me = (int)syscall(SYS_gettid);
+    enum { N = 400 };
+    struct cbrec *r = calloc(N, sizeof *r);
+    CHECK(r != NULL);
+    int by_caller = 0, n = 0;
+    double t0 = th_now();
+    /* waited for: mostly the caller path (the manager stays asleep while
+     * a waiter helps); a few may go the manager's way */
+    for (; n < N && (by_caller < 20 || n < 50) && th_now() - t0 < 5; n++) {
+        conc_future *f = go(p, t_square, n);
+        CHECK_OK(conc_future_add_done_callback(f, on_done, &r[n]));
+        conc_msg m;
+        CHECK_OK(conc_future_result(f, &m, 30));
+        CHECK_EQ(int_out(&m), n * n);
+        conc_msg_free(&m);
+        if (atomic_load(&r[n].calls) == 1 && atomic_load(&r[n].tid) == me) {
+            by_caller++;
+        }
+        conc_future_free(f);
+    }
+    CHECK(by_caller > 0);
+    /* not waited for: only the manager can complete it (the task takes
+     * 20 ms so that the callback is added before; one added after runs at
+     * once in this thread and is tried again) */
+    struct cbrec q[5] = { 0 };
+    for (int i = 0, tries = 0; i < 5; i++) {
+        CHECK(++tries < 50);
+        conc_future *f = go(p, t_sleep, 20);
+        CHECK_OK(conc_future_add_done_callback(f, on_done, &q[i]));
+        if (atomic_load(&q[i].calls) != 0) {
+            conc_future_free(f);
+            q[i] = (struct cbrec){ 0 };
+            i--;
+            continue;
+        }
+        double t1 = th_now();
+        while (!conc_future_done(f)) { /* done() never helps */
+            CHECK(th_now() - t1 < 10);
+            th_sleep(0.0005);
+        }
+        conc_future_free(f);
+    }
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ(atomic_load(&r[i].calls), 1);
+    }
+    for (int i = 0; i < 5; i++) {
+        CHECK_EQ(atomic_load(&q[i].calls), 1);
+        CHECK(atomic_load(&q[i].tid) != me);
+    }
+    free(r);
+    conc_pool_free(p);
+}
+
+/* A callback (run by whichever thread completed the future) waits for
+ * another future of the same pool: no lock of the pool is held while
+ * callbacks run, so that waiter can collect its result itself. */
+static conc_pool *nest_pool;
+static _Atomic int nest_got;
+static void wait_other(conc_future *f, void *arg)
+{
+    (void)f;
+    int x = *(int *)arg;
+    conc_future *g = NULL;
+    if (conc_pool_submit(nest_pool, t_square, &x, sizeof x, &g) != 0) {
+        atomic_store(&nest_got, -1);
+        return;
+    }
+    conc_msg m;
+    int err = conc_future_result(g, &m, 10);
+    atomic_store(&nest_got, err == 0 ? int_out(&m) : -2);
+    conc_msg_free(&m);
+    conc_future_free(g);
+}
+
+TEST(callback_waits_for_another_future_processes)
+{
+    nest_pool = mk(CONC_PROCESSES, 2);
+    for (int round = 0; round < 20; round++) {
+        atomic_store(&nest_got, 0);
+        int x = round + 2;
+        /* round even: the caller waits (and may complete it); odd: only
+         * the manager completes it */
+        conc_future *f = go(nest_pool, t_square, 3);
+        CHECK_OK(conc_future_add_done_callback(f, wait_other, &x));
+        if (round % 2 == 0) {
+            CHECK_OK(conc_future_result(f, NULL, 30));
+        }
+        double t0 = th_now();
+        while (atomic_load(&nest_got) == 0) {
+            CHECK(th_now() - t0 < 20);
+            th_sleep(0.0005);
+        }
+        CHECK_EQ(atomic_load(&nest_got), x * x);
+        conc_future_free(f);
+    }
+    conc_pool_free(nest_pool);
+}
 
 /* A callback that submits more work from the completing thread. */
 static conc_pool *chain_pool;

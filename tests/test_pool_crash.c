@@ -227,6 +227,130 @@ static void timeouts(conc_pool_kind kind)
     conc_pool_free(p);
 }
 
+/* One task at a time, the way conc_pool_apply runs: submit sends a lone
+ * task straight to an idle worker and the caller waiting in
+ * conc_future_result collects the result from the ring itself.  Every
+ * tenth task kills its worker while the caller is draining that ring:
+ * exactly those fail, with CONC_EWORKERDIED, and the next task runs on a
+ * replacement.  The second half polls with a zero timeout (the single
+ * help of a poll) instead of waiting. */
+TEST(crash_one_at_a_time)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    int died = 0;
+    for (int i = 0; i < 80; i++) {
+        int v = i % 10 == 3 ? -4 : i;
+        conc_future *f;
+        CHECK_OK(conc_pool_submit(p, t_crash, &v, sizeof v, &f));
+        conc_msg m;
+        int err;
+        if (i < 40) {
+            err = conc_future_result(f, &m, 30);
+        } else {
+            double t0 = th_now();
+            while ((err = conc_future_result(f, &m, 0)) == CONC_ETIMEDOUT) {
+                CHECK(th_now() - t0 < 30);
+            }
+        }
+        if (v < 0) {
+            CHECK_ERR(err, CONC_EWORKERDIED);
+            CHECK(m.data == NULL);
+            CHECK(strstr(conc_future_error_message(f), "died: ") != NULL);
+            died++;
+        } else {
+            CHECK_OK(err);
+            CHECK_EQ(int_out(&m), v * v);
+            conc_msg_free(&m);
+        }
+        conc_future_free(f);
+    }
+    CHECK_EQ(died, 8);
+    /* and a stream after it: every result right, in order */
+    enum { N = 300 };
+    conc_future *fs[N];
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_pool_submit(p, t_square, &i, sizeof i, &fs[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        conc_msg m;
+        CHECK_OK(conc_future_result(fs[i], &m, 30));
+        CHECK_EQ(int_out(&m), i * i);
+        conc_msg_free(&m);
+        conc_future_free(fs[i]);
+    }
+    conc_pool_free(p);
+}
+
+/* Several threads run tasks one at a time on one pool (so waiters take
+ * turns collecting each other's results) while some tasks kill their
+ * workers: each thread gets exactly its own results and failures. */
+struct lone_arg {
+    conc_pool *p;
+    int base;
+    _Atomic int *bad;
+};
+
+static void *lone_thread(void *arg)
+{
+    struct lone_arg *a = arg;
+    for (int i = 0; i < 60; i++) {
+        int v = i % 20 == 11 ? -4 : a->base + i;
+        conc_msg m;
+        int err = conc_pool_apply(a->p, t_crash, &v, sizeof v, &m, 30);
+        bool ok = v < 0 ? err == CONC_EWORKERDIED
+                        : err == 0 && int_out(&m) == v * v;
+        if (!ok) {
+            atomic_fetch_add(a->bad, 1);
+        }
+        conc_msg_free(&m);
+    }
+    return NULL;
+}
+
+TEST(crash_one_at_a_time_many_waiters)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    _Atomic int bad = 0;
+    enum { T = 3 };
+    pthread_t th[T];
+    struct lone_arg a[T];
+    for (int t = 0; t < T; t++) {
+        a[t] = (struct lone_arg){ p, 1000 * (t + 1), &bad };
+        CHECK_EQ(pthread_create(&th[t], NULL, lone_thread, &a[t]), 0);
+    }
+    for (int t = 0; t < T; t++) {
+        CHECK_EQ(pthread_join(th[t], NULL), 0);
+    }
+    CHECK_EQ(atomic_load(&bad), 0);
+    conc_pool_free(p);
+}
+
+/* A task past its timeout while its caller waits (and helps): it fails
+ * with CONC_ETIMEDOUT in about the timeout, not at some idle period. */
+TEST(timeout_one_at_a_time)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1,
+                                                  .task_timeout = 0.2 }));
+    for (int r = 0; r < 3; r++) {
+        int x = 7;
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+        CHECK_EQ(int_out(&m), 49);
+        conc_msg_free(&m);
+        int ms = 5000;
+        double t0 = th_now();
+        CHECK_ERR(conc_pool_apply(p, t_sleep, &ms, sizeof ms, &m, 30),
+                  CONC_ETIMEDOUT);
+        double took = th_now() - t0;
+        CHECK(took >= 0.19);
+        CHECK(took < 3.0);
+    }
+    conc_pool_free(p);
+}
+
 TEST(task_timeout_processes) { timeouts(CONC_PROCESSES); }
 TEST(task_timeout_threads) { timeouts(CONC_THREADS); }
 

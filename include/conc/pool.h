@@ -67,17 +67,24 @@
  * workers (death, timeouts) and forks replacements; forking from it is
  * safe because it touches nothing another thread may hold at that moment
  * and the child only touches its own ring (see src/pool.c and
- * src/process.c).
+ * src/process.c).  To save a thread hop per task, conc_pool_submit also
+ * sends a task straight to an idle worker while the manager sleeps, and a
+ * thread waiting in conc_future_result (or conc_pool_apply) on a process
+ * pool's future collects finished results from the rings itself while it
+ * spins (src/pool_proc.c, "Helpers").
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that
- * completes it - the worker thread (CONC_THREADS), the pool's manager
- * thread (CONC_PROCESSES), the timer thread (a THREADS task timeout), or
- * the thread calling conc_future_cancel, conc_pool_terminate,
- * conc_pool_shutdown(cancel_futures) or conc_pool_free.  A callback may
- * call any future function and conc_pool_submit, but must not block for
- * long (it delays other results) and must not join or free the pool that
- * runs it (that would wait for the callback's own thread).
+ * completes it - the worker thread (CONC_THREADS); with CONC_PROCESSES
+ * the pool's manager thread, or any thread waiting in conc_future_result
+ * or conc_pool_apply on a future of the same pool (a waiter collects
+ * every finished result it finds, its own and others'); the timer thread
+ * (a THREADS task timeout), or the thread calling conc_future_cancel,
+ * conc_pool_terminate, conc_pool_shutdown(cancel_futures) or
+ * conc_pool_free.  No lock of the pool is held while a callback runs.  A
+ * callback may call any future function and conc_pool_submit, but must
+ * not block for long (it delays other results) and must not join or free
+ * the pool that runs it (that would wait for the callback's own thread).
  *
  * Fork.  A pool belongs to the process that made it: a child forked later
  * (conc_process_start) does not inherit its workers or threads, so it
@@ -87,7 +94,9 @@
  * Lifetimes.  Futures and iterators are reference-counted apart from the
  * pool: free them in any order, before or after the pool.  Freeing or
  * terminating a pool fails every task it still holds, so no future and no
- * iterator ever waits forever.
+ * iterator ever waits forever.  A CONC_PROCESSES future keeps the pool's
+ * memory (its rings: about 4 x max_message_bytes per worker) until the
+ * future is freed; the workers and the manager end with the pool.
  */
 #ifndef CONC_POOL_H
 #define CONC_POOL_H
