@@ -507,13 +507,15 @@ static int answer_challenge(int fd, int wake, const unsigned char *key,
     size_t resp_len = 0;
     conc__digest_kind kind = CONC__MD5;
     size_t rest = 0;
-    if (mlen == 16 || mlen == 20) {
-        /* The legacy challenge: a raw HMAC-MD5 of the nonce. */
+    if (mlen == NONCE_LEN) {
+        /* The legacy challenge (Python's legacy lengths are 16 and 20;
+         * 16 is below the minimum checked above): a raw HMAC-MD5 of the
+         * nonce. */
         conc__hmac(CONC__MD5, key, key_len, m, mlen, resp);
         resp_len = CONC__MD5_LEN;
     } else if (digest_prefix(m, mlen, &kind, &rest)) {
         /* "{name}" + HMAC-name of the whole message, prefix included:
-         * rest - 1 bytes of m are exactly "{name}". */
+         * the first rest bytes of m are exactly "{name}". */
         memcpy(resp, m, rest);
         conc__hmac(kind, key, key_len, m, mlen, resp + rest);
         resp_len = rest + conc__digest_len(kind);

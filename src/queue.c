@@ -179,8 +179,6 @@
  * forced inline into it (measured: GCC otherwise keeps some out of line,
  * and their prologues cost more than their bodies). */
 #define FAST static inline __attribute__((always_inline))
-#define SPIN_FLOOR_NS CONC__QUEUE_SPIN_FLOOR_NS
-#define SPIN_CEIL_NS CONC__QUEUE_SPIN_CEIL_NS
 #define SLICE_S 0.1
 /* Batching linger of a consumer (see BATCHING): in pauses, and items. */
 #define LINGER_MIN 64
@@ -336,7 +334,8 @@ static void spin_pause(int i)
  * passed; true when it said go.  The clock is read every 16 rounds (a
  * pause is about 25 ns, a clock read as much).  Halves the budget when
  * the spin failed, doubles it when it paid off, always within
- * [SPIN_FLOOR_NS, SPIN_CEIL_NS] (see WAITING for why there is a floor).
+ * [CONC__QUEUE_SPIN_FLOOR_NS, CONC__QUEUE_SPIN_CEIL_NS] (see WAITING for
+ * why there is a floor).
  * Inline, so that the hint is too: it decides how soon a record is seen. */
 FAST bool spin_wait(conc_queue *q, _Atomic int *budget,
                     bool (*hint)(conc_queue *, const void *), const void *ctx,
@@ -361,9 +360,11 @@ FAST bool spin_wait(conc_queue *q, _Atomic int *budget,
         }
     }
     if (ok) {
-        b = b * 2 > SPIN_CEIL_NS ? SPIN_CEIL_NS : b * 2;
+        b = b * 2 > CONC__QUEUE_SPIN_CEIL_NS ? CONC__QUEUE_SPIN_CEIL_NS
+                                             : b * 2;
     } else {
-        b = b / 2 < SPIN_FLOOR_NS ? SPIN_FLOOR_NS : b / 2;
+        b = b / 2 < CONC__QUEUE_SPIN_FLOOR_NS ? CONC__QUEUE_SPIN_FLOOR_NS
+                                              : b / 2;
     }
     atomic_store_explicit(budget, b, memory_order_relaxed);
     return ok;
