@@ -1185,7 +1185,12 @@ int conc__proc_start(conc_pool *p)
         free(pp);
         return CONC_ENOMEM;
     }
-    pthread_mutex_init(&pp->drive, NULL);
+    if (pthread_mutex_init(&pp->drive, NULL) != 0) {
+        conc__os_shared_free(pp->mem, pp->memsize);
+        free(pp->w);
+        free(pp);
+        return CONC_ESYS;
+    }
     pp->hdr = pp->mem;
     p->proc = pp;
     int err = 0;
