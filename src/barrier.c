@@ -13,7 +13,9 @@
  * Layout: a heap handle (the action and its argument: function pointers
  * are valid in a forked child, which runs the same program image) and one
  * page of anonymous shared memory, so a barrier created before fork() is
- * the same one in the child:
+ * the same one in the child (a named barrier's page is a conc_shm segment
+ * instead, sync_named.c; it has no action, which another program could
+ * not run):
  *
  *     magic, layout | mu (owner-stamped lock word, lock.c) | seq (futex
  *     word) | state | count | released | parties | timeout
@@ -69,6 +71,11 @@
 #include <math.h>
 #include <stdlib.h>
 
+static size_t bar_size(uint32_t nslots)
+{
+    return sizeof(struct barrier_shared) + (size_t)nslots * sizeof(uint64_t);
+}
+
 int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
 {
     if (out == NULL) {
@@ -76,7 +83,8 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     }
     *out = NULL;
     if (opts == NULL || opts->parties == 0 || opts->parties > INT_MAX ||
-        isnan(opts->timeout) || opts->timeout < 0) {
+        isnan(opts->timeout) || opts->timeout < 0 ||
+        (opts->name != NULL && opts->action != NULL)) {
         return CONC_EINVAL;
     }
     conc_barrier *b = conc__calloc(1, sizeof *b);
@@ -84,14 +92,13 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
         return CONC_ENOMEM;
     }
     uint32_t nslots = opts->parties < SLOTS_MAX ? opts->parties : SLOTS_MAX;
-    size_t size = sizeof(struct barrier_shared) +
-                  (size_t)nslots * sizeof(uint64_t);
-    struct barrier_shared *sh = conc__sync_region_new(size);
-    if (sh == NULL) {
+    void *mem;
+    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots));
+    if (err != 0) {
         free(b);
-        return CONC_ENOMEM;
+        return err;
     }
-    sh->magic = CONC__SYNC_MAGIC_BARRIER;
+    struct barrier_shared *sh = mem;
     sh->layout = CONC__SYNC_LAYOUT;
     atomic_init(&sh->mu.state, 0);
     atomic_init(&sh->seq, 0);
@@ -105,9 +112,44 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     for (uint32_t i = 0; i < nslots; i++) {
         atomic_init(&sh->slot[i], 0);
     }
+    conc__sync_publish(&sh->magic, CONC__SYNC_MAGIC_BARRIER);
     b->sh = sh;
+    b->nslots = nslots;
     b->action = opts->action;
     b->action_arg = opts->action_arg;
+    *out = b;
+    return 0;
+}
+
+int conc_barrier_open(conc_barrier **out, const char *name)
+{
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    conc_barrier *b = conc__calloc(1, sizeof *b);
+    if (b == NULL) {
+        return CONC_ENOMEM;
+    }
+    void *mem;
+    size_t size;
+    int err = conc__sync_named_open(&mem, &size, name,
+                                    CONC__SYNC_MAGIC_BARRIER, bar_size(0));
+    if (err != 0) {
+        free(b);
+        return err;
+    }
+    struct barrier_shared *sh = mem;
+    /* Never trust a count read from a segment to size what we touch. */
+    uint32_t want = sh->parties < SLOTS_MAX ? sh->parties : SLOTS_MAX;
+    if (sh->parties == 0 || sh->parties > INT_MAX || sh->nslots != want ||
+        size < bar_size(want)) {
+        conc__sync_region_free(mem, size);
+        free(b);
+        return CONC_EINVAL;
+    }
+    b->sh = sh;
+    b->nslots = want; /* not sh->nslots again: it could change meanwhile */
     *out = b;
     return 0;
 }
@@ -117,8 +159,7 @@ void conc_barrier_free(conc_barrier *b)
     if (b == NULL) {
         return;
     }
-    conc__sync_region_free(b->sh, sizeof *b->sh + (size_t)b->sh->nslots *
-                                                      sizeof(uint64_t));
+    conc__sync_region_free(b->sh, bar_size(b->nslots));
     free(b);
 }
 
@@ -142,24 +183,25 @@ static void bar_break(struct barrier_shared *sh)
  * between its update of count and of its slot: count becomes the number
  * of filled slots again (top).  Dead parties among them are removed by
  * the next bar_reap_dead(). */
-static void bar_recount(struct barrier_shared *sh)
+static void bar_recount(struct barrier_shared *sh, uint32_t nslots)
 {
-    if (sh->nslots < sh->parties) {
+    if (nslots < sh->parties) {
         return; /* untracked parties: count cannot be rebuilt */
     }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < sh->nslots; i++) {
+    for (uint32_t i = 0; i < nslots; i++) {
         n += atomic_load_explicit(&sh->slot[i], memory_order_relaxed) != 0;
     }
     atomic_store_explicit(&sh->count, n, memory_order_relaxed);
 }
 
-static void bar_lock(struct barrier_shared *sh)
+static void bar_lock(const conc_barrier *b)
 {
+    struct barrier_shared *sh = b->sh;
     conc__deadline forever = { .forever = true, .once = false };
     if (conc__olock_acquire(&sh->mu, &forever) == CONC_EOWNERDEAD) {
         /* A party died inside the barrier: mend count, break it (top). */
-        bar_recount(sh);
+        bar_recount(sh, b->nslots);
         bar_break(sh);
     }
 }
@@ -178,17 +220,19 @@ static int32_t bar_state(struct barrier_shared *sh)
  * Each look reads /proc once per waiting party, so the parties share one
  * look per interval, longer for big barriers (one slice per 64 slots):
  * at most a few per cent of a CPU even with SLOTS_MAX waiting. */
-static void bar_reap_dead(struct barrier_shared *sh)
+static void bar_reap_dead(const conc_barrier *b)
 {
+    struct barrier_shared *sh = b->sh;
+    uint32_t nslots = b->nslots;
     uint64_t now = conc__now_ns();
     if (now < atomic_load_explicit(&sh->next_reap_ns,
                                    memory_order_relaxed)) {
         return;
     }
     atomic_store_explicit(&sh->next_reap_ns,
-                          now + CONC__SYNC_SLICE_NS * (1 + sh->nslots / 64),
+                          now + CONC__SYNC_SLICE_NS * (1 + nslots / 64),
                           memory_order_relaxed);
-    for (uint32_t i = 0; i < sh->nslots; i++) {
+    for (uint32_t i = 0; i < nslots; i++) {
         uint64_t id = atomic_load_explicit(&sh->slot[i],
                                            memory_order_relaxed);
         if (id == 0 || conc__sync_alive(id)) {
@@ -213,16 +257,16 @@ static void bar_reap_dead(struct barrier_shared *sh)
 /* Called holding mu: lets go of it until seq changes (or a slice ends, or
  * dl passes), then takes it again; at a slice's end, looks for dead
  * parties.  CONC_ETIMEDOUT once dl has passed. */
-static int bar_wait_change(struct barrier_shared *sh,
-                           const conc__deadline *dl)
+static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
 {
+    struct barrier_shared *sh = b->sh;
     uint32_t seen = atomic_load_explicit(&sh->seq, memory_order_relaxed);
     bar_unlock(sh);
     /* Pairs with the FUTEX_WAKE in bar_broadcast(). */
     int err = conc__sync_sleep(&sh->seq, seen, dl);
-    bar_lock(sh);
+    bar_lock(b);
     if (err == 1) {
-        bar_reap_dead(sh);
+        bar_reap_dead(b);
     }
     return err == CONC_ETIMEDOUT ? CONC_ETIMEDOUT : 0;
 }
@@ -242,11 +286,11 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
         return err;
     }
     conc__deadline forever = { .forever = true, .once = false };
-    bar_lock(sh);
+    bar_lock(b);
     /* Python's _enter(): wait, without a deadline, while the previous
      * round drains or a reset completes. */
     while (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING) {
-        bar_wait_change(sh, &forever);
+        bar_wait_change(b, &forever);
     }
     if (bar_state(sh) == BROKEN) {
         bar_unlock(sh);
@@ -254,7 +298,7 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     }
     uint32_t idx = atomic_load_explicit(&sh->count, memory_order_relaxed);
     atomic_store_explicit(&sh->count, idx + 1, memory_order_relaxed);
-    if (idx < sh->nslots) {
+    if (idx < b->nslots) {
         atomic_store_explicit(&sh->slot[idx], conc__sync_self_id(),
                               memory_order_relaxed);
     }
@@ -279,7 +323,7 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                 bar_state(sh) != FILLING) {
                 break;
             }
-            if (bar_wait_change(sh, &dl) == CONC_ETIMEDOUT) {
+            if (bar_wait_change(b, &dl) == CONC_ETIMEDOUT) {
                 if (atomic_load_explicit(&sh->released,
                                          memory_order_relaxed) == rel &&
                     bar_state(sh) == FILLING) {
@@ -294,7 +338,7 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                   : CONC_EBROKEN;
     }
     /* Python's _exit(). */
-    if (idx < sh->nslots) {
+    if (idx < b->nslots) {
         atomic_store_explicit(&sh->slot[idx], 0, memory_order_relaxed);
     }
     uint32_t left = atomic_load_explicit(&sh->count, memory_order_relaxed);
@@ -317,7 +361,7 @@ int conc_barrier_reset(conc_barrier *b)
         return CONC_EINVAL;
     }
     struct barrier_shared *sh = b->sh;
-    bar_lock(sh);
+    bar_lock(b);
     if (atomic_load_explicit(&sh->count, memory_order_relaxed) > 0) {
         int32_t st = bar_state(sh);
         if (st == FILLING || st == BROKEN) {
@@ -337,7 +381,7 @@ int conc_barrier_abort(conc_barrier *b)
     if (b == NULL) {
         return CONC_EINVAL;
     }
-    bar_lock(b->sh);
+    bar_lock(b);
     bar_break(b->sh);
     bar_unlock(b->sh);
     return 0;

@@ -28,6 +28,8 @@ struct barrier_shared {
 
 struct conc_barrier {
     struct barrier_shared *sh;
+    uint32_t nslots; /* sh->nslots as checked at new/open: every slot index
+                        is bounded by this copy, never by the segment */
     conc_barrier_action_fn action;
     void *action_arg;
 };

@@ -86,40 +86,15 @@ struct conc_cond {
     struct cond_shared *sh;
     conc_lock *lock;   /* exactly one of lock and rlock */
     conc_rlock *rlock;
-    bool own_rlock;
+    bool own_rlock;    /* a separate region, freed with the cond */
 };
 
-int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
+/* A named condition's segment: its shared part, then its own RLock, so an
+ * opener finds both in one place. */
+#define COND_RLOCK_OFF ((sizeof(struct cond_shared) + 63) / 64 * 64)
+
+static void cond_init(struct cond_shared *sh)
 {
-    if (out == NULL) {
-        return CONC_EINVAL;
-    }
-    *out = NULL;
-    if (opts != NULL && opts->lock != NULL && opts->rlock != NULL) {
-        return CONC_EINVAL;
-    }
-    int err = CONC_ENOMEM;
-    conc_cond *c = conc__calloc(1, sizeof *c);
-    if (c == NULL) {
-        goto fail;
-    }
-    c->sh = conc__sync_region_new(sizeof *c->sh);
-    if (c->sh == NULL) {
-        goto fail_handle;
-    }
-    if (opts != NULL && opts->lock != NULL) {
-        c->lock = opts->lock;
-    } else if (opts != NULL && opts->rlock != NULL) {
-        c->rlock = opts->rlock;
-    } else {
-        err = conc_rlock_new(&c->rlock, NULL);
-        if (err != 0) {
-            goto fail_region;
-        }
-        c->own_rlock = true;
-    }
-    struct cond_shared *sh = c->sh;
-    sh->magic = CONC__SYNC_MAGIC_COND;
     sh->layout = CONC__SYNC_LAYOUT;
     atomic_init(&sh->gen_new, 1);
     atomic_init(&sh->g2_waiting, 0);
@@ -127,15 +102,92 @@ int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
     atomic_init(&sh->g1, 0);
     atomic_init(&sh->word[0], 0);
     atomic_init(&sh->word[1], 0);
+    conc__sync_publish(&sh->magic, CONC__SYNC_MAGIC_COND);
+}
+
+int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
+{
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    const char *name = opts != NULL ? opts->name : NULL;
+    if (opts != NULL && opts->lock != NULL && opts->rlock != NULL) {
+        return CONC_EINVAL;
+    }
+    if (name != NULL && (opts->lock != NULL || opts->rlock != NULL)) {
+        return CONC_EINVAL;
+    }
+    conc_cond *c = conc__calloc(1, sizeof *c);
+    if (c == NULL) {
+        return CONC_ENOMEM;
+    }
+    void *mem;
+    int err;
+    if (name != NULL) {
+        err = conc__sync_named_new(&mem, name,
+                                   COND_RLOCK_OFF + conc__rlock_embed_size());
+        if (err != 0) {
+            goto fail_handle;
+        }
+        /* The RLock first: an opener that sees the cond's magic sees it. */
+        c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, true);
+    } else {
+        err = CONC_ENOMEM;
+        mem = conc__sync_region_new(sizeof(struct cond_shared));
+        if (mem == NULL) {
+            goto fail_handle;
+        }
+        if (opts != NULL && opts->lock != NULL) {
+            c->lock = opts->lock;
+        } else if (opts != NULL && opts->rlock != NULL) {
+            c->rlock = opts->rlock;
+        } else {
+            err = conc_rlock_new(&c->rlock, NULL);
+            if (err != 0) {
+                goto fail_region;
+            }
+            c->own_rlock = true;
+        }
+    }
+    c->sh = mem;
+    cond_init(c->sh);
     *out = c;
     return 0;
 
 fail_region:
-    conc__sync_region_free(c->sh, sizeof *c->sh);
+    conc__sync_region_free(mem, sizeof(struct cond_shared));
 fail_handle:
     free(c);
-fail:
     return err;
+}
+
+int conc_cond_open(conc_cond **out, const char *name)
+{
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    conc_cond *c = conc__calloc(1, sizeof *c);
+    if (c == NULL) {
+        return CONC_ENOMEM;
+    }
+    void *mem;
+    int err = conc__sync_named_open(&mem, NULL, name, CONC__SYNC_MAGIC_COND,
+                                    COND_RLOCK_OFF + conc__rlock_embed_size());
+    if (err != 0) {
+        free(c);
+        return err;
+    }
+    c->sh = mem;
+    c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, false);
+    if (c->rlock == NULL) {
+        conc__sync_region_free(mem, sizeof(struct cond_shared));
+        free(c);
+        return CONC_EINVAL;
+    }
+    *out = c;
+    return 0;
 }
 
 void conc_cond_free(conc_cond *c)
@@ -146,6 +198,7 @@ void conc_cond_free(conc_cond *c)
     if (c->own_rlock) {
         conc_rlock_free(c->rlock);
     }
+    /* A named cond's RLock goes with the segment. */
     conc__sync_region_free(c->sh, sizeof *c->sh);
     free(c);
 }

@@ -34,21 +34,36 @@ struct conc_event {
 
 int conc_event_new(conc_event **out, const conc_event_opts *opts)
 {
-    (void)opts;
     if (out == NULL) {
         return CONC_EINVAL;
     }
     *out = NULL;
-    conc_event *e = conc__sync_region_new(sizeof *e);
-    if (e == NULL) {
-        return CONC_ENOMEM;
+    void *mem;
+    int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
+                                     sizeof(conc_event));
+    if (err != 0) {
+        return err;
     }
-    e->magic = CONC__SYNC_MAGIC_EVENT;
+    conc_event *e = mem;
     e->layout = CONC__SYNC_LAYOUT;
     atomic_init(&e->word, 0);
     atomic_init(&e->sleepers, 0);
+    conc__sync_publish(&e->magic, CONC__SYNC_MAGIC_EVENT);
     *out = e;
     return 0;
+}
+
+int conc_event_open(conc_event **out, const char *name)
+{
+    void *mem = NULL;
+    int err = out == NULL ? CONC_EINVAL
+                          : conc__sync_named_open(&mem, NULL, name,
+                                                  CONC__SYNC_MAGIC_EVENT,
+                                                  sizeof(conc_event));
+    if (out != NULL) {
+        *out = mem;
+    }
+    return err;
 }
 
 int conc_event_set(conc_event *e)
@@ -137,4 +152,9 @@ void conc_event_free(conc_event *e)
         return;
     }
     conc__sync_region_free(e, sizeof *e);
+}
+
+uint32_t conc__event_sleepers(conc_event *e)
+{
+    return atomic_load(&e->sleepers);
 }

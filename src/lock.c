@@ -9,7 +9,9 @@
  *
  * The handle is the mapping itself, so a lock created before fork() is the
  * same lock in the child: parent and child see one word.  It holds no
- * pointers.
+ * pointers.  A named lock's page is a conc_shm segment instead, which an
+ * unrelated process maps with conc_lock_open (sync_named.c; the same for
+ * every sync object).
  *
  * Acquire.  Fast path: one CAS 0 -> me (me = stamp << 32 | tid of the
  * calling thread, cached per thread).  Slow path: set WAITERS with a CAS
@@ -168,8 +170,20 @@ void *conc__sync_region_new(size_t size)
     return conc__os_shared_alloc(page_round(size));
 }
 
+int conc__sync_region_make(void **region, const char *name, size_t size)
+{
+    if (name != NULL) {
+        return conc__sync_named_new(region, name, size);
+    }
+    *region = conc__sync_region_new(size);
+    return *region != NULL ? 0 : CONC_ENOMEM;
+}
+
 void conc__sync_region_free(void *p, size_t size)
 {
+    if (conc__sync_named_release(p)) {
+        return;
+    }
     conc__os_shared_free(p, page_round(size));
 }
 
@@ -305,20 +319,35 @@ int conc__olock_release(conc__olock *l)
 
 int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
 {
-    (void)opts;
     if (out == NULL) {
         return CONC_EINVAL;
     }
     *out = NULL;
-    conc_lock *l = conc__sync_region_new(sizeof *l);
-    if (l == NULL) {
-        return CONC_ENOMEM;
+    void *mem;
+    int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
+                                     sizeof(conc_lock));
+    if (err != 0) {
+        return err;
     }
-    l->magic = CONC__SYNC_MAGIC_LOCK;
+    conc_lock *l = mem;
     l->layout = CONC__SYNC_LAYOUT;
     atomic_init(&l->ol.state, 0);
+    conc__sync_publish(&l->magic, CONC__SYNC_MAGIC_LOCK);
     *out = l;
     return 0;
+}
+
+int conc_lock_open(conc_lock **out, const char *name)
+{
+    void *mem = NULL;
+    int err = out == NULL ? CONC_EINVAL
+                          : conc__sync_named_open(&mem, NULL, name,
+                                                  CONC__SYNC_MAGIC_LOCK,
+                                                  sizeof(conc_lock));
+    if (out != NULL) {
+        *out = mem;
+    }
+    return err;
 }
 
 /* Out of line, so the uncontended path needs no stack frame. */
@@ -361,6 +390,12 @@ bool conc_lock_locked(conc_lock *l)
     }
     return (atomic_load_explicit(&l->ol.state, memory_order_relaxed) &
             CONC__OL_TID_MASK) != 0;
+}
+
+bool conc__lock_has_waiters(conc_lock *l)
+{
+    return (atomic_load_explicit(&l->ol.state, memory_order_relaxed) &
+            CONC__OL_WAITERS) != 0;
 }
 
 size_t conc__lock_embed_size(void)

@@ -32,23 +32,60 @@ struct conc_rlock {
     _Atomic uint64_t level;
 };
 
+static void rlock_init(conc_rlock *r)
+{
+    r->layout = CONC__SYNC_LAYOUT;
+    atomic_init(&r->ol.state, 0);
+    atomic_init(&r->level, 0);
+    conc__sync_publish(&r->magic, CONC__SYNC_MAGIC_RLOCK);
+}
+
 int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts)
 {
-    (void)opts;
     if (out == NULL) {
         return CONC_EINVAL;
     }
     *out = NULL;
-    conc_rlock *r = conc__sync_region_new(sizeof *r);
-    if (r == NULL) {
-        return CONC_ENOMEM;
+    void *mem;
+    int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
+                                     sizeof(conc_rlock));
+    if (err != 0) {
+        return err;
     }
-    r->magic = CONC__SYNC_MAGIC_RLOCK;
-    r->layout = CONC__SYNC_LAYOUT;
-    atomic_init(&r->ol.state, 0);
-    atomic_init(&r->level, 0);
-    *out = r;
+    rlock_init(mem);
+    *out = mem;
     return 0;
+}
+
+int conc_rlock_open(conc_rlock **out, const char *name)
+{
+    void *mem = NULL;
+    int err = out == NULL ? CONC_EINVAL
+                          : conc__sync_named_open(&mem, NULL, name,
+                                                  CONC__SYNC_MAGIC_RLOCK,
+                                                  sizeof(conc_rlock));
+    if (out != NULL) {
+        *out = mem;
+    }
+    return err;
+}
+
+size_t conc__rlock_embed_size(void)
+{
+    return sizeof(conc_rlock);
+}
+
+conc_rlock *conc__rlock_embed(void *mem, bool init)
+{
+    conc_rlock *r = mem;
+    if (init) {
+        rlock_init(r);
+        return r;
+    }
+    if (r->magic != CONC__SYNC_MAGIC_RLOCK || r->layout != CONC__SYNC_LAYOUT) {
+        return NULL;
+    }
+    return r;
 }
 
 /* Acquires at one more level, or at `levels` when taking it fresh. */

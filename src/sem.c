@@ -55,18 +55,34 @@ int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
     if (value < 0 || value > INT32_MAX) {
         return CONC_EINVAL;
     }
-    conc_sem *s = conc__sync_region_new(sizeof *s);
-    if (s == NULL) {
-        return CONC_ENOMEM;
+    void *mem;
+    int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
+                                     sizeof(conc_sem));
+    if (err != 0) {
+        return err;
     }
-    s->magic = CONC__SYNC_MAGIC_SEM;
+    conc_sem *s = mem;
     s->layout = CONC__SYNC_LAYOUT;
     atomic_init(&s->value, (uint32_t)value);
     atomic_init(&s->sleepers, 0);
     s->bound = (uint32_t)value;
     s->bounded = opts != NULL && opts->bounded;
+    conc__sync_publish(&s->magic, CONC__SYNC_MAGIC_SEM);
     *out = s;
     return 0;
+}
+
+int conc_sem_open(conc_sem **out, const char *name)
+{
+    void *mem = NULL;
+    int err = out == NULL ? CONC_EINVAL
+                          : conc__sync_named_open(&mem, NULL, name,
+                                                  CONC__SYNC_MAGIC_SEM,
+                                                  sizeof(conc_sem));
+    if (out != NULL) {
+        *out = mem;
+    }
+    return err;
 }
 
 /* One attempt: true when a unit was taken. */
@@ -157,4 +173,9 @@ void conc_sem_free(conc_sem *s)
         return;
     }
     conc__sync_region_free(s, sizeof *s);
+}
+
+uint32_t conc__sem_sleepers(conc_sem *s)
+{
+    return atomic_load(&s->sleepers);
 }

@@ -113,10 +113,51 @@ int conc__sync_sleep(_Atomic uint32_t *word, uint32_t val,
 void *conc__sync_region_new(size_t size);
 void conc__sync_region_free(void *p, size_t size);
 
+/* Named regions (sync_named.c).  conc__sync_named_new: a new zero-filled
+ * segment /dev/shm/<name> of size bytes, mapped at *region; 0, CONC_EINVAL
+ * (bad name), CONC_ENOMEM, CONC_ESYS (errno kept: EEXIST when the name is
+ * taken).  The caller initialises the object, then conc__sync_publish()es
+ * its magic.  conc__sync_named_open: maps the segment another process
+ * made for an object of kind magic, once published (waits up to a second);
+ * CONC_EINVAL when it is not such an object or smaller than min_size,
+ * CONC_ESYS (ENOENT: no such name); *size (size may be NULL) is its
+ * mapped size.
+ * conc__sync_named_release: unmaps (and, in the creating process,
+ * unlinks) a named region; false when region is not one, for
+ * conc__sync_region_free, which calls it first. */
+int conc__sync_named_new(void **region, const char *name, size_t size);
+/* Either: named when name is not NULL, else anonymous (CONC_ENOMEM). */
+int conc__sync_region_make(void **region, const char *name, size_t size);
+int conc__sync_named_open(void **region, size_t *size, const char *name,
+                          uint32_t magic, size_t min_size);
+bool conc__sync_named_release(void *region);
+/* For tests: takes (hold) or lets go of the list's lock, to show that a
+ * fork while another thread holds it gives the child a free lock. */
+void conc__sync_named_guard(bool hold);
+
+/* For tests: whether an acquirer of l is past its fast path (WAITERS
+ * set); how many acquirers of s, waiters of e, are about to sleep or
+ * asleep.  A release or set after these turned true must wake them. */
+bool conc__lock_has_waiters(conc_lock *l);
+uint32_t conc__sem_sleepers(conc_sem *s);
+uint32_t conc__event_sleepers(conc_event *e);
+
+/* Stores an initialised object's magic (its first field) last, with
+ * release: an opener that sees it (acquire) sees the whole object. */
+static inline void conc__sync_publish(uint32_t *magic_field, uint32_t magic)
+{
+    __atomic_store_n(magic_field, magic, __ATOMIC_RELEASE);
+}
+
 /* For cond.c: an RLock released at every level and restored. */
 int conc__rlock_save(conc_rlock *r, uint64_t *levels);
 int conc__rlock_restore(conc_rlock *r, uint64_t levels);
 bool conc__rlock_mine(conc_rlock *r);
+/* For a named condition: an RLock made in place in its segment (init) or
+ * found there (NULL unless it is one); conc__rlock_embed_size() bytes,
+ * 8-aligned.  Freed with the segment, never by conc_rlock_free. */
+size_t conc__rlock_embed_size(void);
+conc_rlock *conc__rlock_embed(void *mem, bool init);
 
 #define CONC__SYNC_MAGIC_LOCK 0x4c4f434bu   /* "LOCK" */
 #define CONC__SYNC_MAGIC_RLOCK 0x524c434bu  /* "RLCK" */

@@ -10,6 +10,22 @@
  * the time left.  conc_X_free() unmaps the object in the calling process
  * only (each process that inherited it frees its own copy); nobody may be
  * using it there.
+ *
+ * Names.  An object given .name ("name" or "/name", as conc_shm) lives in
+ * POSIX shared memory, /dev/shm/<name>, and an unrelated process reaches
+ * it with conc_X_open(&x, name); it is then the same object there, dead
+ * holders and waiters included.  The creating process owns the name: its
+ * conc_X_free() unlinks it, and an atexit handler does if it never frees
+ * (as conc_shm and named values do; a named queue has no such handler).
+ * Handles from conc_X_open() and copies inherited by forked children
+ * never unlink.  conc_X_new with a name: CONC_ESYS with errno
+ * EEXIST when the name is taken, CONC_EINVAL for a bad name.
+ * conc_X_open: 0; CONC_EINVAL (NULL argument, bad name, or the name is
+ * not a libconc object of that kind - a lock opened as an event, say);
+ * CONC_ESYS (errno ENOENT: no such name); CONC_ENOMEM.  An open that
+ * races the creation waits (up to a second) for the object to be made.
+ * Free an opened handle with conc_X_free().  Each named handle holds one
+ * file descriptor (close-on-exec) until it is freed.
  */
 #ifndef CONC_SYNC_H
 #define CONC_SYNC_H
@@ -23,11 +39,13 @@ extern "C" {
 /* ---- Lock ------------------------------------------------------------ */
 typedef struct conc_lock conc_lock;
 typedef struct conc_lock_opts {
-    int reserved; /* no options yet; pass NULL */
+    const char *name; /* NULL: anonymous; else named (see "Names") */
 } conc_lock_opts;
 
-/* conc_lock_new - an unlocked lock.  CONC_EINVAL, CONC_ENOMEM. */
+/* conc_lock_new - an unlocked lock.  CONC_EINVAL, CONC_ENOMEM, CONC_ESYS
+ * (named). */
 CONC_API int conc_lock_new(conc_lock **out, const conc_lock_opts *opts);
+CONC_API int conc_lock_open(conc_lock **out, const char *name);
 
 /* conc_lock_acquire - 0 when acquired; CONC_ETIMEDOUT; CONC_EOWNERDEAD
  * when acquired but the thread or process that held it died holding it
@@ -47,10 +65,11 @@ CONC_API void conc_lock_free(conc_lock *l);
 /* ---- RLock ----------------------------------------------------------- */
 typedef struct conc_rlock conc_rlock;
 typedef struct conc_rlock_opts {
-    int reserved;
+    const char *name; /* NULL: anonymous; else named (see "Names") */
 } conc_rlock_opts;
 
 CONC_API int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts);
+CONC_API int conc_rlock_open(conc_rlock **out, const char *name);
 /* conc_rlock_acquire - re-entrant for the owning thread; otherwise as
  * conc_lock_acquire, CONC_EOWNERDEAD included (the dead owner's levels
  * are dropped: the caller then holds it at level 1).  A forked child is a
@@ -69,11 +88,14 @@ typedef struct conc_sem_opts {
                      NULL opts: 1.  Negative: CONC_EINVAL */
     bool bounded; /* BoundedSemaphore: release past the initial value is
                      CONC_EINVAL */
+    const char *name; /* NULL: anonymous; else named (see "Names") */
 } conc_sem_opts;
 
 /* conc_sem_new - CONC_EINVAL for a value below 0 or above INT32_MAX;
- * CONC_ENOMEM. */
+ * CONC_ENOMEM; CONC_ESYS (named). */
 CONC_API int conc_sem_new(conc_sem **out, const conc_sem_opts *opts);
+/* conc_sem_open - the named semaphore, bound and all. */
+CONC_API int conc_sem_open(conc_sem **out, const char *name);
 /* conc_sem_acquire - 0 when decremented, CONC_ETIMEDOUT. */
 CONC_API int conc_sem_acquire(conc_sem *s, double timeout);
 /* conc_sem_release - adds n (n = 0 is CONC_EINVAL), waking up to n
@@ -87,10 +109,11 @@ CONC_API void conc_sem_free(conc_sem *s);
 /* ---- Event ----------------------------------------------------------- */
 typedef struct conc_event conc_event;
 typedef struct conc_event_opts {
-    int reserved;
+    const char *name; /* NULL: anonymous; else named (see "Names") */
 } conc_event_opts;
 
 CONC_API int conc_event_new(conc_event **out, const conc_event_opts *opts);
+CONC_API int conc_event_open(conc_event **out, const char *name);
 /* conc_event_set - sets the flag and wakes every waiter; a waiter woken by
  * a set() returns 0 even if clear() follows at once (Python's rule). */
 CONC_API int conc_event_set(conc_event *e);
@@ -106,11 +129,17 @@ typedef struct conc_cond conc_cond;
 typedef struct conc_cond_opts {
     conc_lock *lock;   /* at most one of lock and rlock; */
     conc_rlock *rlock; /* neither: a new RLock of its own */
+    const char *name;  /* NULL: anonymous; else named (see "Names"), with
+                          an RLock of its own in the same segment (so an
+                          opener finds it): lock or rlock with a name is
+                          CONC_EINVAL */
 } conc_cond_opts;
 
 typedef bool (*conc_pred_fn)(void *arg);
 
 CONC_API int conc_cond_new(conc_cond **out, const conc_cond_opts *opts);
+/* conc_cond_open - the named condition and its own RLock. */
+CONC_API int conc_cond_open(conc_cond **out, const char *name);
 CONC_API int conc_cond_acquire(conc_cond *c, double timeout);
 CONC_API int conc_cond_release(conc_cond *c);
 /* conc_cond_wait - releases the lock fully, waits for a notify, restores
@@ -145,11 +174,19 @@ typedef struct conc_barrier_opts {
                                       same barrier */
     void *action_arg;
     double timeout;                /* default for waits; 0 = none */
+    const char *name;              /* NULL: anonymous; else named (see
+                                      "Names"), without an action: an
+                                      opener could not run the creator's
+                                      function, so name with action is
+                                      CONC_EINVAL */
 } conc_barrier_opts;
 
 /* conc_barrier_new - CONC_EINVAL for NULL opts, parties 0 or above
- * INT_MAX, a negative or NaN timeout; CONC_ENOMEM. */
+ * INT_MAX, a negative or NaN timeout; CONC_ENOMEM; CONC_ESYS (named). */
 CONC_API int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts);
+/* conc_barrier_open - the named barrier: its parties and timeout are the
+ * creator's. */
+CONC_API int conc_barrier_open(conc_barrier **out, const char *name);
 /* conc_barrier_wait - 0 and a distinct *index in 0..parties-1 once all
  * parties arrived; CONC_EBROKEN when the barrier is or becomes broken
  * (abort, reset while waiting, a wait that timed out, an action returning
