@@ -204,7 +204,8 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
         }
         /* The pool's manager thread itself (a done-callback it runs waits
          * for another future of its pool): nobody else may collect the
-         * result, so it keeps helping, between sleeps of 1 ms. */
+         * result, reap a dead worker or carry out a terminate, so it does
+         * the manager's whole round, between sleeps of 1 ms. */
         bool manager = f->pool != NULL && conc__proc_on_manager(f->pool);
         atomic_fetch_add(&f->waiters, 1);
         for (;;) {
@@ -214,7 +215,7 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
             }
             conc__deadline slice = dl;
             if (manager) {
-                conc__proc_help(f->pool);
+                conc__proc_manager_help(f->pool);
                 st = atomic_load(&f->state);
                 if (is_final(st)) {
                     break;

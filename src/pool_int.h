@@ -232,6 +232,11 @@ void conc__proc_helpers(conc_pool *p, int delta);
 void conc__proc_help(conc_pool *p);
 /* True in the pool's manager thread (a callback it runs). */
 bool conc__proc_on_manager(conc_pool *p);
+/* For a callback run by the manager that waits for a future of its pool:
+ * one whole round of the manager's work, the checks for dead and
+ * timed-out workers and a pending terminate included, which the manager
+ * cannot do while it sits in the callback. */
+void conc__proc_manager_help(conc_pool *p);
 int conc__proc_join(conc_pool *p, const conc__deadline *dl);
 void conc__proc_terminate(conc_pool *p); /* kill, fail, wait for manager */
 void conc__proc_free(conc_pool *p);    /* waits for the manager to end */

@@ -64,9 +64,11 @@
  * to the front of the queue, in order.  Then the slot's rings are reset
  * (whatever the dead worker half-wrote was never published) and a
  * replacement is forked into the same slot.  A worker that retires after
- * max_tasks_per_worker posts a RETIRE record and exits 0; the manager
- * never sends a worker more items than it has left, so nothing is
- * stranded.
+ * max_tasks_per_worker posts a RETIRE record, runs the finalizer and exits
+ * 0; the manager never sends a worker more items than it has left, so
+ * nothing is stranded, and replaces it once it has exited - looking each
+ * round, never waiting for it: a slow finalizer would hold the drive lock
+ * (below) and so every caller of the pool.
  *
  * Fork safety.  Replacements are forked by conc_process_start() called
  * from the manager thread (process.c forks daemons from a thread that
@@ -89,7 +91,10 @@
  * positions, counts) is done under pool_proc.drive, by whoever holds it:
  *   - the manager, each round (trylock; a blocking lock for its 1 ms
  *     check of deaths and timeouts, which stays the manager's alone, as do
- *     replacements, close and terminate);
+ *     replacements, close and terminate; manager_pass).  When a callback
+ *     the manager runs waits for another future of the pool, the manager
+ *     thread runs whole rounds from that wait (conc__proc_manager_help),
+ *     since nobody else would reap, time out or terminate meanwhile;
  *   - conc_pool_submit, while the manager sleeps: trylock, then the task
  *     goes straight into an idle worker's ring (conc__proc_submitted);
  *   - a thread waiting in conc_future_result on a process future, while
@@ -1009,6 +1014,109 @@ static void fail_list(struct task *t, int final, int code, const char *msg)
     }
 }
 
+/* What a manager round found. */
+enum { PASS_SKIPPED, PASS_DONE, PASS_END };
+
+/* One round of the manager's work on the rings: drain, reap retired
+ * workers, (check) look for dead and timed-out workers, stop everything
+ * on terminate or a broken pool, dispatch.  Takes the drive lock - waiting
+ * for it when check, else only if free (PASS_SKIPPED: a helper or a
+ * submitter holding it is doing this round's work).  PASS_END once the
+ * pool has stopped: the manager ends.  Run by the manager thread only:
+ * from manager_main, or from a done-callback it runs that waits for
+ * another future of the pool (conc__proc_manager_help). */
+static int manager_pass(conc_pool *p, bool check, bool *progress,
+                        bool *idle_now, bool *few)
+{
+    struct pool_proc *pp = p->proc;
+    bool have = check ? pthread_mutex_lock(&pp->drive) == 0
+                      : pthread_mutex_trylock(&pp->drive) == 0;
+    if (!have) {
+        return PASS_SKIPPED;
+    }
+    if (pp->stopped) {
+        /* A pass run from a callback stopped the pool already. */
+        drive_unlock(p);
+        return PASS_END;
+    }
+    bool exiting = false; /* a retired worker has not exited yet */
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->proc == NULL) {
+            continue;
+        }
+        if (drain(w)) {
+            *progress = true;
+        }
+        if (w->retired) {
+            /* It posted RETIRE (drained here or by a helper) and is
+             * exiting, its finalizer perhaps still running: reap and
+             * replace it once it has exited.  Never wait for that here:
+             * every caller of the pool would wait on the drive lock. */
+            if (conc_process_is_alive(w->proc)) {
+                exiting = true;
+                continue;
+            }
+            pthread_mutex_lock(&p->lock);
+            bool again = p->state != POOL_TERM && p->broken == 0;
+            pthread_mutex_unlock(&p->lock);
+            worker_ended(p, w, false, again);
+            *progress = true;
+        }
+    }
+    pthread_mutex_lock(&p->lock);
+    int state = p->state;
+    int broken = p->broken;
+    pthread_mutex_unlock(&p->lock);
+    if (check) {
+        check_workers(p, conc__now_ns(), state != POOL_TERM && broken == 0);
+        pthread_mutex_lock(&p->lock);
+        broken = p->broken;
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (state == POOL_TERM || broken != 0) {
+        stop_all(p, true);
+        pthread_mutex_lock(&p->lock);
+        struct task *queued = p->head;
+        p->head = p->tail = NULL;
+        atomic_store(&p->npending, 0);
+        pthread_mutex_unlock(&p->lock);
+        struct task *out = take_inflight(p);
+        pp->stopped = true;
+        drive_unlock(p);
+        char msg[96];
+        if (broken != 0) {
+            snprintf(msg, sizeof msg,
+                     "a worker's initializer failed with code %d", broken);
+            fail_list(out, FUT_DONE, CONC_EBROKEN, msg);
+            fail_list(queued, FUT_DONE, CONC_EBROKEN, msg);
+        } else {
+            fail_list(out, FUT_DONE, CONC_ECANCELLED,
+                      "the pool was terminated while the task ran");
+            fail_list(queued, FUT_CANCELLED, CONC_ECANCELLED,
+                      "the pool was terminated before the task started");
+        }
+        return PASS_END;
+    }
+    if (dispatch(p, SIZE_MAX)) {
+        *progress = true;
+    }
+    /* Not idle while a retired worker exits: the manager watches for its
+     * end at the short period, to replace it soon. */
+    *idle_now = all_idle(p) && !exiting;
+    *few = atomic_load(&p->npending) == 0 && few_out(p);
+    if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 && *idle_now) {
+        stop_all(p, false);
+        struct task *out = take_inflight(p);
+        pp->stopped = true;
+        drive_unlock(p);
+        fail_list(out, FUT_DONE, CONC_EWORKERDIED, "the worker ended");
+        return PASS_END;
+    }
+    drive_unlock(p);
+    return PASS_DONE;
+}
+
 static void *manager_main(void *arg)
 {
     conc_pool *p = arg;
@@ -1023,83 +1131,13 @@ static void *manager_main(void *arg)
         bool progress = false, idle_now = false;
         uint64_t now = conc__now_ns();
         bool check = now - last_check > 1000000;
-        /* Only the periodic check waits for the drive lock; otherwise a
-         * helper or a submitter holding it is doing this round's work. */
-        bool have = check ? pthread_mutex_lock(&pp->drive) == 0
-                          : pthread_mutex_trylock(&pp->drive) == 0;
-        if (have) {
-            for (size_t i = 0; i < p->nworkers; i++) {
-                struct proc_worker *w = &pp->w[i];
-                if (w->proc == NULL) {
-                    continue;
-                }
-                if (drain(w)) {
-                    progress = true;
-                }
-                if (w->retired) {
-                    /* It posted RETIRE (drained here or by a helper) and
-                     * is exiting: reap and replace it now rather than at
-                     * the next check. */
-                    conc_process_join(w->proc, 10.0);
-                    pthread_mutex_lock(&p->lock);
-                    bool again = p->state != POOL_TERM && p->broken == 0;
-                    pthread_mutex_unlock(&p->lock);
-                    worker_ended(p, w, false, again);
-                    progress = true;
-                }
-            }
-            pthread_mutex_lock(&p->lock);
-            int state = p->state;
-            int broken = p->broken;
-            pthread_mutex_unlock(&p->lock);
-            if (check) {
-                check_workers(p, now, state != POOL_TERM && broken == 0);
-                last_check = now;
-                pthread_mutex_lock(&p->lock);
-                broken = p->broken;
-                pthread_mutex_unlock(&p->lock);
-            }
-            if (state == POOL_TERM || broken != 0) {
-                stop_all(p, true);
-                pthread_mutex_lock(&p->lock);
-                struct task *queued = p->head;
-                p->head = p->tail = NULL;
-                atomic_store(&p->npending, 0);
-                pthread_mutex_unlock(&p->lock);
-                struct task *out = take_inflight(p);
-                pp->stopped = true;
-                drive_unlock(p);
-                char msg[96];
-                if (broken != 0) {
-                    snprintf(msg, sizeof msg,
-                             "a worker's initializer failed with code %d",
-                             broken);
-                    fail_list(out, FUT_DONE, CONC_EBROKEN, msg);
-                    fail_list(queued, FUT_DONE, CONC_EBROKEN, msg);
-                } else {
-                    fail_list(out, FUT_DONE, CONC_ECANCELLED,
-                              "the pool was terminated while the task ran");
-                    fail_list(queued, FUT_CANCELLED, CONC_ECANCELLED,
-                              "the pool was terminated before the task "
-                              "started");
-                }
-                break;
-            }
-            if (dispatch(p, SIZE_MAX)) {
-                progress = true;
-            }
-            idle_now = all_idle(p);
-            few = atomic_load(&p->npending) == 0 && few_out(p);
-            if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 &&
-                idle_now) {
-                stop_all(p, false);
-                struct task *out = take_inflight(p);
-                pp->stopped = true;
-                drive_unlock(p);
-                fail_list(out, FUT_DONE, CONC_EWORKERDIED, "the worker ended");
-                break;
-            }
-            drive_unlock(p);
+        int pass = manager_pass(p, check, &progress, &idle_now, &few);
+        if (pass == PASS_END) {
+            break;
+        }
+        bool have = pass == PASS_DONE;
+        if (check && have) {
+            last_check = now;
         }
         /* Even after progress: a manager that keeps winning the race for
          * the results would keep three parties spinning on the CPUs. */
@@ -1339,6 +1377,12 @@ bool conc__proc_on_manager(conc_pool *p)
     bool self = pp->has_manager && pthread_equal(pthread_self(), pp->manager);
     pthread_mutex_unlock(&p->lock);
     return self;
+}
+
+void conc__proc_manager_help(conc_pool *p)
+{
+    bool progress = false, idle_now = false, few = false;
+    (void)manager_pass(p, true, &progress, &idle_now, &few);
 }
 
 void conc__proc_help(conc_pool *p)

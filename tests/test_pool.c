@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 
 static conc_pool *mk(conc_pool_kind kind, size_t workers)
 {
@@ -296,6 +297,50 @@ static void broken_init(conc_pool_kind kind)
 
 TEST(broken_initializer_threads) { broken_init(CONC_THREADS); }
 TEST(broken_initializer_processes) { broken_init(CONC_PROCESSES); }
+
+/* A process worker that retires (max_tasks_per_worker) runs its finalizer
+ * and then exits.  A slow finalizer must stall nothing: the manager reaps
+ * the retiring worker once it has exited and never waits for it holding
+ * the lock every caller of the pool helps under. */
+static _Atomic int *slow_fini_armed; /* shared with the workers */
+static void fini_slow_once(void *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    if (atomic_exchange(slow_fini_armed, 0) == 1) {
+        th_sleep(3);
+    }
+}
+
+TEST(retiring_worker_with_a_slow_finalizer_stalls_nothing)
+{
+    slow_fini_armed = mmap(NULL, sizeof *slow_fini_armed,
+                           PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                           -1, 0);
+    CHECK(slow_fini_armed != MAP_FAILED);
+    atomic_store(slow_fini_armed, 1);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
+                                                  .max_tasks_per_worker = 1,
+                                                  .finalizer = fini_slow_once }));
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_whoami, NULL, 0, &m, 30));
+    int first = int_out(&m);
+    conc_msg_free(&m);
+    /* That worker now sits in its 3 s finalizer (and the manager has seen
+     * it retire); the other worker answers at once. */
+    th_sleep(0.2);
+    double t0 = th_now();
+    CHECK_OK(conc_pool_apply(p, t_whoami, NULL, 0, &m, 30));
+    double took = th_now() - t0;
+    CHECK(int_out(&m) != first);
+    conc_msg_free(&m);
+    CHECK(took < 1.5);
+    CHECK_EQ(atomic_load(slow_fini_armed), 0);
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    conc_pool_free(p);
+    munmap((void *)slow_fini_armed, sizeof *slow_fini_armed);
+}
 
 static void max_tasks(conc_pool_kind kind)
 {

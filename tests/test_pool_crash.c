@@ -11,7 +11,9 @@
 #include <dirent.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* Submits, for each round, one crashing task between ordinary ones and
  * checks that exactly the crashing ones failed. */
@@ -390,6 +392,116 @@ static void terminate_hang(conc_pool_kind kind)
 
 TEST(terminate_hanging_processes) { terminate_hang(CONC_PROCESSES); }
 TEST(terminate_hanging_threads) { terminate_hang(CONC_THREADS); }
+
+/* A done-callback run by the pool's manager thread (nobody waits for its
+ * future) waits with no limit for a second future of the same pool.  The
+ * manager sits in that callback, yet the second task's fate must still
+ * be settled: a crashed worker reaped (CONC_EWORKERDIED), a task past
+ * task_timeout killed (CONC_ETIMEDOUT), a terminate from another thread
+ * carried out (CONC_ECANCELLED, and terminate returns). */
+struct cbwait {
+    conc_pool *p;
+    int (*fn)(const void *, size_t, conc_buf *, void *);
+    int val;
+    int err;
+    _Atomic int tid;
+    _Atomic int started;
+    _Atomic int done;
+};
+
+static void cb_waits_forever(conc_future *f, void *arg)
+{
+    (void)f;
+    struct cbwait *w = arg;
+    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    conc_future *g = NULL;
+    int err = conc_pool_submit(w->p, w->fn, &w->val, sizeof w->val, &g);
+    atomic_store(&w->started, 1);
+    if (err == 0) {
+        err = conc_future_result(g, NULL, CONC_FOREVER);
+        conc_future_free(g);
+    } else {
+        err = 1000; /* not a CONC_E* code: the submit itself failed */
+    }
+    w->err = err;
+    atomic_store(&w->done, 1);
+}
+
+/* Runs cb_waits_forever from the manager; terminate: terminate the pool
+ * once the callback waits.  Returns the code its wait ended with. */
+static int manager_callback_wait(conc_pool *p, struct cbwait *w, bool terminate)
+{
+    w->p = p;
+    atomic_store(&w->done, 0);
+    atomic_store(&w->started, 0);
+    for (int tries = 0;; tries++) {
+        CHECK(tries < 50);
+        int ms = 20;
+        conc_future *f;
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &f));
+        CHECK_OK(conc_future_add_done_callback(f, cb_waits_forever, w));
+        conc_future_free(f);
+        if (atomic_load(&w->tid) != (int)syscall(SYS_gettid)) {
+            break; /* not run here at once: the manager will run it */
+        }
+        /* done already at the add (a slow machine): it ran here; again */
+        CHECK_EQ(atomic_load(&w->done), 1);
+        atomic_store(&w->done, 0);
+        atomic_store(&w->started, 0);
+        atomic_store(&w->tid, 0);
+    }
+    double t0 = th_now();
+    if (terminate) {
+        while (atomic_load(&w->started) == 0) {
+            CHECK(th_now() - t0 < 20);
+            th_sleep(0.001);
+        }
+        th_sleep(0.1);
+        double t1 = th_now();
+        CHECK_OK(conc_pool_terminate(p));
+        CHECK(th_now() - t1 < 10);
+    }
+    while (atomic_load(&w->done) == 0) {
+        CHECK(th_now() - t0 < 20);
+        th_sleep(0.001);
+    }
+    CHECK(atomic_load(&w->tid) != (int)syscall(SYS_gettid));
+    return w->err;
+}
+
+TEST(manager_callback_waiting_on_a_crash)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    struct cbwait w = { .fn = t_crash, .val = -4 };
+    CHECK_ERR(manager_callback_wait(p, &w, false), CONC_EWORKERDIED);
+    int x = 9;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 81);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}
+
+TEST(manager_callback_waiting_on_a_timeout)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
+                                                  .task_timeout = 0.3 }));
+    struct cbwait w = { .fn = t_hang, .val = -60000 };
+    CHECK_ERR(manager_callback_wait(p, &w, false), CONC_ETIMEDOUT);
+    conc_pool_free(p);
+}
+
+TEST(manager_callback_waiting_when_terminated)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    struct cbwait w = { .fn = t_hang, .val = -60000 };
+    CHECK_ERR(manager_callback_wait(p, &w, true), CONC_ECANCELLED);
+    CHECK_OK(conc_pool_join(p, 10));
+    conc_pool_free(p);
+}
 
 /* Kills random workers while maps run: every result is right or
  * CONC_EWORKERDIED, nothing hangs. */

@@ -86,10 +86,11 @@
  * not block for long (it delays other results) and must not join or free
  * the pool that runs it (that would wait for the callback's own thread).
  * A callback run by a process pool's manager that waits for another
- * future of that pool gets its result (the waiting manager keeps
- * collecting), but while it waits the manager does not look for dead or
- * timed-out workers nor carry out a terminate: give such a wait a finite
- * timeout, or wait outside the callback.
+ * future of that pool gets its result, or its worker's death, timeout or
+ * the pool's terminate, like any waiter: the waiting manager goes on with
+ * its whole round.  It may then fork a replacement worker from inside the
+ * callback, so such a callback must not wait holding a lock that a task
+ * takes (the new worker would inherit it held).
  *
  * Fork.  A pool belongs to the process that made it: a child forked later
  * (conc_process_start) does not inherit its workers or threads, so it
