@@ -432,6 +432,9 @@ TEST(sync_named_open_waits_for_a_creator_still_making_it)
     snprintf(path, sizeof path, "/%s", name);
     int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
     CHECK(fd >= 0);
+    /* Before the fork: the object cannot be published sooner than 0.3 s
+     * after this, however the two processes are scheduled. */
+    double t0 = th_now();
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
@@ -449,10 +452,9 @@ TEST(sync_named_open_waits_for_a_creator_still_making_it)
         __atomic_store_n(&w[0], CONC__SYNC_MAGIC_LOCK, __ATOMIC_RELEASE);
         _exit(0);
     }
-    double t0 = th_now();
     conc_lock *l = NULL;
     CHECK_OK(conc_lock_open(&l, name));
-    CHECK(th_now() - t0 >= 0.25);
+    CHECK(th_now() - t0 >= 0.3);
     CHECK_EQ(th_wait(pid, 10), 0);
     CHECK_OK(conc_lock_acquire(l, 0));
     CHECK_OK(conc_lock_release(l));
@@ -489,7 +491,7 @@ static void *hold_the_list(void *arg)
     atomic_int *held = arg;
     conc__sync_named_guard(true);
     atomic_store(held, 1);
-    th_sleep(0.2);
+    th_sleep(0.5);
     conc__sync_named_guard(false);
     atomic_store(held, 2);
     return NULL;
@@ -526,9 +528,11 @@ TEST(sync_named_fork_while_another_thread_is_in_the_list)
     CHECK_EQ(pthread_create(&t, &attr, hold_the_list, &held), 0);
     pthread_attr_destroy(&attr);
     AWAIT(atomic_load(&held) == 1);
-    double t0 = th_now();
+    /* Forked while the lock is held (unless this thread was held up for
+     * the whole half second): the fork waits for the holder, and the
+     * child's frees find the lock free.  Without that, the child spins
+     * for ever and th_wait fails. */
     pid_t pid = th_fork(child_makes_and_frees, (void *)name);
-    CHECK(th_now() - t0 >= 0.1); /* fork waited for the holder */
     CHECK_EQ(th_wait(pid, 10), 0);
     AWAIT(atomic_load(&held) == 2);
     CHECK(!shm_exists(name));
