@@ -121,6 +121,68 @@ static void run_callbacks(conc_future *f, struct fut_cb *cbs)
     }
 }
 
+/* Callbacks held back while this thread completes a batch of futures
+ * (conc__future_defer_begin/end): each future with its callbacks and a
+ * reference, in completion order. */
+struct deferred {
+    conc_future *f;
+    struct fut_cb *cbs;
+    struct deferred *next;
+};
+static _Thread_local struct {
+    unsigned depth;
+    struct deferred *head, *tail;
+} defer;
+
+void conc__future_defer_begin(void)
+{
+    defer.depth++;
+}
+
+void conc__future_defer_end(void)
+{
+    if (--defer.depth > 0) {
+        return;
+    }
+    /* Taken off first: a callback that completes futures in turn (a
+     * nested batch) defers and runs its own. */
+    struct deferred *d = defer.head;
+    defer.head = defer.tail = NULL;
+    while (d != NULL) {
+        struct deferred *n = d->next;
+        run_callbacks(d->f, d->cbs);
+        conc__future_unref(d->f);
+        free(d);
+        d = n;
+    }
+}
+
+/* Holds cbs back until the batch ends; false when none is open (or no
+ * memory for the note: then they run at once, as outside a batch). */
+static bool defer_callbacks(conc_future *f, struct fut_cb *cbs)
+{
+    if (defer.depth == 0) {
+        return false;
+    }
+    /* Plain malloc, not a fault point of the tests: failing here only
+     * runs the callbacks at once. */
+    struct deferred *d = malloc(sizeof *d);
+    if (d == NULL) {
+        return false;
+    }
+    conc__future_ref(f);
+    d->f = f;
+    d->cbs = cbs;
+    d->next = NULL;
+    if (defer.tail != NULL) {
+        defer.tail->next = d;
+    } else {
+        defer.head = d;
+    }
+    defer.tail = d;
+    return true;
+}
+
 void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
                          char *err)
 {
@@ -146,7 +208,9 @@ void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
     f->cbs = f->cbs_tail = NULL;
     pthread_mutex_unlock(&f->lock);
     wake_all(f);
-    run_callbacks(f, cbs);
+    if (cbs != NULL && !defer_callbacks(f, cbs)) {
+        run_callbacks(f, cbs);
+    }
 }
 
 static bool is_final(uint32_t st)

@@ -114,11 +114,13 @@ void conc__task_fail(struct task *t, size_t k, int final, int code,
 /* Fails and frees a list of queued (never started) tasks. */
 static void fail_list(struct task *t, int final, int code, const char *msg)
 {
+    conc__future_defer_begin();
     while (t != NULL) {
         struct task *n = t->next;
         conc__task_fail(t, 0, final, code, msg);
         t = n;
     }
+    conc__future_defer_end();
 }
 
 /* ---- batches ---------------------------------------------------------------- */
@@ -547,10 +549,12 @@ static void *timer_main(void *arg)
             char msg[96];
             snprintf(msg, sizeof msg, "the task ran past its timeout of %g s",
                      p->task_timeout);
+            conc__future_defer_begin();
             for (size_t i = 0; i < nlate; i++) {
                 task_fail_items(late[i], 0, FUT_DONE, CONC_ETIMEDOUT, msg);
                 conc__task_free(late[i]);
             }
+            conc__future_defer_end();
             pthread_mutex_lock(&p->lock);
             continue;
         }
@@ -607,6 +611,9 @@ static void threads_terminate(conc_pool *p)
     }
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->lock);
+    /* One batch: a callback that waits for another of these futures
+     * finds it failed too (conc__future_defer_begin). */
+    conc__future_defer_begin();
     fail_list(list, FUT_CANCELLED, CONC_ECANCELLED,
               "the pool was terminated before the task started");
     for (size_t i = 0; i < nrun; i++) {
@@ -614,6 +621,7 @@ static void threads_terminate(conc_pool *p)
                         "the pool was terminated while the task ran");
         conc__task_free(running[i]);
     }
+    conc__future_defer_end();
 }
 
 int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)

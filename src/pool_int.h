@@ -65,6 +65,13 @@ bool conc__future_start(conc_future *f);
  * final is FUT_DONE or FUT_CANCELLED.  Runs the callbacks in this thread. */
 void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
                          char *err);
+/* A batch of completions: between begin and end (they nest), futures this
+ * thread completes become final at once but their callbacks wait for the
+ * outermost end, which runs them in completion order.  So a callback that
+ * waits for another future of the same batch finds it final, instead of
+ * waiting for a completion queued behind itself in this very thread. */
+void conc__future_defer_begin(void);
+void conc__future_defer_end(void);
 
 /* ---- map batches (pool.c) ------------------------------------------------ */
 

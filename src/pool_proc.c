@@ -493,6 +493,7 @@ static void drive_unlock(conc_pool *p)
     struct task *t = pp->done_head;
     pp->done_head = pp->done_tail = NULL;
     pthread_mutex_unlock(&pp->drive);
+    conc__future_defer_begin();
     while (t != NULL) {
         struct task *n = t->next;
         t->next = NULL;
@@ -502,6 +503,7 @@ static void drive_unlock(conc_pool *p)
         conc__task_free(t);
         t = n;
     }
+    conc__future_defer_end();
 }
 
 /* Reads every committed result of w; true if there was any.  Drive held. */
@@ -1006,12 +1008,14 @@ static struct task *take_inflight(conc_pool *p)
  * frees it (final FUT_CANCELLED: tasks that never started). */
 static void fail_list(struct task *t, int final, int code, const char *msg)
 {
+    conc__future_defer_begin();
     while (t != NULL) {
         struct task *n = t->next;
         t->next = NULL;
         conc__task_fail(t, t->ndone, final, code, msg);
         t = n;
     }
+    conc__future_defer_end();
 }
 
 /* What a manager round found. */
@@ -1083,6 +1087,11 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
         pthread_mutex_unlock(&p->lock);
         struct task *out = take_inflight(p);
         pp->stopped = true;
+        /* One batch with the results drained this round: a callback that
+         * waits for any of these futures finds it final, whatever the
+         * order they are completed in (a pass it runs would find the pool
+         * stopped and these lists out of reach). */
+        conc__future_defer_begin();
         drive_unlock(p);
         char msg[96];
         if (broken != 0) {
@@ -1096,6 +1105,7 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
             fail_list(queued, FUT_CANCELLED, CONC_ECANCELLED,
                       "the pool was terminated before the task started");
         }
+        conc__future_defer_end();
         return PASS_END;
     }
     if (dispatch(p, SIZE_MAX)) {
@@ -1105,12 +1115,17 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
      * end at the short period, to replace it soon. */
     *idle_now = all_idle(p) && !exiting;
     *few = atomic_load(&p->npending) == 0 && few_out(p);
-    if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 && *idle_now) {
+    /* all_idle, not idle_now: a retired worker still exiting is joined
+     * (or killed) by stop_all like the others, not polled for ever. */
+    if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 &&
+        all_idle(p)) {
         stop_all(p, false);
         struct task *out = take_inflight(p);
         pp->stopped = true;
+        conc__future_defer_begin(); /* one batch, as above */
         drive_unlock(p);
         fail_list(out, FUT_DONE, CONC_EWORKERDIED, "the worker ended");
+        conc__future_defer_end();
         return PASS_END;
     }
     drive_unlock(p);

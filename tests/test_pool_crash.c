@@ -400,6 +400,7 @@ TEST(terminate_hanging_threads) { terminate_hang(CONC_THREADS); }
  * task_timeout killed (CONC_ETIMEDOUT), a terminate from another thread
  * carried out (CONC_ECANCELLED, and terminate returns). */
 struct cbwait {
+    int main_tid; /* the test's thread: a callback run there waits not */
     conc_pool *p;
     int (*fn)(const void *, size_t, conc_buf *, void *);
     int val;
@@ -413,7 +414,15 @@ static void cb_waits_forever(conc_future *f, void *arg)
 {
     (void)f;
     struct cbwait *w = arg;
-    atomic_store(&w->tid, (int)syscall(SYS_gettid));
+    int me = (int)syscall(SYS_gettid);
+    atomic_store(&w->tid, me);
+    if (me == w->main_tid) {
+        /* Run at once by the add (the first task was done already): not
+         * the case under test, and a wait here could be long. */
+        w->err = 2000;
+        atomic_store(&w->done, 1);
+        return;
+    }
     conc_future *g = NULL;
     int err = conc_pool_submit(w->p, w->fn, &w->val, sizeof w->val, &g);
     atomic_store(&w->started, 1);
@@ -432,6 +441,7 @@ static void cb_waits_forever(conc_future *f, void *arg)
 static int manager_callback_wait(conc_pool *p, struct cbwait *w, bool terminate)
 {
     w->p = p;
+    w->main_tid = (int)syscall(SYS_gettid);
     atomic_store(&w->done, 0);
     atomic_store(&w->started, 0);
     for (int tries = 0;; tries++) {
@@ -446,6 +456,7 @@ static int manager_callback_wait(conc_pool *p, struct cbwait *w, bool terminate)
         }
         /* done already at the add (a slow machine): it ran here; again */
         CHECK_EQ(atomic_load(&w->done), 1);
+        CHECK_EQ(w->err, 2000);
         atomic_store(&w->done, 0);
         atomic_store(&w->started, 0);
         atomic_store(&w->tid, 0);
@@ -500,6 +511,98 @@ TEST(manager_callback_waiting_when_terminated)
     struct cbwait w = { .fn = t_hang, .val = -60000 };
     CHECK_ERR(manager_callback_wait(p, &w, true), CONC_ECANCELLED);
     CHECK_OK(conc_pool_join(p, 10));
+    conc_pool_free(p);
+}
+
+/* Terminate fails the running task and the queued one in one batch: a
+ * callback of one that waits for the other finds it failed already.
+ * (The thread that fails them runs the callbacks - the manager, or the
+ * caller of terminate for a thread pool - so a callback run before the
+ * other future was failed would wait for work queued behind itself.)
+ * Processes: the running task has the callback; threads: the queued one
+ * (a thread pool fails the queued tasks first). */
+struct cbother {
+    conc_future *other;
+    _Atomic int err;
+};
+
+static void cb_waits_for_other(conc_future *f, void *arg)
+{
+    (void)f;
+    struct cbother *c = arg;
+    conc_future *g = __atomic_load_n(&c->other, __ATOMIC_SEQ_CST);
+    atomic_store(&c->err, conc_future_result(g, NULL, 10));
+}
+
+static void terminate_one_batch(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 1 }));
+    int ms = kind == CONC_THREADS ? 1500 : 60000, x = 4;
+    conc_future *run, *queued;
+    CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &run));
+    CHECK_OK(conc_pool_submit(p, t_square, &x, sizeof x, &queued));
+    struct cbother c = { .err = 1000 };
+    conc_future *with_cb = kind == CONC_THREADS ? queued : run;
+    __atomic_store_n(&c.other, kind == CONC_THREADS ? run : queued,
+                     __ATOMIC_SEQ_CST);
+    CHECK_OK(conc_future_add_done_callback(with_cb, cb_waits_for_other, &c));
+    th_sleep(0.1);
+    CHECK(!conc_future_done(run) && !conc_future_done(queued));
+    double t0 = th_now();
+    CHECK_OK(conc_pool_terminate(p));
+    CHECK(th_now() - t0 < 5);
+    double t1 = th_now();
+    while (atomic_load(&c.err) == 1000) {
+        CHECK(th_now() - t1 < 20);
+        th_sleep(0.001);
+    }
+    CHECK_ERR(atomic_load(&c.err), CONC_ECANCELLED);
+    CHECK_ERR(conc_future_result(run, NULL, 0), CONC_ECANCELLED);
+    /* (a process pool may have sent "queued" to the worker's ring
+     * already: then it fails as a task that ran, not as a cancelled one) */
+    CHECK_ERR(conc_future_result(queued, NULL, 0), CONC_ECANCELLED);
+    conc_future_free(run);
+    conc_future_free(queued);
+    conc_pool_free(p);
+    if (kind == CONC_THREADS) {
+        th_sleep(1.6); /* let the abandoned thread end before the check */
+    }
+}
+
+TEST(terminate_fails_running_and_queued_in_one_batch_processes)
+{
+    terminate_one_batch(CONC_PROCESSES);
+}
+TEST(terminate_fails_running_and_queued_in_one_batch_threads)
+{
+    terminate_one_batch(CONC_THREADS);
+}
+
+/* Results drained in one round are completed as one batch: a callback of
+ * the first that waits for the second finds it done (no limit given). */
+TEST(callback_waits_for_a_future_completed_in_the_same_round)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2 }));
+    for (int round = 0; round < 10; round++) {
+        int ms = 100;
+        conc_future *a, *b;
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &a));
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &b));
+        struct cbother c = { .err = 1000 };
+        __atomic_store_n(&c.other, b, __ATOMIC_SEQ_CST);
+        CHECK_OK(conc_future_add_done_callback(a, cb_waits_for_other, &c));
+        double t0 = th_now();
+        while (atomic_load(&c.err) == 1000) {
+            CHECK(th_now() - t0 < 20);
+            th_sleep(0.001);
+        }
+        CHECK_OK(atomic_load(&c.err));
+        conc_future_free(a);
+        conc_future_free(b);
+    }
     conc_pool_free(p);
 }
 

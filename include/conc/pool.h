@@ -85,6 +85,9 @@
  * callback may call any future function and conc_pool_submit, but must
  * not block for long (it delays other results) and must not join or free
  * the pool that runs it (that would wait for the callback's own thread).
+ * Futures completed together (the results one round collects, the tasks
+ * a terminate or a timeout fails) are all final before the first of their
+ * callbacks runs, so a callback may wait for another of them.
  * A callback run by a process pool's manager that waits for another
  * future of that pool gets its result, or its worker's death, timeout or
  * the pool's terminate, like any waiter: the waiting manager goes on with
