@@ -139,11 +139,15 @@ int conc__sync_named_open(void **region, size_t *size, const char *name,
     if (name == NULL) {
         return CONC_EINVAL;
     }
+    /* One second in all for a creator still making the object: sizing
+     * the segment (ENODATA until then), then publishing the magic.  A
+     * deadline rather than a count of sleeps, so signals cannot cut it. */
+    conc__deadline dl;
+    conc__deadline_init(&dl, 1.0);
     conc_shm *shm;
     int err = conc_shm_open(&shm, name);
-    /* ENODATA: the creator is between sizing and mapping; as for the
-     * magic below, give it a second. */
-    for (int i = 0; err == CONC_ESYS && errno == ENODATA && i < 1000; i++) {
+    while (err == CONC_ESYS && errno == ENODATA &&
+           !conc__deadline_passed(&dl)) {
         usleep(1000);
         err = conc_shm_open(&shm, name);
     }
@@ -157,10 +161,9 @@ int conc__sync_named_open(void **region, size_t *size, const char *name,
         return CONC_EINVAL;
     }
     /* Acquire: pairs with the creator's release in conc__sync_publish, so
-     * the whole object is seen initialised.  The creator stores the magic
-     * right after sizing the segment; wait a moment for it. */
+     * the whole object is seen initialised. */
     uint32_t seen = __atomic_load_n(&hdr[0], __ATOMIC_ACQUIRE);
-    for (int i = 0; seen == 0 && i < 1000; i++) {
+    while (seen == 0 && !conc__deadline_passed(&dl)) {
         usleep(1000);
         seen = __atomic_load_n(&hdr[0], __ATOMIC_ACQUIRE);
     }

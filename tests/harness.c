@@ -475,3 +475,10 @@ int th_wait(pid_t pid, double timeout)
     }
     return status;
 }
+
+bool th_shm_exists(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "/dev/shm/%s", name[0] == '/' ? name + 1 : name);
+    return access(path, F_OK) == 0;
+}

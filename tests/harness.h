@@ -92,6 +92,9 @@ int th_run(char *const argv[], char **out, double timeout);
 char *th_run_example(const char *name, const char *arg1, const char *arg2,
                      double timeout);
 
+/* Whether the POSIX shared memory object name ("x" or "/x") exists. */
+bool th_shm_exists(const char *name);
+
 /* How many times needle occurs in hay. */
 int th_count(const char *hay, const char *needle);
 

@@ -16,13 +16,6 @@
 
 #define S(str) (str), strlen(str)
 
-static bool shm_exists(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "/dev/shm/%s", name[0] == '/' ? name + 1 : name);
-    return access(path, F_OK) == 0;
-}
-
 static void check_value(conc_dict *d, const void *k, size_t klen,
                         const void *want, size_t wlen)
 {
@@ -586,7 +579,7 @@ TEST(dict_named_shared_with_an_unrelated_process)
     CHECK_EQ(errno, EEXIST);
     CHECK_OK(conc__dict_check(d));
     conc_dict_free(d);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     errno = 0;
     CHECK_ERR(conc_dict_open(&o, name), CONC_ESYS);
     CHECK_EQ(errno, ENOENT);
@@ -626,7 +619,7 @@ TEST(dict_open_checks_magic_version_and_layout)
     conc_dict_free(d);
     conc_shm_free(m);
     conc_dict_free(real);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 static long rss_kb(void)
@@ -718,11 +711,11 @@ TEST(dict_fault_loops)
     d = NULL;
     FAULT_LOOP(conc_dict_new(&d, &(conc_dict_opts){ .name = name,
                                                      .capacity_bytes = 1 << 20 }),
-               (void)0, CHECK(d == NULL && !shm_exists(name)));
+               (void)0, CHECK(d == NULL && !th_shm_exists(name)));
     conc_dict *o = NULL;
     FAULT_LOOP(conc_dict_open(&o, name), conc_dict_free(o), CHECK(o == NULL));
     conc_dict_free(d);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 static conc_dict *hammer_dict;

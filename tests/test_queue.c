@@ -81,13 +81,6 @@ static const char *unique_name(const char *tag)
     return qname;
 }
 
-static bool shm_exists(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/dev/shm/%s", name);
-    return access(path, F_OK) == 0;
-}
-
 /* ---- arguments ------------------------------------------------------------ */
 
 TEST(queue_rejects_bad_arguments)
@@ -1040,7 +1033,7 @@ TEST(queue_named_opened_by_exec_process)
     CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .name = name,
                                                      .capacity_bytes =
                                                          1 << 16 }));
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     CHECK_ERR(conc_queue_new(&q2, &(conc_queue_opts){ .name = name }),
               CONC_ESYS);
     CHECK_EQ(errno, EEXIST);
@@ -1074,17 +1067,17 @@ TEST(queue_named_opened_by_exec_process)
     int oerr = conc_queue_open(&q2, name);
     if (oerr != 0) {
         th_fail(__FILE__, __LINE__, "open: %s errno %d exists %d",
-                conc_errname(oerr), errno, shm_exists(name));
+                conc_errname(oerr), errno, th_shm_exists(name));
     }
     put_str(q2, "via open");
     conc_queue_free(q2);
     pid = th_fork(child_frees_inherited, q);
     CHECK_EQ(th_wait(pid, 10), 0);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     get_str(q, "via open");
     /* The creator does. */
     conc_queue_free(q);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     CHECK_ERR(conc_queue_open(&q2, name), CONC_ESYS);
     CHECK_EQ(errno, ENOENT);
     char *argv3[] = { (char *)th_prog("prog_queue_peer"), (char *)name,
@@ -1145,7 +1138,7 @@ TEST(queue_new_and_open_fault_loops)
                 get_str(q, "works");
                 conc_queue_free(q);
                 conc_queue_free(creator);
-                CHECK(!shm_exists(name));
+                CHECK(!th_shm_exists(name));
                 break;
             }
             failures++;
@@ -1153,10 +1146,10 @@ TEST(queue_new_and_open_fault_loops)
             CHECK(q == NULL);
             if (kind == 1) {
                 /* A failed create leaves no name behind. */
-                CHECK(!shm_exists(name));
+                CHECK(!th_shm_exists(name));
             }
             conc_queue_free(creator);
-            CHECK(!shm_exists(name));
+            CHECK(!th_shm_exists(name));
             CHECK(n < 50);
         }
         CHECK(failures >= (kind == 0 ? 2 : 3));

@@ -16,13 +16,6 @@ static void test_name(char *buf, size_t cap, const char *tag)
     snprintf(buf, cap, "/conc_test_%s_%d", tag, (int)getpid());
 }
 
-static bool shm_exists(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "/dev/shm/%s", name[0] == '/' ? name + 1 : name);
-    return access(path, F_OK) == 0;
-}
-
 TEST(shm_create_open_share_bytes)
 {
     char name[128];
@@ -53,9 +46,9 @@ TEST(shm_create_open_share_bytes)
     CHECK_EQ(stat(path, &st), 0);
     CHECK_EQ(st.st_mode & 0777, 0600);
     conc_shm_free(b); /* an opener: no unlink */
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     conc_shm_free(a); /* the creator: unlinks */
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     conc_shm_free(NULL);
 }
 
@@ -71,7 +64,7 @@ TEST(shm_name_without_slash_is_the_same_name)
     CHECK_OK(conc_shm_open(&b, name + 1));
     conc_shm_free(b);
     conc_shm_free(a);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(shm_create_fails_when_the_name_exists)
@@ -126,7 +119,7 @@ TEST(shm_bad_arguments_are_einval)
     longname[250] = '\0';
     CHECK_OK(conc_shm_create(&m, longname, 64));
     conc_shm_free(m);
-    CHECK(!shm_exists(longname));
+    CHECK(!th_shm_exists(longname));
 }
 
 TEST(shm_null_name_picks_a_fresh_one)
@@ -142,7 +135,7 @@ TEST(shm_null_name_picks_a_fresh_one)
     snprintf(name, sizeof name, "%s", conc_shm_name(a));
     conc_shm_free(a);
     conc_shm_free(b);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(shm_unlink_keeps_mappings_and_frees_the_name)
@@ -153,7 +146,7 @@ TEST(shm_unlink_keeps_mappings_and_frees_the_name)
     CHECK_OK(conc_shm_create(&a, name, 4096));
     CHECK_OK(conc_shm_open(&b, name));
     CHECK_OK(conc_shm_unlink(b)); /* any process may unlink */
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     errno = 0;
     CHECK_ERR(conc_shm_unlink(a), CONC_ESYS);
     CHECK_EQ(errno, ENOENT);
@@ -167,10 +160,10 @@ TEST(shm_unlink_keeps_mappings_and_frees_the_name)
      * creator's free must not unlink it. */
     CHECK_OK(conc_shm_create(&c, name, 64));
     conc_shm_free(a);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     conc_shm_free(b);
     conc_shm_free(c);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 static conc_shm *inherited;
@@ -191,10 +184,10 @@ TEST(shm_forked_child_is_not_the_creator)
     pid_t pid = th_fork(child_frees_inherited, NULL);
     int st = th_wait(pid, 10);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     CHECK_EQ(((char *)conc_shm_ptr(inherited))[0], 'c');
     conc_shm_free(inherited);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(shm_unrelated_process_opens_by_name)
@@ -219,7 +212,7 @@ TEST(shm_unrelated_process_opens_by_name)
     char *argv2[] = { (char *)th_prog("prog_shm_peer"), "unlink", name, NULL };
     st = th_run(argv2, NULL, 20);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     conc_shm_free(a);
 }
 
@@ -236,7 +229,7 @@ TEST(shm_creator_exit_unlinks)
     }
     CHECK(strstr(out, "created ") != NULL);
     free(out);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     /* The name is free again. */
     conc_shm *m = NULL;
     CHECK_OK(conc_shm_create(&m, name, 64));
@@ -260,7 +253,7 @@ TEST(shm_fault_loop_create_and_open)
         }
         CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
         CHECK(m == NULL);
-        CHECK(!shm_exists(name)); /* nothing left behind */
+        CHECK(!th_shm_exists(name)); /* nothing left behind */
         CHECK(n < 50);
     }
     CHECK(n >= 4); /* calloc, shm_open, ftruncate, mmap each failed once */
@@ -281,5 +274,5 @@ TEST(shm_fault_loop_create_and_open)
     CHECK(n >= 3);
     conc_shm_free(o);
     conc_shm_free(m);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }

@@ -20,13 +20,6 @@ static const char *unique_name(const char *tag)
     return nbuf;
 }
 
-static bool shm_exists(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/dev/shm/%s", name);
-    return access(path, F_OK) == 0;
-}
-
 /* ---- the peer program, run to the end or in a thread ------------------- */
 
 struct peer {
@@ -161,13 +154,13 @@ TEST(sync_named_bad_arguments)
                                                    .name = name }),
               CONC_EINVAL);
     CHECK(c == NULL);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){
                                        .parties = 2, .name = name,
                                        .action = (conc_barrier_action_fn)1 }),
               CONC_EINVAL);
     CHECK(b == NULL);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     conc_lock_free(plain);
 }
 
@@ -239,7 +232,7 @@ TEST(sync_named_open_refuses_another_kind_and_junk)
     CHECK_OK(conc_shm_create(&m, name, 4));
     CHECK_ERR(conc_lock_open(&l, name), CONC_EINVAL);
     conc_shm_free(m);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_barrier_open_checks_its_slot_count)
@@ -263,7 +256,7 @@ TEST(sync_named_barrier_open_checks_its_slot_count)
     conc_barrier_free(o);
     conc_shm_free(m);
     conc_barrier_free(b);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 /* ---- the same object in an unrelated process ------------------------------ */
@@ -273,7 +266,7 @@ TEST(sync_named_lock_is_shared_with_an_unrelated_process)
     const char *name = unique_name("lock");
     conc_lock *l, *l2;
     CHECK_OK(conc_lock_new(&l, &(conc_lock_opts){ .name = name }));
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     /* A second handle in this process is another mapping of one word. */
     CHECK_OK(conc_lock_open(&l2, name));
     CHECK(l2 != l);
@@ -302,9 +295,9 @@ TEST(sync_named_lock_is_shared_with_an_unrelated_process)
     CHECK_OK(conc_lock_acquire(l2, 0));
     CHECK_OK(conc_lock_release(l2));
     conc_lock_free(l2);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     conc_lock_free(l);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_rlock_owner_is_a_thread_of_one_process)
@@ -322,7 +315,7 @@ TEST(sync_named_rlock_owner_is_a_thread_of_one_process)
     CHECK(!conc_rlock_locked(r));
     CHECK_PEER("rlock", name, "try", NULL, "try CONC_OK\n");
     conc_rlock_free(r);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_semaphore_value_and_bound_travel)
@@ -349,7 +342,7 @@ TEST(sync_named_semaphore_value_and_bound_travel)
     CHECK_STR(out, "value 0\n");
     free(out);
     conc_sem_free(s);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_event_wakes_an_unrelated_waiter)
@@ -368,7 +361,7 @@ TEST(sync_named_event_wakes_an_unrelated_waiter)
     CHECK_PEER("event", name, "set", NULL, "");
     CHECK(conc_event_is_set(e));
     conc_event_free(e);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_condition_notified_by_an_unrelated_process)
@@ -395,7 +388,7 @@ TEST(sync_named_condition_notified_by_an_unrelated_process)
     CHECK_ERR(conc_cond_wait(c, 0.05), CONC_ETIMEDOUT);
     CHECK_OK(conc_cond_release(c));
     conc_cond_free(c);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_barrier_releases_parties_of_two_programs)
@@ -420,7 +413,7 @@ TEST(sync_named_barrier_releases_parties_of_two_programs)
     CHECK_PEER("barrier", name, "wait", NULL,
                "parties 2\nwait CONC_EBROKEN index -1\n");
     conc_barrier_free(b);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_open_waits_for_a_creator_still_making_it)
@@ -481,7 +474,7 @@ TEST(sync_named_cond_open_checks_its_lock)
     conc_cond_free(o);
     conc_shm_free(m);
     conc_cond_free(c);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 /* ---- fork ------------------------------------------------------------------- */
@@ -535,7 +528,7 @@ TEST(sync_named_fork_while_another_thread_is_in_the_list)
     pid_t pid = th_fork(child_makes_and_frees, (void *)name);
     CHECK_EQ(th_wait(pid, 10), 0);
     AWAIT(atomic_load(&held) == 2);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 /* ---- who unlinks ------------------------------------------------------------ */
@@ -558,15 +551,15 @@ TEST(sync_named_only_the_creator_unlinks)
     /* An opener's free and a forked child's free leave the name. */
     CHECK_OK(conc_sem_open(&o, name));
     conc_sem_free(o);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     pid_t pid = th_fork(child_uses_and_frees, s);
     CHECK_EQ(th_wait(pid, 10), 0);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     CHECK_EQ(conc_sem_value(s), 1);
     /* An opener keeps working after the creator freed and unlinked. */
     CHECK_OK(conc_sem_open(&o, name));
     conc_sem_free(s);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
     CHECK_OK(conc_sem_acquire(o, 0));
     CHECK_ERR(conc_sem_open(&s, name), CONC_ESYS);
     CHECK_EQ(errno, ENOENT);
@@ -577,16 +570,16 @@ TEST(sync_named_only_the_creator_unlinks)
     CHECK_EQ(conc_sem_value(fresh), 5);
     CHECK_EQ(conc_sem_value(o), 0);
     conc_sem_free(o);
-    CHECK(shm_exists(name));
+    CHECK(th_shm_exists(name));
     conc_sem_free(fresh);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(sync_named_creator_that_exits_without_free_unlinks)
 {
     const char *name = unique_name("atexit");
     CHECK_PEER("lock", name, "create-exit", NULL, "made\n");
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 /* ---- failure paths ------------------------------------------------------------ */
@@ -744,16 +737,16 @@ TEST(sync_named_new_and_open_fault_loops)
                     use_kind(kind, x);
                     free_kind(kind, x);
                     free_kind(kind, creator);
-                    CHECK(!shm_exists(name));
+                    CHECK(!th_shm_exists(name));
                     break;
                 }
                 failures++;
                 CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
                 CHECK(x == NULL);
                 /* A failed create leaves no name behind. */
-                CHECK_EQ(shm_exists(name), opening);
+                CHECK_EQ(th_shm_exists(name), opening);
                 free_kind(kind, creator);
-                CHECK(!shm_exists(name));
+                CHECK(!th_shm_exists(name));
                 CHECK(n < 50);
             }
             /* new: calloc (cond, barrier), shm_open, ftruncate, mmap, the

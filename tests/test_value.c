@@ -12,13 +12,6 @@
 #include <errno.h>
 #include <sys/wait.h>
 
-static bool shm_exists(const char *name)
-{
-    char path[512];
-    snprintf(path, sizeof path, "/dev/shm/%s", name[0] == '/' ? name + 1 : name);
-    return access(path, F_OK) == 0;
-}
-
 TEST(value_raw_and_locked_basics)
 {
     conc_value *raw = NULL, *val = NULL;
@@ -178,7 +171,7 @@ TEST(value_named_opened_by_an_unrelated_process)
               CONC_ESYS);
     CHECK_EQ(errno, EEXIST);
     conc_value_free(v);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 /* A named Value with a lock: the lock lives in the segment, so a process
@@ -229,7 +222,7 @@ TEST(value_named_with_lock_shares_the_lock_by_name)
     CHECK(!conc_lock_locked(l));
     conc_value_free(o);
     conc_value_free(v);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
 
 TEST(value_open_rejects_a_segment_that_is_not_a_value)
@@ -282,7 +275,7 @@ TEST(value_fault_loops)
             break;
         }
         CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
-        CHECK(!shm_exists(name));
+        CHECK(!th_shm_exists(name));
         CHECK(n < 50);
     }
     for (int n = 1;; n++) {
@@ -301,5 +294,5 @@ TEST(value_fault_loops)
         CHECK(n < 50);
     }
     conc_value_free(v);
-    CHECK(!shm_exists(name));
+    CHECK(!th_shm_exists(name));
 }
