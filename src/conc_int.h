@@ -21,6 +21,20 @@
     } while (0)
 _Noreturn void conc__assert_fail(const char *what, const char *file, int line);
 
+/* conc__fail - records the detail conc_errdetail() will show for the
+ * error err that the caller is about to return, and returns err:
+ *     return conc__fail(CONC_EINVAL, "conc_queue_new: capacity_bytes %zu "
+ *                       "is over CONC_QUEUE_MAX_CAPACITY", cap);
+ * The text names the public function and says what is wrong with what.
+ * errno is kept.  conc__fail_sys is the same for a failed OS call: it
+ * appends ": " and strerror(errno) (errno kept), so the text need only
+ * name the call: conc__fail_sys(CONC_ESYS, "conc_shm_open: shm_open('%s')",
+ * name).  Cheap enough for any error path; never on a success path. */
+int conc__fail(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int conc__fail_sys(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* The layout of conc_buf, so modules that hand one to a callback can make
  * one on the stack.  limit 0 = no limit. */
 struct conc_buf {

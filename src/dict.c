@@ -780,8 +780,8 @@ static void dict_init(dict_hdr *h, const layout *l)
     h->heap_off = l->heap_off;
     h->heap_size = l->heap_size;
     h->max_order = l->max_order;
-    h->hash_seed = fmix64(conc__now_ns() ^ ((uint64_t)getpid() << 20) ^
-                          (uint64_t)(uintptr_t)h);
+    /* Random: a peer cannot pick keys that all fall in one chain. */
+    h->hash_seed = conc__os_random64();
     carve(h, 0, l->heap_size >> UNIT_SHIFT);
     /* release: an opener that reads the magic (acquire, dict_attach)
      * sees the whole initialised header. */

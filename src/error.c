@@ -2,8 +2,57 @@
  * X-macro table in conc/common.h so the three can never disagree. */
 #include "conc_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* The detail of this thread's last failure.  Plain (global-dynamic) TLS:
+ * only error paths touch it, and 512 bytes of initial-exec TLS in a
+ * shared library would eat the surplus glibc keeps for dlopen. */
+#define DETAIL_MAX 512
+static _Thread_local char detail[DETAIL_MAX];
+
+const char *conc_errdetail(void)
+{
+    return detail;
+}
+
+static int fail_v(int err, bool with_errno, const char *fmt, va_list ap)
+{
+    int saved = errno;
+    int n = vsnprintf(detail, sizeof detail, fmt, ap);
+    if (n < 0) {
+        n = 0;
+        detail[0] = '\0';
+    }
+    if (with_errno && (size_t)n < sizeof detail) {
+        char buf[128];
+        /* strerror_r (GNU) returns the text, in buf or static. */
+        const char *text = strerror_r(saved, buf, sizeof buf);
+        snprintf(detail + n, sizeof detail - (size_t)n, ": %s", text);
+    }
+    errno = saved;
+    return err;
+}
+
+int conc__fail(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail_v(err, false, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+int conc__fail_sys(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fail_v(err, true, fmt, ap);
+    va_end(ap);
+    return err;
+}
 
 const char *conc_strerror(int err)
 {

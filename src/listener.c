@@ -83,7 +83,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -452,16 +451,8 @@ static int deliver_challenge(int fd, int wake, const unsigned char *key,
     unsigned char msg[CHALLENGE_LEN + NONCE_LEN];
     memcpy(msg, CHALLENGE, CHALLENGE_LEN);
     unsigned char *nonce = msg + CHALLENGE_LEN;
-    size_t got = 0;
-    while (got < NONCE_LEN) {
-        /* getrandom: the kernel's CSPRNG, no descriptor to open (or to
-         * run out of); it only blocks before the pool is first seeded. */
-        ssize_t r = getrandom(nonce + got, NONCE_LEN - got, 0);
-        if (r > 0) {
-            got += (size_t)r;
-        } else if (r < 0 && errno != EINTR) {
-            return CONC_EAUTH;
-        }
+    if (conc__os_random(nonce, NONCE_LEN) != 0) {
+        return CONC_EAUTH;
     }
     int err = hs_send(fd, wake, msg, sizeof msg, dl);
     if (err != 0) {

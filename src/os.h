@@ -81,6 +81,19 @@ pid_t conc__os_fork(void);
  * errno when the kernel has none (callers fall back to polling). */
 int conc__os_pidfd_open(pid_t pid);
 
+/* ---- randomness ---------------------------------------------------------
+ * The one source of random bytes in libconc: the kernel's CSPRNG
+ * (getrandom(2)), which needs no descriptor and blocks only before the
+ * kernel's pool is first seeded at boot.  Fills all len bytes and returns
+ * 0, or -1 with errno (a fault-seam hit gives EIO).  Queue keys, hash
+ * seeds, fresh segment names and authentication nonces all come from here,
+ * so none of them can be guessed from the clock or the pid. */
+int conc__os_random(void *buf, size_t len);
+/* A random 64-bit value from conc__os_random, for callers that have no
+ * error path (a segment's key); falls back to a clock-and-address mix only
+ * if the kernel refuses (it does not on Linux >= 3.17). */
+uint64_t conc__os_random64(void);
+
 /* ---- the fault seam ------------------------------------------------------
  * conc__fault_arm(n): the n-th (1-based) call through the seam from now on
  * fails (allocation: NULL with ENOMEM; OS call: -1 with EIO unless stated);

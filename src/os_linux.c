@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -316,4 +317,39 @@ int conc__os_pidfd_open(pid_t pid)
     errno = ENOSYS;
     return -1;
 #endif
+}
+
+int conc__os_random(void *buf, size_t len)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    unsigned char *p = buf;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = getrandom(p + got, len - got, 0);
+        if (r > 0) {
+            got += (size_t)r;
+        } else if (r < 0 && errno != EINTR) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+uint64_t conc__os_random64(void)
+{
+    uint64_t x = 0;
+    /* getrandom without the seam: this caller has no failure path, so a
+     * test's armed fault must not be spent here. */
+    if (getrandom(&x, sizeof x, 0) == (ssize_t)sizeof x) {
+        return x;
+    }
+    x = conc__now_ns() ^ ((uint64_t)getpid() << 32) ^
+        (uint64_t)(uintptr_t)&x;
+    x += UINT64_C(0x9E3779B97F4A7C15);
+    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return x ^ (x >> 31);
 }

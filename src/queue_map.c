@@ -64,17 +64,9 @@ static char *shm_name(const char *name, int *err)
 
 static uint64_t random_key(void)
 {
-    /* Not a secret against an attacker, only against accidental look-
-     * alikes: splitmix64 over time, pid and an address. */
-    uint64_t x = conc__now_ns() ^ ((uint64_t)getpid() << 32) ^
-                 (uint64_t)(uintptr_t)&x;
-    x += UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    x ^= x >> 31;
     /* The top bit set: no position ever reaches it, so a zeroed ring
      * header (stamp 0) never matches. */
-    return x | (UINT64_C(1) << 63);
+    return conc__os_random64() | (UINT64_C(1) << 63);
 }
 
 static void handle_fill(conc_queue *q, void *map, size_t map_size)

@@ -130,36 +130,34 @@ static void created_remove(struct conc_shm *m)
 int conc__shm_name_fix(const char *name, char *out, size_t cap)
 {
     if (name == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "the name is NULL");
     }
+    const char *given = name;
     if (name[0] == '/') {
         name++;
     }
     size_t n = strnlen(name, SHM_NAME_MAX + 1);
     if (n == 0 || n > SHM_NAME_MAX || strchr(name, '/') != NULL ||
         strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || n + 2 > cap) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "name '%.64s%s': a name is 1 to %d bytes after an "
+                          "optional leading '/', with no other '/', and not "
+                          "'.' or '..'",
+                          given, strlen(given) > 64 ? "..." : "",
+                          SHM_NAME_MAX);
     }
     out[0] = '/';
     memcpy(out + 1, name, n + 1);
     return 0;
 }
 
-/* A fresh random name: 16 hex digits from getrandom-grade entropy is
- * overkill; the pid, a counter and the clock are unique enough, and a
- * clash just fails with EEXIST and is retried. */
+/* A fresh random name (Python's psm_xxxxxxxx): 64 random bits, so a
+ * name cannot be guessed ahead by another user; a clash just fails with
+ * EEXIST and is retried. */
 static void random_name(char *out, size_t cap)
 {
-    static _Atomic uint32_t counter;
-    /* relaxed: only uniqueness of the value matters. */
-    uint32_t c = atomic_fetch_add_explicit(&counter, 1, memory_order_relaxed);
-    uint64_t x = conc__now_ns() ^ ((uint64_t)getpid() << 32) ^
-                 ((uint64_t)c * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 31;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 29;
-    snprintf(out, cap, "/conc_%d_%016llx", (int)getpid(),
-             (unsigned long long)x);
+    snprintf(out, cap, "/conc_%016llx",
+             (unsigned long long)conc__os_random64());
 }
 
 /* ---- the OS calls, each through the fault seam -------------------------- */
@@ -191,9 +189,11 @@ static void *seam_mmap(int fd, size_t size)
     return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 }
 
-static int errno_to_err(int e)
+/* CONC_ENOMEM or CONC_ESYS for a failed OS call, with its detail. */
+static int os_fail(const char *fn, const char *call, const char *name)
 {
-    return e == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
+    return conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                          "%s: %s('%s')", fn, call, name);
 }
 
 /* ---- the API ------------------------------------------------------------- */
@@ -202,13 +202,17 @@ int conc_shm_create(conc_shm **out, const char *name, size_t size)
 {
     int err = 0;
     conc_shm *m = NULL;
-    if (out == NULL || size == 0 || size > (size_t)INT64_MAX) {
-        return CONC_EINVAL;
+    if (out == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_shm_create: out is NULL");
+    }
+    if (size == 0 || size > (size_t)INT64_MAX) {
+        return conc__fail(CONC_EINVAL, "conc_shm_create: size %zu: it must "
+                          "be positive and at most 2^63 - 1", size);
     }
     *out = NULL;
     m = conc__calloc(1, sizeof *m);
     if (m == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_shm_create: out of memory");
     }
     m->fd = -1;
     if (name != NULL) {
@@ -226,18 +230,18 @@ int conc_shm_create(conc_shm **out, const char *name, size_t size)
             break;
         }
         if (name != NULL || errno != EEXIST || tries > 100) {
-            err = errno_to_err(errno);
+            err = os_fail("conc_shm_create", "shm_open", m->name);
             goto fail;
         }
     }
     if (seam_ftruncate(m->fd, (off_t)size) != 0) {
-        err = errno_to_err(errno);
+        err = os_fail("conc_shm_create", "ftruncate", m->name);
         goto fail_unlink;
     }
     m->ptr = seam_mmap(m->fd, size);
     if (m->ptr == MAP_FAILED) {
         m->ptr = NULL;
-        err = errno_to_err(errno);
+        err = os_fail("conc_shm_create", "mmap", m->name);
         goto fail_unlink;
     }
     m->size = size;
@@ -267,12 +271,12 @@ int conc_shm_open(conc_shm **out, const char *name)
     conc_shm *m = NULL;
     struct stat st;
     if (out == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_shm_open: out is NULL");
     }
     *out = NULL;
     m = conc__calloc(1, sizeof *m);
     if (m == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_shm_open: out of memory");
     }
     m->fd = -1;
     err = conc__shm_name_fix(name, m->name, sizeof m->name);
@@ -281,24 +285,25 @@ int conc_shm_open(conc_shm **out, const char *name)
     }
     m->fd = seam_shm_open(m->name, O_RDWR, 0);
     if (m->fd < 0) {
-        err = errno_to_err(errno);
+        err = os_fail("conc_shm_open", "shm_open", m->name);
         goto fail;
     }
     if (fstat(m->fd, &st) != 0) {
-        err = errno_to_err(errno);
+        err = os_fail("conc_shm_open", "fstat", m->name);
         goto fail;
     }
     if (st.st_size <= 0) {
         /* A creator between shm_open and ftruncate: nothing to map yet. */
         errno = ENODATA;
-        err = CONC_ESYS;
+        err = conc__fail_sys(CONC_ESYS, "conc_shm_open: '%s' has size 0 "
+                             "(its creator has not sized it yet)", m->name);
         goto fail;
     }
     m->size = (size_t)st.st_size;
     m->ptr = seam_mmap(m->fd, m->size);
     if (m->ptr == MAP_FAILED) {
         m->ptr = NULL;
-        err = errno_to_err(errno);
+        err = os_fail("conc_shm_open", "mmap", m->name);
         goto fail;
     }
     *out = m;
@@ -332,10 +337,11 @@ const char *conc_shm_name(const conc_shm *m)
 int conc_shm_unlink(conc_shm *m)
 {
     if (m == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_shm_unlink: m is NULL");
     }
     if (shm_unlink(m->name) != 0) {
-        return CONC_ESYS;
+        return conc__fail_sys(CONC_ESYS, "conc_shm_unlink: shm_unlink('%s')",
+                              m->name);
     }
     m->unlinked = true;
     return 0;

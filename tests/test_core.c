@@ -5,6 +5,7 @@
 #include "conc_int.h"
 
 #include <math.h>
+#include <pthread.h>
 
 TEST(strerror_names_every_code)
 {
@@ -19,7 +20,7 @@ TEST(strerror_names_every_code)
 #undef X
     };
     size_t n = sizeof codes / sizeof codes[0];
-    CHECK_EQ(n, 17);
+    CHECK_EQ(n, 18);
     for (size_t i = 0; i < n; i++) {
         CHECK(codes[i] < 0);
         CHECK(strcmp(conc_strerror(codes[i]), "unknown error") != 0);
@@ -27,6 +28,59 @@ TEST(strerror_names_every_code)
             CHECK(codes[i] != codes[j]);
         }
     }
+}
+
+TEST(errdetail_is_per_thread_and_keeps_errno)
+{
+    CHECK_STR(conc_errdetail(), "");
+    errno = ENOENT;
+    CHECK_ERR(conc__fail_sys(CONC_ESYS, "conc_x: shm_open('%s')", "/jobs"),
+              CONC_ESYS);
+    CHECK_EQ(errno, ENOENT);
+    CHECK_STR(conc_errdetail(), "conc_x: shm_open('/jobs'): "
+                                "No such file or directory");
+    CHECK_ERR(conc__fail(CONC_EINVAL, "conc_y: %d is bad", 5), CONC_EINVAL);
+    CHECK_STR(conc_errdetail(), "conc_y: 5 is bad");
+    /* A long text is cut, never overrun. */
+    char big[2000];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    CHECK_ERR(conc__fail_sys(CONC_ESYS, "%s", big), CONC_ESYS);
+    CHECK(strlen(conc_errdetail()) < 600);
+    CHECK(strncmp(conc_errdetail(), "aaaa", 4) == 0);
+}
+
+static void *other_thread_detail(void *arg)
+{
+    (void)arg;
+    /* A new thread starts with no detail, and its failure stays its own. */
+    bool empty = conc_errdetail()[0] == '\0';
+    conc__fail(CONC_ETIMEDOUT, "conc_z: other thread");
+    return (void *)(uintptr_t)empty;
+}
+
+TEST(errdetail_of_another_thread_is_not_seen)
+{
+    conc__fail(CONC_EINVAL, "mine");
+    pthread_t t;
+    void *res = NULL;
+    CHECK_EQ(pthread_create(&t, NULL, other_thread_detail, NULL), 0);
+    CHECK_EQ(pthread_join(t, &res), 0);
+    CHECK(res == (void *)1);
+    CHECK_STR(conc_errdetail(), "mine");
+}
+
+TEST(errdetail_names_the_os_call_of_a_failed_open)
+{
+    conc_shm *m = NULL;
+    CHECK_ERR(conc_shm_open(&m, "/conc_no_such_segment_here"), CONC_ESYS);
+    CHECK_EQ(errno, ENOENT);
+    CHECK_STR(conc_errdetail(), "conc_shm_open: shm_open('/conc_no_such_"
+                                "segment_here'): No such file or directory");
+    CHECK_ERR(conc_shm_create(&m, "a/b", 10), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "'a/b'") != NULL);
+    CHECK_ERR(conc_shm_create(&m, "x", 0), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "size") != NULL);
 }
 
 TEST(deadline_rejects_bad_timeouts)

@@ -36,7 +36,7 @@ extern "C" {
     X(ETIMEDOUT, -ETIMEDOUT, "timed out (TimeoutError)")                     \
     X(EFULL, -1001, "queue is full (queue.Full)")                            \
     X(EEMPTY, -1002, "nothing there (queue.Empty / KeyError)")               \
-    X(ECLOSED, -1003, "closed, and nothing left (EOFError)")                 \
+    X(ECLOSED, -1003, "closed: nothing more can be sent or received (EOFError)") \
     X(EINVAL, -EINVAL, "invalid argument (ValueError)")                      \
     X(ESTATE, -1004, "call not valid in this state (AssertionError)")        \
     X(EPERM, -EPERM, "not held by the caller (RuntimeError)")                \
@@ -48,8 +48,9 @@ extern "C" {
     X(EOWNERDEAD, -EOWNERDEAD, "acquired; the previous holder died")         \
     X(ETOOBIG, -1009, "message too big for the buffer or the capacity")      \
     X(ENOMEM, -ENOMEM, "out of memory or out of room")                       \
-    X(ESYS, -1010, "an operating system call failed (errno kept)")        \
-    X(EAUTH, -1011, "authentication failed (AuthenticationError)")
+    X(ESYS, -1010, "an operating system call failed (errno kept)")           \
+    X(EAUTH, -1011, "authentication failed (AuthenticationError)")           \
+    X(ENET, -1012, "server unreachable or connection lost (ConnectionError)")
 
 enum conc_error {
 #define CONC__ERR_ENUM(name, value, text) CONC_##name = (value),
@@ -64,6 +65,17 @@ CONC_API const char *conc_strerror(int err);
 /* conc_errname - the code's name, "CONC_ETIMEDOUT"; "CONC_OK" for 0,
  * "CONC_E?" for an unknown code.  Never NULL, static. */
 CONC_API const char *conc_errname(int err);
+
+/* conc_errdetail - what was wrong, in words, when a libconc call made by
+ * this thread last failed: the function, the argument or object at fault
+ * and why, and for CONC_ESYS the operating system call and errno's text:
+ *   "conc_shm_open: shm_open('/jobs'): Permission denied".
+ * Like errno it is per thread, set by a call that fails and left as it
+ * was by a call that succeeds, so read it right after the failing call.
+ * "" when no call of this thread has failed yet.  Never NULL; the text is
+ * the thread's own and stays valid until its next failing call.  The
+ * library never prints it: showing it is the caller's choice. */
+CONC_API const char *conc_errdetail(void);
 
 /* conc_msg - a received message: heap bytes the caller owns.  data is
  * NULL only for a zero-length message. */
