@@ -8,6 +8,10 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v setarch >/dev/null 2>&1 || need+=(util-linux)
+# clang and its libFuzzer runtime: the fuzz step (scripts/fuzz.sh).
+command -v clang >/dev/null 2>&1 || need+=(clang)
+ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
+    >/dev/null 2>&1 || need+=(libclang-rt-14-dev)
 # libzmq is a benchmark baseline (bench/bench_queue); the library never
 # links it.
 [ -e /usr/include/zmq.h ] || need+=(libzmq3-dev)

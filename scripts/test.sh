@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds libconc and passes every test in three flavours: plain (-O2 -g),
-# AddressSanitizer+UBSan, and ThreadSanitizer, with -Werror.
+# AddressSanitizer+UBSan, and ThreadSanitizer, with -Werror; then runs
+# every fuzz target for a bounded time (scripts/fuzz.sh, 60 s in all).
 #   CONC_FLAVOURS="plain" scripts/test.sh     only some flavours
+#   CONC_FUZZ_SECONDS=0 scripts/test.sh       no fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -23,4 +25,9 @@ for f in $flavours; do
     cmake --build "$dir" -j"$jobs"
     (cd "$dir" && ctest --output-on-failure -j"$jobs") || status=1
 done
+fuzz_s=${CONC_FUZZ_SECONDS:-60}
+if [ "$fuzz_s" -gt 0 ]; then
+    echo "=== fuzzing: ${fuzz_s} s in all ==="
+    bash scripts/fuzz.sh "$fuzz_s" || status=1
+fi
 exit $status

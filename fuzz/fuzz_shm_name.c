@@ -1,0 +1,35 @@
+/* fuzz_shm_name.c - the segment-name check every named object makes
+ * (conc__shm_name_fix): any bytes in, either CONC_EINVAL with a detail
+ * or a "/name" that satisfies every rule the header states, and nothing
+ * written past the output. */
+#include "shared_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    char *name = malloc(size + 1);
+    if (name == NULL) {
+        return 0;
+    }
+    memcpy(name, data, size);
+    name[size] = '\0';
+    char out[260];
+    memset(out, 0x5a, sizeof out);
+    int err = conc__shm_name_fix(name, out, 252);
+    if (err == 0) {
+        size_t n = strlen(out);
+        CONC__ASSERT(out[0] == '/' && n >= 2 && n <= 251);
+        CONC__ASSERT(strchr(out + 1, '/') == NULL);
+        CONC__ASSERT(strcmp(out, "/.") != 0 && strcmp(out, "/..") != 0);
+        CONC__ASSERT(strcmp(out + 1, name[0] == '/' ? name + 1 : name) == 0);
+    } else {
+        CONC__ASSERT(err == CONC_EINVAL && conc_errdetail()[0] != '\0');
+    }
+    CONC__ASSERT((unsigned char)out[252] == 0x5a);
+    free(name);
+    return 0;
+}
