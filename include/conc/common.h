@@ -50,7 +50,8 @@ extern "C" {
     X(ENOMEM, -ENOMEM, "out of memory or out of room")                       \
     X(ESYS, -1010, "an operating system call failed (errno kept)")           \
     X(EAUTH, -1011, "authentication failed (AuthenticationError)")           \
-    X(ENET, -1012, "server unreachable or connection lost (ConnectionError)")
+    X(ENET, -1012, "server unreachable or connection lost (ConnectionError)") \
+    X(ECORRUPT, -1013, "shared memory or a peer's bytes failed a check")
 
 enum conc_error {
 #define CONC__ERR_ENUM(name, value, text) CONC_##name = (value),
