@@ -552,3 +552,69 @@ TEST(lock_fork_while_threads_hammer_it)
     conc_lock_free(h->l);
     st_unshare(h, sizeof *h);
 }
+
+/* ---- wake latency: a release wakes its sleeper at once ------------------ */
+
+typedef struct {
+    conc_lock *l;
+    _Atomic int round;      /* the round the waiter may start */
+    _Atomic bool stop;
+    _Atomic int done;       /* rounds the waiter finished */
+    _Atomic double acquired; /* when the waiter got the lock, this round */
+} handoff;
+
+static void *handoff_waiter(void *arg)
+{
+    handoff *h = arg;
+    for (int r = 1;; r++) {
+        while (atomic_load(&h->round) < r) {
+            if (atomic_load(&h->stop)) {
+                return NULL;
+            }
+            th_sleep(0.0002);
+        }
+        CHECK_OK(conc_lock_acquire(h->l, 10));
+        atomic_store(&h->acquired, th_now());
+        CHECK_OK(conc_lock_release(h->l));
+        atomic_store(&h->done, r);
+    }
+}
+
+/* The release's FUTEX_WAKE is what wakes a sleeping acquirer: without it
+ * the sleeper would still get the lock, at the end of its 50 ms sleep
+ * slice.  40 hand-offs to a waiter that is surely asleep, released at
+ * varied phases of its slice, must take well under the ~1 s that slice
+ * ends would cost in all (25 ms each on average). */
+TEST(lock_release_wakes_a_sleeping_acquirer_at_once)
+{
+    handoff *h = st_shared(sizeof *h);
+    CHECK_OK(conc_lock_new(&h->l, NULL));
+    pthread_t t = st_thread(handoff_waiter, h);
+    double total = 0;
+    unsigned seed = (unsigned)getpid();
+    const int rounds = 40;
+    for (int r = 1; r <= rounds; r++) {
+        CHECK_OK(conc_lock_acquire(h->l, 1));
+        atomic_store(&h->round, r);
+        /* WAITERS set: the waiter is past its fast path; 2..50 ms later
+         * it is asleep in the kernel, at a varied phase of its slice. */
+        double end = th_now() + 10;
+        while (!conc__lock_has_waiters(h->l)) {
+            CHECK(th_now() < end);
+            th_sleep(0.0002);
+        }
+        th_sleep(0.002 + (double)(rand_r(&seed) % 48) / 1000);
+        double released = th_now();
+        CHECK_OK(conc_lock_release(h->l));
+        while (atomic_load(&h->done) < r) {
+            CHECK(th_now() < end);
+            th_sleep(0.0002);
+        }
+        total += atomic_load(&h->acquired) - released;
+    }
+    atomic_store(&h->stop, true);
+    st_join(t);
+    CHECK(total < 0.3);
+    conc_lock_free(h->l);
+    st_unshare(h, sizeof *h);
+}

@@ -1445,3 +1445,83 @@ TEST(queue_fork_while_threads_hammer_it)
     CHECK_ERR(conc_queue_get(q, &m, 0), CONC_EEMPTY);
     conc_queue_free(q);
 }
+
+/* ---- guards that a slice would otherwise hide ---------------------------- */
+
+/* A consumer died holding cmu after counting its get in nget but before
+ * moving head: the message is still there.  The repair restores nget, so
+ * before any get takes a message, qsize, full and a put all see the
+ * queue as full.  (A get right after the repair would rewrite nget and
+ * hide a repair that forgot it; the too-small get_into below takes the
+ * lock, and so runs the repair, without taking anything.) */
+TEST(queue_consumer_repair_restores_counts_before_any_get)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 3 }));
+    put_str(q, "one");
+    put_str(q, "two");
+    put_str(q, "three");
+    die_arg a = { q, DIE_AFTER_NGET };
+    pid_t pid = th_fork(child_dies_holding_lock, &a);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    char small[1];
+    size_t len = 0;
+    CHECK_ERR(conc_queue_get_into(q, small, 0, &len, 5), CONC_ETOOBIG);
+    CHECK_EQ(len, 3);
+    CHECK_EQ(conc_queue_qsize(q), 3);
+    CHECK(conc_queue_full(q));
+    CHECK(!conc_queue_empty(q));
+    CHECK_ERR(conc_queue_put(q, "four", 4, 0), CONC_EFULL);
+    get_str(q, "one");
+    get_str(q, "two");
+    get_str(q, "three");
+    CHECK_EQ(conc_queue_qsize(q), 0);
+    conc_queue_free(q);
+}
+
+typedef struct {
+    conc_queue *q;
+    _Atomic int result;     /* 0 running, 1 ECLOSED, 2 anything else */
+    _Atomic double returned;
+} close_waiter;
+
+static void *close_waiter_thread(void *arg)
+{
+    close_waiter *w = arg;
+    conc_msg m;
+    int err = conc_queue_get(w->q, &m, 20);
+    atomic_store(&w->returned, th_now());
+    atomic_store(&w->result, err == CONC_ECLOSED ? 1 : 2);
+    return NULL;
+}
+
+/* close() wakes a getter asleep on an empty queue at once, not at the end
+ * of its 100 ms sleep slice.  40 rounds, each closing at a varied phase of
+ * the slice (2..98 ms after the getter fell asleep): the getters' total
+ * delay must stay far below the ~2 s that slice ends would cost. */
+TEST(queue_close_wakes_a_sleeping_getter_at_once)
+{
+    double total = 0;
+    unsigned seed = (unsigned)getpid();
+    for (int r = 0; r < 40; r++) {
+        close_waiter w = { 0 };
+        CHECK_OK(conc_queue_new(&w.q, &(conc_queue_opts){
+                                          .capacity_bytes = 4096 }));
+        pthread_t t;
+        CHECK_EQ(pthread_create(&t, NULL, close_waiter_thread, &w), 0);
+        double end = th_now() + 10;
+        /* Bit 0 of data_seq: a getter is about to sleep or asleep. */
+        while ((atomic_load(&w.q->sh->data_seq) & 1) == 0) {
+            CHECK(th_now() < end);
+            th_sleep(0.0002);
+        }
+        th_sleep(0.002 + (double)(rand_r(&seed) % 96) / 1000);
+        double closed = th_now();
+        CHECK_OK(conc_queue_close(w.q));
+        CHECK_EQ(pthread_join(t, NULL), 0);
+        CHECK_EQ(atomic_load(&w.result), 1);
+        total += atomic_load(&w.returned) - closed;
+        conc_queue_free(w.q);
+    }
+    CHECK(total < 0.5);
+}
