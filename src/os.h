@@ -65,7 +65,11 @@ pid_t conc__os_gettid(void);
  * process for good: a reused pid has a later start time. */
 uint64_t conc__os_proc_starttime(pid_t pid);
 /* True while the process (pid, starttime) exists and is not a zombie.
- * starttime 0 checks the pid alone. */
+ * starttime 0 checks the pid alone.  When /proc shows nothing of pid
+ * (another user's process under hidepid, /proc not mounted) the answer
+ * is kill(pid, 0)'s: false only when no such task exists.  So a live
+ * process is never judged dead; an unseen zombie counts as alive until it
+ * is reaped. */
 bool conc__os_proc_alive(pid_t pid, uint64_t starttime);
 /* Same, for a thread id of any process: the thread is gone once its
  * /proc/<tid> entry is. */

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,13 +260,34 @@ uint64_t conc__os_proc_starttime(pid_t pid)
     return read_starttime(path, NULL);
 }
 
+/* When /proc says nothing of pid - no such entry, or one we may not read
+ * (another user's process under hidepid, /proc not mounted or covered) -
+ * the kernel itself is asked: kill(pid, 0) fails with ESRCH only when no
+ * task has that id, and with EPERM when one exists that we may not signal
+ * (it works for a thread id too).  Anything but ESRCH counts as alive: a
+ * holder is judged dead only when that is known, never from a /proc we
+ * cannot see (two holders would be worse than a wait). */
+static bool exists_unseen(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno != ESRCH;
+}
+
 bool conc__os_proc_alive(pid_t pid, uint64_t starttime)
 {
     char path[64];
     char state = 0;
+    if (pid <= 0) {
+        return false;
+    }
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int saved = errno;
     uint64_t st = read_starttime(path, &state);
-    if (st == 0 || state == 'Z' || state == 'X') {
+    if (st == 0) {
+        bool alive = exists_unseen(pid);
+        errno = saved;
+        return alive;
+    }
+    if (state == 'Z' || state == 'X') {
         return false;
     }
     return starttime == 0 || st == starttime;

@@ -11,8 +11,10 @@
  *                  start time, so a reused tid is not taken for the holder
  *
  * Sleepers FUTEX_WAIT on the low 32 bits (the tid and WAITERS), which is
- * where a release changes the word.  lock.c holds the algorithm and its
- * wake-up argument.
+ * where a release changes the word.  olock.c holds the algorithm and its
+ * wake-up argument; sync_self.c the identity and the liveness check;
+ * sync_sleep.c the sliced sleep; sync_region.c and sync_named.c the page
+ * each object lives in.
  */
 #ifndef CONC_SYNC_INT_H
 #define CONC_SYNC_INT_H

@@ -7,6 +7,9 @@
 #include "sync_int.h"
 
 #include <math.h>
+#include <grp.h>
+#include <sched.h>
+#include <sys/mount.h>
 
 TEST(lock_bad_arguments)
 {
@@ -617,4 +620,109 @@ TEST(lock_release_wakes_a_sleeping_acquirer_at_once)
     CHECK(total < 0.3);
     conc_lock_free(h->l);
     st_unshare(h, sizeof *h);
+}
+
+/* ---- a holder /proc does not show ---------------------------------------- */
+
+typedef struct {
+    conc_lock *l;
+    atomic_int held;
+} hidden_arg;
+
+/* Becomes an unprivileged user with no root group: hidepid lets members
+ * of /proc's gid (0 by default) see everything. */
+static bool become(uid_t id)
+{
+    return setgroups(0, NULL) == 0 && setgid(id) == 0 && setuid(id) == 0;
+}
+
+static int hidden_holder(void *arg)
+{
+    hidden_arg *a = arg;
+    if (!become(65533)) {
+        return 2;
+    }
+    if (conc_lock_acquire(a->l, 5) != 0) {
+        return 3;
+    }
+    atomic_store(&a->held, 1);
+    for (;;) {
+        pause();
+    }
+}
+
+static int hidden_waiter(void *arg)
+{
+    hidden_arg *a = arg;
+    if (!become(65534)) {
+        return 2;
+    }
+    /* The holder runs, but under hidepid=2 this user cannot see it. */
+    int err = conc_lock_acquire(a->l, 0.3);
+    return err == CONC_ETIMEDOUT ? 0 : 10 - err;
+}
+
+static int hidden_taker(void *arg)
+{
+    hidden_arg *a = arg;
+    if (!become(65534)) {
+        return 2;
+    }
+    int err = conc_lock_acquire(a->l, 5);
+    if (err == CONC_EOWNERDEAD) {
+        conc_lock_release(a->l);
+        return 0;
+    }
+    return 10 - err;
+}
+
+/* In its own mount namespace with /proc mounted hidepid=2, a user cannot
+ * see another user's processes in /proc.  A live holder it cannot see is
+ * not dead: its lock stays exclusive.  Once the holder is gone (reaped),
+ * the next acquirer still finds out and takes the lock over. */
+static int hidden_proc_scene(void *arg)
+{
+    (void)arg;
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("proc", "/proc", "proc", 0, "hidepid=2") != 0) {
+        return 77;
+    }
+    hidden_arg *a = st_shared(sizeof *a);
+    if (conc_lock_new(&a->l, NULL) != 0) {
+        return 4;
+    }
+    pid_t holder = th_fork(hidden_holder, a);
+    double end = th_now() + 10;
+    while (!atomic_load(&a->held)) {
+        if (th_now() > end) {
+            return 5;
+        }
+        th_sleep(0.001);
+    }
+    pid_t waiter = th_fork(hidden_waiter, a);
+    int rc = WEXITSTATUS(th_wait(waiter, 10));
+    kill(holder, SIGKILL);
+    th_wait(holder, 10);
+    if (rc != 0) {
+        return 20 + rc;
+    }
+    pid_t taker = th_fork(hidden_taker, a);
+    rc = WEXITSTATUS(th_wait(taker, 10));
+    return rc == 0 ? 0 : 40 + rc;
+}
+
+TEST(lock_holder_hidden_by_hidepid_is_not_judged_dead)
+{
+    if (geteuid() != 0) {
+        printf("     (skipped: needs root for a mount namespace)\n");
+        return;
+    }
+    pid_t pid = th_fork(hidden_proc_scene, NULL);
+    int rc = WEXITSTATUS(th_wait(pid, 30));
+    if (rc == 77) {
+        printf("     (skipped: cannot mount /proc with hidepid=2 here)\n");
+        return;
+    }
+    CHECK_EQ(rc, 0);
 }

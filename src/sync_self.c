@@ -1,0 +1,81 @@
+/* sync_self.c - who the calling thread is, as an owner-stamped lock word
+ * (src/sync_int.h) records it, and whether the thread an identity names
+ * still runs.  Every lock of libconc stamps its word with this identity
+ * and judges a holder dead with conc__sync_alive().
+ *
+ * Identity.  stamp << 32 | tid: the tid of the calling thread and the low
+ * 32 bits of its kernel start time (clock ticks since boot, /proc), so a
+ * reused tid is not taken for the holder.  It is computed once per thread
+ * and cached in initial-exec TLS, so the fast paths read it without a
+ * call.  The stamp wraps after ~497 days of ticks: fooling it takes a new
+ * thread with the dead holder's tid started in the same 10 ms tick, i.e.
+ * pid_max threads created within 10 ms.  Identities are only meaningful
+ * within one PID namespace: processes sharing a lock must share it too.
+ *
+ * Liveness.  A holder is dead when its tid is gone from /proc, a zombie,
+ * or runs with another start time (the tid was reused).  Each check reads
+ * /proc (about 10 us), so only waiters and failed tries pay it.  When
+ * /proc shows nothing of the holder - hidepid hiding another user's
+ * process, /proc not mounted or covered - the kernel is asked instead
+ * (kill(tid, 0), conc__os_thread_alive): the holder is dead only if no
+ * task has its id.  So a lock never has two holders; a holder whose tid
+ * was reused by a process we cannot see is waited for until that one
+ * ends.
+ *
+ * Fork.  The child's only thread has a new tid, so a pthread_atfork child
+ * handler clears the cached identity.  It is registered when the library
+ * is loaded, before main: not a pthread_once on first use, since a thread
+ * forking while another is inside that once would leave the child's
+ * once-control "in progress" for ever and its first lock call would hang.
+ * A process forked without glibc's fork() (raw clone, _Fork) skips the
+ * handler; libconc's process module uses fork().
+ */
+#include "sync_int.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+_Thread_local uint64_t conc__sync_self
+    __attribute__((tls_model("initial-exec")));
+
+/* The child's only thread got a new tid: forget the parent's. */
+static void atfork_child(void)
+{
+    conc__sync_self = 0;
+}
+
+/* Runs when the library is loaded, before any thread of the program can
+ * exist.  Not a pthread_once on first use: a thread forking while another
+ * is inside that once would leave the child's once-control "in progress"
+ * for ever, and the child's first lock call would hang. */
+__attribute__((constructor)) static void sync_init(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+uint64_t conc__sync_self_slow(void)
+{
+    pid_t tid = conc__os_gettid();
+    uint64_t st = conc__os_proc_starttime(tid);
+    uint64_t id = ((uint64_t)(uint32_t)st << 32) |
+                  ((uint64_t)(uint32_t)tid & CONC__OL_TID_MASK);
+    conc__sync_self = id;
+    return id;
+}
+
+/* Whether the holder named by word s still runs.  Reads /proc: slow path
+ * only. */
+bool conc__sync_alive(uint64_t s)
+{
+    pid_t tid = (pid_t)(s & CONC__OL_TID_MASK);
+    uint32_t stamp = (uint32_t)(s >> 32);
+    uint64_t st = conc__os_proc_starttime(tid);
+    if (st == 0) {
+        /* /proc shows nothing of it: the kernel says whether any task
+         * has that id (conc__os_thread_alive). */
+        return conc__os_thread_alive(tid, 0);
+    }
+    /* Seen: not a zombie, and the same thread (stamp) as the holder. */
+    return conc__os_thread_alive(tid, st) &&
+           (stamp == 0 || (uint32_t)st == stamp);
+}
