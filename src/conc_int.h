@@ -59,6 +59,21 @@ void conc__buf_take(conc_buf *buf, conc_msg *msg);
 size_t conc__lock_embed_size(void);
 conc_lock *conc__lock_embed(void *mem, bool init);
 
+/* What runs when the program ends (exit.c), in this order: the threads
+ * stage joins non-daemon conc_threads, the children stage terminates
+ * daemon children and joins every child.  conc__exit_hook sets a stage's
+ * function (thread.c and process.c, when they first start something) and
+ * makes sure one atexit handler runs the stages; conc__exit_run runs the
+ * stages up to last_stage now (a conc_process child does, when its
+ * target returns). */
+typedef enum {
+    CONC__EXIT_THREADS,
+    CONC__EXIT_CHILDREN,
+    CONC__EXIT_STAGES
+} conc__exit_stage;
+void conc__exit_hook(conc__exit_stage stage, void (*fn)(void));
+void conc__exit_run(int last_stage);
+
 /* Cache line size, for keeping hot shared words apart. */
 #define CONC__CACHELINE 64
 

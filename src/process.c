@@ -164,7 +164,6 @@ static bool cur_daemon;
 static _Atomic unsigned long child_counter;
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 /* The forker thread: forks daemons for callers that are not the main
  * thread.  req is the request in flight (NULL when none); mu guards all. */
@@ -398,21 +397,6 @@ static void children_exit_cleanup(void)
     }
 }
 
-static void exit_handler(void)
-{
-    conc__thread_join_all();
-    children_exit_cleanup();
-}
-
-static void atexit_register(void)
-{
-    atexit(exit_handler);
-}
-
-void conc__process_atexit_register(void)
-{
-    pthread_once(&atexit_once, atexit_register);
-}
 
 /* ---- the child ---------------------------------------------------------- */
 
@@ -442,7 +426,7 @@ static _Noreturn void child_main(conc_process *p, const sigset_t *mask,
     atomic_store_explicit(&child_counter, 0, memory_order_relaxed);
     conc__os_set_name(p->name);
     int code = p->target(p->arg);
-    exit_handler();
+    conc__exit_run(CONC__EXIT_STAGES - 1);
     fflush(stdout);
     fflush(stderr);
     _exit(code & 0xff);
@@ -598,7 +582,7 @@ int conc_process_start(conc_process *p)
     }
     rec->daemon = p->daemon;
     pthread_once(&atfork_once, atfork_register);
-    conc__process_atexit_register();
+    conc__exit_hook(CONC__EXIT_CHILDREN, children_exit_cleanup);
     fflush(stdout);
     fflush(stderr);
     pid_t parent = getpid();

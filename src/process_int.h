@@ -1,22 +1,12 @@
-/* process_int.h - what process.c and thread.c share: the one exit handler
- * that joins threads and children when main returns, and the thread
- * registry's join-all that a child process runs before it _exit()s. */
+/* process_int.h - what process.c takes from thread.c: the pthread
+ * creation that knows how to give a thread in a forked child its own
+ * stack under ThreadSanitizer.  (Dependencies run one way: process.c uses
+ * thread.c, never the reverse; the exit order lives in exit.c.) */
 #ifndef CONC_PROCESS_INT_H
 #define CONC_PROCESS_INT_H
 
 #include <pthread.h>
 #include <stdbool.h>
-
-/* Registers (once per process image) the atexit handler that, in order,
- * joins every started non-daemon conc_thread, terminates daemon children
- * and joins all children.  Called by conc_thread_start and
- * conc_process_start. */
-void conc__process_atexit_register(void);
-
-/* Joins every started, not yet finished, non-daemon conc_thread of this
- * process other than the caller (Python's threading._shutdown).  Blocks
- * without limit, as Python does. */
-void conc__thread_join_all(void);
 
 /* pthread_create, detached or joinable.  Under ThreadSanitizer, in a
  * forked child, the thread gets a stack of its own (*stack, else NULL):

@@ -33,7 +33,7 @@
  * is valid as soon as start returns and the handle's name may be freed.
  *
  * Exit: non-daemon threads that were started and have not finished are
- * joined by the one atexit handler in process.c (conc__thread_join_all),
+ * joined by join_all, the threads stage of exit.c's handler, which runs
  * before daemon children are terminated - Python's order.  The exit
  * joiner pins each record while it waits.  Daemon threads are not waited
  * for.
@@ -47,6 +47,8 @@
  */
 #include "conc_int.h"
 #include "process_int.h"
+
+static void join_all(void);
 
 #include <errno.h>
 #include <pthread.h>
@@ -353,7 +355,7 @@ int conc_thread_start(conc_thread *t)
     rec->daemon = t->daemon;
     rec->refs = 2; /* the handle and the thread */
     pthread_once(&tfork_once, tfork_register);
-    conc__process_atexit_register();
+    conc__exit_hook(CONC__EXIT_THREADS, join_all);
     pthread_t th;
     int r = conc__thread_spawn(&th, false, thread_main, rec, &rec->stack);
     if (r != 0) {
@@ -508,7 +510,10 @@ void conc_thread_free(conc_thread *t)
     free(t);
 }
 
-void conc__thread_join_all(void)
+/* Joins every started, not yet finished, non-daemon conc_thread of this
+ * process other than the caller (Python's threading._shutdown), and
+ * reaps finished ones nobody joined.  Blocks without limit, as Python. */
+static void join_all(void)
 {
     pthread_t self = pthread_self();
     conc__deadline forever;

@@ -1,0 +1,50 @@
+/* exit.c - what libconc does when a program ends: when main returns (or
+ * exit() is called), and when a conc_process child's target returns.
+ *
+ * Order, Python's: first every started, unfinished non-daemon conc_thread
+ * is joined (threading._shutdown), then daemon children are terminated and
+ * every child is joined (multiprocessing's atexit).  Each module hands its
+ * stage to this file when it first starts something (thread.c the
+ * threads, process.c the children), so neither knows of the other, and
+ * one atexit handler runs the stages in that order whichever module came
+ * first.  The handler is registered on the first hook, not at load time,
+ * so exit handlers the program registered earlier still run after ours,
+ * as Python's atexit order would have it.
+ *
+ * Registration is a compare-and-swap on a flag, not a pthread_once: a fork
+ * while another thread is inside a once would leave the child's
+ * once-control "in progress" for ever.  A hook is a function pointer
+ * stored atomically; setting one twice stores the same pointer.
+ */
+#include "conc_int.h"
+
+#include <stdlib.h>
+
+static void (*_Atomic hooks[CONC__EXIT_STAGES])(void);
+static atomic_bool registered;
+
+void conc__exit_run(int last_stage)
+{
+    for (int s = 0; s <= last_stage && s < CONC__EXIT_STAGES; s++) {
+        /* Acquire: pairs with the release store in conc__exit_hook. */
+        void (*fn)(void) = atomic_load_explicit(&hooks[s],
+                                                memory_order_acquire);
+        if (fn != NULL) {
+            fn();
+        }
+    }
+}
+
+static void exit_handler(void)
+{
+    conc__exit_run(CONC__EXIT_STAGES - 1);
+}
+
+void conc__exit_hook(conc__exit_stage stage, void (*fn)(void))
+{
+    atomic_store_explicit(&hooks[stage], fn, memory_order_release);
+    bool no = false;
+    if (atomic_compare_exchange_strong(&registered, &no, true)) {
+        atexit(exit_handler);
+    }
+}
