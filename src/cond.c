@@ -63,9 +63,12 @@
  * process dying at that instant leaves its token for another member, who
  * finds it at the end of its current sleep slice (CONC__SYNC_SLICE_NS).
  *
- * Rejected: a pthread condvar in shared memory (a dead waiter wedges it:
- * ipc-notes hazard 1); one broadcast word with anonymous tokens and no
- * groups (a late waiter could take a notify issued before it waited).
+ * Rejected: a pthread condvar in shared memory (on glibc 2.36 a waiter
+ * SIGKILLed inside pthread_cond_wait leaves the condvar's group state
+ * behind: a later waiter misses its signal and a later signal or
+ * broadcast can block for ever); one broadcast word with anonymous tokens
+ * and no groups (a late waiter could take a notify issued before it
+ * waited).
  */
 #include "sync_int.h"
 

@@ -46,7 +46,9 @@
  * the program) and a reaper thread (a thread in every program that forks,
  * and one more fork-with-threads hazard).
  *
- * Fork safety with threads running (ipc-notes hazard 6).  What we rely on:
+ * Fork safety with threads running.  Only the forking thread survives in
+ * the child, so a lock another thread held at that instant (malloc's
+ * included) would stay locked for ever there.  What we rely on:
  *  1. glibc's fork() takes and resets malloc's arena locks and the stdio
  *     locks (_IO_list_lock and every FILE lock) around the fork, so the
  *     child may malloc and printf even if another thread was inside
