@@ -307,7 +307,7 @@ static void bench_queue_rows(void)
     for (size_t s = 0; s < 2; s++) {
         size_t size = sizes[s];
         double base = queue_best(1, 1, size);
-        char a[32], b[32], shape[32];
+        char a[32], b[32], shape[64];
         double py = -1;
         if (s == 0) {
             char args[64];
