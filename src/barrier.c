@@ -82,10 +82,23 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
         return CONC_EINVAL;
     }
     *out = NULL;
-    if (opts == NULL || opts->parties == 0 || opts->parties > INT_MAX ||
-        isnan(opts->timeout) || opts->timeout < 0 ||
-        (opts->name != NULL && opts->action != NULL)) {
-        return CONC_EINVAL;
+    if (opts == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_barrier_new: opts is NULL "
+                          "(.parties is required)");
+    }
+    if (opts->parties == 0 || opts->parties > INT_MAX) {
+        return conc__fail(CONC_EINVAL, "conc_barrier_new: parties %u: it "
+                          "must be 1 to INT_MAX", opts->parties);
+    }
+    double timeout = conc__timeout_opt(opts->timeout, CONC_FOREVER);
+    if (!conc__timeout_ok(timeout)) {
+        return conc__fail(CONC_EINVAL, "conc_barrier_new: timeout %g: it "
+                          "must be >= 0 or CONC_FOREVER", timeout);
+    }
+    if (opts->name != NULL && opts->action != NULL) {
+        return conc__fail(CONC_EINVAL, "conc_barrier_new: a named barrier "
+                          "cannot have an action (another program could "
+                          "not run it)");
     }
     conc_barrier *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
@@ -107,7 +120,7 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     atomic_init(&sh->released, 0);
     sh->parties = opts->parties;
     sh->nslots = nslots;
-    sh->timeout = opts->timeout;
+    sh->timeout = timeout;
     atomic_init(&sh->next_reap_ns, 0);
     for (uint32_t i = 0; i < nslots; i++) {
         atomic_init(&sh->slot[i], 0);
@@ -277,7 +290,9 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
         return CONC_EINVAL;
     }
     struct barrier_shared *sh = b->sh;
-    if (timeout == CONC_FOREVER && sh->timeout > 0) {
+    if (timeout == CONC_FOREVER) {
+        /* The barrier's own default; a peer may have scribbled on it, and
+         * the deadline's check below refuses a bad one. */
         timeout = sh->timeout;
     }
     conc__deadline dl;

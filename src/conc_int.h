@@ -21,6 +21,21 @@
     } while (0)
 _Noreturn void conc__assert_fail(const char *what, const char *file, int line);
 
+/* The seconds an option's conc_timeout stands for: t.seconds when set,
+ * else dflt.  Check the result like any timeout (conc__deadline_init or
+ * conc__timeout_ok). */
+static inline double conc__timeout_opt(conc_timeout t, double dflt)
+{
+    return t.set ? t.seconds : dflt;
+}
+
+/* Whether seconds is a valid timeout: CONC_FOREVER, or a number >= 0
+ * (+inf included, which means forever).  NaN and other negatives are not. */
+static inline bool conc__timeout_ok(double seconds)
+{
+    return seconds >= 0 || seconds == CONC_FOREVER;
+}
+
 /* conc__fail - records the detail conc_errdetail() will show for the
  * error err that the caller is about to return, and returns err:
  *     return conc__fail(CONC_EINVAL, "conc_queue_new: capacity_bytes %zu "

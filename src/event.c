@@ -112,7 +112,7 @@ bool conc_event_is_set(conc_event *e)
 
 int conc_event_wait(conc_event *e, double timeout)
 {
-    if (e == NULL || !conc__sync_timeout_ok(timeout)) {
+    if (e == NULL || !conc__timeout_ok(timeout)) {
         return CONC_EINVAL;
     }
     /* Acquire pairs with set()'s CAS. */

@@ -79,7 +79,7 @@ __attribute__((noinline)) static int lock_contended(conc_lock *l,
 
 int conc_lock_acquire(conc_lock *l, double timeout)
 {
-    if (l == NULL || !conc__sync_timeout_ok(timeout)) {
+    if (l == NULL || !conc__timeout_ok(timeout)) {
         return CONC_EINVAL;
     }
     uint64_t me = conc__sync_self_id();

@@ -103,7 +103,7 @@ static bool sem_try(conc_sem *s)
 
 int conc_sem_acquire(conc_sem *s, double timeout)
 {
-    if (s == NULL || !conc__sync_timeout_ok(timeout)) {
+    if (s == NULL || !conc__timeout_ok(timeout)) {
         return CONC_EINVAL;
     }
     if (sem_try(s)) {

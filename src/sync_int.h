@@ -71,13 +71,6 @@ static inline _Atomic uint32_t *conc__olock_word(conc__olock *l)
  * /proc cannot be read (never judge a live thread dead). */
 bool conc__sync_alive(uint64_t id);
 
-/* Quick timeout check for the fast paths: true for CONC_FOREVER and any
- * value >= 0; false for NaN and other negatives. */
-static inline bool conc__sync_timeout_ok(double timeout)
-{
-    return timeout >= 0 || timeout == CONC_FOREVER;
-}
-
 /* One uncontended attempt: 0 → me.  Acquire pairs with the release
  * exchange in conc__olock_release() of the previous holder. */
 static inline bool conc__olock_try(conc__olock *l, uint64_t me)

@@ -18,10 +18,10 @@ TEST(barrier_bad_arguments)
     CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 0 }),
               CONC_EINVAL);
     CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
-                                                         .timeout = -1 }),
+                                                         .timeout = CONC_TIMEOUT(-2) }),
               CONC_EINVAL);
     CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
-                                                         .timeout = NAN }),
+                                                         .timeout = CONC_TIMEOUT(NAN) }),
               CONC_EINVAL);
     CHECK_ERR(conc_barrier_wait(NULL, 1, NULL), CONC_EINVAL);
     CHECK_ERR(conc_barrier_abort(NULL), CONC_EINVAL);
@@ -268,7 +268,7 @@ TEST(barrier_default_timeout)
 {
     conc_barrier *b;
     CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
-                                                        .timeout = 0.1 }));
+                                                        .timeout = CONC_TIMEOUT(0.1) }));
     double t0 = th_now();
     CHECK_ERR(conc_barrier_wait(b, CONC_FOREVER, NULL), CONC_EBROKEN);
     double took = th_now() - t0;
@@ -276,6 +276,44 @@ TEST(barrier_default_timeout)
     CHECK(took < 1.0);
     CHECK(conc_barrier_broken(b));
     conc_barrier_free(b);
+}
+
+/* One meaning of 0: CONC_TIMEOUT(0) as the barrier's default makes a
+ * wait given CONC_FOREVER not wait at all (it breaks the barrier), while
+ * CONC_TIMEOUT(CONC_FOREVER), like leaving it out, means no limit. */
+TEST(barrier_default_timeout_zero_means_do_not_wait)
+{
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){
+                                      .parties = 2,
+                                      .timeout = CONC_TIMEOUT(0) }));
+    double t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(b, CONC_FOREVER, NULL), CONC_EBROKEN);
+    CHECK(th_now() - t0 < 0.05);
+    conc_barrier_free(b);
+    struct bw *w = calloc(1, sizeof *w);
+    w->timeout = CONC_FOREVER;
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){
+                                         .parties = 2,
+                                         .timeout = CONC_TIMEOUT(
+                                             CONC_FOREVER) }));
+    pthread_t t = st_thread(one_wait, w);
+    th_sleep(0.2);
+    CHECK(!conc_barrier_broken(w->b));
+    CHECK_EQ(conc_barrier_n_waiting(w->b), 1);
+    CHECK_OK(conc_barrier_wait(w->b, CONC_FOREVER, NULL));
+    st_join(t);
+    /* one_wait counts a wait that did not break as "bad": here it is the
+     * one expected outcome. */
+    CHECK_EQ(atomic_load(&w->bad), 1);
+    CHECK_EQ(atomic_load(&w->broken), 0);
+    conc_barrier_free(w->b);
+    free(w);
+    CHECK_ERR(conc_barrier_new(&b, &(conc_barrier_opts){
+                                       .parties = 2,
+                                       .timeout = CONC_TIMEOUT(-0.5) }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "timeout") != NULL);
 }
 
 /* lock_tests.py: test_abort - waiters get CONC_EBROKEN, later waits too,

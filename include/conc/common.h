@@ -67,6 +67,26 @@ CONC_API const char *conc_strerror(int err);
  * "CONC_E?" for an unknown code.  Never NULL, static. */
 CONC_API const char *conc_errname(int err);
 
+/* conc_timeout - a timeout given as an option (a field of a conc_X_opts).
+ * A function's timeout parameter is a double, and 0 there means "do not
+ * wait".  An option must also be able to say "not given" - what a zeroed
+ * or designated-initialiser opts struct leaves it - so it is this small
+ * struct instead, written with CONC_TIMEOUT():
+ *     .timeout = CONC_TIMEOUT(2.5)          at most 2.5 s
+ *     .timeout = CONC_TIMEOUT(0)            do not wait at all
+ *     .timeout = CONC_TIMEOUT(CONC_FOREVER) no limit
+ *     (left out)                            the option's documented
+ *                                           default, CONC_FOREVER unless
+ *                                           its header says otherwise
+ * So 0 means one thing everywhere: do not wait.  The seconds follow the
+ * rules of every timeout: NaN, or negative other than CONC_FOREVER, is
+ * CONC_EINVAL where the options are taken. */
+typedef struct conc_timeout {
+    double seconds;
+    bool set;
+} conc_timeout;
+#define CONC_TIMEOUT(s) ((conc_timeout){ .seconds = (s), .set = true })
+
 /* conc_errdetail - what was wrong, in words, when a libconc call made by
  * this thread last failed: the function, the argument or object at fault
  * and why, and for CONC_ESYS the operating system call and errno's text:

@@ -173,7 +173,11 @@ typedef struct conc_barrier_opts {
                                       not call wait/abort/reset on the
                                       same barrier */
     void *action_arg;
-    double timeout;                /* default for waits; 0 = none */
+    conc_timeout timeout;          /* what a wait given CONC_FOREVER
+                                      waits at most (Python's
+                                      Barrier(timeout=)); not given: no
+                                      limit.  CONC_TIMEOUT(0) breaks the
+                                      barrier on any wait but the last */
     const char *name;              /* NULL: anonymous; else named (see
                                       "Names"), without an action: an
                                       opener could not run the creator's
@@ -182,7 +186,8 @@ typedef struct conc_barrier_opts {
 } conc_barrier_opts;
 
 /* conc_barrier_new - CONC_EINVAL for NULL opts, parties 0 or above
- * INT_MAX, a negative or NaN timeout; CONC_ENOMEM; CONC_ESYS (named). */
+ * INT_MAX, a timeout that is NaN or negative other than CONC_FOREVER;
+ * CONC_ENOMEM; CONC_ESYS (named). */
 CONC_API int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts);
 /* conc_barrier_open - the named barrier: its parties and timeout are the
  * creator's. */
