@@ -85,6 +85,45 @@ pid_t conc__os_fork(void);
  * errno when the kernel has none (callers fall back to polling). */
 int conc__os_pidfd_open(pid_t pid);
 
+/* ---- sockets (os_linux_net.c; the network backends' connections) -------
+ * Stream sockets for the .url backends: non-blocking and close-on-exec
+ * from birth.  Deadlines here are absolute conc__now_ns() values,
+ * UINT64_MAX for none.  Every call goes through the fault seam: a hit
+ * fails as stated, so fault loops can drive each failure path. */
+typedef struct conc__sockaddr {
+    unsigned char bytes[128]; /* a struct sockaddr_storage */
+    unsigned len;
+    int family;
+} conc__sockaddr;
+/* Resolves host (a name or a numeric IPv4/IPv6 address) and port into at
+ * most max addresses, TCP only.  Returns how many (>= 1), or a negative
+ * getaddrinfo() code (EAI_*; a seam hit gives EAI_FAIL); conc__os_gai_text
+ * turns it into words.  May block on DNS for as long as the resolver
+ * takes: callers resolve when a handle is made, never inside a timed
+ * call. */
+int conc__os_resolve(const char *host, unsigned port, conc__sockaddr *out,
+                     int max);
+const char *conc__os_gai_text(int code);
+/* A Unix socket address for path; -1 (errno ENAMETOOLONG) when the path
+ * does not fit sun_path. */
+int conc__os_unix_addr(const char *path, conc__sockaddr *out);
+/* Opens a socket of a's family and connects it, waiting until until_ns:
+ * the fd (TCP sockets get TCP_NODELAY and SO_KEEPALIVE), or -1 with errno
+ * (ETIMEDOUT when the deadline passed first; a seam hit: ECONNREFUSED).
+ * A signal does not cut the wait short. */
+int conc__os_connect(const conc__sockaddr *a, uint64_t until_ns);
+/* Waits until fd is ready for events (POLLIN/POLLOUT bits) or until_ns:
+ * 1 ready (*revents set; POLLERR/POLLHUP included), 0 timed out, -1 with
+ * errno.  A signal does not cut the wait short. */
+int conc__os_wait_fd(int fd, short events, uint64_t until_ns,
+                     short *revents);
+/* send(2) with MSG_NOSIGNAL | MSG_DONTWAIT (a closed peer is EPIPE, never
+ * SIGPIPE) and recv(2) with MSG_DONTWAIT; -1 with errno (a seam hit:
+ * ECONNRESET).  EINTR is retried inside. */
+ssize_t conc__os_send(int fd, const void *buf, size_t len);
+ssize_t conc__os_recv(int fd, void *buf, size_t len);
+void conc__os_close(int fd);
+
 /* ---- randomness ---------------------------------------------------------
  * The one source of random bytes in libconc: the kernel's CSPRNG
  * (getrandom(2)), which needs no descriptor and blocks only before the

@@ -170,6 +170,7 @@
  * get a fresh identity: libconc's process module uses fork()).
  */
 #include "queue_int.h"
+#include "net_int.h"
 
 #include <math.h>
 #include <sched.h>
@@ -753,6 +754,9 @@ static int deadline_at_entry(conc__deadline *dl, double timeout)
 CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
                             double timeout)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_put(q->net, data, len, timeout);
+    }
     if (q == NULL || (data == NULL && len > 0) || bad_timeout(timeout)) {
         return CONC_EINVAL;
     }
@@ -1009,6 +1013,9 @@ FAST int get_common(conc_queue *q, conc_msg *msg, void *buf, size_t cap,
 
 CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_get(q->net, msg, timeout);
+    }
     if (msg != NULL) {
         msg->data = NULL;
         msg->len = 0;
@@ -1022,6 +1029,9 @@ CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout)
 CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
                                  size_t *len, double timeout)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_get_into(q->net, buf, cap, len, timeout);
+    }
     if (q == NULL || len == NULL || (buf == NULL && cap > 0) ||
         bad_timeout(timeout)) {
         return CONC_EINVAL;
@@ -1036,6 +1046,9 @@ CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
 
 CONC_API size_t conc_queue_qsize(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_qsize(q->net);
+    }
     if (q == NULL) {
         return 0;
     }
@@ -1048,11 +1061,17 @@ CONC_API size_t conc_queue_qsize(conc_queue *q)
 
 CONC_API bool conc_queue_empty(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_empty(q->net);
+    }
     return conc_queue_qsize(q) == 0;
 }
 
 CONC_API bool conc_queue_full(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_full(q->net);
+    }
     if (q == NULL) {
         return false;
     }
@@ -1078,6 +1097,9 @@ static uint64_t tasks_put(conc__qshm *sh)
 
 CONC_API int conc_queue_task_done(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_task_done(q->net);
+    }
     if (q == NULL) {
         return CONC_EINVAL;
     }
@@ -1101,6 +1123,9 @@ CONC_API int conc_queue_task_done(conc_queue *q)
 
 CONC_API int conc_queue_join(conc_queue *q, double timeout)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_join(q->net, timeout);
+    }
     if (q == NULL || bad_timeout(timeout)) {
         return CONC_EINVAL;
     }
@@ -1135,6 +1160,9 @@ CONC_API int conc_queue_join(conc_queue *q, double timeout)
 
 CONC_API int conc_queue_close(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_close(q->net);
+    }
     if (q == NULL) {
         return CONC_EINVAL;
     }
@@ -1159,6 +1187,9 @@ CONC_API int conc_queue_close(conc_queue *q)
 
 CONC_API bool conc_queue_closed(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_closed(q->net);
+    }
     return q != NULL &&
            atomic_load_explicit(&q->sh->closed, memory_order_acquire);
 }

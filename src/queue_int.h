@@ -92,6 +92,7 @@ struct conc_queue {
     _Atomic int spin_put;
     _Atomic int linger;    /* consumer's batching linger (see BATCHING) */
     _Atomic int probe;     /* empty events until the next linger probe */
+    struct conc__netq *net; /* a queue on a server (net_queue.c), or NULL */
 };
 
 #endif

@@ -14,6 +14,7 @@
  * undoes what was done (a created name is unlinked) and leaks nothing.
  */
 #include "queue_int.h"
+#include "net_int.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -163,6 +164,9 @@ out_close: {
 
 CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
 {
+    if (opts != NULL && opts->url != NULL) {
+        return conc__netq_new(out, opts);
+    }
     static const conc_queue_opts defaults;
     int err = 0;
     if (out == NULL) {
@@ -234,6 +238,9 @@ fail_handle:
 
 CONC_API int conc_queue_open(conc_queue **out, const char *name)
 {
+    if (conc__url_is(name)) {
+        return conc__netq_open(out, name);
+    }
     int err = 0;
     if (out == NULL) {
         return CONC_EINVAL;
@@ -288,6 +295,10 @@ fail_handle:
 
 CONC_API void conc_queue_free(conc_queue *q)
 {
+    if (q != NULL && q->net != NULL) {
+        conc__netq_free(q);
+        return;
+    }
     if (q == NULL) {
         return;
     }

@@ -36,6 +36,67 @@
  * at most the one message in the dead process's hands is lost, and nobody
  * waits for the dead process.  A lost message is never task_done()'d, so
  * conc_queue_join() then waits until its timeout.
+ *
+ * On a server (.url).  The same queue served by Redis, so that producers
+ * and consumers on different hosts share it:
+ *   conc_queue_new(&q, &(conc_queue_opts){ .url = "redis://10.0.0.5:6379/0",
+ *                                           .name = "jobs" });
+ *   conc_queue_open(&q, "redis://10.0.0.5:6379/0/jobs");   // any host
+ * URLs: redis://[[user]:password@]host[:port][/db[/name]] (port 6379, db
+ * 0 by default; an IPv6 host in brackets; %-escapes in every part), and
+ * unix://[[user]:password@]/path/to/redis.sock[?db=N&name=jobs].  A
+ * password is never printed, conc_errdetail() included.  Redis 6.2 or
+ * later; TLS (rediss://) is refused.  In libconc builds without hiredis
+ * every redis:// URL is CONC_EINVAL at creation, and conc_errdetail()
+ * says the backend was not built.
+ *   The queue lives on the server, under keys "conc:{q:<name>}..." (one
+ * hash tag per queue), until those keys are deleted: no handle's free
+ * deletes it, so a program may stop and start again and find its queue.
+ * conc_queue_new() makes it, or attaches to it when it exists with the
+ * same maxsize (a declaration, as RabbitMQ's: every program may call
+ * new; CONC_EINVAL when it exists with another maxsize, or the name holds
+ * keys of another kind); conc_queue_open() attaches and fails with
+ * CONC_EINVAL when there is no such queue.
+ *   Delivery is at least once.  A message taken by get stays on the
+ * server, in a processing list of the taker, until it is acknowledged: by
+ * conc_queue_task_done(), by the next get of the same thread on the same
+ * handle, or by conc_queue_free().  A consumer that dies first (SIGKILL,
+ * a lost host) gives its messages back: once its lease runs out (.lease,
+ * 30 s by default) the next get of any consumer returns them to the head
+ * of the queue.  The lease is renewed while the process lives, by one
+ * background thread per process (started at the first network handle;
+ * one round trip per handle every lease/3), so a consumer may work on a
+ * message for as long as it likes; a process stopped (SIGSTOP, swapped
+ * out, a frozen VM) for longer than its lease loses its messages to
+ * others, and they run twice.  So consumers must tolerate seeing a
+ * message again: a killed consumer duplicates at most the messages it
+ * held.  .at_most_once trades that for speed: get removes the message at
+ * once (a consumer killed while holding it, or a connection lost during
+ * a get, loses it).
+ *   Every function keeps its meaning; what differs is stated per
+ * function below.  Errors beyond the shared-memory ones: CONC_ENET (the
+ * server cannot be reached or the connection broke; the message names
+ * host:port), CONC_EAUTH (wrong or missing password), CONC_ETIMEDOUT (the
+ * server did not answer in time: frozen, overloaded or far away),
+ * CONC_ECORRUPT (the server's data under the queue's keys is not what
+ * libconc wrote).  Each call connects again if it must (after a server
+ * restart, say), within its own timeout.  A put that failed with
+ * CONC_ENET or CONC_ETIMEDOUT may still have landed: its command may have
+ * reached the server before the connection broke.  A put that returned 0
+ * survives a restart of a server that persists (appendonly yes).
+ *   Timeouts are end to end: connecting, sending and the wait on the
+ * server share the call's timeout, except that the client always waits
+ * for a blocking command it started to end on the server (up to 1 s past
+ * the timeout): giving up earlier could let the server hand a message to
+ * a connection nobody reads.  So a get on a frozen server returns
+ * CONC_ETIMEDOUT at most 1 s after its timeout.  timeout 0 means "do not
+ * wait for a message or for room": the one round trip it makes is
+ * bounded by .net_timeout.  CONC_FOREVER waits in slices of at most 2 s
+ * on the server, so a dead connection is noticed within about 3 s.
+ *   Threads and fork: every handle works from any number of threads (a
+ * call takes a connection of the handle's own, opening one when all are
+ * busy); a forked child that uses an inherited handle opens connections
+ * of its own, and never touches its parent's sockets or deliveries.
  */
 #ifndef CONC_QUEUE_H
 #define CONC_QUEUE_H
@@ -66,6 +127,25 @@ typedef struct conc_queue_opts {
      * at most 200 bytes, no other '/'); CONC_ESYS with errno EEXIST if
      * it already exists. */
     const char *name;
+    /* A queue on a server ("On a server" above): the server's URL, and
+     * .name is the queue's name there (or the URL's last segment).
+     * NULL: shared memory. */
+    const char *url;
+    /* On a server: how long a consumer's deliveries stay its own without
+     * a renewal, in seconds; its process renews it every lease/3 while it
+     * lives.  0: 30 s (or the value the queue was made with, for
+     * conc_queue_open).  Shorter leases return a dead consumer's messages
+     * sooner and cost a renewal round trip more often. */
+    double lease;
+    /* On a server: deliver at most once (a get removes the message from
+     * the server at once).  Faster; a consumer that dies holding a
+     * message, or a connection lost during a get, loses it. */
+    bool at_most_once;
+    /* On a server: the bound on calls that take no timeout (new, open,
+     * qsize, empty, full, closed, task_done, close, free's
+     * acknowledgements) and on each round trip of a call given timeout 0
+     * or CONC_FOREVER.  Left out: 10 s. */
+    conc_timeout net_timeout;
 } conc_queue_opts;
 
 #define CONC_QUEUE_DEFAULT_CAPACITY ((size_t)64 << 20) /* 64 MiB */
@@ -108,6 +188,30 @@ CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout);
  * cap > 0.  No allocation. */
 CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
                                  size_t *len, double timeout);
+
+/* conc_queue_put_many - puts msgs[0..n-1] in that order, as n puts would,
+ * in one round trip (a server) or one publication (shared memory) per
+ * batch; *done (NULL is allowed) gets how many went in: a prefix of msgs.
+ * Blocks while the queue is full up to timeout; a queue with room for
+ * some takes those at once and waits for room for the rest.  0 (all n
+ * went in); otherwise the code put would return (CONC_EFULL, CONC_ECLOSED,
+ * CONC_ETOOBIG, ...) with *done < n telling which went in.  On a server a
+ * batch larger than 1024 messages travels in several pipelined commands.
+ * CONC_EINVAL (NULL msgs with n > 0, a msgs[i] with NULL data and len >
+ * 0, bad timeout). */
+CONC_API int conc_queue_put_many(conc_queue *q, const conc_msg *msgs,
+                                 size_t n, size_t *done, double timeout);
+
+/* conc_queue_get_many - waits (up to timeout) for a first message, then
+ * takes what else is queued, up to n in all, in order, into msgs[0..*got-
+ * 1] (free each with conc_msg_free).  0 with *got >= 1; CONC_EEMPTY (*got
+ * 0) when nothing came in time; CONC_ECLOSED when closed and drained; n
+ * == 0 returns 0 at once.  On a server it is one round trip, and each of
+ * the messages is a delivery as a get's is (acknowledged together by the
+ * next get, or one by one by task_done).  Entries past *got are zeroed.
+ * CONC_EINVAL (NULL got, NULL msgs with n > 0, bad timeout). */
+CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
+                                 size_t *got, double timeout);
 
 /* conc_queue_qsize - messages queued now (approximate while others put
  * and get, as in Python); 0 for NULL. */

@@ -1,0 +1,43 @@
+# Network backends of conc_queue / conc_dict / conc_lock (.url).
+#
+# Redis: built when hiredis is found (pkg-config hiredis, Debian's
+# libhiredis-dev), unless -DCONC_REDIS=OFF; -DCONC_REDIS=ON makes a
+# missing hiredis an error (CI).  Without it libconc still builds, and a
+# redis:// URL fails at creation with CONC_EINVAL and a detail saying the
+# backend was not built.  libconc then links libhiredis (only its RESP
+# reader is used); the .pc file lists it in Requires.private for static
+# linking.
+#
+# Needs from the main CMakeLists.txt, in this order: the conc_objects,
+# conc and conc_static targets exist (include this file after them), and
+# CONC_PC_REQUIRES_PRIVATE is substituted into conc.pc (conc.pc.in has a
+# Requires.private line).
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(HIREDIS QUIET IMPORTED_TARGET hiredis)
+endif()
+set(CONC_REDIS_DEFAULT OFF)
+if(HIREDIS_FOUND)
+  set(CONC_REDIS_DEFAULT ON)
+endif()
+set(CONC_REDIS ${CONC_REDIS_DEFAULT} CACHE STRING
+    "Build the Redis backend (needs hiredis): ON, OFF; default: when found")
+set(CONC_PC_REQUIRES_PRIVATE "")
+if(CONC_REDIS)
+  if(NOT HIREDIS_FOUND)
+    message(FATAL_ERROR "CONC_REDIS=ON but hiredis was not found "
+                        "(apt-get install libhiredis-dev pkg-config)")
+  endif()
+  file(GLOB CONC_REDIS_SOURCES CONFIGURE_DEPENDS
+       ${CMAKE_SOURCE_DIR}/src/redis/*.c)
+  target_sources(conc_objects PRIVATE ${CONC_REDIS_SOURCES})
+  target_compile_definitions(conc_objects PRIVATE CONC_HAVE_REDIS=1)
+  target_link_libraries(conc_objects PRIVATE PkgConfig::HIREDIS)
+  foreach(t conc conc_static)
+    target_link_libraries(${t} PRIVATE PkgConfig::HIREDIS)
+  endforeach()
+  set(CONC_PC_REQUIRES_PRIVATE "hiredis")
+  message(STATUS "libconc: Redis backend ON (hiredis ${HIREDIS_VERSION})")
+else()
+  message(STATUS "libconc: Redis backend OFF")
+endif()
