@@ -20,6 +20,7 @@
  * may release it (Python allows that).
  */
 #include "sync_int.h"
+#include "net_int.h"
 
 #include <string.h>
 
@@ -33,6 +34,9 @@ struct conc_lock {
 
 int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
 {
+    if (opts != NULL && opts->url != NULL) {
+        return conc__netl_new(out, opts);
+    }
     if (out == NULL) {
         return CONC_EINVAL;
     }
@@ -53,6 +57,9 @@ int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
 
 int conc_lock_open(conc_lock **out, const char *name)
 {
+    if (conc__url_is(name)) {
+        return conc__netl_open(out, name);
+    }
     void *mem = NULL;
     int err = out == NULL ? CONC_EINVAL
                           : conc__sync_named_open(&mem, NULL, name,
@@ -79,6 +86,9 @@ __attribute__((noinline)) static int lock_contended(conc_lock *l,
 
 int conc_lock_acquire(conc_lock *l, double timeout)
 {
+    if (l != NULL && conc__netl_is(l)) {
+        return conc__netl_acquire(l, timeout);
+    }
     if (l == NULL || !conc__timeout_ok(timeout)) {
         return CONC_EINVAL;
     }
@@ -91,6 +101,9 @@ int conc_lock_acquire(conc_lock *l, double timeout)
 
 int conc_lock_release(conc_lock *l)
 {
+    if (l != NULL && conc__netl_is(l)) {
+        return conc__netl_release(l);
+    }
     if (l == NULL) {
         return CONC_EINVAL;
     }
@@ -99,6 +112,9 @@ int conc_lock_release(conc_lock *l)
 
 bool conc_lock_locked(conc_lock *l)
 {
+    if (l != NULL && conc__netl_is(l)) {
+        return conc__netl_locked(l);
+    }
     if (l == NULL) {
         return false;
     }
@@ -134,6 +150,10 @@ conc_lock *conc__lock_embed(void *mem, bool init)
 
 void conc_lock_free(conc_lock *l)
 {
+    if (l != NULL && conc__netl_is(l)) {
+        conc__netl_free(l);
+        return;
+    }
     if (l == NULL) {
         return;
     }

@@ -23,7 +23,7 @@
 #define REDIS_MISSING NULL
 #define REDIS_Q conc__redis_queue_make
 #define REDIS_D NULL
-#define REDIS_L NULL
+#define REDIS_L conc__redis_lock_make
 #else
 #define REDIS_MISSING                                                        \
     "libconc was built without its Redis backend (hiredis was not found, " \
@@ -50,6 +50,12 @@ static const conc__net_backend backends[] = {
 };
 
 _Atomic uint64_t conc__netl_secret;
+_Atomic uint64_t conc__net_trips;
+
+uint64_t conc__net_round_trips(void)
+{
+    return atomic_load_explicit(&conc__net_trips, memory_order_relaxed);
+}
 
 static const char *kind_name(conc__net_kind kind)
 {

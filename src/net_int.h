@@ -203,7 +203,6 @@ int conc__netl_open(conc_lock **out, const char *url);
 int conc__netl_acquire(conc_lock *l, double timeout);
 int conc__netl_release(conc_lock *l);
 bool conc__netl_locked(conc_lock *l);
-int conc__netl_fence(conc_lock *l, uint64_t *token);
 void conc__netl_free(conc_lock *l);
 
 /* ---- backends (net.c) ----------------------------------------------------- */
@@ -232,6 +231,11 @@ typedef enum { CONC__NET_QUEUE, CONC__NET_DICT, CONC__NET_LOCK } conc__net_kind;
 int conc__net_resolve(const char *url, conc__net_kind kind,
                       const conc__net_backend **b, conc__url *u,
                       const char *fn);
+
+/* Round trips made to servers by this process so far (every backend
+ * counts each exchange; relaxed): the tests count them. */
+extern _Atomic uint64_t conc__net_trips;
+uint64_t conc__net_round_trips(void);
 
 /* Whether libconc was built with the backend for scheme (tests). */
 bool conc__net_backend_built(const char *scheme);

@@ -41,6 +41,8 @@ typedef struct th_redis {
 
 /* Whether libconc was built with its Redis backend (net.c). */
 bool conc__net_backend_built(const char *scheme);
+/* Round trips this process made to servers so far (net.c). */
+uint64_t conc__net_round_trips(void);
 
 static inline int th_redis_free_port(void)
 {

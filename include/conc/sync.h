@@ -36,10 +36,59 @@
 extern "C" {
 #endif
 
-/* ---- Lock ------------------------------------------------------------ */
+/* ---- Lock ------------------------------------------------------------
+ *
+ * On a server (.url).  A Lock that processes on different hosts share,
+ * served by Redis (URLs as conc/queue.h describes them):
+ *   conc_lock_new(&l, &(conc_lock_opts){ .url = "redis://10.0.0.5:6379/0",
+ *                                         .name = "tickets" });
+ *   conc_lock_open(&l, "redis://10.0.0.5:6379/0/tickets");  // any host
+ * conc_lock_new makes it or attaches to it (CONC_EINVAL when the name
+ * holds keys of another kind); conc_lock_open attaches (CONC_EINVAL when
+ * there is no such lock).  It lives on the server under keys
+ * "conc:{l:<name>}..." until they are deleted.
+ *   A grant is leased: the server frees the lock when the holder's lease
+ * (.lease, 30 s) runs out.  The holder's process renews it every lease/3
+ * from a background thread while it lives (conc/queue.h, "On a server",
+ * says what that thread costs), so a holder may keep the lock as long as
+ * it likes; a holder killed (SIGKILL, a lost host) frees it within a
+ * lease, and the next acquire returns CONC_EOWNERDEAD holding the lock,
+ * as for a shared-memory lock.  What no lease lock can promise: a holder
+ * stopped (SIGSTOP, swap, a frozen VM) or cut off from the server for
+ * longer than its lease loses the lock while it still believes it holds
+ * it, and another process acquires it; its release then returns
+ * CONC_EPERM, after the fact.  The protected resource can refuse the late
+ * holder's writes by their fencing number (conc_lock_fence).  Without
+ * persistence on the server a restart frees every lock.
+ *   Per function: acquire is one round trip when the lock is free (a
+ * script: SET NX PX, the fence, the owner record); a waiter blocks on
+ * the server until a release or the holder's lease end, in slices of at
+ * most 2 s, and its timeout counts connecting and the round trips
+ * (giving it at most 1 s past its timeout when the server does not
+ * answer: CONC_ETIMEDOUT).  release is one round trip; only the handle
+ * that acquired (any of its threads, or a child forked while it held
+ * the lock) may release: other handles get CONC_EPERM (Python lets any
+ * process release; a lease lock needs the holder's token).  locked is
+ * one round trip.  free does not release a held lock: its lease then
+ * runs out and the next acquirer gets CONC_EOWNERDEAD.  Errors beyond
+ * the shared-memory ones: CONC_ENET, CONC_EAUTH, CONC_ETIMEDOUT,
+ * CONC_ECORRUPT, as for queues; locked() is false on such an error
+ * (conc_errdetail() says why).  A lock on a server may serve a Condition
+ * (.lock): its waits and notifies stay on this host. */
 typedef struct conc_lock conc_lock;
 typedef struct conc_lock_opts {
-    const char *name; /* NULL: anonymous; else named (see "Names") */
+    const char *name; /* NULL: anonymous; else named (see "Names"); with
+                         .url, the lock's name on the server */
+    /* A lock on a server ("On a server" below): the server's URL.
+     * NULL: shared memory. */
+    const char *url;
+    /* On a server: the holder's lease in seconds, renewed every lease/3
+     * while the holder's process lives.  0: 30 s. */
+    double lease;
+    /* On a server: the bound on calls that take no timeout (new, open,
+     * release, locked) and on each round trip of an acquire given
+     * timeout 0 or CONC_FOREVER.  Left out: 10 s. */
+    conc_timeout net_timeout;
 } conc_lock_opts;
 
 /* conc_lock_new - an unlocked lock.  CONC_EINVAL, CONC_ENOMEM, CONC_ESYS
@@ -61,6 +110,16 @@ CONC_API int conc_lock_release(conc_lock *l);
 /* conc_lock_locked - whether someone holds it (a snapshot). */
 CONC_API bool conc_lock_locked(conc_lock *l);
 CONC_API void conc_lock_free(conc_lock *l);
+
+/* conc_lock_fence - the fencing number of the grant this handle holds: a
+ * number the server raises at every grant of the lock, so that a
+ * resource the lock protects can refuse a write that carries a lower
+ * number than one it has already seen (a holder stopped past its lease
+ * cannot then overwrite the work of the next).  No round trip.  0 with
+ * *token set; CONC_EPERM when this handle does not hold the lock;
+ * CONC_EINVAL for NULL arguments or a shared-memory lock (which needs no
+ * fence: its holder cannot outlive its hold). */
+CONC_API int conc_lock_fence(conc_lock *l, uint64_t *token);
 
 /* ---- RLock ----------------------------------------------------------- */
 typedef struct conc_rlock conc_rlock;

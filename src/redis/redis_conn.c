@@ -299,6 +299,8 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
     for (size_t i = 0; i < n; i++) {
         rep[i] = NULL;
     }
+    /* Relaxed: a statistic. */
+    atomic_fetch_add_explicit(&conc__net_trips, 1, memory_order_relaxed);
     if (c->out.oom) {
         err = conc__fail(CONC_ENOMEM, "%s: no memory for the commands to "
                          "%s", fn, cli->where);
@@ -776,4 +778,35 @@ uint64_t conc__rcli_until(const conc__rcli *cli, double t)
         return conc__r_until(t);
     }
     return conc__r_until(cli->net_timeout);
+}
+
+int conc__rcli_call(conc__rcli *cli, conc__rbuild build, void *ctx,
+                    redisReply **rep, size_t n, uint64_t until,
+                    const char *fn)
+{
+    for (int attempt = 0;; attempt++) {
+        conc__rconn *c = NULL;
+        int err = conc__rcli_take(cli, &c, until, fn);
+        if (err != 0) {
+            return err;
+        }
+        build(ctx, c);
+        err = conc__rconn_exchange(cli, c, rep, n, until, fn);
+        bool noscript = false;
+        for (size_t i = 0; err == 0 && i < n; i++) {
+            noscript |= rep[i]->type == REDIS_REPLY_ERROR &&
+                        starts(rep[i], "NOSCRIPT");
+        }
+        /* A connection whose server lost the scripts is dropped: the
+         * next one loads them at its handshake. */
+        conc__rcli_give(cli, c, err == 0 && !noscript);
+        if (!noscript) {
+            return err;
+        }
+        conc__rreplies_free(rep, n);
+        if (attempt > 0) {
+            return conc__fail(CONC_ENET, "%s: the server at %s keeps losing "
+                              "libconc's scripts", fn, cli->where);
+        }
+    }
 }

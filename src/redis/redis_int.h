@@ -134,6 +134,16 @@ int conc__rcli_take(conc__rcli *cli, conc__rconn **out, uint64_t until,
  * a failed exchange its stream is out of step). */
 void conc__rcli_give(conc__rcli *cli, conc__rconn *c, bool ok);
 
+/* One round trip on a pooled or new connection: build(ctx, c) appends n
+ * commands to c->out; their replies land in rep[0..n-1] (free them with
+ * conc__rreplies_free).  Commands are sent once, except when every
+ * script call answered NOSCRIPT (the server lost the scripts: nothing of
+ * them ran), which is retried once on a fresh connection that loads them
+ * again.  Errors as conc__rcli_take and conc__rconn_exchange. */
+typedef void (*conc__rbuild)(void *ctx, conc__rconn *c);
+int conc__rcli_call(conc__rcli *cli, conc__rbuild build, void *ctx,
+                    redisReply **rep, size_t n, uint64_t until,
+                    const char *fn);
 /* Appends "EVALSHA <sha of script i> nkeys" and returns nothing: the
  * caller appends the nkeys keys and then the other arguments; argc is
  * the total count after EVALSHA's own three. */

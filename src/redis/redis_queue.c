@@ -979,39 +979,25 @@ static int rq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
 
 /* ---- one round trip on a fresh or pooled connection ------------------------------ */
 
-/* Sends what build() writes (n commands) and hands the replies to the
- * caller (free them with conc__rreplies_free); one retry when the
- * server lost the scripts. */
+/* A queue command builder, as conc__rcli_call takes one. */
+typedef struct qbuild {
+    rq *q;
+    void (*build)(rq *q, conc__rconn *c, void *arg);
+    void *arg;
+} qbuild;
+
+static void qbuild_run(void *ctx, conc__rconn *c)
+{
+    const qbuild *b = ctx;
+    b->build(b->q, c, b->arg);
+}
+
 static int call(rq *q, void (*build)(rq *q, conc__rconn *c, void *arg),
                 void *arg, redisReply **rep, size_t n, uint64_t until,
                 const char *fn)
 {
-    for (int attempt = 0;; attempt++) {
-        conc__rconn *c = NULL;
-        int err = conc__rcli_take(&q->cli, &c, until, fn);
-        if (err != 0) {
-            return err;
-        }
-        build(q, c, arg);
-        err = conc__rconn_exchange(&q->cli, c, rep, n, until, fn);
-        bool noscript = false;
-        for (size_t i = 0; err == 0 && i < n; i++) {
-            noscript |= rep[i]->type == REDIS_REPLY_ERROR &&
-                        rep[i]->len >= 8 &&
-                        memcmp(rep[i]->str, "NOSCRIPT", 8) == 0;
-        }
-        /* A connection whose server lost the scripts is dropped: the
-         * next one loads them at its handshake. */
-        conc__rcli_give(&q->cli, c, err == 0 && !noscript);
-        if (!noscript) {
-            return err;
-        }
-        conc__rreplies_free(rep, n);
-        if (attempt > 0) {
-            return conc__fail(CONC_ENET, "%s: the server at %s keeps losing "
-                              "libconc's scripts", fn, q->cli.where);
-        }
-    }
+    qbuild b = { q, build, arg };
+    return conc__rcli_call(&q->cli, qbuild_run, &b, rep, n, until, fn);
 }
 
 static void build_qsize(rq *q, conc__rconn *c, void *arg)

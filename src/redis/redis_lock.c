@@ -1,0 +1,553 @@
+/* redis_lock.c - conc_lock served by Redis: a leased lock with a token,
+ * a fencing number, and Python's Lock semantics where a lease allows.
+ *
+ * KEYS (one hash tag per lock):
+ *   conc:{l:NAME}          string: the holder's token, with a TTL of the
+ *                          lease (SET NX PX); absent = free
+ *   conc:{l:NAME}:owner    string: the holder's token, no TTL: the owner
+ *                          record.  Set at each grant, deleted at release.
+ *   conc:{l:NAME}:fence    counter: +1 at each grant (INCR); the grant's
+ *                          value is its fencing token
+ *   conc:{l:NAME}:wake     list: a release pushes one element here
+ *                          (trimmed to one); waiters BLPOP it
+ *   conc:{l:NAME}:meta     hash: kind=lock, layout=1
+ *
+ * ACQUIRE is one script, one round trip: SET NX PX with a fresh random
+ * token; on success INCR the fence and read-then-overwrite the owner
+ * record.  An owner record found at a grant means the previous holder's
+ * key ran out without a release: it died (SIGKILL, a lost host) or was
+ * stopped past its lease.  The grant then returns CONC_EOWNERDEAD, as the
+ * shared-memory lock does for a dead holder, holding the lock.  On
+ * failure the script returns the holder's PTTL, and the acquirer waits
+ * in BLPOP on the wake list for at most that long (a dead holder's lease
+ * ends then), a slice of 2 s, and what is left of its timeout, then
+ * tries again.  RELEASE is one script: delete the key and the owner
+ * record if the key still holds our token, and push a wake-up; otherwise
+ * CONC_EPERM (the lease ran out: someone may have held the lock since),
+ * deleting our owner record if it is still ours (nobody took the lock in
+ * between, so nobody must be told a holder died).  So an uncontended
+ * acquire and release cost two round trips.
+ *
+ * LEASE.  The key's TTL is the lease (30 s by default); the process's
+ * lease thread (redis_lease.c) extends it every lease/3 while the handle
+ * holds the lock (PEXPIRE if the token still matches).  A killed holder
+ * stops extending; the lock frees itself within a lease, and the next
+ * acquire gets CONC_EOWNERDEAD.  What no lease lock can promise: a holder
+ * stopped (SIGSTOP, swap, a frozen VM) or cut off for longer than its
+ * lease still believes it holds the lock while another process holds it.
+ * Its release then returns CONC_EPERM, too late.  The fencing number is
+ * the remedy: the holder passes it with each write to the protected
+ * resource, which refuses numbers lower than one it has seen.
+ *
+ * WHO MAY RELEASE.  Python lets any thread or process release a held
+ * Lock.  Here the token travels with the handle: any thread using the
+ * handle that acquired, and a child forked while it held the lock, may
+ * release it; a handle elsewhere (conc_lock_open in another process)
+ * cannot, and gets CONC_EPERM.
+ *
+ * State (held, token, fence) is guarded by cli.mu; the lease item is
+ * armed after a grant and disarmed after a release, outside cli.mu (the
+ * lock order of redis_lease.c).
+ */
+#include "redis_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLICE_S 2.0
+#define GRACE_S 1.0
+#define DEFAULT_LEASE_S 30.0
+#define MIN_LEASE_S 0.1
+#define MAX_LEASE_S 1e6
+
+enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_N };
+
+static const conc__rscript scripts[SC_N] = {
+    [SC_DECLARE] = { "declare",
+        /* KEYS: key, owner, fence, wake, meta.  ARGV: create (1/0).
+         * {status} or {'type', key, type}. */
+        "local want = {'string', 'string', 'string', 'list', 'hash'}\n"
+        "for i = 1, 5 do\n"
+        "  local t = redis.call('TYPE', KEYS[i])['ok']\n"
+        "  if t ~= 'none' and t ~= want[i] then return {'type', KEYS[i], t} end\n"
+        "end\n"
+        "if redis.call('EXISTS', KEYS[5]) == 0 then\n"
+        "  if ARGV[1] == '0' then return {'missing'} end\n"
+        "  redis.call('HSET', KEYS[5], 'kind', 'lock', 'layout', '1')\n"
+        "  return {'new'}\n"
+        "end\n"
+        "local m = redis.call('HMGET', KEYS[5], 'kind', 'layout')\n"
+        "if m[1] ~= 'lock' or m[2] ~= '1' then return {'kind'} end\n"
+        "return {'old'}\n" },
+    [SC_ACQUIRE] = { "acquire",
+        /* KEYS: key, owner, fence.  ARGV: token, lease ms.
+         * {1, fence, owner record found} or {0, the holder's PTTL}. */
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+        "  local fence = redis.call('INCR', KEYS[3])\n"
+        "  local dead = redis.call('EXISTS', KEYS[2])\n"
+        "  redis.call('SET', KEYS[2], ARGV[1])\n"
+        "  return {1, fence, dead}\n"
+        "end\n"
+        "return {0, redis.call('PTTL', KEYS[1])}\n" },
+    [SC_RELEASE] = { "release",
+        /* KEYS: key, owner, wake.  ARGV: token.  1 released, 0 not ours
+         * (the lease ran out). */
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+        "  redis.call('DEL', KEYS[1], KEYS[2])\n"
+        "  redis.call('LPUSH', KEYS[3], '1')\n"
+        "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
+        "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+        "  return 1\n"
+        "end\n"
+        "if redis.call('GET', KEYS[2]) == ARGV[1] then\n"
+        "  redis.call('DEL', KEYS[2])\n"
+        "end\n"
+        "return 0\n" },
+    [SC_RENEW] = { "renew",
+        /* KEYS: key.  ARGV: token, lease ms.  1 extended, 0 lost. */
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+        "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+        "end\n"
+        "return 0\n" },
+};
+
+typedef struct rl {
+    conc__netl base;
+    conc__rcli cli;
+    conc__ritem item;
+    uint64_t lease_ms;
+    char *k_key;
+    char *k_owner;
+    char *k_fence;
+    char *k_wake;
+    char *k_meta;
+    /* guarded by cli.mu */
+    bool held;
+    char token[33];
+    uint64_t fence;
+} rl;
+
+#define RL(l) ((rl *)(void *)(l))
+
+static char *key_of(const char *name, const char *suffix)
+{
+    size_t n = strlen(name) + strlen(suffix) + 16;
+    char *k = conc__malloc(n);
+    if (k != NULL) {
+        snprintf(k, n, "conc:{l:%s}%s", name, suffix);
+    }
+    return k;
+}
+
+static void new_token(char token[33])
+{
+    snprintf(token, 33, "%016llx%016llx",
+             (unsigned long long)conc__os_random64(),
+             (unsigned long long)conc__os_random64());
+}
+
+/* ---- acquire ------------------------------------------------------------------- */
+
+typedef struct try_arg {
+    rl *l;
+    const char *token;
+} try_arg;
+
+static void build_acquire(void *ctx, conc__rconn *c)
+{
+    const try_arg *a = ctx;
+    conc__rconn_evalsha(c, SC_ACQUIRE, 3, 2);
+    conc__rbuf_str(&c->out, a->l->k_key);
+    conc__rbuf_str(&c->out, a->l->k_owner);
+    conc__rbuf_str(&c->out, a->l->k_fence);
+    conc__rbuf_str(&c->out, a->token);
+    conc__rbuf_u64(&c->out, a->l->lease_ms);
+}
+
+/* One attempt: 1 granted (*dead: the owner record was there), 0 held by
+ * someone (*pttl: what is left of their lease, ms; -1 none, -2 gone), or
+ * an error. */
+static int try_once(rl *l, const char *token, uint64_t until, bool *dead,
+                    uint64_t *fence, long long *pttl, const char *fn)
+{
+    try_arg a = { l, token };
+    redisReply *r = NULL;
+    int err = conc__rcli_call(&l->cli, build_acquire, &a, &r, 1, until, fn);
+    if (err != 0) {
+        return err;
+    }
+    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_ARRAY, false, fn,
+                            "the acquire script");
+    long long got = -1, v = 0, d = 0;
+    if (err == 0 &&
+        (r->elements < 2 || !conc__rreply_int(r->element[0], &got) ||
+         !conc__rreply_int(r->element[1], &v) ||
+         (got == 1 &&
+          (r->elements != 3 || !conc__rreply_int(r->element[2], &d) ||
+           v <= 0)))) {
+        err = conc__fail(CONC_ECORRUPT, "%s: the server at %s answered the "
+                         "acquire script with a malformed reply", fn,
+                         l->cli.where);
+    }
+    conc__rreplies_free(&r, 1);
+    if (err != 0) {
+        return err;
+    }
+    if (got == 1) {
+        *dead = d == 1;
+        *fence = (uint64_t)v;
+        return 1;
+    }
+    *pttl = v;
+    return 0;
+}
+
+typedef struct wait_arg {
+    rl *l;
+    double block;
+} wait_arg;
+
+static void build_wait(void *ctx, conc__rconn *c)
+{
+    const wait_arg *a = ctx;
+    conc__rbuf_cmd(&c->out, 3);
+    conc__rbuf_str(&c->out, "BLPOP");
+    conc__rbuf_str(&c->out, a->l->k_wake);
+    conc__rbuf_secs(&c->out, a->block);
+}
+
+static int rl_acquire(conc__netl *nl, double timeout)
+{
+    rl *l = RL(nl);
+    static const char fn[] = "conc_lock_acquire";
+    bool once = timeout == 0;
+    uint64_t dl = conc__r_until(timeout);
+    char token[33];
+    new_token(token);
+    for (;;) {
+        bool dead = false;
+        uint64_t fence = 0;
+        long long pttl = 0;
+        int got = try_once(l, token, conc__rcli_until(&l->cli, timeout),
+                           &dead, &fence, &pttl, fn);
+        if (got < 0) {
+            return got;
+        }
+        if (got == 1) {
+            pthread_mutex_lock(&l->cli.mu);
+            l->held = true;
+            memcpy(l->token, token, sizeof l->token);
+            l->fence = fence;
+            pthread_mutex_unlock(&l->cli.mu);
+            int err = conc__rlease_arm(&l->item, l->lease_ms * 1000000u / 3,
+                                       fn);
+            if (err != 0) {
+                return err; /* held, but its lease will not be renewed */
+            }
+            if (dead) {
+                return conc__fail(CONC_EOWNERDEAD, "%s: acquired; the "
+                                  "previous holder's lease ran out without "
+                                  "a release (it died, or was stopped past "
+                                  "its lease)", fn);
+            }
+            return 0;
+        }
+        if (once || conc__now_ns() >= dl) {
+            return conc__fail(CONC_ETIMEDOUT, "%s: held by another", fn);
+        }
+        if (pttl == -2) {
+            continue; /* released between the SET and the PTTL */
+        }
+        /* Wait for a release, or for the holder's lease to end. */
+        double block = conc__r_left(dl);
+        if (block > SLICE_S) {
+            block = SLICE_S;
+        }
+        if (pttl > 0 && (double)pttl / 1000.0 + 0.005 < block) {
+            block = (double)pttl / 1000.0 + 0.005;
+        }
+        wait_arg w = { l, block };
+        redisReply *r = NULL;
+        int err = conc__rcli_call(
+            &l->cli, build_wait, &w, &r, 1,
+            conc__now_ns() + (uint64_t)((block + GRACE_S) * 1e9), fn);
+        if (err == 0) {
+            err = conc__rreply_want(&l->cli, r, REDIS_REPLY_ARRAY, true, fn,
+                                    "BLPOP");
+            conc__rreplies_free(&r, 1);
+        }
+        if (err != 0) {
+            return err;
+        }
+    }
+}
+
+/* ---- release, locked, fence -------------------------------------------------------- */
+
+static void build_release(void *ctx, conc__rconn *c)
+{
+    const try_arg *a = ctx;
+    conc__rconn_evalsha(c, SC_RELEASE, 3, 1);
+    conc__rbuf_str(&c->out, a->l->k_key);
+    conc__rbuf_str(&c->out, a->l->k_owner);
+    conc__rbuf_str(&c->out, a->l->k_wake);
+    conc__rbuf_str(&c->out, a->token);
+}
+
+static int rl_release(conc__netl *nl)
+{
+    rl *l = RL(nl);
+    static const char fn[] = "conc_lock_release";
+    char token[33];
+    pthread_mutex_lock(&l->cli.mu);
+    bool held = l->held;
+    memcpy(token, l->token, sizeof token);
+    pthread_mutex_unlock(&l->cli.mu);
+    if (!held) {
+        return conc__fail(CONC_EPERM, "%s: this handle does not hold the "
+                          "lock (a lock on a server is released through "
+                          "the handle that acquired it)", fn);
+    }
+    try_arg a = { l, token };
+    redisReply *r = NULL;
+    int err = conc__rcli_call(&l->cli, build_release, &a, &r, 1,
+                              conc__r_until(l->cli.net_timeout), fn);
+    if (err != 0) {
+        return err; /* still held as far as we know; the lease decides */
+    }
+    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_INTEGER, false, fn,
+                            "the release script");
+    long long v = err == 0 ? r->integer : -1;
+    conc__rreplies_free(&r, 1);
+    if (err != 0) {
+        return err;
+    }
+    pthread_mutex_lock(&l->cli.mu);
+    if (memcmp(l->token, token, sizeof token) == 0) {
+        l->held = false;
+    }
+    pthread_mutex_unlock(&l->cli.mu);
+    conc__rlease_arm(&l->item, 0, fn);
+    if (v != 1) {
+        return conc__fail(CONC_EPERM, "%s: the lease ran out before the "
+                          "release (the holder was stopped or cut off "
+                          "longer than its lease): another may have held "
+                          "the lock since", fn);
+    }
+    return 0;
+}
+
+static void build_exists(void *ctx, conc__rconn *c)
+{
+    const rl *l = ctx;
+    conc__rbuf_cmd(&c->out, 2);
+    conc__rbuf_str(&c->out, "EXISTS");
+    conc__rbuf_str(&c->out, l->k_key);
+}
+
+static int rl_locked(conc__netl *nl, bool *yes)
+{
+    rl *l = RL(nl);
+    static const char fn[] = "conc_lock_locked";
+    redisReply *r = NULL;
+    int err = conc__rcli_call(&l->cli, build_exists, l, &r, 1,
+                              conc__r_until(l->cli.net_timeout), fn);
+    if (err == 0) {
+        err = conc__rreply_want(&l->cli, r, REDIS_REPLY_INTEGER, false, fn,
+                                "EXISTS");
+        *yes = err == 0 && r->integer == 1;
+        conc__rreplies_free(&r, 1);
+    }
+    return err;
+}
+
+static int rl_fence(conc__netl *nl, uint64_t *token)
+{
+    rl *l = RL(nl);
+    pthread_mutex_lock(&l->cli.mu);
+    bool held = l->held;
+    *token = held ? l->fence : 0;
+    pthread_mutex_unlock(&l->cli.mu);
+    if (!held) {
+        return conc__fail(CONC_EPERM, "conc_lock_fence: this handle does not "
+                          "hold the lock");
+    }
+    return 0;
+}
+
+/* ---- renewal, free, make -------------------------------------------------------------- */
+
+typedef struct renew_arg {
+    rl *l;
+    const char *token;
+} renew_arg;
+
+static void build_renew(void *ctx, conc__rconn *c)
+{
+    const renew_arg *a = ctx;
+    conc__rconn_evalsha(c, SC_RENEW, 1, 2);
+    conc__rbuf_str(&c->out, a->l->k_key);
+    conc__rbuf_str(&c->out, a->token);
+    conc__rbuf_u64(&c->out, a->l->lease_ms);
+}
+
+static void rl_renew(conc__ritem *it)
+{
+    rl *l = (rl *)(void *)((char *)it - offsetof(rl, item));
+    char token[33];
+    pthread_mutex_lock(&l->cli.mu);
+    bool held = l->held;
+    memcpy(token, l->token, sizeof token);
+    pthread_mutex_unlock(&l->cli.mu);
+    if (!held) {
+        return;
+    }
+    double lim = (double)l->lease_ms / 3000.0;
+    if (l->cli.net_timeout >= 0 && l->cli.net_timeout < lim) {
+        lim = l->cli.net_timeout;
+    }
+    renew_arg a = { l, token };
+    redisReply *r = NULL;
+    if (conc__rcli_call(&l->cli, build_renew, &a, &r, 1, conc__r_until(lim),
+                        "conc_lock (lease renewal)") == 0) {
+        conc__rreplies_free(&r, 1);
+    }
+}
+
+static void rl_destroy(rl *l)
+{
+    conc__rcli_fini(&l->cli);
+    free(l->k_key);
+    free(l->k_owner);
+    free(l->k_fence);
+    free(l->k_wake);
+    free(l->k_meta);
+    free(l);
+}
+
+static void rl_free(conc__netl *nl)
+{
+    rl *l = RL(nl);
+    conc__rlease_remove(&l->item);
+    rl_destroy(l);
+}
+
+static const conc__netl_ops ops = {
+    .acquire = rl_acquire,
+    .release = rl_release,
+    .locked = rl_locked,
+    .fence = rl_fence,
+    .free = rl_free,
+};
+
+typedef struct declare_arg {
+    rl *l;
+    bool create;
+} declare_arg;
+
+static void build_declare(void *ctx, conc__rconn *c)
+{
+    const declare_arg *a = ctx;
+    conc__rconn_evalsha(c, SC_DECLARE, 5, 1);
+    conc__rbuf_str(&c->out, a->l->k_key);
+    conc__rbuf_str(&c->out, a->l->k_owner);
+    conc__rbuf_str(&c->out, a->l->k_fence);
+    conc__rbuf_str(&c->out, a->l->k_wake);
+    conc__rbuf_str(&c->out, a->l->k_meta);
+    conc__rbuf_str(&c->out, a->create ? "1" : "0");
+}
+
+static bool str_is(const redisReply *r, const char *s)
+{
+    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) &&
+           memcmp(r->str, s, r->len) == 0;
+}
+
+static int declare(rl *l, bool create, const char *name, const char *fn)
+{
+    declare_arg a = { l, create };
+    redisReply *r = NULL;
+    int err = conc__rcli_call(&l->cli, build_declare, &a, &r, 1,
+                              conc__r_until(l->cli.net_timeout), fn);
+    if (err != 0) {
+        return err;
+    }
+    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_ARRAY, false, fn,
+                            "the declare script");
+    const redisReply *const *e = err == 0 && r->elements > 0
+                                     ? (const redisReply *const *)r->element
+                                     : NULL;
+    if (err == 0 && e == NULL) {
+        err = conc__fail(CONC_ECORRUPT, "%s: empty reply from %s", fn,
+                         l->cli.where);
+    } else if (err == 0 && str_is(e[0], "missing")) {
+        err = conc__fail(CONC_EINVAL, "%s: there is no lock '%s' on %s "
+                         "(conc_lock_new makes one)", fn, name, l->cli.where);
+    } else if (err == 0 && str_is(e[0], "type") && r->elements == 3) {
+        err = conc__fail(CONC_EINVAL, "%s: the key '%.*s' on %s holds a "
+                         "%.*s, not what a lock keeps there (another program "
+                         "uses the name '%s')", fn, (int)e[1]->len, e[1]->str,
+                         l->cli.where, (int)e[2]->len, e[2]->str, name);
+    } else if (err == 0 && !str_is(e[0], "new") && !str_is(e[0], "old")) {
+        err = conc__fail(CONC_EINVAL, "%s: '%s' on %s is not a libconc lock "
+                         "of this layout", fn, name, l->cli.where);
+    }
+    conc__rreplies_free(&r, 1);
+    return err;
+}
+
+int conc__redis_lock_make(conc__netl **out, conc__url *u, const char *name,
+                          const conc_lock_opts *opts, bool create)
+{
+    const char *fn = create ? "conc_lock_new" : "conc_lock_open";
+    rl *l = conc__calloc(1, sizeof *l);
+    if (l == NULL) {
+        conc__url_free(u);
+        return conc__fail(CONC_ENOMEM, "%s: no memory for the handle", fn);
+    }
+    conc_timeout nt = opts != NULL ? opts->net_timeout : (conc_timeout){ 0 };
+    int err = conc__rcli_init(&l->cli, u, nt, scripts, SC_N, fn);
+    if (err != 0) {
+        free(l);
+        return err;
+    }
+    const char *un = conc__rcli_url_name(&l->cli);
+    if (name != NULL && un != NULL && strcmp(name, un) != 0) {
+        err = conc__fail(CONC_EINVAL, "%s: .name '%s' and the URL's name "
+                         "'%s' differ", fn, name, un);
+    }
+    name = name != NULL ? name : un;
+    if (err == 0) {
+        err = conc__net_name_check(name, fn);
+    }
+    double lease = opts != NULL && opts->lease != 0 ? opts->lease
+                                                   : DEFAULT_LEASE_S;
+    if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
+        err = conc__fail(CONC_EINVAL, "%s: lease %g s is outside [%g, %g]",
+                         fn, lease, MIN_LEASE_S, MAX_LEASE_S);
+    }
+    l->lease_ms = (uint64_t)(lease * 1000.0 + 0.5);
+    if (err == 0) {
+        l->k_key = key_of(name, "");
+        l->k_owner = key_of(name, ":owner");
+        l->k_fence = key_of(name, ":fence");
+        l->k_wake = key_of(name, ":wake");
+        l->k_meta = key_of(name, ":meta");
+        if (!l->k_key || !l->k_owner || !l->k_fence || !l->k_wake ||
+            !l->k_meta) {
+            err = conc__fail(CONC_ENOMEM, "%s: no memory for key names", fn);
+        }
+    }
+    if (err == 0) {
+        err = declare(l, create, name, fn);
+    }
+    if (err != 0) {
+        rl_destroy(l);
+        return err;
+    }
+    conc__netl_seal(&l->base, &ops);
+    conc__rlease_add(&l->item, &l->cli, rl_renew);
+    *out = &l->base;
+    return 0;
+}

@@ -1,0 +1,340 @@
+/* test_redis_kill.c - the Redis queue under failure, each test bounded in
+ * time: consumers SIGKILLed at random mid-stream (nothing lost,
+ * duplicates never more than kills); the server stopped (SIGSTOP: every
+ * call ends in time, none hangs, and CONC_FOREVER notices), killed (calls
+ * fail with CONC_ENET at once) and restarted with its append-only file
+ * (the next call reconnects; every put that returned 0 is still there);
+ * and the rule that a client never gives up before the server-side block
+ * it started, which at-most-once delivery needs not to lose messages.
+ */
+#include "harness.h"
+#include "redis_server.h"
+
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#define NEED_REDIS()                                                         \
+    do {                                                                     \
+        if (!conc__net_backend_built("redis")) {                             \
+            return;                                                          \
+        }                                                                    \
+    } while (0)
+
+static void *shared(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(p != MAP_FAILED);
+    memset(p, 0, size);
+    return p;
+}
+
+/* ---- consumers killed at random ---------------------------------------------- */
+
+enum { NMSG = 1500, NCONS = 3, KILLS = 8 };
+
+typedef struct stream {
+    char url[256];
+    atomic_int seen[NMSG];   /* how many times each message was processed */
+} stream;
+
+static int consumer(void *arg)
+{
+    stream *st = arg;
+    conc_queue *q = NULL;
+    if (conc_queue_new(&q, &(conc_queue_opts){ .url = st->url,
+                                                .name = "stream",
+                                                .lease = 0.5 }) != 0) {
+        return 10;
+    }
+    for (;;) {
+        int id = -1;
+        size_t len = 0;
+        int err = conc_queue_get_into(q, &id, sizeof id, &len, CONC_FOREVER);
+        if (err == CONC_ECLOSED) {
+            break;
+        }
+        if (err != 0 || len != sizeof id || id < 0 || id >= NMSG) {
+            return 11;
+        }
+        /* "Process" it: the effect is recorded before the next get
+         * acknowledges it, so a kill in between duplicates it. */
+        atomic_fetch_add(&st->seen[id], 1);
+        th_sleep(0.0005);
+    }
+    conc_queue_free(q);
+    return 0;
+}
+
+static int all_seen(stream *st)
+{
+    int n = 0;
+    for (int i = 0; i < NMSG; i++) {
+        n += atomic_load(&st->seen[i]) > 0;
+    }
+    return n;
+}
+
+TEST_T(redis_kill_consumers_at_random_nothing_lost, 90)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    stream *st = shared(sizeof *st);
+    snprintf(st->url, sizeof st->url, "%s", r.url);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .url = r.url,
+                                                     .name = "stream",
+                                                     .lease = 0.5 }));
+    pid_t cons[NCONS];
+    for (int i = 0; i < NCONS; i++) {
+        cons[i] = th_fork(consumer, st);
+    }
+    unsigned seed = (unsigned)getpid();
+    int kills = 0;
+    for (int id = 0; id < NMSG; id++) {
+        CHECK_OK(conc_queue_put(q, &id, sizeof id, 5.0));
+        if (id % (NMSG / (KILLS + 1)) == NMSG / (KILLS + 1) - 1 &&
+            kills < KILLS) {
+            /* Kill one consumer at a random moment, start another. */
+            th_sleep((double)(rand_r(&seed) % 20) / 1000.0);
+            int v = rand_r(&seed) % NCONS;
+            kill(cons[v], SIGKILL);
+            th_wait(cons[v], 5.0);
+            kills++;
+            cons[v] = th_fork(consumer, st);
+        }
+    }
+    double t0 = th_now();
+    while (all_seen(st) < NMSG && th_now() - t0 < 30) {
+        th_sleep(0.05);
+    }
+    CHECK_EQ(all_seen(st), NMSG);
+    CHECK_OK(conc_queue_close(q));
+    for (int i = 0; i < NCONS; i++) {
+        CHECK_EQ(WEXITSTATUS(th_wait(cons[i], 10.0)), 0);
+    }
+    int dups = 0;
+    for (int i = 0; i < NMSG; i++) {
+        dups += atomic_load(&st->seen[i]) - 1;
+    }
+    CHECK_EQ(kills, KILLS);
+    CHECK(dups <= kills);
+    printf("    %d messages, %d consumers killed, %d duplicates\n", NMSG,
+           kills, dups);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
+/* ---- the server stopped ------------------------------------------------------- */
+
+TEST_T(redis_kill_server_stopped_calls_end_in_time, 60)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){
+                                    .url = r.url, .name = "frozen",
+                                    .net_timeout = CONC_TIMEOUT(2.0) }));
+    CHECK_OK(conc_queue_put(q, "before", 6, 1.0));
+    th_redis_signal(&r, SIGSTOP);
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_put(q, "lost?", 5, 0.3), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    CHECK(took >= 0.3 && took < 3.0);
+    CHECK(strstr(conc_errdetail(), "no answer") != NULL);
+    conc_msg m;
+    t0 = th_now();
+    CHECK_ERR(conc_queue_get(q, &m, 0.3), CONC_ETIMEDOUT);
+    took = th_now() - t0;
+    CHECK(took >= 0.3 && took < 4.0); /* the block and its grace */
+    t0 = th_now();
+    int err = conc_queue_get(q, &m, CONC_FOREVER);
+    took = th_now() - t0;
+    CHECK(err == CONC_ETIMEDOUT || err == CONC_ENET);
+    CHECK(took < 8.0); /* a slice (2 s) and its grace, or net_timeout */
+    /* timeout 0: one round trip, bounded by net_timeout */
+    t0 = th_now();
+    CHECK_ERR(conc_queue_get(q, &m, 0), CONC_ETIMEDOUT);
+    took = th_now() - t0;
+    CHECK(took >= 1.9 && took < 8.0);
+    th_redis_signal(&r, SIGCONT);
+    /* The server is back: the next calls reconnect. */
+    CHECK_OK(conc_queue_put(q, "after", 5, 2.0));
+    CHECK_OK(conc_queue_get(q, &m, 2.0));
+    CHECK(m.len == 6 && memcmp(m.data, "before", 6) == 0);
+    conc_msg_free(&m);
+    /* The put that timed out had reached the server's socket: it may have
+     * landed (the header says so); "after" is there either way. */
+    size_t n = conc_queue_qsize(q);
+    CHECK(n == 1 || n == 2);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
+/* ---- the server killed and restarted with its AOF ----------------------------- */
+
+typedef struct restart_box {
+    char url[256];
+    atomic_int acked;         /* puts that returned 0 */
+    atomic_int failed;        /* puts that failed (ENET / ETIMEDOUT) */
+    atomic_int done;
+} restart_box;
+
+static int restart_producer(void *arg)
+{
+    restart_box *b = arg;
+    conc_queue *q = NULL;
+    if (conc_queue_new(&q, &(conc_queue_opts){ .url = b->url,
+                                                .name = "aof" }) != 0) {
+        return 10;
+    }
+    for (int id = 0; id < 400; id++) {
+        int err = conc_queue_put(q, &id, sizeof id, 1.0);
+        if (err == 0) {
+            atomic_fetch_add(&b->acked, 1);
+        } else if (err == CONC_ENET || err == CONC_ETIMEDOUT) {
+            atomic_fetch_add(&b->failed, 1);
+            id--; /* try this one again */
+            th_sleep(0.02);
+        } else {
+            return 11;
+        }
+        th_sleep(0.002);
+    }
+    atomic_store(&b->done, 1);
+    conc_queue_free(q);
+    return 0;
+}
+
+TEST_T(redis_kill_server_restart_keeps_acknowledged_puts, 90)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, "aof");
+    restart_box *b = shared(sizeof *b);
+    snprintf(b->url, sizeof b->url, "%s", r.url);
+    pid_t prod = th_fork(restart_producer, b);
+    while (atomic_load(&b->acked) < 100) {
+        th_sleep(0.01);
+    }
+    th_redis_kill(&r);   /* kill -9 mid-stream */
+    th_sleep(0.3);
+    CHECK(atomic_load(&b->failed) > 0); /* it noticed */
+    th_redis_restart(&r);
+    CHECK_EQ(WEXITSTATUS(th_wait(prod, 60.0)), 0);
+    CHECK(atomic_load(&b->done));
+    /* Every put that returned 0 is there, at least once. */
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_open(&q, th_redis_url_of(&r, "aof")));
+    char *have = calloc(400, 1);
+    int total = 0;
+    for (;;) {
+        int id = -1;
+        size_t len = 0;
+        int err = conc_queue_get_into(q, &id, sizeof id, &len, 0);
+        if (err == CONC_EEMPTY) {
+            break;
+        }
+        CHECK_OK(err);
+        CHECK(id >= 0 && id < 400);
+        have[id] = 1;
+        total++;
+    }
+    for (int i = 0; i < 400; i++) {
+        CHECK(have[i]);
+    }
+    CHECK(total >= 400);
+    CHECK_EQ(atomic_load(&b->acked), 400);
+    printf("    %d puts failed while the server was down, %d duplicates\n",
+           atomic_load(&b->failed), total - 400);
+    free(have);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
+TEST(redis_kill_server_gone_is_enet_at_once)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .url = r.url,
+                                                     .name = "gone" }));
+    th_redis_kill(&r);
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_put(q, "x", 1, 5.0), CONC_ENET);
+    conc_msg m;
+    CHECK_ERR(conc_queue_get(q, &m, CONC_FOREVER), CONC_ENET);
+    CHECK(th_now() - t0 < 2.0);
+    char where[64];
+    snprintf(where, sizeof where, "127.0.0.1:%d", r.port);
+    CHECK(strstr(conc_errdetail(), where) != NULL);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
+/* ---- never give up before the server-side block ------------------------------- */
+
+typedef struct late_box {
+    char url[320];
+    atomic_int go;
+    double at;       /* seconds after go to put */
+} late_box;
+
+static int late_putter(void *arg)
+{
+    late_box *b = arg;
+    conc_queue *q = NULL;
+    if (conc_queue_open(&q, b->url) != 0) {
+        return 10;
+    }
+    while (!atomic_load(&b->go)) {
+        th_sleep(0.0005);
+    }
+    th_sleep(b->at);
+    int err = conc_queue_put(q, "late", 4, 2.0);
+    conc_queue_free(q);
+    return err == 0 ? 0 : 11;
+}
+
+/* At most once: a get with timeout t blocks on the server (BRPOP) for t;
+ * a put landing just before the block ends is handed to this get's
+ * connection.  A client that stopped reading earlier would lose it.  Each
+ * round: either the get returns it, or it is still queued. */
+TEST_T(redis_kill_get_outwaits_its_server_block, 60)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .url = r.url,
+                                                     .name = "late",
+                                                     .at_most_once = true }));
+    late_box *b = shared(sizeof *b);
+    snprintf(b->url, sizeof b->url, "%s", th_redis_url_of(&r, "late"));
+    int got = 0, queued = 0;
+    for (int round = 0; round < 12; round++) {
+        atomic_store(&b->go, 0);
+        b->at = 0.17 + 0.0025 * round; /* around the end of a 0.2 s block */
+        pid_t kid = th_fork(late_putter, b);
+        th_sleep(0.05);
+        atomic_store(&b->go, 1);
+        conc_msg m;
+        int err = conc_queue_get(q, &m, 0.2);
+        CHECK_EQ(WEXITSTATUS(th_wait(kid, 10.0)), 0);
+        if (err == 0) {
+            conc_msg_free(&m);
+            got++;
+        } else {
+            CHECK_ERR(err, CONC_EEMPTY);
+            CHECK_OK(conc_queue_get(q, &m, 1.0)); /* still queued */
+            conc_msg_free(&m);
+            queued++;
+        }
+    }
+    CHECK_EQ(got + queued, 12);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}

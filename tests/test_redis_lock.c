@@ -1,0 +1,296 @@
+/* test_redis_lock.c - conc_lock on Redis (.url), on a real redis-server
+ * each test starts: mutual exclusion across processes, the lease renewed
+ * while the holder lives, CONC_EOWNERDEAD after a killed holder, the
+ * fencing number growing with each grant, CONC_EPERM for a release after
+ * the lease was lost (holder stopped past it) and for a handle that does
+ * not hold it, two round trips for an uncontended acquire and release
+ * (counted by the server), and the errors of a bad name.
+ */
+#include "harness.h"
+#include "redis_server.h"
+
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#define NEED_REDIS()                                                         \
+    do {                                                                     \
+        if (!conc__net_backend_built("redis")) {                             \
+            return;                                                          \
+        }                                                                    \
+    } while (0)
+
+static conc_lock *mkl(const char *url, const char *name, double lease)
+{
+    conc_lock *l = NULL;
+    int err = conc_lock_new(&l, &(conc_lock_opts){ .url = url, .name = name,
+                                                   .lease = lease });
+    if (err != 0) {
+        th_fail(__FILE__, __LINE__, "conc_lock_new: %s: %s",
+                conc_errname(err), conc_errdetail());
+    }
+    return l;
+}
+
+TEST(redis_lock_basics_and_fence)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = mkl(r.url, "L", 0);
+    uint64_t f1 = 0, f2 = 0;
+    CHECK(!conc_lock_locked(l));
+    CHECK_ERR(conc_lock_fence(l, &f1), CONC_EPERM);
+    CHECK_ERR(conc_lock_release(l), CONC_EPERM);
+    CHECK(strstr(conc_errdetail(), "does not hold") != NULL);
+    CHECK_OK(conc_lock_acquire(l, 1.0));
+    CHECK(conc_lock_locked(l));
+    CHECK_OK(conc_lock_fence(l, &f1));
+    /* Not re-entrant, as Python's Lock: a second acquire waits it out. */
+    double t0 = th_now();
+    CHECK_ERR(conc_lock_acquire(l, 0.3), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    CHECK(took >= 0.3 && took < 3.0);
+    CHECK_ERR(conc_lock_acquire(l, 0), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(l));
+    CHECK(!conc_lock_locked(l));
+    CHECK_OK(conc_lock_acquire(l, 0));
+    CHECK_OK(conc_lock_fence(l, &f2));
+    CHECK(f2 > f1);
+    /* Another handle (as another host's would be) cannot release it. */
+    conc_lock *o = NULL;
+    CHECK_OK(conc_lock_open(&o, th_redis_url_of(&r, "L")));
+    CHECK(conc_lock_locked(o));
+    CHECK_ERR(conc_lock_release(o), CONC_EPERM);
+    CHECK_OK(conc_lock_release(l));
+    CHECK_OK(conc_lock_acquire(o, 1.0));
+    CHECK_OK(conc_lock_release(o));
+    conc_lock_free(o);
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
+/* ---- mutual exclusion --------------------------------------------------------- */
+
+typedef struct excl {
+    char url[256];
+    int counter;       /* non-atomic on purpose: the lock protects it */
+    atomic_int inside; /* how many hold it now */
+    atomic_int overlap;
+} excl;
+
+static int excl_worker(void *arg)
+{
+    excl *e = arg;
+    conc_lock *l = NULL;
+    if (conc_lock_new(&l, &(conc_lock_opts){ .url = e->url,
+                                              .name = "mx" }) != 0) {
+        return 10;
+    }
+    for (int i = 0; i < 100; i++) {
+        if (conc_lock_acquire(l, 20.0) != 0) {
+            return 11;
+        }
+        if (atomic_fetch_add(&e->inside, 1) != 0) {
+            atomic_fetch_add(&e->overlap, 1);
+        }
+        int v = e->counter;
+        if (i % 10 == 0) {
+            th_sleep(0.001);
+        }
+        e->counter = v + 1;
+        atomic_fetch_sub(&e->inside, 1);
+        if (conc_lock_release(l) != 0) {
+            return 12;
+        }
+    }
+    conc_lock_free(l);
+    return 0;
+}
+
+TEST(redis_lock_mutual_exclusion_across_processes)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    excl *e = mmap(NULL, sizeof *e, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(e, 0, sizeof *e);
+    snprintf(e->url, sizeof e->url, "%s", r.url);
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        kids[i] = th_fork(excl_worker, e);
+    }
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(WEXITSTATUS(th_wait(kids[i], 60.0)), 0);
+    }
+    CHECK_EQ(e->counter, 300);
+    CHECK_EQ(atomic_load(&e->overlap), 0);
+    munmap(e, sizeof *e);
+    th_redis_stop(&r);
+}
+
+/* ---- dead holder, renewed lease, lost lease --------------------------------- */
+
+typedef struct holder_box {
+    char url[256];
+    double lease;
+    double hold;          /* seconds to hold before releasing */
+    atomic_int held;
+    atomic_int release_rc;
+    unsigned long long fence;
+} holder_box;
+
+static int holder(void *arg)
+{
+    holder_box *b = arg;
+    conc_lock *l = NULL;
+    if (conc_lock_new(&l, &(conc_lock_opts){ .url = b->url, .name = "h",
+                                              .lease = b->lease }) != 0) {
+        return 10;
+    }
+    if (conc_lock_acquire(l, 10.0) != 0) {
+        return 11;
+    }
+    uint64_t f = 0;
+    conc_lock_fence(l, &f);
+    b->fence = f;
+    atomic_store(&b->held, 1);
+    th_sleep(b->hold);
+    atomic_store(&b->release_rc, conc_lock_release(l));
+    conc_lock_free(l);
+    return 0;
+}
+
+static holder_box *box(const th_redis *r, double lease, double hold)
+{
+    holder_box *b = mmap(NULL, sizeof *b, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(b, 0, sizeof *b);
+    snprintf(b->url, sizeof b->url, "%s", r->url);
+    b->lease = lease;
+    b->hold = hold;
+    return b;
+}
+
+static void wait_held(holder_box *b)
+{
+    double t0 = th_now();
+    while (!atomic_load(&b->held) && th_now() - t0 < 10) {
+        th_sleep(0.005);
+    }
+    CHECK(atomic_load(&b->held));
+}
+
+TEST(redis_lock_dead_holder_gives_ownerdead)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    holder_box *b = box(&r, 0.5, 60.0);
+    pid_t kid = th_fork(holder, b);
+    wait_held(b);
+    conc_lock *l = mkl(r.url, "h", 0.5);
+    CHECK_ERR(conc_lock_acquire(l, 0), CONC_ETIMEDOUT);
+    kill(kid, SIGKILL);
+    th_wait(kid, 5.0);
+    double t0 = th_now();
+    CHECK_ERR(conc_lock_acquire(l, 5.0), CONC_EOWNERDEAD);
+    CHECK(th_now() - t0 < 2.0); /* within about one lease */
+    CHECK(strstr(conc_errdetail(), "previous holder") != NULL);
+    uint64_t f = 0;
+    CHECK_OK(conc_lock_fence(l, &f));
+    CHECK(f > b->fence);
+    /* The lock works on, and the dead holder is reported once. */
+    CHECK_OK(conc_lock_release(l));
+    CHECK_OK(conc_lock_acquire(l, 1.0));
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
+TEST(redis_lock_lease_renewed_while_holder_lives)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    holder_box *b = box(&r, 0.3, 1.5); /* five leases, no call */
+    pid_t kid = th_fork(holder, b);
+    wait_held(b);
+    conc_lock *l = mkl(r.url, "h", 0.3);
+    CHECK_ERR(conc_lock_acquire(l, 0.8), CONC_ETIMEDOUT);
+    /* The holder releases at 1.5 s: the waiter gets it then, cleanly. */
+    CHECK_OK(conc_lock_acquire(l, 10.0));
+    CHECK_EQ(WEXITSTATUS(th_wait(kid, 10.0)), 0);
+    CHECK_OK(atomic_load(&b->release_rc));
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
+TEST(redis_lock_release_after_lost_lease_is_eperm)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    holder_box *b = box(&r, 0.4, 1.0);
+    pid_t kid = th_fork(holder, b);
+    wait_held(b);
+    kill(kid, SIGSTOP); /* paused past its lease: it cannot renew */
+    conc_lock *l = mkl(r.url, "h", 0.4);
+    CHECK_ERR(conc_lock_acquire(l, 5.0), CONC_EOWNERDEAD);
+    uint64_t f = 0;
+    CHECK_OK(conc_lock_fence(l, &f));
+    CHECK(f > b->fence); /* the resource can tell the late writer */
+    kill(kid, SIGCONT);
+    CHECK_EQ(WEXITSTATUS(th_wait(kid, 10.0)), 0);
+    CHECK_ERR(atomic_load(&b->release_rc), CONC_EPERM);
+    /* The late release did not take the lock from its new holder. */
+    CHECK(conc_lock_locked(l));
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
+/* ---- round trips, errors -------------------------------------------------------- */
+
+TEST(redis_lock_uncontended_is_two_round_trips)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = mkl(r.url, "rt", 0);
+    CHECK_OK(conc_lock_acquire(l, 1.0)); /* the connection is made */
+    CHECK_OK(conc_lock_release(l));
+    long long calls = th_redis_calls(&r, "evalsha");
+    uint64_t trips = conc__net_round_trips();
+    CHECK_OK(conc_lock_acquire(l, 1.0));
+    CHECK_OK(conc_lock_release(l));
+    /* Two exchanges on the wire, each one script on the server. */
+    CHECK_EQ(conc__net_round_trips() - trips, 2);
+    CHECK_EQ(th_redis_calls(&r, "evalsha") - calls, 2);
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
+TEST(redis_lock_errors)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = NULL;
+    CHECK_ERR(conc_lock_open(&l, th_redis_url_of(&r, "nobody")), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "no lock 'nobody'") != NULL);
+    free(th_redis_cmd(&r, "HSET", "conc:{l:x}", "a", "b", NULL));
+    CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){ .url = r.url,
+                                                    .name = "x" }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "holds a hash") != NULL);
+    CHECK(l == NULL);
+    conc_lock *s = NULL;
+    CHECK_OK(conc_lock_new(&s, NULL));
+    uint64_t f = 7;
+    CHECK_ERR(conc_lock_fence(s, &f), CONC_EINVAL);
+    CHECK_EQ(f, 0);
+    conc_lock_free(s);
+    th_redis_stop(&r);
+}
