@@ -92,6 +92,7 @@
  * that thread as usual, the child just waits for it.
  */
 #include "shared_int.h"
+#include "net_int.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -158,7 +159,24 @@ struct conc_dict {
     size_t map_size;
     conc_shm *shm; /* named */
     void *anon;    /* anonymous */
+    conc__netd *net; /* a dict on a server (net_dict.c), or NULL */
 };
+
+/* A handle for a dict on a server: only net is set (net_dict.c). */
+static int net_handle(conc_dict **out, int err, conc__netd *net)
+{
+    if (err != 0) {
+        return err;
+    }
+    conc_dict *d = conc__calloc(1, sizeof *d);
+    if (d == NULL) {
+        conc__netd_free(net);
+        return conc__fail(CONC_ENOMEM, "conc_dict: no memory for a handle");
+    }
+    d->net = net;
+    *out = d;
+    return 0;
+}
 
 /* ---- crash points (tests only) ------------------------------------------- */
 
@@ -790,6 +808,12 @@ static void dict_init(dict_hdr *h, const layout *l)
 
 int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
 {
+    if (opts != NULL && opts->url != NULL && out != NULL) {
+        conc__netd *n = NULL;
+        *out = NULL;
+        int e = conc__netd_new(&n, opts);
+        return net_handle(out, e, n);
+    }
     int err = 0;
     conc_dict *d = NULL;
     if (out == NULL) {
@@ -847,6 +871,12 @@ fail:
 
 int conc_dict_open(conc_dict **out, const char *name)
 {
+    if (conc__url_is(name) && out != NULL) {
+        conc__netd *n = NULL;
+        *out = NULL;
+        int e = conc__netd_open(&n, name);
+        return net_handle(out, e, n);
+    }
     int err = 0;
     conc_dict *d = NULL;
     if (out == NULL) {
@@ -890,6 +920,11 @@ fail:
 
 void conc_dict_free(conc_dict *d)
 {
+    if (d != NULL && d->net != NULL) {
+        conc__netd_free(d->net);
+        free(d);
+        return;
+    }
     if (d == NULL) {
         return;
     }
@@ -908,6 +943,9 @@ static bool key_ok(const conc_dict *d, const void *key, size_t klen)
 int conc_dict_set(conc_dict *d, const void *key, size_t klen, const void *val,
                   size_t vlen)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_set(d->net, key, klen, val, vlen);
+    }
     if (!key_ok(d, key, klen) || (val == NULL && vlen > 0)) {
         return CONC_EINVAL;
     }
@@ -925,6 +963,9 @@ int conc_dict_set(conc_dict *d, const void *key, size_t klen, const void *val,
 
 int conc_dict_get(conc_dict *d, const void *key, size_t klen, conc_msg *msg)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_get(d->net, key, klen, msg);
+    }
     if (!key_ok(d, key, klen) || msg == NULL) {
         return CONC_EINVAL;
     }
@@ -960,6 +1001,9 @@ out:
 int conc_dict_get_into(conc_dict *d, const void *key, size_t klen, void *buf,
                        size_t cap, size_t *len)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_get_into(d->net, key, klen, buf, cap, len);
+    }
     if (!key_ok(d, key, klen) || len == NULL || (buf == NULL && cap > 0)) {
         return CONC_EINVAL;
     }
@@ -987,6 +1031,9 @@ int conc_dict_get_into(conc_dict *d, const void *key, size_t klen, void *buf,
 
 int conc_dict_del(conc_dict *d, const void *key, size_t klen)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_del(d->net, key, klen);
+    }
     if (!key_ok(d, key, klen)) {
         return CONC_EINVAL;
     }
@@ -1015,6 +1062,9 @@ int conc_dict_del(conc_dict *d, const void *key, size_t klen)
 
 bool conc_dict_contains(conc_dict *d, const void *key, size_t klen)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_contains(d->net, key, klen);
+    }
     if (!key_ok(d, key, klen)) {
         return false;
     }
@@ -1030,6 +1080,9 @@ bool conc_dict_contains(conc_dict *d, const void *key, size_t klen)
 
 size_t conc_dict_len(conc_dict *d)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_len(d->net);
+    }
     if (d == NULL) {
         return 0;
     }
@@ -1044,6 +1097,9 @@ size_t conc_dict_len(conc_dict *d)
 
 int conc_dict_keys(conc_dict *d, conc_msg **keys, size_t *n)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_keys(d->net, keys, n);
+    }
     if (d == NULL || keys == NULL || n == NULL) {
         return CONC_EINVAL;
     }
@@ -1151,6 +1207,9 @@ static void update_buf_give(conc_buf *out)
 int conc_dict_update(conc_dict *d, const void *key, size_t klen,
                      conc_dict_update_fn fn, void *arg)
 {
+    if (d != NULL && d->net != NULL) {
+        return conc__netd_update(d->net, key, klen, fn, arg);
+    }
     if (!key_ok(d, key, klen) || fn == NULL) {
         return CONC_EINVAL;
     }

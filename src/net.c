@@ -22,7 +22,7 @@
 #include "redis/redis_int.h"
 #define REDIS_MISSING NULL
 #define REDIS_Q conc__redis_queue_make
-#define REDIS_D NULL
+#define REDIS_D conc__redis_dict_make
 #define REDIS_L conc__redis_lock_make
 #else
 #define REDIS_MISSING                                                        \

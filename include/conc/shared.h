@@ -123,14 +123,48 @@ CONC_API void conc_value_free(conc_value *v);
  * old or its new value, never a torn one, and the next caller repairs the
  * free space the dead one may have left half-updated (src/dict.c says
  * how).  Full: CONC_ENOMEM, and the table is as it was; deleting makes
- * room again. */
+ * room again.
+ *
+ * On a server (.url).  The same dict served by Redis, shared by processes
+ * on any host (URLs as conc/queue.h describes them):
+ *   conc_dict_new(&d, &(conc_dict_opts){ .url = "redis://10.0.0.5:6379/0",
+ *                                         .name = "counts" });
+ *   conc_dict_open(&d, "redis://10.0.0.5:6379/0/counts");   // any host
+ * conc_dict_new makes it or attaches to it (CONC_EINVAL when the name
+ * holds keys of another kind; capacity_bytes must be 0: the server holds
+ * what its memory allows, and answers CONC_ENOMEM past maxmemory);
+ * conc_dict_open attaches (CONC_EINVAL when there is no such dict).  It
+ * lives on the server under keys "conc:{d:<name>}..." (a hash of values
+ * and one of per-key versions) until they are deleted.  Every call is one
+ * round trip, bounded by .net_timeout, except conc_dict_update: it reads
+ * the value and its version, runs fn here, and writes with a
+ * compare-and-set that succeeds only if nobody wrote the key since: two
+ * round trips, and one more each time another writer got in first.  So
+ * on a server fn may run more than once for one update (each run sees
+ * the value then current; only the last run's result is stored): it must
+ * be pure - compute the new value from the old one and arg, nothing
+ * else - and it may call the dict itself.  Writes to other keys never
+ * make an update retry.  Errors beyond the shared-memory ones: CONC_ENET,
+ * CONC_EAUTH, CONC_ETIMEDOUT (no answer in time; an update whose key
+ * kept changing through 10000 attempts), CONC_ECORRUPT (a key or reply
+ * that is not what libconc wrote); a set or update that failed with
+ * CONC_ENET or CONC_ETIMEDOUT may still have been stored.  contains and
+ * len answer false and 0 when the server cannot be asked
+ * (conc_errdetail() says why). */
 typedef struct conc_dict conc_dict;
 typedef struct conc_dict_opts {
     size_t capacity_bytes; /* the shared region's size, index included;
                               0: 64 MiB.  Memory is only used as entries
                               fill it.  Below 16 KiB it is raised to
                               16 KiB; above 256 GiB CONC_EINVAL */
-    const char *name;      /* NULL: anonymous; else named (conc_dict_open) */
+    const char *name;      /* NULL: anonymous; else named (conc_dict_open);
+                              with .url, the dict's name on the server */
+    /* A dict on a server ("On a server" above): the server's URL.  NULL:
+     * shared memory. */
+    const char *url;
+    /* On a server: the bound on each call's round trips (no dict call
+     * takes a timeout).  Left out: 10 s. */
+    conc_timeout net_timeout;
 } conc_dict_opts;
 
 /* conc_dict_update_fn - computes a key's new value from its old one.

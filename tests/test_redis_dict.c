@@ -1,0 +1,296 @@
+/* test_redis_dict.c - conc_dict on Redis (.url), on a real redis-server
+ * each test starts: the mapping calls, update as an atomic read-modify-
+ * write across processes (exact counts), its callback run again when
+ * another writer got in first - and only then (writers of other keys
+ * cost no retry) - including a key deleted and set back to the same
+ * value between the read and the write (a version, not the value, is
+ * compared), two round trips for an uncontended update (counted), and
+ * the errors of a bad name.
+ */
+#include "harness.h"
+#include "redis_server.h"
+
+#include <stdatomic.h>
+#include <sys/mman.h>
+
+#define NEED_REDIS()                                                         \
+    do {                                                                     \
+        if (!conc__net_backend_built("redis")) {                             \
+            return;                                                          \
+        }                                                                    \
+    } while (0)
+
+static conc_dict *mkd(const char *url, const char *name)
+{
+    conc_dict *d = NULL;
+    int err = conc_dict_new(&d, &(conc_dict_opts){ .url = url,
+                                                   .name = name });
+    if (err != 0) {
+        th_fail(__FILE__, __LINE__, "conc_dict_new: %s: %s",
+                conc_errname(err), conc_errdetail());
+    }
+    return d;
+}
+
+TEST(redis_dict_mapping_calls)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "m");
+    conc_msg m;
+    CHECK_EQ(conc_dict_len(d), 0);
+    CHECK_ERR(conc_dict_get(d, "a", 1, &m), CONC_EEMPTY);
+    CHECK_OK(conc_dict_set(d, "a", 1, "apple", 5));
+    CHECK_OK(conc_dict_set(d, "", 0, NULL, 0)); /* empty key, empty value */
+    CHECK_OK(conc_dict_set(d, "a", 1, "avocado", 7));
+    CHECK_EQ(conc_dict_len(d), 2);
+    CHECK(conc_dict_contains(d, "a", 1));
+    CHECK(conc_dict_contains(d, "", 0));
+    CHECK(!conc_dict_contains(d, "b", 1));
+    CHECK_OK(conc_dict_get(d, "a", 1, &m));
+    CHECK(m.len == 7 && memcmp(m.data, "avocado", 7) == 0);
+    conc_msg_free(&m);
+    CHECK_OK(conc_dict_get(d, "", 0, &m));
+    CHECK(m.len == 0 && m.data == NULL);
+    char buf[4];
+    size_t len = 0;
+    CHECK_ERR(conc_dict_get_into(d, "a", 1, buf, sizeof buf, &len),
+              CONC_ETOOBIG);
+    CHECK_EQ(len, 7);
+    conc_msg *keys = NULL;
+    size_t n = 0;
+    CHECK_OK(conc_dict_keys(d, &keys, &n));
+    CHECK_EQ(n, 2);
+    CHECK((keys[0].len == 1) != (keys[1].len == 1));
+    conc_dict_keys_free(keys);
+    CHECK_OK(conc_dict_del(d, "a", 1));
+    CHECK_ERR(conc_dict_del(d, "a", 1), CONC_EEMPTY);
+    /* Another handle, by URL, sees the same dict. */
+    conc_dict *o = NULL;
+    CHECK_OK(conc_dict_open(&o, th_redis_url_of(&r, "m")));
+    CHECK_EQ(conc_dict_len(o), 1);
+    CHECK_OK(conc_dict_set(o, "z", 1, "zz", 2));
+    CHECK(conc_dict_contains(d, "z", 1));
+    conc_dict_free(o);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+/* ---- update ------------------------------------------------------------------------- */
+
+typedef struct counter_arg {
+    atomic_int calls;
+} counter_arg;
+
+static int incr(const void *old, size_t oldlen, bool found, conc_buf *out,
+                void *arg)
+{
+    counter_arg *a = arg;
+    atomic_fetch_add(&a->calls, 1);
+    long v = 0;
+    if (found) {
+        char t[32];
+        snprintf(t, sizeof t, "%.*s", (int)oldlen, (const char *)old);
+        v = atol(t);
+    }
+    char t[32];
+    int k = snprintf(t, sizeof t, "%ld", v + 1);
+    return conc_buf_append(out, t, (size_t)k);
+}
+
+static long read_long(conc_dict *d, const char *key)
+{
+    char buf[32];
+    size_t len = 0;
+    CHECK_OK(conc_dict_get_into(d, key, strlen(key), buf, sizeof buf - 1,
+                                &len));
+    buf[len] = '\0';
+    return atol(buf);
+}
+
+typedef struct upd_box {
+    char url[320];
+    char key[8];
+    atomic_int calls;
+} upd_box;
+
+static int updater(void *arg)
+{
+    upd_box *b = arg;
+    conc_dict *d = NULL;
+    if (conc_dict_open(&d, b->url) != 0) {
+        return 10;
+    }
+    counter_arg a = { 0 };
+    for (int i = 0; i < 100; i++) {
+        if (conc_dict_update(d, b->key, strlen(b->key), incr, &a) != 0) {
+            return 11;
+        }
+    }
+    atomic_fetch_add(&b->calls, atomic_load(&a.calls));
+    conc_dict_free(d);
+    return 0;
+}
+
+static upd_box *boxes(const th_redis *r, int n)
+{
+    upd_box *b = mmap(NULL, sizeof *b * (size_t)n, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(b, 0, sizeof *b * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        snprintf(b[i].url, sizeof b[i].url, "%s", th_redis_url_of(r, "u"));
+    }
+    return b;
+}
+
+TEST(redis_dict_update_is_atomic_across_processes)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "u");
+    upd_box *b = boxes(&r, 4);
+    pid_t kids[4];
+    for (int i = 0; i < 4; i++) {
+        snprintf(b[i].key, sizeof b[i].key, "n");
+        kids[i] = th_fork(updater, &b[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(WEXITSTATUS(th_wait(kids[i], 60.0)), 0);
+    }
+    CHECK_EQ(read_long(d, "n"), 400);
+    int calls = 0;
+    for (int i = 0; i < 4; i++) {
+        calls += atomic_load(&b[i].calls);
+    }
+    CHECK(calls >= 400); /* lost races ran fn again */
+    printf("    400 updates, fn ran %d times\n", calls);
+    munmap(b, sizeof *b * 4);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+TEST(redis_dict_writers_of_other_keys_cost_no_retry)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "u");
+    upd_box *b = boxes(&r, 2);
+    snprintf(b[0].key, sizeof b[0].key, "x");
+    snprintf(b[1].key, sizeof b[1].key, "y");
+    pid_t k0 = th_fork(updater, &b[0]), k1 = th_fork(updater, &b[1]);
+    CHECK_EQ(WEXITSTATUS(th_wait(k0, 60.0)), 0);
+    CHECK_EQ(WEXITSTATUS(th_wait(k1, 60.0)), 0);
+    CHECK_EQ(read_long(d, "x"), 100);
+    CHECK_EQ(read_long(d, "y"), 100);
+    CHECK_EQ(atomic_load(&b[0].calls), 100);
+    CHECK_EQ(atomic_load(&b[1].calls), 100);
+    munmap(b, sizeof *b * 2);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+typedef struct aba_arg {
+    conc_dict *other;
+    int calls;
+} aba_arg;
+
+/* On its first run, another handle deletes the key and sets it back to
+ * the very value fn is looking at: the write must still be refused. */
+static int aba_fn(const void *old, size_t oldlen, bool found, conc_buf *out,
+                  void *arg)
+{
+    aba_arg *a = arg;
+    a->calls++;
+    if (a->calls == 1) {
+        conc_dict_del(a->other, "k", 1);
+        conc_dict_set(a->other, "k", 1, old, oldlen);
+    }
+    (void)found;
+    return conc_buf_append(out, "new", 3);
+}
+
+static int refuse(const void *old, size_t oldlen, bool found, conc_buf *out,
+                  void *arg)
+{
+    (void)old;
+    (void)oldlen;
+    (void)found;
+    (void)out;
+    (*(int *)arg)++;
+    return 42;
+}
+
+TEST(redis_dict_update_compares_versions_not_values)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "v");
+    aba_arg a = { mkd(r.url, "v"), 0 };
+    CHECK_OK(conc_dict_set(d, "k", 1, "same", 4));
+    CHECK_OK(conc_dict_update(d, "k", 1, aba_fn, &a));
+    CHECK_EQ(a.calls, 2);
+    conc_msg m;
+    CHECK_OK(conc_dict_get(d, "k", 1, &m));
+    CHECK(m.len == 3 && memcmp(m.data, "new", 3) == 0);
+    conc_msg_free(&m);
+    /* fn's own non-zero result: returned, nothing written. */
+    int n = 0;
+    CHECK_ERR(conc_dict_update(d, "k", 1, refuse, &n), 42);
+    CHECK_EQ(n, 1);
+    CHECK_OK(conc_dict_get(d, "k", 1, &m));
+    CHECK(m.len == 3);
+    conc_msg_free(&m);
+    conc_dict_free(a.other);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+TEST(redis_dict_uncontended_update_is_two_round_trips)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "rt");
+    counter_arg a = { 0 };
+    CHECK_OK(conc_dict_update(d, "c", 1, incr, &a)); /* connection made */
+    uint64_t trips = conc__net_round_trips();
+    long long calls = th_redis_calls(&r, "evalsha");
+    CHECK_OK(conc_dict_update(d, "c", 1, incr, &a));
+    CHECK_EQ(conc__net_round_trips() - trips, 2);
+    CHECK_EQ(th_redis_calls(&r, "evalsha") - calls, 2);
+    CHECK_EQ(read_long(d, "c"), 2);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+TEST(redis_dict_errors)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = NULL;
+    CHECK_ERR(conc_dict_open(&d, th_redis_url_of(&r, "none")), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "no dict 'none'") != NULL);
+    CHECK(d == NULL);
+    free(th_redis_cmd(&r, "LPUSH", "conc:{d:lst}", "x", NULL));
+    CHECK_ERR(conc_dict_new(&d, &(conc_dict_opts){ .url = r.url,
+                                                    .name = "lst" }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "holds a list") != NULL);
+    CHECK_ERR(conc_dict_new(&d, &(conc_dict_opts){ .url = r.url,
+                                                    .name = "c",
+                                                    .capacity_bytes = 1 }),
+              CONC_EINVAL);
+    d = mkd(r.url, "live");
+    free(th_redis_cmd(&r, "SET", "conc:{d:live}", "str", NULL));
+    CHECK_ERR(conc_dict_set(d, "k", 1, "v", 1), CONC_ECORRUPT);
+    conc_msg m;
+    CHECK_ERR(conc_dict_get(d, "k", 1, &m), CONC_ECORRUPT);
+    CHECK(!conc_dict_contains(d, "k", 1));
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
