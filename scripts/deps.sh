@@ -15,6 +15,13 @@ ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
 # libzmq is a benchmark baseline (bench/bench_queue); the library never
 # links it.
 [ -e /usr/include/zmq.h ] || need+=(libzmq3-dev)
+# The Redis backend (.url = "redis://..."): hiredis to build it,
+# redis-server for its tests, the tour and the benchmarks (each starts a
+# throwaway server of its own), redis-tools for redis-cli and
+# redis-benchmark (the tour, a benchmark baseline).
+[ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "deps.sh: please install: ${need[*]}" >&2

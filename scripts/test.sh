@@ -4,6 +4,7 @@
 # every fuzz target for a bounded time (scripts/fuzz.sh, 60 s in all).
 #   CONC_FLAVOURS="plain" scripts/test.sh     only some flavours
 #   CONC_FUZZ_SECONDS=0 scripts/test.sh       no fuzzing
+#   CONC_CMAKE_ARGS="-DCONC_REDIS=ON" ...     extra configure options
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -20,8 +21,10 @@ for f in $flavours; do
     [ "$f" = plain ] && san=""
     dir=build/test-$f
     echo "=== flavour: $f ==="
+    # shellcheck disable=SC2086  # CONC_CMAKE_ARGS: extra options (.ci/run)
     cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DCONC_SANITIZE="$san" -DCONC_WERROR=ON -DCONC_BUILD_BENCH=OFF >/dev/null
+        -DCONC_SANITIZE="$san" -DCONC_WERROR=ON -DCONC_BUILD_BENCH=OFF \
+        ${CONC_CMAKE_ARGS:-} >/dev/null
     cmake --build "$dir" -j"$jobs"
     (cd "$dir" && ctest --output-on-failure -j"$jobs") || status=1
 done

@@ -10,7 +10,30 @@ cmake --build build/tour -j"$(nproc)" >/dev/null
 # Examples run in a scratch folder: some write files (the ticket office's
 # db.txt).
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+redis_pid=""
+cleanup() {
+    if [ -n "$redis_pid" ]; then
+        kill "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+# The examples that share objects through Redis (examples/*redis*.c) get a
+# throwaway redis-server of their own: loopback, a free port, no
+# persistence, its files in the scratch folder; stopped at the end.
+if ls examples/*redis*.c >/dev/null 2>&1 && [ -z "${CONC_REDIS_URL:-}" ]; then
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$work/redis"
+    redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+        --daemonize no --dir "$work/redis" --logfile "$work/redis/log" &
+    redis_pid=$!
+    for _ in $(seq 200); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && break
+        sleep 0.025
+    done
+    export CONC_REDIS_URL="redis://127.0.0.1:$port/0"
+fi
 for src in examples/*.c; do
     name=$(basename "$src" .c)
     echo
