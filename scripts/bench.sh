@@ -4,6 +4,9 @@
 # them) side by side in the same run and prints one table with ratios.
 #   scripts/bench.sh            all of them
 #   scripts/bench.sh queue      only bench_queue
+#   scripts/bench.sh redis      only bench_redis: the queue, lock and dict
+#                               on Redis, against a redis-server it starts
+#                               itself (loopback, a free port)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh

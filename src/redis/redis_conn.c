@@ -318,6 +318,17 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
             rep[got++] = r;
             continue;
         }
+        if (off < c->out.len) {
+            /* Send what the socket takes now: most pipelines go out in
+             * this one call, with no poll before it. */
+            ssize_t s = conc__os_send(c->fd, c->out.data + off,
+                                      c->out.len - off);
+            if (s < 0 && errno != EAGAIN) {
+                err = io_fail(cli, fn, "sending to");
+                goto fail;
+            }
+            off += s > 0 ? (size_t)s : 0;
+        }
         short ev = POLLIN | (off < c->out.len ? POLLOUT : 0);
         short rev = 0;
         int w = conc__os_wait_fd(c->fd, ev, until, &rev);
@@ -330,15 +341,6 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
         if (w < 0) {
             err = io_fail(cli, fn, "waiting for");
             goto fail;
-        }
-        if ((rev & POLLOUT) && off < c->out.len) {
-            ssize_t s = conc__os_send(c->fd, c->out.data + off,
-                                      c->out.len - off);
-            if (s < 0 && errno != EAGAIN) {
-                err = io_fail(cli, fn, "sending to");
-                goto fail;
-            }
-            off += s > 0 ? (size_t)s : 0;
         }
         if (rev & (POLLIN | POLLERR | POLLHUP)) {
             char buf[READ_CHUNK];

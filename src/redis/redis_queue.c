@@ -141,14 +141,15 @@ enum { S_EMPTY, S_DELIVERED, S_UNKNOWN };
     "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"  \
     "end\n"
 
-/* The meta hash, made from the caller's settings when it is missing. */
+/* The meta hash, made from the caller's settings when it is missing
+ * (true: made now). */
 #define META_LUA                                                             \
     "local function meta(M, maxsize, lease, amo)\n"                         \
-    "  if redis.call('EXISTS', M) == 0 then\n"                              \
-    "    redis.call('HSET', M, 'kind', 'queue', 'layout', '1', 'maxsize',\n" \
-    "               maxsize, 'lease', lease, 'amo', amo, 'closed', '0',\n"  \
-    "               'tasks', '0')\n"                                         \
-    "  end\n"                                                               \
+    "  if redis.call('EXISTS', M) == 1 then return false end\n"             \
+    "  redis.call('HSET', M, 'kind', 'queue', 'layout', '1', 'maxsize',\n"   \
+    "             maxsize, 'lease', lease, 'amo', amo, 'closed', '0',\n"    \
+    "             'tasks', '0')\n"                                           \
+    "  return true\n"                                                       \
     "end\n"
 
 enum { SC_DECLARE, SC_PUT, SC_PREP, SC_MORE, SC_TASK, SC_QSIZE, SC_CLOSE,
@@ -180,8 +181,10 @@ static const conc__rscript scripts[SC_N] = {
         /* KEYS: queue, meta.  ARGV: maxsize, lease, amo, elements...
          * How many went in, or -1 closed, -2 full, -3 meta corrupt. */
         META_LUA
-        "meta(KEYS[2], ARGV[1], ARGV[2], ARGV[3])\n"
         "local m = redis.call('HMGET', KEYS[2], 'closed', 'maxsize')\n"
+        "if not m[1] and meta(KEYS[2], ARGV[1], ARGV[2], ARGV[3]) then\n"
+        "  m = {'0', ARGV[1]}\n"
+        "end\n"
         "if m[1] ~= '0' then return m[1] == '1' and -1 or -3 end\n"
         "local n = #ARGV - 3\n"
         "local max = tonumber(m[2])\n"
@@ -215,22 +218,24 @@ static const conc__rscript scripts[SC_N] = {
          * list.  If the list's newest element is the close marker (what
          * BLMOVE just took, or one a failed give-back left there), gives
          * it back and returns {1}.  Otherwise moves up to n more messages
-         * and returns {0, messages...}, stopping at the marker (given
-         * back on the left). */
+         * from the queue's head, in bulk (LRANGE, LTRIM, LPUSH), never
+         * the marker or what lies behind it, and returns {0, messages...}
+         * oldest first. */
         "if redis.call('LINDEX', KEYS[2], 0) == 'c' then\n"
         "  redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'LEFT')\n"
         "  return {1}\n"
         "end\n"
-        "local out = {0}\n"
-        "for i = 1, tonumber(ARGV[1]) do\n"
-        "  local e = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')\n"
-        "  if not e then break end\n"
-        "  if e == 'c' then\n"
-        "    redis.call('LMOVE', KEYS[2], KEYS[1], 'LEFT', 'LEFT')\n"
-        "    break\n"
-        "  end\n"
-        "  out[#out + 1] = e\n"
+        "local items = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)\n"
+        "local first = 1\n"
+        "for i = 1, #items do\n"
+        "  if items[i] == 'c' then first = i + 1 end\n"
         "end\n"
+        "local take = #items - first + 1\n"
+        "if take <= 0 then return {0} end\n"
+        "redis.call('LTRIM', KEYS[1], 0, -(take + 1))\n"
+        "local out = {0}\n"
+        "for i = #items, first, -1 do out[#out + 1] = items[i] end\n"
+        "redis.call('LPUSH', KEYS[2], unpack(out, 2))\n"
         "return out\n" },
     [SC_TASK] = { "task_done",
         /* KEYS: meta, the list of the caller's last get.  ARGV: 1 when
