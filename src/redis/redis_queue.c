@@ -302,6 +302,9 @@ typedef struct rq {
     char *k_pfx;           /* conc:{q:NAME}:p: */
     slot *slots;           /* guarded by cli.mu */
     uint64_t slots_gen;
+    /* The fork generation + 1 in which the lease item was armed (0:
+     * never); relaxed: arming twice is harmless. */
+    _Atomic uint64_t armed;
 } rq;
 
 #define RQ(q) ((rq *)(void *)(q))
@@ -325,12 +328,11 @@ static size_t plist(const rq *q, const slot *s, unsigned i, char *buf,
 }
 
 /* The calling thread's slot (made at its first get), NULL when out of
- * memory.  *fresh: made now. */
-static slot *slot_of(rq *q, bool *fresh)
+ * memory. */
+static slot *slot_of(rq *q)
 {
     uint64_t me = conc__sync_self_id();
     uint64_t gen = conc__rlease_gen();
-    *fresh = false;
     pthread_mutex_lock(&q->cli.mu);
     if (q->slots_gen != gen) {
         /* A forked child: the slots are the parent's. */
@@ -353,7 +355,6 @@ static slot *slot_of(rq *q, bool *fresh)
                      (unsigned long long)conc__os_random64());
             s->next = q->slots;
             q->slots = s;
-            *fresh = true;
         }
     }
     pthread_mutex_unlock(&q->cli.mu);
@@ -450,10 +451,19 @@ static int take(rq *q, conc__rconn **c, bool once, uint64_t dl,
     return conc__rcli_take(&q->cli, c, until, fn);
 }
 
-/* Arms the handle's lease renewal (first get of a slot). */
+/* Arms the handle's lease renewal, once per process (a forked child's
+ * items start disarmed); retried by every get until it succeeds. */
 static int arm(rq *q, const char *fn)
 {
-    return conc__rlease_arm(&q->item, lease_ns(q) / 3, fn);
+    uint64_t g = conc__rlease_gen() + 1;
+    if (atomic_load_explicit(&q->armed, memory_order_relaxed) == g) {
+        return 0;
+    }
+    int err = conc__rlease_arm(&q->item, lease_ns(q) / 3, fn);
+    if (err == 0) {
+        atomic_store_explicit(&q->armed, g, memory_order_relaxed);
+    }
+    return err;
 }
 
 /* "LMOVE list queue LEFT LEFT": gives back the close marker the last
@@ -587,12 +597,11 @@ static int alo_get(rq *q, const sink *k, size_t *got, double timeout,
                    const char *fn)
 {
     *got = 0;
-    bool fresh = false;
-    slot *s = slot_of(q, &fresh);
+    slot *s = slot_of(q);
     if (s == NULL) {
         return conc__fail(CONC_ENOMEM, "%s: no memory for a consumer", fn);
     }
-    int err = fresh ? arm(q, fn) : 0;
+    int err = arm(q, fn);
     if (err != 0) {
         return err;
     }
