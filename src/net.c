@@ -33,6 +33,7 @@
 #define REDIS_L NULL
 #endif
 
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 
@@ -106,6 +107,21 @@ bool conc__net_backend_built(const char *scheme)
         }
     }
     return false;
+}
+
+int conc__net_opts_check(double lease, conc_timeout net_timeout,
+                         const char *fn)
+{
+    if (isnan(lease) || lease < 0) {
+        return conc__fail(CONC_EINVAL, "%s: lease %g is not a number of "
+                          "seconds >= 0 (0: the default)", fn, lease);
+    }
+    double nt = conc__timeout_opt(net_timeout, 0);
+    if (!conc__timeout_ok(nt)) {
+        return conc__fail(CONC_EINVAL, "%s: net_timeout %g is neither >= 0 "
+                          "nor CONC_FOREVER", fn, nt);
+    }
+    return 0;
 }
 
 void conc__netl_seal(conc__netl *n, const conc__netl_ops *ops)

@@ -30,10 +30,9 @@ int conc__netd_new(conc__netd **out, const conc_dict_opts *opts)
         return conc__fail(CONC_EINVAL, "%s: capacity_bytes has no meaning "
                           "for a dict on a server (leave it 0)", fn);
     }
-    double nt = conc__timeout_opt(opts->net_timeout, 0);
-    if (!conc__timeout_ok(nt)) {
-        return conc__fail(CONC_EINVAL, "%s: net_timeout %g is neither >= 0 "
-                          "nor CONC_FOREVER", fn, nt);
+    int err = conc__net_opts_check(0, opts->net_timeout, fn);
+    if (err != 0) {
+        return err;
     }
     return make(out, opts->url, opts->name, opts, true, fn);
 }

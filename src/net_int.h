@@ -237,6 +237,11 @@ int conc__net_resolve(const char *url, conc__net_kind kind,
 extern _Atomic uint64_t conc__net_trips;
 uint64_t conc__net_round_trips(void);
 
+/* Checks the options every object on a server takes: lease (seconds, 0
+ * the default; NaN or negative is CONC_EINVAL) and net_timeout. */
+int conc__net_opts_check(double lease, conc_timeout net_timeout,
+                         const char *fn);
+
 /* Whether libconc was built with the backend for scheme (tests). */
 bool conc__net_backend_built(const char *scheme);
 

@@ -10,8 +10,6 @@
  */
 #include "net_int.h"
 
-#include <math.h>
-
 static conc__netl *as_net(conc_lock *l)
 {
     return (conc__netl *)(void *)l;
@@ -41,14 +39,9 @@ static int make(conc_lock **out, const char *url, const char *name,
 int conc__netl_new(conc_lock **out, const conc_lock_opts *opts)
 {
     static const char fn[] = "conc_lock_new";
-    if (isnan(opts->lease) || opts->lease < 0) {
-        return conc__fail(CONC_EINVAL, "%s: lease %g is not a number of "
-                          "seconds >= 0 (0: the default)", fn, opts->lease);
-    }
-    double nt = conc__timeout_opt(opts->net_timeout, 0);
-    if (!conc__timeout_ok(nt)) {
-        return conc__fail(CONC_EINVAL, "%s: net_timeout %g is neither >= 0 "
-                          "nor CONC_FOREVER", fn, nt);
+    int err = conc__net_opts_check(opts->lease, opts->net_timeout, fn);
+    if (err != 0) {
+        return err;
     }
     return make(out, opts->url, opts->name, opts, true, fn);
 }

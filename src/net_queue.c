@@ -20,7 +20,6 @@
 #include "net_int.h"
 #include "queue_int.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,14 +69,9 @@ int conc__netq_new(conc_queue **out, const conc_queue_opts *opts)
         return conc__fail(CONC_EINVAL, "%s: capacity_bytes has no meaning "
                           "for a queue on a server (leave it 0)", fn);
     }
-    if (isnan(opts->lease) || opts->lease < 0) {
-        return conc__fail(CONC_EINVAL, "%s: lease %g is not a number of "
-                          "seconds >= 0 (0: the default)", fn, opts->lease);
-    }
-    double nt = conc__timeout_opt(opts->net_timeout, 0);
-    if (!conc__timeout_ok(nt)) {
-        return conc__fail(CONC_EINVAL, "%s: net_timeout %g is neither >= 0 "
-                          "nor CONC_FOREVER", fn, nt);
+    int err = conc__net_opts_check(opts->lease, opts->net_timeout, fn);
+    if (err != 0) {
+        return err;
     }
     return make(out, opts->url, opts->name, opts, true, fn);
 }

@@ -133,8 +133,8 @@ typedef struct conc_queue_opts {
     const char *url;
     /* On a server: how long a consumer's deliveries stay its own without
      * a renewal, in seconds; its process renews it every lease/3 while it
-     * lives.  0: 30 s (or the value the queue was made with, for
-     * conc_queue_open).  Shorter leases return a dead consumer's messages
+     * lives.  0: the lease the queue was made with (30 s for a queue
+     * made with 0).  Shorter leases return a dead consumer's messages
      * sooner and cost a renewal round trip more often. */
     double lease;
     /* On a server: deliver at most once (a get removes the message from
@@ -154,13 +154,22 @@ typedef struct conc_queue_opts {
 /* conc_queue_new - a new, empty queue.  opts may be NULL (unbounded in
  * items, default capacity, anonymous).  0; CONC_EINVAL (NULL out,
  * capacity over the maximum, bad name); CONC_ENOMEM; CONC_ESYS (a shared
- * memory call failed, errno kept: EEXIST for a name in use). */
+ * memory call failed, errno kept: EEXIST for a name in use).
+ * On a server (.url): makes the queue or attaches to it (see "On a
+ * server"), one round trip bounded by .net_timeout; also CONC_ENET,
+ * CONC_EAUTH, CONC_ETIMEDOUT, and CONC_EINVAL for a bad URL or name, a
+ * capacity_bytes (meaningless there), a lease outside [0.1 s, 1e6 s],
+ * an existing queue with another maxsize, a backend not built. */
 CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts);
 
 /* conc_queue_open - a handle on the named queue another process created.
  * 0; CONC_EINVAL (NULL argument, bad name, not a libconc queue or another
  * layout version); CONC_ENOMEM; CONC_ESYS (errno ENOENT: no such queue).
- * Free the handle with conc_queue_free(); it never unlinks. */
+ * Free the handle with conc_queue_free(); it never unlinks.
+ * name may be a URL naming a queue on a server ("redis://host:6379/0/jobs",
+ * "unix:///run/redis.sock?db=0&name=jobs"): the handle takes the lease and
+ * delivery mode the queue was made with; CONC_EINVAL when there is no
+ * such queue there; otherwise as conc_queue_new. */
 CONC_API int conc_queue_open(conc_queue **out, const char *name);
 
 /* conc_queue_put - appends a copy of len bytes at data (NULL is allowed
@@ -169,7 +178,11 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name);
  * timeout expired; timeout 0 never waits for room); CONC_ECLOSED (the
  * queue is closed, also for putters blocked when it was closed);
  * CONC_ETOOBIG (len > capacity_bytes, at once); CONC_EINVAL (NULL q, NULL
- * data with len > 0, bad timeout).  No allocation. */
+ * data with len > 0, bad timeout).  No allocation.
+ * On a server: one round trip; a full queue is asked again every 1 to 50
+ * ms until the timeout (Redis cannot block a client until a list
+ * shrinks); CONC_ETOOBIG over 512 MiB.  A put that failed with CONC_ENET
+ * or CONC_ETIMEDOUT may still have landed. */
 CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
                             double timeout);
 
@@ -178,14 +191,24 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
  * Blocks while empty up to timeout.  0; CONC_EEMPTY (still empty when the
  * timeout expired; timeout 0 never waits); CONC_ECLOSED (closed and
  * drained); CONC_ENOMEM (message left in place); CONC_EINVAL (NULL q or
- * msg, bad timeout).  *msg is zeroed on every error. */
+ * msg, bad timeout).  *msg is zeroed on every error.
+ * On a server, at least once: one round trip, which also acknowledges
+ * what this thread's previous get on this handle took; the message stays
+ * leased to this consumer until the next get, task_done or free.  A get
+ * that failed (CONC_ENET, CONC_ETIMEDOUT) may have had a message moved
+ * for it: the next get gives it back to the head of the queue first, so
+ * nothing is lost (it may then be delivered twice).  CONC_ECORRUPT when
+ * the element at the head was not written by libconc (it is dropped). */
 CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout);
 
 /* conc_queue_get_into - as conc_queue_get, into buf (cap bytes); *len gets
  * the message's length.  CONC_ETOOBIG when cap is smaller than the
  * message: the message stays at the head of the queue and *len says how
  * much room it needs.  CONC_EINVAL also for NULL len, or NULL buf with
- * cap > 0.  No allocation. */
+ * cap > 0.  No allocation.
+ * On a server the message that did not fit goes back to the head when
+ * this thread next calls get on this handle (which then takes it again,
+ * unless another consumer is quicker), or at free. */
 CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
                                  size_t *len, double timeout);
 
@@ -206,46 +229,72 @@ CONC_API int conc_queue_put_many(conc_queue *q, const conc_msg *msgs,
  * takes what else is queued, up to n in all, in order, into msgs[0..*got-
  * 1] (free each with conc_msg_free).  0 with *got >= 1; CONC_EEMPTY (*got
  * 0) when nothing came in time; CONC_ECLOSED when closed and drained; n
- * == 0 returns 0 at once.  On a server it is one round trip, and each of
- * the messages is a delivery as a get's is (acknowledged together by the
- * next get, or one by one by task_done).  Entries past *got are zeroed.
+ * == 0 returns 0 at once.  On a server it is one round trip taking at
+ * most 1024, and each of the messages is a delivery as a get's is
+ * (acknowledged together by the next get, or one by one by task_done).
+ * Entries past *got are zeroed.
  * CONC_EINVAL (NULL got, NULL msgs with n > 0, bad timeout). */
 CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
                                  size_t *got, double timeout);
 
 /* conc_queue_qsize - messages queued now (approximate while others put
- * and get, as in Python); 0 for NULL. */
+ * and get, as in Python); 0 for NULL.  On a server: one round trip
+ * (bounded by .net_timeout); messages delivered and not yet acknowledged
+ * are not counted; 0 when the server cannot be asked (conc_errdetail()
+ * says why). */
 CONC_API size_t conc_queue_qsize(conc_queue *q);
-/* conc_queue_empty - qsize() == 0; true for NULL. */
+/* conc_queue_empty - qsize() == 0; true for NULL (and, on a server, when
+ * it cannot be asked). */
 CONC_API bool conc_queue_empty(conc_queue *q);
 /* conc_queue_full - true when maxsize > 0 and qsize() >= maxsize, or when
- * not even a 0-byte message has room; false for NULL. */
+ * not even a 0-byte message has room; false for NULL (and, on a server,
+ * when it cannot be asked). */
 CONC_API bool conc_queue_full(conc_queue *q);
 
 /* conc_queue_task_done - one put message has been processed (Python's
  * JoinableQueue.task_done; every queue has it).  0; CONC_EINVAL when
- * called more times than messages were put, or NULL q. */
+ * called more times than messages were put, or NULL q.
+ * On a server: one round trip that also acknowledges the oldest message
+ * this thread's last get took and has not yet task_done'd.  If that
+ * message was given to another consumer meanwhile (this process was
+ * stopped past its lease), nothing is counted: the redelivered copy's
+ * task_done will be.  So call task_done before the next get, as Python
+ * code does, for join to count exactly when messages are redelivered.  A
+ * task_done that failed with CONC_ENET or CONC_ETIMEDOUT may have
+ * counted. */
 CONC_API int conc_queue_task_done(conc_queue *q);
 
 /* conc_queue_join - blocks until every message put has been task_done()'d.
- * 0; CONC_ETIMEDOUT; CONC_EINVAL (NULL q, bad timeout). */
+ * 0; CONC_ETIMEDOUT; CONC_EINVAL (NULL q, bad timeout).  On a server it
+ * asks the server's count every 1 to 50 ms until the timeout. */
 CONC_API int conc_queue_join(conc_queue *q, double timeout);
 
 /* conc_queue_close - closes the queue for every handle in every process
  * (Python 3.13's shutdown(), not mp.Queue.close): puts fail with
  * CONC_ECLOSED at once, blocked putters wake with CONC_ECLOSED, gets
  * drain what is queued and then return CONC_ECLOSED, and blocked getters
- * wake.  Closing twice is harmless.  0; CONC_EINVAL for NULL. */
+ * wake.  Closing twice is harmless.  0; CONC_EINVAL for NULL.
+ * On a server: one round trip; getters blocked on every host wake at
+ * once, putters waiting for room at their next ask (at most 50 ms).  A
+ * closed queue stays closed on the server (there is no reopen): a later
+ * conc_queue_new of the same name attaches to it closed.  Messages that
+ * come back from a dead consumer's lease after close are still drained
+ * before CONC_ECLOSED. */
 CONC_API int conc_queue_close(conc_queue *q);
 
 /* conc_queue_closed - whether conc_queue_close() was called; false for
- * NULL. */
+ * NULL.  On a server: one round trip; false when the server cannot be
+ * asked. */
 CONC_API bool conc_queue_closed(conc_queue *q);
 
 /* conc_queue_free - releases this handle (unmaps this process's view; the
  * creating process also unlinks the name, see above).  Other handles and
  * processes are unaffected.  NULL is a no-op.  Must not race with calls
- * on the same handle. */
+ * on the same handle.
+ * On a server: acknowledges what this process's consumers on the handle
+ * were delivered, gives back what a failed get may have left, and closes
+ * its connections (one round trip, at most 2 s; what it could not do, the
+ * leases undo).  The queue itself stays on the server. */
 CONC_API void conc_queue_free(conc_queue *q);
 
 #ifdef __cplusplus

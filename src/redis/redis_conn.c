@@ -392,7 +392,7 @@ static bool version_ok(const char *v)
 }
 
 /* The HELLO reply: a flat array of names and values; copies "version". */
-static int check_hello(conc__rcli *cli, const redisReply *r, const char *fn)
+static int check_hello(const conc__rcli *cli, const redisReply *r, const char *fn)
 {
     int err = conc__rreply_want(cli, r, REDIS_REPLY_ARRAY, false, fn,
                                 "HELLO");
@@ -409,12 +409,13 @@ static int check_hello(conc__rcli *cli, const redisReply *r, const char *fn)
         if (k->type == REDIS_REPLY_STRING && k->len == 7 &&
             memcmp(k->str, "version", 7) == 0 &&
             v->type == REDIS_REPLY_STRING) {
-            snprintf(cli->version, sizeof cli->version, "%.*s",
+            char version[16];
+            snprintf(version, sizeof version, "%.*s",
                      (int)(v->len < 15 ? v->len : 15), v->str);
-            if (!version_ok(cli->version)) {
+            if (!version_ok(version)) {
                 return conc__fail(CONC_EINVAL, "%s: the server at %s is "
                                   "Redis %s; libconc needs 6.2 or later",
-                                  fn, cli->where, cli->version);
+                                  fn, cli->where, version);
             }
             return 0;
         }
@@ -676,7 +677,7 @@ static void destroy(conc__rconn *c)
 /* In a forked child: every connection listed is the parent's.  Closes
  * this process's descriptors of them (the sockets live on in the
  * parent).  Called with mu held. */
-static void drop_inherited(conc__rcli *cli, uint64_t gen)
+static void close_all(conc__rcli *cli)
 {
     conc__rconn *c = cli->all;
     while (c != NULL) {
@@ -687,6 +688,11 @@ static void drop_inherited(conc__rcli *cli, uint64_t gen)
     cli->all = NULL;
     cli->idle = NULL;
     cli->nidle = 0;
+}
+
+static void drop_inherited(conc__rcli *cli, uint64_t gen)
+{
+    close_all(cli);
     cli->gen = gen;
 }
 
@@ -762,14 +768,7 @@ void conc__rcli_give(conc__rcli *cli, conc__rconn *c, bool ok)
 
 void conc__rcli_fini(conc__rcli *cli)
 {
-    conc__rconn *c = cli->all;
-    while (c != NULL) {
-        conc__rconn *next = c->next_all;
-        destroy(c);
-        c = next;
-    }
-    cli->all = NULL;
-    cli->idle = NULL;
+    close_all(cli);
     pthread_mutex_destroy(&cli->mu);
     conc__url_free(&cli->url);
 }

@@ -102,16 +102,6 @@ typedef struct rd {
 
 #define RD(d) ((rd *)(void *)(d))
 
-static char *key_of(const char *name, const char *suffix)
-{
-    size_t n = strlen(name) + strlen(suffix) + 16;
-    char *k = conc__malloc(n);
-    if (k != NULL) {
-        snprintf(k, n, "conc:{d:%s}%s", name, suffix);
-    }
-    return k;
-}
-
 static uint64_t until_of(const rd *d)
 {
     return conc__r_until(d->cli.net_timeout);
@@ -478,42 +468,16 @@ static void build_declare(void *ctx, conc__rconn *c)
     conc__rbuf_str(&c->out, a->create ? "1" : "0");
 }
 
-static bool str_is(const redisReply *r, const char *s)
-{
-    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) &&
-           memcmp(r->str, s, r->len) == 0;
-}
-
 static int declare(rd *d, bool create, const char *name, const char *fn)
 {
     declare_arg a = { d, create };
     redisReply *r = NULL;
     int err = conc__rcli_call(&d->cli, build_declare, &a, &r, 1,
                               until_of(d), fn);
-    if (err != 0) {
-        return err;
+    if (err == 0) {
+        err = conc__robj_declared(&d->cli, r, "dict", name, fn);
+        conc__rreplies_free(&r, 1);
     }
-    err = conc__rreply_want(&d->cli, r, REDIS_REPLY_ARRAY, false, fn,
-                            "the declare script");
-    const redisReply *const *e = err == 0 && r->elements > 0
-                                     ? (const redisReply *const *)r->element
-                                     : NULL;
-    if (err == 0 && e == NULL) {
-        err = conc__fail(CONC_ECORRUPT, "%s: empty reply from %s", fn,
-                         d->cli.where);
-    } else if (err == 0 && str_is(e[0], "missing")) {
-        err = conc__fail(CONC_EINVAL, "%s: there is no dict '%s' on %s "
-                         "(conc_dict_new makes one)", fn, name, d->cli.where);
-    } else if (err == 0 && str_is(e[0], "type") && r->elements == 3) {
-        err = conc__fail(CONC_EINVAL, "%s: the key '%.*s' on %s holds a "
-                         "%.*s, not what a dict keeps there (another program "
-                         "uses the name '%s')", fn, (int)e[1]->len, e[1]->str,
-                         d->cli.where, (int)e[2]->len, e[2]->str, name);
-    } else if (err == 0 && !str_is(e[0], "new") && !str_is(e[0], "old")) {
-        err = conc__fail(CONC_EINVAL, "%s: '%s' on %s is not a libconc dict "
-                         "of this layout", fn, name, d->cli.where);
-    }
-    conc__rreplies_free(&r, 1);
     return err;
 }
 
@@ -532,19 +496,11 @@ int conc__redis_dict_make(conc__netd **out, conc__url *u, const char *name,
         free(d);
         return err;
     }
-    const char *un = conc__rcli_url_name(&d->cli);
-    if (name != NULL && un != NULL && strcmp(name, un) != 0) {
-        err = conc__fail(CONC_EINVAL, "%s: .name '%s' and the URL's name "
-                         "'%s' differ", fn, name, un);
-    }
-    name = name != NULL ? name : un;
+    err = conc__robj_name(&d->cli, name, &name, fn);
     if (err == 0) {
-        err = conc__net_name_check(name, fn);
-    }
-    if (err == 0) {
-        d->k_val = key_of(name, "");
-        d->k_ver = key_of(name, ":ver");
-        d->k_meta = key_of(name, ":meta");
+        d->k_val = conc__robj_key('d', name, "");
+        d->k_ver = conc__robj_key('d', name, ":ver");
+        d->k_meta = conc__robj_key('d', name, ":meta");
         if (!d->k_val || !d->k_ver || !d->k_meta) {
             err = conc__fail(CONC_ENOMEM, "%s: no memory for key names", fn);
         }

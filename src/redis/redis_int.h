@@ -8,6 +8,7 @@
  *                   replies, the pool of a handle
  *   redis_lease.c   the registry of live handles, the lease renewer
  *                   thread, fork handling
+ *   redis_obj.c     an object's name, key names and declaration
  *   redis_queue.c   conc_queue on Redis
  *   redis_dict.c    conc_dict on Redis
  *   redis_lock.c    conc_lock on Redis
@@ -103,7 +104,6 @@ typedef struct conc__rcli {
     unsigned nidle;
     conc__rconn *all;       /* every connection this process opened */
     uint64_t gen;           /* fork generation of the connections */
-    char version[16];       /* the server's, from HELLO */
 } conc__rcli;
 
 /* Fills cli from u (which it takes over: freed by conc__rcli_fini, or
@@ -175,6 +175,21 @@ int conc__rreply_want(const conc__rcli *cli, const redisReply *r, int type,
                       bool nil_ok, const char *fn, const char *what);
 /* An integer reply, or a bulk string of decimal digits, as an int64. */
 bool conc__rreply_int(const redisReply *r, long long *v);
+
+/* ---- objects (redis_obj.c) -------------------------------------------------- */
+/* Whether r is the bulk string s. */
+bool conc__rreply_is(const redisReply *r, const char *s);
+/* The object's name: .name (name) or the URL's; they must agree, and the
+ * name must pass conc__net_name_check.  0 or CONC_EINVAL. */
+int conc__robj_name(const conc__rcli *cli, const char *name,
+                    const char **out, const char *fn);
+/* "conc:{KIND:NAME}SUFFIX", heap (NULL when out of memory). */
+char *conc__robj_key(char kind, const char *name, const char *suffix);
+/* Reads a declare script's answer: 0 for {'new'|'old', ...} (the caller
+ * reads what follows), else CONC_EINVAL (no such object; a key of another
+ * type; another kind or layout) or CONC_ECORRUPT, with a detail. */
+int conc__robj_declared(const conc__rcli *cli, const redisReply *r,
+                        const char *kind, const char *name, const char *fn);
 
 /* ---- handles, leases and fork (redis_lease.c) ------------------------------
  * Every handle of the backend registers an item at creation and removes

@@ -130,16 +130,6 @@ typedef struct rl {
 
 #define RL(l) ((rl *)(void *)(l))
 
-static char *key_of(const char *name, const char *suffix)
-{
-    size_t n = strlen(name) + strlen(suffix) + 16;
-    char *k = conc__malloc(n);
-    if (k != NULL) {
-        snprintf(k, n, "conc:{l:%s}%s", name, suffix);
-    }
-    return k;
-}
-
 static void new_token(char token[33])
 {
     snprintf(token, 33, "%016llx%016llx",
@@ -149,6 +139,7 @@ static void new_token(char token[33])
 
 /* ---- acquire ------------------------------------------------------------------- */
 
+/* A lock and a grant's token, for the scripts that take both. */
 typedef struct try_arg {
     rl *l;
     const char *token;
@@ -378,14 +369,9 @@ static int rl_fence(conc__netl *nl, uint64_t *token)
 
 /* ---- renewal, free, make -------------------------------------------------------------- */
 
-typedef struct renew_arg {
-    rl *l;
-    const char *token;
-} renew_arg;
-
 static void build_renew(void *ctx, conc__rconn *c)
 {
-    const renew_arg *a = ctx;
+    const try_arg *a = ctx;
     conc__rconn_evalsha(c, SC_RENEW, 1, 2);
     conc__rbuf_str(&c->out, a->l->k_key);
     conc__rbuf_str(&c->out, a->token);
@@ -407,7 +393,7 @@ static void rl_renew(conc__ritem *it)
     if (l->cli.net_timeout >= 0 && l->cli.net_timeout < lim) {
         lim = l->cli.net_timeout;
     }
-    renew_arg a = { l, token };
+    try_arg a = { l, token };
     redisReply *r = NULL;
     if (conc__rcli_call(&l->cli, build_renew, &a, &r, 1, conc__r_until(lim),
                         "conc_lock (lease renewal)") == 0) {
@@ -458,42 +444,16 @@ static void build_declare(void *ctx, conc__rconn *c)
     conc__rbuf_str(&c->out, a->create ? "1" : "0");
 }
 
-static bool str_is(const redisReply *r, const char *s)
-{
-    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) &&
-           memcmp(r->str, s, r->len) == 0;
-}
-
 static int declare(rl *l, bool create, const char *name, const char *fn)
 {
     declare_arg a = { l, create };
     redisReply *r = NULL;
     int err = conc__rcli_call(&l->cli, build_declare, &a, &r, 1,
                               conc__r_until(l->cli.net_timeout), fn);
-    if (err != 0) {
-        return err;
+    if (err == 0) {
+        err = conc__robj_declared(&l->cli, r, "lock", name, fn);
+        conc__rreplies_free(&r, 1);
     }
-    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_ARRAY, false, fn,
-                            "the declare script");
-    const redisReply *const *e = err == 0 && r->elements > 0
-                                     ? (const redisReply *const *)r->element
-                                     : NULL;
-    if (err == 0 && e == NULL) {
-        err = conc__fail(CONC_ECORRUPT, "%s: empty reply from %s", fn,
-                         l->cli.where);
-    } else if (err == 0 && str_is(e[0], "missing")) {
-        err = conc__fail(CONC_EINVAL, "%s: there is no lock '%s' on %s "
-                         "(conc_lock_new makes one)", fn, name, l->cli.where);
-    } else if (err == 0 && str_is(e[0], "type") && r->elements == 3) {
-        err = conc__fail(CONC_EINVAL, "%s: the key '%.*s' on %s holds a "
-                         "%.*s, not what a lock keeps there (another program "
-                         "uses the name '%s')", fn, (int)e[1]->len, e[1]->str,
-                         l->cli.where, (int)e[2]->len, e[2]->str, name);
-    } else if (err == 0 && !str_is(e[0], "new") && !str_is(e[0], "old")) {
-        err = conc__fail(CONC_EINVAL, "%s: '%s' on %s is not a libconc lock "
-                         "of this layout", fn, name, l->cli.where);
-    }
-    conc__rreplies_free(&r, 1);
     return err;
 }
 
@@ -512,15 +472,7 @@ int conc__redis_lock_make(conc__netl **out, conc__url *u, const char *name,
         free(l);
         return err;
     }
-    const char *un = conc__rcli_url_name(&l->cli);
-    if (name != NULL && un != NULL && strcmp(name, un) != 0) {
-        err = conc__fail(CONC_EINVAL, "%s: .name '%s' and the URL's name "
-                         "'%s' differ", fn, name, un);
-    }
-    name = name != NULL ? name : un;
-    if (err == 0) {
-        err = conc__net_name_check(name, fn);
-    }
+    err = conc__robj_name(&l->cli, name, &name, fn);
     double lease = opts != NULL && opts->lease != 0 ? opts->lease
                                                    : DEFAULT_LEASE_S;
     if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
@@ -529,11 +481,11 @@ int conc__redis_lock_make(conc__netl **out, conc__url *u, const char *name,
     }
     l->lease_ms = (uint64_t)(lease * 1000.0 + 0.5);
     if (err == 0) {
-        l->k_key = key_of(name, "");
-        l->k_owner = key_of(name, ":owner");
-        l->k_fence = key_of(name, ":fence");
-        l->k_wake = key_of(name, ":wake");
-        l->k_meta = key_of(name, ":meta");
+        l->k_key = conc__robj_key('l', name, "");
+        l->k_owner = conc__robj_key('l', name, ":owner");
+        l->k_fence = conc__robj_key('l', name, ":fence");
+        l->k_wake = conc__robj_key('l', name, ":wake");
+        l->k_meta = conc__robj_key('l', name, ":meta");
         if (!l->k_key || !l->k_owner || !l->k_fence || !l->k_wake ||
             !l->k_meta) {
             err = conc__fail(CONC_ENOMEM, "%s: no memory for key names", fn);

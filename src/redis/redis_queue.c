@@ -309,16 +309,6 @@ typedef struct rq {
 
 #define RQ(q) ((rq *)(void *)(q))
 
-static char *key_of(const char *name, const char *suffix)
-{
-    size_t n = strlen(name) + strlen(suffix) + 16;
-    char *k = conc__malloc(n);
-    if (k != NULL) {
-        snprintf(k, n, "conc:{q:%s}%s", name, suffix);
-    }
-    return k;
-}
-
 /* The key of slot s's list i, into buf. */
 static size_t plist(const rq *q, const slot *s, unsigned i, char *buf,
                     size_t cap)
@@ -1359,41 +1349,17 @@ static void build_declare(rq *q, conc__rconn *c, void *arg)
     conc__rbuf_str(&c->out, a->create ? "1" : "0");
 }
 
-static bool str_is(const redisReply *r, const char *s)
-{
-    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) &&
-           memcmp(r->str, s, r->len) == 0;
-}
-
 /* Reads the declare script's answer into the handle. */
 static int declared(rq *q, const redisReply *r, const conc_queue_opts *opts,
                     const char *name, const char *fn)
 {
-    int err = conc__rreply_want(&q->cli, r, REDIS_REPLY_ARRAY, false, fn,
-                                "the declare script");
+    int err = conc__robj_declared(&q->cli, r, "queue", name, fn);
     if (err != 0) {
         return err;
     }
     const redisReply *const *e = (const redisReply *const *)r->element;
-    if (r->elements == 1 && str_is(e[0], "missing")) {
-        return conc__fail(CONC_EINVAL, "%s: there is no queue '%s' on %s "
-                          "(conc_queue_new makes one)", fn, name,
-                          q->cli.where);
-    }
-    if (r->elements == 3 && str_is(e[0], "type")) {
-        return conc__fail(CONC_EINVAL, "%s: the key '%.*s' on %s holds a "
-                          "%.*s, not what a queue keeps there (another "
-                          "program uses the name '%s')", fn,
-                          (int)e[1]->len, e[1]->str, q->cli.where,
-                          (int)e[2]->len, e[2]->str, name);
-    }
-    if (r->elements == 3 && str_is(e[0], "kind")) {
-        return conc__fail(CONC_EINVAL, "%s: '%s' on %s is not a libconc "
-                          "queue of this layout", fn, name, q->cli.where);
-    }
     long long maxsize = 0, lease = 0, amo = 0, closed = 0;
     if (r->elements != 5 ||
-        (!str_is(e[0], "new") && !str_is(e[0], "old")) ||
         !conc__rreply_int(e[1], &maxsize) || maxsize < 0 ||
         !conc__rreply_int(e[2], &lease) || lease < 100 ||
         !conc__rreply_int(e[3], &amo) || amo < 0 || amo > 1 ||
@@ -1431,15 +1397,7 @@ int conc__redis_queue_make(conc__netq **out, conc__url *u, const char *name,
         free(q);
         return err;
     }
-    const char *un = conc__rcli_url_name(&q->cli);
-    if (name != NULL && un != NULL && strcmp(name, un) != 0) {
-        err = conc__fail(CONC_EINVAL, "%s: .name '%s' and the URL's name "
-                         "'%s' differ", fn, name, un);
-    }
-    name = name != NULL ? name : un;
-    if (err == 0) {
-        err = conc__net_name_check(name, fn);
-    }
+    err = conc__robj_name(&q->cli, name, &name, fn);
     double lease = opts != NULL && opts->lease != 0 ? opts->lease
                                                    : DEFAULT_LEASE_S;
     if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
@@ -1447,10 +1405,10 @@ int conc__redis_queue_make(conc__netq **out, conc__url *u, const char *name,
                          fn, lease, MIN_LEASE_S, MAX_LEASE_S);
     }
     if (err == 0) {
-        q->k_list = key_of(name, "");
-        q->k_meta = key_of(name, ":meta");
-        q->k_cons = key_of(name, ":cons");
-        q->k_pfx = key_of(name, ":p:");
+        q->k_list = conc__robj_key('q', name, "");
+        q->k_meta = conc__robj_key('q', name, ":meta");
+        q->k_cons = conc__robj_key('q', name, ":cons");
+        q->k_pfx = conc__robj_key('q', name, ":p:");
         if (!q->k_list || !q->k_meta || !q->k_cons || !q->k_pfx) {
             err = conc__fail(CONC_ENOMEM, "%s: no memory for key names", fn);
         }
