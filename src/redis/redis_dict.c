@@ -239,7 +239,7 @@ static int rd_get(conc__netd *nd, const void *key, size_t klen,
         return err;
     }
     if (r->type == REDIS_REPLY_NIL) {
-        err = CONC_EEMPTY;
+        err = conc__fail(CONC_EEMPTY, "%s: no such key", fn);
     } else {
         err = copy_out(r, msg, buf, cap, len, fn);
     }
@@ -256,7 +256,9 @@ static int rd_del(conc__netd *nd, const void *key, size_t klen)
     if (err != 0) {
         return err;
     }
-    err = r->integer == 1 ? 0 : CONC_EEMPTY;
+    err = r->integer == 1 ? 0
+                          : conc__fail(CONC_EEMPTY, "conc_dict_del: no such "
+                                       "key");
     conc__rreplies_free(&r, 1);
     return err;
 }

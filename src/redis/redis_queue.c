@@ -699,7 +699,8 @@ static int alo_get(rq *q, const sink *k, size_t *got, double timeout,
             conc__rreplies_free(rep, ncmd);
             conc__rcli_give(&q->cli, c, true);
             if (once || conc__now_ns() >= dl) {
-                return CONC_EEMPTY;
+                return conc__fail(CONC_EEMPTY, "%s: nothing came in time",
+                                  fn);
             }
             continue;
         }
@@ -824,7 +825,8 @@ static int amo_get(rq *q, const sink *k, size_t *got, double timeout,
             conc__rreplies_free(rep, ncmd);
             conc__rcli_give(&q->cli, c, true);
             if (once || conc__now_ns() >= dl) {
-                return CONC_EEMPTY;
+                return conc__fail(CONC_EEMPTY, "%s: nothing came in time",
+                                  fn);
             }
             continue;
         }
