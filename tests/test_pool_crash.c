@@ -712,3 +712,96 @@ TEST_T(random_kills_during_map, 120)
     conc_msg_free(&m);
     conc_pool_free(p);
 }
+
+/* ---- guards a loose bound would hide -------------------------------------- */
+
+/* A task past task_timeout is failed close to the time asked: 0.2 s asked,
+ * each of four hanging tasks fails after at least 0.2 s and the four take
+ * well under the 8 s a timeout enforced at 10x would cost (each round also
+ * replaces a process worker or a thread). */
+static void timeout_margin(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 1,
+                                                  .task_timeout = 0.2 }));
+    double total = 0;
+    for (int r = 0; r < 4; r++) {
+        int v = -10000; /* hangs 10 s */
+        conc_future *f;
+        double t0 = th_now();
+        CHECK_OK(conc_pool_submit(p, t_hang, &v, sizeof v, &f));
+        conc_msg m;
+        CHECK_ERR(conc_future_result(f, &m, 30), CONC_ETIMEDOUT);
+        double took = th_now() - t0;
+        CHECK(took >= 0.2);
+        total += took;
+        conc_future_free(f);
+    }
+    CHECK(total < 4 * 0.6);
+    /* and the pool works on */
+    int x = 7;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 49);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}
+
+TEST(task_timeout_honoured_within_a_margin_processes)
+{
+    timeout_margin(CONC_PROCESSES);
+}
+
+TEST(task_timeout_honoured_within_a_margin_threads)
+{
+    timeout_margin(CONC_THREADS);
+}
+
+/* A worker killed while tasks wait in its ring that it never started:
+ * none of them fails.  The single worker is stopped (SIGSTOP) between
+ * tasks, five tasks are queued to it, and it is killed; its replacement
+ * runs all five.  Only a task that was running when its worker died may
+ * fail, and none was.  Five rounds. */
+TEST(killed_worker_fails_no_task_it_had_not_started)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    for (int r = 0; r < 5; r++) {
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_whoami, NULL, 0, &m, 30));
+        pid_t pid = (pid_t)int_out(&m);
+        conc_msg_free(&m);
+        CHECK_EQ(kill(pid, SIGSTOP), 0);
+        /* Stopped for sure before anything is queued. */
+        for (double end = th_now() + 10;;) {
+            char path[64], st[512] = { 0 };
+            snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+            FILE *fp = fopen(path, "r");
+            CHECK(fp != NULL);
+            CHECK(fgets(st, sizeof st, fp) != NULL);
+            fclose(fp);
+            char *rp = strrchr(st, ')');
+            if (rp != NULL && rp[2] == 'T') {
+                break;
+            }
+            CHECK(th_now() < end);
+            th_sleep(0.001);
+        }
+        conc_future *f[5];
+        int v[5];
+        for (int i = 0; i < 5; i++) {
+            v[i] = r * 10 + i;
+            CHECK_OK(conc_pool_submit(p, t_square, &v[i], sizeof v[i], &f[i]));
+        }
+        th_sleep(0.05); /* let the manager write them into the ring */
+        CHECK_EQ(kill(pid, SIGKILL), 0);
+        for (int i = 0; i < 5; i++) {
+            CHECK_OK(conc_future_result(f[i], &m, 30));
+            CHECK_EQ(int_out(&m), v[i] * v[i]);
+            conc_msg_free(&m);
+            conc_future_free(f[i]);
+        }
+    }
+    conc_pool_free(p);
+}
