@@ -805,3 +805,87 @@ TEST(killed_worker_fails_no_task_it_had_not_started)
     }
     conc_pool_free(p);
 }
+
+/* ---- a task that scribbles on its worker's result ring -------------------- */
+
+#include "pool_int.h"
+
+/* Writes a record that lies into the worker's result ring and publishes
+ * it, as a task with a wild pointer could; how it lies is x % 8 / 2, and
+ * odd ones would then crash the worker while even ones would return
+ * normally, were they not killed first. */
+static int t_scribble(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    unsigned char *ring;
+    size_t cap;
+    _Atomic uint64_t *tailp;
+    if (!conc__pool_worker_result_ring(&ring, &cap, &tailp)) {
+        return 99;
+    }
+    uint64_t tail = atomic_load(tailp);
+    uint32_t *w32 = (uint32_t *)(void *)(ring + tail % cap);
+    uint64_t *w64 = (uint64_t *)(void *)(ring + tail % cap);
+    uint64_t publish = tail + 48;
+    switch (x % 8 / 2) {
+    case 0: /* a length past the ring's end */
+        w32[0] = (uint32_t)cap * 2;
+        w32[1] = 3;
+        break;
+    case 1: /* a result whose output is 2^40 bytes long */
+        w32[0] = 48;
+        w32[1] = 3;
+        w64[3] = (uint64_t)1 << 40;
+        break;
+    case 2: /* a tail far past anything written */
+        w32[0] = 48;
+        w32[1] = 3;
+        publish = tail + ((uint64_t)1 << 62);
+        break;
+    default: /* garbage: all ones */
+        memset(w64, 0xff, 48);
+        break;
+    }
+    atomic_store(tailp, publish);
+    /* The manager reads rings every few ms while tasks are out: give it
+     * time to meet the lie before this worker's own result could cover
+     * it (the manager kills the worker meanwhile). */
+    th_sleep(2.0);
+    if (x % 2 == 1) {
+        abort();
+    }
+    return conc_buf_append(out, &x, sizeof x);
+}
+
+/* The task that wrote over its ring fails, alone, with CONC_ECORRUPT and
+ * a message naming the worker; the parent survives; the tasks queued
+ * behind it succeed on a replacement.  Every kind of lie, returning and
+ * crashing. */
+TEST(task_scribbling_on_its_ring_fails_only_itself)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    for (int x = 0; x < 8; x++) {
+        conc_future *bad, *good[3];
+        int v[3] = { x, x + 100, x + 200 };
+        CHECK_OK(conc_pool_submit(p, t_scribble, &x, sizeof x, &bad));
+        for (int i = 0; i < 3; i++) {
+            CHECK_OK(conc_pool_submit(p, t_square, &v[i], sizeof v[i],
+                                      &good[i]));
+        }
+        conc_msg m;
+        int err = conc_future_result(bad, &m, 30);
+        CHECK_ERR(err, CONC_ECORRUPT);
+        const char *msg = conc_future_error_message(bad);
+        CHECK(msg != NULL && strstr(msg, "wrote over the pool's memory"));
+        conc_future_free(bad);
+        for (int i = 0; i < 3; i++) {
+            CHECK_OK(conc_future_result(good[i], &m, 30));
+            CHECK_EQ(int_out(&m), v[i] * v[i]);
+            conc_msg_free(&m);
+            conc_future_free(good[i]);
+        }
+    }
+    conc_pool_free(p);
+}
