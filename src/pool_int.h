@@ -246,10 +246,12 @@ int conc__pool_res_check(const unsigned char *ring, size_t cap, uint64_t pos,
                          uint64_t tail, conc__pool_res_view *v);
 
 /* For tests: inside a task run by a process worker, that worker's result
- * ring and the word that publishes its end (what a task that scribbles on
- * memory it does not own could overwrite); false elsewhere. */
+ * ring, the word that publishes its end, and the task's record number and
+ * item (what a task that scribbles on memory it does not own could
+ * overwrite or forge); false elsewhere. */
 bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
-                                   _Atomic uint64_t **tail);
+                                   _Atomic uint64_t **tail, uint64_t *seq,
+                                   uint32_t *item);
 
 int conc__proc_start(conc_pool *p);
 void conc__proc_kick(conc_pool *p);     /* new work or state: wake manager */

@@ -329,7 +329,8 @@ static void post(struct proc_worker *w, struct wctx *x, uint32_t type,
 static struct proc_worker *this_worker;
 
 bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
-                                   _Atomic uint64_t **tail)
+                                   _Atomic uint64_t **tail, uint64_t *seq,
+                                   uint32_t *item)
 {
     if (this_worker == NULL) {
         return false;
@@ -337,6 +338,8 @@ bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
     *ring = this_worker->rring;
     *cap = this_worker->cap;
     *tail = &this_worker->ctl->res_tail;
+    *seq = atomic_load(&this_worker->ctl->cur_seq);
+    *item = (uint32_t)atomic_load(&this_worker->ctl->cur_item);
     return true;
 }
 

@@ -821,26 +821,36 @@ static int t_scribble(const void *in, size_t len, conc_buf *out, void *ctx)
     unsigned char *ring;
     size_t cap;
     _Atomic uint64_t *tailp;
-    if (!conc__pool_worker_result_ring(&ring, &cap, &tailp)) {
+    uint64_t seq;
+    uint32_t item;
+    if (!conc__pool_worker_result_ring(&ring, &cap, &tailp, &seq, &item)) {
         return 99;
     }
     uint64_t tail = atomic_load(tailp);
+    /* A forged result for this very task (its record number and item,
+     * type 3), so only the check named below stands between the lie and
+     * the manager's copy: {len, type, item, code, seq, outlen, errlen}. */
     uint32_t *w32 = (uint32_t *)(void *)(ring + tail % cap);
     uint64_t *w64 = (uint64_t *)(void *)(ring + tail % cap);
+    w32[1] = 3;
+    w32[2] = item;
+    w32[3] = 0;
+    w64[2] = seq;
+    w64[4] = 0;
     uint64_t publish = tail + 48;
     switch (x % 8 / 2) {
-    case 0: /* a length past the ring's end */
+    case 0: /* a record longer than the ring, its output filling it */
         w32[0] = (uint32_t)cap * 2;
-        w32[1] = 3;
+        w64[3] = (uint64_t)cap * 2 - 40;
+        publish = tail + cap;
         break;
-    case 1: /* a result whose output is 2^40 bytes long */
+    case 1: /* a 48-byte record whose output is 2^40 bytes long */
         w32[0] = 48;
-        w32[1] = 3;
         w64[3] = (uint64_t)1 << 40;
         break;
     case 2: /* a tail far past anything written */
         w32[0] = 48;
-        w32[1] = 3;
+        w64[3] = 8;
         publish = tail + ((uint64_t)1 << 62);
         break;
     default: /* garbage: all ones */
