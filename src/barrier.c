@@ -93,7 +93,8 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     }
     uint32_t nslots = opts->parties < SLOTS_MAX ? opts->parties : SLOTS_MAX;
     void *mem;
-    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots));
+    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots),
+                                     CONC__SYNC_MAGIC_BARRIER);
     if (err != 0) {
         free(b);
         return err;

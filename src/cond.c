@@ -126,7 +126,8 @@ int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
     int err;
     if (name != NULL) {
         err = conc__sync_named_new(&mem, name,
-                                   COND_RLOCK_OFF + conc__rlock_embed_size());
+                                   COND_RLOCK_OFF + conc__rlock_embed_size(),
+                                   CONC__SYNC_MAGIC_COND);
         if (err != 0) {
             goto fail_handle;
         }

@@ -170,10 +170,11 @@ void *conc__sync_region_new(size_t size)
     return conc__os_shared_alloc(page_round(size));
 }
 
-int conc__sync_region_make(void **region, const char *name, size_t size)
+int conc__sync_region_make(void **region, const char *name, size_t size,
+                           uint32_t magic)
 {
     if (name != NULL) {
-        return conc__sync_named_new(region, name, size);
+        return conc__sync_named_new(region, name, size, magic);
     }
     *region = conc__sync_region_new(size);
     return *region != NULL ? 0 : CONC_ENOMEM;
@@ -325,7 +326,8 @@ int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
     *out = NULL;
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_lock));
+                                     sizeof(conc_lock),
+                                     CONC__SYNC_MAGIC_LOCK);
     if (err != 0) {
         return err;
     }

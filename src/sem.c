@@ -57,7 +57,7 @@ int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
     }
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_sem));
+                                     sizeof(conc_sem), CONC__SYNC_MAGIC_SEM);
     if (err != 0) {
         return err;
     }

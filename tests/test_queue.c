@@ -1108,6 +1108,47 @@ TEST(queue_open_rejects_what_is_not_a_queue)
     shm_unlink(path);
 }
 
+/* A creates a queue, someone unlinks the name, B creates a new queue
+ * under it, A frees: B's queue must still be there (A's free unlinks only
+ * a name that still names its own segment). */
+TEST(queue_free_never_unlinks_a_name_that_is_no_longer_its_own)
+{
+    const char *name = unique_name("reuse");
+    char path[80];
+    snprintf(path, sizeof path, "/%s", name);
+    conc_queue *a, *b, *o;
+    CHECK_OK(conc_queue_new(&a, &(conc_queue_opts){ .name = name,
+                                                     .capacity_bytes =
+                                                         4096 }));
+    CHECK_EQ(shm_unlink(path), 0);
+    CHECK_OK(conc_queue_new(&b, &(conc_queue_opts){ .name = name,
+                                                     .capacity_bytes =
+                                                         4096 }));
+    put_str(b, "bee");
+    conc_queue_free(a);
+    CHECK(th_shm_exists(name));
+    CHECK_OK(conc_queue_open(&o, name));
+    get_str(o, "bee");
+    conc_queue_free(o);
+    conc_queue_free(b);
+    CHECK(!th_shm_exists(name));
+}
+
+/* A creator that exits without freeing its named queue unlinks it at
+ * exit, as every named object's creator does. */
+TEST(queue_creator_exit_unlinks)
+{
+    const char *name = unique_name("atexit");
+    char *argv[] = { (char *)th_prog("prog_queue_peer"), (char *)name,
+                     "create", NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 20);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_STR(out, "create: CONC_OK\n");
+    free(out);
+    CHECK(!th_shm_exists(name));
+}
+
 /* ---- fault loops ----------------------------------------------------------- */
 
 TEST(queue_new_and_open_fault_loops)

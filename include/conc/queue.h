@@ -17,10 +17,22 @@
  * Who unlinks a named queue.  The creating process does: conc_queue_free()
  * called by the process that called conc_queue_new() removes the
  * /dev/shm/<name> entry (handles already open keep working; later
- * conc_queue_open() calls fail with CONC_ESYS/ENOENT).  Handles obtained by
- * conc_queue_open(), and copies inherited by forked children, never
- * unlink.  A creator killed before it frees leaves the entry behind (as
- * every POSIX shared memory object does); unlink it with shm_unlink(3).
+ * conc_queue_open() calls fail with CONC_ESYS/ENOENT), unless the name was
+ * unlinked already and now names another segment, which it leaves alone;
+ * a creator that exits without freeing unlinks at exit.  Handles obtained
+ * by conc_queue_open(), and copies inherited by forked children, never
+ * unlink.  A creator killed by SIGKILL leaves the entry behind (as every
+ * POSIX shared memory object does); unlink it with shm_unlink(3).
+ *
+ * Trust.  A named queue is created mode 0600, and conc_queue_open()
+ * refuses (CONC_EPERM) a segment of another user or one that others may
+ * access, unless conc_shm_share() (conc/shared.h) allows it.  A process
+ * that can write the segment can garble or drop the messages in this
+ * queue, but not make a call on it crash, loop, or read or write outside
+ * the queue's mapping: open checks the header completely, and every
+ * offset, length and counter read from the ring is checked before use (a
+ * failed check is CONC_ECORRUPT, with a detail); truncating the segment
+ * is the one harm it can do beyond the queue (see conc/shared.h).
  *
  * Waiting.  A put or get that cannot go on at once spins first (reading
  * shared memory only, yielding the CPU now and then), for 4 to 64 us,
@@ -63,8 +75,8 @@ typedef struct conc_queue_opts {
     size_t capacity_bytes;
     /* NULL: an anonymous queue, shared with forked children.  Otherwise
      * the name of a new POSIX shared memory object ("jobs" or "/jobs",
-     * at most 200 bytes, no other '/'); CONC_ESYS with errno EEXIST if
-     * it already exists. */
+     * at most 250 bytes after the '/', no other '/', not "." or "..");
+     * CONC_ESYS with errno EEXIST if it already exists. */
     const char *name;
 } conc_queue_opts;
 
@@ -77,10 +89,15 @@ typedef struct conc_queue_opts {
  * memory call failed, errno kept: EEXIST for a name in use). */
 CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts);
 
-/* conc_queue_open - a handle on the named queue another process created.
- * 0; CONC_EINVAL (NULL argument, bad name, not a libconc queue or another
- * layout version); CONC_ENOMEM; CONC_ESYS (errno ENOENT: no such queue).
- * Free the handle with conc_queue_free(); it never unlinks. */
+/* conc_queue_open - a handle on the named queue another process created;
+ * waits (up to a second in all) for a creator still making it.  0;
+ * CONC_EINVAL (NULL argument, bad name, not a libconc queue - a segment
+ * too small, another magic - or another layout version); CONC_ECORRUPT
+ * (a queue header whose fields are out of range or inconsistent with
+ * each other or with the segment's size: scribbled or crafted); CONC_EPERM
+ * (another user's segment, or one others may access: see Trust);
+ * CONC_ENOMEM; CONC_ESYS (errno ENOENT: no such queue).  Free the handle
+ * with conc_queue_free(); it never unlinks. */
 CONC_API int conc_queue_open(conc_queue **out, const char *name);
 
 /* conc_queue_put - appends a copy of len bytes at data (NULL is allowed
