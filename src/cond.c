@@ -63,8 +63,9 @@
  * process dying at that instant leaves its token for another member, who
  * finds it at the end of its current sleep slice (CONC__SYNC_SLICE_NS).
  *
- * Rejected: a pthread condvar in shared memory (a dead waiter wedges it:
- * ipc-notes hazard 1); one broadcast word with anonymous tokens and no
+ * Rejected: a pthread condvar in shared memory (a waiter killed inside
+ * pthread_cond_wait wedges it on glibc 2.36: later signals are missed or
+ * block); one broadcast word with anonymous tokens and no
  * groups (a late waiter could take a notify issued before it waited).
  */
 #include "sync_int.h"

@@ -80,10 +80,10 @@
  * A process forked without glibc's fork() (raw clone, _Fork) skips the
  * handler: libconc's process module uses fork().
  *
- * Rejected: a robust pthread mutex (owner-only unlock, one robust list per
- * thread owned by glibc: ipc-notes hazard 3); a pidfd per holder (an fd per
- * acquire is far too slow for the fast path); a spin-only lock, or a
- * spin before sleeping (see above).
+ * Rejected: a robust pthread mutex (owner-only unlock, and one robust
+ * list per thread owned by glibc, so a lock of our own cannot join it); a
+ * pidfd per holder (an fd per acquire is far too slow for the fast path);
+ * a spin-only lock, or a spin before sleeping (see above).
  */
 #include "sync_int.h"
 

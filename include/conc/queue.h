@@ -126,6 +126,35 @@ CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout);
 CONC_API int conc_queue_get_into(conc_queue *q, void *buf, size_t cap,
                                  size_t *len, double timeout);
 
+/* conc_queue_put_many - appends copies of msgs[0..n), in order, as one
+ * batch: each lock hold writes as many as fit and publishes them at once
+ * (one wake-up of sleeping getters per hold, not per message).  Waits for
+ * room as conc_queue_put does, up to timeout for the whole batch; when
+ * the timeout expires (or at once, with timeout 0) it stops with what fit.
+ * *done (done may be NULL) is how many went in: always msgs[0..*done), in
+ * order, never a later one before an earlier one.  0 (*done == n);
+ * CONC_EFULL (the timeout expired with *done < n); CONC_ECLOSED (closed
+ * before or during the batch: *done went in before); CONC_ECORRUPT; the
+ * batch is checked before anything goes in: CONC_ETOOBIG (a message over
+ * capacity_bytes) and CONC_EINVAL (NULL q, NULL msgs with n > 0, NULL
+ * data with a length, bad timeout) put nothing.  n 0 is 0.  Getters may
+ * take the first messages of a batch before its last ones are written.
+ * No allocation. */
+CONC_API int conc_queue_put_many(conc_queue *q, const conc_msg *msgs,
+                                 size_t n, size_t *done, double timeout);
+
+/* conc_queue_get_many - waits (up to timeout) for the first message as
+ * conc_queue_get does, then takes the messages that are queued, up to n,
+ * in one lock hold: msgs[0..*got) (got may be NULL) in queue order, each
+ * heap bytes the caller frees with conc_msg_free(); msgs[*got..n) are
+ * zeroed.  0 (*got >= 1); CONC_EEMPTY, CONC_ECLOSED, CONC_ENOMEM,
+ * CONC_ECORRUPT as conc_queue_get, with *got 0 (an error after the first
+ * message ends the batch early, returns 0, and is met again by the next
+ * call; a message whose copy could not be allocated stays queued);
+ * CONC_EINVAL (NULL q or msgs, n 0, bad timeout). */
+CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
+                                 size_t *got, double timeout);
+
 /* conc_queue_qsize - messages queued now (approximate while others put
  * and get, as in Python); 0 for NULL. */
 CONC_API size_t conc_queue_qsize(conc_queue *q);
