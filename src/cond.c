@@ -184,9 +184,11 @@ int conc_cond_open(conc_cond **out, const char *name)
     c->sh = mem;
     c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, false);
     if (c->rlock == NULL) {
+        err = conc__fail(CONC_ECORRUPT, "conc_cond_open: '%s': the "
+                         "condition's RLock slot holds no RLock", name);
         conc__sync_region_free(mem, sizeof(struct cond_shared));
         free(c);
-        return CONC_EINVAL;
+        return err;
     }
     *out = c;
     return 0;

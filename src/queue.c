@@ -97,6 +97,11 @@
  *     offset 0 (one there would pass a whole lap);
  *   head against tail, whenever a producer reloads head: tail - head <= R
  *     (a producer holding pmu never lets it be more);
+ *   a position used to find a record off the fast paths (the spin's
+ *     probe, a skip at head, the repairs): rounded down to a record
+ *     boundary by rec_at(), so the header it names lies inside the ring
+ *     (found by fuzz_queue_header: a head of 3 read 8 bytes across the
+ *     ring's end);
  *   hw, and the caches: any value only changes where records go;
  *   the repair walk: at most R/16 records, stopping at a length out of
  *     range;
@@ -252,9 +257,13 @@ static inline uint64_t rec_size(uint64_t len)
     return CONC__QUEUE_REC_HDR + conc__queue_round16(len);
 }
 
+/* The record header at position pos.  Off the fast paths only (it
+ * divides), where pos may come straight from shared memory: rounded
+ * down to a record boundary, so even a scribbled position names 16
+ * aligned bytes inside the ring (every real position is on one). */
 static inline conc__qrec *rec_at(const conc_queue *q, uint64_t pos)
 {
-    return (conc__qrec *)(void *)(q->ring + pos % q->R);
+    return (conc__qrec *)(void *)(q->ring + (pos % q->R & ~(uint64_t)15));
 }
 
 static inline uint64_t stamp_of(const conc_queue *q, uint64_t pos)
@@ -681,7 +690,7 @@ FAST int room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s,
          * head, so its reads of the old bytes are done before we write. */
         h = atomic_load_explicit(&sh->head, memory_order_seq_cst);
         if (t - h > q->R) {
-            return corrupt(fn, "head, against its tail", h);
+            return corrupt(fn, "head", h);
         }
         if (t + s - h > q->R) {
             h = pass_skip_at_head(q, h, dl);

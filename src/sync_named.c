@@ -184,8 +184,8 @@ int conc__sync_named_open(void **region, size_t *size, const char *name,
     const uint32_t *hdr = conc_shm_ptr(shm);
     uint32_t layout = __atomic_load_n(&hdr[1], __ATOMIC_RELAXED);
     if (layout != CONC__SYNC_LAYOUT) {
-        err = conc__fail(CONC_EINVAL, "%s: '%s' is a %s of layout version "
-                         "%u; this library reads version %u", fn,
+        err = conc__fail(CONC_EINVAL, "%s: '%s' is a libconc %s of layout "
+                         "version %u; this library reads version %u", fn,
                          conc_shm_name(shm), kind.what, layout,
                          CONC__SYNC_LAYOUT);
         conc_shm_free(shm);

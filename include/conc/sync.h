@@ -22,9 +22,11 @@
  * a name: CONC_ESYS with errno EEXIST when the name is taken, CONC_EINVAL
  * for a bad name.  conc_X_open: 0; CONC_EINVAL (NULL argument, bad name,
  * or the name is not a libconc object of that kind - a lock opened as an
- * event, say - or of another layout version); CONC_EPERM (a segment of
- * another user, or one others may access: conc/shared.h's Trust and
- * conc_shm_share); CONC_ESYS (errno ENOENT: no such name); CONC_ENOMEM.
+ * event, say - or of another layout version); CONC_ECORRUPT (a barrier
+ * whose parties and slots, or a condition whose RLock, do not fit the
+ * segment: it was scribbled on); CONC_EPERM (a segment of another user,
+ * or one others may access: conc/shared.h's Trust and conc_shm_share);
+ * CONC_ESYS (errno ENOENT: no such name); CONC_ENOMEM.
  * conc_errdetail() says which.  An open that races the creation waits
  * (up to a second) for the object to be made.
  * Free an opened handle with conc_X_free().  Each named handle holds one
