@@ -297,6 +297,52 @@ TEST(queue_open_waits_for_a_creator_still_making_it)
     CHECK_EQ(shm_unlink(path), 0);
 }
 
+/* ---- what the errors say -------------------------------------------------- */
+
+TEST(queue_errors_say_what_and_where)
+{
+    const char *name = unique_name("detail");
+    conc_queue *q = NULL, *o = NULL;
+    CHECK_FAIL(conc_queue_new(&q, &(conc_queue_opts){ .name = "a/b" }),
+               CONC_EINVAL, "conc_queue_new: ", "name 'a/b'");
+    CHECK_FAIL(conc_queue_new(&q, &(conc_queue_opts){
+                                      .capacity_bytes =
+                                          CONC_QUEUE_MAX_CAPACITY + 1 }),
+               CONC_EINVAL, "conc_queue_new: ", "CONC_QUEUE_MAX_CAPACITY");
+    CHECK_FAIL(conc_queue_open(&o, name), CONC_ESYS, "conc_queue_open: ",
+               "No such file");
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .name = name,
+                                                     .capacity_bytes = 64 }));
+    CHECK_FAIL(conc_queue_new(&o, &(conc_queue_opts){ .name = name }),
+               CONC_ESYS, "conc_queue_new: shm_open('", "File exists");
+    char big[65] = { 0 };
+    CHECK_FAIL(conc_queue_put(q, big, sizeof big, 0), CONC_ETOOBIG,
+               "conc_queue_put: ", "len 65");
+    CHECK_FAIL(conc_queue_put(q, NULL, 3, 0), CONC_EINVAL,
+               "conc_queue_put: ", "data is NULL");
+    CHECK_FAIL(conc_queue_put(q, "x", 1, -3), CONC_EINVAL,
+               "conc_queue_put: ", "timeout -3");
+    conc_msg m;
+    CHECK_FAIL(conc_queue_get(q, &m, 0), CONC_EEMPTY, "conc_queue_get: ",
+               "no message");
+    CHECK_FAIL(conc_queue_task_done(q), CONC_EINVAL,
+               "conc_queue_task_done: ", "more times");
+    put_str(q, "ab");
+    char small[1];
+    size_t len;
+    CHECK_FAIL(conc_queue_get_into(q, small, 1, &len, 0), CONC_ETOOBIG,
+               "conc_queue_get_into: ", "2 bytes");
+    CHECK_FAIL(conc_queue_join(q, 0), CONC_ETIMEDOUT, "conc_queue_join: ",
+               "task_done");
+    CHECK_OK(conc_queue_close(q));
+    CHECK_FAIL(conc_queue_put(q, "x", 1, 0), CONC_ECLOSED, "conc_queue_put: ",
+               "closed");
+    get_str(q, "ab");
+    CHECK_FAIL(conc_queue_get(q, &m, 0), CONC_ECLOSED, "conc_queue_get: ",
+               "closed and drained");
+    conc_queue_free(q);
+}
+
 /* ---- who owns the segment -------------------------------------------------- */
 
 static void chown_chmod(const char *name, uid_t uid, mode_t mode)
@@ -483,6 +529,37 @@ TEST(queue_rejects_head_and_tail_further_apart_than_the_ring)
     CHECK_FAIL(conc_queue_put(q, "x", 1, 0), CONC_ECORRUPT,
                "conc_queue_put", "head");
     atomic_store(&sh->tail, t);
+    put_str(q, "mended");
+    get_str(q, "mended");
+    conc_queue_free(q);
+}
+
+/* fuzz_queue_header found it: a head position off a record boundary,
+ * read where a producer looks for a skip record at head, named a record
+ * header that crossed the ring's end (here also the mapping's end). */
+TEST(queue_survives_a_head_off_a_record_boundary)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .capacity_bytes =
+                                                        4080 }));
+    CHECK_EQ(q->R, 4096); /* the ring ends where the mapping does */
+    CHECK_EQ((size_t)(q->ring - (unsigned char *)q->sh) + q->R, q->map_size);
+    for (int i = 0; i < 511; i++) { /* tail to 2R - 16 */
+        CHECK_OK(conc_queue_put(q, NULL, 0, 0));
+        size_t len;
+        CHECK_OK(conc_queue_get_into(q, NULL, 0, &len, 0));
+    }
+    conc__qshm *sh = q->sh;
+    uint64_t t = atomic_load(&sh->tail);
+    CHECK_EQ(t, 2 * q->R - 16);
+    uint64_t h = t - q->R + 13; /* h % R == R - 3 */
+    atomic_store(&sh->head, h);
+    atomic_store(&sh->head_cache, h);
+    CHECK_ERR(conc_queue_put(q, "x", 1, 0), CONC_EFULL);
+    conc_msg m;
+    CHECK_ERR(conc_queue_get(q, &m, 0.01), CONC_EEMPTY); /* the probe too */
+    atomic_store(&sh->head, t);
+    atomic_store(&sh->head_cache, t);
     put_str(q, "mended");
     get_str(q, "mended");
     conc_queue_free(q);
