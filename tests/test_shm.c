@@ -274,7 +274,7 @@ TEST(shm_fault_loop_create_and_open)
         CHECK(o == NULL);
         CHECK(n < 50);
     }
-    CHECK(n >= 3);
+    CHECK(n >= 5); /* calloc, shm_open, fstat, mmap each failed once */
     conc_shm_free(o);
     conc_shm_free(m);
     CHECK(!th_shm_exists(name));

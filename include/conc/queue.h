@@ -103,19 +103,26 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name);
 /* conc_queue_put - appends a copy of len bytes at data (NULL is allowed
  * when len is 0).  Blocks while the queue is full (maxsize items, or not
  * enough free bytes) up to timeout.  0; CONC_EFULL (still full when the
- * timeout expired; timeout 0 never waits for room); CONC_ECLOSED (the
+ * timeout expired; timeout 0 never waits for room; also when another
+ * live process kept the producers' lock past the timeout, at least a
+ * second: see WAITING FOR A LOCK in src/queue.c); CONC_ECLOSED (the
  * queue is closed, also for putters blocked when it was closed);
- * CONC_ETOOBIG (len > capacity_bytes, at once); CONC_EINVAL (NULL q, NULL
- * data with len > 0, bad timeout).  No allocation. */
+ * CONC_ETOOBIG (len > capacity_bytes, at once); CONC_ECORRUPT (the
+ * queue's shared memory failed a check: see Trust); CONC_EINVAL (NULL q,
+ * NULL data with len > 0, bad timeout).  No allocation.  Every error has
+ * a detail (conc_errdetail). */
 CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
                             double timeout);
 
 /* conc_queue_get - removes the oldest message into *msg (heap bytes the
  * caller frees with conc_msg_free(); data NULL for a 0-byte message).
  * Blocks while empty up to timeout.  0; CONC_EEMPTY (still empty when the
- * timeout expired; timeout 0 never waits); CONC_ECLOSED (closed and
- * drained); CONC_ENOMEM (message left in place); CONC_EINVAL (NULL q or
- * msg, bad timeout).  *msg is zeroed on every error. */
+ * timeout expired; timeout 0 never waits; also when another live process
+ * kept the consumers' lock past the timeout, at least a second);
+ * CONC_ECLOSED (closed and drained); CONC_ENOMEM (message left in place);
+ * CONC_ECORRUPT (the queue's shared memory failed a check: see Trust);
+ * CONC_EINVAL (NULL q or msg, bad timeout).  *msg is zeroed on every
+ * error; every error has a detail. */
 CONC_API int conc_queue_get(conc_queue *q, conc_msg *msg, double timeout);
 
 /* conc_queue_get_into - as conc_queue_get, into buf (cap bytes); *len gets
@@ -156,7 +163,8 @@ CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
                                  size_t *got, double timeout);
 
 /* conc_queue_qsize - messages queued now (approximate while others put
- * and get, as in Python); 0 for NULL. */
+ * and get, as in Python; never more than one per 16 bytes of capacity,
+ * whatever a peer wrote); 0 for NULL. */
 CONC_API size_t conc_queue_qsize(conc_queue *q);
 /* conc_queue_empty - qsize() == 0; true for NULL. */
 CONC_API bool conc_queue_empty(conc_queue *q);
@@ -177,7 +185,9 @@ CONC_API int conc_queue_join(conc_queue *q, double timeout);
  * (Python 3.13's shutdown(), not mp.Queue.close): puts fail with
  * CONC_ECLOSED at once, blocked putters wake with CONC_ECLOSED, gets
  * drain what is queued and then return CONC_ECLOSED, and blocked getters
- * wake.  Closing twice is harmless.  0; CONC_EINVAL for NULL. */
+ * wake.  Closing twice is harmless.  0; CONC_EINVAL for NULL;
+ * CONC_ETIMEDOUT, closing nothing, when another live process kept the
+ * producers' lock for a whole second (a stopped or hostile one). */
 CONC_API int conc_queue_close(conc_queue *q);
 
 /* conc_queue_closed - whether conc_queue_close() was called; false for
