@@ -239,27 +239,38 @@ TEST(shm_creator_exit_unlinks)
     conc_shm_free(m);
 }
 
+/* Fails each allocation and OS call of a create in turn until it goes
+ * through: each failure leaves nothing behind and says where it failed.
+ * Returns how many calls were made (the last one succeeded); *m is the
+ * segment made. */
+static int create_fault_loop(const char *name, conc_shm **m)
+{
+    int n;
+    for (n = 1;; n++) {
+        conc__fault_arm(n);
+        int err = conc_shm_create(m, name, 8192);
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!fired) {
+            CHECK_OK(err);
+            return n;
+        }
+        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+        CHECK(strstr(conc_errdetail(), "conc_shm_create: ") != NULL);
+        CHECK(*m == NULL);
+        CHECK(!th_shm_exists(name)); /* nothing left behind */
+        CHECK(n < 50);
+    }
+}
+
 TEST(shm_fault_loop_create_and_open)
 {
     char name[128];
     test_name(name, sizeof name, "fault");
     int n;
     conc_shm *m = NULL;
-    for (n = 1;; n++) {
-        conc__fault_arm(n);
-        int err = conc_shm_create(&m, name, 8192);
-        bool fired = conc__fault_fired();
-        conc__fault_arm(0);
-        if (!fired) {
-            CHECK_OK(err);
-            break;
-        }
-        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
-        CHECK(m == NULL);
-        CHECK(!th_shm_exists(name)); /* nothing left behind */
-        CHECK(n < 50);
-    }
-    CHECK(n >= 4); /* calloc, shm_open, ftruncate, mmap each failed once */
+    /* calloc, shm_open, ftruncate, mmap each failed once */
+    CHECK(create_fault_loop(name, &m) >= 5);
     conc_shm *o = NULL;
     for (n = 1;; n++) {
         conc__fault_arm(n);
@@ -397,24 +408,9 @@ TEST(shm_fault_loop_create_with_a_sharing_mode)
     char name[128];
     test_name(name, sizeof name, "sharefault");
     CHECK_OK(conc_shm_share(0640, (uid_t)-1));
-    int n;
     conc_shm *m = NULL;
-    for (n = 1;; n++) {
-        conc__fault_arm(n);
-        int err = conc_shm_create(&m, name, 8192);
-        bool fired = conc__fault_fired();
-        conc__fault_arm(0);
-        if (!fired) {
-            CHECK_OK(err);
-            break;
-        }
-        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
-        CHECK(strstr(conc_errdetail(), "conc_shm_create: ") != NULL);
-        CHECK(m == NULL);
-        CHECK(!th_shm_exists(name));
-        CHECK(n < 50);
-    }
-    CHECK(n >= 5); /* calloc, shm_open, fchmod, ftruncate, mmap */
+    /* calloc, shm_open, fchmod, ftruncate, mmap each failed once */
+    CHECK(create_fault_loop(name, &m) >= 6);
     conc_shm_free(m);
 }
 
