@@ -39,7 +39,7 @@ extern "C" {
     X(ECLOSED, -1003, "closed: nothing more can be sent or received (EOFError)") \
     X(EINVAL, -EINVAL, "invalid argument (ValueError)")                      \
     X(ESTATE, -1004, "call not valid in this state (AssertionError)")        \
-    X(EPERM, -EPERM, "not held by the caller (RuntimeError)")                \
+    X(EPERM, -EPERM, "not permitted: not held by the caller (RuntimeError), or another user's segment") \
     X(EDAEMON, -1005, "daemonic processes are not allowed to have children") \
     X(EBROKEN, -1006, "barrier is broken (BrokenBarrierError)")              \
     X(ECANCELLED, -ECANCELED, "cancelled (CancelledError)")                  \
