@@ -13,5 +13,6 @@
 #include "conc/pipe.h"
 #include "conc/shared.h"
 #include "conc/pool.h"
+#include "conc/auto.h"
 
 #endif

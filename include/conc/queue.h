@@ -1,6 +1,6 @@
 /* conc/queue.h - multiprocessing.Queue, SimpleQueue and JoinableQueue, and
  * queue.Queue: a FIFO of byte messages between any mix of threads and
- * processes, living in shared memory (a ring; see ../../src/queue.c).
+ * processes, living in shared memory (a ring of variable-size records).
  *
  *   conc_queue *q;
  *   conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 3 });   // Queue(3)
@@ -57,7 +57,7 @@ typedef struct conc_queue_opts {
      * 16); one message of exactly capacity_bytes always fits into an empty
      * queue, a longer one is CONC_ETOOBIG.  0: CONC_QUEUE_DEFAULT_CAPACITY.
      * The memory is reserved, not touched: pages are used as the messages
-     * in flight need them (see src/queue.c); a queue of at most 1 MiB may
+     * in flight need them; a queue of at most 1 MiB may
      * touch all of its ring under streaming traffic (it is faster so).
      * At most CONC_QUEUE_MAX_CAPACITY. */
     size_t capacity_bytes;

@@ -31,7 +31,7 @@ test -n "$(find "$work/prefix" -name 'conc_queue_put.3')"
 
 step "1. pkg-config"
 export PKG_CONFIG_PATH="$(dirname "$pc")"
-cc -std=c11 -Wall -Werror -o "$work/p_shared" "$here/main.c" \
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror -o "$work/p_shared" "$here/main.c" \
     $(pkg-config --cflags conc) $(pkg-config --libs conc) \
     -Wl,-rpath,"$libdir"
 "$work/p_shared"
