@@ -113,6 +113,10 @@ void conc__os_set_name(const char *name);
 /* Asks for signal sig when the parent thread dies (PR_SET_PDEATHSIG). */
 int conc__os_set_pdeathsig(int sig);
 long conc__os_cpu_count(void);
+/* _exit(code) for a forked child: ends the process without running the
+ * parent's exit handlers.  In a coverage build (CONC_COVERAGE) it first
+ * writes the child's gcov counts, which _exit would drop. */
+_Noreturn void conc__os_exit_child(int code);
 /* fork() through the fault seam (a hit fails with -1, errno EAGAIN). */
 pid_t conc__os_fork(void);
 /* A pidfd (O_CLOEXEC) for child pid, readable once it has ended; -1 with

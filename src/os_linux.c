@@ -411,6 +411,18 @@ long conc__os_cpu_count(void)
     return n < 1 ? 1 : n;
 }
 
+#ifdef CONC_COVERAGE
+void __gcov_dump(void);
+#endif
+
+_Noreturn void conc__os_exit_child(int code)
+{
+#ifdef CONC_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
+}
+
 pid_t conc__os_fork(void)
 {
     if (conc__fault_hit()) {

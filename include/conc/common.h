@@ -1,7 +1,7 @@
 /* conc/common.h - what every libconc module shares: error codes, timeouts,
  * messages and byte buffers.
  *
- * Conventions (../../README.md and the contract in api.md):
+ * Conventions, in every module:
  *   - every fallible function returns int: 0 or a negative CONC_E* code;
  *   - timeouts are double seconds; CONC_FOREVER blocks without limit, 0 tries
  *     once and never blocks; NaN or any other negative value is CONC_EINVAL;

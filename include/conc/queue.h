@@ -1,6 +1,6 @@
 /* conc/queue.h - multiprocessing.Queue, SimpleQueue and JoinableQueue, and
  * queue.Queue: a FIFO of byte messages between any mix of threads and
- * processes, living in shared memory (a ring; see ../../src/queue.c).
+ * processes, living in shared memory (a ring of variable-size records).
  *
  *   conc_queue *q;
  *   conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 3 });   // Queue(3)
@@ -69,7 +69,7 @@ typedef struct conc_queue_opts {
      * 16); one message of exactly capacity_bytes always fits into an empty
      * queue, a longer one is CONC_ETOOBIG.  0: CONC_QUEUE_DEFAULT_CAPACITY.
      * The memory is reserved, not touched: pages are used as the messages
-     * in flight need them (see src/queue.c); a queue of at most 1 MiB may
+     * in flight need them; a queue of at most 1 MiB may
      * touch all of its ring under streaming traffic (it is faster so).
      * At most CONC_QUEUE_MAX_CAPACITY. */
     size_t capacity_bytes;
@@ -104,8 +104,9 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name);
  * when len is 0).  Blocks while the queue is full (maxsize items, or not
  * enough free bytes) up to timeout.  0; CONC_EFULL (still full when the
  * timeout expired; timeout 0 never waits for room; also when another
- * live process kept the producers' lock past the timeout, at least a
- * second: see WAITING FOR A LOCK in src/queue.c); CONC_ECLOSED (the
+ * live process kept the producers' lock past the timeout - one that is
+ * stopped, or hostile; with timeout 0 the lock is waited for up to a
+ * second, since a holder only copies); CONC_ECLOSED (the
  * queue is closed, also for putters blocked when it was closed);
  * CONC_ETOOBIG (len > capacity_bytes, at once); CONC_ECORRUPT (the
  * queue's shared memory failed a check: see Trust); CONC_EINVAL (NULL q,

@@ -11,7 +11,6 @@
  * segment is left behind; processes that opened it keep their mapping.
  * Trust: who may open what is the "Trust" paragraph of conc_shm below; it
  * holds for every named object (queue, value, dict, the sync objects).
- * See src/shm.c, src/value.c and src/dict.c for the designs.
  */
 #ifndef CONC_SHARED_H
 #define CONC_SHARED_H
@@ -155,8 +154,8 @@ CONC_API void conc_value_free(conc_value *v);
  * Crash safety: a process killed at any instant (SIGKILL included) in the
  * middle of any call leaves the dict consistent: every key reads as its
  * old or its new value, never a torn one, and the next caller repairs the
- * free space the dead one may have left half-updated (src/dict.c says
- * how).  Full: CONC_ENOMEM, and the table is as it was; deleting makes
+ * free space the dead one may have left half-updated (it rebuilds the
+ * free lists from the entries every chain still reaches).  Full: CONC_ENOMEM, and the table is as it was; deleting makes
  * room again. */
 typedef struct conc_dict conc_dict;
 typedef struct conc_dict_opts {

@@ -2,7 +2,8 @@
  * and Barrier, with Python's semantics, between threads and processes
  * alike.  Every object lives in shared memory of its own: one created
  * before conc_process_start() is the same object in the child.  None is
- * built on pthread condvars (see ../../src/lock.c and cond.c for why).
+ * built on pthread condvars, which a waiter killed inside a wait can
+ * leave wedged for every later waiter; they are futex words instead.
  *
  * Common rules: a NULL handle is CONC_EINVAL (false / 0 for the queries);
  * timeouts follow common.h (CONC_FOREVER, 0 = try once, NaN or another
