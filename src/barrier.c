@@ -106,7 +106,8 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     }
     uint32_t nslots = opts->parties < SLOTS_MAX ? opts->parties : SLOTS_MAX;
     void *mem;
-    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots));
+    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots),
+                                     CONC__SYNC_MAGIC_BARRIER);
     if (err != 0) {
         free(b);
         return err;
@@ -153,13 +154,20 @@ int conc_barrier_open(conc_barrier **out, const char *name)
         return err;
     }
     struct barrier_shared *sh = mem;
-    /* Never trust a count read from a segment to size what we touch. */
-    uint32_t want = sh->parties < SLOTS_MAX ? sh->parties : SLOTS_MAX;
-    if (sh->parties == 0 || sh->parties > INT_MAX || sh->nslots != want ||
+    /* Never trust a count read from a segment to size what we touch:
+     * each field read once, and only the checked copy used. */
+    uint32_t parties = __atomic_load_n(&sh->parties, __ATOMIC_RELAXED);
+    uint32_t nslots = __atomic_load_n(&sh->nslots, __ATOMIC_RELAXED);
+    uint32_t want = parties < SLOTS_MAX ? parties : SLOTS_MAX;
+    if (parties == 0 || parties > INT_MAX || nslots != want ||
         size < bar_size(want)) {
+        err = conc__fail(CONC_ECORRUPT, "conc_barrier_open: '%s': the "
+                         "barrier's parties (%u) and slots (%u) do not fit "
+                         "each other or the segment (%zu bytes)", name,
+                         parties, nslots, size);
         conc__sync_region_free(mem, size);
         free(b);
-        return CONC_EINVAL;
+        return err;
     }
     b->sh = sh;
     b->nslots = want; /* not sh->nslots again: it could change meanwhile */

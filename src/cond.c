@@ -129,7 +129,8 @@ int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
     int err;
     if (name != NULL) {
         err = conc__sync_named_new(&mem, name,
-                                   COND_RLOCK_OFF + conc__rlock_embed_size());
+                                   COND_RLOCK_OFF + conc__rlock_embed_size(),
+                                   CONC__SYNC_MAGIC_COND);
         if (err != 0) {
             goto fail_handle;
         }
@@ -185,9 +186,11 @@ int conc_cond_open(conc_cond **out, const char *name)
     c->sh = mem;
     c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, false);
     if (c->rlock == NULL) {
+        err = conc__fail(CONC_ECORRUPT, "conc_cond_open: '%s': the "
+                         "condition's RLock slot holds no RLock", name);
         conc__sync_region_free(mem, sizeof(struct cond_shared));
         free(c);
-        return CONC_EINVAL;
+        return err;
     }
     *out = c;
     return 0;

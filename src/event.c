@@ -40,7 +40,8 @@ int conc_event_new(conc_event **out, const conc_event_opts *opts)
     *out = NULL;
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_event));
+                                     sizeof(conc_event),
+                                     CONC__SYNC_MAGIC_EVENT);
     if (err != 0) {
         return err;
     }

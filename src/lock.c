@@ -39,7 +39,8 @@ int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
     *out = NULL;
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_lock));
+                                     sizeof(conc_lock),
+                                     CONC__SYNC_MAGIC_LOCK);
     if (err != 0) {
         return err;
     }

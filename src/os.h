@@ -51,7 +51,41 @@ int conc__os_futex_wake(_Atomic uint32_t *word, int n, bool shared);
  * shared with every child forked after this call.  NULL on failure (errno
  * kept). */
 void *conc__os_shared_alloc(size_t size);
+/* Unmaps a shared mapping, anonymous or of a segment (munmap).  Not on
+ * the seam: it is only called to clean up, where no caller has a failure
+ * path, and a faulted unmap would only leak. */
 void conc__os_shared_free(void *p, size_t size);
+/* A private, lazily committed mapping of size bytes for a thread's stack
+ * (MAP_NORESERVE); NULL with errno on failure (the seam: ENOMEM).
+ * conc__os_stack_free unmaps it (not on the seam). */
+void *conc__os_stack_alloc(size_t size);
+void conc__os_stack_free(void *p, size_t size);
+
+/* ---- named shared memory (POSIX shm objects, /dev/shm) ------------------
+ * The calls of shm.c, the one named-segment layer.  Those whose failure a
+ * caller reports go through the fault seam (a hit: -1 with EIO, or NULL
+ * with ENOMEM for the mapping); shm_unlink is only called to clean up or
+ * by an explicit unlink whose ENOENT the tests reach for real, so it is
+ * not on the seam.  Descriptors are O_CLOEXEC. */
+typedef struct conc__os_file {
+    uint64_t size;  /* st_size */
+    uint64_t nlink; /* 0 once the name was unlinked */
+    uid_t uid;      /* the owner */
+    unsigned mode;  /* permission bits, st_mode & 07777 */
+} conc__os_file;
+/* shm_open(name, O_RDWR, plus O_CREAT|O_EXCL with mode when create): an
+ * fd, or -1 with errno. */
+int conc__os_shm_open(const char *name, bool create, unsigned mode);
+int conc__os_shm_unlink(const char *name);
+/* ftruncate, fchmod, fstat: 0 or -1 with errno. */
+int conc__os_ftruncate(int fd, uint64_t size);
+int conc__os_fchmod(int fd, unsigned mode);
+int conc__os_fstat(int fd, conc__os_file *st);
+/* mmap(size bytes of fd, read-write, MAP_SHARED): the mapping, or NULL
+ * with errno. */
+void *conc__os_map_shared(int fd, size_t size);
+/* The effective uid (never fails). */
+uid_t conc__os_geteuid(void);
 /* malloc/calloc/strdup through the fault seam. */
 void *conc__malloc(size_t size);
 void *conc__calloc(size_t n, size_t size);
@@ -79,6 +113,10 @@ void conc__os_set_name(const char *name);
 /* Asks for signal sig when the parent thread dies (PR_SET_PDEATHSIG). */
 int conc__os_set_pdeathsig(int sig);
 long conc__os_cpu_count(void);
+/* _exit(code) for a forked child: ends the process without running the
+ * parent's exit handlers.  In a coverage build (CONC_COVERAGE) it first
+ * writes the child's gcov counts, which _exit would drop. */
+_Noreturn void conc__os_exit_child(int code);
 /* fork() through the fault seam (a hit fails with -1, errno EAGAIN). */
 pid_t conc__os_fork(void);
 /* A pidfd (O_CLOEXEC) for child pid, readable once it has ended; -1 with

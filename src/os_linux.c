@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -174,6 +175,95 @@ void conc__os_shared_free(void *p, size_t size)
     }
 }
 
+void *conc__os_stack_alloc(size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void conc__os_stack_free(void *p, size_t size)
+{
+    if (p != NULL) {
+        munmap(p, size);
+    }
+}
+
+/* ---- named shared memory ----------------------------------------------- */
+
+int conc__os_shm_open(const char *name, bool create, unsigned mode)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0);
+    return shm_open(name, flags, create ? (mode_t)mode : 0);
+}
+
+int conc__os_shm_unlink(const char *name)
+{
+    return shm_unlink(name);
+}
+
+int conc__os_ftruncate(int fd, uint64_t size)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (size > (uint64_t)INT64_MAX) {
+        errno = EFBIG;
+        return -1;
+    }
+    return ftruncate(fd, (off_t)size);
+}
+
+int conc__os_fchmod(int fd, unsigned mode)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return fchmod(fd, (mode_t)mode);
+}
+
+int conc__os_fstat(int fd, conc__os_file *out)
+{
+    struct stat st;
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        return -1;
+    }
+    out->size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+    out->nlink = (uint64_t)st.st_nlink;
+    out->uid = st.st_uid;
+    out->mode = (unsigned)st.st_mode & 07777u;
+    return 0;
+}
+
+void *conc__os_map_shared(int fd, size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+uid_t conc__os_geteuid(void)
+{
+    return geteuid();
+}
+
 void *conc__malloc(size_t size)
 {
     if (conc__fault_hit()) {
@@ -319,6 +409,18 @@ long conc__os_cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n;
+}
+
+#ifdef CONC_COVERAGE
+void __gcov_dump(void);
+#endif
+
+_Noreturn void conc__os_exit_child(int code)
+{
+#ifdef CONC_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
 }
 
 pid_t conc__os_fork(void)

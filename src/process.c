@@ -431,7 +431,7 @@ static _Noreturn void child_main(conc_process *p, const sigset_t *mask,
     conc__exit_run(CONC__EXIT_STAGES - 1);
     fflush(stdout);
     fflush(stderr);
-    _exit(code & 0xff);
+    conc__os_exit_child(code & 0xff);
 }
 
 /* Forks; returns the child's pid, or -1 with errno.  The child never

@@ -48,7 +48,8 @@ int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts)
     *out = NULL;
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_rlock));
+                                     sizeof(conc_rlock),
+                                     CONC__SYNC_MAGIC_RLOCK);
     if (err != 0) {
         return err;
     }

@@ -42,7 +42,8 @@ struct conc_sem {
     _Atomic uint32_t value;
     _Atomic uint32_t sleepers;
     uint32_t bound; /* bounded: the initial value */
-    bool bounded;
+    uint8_t bounded; /* 0 or 1; not a bool, whose other byte values a
+                        peer could write would be undefined to read */
 };
 
 int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
@@ -57,7 +58,7 @@ int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
     }
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_sem));
+                                     sizeof(conc_sem), CONC__SYNC_MAGIC_SEM);
     if (err != 0) {
         return err;
     }

@@ -108,21 +108,26 @@ int conc__sync_sleep(_Atomic uint32_t *word, uint32_t val,
 void *conc__sync_region_new(size_t size);
 void conc__sync_region_free(void *p, size_t size);
 
-/* Named regions (sync_named.c).  conc__sync_named_new: a new zero-filled
- * segment /dev/shm/<name> of size bytes, mapped at *region; 0, CONC_EINVAL
+/* Named regions (sync_named.c, on shm.c's segments).
+ * conc__sync_named_new: a new zero-filled segment /dev/shm/<name> of size
+ * bytes for an object of kind magic (CONC__SYNC_MAGIC_*; it names the
+ * public function in error details), mapped at *region; 0, CONC_EINVAL
  * (bad name), CONC_ENOMEM, CONC_ESYS (errno kept: EEXIST when the name is
  * taken).  The caller initialises the object, then conc__sync_publish()es
  * its magic.  conc__sync_named_open: maps the segment another process
  * made for an object of kind magic, once published (waits up to a second);
- * CONC_EINVAL when it is not such an object or smaller than min_size,
- * CONC_ESYS (ENOENT: no such name); *size (size may be NULL) is its
- * mapped size.
+ * CONC_EINVAL when it is not such an object (another magic or layout) or
+ * smaller than min_size, CONC_EPERM (another user's segment), CONC_ESYS
+ * (ENOENT: no such name); *size (size may be NULL) is its mapped size.
+ * Every error has its detail (conc_errdetail).
  * conc__sync_named_release: unmaps (and, in the creating process,
  * unlinks) a named region; false when region is not one, for
  * conc__sync_region_free, which calls it first. */
-int conc__sync_named_new(void **region, const char *name, size_t size);
+int conc__sync_named_new(void **region, const char *name, size_t size,
+                         uint32_t magic);
 /* Either: named when name is not NULL, else anonymous (CONC_ENOMEM). */
-int conc__sync_region_make(void **region, const char *name, size_t size);
+int conc__sync_region_make(void **region, const char *name, size_t size,
+                           uint32_t magic);
 int conc__sync_named_open(void **region, size_t *size, const char *name,
                           uint32_t magic, size_t min_size);
 bool conc__sync_named_release(void *region);

@@ -55,7 +55,6 @@ static void join_all(void);
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 enum { T_NEW, T_STARTING, T_STARTED };
@@ -121,9 +120,8 @@ int conc__thread_spawn(pthread_t *th, bool detached, void *(*fn)(void *),
     }
 #if defined(__SANITIZE_THREAD__)
     if (in_forked_child) {
-        void *st = mmap(NULL, OWN_STACK_SIZE, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (st == MAP_FAILED) {
+        void *st = conc__os_stack_alloc(OWN_STACK_SIZE);
+        if (st == NULL) {
             pthread_attr_destroy(&attr);
             return errno;
         }
@@ -135,7 +133,7 @@ int conc__thread_spawn(pthread_t *th, bool detached, void *(*fn)(void *),
     pthread_attr_destroy(&attr);
     if (r != 0 && *stack != NULL) {
 #if defined(__SANITIZE_THREAD__)
-        munmap(*stack, OWN_STACK_SIZE);
+        conc__os_stack_free(*stack, OWN_STACK_SIZE);
 #endif
         *stack = NULL;
     }
@@ -148,7 +146,7 @@ static void rec_pthread_join(thread_rec *rec)
     pthread_join(rec->th, NULL);
 #if defined(__SANITIZE_THREAD__)
     if (rec->stack != NULL) {
-        munmap(rec->stack, OWN_STACK_SIZE);
+        conc__os_stack_free(rec->stack, OWN_STACK_SIZE);
         rec->stack = NULL;
     }
 #endif

@@ -185,3 +185,15 @@ TEST(proc_liveness_sees_pid_reuse_and_zombies)
     CHECK(!conc__os_proc_alive(pid, 0));
     CHECK(conc__os_thread_alive(conc__os_gettid(), 0));
 }
+
+TEST(version_of_the_library_is_the_header_s)
+{
+    CHECK_STR(conc_version(), CONC_VERSION_STRING);
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", CONC_VERSION_MAJOR,
+             CONC_VERSION_MINOR, CONC_VERSION_PATCH);
+    CHECK_STR(conc_version(), want);
+    CHECK_EQ(CONC_VERSION_NUMBER, CONC_VERSION_MAJOR * 10000 +
+                                      CONC_VERSION_MINOR * 100 +
+                                      CONC_VERSION_PATCH);
+}
