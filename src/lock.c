@@ -34,7 +34,7 @@ struct conc_lock {
 int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     void *mem;
@@ -55,7 +55,7 @@ int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
 int conc_lock_open(conc_lock **out, const char *name)
 {
     void *mem = NULL;
-    int err = out == NULL ? CONC_EINVAL
+    int err = out == NULL ? CONC__FAIL_NULL("out")
                           : conc__sync_named_open(&mem, NULL, name,
                                                   CONC__SYNC_MAGIC_LOCK,
                                                   sizeof(conc_lock));
@@ -80,8 +80,11 @@ __attribute__((noinline)) static int lock_contended(conc_lock *l,
 
 int conc_lock_acquire(conc_lock *l, double timeout)
 {
-    if (l == NULL || !conc__timeout_ok(timeout)) {
-        return CONC_EINVAL;
+    if (l == NULL) {
+        return CONC__FAIL_NULL("l");
+    }
+    if (!conc__timeout_ok(timeout)) {
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     uint64_t me = conc__sync_self_id();
     if (conc__olock_try(&l->ol, me)) {
@@ -93,7 +96,7 @@ int conc_lock_acquire(conc_lock *l, double timeout)
 int conc_lock_release(conc_lock *l)
 {
     if (l == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("l");
     }
     return conc__olock_release(&l->ol);
 }

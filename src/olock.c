@@ -96,7 +96,10 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
                 if (atomic_compare_exchange_strong_explicit(
                         &l->state, &s, me | CONC__OL_WAITERS,
                         memory_order_acquire, memory_order_relaxed)) {
-                    return CONC_EOWNERDEAD;
+                    return conc__fail(CONC_EOWNERDEAD,
+                                      "acquired; its previous holder, "
+                                      "thread %u, died holding it",
+                                      (unsigned)(s & CONC__OL_TID_MASK));
                 }
                 check_holder = true;
                 continue;
@@ -114,7 +117,10 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
                     continue;
                 }
             }
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT,
+                                  "the lock was still held by another "
+                                  "thread or process when the timeout "
+                                  "expired");
         }
         if ((s & CONC__OL_WAITERS) == 0) {
             /* Relaxed: the futex wait below, and the holder's exchange,
@@ -155,7 +161,8 @@ int conc__olock_release(conc__olock *l)
     uint64_t old = atomic_exchange_explicit(&l->state, 0,
                                             memory_order_release);
     if ((old & CONC__OL_TID_MASK) == 0) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "release of a lock that is not "
+                                          "held");
     }
     if (old & CONC__OL_WAITERS) {
         /* Pairs with the FUTEX_WAIT in conc__olock_acquire_slow(). */

@@ -5,7 +5,7 @@
  * time: the deadline computed once on entry is passed as is, so retries
  * after a spurious wake-up or a signal never stretch the wait.
  */
-#include "os.h"
+#include "conc_int.h"
 
 #include <conc/common.h>
 
@@ -71,11 +71,13 @@ int conc__deadline_init(conc__deadline *dl, double timeout)
     dl->forever = false;
     dl->once = false;
     if (isnan(timeout)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "timeout NaN: a timeout is >= 0 (0: "
+                          "do not wait) or CONC_FOREVER");
     }
     if (timeout < 0) {
         if (timeout != CONC_FOREVER) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL, "timeout %g: a timeout is >= 0 "
+                              "(0: do not wait) or CONC_FOREVER", timeout);
         }
         dl->forever = true;
         return 0;
