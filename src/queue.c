@@ -84,6 +84,25 @@
  * No one waits for a dead process otherwise: the locks are only held
  * across a copy, never across a sleep.
  *
+ * READERS.  A pipeline whose consumers have all died would leave its
+ * producers blocked for ever on a full queue (Python's too).  So a queue
+ * remembers the processes that read from it: a process's first get
+ * through a handle (and a forked child's first, through an inherited one)
+ * puts stamp << 32 | pid (its start time, so a reused pid is not taken
+ * for it) into a free slot of readers[], or over a dead process's entry,
+ * by CAS; the handle remembers the fork epoch it did so in, so later gets
+ * pay one compare.  With no slot left it raises readers_overflow, and the
+ * queue then never judges its readers gone.  A put that is blocked for
+ * room checks, at the end of each sleep slice, whether every registered
+ * reader has exited: if so (and at least one ever registered), it gives
+ * up with CONC_ECLOSED and a detail that says so, putting nothing more.
+ * A process that only opens the queue later to read is not known until
+ * its first get; a put that gave up may be retried.  The check reads
+ * /proc for at most CONC__QUEUE_READERS entries, once per slice of a
+ * blocked put, never on a fast path.  A peer can write the table like any
+ * byte of the segment: it can make a blocked put give up early, as it
+ * could close the queue, and nothing worse.
+ *
  * HOSTILE PEERS.  Any process that can write the segment (its creator's
  * user, or whom conc_shm_share() lets in) can write any byte of the
  * header and the ring at any time.  The handle copies R, key, capacity
@@ -238,6 +257,7 @@
 #include <math.h>
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Functions on the path of a put or get that goes through at once are
  * forced inline into it (measured: GCC otherwise keeps some out of line,
@@ -364,7 +384,9 @@ static uint32_t arm(_Atomic uint32_t *word)
 }
 
 /* Sleeps on word (expected w) for at most one slice of the deadline.
- * Returns CONC_ETIMEDOUT only when dl itself has passed. */
+ * Returns CONC_ETIMEDOUT only when dl itself has passed; 1 when the slice
+ * ran out with no wake-up (a blocked put then looks at its readers); 0
+ * when woken. */
 static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
                        const conc__deadline *dl)
 {
@@ -377,8 +399,11 @@ static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
         return CONC_ETIMEDOUT;
     }
     /* Pairs with wake_all(): w has bit 0 set, any wake changes the word. */
-    conc__os_futex_wait(word, w, &slice, true);
-    return conc__deadline_passed(dl) ? CONC_ETIMEDOUT : 0;
+    int r = conc__os_futex_wait(word, w, &slice, true);
+    if (conc__deadline_passed(dl)) {
+        return CONC_ETIMEDOUT;
+    }
+    return r == CONC_ETIMEDOUT ? 1 : 0; /* 1: the slice ran out, unwoken */
 }
 
 /* One round of a spin.  Every 16th round (about 0.4 us) yields the CPU:
@@ -893,9 +918,92 @@ FAST int put_once(conc_queue *q, const conc_msg *msgs, size_t n,
     return err;
 }
 
+/* ---- readers (see READERS) ------------------------------------------- */
+
+/* Internal outcome of a blocked put: every reader has exited. */
+#define NO_READERS (-1999)
+
+static uint64_t reader_id(void)
+{
+    pid_t pid = getpid();
+    uint64_t st = conc__os_proc_starttime(pid);
+    return ((uint64_t)(uint32_t)st << 32) | (uint32_t)pid;
+}
+
+static bool reader_alive(uint64_t id)
+{
+    return conc__os_proc_alive((pid_t)(uint32_t)id, 0) &&
+           ((id >> 32) == 0 ||
+            (uint32_t)conc__os_proc_starttime((pid_t)(uint32_t)id) ==
+                (uint32_t)(id >> 32) ||
+            conc__os_proc_starttime((pid_t)(uint32_t)id) == 0);
+}
+
+static __attribute__((noinline, cold)) void register_reader(conc_queue *q)
+{
+    conc__qshm *sh = q->sh;
+    uint64_t me = reader_id();
+    /* Relaxed: the slots are claimed by CAS; what other processes read
+     * of them is a best guess, rechecked against /proc. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < CONC__QUEUE_READERS; i++) {
+            uint64_t v = atomic_load_explicit(&sh->readers[i],
+                                              memory_order_relaxed);
+            if (v == me) {
+                goto done;
+            }
+            /* First pass: free slots; second: the slots of the dead. */
+            bool take = pass == 0 ? v == 0 : !reader_alive(v);
+            if (take && atomic_compare_exchange_strong_explicit(
+                            &sh->readers[i], &v, me, memory_order_relaxed,
+                            memory_order_relaxed)) {
+                goto done;
+            }
+        }
+    }
+    atomic_store_explicit(&sh->readers_overflow, 1, memory_order_relaxed);
+done:
+    atomic_store_explicit(&q->reader_epoch, conc__sync_fork_epoch,
+                          memory_order_relaxed);
+}
+
+/* The caller is about to read: make sure its process is registered. */
+FAST void note_reader(conc_queue *q)
+{
+    if (__builtin_expect(atomic_load_explicit(&q->reader_epoch,
+                                              memory_order_relaxed) !=
+                             conc__sync_fork_epoch,
+                         0)) {
+        register_reader(q);
+    }
+}
+
+/* True when some process registered as a reader and every one of them
+ * has exited (and none overflowed the table). */
+static bool readers_gone(conc_queue *q)
+{
+    conc__qshm *sh = q->sh;
+    if (atomic_load_explicit(&sh->readers_overflow, memory_order_relaxed)) {
+        return false;
+    }
+    int seen = 0;
+    for (int i = 0; i < CONC__QUEUE_READERS; i++) {
+        uint64_t v = atomic_load_explicit(&sh->readers[i],
+                                          memory_order_relaxed);
+        if (v != 0) {
+            if (reader_alive(v)) {
+                return false;
+            }
+            seen++;
+        }
+    }
+    return seen > 0;
+}
+
 /* The queue had no room at the first attempt: spin, then sleep in
  * slices, re-trying after each, until everything went in or *dl passes
- * (then CONC_EFULL, *done telling how much went in). */
+ * (then CONC_EFULL, *done telling how much went in), or every reader of
+ * the queue has exited (NO_READERS). */
 static __attribute__((noinline)) int put_wait(conc_queue *q,
                                               const conc_msg *msgs, size_t n,
                                               size_t *done,
@@ -911,7 +1019,10 @@ static __attribute__((noinline)) int put_wait(conc_queue *q,
         uint64_t s = rec_size(msgs[*done].len);
         if (armed) {
             armed = false;
-            sleep_slice(&q->sh->space_seq, w, dl);
+            if (sleep_slice(&q->sh->space_seq, w, dl) == 1 &&
+                readers_gone(q)) {
+                return NO_READERS;
+            }
         } else if (!spin_wait(q, &q->spin_put, put_hint, &s, dl)) {
             /* The attempt below is the re-check after arming. */
             w = arm(&q->sh->space_seq);
@@ -966,6 +1077,11 @@ static __attribute__((noinline, cold)) int outcome(int err, const char *fn,
     case CONC_ENOMEM:
         return conc__fail(err, "%s: out of memory for the message (it "
                           "stays at the head of the queue)", fn);
+    case NO_READERS:
+        return conc__fail(CONC_ECLOSED, "%s: the queue stayed full and "
+                          "every process that read from it has exited, so "
+                          "nothing would ever make room (the messages that "
+                          "did not go in were not put)", fn);
     default:
         return err;
     }
@@ -1353,6 +1469,7 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
 FAST int get_common(conc_queue *q, get_req *rq, double timeout,
                     const char *fn)
 {
+    note_reader(q);
     conc__deadline dl;
     int err = deadline_at_entry(&dl, timeout);
     if (err != 0) {

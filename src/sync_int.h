@@ -47,6 +47,11 @@ extern _Thread_local uint64_t conc__sync_self
     __attribute__((tls_model("initial-exec")));
 uint64_t conc__sync_self_slow(void);
 
+/* Counts the forks this process descends from, starting at 1: a per-
+ * process value that costs one load to compare (getpid() is a system
+ * call).  A forked child's is its parent's plus one (pthread_atfork). */
+extern unsigned long conc__sync_fork_epoch;
+
 static inline uint64_t conc__sync_self_id(void)
 {
     uint64_t id = conc__sync_self;

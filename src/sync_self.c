@@ -38,10 +38,15 @@
 _Thread_local uint64_t conc__sync_self
     __attribute__((tls_model("initial-exec")));
 
+/* Written only by the child's single thread, before it can start others;
+ * read-only everywhere else. */
+unsigned long conc__sync_fork_epoch = 1;
+
 /* The child's only thread got a new tid: forget the parent's. */
 static void atfork_child(void)
 {
     conc__sync_self = 0;
+    conc__sync_fork_epoch++;
 }
 
 /* Runs when the library is loaded, before any thread of the program can
