@@ -820,7 +820,7 @@ int conc_listener_accept(conc_listener *l, conc_conn **out, double timeout)
         }
     }
     if (err == 0) {
-        *out = conc__conn_from_fd(fd);
+        *out = conc__conn_from_fd(fd, 0);
         if (*out == NULL) {
             close(fd);
             err = CONC_ENOMEM;
@@ -1004,7 +1004,7 @@ int conc_client_connect(conc_conn **out, const char *address,
             goto fail;
         }
     }
-    *out = conc__conn_from_fd(fd);
+    *out = conc__conn_from_fd(fd, 0);
     if (*out == NULL) {
         err = CONC_ENOMEM;
         goto fail;

@@ -16,11 +16,38 @@
  * Connection.send_bytes() framing, so a libconc end and a Python
  * Connection on the same socket understand each other's bytes.
  *
+ * Bytes, not pickles.  A libconc frame carries bytes: conc_conn_send is
+ * Python's Connection.send_bytes() and conc_conn_recv its recv_bytes().
+ * Python's send(obj) and recv() pickle: a C program that receives what
+ * Python's send() wrote gets pickle bytes (starting 0x80), and Python's
+ * recv() on bytes from C fails with an UnpicklingError.  So the Python
+ * side of a conversation with C uses send_bytes()/recv_bytes() (or
+ * recv_bytes_into()), and the two agree on an encoding of their own for
+ * anything structured: struct.pack() for fixed records, UTF-8 text,
+ * JSON.
+ *
  * Whole messages or nothing.  A receiver never takes a truncated message
  * for a whole one: when the stream ends in the middle of a frame (the
  * sender was killed halfway, or gave up halfway, see
  * conc_conn_send_timeout) the partial frame is dropped and the receiver
  * gets CONC_ECLOSED.
+ *
+ * Hostile headers.  A frame's header comes from another process, maybe
+ * over the network, and is checked before it is trusted.  A receiving end
+ * refuses a message longer than its max_message_bytes
+ * (CONC_MAX_MESSAGE_DEFAULT unless set; Python's recv_bytes(maxlength))
+ * with CONC_ETOOBIG, and a header no sender writes (a negative length)
+ * with CONC_ECORRUPT, both at once, before any allocation.  The stream's
+ * framing is then lost for that end (the refused payload is not read, and
+ * nothing else marks where it ends), so its receiving stops for good:
+ * every later receive returns CONC_ECLOSED, conc_conn_poll 1, and
+ * conc_errdetail() says why; its sending direction, on a duplex end,
+ * still works (as Python's Connection after "bad message length").  The
+ * refusing end also shuts its socket's receiving direction: a peer still
+ * sending on a Unix socket (every pipe) gets CONC_ECLOSED instead of
+ * blocking on a reader that will never read.  Under the limit, memory
+ * follows the bytes that arrive, not the header: a header that announces
+ * 2 GiB and sends nothing costs one untouched 1 MiB buffer.
  *
  * Sharing.  Ends created before fork() work in the child; as with any
  * pipe, end of file reaches a reader only when every copy of the other end
@@ -46,18 +73,54 @@ extern "C" {
 
 typedef struct conc_conn conc_conn;
 
-/* conc_pipe - a new pair of connected ends (Python's Pipe(duplex)).
- * duplex true: both ends send and receive.  duplex false: *a only
- * receives and *b only sends, Python's (reader, writer) order; a send on
- * *a or a receive/poll on *b is CONC_EPERM (Python's "connection is
- * read-only" / "write-only").  0; CONC_EINVAL (NULL a or b); CONC_ENOMEM;
- * CONC_ESYS (socketpair failed, errno kept: EMFILE, ENFILE).  *a and *b
- * are set to NULL on failure; free each end with conc_conn_free(). */
+/* CONC_MAX_MESSAGE_DEFAULT - the longest message an end receives unless
+ * told otherwise (max_message_bytes 0): 2^31 - 1 bytes, the largest
+ * length the ordinary 4-byte header carries.  Every frame that Python or
+ * libconc writes for a message under 2 GiB is accepted; a frame of 2 GiB
+ * or more (the 8-byte header form) is refused unless the receiver raised
+ * its limit, which one that expects such messages does.  A limit is no
+ * memory reserved: memory follows the bytes that really arrive (above),
+ * so the default costs nothing until a peer sends that much. */
+#define CONC_MAX_MESSAGE_DEFAULT ((size_t)0x7fffffff)
+
+/* conc_pipe_opts - zero for the defaults.  one_way: false (the default)
+ * for a duplex pipe, as Python's Pipe(); true for Pipe(duplex=False).
+ * max_message_bytes: the longest message either end receives (0:
+ * CONC_MAX_MESSAGE_DEFAULT; conc_conn_set_max_message changes it later). */
+typedef struct conc_pipe_opts {
+    bool one_way;
+    size_t max_message_bytes;
+} conc_pipe_opts;
+
+/* conc_pipe_new - a new pair of connected ends (Python's Pipe(duplex)),
+ * with options (opts may be NULL).  Duplex: both ends send and receive.
+ * One-way: *a only receives and *b only sends, Python's (reader, writer)
+ * order; a send on *a or a receive/poll on *b is CONC_EPERM (Python's
+ * "connection is read-only" / "write-only").  0; CONC_EINVAL (NULL a or
+ * b); CONC_ENOMEM; CONC_ESYS (socketpair failed, errno kept: EMFILE,
+ * ENFILE).  *a and *b are set to NULL on failure; free each end with
+ * conc_conn_free(). */
+CONC_API int conc_pipe_new(conc_conn **a, conc_conn **b,
+                           const conc_pipe_opts *opts);
+
+/* conc_pipe - conc_pipe_new with .one_way = !duplex and the default
+ * max_message_bytes. */
 CONC_API int conc_pipe(conc_conn **a, conc_conn **b, bool duplex);
+
+/* conc_conn_set_max_message - the longest message this end receives from
+ * now on (Python's recv_bytes(maxlength) for every receive): 0 restores
+ * CONC_MAX_MESSAGE_DEFAULT; SIZE_MAX means no limit.  A frame longer is
+ * refused at its header with CONC_ETOOBIG and receiving stops (above).
+ * Applies to every frame whose header is read after the call (a message
+ * already begun is not cut short).  Any thread, any time; a cheap store.
+ * 0; CONC_EINVAL for NULL c. */
+CONC_API int conc_conn_set_max_message(conc_conn *c,
+                                       size_t max_message_bytes);
 
 /* conc_conn_send - sends a copy of len bytes at data (NULL allowed when
  * len is 0) as one message, blocking for as long as the receiver leaves
- * no room (Python's send_bytes(); there is no size limit).
+ * no room (Python's send_bytes(); no size limit on sending, but a
+ * receiver refuses a message over its max_message_bytes).
  * conc_conn_send_timeout(c, data, len, CONC_FOREVER).  0; CONC_ECLOSED
  * (the other end is closed, also when it closed during the send; no
  * SIGPIPE); CONC_EPERM (a receive-only end); CONC_EINVAL (NULL c, NULL
@@ -88,35 +151,40 @@ CONC_API int conc_conn_send_timeout(conc_conn *c, const void *data,
  * whole message in time; a message that had begun to arrive is kept and
  * completed by the next call); CONC_ECLOSED (the other end is closed and
  * every message it sent has been received: Python's EOFError; also after
- * conc_conn_close); CONC_EPERM (a send-only end); CONC_ENOMEM (no memory
- * for the message: it is left to read); CONC_EINVAL (NULL c or msg, bad
- * timeout, or the stream carries something that is not a frame: a
- * negative length; the end then stays unreadable); CONC_ESYS.  *msg is
- * zeroed on every error. */
+ * conc_conn_close, and on every receive after receiving stopped, see
+ * "Hostile headers"); CONC_ETOOBIG (the next message is longer than
+ * max_message_bytes: receiving stops); CONC_ECORRUPT (the stream carries
+ * something that is not a frame: receiving stops); CONC_EPERM (a
+ * send-only end); CONC_ENOMEM (no memory for the message: what was read
+ * of it is kept and a later call goes on); CONC_EINVAL (NULL c or msg,
+ * bad timeout); CONC_ESYS.  *msg is zeroed on every error. */
 CONC_API int conc_conn_recv(conc_conn *c, conc_msg *msg, double timeout);
 
 /* conc_conn_recv_into - as conc_conn_recv, into buf (cap bytes); *len
  * gets the message's length.  CONC_ETOOBIG when cap is smaller than the
  * message: *len says how much room it needs and the message is left to
  * read (Python's BufferTooShort, without losing the message).
+ * CONC_ETOOBIG with *len 0 is the other one, a message over
+ * max_message_bytes: receiving has stopped (conc_conn_recv).
  * CONC_EINVAL also for NULL len, or NULL buf with cap > 0.  No allocation,
  * except when the timeout runs out with part of a message read: the part
- * is kept on the heap for the next call; if that allocation fails the
- * call returns CONC_ENOMEM and the end can no longer find the next
- * message's start (later receives: CONC_ECLOSED). */
+ * is kept on the heap for the next call (at most cap bytes); if that
+ * allocation fails the call returns CONC_ENOMEM and the end can no longer
+ * find the next message's start (receiving stops: later receives
+ * CONC_ECLOSED). */
 CONC_API int conc_conn_recv_into(conc_conn *c, void *buf, size_t cap,
                                  size_t *len, double timeout);
 
 /* conc_conn_poll - whether a message can be received without waiting,
  * waiting up to timeout for one (Python's poll(); timeout 0 never
- * waits).  1: a whole message is waiting, or the other end is closed (the
- * next receive then returns CONC_ECLOSED, as Python's poll() is true at
- * end of file); 0: none came in time.  Errors: CONC_EPERM (a send-only
- * end), CONC_EINVAL (NULL c, bad timeout), CONC_ECLOSED (after
- * conc_conn_close), CONC_ENOMEM (no memory to take a large message in;
- * nothing is lost), CONC_ESYS.  To know that a message is whole, poll
- * takes it into the end's own memory: conc_conn_recv then returns it at
- * once. */
+ * waits).  1: a whole message is waiting, or a receive returns at once
+ * without one (the other end is closed, as Python's poll() is true at end
+ * of file, or receiving has stopped: the next receive says why); 0: none
+ * came in time.  Errors: CONC_EPERM (a send-only end), CONC_EINVAL (NULL
+ * c, bad timeout), CONC_ECLOSED (after conc_conn_close), CONC_ENOMEM (no
+ * memory to take a large message in; nothing is lost), CONC_ESYS.  To
+ * know that a message is whole, poll takes it into the end's own memory:
+ * conc_conn_recv then returns it at once. */
 CONC_API int conc_conn_poll(conc_conn *c, double timeout);
 
 /* conc_conn_fileno - the end's file descriptor (close-on-exec), for
