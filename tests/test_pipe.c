@@ -1223,24 +1223,13 @@ TEST(pipe_threads_share_one_end_without_mixing_frames)
 
 /* ---- failures -------------------------------------------------------------- */
 
-static int open_fds(void)
-{
-    int n = 0;
-    for (int fd = 0; fd < 1024; fd++) {
-        if (fcntl(fd, F_GETFD) != -1) {
-            n++;
-        }
-    }
-    return n;
-}
-
 TEST(pipe_allocation_failures_leak_nothing)
 {
     /* Every allocation and system call conc_pipe makes (socketpair, the
      * shutdowns of a one-way pipe, two ends) fails in turn: each failure
      * is CONC_ENOMEM or CONC_ESYS with a detail, and leaks nothing. */
     for (int duplex = 0; duplex < 2; duplex++) {
-        int fds = open_fds();
+        int fds = th_count_fds();
         int failures = 0;
         for (long n = 1;; n++) {
             conc_conn *a = (conc_conn *)1, *b = (conc_conn *)1;
@@ -1257,11 +1246,11 @@ TEST(pipe_allocation_failures_leak_nothing)
             CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
             CHECK(strncmp(conc_errdetail(), "conc_pipe: ", 11) == 0);
             CHECK(a == NULL && b == NULL);
-            CHECK_EQ(open_fds(), fds);
+            CHECK_EQ(th_count_fds(), fds);
             failures++;
         }
         CHECK_EQ(failures, duplex ? 3 : 5);
-        CHECK_EQ(open_fds(), fds);
+        CHECK_EQ(th_count_fds(), fds);
     }
 }
 
