@@ -58,13 +58,14 @@
  * the cap, memory follows the bytes that really arrive, not the header:
  * a message's buffer starts at the length or PEND_FIRST (1 MiB),
  * whichever is smaller, and doubles as it fills, so a header that
- * announces 2 GiB and sends nothing costs 1 MiB of address space, never
+ * announces 1.5 GiB and sends nothing costs 1 MiB of address space, never
  * touched (messages up to 1 MiB, the common case, get one allocation of
- * their exact length, as before; larger ones a few reallocs, which glibc
- * does with mremap(2) for such sizes, without copying).  Rejected: a
- * buffer of the announced length at once (a 2^62 header then left the
- * end stuck on CONC_ENOMEM for ever, and every lying header reserved
- * its length); keeping the end readable after a refused header so that
+ * their exact length, as before; larger ones a realloc per doubling,
+ * which copies at most about the message's length in all, and often
+ * nothing: glibc grows a chunk it mapped on its own with mremap(2)).
+ * Rejected: a buffer of the announced length at once (a 2^62 header then
+ * left the end stuck on CONC_ENOMEM for ever, and every lying header
+ * reserved its length); keeping the end readable after a refused header so that
  * a caller could raise the cap and try again (the peer's payload would
  * sit in the socket meanwhile, and every later call would have to
  * explain a state that Python does not have).

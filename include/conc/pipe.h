@@ -47,7 +47,8 @@
  * sending on a Unix socket (every pipe) gets CONC_ECLOSED instead of
  * blocking on a reader that will never read.  Under the limit, memory
  * follows the bytes that arrive, not the header: a header that announces
- * 2 GiB and sends nothing costs one untouched 1 MiB buffer.
+ * a message of 1.5 GiB and sends nothing costs one untouched 1 MiB
+ * buffer.
  *
  * Sharing.  Ends created before fork() work in the child; as with any
  * pipe, end of file reaches a reader only when every copy of the other end
