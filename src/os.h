@@ -157,9 +157,20 @@ int conc__os_lstat(const char *path, struct stat *st);
 /* ---- the fault seam ------------------------------------------------------
  * conc__fault_arm(n): the n-th (1-based) call through the seam from now on
  * fails (allocation: NULL with ENOMEM; OS call: -1 with EIO unless stated);
- * 0 disarms.  conc__fault_hit() is what each seam call asks. */
+ * 0 disarms.  conc__fault_hit() is what each seam call asks: inline, so
+ * that while no test has armed it (always, outside the tests) it costs a
+ * relaxed load and a branch on paths as hot as a pipe's send and recv.
+ * Relaxed is enough: tests arm it from the thread that then makes the
+ * calls. */
 void conc__fault_arm(long n);
-bool conc__fault_hit(void);
+extern _Atomic long conc__fault_countdown;
+bool conc__fault_hit_armed(void);
+static inline bool conc__fault_hit(void)
+{
+    return atomic_load_explicit(&conc__fault_countdown,
+                                memory_order_relaxed) != 0 &&
+           conc__fault_hit_armed();
+}
 bool conc__fault_fired(void);
 
 #endif
