@@ -892,7 +892,7 @@ static void *good_client_thread(void *p)
  * with the reason. */
 TEST(silent_clients_do_not_delay_an_authorised_one)
 {
-    const double hs = 3.0;
+    const double hs = 2.0;
     conc_listener *l = NULL;
     CHECK_OK(conc_listener_new(&l, "tcp:127.0.0.1:0",
                                &(conc_listener_opts){
