@@ -133,6 +133,34 @@
  * of values already loaded: two per put (tail_off) and three per get
  * (head_off, len), with no measurable cost in bench_queue.
  *
+ * CONTENTION: several producers (or consumers).  A side's lock is held
+ * only across a copy, so one producer writes at a time, and what costs on
+ * many cores is handing the lock over: each hand-off moves pmu's line
+ * (the word, tail, the caches), nput's line and the ring lines of the
+ * last record from one core to another, about 100 ns apiece on a 16-core
+ * Xeon, where a producer that keeps them in its cache spends some 35 ns a
+ * message.  A waiter that spins on the word takes the lock in the gap
+ * between a streaming holder's release and its next acquire (some 20-40
+ * ns), and the two then trade it, and those lines, on nearly every
+ * message: 64 B 2->2 moved a quarter of 1->1 on 16 cores.  So a waiter
+ * spins only while its side makes no progress (side_lock_slow()): while
+ * the side's position (tail for producers, head for consumers) stays
+ * where it was when the wait began, the holder is inside one copy (a
+ * large one takes microseconds; sleeping costs a futex round trip), and
+ * the waiter takes the lock when it is let go.  Once the position has
+ * moved twice (the holder publishes it a moment before letting go, so
+ * the first move may be the hand-over itself), a whole put or get went
+ * through while the waiter spun: others are streaming, and the waiter
+ * sleeps on the word (the olock's slow path: WAITERS, FUTEX_WAIT, woken
+ * by the release).  So a contention episode costs at most about one
+ * hand-off, and a streaming holder keeps its lines, paying one
+ * FUTEX_WAKE per wake-up of the sleeper (once per wake latency, not per
+ * message), as conc_lock and glibc's mutexes do.  Unfair in the short
+ * run, like both of those and Python's queues; a sleeper gets in
+ * whenever the holder pauses.
+ * (The spin is also what a producer waiting for cmu does (see MEMORY);
+ * there head stays put while the queue is empty, so it spins as before.)
+ *
  * WAITING FOR A LOCK.  A side's lock is held only across a copy, so a
  * waiter normally has it within microseconds, and a dead holder's is
  * taken over after a slice.  A holder that lives but never lets go (one
@@ -239,6 +267,46 @@
  * CLOSE sets closed under pmu, so every put either completed before it or
  * fails; a getter that saw closed before finding the queue empty returns
  * CONC_ECLOSED, never while a completed put's message is still queued.
+ *
+ * MANY CORES: what the ring can and cannot do, and the next step.  With
+ * one lock per side, one producer and one consumer work at a time, so
+ * n->n can at best hold the 1->1 figure (the goal on 16 cores), and only
+ * while hand-offs stay rare (CONTENTION).  Going past it needs producers
+ * that share no line at all: per-producer lanes, as in moodycamel's
+ * ConcurrentQueue, kept as robust as this ring:
+ *   - the segment holds L lanes (64, say), each a ring as here (records
+ *     {stamp, len, item}, stamps keyed per lane, hw per lane) with a
+ *     header of two lines: the owner's (an olock naming the producer
+ *     thread, its tail and nput) and the consumers' (a lane cmu, head,
+ *     nget);
+ *   - a producer thread claims a free lane at its first put through a
+ *     handle (CAS on the owner word, remembered in the handle per
+ *     thread) and keeps it: its puts take no lock others use and write
+ *     only its lane's lines, so FIFO per producer holds by construction.
+ *     A lane whose owner died is taken over (the olock's liveness check)
+ *     and repaired exactly as repair_producer() does today;
+ *   - consumers find work in a bitmap of non-empty lanes (one word per 64
+ *     lanes), set by a producer on its lane's empty->non-empty edge and
+ *     cleared by a consumer that finds the lane empty, then re-checks the
+ *     lane's tail (the Dekker pair data_seq uses today).  A consumer
+ *     stays on its lane while it has records (consumer i starts at lane
+ *     i), taking them under that lane's cmu, so n consumers on n lanes
+ *     touch disjoint lines;
+ *   - maxsize and capacity_bytes stay global: producers take credit for
+ *     runs of messages from one shared counter (one atomic per run, not
+ *     per message), consumers return it per run; a dead producer's unused
+ *     credit is returned when its lane is taken over;
+ *   - waits, wake-ups, READERS, close and task_done as now (one data_seq,
+ *     one space_seq), waking only on the empty->non-empty edge; every
+ *     lane header, bitmap bit and credit count checked like today's ring.
+ * Expected on 16 cores: n->n up to about n x 1->1 while lanes and
+ * consumers pair off (shared lines touched per run or per edge, not per
+ * message); 8->1 near 1->1 (one consumer sweeping 8 single-producer
+ * rings); 1->8 held by that lane's cmu as today, so consumers must take
+ * runs (LINGERING); 1->1 as now plus one bitmap store per empty->non-
+ * empty edge.  Not built yet: per-lane take-over, credit that survives a
+ * dead producer and the lane search are each as much code as this ring,
+ * and on 2 cores none of the gain can be measured.
  *
  * Making, opening and freeing handles (the mapping, names, who unlinks)
  * is in queue_map.c.
@@ -573,22 +641,38 @@ static void lock_deadline(conc__deadline *ld, const conc__deadline *dl)
     }
 }
 
-/* The contended path of side_lock(): a short spin, then the sync
- * module's slow acquire, which sleeps in slices and takes the lock over
- * from a dead holder (then this side is repaired).  0, or CONC_ETIMEDOUT
- * when a live holder kept it past lock_deadline(dl). */
+/* The contended path of side_lock(): a short spin while the side makes
+ * no progress, then the sync module's slow acquire, which sleeps in
+ * slices and takes the lock over from a dead holder (then this side is
+ * repaired).  0, or CONC_ETIMEDOUT when a live holder kept it past
+ * lock_deadline(dl).  See CONTENTION in the design comment: the spin
+ * ends once the side's position (tail, or head) has moved twice, since
+ * then others are getting through and a spinner would only take the lock
+ * in the gap between a streaming holder's release and its next acquire. */
 static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
                                                     bool producer,
                                                     const conc__deadline *dl)
 {
     conc__olock *l = producer ? &q->sh->pmu : &q->sh->cmu;
+    _Atomic uint64_t *pos = producer ? &q->sh->tail : &q->sh->head;
     uint64_t me = conc__sync_self_id();
-    for (int i = 0; i < 1000; i++) {
+    /* Relaxed: positions and the word are peeked at as hints; the CAS
+     * orders, and the slow acquire decides. */
+    uint64_t p0 = atomic_load_explicit(pos, memory_order_relaxed);
+    int moves = 0;
+    for (int i = 0; i < 1000 && moves < 2; i++) {
         spin_pause(i);
-        /* Relaxed: only a peek before the CAS, which orders. */
         if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
             conc__olock_try(l, me)) {
             return 0;
+        }
+        /* The first move may be the holder's own publication, a moment
+         * before it lets go; a second means a whole put (or get) went
+         * through after it, while we spun: the lock is streaming. */
+        uint64_t p = atomic_load_explicit(pos, memory_order_relaxed);
+        if (p != p0) {
+            p0 = p;
+            moves++;
         }
     }
     conc__deadline ld;
