@@ -833,8 +833,8 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
     }
     cap = (cap + 4095) & ~(size_t)4095;
     if (name != NULL) {
-        char fixed[256];
-        err = conc__shm_name_fix(name, fixed, sizeof fixed);
+        char fixed[CONC__SHM_NAME_MAX + 2];
+        err = conc__shm_name_fix("conc_dict_new", name, fixed, sizeof fixed);
         if (err != 0) {
             return err;
         }
@@ -847,7 +847,7 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
     }
     d->map_size = cap;
     if (name != NULL) {
-        err = conc_shm_create(&d->shm, name, cap);
+        err = conc__shm_create(&d->shm, "conc_dict_new", name, cap);
         if (err != 0) {
             goto fail;
         }
@@ -887,7 +887,13 @@ int conc_dict_open(conc_dict **out, const char *name)
     if (d == NULL) {
         return CONC_ENOMEM;
     }
-    err = conc_shm_open(&d->shm, name);
+    /* shm.c waits for a creator still making the dict and checks the
+     * magic (acquire, pairing with the release in dict_init). */
+    err = conc__shm_open(&d->shm, "conc_dict_open", name,
+                         &(conc__shm_kind){ .what = "dict",
+                                            .magic = DICT_MAGIC,
+                                            .magic_size = sizeof(uint64_t),
+                                            .min_size = DICT_MIN_CAP });
     if (err != 0) {
         goto fail;
     }

@@ -51,7 +51,41 @@ int conc__os_futex_wake(_Atomic uint32_t *word, int n, bool shared);
  * shared with every child forked after this call.  NULL on failure (errno
  * kept). */
 void *conc__os_shared_alloc(size_t size);
+/* Unmaps a shared mapping, anonymous or of a segment (munmap).  Not on
+ * the seam: it is only called to clean up, where no caller has a failure
+ * path, and a faulted unmap would only leak. */
 void conc__os_shared_free(void *p, size_t size);
+/* A private, lazily committed mapping of size bytes for a thread's stack
+ * (MAP_NORESERVE); NULL with errno on failure (the seam: ENOMEM).
+ * conc__os_stack_free unmaps it (not on the seam). */
+void *conc__os_stack_alloc(size_t size);
+void conc__os_stack_free(void *p, size_t size);
+
+/* ---- named shared memory (POSIX shm objects, /dev/shm) ------------------
+ * The calls of shm.c, the one named-segment layer.  Those whose failure a
+ * caller reports go through the fault seam (a hit: -1 with EIO, or NULL
+ * with ENOMEM for the mapping); shm_unlink is only called to clean up or
+ * by an explicit unlink whose ENOENT the tests reach for real, so it is
+ * not on the seam.  Descriptors are O_CLOEXEC. */
+typedef struct conc__os_file {
+    uint64_t size;  /* st_size */
+    uint64_t nlink; /* 0 once the name was unlinked */
+    uid_t uid;      /* the owner */
+    unsigned mode;  /* permission bits, st_mode & 07777 */
+} conc__os_file;
+/* shm_open(name, O_RDWR, plus O_CREAT|O_EXCL with mode when create): an
+ * fd, or -1 with errno. */
+int conc__os_shm_open(const char *name, bool create, unsigned mode);
+int conc__os_shm_unlink(const char *name);
+/* ftruncate, fchmod, fstat: 0 or -1 with errno. */
+int conc__os_ftruncate(int fd, uint64_t size);
+int conc__os_fchmod(int fd, unsigned mode);
+int conc__os_fstat(int fd, conc__os_file *st);
+/* mmap(size bytes of fd, read-write, MAP_SHARED): the mapping, or NULL
+ * with errno. */
+void *conc__os_map_shared(int fd, size_t size);
+/* The effective uid (never fails). */
+uid_t conc__os_geteuid(void);
 /* malloc/calloc/strdup through the fault seam. */
 void *conc__malloc(size_t size);
 void *conc__calloc(size_t n, size_t size);
@@ -79,17 +113,92 @@ void conc__os_set_name(const char *name);
 /* Asks for signal sig when the parent thread dies (PR_SET_PDEATHSIG). */
 int conc__os_set_pdeathsig(int sig);
 long conc__os_cpu_count(void);
+/* _exit(code) for a forked child: ends the process without running the
+ * parent's exit handlers.  In a coverage build (CONC_COVERAGE) it first
+ * writes the child's gcov counts, which _exit would drop. */
+_Noreturn void conc__os_exit_child(int code);
 /* fork() through the fault seam (a hit fails with -1, errno EAGAIN). */
 pid_t conc__os_fork(void);
 /* A pidfd (O_CLOEXEC) for child pid, readable once it has ended; -1 with
  * errno when the kernel has none (callers fall back to polling). */
 int conc__os_pidfd_open(pid_t pid);
 
-/* ---- sockets (os_linux_net.c; the network backends' connections) -------
- * Stream sockets for the .url backends: non-blocking and close-on-exec
- * from birth.  Deadlines here are absolute conc__now_ns() values,
- * UINT64_MAX for none.  Every call goes through the fault seam: a hit
- * fails as stated, so fault loops can drive each failure path. */
+/* ---- randomness ---------------------------------------------------------
+ * The one source of random bytes in libconc: the kernel's CSPRNG
+ * (getrandom(2)), which needs no descriptor and blocks only before the
+ * kernel's pool is first seeded at boot.  Fills all len bytes and returns
+ * 0, or -1 with errno (a fault-seam hit gives EIO).  Queue keys, hash
+ * seeds, fresh segment names and authentication nonces all come from here,
+ * so none of them can be guessed from the clock or the pid. */
+int conc__os_random(void *buf, size_t len);
+/* A random 64-bit value from conc__os_random, for callers that have no
+ * error path (a segment's key); falls back to a clock-and-address mix only
+ * if the kernel refuses (it does not on Linux >= 3.17). */
+uint64_t conc__os_random64(void);
+
+/* ---- sockets and descriptors (os_linux_net.c) ---------------------------
+ * The system calls of the same names, for pipe.c and listener.c, each
+ * through the fault seam: a hit fails the call with -1 and errno EIO
+ * (EAGAIN for accept4, which a caller would otherwise retry), so fault
+ * loops reach every failure path of the pipes, the listener and the
+ * client.  Otherwise each behaves exactly as its system call (errno
+ * kept, EINTR included: callers retry).  close(2), unlink(2) and rmdir(2)
+ * are not here: they run only where a failure changes nothing the caller
+ * could act on (releasing a descriptor, removing a file on the way out). */
+struct epoll_event;
+struct msghdr;
+struct pollfd;
+struct sockaddr;
+struct stat;
+int conc__os_socket(int domain, int type, int protocol);
+int conc__os_socketpair(int domain, int type, int protocol, int sv[2]);
+int conc__os_bind(int fd, const struct sockaddr *addr, unsigned len);
+int conc__os_listen(int fd, int backlog);
+/* accept4(2); *len in and out as there (NULL addr and len allowed). */
+int conc__os_accept4(int fd, struct sockaddr *addr, unsigned *len,
+                     int flags);
+int conc__os_connect(int fd, const struct sockaddr *addr, unsigned len);
+int conc__os_shutdown(int fd, int how);
+int conc__os_setsockopt(int fd, int level, int name, const void *val,
+                        unsigned len);
+int conc__os_getsockopt(int fd, int level, int name, void *val,
+                        unsigned *len);
+int conc__os_getsockname(int fd, struct sockaddr *addr, unsigned *len);
+ssize_t conc__os_send(int fd, const void *buf, size_t len, int flags);
+ssize_t conc__os_sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t conc__os_recv(int fd, void *buf, size_t len, int flags);
+/* ppoll(2) without a signal mask; ts NULL waits without limit. */
+int conc__os_ppoll(struct pollfd *fds, unsigned long n,
+                   const struct timespec *ts);
+/* O_NONBLOCK on (true) or off, through fcntl(2). */
+int conc__os_set_nonblock(int fd, bool on);
+/* An eventfd, close-on-exec and non-blocking, counter 0. */
+int conc__os_eventfd(void);
+/* Adds 1 to an eventfd's counter (it stays readable until drained);
+ * drain reads the counter back to 0.  Both 0 or -1. */
+int conc__os_eventfd_post(int fd);
+int conc__os_eventfd_drain(int fd);
+/* An epoll instance, close-on-exec. */
+int conc__os_epoll_create(void);
+int conc__os_epoll_ctl(int ep, int op, int fd, struct epoll_event *ev);
+/* epoll_wait(2); ms -1 waits without limit. */
+int conc__os_epoll_wait(int ep, struct epoll_event *evs, int max, int ms);
+/* A CLOCK_MONOTONIC timerfd, close-on-exec and non-blocking; set arms it
+ * to fire once at the absolute monotonic time at_ns (0 disarms); drain
+ * reads its expiry count (EAGAIN when it has not fired is success). */
+int conc__os_timerfd_create(void);
+int conc__os_timerfd_set(int fd, uint64_t at_ns);
+int conc__os_timerfd_drain(int fd);
+char *conc__os_mkdtemp(char *tmpl);
+int conc__os_lstat(const char *path, struct stat *st);
+
+/* ---- connections of the network backends (os_linux_net.c) ---------------
+ * Stream sockets for the .url backends, made of the wrappers above (each
+ * of their system calls on the fault seam), non-blocking and close-on-
+ * exec from birth.  Deadlines are absolute conc__now_ns() values,
+ * UINT64_MAX for none.  The backends call conc__os_send with
+ * MSG_NOSIGNAL | MSG_DONTWAIT (a closed peer is EPIPE, never SIGPIPE) and
+ * conc__os_recv with MSG_DONTWAIT, retrying EINTR. */
 typedef struct conc__sockaddr {
     unsigned char bytes[128]; /* a struct sockaddr_storage */
     unsigned len;
@@ -109,40 +218,35 @@ const char *conc__os_gai_text(int code);
 int conc__os_unix_addr(const char *path, conc__sockaddr *out);
 /* Opens a socket of a's family and connects it, waiting until until_ns:
  * the fd (TCP sockets get TCP_NODELAY and SO_KEEPALIVE), or -1 with errno
- * (ETIMEDOUT when the deadline passed first; a seam hit: ECONNREFUSED).
- * A signal does not cut the wait short. */
-int conc__os_connect(const conc__sockaddr *a, uint64_t until_ns);
+ * (ETIMEDOUT when the deadline passed first).  A signal does not cut the
+ * wait short. */
+int conc__os_dial(const conc__sockaddr *a, uint64_t until_ns);
 /* Waits until fd is ready for events (POLLIN/POLLOUT bits) or until_ns:
  * 1 ready (*revents set; POLLERR/POLLHUP included), 0 timed out, -1 with
  * errno.  A signal does not cut the wait short. */
 int conc__os_wait_fd(int fd, short events, uint64_t until_ns,
                      short *revents);
-/* send(2) with MSG_NOSIGNAL | MSG_DONTWAIT (a closed peer is EPIPE, never
- * SIGPIPE) and recv(2) with MSG_DONTWAIT; -1 with errno (a seam hit:
- * ECONNRESET).  EINTR is retried inside. */
-ssize_t conc__os_send(int fd, const void *buf, size_t len);
-ssize_t conc__os_recv(int fd, void *buf, size_t len);
+/* close(2) that keeps errno (for failure paths that report it); fd < 0
+ * is nothing. */
 void conc__os_close(int fd);
-
-/* ---- randomness ---------------------------------------------------------
- * The one source of random bytes in libconc: the kernel's CSPRNG
- * (getrandom(2)), which needs no descriptor and blocks only before the
- * kernel's pool is first seeded at boot.  Fills all len bytes and returns
- * 0, or -1 with errno (a fault-seam hit gives EIO).  Queue keys, hash
- * seeds, fresh segment names and authentication nonces all come from here,
- * so none of them can be guessed from the clock or the pid. */
-int conc__os_random(void *buf, size_t len);
-/* A random 64-bit value from conc__os_random, for callers that have no
- * error path (a segment's key); falls back to a clock-and-address mix only
- * if the kernel refuses (it does not on Linux >= 3.17). */
-uint64_t conc__os_random64(void);
 
 /* ---- the fault seam ------------------------------------------------------
  * conc__fault_arm(n): the n-th (1-based) call through the seam from now on
  * fails (allocation: NULL with ENOMEM; OS call: -1 with EIO unless stated);
- * 0 disarms.  conc__fault_hit() is what each seam call asks. */
+ * 0 disarms.  conc__fault_hit() is what each seam call asks: inline, so
+ * that while no test has armed it (always, outside the tests) it costs a
+ * relaxed load and a branch on paths as hot as a pipe's send and recv.
+ * Relaxed is enough: tests arm it from the thread that then makes the
+ * calls. */
 void conc__fault_arm(long n);
-bool conc__fault_hit(void);
+extern _Atomic long conc__fault_countdown;
+bool conc__fault_hit_armed(void);
+static inline bool conc__fault_hit(void)
+{
+    return atomic_load_explicit(&conc__fault_countdown,
+                                memory_order_relaxed) != 0 &&
+           conc__fault_hit_armed();
+}
 bool conc__fault_fired(void);
 
 #endif

@@ -4,10 +4,7 @@
 #define CONC_SHARED_INT_H
 
 #include "conc_int.h"
-
-/* Validates a shm name and writes "/name" into out (cap bytes).
- * 0 or CONC_EINVAL. */
-int conc__shm_name_fix(const char *name, char *out, size_t cap);
+#include "shm_int.h"
 
 /* conc__dict_check - takes the dict's lock and verifies every invariant
  * of the shared table: each chain's entries are well-formed, in range and

@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define IDLE_MAX 8
@@ -322,8 +323,9 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
             /* Send what the socket takes now: most pipelines go out in
              * this one call, with no poll before it. */
             ssize_t s = conc__os_send(c->fd, c->out.data + off,
-                                      c->out.len - off);
-            if (s < 0 && errno != EAGAIN) {
+                                      c->out.len - off,
+                                      MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (s < 0 && errno != EAGAIN && errno != EINTR) {
                 err = io_fail(cli, fn, "sending to");
                 goto fail;
             }
@@ -344,13 +346,13 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
         }
         if (rev & (POLLIN | POLLERR | POLLHUP)) {
             char buf[READ_CHUNK];
-            ssize_t k = conc__os_recv(c->fd, buf, sizeof buf);
+            ssize_t k = conc__os_recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
             if (k == 0) {
                 err = conc__fail(CONC_ENET, "%s: the server at %s closed the "
                                  "connection", fn, cli->where);
                 goto fail;
             }
-            if (k < 0 && errno != EAGAIN) {
+            if (k < 0 && errno != EAGAIN && errno != EINTR) {
                 err = io_fail(cli, fn, "receiving from");
                 goto fail;
             }
@@ -517,7 +519,7 @@ static int conn_open(conc__rcli *cli, conc__rconn **out, uint64_t until,
         }
         int err = 0;
         for (int i = 0; i < cli->naddr && c->fd < 0; i++) {
-            c->fd = conc__os_connect(&cli->addr[i], until);
+            c->fd = conc__os_dial(&cli->addr[i], until);
         }
         if (c->fd < 0) {
             err = errno == ETIMEDOUT

@@ -899,10 +899,16 @@ static int rq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
 {
     rq *q = RQ(nq);
     *done = 0;
-    size_t limit = 0;
-    while (limit < n && msgs[limit].len <= MAX_MSG) {
-        limit++;
+    /* The batch is checked before anything goes in (as in shared memory):
+     * a message over the limit puts none. */
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].len > MAX_MSG) {
+            return conc__fail(CONC_ETOOBIG, "%s: msgs[%zu] is %zu bytes, "
+                              "over Redis's limit of 512 MiB (nothing was "
+                              "put)", fn, i, msgs[i].len);
+        }
     }
+    const size_t limit = n;
     bool once = timeout == 0;
     uint64_t dl = conc__r_until(timeout);
     uint64_t nap = 1000000u;
@@ -975,10 +981,6 @@ static int rq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
             conc__r_nap(nap, dl);
             nap = nap * 2 > 50000000u ? 50000000u : nap * 2;
         }
-    }
-    if (limit < n) {
-        return conc__fail(CONC_ETOOBIG, "%s: a message of %zu bytes is over "
-                          "Redis's limit of 512 MiB", fn, msgs[limit].len);
     }
     return 0;
 }
