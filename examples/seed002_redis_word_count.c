@@ -190,7 +190,7 @@ static int run(const char *server)
     conc_dict *counts = NULL;
     int err = conc_queue_new(&q, &(conc_queue_opts){ .url = server,
                                                       .name = name,
-                                                      .lease = 1.0 });
+                                                      .lease = CONC_TIMEOUT(1.0) });
     if (err == 0) {
         err = conc_dict_new(&counts, &(conc_dict_opts){ .url = server,
                                                          .name = name });

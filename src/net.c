@@ -109,12 +109,13 @@ bool conc__net_backend_built(const char *scheme)
     return false;
 }
 
-int conc__net_opts_check(double lease, conc_timeout net_timeout,
+int conc__net_opts_check(conc_timeout lease, conc_timeout net_timeout,
                          const char *fn)
 {
-    if (isnan(lease) || lease < 0) {
+    if (lease.set && !(lease.seconds > 0)) {
         return conc__fail(CONC_EINVAL, "%s: lease %g is not a number of "
-                          "seconds >= 0 (0: the default)", fn, lease);
+                          "seconds > 0 (leave it out for the default; a "
+                          "lease must end)", fn, lease.seconds);
     }
     double nt = conc__timeout_opt(net_timeout, 0);
     if (!conc__timeout_ok(nt)) {

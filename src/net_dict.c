@@ -30,7 +30,8 @@ int conc__netd_new(conc__netd **out, const conc_dict_opts *opts)
         return conc__fail(CONC_EINVAL, "%s: capacity_bytes has no meaning "
                           "for a dict on a server (leave it 0)", fn);
     }
-    int err = conc__net_opts_check(0, opts->net_timeout, fn);
+    int err = conc__net_opts_check((conc_timeout){ 0 }, opts->net_timeout,
+                                   fn);
     if (err != 0) {
         return err;
     }

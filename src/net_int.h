@@ -237,9 +237,12 @@ int conc__net_resolve(const char *url, conc__net_kind kind,
 extern _Atomic uint64_t conc__net_trips;
 uint64_t conc__net_round_trips(void);
 
-/* Checks the options every object on a server takes: lease (seconds, 0
- * the default; NaN or negative is CONC_EINVAL) and net_timeout. */
-int conc__net_opts_check(double lease, conc_timeout net_timeout,
+/* Checks the options every object on a server takes: lease (left out:
+ * the default; set, it must be a number of seconds > 0: 0, CONC_FOREVER,
+ * NaN and other negatives are CONC_EINVAL) and net_timeout.  A backend
+ * reads the lease as conc__timeout_opt(opts->lease, 0), 0 meaning "the
+ * default" (or, attaching, the lease the object was made with). */
+int conc__net_opts_check(conc_timeout lease, conc_timeout net_timeout,
                          const char *fn);
 
 /* Whether libconc was built with the backend for scheme (tests). */

@@ -44,7 +44,7 @@ static int consumer(void *arg)
     conc_queue *q = NULL;
     if (conc_queue_new(&q, &(conc_queue_opts){ .url = st->url,
                                                 .name = "stream",
-                                                .lease = 0.5 }) != 0) {
+                                                .lease = CONC_TIMEOUT(0.5) }) != 0) {
         return 10;
     }
     for (;;) {
@@ -85,7 +85,7 @@ TEST_T(redis_kill_consumers_at_random_nothing_lost, 90)
     conc_queue *q = NULL;
     CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .url = r.url,
                                                      .name = "stream",
-                                                     .lease = 0.5 }));
+                                                     .lease = CONC_TIMEOUT(0.5) }));
     pid_t cons[NCONS];
     for (int i = 0; i < NCONS; i++) {
         cons[i] = th_fork(consumer, st);

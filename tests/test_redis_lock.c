@@ -19,11 +19,15 @@
         }                                                                    \
     } while (0)
 
+/* lease 0: left out (the default, 30 s). */
 static conc_lock *mkl(const char *url, const char *name, double lease)
 {
     conc_lock *l = NULL;
-    int err = conc_lock_new(&l, &(conc_lock_opts){ .url = url, .name = name,
-                                                   .lease = lease });
+    conc_lock_opts o = { .url = url, .name = name };
+    if (lease != 0) {
+        o.lease = CONC_TIMEOUT(lease);
+    }
+    int err = conc_lock_new(&l, &o);
     if (err != 0) {
         th_fail(__FILE__, __LINE__, "conc_lock_new: %s: %s",
                 conc_errname(err), conc_errdetail());
@@ -145,7 +149,7 @@ static int holder(void *arg)
     holder_box *b = arg;
     conc_lock *l = NULL;
     if (conc_lock_new(&l, &(conc_lock_opts){ .url = b->url, .name = "h",
-                                              .lease = b->lease }) != 0) {
+                                              .lease = CONC_TIMEOUT(b->lease) }) != 0) {
         return 10;
     }
     if (conc_lock_acquire(l, 10.0) != 0) {
@@ -286,6 +290,16 @@ TEST(redis_lock_errors)
               CONC_EINVAL);
     CHECK(strstr(conc_errdetail(), "holds a hash") != NULL);
     CHECK(l == NULL);
+    /* A lease must end: 0 and CONC_FOREVER are refused. */
+    CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){
+                                    .url = r.url, .name = "y",
+                                    .lease = CONC_TIMEOUT(0) }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "lease") != NULL);
+    CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){
+                                    .url = r.url, .name = "y",
+                                    .lease = CONC_TIMEOUT(CONC_FOREVER) }),
+              CONC_EINVAL);
     conc_lock *s = NULL;
     CHECK_OK(conc_lock_new(&s, NULL));
     uint64_t f = 7;

@@ -373,7 +373,7 @@ static int taker(void *arg)
     snprintf(base, sizeof base, "%s", a->url);
     *strrchr(base, '/') = '\0';
     if (conc_queue_new(&q, &(conc_queue_opts){ .url = base, .name = "alo",
-                                                .lease = a->lease }) != 0) {
+                                                .lease = CONC_TIMEOUT(a->lease) }) != 0) {
         return 10;
     }
     for (int i = 0; i < a->gets; i++) {
@@ -393,7 +393,7 @@ TEST(redis_queue_killed_consumer_gives_back_after_its_lease)
     NEED_REDIS();
     th_redis r;
     th_redis_start(&r, NULL);
-    conc_queue *q = mkq(&r, "alo", &(conc_queue_opts){ .lease = 0.6 });
+    conc_queue *q = mkq(&r, "alo", &(conc_queue_opts){ .lease = CONC_TIMEOUT(0.6) });
     put_str(q, "m1");
     put_str(q, "m2");
     put_str(q, "m3");
@@ -430,7 +430,7 @@ static int slow_consumer(void *arg)
     snprintf(base, sizeof base, "%s", url);
     *strrchr(base, '/') = '\0';
     if (conc_queue_new(&q, &(conc_queue_opts){ .url = base, .name = "slow",
-                                                .lease = 0.4 }) != 0) {
+                                                .lease = CONC_TIMEOUT(0.4) }) != 0) {
         return 10;
     }
     conc_msg m;
@@ -449,7 +449,7 @@ TEST(redis_queue_lease_renewed_while_consumer_lives)
     NEED_REDIS();
     th_redis r;
     th_redis_start(&r, NULL);
-    conc_queue *q = mkq(&r, "slow", &(conc_queue_opts){ .lease = 0.4 });
+    conc_queue *q = mkq(&r, "slow", &(conc_queue_opts){ .lease = CONC_TIMEOUT(0.4) });
     put_str(q, "long job");
     char url[320];
     snprintf(url, sizeof url, "%s", th_redis_url_of(&r, "slow"));
@@ -470,8 +470,8 @@ TEST(redis_queue_free_acknowledges_and_consumer_set_is_clean)
     NEED_REDIS();
     th_redis r;
     th_redis_start(&r, NULL);
-    conc_queue *q = mkq(&r, "f", &(conc_queue_opts){ .lease = 0.3 });
-    conc_queue *c = mkq(&r, "f", &(conc_queue_opts){ .lease = 0.3 });
+    conc_queue *q = mkq(&r, "f", &(conc_queue_opts){ .lease = CONC_TIMEOUT(0.3) });
+    conc_queue *c = mkq(&r, "f", &(conc_queue_opts){ .lease = CONC_TIMEOUT(0.3) });
     put_str(q, "x");
     get_is(c, "x");
     CHECK_EQ(th_redis_num(&r, "ZCARD", "conc:{q:f}:cons", NULL), 1);
@@ -772,10 +772,18 @@ TEST(redis_queue_bad_urls_and_options)
                                      .name = "q", .capacity_bytes = 100 }),
               CONC_EINVAL);
     CHECK(strstr(conc_errdetail(), "capacity_bytes") != NULL);
-    CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){
-                                     .url = "redis://127.0.0.1:1/0",
-                                     .name = "q", .lease = 0.01 }),
-              CONC_EINVAL);
+    /* A lease too short, none (0) or endless is refused: a lease must
+     * end for a dead consumer's messages to come back. */
+    static const double bad_lease[] = { 0.01, 0, CONC_FOREVER, -2 };
+    for (size_t i = 0; i < sizeof bad_lease / sizeof bad_lease[0]; i++) {
+        CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){
+                                         .url = "redis://127.0.0.1:1/0",
+                                         .name = "q",
+                                         .lease = CONC_TIMEOUT(
+                                             bad_lease[i]) }),
+                  CONC_EINVAL);
+        CHECK(strstr(conc_errdetail(), "lease") != NULL);
+    }
     CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){
                                      .url = "redis://127.0.0.1:1/0/a",
                                      .name = "b" }),

@@ -151,11 +151,14 @@ typedef struct conc_queue_opts {
      * NULL: shared memory. */
     const char *url;
     /* On a server: how long a consumer's deliveries stay its own without
-     * a renewal, in seconds; its process renews it every lease/3 while it
-     * lives.  0: the lease the queue was made with (30 s for a queue
-     * made with 0).  Shorter leases return a dead consumer's messages
-     * sooner and cost a renewal round trip more often. */
-    double lease;
+     * a renewal, CONC_TIMEOUT(seconds) from 0.1 s to 1e6 s; its process
+     * renews it every lease/3 while it lives.  Left out: the lease the
+     * queue was made with (30 s for a queue made without one).
+     * CONC_TIMEOUT(0) or CONC_FOREVER: CONC_EINVAL (a lease must end, or
+     * a dead consumer's messages would never come back).  Shorter leases
+     * return a dead consumer's messages sooner and cost a renewal round
+     * trip more often. */
+    conc_timeout lease;
     /* On a server: deliver at most once (a get removes the message from
      * the server at once).  Faster; a consumer that dies holding a
      * message, or a connection lost during a get, loses it. */

@@ -88,9 +88,11 @@ typedef struct conc_lock_opts {
     /* A lock on a server ("On a server" below): the server's URL.
      * NULL: shared memory. */
     const char *url;
-    /* On a server: the holder's lease in seconds, renewed every lease/3
-     * while the holder's process lives.  0: 30 s. */
-    double lease;
+    /* On a server: the holder's lease, CONC_TIMEOUT(seconds) from 0.1 s
+     * to 1e6 s, renewed every lease/3 while the holder's process lives.
+     * Left out: 30 s.  CONC_TIMEOUT(0) or CONC_FOREVER: CONC_EINVAL (a
+     * lease must end, or a dead holder would keep the lock). */
+    conc_timeout lease;
     /* On a server: the bound on calls that take no timeout (new, open,
      * release, locked) and on each round trip of an acquire given
      * timeout 0 or CONC_FOREVER.  Left out: 10 s. */

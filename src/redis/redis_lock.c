@@ -473,8 +473,9 @@ int conc__redis_lock_make(conc__netl **out, conc__url *u, const char *name,
         return err;
     }
     err = conc__robj_name(&l->cli, name, &name, fn);
-    double lease = opts != NULL && opts->lease != 0 ? opts->lease
-                                                   : DEFAULT_LEASE_S;
+    double lease = opts != NULL ? conc__timeout_opt(opts->lease,
+                                                    DEFAULT_LEASE_S)
+                                : DEFAULT_LEASE_S;
     if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
         err = conc__fail(CONC_EINVAL, "%s: lease %g s is outside [%g, %g]",
                          fn, lease, MIN_LEASE_S, MAX_LEASE_S);

@@ -1377,7 +1377,7 @@ static int declared(rq *q, const redisReply *r, const conc_queue_opts *opts,
                           maxsize, opts->maxsize);
     }
     q->base.maxsize = (size_t)maxsize;
-    if (opts == NULL || opts->lease == 0) {
+    if (opts == NULL || !opts->lease.set) {
         q->lease_ms = (uint64_t)lease;
     }
     if (opts == NULL) {
@@ -1402,8 +1402,9 @@ int conc__redis_queue_make(conc__netq **out, conc__url *u, const char *name,
         return err;
     }
     err = conc__robj_name(&q->cli, name, &name, fn);
-    double lease = opts != NULL && opts->lease != 0 ? opts->lease
-                                                   : DEFAULT_LEASE_S;
+    double lease = opts != NULL ? conc__timeout_opt(opts->lease,
+                                                    DEFAULT_LEASE_S)
+                                : DEFAULT_LEASE_S;
     if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
         err = conc__fail(CONC_EINVAL, "%s: lease %g s is outside [%g, %g]",
                          fn, lease, MIN_LEASE_S, MAX_LEASE_S);
