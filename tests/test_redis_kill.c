@@ -128,6 +128,16 @@ TEST_T(redis_kill_consumers_at_random_nothing_lost, 90)
 
 /* ---- the server stopped ------------------------------------------------------- */
 
+static int bump(const void *old, size_t oldlen, bool found, conc_buf *out,
+                void *arg)
+{
+    (void)arg;
+    unsigned char v = found && oldlen == 1 ? *(const unsigned char *)old
+                                           : 0;
+    v++;
+    return conc_buf_append(out, &v, 1);
+}
+
 TEST_T(redis_kill_server_stopped_calls_end_in_time, 60)
 {
     NEED_REDIS();
@@ -138,6 +148,15 @@ TEST_T(redis_kill_server_stopped_calls_end_in_time, 60)
                                     .url = r.url, .name = "frozen",
                                     .net_timeout = CONC_TIMEOUT(2.0) }));
     CHECK_OK(conc_queue_put(q, "before", 6, 1.0));
+    conc_lock *l = NULL;
+    CHECK_OK(conc_lock_new(&l, &(conc_lock_opts){
+                                   .url = r.url, .name = "frozen",
+                                   .lease = CONC_TIMEOUT(1.0),
+                                   .net_timeout = CONC_TIMEOUT(2.0) }));
+    conc_dict *d = NULL;
+    CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){
+                                   .url = r.url, .name = "frozen",
+                                   .net_timeout = CONC_TIMEOUT(2.0) }));
     th_redis_signal(&r, SIGSTOP);
     double t0 = th_now();
     CHECK_ERR(conc_queue_put(q, "lost?", 5, 0.3), CONC_ETIMEDOUT);
@@ -159,6 +178,21 @@ TEST_T(redis_kill_server_stopped_calls_end_in_time, 60)
     CHECK_ERR(conc_queue_get(q, &m, 0), CONC_ETIMEDOUT);
     took = th_now() - t0;
     CHECK(took >= 1.9 && took < 8.0);
+    /* The lock and the dict on the frozen server end in time too. */
+    t0 = th_now();
+    CHECK_ERR(conc_lock_acquire(l, 0.3), CONC_ETIMEDOUT);
+    took = th_now() - t0;
+    CHECK(took >= 0.3 && took < 4.0);
+    t0 = th_now();
+    err = conc_dict_set(d, "k", 1, "v", 1);
+    took = th_now() - t0;
+    CHECK(err == CONC_ETIMEDOUT || err == CONC_ENET);
+    CHECK(took < 4.0); /* net_timeout 2 s */
+    t0 = th_now();
+    err = conc_dict_update(d, "n", 1, bump, NULL);
+    took = th_now() - t0;
+    CHECK(err == CONC_ETIMEDOUT || err == CONC_ENET);
+    CHECK(took < 4.0);
     th_redis_signal(&r, SIGCONT);
     /* The server is back: the next calls reconnect. */
     CHECK_OK(conc_queue_put(q, "after", 5, 2.0));
@@ -169,7 +203,64 @@ TEST_T(redis_kill_server_stopped_calls_end_in_time, 60)
      * landed (the header says so); "after" is there either way. */
     size_t n = conc_queue_qsize(q);
     CHECK(n == 1 || n == 2);
+    /* The acquire that timed out reached the server, which granted it on
+     * resuming; nobody renews that grant, so it lapses within its lease
+     * (1 s) and this acquire reports the lapsed holder (the header says
+     * so). */
+    err = conc_lock_acquire(l, 3.0);
+    CHECK(err == 0 || err == CONC_EOWNERDEAD);
+    CHECK_OK(conc_lock_release(l));
+    CHECK_OK(conc_dict_set(d, "k", 1, "v", 1));
+    conc_dict_free(d);
+    conc_lock_free(l);
     conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
+/* ---- a get whose answer was lost ----------------------------------------------- */
+
+/* The server is stopped while a get is on its way: the client gives up
+ * (CONC_ETIMEDOUT), the server, resumed, runs the get anyway - it
+ * acknowledges the two messages the previous get_many took and moves m3
+ * into this consumer's processing list, unknown to the client.  Nothing
+ * is lost and nothing acknowledged comes back: the next get returns m3,
+ * and then the queue is empty. */
+TEST_T(redis_kill_lost_answer_loses_nothing_and_acks_once, 60)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .url = r.url,
+                                                     .name = "once" }));
+    CHECK_OK(conc_queue_put(q, "m1", 2, 1.0));
+    CHECK_OK(conc_queue_put(q, "m2", 2, 1.0));
+    CHECK_OK(conc_queue_put(q, "m3", 2, 1.0));
+    conc_msg ms[2];
+    size_t got = 0;
+    CHECK_OK(conc_queue_get_many(q, ms, 2, &got, 1.0));
+    CHECK_EQ(got, 2);
+    conc_msg_free(&ms[0]);
+    conc_msg_free(&ms[1]);
+    th_redis_signal(&r, SIGSTOP);
+    conc_msg m;
+    int err = conc_queue_get(q, &m, 0.2);
+    CHECK(err == CONC_ETIMEDOUT || err == CONC_ENET);
+    th_redis_signal(&r, SIGCONT);
+    th_sleep(0.1);
+    /* The server ran that get: nothing is left in the queue's list. */
+    CHECK_EQ(th_redis_num(&r, "LLEN", "conc:{q:once}", NULL), 0);
+    CHECK_OK(conc_queue_get(q, &m, 2.0));
+    CHECK(m.len == 2 && memcmp(m.data, "m3", 2) == 0);
+    conc_msg_free(&m);
+    CHECK_ERR(conc_queue_get(q, &m, 0.2), CONC_EEMPTY);
+    conc_queue_free(q);
+    /* free acknowledged m3: no processing list holds anything. */
+    conc_queue *o = NULL;
+    CHECK_OK(conc_queue_open(&o, th_redis_url_of(&r, "once")));
+    CHECK_EQ(conc_queue_qsize(o), 0);
+    CHECK_ERR(conc_queue_get(o, &m, 0.2), CONC_EEMPTY);
+    conc_queue_free(o);
     th_redis_stop(&r);
 }
 

@@ -9,6 +9,7 @@
 #include "harness.h"
 #include "redis_server.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -306,5 +307,62 @@ TEST(redis_lock_errors)
     CHECK_ERR(conc_lock_fence(s, &f), CONC_EINVAL);
     CHECK_EQ(f, 0);
     conc_lock_free(s);
+    th_redis_stop(&r);
+}
+
+/* ---- a Condition over a lock on a server ------------------------------------ */
+
+typedef struct cond_arg {
+    conc_cond *c;
+    atomic_int ready; /* set under the lock by the notifier */
+    int wait_err;
+    bool saw_ready;
+    bool held_after;
+} cond_arg;
+
+static void *cond_waiter(void *p)
+{
+    cond_arg *a = p;
+    if (conc_cond_acquire(a->c, 5.0) != 0) {
+        a->wait_err = -1;
+        return NULL;
+    }
+    a->wait_err = conc_cond_wait(a->c, 10.0);
+    a->saw_ready = atomic_load(&a->ready) == 1;
+    a->held_after = conc_cond_release(a->c) == 0;
+    return NULL;
+}
+
+TEST(redis_lock_serves_a_condition)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = mkl(r.url, "cv", 0);
+    conc_cond *c = NULL;
+    CHECK_OK(conc_cond_new(&c, &(conc_cond_opts){ .lock = l }));
+    /* A wait that times out gives the lock back to its caller. */
+    CHECK_OK(conc_cond_acquire(c, 2.0));
+    CHECK_ERR(conc_cond_wait(c, 0.2), CONC_ETIMEDOUT);
+    CHECK(conc_lock_locked(l));
+    CHECK_OK(conc_cond_release(c));
+    CHECK(!conc_lock_locked(l));
+    /* A waiter releases the server's lock while it waits (else the
+     * notifier could not acquire it) and holds it again when woken. */
+    cond_arg a = { .c = c };
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, cond_waiter, &a) == 0);
+    th_sleep(0.3);
+    CHECK_OK(conc_cond_acquire(c, 5.0));
+    atomic_store(&a.ready, 1);
+    CHECK_OK(conc_cond_notify(c, 1));
+    CHECK_OK(conc_cond_release(c));
+    pthread_join(t, NULL);
+    CHECK_EQ(a.wait_err, 0);
+    CHECK(a.saw_ready);
+    CHECK(a.held_after);
+    CHECK(!conc_lock_locked(l));
+    conc_cond_free(c);
+    conc_lock_free(l);
     th_redis_stop(&r);
 }

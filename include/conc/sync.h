@@ -105,8 +105,16 @@ typedef struct conc_lock_opts {
  * loads and stores (as glibc does its private mutexes), about 3x faster;
  * so the processes that share it must come from fork() (conc_process_start
  * or the pool, or your own fork()), not a raw clone(), and threads from
- * pthread_create() or anything built on it. */
+ * pthread_create() or anything built on it.
+ * On a server (.url): makes the lock there or attaches to it, one round
+ * trip bounded by .net_timeout; CONC_EINVAL also for a bad URL or name,
+ * a lease out of range, keys of another kind under the name, a backend
+ * not built; CONC_ENET, CONC_EAUTH, CONC_ETIMEDOUT. */
 CONC_API int conc_lock_new(conc_lock **out, const conc_lock_opts *opts);
+/* conc_lock_open - a handle on the named lock another process made.
+ * name may be a URL naming a lock on a server
+ * ("redis://host:6379/0/tickets"): CONC_EINVAL when there is no such lock
+ * there; otherwise as conc_lock_new. */
 CONC_API int conc_lock_open(conc_lock **out, const char *name);
 
 /* conc_lock_acquire - 0 when acquired; CONC_ETIMEDOUT; CONC_EOWNERDEAD
@@ -114,14 +122,32 @@ CONC_API int conc_lock_open(conc_lock **out, const char *name);
  * (the data it guards may be half-updated; the lock works on).  A dead
  * holder is noticed within about 50 ms by a blocked acquire, at once by a
  * try (timeout 0).  Not re-entrant: a second acquire by the holder waits
- * (and times out), as Python's Lock. */
+ * (and times out), as Python's Lock.
+ * On a server: one round trip when the lock is free; a waiter wakes one
+ * round trip after a release, or when the holder's lease ends (then with
+ * CONC_EOWNERDEAD); the timeout covers connecting and every round trip,
+ * and a frozen server gives CONC_ETIMEDOUT at most 1 s past it.  An
+ * acquire that failed with CONC_ENET or CONC_ETIMEDOUT may have been
+ * granted on the server; nobody renews that grant, so it lapses within a
+ * lease and the next acquirer gets CONC_EOWNERDEAD. */
 CONC_API int conc_lock_acquire(conc_lock *l, double timeout);
 
 /* conc_lock_release - any thread or process may release a held lock.
- * CONC_EPERM when it is not locked. */
+ * CONC_EPERM when it is not locked.
+ * On a server: one round trip.  Only the handle that acquired (any of
+ * its threads, or a child forked while it held the lock) may release;
+ * CONC_EPERM for another handle, and for the holder once its lease ran
+ * out (the lock may have had another holder since: the detail says so)
+ * - nothing changes then. */
 CONC_API int conc_lock_release(conc_lock *l);
-/* conc_lock_locked - whether someone holds it (a snapshot). */
+/* conc_lock_locked - whether someone holds it (a snapshot).  On a
+ * server: one round trip; false when the server cannot be asked
+ * (conc_errdetail() says why). */
 CONC_API bool conc_lock_locked(conc_lock *l);
+/* conc_lock_free - frees the handle (NULL is nothing).  On a server: a
+ * grant this handle still holds is not released but no longer renewed,
+ * as if its holder had died (the next acquire, within a lease, returns
+ * CONC_EOWNERDEAD); the lock stays on the server. */
 CONC_API void conc_lock_free(conc_lock *l);
 
 /* conc_lock_fence - the fencing number of the grant this handle holds: a
