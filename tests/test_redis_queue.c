@@ -700,6 +700,52 @@ TEST(redis_queue_password)
     th_redis_stop(&r);
 }
 
+/* A server that lost its scripts (restarted, or SCRIPT FLUSH) answers
+ * NOSCRIPT: each kind of object loads its scripts again within the call
+ * and the call succeeds. */
+static int plus_one(const void *old, size_t oldlen, bool found,
+                    conc_buf *out, void *arg)
+{
+    (void)arg;
+    char v = found && oldlen == 1 ? *(const char *)old : '0';
+    v++;
+    return conc_buf_append(out, &v, 1);
+}
+
+TEST(redis_scripts_reloaded_after_flush)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = mkq(&r, "flush", NULL);
+    conc_lock *l = NULL;
+    CHECK_OK(conc_lock_new(&l, &(conc_lock_opts){ .url = r.url,
+                                                   .name = "flush" }));
+    conc_dict *d = NULL;
+    CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){ .url = r.url,
+                                                   .name = "flush" }));
+    for (int round = 0; round < 2; round++) {
+        free(th_redis_cmd(&r, "SCRIPT", "FLUSH", NULL));
+        CHECK_OK(conc_queue_put(q, "s", 1, 1.0));
+        free(th_redis_cmd(&r, "SCRIPT", "FLUSH", NULL));
+        get_is(q, "s");
+        free(th_redis_cmd(&r, "SCRIPT", "FLUSH", NULL));
+        CHECK_OK(conc_lock_acquire(l, 1.0));
+        free(th_redis_cmd(&r, "SCRIPT", "FLUSH", NULL));
+        CHECK_OK(conc_lock_release(l));
+        free(th_redis_cmd(&r, "SCRIPT", "FLUSH", NULL));
+        CHECK_OK(conc_dict_update(d, "n", 1, plus_one, NULL));
+    }
+    conc_msg m;
+    CHECK_OK(conc_dict_get(d, "n", 1, &m));
+    CHECK(m.len == 1 && ((const char *)m.data)[0] == '2');
+    conc_msg_free(&m);
+    conc_dict_free(d);
+    conc_lock_free(l);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
 TEST(redis_queue_key_of_another_type)
 {
     NEED_REDIS();
