@@ -57,7 +57,8 @@
  * unrelated process opening the name gets it too, and the dict must
  * repair itself after a dead holder rather than hand CONC_EOWNERDEAD to
  * its caller.  Why not a pthread robust mutex: only its owner may unlock
- * it, and the kernel's robust list is glibc's (ipc-notes hazards 2, 3).
+ * it, and the kernel keeps one robust list per thread, which glibc owns:
+ * a lock of ours on it would break glibc's own bookkeeping.
  *
  * ---- A holder killed mid-call (SIGKILL at any instruction) -------------
  *
@@ -90,6 +91,10 @@
  * reset in the child by a pthread_atfork handler (the child's thread has a
  * new tid); a lock held by a parent thread at fork time is released by
  * that thread as usual, the child just waits for it.
+ *
+ * On a server (.url): a handle with only d->net set; each public function
+ * first hands such a handle to net_dict.c (net_int.h), so none of the
+ * above applies to it.
  */
 #include "shared_int.h"
 #include "net_int.h"

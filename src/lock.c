@@ -19,6 +19,13 @@
  * thread, which still lives: the child waits for it like anyone else, or
  * may release it (Python allows that).
  *
+ * On a server (.url).  conc_lock_new with .url, and conc_lock_open with a
+ * URL, make a handle of another kind (net_lock.c: a lock served by
+ * Redis); each public function first asks conc__netl_is() - one compare
+ * of the first word, which the shared-memory path reads anyway, and a
+ * check word no other process can forge - and hands such a handle to
+ * net_lock.c.
+ *
  * Cost, uncontended.  The olock's fast path is one CAS to acquire and
  * one exchange to release: two locked instructions, about 5-6 ns each on
  * a 2020s x86 core, 12-14 ns each on this project's 2-vCPU VM, and

@@ -319,6 +319,12 @@
  * child's own identity for the locks is reset by the sync module's
  * pthread_atfork handler (a child made without glibc's fork() would not
  * get a fresh identity: libconc's process module uses fork()).
+ *
+ * ON A SERVER (.url).  A queue made with .url, or opened by a URL, has
+ * q->net set and nothing else: every public function first tests that
+ * pointer (a load of a field the shared-memory path reads next to
+ * anyway) and hands the call to net_queue.c, which checks the arguments
+ * once for every backend and calls the backend's table (net_int.h).
  */
 #include "queue_int.h"
 #include "net_int.h"
