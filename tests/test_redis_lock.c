@@ -366,3 +366,85 @@ TEST(redis_lock_serves_a_condition)
     conc_lock_free(l);
     th_redis_stop(&r);
 }
+
+/* ---- fork: the lock and a dict used through inherited handles --------------- */
+
+typedef struct fork_box {
+    conc_lock *l;
+    conc_dict *d;
+    atomic_int bad;
+} fork_box;
+
+static int fork_incr(const void *old, size_t oldlen, bool found,
+                     conc_buf *out, void *arg)
+{
+    (void)arg;
+    unsigned v = 0;
+    if (found && oldlen == sizeof v) {
+        memcpy(&v, old, sizeof v);
+    }
+    v++;
+    return conc_buf_append(out, &v, sizeof v);
+}
+
+/* 100 rounds: the lock around a read-modify-write of key "plain" (get,
+ * then set: only the lock makes it exact), and an update of "cas". */
+static int fork_hammer(void *arg)
+{
+    fork_box *b = arg;
+    for (int i = 0; i < 100; i++) {
+        if (conc_lock_acquire(b->l, 10.0) != 0) {
+            atomic_fetch_add(&b->bad, 1);
+            return 1;
+        }
+        unsigned v = 0;
+        size_t len = 0;
+        int err = conc_dict_get_into(b->d, "plain", 5, &v, sizeof v, &len);
+        if (err != 0) {
+            atomic_fetch_add(&b->bad, 1);
+        }
+        v++;
+        if (conc_dict_set(b->d, "plain", 5, &v, sizeof v) != 0 ||
+            conc_lock_release(b->l) != 0 ||
+            conc_dict_update(b->d, "cas", 3, fork_incr, NULL) != 0) {
+            atomic_fetch_add(&b->bad, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A child forked after the parent's handles made their connections uses
+ * the inherited handles at the same time as the parent: each process
+ * talks on connections of its own (the server sees both names), and the
+ * lock excludes across them (the count is exact). */
+TEST(redis_fork_child_uses_inherited_lock_and_dict)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    fork_box *b = mmap(NULL, sizeof *b, PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(b != MAP_FAILED);
+    memset(b, 0, sizeof *b);
+    b->l = mkl(r.url, "fk", 0);
+    CHECK_OK(conc_dict_new(&b->d, &(conc_dict_opts){ .url = r.url,
+                                                      .name = "fk" }));
+    CHECK_OK(conc_lock_acquire(b->l, 1.0)); /* connections made */
+    CHECK_OK(conc_lock_release(b->l));
+    CHECK_OK(conc_dict_set(b->d, "plain", 5, "\0\0\0\0", 4));
+    pid_t kid = th_fork(fork_hammer, b);
+    CHECK_EQ(fork_hammer(b), 0);
+    CHECK_EQ(WEXITSTATUS(th_wait(kid, 60.0)), 0);
+    CHECK_EQ(atomic_load(&b->bad), 0);
+    unsigned v = 0;
+    size_t len = 0;
+    CHECK_OK(conc_dict_get_into(b->d, "plain", 5, &v, sizeof v, &len));
+    CHECK_EQ(v, 200);
+    CHECK_OK(conc_dict_get_into(b->d, "cas", 3, &v, sizeof v, &len));
+    CHECK_EQ(v, 200);
+    conc_dict_free(b->d);
+    conc_lock_free(b->l);
+    munmap(b, sizeof *b);
+    th_redis_stop(&r);
+}

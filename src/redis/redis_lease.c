@@ -32,7 +32,9 @@
  * handlers unlock them (the forking thread locked them and is the child's
  * only thread).  The child then disarms every item (the parent's leases
  * are the parent's: its deliveries, its grants), forgets the renewer (it
- * did not survive the fork), and bumps the fork generation, which makes
+ * did not survive the fork) and its condition variable (the copy still
+ * counts the parent renewer as a waiter: a broadcast in the child would
+ * wait for it for ever), and bumps the fork generation, which makes
  * each handle drop its inherited connections and per-process state at
  * its next call (redis_conn.c, and each kind).  Registration of the
  * handlers is done at load time, not with a pthread_once on first use,
@@ -69,6 +71,15 @@ static void parent(void)
     pthread_mutex_unlock(&reg_mu);
 }
 
+static void cv_init(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&reg_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 static void child(void)
 {
     for (conc__ritem *it = reg_head; it != NULL; it = it->next) {
@@ -77,17 +88,17 @@ static void child(void)
         pthread_mutex_unlock(&it->cli->mu);
     }
     renewer_running = false;
+    /* The parent's renewer was (or may have been) waiting on reg_cv: the
+     * copy counts a waiter that does not exist here, and the child's
+     * first broadcast would wait for it for ever.  A fresh one. */
+    cv_init();
     atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
     pthread_mutex_unlock(&reg_mu);
 }
 
 __attribute__((constructor)) static void lease_init(void)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&reg_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    cv_init();
     pthread_atfork(prepare, parent, child);
 }
 
