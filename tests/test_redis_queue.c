@@ -524,6 +524,8 @@ typedef struct fork_box {
     conc_queue *q;
     atomic_int got[2];    /* messages each side took */
     atomic_int bad;       /* replies that were not a message of ours */
+    atomic_int first;     /* the child made its first call */
+    atomic_int go;        /* the parent saw it: both hammer */
 } fork_box;
 
 /* 150 puts and gets through one handle, from the parent and a child at
@@ -551,6 +553,14 @@ static int hammer(fork_box *b, int side)
 static int child_uses_inherited(void *arg)
 {
     fork_box *b = arg;
+    /* One call while the parent is idle: its inherited connection sits
+     * in the pool, readable by nothing, so only a child that knows it
+     * forked leaves it alone and opens its own. */
+    (void)conc_queue_qsize(b->q);
+    atomic_store(&b->first, 1);
+    while (!atomic_load(&b->go)) {
+        th_sleep(0.001);
+    }
     int rc = hammer(b, 1);
     /* Keep the connection open a moment so the parent can see it. */
     th_sleep(0.5);
@@ -570,15 +580,22 @@ TEST(redis_queue_forked_child_gets_its_own_connection)
     put_str(b->q, "p1");
     get_is(b->q, "p1"); /* the parent holds p1 and a pooled connection */
     pid_t kid = th_fork(child_uses_inherited, b);
-    CHECK_EQ(hammer(b, 0), 0);
-    th_sleep(0.2);
+    double until = th_now() + 10.0;
+    while (!atomic_load(&b->first) && th_now() < until) {
+        th_sleep(0.001);
+    }
+    CHECK(atomic_load(&b->first));
+    /* The child's first call went over a connection of its own. */
     char *list = th_redis_cmd(&r, "CLIENT", "LIST", NULL);
     char mine[32], its[32];
     snprintf(mine, sizeof mine, "name=conc-%d ", (int)getpid());
     snprintf(its, sizeof its, "name=conc-%d ", (int)kid);
     CHECK(list != NULL && strstr(list, mine) != NULL);
-    CHECK(strstr(list, its) != NULL);
+    bool own = list != NULL && strstr(list, its) != NULL;
     free(list);
+    atomic_store(&b->go, 1);
+    CHECK(own);
+    CHECK_EQ(hammer(b, 0), 0);
     CHECK_EQ(WEXITSTATUS(th_wait(kid, 20.0)), 0);
     CHECK_EQ(atomic_load(&b->bad), 0);
     CHECK_EQ(atomic_load(&b->got[0]) + atomic_load(&b->got[1]), 300);
