@@ -57,10 +57,12 @@ static int consumer(void *arg)
         if (err != 0 || len != sizeof id || id < 0 || id >= NMSG) {
             return 11;
         }
-        /* "Process" it: the effect is recorded before the next get
-         * acknowledges it, so a kill in between duplicates it. */
+        /* "Process" it (2 ms), then record the effect, which the next
+         * get acknowledges: a kill while processing loses the effect, so
+         * the message must come back from the dead consumer's lease; a
+         * kill between the record and the next get duplicates it. */
+        th_sleep(0.002);
         atomic_fetch_add(&st->seen[id], 1);
-        th_sleep(0.0005);
     }
     conc_queue_free(q);
     return 0;
