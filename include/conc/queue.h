@@ -287,6 +287,14 @@ CONC_API int conc_queue_close(conc_queue *q);
  * asked. */
 CONC_API bool conc_queue_closed(conc_queue *q);
 
+/* conc_queue_redelivered - whether a message the calling thread's last
+ * get, get_into or get_many on q took had been delivered before (a
+ * consumer that held it died, or gave it back): a hint that its work may
+ * already have been done once.  Only RabbitMQ (amqp://) reports it;
+ * shared memory never redelivers, and on Redis the answer is always
+ * false.  No round trip, no error; false for NULL. */
+CONC_API bool conc_queue_redelivered(conc_queue *q);
+
 /* conc_queue_free - releases this handle (unmaps this process's view; the
  * creating process also unlinks the name, see above).  Other handles and
  * processes are unaffected.  NULL is a no-op.  Must not race with calls
