@@ -497,14 +497,18 @@ static int conn_open(aq *q, aconn *c, uint64_t until, const char *fn)
     return err;
 }
 
+/* Closes c politely: connection.close, waiting for close-ok at most
+ * FREE_LIMIT_S, or net_timeout when c published without confirms (the
+ * broker answers close-ok only after reading every publish before it, and
+ * dropping the socket earlier would drop the publishes still unread). */
 static void conn_close(aq *q, aconn *c)
 {
     if (c->st == NULL) {
         return;
     }
-    set_rpc_deadline(c, until_of(q->net_timeout < FREE_LIMIT_S
-                                     ? q->net_timeout
-                                     : FREE_LIMIT_S));
+    double lim = c->seq > 0 && !q->confirms ? q->net_timeout : FREE_LIMIT_S;
+    set_rpc_deadline(c, until_of(q->net_timeout < lim ? q->net_timeout
+                                                      : lim));
     (void)amqp_connection_close(c->st, AMQP_REPLY_SUCCESS);
     conn_drop(c);
 }
