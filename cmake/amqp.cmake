@@ -16,6 +16,9 @@
 # Needs from the main CMakeLists.txt: the conc_objects, conc and
 # conc_static targets; include after cmake/net.cmake (which sets
 # CONC_PC_REQUIRES_PRIVATE).
+# The parser of the broker's words needs no rabbitmq-c: always built, so
+# its fuzz target (fuzz/fuzz_amqp_maxlen.c) runs in every build.
+target_sources(conc_objects PRIVATE ${CMAKE_SOURCE_DIR}/src/amqp/amqp_parse.c)
 if(PkgConfig_FOUND)
   pkg_check_modules(RABBITMQ QUIET IMPORTED_TARGET librabbitmq)
 endif()
@@ -30,9 +33,7 @@ if(CONC_AMQP)
     message(FATAL_ERROR "CONC_AMQP=ON but rabbitmq-c was not found "
                         "(apt-get install librabbitmq-dev pkg-config)")
   endif()
-  file(GLOB CONC_AMQP_SOURCES CONFIGURE_DEPENDS
-       ${CMAKE_SOURCE_DIR}/src/amqp/*.c)
-  target_sources(conc_objects PRIVATE ${CONC_AMQP_SOURCES})
+  target_sources(conc_objects PRIVATE ${CMAKE_SOURCE_DIR}/src/amqp/amqp_queue.c)
   target_compile_definitions(conc_objects PRIVATE CONC_HAVE_AMQP=1)
   target_link_libraries(conc_objects PRIVATE PkgConfig::RABBITMQ)
   foreach(t conc conc_static)
