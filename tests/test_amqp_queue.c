@@ -473,6 +473,9 @@ TEST(amqp_fork_child_has_own_connections)
     CHECK_EQ(WEXITSTATUS(st), 0);
     get_is(q, "from child");
     CHECK_EQ(conc_queue_qsize(q), 0);
+    /* The child's free closed only its own connections. */
+    put_str(q, "again");
+    get_is(q, "again");
     conc_queue_free(q);
 }
 
