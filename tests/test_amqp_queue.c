@@ -116,6 +116,20 @@ TEST(amqp_fifo_values)
     CHECK(conc_queue_empty(q));
     CHECK(!conc_queue_closed(q));
     conc_queue_free(q);
+    /* timeout 0 on a queue with messages takes one, even from a handle
+     * whose consumer has not started yet. */
+    th_amqp_name(name, sizeof name, "nowait");
+    q = mkq(&a, name, NULL);
+    put_str(q, "x");
+    put_str(q, "y");
+    CHECK_OK(conc_queue_get(q, &m, 0));
+    CHECK(m.len == 1 && memcmp(m.data, "x", 1) == 0);
+    conc_msg_free(&m);
+    CHECK_OK(conc_queue_get(q, &m, 0));
+    CHECK(m.len == 1 && memcmp(m.data, "y", 1) == 0);
+    conc_msg_free(&m);
+    CHECK_ERR(conc_queue_get(q, &m, 0), CONC_EEMPTY);
+    conc_queue_free(q);
 }
 
 TEST(amqp_open_by_url)

@@ -45,7 +45,12 @@
  * them when the connection drops, at their old place, with redelivered
  * set; conc_queue_redelivered() tells the caller.  A message that did not
  * fit get_into's buffer is kept in the slot and returned first by the
- * next get (it is still a delivery of this slot).
+ * next get (it is still a delivery of this slot).  A get with timeout 0
+ * that finds nothing sent ahead asks the queue once with basic.get (a
+ * consumer just started has its window still on the way); if a delivery
+ * arrived before the get-ok, it has the lower tag, so the probed message
+ * is given back (rejected, requeued) and the delivery taken: its tag is
+ * the slot's one gap, which task_done steps over.
  *
  * LIVENESS.  Heartbeats are off (the client asks for 0 at connection.tune,
  * which RabbitMQ honours): rabbitmq-c services heartbeats only inside its
@@ -170,6 +175,7 @@ typedef struct slot {
     uint64_t gen;
     aconn pub, con, ctl;
     uint64_t lo, hi;       /* unacknowledged delivery tags on con */
+    uint64_t gap;          /* a tag in [lo, hi] given back (probe), or 0 */
     bool stash_full;       /* a delivery kept for the next get */
     uint64_t stash_tag;
     bool stash_redelivered;
@@ -534,6 +540,7 @@ static int con_ready(aq *q, slot *s, uint64_t until, const char *fn)
     }
     s->lo = 1;
     s->hi = 0;
+    s->gap = 0;
     int err = conn_open(q, c, until, fn);
     if (err == 0) {
         amqp_basic_qos(c->st, 1, 0, (uint16_t)q->prefetch, 0);
@@ -878,6 +885,7 @@ static void ack_all(slot *s)
         }
     }
     s->lo = s->hi + 1;
+    s->gap = 0;
 }
 
 typedef struct got {
@@ -927,15 +935,71 @@ static bool is_marker(const amqp_envelope_t *e)
 /* Waits for one delivery on con until `until` (0 left: what is already
  * buffered only).  0 with *e filled; CONC_EEMPTY; CONC_ENET;
  * CONC_ECLOSED (the close marker, rejected back to the queue). */
+/* basic.get, for a get with timeout 0 that found nothing sent ahead (the
+ * prefetch window of a consumer just started is still on its way): one
+ * round trip asks the queue itself.  0 with *e filled, or CONC_EEMPTY. */
+static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
+{
+    set_rpc_deadline(c, until_of(q->net_timeout));
+    amqp_rpc_reply_t r = amqp_basic_get(c->st, 1,
+                                        amqp_cstring_bytes(q->name), 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        int err = reply_err(q, r, fn, "basic.get");
+        conn_drop(c);
+        return err;
+    }
+    if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+        return conc__fail(CONC_EEMPTY, "%s: the queue '%s' is empty", fn,
+                          q->name);
+    }
+    amqp_basic_get_ok_t *ok = r.reply.decoded;
+    memset(e, 0, sizeof *e);
+    e->channel = 1;
+    e->delivery_tag = ok->delivery_tag;
+    e->redelivered = ok->redelivered;
+    r = amqp_read_message(c->st, 1, &e->message, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        int err = reply_err(q, r, fn, "reading a basic.get message");
+        conn_drop(c);
+        return err != 0 ? err
+                        : conc__fail(CONC_ENET, "%s: basic.get from %s "
+                                     "failed", fn, q->where);
+    }
+    return 0;
+}
+
 static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
-                    const char *fn)
+                    bool may_probe, const char *fn)
 {
     aconn *c = &s->con;
+    bool probed = false;
     for (;;) {
         uint64_t l = left_ns(until);
         struct timeval tv = tv_of(l);
         amqp_maybe_release_buffers(c->st);
         amqp_rpc_reply_t r = amqp_consume_message(c->st, e, &tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT && may_probe &&
+            !probed && s->gap == 0 && left_ns(until) == 0) {
+            probed = true;
+            int err = probe(q, c, e, fn);
+            if (err == CONC_EEMPTY) {
+                continue; /* a delivery may have come meanwhile */
+            }
+            if (err != 0) {
+                return err;
+            }
+            if (amqp_frames_enqueued(c->st)) {
+                /* A delivery came before the get-ok: it has a lower tag,
+                 * and the next multiple ack would cover it unseen.  Give
+                 * the probed message back and take the delivery first. */
+                (void)amqp_basic_reject(c->st, 1, e->delivery_tag, 1);
+                s->gap = e->delivery_tag; /* task_done steps over it */
+                amqp_destroy_envelope(e);
+                continue;
+            }
+            r.reply_type = AMQP_RESPONSE_NORMAL;
+        }
         if (r.reply_type == AMQP_RESPONSE_NORMAL) {
             if (e->channel != 1 || e->message.body.len > MAX_MSG) {
                 amqp_destroy_envelope(e);
@@ -1039,7 +1103,8 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     size_t k = 0;
     while (k < n) {
         amqp_envelope_t e;
-        err = take_one(q, s, &e, k == 0 ? until : 0, fn);
+        err = take_one(q, s, &e, k == 0 ? until : 0, k == 0 && timeout == 0,
+                       fn);
         if (err != 0) {
             break;
         }
@@ -1155,6 +1220,10 @@ static int aq_task_done(conc__netq *nq)
     slot *s = slot_get(q);
     if (s == NULL) {
         return no_slot(fn);
+    }
+    if (s->lo == s->gap) {
+        s->lo++;
+        s->gap = 0;
     }
     if (s->lo > s->hi || s->con.st == NULL) {
         return conc__fail(CONC_EINVAL, "%s: this thread holds no delivery "
