@@ -18,6 +18,7 @@
 
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -101,10 +102,42 @@ static inline void th_amqp_script(const th_amqp *a, const char *cmd)
     free(out);
 }
 
-/* Freezes / thaws the broker's Erlang VM. */
+/* Freezes / thaws the broker's Erlang VM.  kill() returns before the
+ * target has stopped (a busy machine may let it run a while longer):
+ * th_amqp_stop waits until /proc shows it stopped ('T'). */
 static inline void th_amqp_stop(const th_amqp *a)
 {
     CHECK(kill(a->beam, SIGSTOP) == 0);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)a->beam);
+    for (int i = 0; i < 5000; i++) {
+        bool all = true;
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d != NULL && all && (de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.') {
+                continue;
+            }
+            char path[128], buf[512] = { 0 };
+            snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
+            FILE *f = fopen(path, "r");
+            size_t n = f != NULL ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f != NULL) {
+                fclose(f);
+            }
+            const char *rp = n > 0 ? strrchr(buf, ')') : NULL;
+            all = rp != NULL && rp[1] == ' ' && (rp[2] == 'T' || rp[2] == 't');
+        }
+        if (d != NULL) {
+            closedir(d);
+        }
+        if (all) {
+            return;
+        }
+        th_sleep(0.001);
+    }
+    th_fail(__FILE__, __LINE__, "the broker (pid %d) did not stop",
+            (int)a->beam);
 }
 static inline void th_amqp_cont(const th_amqp *a)
 {
