@@ -146,7 +146,7 @@ TEST_T(amqp_consumers_killed_at_random, 120)
     conc_queue_free(q);
 }
 
-TEST_T(amqp_frozen_broker_bounded, 120)
+TEST_T(amqp_frozen_broker_bounded, 150)
 {
     NEED_AMQP();
     th_amqp a;
@@ -159,51 +159,57 @@ TEST_T(amqp_frozen_broker_bounded, 120)
                           .net_timeout = CONC_TIMEOUT(1.0) };
     CHECK_OK(conc_queue_new(&q, &o));
     CHECK_OK(conc_queue_put(q, "before", 6, 5.0));
+    /* Everything measured while frozen, checked after the thaw: a failed
+     * check must never leave the shared broker stopped. */
+    int err[4];
+    double dt[4];
+    size_t n = 99;
+    conc_queue *q2 = NULL;
+    conc_msg m;
     th_amqp_stop(&a);
     double t0 = th_now();
-    int err = conc_queue_put(q, "x", 1, 1.0);
-    double dt = th_now() - t0;
-    if (err != CONC_ETIMEDOUT && err != CONC_ENET) {
-        th_amqp_cont(&a);
-        th_fail(__FILE__, __LINE__, "put on a frozen broker: %s",
-                conc_errname(err));
-    }
-    CHECK(dt < 4.0);
+    err[0] = conc_queue_put(q, "x", 1, 1.0);
+    dt[0] = th_now() - t0;
     t0 = th_now();
-    conc_msg m;
-    err = conc_queue_get(q, &m, 1.0);
-    dt = th_now() - t0;
+    err[1] = conc_queue_get(q, &m, 1.0);
+    dt[1] = th_now() - t0;
+    t0 = th_now();
+    n = conc_queue_qsize(q);
+    dt[2] = th_now() - t0;
+    t0 = th_now();
+    err[3] = conc_queue_open(&q2, url);
+    dt[3] = th_now() - t0;
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", conc_errdetail());
     th_amqp_cont(&a);
-    CHECK(err == CONC_EEMPTY || err == CONC_ETIMEDOUT);
-    CHECK(dt < 4.0);
-    th_amqp_stop(&a);
-    t0 = th_now();
-    size_t n = conc_queue_qsize(q);
-    dt = th_now() - t0;
+    CHECK(err[0] == CONC_ETIMEDOUT || err[0] == CONC_ENET);
+    CHECK(dt[0] < 4.0);
+    CHECK(err[1] == CONC_EEMPTY || err[1] == CONC_ETIMEDOUT);
+    CHECK(dt[1] < 4.0);
     CHECK_EQ(n, 0);
-    CHECK(dt < 4.0);
-    conc_queue *q2 = NULL;
-    t0 = th_now();
-    err = conc_queue_open(&q2, url);
-    dt = th_now() - t0;
-    th_amqp_cont(&a);
-    CHECK_ERR(err, CONC_ETIMEDOUT);
-    CHECK(strstr(conc_errdetail(), "conc_queue_open") != NULL);
+    CHECK(dt[2] < 4.0);
+    CHECK_ERR(err[3], CONC_ETIMEDOUT);
+    CHECK(q2 == NULL);
+    CHECK(strstr(detail, "conc_queue_open") != NULL);
     /* open takes no options: bounded by the default net_timeout, 10 s. */
-    CHECK(dt > 9.0 && dt < 14.0);
+    CHECK(dt[3] > 9.0 && dt[3] < 14.0);
     /* Thawed: the next calls reconnect and go on; "before" was never
-     * lost, "x" may have landed (a put that failed may have). */
+     * lost, "x" may have landed (a put that failed may have).  A broker
+     * just thawed on a loaded machine may take seconds to answer. */
     int got_before = 0;
     for (int i = 0; i < 3; i++) {
-        err = conc_queue_get(q, &m, 5.0);
-        if (err != 0) {
+        int e = conc_queue_get(q, &m, 20.0);
+        if (e != 0) {
             break;
         }
         got_before += m.len == 6 && memcmp(m.data, "before", 6) == 0;
         conc_msg_free(&m);
+        if (got_before > 0) {
+            break;
+        }
     }
     CHECK(got_before >= 1);
-    CHECK_OK(conc_queue_put(q, "after", 5, 5.0));
+    CHECK_OK(conc_queue_put(q, "after", 5, 20.0));
     conc_queue_free(q);
 }
 
