@@ -118,7 +118,7 @@ static inline void th_amqp_stop(const th_amqp *a)
             if (de->d_name[0] == '.') {
                 continue;
             }
-            char path[128], buf[512] = { 0 };
+            char path[384], buf[512] = { 0 };
             snprintf(path, sizeof path, "%s/%s/stat", dir, de->d_name);
             FILE *f = fopen(path, "r");
             size_t n = f != NULL ? fread(buf, 1, sizeof buf - 1, f) : 0;
