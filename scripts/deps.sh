@@ -26,6 +26,13 @@ command -v groff >/dev/null 2>&1 || need+=(groff-base)
 [ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
+# The RabbitMQ backend (.url = "amqp://..."): rabbitmq-c to build it;
+# rabbitmq-server for its tests, the tour and bench_amqp (each boots a
+# throwaway broker of its own, tests/amqp_broker.sh); amqp-tools for the
+# broker's readiness probe and the tests' queue deletion.
+[ -e /usr/include/amqp.h ] || need+=(librabbitmq-dev)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+command -v amqp-declare-queue >/dev/null 2>&1 || need+=(amqp-tools)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "deps.sh: please install: ${need[*]}" >&2

@@ -33,6 +33,8 @@ git ls-files -z | xargs -0 -I{} cp --parents {} "$scratch/" 2>/dev/null
 git ls-files -z --others --exclude-standard | \
     xargs -0 -I{} cp --parents {} "$scratch/" 2>/dev/null
 build=$scratch/build
+broker=""
+trap '[ -n "$broker" ] && bash "$top/tests/amqp_broker.sh" stop "$broker"; rm -rf "$scratch"' EXIT
 cmake -S "$scratch" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCONC_BUILD_BENCH=OFF -DCONC_BUILD_EXAMPLES=ON >/dev/null
 if ! cmake --build "$build" -j"$(nproc)" >"$scratch/build.log" 2>&1; then
@@ -72,6 +74,15 @@ if src.count(find) != 1:
 open(target, "w").write(src.replace(find, replace))
 PY
 }
+
+# The AMQP tests share one broker (CTest boots it for the suite): boot
+# one here when a mutant names them.
+if [ ${#mutants[@]} -gt 0 ] && grep -q '^test: test_\(examples_\)\?amqp' \
+    "${mutants[@]}"; then
+    broker=$build/amqp-broker
+    bash tests/amqp_broker.sh start "$broker" >/dev/null || exit 1
+    export CONC_AMQP_DIR=$broker CONC_AMQP_SCRIPT=$top/tests/amqp_broker.sh
+fi
 
 printf '%-34s %-9s %s\n' "mutant" "result" "tests"
 caught=0

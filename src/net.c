@@ -5,7 +5,9 @@
  *                       hiredis (cmake/net.cmake defines CONC_HAVE_REDIS)
  *   rediss://           TLS to Redis: refused (Debian's hiredis 0.14 has
  *                       no TLS support)
- *   amqp://             RabbitMQ, for queues: not in this build yet
+ *   amqp://             RabbitMQ, for queues (src/amqp/), when libconc was
+ *                       built with rabbitmq-c (cmake/amqp.cmake defines
+ *                       CONC_HAVE_AMQP)
  *
  * A backend that was not built keeps its row, with the reason, so a URL
  * for it fails at creation with CONC_EINVAL and a detail saying why,
@@ -33,6 +35,17 @@
 #define REDIS_L NULL
 #endif
 
+#ifdef CONC_HAVE_AMQP
+#include "amqp/amqp_int.h"
+#define AMQP_MISSING NULL
+#define AMQP_Q conc__amqp_queue_make
+#else
+#define AMQP_MISSING                                                         \
+    "libconc was built without its RabbitMQ backend (rabbitmq-c was not "  \
+    "found, or CONC_AMQP was OFF, when it was compiled)"
+#define AMQP_Q NULL
+#endif
+
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -45,9 +58,7 @@ static const conc__net_backend backends[] = {
       "builds on (Debian's 0.14) has no TLS; reach the server through a "
       "TLS tunnel and use redis://",
       NULL, NULL, NULL },
-    { "amqp", false,
-      "the RabbitMQ backend (amqp://) is not part of this build", NULL, NULL,
-      NULL },
+    { "amqp", false, AMQP_MISSING, AMQP_Q, NULL, NULL },
 };
 
 _Atomic uint64_t conc__netl_secret;

@@ -116,6 +116,72 @@
  * call takes a connection of the handle's own, opening one when all are
  * busy); a forked child that uses an inherited handle opens connections
  * of its own, and never touches its parent's sockets or deliveries.
+ *
+ * On RabbitMQ (amqp://).  The queue served by a RabbitMQ broker (3.10 or
+ * later; libconc built with rabbitmq-c, else CONC_EINVAL at creation):
+ *   conc_queue_new(&q, &(conc_queue_opts){
+ *       .url = "amqp://user:pw@10.0.0.7:5672/%2f", .name = "jobs" });
+ *   conc_queue_open(&q, "amqp://user:pw@10.0.0.7/%2f/jobs");
+ * URLs: amqp://[user[:password]@]host[:port][/vhost[/name]][?prefetch=N]
+ * (user and password guest by default, port 5672, vhost "/" written %2f;
+ * prefetch, 1..65535, default 64, is how many deliveries the broker may
+ * send a consumer ahead of its gets).  The broker holds a durable queue
+ * NAME (x-overflow reject-publish, x-max-length = maxsize when bounded), a
+ * durable direct exchange conc.q.NAME bound to it, and, once closed, an
+ * empty queue conc.closed.NAME.  new declares them (CONC_EINVAL when NAME
+ * exists with another maxsize); open requires NAME to exist and learns its
+ * maxsize from the broker.  .lease must be 0 (the broker, not a lease,
+ * gives a dead consumer's messages back).  Per function:
+ *   put, put_many: persistent messages published with mandatory set, one
+ * publisher-confirm wait per batch of up to 256; a message the broker
+ * returns as unroutable (the queue was deleted) is CONC_EINVAL, never a
+ * silent loss.  A full queue refuses a publish (basic.nack): put
+ * publishes it again every 1 to 50 ms until its timeout, then CONC_EFULL;
+ * the confirm wait of each try lasts at least 1 s (so timeout 0.2 on a
+ * full queue may take 1 s to say so).  maxsize counts the messages
+ * waiting on the broker: those sent ahead into a consumer's prefetch
+ * window are not counted.  When a batch meets a full queue, a later
+ * message of it may get in while an earlier one waits (*done counts the
+ * prefix; the rest may hold some that went in).  CONC_ETOOBIG over 128
+ * MiB.
+ *   get, get_into, get_many: deliveries with manual acknowledgement; the
+ * next get of the same thread on the handle, or free, acknowledges what
+ * the previous one took (one basic.ack multiple, no round trip).  A
+ * consumer killed at any instant loses nothing: the broker requeues its
+ * unacknowledged deliveries when its connection drops, with the
+ * redelivered flag conc_queue_redelivered() reports.  A handle whose
+ * thread stops calling get holds up to prefetch messages back from the
+ * others until its next get or free.  A get on a frozen broker returns
+ * CONC_EEMPTY at its timeout (nothing came).
+ *   qsize, empty, full: a passive declaration (one round trip); messages
+ * delivered and not yet acknowledged are not counted.
+ *   task_done: acknowledges the oldest delivery this thread holds
+ * (CONC_EINVAL when it holds none); it counts nothing, and join returns
+ * CONC_EINVAL: AMQP keeps no count of tasks done.
+ *   close: declares conc.closed.NAME, deletes the exchange (puts fail
+ * with CONC_ECLOSED from then on), and queues a marker behind every
+ * message already in; every getter on every host drains the queue and
+ * then meets the marker (CONC_ECLOSED), which goes back for the next.
+ *   .at_most_once: messages are transient and published without confirms
+ * on an unbounded queue (a put that returned 0 is lost if the broker
+ * dies before writing it, and the first put after a close may return 0
+ * and be dropped); a delivery is acknowledged as it is handed over.
+ *   Liveness: heartbeats are off (rabbitmq-c serves them only inside its
+ * calls, so a consumer computing longer than two heartbeats would be cut
+ * off): a consumer may work on a message for as long as the broker's
+ * consumer_timeout (30 minutes by default).  A dead process is seen at
+ * once (its sockets close); a lost host by TCP keepalive.  Every call is
+ * bounded by its timeout (calls without one by .net_timeout, 10 s): a
+ * frozen broker gives CONC_ETIMEDOUT, and the call after a broker restart
+ * reconnects and declares again; a put that returned 0 survives the
+ * restart.  The one wait not bounded is rabbitmq-c writing into a socket
+ * whose send buffer is full (more than a socket buffer of puts to a
+ * broker that stopped reading).  Errors: CONC_ENET (unreachable,
+ * connection lost), CONC_EAUTH (wrong user or password), CONC_EINVAL (no
+ * such vhost, or no access to it), CONC_ETIMEDOUT.  Threads and fork: each
+ * thread using a handle has connections of its own (up to three: publish,
+ * consume, queries), kept until the handle is freed; a forked child opens
+ * its own and leaves its parent's deliveries alone.
  */
 #ifndef CONC_QUEUE_H
 #define CONC_QUEUE_H
@@ -341,6 +407,14 @@ CONC_API int conc_queue_close(conc_queue *q);
  * NULL.  On a server: one round trip; false when the server cannot be
  * asked. */
 CONC_API bool conc_queue_closed(conc_queue *q);
+
+/* conc_queue_redelivered - whether a message the calling thread's last
+ * get, get_into or get_many on q took had been delivered before (a
+ * consumer that held it died, or gave it back): a hint that its work may
+ * already have been done once.  Only RabbitMQ (amqp://) reports it;
+ * shared memory never redelivers, and on Redis the answer is always
+ * false.  No round trip, no error; false for NULL. */
+CONC_API bool conc_queue_redelivered(conc_queue *q);
 
 /* conc_queue_free - releases this handle (unmaps this process's view; the
  * creating process also unlinks the name, see above).  Other handles and

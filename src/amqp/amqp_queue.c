@@ -1,0 +1,1615 @@
+/* amqp_queue.c - conc_queue served by RabbitMQ (amqp://), through
+ * rabbitmq-c 0.11: a durable queue, persistent messages, publisher
+ * confirms, mandatory publishing, manual acknowledgements with a prefetch
+ * window; at-most-once (autoack, no confirms) as an option.
+ *
+ * BROKER OBJECTS, for a queue NAME in the URL's vhost:
+ *   queue NAME             durable classic queue, arguments x-overflow =
+ *                          reject-publish always and x-max-length =
+ *                          maxsize when bounded.  The messages.
+ *   exchange conc.q.NAME   durable direct exchange bound to NAME with
+ *                          routing key NAME.  Every put publishes here,
+ *                          mandatory, so close can stop puts by deleting
+ *                          it (below) and a put nobody can route (the
+ *                          queue was deleted) comes back as basic.return:
+ *                          an error, never a silent loss.
+ *   queue conc.closed.NAME durable, empty: exists once NAME was closed.
+ * A message is its body; the close marker is a message with the AMQP
+ * property type "conc.close" (an empty body).
+ *
+ * CONNECTIONS.  rabbitmq-c is not thread-safe, and a delivery must be
+ * acknowledged on the channel that received it, so each thread using a
+ * handle gets a slot of its own (found by a thread-local cache, else a
+ * scan of the handle's list under mu) with up to three connections, each
+ * opened at its first use and used on channel 1 only:
+ *   pub  publishing, in confirm mode unless at-most-once on an unbounded
+ *        queue: basic.ack / basic.nack / basic.return are the only frames
+ *        it receives;
+ *   con  consuming (basic.qos prefetch, basic.consume): deliveries only;
+ *   ctl  RPCs (qsize, closed, close, the declaration at new and open).
+ * Keeping them apart means no frame ever has to be put aside for another
+ * purpose.  Each new connection re-declares the queue, so a broker that
+ * restarted (or lost a transient definition) is set up again by the next
+ * call; the socket is libconc's own (conc__os_connect within the call's
+ * deadline, after the address was resolved when the handle was made) and
+ * handed to rabbitmq-c.  Any protocol or socket error drops the
+ * connection; the next call opens a new one.
+ *
+ * DELIVERY (at least once).  con consumes with manual acks and a prefetch
+ * window (.prefetch in the URL, 64 by default).  The delivery tags of one
+ * channel count up by one, so a slot's unacknowledged deliveries are the
+ * range [lo, hi]: task_done acknowledges lo alone; the next get (and free)
+ * acknowledges all of them with one basic.ack multiple=true on hi, sent
+ * without waiting (an acknowledgement has no reply).  A consumer killed
+ * at any instant leaves its deliveries unacknowledged: RabbitMQ requeues
+ * them when the connection drops, at their old place, with redelivered
+ * set; conc_queue_redelivered() tells the caller.  A message that did not
+ * fit get_into's buffer is kept in the slot and returned first by the
+ * next get (it is still a delivery of this slot).  A get with timeout 0
+ * that finds nothing sent ahead asks the queue once with basic.get (a
+ * consumer just started has its window still on the way); if a delivery
+ * arrived before the get-ok, it has the lower tag, so the probed message
+ * is given back (rejected, requeued) and the delivery taken: its tag is
+ * the slot's one gap, which task_done steps over.
+ *
+ * LIVENESS.  Heartbeats are off (the client asks for 0 at connection.tune,
+ * which RabbitMQ honours): rabbitmq-c services heartbeats only inside its
+ * calls, so a consumer computing for longer than two heartbeat intervals
+ * would be disconnected and its message redelivered.  Without heartbeats
+ * a dead consumer is still seen at once when its process dies (the kernel
+ * closes its sockets; SIGKILL included), and a lost host by TCP keepalive
+ * (conc__os_connect turns SO_KEEPALIVE on); the broker's consumer_timeout
+ * (30 minutes by default) still bounds how long one delivery may be held.
+ * On the client side every call is bounded by its own deadline: connect,
+ * login (handshake timeout), each RPC (rabbitmq-c's RPC timeout, set to
+ * what is left before each), the confirm wait and the delivery wait
+ * (amqp_simple_wait_frame_noblock / amqp_consume_message with a timeout).
+ * A frozen broker therefore gives CONC_ETIMEDOUT, or CONC_EEMPTY for a get
+ * (nothing came), in time.  The one wait without a deadline is rabbitmq-c
+ * writing a frame into a socket whose send buffer is full (a broker that
+ * stopped reading, with more than a socket buffer of puts unconfirmed).
+ *
+ * PUT.  A batch is published in chunks of at most CHUNK messages, each
+ * under one confirm wait.  basic.nack means the queue was full
+ * (reject-publish): the refused messages are published again, after a
+ * pause of 1 ms doubling to 50 ms, until the deadline (CONC_EFULL).  A
+ * channel closed with 404 means the exchange is gone: the queue was
+ * closed (CONC_ECLOSED).  basic.return means nothing could route it.
+ * At-most-once on an unbounded queue publishes transient messages without
+ * confirms; the frames the broker sent meanwhile (a channel closed because
+ * the queue was closed) are read at the start of the next put.
+ *
+ * CLOSE, on ctl: declare conc.closed.NAME (new and open then see a closed
+ * queue), delete the exchange (puts from here on fail), then publish the
+ * marker to NAME through the default exchange: it lands behind every
+ * message a put got in.  A getter that receives the marker rejects it with
+ * requeue (it goes back to its place, the head) and returns CONC_ECLOSED;
+ * so the next getter anywhere receives it in turn.
+ *
+ * NO COUNT OF TASKS.  AMQP keeps no counter: conc_queue_join returns
+ * CONC_EINVAL with a detail; task_done acknowledges (above) and counts
+ * nothing.
+ *
+ * FORK.  A child's handle must not speak on its parent's sockets: a
+ * pthread_atfork child handler bumps a generation, and a slot of another
+ * generation is dropped (its fds closed, nothing sent) at the child's
+ * first call; the parent's deliveries stay the parent's.  The prepare
+ * handler takes every handle's mu (a registry of handles), so none is
+ * copied locked.
+ */
+#include "amqp_int.h"
+
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHUNK 256
+#define DEFAULT_PREFETCH 64
+#define MAX_PREFETCH 65535
+#define DEFAULT_NET_TIMEOUT 10.0
+#define SLICE_S 2.0
+#define FREE_LIMIT_S 2.0
+#define GRACE_S 1.0
+#define FRAME_MAX 131072
+#define MAX_MSG ((size_t)128 * 1024 * 1024)
+#define FOREVER UINT64_MAX
+
+static const char CLOSE_TYPE[] = "conc.close";
+
+/* ---- time ------------------------------------------------------------------ */
+
+static uint64_t until_of(double seconds)
+{
+    if (seconds < 0 || seconds > 1e9) {
+        return FOREVER;
+    }
+    return conc__now_ns() + (uint64_t)(seconds * 1e9);
+}
+
+static uint64_t left_ns(uint64_t until)
+{
+    if (until == FOREVER) {
+        return FOREVER;
+    }
+    uint64_t now = conc__now_ns();
+    return now >= until ? 0 : until - now;
+}
+
+static struct timeval tv_of(uint64_t ns)
+{
+    if (ns > (uint64_t)SLICE_S * 1000000000u) {
+        ns = (uint64_t)SLICE_S * 1000000000u;
+    }
+    struct timeval tv = { .tv_sec = (time_t)(ns / 1000000000u),
+                          .tv_usec = (suseconds_t)(ns % 1000000000u / 1000) };
+    return tv;
+}
+
+static void nap(uint64_t ns, uint64_t until)
+{
+    uint64_t l = left_ns(until);
+    if (ns > l) {
+        ns = l;
+    }
+    struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u),
+                           .tv_nsec = (long)(ns % 1000000000u) };
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* ---- the handle ----------------------------------------------------------- */
+
+typedef struct aconn {
+    amqp_connection_state_t st; /* NULL: not open */
+    uint64_t seq;               /* publishes on pub's channel so far */
+} aconn;
+
+typedef struct slot {
+    struct slot *next;
+    pthread_t tid;
+    uint64_t gen;
+    aconn pub, con, ctl;
+    uint64_t lo, hi;       /* unacknowledged delivery tags on con */
+    uint64_t gap;          /* a tag in [lo, hi] given back (probe), or 0 */
+    bool stash_full;       /* a delivery kept for the next get */
+    uint64_t stash_tag;
+    bool stash_redelivered;
+    void *stash;
+    size_t stash_len;
+} slot;
+
+typedef struct aq {
+    conc__netq base;
+    conc__url url;          /* owned; holds the password */
+    char where[280];        /* "host:port" for details */
+    conc__sockaddr addr[4];
+    int naddr;
+    const char *vhost, *user, *pass;
+    char *name, *exch, *flag;
+    bool amo;
+    bool confirms;          /* pub channel in confirm mode */
+    unsigned prefetch;
+    double net_timeout;
+    uint64_t serial;        /* this handle, for the thread-local cache */
+    pthread_mutex_t mu;     /* slots */
+    slot *slots;
+    struct aq *reg_next, *reg_prev;
+} aq;
+
+/* ---- registry and fork ----------------------------------------------------- */
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static aq *reg_head;
+static _Atomic uint64_t fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&reg_mu);
+    for (aq *q = reg_head; q != NULL; q = q->reg_next) {
+        pthread_mutex_lock(&q->mu);
+    }
+}
+
+static void fork_parent(void)
+{
+    for (aq *q = reg_head; q != NULL; q = q->reg_next) {
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static void fork_child(void)
+{
+    for (aq *q = reg_head; q != NULL; q = q->reg_next) {
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&reg_mu);
+    /* Relaxed: read only by this (single-threaded) child from here on. */
+    atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+}
+
+static void atfork_init(void)
+{
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+/* Drops a connection without a word to the broker (a broken stream, or a
+ * parent's socket in a forked child): rabbitmq-c closes the fd. */
+static void conn_drop(aconn *c)
+{
+    if (c->st != NULL) {
+        amqp_destroy_connection(c->st);
+        c->st = NULL;
+    }
+    c->seq = 0;
+}
+
+/* The error an rpc reply stands for, with a detail naming fn and what. */
+static int reply_err(const aq *q, amqp_rpc_reply_t r, const char *fn,
+                     const char *what)
+{
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        int e = r.library_error;
+        int code = e == AMQP_STATUS_TIMEOUT ? CONC_ETIMEDOUT
+                   : e == AMQP_STATUS_NO_MEMORY ? CONC_ENOMEM
+                                                : CONC_ENET;
+        return conc__fail(code, "%s: %s on %s: %s", fn, what, q->where,
+                          amqp_error_string2(e));
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION) {
+        unsigned rc = 0;
+        amqp_bytes_t text = { 0, NULL };
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = r.reply.decoded;
+            rc = m->reply_code;
+            text = m->reply_text;
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = r.reply.decoded;
+            rc = m->reply_code;
+            text = m->reply_text;
+        }
+        int tl = text.len > 200 ? 200 : (int)text.len;
+        int code = rc == 403 ? CONC_EAUTH
+                   : rc == 404 || rc == 406 || rc == 530 ? CONC_EINVAL
+                                                          : CONC_ENET;
+        return conc__fail(code, "%s: %s on %s: the broker refused (%u): "
+                          "%.*s", fn, what, q->where, rc, tl,
+                          text.bytes != NULL ? (const char *)text.bytes : "");
+    }
+    if (r.reply_type == AMQP_RESPONSE_NONE) {
+        return conc__fail(CONC_ENET, "%s: %s on %s: no reply", fn, what,
+                          q->where);
+    }
+    return 0;
+}
+
+static int set_rpc_deadline(aconn *c, uint64_t until)
+{
+    uint64_t l = left_ns(until);
+    if (l == 0) {
+        return CONC_ETIMEDOUT;
+    }
+    struct timeval tv = { .tv_sec = (time_t)(l / 1000000000u),
+                          .tv_usec = (suseconds_t)(l % 1000000000u / 1000) };
+    if (l == FOREVER) {
+        tv = (struct timeval){ .tv_sec = 1000000000 };
+    }
+    if (tv.tv_sec == 0 && tv.tv_usec == 0) {
+        tv.tv_usec = 1;
+    }
+    (void)amqp_set_rpc_timeout(c->st, &tv);
+    return 0;
+}
+
+/* Whether an RPC of c failed with a channel or connection close: then the
+ * close was answered by rabbitmq-c only for channel errors, so drop. */
+static int rpc_check(aq *q, aconn *c, const char *fn, const char *what)
+{
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->st);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        return 0;
+    }
+    int err = reply_err(q, r, fn, what);
+    conn_drop(c);
+    return err;
+}
+
+static amqp_table_t queue_args(aq *q, amqp_table_entry_t *e, bool with_max)
+{
+    size_t n = 0;
+    e[n].key = amqp_cstring_bytes("x-overflow");
+    e[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[n].value.value.bytes = amqp_cstring_bytes("reject-publish");
+    n++;
+    if (with_max && q->base.maxsize != 0) {
+        e[n].key = amqp_cstring_bytes("x-max-length");
+        e[n].value.kind = AMQP_FIELD_KIND_I64;
+        e[n].value.value.i64 = (int64_t)q->base.maxsize;
+        n++;
+    }
+    return (amqp_table_t){ .num_entries = (int)n, .entries = e };
+}
+
+static int chan_open(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    if (set_rpc_deadline(c, until) != 0) {
+        conn_drop(c);
+        return conc__fail(CONC_ETIMEDOUT, "%s: no time left to open a "
+                          "channel on %s", fn, q->where);
+    }
+    amqp_channel_open(c->st, 1);
+    return rpc_check(q, c, fn, "channel.open");
+}
+
+/* After the broker closed channel 1 (a 404 or 406 answer): close-ok and
+ * open it again. */
+static int chan_reset(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    amqp_channel_close_ok_t ok = { 0 };
+    if (amqp_send_method(c->st, 1, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
+        AMQP_STATUS_OK) {
+        conn_drop(c);
+        return conc__fail(CONC_ENET, "%s: channel.close-ok to %s failed", fn,
+                          q->where);
+    }
+    return chan_open(q, c, until, fn);
+}
+
+static bool chan_closed_with(amqp_rpc_reply_t r, unsigned code)
+{
+    return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+           r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
+           ((amqp_channel_close_t *)r.reply.decoded)->reply_code == code;
+}
+
+/* Whether the queue is closed: a passive declare of the flag queue (a 404
+ * closes the channel, which is opened again). */
+static int flag_check(aq *q, aconn *c, bool *closed, uint64_t until,
+                      const char *fn)
+{
+    int err = set_rpc_deadline(c, until);
+    if (err != 0) {
+        conn_drop(c);
+        return conc__fail(CONC_ETIMEDOUT, "%s: no time left on %s", fn,
+                          q->where);
+    }
+    amqp_queue_declare(c->st, 1, amqp_cstring_bytes(q->flag), 1, 0, 0, 0,
+                       amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->st);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        *closed = true;
+        return 0;
+    }
+    if (chan_closed_with(r, 404)) {
+        *closed = false;
+        return chan_reset(q, c, until, fn);
+    }
+    err = reply_err(q, r, fn, "queue.declare of the close flag");
+    conn_drop(c);
+    return err;
+}
+
+/* Declares the queue, its exchange and binding (unless closed). */
+static int declare(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    bool closed = false;
+    int err = flag_check(q, c, &closed, until, fn);
+    if (err != 0 || closed) {
+        return err;
+    }
+    amqp_table_entry_t e[2];
+    if (set_rpc_deadline(c, until) != 0) {
+        conn_drop(c);
+        return conc__fail(CONC_ETIMEDOUT, "%s: no time left to declare on "
+                          "%s", fn, q->where);
+    }
+    amqp_queue_declare(c->st, 1, amqp_cstring_bytes(q->name), 0, 1, 0, 0,
+                       queue_args(q, e, true));
+    err = rpc_check(q, c, fn, "queue.declare");
+    if (err == 0) {
+        amqp_exchange_declare(c->st, 1, amqp_cstring_bytes(q->exch),
+                              amqp_cstring_bytes("direct"), 0, 1, 0, 0,
+                              amqp_empty_table);
+        err = rpc_check(q, c, fn, "exchange.declare");
+    }
+    if (err == 0) {
+        amqp_queue_bind(c->st, 1, amqp_cstring_bytes(q->name),
+                        amqp_cstring_bytes(q->exch),
+                        amqp_cstring_bytes(q->name), amqp_empty_table);
+        err = rpc_check(q, c, fn, "queue.bind");
+    }
+    return err;
+}
+
+/* Connects, logs in and opens channel 1. */
+static int conn_login(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    int fd = -1;
+    int last_errno = 0;
+    for (int i = 0; i < q->naddr && fd < 0; i++) {
+        fd = conc__os_connect(&q->addr[i], until);
+        if (fd < 0) {
+            last_errno = errno;
+        }
+    }
+    if (fd < 0) {
+        errno = last_errno;
+        return conc__fail_sys(last_errno == ETIMEDOUT ? CONC_ETIMEDOUT
+                                                      : CONC_ENET,
+                              "%s: cannot connect to %s", fn, q->where);
+    }
+    c->st = amqp_new_connection();
+    amqp_socket_t *s = c->st != NULL ? amqp_tcp_socket_new(c->st) : NULL;
+    if (s == NULL) {
+        conc__os_close(fd);
+        conn_drop(c);
+        return conc__fail(CONC_ENOMEM, "%s: no memory for a connection", fn);
+    }
+    amqp_tcp_socket_set_sockfd(s, fd);
+    uint64_t l = left_ns(until);
+    if (l == 0) {
+        conn_drop(c);
+        return conc__fail(CONC_ETIMEDOUT, "%s: no time left to log in to "
+                          "%s", fn, q->where);
+    }
+    struct timeval hs = { .tv_sec = (time_t)(l / 1000000000u),
+                          .tv_usec = (suseconds_t)(l % 1000000000u / 1000) };
+    if (l == FOREVER) {
+        hs = (struct timeval){ .tv_sec = 1000000000 };
+    }
+    (void)amqp_set_handshake_timeout(c->st, &hs);
+    /* heartbeat 0: off (see LIVENESS above). */
+    amqp_rpc_reply_t r = amqp_login(c->st, q->vhost, 0, FRAME_MAX, 0,
+                                    AMQP_SASL_METHOD_PLAIN, q->user, q->pass);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        int err;
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_CONNECTION_CLOSED) {
+            /* RabbitMQ closes the socket on failed authentication when
+             * the client does not offer authentication_failure_close. */
+            err = conc__fail(CONC_EAUTH, "%s: %s closed the connection at "
+                             "login: wrong user or password", fn, q->where);
+        } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+                   r.reply.id == AMQP_CONNECTION_CLOSE_METHOD &&
+                   ((amqp_connection_close_t *)r.reply.decoded)
+                           ->reply_code == 530) {
+            err = conc__fail(CONC_EINVAL, "%s: %s refused the vhost '%s' "
+                             "(no such vhost, or the user may not use it)",
+                             fn, q->where, q->vhost);
+        } else {
+            err = reply_err(q, r, fn, "login");
+        }
+        conn_drop(c);
+        return err;
+    }
+    return chan_open(q, c, until, fn);
+}
+
+/* Connects, logs in, opens channel 1 and declares. */
+static int conn_open(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    int err = conn_login(q, c, until, fn);
+    if (err == 0) {
+        err = declare(q, c, until, fn);
+    }
+    return err;
+}
+
+/* Closes c politely: connection.close, waiting for close-ok at most
+ * FREE_LIMIT_S, or net_timeout when c published without confirms (the
+ * broker answers close-ok only after reading every publish before it, and
+ * dropping the socket earlier would drop the publishes still unread). */
+static void conn_close(aq *q, aconn *c)
+{
+    if (c->st == NULL) {
+        return;
+    }
+    double lim = c->seq > 0 && !q->confirms ? q->net_timeout : FREE_LIMIT_S;
+    set_rpc_deadline(c, until_of(q->net_timeout < lim ? q->net_timeout
+                                                      : lim));
+    (void)amqp_connection_close(c->st, AMQP_REPLY_SUCCESS);
+    conn_drop(c);
+}
+
+static int pub_ready(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    if (c->st != NULL) {
+        return 0;
+    }
+    int err = conn_open(q, c, until, fn);
+    if (err == 0 && q->confirms) {
+        amqp_confirm_select(c->st, 1);
+        err = rpc_check(q, c, fn, "confirm.select");
+    }
+    return err;
+}
+
+static int con_ready(aq *q, slot *s, uint64_t until, const char *fn)
+{
+    aconn *c = &s->con;
+    if (c->st != NULL) {
+        return 0;
+    }
+    s->lo = 1;
+    s->hi = 0;
+    s->gap = 0;
+    int err = conn_open(q, c, until, fn);
+    if (err == 0) {
+        amqp_basic_qos(c->st, 1, 0, (uint16_t)q->prefetch, 0);
+        err = rpc_check(q, c, fn, "basic.qos");
+    }
+    if (err == 0) {
+        amqp_basic_consume(c->st, 1, amqp_cstring_bytes(q->name),
+                           amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+        err = rpc_check(q, c, fn, "basic.consume");
+    }
+    return err;
+}
+
+/* ---- slots ------------------------------------------------------------------ */
+
+static void slot_drop(slot *s)
+{
+    conn_drop(&s->pub);
+    conn_drop(&s->con);
+    conn_drop(&s->ctl);
+    free(s->stash);
+    s->stash = NULL;
+    s->stash_full = false;
+}
+
+static _Thread_local struct {
+    uint64_t serial;
+    uint64_t gen;
+    slot *s;
+} tl;
+
+/* The calling thread's slot, or NULL (out of memory). */
+static slot *slot_get(aq *q)
+{
+    /* Relaxed: fork_gen changes only in a single-threaded child. */
+    uint64_t gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    if (tl.serial == q->serial && tl.gen == gen && tl.s != NULL) {
+        return tl.s;
+    }
+    pthread_t me = pthread_self();
+    pthread_mutex_lock(&q->mu);
+    slot **pp = &q->slots;
+    slot *found = NULL;
+    while (*pp != NULL) {
+        slot *s = *pp;
+        if (s->gen != gen) {
+            /* A parent's slot in a forked child: never speak on it. */
+            *pp = s->next;
+            slot_drop(s);
+            free(s);
+            continue;
+        }
+        if (pthread_equal(s->tid, me)) {
+            found = s;
+        }
+        pp = &s->next;
+    }
+    if (found == NULL) {
+        found = conc__calloc(1, sizeof *found);
+        if (found != NULL) {
+            found->tid = me;
+            found->gen = gen;
+            found->lo = 1;
+            found->next = q->slots;
+            q->slots = found;
+        }
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (found != NULL) {
+        tl.serial = q->serial;
+        tl.gen = gen;
+        tl.s = found;
+    }
+    return found;
+}
+
+static int no_slot(const char *fn)
+{
+    return conc__fail(CONC_ENOMEM, "%s: no memory for this thread's "
+                      "connections", fn);
+}
+
+static uint64_t call_until(const aq *q, double t)
+{
+    if (t > 0 && t <= 1e9) {
+        return until_of(t);
+    }
+    return until_of(q->net_timeout);
+}
+
+/* ---- redelivery flag (conc_queue_redelivered) ------------------------------- */
+
+static _Thread_local struct {
+    const void *q;
+    bool yes;
+} tl_redeliv;
+
+bool conc__amqp_redelivered(const void *q);
+bool conc__amqp_redelivered(const void *q)
+{
+    return tl_redeliv.q == q && tl_redeliv.yes;
+}
+
+/* ---- put ---------------------------------------------------------------------- */
+
+enum { M_WAIT, M_ACK, M_NACK };
+
+/* Reads whatever the broker sent pub without waiting: basic.return
+ * leftovers or a channel closed because the exchange is gone. */
+static int pub_drain(aq *q, aconn *c, const char *fn)
+{
+    for (;;) {
+        amqp_frame_t f;
+        struct timeval z = { 0, 0 };
+        int rc = amqp_simple_wait_frame_noblock(c->st, &f, &z);
+        if (rc == AMQP_STATUS_TIMEOUT) {
+            return 0;
+        }
+        if (rc != AMQP_STATUS_OK) {
+            conn_drop(c);
+            return conc__fail(CONC_ENET, "%s: connection to %s lost: %s", fn,
+                              q->where, amqp_error_string2(rc));
+        }
+        if (f.frame_type == AMQP_FRAME_METHOD &&
+            f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = f.payload.method.decoded;
+            unsigned code = m->reply_code;
+            conn_drop(c);
+            if (code == 404) {
+                return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is "
+                                  "closed", fn, q->name);
+            }
+            return conc__fail(CONC_ENET, "%s: %s closed the channel (%u)",
+                              fn, q->where, code);
+        }
+        if (f.frame_type == AMQP_FRAME_METHOD &&
+            f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            conn_drop(c);
+            return conc__fail(CONC_ENET, "%s: %s closed the connection", fn,
+                              q->where);
+        }
+        amqp_maybe_release_buffers(c->st);
+    }
+}
+
+/* Publishes msgs[i] for every i with st[i] != M_ACK, then waits for their
+ * confirms (when confirms are on) until `until`.  st[] is updated; *ret is
+ * set when the broker returned a message (unroutable). */
+static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
+                         size_t n, uint64_t until, bool *ret,
+                         const char *fn)
+{
+    amqp_basic_properties_t props = { 0 };
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.delivery_mode = q->amo ? 1 : 2;
+    amqp_bytes_t ex = amqp_cstring_bytes(q->exch);
+    amqp_bytes_t rk = amqp_cstring_bytes(q->name);
+    uint64_t seq_of[CHUNK];
+    size_t waiting = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (st[i] == M_ACK) {
+            continue;
+        }
+        amqp_bytes_t body = { msgs[i].len, msgs[i].data };
+        int rc = amqp_basic_publish(c->st, 1, ex, rk, 1, 0, &props, body);
+        if (rc != AMQP_STATUS_OK) {
+            conn_drop(c);
+            return conc__fail(CONC_ENET, "%s: publishing to %s failed: %s",
+                              fn, q->where, amqp_error_string2(rc));
+        }
+        seq_of[i] = ++c->seq;
+        st[i] = M_WAIT;
+        waiting++;
+    }
+    if (!q->confirms) {
+        for (size_t i = 0; i < n; i++) {
+            st[i] = M_ACK;
+        }
+        return 0;
+    }
+    while (waiting > 0) {
+        uint64_t l = left_ns(until);
+        if (l == 0) {
+            conn_drop(c); /* confirms still owed: out of step */
+            return conc__fail(CONC_ETIMEDOUT, "%s: %s did not confirm %zu "
+                              "publish(es) in time", fn, q->where, waiting);
+        }
+        amqp_frame_t f;
+        struct timeval tv = tv_of(l);
+        amqp_maybe_release_buffers(c->st);
+        int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT) {
+            continue;
+        }
+        if (rc != AMQP_STATUS_OK) {
+            conn_drop(c);
+            return conc__fail(CONC_ENET, "%s: connection to %s lost while "
+                              "waiting for confirms: %s", fn, q->where,
+                              amqp_error_string2(rc));
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD) {
+            continue; /* a returned message's header or body */
+        }
+        amqp_method_number_t id = f.payload.method.id;
+        uint64_t tag = 0;
+        bool multiple = false;
+        uint8_t to = M_ACK;
+        if (id == AMQP_BASIC_ACK_METHOD) {
+            amqp_basic_ack_t *m = f.payload.method.decoded;
+            tag = m->delivery_tag;
+            multiple = m->multiple;
+        } else if (id == AMQP_BASIC_NACK_METHOD) {
+            amqp_basic_nack_t *m = f.payload.method.decoded;
+            tag = m->delivery_tag;
+            multiple = m->multiple;
+            to = M_NACK;
+        } else if (id == AMQP_BASIC_RETURN_METHOD) {
+            *ret = true;
+            continue;
+        } else if (id == AMQP_CHANNEL_CLOSE_METHOD) {
+            unsigned code =
+                ((amqp_channel_close_t *)f.payload.method.decoded)->reply_code;
+            conn_drop(c);
+            if (code == 404) {
+                return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is "
+                                  "closed", fn, q->name);
+            }
+            return conc__fail(CONC_ENET, "%s: %s closed the channel (%u)",
+                              fn, q->where, code);
+        } else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
+            conn_drop(c);
+            return conc__fail(CONC_ENET, "%s: %s closed the connection", fn,
+                              q->where);
+        } else {
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (st[i] == M_WAIT &&
+                (seq_of[i] == tag || (multiple && seq_of[i] <= tag))) {
+                st[i] = to;
+                waiting--;
+            }
+        }
+    }
+    return 0;
+}
+
+static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
+                       size_t *done, double timeout, const char *fn)
+{
+    aq *q = (aq *)nq;
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].len > MAX_MSG) {
+            return conc__fail(CONC_ETOOBIG, "%s: msgs[%zu] is %zu bytes, "
+                              "over the %zu this backend sends", fn, i,
+                              msgs[i].len, MAX_MSG);
+        }
+    }
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        return no_slot(fn);
+    }
+    uint64_t until = timeout == 0 || timeout == CONC_FOREVER
+                         ? until_of(q->net_timeout)
+                         : until_of(timeout);
+    uint64_t wait_until = timeout == CONC_FOREVER ? FOREVER : until;
+    size_t off = 0;
+    while (off < n) {
+        size_t k = n - off < CHUNK ? n - off : CHUNK;
+        uint8_t st[CHUNK];
+        memset(st, M_NACK, k);
+        uint64_t nap_ns = 1000000;
+        for (;;) {
+            int err = pub_ready(q, &s->pub, until, fn);
+            if (err == 0) {
+                err = pub_drain(q, &s->pub, fn);
+            }
+            bool ret = false;
+            if (err == 0) {
+                /* The confirm wait of a round: what is left of the call,
+                 * but never less than GRACE_S (the broker answers a full
+                 * queue with a nack, which must be told from silence) and
+                 * never more than net_timeout. */
+                uint64_t ru = until_of(q->net_timeout);
+                if (timeout > 0 && timeout != CONC_FOREVER) {
+                    uint64_t g = until_of(GRACE_S);
+                    ru = until > g ? until : g;
+                    uint64_t nt = until_of(q->net_timeout);
+                    ru = ru < nt ? ru : nt;
+                }
+                err = publish_round(q, &s->pub, msgs + off, st, k, ru, &ret,
+                                    fn);
+            }
+            size_t pre = 0;
+            while (pre < k && st[pre] == M_ACK) {
+                pre++;
+            }
+            if (err != 0) {
+                *done = off + pre;
+                return err;
+            }
+            if (ret) {
+                *done = off + pre;
+                return conc__fail(CONC_EINVAL, "%s: the broker returned a "
+                                  "message as unroutable: the queue '%s' "
+                                  "was deleted from %s", fn, q->name,
+                                  q->where);
+            }
+            if (pre == k) {
+                break;
+            }
+            /* Refused for room (reject-publish): publish again later. */
+            if (timeout == 0 || left_ns(wait_until) == 0) {
+                *done = off + pre;
+                return conc__fail(CONC_EFULL, "%s: the queue '%s' is full "
+                                  "(maxsize %zu)", fn, q->name,
+                                  q->base.maxsize);
+            }
+            nap(nap_ns, wait_until);
+            nap_ns = nap_ns * 2 > 50000000 ? 50000000 : nap_ns * 2;
+            if (timeout != CONC_FOREVER) {
+                until = wait_until;
+            } else {
+                until = until_of(q->net_timeout);
+            }
+        }
+        off += k;
+    }
+    *done = n;
+    return 0;
+}
+
+/* ---- get ---------------------------------------------------------------------- */
+
+/* Acknowledges every delivery of the slot (one basic.ack multiple). */
+static void ack_all(slot *s)
+{
+    if (s->con.st != NULL && s->lo <= s->hi) {
+        if (amqp_basic_ack(s->con.st, 1, s->hi, 1) != AMQP_STATUS_OK) {
+            /* The connection is gone: the broker requeues them. */
+            conn_drop(&s->con);
+        }
+    }
+    s->lo = s->hi + 1;
+    s->gap = 0;
+}
+
+typedef struct got {
+    conc_msg *msg;  /* into *msg, else into buf */
+    void *buf;
+    size_t cap;
+    size_t *len;
+} got;
+
+/* Hands a delivery's body to the caller.  CONC_ETOOBIG when buf is too
+ * small (the caller keeps the delivery in the stash). */
+static int hand_over(const void *body, size_t n, got *g)
+{
+    if (g->msg != NULL) {
+        void *p = NULL;
+        if (n > 0) {
+            p = conc__malloc(n);
+            if (p == NULL) {
+                return conc__fail(CONC_ENOMEM, "conc_queue_get: no memory "
+                                  "for a message of %zu bytes", n);
+            }
+            memcpy(p, body, n);
+        }
+        g->msg->data = p;
+        g->msg->len = n;
+        return 0;
+    }
+    *g->len = n;
+    if (n > g->cap) {
+        return conc__fail(CONC_ETOOBIG, "conc_queue_get_into: the message "
+                          "is %zu bytes, the buffer %zu", n, g->cap);
+    }
+    if (n > 0) {
+        memcpy(g->buf, body, n);
+    }
+    return 0;
+}
+
+static bool is_marker(const amqp_envelope_t *e)
+{
+    const amqp_basic_properties_t *p = &e->message.properties;
+    return (p->_flags & AMQP_BASIC_TYPE_FLAG) &&
+           p->type.len == sizeof CLOSE_TYPE - 1 &&
+           memcmp(p->type.bytes, CLOSE_TYPE, p->type.len) == 0;
+}
+
+/* Waits for one delivery on con until `until` (0 left: what is already
+ * buffered only).  0 with *e filled; CONC_EEMPTY; CONC_ENET;
+ * CONC_ECLOSED (the close marker, rejected back to the queue). */
+/* basic.get, for a get with timeout 0 that found nothing sent ahead (the
+ * prefetch window of a consumer just started is still on its way): one
+ * round trip asks the queue itself.  0 with *e filled, or CONC_EEMPTY. */
+static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
+{
+    set_rpc_deadline(c, until_of(q->net_timeout));
+    amqp_rpc_reply_t r = amqp_basic_get(c->st, 1,
+                                        amqp_cstring_bytes(q->name), 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        int err = reply_err(q, r, fn, "basic.get");
+        conn_drop(c);
+        return err;
+    }
+    if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+        return conc__fail(CONC_EEMPTY, "%s: the queue '%s' is empty", fn,
+                          q->name);
+    }
+    amqp_basic_get_ok_t *ok = r.reply.decoded;
+    memset(e, 0, sizeof *e);
+    e->channel = 1;
+    e->delivery_tag = ok->delivery_tag;
+    e->redelivered = ok->redelivered;
+    r = amqp_read_message(c->st, 1, &e->message, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        int err = reply_err(q, r, fn, "reading a basic.get message");
+        conn_drop(c);
+        return err != 0 ? err
+                        : conc__fail(CONC_ENET, "%s: basic.get from %s "
+                                     "failed", fn, q->where);
+    }
+    return 0;
+}
+
+static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
+                    bool may_probe, const char *fn)
+{
+    aconn *c = &s->con;
+    bool probed = false;
+    for (;;) {
+        uint64_t l = left_ns(until);
+        struct timeval tv = tv_of(l);
+        amqp_maybe_release_buffers(c->st);
+        amqp_rpc_reply_t r = amqp_consume_message(c->st, e, &tv, 0);
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT && may_probe &&
+            !probed && s->gap == 0 && left_ns(until) == 0) {
+            probed = true;
+            int err = probe(q, c, e, fn);
+            if (err == CONC_EEMPTY) {
+                continue; /* a delivery may have come meanwhile */
+            }
+            if (err != 0) {
+                return err;
+            }
+            if (amqp_frames_enqueued(c->st)) {
+                /* A delivery came before the get-ok: it has a lower tag,
+                 * and the next multiple ack would cover it unseen.  Give
+                 * the probed message back and take the delivery first. */
+                (void)amqp_basic_reject(c->st, 1, e->delivery_tag, 1);
+                s->gap = e->delivery_tag; /* task_done steps over it */
+                amqp_destroy_envelope(e);
+                continue;
+            }
+            r.reply_type = AMQP_RESPONSE_NORMAL;
+        }
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            if (e->channel != 1 || e->message.body.len > MAX_MSG) {
+                amqp_destroy_envelope(e);
+                conn_drop(c);
+                return conc__fail(CONC_ECORRUPT, "%s: %s sent a delivery "
+                                  "libconc did not ask for", fn, q->where);
+            }
+            if (is_marker(e)) {
+                (void)amqp_basic_reject(c->st, 1, e->delivery_tag, 1);
+                /* Acknowledge what came before it, then leave: a
+                 * consumer that stayed would hold the marker back from
+                 * the others in its prefetch window.  The next get
+                 * consumes anew (and meets the marker again). */
+                ack_all(s);
+                conn_close(q, c);
+                amqp_destroy_envelope(e);
+                return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is "
+                                  "closed and drained", fn, q->name);
+            }
+            return 0;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_TIMEOUT) {
+            if (left_ns(until) == 0) {
+                return conc__fail(CONC_EEMPTY, "%s: the queue '%s' stayed "
+                                  "empty", fn, q->name);
+            }
+            continue;
+        }
+        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+            amqp_frame_t f;
+            struct timeval z = { 0, 0 };
+            int rc = amqp_simple_wait_frame_noblock(c->st, &f, &z);
+            if (rc == AMQP_STATUS_OK && f.frame_type == AMQP_FRAME_METHOD &&
+                f.payload.method.id != AMQP_CHANNEL_CLOSE_METHOD &&
+                f.payload.method.id != AMQP_CONNECTION_CLOSE_METHOD &&
+                f.payload.method.id != AMQP_BASIC_CANCEL_METHOD) {
+                continue; /* nothing a consumer needs (basic.qos-ok...) */
+            }
+            conn_drop(c);
+            return conc__fail(CONC_ENET, "%s: %s stopped the consumer "
+                              "(queue deleted, or the connection closed)",
+                              fn, q->where);
+        }
+        int err = reply_err(q, r, fn, "waiting for a delivery");
+        conn_drop(c);
+        return err != 0 ? err
+                        : conc__fail(CONC_ENET, "%s: delivery from %s "
+                                     "failed", fn, q->where);
+    }
+}
+
+static void note_delivery(slot *s, const amqp_envelope_t *e)
+{
+    if (s->lo > s->hi) {
+        s->lo = e->delivery_tag;
+    }
+    s->hi = e->delivery_tag;
+    if (e->redelivered) {
+        tl_redeliv.yes = true;
+    }
+}
+
+/* The common body of get and get_many: up to n deliveries. */
+static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
+                 const char *fn)
+{
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        return no_slot(fn);
+    }
+    tl_redeliv.q = q;
+    tl_redeliv.yes = false;
+    if (s->stash_full) {
+        int err = hand_over(s->stash, s->stash_len, g);
+        if (err != 0) {
+            return err;
+        }
+        tl_redeliv.yes = s->stash_redelivered;
+        free(s->stash);
+        s->stash = NULL;
+        s->stash_full = false;
+        *gotn = 1;
+        return 0;
+    }
+    ack_all(s);
+    uint64_t until = timeout == CONC_FOREVER ? FOREVER : until_of(timeout);
+    int err = 0;
+    for (;;) {
+        err = con_ready(q, s, call_until(q, timeout), fn);
+        if (err == 0) {
+            break;
+        }
+        if ((err != CONC_ENET && err != CONC_ETIMEDOUT) ||
+            left_ns(until) == 0) {
+            return err;
+        }
+        nap(50000000, until);
+    }
+    size_t k = 0;
+    while (k < n) {
+        amqp_envelope_t e;
+        err = take_one(q, s, &e, k == 0 ? until : 0, k == 0 && timeout == 0,
+                       fn);
+        if (err != 0) {
+            break;
+        }
+        note_delivery(s, &e);
+        got gi = *g;
+        if (g->msg != NULL) {
+            gi.msg = &g->msg[k];
+        }
+        err = hand_over(e.message.body.bytes, e.message.body.len, &gi);
+        if (err == CONC_ETOOBIG) {
+            s->stash = conc__malloc(e.message.body.len + 1);
+            if (s->stash != NULL) {
+                memcpy(s->stash, e.message.body.bytes, e.message.body.len);
+                s->stash_len = e.message.body.len;
+                s->stash_full = true;
+                s->stash_redelivered = e.redelivered;
+            } else {
+                /* No room to keep it: give it back to the broker. */
+                (void)amqp_basic_reject(s->con.st, 1, e.delivery_tag, 1);
+                s->hi = e.delivery_tag - 1;
+            }
+        } else if (err != 0) {
+            (void)amqp_basic_reject(s->con.st, 1, e.delivery_tag, 1);
+            s->hi = e.delivery_tag - 1;
+        }
+        amqp_destroy_envelope(&e);
+        if (err != 0) {
+            break;
+        }
+        k++;
+    }
+    *gotn = k;
+    if (q->amo) {
+        /* At most once: acknowledged the moment the caller has it. */
+        ack_all(s);
+    }
+    if (k > 0 && (err == CONC_EEMPTY || err == CONC_ECLOSED)) {
+        return 0;
+    }
+    return err;
+}
+
+static int aq_get(conc__netq *nq, conc_msg *msg, void *buf, size_t cap,
+                  size_t *len, double timeout)
+{
+    got g = { msg, buf, cap, len };
+    size_t n = 0;
+    return get_n((aq *)nq, &g, 1, &n, timeout,
+                 msg != NULL ? "conc_queue_get" : "conc_queue_get_into");
+}
+
+static int aq_get_many(conc__netq *nq, conc_msg *msgs, size_t n,
+                       size_t *gotn, double timeout)
+{
+    got g = { msgs, NULL, 0, NULL };
+    int err = get_n((aq *)nq, &g, n, gotn, timeout, "conc_queue_get_many");
+    if (err != 0) {
+        for (size_t i = 0; i < *gotn; i++) {
+            conc_msg_free(&msgs[i]);
+        }
+        *gotn = 0;
+    }
+    return err;
+}
+
+/* ---- the rest ---------------------------------------------------------------- */
+
+static int ctl_ready(aq *q, slot *s, uint64_t until, const char *fn)
+{
+    return s->ctl.st != NULL ? 0 : conn_open(q, &s->ctl, until, fn);
+}
+
+static int aq_qsize(conc__netq *nq, size_t *n, const char *fn)
+{
+    aq *q = (aq *)nq;
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        return no_slot(fn);
+    }
+    uint64_t until = until_of(q->net_timeout);
+    int err = ctl_ready(q, s, until, fn);
+    bool closed = false;
+    if (err == 0) {
+        err = flag_check(q, &s->ctl, &closed, until, fn);
+    }
+    if (err != 0) {
+        return err;
+    }
+    set_rpc_deadline(&s->ctl, until);
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(
+        s->ctl.st, 1, amqp_cstring_bytes(q->name), 1, 0, 0, 0,
+        amqp_empty_table);
+    err = rpc_check(q, &s->ctl, fn, "queue.declare (passive)");
+    if (err != 0) {
+        return err;
+    }
+    size_t c = ok->message_count;
+    /* The close marker is not a message. */
+    if (closed && c > 0) {
+        c--;
+    }
+    *n = c;
+    return 0;
+}
+
+static int aq_task_done(conc__netq *nq)
+{
+    static const char fn[] = "conc_queue_task_done";
+    aq *q = (aq *)nq;
+    if (q->amo) {
+        return 0;
+    }
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        return no_slot(fn);
+    }
+    if (s->lo == s->gap) {
+        s->lo++;
+        s->gap = 0;
+    }
+    if (s->lo > s->hi || s->con.st == NULL) {
+        return conc__fail(CONC_EINVAL, "%s: this thread holds no delivery "
+                          "of '%s' to acknowledge", fn, q->name);
+    }
+    int rc = amqp_basic_ack(s->con.st, 1, s->lo, 0);
+    s->lo++;
+    if (rc != AMQP_STATUS_OK) {
+        conn_drop(&s->con);
+        return conc__fail(CONC_ENET, "%s: acknowledging on %s failed: %s",
+                          fn, q->where, amqp_error_string2(rc));
+    }
+    return 0;
+}
+
+static int aq_join(conc__netq *nq, double timeout)
+{
+    (void)nq;
+    (void)timeout;
+    return conc__fail(CONC_EINVAL, "conc_queue_join: not available on "
+                      "RabbitMQ (AMQP keeps no count of tasks done)");
+}
+
+static int aq_close(conc__netq *nq)
+{
+    static const char fn[] = "conc_queue_close";
+    aq *q = (aq *)nq;
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        return no_slot(fn);
+    }
+    uint64_t until = until_of(q->net_timeout);
+    int err = ctl_ready(q, s, until, fn);
+    bool closed = false;
+    if (err == 0) {
+        err = flag_check(q, &s->ctl, &closed, until, fn);
+    }
+    if (err != 0 || closed) {
+        return err;
+    }
+    aconn *c = &s->ctl;
+    set_rpc_deadline(c, until);
+    amqp_queue_declare(c->st, 1, amqp_cstring_bytes(q->flag), 0, 1, 0, 0,
+                       amqp_empty_table);
+    err = rpc_check(q, c, fn, "queue.declare of the close flag");
+    if (err == 0) {
+        amqp_exchange_delete(c->st, 1, amqp_cstring_bytes(q->exch), 0);
+        err = rpc_check(q, c, fn, "exchange.delete");
+    }
+    if (err == 0) {
+        amqp_confirm_select(c->st, 1);
+        err = rpc_check(q, c, fn, "confirm.select");
+    }
+    if (err == 0) {
+        amqp_basic_properties_t p = { 0 };
+        p._flags = AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+        p.type = amqp_cstring_bytes(CLOSE_TYPE);
+        p.delivery_mode = 2;
+        int rc = amqp_basic_publish(c->st, 1, amqp_empty_bytes,
+                                    amqp_cstring_bytes(q->name), 1, 0, &p,
+                                    amqp_empty_bytes);
+        err = rc == AMQP_STATUS_OK
+                  ? 0
+                  : conc__fail(CONC_ENET, "%s: publishing the close marker "
+                               "to %s failed", fn, q->where);
+        while (err == 0) {
+            amqp_frame_t f;
+            struct timeval tv = tv_of(left_ns(until));
+            rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+            if (rc == AMQP_STATUS_TIMEOUT && left_ns(until) > 0) {
+                continue;
+            }
+            if (rc != AMQP_STATUS_OK) {
+                err = conc__fail(rc == AMQP_STATUS_TIMEOUT ? CONC_ETIMEDOUT
+                                                           : CONC_ENET,
+                                 "%s: %s did not confirm the close marker",
+                                 fn, q->where);
+            } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                       f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+                break;
+            } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                       f.payload.method.id != AMQP_BASIC_RETURN_METHOD) {
+                err = conc__fail(CONC_ENET, "%s: %s refused the close "
+                                 "marker", fn, q->where);
+            }
+        }
+    }
+    /* The channel is in confirm mode now: start afresh next time. */
+    conn_close(q, c);
+    return err;
+}
+
+static int aq_closed(conc__netq *nq, bool *closed)
+{
+    static const char fn[] = "conc_queue_closed";
+    aq *q = (aq *)nq;
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        return no_slot(fn);
+    }
+    uint64_t until = until_of(q->net_timeout);
+    int err = ctl_ready(q, s, until, fn);
+    if (err == 0) {
+        err = flag_check(q, &s->ctl, closed, until, fn);
+    }
+    return err;
+}
+
+static void handle_free(aq *q)
+{
+    pthread_mutex_destroy(&q->mu);
+    conc__url_free(&q->url);
+    free(q->name);
+    free(q->exch);
+    free(q->flag);
+    free(q);
+}
+
+static void aq_free(conc__netq *nq)
+{
+    aq *q = (aq *)nq;
+    pthread_mutex_lock(&reg_mu);
+    if (q->reg_prev != NULL) {
+        q->reg_prev->reg_next = q->reg_next;
+    } else if (reg_head == q) {
+        reg_head = q->reg_next;
+    }
+    if (q->reg_next != NULL) {
+        q->reg_next->reg_prev = q->reg_prev;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    uint64_t gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+    slot *s = q->slots;
+    while (s != NULL) {
+        slot *next = s->next;
+        if (s->gen == gen) {
+            if (s->stash_full) {
+                /* Kept for a get that never came: back to the queue. */
+                if (s->con.st != NULL && s->lo <= s->hi) {
+                    (void)amqp_basic_reject(s->con.st, 1, s->hi, 1);
+                    s->hi--;
+                }
+            }
+            ack_all(s);
+            conn_close(q, &s->pub);
+            conn_close(q, &s->con);
+            conn_close(q, &s->ctl);
+        }
+        slot_drop(s);
+        free(s);
+        s = next;
+    }
+    if (tl.serial == q->serial) {
+        tl.s = NULL;
+        tl.serial = 0;
+    }
+    handle_free(q);
+}
+
+static const conc__netq_ops ops = {
+    .put_many = aq_put_many,
+    .get = aq_get,
+    .get_many = aq_get_many,
+    .qsize = aq_qsize,
+    .task_done = aq_task_done,
+    .join = aq_join,
+    .close = aq_close,
+    .closed = aq_closed,
+    .free = aq_free,
+};
+
+bool conc__amqp_is(const conc__netq *nq);
+bool conc__amqp_is(const conc__netq *nq)
+{
+    return nq != NULL && nq->ops == &ops;
+}
+
+/* ---- making a handle ------------------------------------------------------- */
+
+static char *cat2(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 1;
+    char *p = conc__malloc(n);
+    if (p != NULL) {
+        snprintf(p, n, "%s%s", a, b);
+    }
+    return p;
+}
+
+static int parse_url(aq *q, const char *name, const char *fn)
+{
+    conc__url *u = &q->url;
+    if (u->host == NULL) {
+        return conc__fail(CONC_EINVAL, "%s: amqp:// needs a host", fn);
+    }
+    unsigned port = u->port != 0 ? u->port : 5672;
+    snprintf(q->where, sizeof q->where, "%s:%u", u->host, port);
+    q->user = u->user != NULL ? u->user : "guest";
+    q->pass = u->password != NULL ? u->password : "guest";
+    q->vhost = u->nseg >= 1 ? u->seg[0] : "/";
+    if (u->nseg > 2) {
+        return conc__fail(CONC_EINVAL, "%s: an amqp:// URL has at most two "
+                          "path segments (/vhost/name)", fn);
+    }
+    const char *un = u->nseg == 2 ? u->seg[1] : NULL;
+    if (name != NULL && un != NULL && strcmp(name, un) != 0) {
+        return conc__fail(CONC_EINVAL, "%s: .name '%s' and the URL's name "
+                          "'%s' differ", fn, name, un);
+    }
+    name = name != NULL ? name : un;
+    if (name == NULL) {
+        return conc__fail(CONC_EINVAL, "%s: no queue name (.name, or the "
+                          "URL's /vhost/name)", fn);
+    }
+    int err = conc__net_name_check(name, fn);
+    if (err != 0) {
+        return err;
+    }
+    if (strncmp(name, "amq.", 4) == 0) {
+        return conc__fail(CONC_EINVAL, "%s: queue names starting 'amq.' "
+                          "are RabbitMQ's own", fn);
+    }
+    q->prefetch = DEFAULT_PREFETCH;
+    for (size_t i = 0; i < u->nquery; i++) {
+        const char *k = u->query[i].key, *v = u->query[i].val;
+        if (strcmp(k, "prefetch") == 0) {
+            char *end = NULL;
+            unsigned long p = v != NULL ? strtoul(v, &end, 10) : 0;
+            if (v == NULL || *v == '\0' || *end != '\0' || p == 0 ||
+                p > MAX_PREFETCH) {
+                return conc__fail(CONC_EINVAL, "%s: prefetch must be 1..%u",
+                                  fn, MAX_PREFETCH);
+            }
+            q->prefetch = (unsigned)p;
+        } else {
+            return conc__fail(CONC_EINVAL, "%s: the URL's query key '%s' "
+                              "means nothing to amqp:// (known: prefetch)",
+                              fn, k);
+        }
+    }
+    q->name = conc__malloc(strlen(name) + 1);
+    if (q->name != NULL) {
+        memcpy(q->name, name, strlen(name) + 1);
+    }
+    q->exch = cat2("conc.q.", name);
+    q->flag = cat2("conc.closed.", name);
+    if (q->name == NULL || q->exch == NULL || q->flag == NULL) {
+        return conc__fail(CONC_ENOMEM, "%s: no memory for names", fn);
+    }
+    int n = conc__os_resolve(u->host, port, q->addr,
+                             (int)(sizeof q->addr / sizeof q->addr[0]));
+    if (n < 0) {
+        return conc__fail(CONC_ENET, "%s: cannot resolve the host of %s: %s",
+                          fn, q->where, conc__os_gai_text(n));
+    }
+    q->naddr = n;
+    return 0;
+}
+
+/* conc_queue_open: the queue must exist; its maxsize is learnt from the
+ * broker's refusal of a declaration without x-max-length (amqp_parse.c). */
+static int open_existing(aq *q, aconn *c, uint64_t until, const char *fn)
+{
+    int err = conn_login(q, c, until, fn);
+    if (err != 0) {
+        return err;
+    }
+    set_rpc_deadline(c, until);
+    amqp_queue_declare(c->st, 1, amqp_cstring_bytes(q->name), 1, 0, 0, 0,
+                       amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(c->st);
+    if (chan_closed_with(r, 404)) {
+        conn_drop(c);
+        return conc__fail(CONC_EINVAL, "%s: no queue '%s' on %s", fn,
+                          q->name, q->where);
+    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        err = reply_err(q, r, fn, "queue.declare (passive)");
+        conn_drop(c);
+        return err;
+    }
+    amqp_table_entry_t e[2];
+    q->base.maxsize = 0;
+    if (set_rpc_deadline(c, until) != 0) {
+        conn_drop(c);
+        return conc__fail(CONC_ETIMEDOUT, "%s: no time left on %s", fn,
+                          q->where);
+    }
+    amqp_queue_declare(c->st, 1, amqp_cstring_bytes(q->name), 0, 1, 0, 0,
+                       queue_args(q, e, false));
+    r = amqp_get_rpc_reply(c->st);
+    if (chan_closed_with(r, 406)) {
+        amqp_channel_close_t *m = r.reply.decoded;
+        uint64_t max = 0;
+        int p = conc__amqp_parse_maxlen(m->reply_text.bytes,
+                                        m->reply_text.len, &max);
+        if (p != 1) {
+            int tlen = m->reply_text.len > 200 ? 200 : (int)m->reply_text.len;
+            conn_drop(c);
+            return conc__fail(p == 0 ? CONC_EINVAL : CONC_ECORRUPT,
+                              "%s: the queue '%s' on %s was not declared "
+                              "by libconc (its arguments differ: %.*s)", fn,
+                              q->name, q->where, tlen,
+                              (const char *)m->reply_text.bytes);
+        }
+        q->base.maxsize = (size_t)max;
+        err = chan_reset(q, c, until, fn);
+    } else if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        err = reply_err(q, r, fn, "queue.declare");
+        conn_drop(c);
+    }
+    if (err == 0) {
+        err = declare(q, c, until, fn);
+    }
+    return err;
+}
+
+int conc__amqp_queue_make(conc__netq **out, conc__url *u, const char *name,
+                          const conc_queue_opts *opts, bool create)
+{
+    const char *fn = create ? "conc_queue_new" : "conc_queue_open";
+    pthread_once(&atfork_once, atfork_init);
+    aq *q = conc__calloc(1, sizeof *q);
+    if (q == NULL) {
+        conc__url_free(u);
+        return conc__fail(CONC_ENOMEM, "%s: no memory for the handle", fn);
+    }
+    q->url = *u;
+    memset(u, 0, sizeof *u);
+    if (pthread_mutex_init(&q->mu, NULL) != 0) {
+        conc__url_free(&q->url);
+        free(q);
+        return conc__fail(CONC_ESYS, "%s: pthread_mutex_init failed", fn);
+    }
+    q->base.ops = &ops;
+    q->net_timeout = opts != NULL
+                         ? conc__timeout_opt(opts->net_timeout,
+                                             DEFAULT_NET_TIMEOUT)
+                         : DEFAULT_NET_TIMEOUT;
+    q->serial = conc__os_random64() | 1u;
+    int err = parse_url(q, name, fn);
+    if (err == 0 && opts != NULL && opts->lease != 0) {
+        err = conc__fail(CONC_EINVAL, "%s: lease has no meaning on "
+                         "RabbitMQ (the broker gives a dead consumer's "
+                         "messages back when its connection drops); leave "
+                         "it 0", fn);
+    }
+    if (err == 0 && opts != NULL && opts->maxsize > ((size_t)1 << 62)) {
+        err = conc__fail(CONC_EINVAL, "%s: maxsize %zu is too large", fn,
+                         opts->maxsize);
+    }
+    if (err != 0) {
+        handle_free(q);
+        return err;
+    }
+    q->amo = opts != NULL && opts->at_most_once;
+    q->base.maxsize = opts != NULL ? opts->maxsize : 0;
+    q->confirms = !q->amo || q->base.maxsize != 0;
+    slot *s = slot_get(q);
+    if (s == NULL) {
+        handle_free(q);
+        return no_slot(fn);
+    }
+    uint64_t until = until_of(q->net_timeout);
+    if (create) {
+        err = conn_open(q, &s->ctl, until, fn);
+    } else {
+        err = open_existing(q, &s->ctl, until, fn);
+        q->confirms = !q->amo || q->base.maxsize != 0;
+    }
+    if (err != 0) {
+        slot_drop(s);
+        free(s);
+        q->slots = NULL;
+        tl.s = NULL;
+        tl.serial = 0;
+        handle_free(q);
+        return err;
+    }
+    pthread_mutex_lock(&reg_mu);
+    q->reg_next = reg_head;
+    if (reg_head != NULL) {
+        reg_head->reg_prev = q;
+    }
+    reg_head = q;
+    pthread_mutex_unlock(&reg_mu);
+    *out = &q->base;
+    return 0;
+}
