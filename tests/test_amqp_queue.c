@@ -586,7 +586,7 @@ TEST(amqp_errors)
     CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
     CHECK(has("vhost 'novhost'"));
     /* Options and URLs. */
-    conc_queue_opts o = { .url = a.url, .name = "x", .lease = 5 };
+    conc_queue_opts o = { .url = a.url, .name = "x", .lease = CONC_TIMEOUT(5) };
     CHECK_ERR(conc_queue_new(&q, &o), CONC_EINVAL);
     CHECK(has("lease"));
     o = (conc_queue_opts){ .url = a.url };

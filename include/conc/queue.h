@@ -130,7 +130,7 @@
  * durable direct exchange conc.q.NAME bound to it, and, once closed, an
  * empty queue conc.closed.NAME.  new declares them (CONC_EINVAL when NAME
  * exists with another maxsize); open requires NAME to exist and learns its
- * maxsize from the broker.  .lease must be 0 (the broker, not a lease,
+ * maxsize from the broker.  .lease must be left out (the broker, not a lease,
  * gives a dead consumer's messages back).  Per function:
  *   put, put_many: persistent messages published with mandatory set, one
  * publisher-confirm wait per batch of up to 256; a message the broker

@@ -435,7 +435,7 @@ static int conn_login(aq *q, aconn *c, uint64_t until, const char *fn)
     int fd = -1;
     int last_errno = 0;
     for (int i = 0; i < q->naddr && fd < 0; i++) {
-        fd = conc__os_connect(&q->addr[i], until);
+        fd = conc__os_dial(&q->addr[i], until);
         if (fd < 0) {
             last_errno = errno;
         }
@@ -1565,11 +1565,11 @@ int conc__amqp_queue_make(conc__netq **out, conc__url *u, const char *name,
                          : DEFAULT_NET_TIMEOUT;
     q->serial = conc__os_random64() | 1u;
     int err = parse_url(q, name, fn);
-    if (err == 0 && opts != NULL && opts->lease != 0) {
+    if (err == 0 && opts != NULL && opts->lease.set) {
         err = conc__fail(CONC_EINVAL, "%s: lease has no meaning on "
                          "RabbitMQ (the broker gives a dead consumer's "
                          "messages back when its connection drops); leave "
-                         "it 0", fn);
+                         "it out", fn);
     }
     if (err == 0 && opts != NULL && opts->maxsize > ((size_t)1 << 62)) {
         err = conc__fail(CONC_EINVAL, "%s: maxsize %zu is too large", fn,
