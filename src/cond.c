@@ -271,6 +271,8 @@ static void cond_grant(struct cond_shared *sh, uint64_t n)
                                            memory_order_relaxed);
         if (w1 > 0) {
             uint32_t k = n < w1 ? (uint32_t)n : w1;
+            /* Grants are never more than asked for nor than wait. */
+            CONC__ASSERT(k >= 1 && k <= w1 && k <= n);
             atomic_store_explicit(&sh->g1_waiting, w1 - k,
                                   memory_order_relaxed);
             uint64_t p = atomic_fetch_add_explicit(&sh->g1, k,

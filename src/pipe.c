@@ -617,12 +617,16 @@ static int recv_stop(conc_conn *c, int err, stop_why why, uint64_t bad)
 static int read_header(conc_conn *c, const conc__deadline *dl)
 {
     while (!c->hdr_done) {
+        /* Header states: 0..3 bytes of the short form, or 4..11 of the
+         * long one; 12 always ends in hdr_done (or a stop). */
+        CONC__ASSERT(c->hdr_have < 12);
         size_t want = (c->hdr_have < 4 ? 4 : 12) - c->hdr_have;
         size_t got = 0;
         int err = read_some(c, c->hdr + c->hdr_have, want, dl, &got);
         if (err != 0) {
             return err;
         }
+        CONC__ASSERT(got <= want); /* read_some reads at most what asked */
         c->hdr_have += got;
         uint64_t v;
         if (c->hdr_have == 4) {
@@ -667,6 +671,7 @@ static int read_payload(conc_conn *c, unsigned char *dst, size_t *have,
             return err;
         }
         *have += got;
+        CONC__ASSERT(*have <= c->msg_len);
     }
     return 0;
 }
@@ -689,6 +694,8 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
             size_t left = c->msg_len - c->pend_cap;
             size_t grow = c->pend_cap + (left < c->pend_cap ? left
                                                             : c->pend_cap);
+            /* The buffer grows, and never past the message. */
+            CONC__ASSERT(grow > c->pend_cap && grow <= c->msg_len);
             unsigned char *p = conc__realloc(c->pend, grow);
             if (p == NULL) {
                 return CONC_ENOMEM;
@@ -703,6 +710,8 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
             return err;
         }
         c->pend_have += got;
+        CONC__ASSERT(c->pend_have <= c->pend_cap &&
+                     c->pend_cap <= c->msg_len);
     }
     return 0;
 }

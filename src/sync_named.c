@@ -4,7 +4,7 @@
  * process reaches it with conc_X_open(name).
  *
  * The handle of a lock, rlock, semaphore or event is the mapping itself
- * (see lock.c), and stays so: the fast paths are the same for named and
+ * (sync_region.c), and stays so: the fast paths are the same for named and
  * anonymous objects.  What a named mapping needs besides - the conc_shm
  * handle that knows the fd, the size and whether this process created the
  * name (and so unlinks it when it frees) - is process-local, so it is kept
