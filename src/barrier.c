@@ -298,6 +298,7 @@ static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
     if (err == 1) {
         bar_reap_dead(b);
     }
+    /* detail: the caller (a timeout only ends its wait) */
     return err == CONC_ETIMEDOUT ? CONC_ETIMEDOUT : 0;
 }
 

@@ -437,6 +437,7 @@ static void finish(conc_listener *l, pending *p, int err, const char *why)
     l->slot[p->id & 0xffffffffu] = NULL;
     if (conc__os_epoll_ctl(l->ep, EPOLL_CTL_DEL, p->hs.fd, NULL) != 0 &&
         err == 0) {
+        /* detail: the accept that takes this outcome (p->why) */
         err = CONC_ESYS;
         why = "epoll_ctl(EPOLL_CTL_DEL) of the connection failed";
         p->sys_errno = errno;
@@ -1123,6 +1124,7 @@ fail: {
 static int wait_turn(conc_listener *l, const conc__deadline *dl)
 {
     if (dl->once) {
+        /* detail: the caller's (a timed-out accept) */
         return CONC_ETIMEDOUT;
     }
     if (dl->forever) {
@@ -1131,6 +1133,7 @@ static int wait_turn(conc_listener *l, const conc__deadline *dl)
     }
     /* cond runs on CLOCK_MONOTONIC, the deadline's clock. */
     int r = pthread_cond_timedwait(&l->cond, &l->lock, &dl->at);
+    /* detail: the caller's (a timed-out accept) */
     return r == ETIMEDOUT ? CONC_ETIMEDOUT : 0;
 }
 

@@ -178,6 +178,7 @@ int conc__wait_fd(int fd, short events, const conc__deadline *dl)
         struct timespec *tp = NULL;
         if (!dl->forever) {
             if (conc__deadline_passed(dl)) {
+                /* detail: each caller's (recv_fail(), a send's) */
                 return CONC_ETIMEDOUT;
             }
             struct timespec now;
@@ -200,6 +201,7 @@ int conc__wait_fd(int fd, short events, const conc__deadline *dl)
             return 0;
         }
         if (r < 0 && errno != EINTR) {
+            /* detail: each caller's (recv_fail(), a send's) */
             return CONC_ESYS;
         }
         /* r == 0 (time up, or rounded short) or EINTR: loop, and the
@@ -222,6 +224,7 @@ static int lock_until(pthread_mutex_t *m, const conc__deadline *dl)
             return 0;
         }
         if (conc__deadline_passed(dl)) {
+            /* detail: each caller's (recv_fail(), the send's) */
             return CONC_ETIMEDOUT;
         }
         double left = conc__deadline_left(dl);
@@ -576,12 +579,14 @@ static int read_some(conc_conn *c, void *p, size_t n,
             return 0;
         }
         if (r == 0 || errno == ECONNRESET) {
+            /* detail: recv_fail() */
             return CONC_ECLOSED;
         }
         if (errno == EINTR) {
             continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            /* detail: recv_fail() */
             return CONC_ESYS;
         }
         int err = conc__wait_fd(c->fd, POLLIN, dl);
@@ -685,6 +690,7 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
         size_t first = c->msg_len < PEND_FIRST ? c->msg_len : PEND_FIRST;
         c->pend = conc__malloc(first);
         if (c->pend == NULL) {
+            /* detail: recv_fail() */
             return CONC_ENOMEM;
         }
         c->pend_cap = first;
@@ -698,6 +704,7 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
             CONC__ASSERT(grow > c->pend_cap && grow <= c->msg_len);
             unsigned char *p = conc__realloc(c->pend, grow);
             if (p == NULL) {
+                /* detail: recv_fail() */
                 return CONC_ENOMEM;
             }
             c->pend = p;

@@ -608,9 +608,10 @@ int conc_process_start(conc_process *p)
     }
     if (pid < 0) {
         int e = errno;
-        err = e == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
         free(rec);
         errno = e;
+        err = conc__fail_sys(e == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                             "conc_process_start: fork");
         goto fail_state;
     }
     rec->pid = pid;

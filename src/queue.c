@@ -465,14 +465,17 @@ static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
     conc__deadline slice;
     double left = conc__deadline_left(dl);
     if (conc__deadline_init(&slice, left < SLICE_S ? left : SLICE_S) != 0) {
+        /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
     if (left <= 0) {
+        /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
     /* Pairs with wake_all(): w has bit 0 set, any wake changes the word. */
     int r = conc__os_futex_wait(word, w, &slice, true);
     if (conc__deadline_passed(dl)) {
+        /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
     return r == CONC_ETIMEDOUT ? 1 : 0; /* 1: the slice ran out, unwoken */
@@ -797,6 +800,7 @@ FAST int room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s,
             g = atomic_load_explicit(&sh->nget, memory_order_acquire);
             atomic_store_explicit(&sh->nget_cache, g, memory_order_relaxed);
             if ((int64_t)(n - g) >= (int64_t)q->maxsize) {
+                /* detail: outcome() */
                 return CONC_EFULL;
             }
         }
@@ -814,6 +818,7 @@ FAST int room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s,
         }
         atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
         if (t + s - h > q->R) {
+            /* detail: outcome() */
             return CONC_EFULL;
         }
     }
@@ -919,6 +924,7 @@ FAST int put_begin(conc_queue *q, pstate *p, const char *fn)
     conc__qshm *sh = q->sh;
     /* Relaxed would do under pmu (close writes it under pmu too). */
     if (atomic_load_explicit(&sh->closed, memory_order_acquire)) {
+        /* detail: outcome() */
         return CONC_ECLOSED;
     }
     p->t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
@@ -1121,6 +1127,7 @@ static __attribute__((noinline)) int put_wait(conc_queue *q,
     bool armed = false;
     for (;;) {
         if (conc__deadline_passed(dl)) {
+            /* detail: outcome() */
             return CONC_EFULL;
         }
         uint64_t s = rec_size(msgs[*done].len);
@@ -1331,6 +1338,7 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
         if (atomic_load_explicit(&r->stamp, memory_order_seq_cst) !=
             stamp_of(q, gs->h)) {
             *at = gs->h;
+            /* detail: outcome() */
             return CONC_EEMPTY;
         }
         uint32_t n = atomic_load_explicit(&r->len, memory_order_relaxed);
@@ -1360,11 +1368,13 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
             if (n > 0) {
                 dst = conc__malloc(n);
                 if (dst == NULL) {
+                    /* detail: outcome() */
                     return CONC_ENOMEM;
                 }
             }
         } else if (n > cap) {
             *len = n;
+            /* detail: outcome() or conc_queue_get_into() */
             return CONC_ETOOBIG;
         }
         /* n <= capacity < R: one wrap at most, inside the ring. */
@@ -1543,6 +1553,7 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
     if (gs.moved && sleepers(&q->sh->space_seq)) {
         wake_all(&q->sh->space_seq);
     }
+    /* detail: outcome() */
     return err == CONC_EEMPTY && closed ? CONC_ECLOSED : err;
 }
 
@@ -1556,6 +1567,7 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
     bool armed = false;
     for (;;) {
         if (conc__deadline_passed(dl)) {
+            /* detail: outcome() */
             return CONC_EEMPTY;
         }
         if (armed) {

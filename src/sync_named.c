@@ -82,6 +82,7 @@ static int named_add(conc_shm *shm, void **region)
     struct named_map *n = conc__calloc(1, sizeof *n);
     if (n == NULL) {
         conc_shm_free(shm);
+        /* detail: its callers' ("out of memory") */
         return CONC_ENOMEM;
     }
     n->region = conc_shm_ptr(shm);

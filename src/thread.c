@@ -367,8 +367,9 @@ int conc_thread_start(conc_thread *t)
     int r = conc__thread_spawn(&th, false, thread_main, rec, &rec->stack);
     if (r != 0) {
         free(rec);
-        err = r == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
         errno = r;
+        err = conc__fail_sys(r == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                             "conc_thread_start: pthread_create");
         goto fail_state;
     }
     pthread_mutex_lock(&treg_lock);
