@@ -683,10 +683,11 @@ static size_t vm_size(void)
 
 /* In a child whose address space may grow by 64 MiB only: headers of
  * 16 GiB and 2^62 are refused at once with CONC_ETOOBIG (before any
- * allocation: the old code reserved 16 GiB, or stuck on CONC_ENOMEM for
- * 2^62), each by recv, recv_into and poll+recv; later receives say
- * CONC_ECLOSED; and a header under the limit but far over what the
- * child may map (1.5 GiB) costs nothing until its bytes come. */
+ * allocation: a buffer of the announced length would reserve 16 GiB, or
+ * stick on CONC_ENOMEM for 2^62), each by recv, recv_into and poll+recv;
+ * later receives say CONC_ECLOSED; and a header under the limit but far
+ * over what the child may map (1.5 GiB) costs nothing until its bytes
+ * come. */
 static int lying_headers_child(void *arg)
 {
     (void)arg;
