@@ -32,13 +32,15 @@
  * When they are checked.  CMakeLists.txt defines CONC_INVARIANTS in the
  * sanitizer flavours (CONC_SANITIZE set), in a Debug build, and with
  * -DCONC_INVARIANTS=ON; not in the plain flavour, the release build the
- * benchmarks measure and users get.  Not tied to NDEBUG: the project's
- * default build (RelWithDebInfo, -O2 -g) leaves NDEBUG undefined on
- * purpose, and a rule of !NDEBUG would put the checks into the plain
- * flavour, so the release behaviour (the safe path) would never be built
- * or tested by the suite.  With the rule above the suite runs both: the
- * plain flavour the release expansion, the sanitizer flavours the checks
- * (tests/test_invariant.c holds each expansion to this).
+ * benchmarks measure and users get.  Not tied to NDEBUG: configured with
+ * no build type, the project builds RelWithDebInfo as -O2 -g without
+ * -DNDEBUG on purpose, while an explicit RelWithDebInfo (scripts/test.sh)
+ * or Release adds it; under a rule of !NDEBUG the same release build
+ * would check or not by how it was configured, and a user's default
+ * build would carry the aborts.  With the rule above the suite runs both
+ * expansions, each in known flavours: plain the release one (the safe
+ * paths), the sanitizer flavours the checks (tests/test_invariant.c
+ * holds each to this).
  *
  * What they are not for: bytes another process or the network wrote.  A
  * record's stamp or length in a shared ring, a lock word, a count in a
