@@ -132,6 +132,14 @@ TEST(assert_false_aborts_or_is_not_evaluated)
     expect(run_child(assert_false), "counted(zero == 1)", NOT_EVALUATED);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* The sanitizer flavours are the ones that check (CMakeLists.txt). */
+TEST(sanitizer_flavours_check)
+{
+    CHECK(CHECKED);
+}
+#endif
+
 /* Facts that hold pass silently in every build, and the macros' values
  * are the conditions'. */
 TEST(true_facts_pass)
