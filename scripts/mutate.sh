@@ -16,7 +16,9 @@
 #   # one line: the property and how the bug breaks it
 #   file: src/lock.c
 #   test: test_lock lock_release_wakes     (a test program and its filters;
-#   test: test_pool_crash timeout           several lines: all must fail)
+#   test: test_pool_crash timeout           several lines: all must fail;
+#   test: scripts/check_details.py          or a script of the tree, run
+#                                           with the scratch tree's root)
 #   runs: 3                                 (optional: each test run N
 #                                            times, every run must fail)
 #   --- find
@@ -106,8 +108,13 @@ for m in "${mutants[@]}"; do
         while read -r prog filters; do
             [ -n "$prog" ] || continue
             for ((i = 0; i < runs; i++)); do
+                cmd=("$build/tests/$prog")
+                case "$prog" in
+                    scripts/*.py) cmd=(python3 "$scratch/$prog" "$scratch") ;;
+                    scripts/*) cmd=(bash "$scratch/$prog" "$scratch") ;;
+                esac
                 # shellcheck disable=SC2086
-                if timeout 600 "$build/tests/$prog" $filters \
+                if timeout 600 "${cmd[@]}" $filters \
                     >"$scratch/t.log" 2>&1; then
                     result=MISSED
                 fi

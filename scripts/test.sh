@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds libconc and passes every test in three flavours: plain (-O2 -g),
-# AddressSanitizer+UBSan, and ThreadSanitizer, with -Werror; then runs
+# AddressSanitizer+UBSan, and ThreadSanitizer, with -Werror (the two
+# sanitizer flavours also abort on a broken invariant: CONC_INVARIANTS,
+# src/conc_int.h; plain builds the release expansion); then runs
 # every fuzz target for a bounded time (scripts/fuzz.sh, 60 s in all).
 #   CONC_FLAVOURS="plain" scripts/test.sh     only some flavours
 #   CONC_FLAVOURS="coverage" scripts/test.sh  line coverage per source file

@@ -17,8 +17,9 @@
  * instead, sync_named.c; it has no action, which another program could
  * not run):
  *
- *     magic, layout | mu (owner-stamped lock word, lock.c) | seq (futex
- *     word) | state | count | released | parties | timeout
+ *     magic, layout | mu (the sync module's owner-stamped lock,
+ *     olock.c) | seq (futex word) | state | count | released | parties |
+ *     nslots | timeout | next_reap_ns | slot[nslots]
  *
  * mu guards state, count, released and the slots; n_waiting() and
  * broken() read them without it (a snapshot, as Python's properties).
@@ -38,14 +39,14 @@
  * release needs the barrier to refill, which needs that party gone.
  *
  * Death.  If a party dies holding mu (say, SIGKILLed inside the action),
- * the next one to take mu gets CONC_EOWNERDEAD (lock.c) and breaks the
+ * the next one to take mu gets CONC_EOWNERDEAD (olock.c) and breaks the
  * barrier: its state may be half-updated and the dead party will never
  * arrive.  Every other party is woken and gets CONC_EBROKEN.
  *
  * A party that dies while waiting (not holding mu) would stay in count
  * for ever: in Python the others hang (or time out), and no reset() can
  * bring the barrier back, since resetting waits for count to reach 0.
- * Here each party writes its identity (tid + start stamp, lock.c) into
+ * Here each party writes its identity (tid + start stamp, sync_self.c) into
  * slot[index] on arrival and clears it on leaving; a party whose sleep
  * slice ends (CONC__SYNC_SLICE_NS) looks through the slots (at most one
  * look per slice among all parties, see bar_reap_dead()), under mu, for
@@ -71,9 +72,16 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* The barrier's states (conc__barrier_shared.state). */
+enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
+
+/* Parties whose identities are tracked (8 bytes each in the region). */
+#define SLOTS_MAX 1024u
+
 static size_t bar_size(uint32_t nslots)
 {
-    return sizeof(struct barrier_shared) + (size_t)nslots * sizeof(uint64_t);
+    return sizeof(struct conc__barrier_shared) +
+           (size_t)nslots * sizeof(uint64_t);
 }
 
 int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
@@ -112,7 +120,7 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
         free(b);
         return err;
     }
-    struct barrier_shared *sh = mem;
+    struct conc__barrier_shared *sh = mem;
     sh->layout = CONC__SYNC_LAYOUT;
     atomic_init(&sh->mu.state, 0);
     atomic_init(&sh->seq, 0);
@@ -153,7 +161,7 @@ int conc_barrier_open(conc_barrier **out, const char *name)
         free(b);
         return err;
     }
-    struct barrier_shared *sh = mem;
+    struct conc__barrier_shared *sh = mem;
     /* Never trust a count read from a segment to size what we touch:
      * each field read once, and only the checked copy used. */
     uint32_t parties = __atomic_load_n(&sh->parties, __ATOMIC_RELAXED);
@@ -169,6 +177,7 @@ int conc_barrier_open(conc_barrier **out, const char *name)
         free(b);
         return err;
     }
+    CONC__ASSERT(want <= SLOTS_MAX && size >= bar_size(want));
     b->sh = sh;
     b->nslots = want; /* not sh->nslots again: it could change meanwhile */
     *out = b;
@@ -185,7 +194,7 @@ void conc_barrier_free(conc_barrier *b)
 }
 
 /* Wakes every waiter: they recheck under mu.  Called holding mu. */
-static void bar_broadcast(struct barrier_shared *sh)
+static void bar_broadcast(struct conc__barrier_shared *sh)
 {
     /* Release pairs with the waiter's read of seq under mu (mu orders
      * it); the bump makes a FUTEX_WAIT on the old value return. */
@@ -194,7 +203,7 @@ static void bar_broadcast(struct barrier_shared *sh)
     conc__os_futex_wake(&sh->seq, INT32_MAX, true);
 }
 
-static void bar_break(struct barrier_shared *sh)
+static void bar_break(struct conc__barrier_shared *sh)
 {
     atomic_store_explicit(&sh->state, BROKEN, memory_order_relaxed);
     bar_broadcast(sh);
@@ -204,7 +213,7 @@ static void bar_break(struct barrier_shared *sh)
  * between its update of count and of its slot: count becomes the number
  * of filled slots again (top).  Dead parties among them are removed by
  * the next bar_reap_dead(). */
-static void bar_recount(struct barrier_shared *sh, uint32_t nslots)
+static void bar_recount(struct conc__barrier_shared *sh, uint32_t nslots)
 {
     if (nslots < sh->parties) {
         return; /* untracked parties: count cannot be rebuilt */
@@ -218,7 +227,7 @@ static void bar_recount(struct barrier_shared *sh, uint32_t nslots)
 
 static void bar_lock(const conc_barrier *b)
 {
-    struct barrier_shared *sh = b->sh;
+    struct conc__barrier_shared *sh = b->sh;
     conc__deadline forever = { .forever = true, .once = false };
     if (conc__olock_acquire(&sh->mu, &forever) == CONC_EOWNERDEAD) {
         /* A party died inside the barrier: mend count, break it (top). */
@@ -227,12 +236,12 @@ static void bar_lock(const conc_barrier *b)
     }
 }
 
-static void bar_unlock(struct barrier_shared *sh)
+static void bar_unlock(struct conc__barrier_shared *sh)
 {
     conc__olock_release(&sh->mu);
 }
 
-static int32_t bar_state(struct barrier_shared *sh)
+static int32_t bar_state(struct conc__barrier_shared *sh)
 {
     return atomic_load_explicit(&sh->state, memory_order_relaxed);
 }
@@ -243,7 +252,7 @@ static int32_t bar_state(struct barrier_shared *sh)
  * at most a few per cent of a CPU even with SLOTS_MAX waiting. */
 static void bar_reap_dead(const conc_barrier *b)
 {
-    struct barrier_shared *sh = b->sh;
+    struct conc__barrier_shared *sh = b->sh;
     uint32_t nslots = b->nslots;
     uint64_t now = conc__now_ns();
     if (now < atomic_load_explicit(&sh->next_reap_ns,
@@ -280,7 +289,7 @@ static void bar_reap_dead(const conc_barrier *b)
  * parties.  CONC_ETIMEDOUT once dl has passed. */
 static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
 {
-    struct barrier_shared *sh = b->sh;
+    struct conc__barrier_shared *sh = b->sh;
     uint32_t seen = atomic_load_explicit(&sh->seq, memory_order_relaxed);
     bar_unlock(sh);
     /* Pairs with the FUTEX_WAKE in bar_broadcast(). */
@@ -289,6 +298,7 @@ static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
     if (err == 1) {
         bar_reap_dead(b);
     }
+    /* detail: the caller (a timeout only ends its wait) */
     return err == CONC_ETIMEDOUT ? CONC_ETIMEDOUT : 0;
 }
 
@@ -297,7 +307,7 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     if (b == NULL) {
         return CONC__FAIL_NULL("b");
     }
-    struct barrier_shared *sh = b->sh;
+    struct conc__barrier_shared *sh = b->sh;
     if (timeout == CONC_FOREVER) {
         /* The barrier's own default; a peer may have scribbled on it, and
          * the deadline's check below refuses a bad one. */
@@ -320,6 +330,10 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
         return conc__fail_lit(CONC_EBROKEN, "conc_barrier_wait: the barrier "
                                             "is broken (reset() mends it)");
     }
+    /* Every slot index below is bounded by this copy, checked at new or
+     * open; count itself is the segment's and may be anything. */
+    CONC__ASSERT(b->nslots <= SLOTS_MAX);
+    bool broken = false;
     uint32_t idx = atomic_load_explicit(&sh->count, memory_order_relaxed);
     atomic_store_explicit(&sh->count, idx + 1, memory_order_relaxed);
     if (idx < b->nslots) {
@@ -330,13 +344,12 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
         int aerr = b->action != NULL ? b->action(b->action_arg) : 0;
         if (aerr != 0 || bar_state(sh) == BROKEN) {
             bar_break(sh);
-            err = CONC_EBROKEN;
+            broken = true;
         } else {
             atomic_store_explicit(&sh->state, DRAINING, memory_order_relaxed);
             atomic_fetch_add_explicit(&sh->released, 1,
                                       memory_order_relaxed);
             bar_broadcast(sh);
-            err = 0;
         }
     } else {
         uint32_t rel = atomic_load_explicit(&sh->released,
@@ -356,10 +369,8 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                 break;
             }
         }
-        err = atomic_load_explicit(&sh->released, memory_order_relaxed) !=
-                      rel
-                  ? 0
-                  : CONC_EBROKEN;
+        broken = atomic_load_explicit(&sh->released, memory_order_relaxed) ==
+                 rel;
     }
     /* Python's _exit(). */
     if (idx < b->nslots) {
@@ -373,16 +384,16 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
         bar_broadcast(sh);
     }
     bar_unlock(sh);
-    if (err == 0 && index != NULL) {
+    if (!broken && index != NULL) {
         *index = (int)idx;
     }
-    if (err == CONC_EBROKEN) {
+    if (broken) {
         return conc__fail_lit(CONC_EBROKEN, "conc_barrier_wait: the barrier "
                                             "broke during this wait (a "
                                             "timeout, abort(), a failed "
                                             "action or a party that died)");
     }
-    return err;
+    return 0;
 }
 
 int conc_barrier_reset(conc_barrier *b)
@@ -390,7 +401,7 @@ int conc_barrier_reset(conc_barrier *b)
     if (b == NULL) {
         return CONC__FAIL_NULL("b");
     }
-    struct barrier_shared *sh = b->sh;
+    struct conc__barrier_shared *sh = b->sh;
     bar_lock(b);
     if (atomic_load_explicit(&sh->count, memory_order_relaxed) > 0) {
         int32_t st = bar_state(sh);

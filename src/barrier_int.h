@@ -6,17 +6,12 @@
 
 #include "sync_int.h"
 
-enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
-
-/* Parties whose identities are tracked (8 bytes each in the region). */
-#define SLOTS_MAX 1024u
-
-struct barrier_shared {
+struct conc__barrier_shared {
     uint32_t magic;
     uint32_t layout;
     conc__olock mu;
     _Atomic uint32_t seq;
-    _Atomic int32_t state;
+    _Atomic int32_t state;   /* FILLING, DRAINING, ... (barrier.c) */
     _Atomic uint32_t count;
     _Atomic uint32_t released;
     uint32_t parties;
@@ -27,9 +22,10 @@ struct barrier_shared {
 };
 
 struct conc_barrier {
-    struct barrier_shared *sh;
-    uint32_t nslots; /* sh->nslots as checked at new/open: every slot index
-                        is bounded by this copy, never by the segment */
+    struct conc__barrier_shared *sh;
+    uint32_t nslots; /* sh->nslots as checked at new/open (at most
+                        SLOTS_MAX, barrier.c): every slot index is bounded
+                        by this copy, never by the segment */
     conc_barrier_action_fn action;
     void *action_arg;
 };

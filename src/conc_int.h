@@ -10,16 +10,67 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
-/* A broken invariant in shared memory is a bug, not an outside condition:
- * it is reported with file and line (the only place libconc writes to
- * stderr) and stops the process. */
-#define CONC__ASSERT(cond)                                                   \
+/* Invariants: CONC__ALWAYS(x), CONC__NEVER(x), CONC__ASSERT(x).
+ *
+ * What they are for.  A reader of a core file relies on facts the code
+ * itself keeps: a ring offset this process computed stays inside the
+ * ring, a state machine only moves along its arrows, a count it keeps
+ * never goes below zero.  These macros write such a fact down where it is
+ * relied on, and check it in the builds that hunt bugs (SQLite's
+ * ALWAYS()/NEVER() habit):
+ *     if (CONC__NEVER(off >= q->R)) {      (cannot happen; if it does,
+ *         return corrupt(fn, ...);          release takes the safe path)
+ *     }
+ *     CONC__ASSERT(p->off < q->R);         (a bare statement of a fact)
+ * With CONC_INVARIANTS defined, a false fact prints "libconc: invariant
+ * broken at FILE:LINE: EXPR" on stderr (the only place libconc writes
+ * there) and aborts.  Without it, CONC__ALWAYS(x) and CONC__NEVER(x) are
+ * the bare condition (x), so the branch they guard stays as a safe path
+ * in release, and CONC__ASSERT(x) is nothing at all: x is not evaluated
+ * (put no side effect in it), so it may sit on a fast path for free.
+ *
+ * When they are checked.  CMakeLists.txt defines CONC_INVARIANTS in the
+ * sanitizer flavours (CONC_SANITIZE set), in a Debug build, and with
+ * -DCONC_INVARIANTS=ON; not in the plain flavour, the release build the
+ * benchmarks measure and users get.  Not tied to NDEBUG: configured with
+ * no build type, the project builds RelWithDebInfo as -O2 -g without
+ * -DNDEBUG on purpose, while an explicit RelWithDebInfo (scripts/test.sh)
+ * or Release adds it; under a rule of !NDEBUG the same release build
+ * would check or not by how it was configured, and a user's default
+ * build would carry the aborts.  With the rule above the suite runs both
+ * expansions, each in known flavours: plain the release one (the safe
+ * paths), the sanitizer flavours the checks (tests/test_invariant.c
+ * holds each to this).
+ *
+ * What they are not for: bytes another process or the network wrote.  A
+ * record's stamp or length in a shared ring, a lock word, a count in a
+ * named segment, a frame header: a peer (a buggy one, a hostile one, one
+ * killed mid-write) can put any value there, and a hostile peer must not
+ * be able to abort us.  Those are checked with a compare and a returned
+ * error (CONC_ECORRUPT with a detail), in every build.  An invariant
+ * states only what this process's own code guarantees: values in its
+ * private memory, and values it read from shared memory after a check of
+ * them has passed (an offset known to be in the ring, plus a length known
+ * to be at most the capacity, is in the ring or one lap past it). */
+_Noreturn void conc__assert_fail(const char *what, const char *file, int line);
+#ifdef CONC_INVARIANTS
+#define CONC__ALWAYS(x)                                                      \
+    ((x) ? true : (conc__assert_fail("ALWAYS(" #x ")", __FILE__, __LINE__), \
+                   false))
+#define CONC__NEVER(x)                                                       \
+    ((x) ? (conc__assert_fail("NEVER(" #x ")", __FILE__, __LINE__), true)   \
+         : false)
+#define CONC__ASSERT(x)                                                      \
     do {                                                                     \
-        if (!(cond)) {                                                       \
-            conc__assert_fail(#cond, __FILE__, __LINE__);                    \
+        if (!(x)) {                                                          \
+            conc__assert_fail(#x, __FILE__, __LINE__);                       \
         }                                                                    \
     } while (0)
-_Noreturn void conc__assert_fail(const char *what, const char *file, int line);
+#else
+#define CONC__ALWAYS(x) (x)
+#define CONC__NEVER(x) (x)
+#define CONC__ASSERT(x) ((void)sizeof(!(x)))
+#endif
 
 /* The seconds an option's conc_timeout stands for: t.seconds when set,
  * else dflt.  Check the result like any timeout (conc__deadline_init or

@@ -15,6 +15,10 @@
  *                  yet claimed
  *     word[2]      futex words, word[id & 1] for group id
  *
+ * A named condition (sync_named.c) brings its own RLock, embedded in the
+ * same segment at COND_RLOCK_OFF (conc__rlock_embed) and made before the
+ * magic is published, so an opener finds the lock with the condition.
+ *
  * Groups.  Waiters are counted, not listed (a list in shared memory would
  * need a fixed capacity).  A waiter joins G2 (gen_new).  notify(n) grants
  * up to n tokens to G1's ungranted members; when G1 has none left and n is
@@ -140,10 +144,10 @@ int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
         /* The RLock first: an opener that sees the cond's magic sees it. */
         c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, true);
     } else {
-        err = conc__fail_sys(CONC_ENOMEM, "conc_cond_new: no memory for "
-                             "its shared page: mmap");
         mem = conc__sync_region_new(sizeof(struct cond_shared));
         if (mem == NULL) {
+            err = conc__fail_sys(CONC_ENOMEM, "conc_cond_new: no memory "
+                                 "for its shared page: mmap");
             goto fail_handle;
         }
         if (opts != NULL && opts->lock != NULL) {
@@ -271,6 +275,8 @@ static void cond_grant(struct cond_shared *sh, uint64_t n)
                                            memory_order_relaxed);
         if (w1 > 0) {
             uint32_t k = n < w1 ? (uint32_t)n : w1;
+            /* Grants are never more than asked for nor than wait. */
+            CONC__ASSERT(k >= 1 && k <= w1 && k <= n);
             atomic_store_explicit(&sh->g1_waiting, w1 - k,
                                   memory_order_relaxed);
             uint64_t p = atomic_fetch_add_explicit(&sh->g1, k,

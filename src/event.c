@@ -84,6 +84,8 @@ int conc_event_set(conc_event *e)
             break;
         }
     }
+    /* Unset (even) -> set: bit 0 on and the generation one up. */
+    CONC__ASSERT((w & 1u) == 0 && ((w + 3u) & 1u) == 1);
     if (atomic_load(&e->sleepers) > 0) {
         /* Pairs with the FUTEX_WAIT in conc_event_wait(). */
         conc__os_futex_wake(&e->word, INT32_MAX, true);

@@ -42,6 +42,12 @@ static void exit_handler(void)
 
 void conc__exit_hook(conc__exit_stage stage, void (*fn)(void))
 {
+    CONC__ASSERT((int)stage >= 0 && stage < CONC__EXIT_STAGES && fn != NULL);
+    /* A stage's function is set once, or again to the same one. */
+    CONC__ASSERT(atomic_load_explicit(&hooks[stage], memory_order_relaxed) ==
+                     NULL ||
+                 atomic_load_explicit(&hooks[stage], memory_order_relaxed) ==
+                     fn);
     atomic_store_explicit(&hooks[stage], fn, memory_order_release);
     bool no = false;
     if (atomic_compare_exchange_strong(&registered, &no, true)) {

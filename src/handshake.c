@@ -108,6 +108,9 @@ static int fail(conc__hs *h, const char *why)
 /* Queues one frame of len (<= CONC__HS_MAX) bytes to send. */
 static void put_frame(conc__hs *h, const void *data, size_t len)
 {
+    /* Our own messages are short, and a step queues one only once the
+     * previous frame has gone out (send_out emptied out). */
+    CONC__ASSERT(len <= CONC__HS_MAX && h->out_len == 0);
     h->out[0] = (unsigned char)(len >> 24);
     h->out[1] = (unsigned char)(len >> 16);
     h->out[2] = (unsigned char)(len >> 8);
@@ -127,6 +130,7 @@ static int send_out(conc__hs *h)
                                   MSG_NOSIGNAL | MSG_DONTWAIT);
         if (r >= 0) {
             h->out_sent += (size_t)r;
+            CONC__ASSERT(h->out_sent <= h->out_len);
             continue;
         }
         if (errno == EINTR) {
@@ -150,6 +154,7 @@ static int read_exact(conc__hs *h, unsigned char *p, size_t *have, size_t n)
         ssize_t r = conc__os_recv(h->fd, p + *have, n - *have, MSG_DONTWAIT);
         if (r > 0) {
             *have += (size_t)r;
+            CONC__ASSERT(*have <= n);
             continue;
         }
         if (r == 0) {
@@ -183,6 +188,8 @@ static int recv_frame(conc__hs *h)
         h->bad_len = n;
         return fail(h, "a handshake message longer than 256 bytes");
     }
+    /* The peer's length passed the check above: in[] holds it. */
+    CONC__ASSERT(n <= sizeof h->in);
     h->in_len = n;
     r = read_exact(h, h->in, &h->in_have, n);
     if (r != CONC__HS_DONE) {
@@ -301,6 +308,12 @@ static int answer_challenge(conc__hs *h)
 int conc__hs_step(conc__hs *h)
 {
     for (;;) {
+        /* The program counter only moves forward, and stops at FINISHED,
+         * which returns: it never runs off a role's program. */
+        if (CONC__NEVER(h->role > CONC__HS_CLIENT ||
+                        h->pc >= sizeof PROGRAM[0])) {
+            return fail(h, "the handshake's state is out of range");
+        }
         int r = CONC__HS_DONE;
         switch (PROGRAM[h->role][h->pc]) {
         case SEND_CHALLENGE: {

@@ -28,12 +28,12 @@
  * non-blocking state machine (conc__hs_step) driven from one epoll set.
  * The first to finish is handed out; one that is silent, slow or hostile
  * only holds its own slot until its handshake_timeout (default
- * HS_TIMEOUT_DEFAULT) and is then dropped.  So three silent clients no
- * longer cost an authorised one 3 x 20 s, and accept with timeout 0
+ * HS_TIMEOUT_DEFAULT) and is then dropped.  So three silent clients do
+ * not cost an authorised one 3 x 20 s, and accept with timeout 0
  * never waits for a handshake: it advances what can advance now and
  * returns.  Rejected: a thread per handshake (threads in a library that
- * may be forked, and a cost per client), and the old serial handshake
- * inside accept (one silent client stalled every other).
+ * may be forked, and a cost per client), and a serial handshake inside
+ * accept (one silent client would stall every other).
  *
  * The driver.  Only one thread at a time drives (driving, under lock):
  * it waits in epoll_wait with lock released, then, holding lock, accepts
@@ -431,9 +431,13 @@ static void sync_ready(conc_listener *l)
  * the caller's. */
 static void finish(conc_listener *l, pending *p, int err, const char *why)
 {
+    /* In flight -> an outcome: p still holds its slot. */
+    CONC__ASSERT((p->id & 0xffffffffu) < l->nslot &&
+                 l->slot[p->id & 0xffffffffu] == p);
     l->slot[p->id & 0xffffffffu] = NULL;
     if (conc__os_epoll_ctl(l->ep, EPOLL_CTL_DEL, p->hs.fd, NULL) != 0 &&
         err == 0) {
+        /* detail: the accept that takes this outcome (p->why) */
         err = CONC_ESYS;
         why = "epoll_ctl(EPOLL_CTL_DEL) of the connection failed";
         p->sys_errno = errno;
@@ -463,6 +467,7 @@ static void advance(conc_listener *l, pending *p)
         finish(l, p, CONC_EAUTH, p->hs.why);
         return;
     }
+    CONC__ASSERT(r == CONC__HS_WANT_READ || r == CONC__HS_WANT_WRITE);
     uint32_t want = r == CONC__HS_WANT_READ ? EPOLLIN : EPOLLOUT;
     if (want != p->events) {
         struct epoll_event ev = { .events = want, .data.u64 = p->id };
@@ -497,10 +502,12 @@ static int start_handshake(conc_listener *l, int fd,
         return conc__fail_sys(CONC_ESYS, "conc_listener_accept: getrandom "
                               "for a challenge");
     }
+    CONC__ASSERT(l->nlive < l->nslot); /* the caller checked */
     size_t i = 0;
     while (l->slot[i] != NULL) {
         i++; /* one is free: nlive < nslot, and slots hold no outcomes */
     }
+    CONC__ASSERT(i < l->nslot);
     if (++l->gen == 0) {
         l->gen = 1;
     }
@@ -751,6 +758,7 @@ static bool take_outcome(conc_listener *l, int *fd, int *err)
         }
     }
     free(p);
+    CONC__ASSERT(l->nlive > 0); /* p was counted when it came in */
     l->nlive--;
     sync_ready(l);
     return true;
@@ -1116,6 +1124,7 @@ fail: {
 static int wait_turn(conc_listener *l, const conc__deadline *dl)
 {
     if (dl->once) {
+        /* detail: the caller's (a timed-out accept) */
         return CONC_ETIMEDOUT;
     }
     if (dl->forever) {
@@ -1124,6 +1133,7 @@ static int wait_turn(conc_listener *l, const conc__deadline *dl)
     }
     /* cond runs on CLOCK_MONOTONIC, the deadline's clock. */
     int r = pthread_cond_timedwait(&l->cond, &l->lock, &dl->at);
+    /* detail: the caller's (a timed-out accept) */
     return r == ETIMEDOUT ? CONC_ETIMEDOUT : 0;
 }
 

@@ -174,6 +174,9 @@ int conc_lock_acquire(conc_lock *l, double timeout)
         /* Relaxed load and store: nothing else can touch the word (see
          * the single-thread path at the top). */
         if (atomic_load_explicit(&l->ol.state, memory_order_relaxed) == 0) {
+            /* free -> held by us: the word names this thread, no WAITERS. */
+            CONC__ASSERT((me & CONC__OL_TID_MASK) != 0 &&
+                         (me & CONC__OL_WAITERS) == 0);
             atomic_store_explicit(&l->ol.state, me, memory_order_relaxed);
             return 0;
         }

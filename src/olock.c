@@ -85,6 +85,10 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
                              const conc__deadline *dl)
 {
     _Atomic uint32_t *word = conc__olock_word(l);
+    /* Our identity (sync_self.c) names a thread and leaves the WAITERS
+     * bit clear, so a word holding it reads as held. */
+    CONC__ASSERT((me & CONC__OL_TID_MASK) != 0 &&
+                 (me & CONC__OL_WAITERS) == 0);
     uint64_t waitbit = 0; /* CONC__OL_WAITERS once we have slept */
     bool timed_out = dl->once;
     bool check_holder = dl->once;
@@ -102,6 +106,9 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
         }
         if (check_holder) {
             check_holder = false;
+            /* Held -> taken over only from a word that names a holder,
+             * never from a free one (the branch above). */
+            CONC__ASSERT((s & CONC__OL_TID_MASK) != 0);
             if (!conc__sync_alive(s)) {
                 /* Take over with a CAS on exactly the word judged: if it
                  * changed (released, WAITERS added, taken over by another
@@ -148,6 +155,9 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
             s |= CONC__OL_WAITERS;
         }
         waitbit = CONC__OL_WAITERS;
+        /* We sleep only on a word that is held and says so. */
+        CONC__ASSERT((s & CONC__OL_TID_MASK) != 0 &&
+                     (s & CONC__OL_WAITERS) != 0);
         /* Pairs with the FUTEX_WAKE in conc__olock_release(), issued when
          * its exchange saw WAITERS (the argument at the top). */
         int err = conc__sync_sleep(word, (uint32_t)(s & CONC__OL_LOW_MASK),

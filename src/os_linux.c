@@ -140,6 +140,7 @@ int conc__os_futex_wait(_Atomic uint32_t *word, uint32_t expected,
                         const conc__deadline *dl, bool shared)
 {
     if (dl != NULL && !dl->forever && conc__deadline_passed(dl)) {
+        /* detail: each caller's (a platform call) */
         return CONC_ETIMEDOUT;
     }
     int op = FUTEX_WAIT_BITSET | (shared ? 0 : FUTEX_PRIVATE_FLAG);
@@ -147,6 +148,7 @@ int conc__os_futex_wait(_Atomic uint32_t *word, uint32_t expected,
     long r = syscall(SYS_futex, (uint32_t *)word, op, expected, ts, NULL,
                      FUTEX_BITSET_MATCH_ANY);
     if (r == -1 && errno == ETIMEDOUT) {
+        /* detail: each caller's (a platform call) */
         return CONC_ETIMEDOUT;
     }
     /* 0, EAGAIN (the word had changed) and EINTR all mean: recheck. */

@@ -178,6 +178,7 @@ int conc__wait_fd(int fd, short events, const conc__deadline *dl)
         struct timespec *tp = NULL;
         if (!dl->forever) {
             if (conc__deadline_passed(dl)) {
+                /* detail: each caller's (recv_fail(), a send's) */
                 return CONC_ETIMEDOUT;
             }
             struct timespec now;
@@ -200,6 +201,7 @@ int conc__wait_fd(int fd, short events, const conc__deadline *dl)
             return 0;
         }
         if (r < 0 && errno != EINTR) {
+            /* detail: each caller's (recv_fail(), a send's) */
             return CONC_ESYS;
         }
         /* r == 0 (time up, or rounded short) or EINTR: loop, and the
@@ -222,6 +224,7 @@ static int lock_until(pthread_mutex_t *m, const conc__deadline *dl)
             return 0;
         }
         if (conc__deadline_passed(dl)) {
+            /* detail: each caller's (recv_fail(), the send's) */
             return CONC_ETIMEDOUT;
         }
         double left = conc__deadline_left(dl);
@@ -576,12 +579,14 @@ static int read_some(conc_conn *c, void *p, size_t n,
             return 0;
         }
         if (r == 0 || errno == ECONNRESET) {
+            /* detail: recv_fail() */
             return CONC_ECLOSED;
         }
         if (errno == EINTR) {
             continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            /* detail: recv_fail() */
             return CONC_ESYS;
         }
         int err = conc__wait_fd(c->fd, POLLIN, dl);
@@ -617,12 +622,16 @@ static int recv_stop(conc_conn *c, int err, stop_why why, uint64_t bad)
 static int read_header(conc_conn *c, const conc__deadline *dl)
 {
     while (!c->hdr_done) {
+        /* Header states: 0..3 bytes of the short form, or 4..11 of the
+         * long one; 12 always ends in hdr_done (or a stop). */
+        CONC__ASSERT(c->hdr_have < 12);
         size_t want = (c->hdr_have < 4 ? 4 : 12) - c->hdr_have;
         size_t got = 0;
         int err = read_some(c, c->hdr + c->hdr_have, want, dl, &got);
         if (err != 0) {
             return err;
         }
+        CONC__ASSERT(got <= want); /* read_some reads at most what asked */
         c->hdr_have += got;
         uint64_t v;
         if (c->hdr_have == 4) {
@@ -667,6 +676,7 @@ static int read_payload(conc_conn *c, unsigned char *dst, size_t *have,
             return err;
         }
         *have += got;
+        CONC__ASSERT(*have <= c->msg_len);
     }
     return 0;
 }
@@ -680,6 +690,7 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
         size_t first = c->msg_len < PEND_FIRST ? c->msg_len : PEND_FIRST;
         c->pend = conc__malloc(first);
         if (c->pend == NULL) {
+            /* detail: recv_fail() */
             return CONC_ENOMEM;
         }
         c->pend_cap = first;
@@ -689,8 +700,11 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
             size_t left = c->msg_len - c->pend_cap;
             size_t grow = c->pend_cap + (left < c->pend_cap ? left
                                                             : c->pend_cap);
+            /* The buffer grows, and never past the message. */
+            CONC__ASSERT(grow > c->pend_cap && grow <= c->msg_len);
             unsigned char *p = conc__realloc(c->pend, grow);
             if (p == NULL) {
+                /* detail: recv_fail() */
                 return CONC_ENOMEM;
             }
             c->pend = p;
@@ -703,6 +717,8 @@ static int read_pend(conc_conn *c, const conc__deadline *dl)
             return err;
         }
         c->pend_have += got;
+        CONC__ASSERT(c->pend_have <= c->pend_cap &&
+                     c->pend_cap <= c->msg_len);
     }
     return 0;
 }

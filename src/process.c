@@ -89,8 +89,8 @@
  * on counts as dead for PR_SET_PDEATHSIG.  Non-daemon children get no
  * death signal (Python lets them outlive a killed parent).
  *
- * Exit.  One atexit handler, registered on the first start of a thread or
- * a process, joins non-daemon conc_threads, sends SIGTERM to daemon
+ * Exit.  One atexit handler (exit.c), registered on the first start of a
+ * thread or a process, joins non-daemon conc_threads, sends SIGTERM to daemon
  * children and joins every child (Python's order).  A daemon that ignores
  * SIGTERM gets DAEMON_GRACE_S seconds, then SIGKILL: exit never hangs on a
  * daemon (Python would).
@@ -206,6 +206,7 @@ static void reg_unlink_locked(child_rec *rec)
 
 static void reg_append_locked(child_rec *rec)
 {
+    CONC__ASSERT(!rec->listed && !rec->reaped); /* a new, running child */
     rec->prev = reg.tail;
     rec->next = NULL;
     if (reg.tail != NULL) {
@@ -220,6 +221,7 @@ static void reg_append_locked(child_rec *rec)
 static void rec_maybe_free_locked(child_rec *rec)
 {
     if (rec->reaped && rec->handle_gone && rec->pins == 0) {
+        CONC__ASSERT(!rec->listed); /* reaping took it off the list */
         reg_unlink_locked(rec);
         free(rec);
     }
@@ -245,7 +247,7 @@ static bool rec_try_reap_locked(child_rec *rec)
     } else {
         return false; /* EINTR: the caller looks again */
     }
-    rec->reaped = true;
+    rec->reaped = true; /* running -> reaped, once: the test above */
     reg_unlink_locked(rec);
     rec_maybe_free_locked(rec);
     return true;
@@ -395,6 +397,7 @@ static void children_exit_cleanup(void)
             rec_wait(rec, &dl);
         }
         pthread_mutex_lock(&reg_lock);
+        CONC__ASSERT(rec->pins > 0); /* ours, taken above */
         rec->pins--;
         rec_maybe_free_locked(rec);
         pthread_mutex_unlock(&reg_lock);
@@ -605,9 +608,10 @@ int conc_process_start(conc_process *p)
     }
     if (pid < 0) {
         int e = errno;
-        err = e == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
         free(rec);
         errno = e;
+        err = conc__fail_sys(e == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                             "conc_process_start: fork");
         goto fail_state;
     }
     rec->pid = pid;
@@ -615,11 +619,16 @@ int conc_process_start(conc_process *p)
     reg_append_locked(rec);
     pthread_mutex_unlock(&reg_lock);
     p->rec = rec;
+    /* Only this call moves the handle out of P_STARTING (its CAS won). */
+    CONC__ASSERT(atomic_load_explicit(&p->state, memory_order_relaxed) ==
+                 P_STARTING);
     /* Release: publishes p->rec to every call that loads the state with
      * acquire (started_rec). */
     atomic_store_explicit(&p->state, P_STARTED, memory_order_release);
     return 0;
 fail_state:
+    CONC__ASSERT(atomic_load_explicit(&p->state, memory_order_relaxed) ==
+                 P_STARTING);
     /* Release: pairs with the acquire CAS of the next start. */
     atomic_store_explicit(&p->state, P_NEW, memory_order_release);
     return err;
@@ -636,6 +645,7 @@ static int started_rec(const conc_process *p, child_rec **rec)
         return conc__fail_lit(CONC_ESTATE, "the process is not a child of "
                                            "the calling process");
     }
+    CONC__ASSERT(p->rec != NULL); /* stored before P_STARTED */
     pthread_mutex_lock(&reg_lock);
     bool foreign = p->rec->foreign;
     pthread_mutex_unlock(&reg_lock);

@@ -67,7 +67,7 @@
  *
  * DYING PEERS.  A process killed holding pmu or cmu leaves its
  * identity in the lock word; a waiter that has slept one slice (50 ms)
- * finds the holder gone from /proc (or a zombie, or its tid reused),
+ * finds the holder dead (sync_self.c: gone, a zombie, or its tid reused),
  * takes the lock over with a CAS, and repairs before going on.  Every
  * intermediate state is repairable from the ring itself:
  *   producer died before the commit: nothing is visible; tail still points
@@ -119,8 +119,8 @@
  *   a position used to find a record off the fast paths (the spin's
  *     probe, a skip at head, the repairs): rounded down to a record
  *     boundary by rec_at(), so the header it names lies inside the ring
- *     (found by fuzz_queue_header: a head of 3 read 8 bytes across the
- *     ring's end);
+ *     (a head of 3 would otherwise read 8 bytes across the ring's end;
+ *     fuzz_queue_header holds this);
  *   hw, and the caches: any value only changes where records go;
  *   the repair walk: at most R/16 records, stopping at a length out of
  *     range;
@@ -380,12 +380,15 @@ static bool bad_timeout(double timeout)
 /* off + 1 record header, as a ring offset. */
 static inline uint64_t data_off(const conc_queue *q, uint64_t off)
 {
+    CONC__ASSERT(off < q->R); /* a checked offset (off_ok) or one we made */
     off += CONC__QUEUE_REC_HDR;
     return off >= q->R ? off - q->R : off;
 }
 
 FAST void ring_write(conc_queue *q, uint64_t off, const void *src, size_t n)
 {
+    /* n <= capacity < R, so the bytes wrap at most once. */
+    CONC__ASSERT(off < q->R && n < q->R);
     size_t first = n;
     if (off + n > q->R) {
         first = (size_t)(q->R - off);
@@ -400,6 +403,7 @@ FAST void ring_write(conc_queue *q, uint64_t off, const void *src, size_t n)
 
 FAST void ring_read(const conc_queue *q, uint64_t off, void *dst, size_t n)
 {
+    CONC__ASSERT(off < q->R && n < q->R); /* as in ring_write() */
     size_t first = n;
     if (off + n > q->R) {
         first = (size_t)(q->R - off);
@@ -468,14 +472,17 @@ static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
     conc__deadline slice;
     double left = conc__deadline_left(dl);
     if (conc__deadline_init(&slice, left < SLICE_S ? left : SLICE_S) != 0) {
+        /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
     if (left <= 0) {
+        /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
     /* Pairs with wake_all(): w has bit 0 set, any wake changes the word. */
     int r = conc__os_futex_wait(word, w, &slice, true);
     if (conc__deadline_passed(dl)) {
+        /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
     return r == CONC_ETIMEDOUT ? 1 : 0; /* 1: the slice ran out, unwoken */
@@ -512,6 +519,8 @@ FAST bool spin_wait(conc_queue *q, _Atomic int *budget,
     /* Relaxed: a heuristic private to this process; a lost update only
      * changes how long the next spin is. */
     int b = atomic_load_explicit(budget, memory_order_relaxed);
+    CONC__ASSERT(b >= CONC__QUEUE_SPIN_FLOOR_NS &&
+                 b <= CONC__QUEUE_SPIN_CEIL_NS);
     uint64_t end = conc__now_ns() + (uint64_t)b;
     if (!dl->forever) {
         /* Never spin past the caller's deadline. */
@@ -599,6 +608,7 @@ static void repair_producer(conc_queue *q)
     if ((int64_t)(h - t) > 0) {
         t = h;
     }
+    CONC__ASSERT((int64_t)(t - h) >= 0); /* head <= tail, as published */
     atomic_store_explicit(&sh->nput, n, memory_order_release);
     atomic_store_explicit(&sh->tail, t, memory_order_relaxed);
     atomic_store_explicit(&sh->tail_off, t % q->R, memory_order_relaxed);
@@ -697,7 +707,7 @@ static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
 }
 
 /* Locks pmu (producer) or cmu, repairing after a dead holder.  The locks
- * are the sync module's owner-stamped words (src/sync_int.h, lock.c): one
+ * are the sync module's owner-stamped words (src/sync_int.h, olock.c): one
  * CAS to take, one exchange to release, the holder's tid and start time
  * in the word, and a waiter that sleeps past a slice checks whether the
  * holder still lives and takes the lock over (CONC_EOWNERDEAD) if not.
@@ -759,6 +769,7 @@ pass_skip_at_head(conc_queue *q, uint64_t h, const conc__deadline *dl)
     bool passed = atomic_load_explicit(&sh->head, memory_order_relaxed) == h;
     if (passed) {
         h += q->R - h % q->R;
+        CONC__ASSERT(h % q->R == 0); /* the next lap's start */
         atomic_store_explicit(&sh->head_off, 0, memory_order_relaxed);
         atomic_store_explicit(&sh->head, h, memory_order_release);
     } else {
@@ -796,6 +807,7 @@ FAST int room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s,
             g = atomic_load_explicit(&sh->nget, memory_order_acquire);
             atomic_store_explicit(&sh->nget_cache, g, memory_order_relaxed);
             if ((int64_t)(n - g) >= (int64_t)q->maxsize) {
+                /* detail: outcome() */
                 return CONC_EFULL;
             }
         }
@@ -813,6 +825,7 @@ FAST int room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s,
         }
         atomic_store_explicit(&sh->head_cache, h, memory_order_relaxed);
         if (t + s - h > q->R) {
+            /* detail: outcome() */
             return CONC_EFULL;
         }
     }
@@ -827,6 +840,11 @@ FAST int room(conc_queue *q, uint64_t t, uint64_t n, uint64_t s,
 FAST void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
                  uint32_t item)
 {
+    /* A record starts on a 16-byte boundary inside the ring (its offset
+     * passed off_ok() or was made by adding record sizes to one that
+     * did), and is a message of at most capacity bytes or a skip. */
+    CONC__ASSERT(off < q->R && (off & 15u) == 0);
+    CONC__ASSERT(len <= q->capacity || len == CONC__QUEUE_SKIP);
     conc__qrec *r = (conc__qrec *)(void *)(q->ring + off);
     atomic_store_explicit(&r->len, len, memory_order_relaxed);
     atomic_store_explicit(&r->item, item, memory_order_relaxed);
@@ -838,6 +856,7 @@ FAST void commit(conc_queue *q, uint64_t t, uint64_t off, uint32_t len,
 FAST void put_publish(conc_queue *q, const pstate *p)
 {
     conc__qshm *sh = q->sh;
+    CONC__ASSERT(p->off < q->R && (p->off & 15u) == 0);
     atomic_store_explicit(&sh->nput, p->n, memory_order_release);
     atomic_store_explicit(&sh->tail, p->t, memory_order_relaxed);
     atomic_store_explicit(&sh->tail_off, p->off, memory_order_relaxed);
@@ -855,6 +874,9 @@ static int wrap_early(conc_queue *q, pstate *p, uint64_t s, uint64_t hw,
 {
     conc__qshm *sh = q->sh;
     uint64_t t = p->t, off = p->off;
+    /* put_one() calls only past offset 0: a skip record is never written
+     * at 0 (get_one() refuses one there as a peer's scribble). */
+    CONC__ASSERT(off != 0 && off < q->R);
     uint64_t skip = q->R - off;
     /* seq_cst (acquire at least): pairs with the consumers' store of head,
      * as in room(). */
@@ -895,6 +917,7 @@ static int wrap_early(conc_queue *q, pstate *p, uint64_t s, uint64_t hw,
     }
     uint64_t nhw = (off + s + CONC__QUEUE_HW_STEP - 1) / CONC__QUEUE_HW_STEP *
                    CONC__QUEUE_HW_STEP;
+    CONC__ASSERT(nhw > off); /* hw grows past the record's offset */
     atomic_store_explicit(&sh->hw, nhw < q->R ? nhw : q->R,
                           memory_order_relaxed);
     return 0;
@@ -908,6 +931,7 @@ FAST int put_begin(conc_queue *q, pstate *p, const char *fn)
     conc__qshm *sh = q->sh;
     /* Relaxed would do under pmu (close writes it under pmu too). */
     if (atomic_load_explicit(&sh->closed, memory_order_acquire)) {
+        /* detail: outcome() */
         return CONC_ECLOSED;
     }
     p->t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
@@ -951,6 +975,9 @@ FAST int put_one(conc_queue *q, pstate *p, const void *data, size_t len,
     if (p->off >= q->R) {
         p->off -= q->R;
     }
+    /* off was in the ring and s <= R (len <= capacity): one lap back at
+     * most brings it in again, on a record boundary. */
+    CONC__ASSERT(p->off < q->R && (p->off & 15u) == 0);
     return 0;
 }
 
@@ -998,6 +1025,7 @@ FAST int put_once(conc_queue *q, const conc_msg *msgs, size_t n,
             break;
         }
     }
+    CONC__ASSERT(*done <= i && i <= n);
     if (i > *done) {
         put_publish(q, &p);
     }
@@ -1034,6 +1062,7 @@ static __attribute__((noinline, cold)) void register_reader(conc_queue *q)
 {
     conc__qshm *sh = q->sh;
     uint64_t me = reader_id();
+    CONC__ASSERT(me != 0); /* 0 marks a free slot; our pid is never 0 */
     /* Relaxed: the slots are claimed by CAS; what other processes read
      * of them is a best guess, rechecked against /proc. */
     for (int pass = 0; pass < 2; pass++) {
@@ -1105,6 +1134,7 @@ static __attribute__((noinline)) int put_wait(conc_queue *q,
     bool armed = false;
     for (;;) {
         if (conc__deadline_passed(dl)) {
+            /* detail: outcome() */
             return CONC_EFULL;
         }
         uint64_t s = rec_size(msgs[*done].len);
@@ -1321,6 +1351,7 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
         if (atomic_load_explicit(&r->stamp, memory_order_seq_cst) !=
             stamp_of(q, gs->h)) {
             *at = gs->h;
+            /* detail: outcome() */
             return CONC_EEMPTY;
         }
         uint32_t n = atomic_load_explicit(&r->len, memory_order_relaxed);
@@ -1338,6 +1369,7 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
             gs->h += q->R - gs->off;
             gs->off = 0;
             gs->moved = true;
+            CONC__ASSERT(gs->h % q->R == 0); /* the next lap's start */
             continue;
         }
         if (__builtin_expect(n > q->capacity, 0)) {
@@ -1349,11 +1381,13 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
             if (n > 0) {
                 dst = conc__malloc(n);
                 if (dst == NULL) {
+                    /* detail: outcome() */
                     return CONC_ENOMEM;
                 }
             }
         } else if (n > cap) {
             *len = n;
+            /* detail: outcome() or conc_queue_get_into() */
             return CONC_ETOOBIG;
         }
         /* n <= capacity < R: one wrap at most, inside the ring. */
@@ -1365,6 +1399,7 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
         if (gs->off >= q->R) {
             gs->off -= q->R;
         }
+        CONC__ASSERT(gs->off < q->R && (gs->off & 15u) == 0); /* as put */
         gs->moved = true;
         if (msg != NULL) {
             msg->data = dst;
@@ -1384,6 +1419,7 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
 FAST void get_publish(conc_queue *q, const gstate *gs)
 {
     conc__qshm *sh = q->sh;
+    CONC__ASSERT(gs->off < q->R && (gs->off & 15u) == 0);
     atomic_store_explicit(&sh->nget, gs->g, memory_order_relaxed);
     atomic_store_explicit(&sh->head_off, gs->off, memory_order_relaxed);
     atomic_store_explicit(&sh->head, gs->h, memory_order_release);
@@ -1450,6 +1486,7 @@ static void linger(conc_queue *q)
 {
     /* Relaxed throughout: per-process heuristics and counter peeks. */
     int lg = atomic_load_explicit(&q->linger, memory_order_relaxed);
+    CONC__ASSERT(lg == 0 || (lg >= LINGER_MIN && lg <= LINGER_MAX));
     if (lg == 0) {
         int p = atomic_load_explicit(&q->probe, memory_order_relaxed);
         if (p > 0) {
@@ -1521,6 +1558,7 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
             rq->got++;
         }
     }
+    CONC__ASSERT(rq->got <= rq->n);
     if (gs.moved) {
         get_publish(q, &gs);
     }
@@ -1528,6 +1566,7 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
     if (gs.moved && sleepers(&q->sh->space_seq)) {
         wake_all(&q->sh->space_seq);
     }
+    /* detail: outcome() */
     return err == CONC_EEMPTY && closed ? CONC_ECLOSED : err;
 }
 
@@ -1541,6 +1580,7 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
     bool armed = false;
     for (;;) {
         if (conc__deadline_passed(dl)) {
+            /* detail: outcome() */
             return CONC_EEMPTY;
         }
         if (armed) {

@@ -75,6 +75,8 @@ static uint64_t random_key(void)
 void conc__queue_format(void *map, size_t map_size, uint64_t cap,
                         uint64_t maxsize)
 {
+    CONC__ASSERT(cap >= 1 && cap <= CONC_QUEUE_MAX_CAPACITY);
+    CONC__ASSERT(map_size >= conc__queue_map_size(cap));
     uint64_t R = CONC__QUEUE_REC_HDR + conc__queue_round16(cap);
     conc__qshm *sh = map;
     sh->version = CONC__QUEUE_VERSION;
@@ -173,6 +175,13 @@ static int check_header(const conc__qshm *sh, size_t size, const char *fn,
 static void handle_fill(conc_queue *q, void *map, size_t map_size,
                         const hdr_copy *c)
 {
+    /* Mapping sizes after the checks: check_header() held each field of c
+     * to these, so the ring lies inside the mapping and a record of at
+     * most capacity bytes (16 + round16(capacity) = R) wraps once. */
+    CONC__ASSERT(c->capacity >= 1 && c->R == CONC__QUEUE_REC_HDR +
+                 conc__queue_round16(c->capacity));
+    CONC__ASSERT(c->ring_off + c->R <= map_size);
+    CONC__ASSERT(c->maxsize <= c->R / CONC__QUEUE_REC_HDR);
     q->sh = map;
     q->map_size = map_size;
     q->ring = (unsigned char *)map + c->ring_off;
@@ -260,11 +269,21 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
         }
     }
     conc__queue_format(map, map_size, cap, opts->maxsize);
-    /* Our own header, just written: the check cannot fail, and it fills
-     * the handle the one way every handle is filled. */
+    /* Our own header, just written, checked as any other: it fills the
+     * handle the one way every handle is filled.  It fails only if a
+     * process of our user opened the new name and rewrote the header in
+     * between, which is a peer's doing (CONC_ECORRUPT), not ours. */
     hdr_copy c;
     err = check_header(map, map_size, "conc_queue_new", &c);
-    CONC__ASSERT(err == 0);
+    if (err != 0) {
+        if (q->shm != NULL) {
+            conc_shm_free(q->shm);
+        } else {
+            conc__os_shared_free(map, map_size);
+        }
+        free(q);
+        return err;
+    }
     handle_fill(q, map, map_size, &c);
     *out = q;
     return 0;

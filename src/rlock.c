@@ -2,8 +2,9 @@
  *
  * Layout: one page of anonymous shared memory (the handle is the mapping,
  * so an RLock created before fork() is the same one in the child): a
- * magic number, the layout version, the owner-stamped lock word of lock.c
- * (holder tid + start-time stamp, WAITERS) and the recursion level.
+ * magic number, the layout version, the owner-stamped lock word of
+ * olock.c (holder tid + start-time stamp, WAITERS) and the recursion
+ * level.
  *
  * Ownership is the lock word itself: the caller owns the RLock when the
  * word, less WAITERS, equals its own identity (tid + stamp).  Only that
@@ -17,7 +18,10 @@
  *
  * Only the owner may release (CONC_EPERM otherwise, Python's RuntimeError).
  * If the owner dies holding it, the next acquire returns CONC_EOWNERDEAD
- * holding it at level 1 (lock.c explains the detection).
+ * holding it at level 1 (olock.c and sync_self.c explain the detection).
+ * The level is shared memory like the word: a level of 0 found while we
+ * own the RLock (a peer's scribble) is taken as 1 when a condition saves
+ * it, so the restore takes the RLock back at a level it can release.
  *
  * Fork: the child's thread has a new identity, so an RLock owned by a
  * parent thread at fork is not owned by the child: the child's acquire
@@ -93,6 +97,8 @@ conc_rlock *conc__rlock_embed(void *mem, bool init)
 static int rlock_acquire_dl(conc_rlock *r, const conc__deadline *dl,
                             uint64_t levels)
 {
+    /* One level (acquire), or what conc__rlock_save() gave back: >= 1. */
+    CONC__ASSERT(levels >= 1);
     uint64_t me = conc__sync_self_id();
     uint64_t s = atomic_load_explicit(&r->ol.state, memory_order_relaxed);
     if ((s & ~CONC__OL_WAITERS) == me) {
@@ -172,7 +178,10 @@ int conc__rlock_save(conc_rlock *r, uint64_t *levels)
         return conc__fail_lit(CONC_EPERM, "the condition's RLock is not "
                                           "owned by the calling thread");
     }
-    *levels = atomic_load_explicit(&r->level, memory_order_relaxed);
+    /* We own it, so we hold one level at least; a 0 here was written by
+     * a peer (the level is shared memory), and is taken as 1. */
+    uint64_t lv = atomic_load_explicit(&r->level, memory_order_relaxed);
+    *levels = lv != 0 ? lv : 1;
     atomic_store_explicit(&r->level, 0, memory_order_relaxed);
     return conc__olock_release(&r->ol);
 }

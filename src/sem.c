@@ -29,8 +29,11 @@
  * while asleep leaves sleepers one too high, which only costs a needless
  * FUTEX_WAKE per release.
  *
- * The value is limited to INT32_MAX: a larger initial value, or a release
- * that would pass it, is CONC_EINVAL with nothing added.
+ * The value is limited to INT32_MAX, and a BoundedSemaphore's to its
+ * initial value (bound): a larger initial value, or a release that would
+ * pass the limit, is CONC_EINVAL with nothing added.  bounded and bound
+ * are read once per release, so the limit checked is the limit used even
+ * while a peer rewrites them.
  */
 #include "sync_int.h"
 
@@ -152,10 +155,18 @@ int conc_sem_release(conc_sem *s, unsigned n)
     if (n == 0) {
         return conc__fail(CONC_EINVAL, "conc_sem_release: n is 0");
     }
+    /* The most the value may reach, from the fields read once: a peer
+     * rewriting them meanwhile cannot make the checked bound and the one
+     * used differ. */
+    uint64_t limit = INT32_MAX;
+    if (s->bounded && s->bound < limit) {
+        limit = s->bound;
+    }
     uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
+    uint64_t nv;
     for (;;) {
-        uint64_t nv = (uint64_t)v + n;
-        if (nv > INT32_MAX || (s->bounded && nv > s->bound)) {
+        nv = (uint64_t)v + n;
+        if (nv > limit) {
             return conc__fail(CONC_EINVAL, "conc_sem_release: %u more "
                               "would take the value from %u past %s %lu",
                               n, (unsigned)v,
@@ -168,6 +179,8 @@ int conc_sem_release(conc_sem *s, unsigned n)
             break;
         }
     }
+    /* The count moved up by n, to at most the limit. */
+    CONC__ASSERT(nv == (uint64_t)v + n && nv <= limit && limit <= INT32_MAX);
     if (atomic_load(&s->sleepers) > 0) {
         /* Pairs with the FUTEX_WAIT in conc_sem_acquire(). */
         conc__os_futex_wake(&s->value, n > INT32_MAX ? INT32_MAX : (int)n,

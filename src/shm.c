@@ -222,6 +222,8 @@ int conc__shm_name_fix(const char *fn, const char *name, char *out,
                           given, strlen(given) > 64 ? "..." : "",
                           CONC__SHM_NAME_MAX);
     }
+    /* The checks above leave room for '/', the name and its NUL. */
+    CONC__ASSERT(n >= 1 && n <= CONC__SHM_NAME_MAX && n + 2 <= cap);
     out[0] = '/';
     memcpy(out + 1, name, n + 1);
     return 0;
@@ -312,6 +314,7 @@ int conc__shm_create(conc_shm **out, const char *fn, const char *name,
         err = os_fail(fn, "mmap", m->name);
         goto fail_unlink;
     }
+    CONC__ASSERT(size > 0 && size <= (size_t)INT64_MAX); /* checked above */
     m->size = size;
     m->creator = getpid();
     created_add(m);
@@ -444,6 +447,10 @@ int conc__shm_open(conc_shm **out, const char *fn, const char *name,
         err = os_fail(fn, "mmap", m->name);
         goto fail;
     }
+    /* sized() let through only a size that is positive, fits size_t and
+     * holds the kind's minimum; the mapping is that size. */
+    CONC__ASSERT(st.size > 0 && (uint64_t)st.size <= SIZE_MAX);
+    CONC__ASSERT(kind == NULL || (size_t)st.size >= kind->min_size);
     m->size = (size_t)st.size;
     if (kind != NULL) {
         err = published(m, fn, kind, &dl);

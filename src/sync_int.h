@@ -1,6 +1,8 @@
-/* sync_int.h - what the sync module's files (lock.c rlock.c sem.c event.c
- * cond.c barrier.c) share: the owner-stamped lock word every lock is made
- * of, the caller's identity, and the sliced futex wait.
+/* sync_int.h - what the sync module's files (olock.c, sync_self.c,
+ * sync_sleep.c, sync_region.c, sync_named.c and the objects lock.c
+ * rlock.c sem.c event.c cond.c barrier.c) share: the owner-stamped lock
+ * word every lock is made of, the caller's identity, and the sliced
+ * futex wait.
  *
  * The owner-stamped lock word ("olock") is one 64-bit atomic in shared
  * memory:

@@ -4,7 +4,7 @@
  * process reaches it with conc_X_open(name).
  *
  * The handle of a lock, rlock, semaphore or event is the mapping itself
- * (see lock.c), and stays so: the fast paths are the same for named and
+ * (sync_region.c), and stays so: the fast paths are the same for named and
  * anonymous objects.  What a named mapping needs besides - the conc_shm
  * handle that knows the fd, the size and whether this process created the
  * name (and so unlinks it when it frees) - is process-local, so it is kept
@@ -82,6 +82,7 @@ static int named_add(conc_shm *shm, void **region)
     struct named_map *n = conc__calloc(1, sizeof *n);
     if (n == NULL) {
         conc_shm_free(shm);
+        /* detail: its callers' ("out of memory") */
         return CONC_ENOMEM;
     }
     n->region = conc_shm_ptr(shm);

@@ -79,6 +79,9 @@ uint64_t conc__sync_self_slow(void)
     uint64_t st = conc__os_proc_starttime(tid);
     uint64_t id = ((uint64_t)(uint32_t)st << 32) |
                   ((uint64_t)(uint32_t)tid & CONC__OL_TID_MASK);
+    /* A tid is never 0 and fits the mask (pid_max is at most 2^22), so
+     * the identity marks a word as held and leaves WAITERS clear. */
+    CONC__ASSERT((id & CONC__OL_TID_MASK) == (uint64_t)tid && tid > 0);
     conc__sync_self = id;
     return id;
 }

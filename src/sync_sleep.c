@@ -34,6 +34,7 @@ int conc__sync_sleep(_Atomic uint32_t *word, uint32_t val,
      * the code that changes its condition; see each caller. */
     int err = conc__os_futex_wait(word, val, &slice, true);
     if (err == CONC_ETIMEDOUT) {
+        /* detail: each caller's (a sleep's outcome) */
         return capped ? CONC_ETIMEDOUT : 1;
     }
     return 0;

@@ -172,6 +172,7 @@ static void treg_unlink_locked(thread_rec *rec)
 /* Drops one reference; frees the record with the last.  Holds the lock. */
 static void rec_unref_locked(thread_rec *rec)
 {
+    CONC__ASSERT(rec->refs > 0); /* the handle, the thread, pins */
     if (--rec->refs == 0) {
         treg_unlink_locked(rec);
         free(rec);
@@ -234,6 +235,9 @@ static void thread_finish(void *arg)
 {
     thread_rec *rec = arg;
     pthread_mutex_lock(&treg_lock);
+    /* Running -> done happens once, here (or in a forked child's copy,
+     * for a thread that did not come along, which never runs this). */
+    CONC__ASSERT(atomic_load_explicit(&rec->done, memory_order_relaxed) == 0);
     /* Release: publishes result; pairs with the acquire loads of done in
      * join and join_all. */
     atomic_store_explicit(&rec->done, 1, memory_order_release);
@@ -363,8 +367,9 @@ int conc_thread_start(conc_thread *t)
     int r = conc__thread_spawn(&th, false, thread_main, rec, &rec->stack);
     if (r != 0) {
         free(rec);
-        err = r == ENOMEM ? CONC_ENOMEM : CONC_ESYS;
         errno = r;
+        err = conc__fail_sys(r == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                             "conc_thread_start: pthread_create");
         goto fail_state;
     }
     pthread_mutex_lock(&treg_lock);
@@ -383,10 +388,15 @@ int conc_thread_start(conc_thread *t)
         conc__os_futex_wait(&rec->started, 0, NULL, false);
     }
     t->rec = rec;
+    /* Only this call moves the handle out of T_STARTING (its CAS won). */
+    CONC__ASSERT(atomic_load_explicit(&t->state, memory_order_relaxed) ==
+                 T_STARTING);
     /* Release: publishes t->rec; pairs with the acquire loads of state. */
     atomic_store_explicit(&t->state, T_STARTED, memory_order_release);
     return 0;
 fail_state:
+    CONC__ASSERT(atomic_load_explicit(&t->state, memory_order_relaxed) ==
+                 T_STARTING);
     /* Release: pairs with the acquire CAS of the next start. */
     atomic_store_explicit(&t->state, T_NEW, memory_order_release);
     return err;
@@ -398,6 +408,7 @@ static thread_rec *started_rec(const conc_thread *t)
     if (atomic_load_explicit(&t->state, memory_order_acquire) != T_STARTED) {
         return NULL;
     }
+    CONC__ASSERT(t->rec != NULL); /* stored before T_STARTED */
     return t->rec;
 }
 

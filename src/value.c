@@ -100,6 +100,9 @@ int conc_value_new(conc_value **out, const conc_value_opts *opts)
             goto fail;
         }
         value_hdr *h = conc_shm_ptr(v->shm);
+        /* Our own segment, of the size just asked for. */
+        CONC__ASSERT(conc_shm_size(v->shm) >=
+                     VALUE_HDR + lock_room + opts->size);
         h->version = VALUE_VERSION;
         h->size = opts->size;
         if (opts->lock) {
@@ -204,6 +207,9 @@ int conc_value_open(conc_value **out, const char *name)
         }
         v->lock_embedded = true;
     }
+    /* The checks above: header, lock slot and data lie in the segment. */
+    CONC__ASSERT(seg >= VALUE_HDR + lock_room &&
+                 size <= seg - VALUE_HDR - lock_room);
     v->size = (size_t)size;
     v->ptr = (char *)h + VALUE_HDR + lock_room;
     *out = v;

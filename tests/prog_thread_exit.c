@@ -6,6 +6,8 @@
 #include <conc.h>
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -16,8 +18,15 @@ static void nap(double s)
     }
 }
 
+/* Set by main just before it returns: the threads that say "done"
+ * print only after that, however slow the child process was to run. */
+static atomic_bool main_returning;
+
 static void *says_after(void *arg)
 {
+    while (!atomic_load(&main_returning)) {
+        nap(0.01);
+    }
     nap(0.5);
     printf("%s\n", (const char *)arg);
     return NULL;
@@ -77,5 +86,6 @@ int main(void)
     printf("child joined, exitcode %d\n", code);
     conc_process_free(p);
     printf("main returns\n");
+    atomic_store(&main_returning, true);
     return 0;
 }

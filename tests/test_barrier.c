@@ -518,7 +518,7 @@ TEST(barrier_party_killed_while_waiting)
  * before writing its slot: the one window bar_reap_dead() cannot see. */
 static int child_dies_between_count_and_slot(void *arg)
 {
-    struct barrier_shared *sh = ((conc_barrier *)arg)->sh;
+    struct conc__barrier_shared *sh = ((conc_barrier *)arg)->sh;
     conc__deadline forever = { .forever = true, .once = false };
     if (conc__olock_acquire(&sh->mu, &forever) != 0) {
         return 1;

@@ -6,6 +6,8 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 TEST(strerror_names_every_code)
 {
@@ -189,7 +191,10 @@ TEST(proc_liveness_sees_pid_reuse_and_zombies)
     if (pid == 0) {
         _exit(0);
     }
-    th_sleep(0.05);
+    /* Wait until it is a zombie, without reaping it (a fixed sleep was
+     * too short for a loaded machine). */
+    siginfo_t si;
+    CHECK(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) == 0);
     CHECK(!conc__os_proc_alive(pid, 0)); /* a zombie is not alive */
     th_wait(pid, 5);
     CHECK(!conc__os_proc_alive(pid, 0));

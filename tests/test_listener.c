@@ -885,8 +885,8 @@ static void *good_client_thread(void *p)
 }
 
 /* Three clients connect and say nothing; then an authorised one comes.
- * It is accepted at once (the old listener ran handshakes one at a time
- * and spent a whole handshake limit on each silent one first); the
+ * It is accepted at once (a listener that ran handshakes one at a time
+ * would spend a whole handshake limit on each silent one first); the
  * silent ones get their challenge, then are dropped when their
  * handshake_timeout runs out, each reported by one accept as CONC_EAUTH
  * with the reason. */
@@ -1011,8 +1011,8 @@ TEST(garbage_and_vanishing_clients_are_refused_at_once)
 }
 
 /* A raw client that answers correctly but only after a pause: accept
- * with timeout 0 returns at once each time (the old accept ran the whole
- * handshake inside, waiting for the client), and the connection goes
+ * with timeout 0 returns at once each time (an accept that ran the whole
+ * handshake inside would wait for the client), and the connection goes
  * through on a later call. */
 typedef struct slow_client {
     const char *addr;

@@ -535,8 +535,11 @@ static int child_uses_hammered_lock(void *arg)
     return 0;
 }
 
-/* fork() while other threads hammer a lock (ipc-notes hazard 6): every
- * child gets the lock normally, nothing is lost or taken over. */
+/* fork() while other threads hammer a lock: only the forking thread
+ * survives in the child, so a lock another thread held at that instant
+ * is still held by that thread, which runs on in the parent and releases
+ * it there.  Every child gets the lock normally, nothing is lost or taken
+ * over. */
 TEST(lock_fork_while_threads_hammer_it)
 {
     struct hammer *h = st_shared(sizeof *h);

@@ -1,5 +1,5 @@
 /* test_queue.c - conc_queue: every point of the contract and every error
- * path (api.md, issue 3 items 1-3): FIFO, bounds in items and bytes,
+ * path: FIFO, bounds in items and bytes,
  * timeouts, sizes 0..capacity, get_into, task_done/join, close waking
  * blocked getters and putters in other processes, fork and exec sharing,
  * signals during blocked calls, fault loops in new/open, repair after a
@@ -344,8 +344,8 @@ TEST(queue_stream_touches_little_memory)
  * when a record would cross the touched window.  Once the messages
  * before it are taken, its padding is free even if no get comes: here a
  * 60 KiB put into a default queue holding one 10 KiB message goes
- * through at once, where it used to get CONC_EFULL (the padding counted
- * as used until a get passed it). */
+ * through at once; it would get CONC_EFULL if the padding counted as used
+ * until a get passed it. */
 TEST(queue_skip_record_never_blocks_a_put_that_fits)
 {
     conc_queue *q;
@@ -1666,7 +1666,11 @@ TEST(queue_get_out_of_memory_leaves_message)
     conc_queue_free(q);
 }
 
-/* ---- fork while threads hammer the queue (ipc-notes hazard 6) ------------ */
+/* ---- fork while threads hammer the queue ----------------------------------
+ * Only the forking thread survives in a child.  A side lock another parent
+ * thread held at that instant is the same word in the shared mapping: it
+ * names that thread, which runs on in the parent and releases it, and the
+ * child sees the release. */
 
 typedef struct {
     conc_queue *q;

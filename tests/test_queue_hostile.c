@@ -590,8 +590,8 @@ TEST(queue_survives_rewritten_counters_and_high_water_mark)
 }
 
 /* A dead producer's repair walks committed records past tail; one whose
- * length is out of range ends the walk (before the fix the walk jumped
- * tail 4 GiB ahead and every later put found the queue full). */
+ * length is out of range ends the walk (a walk that went on would jump
+ * tail 4 GiB ahead, and every later put would find the queue full). */
 static int child_dies_holding_pmu(void *arg)
 {
     conc_queue *q = arg;

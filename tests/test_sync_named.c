@@ -246,7 +246,7 @@ TEST(sync_named_barrier_open_checks_its_slot_count)
      * not believe it (it would read past the mapping). */
     conc_shm *m;
     CHECK_OK(conc_shm_open(&m, name));
-    struct barrier_shared *sh = conc_shm_ptr(m);
+    struct conc__barrier_shared *sh = conc_shm_ptr(m);
     CHECK_EQ(sh->parties, 3u);
     sh->nslots = 2000;
     CHECK_ERR(conc_barrier_open(&o, name), CONC_ECORRUPT);
