@@ -1,70 +1,51 @@
 /* pool.c - the pool engine: Pool, ThreadPoolExecutor and
- * ProcessPoolExecutor in one.  This file holds what both kinds share (the
+ * ProcessPoolExecutor in one.  This file holds what both kinds share: the
  * queue of tasks, submit/apply/map/imap, map batches and their iterators,
- * close/join/terminate/shutdown/free) and the CONC_THREADS workers;
- * pool_proc.c holds the CONC_PROCESSES workers.
+ * close/join/terminate/shutdown/free.  The workers are a backend's
+ * (pool_int.h): pool_thread.c runs them as threads, pool_proc.c as
+ * forked processes; this file knows a backend only by its table, picked
+ * once in conc_pool_new.
  *
  * Tasks.  A task is one submit (one item, with a future) or one map chunk
  * (items start..start+count-1 of a batch).  Queued tasks are a FIFO list
- * under pool->lock.  Inputs are copied on submit, so callers may reuse
- * their buffers at once and a map that times out leaves nothing dangling.
+ * under pool->lock (npending counts them, for lock-free peeks).  Inputs
+ * are copied on submit, so callers may reuse their buffers at once and a
+ * map that times out leaves nothing dangling.  A backend takes tasks off
+ * the queue (conc__pool_pop_locked), completes their items
+ * (conc__task_item_done) and frees them; the first completion of an item
+ * wins, a later one is dropped.
  *
  * Batches.  A map/imap copies its inputs into one arena and keeps one
  * result slot per item, filled by whoever completes the item
  * (conc__batch_done) under the batch's own lock; the iterator waits on the
  * batch's condvar.  A batch is reference-counted by its iterator and by
  * each task holding some of its items, so freeing the iterator early, or
- * the pool, is safe.
+ * the pool, is safe.  A map collects its results under one hold of the
+ * batch lock and is woken only for the item it waits for (batch->want),
+ * not for every item completed.
  *
- * Thread workers.  Each worker thread is detached and holds a reference to
- * the pool, so the pool's memory outlives every thread, even one that is
- * abandoned in a task that never returns.  A worker pops a task under the
- * lock, records it as its current task, runs it without the lock and
- * completes it.  The timer thread (only with .task_timeout) and terminate
- * may "abandon" a worker: under the lock they take note of its current
- * task, fail its items (the first completion of a future or a batch item
- * wins, so the worker's late result is dropped), and start a replacement
- * thread; the abandoned thread still owns and frees its task, stops after
- * its current item, runs the finalizer and exits.  With a timeout, thread
- * map chunks are one item each, so the item that timed out is exactly the
- * task that was running.
- *
- * Wake-ups.  A thread worker with nothing to do first polls npending for
- * up to CONC__POOL_SPIN_NS (yielding between polls), then waits on work_cv
- * after announcing itself in pool->idle under the lock; submit signals
- * work_cv only when idle > 0 (same lock, so no wake-up is lost; a
- * spinning worker sees npending, which submit raises under that lock).
- * join waits on done_cv for pool->live to reach 0.  A map collects its
- * results under one hold of the batch lock and is woken only for the item
- * it waits for (batch->want), not for every item completed.
+ * Lifetime.  The pool is reference-counted: the user's reference, each
+ * thread of a backend that may outlive conc_pool_free (an abandoned worker
+ * thread), and each future whose backend has a waiter hook (a process
+ * pool's future may still help collect results after the pool is freed:
+ * it finds the backend stopped).  The last reference frees the backend's
+ * memory and then the pool.
  *
  * Rejected: a lock-free task queue (the lock is held for a few
- * instructions, and idle workers must sleep somewhere anyway); killing
- * threads (pthread_cancel inside arbitrary user code leaks its locks and
- * memory: abandoning is the honest option).
+ * instructions, and idle workers must sleep somewhere anyway); a kind
+ * switch in each function (the engine branched on the kind twenty times;
+ * a table keeps each kind's logic in its file).
  */
 #include "pool_int.h"
-
-#include <conc/process.h>
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct pool_worker {
-    conc_pool *pool;
-    size_t slot;
-    struct task *current;   /* under pool->lock */
-    uint64_t started_ns;    /* under pool->lock */
-    _Atomic bool abandoned; /* set under pool->lock; read without it */
-    size_t ran;
-    char name[64];
-};
-
 /* ---- tasks ------------------------------------------------------------------ */
 
-void conc__task_free(struct task *t)
+void conc__task_free(conc__task *t)
 {
     /* acq_rel: the last holder sees the other's writes before freeing. */
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) {
@@ -81,18 +62,30 @@ void conc__task_free(struct task *t)
     free(t);
 }
 
-void conc__task_item_done(struct task *t, size_t k, int code, conc_msg *out,
+bool conc__task_start(conc__task *t)
+{
+    if (t->fut != NULL && !t->fut_started) {
+        if (!conc__future_start(t->fut)) {
+            conc__task_free(t); /* cancelled while queued */
+            return false;
+        }
+        t->fut_started = true;
+    }
+    return true;
+}
+
+void conc__task_item_done(conc__task *t, size_t k, int code, conc_msg *out,
                           char *err)
 {
     if (t->fut != NULL) {
-        conc__future_finish(t->fut, FUT_DONE, code, out, err);
+        conc__future_finish(t->fut, CONC__FUT_DONE, code, out, err);
     } else {
         conc__batch_done(t->batch, t->start + k, code, out, err);
     }
 }
 
-static void task_fail_items(struct task *t, size_t k, int final, int code,
-                            const char *msg)
+void conc__task_fail_items(conc__task *t, size_t k, conc__fut_final final,
+                           int code, const char *msg)
 {
     for (size_t i = k; i < t->count; i++) {
         char *err = msg != NULL ? strdup(msg) : NULL;
@@ -104,28 +97,34 @@ static void task_fail_items(struct task *t, size_t k, int final, int code,
     }
 }
 
-void conc__task_fail(struct task *t, size_t k, int final, int code,
-                     const char *msg)
-{
-    task_fail_items(t, k, final, code, msg);
-    conc__task_free(t);
-}
-
-/* Fails and frees a list of queued (never started) tasks. */
-static void fail_list(struct task *t, int final, int code, const char *msg)
+void conc__task_fail_list(conc__task *t, conc__fut_final final, int code,
+                          const char *msg)
 {
     conc__future_defer_begin();
     while (t != NULL) {
-        struct task *n = t->next;
-        conc__task_fail(t, 0, final, code, msg);
+        conc__task *n = t->next;
+        t->next = NULL;
+        conc__task_fail_items(t, t->ndone, final, code, msg);
+        conc__task_free(t);
         t = n;
     }
     conc__future_defer_end();
 }
 
+static conc__task *task_new(conc_task_fn fn)
+{
+    conc__task *t = conc__calloc(1, sizeof *t);
+    if (t != NULL) {
+        t->fn = fn;
+        t->count = 1;
+        atomic_init(&t->refs, 1);
+    }
+    return t;
+}
+
 /* ---- batches ---------------------------------------------------------------- */
 
-void conc__batch_unref(struct batch *b)
+void conc__batch_unref(conc__batch *b)
 {
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) {
         return;
@@ -144,10 +143,10 @@ void conc__batch_unref(struct batch *b)
     free(b);
 }
 
-void conc__batch_done_locked(struct batch *b, size_t i, int code,
+void conc__batch_done_locked(conc__batch *b, size_t i, int code,
                              conc_msg *out, char *err)
 {
-    struct batch_item *it = &b->items[i];
+    conc__batch_item *it = &b->items[i];
     if (it->done) {
         if (out != NULL) {
             conc_msg_free(out);
@@ -171,7 +170,7 @@ void conc__batch_done_locked(struct batch *b, size_t i, int code,
     }
 }
 
-void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
+void conc__batch_done(conc__batch *b, size_t i, int code, conc_msg *out,
                       char *err)
 {
     pthread_mutex_lock(&b->lock);
@@ -179,18 +178,9 @@ void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
     pthread_mutex_unlock(&b->lock);
 }
 
-static void cond_init_mono(pthread_cond_t *c)
+static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static int batch_new(struct batch **out, const conc_msg *inputs, size_t n)
-{
-    struct batch *b = conc__calloc(1, sizeof *b);
+    conc__batch *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
         return CONC_ENOMEM;
     }
@@ -224,7 +214,7 @@ static int batch_new(struct batch **out, const conc_msg *inputs, size_t n)
     }
     b->n = n;
     pthread_mutex_init(&b->lock, NULL);
-    cond_init_mono(&b->cond);
+    conc__cond_init_mono(&b->cond);
     atomic_init(&b->refs, 1);
     *out = b;
     return 0;
@@ -232,7 +222,7 @@ static int batch_new(struct batch **out, const conc_msg *inputs, size_t n)
 
 /* ---- the queue -------------------------------------------------------------- */
 
-int conc__pool_push(conc_pool *p, struct task *first, struct task *last,
+int conc__pool_push(conc_pool *p, conc__task *first, conc__task *last,
                     size_t n)
 {
     pthread_mutex_lock(&p->lock);
@@ -240,7 +230,7 @@ int conc__pool_push(conc_pool *p, struct task *first, struct task *last,
         pthread_mutex_unlock(&p->lock);
         return CONC_EBROKEN;
     }
-    if (p->state != POOL_RUN) {
+    if (p->state != CONC__POOL_RUN) {
         pthread_mutex_unlock(&p->lock);
         return CONC_ESTATE;
     }
@@ -252,25 +242,35 @@ int conc__pool_push(conc_pool *p, struct task *first, struct task *last,
     }
     p->tail = last;
     atomic_fetch_add(&p->npending, n);
-    if (p->kind == CONC_THREADS && p->idle > 0) {
-        /* idle is counted under the lock by a worker about to wait on
-         * work_cv: the signal cannot be lost. */
-        if (n == 1) {
-            pthread_cond_signal(&p->work_cv);
-        } else {
-            pthread_cond_broadcast(&p->work_cv);
-        }
+    if (p->be->queued_locked != NULL) {
+        p->be->queued_locked(p, n);
     }
     pthread_mutex_unlock(&p->lock);
-    if (p->kind == CONC_PROCESSES) {
-        conc__proc_submitted(p);
+    if (p->be->queued != NULL) {
+        p->be->queued(p);
     }
     return 0;
 }
 
-struct task *conc__pool_pop_locked(conc_pool *p)
+void conc__pool_requeue_front(conc_pool *p, conc__task *first,
+                              conc__task *last, size_t n)
 {
-    struct task *t = p->head;
+    if (n == 0) {
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    last->next = p->head;
+    p->head = first;
+    if (p->tail == NULL) {
+        p->tail = last;
+    }
+    atomic_fetch_add(&p->npending, n);
+    pthread_mutex_unlock(&p->lock);
+}
+
+conc__task *conc__pool_pop_locked(conc_pool *p)
+{
+    conc__task *t = p->head;
     if (t != NULL) {
         p->head = t->next;
         if (p->head == NULL) {
@@ -282,23 +282,18 @@ struct task *conc__pool_pop_locked(conc_pool *p)
     return t;
 }
 
-/* Takes the whole queue; lock held. */
-static struct task *take_all_locked(conc_pool *p)
+conc__task *conc__pool_take_all_locked(conc_pool *p)
 {
-    struct task *t = p->head;
+    conc__task *t = p->head;
     p->head = p->tail = NULL;
     atomic_store(&p->npending, 0);
     return t;
 }
 
-static void pool_ref(conc_pool *p)
-{
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-}
-
 void conc__pool_ref(conc_pool *p)
 {
-    pool_ref(p);
+    /* Relaxed: a new reference is made from an existing one. */
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 }
 
 void conc__pool_unref(conc_pool *p)
@@ -306,323 +301,12 @@ void conc__pool_unref(conc_pool *p)
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
         return;
     }
-    if (p->kind == CONC_PROCESSES) {
-        /* The process side's memory lives as long as any future that may
-         * still help (see "Helpers" in pool_proc.c). */
-        conc__proc_destroy(p);
-    }
+    p->be->destroy(p);
     pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->work_cv);
-    pthread_cond_destroy(&p->done_cv);
-    pthread_cond_destroy(&p->timer_cv);
-    free(p->threads);
     free(p);
 }
 
-/* ---- thread workers ----------------------------------------------------------- */
-
-static void *thread_main(void *arg);
-
-/* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM. */
-static int spawn_thread_locked(conc_pool *p, size_t slot)
-{
-    struct pool_worker *w = conc__calloc(1, sizeof *w);
-    if (w == NULL) {
-        return CONC_ENOMEM;
-    }
-    w->pool = p;
-    w->slot = slot;
-    snprintf(w->name, sizeof w->name, "%s-%u", p->prefix, ++p->next_name);
-    pool_ref(p);
-    p->live++;
-    p->threads[slot] = w;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, thread_main, w);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        p->threads[slot] = NULL;
-        p->live--;
-        atomic_fetch_sub(&p->refs, 1);
-        free(w);
-        errno = rc;
-        return CONC_ESYS;
-    }
-    return 0;
-}
-
-/* Marks w abandoned and takes it out of the pool's count; lock held.  The
- * caller fails w->current's items (after unlocking). */
-static struct task *abandon_locked(conc_pool *p, struct pool_worker *w)
-{
-    atomic_store(&w->abandoned, true);
-    struct task *t = w->current;
-    if (t != NULL) {
-        /* The worker frees the task when it returns; this reference
-         * keeps it for the caller, who fails its items unlocked. */
-        atomic_fetch_add(&t->refs, 1);
-    }
-    if (p->threads[w->slot] == w) {
-        p->threads[w->slot] = NULL;
-    }
-    p->live--;
-    pthread_cond_broadcast(&p->done_cv);
-    return t;
-}
-
-/* The initializer of a thread failed: the pool breaks (see pool.h). */
-static void break_threads(conc_pool *p, int code)
-{
-    char msg[96];
-    snprintf(msg, sizeof msg, "a worker's initializer failed with code %d",
-             code);
-    pthread_mutex_lock(&p->lock);
-    if (p->broken == 0) {
-        p->broken = code;
-    }
-    struct task *list = take_all_locked(p);
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_mutex_unlock(&p->lock);
-    fail_list(list, FUT_DONE, CONC_EBROKEN, msg);
-}
-
-static void run_item(struct pool_worker *w, struct task *t, size_t k,
-                     void *ctx, bool locked_done)
-{
-    conc_pool *p = w->pool;
-    conc_buf out;
-    conc__buf_init(&out, 0);
-    size_t len;
-    const void *in = conc__task_in(t, k, &len);
-    int code = t->fn(len ? in : NULL, len, &out, ctx);
-    if (code < 0) {
-        code = CONC_ETASK;
-    }
-    conc_msg m;
-    conc__buf_take(&out, &m);
-    char *err = out.has_error ? strdup(out.error) : NULL;
-    if (locked_done) {
-        /* A timer may fail this task meanwhile; the lock orders us with
-         * it, and the first completion wins anyway. */
-        pthread_mutex_lock(&p->lock);
-        bool gone = atomic_load(&w->abandoned);
-        pthread_mutex_unlock(&p->lock);
-        if (gone) {
-            conc_msg_free(&m);
-            free(err);
-            return;
-        }
-    }
-    conc__task_item_done(t, k, code, &m, err);
-}
-
-static void *thread_main(void *arg)
-{
-    struct pool_worker *w = arg;
-    conc_pool *p = w->pool;
-    conc__os_set_name(w->name);
-    void *ctx = NULL;
-    bool inited = true;
-    if (p->init != NULL) {
-        int rc = p->init(p->init_arg, &ctx);
-        if (rc != 0) {
-            inited = false;
-            break_threads(p, rc);
-        }
-    }
-    bool timed = p->task_timeout > 0;
-    pthread_mutex_lock(&p->lock);
-    while (inited) {
-        if (p->head == NULL && p->state == POOL_RUN) {
-            /* Spin a little before sleeping: a submitter often comes back
-             * within microseconds (see CONC__POOL_SPIN_NS). */
-            pthread_mutex_unlock(&p->lock);
-            uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
-            for (unsigned i = 0; atomic_load(&p->npending) == 0; i++) {
-                if ((i & 15) == 15 && conc__now_ns() > until) {
-                    break;
-                }
-                conc__pool_spin_pause(i);
-            }
-            pthread_mutex_lock(&p->lock);
-        }
-        while (p->head == NULL && p->state == POOL_RUN && p->broken == 0 &&
-               !atomic_load(&w->abandoned)) {
-            p->idle++;
-            pthread_cond_wait(&p->work_cv, &p->lock);
-            p->idle--;
-        }
-        if (atomic_load(&w->abandoned) || p->head == NULL ||
-            p->state == POOL_TERM || p->broken != 0) {
-            break;
-        }
-        struct task *t = conc__pool_pop_locked(p);
-        if (t->fut != NULL && !t->fut_started) {
-            if (!conc__future_start(t->fut)) {
-                conc__task_free(t); /* cancelled while queued */
-                continue;
-            }
-            t->fut_started = true;
-        }
-        w->current = t;
-        w->started_ns = conc__now_ns();
-        pthread_mutex_unlock(&p->lock);
-        size_t k = 0;
-        for (; k < t->count && !atomic_load(&w->abandoned); k++) {
-            run_item(w, t, k, ctx, timed);
-        }
-        pthread_mutex_lock(&p->lock);
-        w->current = NULL;
-        if (atomic_load(&w->abandoned)) {
-            /* Whoever abandoned us failed the items we did not run. */
-            pthread_mutex_unlock(&p->lock);
-            conc__task_free(t);
-            pthread_mutex_lock(&p->lock);
-            break;
-        }
-        pthread_mutex_unlock(&p->lock);
-        conc__task_free(t);
-        pthread_mutex_lock(&p->lock);
-        w->ran += k;
-        if (p->max_tasks > 0 && w->ran >= p->max_tasks) {
-            /* Retire: a fresh thread (and initializer) takes the slot;
-             * this one stays counted in live until its finalizer ran. */
-            p->threads[w->slot] = NULL;
-            if (p->state != POOL_TERM && p->broken == 0) {
-                spawn_thread_locked(p, w->slot);
-            }
-            break;
-        }
-    }
-    /* Abandoned threads were taken out of live by whoever abandoned
-     * them; the others leave live only after their finalizer, so that
-     * join returns after every finalizer of the pool's workers ran. */
-    bool counted = !atomic_load(&w->abandoned);
-    if (counted && p->threads[w->slot] == w) {
-        p->threads[w->slot] = NULL;
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (inited && p->fini != NULL) {
-        p->fini(ctx, p->init_arg);
-    }
-    pthread_mutex_lock(&p->lock);
-    if (counted) {
-        p->live--;
-    }
-    pthread_cond_broadcast(&p->done_cv);
-    pthread_mutex_unlock(&p->lock);
-    free(w);
-    conc__pool_unref(p);
-    return NULL;
-}
-
-/* The timer thread of a THREADS pool with a task_timeout. */
-static void *timer_main(void *arg)
-{
-    conc_pool *p = arg;
-    uint64_t limit = (uint64_t)(p->task_timeout * 1e9);
-    pthread_mutex_lock(&p->lock);
-    while (!p->timer_stop) {
-        uint64_t now = conc__now_ns();
-        uint64_t next = now + 100000000ull; /* look again in 0.1 s at most */
-        struct task *late[64];
-        size_t nlate = 0;
-        for (size_t i = 0; i < p->nworkers && nlate < 64; i++) {
-            struct pool_worker *w = p->threads[i];
-            if (w == NULL || w->current == NULL) {
-                continue;
-            }
-            uint64_t due = w->started_ns + limit;
-            if (now >= due) {
-                late[nlate++] = abandon_locked(p, w);
-                if (p->state != POOL_TERM && p->broken == 0) {
-                    spawn_thread_locked(p, i);
-                }
-            } else if (due < next) {
-                next = due;
-            }
-        }
-        if (nlate > 0) {
-            pthread_mutex_unlock(&p->lock);
-            char msg[96];
-            snprintf(msg, sizeof msg, "the task ran past its timeout of %g s",
-                     p->task_timeout);
-            conc__future_defer_begin();
-            for (size_t i = 0; i < nlate; i++) {
-                task_fail_items(late[i], 0, FUT_DONE, CONC_ETIMEDOUT, msg);
-                conc__task_free(late[i]);
-            }
-            conc__future_defer_end();
-            pthread_mutex_lock(&p->lock);
-            continue;
-        }
-        struct timespec ts = { .tv_sec = (time_t)(next / 1000000000ull),
-                               .tv_nsec = (long)(next % 1000000000ull) };
-        pthread_cond_timedwait(&p->timer_cv, &p->lock, &ts);
-    }
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
-}
-
-/* ---- lifecycle ------------------------------------------------------------------ */
-
-static int threads_wait_locked(conc_pool *p, const conc__deadline *dl)
-{
-    while (p->live > 0) {
-        if (dl->once || conc__deadline_passed(dl)) {
-            return CONC_ETIMEDOUT;
-        }
-        if (dl->forever) {
-            pthread_cond_wait(&p->done_cv, &p->lock);
-        } else {
-            pthread_cond_timedwait(&p->done_cv, &p->lock, &dl->at);
-        }
-    }
-    return 0;
-}
-
-static void stop_timer(conc_pool *p)
-{
-    pthread_mutex_lock(&p->lock);
-    bool has = p->has_timer;
-    p->has_timer = false;
-    p->timer_stop = true;
-    pthread_cond_broadcast(&p->timer_cv);
-    pthread_mutex_unlock(&p->lock);
-    if (has) {
-        pthread_join(p->timer, NULL);
-    }
-}
-
-static void threads_terminate(conc_pool *p)
-{
-    pthread_mutex_lock(&p->lock);
-    p->state = POOL_TERM;
-    struct task *list = take_all_locked(p);
-    struct task *running[4096];
-    size_t nrun = 0;
-    for (size_t i = 0; i < p->nworkers; i++) {
-        struct pool_worker *w = p->threads[i];
-        if (w != NULL && w->current != NULL) {
-            running[nrun++] = abandon_locked(p, w);
-        }
-    }
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_mutex_unlock(&p->lock);
-    /* One batch: a callback that waits for another of these futures
-     * finds it failed too (conc__future_defer_begin). */
-    conc__future_defer_begin();
-    fail_list(list, FUT_CANCELLED, CONC_ECANCELLED,
-              "the pool was terminated before the task started");
-    for (size_t i = 0; i < nrun; i++) {
-        task_fail_items(running[i], 0, FUT_DONE, CONC_ECANCELLED,
-                        "the pool was terminated while the task ran");
-        conc__task_free(running[i]);
-    }
-    conc__future_defer_end();
-}
+/* ---- the pool ------------------------------------------------------------------ */
 
 int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
 {
@@ -640,11 +324,13 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
         (o.name_prefix != NULL && strlen(o.name_prefix) > 40)) {
         return CONC_EINVAL;
     }
-    conc_pool *p = conc__calloc(1, sizeof *p);
+    const conc__pool_backend *be =
+        o.kind == CONC_THREADS ? &conc__pool_threads : &conc__pool_processes;
+    conc_pool *p = conc__calloc(1, be->size);
     if (p == NULL) {
         return CONC_ENOMEM;
     }
-    p->kind = o.kind;
+    p->be = be;
     p->nworkers = o.workers ? o.workers : (size_t)conc__os_cpu_count();
     if (p->nworkers == 0) {
         p->nworkers = 1;
@@ -656,71 +342,24 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
     p->task_timeout = isinf(o.task_timeout) ? 0 : o.task_timeout;
     p->max_msg = o.max_message_bytes ? o.max_message_bytes
                                      : CONC_POOL_DEFAULT_MESSAGE;
+    p->msg_limit = SIZE_MAX;
+    p->chunk_max = SIZE_MAX;
     snprintf(p->prefix, sizeof p->prefix, "%s",
-             o.name_prefix ? o.name_prefix
-             : o.kind == CONC_THREADS ? "ThreadPoolWorker"
-                                      : "PoolWorker");
+             o.name_prefix ? o.name_prefix : be->name_prefix);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->work_cv, NULL);
-    cond_init_mono(&p->done_cv);
-    cond_init_mono(&p->timer_cv);
     atomic_init(&p->refs, 1);
-    int err = 0;
-    if (p->kind == CONC_THREADS) {
-        p->threads = conc__calloc(p->nworkers, sizeof *p->threads);
-        if (p->threads == NULL) {
-            err = CONC_ENOMEM;
-            goto fail;
-        }
-        pthread_mutex_lock(&p->lock);
-        for (size_t i = 0; i < p->nworkers && err == 0; i++) {
-            err = spawn_thread_locked(p, i);
-        }
-        pthread_mutex_unlock(&p->lock);
-        if (err == 0 && p->task_timeout > 0) {
-            if (pthread_create(&p->timer, NULL, timer_main, p) != 0) {
-                err = CONC_ESYS;
-            } else {
-                p->has_timer = true;
-            }
-        }
-        if (err != 0) {
-            threads_terminate(p);
-            conc__deadline dl;
-            conc__deadline_init(&dl, CONC_FOREVER);
-            pthread_mutex_lock(&p->lock);
-            threads_wait_locked(p, &dl);
-            pthread_mutex_unlock(&p->lock);
-            stop_timer(p);
-            goto fail;
-        }
-    } else {
-        err = conc__proc_start(p);
-        if (err != 0) {
-            goto fail;
-        }
+    int err = be->start(p);
+    if (err != 0) {
+        conc__pool_unref(p);
+        return err;
     }
     *out = p;
     return 0;
-fail:
-    conc__pool_unref(p);
-    return err;
 }
 
 size_t conc_pool_workers(const conc_pool *pool)
 {
     return pool ? pool->nworkers : 0;
-}
-
-static struct task *task_new(conc_task_fn fn)
-{
-    struct task *t = conc__calloc(1, sizeof *t);
-    if (t != NULL) {
-        t->fn = fn;
-        t->count = 1;
-        atomic_init(&t->refs, 1);
-    }
-    return t;
 }
 
 int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
@@ -733,10 +372,10 @@ int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
         (in == NULL && inlen > 0)) {
         return CONC_EINVAL;
     }
-    if (pool->kind == CONC_PROCESSES && inlen > pool->max_msg) {
+    if (inlen > pool->msg_limit) {
         return CONC_ETOOBIG;
     }
-    struct task *t = task_new(fn);
+    conc__task *t = task_new(fn);
     conc_future *f = NULL;
     int err = CONC_ENOMEM;
     if (t == NULL) {
@@ -756,11 +395,11 @@ int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
     }
     conc__future_ref(f); /* the task's reference */
     t->fut = f;
-    if (pool->kind == CONC_PROCESSES) {
-        /* Lets a caller waiting on f collect results itself; dropped with
-         * f's last reference (conc__future_unref). */
+    if (pool->be->waiter != NULL) {
+        /* The pool lives as long as f may help: the hook's release drops
+         * this reference with f's last one. */
         conc__pool_ref(pool);
-        f->pool = pool;
+        conc__future_set_waiter(f, pool->be->waiter, pool);
     }
     err = conc__pool_push(pool, t, t, 1);
     if (err != 0) {
@@ -799,10 +438,12 @@ int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
     return err;
 }
 
+/* ---- maps ---------------------------------------------------------------------- */
+
 /* Builds the tasks of a map over batch b and queues them. */
 static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
                      size_t n, bool is_map, const conc_map_opts *opts,
-                     struct batch **out)
+                     conc__batch **out)
 {
     *out = NULL;
     if (p == NULL || fn == NULL || (inputs == NULL && n > 0)) {
@@ -812,7 +453,7 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
         if (inputs[i].data == NULL && inputs[i].len > 0) {
             return CONC_EINVAL;
         }
-        if (p->kind == CONC_PROCESSES && inputs[i].len > p->max_msg) {
+        if (inputs[i].len > p->msg_limit) {
             return CONC_ETOOBIG;
         }
     }
@@ -823,31 +464,31 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     if (chunk == 0) {
         chunk = 1;
     }
-    if (p->kind == CONC_THREADS && p->task_timeout > 0) {
-        chunk = 1;
+    if (chunk > p->chunk_max) {
+        chunk = p->chunk_max;
     }
-    struct batch *b;
+    conc__batch *b;
     int err = batch_new(&b, inputs, n);
     if (err != 0) {
         return err;
     }
-    struct task *first = NULL, *last = NULL;
+    conc__task *first = NULL, *last = NULL;
     size_t ntasks = 0;
     for (size_t i = 0; i < n;) {
-        struct task *t = task_new(fn);
+        conc__task *t = task_new(fn);
         if (t == NULL) {
             err = CONC_ENOMEM;
             break;
         }
         t->batch = b;
         t->start = i;
-        /* Processes: a chunk's record must fit a ring (see pool_proc.c):
-         * cut it when its bytes pass max_msg; a single item always fits. */
+        /* A chunk's inputs, as the process backend frames them (8 bytes
+         * of length, the bytes padded to 8), stay within msg_limit: cut it
+         * there; a single item always fits. */
         size_t bytes = 0, c = 0;
         while (i + c < n && c < chunk) {
             size_t add = 8 + ((inputs[i + c].len + 7) & ~(size_t)7);
-            if (p->kind == CONC_PROCESSES && c > 0 &&
-                bytes + add > p->max_msg) {
+            if (c > 0 && bytes + add > p->msg_limit) {
                 break;
             }
             bytes += add;
@@ -869,7 +510,7 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     }
     if (err != 0) {
         while (first != NULL) {
-            struct task *nx = first->next;
+            conc__task *nx = first->next;
             conc__task_free(first);
             first = nx;
         }
@@ -880,8 +521,8 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
         /* An empty map still has to respect the pool's state. */
         pthread_mutex_lock(&p->lock);
         err = p->broken ? CONC_EBROKEN
-              : p->state != POOL_RUN ? CONC_ESTATE
-                                     : 0;
+              : p->state != CONC__POOL_RUN ? CONC_ESTATE
+                                           : 0;
         pthread_mutex_unlock(&p->lock);
         if (err != 0) {
             conc__batch_unref(b);
@@ -892,58 +533,19 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     return 0;
 }
 
-static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
-                    size_t n, conc_iter **it, const conc_map_opts *opts,
-                    int kind, bool is_map)
-{
-    if (it == NULL) {
-        return CONC_EINVAL;
-    }
-    *it = NULL;
-    conc_iter *i = conc__calloc(1, sizeof *i);
-    if (i == NULL) {
-        return CONC_ENOMEM;
-    }
-    struct batch *b;
-    int err = map_start(p, fn, inputs, n, is_map, opts, &b);
-    if (err != 0) {
-        free(i);
-        return err;
-    }
-    i->kind = kind;
-    i->batch = b;
-    i->last_index = (size_t)-1;
-    *it = i;
-    return 0;
-}
+/* A map's iterator over its batch's results. */
+struct map_iter {
+    conc_iter base;
+    bool ordered;
+    conc__batch *batch;
+    size_t next; /* ordered: next index; unordered: next in order[] */
+};
 
-int conc_pool_imap(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
-                   size_t n, conc_iter **it, const conc_map_opts *opts)
+static int map_iter_next(conc_iter *base, conc_msg *msg,
+                         const conc__deadline *dl)
 {
-    return iter_new(pool, fn, inputs, n, it, opts, ITER_ORDERED, false);
-}
-
-int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
-                             const conc_msg *inputs, size_t n, conc_iter **it,
-                             const conc_map_opts *opts)
-{
-    return iter_new(pool, fn, inputs, n, it, opts, ITER_UNORDERED, false);
-}
-
-int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
-{
-    if (msg != NULL) {
-        msg->data = NULL;
-        msg->len = 0;
-    }
-    if (it == NULL || msg == NULL || it->kind == ITER_FUTURES) {
-        return CONC_EINVAL;
-    }
-    conc__deadline dl;
-    if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
-    }
-    struct batch *b = it->batch;
+    struct map_iter *it = (struct map_iter *)base;
+    conc__batch *b = it->batch;
     int err = 0;
     pthread_mutex_lock(&b->lock);
     for (;;) {
@@ -952,34 +554,34 @@ int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
             break;
         }
         size_t i = (size_t)-1;
-        if (it->kind == ITER_ORDERED && b->items[it->next].done) {
+        if (it->ordered && b->items[it->next].done) {
             i = it->next;
-        } else if (it->kind == ITER_UNORDERED && it->next < b->ndone) {
+        } else if (!it->ordered && it->next < b->ndone) {
             i = b->order[it->next];
         }
         if (i != (size_t)-1) {
             it->next++;
-            struct batch_item *item = &b->items[i];
+            conc__batch_item *item = &b->items[i];
             *msg = item->out;
             item->out.data = NULL;
             item->out.len = 0;
-            free(it->last_err);
-            it->last_err = item->err;
+            free(base->last_err);
+            base->last_err = item->err;
             item->err = NULL;
-            it->last_index = i;
+            base->last_index = i;
             err = item->code;
             break;
         }
-        if (dl.once || conc__deadline_passed(&dl)) {
+        if (dl->once || conc__deadline_passed(dl)) {
             err = CONC_ETIMEDOUT;
             break;
         }
         b->waiters++;
-        b->want = it->kind == ITER_ORDERED ? it->next : SIZE_MAX;
-        if (dl.forever) {
+        b->want = it->ordered ? it->next : SIZE_MAX;
+        if (dl->forever) {
             pthread_cond_wait(&b->cond, &b->lock);
         } else {
-            pthread_cond_timedwait(&b->cond, &b->lock, &dl.at);
+            pthread_cond_timedwait(&b->cond, &b->lock, &dl->at);
         }
         b->waiters--;
     }
@@ -987,28 +589,55 @@ int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
     return err;
 }
 
-size_t conc_iter_index(const conc_iter *it)
+static void map_iter_free(conc_iter *base)
 {
-    return it ? it->last_index : (size_t)-1;
-}
-
-const char *conc_iter_error_message(const conc_iter *it)
-{
-    return it ? it->last_err : NULL;
-}
-
-void conc_iter_free(conc_iter *it)
-{
-    if (it == NULL) {
-        return;
-    }
-    if (it->kind == ITER_FUTURES) {
-        conc__iter_ac_free(it->ac);
-    } else {
-        conc__batch_unref(it->batch);
-    }
-    free(it->last_err);
+    struct map_iter *it = (struct map_iter *)base;
+    conc__batch_unref(it->batch);
     free(it);
+}
+
+static const conc__iter_ops map_iter_ops = {
+    .next = map_iter_next,
+    .free = map_iter_free,
+};
+
+static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
+                    size_t n, conc_iter **out, const conc_map_opts *opts,
+                    bool ordered, bool is_map)
+{
+    if (out == NULL) {
+        return CONC_EINVAL;
+    }
+    *out = NULL;
+    struct map_iter *it = conc__calloc(1, sizeof *it);
+    if (it == NULL) {
+        return CONC_ENOMEM;
+    }
+    conc__batch *b;
+    int err = map_start(p, fn, inputs, n, is_map, opts, &b);
+    if (err != 0) {
+        free(it);
+        return err;
+    }
+    it->base.ops = &map_iter_ops;
+    it->base.last_index = (size_t)-1;
+    it->ordered = ordered;
+    it->batch = b;
+    *out = &it->base;
+    return 0;
+}
+
+int conc_pool_imap(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
+                   size_t n, conc_iter **it, const conc_map_opts *opts)
+{
+    return iter_new(pool, fn, inputs, n, it, opts, true, false);
+}
+
+int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
+                             const conc_msg *inputs, size_t n, conc_iter **it,
+                             const conc_map_opts *opts)
+{
+    return iter_new(pool, fn, inputs, n, it, opts, false, false);
 }
 
 int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
@@ -1029,17 +658,18 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
     if (conc__deadline_init(&dl, timeout) != 0) {
         return CONC_EINVAL;
     }
-    conc_iter *it = NULL;
-    int err = iter_new(pool, fn, inputs, n, &it, opts, ITER_ORDERED, true);
+    conc_iter *base = NULL;
+    int err = iter_new(pool, fn, inputs, n, &base, opts, true, true);
     if (err != 0) {
         return err;
     }
     /* Collect in input order under one hold of the batch lock, waiting
      * only when the next item is not done (cheaper than conc_iter_next
-     * per item: the manager completes items under the same lock). */
+     * per item: the process backend completes items under the same
+     * lock). */
     int first = 0;
     bool late = false;
-    struct batch *b = it->batch;
+    conc__batch *b = ((struct map_iter *)base)->batch;
     pthread_mutex_lock(&b->lock);
     for (size_t i = 0; i < n && !late; i++) {
         while (!b->items[i].done) {
@@ -1059,7 +689,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
         if (late) {
             break;
         }
-        struct batch_item *item = &b->items[i];
+        conc__batch_item *item = &b->items[i];
         outputs[i] = item->out;
         item->out.data = NULL;
         item->out.len = 0;
@@ -1068,9 +698,11 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
         }
     }
     pthread_mutex_unlock(&b->lock);
-    conc_iter_free(it);
+    conc_iter_free(base);
     return late ? CONC_ETIMEDOUT : first;
 }
+
+/* ---- lifecycle ------------------------------------------------------------------ */
 
 int conc_pool_close(conc_pool *pool)
 {
@@ -1078,13 +710,12 @@ int conc_pool_close(conc_pool *pool)
         return CONC_EINVAL;
     }
     pthread_mutex_lock(&pool->lock);
-    if (pool->state == POOL_RUN) {
-        pool->state = POOL_CLOSED;
+    if (pool->state == CONC__POOL_RUN) {
+        pool->state = CONC__POOL_CLOSED;
     }
-    pthread_cond_broadcast(&pool->work_cv);
     pthread_mutex_unlock(&pool->lock);
-    if (pool->kind == CONC_PROCESSES) {
-        conc__proc_kick(pool);
+    if (pool->be->kick != NULL) {
+        pool->be->kick(pool);
     }
     return 0;
 }
@@ -1096,21 +727,12 @@ int conc_pool_join(conc_pool *pool, double timeout)
         return CONC_EINVAL;
     }
     pthread_mutex_lock(&pool->lock);
-    if (pool->state == POOL_RUN) {
-        pthread_mutex_unlock(&pool->lock);
+    bool running = pool->state == CONC__POOL_RUN;
+    pthread_mutex_unlock(&pool->lock);
+    if (running) {
         return CONC_ESTATE;
     }
-    int err = 0;
-    if (pool->kind == CONC_THREADS) {
-        err = threads_wait_locked(pool, &dl);
-        pthread_mutex_unlock(&pool->lock);
-        if (err == 0) {
-            stop_timer(pool);
-        }
-    } else {
-        pthread_mutex_unlock(&pool->lock);
-        err = conc__proc_join(pool, &dl);
-    }
+    int err = pool->be->join(pool, &dl);
     if (err == 0) {
         pool->joined = true;
     }
@@ -1122,11 +744,7 @@ int conc_pool_terminate(conc_pool *pool)
     if (pool == NULL) {
         return CONC_EINVAL;
     }
-    if (pool->kind == CONC_THREADS) {
-        threads_terminate(pool);
-    } else {
-        conc__proc_terminate(pool);
-    }
+    pool->be->terminate(pool);
     return 0;
 }
 
@@ -1138,12 +756,12 @@ int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
     conc_pool_close(pool);
     if (cancel_futures) {
         pthread_mutex_lock(&pool->lock);
-        struct task *list = take_all_locked(pool);
+        conc__task *list = conc__pool_take_all_locked(pool);
         pthread_mutex_unlock(&pool->lock);
-        fail_list(list, FUT_CANCELLED, CONC_ECANCELLED,
-                  "cancelled by shutdown(cancel_futures)");
-        if (pool->kind == CONC_PROCESSES) {
-            conc__proc_kick(pool);
+        conc__task_fail_list(list, CONC__FUT_CANCELLED, CONC_ECANCELLED,
+                             "cancelled by shutdown(cancel_futures)");
+        if (pool->be->kick != NULL) {
+            pool->be->kick(pool);
         }
     }
     if (wait) {
@@ -1161,10 +779,8 @@ void conc_pool_free(conc_pool *pool)
         conc_pool_terminate(pool);
         conc_pool_join(pool, CONC_FOREVER);
     }
-    if (pool->kind == CONC_THREADS) {
-        stop_timer(pool);
-    } else {
-        conc__proc_free(pool);
+    if (pool->be->stop != NULL) {
+        pool->be->stop(pool);
     }
     conc__pool_unref(pool);
 }

@@ -808,7 +808,7 @@ TEST(killed_worker_fails_no_task_it_had_not_started)
 
 /* ---- a task that scribbles on its worker's result ring -------------------- */
 
-#include "pool_int.h"
+#include "pool_proc_int.h"
 
 /* Writes a record that lies into the worker's result ring and publishes
  * it, as a task with a wild pointer could; how it lies is x % 8 / 2, and
