@@ -615,8 +615,20 @@ static void ac_free(conc_iter *it)
     free(it);
 }
 
+static void ac_progress(const conc_iter *it, conc_progress *out)
+{
+    struct ac_state *ac = ((const struct ac_iter *)it)->ac;
+    pthread_mutex_lock(&ac->lock);
+    out->total = ac->n;
+    out->done = ac->ndone;
+    out->returned = ac->next;
+    pthread_mutex_unlock(&ac->lock);
+    out->total_known = true;
+}
+
 static const conc__iter_ops ac_ops = {
     .next_future = ac_next,
+    .progress = ac_progress,
     .free = ac_free,
 };
 
@@ -750,6 +762,19 @@ size_t conc_iter_index(const conc_iter *it)
 const char *conc_iter_error_message(const conc_iter *it)
 {
     return it ? it->last_err : NULL;
+}
+
+int conc_iter_progress(const conc_iter *it, conc_progress *out)
+{
+    if (out != NULL) {
+        *out = (conc_progress){ 0 };
+    }
+    if (it == NULL || out == NULL) {
+        return CONC_EINVAL;
+    }
+    it->ops->progress(it, out);
+    out->remaining = out->total - out->done;
+    return 0;
 }
 
 void conc_iter_free(conc_iter *it)

@@ -95,12 +95,14 @@ void conc__future_set_waiter(conc_future *f, const conc__future_waiter *w,
 /* An iterator's kind: the public conc_iter_* functions check the
  * arguments, turn the timeout into a deadline and call these.  next (map
  * results) or next_future (as_completed) is NULL where the kind has none
- * (then the public call returns CONC_EINVAL).  free releases the whole
- * iterator except last_err. */
+ * (then the public call returns CONC_EINVAL).  progress fills the counts
+ * (conc_iter_progress); free releases the whole iterator except
+ * last_err. */
 typedef struct conc__iter_ops {
     int (*next)(conc_iter *it, conc_msg *msg, const conc__deadline *dl);
     int (*next_future)(conc_iter *it, conc_future **fut,
                        const conc__deadline *dl);
+    void (*progress)(const conc_iter *it, conc_progress *out);
     void (*free)(conc_iter *it);
 } conc__iter_ops;
 

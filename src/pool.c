@@ -39,6 +39,7 @@
 #include "pool_int.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,9 @@ static conc__task *task_new(conc_task_fn fn)
 
 /* ---- batches ---------------------------------------------------------------- */
 
+static void feed_unref(struct conc__feed *fs);
+static void feed_done_locked(conc__batch *b, size_t i);
+
 void conc__batch_unref(conc__batch *b)
 {
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) {
@@ -133,13 +137,20 @@ void conc__batch_unref(conc__batch *b)
         conc_msg_free(&b->items[i].out);
         free(b->items[i].err);
     }
+    if (b->feed != NULL) {
+        /* One block; the lock is the feed's. */
+        struct conc__feed *fs = b->feed;
+        free(b);
+        feed_unref(fs);
+        return;
+    }
     free(b->items);
     free(b->order);
     free(b->arena);
     free(b->off);
     free(b->len);
-    pthread_mutex_destroy(&b->lock);
-    pthread_cond_destroy(&b->cond);
+    pthread_mutex_destroy(&b->own_mu);
+    pthread_cond_destroy(&b->own_cv);
     free(b);
 }
 
@@ -162,20 +173,24 @@ void conc__batch_done_locked(conc__batch *b, size_t i, int code,
         out->len = 0;
     }
     it->err = err;
+    if (b->feed != NULL) {
+        feed_done_locked(b, i);
+        return;
+    }
     b->order[b->ndone++] = i;
     /* An ordered waiter needs one item: wake it for that one only, so a
      * map's collector is not woken for every item of every chunk. */
     if (b->waiters > 0 && (b->want == SIZE_MAX || b->want == i)) {
-        pthread_cond_broadcast(&b->cond);
+        pthread_cond_broadcast(b->cv);
     }
 }
 
 void conc__batch_done(conc__batch *b, size_t i, int code, conc_msg *out,
                       char *err)
 {
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(b->mu);
     conc__batch_done_locked(b, i, code, out, err);
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(b->mu);
 }
 
 static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
@@ -213,11 +228,65 @@ static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
         pos += inputs[i].len;
     }
     b->n = n;
-    pthread_mutex_init(&b->lock, NULL);
-    conc__cond_init_mono(&b->cond);
+    pthread_mutex_init(&b->own_mu, NULL);
+    conc__cond_init_mono(&b->own_cv);
+    b->mu = &b->own_mu;
+    b->cv = &b->own_cv;
     atomic_init(&b->refs, 1);
     *out = b;
     return 0;
+}
+
+/* Makes the tasks over every item of b, at most chunk items each and cut
+ * where a chunk's inputs, as the process backend frames them (8 bytes of
+ * length, the bytes padded to 8), would pass p->msg_limit (a single item
+ * always fits), and queues them: 0, or a conc__pool_push error or
+ * CONC_ENOMEM with nothing queued. */
+static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
+                       size_t chunk)
+{
+    int err = 0;
+    conc__task *first = NULL, *last = NULL;
+    size_t ntasks = 0;
+    for (size_t i = 0; i < b->n;) {
+        conc__task *t = task_new(fn);
+        if (t == NULL) {
+            err = CONC_ENOMEM;
+            break;
+        }
+        t->batch = b;
+        t->start = i;
+        size_t bytes = 0, c = 0;
+        while (i + c < b->n && c < chunk) {
+            size_t add = 8 + ((b->len[i + c] + 7) & ~(size_t)7);
+            if (c > 0 && bytes + add > p->msg_limit) {
+                break;
+            }
+            bytes += add;
+            c++;
+        }
+        t->count = c;
+        i += c;
+        atomic_fetch_add(&b->refs, 1);
+        if (last != NULL) {
+            last->next = t;
+        } else {
+            first = t;
+        }
+        last = t;
+        ntasks++;
+    }
+    if (err == 0 && ntasks > 0) {
+        err = conc__pool_push(p, first, last, ntasks);
+    }
+    if (err != 0) {
+        while (first != NULL) {
+            conc__task *nx = first->next;
+            conc__task_free(first);
+            first = nx;
+        }
+    }
+    return err;
 }
 
 /* ---- the queue -------------------------------------------------------------- */
@@ -362,6 +431,26 @@ size_t conc_pool_workers(const conc_pool *pool)
     return pool ? pool->nworkers : 0;
 }
 
+int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out, size_t cap,
+                          size_t *n)
+{
+    if (pool == NULL || n == NULL || (out == NULL && cap > 0)) {
+        return conc__fail(CONC_EINVAL, "conc_pool_worker_info: %s is NULL",
+                          pool == NULL ? "pool"
+                          : n == NULL  ? "n"
+                                       : "out (with cap > 0)");
+    }
+    *n = pool->nworkers;
+    if (cap > pool->nworkers) {
+        cap = pool->nworkers;
+    }
+    if (cap > 0) {
+        memset(out, 0, cap * sizeof *out);
+        pool->be->workers(pool, out, cap);
+    }
+    return 0;
+}
+
 int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
                      size_t inlen, conc_future **fut)
 {
@@ -472,52 +561,12 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     if (err != 0) {
         return err;
     }
-    conc__task *first = NULL, *last = NULL;
-    size_t ntasks = 0;
-    for (size_t i = 0; i < n;) {
-        conc__task *t = task_new(fn);
-        if (t == NULL) {
-            err = CONC_ENOMEM;
-            break;
-        }
-        t->batch = b;
-        t->start = i;
-        /* A chunk's inputs, as the process backend frames them (8 bytes
-         * of length, the bytes padded to 8), stay within msg_limit: cut it
-         * there; a single item always fits. */
-        size_t bytes = 0, c = 0;
-        while (i + c < n && c < chunk) {
-            size_t add = 8 + ((inputs[i + c].len + 7) & ~(size_t)7);
-            if (c > 0 && bytes + add > p->msg_limit) {
-                break;
-            }
-            bytes += add;
-            c++;
-        }
-        t->count = c;
-        i += c;
-        atomic_fetch_add(&b->refs, 1);
-        if (last != NULL) {
-            last->next = t;
-        } else {
-            first = t;
-        }
-        last = t;
-        ntasks++;
-    }
-    if (err == 0 && ntasks > 0) {
-        err = conc__pool_push(p, first, last, ntasks);
-    }
+    err = queue_tasks(p, fn, b, chunk);
     if (err != 0) {
-        while (first != NULL) {
-            conc__task *nx = first->next;
-            conc__task_free(first);
-            first = nx;
-        }
         conc__batch_unref(b);
         return err;
     }
-    if (ntasks == 0) {
+    if (n == 0) {
         /* An empty map still has to respect the pool's state. */
         pthread_mutex_lock(&p->lock);
         err = p->broken ? CONC_EBROKEN
@@ -541,13 +590,28 @@ struct map_iter {
     size_t next; /* ordered: next index; unordered: next in order[] */
 };
 
+/* Moves a done item's output to *msg and its error text to the
+ * iterator (index: its input's); returns its code.  Its lock held. */
+static int hand_out(conc_iter *base, conc__batch_item *item, size_t index,
+                    conc_msg *msg)
+{
+    *msg = item->out;
+    item->out.data = NULL;
+    item->out.len = 0;
+    free(base->last_err);
+    base->last_err = item->err;
+    item->err = NULL;
+    base->last_index = index;
+    return item->code;
+}
+
 static int map_iter_next(conc_iter *base, conc_msg *msg,
                          const conc__deadline *dl)
 {
     struct map_iter *it = (struct map_iter *)base;
     conc__batch *b = it->batch;
     int err = 0;
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(b->mu);
     for (;;) {
         if (it->next == b->n) {
             err = CONC_ECLOSED;
@@ -561,15 +625,7 @@ static int map_iter_next(conc_iter *base, conc_msg *msg,
         }
         if (i != (size_t)-1) {
             it->next++;
-            conc__batch_item *item = &b->items[i];
-            *msg = item->out;
-            item->out.data = NULL;
-            item->out.len = 0;
-            free(base->last_err);
-            base->last_err = item->err;
-            item->err = NULL;
-            base->last_index = i;
-            err = item->code;
+            err = hand_out(base, &b->items[i], i, msg);
             break;
         }
         if (dl->once || conc__deadline_passed(dl)) {
@@ -579,13 +635,13 @@ static int map_iter_next(conc_iter *base, conc_msg *msg,
         b->waiters++;
         b->want = it->ordered ? it->next : SIZE_MAX;
         if (dl->forever) {
-            pthread_cond_wait(&b->cond, &b->lock);
+            pthread_cond_wait(b->cv, b->mu);
         } else {
-            pthread_cond_timedwait(&b->cond, &b->lock, &dl->at);
+            pthread_cond_timedwait(b->cv, b->mu, &dl->at);
         }
         b->waiters--;
     }
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(b->mu);
     return err;
 }
 
@@ -596,8 +652,21 @@ static void map_iter_free(conc_iter *base)
     free(it);
 }
 
+static void map_iter_progress(const conc_iter *base, conc_progress *out)
+{
+    const struct map_iter *it = (const struct map_iter *)base;
+    conc__batch *b = it->batch;
+    pthread_mutex_lock(b->mu);
+    out->total = b->n;
+    out->done = b->ndone;
+    out->returned = it->next;
+    pthread_mutex_unlock(b->mu);
+    out->total_known = true;
+}
+
 static const conc__iter_ops map_iter_ops = {
     .next = map_iter_next,
+    .progress = map_iter_progress,
     .free = map_iter_free,
 };
 
@@ -640,6 +709,477 @@ int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
     return iter_new(pool, fn, inputs, n, it, opts, false, false);
 }
 
+/* ---- fed imaps --------------------------------------------------------------- */
+
+/* A fed imap takes its inputs from a conc_feed_fn a chunk at a time, in
+ * the threads that call conc_pool_imap_feed and conc_iter_next, while it
+ * holds fewer than nch chunks (buffersize / chunk inputs each).  Each
+ * chunk is a batch of its own, in one allocation (inputs, result slots),
+ * so a task that outlives its iteration (an abandoned thread) keeps only
+ * its own chunk alive, and a chunk's memory goes as soon as its last
+ * result was returned.  The chunks of one imap share its lock and its
+ * condvar, and report their completions to it (feed_done_locked): the
+ * count of done items, and for imap_unordered the completion order.
+ * That shared state (struct conc__feed) is reference-counted by the
+ * iterator and by each chunk, since tasks may still finish chunks after
+ * the iterator was freed. */
+
+/* A completed item not yet returned (imap_unordered). */
+struct feed_ref {
+    conc__batch *b;
+    size_t i;
+};
+
+struct conc__feed {
+    _Atomic long refs;  /* the iterator + each chunk */
+    pthread_mutex_t mu; /* guards what follows, and every chunk's items */
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC: an awaited result came in */
+    unsigned waiters;
+    conc__batch *want_b; /* an ordered waiter's chunk and item; NULL: any */
+    size_t want_i;
+    size_t done;         /* items completed */
+    struct feed_ref *order; /* unordered: a ring of cap; NULL: ordered */
+    size_t cap, ohead, olen;
+};
+
+struct feed_iter {
+    conc_iter base;
+    struct conc__feed *fs;
+    bool ordered;
+    conc_pool *pool; /* referenced */
+    conc_task_fn fn;
+    conc_feed_fn feed;
+    void *feed_arg;
+    size_t chunk; /* inputs per chunk (the last may have fewer) */
+    size_t nch;   /* chunks held at most */
+    /* Taken by the thread that feeds (it calls feed without fs->mu). */
+    pthread_mutex_t feed_mu;
+    unsigned char *scratch; /* a chunk's inputs while they are taken */
+    size_t scratch_cap;
+    size_t *slen;           /* their lengths (chunk of them) */
+    /* Under fs->mu: */
+    conc__batch **chunks; /* nch places; ordered chunk q sits at q % nch */
+    size_t live;          /* chunks in places */
+    size_t taken;         /* inputs taken from the feed and queued */
+    size_t returned;      /* results handed out */
+    int end;              /* 0: feeding; 1: the feed ended; else its error */
+    bool end_told;        /* that error was returned */
+    char end_detail[200]; /* conc_errdetail for it */
+    const char *who;      /* the public call feeding: for the detail */
+};
+
+static void feed_unref(struct conc__feed *fs)
+{
+    if (atomic_fetch_sub_explicit(&fs->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    free(fs->order);
+    pthread_mutex_destroy(&fs->mu);
+    pthread_cond_destroy(&fs->cv);
+    free(fs);
+}
+
+/* Item i of fed chunk b completed; fs->mu held. */
+static void feed_done_locked(conc__batch *b, size_t i)
+{
+    struct conc__feed *fs = b->feed;
+    fs->done++;
+    if (fs->order != NULL && fs->olen < fs->cap) {
+        /* At most cap items are held, so the ring cannot overflow while
+         * the iterator lives; afterwards nobody reads it. */
+        fs->order[(fs->ohead + fs->olen) % fs->cap] =
+            (struct feed_ref){ b, i };
+        fs->olen++;
+    }
+    if (fs->waiters > 0 &&
+        (fs->want_b == NULL || (fs->want_b == b && fs->want_i == i))) {
+        pthread_cond_broadcast(&fs->cv);
+    }
+}
+
+/* The feed stops with end (1: it ended; else an error, said by the
+ * detail); fs->mu not held. */
+static void feed_stop(struct feed_iter *it, int end, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void feed_stop(struct feed_iter *it, int end, const char *fmt, ...)
+{
+    pthread_mutex_lock(&it->fs->mu);
+    if (it->end == 0) {
+        it->end = end;
+        if (fmt != NULL) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(it->end_detail, sizeof it->end_detail, fmt, ap);
+            va_end(ap);
+        }
+    }
+    pthread_mutex_unlock(&it->fs->mu);
+}
+
+/* Makes a chunk of the count inputs in scratch (the feed's inputs first
+ * .. first+count-1), places it and queues its tasks.  0, or an error with
+ * nothing queued (the inputs are dropped). */
+static int feed_submit(struct feed_iter *it, size_t first, size_t count,
+                       size_t bytes)
+{
+    struct conc__feed *fs = it->fs;
+    conc__batch *b = conc__calloc(1, sizeof *b + count * (sizeof *b->items +
+                                                          2 * sizeof(size_t)) +
+                                         bytes);
+    if (b == NULL) {
+        return CONC_ENOMEM;
+    }
+    b->items = (conc__batch_item *)(b + 1);
+    b->off = (size_t *)(b->items + count);
+    b->len = b->off + count;
+    b->arena = (unsigned char *)(b->len + count);
+    memcpy(b->arena, it->scratch, bytes);
+    for (size_t k = 0, pos = 0; k < count; k++) {
+        b->off[k] = pos;
+        b->len[k] = it->slen[k];
+        pos += it->slen[k];
+    }
+    b->n = count;
+    b->mu = &fs->mu;
+    b->feed = fs;
+    b->first = first;
+    atomic_init(&b->refs, 1); /* its place */
+    atomic_fetch_add_explicit(&fs->refs, 1, memory_order_relaxed);
+    /* Placed before its tasks run, so their completions find it. */
+    pthread_mutex_lock(&fs->mu);
+    size_t place = (first / it->chunk) % it->nch;
+    if (!it->ordered) {
+        for (place = 0; it->chunks[place] != NULL; place++) {
+        }
+    }
+    b->place = place;
+    it->chunks[place] = b;
+    it->live++;
+    it->taken += count;
+    pthread_mutex_unlock(&fs->mu);
+    int err = queue_tasks(it->pool, it->fn, b, it->chunk);
+    if (err != 0) {
+        pthread_mutex_lock(&fs->mu);
+        it->chunks[place] = NULL;
+        it->live--;
+        it->taken -= count;
+        pthread_mutex_unlock(&fs->mu);
+        conc__batch_unref(b);
+    }
+    return err;
+}
+
+/* Takes one chunk's inputs from the feed and queues them; false once the
+ * feed stopped (ended or failed).  feed_mu held. */
+static bool feed_chunk(struct feed_iter *it, size_t first)
+{
+    size_t count = 0, bytes = 0;
+    while (count < it->chunk) {
+        const void *data = NULL;
+        size_t len = 0;
+        int rc = it->feed(it->feed_arg, &data, &len);
+        if (rc == 0) {
+            feed_stop(it, 1, NULL);
+            break;
+        }
+        size_t at = first + count;
+        if (rc != 1) {
+            feed_stop(it, rc,
+                      "%s: the feed returned %d for input %zu (1: an input, "
+                      "0: the end)",
+                      it->who, rc, at);
+            break;
+        }
+        if (data == NULL && len > 0) {
+            feed_stop(it, CONC_EINVAL,
+                      "%s: the feed gave input %zu as NULL data of %zu bytes",
+                      it->who, at, len);
+            break;
+        }
+        if (len > it->pool->msg_limit) {
+            feed_stop(it, CONC_ETOOBIG,
+                      "%s: input %zu of the feed is %zu bytes, over the "
+                      "pool's max_message_bytes (%zu)",
+                      it->who, at, len, it->pool->msg_limit);
+            break;
+        }
+        if (bytes + len > it->scratch_cap) {
+            size_t cap = it->scratch_cap ? it->scratch_cap : 256;
+            while (cap < bytes + len) {
+                cap *= 2;
+            }
+            unsigned char *nb = conc__realloc(it->scratch, cap);
+            if (nb == NULL) {
+                feed_stop(it, CONC_ENOMEM,
+                          "%s: no memory for input %zu of the feed (%zu "
+                          "bytes)",
+                          it->who, at, len);
+                break;
+            }
+            it->scratch = nb;
+            it->scratch_cap = cap;
+        }
+        if (len > 0) {
+            memcpy(it->scratch + bytes, data, len);
+        }
+        it->slen[count++] = len;
+        bytes += len;
+    }
+    if (count > 0) {
+        int err = feed_submit(it, first, count, bytes);
+        if (err != 0) {
+            /* These inputs are lost: this error says so, even when the
+             * feed had just ended after them. */
+            pthread_mutex_lock(&it->fs->mu);
+            if (it->end == 0 || it->end == 1) {
+                it->end = err;
+                snprintf(it->end_detail, sizeof it->end_detail,
+                         "%s: inputs %zu to %zu of the feed could not be "
+                         "queued (%s); the feed stopped",
+                         it->who, first, first + count - 1,
+                         conc_strerror(err));
+            }
+            pthread_mutex_unlock(&it->fs->mu);
+        }
+    }
+    pthread_mutex_lock(&it->fs->mu);
+    bool more = it->end == 0;
+    pthread_mutex_unlock(&it->fs->mu);
+    return more;
+}
+
+/* Takes inputs while the iterator holds fewer than nch chunks. */
+static void feed_fill(struct feed_iter *it)
+{
+    pthread_mutex_lock(&it->feed_mu);
+    for (;;) {
+        pthread_mutex_lock(&it->fs->mu);
+        bool room = it->end == 0 && it->live < it->nch;
+        size_t first = it->taken;
+        pthread_mutex_unlock(&it->fs->mu);
+        if (!room || !feed_chunk(it, first)) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&it->feed_mu);
+}
+
+static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl)
+{
+    struct feed_iter *it = (struct feed_iter *)base;
+    struct conc__feed *fs = it->fs;
+    conc__batch *drop = NULL;
+    bool got = false;
+    int err = 0;
+    pthread_mutex_lock(&fs->mu);
+    for (;;) {
+        conc__batch *b = NULL;
+        size_t i = 0;
+        if (it->ordered && it->returned < it->taken) {
+            b = it->chunks[(it->returned / it->chunk) % it->nch];
+            i = it->returned - b->first;
+            if (!b->items[i].done) {
+                fs->want_b = b;
+                fs->want_i = i;
+                b = NULL;
+            }
+        } else if (!it->ordered && fs->olen > 0) {
+            b = fs->order[fs->ohead].b;
+            i = fs->order[fs->ohead].i;
+            fs->ohead = (fs->ohead + 1) % fs->cap;
+            fs->olen--;
+        } else {
+            fs->want_b = NULL;
+        }
+        if (b != NULL) {
+            err = hand_out(base, &b->items[i], b->first + i, msg);
+            it->returned++;
+            if (++b->nret == b->n) {
+                /* Its last result is out: the chunk leaves its place (its
+                 * memory goes once no task holds it). */
+                it->chunks[b->place] = NULL;
+                it->live--;
+                drop = b;
+            }
+            got = true;
+            break;
+        }
+        if (it->returned == it->taken) {
+            if (it->end != 0) {
+                err = CONC_ECLOSED;
+                if (it->end != 1 && !it->end_told) {
+                    it->end_told = true;
+                    err = conc__fail(it->end, "%s", it->end_detail);
+                }
+                break;
+            }
+            /* Every result fed so far was returned: take more. */
+            pthread_mutex_unlock(&fs->mu);
+            feed_fill(it);
+            pthread_mutex_lock(&fs->mu);
+            continue;
+        }
+        if (dl->once || conc__deadline_passed(dl)) {
+            err = CONC_ETIMEDOUT;
+            break;
+        }
+        fs->waiters++;
+        if (dl->forever) {
+            pthread_cond_wait(&fs->cv, &fs->mu);
+        } else {
+            pthread_cond_timedwait(&fs->cv, &fs->mu, &dl->at);
+        }
+        fs->waiters--;
+    }
+    pthread_mutex_unlock(&fs->mu);
+    if (drop != NULL) {
+        conc__batch_unref(drop);
+    }
+    if (got) {
+        /* Room was made: keep the pool busy while the caller works on
+         * this result (Python 3.14's buffersize does the same). */
+        feed_fill(it);
+    }
+    return err;
+}
+
+static void feed_progress(const conc_iter *base, conc_progress *out)
+{
+    const struct feed_iter *it = (const struct feed_iter *)base;
+    pthread_mutex_lock(&it->fs->mu);
+    out->total = it->taken;
+    out->done = it->fs->done;
+    out->returned = it->returned;
+    out->total_known = it->end != 0;
+    pthread_mutex_unlock(&it->fs->mu);
+}
+
+static void feed_free(conc_iter *base)
+{
+    struct feed_iter *it = (struct feed_iter *)base;
+    struct conc__feed *fs = it->fs;
+    for (size_t k = 0; k < it->nch; k++) {
+        pthread_mutex_lock(&fs->mu);
+        conc__batch *b = it->chunks[k];
+        it->chunks[k] = NULL;
+        pthread_mutex_unlock(&fs->mu);
+        if (b != NULL) {
+            conc__batch_unref(b);
+        }
+    }
+    free(it->chunks);
+    free(it->scratch);
+    free(it->slen);
+    pthread_mutex_destroy(&it->feed_mu);
+    conc__pool_unref(it->pool);
+    feed_unref(fs);
+    free(it);
+}
+
+static const conc__iter_ops feed_iter_ops = {
+    .next = feed_next,
+    .progress = feed_progress,
+    .free = feed_free,
+};
+
+/* The most inputs a fed imap may hold (buffersize). */
+#define FEED_MAX ((size_t)1 << 24)
+
+static int feed_new(conc_pool *p, conc_task_fn fn, conc_feed_fn feed,
+                    void *feed_arg, conc_iter **out,
+                    const conc_map_opts *opts, bool ordered)
+{
+    const char *who =
+        ordered ? "conc_pool_imap_feed" : "conc_pool_imap_unordered_feed";
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (p == NULL || fn == NULL || feed == NULL || out == NULL) {
+        return conc__fail(CONC_EINVAL, "%s: %s is NULL", who,
+                          p == NULL    ? "pool"
+                          : fn == NULL ? "fn"
+                          : feed == NULL ? "feed"
+                                         : "it");
+    }
+    size_t chunk = opts && opts->chunksize ? opts->chunksize : 1;
+    if (chunk > p->chunk_max) {
+        chunk = p->chunk_max;
+    }
+    size_t want = opts && opts->buffersize ? opts->buffersize
+                                           : 2 * p->nworkers * chunk;
+    if (want > FEED_MAX || chunk > FEED_MAX) {
+        return conc__fail(CONC_EINVAL,
+                          "%s: buffersize %zu (chunksize %zu) is over the "
+                          "limit of %zu inputs held",
+                          who, want, chunk, FEED_MAX);
+    }
+    size_t nch = (want + chunk - 1) / chunk;
+    struct feed_iter *it = conc__calloc(1, sizeof *it);
+    struct conc__feed *fs = conc__calloc(1, sizeof *fs);
+    if (it == NULL || fs == NULL) {
+        free(it);
+        free(fs);
+        return conc__fail(CONC_ENOMEM, "%s: no memory for the iterator", who);
+    }
+    it->chunks = conc__calloc(nch, sizeof *it->chunks);
+    it->slen = conc__calloc(chunk, sizeof *it->slen);
+    if (!ordered) {
+        fs->cap = nch * chunk;
+        fs->order = conc__calloc(fs->cap, sizeof *fs->order);
+    }
+    if (it->chunks == NULL || it->slen == NULL ||
+        (!ordered && fs->order == NULL)) {
+        free(it->chunks);
+        free(it->slen);
+        free(fs->order);
+        free(it);
+        free(fs);
+        return conc__fail(CONC_ENOMEM,
+                          "%s: no memory for %zu chunks of %zu inputs", who,
+                          nch, chunk);
+    }
+    pthread_mutex_init(&fs->mu, NULL);
+    conc__cond_init_mono(&fs->cv);
+    atomic_init(&fs->refs, 1);
+    pthread_mutex_init(&it->feed_mu, NULL);
+    it->base.ops = &feed_iter_ops;
+    it->base.last_index = (size_t)-1;
+    it->fs = fs;
+    it->ordered = ordered;
+    conc__pool_ref(p);
+    it->pool = p;
+    it->fn = fn;
+    it->feed = feed;
+    it->feed_arg = feed_arg;
+    it->chunk = chunk;
+    it->nch = nch;
+    it->who = who;
+    feed_fill(it);
+    /* Nothing taken and the feed failed: the call fails. */
+    if (it->taken == 0 && it->end != 0 && it->end != 1) {
+        int err = conc__fail(it->end, "%s", it->end_detail);
+        feed_free(&it->base);
+        return err;
+    }
+    it->who = "conc_iter_next";
+    *out = &it->base;
+    return 0;
+}
+
+int conc_pool_imap_feed(conc_pool *pool, conc_task_fn fn, conc_feed_fn feed,
+                        void *feed_arg, conc_iter **it,
+                        const conc_map_opts *opts)
+{
+    return feed_new(pool, fn, feed, feed_arg, it, opts, true);
+}
+
+int conc_pool_imap_unordered_feed(conc_pool *pool, conc_task_fn fn,
+                                  conc_feed_fn feed, void *feed_arg,
+                                  conc_iter **it, const conc_map_opts *opts)
+{
+    return feed_new(pool, fn, feed, feed_arg, it, opts, false);
+}
+
 int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
                   size_t n, conc_msg *outputs, const conc_map_opts *opts)
 {
@@ -670,7 +1210,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
     int first = 0;
     bool late = false;
     conc__batch *b = ((struct map_iter *)base)->batch;
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(b->mu);
     for (size_t i = 0; i < n && !late; i++) {
         while (!b->items[i].done) {
             if (conc__deadline_passed(&dl)) {
@@ -680,9 +1220,9 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
             b->waiters++;
             b->want = i;
             if (dl.forever) {
-                pthread_cond_wait(&b->cond, &b->lock);
+                pthread_cond_wait(b->cv, b->mu);
             } else {
-                pthread_cond_timedwait(&b->cond, &b->lock, &dl.at);
+                pthread_cond_timedwait(b->cv, b->mu, &dl.at);
             }
             b->waiters--;
         }
@@ -697,7 +1237,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
             first = item->code;
         }
     }
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(b->mu);
     conc_iter_free(base);
     return late ? CONC_ETIMEDOUT : first;
 }

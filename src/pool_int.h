@@ -24,27 +24,38 @@ typedef struct conc__batch_item {
     char *err;
 } conc__batch_item;
 
-/* One map/imap: its copied inputs and one result slot per item. */
+struct conc__feed;
+
+/* One map/imap: its copied inputs and one result slot per item; or one
+ * chunk of a fed imap (feed != NULL), whose lock is the fed iterator's,
+ * shared by all its chunks. */
 typedef struct conc__batch {
     _Atomic long refs; /* the iterator + each task that holds items */
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* CLOCK_MONOTONIC */
+    pthread_mutex_t *mu;  /* &own_mu, or the fed iterator's */
+    pthread_cond_t *cv;   /* &own_cv (CLOCK_MONOTONIC); NULL: fed chunk */
     unsigned waiters;
     size_t want;         /* the item an ordered waiter needs; SIZE_MAX: any */
     size_t n;
     unsigned char *arena; /* the copied inputs, back to back */
     size_t *off, *len;
     conc__batch_item *items;
-    size_t *order; /* indices in completion order */
+    size_t *order; /* indices in completion order (not for a fed chunk) */
     size_t ndone;
+    /* A fed chunk: its iterator's shared state, the input index of its
+     * item 0, its place among the iterator's chunks, and how many of its
+     * items were returned (under *mu).  One allocation holds it all. */
+    struct conc__feed *feed;
+    size_t first, place, nret;
+    pthread_mutex_t own_mu;
+    pthread_cond_t own_cv;
 } conc__batch;
 
 void conc__batch_unref(conc__batch *b);
 /* Stores item i's result (taking out/err); a second result is dropped. */
 void conc__batch_done(conc__batch *b, size_t i, int code, conc_msg *out,
                       char *err);
-/* The same with b->lock held (the process backend completes runs of
- * items of one batch under one hold of the lock). */
+/* The same with *b->mu held (the process backend completes runs of
+ * items of batches that share a lock under one hold of it). */
 void conc__batch_done_locked(conc__batch *b, size_t i, int code,
                              conc_msg *out, char *err);
 
@@ -119,7 +130,8 @@ enum { CONC__POOL_RUN, CONC__POOL_CLOSED, CONC__POOL_TERM };
 
 /* A backend: the workers of one kind.  The engine calls these; each may
  * take p->lock itself, none is called with it held unless its name says
- * so.  start and destroy are required, the rest may be NULL. */
+ * so.  start, join, terminate, workers and destroy are required, the
+ * rest may be NULL. */
 typedef struct conc__pool_backend {
     size_t size;             /* of its struct, which starts with conc_pool */
     const char *name_prefix; /* the workers' default name prefix */
@@ -144,6 +156,8 @@ typedef struct conc__pool_backend {
     /* The pool's last reference went (whether or not start succeeded):
      * frees the backend's memory (the engine frees p itself). */
     void (*destroy)(conc_pool *p);
+    /* conc_pool_worker_info: fills out[0 .. min(cap, nworkers)-1]. */
+    void (*workers)(conc_pool *p, conc_worker_info *out, size_t cap);
     /* The waiter hook every future of this pool gets (its context is the
      * pool, with a reference that the hook's release drops), or NULL. */
     const conc__future_waiter *waiter;

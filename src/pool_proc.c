@@ -171,6 +171,11 @@ struct slot_ctl {
     alignas(64) _Atomic uint64_t cur_seq;   /* worker: task running, or 0 */
     _Atomic uint64_t cur_item;
     _Atomic uint64_t cur_start_ns;
+    /* worker, for conc_pool_worker_info only (relaxed: read as a
+     * snapshot, ordered with nothing): its initializer is done; items it
+     * finished. */
+    _Atomic uint32_t ready;
+    _Atomic uint64_t items_done;
 };
 
 struct task_rec {
@@ -205,6 +210,11 @@ struct proc_worker {
     char corrupt_why[96];
     int init_code;
     unsigned respawn_failures;
+    /* What conc_pool_worker_info shows, under pool->lock (the drive lock
+     * may be held for long, by a close that waits for the workers). */
+    pid_t info_pid; /* 0: no worker in the slot */
+    bool info_exiting;
+    char info_name[64];
 };
 
 /* The backend's pool: the engine's fields first. */
@@ -370,6 +380,7 @@ static int worker_main(void *arg)
             return 0;
         }
     }
+    atomic_store_explicit(&c->ready, 1, memory_order_relaxed);
     conc__deadline forever;
     conc__deadline_init(&forever, CONC_FOREVER);
     size_t ran = 0;
@@ -430,6 +441,7 @@ static int worker_main(void *arg)
                  out.error, elen);
             q += pad8((size_t)len);
             ran++;
+            atomic_store_explicit(&c->items_done, ran, memory_order_relaxed);
         }
         atomic_store(&c->cur_seq, 0);
         x.head += r->len;
@@ -462,6 +474,8 @@ static void reset_slot(struct proc_worker *w)
     atomic_store(&c->stop, 0);
     atomic_store(&c->cur_seq, 0);
     atomic_store(&c->cur_item, 0);
+    atomic_store(&c->ready, 0);
+    atomic_store(&c->items_done, 0);
     w->ttail = w->rhead = 0;
     w->ifl_head = w->ifl_tail = NULL;
     w->nifl = 0;
@@ -471,6 +485,18 @@ static void reset_slot(struct proc_worker *w)
     w->corrupt = false;
     w->measured = false;
     w->last_done_ns = 0;
+}
+
+/* What conc_pool_worker_info shows for w's slot: its worker (pid 0:
+ * none).  Drive held, so every writer holds both locks. */
+static void set_info(conc_pool *p, struct proc_worker *w, pid_t pid,
+                     const char *name)
+{
+    pthread_mutex_lock(&p->lock);
+    w->info_pid = pid;
+    w->info_exiting = false;
+    snprintf(w->info_name, sizeof w->info_name, "%s", name);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static int spawn(conc_pool *p, struct proc_worker *w)
@@ -491,8 +517,10 @@ static int spawn(conc_pool *p, struct proc_worker *w)
     if (err != 0) {
         conc_process_free(w->proc);
         w->proc = NULL;
+        return err;
     }
-    return err;
+    set_info(p, w, conc_process_pid(w->proc), name);
+    return 0;
 }
 
 static void ifl_pop(struct proc_worker *w)
@@ -621,7 +649,7 @@ static bool drain(struct proc_worker *w)
         return false;
     }
     uint64_t pos = w->rhead;
-    conc__batch *locked = NULL;
+    pthread_mutex_t *locked = NULL; /* a batch lock held over records */
     while (pos != tail) {
         conc__pool_res_view v;
         int rc = conc__pool_res_check(w->rring, w->cap, pos, tail, &v);
@@ -669,12 +697,12 @@ static bool drain(struct proc_worker *w)
                 }
             }
             if (t->batch != NULL) {
-                if (locked != t->batch) {
+                if (locked != t->batch->mu) {
                     if (locked != NULL) {
-                        pthread_mutex_unlock(&locked->lock);
+                        pthread_mutex_unlock(locked);
                     }
-                    locked = t->batch;
-                    pthread_mutex_lock(&locked->lock);
+                    locked = t->batch->mu;
+                    pthread_mutex_lock(locked);
                 }
                 conc__batch_done_locked(t->batch, t->start + v.item, code,
                                         &m, err);
@@ -689,7 +717,7 @@ static bool drain(struct proc_worker *w)
             if (t->ndone == t->count) {
                 if (locked != NULL) {
                     /* freeing t may drop the batch's last reference */
-                    pthread_mutex_unlock(&locked->lock);
+                    pthread_mutex_unlock(locked);
                     locked = NULL;
                 }
                 uint64_t now = conc__now_ns();
@@ -708,6 +736,9 @@ static bool drain(struct proc_worker *w)
             }
         } else if (v.type == REC_RETIRE) {
             w->retired = true;
+            pthread_mutex_lock(&w->pool->lock);
+            w->info_exiting = true;
+            pthread_mutex_unlock(&w->pool->lock);
         } else if (v.type == REC_INITFAIL) {
             w->init_failed = true;
             w->init_code = v.code;
@@ -715,7 +746,7 @@ static bool drain(struct proc_worker *w)
         pos += v.len;
     }
     if (locked != NULL) {
-        pthread_mutex_unlock(&locked->lock);
+        pthread_mutex_unlock(locked);
     }
     w->rhead = pos;
     /* Hands the room back; pairs with room_ready()'s load in post(). */
@@ -947,6 +978,7 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
     conc__pool_requeue_front(p, first, last, n);
     conc_process_free(w->proc);
     w->proc = NULL;
+    set_info(p, w, 0, "");
     reset_slot(w);
     if (respawn && spawn(p, w) != 0) {
         w->respawn_failures++;
@@ -1107,6 +1139,7 @@ static conc__task *take_inflight(conc_pool *p)
         if (w->proc != NULL) {
             conc_process_free(w->proc);
             w->proc = NULL;
+            set_info(p, w, 0, "");
         }
     }
     return first;
@@ -1589,6 +1622,32 @@ static void procs_stop(conc_pool *p)
     procs_join(p, &dl);
 }
 
+static void procs_workers(conc_pool *p, conc_worker_info *out, size_t cap)
+{
+    struct proc_pool *pp = pp_of(p);
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < cap; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->info_pid == 0) {
+            continue; /* CONC_WORKER_NONE, zeroed */
+        }
+        /* Relaxed loads: a snapshot of words the worker keeps for us. */
+        struct slot_ctl *c = w->ctl;
+        bool ready = atomic_load_explicit(&c->ready, memory_order_relaxed);
+        bool busy = atomic_load_explicit(&c->cur_seq, memory_order_relaxed);
+        out[i].pid = w->info_pid;
+        out[i].tid = w->info_pid;
+        out[i].state = w->info_exiting ? CONC_WORKER_EXITING
+                       : !ready        ? CONC_WORKER_STARTING
+                       : busy          ? CONC_WORKER_BUSY
+                                       : CONC_WORKER_IDLE;
+        out[i].tasks_done = (size_t)atomic_load_explicit(
+            &c->items_done, memory_order_relaxed);
+        snprintf(out[i].name, sizeof out[i].name, "%s", w->info_name);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void procs_destroy(conc_pool *p)
 {
     struct proc_pool *pp = pp_of(p);
@@ -1612,6 +1671,7 @@ const conc__pool_backend conc__pool_processes = {
     .join = procs_join,
     .terminate = procs_terminate,
     .stop = procs_stop,
+    .workers = procs_workers,
     .destroy = procs_destroy,
     .waiter = &procs_waiter,
 };

@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct pool_worker {
     conc_pool *pool;
@@ -46,7 +47,11 @@ struct pool_worker {
     conc__task *current;    /* under pool->lock */
     uint64_t started_ns;    /* under pool->lock */
     _Atomic bool abandoned; /* set under pool->lock; read without it */
-    size_t ran;
+    pid_t tid;              /* under pool->lock; 0 until the thread runs */
+    bool ready;             /* under pool->lock: its initializer is done */
+    /* Items it finished: written by the worker alone, read by
+     * conc_pool_worker_info (relaxed: a count, ordered with nothing). */
+    _Atomic size_t ran;
     char name[64];
 };
 
@@ -174,6 +179,9 @@ static void *thread_main(void *arg)
     conc_pool *p = w->pool;
     struct thread_pool *tp = tp_of(p);
     conc__os_set_name(w->name);
+    pthread_mutex_lock(&p->lock);
+    w->tid = conc__os_gettid();
+    pthread_mutex_unlock(&p->lock);
     void *ctx = NULL;
     bool inited = true;
     if (p->init != NULL) {
@@ -184,7 +192,9 @@ static void *thread_main(void *arg)
         }
     }
     bool timed = p->task_timeout > 0;
+    size_t ran = 0;
     pthread_mutex_lock(&p->lock);
+    w->ready = true;
     while (inited) {
         if (p->head == NULL && p->state == CONC__POOL_RUN) {
             /* Spin a little before sleeping: a submitter often comes back
@@ -216,9 +226,10 @@ static void *thread_main(void *arg)
         w->current = t;
         w->started_ns = conc__now_ns();
         pthread_mutex_unlock(&p->lock);
-        size_t k = 0;
-        for (; k < t->count && !atomic_load(&w->abandoned); k++) {
+        for (size_t k = 0; k < t->count && !atomic_load(&w->abandoned);
+             k++) {
             run_item(w, t, k, ctx, timed);
+            atomic_store_explicit(&w->ran, ++ran, memory_order_relaxed);
         }
         pthread_mutex_lock(&p->lock);
         w->current = NULL;
@@ -232,8 +243,7 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&p->lock);
         conc__task_free(t);
         pthread_mutex_lock(&p->lock);
-        w->ran += k;
-        if (p->max_tasks > 0 && w->ran >= p->max_tasks) {
+        if (p->max_tasks > 0 && ran >= p->max_tasks) {
             /* Retire: a fresh thread (and initializer) takes the slot;
              * this one stays counted in live until its finalizer ran. */
             tp->threads[w->slot] = NULL;
@@ -446,6 +456,28 @@ static int threads_join(conc_pool *p, const conc__deadline *dl)
     return err;
 }
 
+static void threads_workers(conc_pool *p, conc_worker_info *out, size_t cap)
+{
+    struct thread_pool *tp = tp_of(p);
+    pid_t pid = getpid();
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < cap; i++) {
+        struct pool_worker *w = tp->threads[i];
+        if (w == NULL) {
+            continue; /* CONC_WORKER_NONE, zeroed */
+        }
+        out[i].pid = pid;
+        out[i].tid = w->tid;
+        out[i].state = !w->ready            ? CONC_WORKER_STARTING
+                       : w->current != NULL ? CONC_WORKER_BUSY
+                                            : CONC_WORKER_IDLE;
+        out[i].tasks_done = atomic_load_explicit(&w->ran,
+                                                 memory_order_relaxed);
+        snprintf(out[i].name, sizeof out[i].name, "%s", w->name);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void threads_destroy(conc_pool *p)
 {
     struct thread_pool *tp = tp_of(p);
@@ -464,5 +496,6 @@ const conc__pool_backend conc__pool_threads = {
     .join = threads_join,
     .terminate = threads_terminate,
     .stop = stop_timer,
+    .workers = threads_workers,
     .destroy = threads_destroy,
 };

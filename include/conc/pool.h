@@ -33,6 +33,18 @@
  *   CONC_EBROKEN      a worker's initializer failed (see below);
  *   CONC_ENOMEM       no memory for the result (parent side).
  *
+ * A worker that dies in a map chunk.  A map, imap or fed imap sends its
+ * items in chunks (conc_map_opts.chunksize).  When a process worker dies
+ * in the middle of one - crash, kill, or killed past .task_timeout - the
+ * chunk's items it finished keep their results, the one item it was
+ * running fails alone (CONC_EWORKERDIED, or CONC_ETIMEDOUT with its
+ * message), and the items after it, which it had not started, go back to
+ * the front of the queue in order and run on another worker or the
+ * replacement: a death costs one item, never the rest of the chunk, and
+ * no item runs twice after it finished.  The same holds for every task
+ * sent ahead to that worker.  With CONC_THREADS and .task_timeout, chunks
+ * are one item, so only the item that timed out fails.
+ *
  * Kinds.  CONC_PROCESSES (the default, Python's Pool and
  * ProcessPoolExecutor): workers are forked daemon children (conc_process),
  * so the task function, its worker_ctx and everything created before the
@@ -193,8 +205,15 @@ CONC_API int conc_pool_apply(conc_pool *pool, conc_task_fn fn,
 
 typedef struct conc_map_opts {
     /* Items per task; 0: automatic, ceil(n / (4 * workers)) as Python's
-     * Pool.map (1 for imap/imap_unordered when 0, as Python). */
+     * Pool.map (1 for imap/imap_unordered and the fed imaps when 0, as
+     * Python). */
     size_t chunksize;
+    /* The fed imaps only (conc_pool_imap_feed): at most this many inputs
+     * taken from the feed and held by the iterator (queued, running, or
+     * done but not yet returned by conc_iter_next), rounded up to a
+     * multiple of chunksize; 0: 2 * workers * chunksize.  This bounds the
+     * memory a long or endless feed uses (Python 3.14's buffersize). */
+    size_t buffersize;
     /* conc_pool_map only: seconds for the whole map; 0 = CONC_FOREVER
      * here (a map that may not wait makes no sense), CONC_FOREVER too. */
     double timeout;
@@ -224,6 +243,43 @@ CONC_API int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
                                       conc_iter **it,
                                       const conc_map_opts *opts);
 
+/* conc_feed_fn - gives a fed imap its next input: sets *data and *len
+ * and returns 1 (the bytes are copied before the function is called
+ * again, so it may reuse one buffer; *data may be NULL when *len is 0);
+ * returns 0 when there are no more inputs (Python's StopIteration); any
+ * other value stops the feed with that value as its error (see below).
+ * arg is the feed_arg given to conc_pool_imap_feed. */
+typedef int (*conc_feed_fn)(void *arg, const void **data, size_t *len);
+
+/* conc_pool_imap_feed / conc_pool_imap_unordered_feed - imap and
+ * imap_unordered over inputs produced as they are needed, like Python's
+ * imap over a generator, in bounded memory: the iterator takes inputs
+ * from feed(feed_arg, ...) a chunk at a time while it holds fewer than
+ * opts->buffersize of them, first here and then in conc_iter_next (right
+ * after an item is handed out, and whenever the next result has not been
+ * fed yet), always in the thread calling these and never in two threads
+ * at once.  So an endless feed is fine: it is read as fast as results are
+ * consumed.  conc_iter_next returns each result as for imap, with
+ * conc_iter_index the input's position in the feed; once the feed ended
+ * and every result was returned, CONC_ECLOSED.  A feed that fails - feed
+ * returned something other than 0 or 1, an input over max_message_bytes
+ * (processes, CONC_ETOOBIG), the pool stopped taking tasks (CONC_ESTATE,
+ * CONC_EBROKEN), no memory (CONC_ENOMEM) - stops taking inputs: the
+ * inputs taken before still run and are returned, then conc_iter_next
+ * returns that error once (conc_errdetail() says what happened), then
+ * CONC_ECLOSED.  conc_iter_progress tells how many inputs were taken and
+ * whether the feed has ended.  The iterator holds a reference to the pool:
+ * it may outlive conc_pool_free (its feed then fails with CONC_ESTATE).
+ * 0; CONC_EINVAL (NULL pool, fn, feed or it); a failure of the first
+ * chunk's feed or submission (then *it is NULL). */
+CONC_API int conc_pool_imap_feed(conc_pool *pool, conc_task_fn fn,
+                                 conc_feed_fn feed, void *feed_arg,
+                                 conc_iter **it, const conc_map_opts *opts);
+CONC_API int conc_pool_imap_unordered_feed(conc_pool *pool, conc_task_fn fn,
+                                           conc_feed_fn feed, void *feed_arg,
+                                           conc_iter **it,
+                                           const conc_map_opts *opts);
+
 /* conc_pool_close - no more tasks (submit: CONC_ESTATE); the queued ones
  * still run; workers exit when they are done.  0; CONC_EINVAL for NULL. */
 CONC_API int conc_pool_close(conc_pool *pool);
@@ -250,6 +306,43 @@ CONC_API int conc_pool_shutdown(conc_pool *pool, bool wait,
 
 /* conc_pool_workers - the number of workers the pool keeps (0 for NULL). */
 CONC_API size_t conc_pool_workers(const conc_pool *pool);
+
+/* What a worker is doing (conc_worker_info.state). */
+typedef enum conc_worker_state {
+    CONC_WORKER_NONE = 0,     /* no worker in this slot: between a death and
+                                 its replacement, or the pool has stopped */
+    CONC_WORKER_STARTING = 1, /* started, its initializer still running */
+    CONC_WORKER_IDLE = 2,     /* waiting for a task */
+    CONC_WORKER_BUSY = 3,     /* running a task */
+    CONC_WORKER_EXITING = 4   /* a process worker retiring after
+                                 max_tasks_per_worker (its finalizer may
+                                 still run); a thread worker that retires
+                                 leaves its slot to its successor at once */
+} conc_worker_state;
+
+/* One worker of a pool (Python's pool._pool), as conc_pool_worker_info
+ * saw it. */
+typedef struct conc_worker_info {
+    pid_t pid;   /* the worker's process (the pool's own for threads); 0
+                    for CONC_WORKER_NONE */
+    pid_t tid;   /* its kernel thread id (gettid(), ps -L); for a process
+                    worker its pid; 0 for NONE and while a thread starts */
+    conc_worker_state state;
+    size_t tasks_done; /* items it finished in its life so far (each item
+                          of a map chunk counts) */
+    char name[64];     /* "<prefix>-N" (ps -o comm shows 15 bytes); empty
+                          for NONE */
+} conc_worker_info;
+
+/* conc_pool_worker_info - a snapshot of the pool's workers, one per slot
+ * (a replacement takes its predecessor's slot): fills out[0 .. cap-1]
+ * (fewer when the pool has fewer workers) and sets *n to the number of
+ * slots, conc_pool_workers(pool), so cap 0 asks only for the count.
+ * Each entry is consistent on its own; workers change state meanwhile.
+ * Never blocks for long (takes the pool's lock briefly).  0; CONC_EINVAL
+ * (NULL pool or n, NULL out with cap > 0). */
+CONC_API int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out,
+                                   size_t cap, size_t *n);
 
 /* conc_pool_free - terminates the pool if it was not joined, and releases
  * it.  Never waits for a running task (an abandoned thread finishes on its
@@ -347,6 +440,24 @@ CONC_API size_t conc_iter_index(const conc_iter *it);
 /* conc_iter_error_message - the error text of that item, or NULL. Owned
  * by it, valid until the next call. */
 CONC_API const char *conc_iter_error_message(const conc_iter *it);
+
+/* How far an iterator is (conc_iter_progress). */
+typedef struct conc_progress {
+    size_t total;     /* its items: n for imap, imap_unordered and
+                         as_completed; for a fed imap, the inputs taken
+                         from the feed so far */
+    size_t done;      /* items whose result is in (returned or not) */
+    size_t remaining; /* total - done: items queued or running */
+    size_t returned;  /* items conc_iter_next / conc_iter_next_future
+                         handed out */
+    bool total_known; /* false while a fed imap's feed may give more */
+} conc_progress;
+
+/* conc_iter_progress - fills *out with the iterator's counts at this moment
+ * (for a live progress line: done / total, and the rate of done).  Never
+ * blocks for long; callable from any thread while another iterates.  0;
+ * CONC_EINVAL (NULL argument). */
+CONC_API int conc_iter_progress(const conc_iter *it, conc_progress *out);
 
 /* conc_iter_free - releases the iterator; items still running finish and
  * are dropped.  NULL is a no-op. */
