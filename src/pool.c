@@ -38,13 +38,12 @@
  */
 #include "pool_int.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- tasks ------------------------------------------------------------------ */
+/* ---- tasks --------------------------------------------------------------- */
 
 void conc__task_free(conc__task *t)
 {
@@ -123,7 +122,7 @@ static conc__task *task_new(conc_task_fn fn)
     return t;
 }
 
-/* ---- batches ---------------------------------------------------------------- */
+/* ---- batches ------------------------------------------------------------- */
 
 static void feed_unref(struct conc__feed *fs);
 static void feed_done_locked(conc__batch *b, size_t i);
@@ -289,7 +288,7 @@ static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
     return err;
 }
 
-/* ---- the queue -------------------------------------------------------------- */
+/* ---- the queue ----------------------------------------------------------- */
 
 int conc__pool_push(conc_pool *p, conc__task *first, conc__task *last,
                     size_t n)
@@ -375,7 +374,7 @@ void conc__pool_unref(conc_pool *p)
     free(p);
 }
 
-/* ---- the pool ------------------------------------------------------------------ */
+/* ---- the pool ------------------------------------------------------------ */
 
 int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
 {
@@ -387,11 +386,36 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
     if (opts != NULL) {
         o = *opts;
     }
-    if ((o.kind != CONC_PROCESSES && o.kind != CONC_THREADS) ||
-        o.workers > 4096 || isnan(o.task_timeout) || o.task_timeout < 0 ||
-        o.max_message_bytes > ((size_t)1 << 30) ||
-        (o.name_prefix != NULL && strlen(o.name_prefix) > 40)) {
-        return CONC_EINVAL;
+    if (o.kind != CONC_PROCESSES && o.kind != CONC_THREADS) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: kind %d is neither CONC_PROCESSES "
+                          "nor CONC_THREADS",
+                          (int)o.kind);
+    }
+    if (o.workers > 4096) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: workers %zu is over the limit of "
+                          "4096",
+                          o.workers);
+    }
+    double task_timeout = conc__timeout_opt(o.task_timeout, CONC_FOREVER);
+    if (!conc__timeout_ok(task_timeout) || task_timeout == 0) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: task_timeout %g: it must be > 0 "
+                          "or CONC_FOREVER (left out: no limit)",
+                          task_timeout);
+    }
+    if (o.max_message_bytes > ((size_t)1 << 30)) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: max_message_bytes %zu is over the "
+                          "limit of 1 GiB",
+                          o.max_message_bytes);
+    }
+    if (o.name_prefix != NULL && strlen(o.name_prefix) > 40) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: name_prefix '%.48s...' is over 40 "
+                          "bytes",
+                          o.name_prefix);
     }
     const conc__pool_backend *be =
         o.kind == CONC_THREADS ? &conc__pool_threads : &conc__pool_processes;
@@ -408,7 +432,9 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
     p->init_arg = o.init_arg;
     p->fini = o.finalizer;
     p->max_tasks = o.max_tasks_per_worker;
-    p->task_timeout = isinf(o.task_timeout) ? 0 : o.task_timeout;
+    /* 0 inside: no limit (CONC_FOREVER, +inf, or beyond 30 years). */
+    p->task_timeout =
+        task_timeout < 0 || task_timeout > 1e9 ? 0 : task_timeout;
     p->max_msg = o.max_message_bytes ? o.max_message_bytes
                                      : CONC_POOL_DEFAULT_MESSAGE;
     p->msg_limit = SIZE_MAX;
@@ -527,7 +553,7 @@ int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
     return err;
 }
 
-/* ---- maps ---------------------------------------------------------------------- */
+/* ---- maps ---------------------------------------------------------------- */
 
 /* Builds the tasks of a map over batch b and queues them. */
 static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
@@ -709,7 +735,7 @@ int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
     return iter_new(pool, fn, inputs, n, it, opts, false, false);
 }
 
-/* ---- fed imaps --------------------------------------------------------------- */
+/* ---- fed imaps ----------------------------------------------------------- */
 
 /* A fed imap takes its inputs from a conc_feed_fn a chunk at a time, in
  * the threads that call conc_pool_imap_feed and conc_iter_next, while it
@@ -1190,13 +1216,14 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
         outputs[i].data = NULL;
         outputs[i].len = 0;
     }
-    double timeout = opts ? opts->timeout : CONC_FOREVER;
-    if (timeout == 0) {
-        timeout = CONC_FOREVER;
-    }
+    double timeout =
+        opts ? conc__timeout_opt(opts->timeout, CONC_FOREVER) : CONC_FOREVER;
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_map: timeout %g: it must be >= 0 or "
+                          "CONC_FOREVER",
+                          timeout);
     }
     conc_iter *base = NULL;
     int err = iter_new(pool, fn, inputs, n, &base, opts, true, true);
@@ -1242,7 +1269,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
     return late ? CONC_ETIMEDOUT : first;
 }
 
-/* ---- lifecycle ------------------------------------------------------------------ */
+/* ---- lifecycle ----------------------------------------------------------- */
 
 int conc_pool_close(conc_pool *pool)
 {

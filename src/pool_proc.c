@@ -129,9 +129,9 @@
  * Rejected: one shared MPMC queue all workers pull from (a worker killed
  * between taking a task and announcing it would lose the task silently,
  * and in a reserve-then-commit ring a producer that dies between reserving
- * and committing blocks every later producer for ever); conc_queue for transport (the manager must know exactly which item
- * each worker holds, which a shared queue does not tell); pipes (a
- * syscall per message).
+ * and committing blocks every later producer for ever); conc_queue for
+ * transport (the manager must know exactly which item each worker holds,
+ * which a shared queue does not tell); pipes (a syscall per message).
  */
 #include "pool_int.h"
 #include "pool_proc_int.h"
@@ -273,7 +273,7 @@ static void sleep_on(_Atomic uint32_t *bell, _Atomic uint32_t *flag,
     atomic_store(flag, 0);
 }
 
-/* ---- the worker process ---------------------------------------------------- */
+/* ---- the worker process -------------------------------------------------- */
 
 struct wctx {
     struct slot_ctl *c;
@@ -460,7 +460,7 @@ static int worker_main(void *arg)
     return 0;
 }
 
-/* ---- the manager --------------------------------------------------------------- */
+/* ---- the manager --------------------------------------------------------- */
 
 static void reset_slot(struct proc_worker *w)
 {
@@ -910,10 +910,12 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
                  "was killed",
                  p->task_timeout, conc_process_name(w->proc), (int)pid);
     } else if (code < 0) {
-        snprintf(msg, sizeof msg, "worker %s (pid %d) died: killed by signal %d",
+        snprintf(msg, sizeof msg,
+                 "worker %s (pid %d) died: killed by signal %d",
                  conc_process_name(w->proc), (int)pid, -code);
     } else {
-        snprintf(msg, sizeof msg, "worker %s (pid %d) died: exited with code %d",
+        snprintf(msg, sizeof msg,
+                 "worker %s (pid %d) died: exited with code %d",
                  conc_process_name(w->proc), (int)pid, code);
     }
     if (w->init_failed) {
@@ -1118,8 +1120,9 @@ static void stop_all(conc_pool *p, bool kill)
     }
 }
 
-/* Takes every task still out (drive held) into a list for conc__task_fail_list()
- * after the drive lock is released, and frees the worker handles. */
+/* Takes every task still out (drive held) into a list for
+ * conc__task_fail_list() after the drive lock is released, and frees the
+ * worker handles. */
 static conc__task *take_inflight(conc_pool *p)
 {
     struct proc_pool *pp = pp_of(p);
@@ -1200,7 +1203,8 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
     int broken = p->broken;
     pthread_mutex_unlock(&p->lock);
     if (check) {
-        check_workers(p, conc__now_ns(), state != CONC__POOL_TERM && broken == 0);
+        check_workers(p, conc__now_ns(),
+                      state != CONC__POOL_TERM && broken == 0);
         pthread_mutex_lock(&p->lock);
         broken = p->broken;
         pthread_mutex_unlock(&p->lock);
@@ -1249,7 +1253,8 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
         pp->stopped = true;
         conc__future_defer_begin(); /* one batch, as above */
         drive_unlock(p);
-        conc__task_fail_list(out, CONC__FUT_DONE, CONC_EWORKERDIED, "the worker ended");
+        conc__task_fail_list(out, CONC__FUT_DONE, CONC_EWORKERDIED,
+                             "the worker ended");
         conc__future_defer_end();
         return PASS_END;
     }
@@ -1341,7 +1346,7 @@ static void *manager_main(void *arg)
     return NULL;
 }
 
-/* ---- the backend's table ------------------------------------------------------------ */
+/* ---- the backend's table ------------------------------------------------- */
 
 static int procs_start(conc_pool *p)
 {

@@ -355,7 +355,7 @@ static void stop_timer(conc_pool *p)
     }
 }
 
-/* ---- the backend's table -------------------------------------------------------- */
+/* ---- the backend's table ------------------------------------------------- */
 
 static void threads_terminate(conc_pool *p)
 {

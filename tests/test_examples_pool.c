@@ -1,8 +1,8 @@
 /* test_examples_pool.c - the pool's example programs (seeds 000, 001 and
  * 003 ported to C, and the live progress line) run as the tour runs them,
- * their printed facts asserted; and both echo servers driven by 50 clients of this test
- * connected at once, each of which must get its lines back (echoed, or
- * upper-cased) before the server stops cleanly. */
+ * their printed facts asserted; and both echo servers driven by 50
+ * clients of this test connected at once, each of which must get its
+ * lines back (echoed, or upper-cased) before the server stops cleanly. */
 #include "harness.h"
 
 #include <arpa/inet.h>
@@ -128,7 +128,7 @@ TEST(example_echo_process_per_connection)
     free(out);
 }
 
-/* ---- 50 clients of our own at once ---------------------------------------- */
+/* ---- 50 clients of our own at once --------------------------------------- */
 
 struct client_arg {
     int port;

@@ -131,10 +131,32 @@ static void map_sizes(conc_pool_kind kind)
     conc_msg sin[2] = { { &sl[0], sizeof sl[0] }, { &sl[1], sizeof sl[1] } };
     double t0 = th_now();
     CHECK_ERR(conc_pool_map(p, t_sleep, sin, 2, fout,
-                            &(conc_map_opts){ .timeout = 0.05 }),
+                            &(conc_map_opts){ .timeout = CONC_TIMEOUT(0.05) }),
               CONC_ETIMEDOUT);
     CHECK(th_now() - t0 >= 0.05);
     CHECK(fout[0].data == NULL && fout[1].data == NULL);
+    /* CONC_TIMEOUT(0): do not wait (only an empty map is done at once) */
+    t0 = th_now();
+    CHECK_ERR(conc_pool_map(p, t_sleep, sin, 2, fout,
+                            &(conc_map_opts){ .timeout = CONC_TIMEOUT(0) }),
+              CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 0.2);
+    CHECK(fout[0].data == NULL && fout[1].data == NULL);
+    CHECK_OK(conc_pool_map(p, t_sleep, sin, 0, fout,
+                           &(conc_map_opts){ .timeout = CONC_TIMEOUT(0) }));
+    /* CONC_TIMEOUT(CONC_FOREVER) and left out: no limit */
+    sl[0] = sl[1] = 20;
+    CHECK_OK(conc_pool_map(p, t_sleep, sin, 2, fout,
+                           &(conc_map_opts){
+                               .timeout = CONC_TIMEOUT(CONC_FOREVER) }));
+    CHECK_EQ(int_out(&fout[1]), 20);
+    conc_msg_free(&fout[0]);
+    conc_msg_free(&fout[1]);
+    CHECK_OK(conc_pool_map(p, t_sleep, sin, 2, fout,
+                           &(conc_map_opts){ .chunksize = 1 }));
+    CHECK_EQ(int_out(&fout[0]), 20);
+    conc_msg_free(&fout[0]);
+    conc_msg_free(&fout[1]);
     conc_pool_free(p);
 }
 
@@ -320,9 +342,10 @@ TEST(retiring_worker_with_a_slow_finalizer_stalls_nothing)
     CHECK(slow_fini_armed != MAP_FAILED);
     atomic_store(slow_fini_armed, 1);
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
-                                                  .max_tasks_per_worker = 1,
-                                                  .finalizer = fini_slow_once }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2,
+                                   .max_tasks_per_worker = 1,
+                                   .finalizer = fini_slow_once }));
     conc_msg m;
     /* Its worker retires, and sits 3 s in its finalizer: the result must
      * not wait for that (whoever collects it may also be the one to see
@@ -584,10 +607,20 @@ TEST(bad_arguments)
     CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .kind = 7 }), CONC_EINVAL);
     CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .workers = 5000 }),
               CONC_EINVAL);
-    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .task_timeout = NAN }),
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .task_timeout = CONC_TIMEOUT(NAN) }),
               CONC_EINVAL);
-    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .task_timeout = -1 }),
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .task_timeout = CONC_TIMEOUT(-2) }),
               CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_pool_new: task_timeout -2: it must "
+                                   "be > 0 or CONC_FOREVER"));
+    /* a task cannot be given no time at all */
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .task_timeout = CONC_TIMEOUT(0) }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_pool_new: task_timeout 0: it must "
+                                   "be > 0 or CONC_FOREVER"));
     CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
                                     .max_message_bytes = (size_t)2 << 30 }),
               CONC_EINVAL);
@@ -608,8 +641,10 @@ TEST(bad_arguments)
     CHECK_ERR(conc_pool_map(p, t_square, &badin, 1, out, NULL), CONC_EINVAL);
     CHECK_ERR(conc_pool_map(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
     CHECK_ERR(conc_pool_map(p, t_square, &in, 1, out,
-                            &(conc_map_opts){ .timeout = -3 }),
+                            &(conc_map_opts){ .timeout = CONC_TIMEOUT(-3) }),
               CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_pool_map: timeout -3: it must be "
+                                   ">= 0 or CONC_FOREVER"));
     conc_iter *it;
     CHECK_ERR(conc_pool_imap(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
     CHECK_ERR(conc_pool_imap_unordered(NULL, t_square, &in, 1, &it, NULL),

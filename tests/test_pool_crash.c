@@ -185,9 +185,10 @@ static int t_hang(const void *in, size_t len, conc_buf *out, void *ctx)
 static void timeouts(conc_pool_kind kind)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
-                                                  .workers = 2,
-                                                  .task_timeout = 0.2 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = kind,
+                                   .workers = 2,
+                                   .task_timeout = CONC_TIMEOUT(0.2) }));
     enum { N = 30 };
     conc_future *f[N];
     int vals[N];
@@ -334,8 +335,9 @@ TEST(crash_one_at_a_time_many_waiters)
 TEST(timeout_one_at_a_time)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1,
-                                                  .task_timeout = 0.2 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 1,
+                                   .task_timeout = CONC_TIMEOUT(0.2) }));
     for (int r = 0; r < 3; r++) {
         int x = 7;
         conc_msg m;
@@ -355,6 +357,30 @@ TEST(timeout_one_at_a_time)
 
 TEST(task_timeout_processes) { timeouts(CONC_PROCESSES); }
 TEST(task_timeout_threads) { timeouts(CONC_THREADS); }
+
+/* CONC_TIMEOUT(CONC_FOREVER), and an infinite one, set no limit: a task
+ * of 0.3 s runs to its end. */
+static void timeout_forever(conc_pool_kind kind)
+{
+    double limits[2] = { CONC_FOREVER, 1.0 / 0.0 };
+    for (int i = 0; i < 2; i++) {
+        conc_pool *p;
+        CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                       .kind = kind,
+                                       .workers = 1,
+                                       .task_timeout =
+                                           CONC_TIMEOUT(limits[i]) }));
+        int x = 300;
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_sleep, &x, sizeof x, &m, 30));
+        CHECK_EQ(int_out(&m), 300);
+        conc_msg_free(&m);
+        conc_pool_free(p);
+    }
+}
+
+TEST(task_timeout_forever_processes) { timeout_forever(CONC_PROCESSES); }
+TEST(task_timeout_forever_threads) { timeout_forever(CONC_THREADS); }
 
 static void terminate_hang(conc_pool_kind kind)
 {
@@ -497,8 +523,9 @@ TEST(manager_callback_waiting_on_a_crash)
 TEST(manager_callback_waiting_on_a_timeout)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
-                                                  .task_timeout = 0.3 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2,
+                                   .task_timeout = CONC_TIMEOUT(0.3) }));
     struct cbwait w = { .fn = t_hang, .val = -60000 };
     CHECK_ERR(manager_callback_wait(p, &w, false), CONC_ETIMEDOUT);
     conc_pool_free(p);
@@ -713,7 +740,7 @@ TEST_T(random_kills_during_map, 120)
     conc_pool_free(p);
 }
 
-/* ---- guards a loose bound would hide -------------------------------------- */
+/* ---- guards a loose bound would hide ------------------------------------- */
 
 /* A task past task_timeout is failed close to the time asked: 0.2 s asked,
  * each of four hanging tasks fails after at least 0.2 s and the four take
@@ -722,9 +749,10 @@ TEST_T(random_kills_during_map, 120)
 static void timeout_margin(conc_pool_kind kind)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
-                                                  .workers = 1,
-                                                  .task_timeout = 0.2 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = kind,
+                                   .workers = 1,
+                                   .task_timeout = CONC_TIMEOUT(0.2) }));
     double total = 0;
     for (int r = 0; r < 4; r++) {
         int v = -10000; /* hangs 10 s */
@@ -806,7 +834,7 @@ TEST(killed_worker_fails_no_task_it_had_not_started)
     conc_pool_free(p);
 }
 
-/* ---- a task that scribbles on its worker's result ring -------------------- */
+/* ---- a task that scribbles on its worker's result ring ------------------- */
 
 #include "pool_proc_int.h"
 

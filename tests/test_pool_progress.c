@@ -67,7 +67,7 @@ static conc_progress progress_until_done(const conc_iter *it, size_t want)
     }
 }
 
-/* ---- progress counts ------------------------------------------------------ */
+/* ---- progress counts ----------------------------------------------------- */
 
 /* imap, imap_unordered: done counts results that are in, returned those
  * handed out, remaining the rest; nothing is done while the gate holds
@@ -170,7 +170,7 @@ TEST(progress_bad_arguments)
     conc_pool_free(p);
 }
 
-/* ---- fed imaps ------------------------------------------------------------ */
+/* ---- fed imaps ----------------------------------------------------------- */
 
 /* A feed of ints 0, 1, ... (limit < 0: endless) that checks it is never
  * asked for an input while the iterator holds bound of them already:
@@ -448,7 +448,7 @@ TEST(imap_feed_bad_arguments)
     conc_pool_free(p);
 }
 
-/* ---- worker info ---------------------------------------------------------- */
+/* ---- worker info --------------------------------------------------------- */
 
 static int init_slow(void *arg, void **ctx)
 {

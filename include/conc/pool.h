@@ -78,11 +78,11 @@
  * one manager thread that feeds the rings, collects results, watches the
  * workers (death, timeouts) and forks replacements; forking from it is
  * safe because it touches nothing another thread may hold at that moment
- * and the child only touches its own ring.  To save a thread hop per task, conc_pool_submit also
- * sends a task straight to an idle worker while the manager sleeps, and a
- * thread waiting in conc_future_result (or conc_pool_apply) on a process
- * pool's future collects finished results from the rings itself while it
- * spins.
+ * and the child only touches its own ring.  To save a thread hop per
+ * task, conc_pool_submit also sends a task straight to an idle worker
+ * while the manager sleeps, and a thread waiting in conc_future_result
+ * (or conc_pool_apply) on a process pool's future collects finished
+ * results from the rings itself while it spins.
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that
@@ -160,10 +160,14 @@ typedef struct conc_pool_opts {
     /* A worker is replaced after running this many tasks (a map chunk's
      * items each count); 0: never (Python's maxtasksperchild). */
     size_t max_tasks_per_worker;
-    /* Seconds a task may run; past it the task fails with CONC_ETIMEDOUT
-     * and its worker is killed (processes) or abandoned (threads) and
-     * replaced.  0: no limit.  With threads, map chunks are 1 item. */
-    double task_timeout;
+    /* How long a task may run: CONC_TIMEOUT(seconds); past it the task
+     * fails with CONC_ETIMEDOUT and its worker is killed (processes) or
+     * abandoned (threads) and replaced.  Left out, or
+     * CONC_TIMEOUT(CONC_FOREVER): no limit.  CONC_TIMEOUT(0) is refused
+     * (CONC_EINVAL): a task cannot run in no time, and "do not wait" has
+     * no meaning for a limit on running.  With threads and a limit, map
+     * chunks are 1 item. */
+    conc_timeout task_timeout;
     /* Workers are named "<prefix>-N" (ps -o comm shows the first 15
      * bytes); NULL: "PoolWorker" / "ThreadPoolWorker". */
     const char *name_prefix;
@@ -178,10 +182,11 @@ typedef struct conc_pool_opts {
 
 /* conc_pool_new - starts a pool and its workers.  opts may be NULL
  * (processes, one per CPU).  0; CONC_EINVAL (NULL out, bad kind, more
- * than 4096 workers, a negative or NaN task_timeout, max_message_bytes over
- * 1 GiB); CONC_ENOMEM; CONC_ESYS (a thread, fork or mmap failed);
+ * than 4096 workers, a task_timeout of 0, negative (other than
+ * CONC_FOREVER) or NaN, max_message_bytes over 1 GiB, a name_prefix over
+ * 40 bytes); CONC_ENOMEM; CONC_ESYS (a thread, fork or mmap failed);
  * CONC_EDAEMON (a CONC_PROCESSES pool inside a pool's process worker or
- * any daemon process). */
+ * any daemon process).  conc_errdetail() says which. */
 CONC_API int conc_pool_new(conc_pool **out, const conc_pool_opts *opts);
 
 /* conc_pool_submit - queues fn(in) and returns its future in *fut (the
@@ -214,9 +219,12 @@ typedef struct conc_map_opts {
      * multiple of chunksize; 0: 2 * workers * chunksize.  This bounds the
      * memory a long or endless feed uses (Python 3.14's buffersize). */
     size_t buffersize;
-    /* conc_pool_map only: seconds for the whole map; 0 = CONC_FOREVER
-     * here (a map that may not wait makes no sense), CONC_FOREVER too. */
-    double timeout;
+    /* conc_pool_map only: how long the whole map may take,
+     * CONC_TIMEOUT(seconds), measured from the call.  Left out, or
+     * CONC_TIMEOUT(CONC_FOREVER): no limit.  CONC_TIMEOUT(0): do not
+     * wait - the results already in are collected and the map returns
+     * CONC_ETIMEDOUT unless every item was done (only an empty map is). */
+    conc_timeout timeout;
 } conc_map_opts;
 
 /* conc_pool_map - runs fn on each of inputs[0..n-1] and stores each
@@ -225,8 +233,9 @@ typedef struct conc_map_opts {
  * return (empty for a failed or unfinished item): the caller frees each
  * with conc_msg_free, also on error.  Returns 0 when every item succeeded,
  * else the first failing item's code in input order (as map raises the
- * first exception), CONC_ETIMEDOUT, or a submit error.  The inputs are
- * copied.  opts may be NULL. */
+ * first exception), CONC_ETIMEDOUT (the items not collected still run;
+ * their results are dropped), CONC_EINVAL (a bad timeout), or a submit
+ * error.  The inputs are copied.  opts may be NULL. */
 CONC_API int conc_pool_map(conc_pool *pool, conc_task_fn fn,
                            const conc_msg *inputs, size_t n,
                            conc_msg *outputs, const conc_map_opts *opts);
