@@ -261,18 +261,38 @@ static bool is_final(uint32_t st)
     return st == FUT_DONE || st == FUT_CANCELLED;
 }
 
+int conc__result_fail(int code, const char *who, const char *what,
+                      const char *text)
+{
+    if (code > 0) {
+        return conc__fail(code, "%s: %s returned its failure code %d%s%s",
+                          who, what, code, text ? ": " : "",
+                          text ? text : "");
+    }
+    return conc__fail(code, "%s: %s failed with %s%s%s", who, what,
+                      conc_errname(code), text ? ": " : "", text ? text : "");
+}
+
 int conc_future_result(conc_future *f, conc_msg *out, double timeout)
+{
+    return conc__future_result_as(f, out, timeout, "conc_future_result");
+}
+
+int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
+                           const char *who)
 {
     if (out != NULL) {
         out->data = NULL;
         out->len = 0;
     }
     if (f == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "%s: f is NULL", who);
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "%s: timeout %g: it must be >= 0 or CONC_FOREVER",
+                          who, timeout);
     }
     uint32_t st = atomic_load(&f->state);
     const conc__future_waiter *wt = f->wt;
@@ -307,7 +327,8 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
     }
     if (!is_final(st)) {
         if (dl.once) {
-            return CONC_ETIMEDOUT;
+            return conc__fail(CONC_ETIMEDOUT, "%s: the task is not done "
+                              "(timeout 0: no wait)", who);
         }
         /* This thread alone can complete the future (a done-callback run
          * by a process pool's manager waits for another future of its
@@ -341,24 +362,34 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
                 st = atomic_load(&f->state);
                 if (!is_final(st)) {
                     atomic_fetch_sub(&f->waiters, 1);
-                    return CONC_ETIMEDOUT;
+                    return conc__fail(CONC_ETIMEDOUT,
+                                      "%s: the task was not done within "
+                                      "%g s",
+                                      who, timeout);
                 }
             }
         }
         atomic_fetch_sub(&f->waiters, 1);
     }
     if (st == FUT_CANCELLED) {
-        return CONC_ECANCELLED;
+        return conc__fail(CONC_ECANCELLED, "%s: the future was cancelled%s%s",
+                          who, f->err ? ": " : "", f->err ? f->err : "");
     }
     if (out != NULL && f->out.len > 0) {
         out->data = conc__malloc(f->out.len);
         if (out->data == NULL) {
-            return CONC_ENOMEM;
+            return conc__fail(CONC_ENOMEM,
+                              "%s: no memory for a copy of the task's "
+                              "output (%zu bytes)",
+                              who, f->out.len);
         }
         memcpy(out->data, f->out.data, f->out.len);
         out->len = f->out.len;
     }
-    return f->code;
+    if (f->code != 0) {
+        return conc__result_fail(f->code, who, "the task", f->err);
+    }
+    return 0;
 }
 
 const char *conc_future_error_message(conc_future *f)
@@ -410,11 +441,13 @@ int conc_future_add_done_callback(conc_future *f, conc_future_cb cb,
                                   void *arg)
 {
     if (f == NULL || cb == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_future_add_done_callback: %s "
+                          "is NULL", f == NULL ? "f" : "cb");
     }
     struct fut_cb *c = conc__malloc(sizeof *c);
     if (c == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_future_add_done_callback: no "
+                          "memory for the callback");
     }
     c->cb = cb;
     c->arg = arg;
@@ -475,19 +508,28 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
     if (return_when != CONC_FIRST_COMPLETED &&
         return_when != CONC_FIRST_EXCEPTION &&
         return_when != CONC_ALL_COMPLETED) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_wait: return_when %d is not one of "
+                          "CONC_FIRST_COMPLETED, CONC_FIRST_EXCEPTION, "
+                          "CONC_ALL_COMPLETED",
+                          return_when);
     }
     if (futs == NULL && n > 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_wait: futs is NULL with n %zu",
+                          n);
     }
     for (size_t i = 0; i < n; i++) {
         if (futs[i] == NULL) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL, "conc_wait: futs[%zu] is NULL",
+                              i);
         }
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_wait: timeout %g: it must be >= 0 or "
+                          "CONC_FOREVER",
+                          timeout);
     }
     if (n == 0) {
         return 0;
@@ -500,7 +542,10 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
             break;
         }
         if (dl.once || conc__deadline_passed(&dl)) {
-            err = CONC_ETIMEDOUT;
+            err = conc__fail(CONC_ETIMEDOUT,
+                             "conc_wait: the condition did not hold within "
+                             "%g s",
+                             timeout);
             break;
         }
         /* Sleeps while no completion happened since seq was read; a
@@ -569,7 +614,8 @@ static void ac_on_done(conc_future *f, void *arg)
     ac_unref(ac);
 }
 
-static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl)
+static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
+                   double timeout)
 {
     struct ac_state *ac = ((struct ac_iter *)it)->ac;
     /* The earlier of this call's deadline and the iterator's own. */
@@ -585,7 +631,10 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl)
     pthread_mutex_lock(&ac->lock);
     for (;;) {
         if (ac->next == ac->n) {
-            err = CONC_ECLOSED;
+            err = conc__fail(CONC_ECLOSED,
+                             "conc_iter_next_future: all %zu futures were "
+                             "handed out",
+                             ac->n);
             break;
         }
         if (ac->next < ac->ndone) {
@@ -596,7 +645,16 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl)
         }
         if (use->once || conc__deadline_passed(use) ||
             conc__deadline_passed(&ac->dl)) {
-            err = CONC_ETIMEDOUT;
+            err = conc__deadline_passed(&ac->dl)
+                      ? conc__fail(CONC_ETIMEDOUT,
+                                   "conc_iter_next_future: %zu of %zu "
+                                   "futures unfinished at the iterator's "
+                                   "deadline",
+                                   ac->n - ac->ndone, ac->n)
+                      : conc__fail(CONC_ETIMEDOUT,
+                                   "conc_iter_next_future: %zu of %zu "
+                                   "futures unfinished after %g s",
+                                   ac->n - ac->ndone, ac->n, timeout);
             break;
         }
         if (use->forever) {
@@ -639,17 +697,22 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
         *it = NULL;
     }
     if (it == NULL || (futs == NULL && n > 0)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_as_completed: %s",
+                          it == NULL ? "it is NULL"
+                                     : "futs is NULL with n > 0");
     }
     for (size_t i = 0; i < n; i++) {
         if (futs[i] == NULL) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL,
+                              "conc_as_completed: futs[%zu] is NULL", i);
         }
     }
-    int err = CONC_ENOMEM;
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_as_completed: timeout %g: it must be >= 0 "
+                          "or CONC_FOREVER",
+                          timeout);
     }
     struct ac_cb_arg *args = NULL;
     struct fut_cb *cbs = NULL;
@@ -718,7 +781,8 @@ fail:
         free(ac);
     }
     free(iter);
-    return err;
+    return conc__fail(CONC_ENOMEM, "conc_as_completed: no memory for an "
+                      "iterator over %zu futures", n);
 }
 
 /* ---- iterators ----------------------------------------------------------- */
@@ -730,13 +794,20 @@ int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
         msg->len = 0;
     }
     if (it == NULL || msg == NULL || it->ops->next == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_iter_next: %s",
+                          it == NULL    ? "it is NULL"
+                          : msg == NULL ? "msg is NULL"
+                                        : "an as_completed iterator gives "
+                                          "futures: conc_iter_next_future");
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_iter_next: timeout %g: it must be >= 0 or "
+                          "CONC_FOREVER",
+                          timeout);
     }
-    return it->ops->next(it, msg, &dl);
+    return it->ops->next(it, msg, &dl, timeout);
 }
 
 int conc_iter_next_future(conc_iter *it, conc_future **fut, double timeout)
@@ -745,13 +816,20 @@ int conc_iter_next_future(conc_iter *it, conc_future **fut, double timeout)
         *fut = NULL;
     }
     if (it == NULL || fut == NULL || it->ops->next_future == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_iter_next_future: %s",
+                          it == NULL    ? "it is NULL"
+                          : fut == NULL ? "fut is NULL"
+                                        : "a map iterator gives results: "
+                                          "conc_iter_next");
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_iter_next_future: timeout %g: it must be "
+                          ">= 0 or CONC_FOREVER",
+                          timeout);
     }
-    return it->ops->next_future(it, fut, &dl);
+    return it->ops->next_future(it, fut, &dl, timeout);
 }
 
 size_t conc_iter_index(const conc_iter *it)
@@ -770,7 +848,8 @@ int conc_iter_progress(const conc_iter *it, conc_progress *out)
         *out = (conc_progress){ 0 };
     }
     if (it == NULL || out == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_iter_progress: %s is NULL",
+                          it == NULL ? "it" : "out");
     }
     it->ops->progress(it, out);
     out->remaining = out->total - out->done;

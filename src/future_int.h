@@ -89,19 +89,31 @@ typedef struct conc__future_waiter {
 } conc__future_waiter;
 void conc__future_set_waiter(conc_future *f, const conc__future_waiter *w,
                              void *ctx);
+/* conc_future_result, its errors' details naming who (conc_pool_apply). */
+int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
+                           const char *who);
+/* The detail of a result that is a failure, code != 0 (a task's own code
+ * > 0, or the pool's CONC_E* code), and returns code: "who: what failed
+ * with CONC_EWORKERDIED: text" (what: "the task", "item 7"; text: its
+ * error message, or NULL). */
+int conc__result_fail(int code, const char *who, const char *what,
+                      const char *text);
 
 /* ---- iterators ---------------------------------------------------------- */
 
 /* An iterator's kind: the public conc_iter_* functions check the
- * arguments, turn the timeout into a deadline and call these.  next (map
+ * arguments, turn the timeout into a deadline and call these, which give
+ * every error they return its detail (timeout: the seconds asked, for
+ * it).  next (map
  * results) or next_future (as_completed) is NULL where the kind has none
  * (then the public call returns CONC_EINVAL).  progress fills the counts
  * (conc_iter_progress); free releases the whole iterator except
  * last_err. */
 typedef struct conc__iter_ops {
-    int (*next)(conc_iter *it, conc_msg *msg, const conc__deadline *dl);
+    int (*next)(conc_iter *it, conc_msg *msg, const conc__deadline *dl,
+                double timeout);
     int (*next_future)(conc_iter *it, conc_future **fut,
-                       const conc__deadline *dl);
+                       const conc__deadline *dl, double timeout);
     void (*progress)(const conc_iter *it, conc_progress *out);
     void (*free)(conc_iter *it);
 } conc__iter_ops;

@@ -236,13 +236,16 @@ static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
     return 0;
 }
 
+static int push(conc_pool *p, conc__task *first, conc__task *last, size_t n,
+                const char *who);
+
 /* Makes the tasks over every item of b, at most chunk items each and cut
  * where a chunk's inputs, as the process backend frames them (8 bytes of
  * length, the bytes padded to 8), would pass p->msg_limit (a single item
  * always fits), and queues them: 0, or a conc__pool_push error or
  * CONC_ENOMEM with nothing queued. */
 static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
-                       size_t chunk)
+                       size_t chunk, const char *who)
 {
     int err = 0;
     conc__task *first = NULL, *last = NULL;
@@ -250,7 +253,8 @@ static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
     for (size_t i = 0; i < b->n;) {
         conc__task *t = task_new(fn);
         if (t == NULL) {
-            err = CONC_ENOMEM;
+            err = conc__fail(CONC_ENOMEM, "%s: no memory for the tasks of "
+                             "%zu items", who, b->n);
             break;
         }
         t->batch = b;
@@ -276,7 +280,7 @@ static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
         ntasks++;
     }
     if (err == 0 && ntasks > 0) {
-        err = conc__pool_push(p, first, last, ntasks);
+        err = push(p, first, last, ntasks, who);
     }
     if (err != 0) {
         while (first != NULL) {
@@ -290,17 +294,36 @@ static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
 
 /* ---- the queue ----------------------------------------------------------- */
 
-int conc__pool_push(conc_pool *p, conc__task *first, conc__task *last,
-                    size_t n)
+/* Why the pool takes no tasks: CONC_EBROKEN or CONC_ESTATE with a
+ * detail naming who, or 0; lock held. */
+static int refusal_locked(conc_pool *p, const char *who)
 {
-    pthread_mutex_lock(&p->lock);
     if (p->broken != 0) {
-        pthread_mutex_unlock(&p->lock);
-        return CONC_EBROKEN;
+        return conc__fail(CONC_EBROKEN,
+                          "%s: the pool is broken: a worker's initializer "
+                          "failed with code %d",
+                          who, p->broken);
     }
     if (p->state != CONC__POOL_RUN) {
+        return conc__fail(CONC_ESTATE,
+                          "%s: the pool takes no more tasks (it was %s)", who,
+                          p->state == CONC__POOL_CLOSED
+                              ? "closed or shut down"
+                              : "terminated or freed");
+    }
+    return 0;
+}
+
+/* Queues a list of tasks (first..last, n of them) at the back, for who;
+ * the pool lock must NOT be held.  0, or refusal_locked's error. */
+static int push(conc_pool *p, conc__task *first, conc__task *last, size_t n,
+                const char *who)
+{
+    pthread_mutex_lock(&p->lock);
+    int err = refusal_locked(p, who);
+    if (err != 0) {
         pthread_mutex_unlock(&p->lock);
-        return CONC_ESTATE;
+        return err;
     }
     last->next = NULL;
     if (p->tail != NULL) {
@@ -380,7 +403,7 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
 {
     conc_pool_opts o = { 0 };
     if (out == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_pool_new: out is NULL");
     }
     *out = NULL;
     if (opts != NULL) {
@@ -421,7 +444,8 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
         o.kind == CONC_THREADS ? &conc__pool_threads : &conc__pool_processes;
     conc_pool *p = conc__calloc(1, be->size);
     if (p == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for the "
+                          "pool");
     }
     p->be = be;
     p->nworkers = o.workers ? o.workers : (size_t)conc__os_cpu_count();
@@ -477,36 +501,40 @@ int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out, size_t cap,
     return 0;
 }
 
-int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
-                     size_t inlen, conc_future **fut)
+/* conc_pool_submit, for who (it or conc_pool_apply). */
+static int submit_as(conc_pool *pool, conc_task_fn fn, const void *in,
+                     size_t inlen, conc_future **fut, const char *who)
 {
     if (fut != NULL) {
         *fut = NULL;
     }
     if (pool == NULL || fn == NULL || fut == NULL ||
         (in == NULL && inlen > 0)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "%s: %s", who,
+                          pool == NULL ? "pool is NULL"
+                          : fn == NULL ? "fn is NULL"
+                          : fut == NULL
+                              ? "fut is NULL"
+                              : "in is NULL with inlen > 0");
     }
     if (inlen > pool->msg_limit) {
-        return CONC_ETOOBIG;
+        return conc__fail(CONC_ETOOBIG,
+                          "%s: the input is %zu bytes, over the pool's "
+                          "max_message_bytes (%zu)",
+                          who, inlen, pool->msg_limit);
     }
     conc__task *t = task_new(fn);
     conc_future *f = NULL;
-    int err = CONC_ENOMEM;
-    if (t == NULL) {
+    int err = 0;
+    if (t == NULL || (inlen > 0 && (t->in = conc__malloc(inlen)) == NULL) ||
+        conc__future_new(&f) != 0) {
+        err = conc__fail(CONC_ENOMEM, "%s: no memory for the task (input "
+                         "of %zu bytes)", who, inlen);
         goto fail;
     }
     if (inlen > 0) {
-        t->in = conc__malloc(inlen);
-        if (t->in == NULL) {
-            goto fail;
-        }
         memcpy(t->in, in, inlen);
         t->inlen = inlen;
-    }
-    err = conc__future_new(&f);
-    if (err != 0) {
-        goto fail;
     }
     conc__future_ref(f); /* the task's reference */
     t->fut = f;
@@ -516,7 +544,7 @@ int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
         conc__pool_ref(pool);
         conc__future_set_waiter(f, pool->be->waiter, pool);
     }
-    err = conc__pool_push(pool, t, t, 1);
+    err = push(pool, t, t, 1, who);
     if (err != 0) {
         goto fail;
     }
@@ -532,6 +560,12 @@ fail:
     return err;
 }
 
+int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
+                     size_t inlen, conc_future **fut)
+{
+    return submit_as(pool, fn, in, inlen, fut, "conc_pool_submit");
+}
+
 int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
                     size_t inlen, conc_msg *out, double timeout)
 {
@@ -540,15 +574,21 @@ int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
         out->len = 0;
     }
     conc__deadline dl;
-    if (out == NULL || conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+    if (out == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_pool_apply: out is NULL");
+    }
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_apply: timeout %g: it must be >= 0 or "
+                          "CONC_FOREVER",
+                          timeout);
     }
     conc_future *f;
-    int err = conc_pool_submit(pool, fn, in, inlen, &f);
+    int err = submit_as(pool, fn, in, inlen, &f, "conc_pool_apply");
     if (err != 0) {
         return err;
     }
-    err = conc_future_result(f, out, timeout);
+    err = conc__future_result_as(f, out, timeout, "conc_pool_apply");
     conc_future_free(f);
     return err;
 }
@@ -558,18 +598,26 @@ int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
 /* Builds the tasks of a map over batch b and queues them. */
 static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
                      size_t n, bool is_map, const conc_map_opts *opts,
-                     conc__batch **out)
+                     conc__batch **out, const char *who)
 {
     *out = NULL;
     if (p == NULL || fn == NULL || (inputs == NULL && n > 0)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "%s: %s", who,
+                          p == NULL    ? "pool is NULL"
+                          : fn == NULL ? "fn is NULL"
+                                       : "inputs is NULL with n > 0");
     }
     for (size_t i = 0; i < n; i++) {
         if (inputs[i].data == NULL && inputs[i].len > 0) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL,
+                              "%s: inputs[%zu] has NULL data and len %zu",
+                              who, i, inputs[i].len);
         }
         if (inputs[i].len > p->msg_limit) {
-            return CONC_ETOOBIG;
+            return conc__fail(CONC_ETOOBIG,
+                              "%s: inputs[%zu] is %zu bytes, over the "
+                              "pool's max_message_bytes (%zu)",
+                              who, i, inputs[i].len, p->msg_limit);
         }
     }
     size_t chunk = opts ? opts->chunksize : 0;
@@ -585,9 +633,10 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     conc__batch *b;
     int err = batch_new(&b, inputs, n);
     if (err != 0) {
-        return err;
+        return conc__fail(err, "%s: no memory for the copies of %zu inputs",
+                          who, n);
     }
-    err = queue_tasks(p, fn, b, chunk);
+    err = queue_tasks(p, fn, b, chunk, who);
     if (err != 0) {
         conc__batch_unref(b);
         return err;
@@ -595,9 +644,7 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     if (n == 0) {
         /* An empty map still has to respect the pool's state. */
         pthread_mutex_lock(&p->lock);
-        err = p->broken ? CONC_EBROKEN
-              : p->state != CONC__POOL_RUN ? CONC_ESTATE
-                                           : 0;
+        err = refusal_locked(p, who);
         pthread_mutex_unlock(&p->lock);
         if (err != 0) {
             conc__batch_unref(b);
@@ -628,11 +675,29 @@ static int hand_out(conc_iter *base, conc__batch_item *item, size_t index,
     base->last_err = item->err;
     item->err = NULL;
     base->last_index = index;
-    return item->code;
+    if (item->code != 0) {
+        char what[48];
+        snprintf(what, sizeof what, "item %zu", index);
+        return conc__result_fail(item->code, "conc_iter_next", what,
+                                 base->last_err);
+    }
+    return 0;
+}
+
+/* The detail of a wait for the next result that ran out of time. */
+static int next_timed_out(const conc__deadline *dl, double timeout)
+{
+    return dl->once ? conc__fail(CONC_ETIMEDOUT,
+                                 "conc_iter_next: the next result is not "
+                                 "in (timeout 0: no wait)")
+                    : conc__fail(CONC_ETIMEDOUT,
+                                 "conc_iter_next: the next result did not "
+                                 "come within %g s",
+                                 timeout);
 }
 
 static int map_iter_next(conc_iter *base, conc_msg *msg,
-                         const conc__deadline *dl)
+                         const conc__deadline *dl, double timeout)
 {
     struct map_iter *it = (struct map_iter *)base;
     conc__batch *b = it->batch;
@@ -640,7 +705,9 @@ static int map_iter_next(conc_iter *base, conc_msg *msg,
     pthread_mutex_lock(b->mu);
     for (;;) {
         if (it->next == b->n) {
-            err = CONC_ECLOSED;
+            err = conc__fail(CONC_ECLOSED,
+                             "conc_iter_next: all %zu results were returned",
+                             b->n);
             break;
         }
         size_t i = (size_t)-1;
@@ -655,7 +722,7 @@ static int map_iter_next(conc_iter *base, conc_msg *msg,
             break;
         }
         if (dl->once || conc__deadline_passed(dl)) {
-            err = CONC_ETIMEDOUT;
+            err = next_timed_out(dl, timeout);
             break;
         }
         b->waiters++;
@@ -698,18 +765,19 @@ static const conc__iter_ops map_iter_ops = {
 
 static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
                     size_t n, conc_iter **out, const conc_map_opts *opts,
-                    bool ordered, bool is_map)
+                    bool ordered, bool is_map, const char *who)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "%s: it is NULL", who);
     }
     *out = NULL;
     struct map_iter *it = conc__calloc(1, sizeof *it);
     if (it == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "%s: no memory for the iterator",
+                          who);
     }
     conc__batch *b;
-    int err = map_start(p, fn, inputs, n, is_map, opts, &b);
+    int err = map_start(p, fn, inputs, n, is_map, opts, &b, who);
     if (err != 0) {
         free(it);
         return err;
@@ -725,14 +793,16 @@ static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
 int conc_pool_imap(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
                    size_t n, conc_iter **it, const conc_map_opts *opts)
 {
-    return iter_new(pool, fn, inputs, n, it, opts, true, false);
+    return iter_new(pool, fn, inputs, n, it, opts, true, false,
+                    "conc_pool_imap");
 }
 
 int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
                              const conc_msg *inputs, size_t n, conc_iter **it,
                              const conc_map_opts *opts)
 {
-    return iter_new(pool, fn, inputs, n, it, opts, false, false);
+    return iter_new(pool, fn, inputs, n, it, opts, false, false,
+                    "conc_pool_imap_unordered");
 }
 
 /* ---- fed imaps ----------------------------------------------------------- */
@@ -790,8 +860,9 @@ struct feed_iter {
     size_t returned;      /* results handed out */
     int end;              /* 0: feeding; 1: the feed ended; else its error */
     bool end_told;        /* that error was returned */
-    char end_detail[200]; /* conc_errdetail for it */
-    const char *who;      /* the public call feeding: for the detail */
+    char end_detail[300]; /* what went wrong, for the detail of the call
+                           * that returns the error (it names itself) */
+    const char *who;      /* the public call that made the iterator */
 };
 
 static void feed_unref(struct conc__feed *fs)
@@ -853,7 +924,8 @@ static int feed_submit(struct feed_iter *it, size_t first, size_t count,
                                                           2 * sizeof(size_t)) +
                                          bytes);
     if (b == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "%s: no memory for a chunk of %zu "
+                          "inputs (%zu bytes)", it->who, count, bytes);
     }
     b->items = (conc__batch_item *)(b + 1);
     b->off = (size_t *)(b->items + count);
@@ -883,7 +955,7 @@ static int feed_submit(struct feed_iter *it, size_t first, size_t count,
     it->live++;
     it->taken += count;
     pthread_mutex_unlock(&fs->mu);
-    int err = queue_tasks(it->pool, it->fn, b, it->chunk);
+    int err = queue_tasks(it->pool, it->fn, b, it->chunk, it->who);
     if (err != 0) {
         pthread_mutex_lock(&fs->mu);
         it->chunks[place] = NULL;
@@ -911,22 +983,22 @@ static bool feed_chunk(struct feed_iter *it, size_t first)
         size_t at = first + count;
         if (rc != 1) {
             feed_stop(it, rc,
-                      "%s: the feed returned %d for input %zu (1: an input, "
+                      "the feed returned %d for input %zu (1: an input, "
                       "0: the end)",
-                      it->who, rc, at);
+                      rc, at);
             break;
         }
         if (data == NULL && len > 0) {
             feed_stop(it, CONC_EINVAL,
-                      "%s: the feed gave input %zu as NULL data of %zu bytes",
-                      it->who, at, len);
+                      "the feed gave input %zu as NULL data of %zu bytes",
+                      at, len);
             break;
         }
         if (len > it->pool->msg_limit) {
             feed_stop(it, CONC_ETOOBIG,
-                      "%s: input %zu of the feed is %zu bytes, over the "
+                      "input %zu of the feed is %zu bytes, over the "
                       "pool's max_message_bytes (%zu)",
-                      it->who, at, len, it->pool->msg_limit);
+                      at, len, it->pool->msg_limit);
             break;
         }
         if (bytes + len > it->scratch_cap) {
@@ -937,9 +1009,9 @@ static bool feed_chunk(struct feed_iter *it, size_t first)
             unsigned char *nb = conc__realloc(it->scratch, cap);
             if (nb == NULL) {
                 feed_stop(it, CONC_ENOMEM,
-                          "%s: no memory for input %zu of the feed (%zu "
+                          "no memory for input %zu of the feed (%zu "
                           "bytes)",
-                          it->who, at, len);
+                          at, len);
                 break;
             }
             it->scratch = nb;
@@ -955,15 +1027,17 @@ static bool feed_chunk(struct feed_iter *it, size_t first)
         int err = feed_submit(it, first, count, bytes);
         if (err != 0) {
             /* These inputs are lost: this error says so, even when the
-             * feed had just ended after them. */
+             * feed had just ended after them.  feed_submit's detail is
+             * "who: why"; the why is kept. */
+            const char *why = strstr(conc_errdetail(), ": ");
+            why = why != NULL ? why + 2 : conc_strerror(err);
             pthread_mutex_lock(&it->fs->mu);
             if (it->end == 0 || it->end == 1) {
                 it->end = err;
                 snprintf(it->end_detail, sizeof it->end_detail,
-                         "%s: inputs %zu to %zu of the feed could not be "
+                         "inputs %zu to %zu of the feed could not be "
                          "queued (%s); the feed stopped",
-                         it->who, first, first + count - 1,
-                         conc_strerror(err));
+                         first, first + count - 1, why);
             }
             pthread_mutex_unlock(&it->fs->mu);
         }
@@ -990,7 +1064,8 @@ static void feed_fill(struct feed_iter *it)
     pthread_mutex_unlock(&it->feed_mu);
 }
 
-static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl)
+static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl,
+                     double timeout)
 {
     struct feed_iter *it = (struct feed_iter *)base;
     struct conc__feed *fs = it->fs;
@@ -1032,10 +1107,15 @@ static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl)
         }
         if (it->returned == it->taken) {
             if (it->end != 0) {
-                err = CONC_ECLOSED;
                 if (it->end != 1 && !it->end_told) {
                     it->end_told = true;
-                    err = conc__fail(it->end, "%s", it->end_detail);
+                    err = conc__fail(it->end, "conc_iter_next: %s",
+                                     it->end_detail);
+                } else {
+                    err = conc__fail(CONC_ECLOSED,
+                                     "conc_iter_next: the feed ended and "
+                                     "all %zu results were returned",
+                                     it->returned);
                 }
                 break;
             }
@@ -1046,7 +1126,7 @@ static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl)
             continue;
         }
         if (dl->once || conc__deadline_passed(dl)) {
-            err = CONC_ETIMEDOUT;
+            err = next_timed_out(dl, timeout);
             break;
         }
         fs->waiters++;
@@ -1183,11 +1263,10 @@ static int feed_new(conc_pool *p, conc_task_fn fn, conc_feed_fn feed,
     feed_fill(it);
     /* Nothing taken and the feed failed: the call fails. */
     if (it->taken == 0 && it->end != 0 && it->end != 1) {
-        int err = conc__fail(it->end, "%s", it->end_detail);
+        int err = conc__fail(it->end, "%s: %s", who, it->end_detail);
         feed_free(&it->base);
         return err;
     }
-    it->who = "conc_iter_next";
     *out = &it->base;
     return 0;
 }
@@ -1210,7 +1289,8 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
                   size_t n, conc_msg *outputs, const conc_map_opts *opts)
 {
     if (outputs == NULL && n > 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_map: outputs is NULL with n %zu", n);
     }
     for (size_t i = 0; i < n; i++) {
         outputs[i].data = NULL;
@@ -1226,7 +1306,8 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
                           timeout);
     }
     conc_iter *base = NULL;
-    int err = iter_new(pool, fn, inputs, n, &base, opts, true, true);
+    int err = iter_new(pool, fn, inputs, n, &base, opts, true, true,
+                       "conc_pool_map");
     if (err != 0) {
         return err;
     }
@@ -1235,13 +1316,18 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
      * per item: the process backend completes items under the same
      * lock). */
     int first = 0;
+    size_t i = 0;
     bool late = false;
     conc__batch *b = ((struct map_iter *)base)->batch;
     pthread_mutex_lock(b->mu);
-    for (size_t i = 0; i < n && !late; i++) {
+    for (; i < n && !late; i++) {
         while (!b->items[i].done) {
             if (conc__deadline_passed(&dl)) {
                 late = true;
+                err = conc__fail(CONC_ETIMEDOUT,
+                                 "conc_pool_map: %zu of %zu items not done "
+                                 "within %g s",
+                                 n - b->ndone, n, timeout);
                 break;
             }
             b->waiters++;
@@ -1261,12 +1347,15 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
         item->out.data = NULL;
         item->out.len = 0;
         if (item->code != 0 && first == 0) {
-            first = item->code;
+            char what[48];
+            snprintf(what, sizeof what, "item %zu", i);
+            first = conc__result_fail(item->code, "conc_pool_map", what,
+                                      item->err);
         }
     }
     pthread_mutex_unlock(b->mu);
     conc_iter_free(base);
-    return late ? CONC_ETIMEDOUT : first;
+    return late ? err : first;
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */
@@ -1274,7 +1363,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
 int conc_pool_close(conc_pool *pool)
 {
     if (pool == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_pool_close: pool is NULL");
     }
     pthread_mutex_lock(&pool->lock);
     if (pool->state == CONC__POOL_RUN) {
@@ -1290,16 +1379,28 @@ int conc_pool_close(conc_pool *pool)
 int conc_pool_join(conc_pool *pool, double timeout)
 {
     conc__deadline dl;
-    if (pool == NULL || conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+    if (pool == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_pool_join: pool is NULL");
+    }
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_join: timeout %g: it must be >= 0 or "
+                          "CONC_FOREVER",
+                          timeout);
     }
     pthread_mutex_lock(&pool->lock);
     bool running = pool->state == CONC__POOL_RUN;
     pthread_mutex_unlock(&pool->lock);
     if (running) {
-        return CONC_ESTATE;
+        return conc__fail(CONC_ESTATE,
+                          "conc_pool_join: the pool is still running: "
+                          "close, shut down or terminate it first");
     }
     int err = pool->be->join(pool, &dl);
+    if (err == CONC_ETIMEDOUT) {
+        return conc__fail(err, "conc_pool_join: the workers did not end "
+                          "within %g s", timeout);
+    }
     if (err == 0) {
         pool->joined = true;
     }
@@ -1309,7 +1410,7 @@ int conc_pool_join(conc_pool *pool, double timeout)
 int conc_pool_terminate(conc_pool *pool)
 {
     if (pool == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_pool_terminate: pool is NULL");
     }
     pool->be->terminate(pool);
     return 0;
@@ -1318,7 +1419,7 @@ int conc_pool_terminate(conc_pool *pool)
 int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
 {
     if (pool == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_pool_shutdown: pool is NULL");
     }
     conc_pool_close(pool);
     if (cancel_futures) {

@@ -192,11 +192,6 @@ struct conc_pool {
     _Atomic size_t npending;
 };
 
-/* Queues a list of tasks (first..last, n of them) at the back; the pool
- * lock must NOT be held.  CONC_ESTATE / CONC_EBROKEN when the pool takes
- * no tasks. */
-int conc__pool_push(conc_pool *p, conc__task *first, conc__task *last,
-                    size_t n);
 /* Puts a list back at the front of the queue, in order (tasks a dead
  * worker had not started); lock not held. */
 void conc__pool_requeue_front(conc_pool *p, conc__task *first,

@@ -1346,6 +1346,27 @@ static void *manager_main(void *arg)
     return NULL;
 }
 
+/* The detail of a worker process that could not be started (err from
+ * conc_process_new/start), for conc_pool_new. */
+static void spawn_failed(int err, size_t i, size_t n)
+{
+    switch (err) {
+    case CONC_EDAEMON:
+        conc__fail(err, "conc_pool_new: a CONC_PROCESSES pool cannot start "
+                   "inside a daemon process (a process pool's worker is "
+                   "one); a CONC_THREADS pool can");
+        break;
+    case CONC_ESYS:
+        conc__fail_sys(err, "conc_pool_new: fork of worker process %zu of "
+                       "%zu", i + 1, n);
+        break;
+    default:
+        conc__fail(err, "conc_pool_new: starting worker process %zu of %zu: "
+                   "%s", i + 1, n, conc_strerror(err));
+        break;
+    }
+}
+
 /* ---- the backend's table ------------------------------------------------- */
 
 static int procs_start(conc_pool *p)
@@ -1358,15 +1379,22 @@ static int procs_start(conc_pool *p)
     pp->memsize = 4096 + p->nworkers * slot;
     pp->w = conc__calloc(p->nworkers, sizeof *pp->w);
     if (pp->w == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for %zu "
+                          "worker slots", p->nworkers);
     }
     void *mem = conc__os_shared_alloc(pp->memsize);
     if (mem == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail_sys(CONC_ENOMEM, "conc_pool_new: mmap of %zu "
+                              "bytes for the workers' rings (%zu workers, "
+                              "max_message_bytes %zu)",
+                              pp->memsize, p->nworkers, p->max_msg);
     }
-    if (pthread_mutex_init(&pp->drive, NULL) != 0) {
+    int rc = pthread_mutex_init(&pp->drive, NULL);
+    if (rc != 0) {
         conc__os_shared_free(mem, pp->memsize);
-        return CONC_ESYS;
+        errno = rc;
+        return conc__fail_sys(CONC_ESYS, "conc_pool_new: "
+                              "pthread_mutex_init");
     }
     pp->mem = mem;
     pp->hdr = pp->mem;
@@ -1385,18 +1413,24 @@ static int procs_start(conc_pool *p)
     pthread_mutex_lock(&pp->drive);
     for (size_t i = 0; i < p->nworkers && err == 0; i++) {
         err = spawn(p, &pp->w[i]);
+        if (err != 0) {
+            spawn_failed(err, i, p->nworkers);
+        }
     }
     if (err != 0) {
         stop_all(p, true);
         (void)take_inflight(p); /* no task was sent yet: an empty list */
     }
     pthread_mutex_unlock(&pp->drive);
-    if (err == 0 && pthread_create(&pp->manager, NULL, manager_main, p) != 0) {
+    if (err == 0 &&
+        (rc = pthread_create(&pp->manager, NULL, manager_main, p)) != 0) {
+        errno = rc;
+        err = conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create for "
+                             "the manager thread");
         pthread_mutex_lock(&pp->drive);
         stop_all(p, true);
         (void)take_inflight(p);
         pthread_mutex_unlock(&pp->drive);
-        err = CONC_ESYS;
     }
     if (err != 0) {
         pthread_mutex_destroy(&pp->drive);

@@ -36,6 +36,7 @@
  */
 #include "pool_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,13 +77,16 @@ static inline struct thread_pool *tp_of(conc_pool *p)
 
 static void *thread_main(void *arg);
 
-/* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM. */
+/* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM with
+ * the detail conc_pool_new returns (a replacement's failure is not
+ * returned: the slot stays empty). */
 static int spawn_thread_locked(conc_pool *p, size_t slot)
 {
     struct thread_pool *tp = tp_of(p);
     struct pool_worker *w = conc__calloc(1, sizeof *w);
     if (w == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for worker "
+                          "thread %zu of %zu", slot + 1, p->nworkers);
     }
     w->pool = p;
     w->slot = slot;
@@ -102,7 +106,9 @@ static int spawn_thread_locked(conc_pool *p, size_t slot)
         atomic_fetch_sub(&p->refs, 1);
         free(w);
         errno = rc;
-        return CONC_ESYS;
+        return conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create for "
+                              "worker thread %zu of %zu", slot + 1,
+                              p->nworkers);
     }
     return 0;
 }
@@ -398,7 +404,8 @@ static int threads_start(conc_pool *p)
     }
     tp->threads = conc__calloc(p->nworkers, sizeof *tp->threads);
     if (tp->threads == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for %zu "
+                          "worker slots", p->nworkers);
     }
     int err = 0;
     pthread_mutex_lock(&p->lock);
@@ -407,8 +414,11 @@ static int threads_start(conc_pool *p)
     }
     pthread_mutex_unlock(&p->lock);
     if (err == 0 && p->task_timeout > 0) {
-        if (pthread_create(&tp->timer, NULL, timer_main, p) != 0) {
-            err = CONC_ESYS;
+        int rc = pthread_create(&tp->timer, NULL, timer_main, p);
+        if (rc != 0) {
+            errno = rc;
+            err = conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create "
+                                 "for the task_timeout timer");
         } else {
             tp->has_timer = true;
         }

@@ -40,6 +40,10 @@ static void crash_kind(int kind)
             const char *msg = conc_future_error_message(f[k]);
             CHECK(msg != NULL && strstr(msg, "PoolWorker-") != NULL);
             CHECK(strstr(msg, "died: ") != NULL);
+            /* the error's detail says the same */
+            CHECK(strstr(conc_errdetail(), "conc_future_result: the task "
+                                           "failed with CONC_EWORKERDIED: "
+                                           "worker PoolWorker-") != NULL);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
             /* (sanitizers turn a segfault, and their leak check at exit,
              * into an exit status of their own) */
@@ -203,6 +207,10 @@ static void timeouts(conc_pool_kind kind)
         if (vals[i] < 0) {
             CHECK_ERR(err, CONC_ETIMEDOUT);
             CHECK(strstr(conc_future_error_message(f[i]), "timeout") != NULL);
+            /* the detail tells a task's timeout from the wait's */
+            CHECK(strstr(conc_errdetail(), "conc_future_result: the task "
+                                           "failed with CONC_ETIMEDOUT: ") !=
+                  NULL);
         } else {
             CHECK_OK(err);
             CHECK_EQ(int_out(&m), vals[i] * vals[i]);
@@ -221,6 +229,8 @@ static void timeouts(conc_pool_kind kind)
     CHECK_ERR(conc_pool_map(p, t_hang, in, 6, out,
                             &(conc_map_opts){ .chunksize = 3 }),
               CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_pool_map: item 2 failed with "
+                                   "CONC_ETIMEDOUT") != NULL);
     for (int i = 0; i < 6; i++) {
         if (mv[i] > 0) {
             CHECK_EQ(int_out(&out[i]), mv[i] * mv[i]);
@@ -408,6 +418,9 @@ static void terminate_hang(conc_pool_kind kind)
     }
     conc_msg m;
     CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECANCELLED);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next: item 0 failed with "
+                                   "CONC_ECANCELLED: the pool was "
+                                   "terminated") != NULL);
     CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECLOSED);
     conc_iter_free(it);
     conc_pool_free(p);
@@ -917,6 +930,8 @@ TEST(task_scribbling_on_its_ring_fails_only_itself)
         CHECK_ERR(err, CONC_ECORRUPT);
         const char *msg = conc_future_error_message(bad);
         CHECK(msg != NULL && strstr(msg, "wrote over the pool's memory"));
+        CHECK(strstr(conc_errdetail(), "conc_future_result: the task failed "
+                                       "with CONC_ECORRUPT: ") != NULL);
         conc_future_free(bad);
         for (int i = 0; i < 3; i++) {
             CHECK_OK(conc_future_result(good[i], &m, 30));

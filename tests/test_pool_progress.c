@@ -6,6 +6,8 @@
  * ids, states, counts, names) for both kinds of worker. */
 #include "pool_tasks.h"
 
+#include "os.h"
+
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -445,6 +447,68 @@ TEST(imap_feed_bad_arguments)
     CHECK(strstr(conc_errdetail(), "buffersize 33554432"));
     CHECK(it == NULL);
     CHECK_EQ(c.next, 0);
+    conc_pool_free(p);
+}
+
+/* Allocation failures in a fed imap, at its start and in its feed: each
+ * is CONC_ENOMEM with a detail, once, after the results before it;
+ * nothing leaks (the ASan flavour and the harness watch). */
+TEST(imap_feed_fault_injection)
+{
+    conc_pool *p = mk(CONC_THREADS, 2);
+    long n;
+    for (n = 1; n < 200; n++) {
+        struct counter c = { .limit = 20 };
+        conc_iter *it = NULL;
+        CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL); /* a stale detail */
+        conc__fault_arm(n);
+        int err = conc_pool_imap_feed(p, t_square, feed_counter, &c, &it,
+                                      &(conc_map_opts){ .chunksize = 2,
+                                                        .buffersize = 4 });
+        bool hit = conc__fault_fired();
+        if (err != 0) {
+            conc__fault_arm(0);
+            CHECK(hit);
+            CHECK_ERR(err, CONC_ENOMEM);
+            CHECK(strncmp(conc_errdetail(), "conc_pool_imap_feed: ", 21) ==
+                  0);
+            CHECK(it == NULL);
+            continue;
+        }
+        /* the seam stays armed while results are consumed */
+        int failures = 0, got = 0;
+        for (;;) {
+            conc_msg m;
+            CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL);
+            err = conc_iter_next(it, &m, 30);
+            conc_msg_free(&m);
+            if (err == CONC_ECLOSED) {
+                break;
+            }
+            c.returned++;
+            if (err == 0) {
+                got++;
+            } else {
+                /* the feed's failure, or a result that failed for want of
+                 * memory (a worker thread shares the seam) */
+                CHECK(err == CONC_ENOMEM || err == CONC_ETASK);
+                if (strncmp(conc_errdetail(), "conc_iter_next: ", 16) != 0) {
+                    th_fail(__FILE__, __LINE__, "err %d detail '%s'", err,
+                            conc_errdetail());
+                }
+                failures++;
+            }
+        }
+        hit = hit || conc__fault_fired();
+        conc__fault_arm(0);
+        conc_iter_free(it);
+        if (!hit) {
+            CHECK_EQ(got, 20);
+            CHECK_EQ(failures, 0);
+            break;
+        }
+    }
+    CHECK(n > 5);
     conc_pool_free(p);
 }
 
