@@ -79,7 +79,7 @@ static size_t bar_size(uint32_t nslots)
 int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     if (opts == NULL) {
@@ -102,7 +102,7 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     }
     conc_barrier *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", __func__);
     }
     uint32_t nslots = opts->parties < SLOTS_MAX ? opts->parties : SLOTS_MAX;
     void *mem;
@@ -138,12 +138,12 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
 int conc_barrier_open(conc_barrier **out, const char *name)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     conc_barrier *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", __func__);
     }
     void *mem;
     size_t size;
@@ -295,7 +295,7 @@ static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
 int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
 {
     if (b == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("b");
     }
     struct barrier_shared *sh = b->sh;
     if (timeout == CONC_FOREVER) {
@@ -317,7 +317,8 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     }
     if (bar_state(sh) == BROKEN) {
         bar_unlock(sh);
-        return CONC_EBROKEN;
+        return conc__fail_lit(CONC_EBROKEN, "conc_barrier_wait: the barrier "
+                                            "is broken (reset() mends it)");
     }
     uint32_t idx = atomic_load_explicit(&sh->count, memory_order_relaxed);
     atomic_store_explicit(&sh->count, idx + 1, memory_order_relaxed);
@@ -375,13 +376,19 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     if (err == 0 && index != NULL) {
         *index = (int)idx;
     }
+    if (err == CONC_EBROKEN) {
+        return conc__fail_lit(CONC_EBROKEN, "conc_barrier_wait: the barrier "
+                                            "broke during this wait (a "
+                                            "timeout, abort(), a failed "
+                                            "action or a party that died)");
+    }
     return err;
 }
 
 int conc_barrier_reset(conc_barrier *b)
 {
     if (b == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("b");
     }
     struct barrier_shared *sh = b->sh;
     bar_lock(b);
@@ -402,7 +409,7 @@ int conc_barrier_reset(conc_barrier *b)
 int conc_barrier_abort(conc_barrier *b)
 {
     if (b == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("b");
     }
     bar_lock(b);
     bar_break(b->sh);

@@ -291,7 +291,8 @@ int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
         return conc__fail(CONC_EINVAL,
-                          "%s: timeout %g: it must be >= 0 or CONC_FOREVER",
+                          "%s: timeout %g: it must be >= 0 (0: do not wait) or "
+                          "CONC_FOREVER",
                           who, timeout);
     }
     uint32_t st = atomic_load(&f->state);
@@ -327,8 +328,14 @@ int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
     }
     if (!is_final(st)) {
         if (dl.once) {
-            return conc__fail(CONC_ETIMEDOUT, "%s: the task is not done "
-                              "(timeout 0: no wait)", who);
+            /* A constant sentence for conc_future_result: a poll meets
+             * this on every call. */
+            return strcmp(who, "conc_future_result") == 0
+                       ? conc__fail_lit(CONC_ETIMEDOUT,
+                                        "conc_future_result: the task is "
+                                        "not done (timeout 0: no wait)")
+                       : conc__fail(CONC_ETIMEDOUT, "%s: the task is not "
+                                    "done (timeout 0: no wait)", who);
         }
         /* This thread alone can complete the future (a done-callback run
          * by a process pool's manager waits for another future of its
@@ -526,10 +533,7 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_wait: timeout %g: it must be >= 0 or "
-                          "CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     if (n == 0) {
         return 0;
@@ -541,7 +545,12 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
         if (wait_holds(futs, n, return_when)) {
             break;
         }
-        if (dl.once || conc__deadline_passed(&dl)) {
+        if (dl.once) {
+            err = conc__fail_lit(CONC_ETIMEDOUT, "conc_wait: the condition "
+                                 "does not hold (timeout 0: no wait)");
+            break;
+        }
+        if (conc__deadline_passed(&dl)) {
             err = conc__fail(CONC_ETIMEDOUT,
                              "conc_wait: the condition did not hold within "
                              "%g s",
@@ -645,7 +654,12 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
         }
         if (use->once || conc__deadline_passed(use) ||
             conc__deadline_passed(&ac->dl)) {
-            err = conc__deadline_passed(&ac->dl)
+            err = !conc__deadline_passed(&ac->dl) && use->once
+                      ? conc__fail_lit(CONC_ETIMEDOUT,
+                                       "conc_iter_next_future: no further "
+                                       "future is done (timeout 0: no "
+                                       "wait)")
+                  : conc__deadline_passed(&ac->dl)
                       ? conc__fail(CONC_ETIMEDOUT,
                                    "conc_iter_next_future: %zu of %zu "
                                    "futures unfinished at the iterator's "
@@ -709,10 +723,7 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_as_completed: timeout %g: it must be >= 0 "
-                          "or CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     struct ac_cb_arg *args = NULL;
     struct fut_cb *cbs = NULL;
@@ -802,10 +813,7 @@ int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_iter_next: timeout %g: it must be >= 0 or "
-                          "CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     return it->ops->next(it, msg, &dl, timeout);
 }
@@ -824,10 +832,7 @@ int conc_iter_next_future(conc_iter *it, conc_future **fut, double timeout)
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_iter_next_future: timeout %g: it must be "
-                          ">= 0 or CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     return it->ops->next_future(it, fut, &dl, timeout);
 }

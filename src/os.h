@@ -136,12 +136,79 @@ int conc__os_random(void *buf, size_t len);
  * if the kernel refuses (it does not on Linux >= 3.17). */
 uint64_t conc__os_random64(void);
 
+/* ---- sockets and descriptors (os_linux_net.c) ---------------------------
+ * The system calls of the same names, for pipe.c and listener.c, each
+ * through the fault seam: a hit fails the call with -1 and errno EIO
+ * (EAGAIN for accept4, which a caller would otherwise retry), so fault
+ * loops reach every failure path of the pipes, the listener and the
+ * client.  Otherwise each behaves exactly as its system call (errno
+ * kept, EINTR included: callers retry).  close(2), unlink(2) and rmdir(2)
+ * are not here: they run only where a failure changes nothing the caller
+ * could act on (releasing a descriptor, removing a file on the way out). */
+struct epoll_event;
+struct msghdr;
+struct pollfd;
+struct sockaddr;
+struct stat;
+int conc__os_socket(int domain, int type, int protocol);
+int conc__os_socketpair(int domain, int type, int protocol, int sv[2]);
+int conc__os_bind(int fd, const struct sockaddr *addr, unsigned len);
+int conc__os_listen(int fd, int backlog);
+/* accept4(2); *len in and out as there (NULL addr and len allowed). */
+int conc__os_accept4(int fd, struct sockaddr *addr, unsigned *len,
+                     int flags);
+int conc__os_connect(int fd, const struct sockaddr *addr, unsigned len);
+int conc__os_shutdown(int fd, int how);
+int conc__os_setsockopt(int fd, int level, int name, const void *val,
+                        unsigned len);
+int conc__os_getsockopt(int fd, int level, int name, void *val,
+                        unsigned *len);
+int conc__os_getsockname(int fd, struct sockaddr *addr, unsigned *len);
+ssize_t conc__os_send(int fd, const void *buf, size_t len, int flags);
+ssize_t conc__os_sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t conc__os_recv(int fd, void *buf, size_t len, int flags);
+/* ppoll(2) without a signal mask; ts NULL waits without limit. */
+int conc__os_ppoll(struct pollfd *fds, unsigned long n,
+                   const struct timespec *ts);
+/* O_NONBLOCK on (true) or off, through fcntl(2). */
+int conc__os_set_nonblock(int fd, bool on);
+/* An eventfd, close-on-exec and non-blocking, counter 0. */
+int conc__os_eventfd(void);
+/* Adds 1 to an eventfd's counter (it stays readable until drained);
+ * drain reads the counter back to 0.  Both 0 or -1. */
+int conc__os_eventfd_post(int fd);
+int conc__os_eventfd_drain(int fd);
+/* An epoll instance, close-on-exec. */
+int conc__os_epoll_create(void);
+int conc__os_epoll_ctl(int ep, int op, int fd, struct epoll_event *ev);
+/* epoll_wait(2); ms -1 waits without limit. */
+int conc__os_epoll_wait(int ep, struct epoll_event *evs, int max, int ms);
+/* A CLOCK_MONOTONIC timerfd, close-on-exec and non-blocking; set arms it
+ * to fire once at the absolute monotonic time at_ns (0 disarms); drain
+ * reads its expiry count (EAGAIN when it has not fired is success). */
+int conc__os_timerfd_create(void);
+int conc__os_timerfd_set(int fd, uint64_t at_ns);
+int conc__os_timerfd_drain(int fd);
+char *conc__os_mkdtemp(char *tmpl);
+int conc__os_lstat(const char *path, struct stat *st);
+
 /* ---- the fault seam ------------------------------------------------------
  * conc__fault_arm(n): the n-th (1-based) call through the seam from now on
  * fails (allocation: NULL with ENOMEM; OS call: -1 with EIO unless stated);
- * 0 disarms.  conc__fault_hit() is what each seam call asks. */
+ * 0 disarms.  conc__fault_hit() is what each seam call asks: inline, so
+ * that while no test has armed it (always, outside the tests) it costs a
+ * relaxed load and a branch on paths as hot as a pipe's send and recv.
+ * Relaxed is enough: tests arm it from the thread that then makes the
+ * calls. */
 void conc__fault_arm(long n);
-bool conc__fault_hit(void);
+extern _Atomic long conc__fault_countdown;
+bool conc__fault_hit_armed(void);
+static inline bool conc__fault_hit(void)
+{
+    return atomic_load_explicit(&conc__fault_countdown,
+                                memory_order_relaxed) != 0 &&
+           conc__fault_hit_armed();
+}
 bool conc__fault_fired(void);
 
 #endif

@@ -5,7 +5,7 @@
  * time: the deadline computed once on entry is passed as is, so retries
  * after a spurious wake-up or a signal never stretch the wait.
  */
-#include "os.h"
+#include "conc_int.h"
 
 #include <conc/common.h>
 
@@ -26,25 +26,28 @@
 
 /* ---- the fault seam ---------------------------------------------------- */
 
-/* Countdown to the failing call; 0 = disarmed.  Relaxed is enough: tests
- * arm it from the thread that then makes the calls. */
-static _Atomic long fault_countdown;
+/* Countdown to the failing call; 0 = disarmed (os.h's inline
+ * conc__fault_hit reads it).  Relaxed is enough: tests arm it from the
+ * thread that then makes the calls. */
+_Atomic long conc__fault_countdown;
 static _Atomic bool fault_fired;
 
 void conc__fault_arm(long n)
 {
     atomic_store_explicit(&fault_fired, false, memory_order_relaxed);
-    atomic_store_explicit(&fault_countdown, n < 0 ? 0 : n,
+    atomic_store_explicit(&conc__fault_countdown, n < 0 ? 0 : n,
                           memory_order_relaxed);
 }
 
-bool conc__fault_hit(void)
+/* The rest of conc__fault_hit, once the countdown was seen armed. */
+bool conc__fault_hit_armed(void)
 {
-    long n = atomic_load_explicit(&fault_countdown, memory_order_relaxed);
+    long n = atomic_load_explicit(&conc__fault_countdown,
+                                  memory_order_relaxed);
     if (n == 0) {
         return false;
     }
-    if (atomic_fetch_sub_explicit(&fault_countdown, 1,
+    if (atomic_fetch_sub_explicit(&conc__fault_countdown, 1,
                                   memory_order_relaxed) == 1) {
         atomic_store_explicit(&fault_fired, true, memory_order_relaxed);
         return true;
@@ -71,11 +74,13 @@ int conc__deadline_init(conc__deadline *dl, double timeout)
     dl->forever = false;
     dl->once = false;
     if (isnan(timeout)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "timeout NaN: a timeout is >= 0 (0: "
+                          "do not wait) or CONC_FOREVER");
     }
     if (timeout < 0) {
         if (timeout != CONC_FOREVER) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL, "timeout %g: a timeout is >= 0 "
+                              "(0: do not wait) or CONC_FOREVER", timeout);
         }
         dl->forever = true;
         return 0;

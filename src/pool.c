@@ -403,7 +403,7 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
 {
     conc_pool_opts o = { 0 };
     if (out == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_pool_new: out is NULL");
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     if (opts != NULL) {
@@ -575,13 +575,10 @@ int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
     }
     conc__deadline dl;
     if (out == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_pool_apply: out is NULL");
+        return CONC__FAIL_NULL("out");
     }
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_pool_apply: timeout %g: it must be >= 0 or "
-                          "CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     conc_future *f;
     int err = submit_as(pool, fn, in, inlen, &f, "conc_pool_apply");
@@ -687,9 +684,9 @@ static int hand_out(conc_iter *base, conc__batch_item *item, size_t index,
 /* The detail of a wait for the next result that ran out of time. */
 static int next_timed_out(const conc__deadline *dl, double timeout)
 {
-    return dl->once ? conc__fail(CONC_ETIMEDOUT,
-                                 "conc_iter_next: the next result is not "
-                                 "in (timeout 0: no wait)")
+    return dl->once ? conc__fail_lit(CONC_ETIMEDOUT,
+                                     "conc_iter_next: the next result is "
+                                     "not in (timeout 0: no wait)")
                     : conc__fail(CONC_ETIMEDOUT,
                                  "conc_iter_next: the next result did not "
                                  "come within %g s",
@@ -1300,10 +1297,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
         opts ? conc__timeout_opt(opts->timeout, CONC_FOREVER) : CONC_FOREVER;
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_pool_map: timeout %g: it must be >= 0 or "
-                          "CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     conc_iter *base = NULL;
     int err = iter_new(pool, fn, inputs, n, &base, opts, true, true,
@@ -1363,7 +1357,7 @@ int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
 int conc_pool_close(conc_pool *pool)
 {
     if (pool == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_pool_close: pool is NULL");
+        return CONC__FAIL_NULL("pool");
     }
     pthread_mutex_lock(&pool->lock);
     if (pool->state == CONC__POOL_RUN) {
@@ -1380,13 +1374,10 @@ int conc_pool_join(conc_pool *pool, double timeout)
 {
     conc__deadline dl;
     if (pool == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_pool_join: pool is NULL");
+        return CONC__FAIL_NULL("pool");
     }
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return conc__fail(CONC_EINVAL,
-                          "conc_pool_join: timeout %g: it must be >= 0 or "
-                          "CONC_FOREVER",
-                          timeout);
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     pthread_mutex_lock(&pool->lock);
     bool running = pool->state == CONC__POOL_RUN;
@@ -1410,7 +1401,7 @@ int conc_pool_join(conc_pool *pool, double timeout)
 int conc_pool_terminate(conc_pool *pool)
 {
     if (pool == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_pool_terminate: pool is NULL");
+        return CONC__FAIL_NULL("pool");
     }
     pool->be->terminate(pool);
     return 0;
@@ -1419,7 +1410,7 @@ int conc_pool_terminate(conc_pool *pool)
 int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
 {
     if (pool == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_pool_shutdown: pool is NULL");
+        return CONC__FAIL_NULL("pool");
     }
     conc_pool_close(pool);
     if (cancel_futures) {

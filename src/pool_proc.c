@@ -138,6 +138,7 @@
 
 #include <conc/process.h>
 
+#include <errno.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,8 +516,10 @@ static int spawn(conc_pool *p, struct proc_worker *w)
     }
     err = conc_process_start(w->proc);
     if (err != 0) {
+        int e = errno; /* fork's, for the caller's detail */
         conc_process_free(w->proc);
         w->proc = NULL;
+        errno = e;
         return err;
     }
     set_info(p, w, conc_process_pid(w->proc), name);

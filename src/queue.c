@@ -84,6 +84,25 @@
  * No one waits for a dead process otherwise: the locks are only held
  * across a copy, never across a sleep.
  *
+ * READERS.  A pipeline whose consumers have all died would leave its
+ * producers blocked for ever on a full queue (Python's too).  So a queue
+ * remembers the processes that read from it: a process's first get
+ * through a handle (and a forked child's first, through an inherited one)
+ * puts stamp << 32 | pid (its start time, so a reused pid is not taken
+ * for it) into a free slot of readers[], or over a dead process's entry,
+ * by CAS; the handle remembers the fork epoch it did so in, so later gets
+ * pay one compare.  With no slot left it raises readers_overflow, and the
+ * queue then never judges its readers gone.  A put that is blocked for
+ * room checks, at the end of each sleep slice, whether every registered
+ * reader has exited: if so (and at least one ever registered), it gives
+ * up with CONC_ECLOSED and a detail that says so, putting nothing more.
+ * A process that only opens the queue later to read is not known until
+ * its first get; a put that gave up may be retried.  The check reads
+ * /proc for at most CONC__QUEUE_READERS entries, once per slice of a
+ * blocked put, never on a fast path.  A peer can write the table like any
+ * byte of the segment: it can make a blocked put give up early, as it
+ * could close the queue, and nothing worse.
+ *
  * HOSTILE PEERS.  Any process that can write the segment (its creator's
  * user, or whom conc_shm_share() lets in) can write any byte of the
  * header and the ring at any time.  The handle copies R, key, capacity
@@ -113,6 +132,34 @@
  * range) garbles or drops messages, never more.  The checks are compares
  * of values already loaded: two per put (tail_off) and three per get
  * (head_off, len), with no measurable cost in bench_queue.
+ *
+ * CONTENTION: several producers (or consumers).  A side's lock is held
+ * only across a copy, so one producer writes at a time, and what costs on
+ * many cores is handing the lock over: each hand-off moves pmu's line
+ * (the word, tail, the caches), nput's line and the ring lines of the
+ * last record from one core to another, about 100 ns apiece on a 16-core
+ * Xeon, where a producer that keeps them in its cache spends some 35 ns a
+ * message.  A waiter that spins on the word takes the lock in the gap
+ * between a streaming holder's release and its next acquire (some 20-40
+ * ns), and the two then trade it, and those lines, on nearly every
+ * message: 64 B 2->2 moved a quarter of 1->1 on 16 cores.  So a waiter
+ * spins only while its side makes no progress (side_lock_slow()): while
+ * the side's position (tail for producers, head for consumers) stays
+ * where it was when the wait began, the holder is inside one copy (a
+ * large one takes microseconds; sleeping costs a futex round trip), and
+ * the waiter takes the lock when it is let go.  Once the position has
+ * moved twice (the holder publishes it a moment before letting go, so
+ * the first move may be the hand-over itself), a whole put or get went
+ * through while the waiter spun: others are streaming, and the waiter
+ * sleeps on the word (the olock's slow path: WAITERS, FUTEX_WAIT, woken
+ * by the release).  So a contention episode costs at most about one
+ * hand-off, and a streaming holder keeps its lines, paying one
+ * FUTEX_WAKE per wake-up of the sleeper (once per wake latency, not per
+ * message), as conc_lock and glibc's mutexes do.  Unfair in the short
+ * run, like both of those and Python's queues; a sleeper gets in
+ * whenever the holder pauses.
+ * (The spin is also what a producer waiting for cmu does (see MEMORY);
+ * there head stays put while the queue is empty, so it spins as before.)
  *
  * WAITING FOR A LOCK.  A side's lock is held only across a copy, so a
  * waiter normally has it within microseconds, and a dead holder's is
@@ -221,6 +268,46 @@
  * fails; a getter that saw closed before finding the queue empty returns
  * CONC_ECLOSED, never while a completed put's message is still queued.
  *
+ * MANY CORES: what the ring can and cannot do, and the next step.  With
+ * one lock per side, one producer and one consumer work at a time, so
+ * n->n can at best hold the 1->1 figure (the goal on 16 cores), and only
+ * while hand-offs stay rare (CONTENTION).  Going past it needs producers
+ * that share no line at all: per-producer lanes, as in moodycamel's
+ * ConcurrentQueue, kept as robust as this ring:
+ *   - the segment holds L lanes (64, say), each a ring as here (records
+ *     {stamp, len, item}, stamps keyed per lane, hw per lane) with a
+ *     header of two lines: the owner's (an olock naming the producer
+ *     thread, its tail and nput) and the consumers' (a lane cmu, head,
+ *     nget);
+ *   - a producer thread claims a free lane at its first put through a
+ *     handle (CAS on the owner word, remembered in the handle per
+ *     thread) and keeps it: its puts take no lock others use and write
+ *     only its lane's lines, so FIFO per producer holds by construction.
+ *     A lane whose owner died is taken over (the olock's liveness check)
+ *     and repaired exactly as repair_producer() does today;
+ *   - consumers find work in a bitmap of non-empty lanes (one word per 64
+ *     lanes), set by a producer on its lane's empty->non-empty edge and
+ *     cleared by a consumer that finds the lane empty, then re-checks the
+ *     lane's tail (the Dekker pair data_seq uses today).  A consumer
+ *     stays on its lane while it has records (consumer i starts at lane
+ *     i), taking them under that lane's cmu, so n consumers on n lanes
+ *     touch disjoint lines;
+ *   - maxsize and capacity_bytes stay global: producers take credit for
+ *     runs of messages from one shared counter (one atomic per run, not
+ *     per message), consumers return it per run; a dead producer's unused
+ *     credit is returned when its lane is taken over;
+ *   - waits, wake-ups, READERS, close and task_done as now (one data_seq,
+ *     one space_seq), waking only on the empty->non-empty edge; every
+ *     lane header, bitmap bit and credit count checked like today's ring.
+ * Expected on 16 cores: n->n up to about n x 1->1 while lanes and
+ * consumers pair off (shared lines touched per run or per edge, not per
+ * message); 8->1 near 1->1 (one consumer sweeping 8 single-producer
+ * rings); 1->8 held by that lane's cmu as today, so consumers must take
+ * runs (LINGERING); 1->1 as now plus one bitmap store per empty->non-
+ * empty edge.  Not built yet: per-lane take-over, credit that survives a
+ * dead producer and the lane search are each as much code as this ring,
+ * and on 2 cores none of the gain can be measured.
+ *
  * Making, opening and freeing handles (the mapping, names, who unlinks)
  * is in queue_map.c.
  *
@@ -238,6 +325,7 @@
 #include <math.h>
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Functions on the path of a put or get that goes through at once are
  * forced inline into it (measured: GCC otherwise keeps some out of line,
@@ -364,7 +452,9 @@ static uint32_t arm(_Atomic uint32_t *word)
 }
 
 /* Sleeps on word (expected w) for at most one slice of the deadline.
- * Returns CONC_ETIMEDOUT only when dl itself has passed. */
+ * Returns CONC_ETIMEDOUT only when dl itself has passed; 1 when the slice
+ * ran out with no wake-up (a blocked put then looks at its readers); 0
+ * when woken. */
 static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
                        const conc__deadline *dl)
 {
@@ -377,8 +467,11 @@ static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
         return CONC_ETIMEDOUT;
     }
     /* Pairs with wake_all(): w has bit 0 set, any wake changes the word. */
-    conc__os_futex_wait(word, w, &slice, true);
-    return conc__deadline_passed(dl) ? CONC_ETIMEDOUT : 0;
+    int r = conc__os_futex_wait(word, w, &slice, true);
+    if (conc__deadline_passed(dl)) {
+        return CONC_ETIMEDOUT;
+    }
+    return r == CONC_ETIMEDOUT ? 1 : 0; /* 1: the slice ran out, unwoken */
 }
 
 /* One round of a spin.  Every 16th round (about 0.4 us) yields the CPU:
@@ -548,22 +641,38 @@ static void lock_deadline(conc__deadline *ld, const conc__deadline *dl)
     }
 }
 
-/* The contended path of side_lock(): a short spin, then the sync
- * module's slow acquire, which sleeps in slices and takes the lock over
- * from a dead holder (then this side is repaired).  0, or CONC_ETIMEDOUT
- * when a live holder kept it past lock_deadline(dl). */
+/* The contended path of side_lock(): a short spin while the side makes
+ * no progress, then the sync module's slow acquire, which sleeps in
+ * slices and takes the lock over from a dead holder (then this side is
+ * repaired).  0, or CONC_ETIMEDOUT when a live holder kept it past
+ * lock_deadline(dl).  See CONTENTION in the design comment: the spin
+ * ends once the side's position (tail, or head) has moved twice, since
+ * then others are getting through and a spinner would only take the lock
+ * in the gap between a streaming holder's release and its next acquire. */
 static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
                                                     bool producer,
                                                     const conc__deadline *dl)
 {
     conc__olock *l = producer ? &q->sh->pmu : &q->sh->cmu;
+    _Atomic uint64_t *pos = producer ? &q->sh->tail : &q->sh->head;
     uint64_t me = conc__sync_self_id();
-    for (int i = 0; i < 1000; i++) {
+    /* Relaxed: positions and the word are peeked at as hints; the CAS
+     * orders, and the slow acquire decides. */
+    uint64_t p0 = atomic_load_explicit(pos, memory_order_relaxed);
+    int moves = 0;
+    for (int i = 0; i < 1000 && moves < 2; i++) {
         spin_pause(i);
-        /* Relaxed: only a peek before the CAS, which orders. */
         if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
             conc__olock_try(l, me)) {
             return 0;
+        }
+        /* The first move may be the holder's own publication, a moment
+         * before it lets go; a second means a whole put (or get) went
+         * through after it, while we spun: the lock is streaming. */
+        uint64_t p = atomic_load_explicit(pos, memory_order_relaxed);
+        if (p != p0) {
+            p0 = p;
+            moves++;
         }
     }
     conc__deadline ld;
@@ -893,9 +1002,92 @@ FAST int put_once(conc_queue *q, const conc_msg *msgs, size_t n,
     return err;
 }
 
+/* ---- readers (see READERS) ------------------------------------------- */
+
+/* Internal outcome of a blocked put: every reader has exited. */
+#define NO_READERS (-1999)
+
+static uint64_t reader_id(void)
+{
+    pid_t pid = getpid();
+    uint64_t st = conc__os_proc_starttime(pid);
+    return ((uint64_t)(uint32_t)st << 32) | (uint32_t)pid;
+}
+
+static bool reader_alive(uint64_t id)
+{
+    return conc__os_proc_alive((pid_t)(uint32_t)id, 0) &&
+           ((id >> 32) == 0 ||
+            (uint32_t)conc__os_proc_starttime((pid_t)(uint32_t)id) ==
+                (uint32_t)(id >> 32) ||
+            conc__os_proc_starttime((pid_t)(uint32_t)id) == 0);
+}
+
+static __attribute__((noinline, cold)) void register_reader(conc_queue *q)
+{
+    conc__qshm *sh = q->sh;
+    uint64_t me = reader_id();
+    /* Relaxed: the slots are claimed by CAS; what other processes read
+     * of them is a best guess, rechecked against /proc. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < CONC__QUEUE_READERS; i++) {
+            uint64_t v = atomic_load_explicit(&sh->readers[i],
+                                              memory_order_relaxed);
+            if (v == me) {
+                goto done;
+            }
+            /* First pass: free slots; second: the slots of the dead. */
+            bool take = pass == 0 ? v == 0 : !reader_alive(v);
+            if (take && atomic_compare_exchange_strong_explicit(
+                            &sh->readers[i], &v, me, memory_order_relaxed,
+                            memory_order_relaxed)) {
+                goto done;
+            }
+        }
+    }
+    atomic_store_explicit(&sh->readers_overflow, 1, memory_order_relaxed);
+done:
+    atomic_store_explicit(&q->reader_epoch, conc__sync_fork_epoch,
+                          memory_order_relaxed);
+}
+
+/* The caller is about to read: make sure its process is registered. */
+FAST void note_reader(conc_queue *q)
+{
+    if (__builtin_expect(atomic_load_explicit(&q->reader_epoch,
+                                              memory_order_relaxed) !=
+                             conc__sync_fork_epoch,
+                         0)) {
+        register_reader(q);
+    }
+}
+
+/* True when some process registered as a reader and every one of them
+ * has exited (and none overflowed the table). */
+static bool readers_gone(conc_queue *q)
+{
+    conc__qshm *sh = q->sh;
+    if (atomic_load_explicit(&sh->readers_overflow, memory_order_relaxed)) {
+        return false;
+    }
+    int seen = 0;
+    for (int i = 0; i < CONC__QUEUE_READERS; i++) {
+        uint64_t v = atomic_load_explicit(&sh->readers[i],
+                                          memory_order_relaxed);
+        if (v != 0) {
+            if (reader_alive(v)) {
+                return false;
+            }
+            seen++;
+        }
+    }
+    return seen > 0;
+}
+
 /* The queue had no room at the first attempt: spin, then sleep in
  * slices, re-trying after each, until everything went in or *dl passes
- * (then CONC_EFULL, *done telling how much went in). */
+ * (then CONC_EFULL, *done telling how much went in), or every reader of
+ * the queue has exited (NO_READERS). */
 static __attribute__((noinline)) int put_wait(conc_queue *q,
                                               const conc_msg *msgs, size_t n,
                                               size_t *done,
@@ -911,7 +1103,10 @@ static __attribute__((noinline)) int put_wait(conc_queue *q,
         uint64_t s = rec_size(msgs[*done].len);
         if (armed) {
             armed = false;
-            sleep_slice(&q->sh->space_seq, w, dl);
+            if (sleep_slice(&q->sh->space_seq, w, dl) == 1 &&
+                readers_gone(q)) {
+                return NO_READERS;
+            }
         } else if (!spin_wait(q, &q->spin_put, put_hint, &s, dl)) {
             /* The attempt below is the re-check after arming. */
             w = arm(&q->sh->space_seq);
@@ -966,6 +1161,11 @@ static __attribute__((noinline, cold)) int outcome(int err, const char *fn,
     case CONC_ENOMEM:
         return conc__fail(err, "%s: out of memory for the message (it "
                           "stays at the head of the queue)", fn);
+    case NO_READERS:
+        return conc__fail(CONC_ECLOSED, "%s: the queue stayed full and "
+                          "every process that read from it has exited, so "
+                          "nothing would ever make room (the messages that "
+                          "did not go in were not put)", fn);
     default:
         return err;
     }
@@ -1353,6 +1553,7 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
 FAST int get_common(conc_queue *q, get_req *rq, double timeout,
                     const char *fn)
 {
+    note_reader(q);
     conc__deadline dl;
     int err = deadline_at_entry(&dl, timeout);
     if (err != 0) {

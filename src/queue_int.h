@@ -14,7 +14,9 @@
 #include <stdint.h>
 
 #define CONC__QUEUE_MAGIC UINT64_C(0x75657551636e6f63) /* "concQueu" */
-#define CONC__QUEUE_VERSION 3u
+#define CONC__QUEUE_VERSION 4u
+/* Reader processes a queue remembers (see READERS in queue.c). */
+#define CONC__QUEUE_READERS 32
 /* Every record starts with this header; records are 16-byte aligned. */
 #define CONC__QUEUE_REC_HDR 16u
 /* len value of a skip record: "the rest of this lap is padding". */
@@ -77,6 +79,12 @@ typedef struct conc__qshm {
     alignas(128) _Atomic uint32_t space_seq; /* putters sleep here */
     alignas(128) _Atomic uint64_t ndone;     /* task_done() calls */
     _Atomic uint32_t join_seq;               /* joiners sleep here */
+
+    /* The processes that have read from the queue: stamp << 32 | pid,
+     * each written by its own process (a CAS on a free or dead slot);
+     * readers_overflow set when one found no slot.  See READERS. */
+    alignas(128) _Atomic uint64_t readers[CONC__QUEUE_READERS];
+    _Atomic uint32_t readers_overflow;
 } conc__qshm;
 
 /* The handle.  R, key, capacity and maxsize are copies of the header's
@@ -97,6 +105,9 @@ struct conc_queue {
     _Atomic int spin_put;
     _Atomic int linger;    /* consumer's batching linger (see BATCHING) */
     _Atomic int probe;     /* empty events until the next linger probe */
+    /* conc__sync_fork_epoch when this process registered as a reader
+     * through this handle; 0: not yet (a forked child differs). */
+    _Atomic unsigned long reader_epoch;
 };
 
 /* Where the ring starts in the mapping (a page boundary after the

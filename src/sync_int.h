@@ -47,6 +47,21 @@ extern _Thread_local uint64_t conc__sync_self
     __attribute__((tls_model("initial-exec")));
 uint64_t conc__sync_self_slow(void);
 
+/* Counts the forks this process descends from, starting at 1: a per-
+ * process value that costs one load to compare (getpid() is a system
+ * call).  A forked child's is its parent's plus one (pthread_atfork). */
+extern unsigned long conc__sync_fork_epoch;
+
+/* Counts the fork() calls made by this process and its ancestors,
+ * starting at 1: bumped in the parent just before each fork (a
+ * pthread_atfork prepare handler), so the child inherits the new count
+ * and the parent keeps it.  A lock that records the count at its
+ * creation therefore sees it again only in the process that made it, and
+ * only until that process forks: every process that can map the lock
+ * afterwards (the creator, or a descendant forked later) counts more.
+ * conc_lock's single-thread path rests on this (lock.c). */
+extern _Atomic uint64_t conc__sync_forks;
+
 static inline uint64_t conc__sync_self_id(void)
 {
     uint64_t id = conc__sync_self;
@@ -139,6 +154,9 @@ void conc__sync_named_guard(bool hold);
  * set); how many acquirers of s, waiters of e, are about to sleep or
  * asleep.  A release or set after these turned true must wake them. */
 bool conc__lock_has_waiters(conc_lock *l);
+/* For tests: whether conc_lock's single-thread path applies to l now
+ * (lock.c). */
+bool conc__lock_solo(conc_lock *l);
 uint32_t conc__sem_sleepers(conc_sem *s);
 uint32_t conc__event_sleepers(conc_event *e);
 

@@ -64,7 +64,7 @@ void th_sleep(double seconds)
     }
 }
 
-static int count_fds(void)
+int th_count_fds(void)
 {
     int n = 0;
     DIR *d = opendir("/proc/self/fd");
@@ -140,10 +140,10 @@ static int shm_leaks(const char *before, const char *after)
  * A child still alive, or a zombie not reaped, is a leak. */
 static int run_in_child(int i)
 {
-    int fds_before = count_fds();
+    int fds_before = th_count_fds();
     tests[i].fn();
     fflush(stdout);
-    int fds_after = count_fds();
+    int fds_after = th_count_fds();
     if (fds_after != fds_before) {
         fprintf(stderr, "    leaked fds: %d open before, %d after\n",
                 fds_before, fds_after);

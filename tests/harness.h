@@ -95,6 +95,10 @@ char *th_run_example(const char *name, const char *arg1, const char *arg2,
 /* Whether the POSIX shared memory object name ("x" or "/x") exists. */
 bool th_shm_exists(const char *name);
 
+/* How many descriptors this process has open (-1 if /proc is not
+ * there): for fault loops that check each failure leaks none. */
+int th_count_fds(void);
+
 /* How many times needle occurs in hay. */
 int th_count(const char *hay, const char *needle);
 

@@ -59,6 +59,16 @@ static void *other_thread_detail(void *arg)
     return (void *)(uintptr_t)empty;
 }
 
+TEST(errdetail_literal_and_formatted_replace_each_other)
+{
+    CHECK_ERR(conc__fail_lit(CONC_EEMPTY, "conc_q: empty"), CONC_EEMPTY);
+    CHECK_STR(conc_errdetail(), "conc_q: empty");
+    CHECK_ERR(conc__fail(CONC_EINVAL, "conc_r: %d", 3), CONC_EINVAL);
+    CHECK_STR(conc_errdetail(), "conc_r: 3");
+    CHECK_ERR(conc__fail_lit(CONC_ETIMEDOUT, "conc_s: late"), CONC_ETIMEDOUT);
+    CHECK_STR(conc_errdetail(), "conc_s: late");
+}
+
 TEST(errdetail_of_another_thread_is_not_seen)
 {
     conc__fail(CONC_EINVAL, "mine");

@@ -118,7 +118,8 @@ TEST(result_timeouts)
     CHECK_ERR(conc_future_result(f, &m, NAN), CONC_EINVAL);
     CHECK_ERR(conc_future_result(f, &m, -0.5), CONC_EINVAL);
     CHECK(strstr(conc_errdetail(), "conc_future_result: timeout -0.5: it "
-                                   "must be >= 0 or CONC_FOREVER"));
+                                   "must be >= 0 (0: do not wait) or "
+                                   "CONC_FOREVER"));
     CHECK_ERR(conc_future_result(NULL, &m, 1), CONC_EINVAL);
     CHECK(strstr(conc_errdetail(), "conc_future_result: f is NULL"));
     CHECK_OK(conc_future_result(f, &m, CONC_FOREVER));
@@ -368,6 +369,8 @@ static void waits(conc_pool_kind kind)
     CHECK(conc_future_done(fs[1]));
     CHECK(!conc_future_done(fs[0]));
     CHECK_ERR(conc_wait(fs, 2, 0, CONC_ALL_COMPLETED), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_wait: the condition does not hold "
+                                   "(timeout 0: no wait)"));
     double t1 = th_now();
     CHECK_ERR(conc_wait(fs, 2, 0.05, CONC_ALL_COMPLETED), CONC_ETIMEDOUT);
     CHECK(strstr(conc_errdetail(), "conc_wait: the condition did not hold "
@@ -467,6 +470,9 @@ static void as_completed(conc_pool_kind kind)
     /* and the call's own */
     CHECK_OK(conc_as_completed(fs, 2, CONC_FOREVER, &it));
     CHECK_OK(conc_iter_next_future(it, &f, 0));
+    CHECK_ERR(conc_iter_next_future(it, &f, 0), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next_future: no further "
+                                   "future is done (timeout 0: no wait)"));
     CHECK_ERR(conc_iter_next_future(it, &f, 0.05), CONC_ETIMEDOUT);
     CHECK(strstr(conc_errdetail(), "conc_iter_next_future: 1 of 2 futures "
                                    "unfinished after 0.05 s"));

@@ -684,8 +684,8 @@ TEST(bad_arguments)
     conc_msg m, out[1];
     CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, &m, NAN), CONC_EINVAL);
     CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, &m, -2), CONC_EINVAL);
-    CHECK_DETAIL("conc_pool_apply: timeout -2: it must be >= 0 or "
-                 "CONC_FOREVER");
+    CHECK_DETAIL("conc_pool_apply: timeout -2: it must be >= 0 (0: do not "
+                 "wait) or CONC_FOREVER");
     CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, NULL, 1), CONC_EINVAL);
     CHECK_ERR(conc_pool_apply(p, NULL, &x, 4, &m, 1), CONC_EINVAL);
     CHECK_DETAIL("conc_pool_apply: fn is NULL");
@@ -698,8 +698,8 @@ TEST(bad_arguments)
     CHECK_ERR(conc_pool_map(p, t_square, &in, 1, out,
                             &(conc_map_opts){ .timeout = CONC_TIMEOUT(-3) }),
               CONC_EINVAL);
-    CHECK(strstr(conc_errdetail(), "conc_pool_map: timeout -3: it must be "
-                                   ">= 0 or CONC_FOREVER"));
+    CHECK_DETAIL("conc_pool_map: timeout -3: it must be >= 0 (0: do not "
+                 "wait) or CONC_FOREVER");
     conc_iter *it;
     CHECK_ERR(conc_pool_imap(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
     CHECK_DETAIL("conc_pool_imap: it is NULL");

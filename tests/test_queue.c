@@ -1828,3 +1828,78 @@ TEST(queue_close_wakes_a_sleeping_getter_at_once)
     }
     CHECK(total < 0.5);
 }
+
+/* ---- a full queue whose readers have all exited ---------------------------- */
+
+static int reader_takes_one_and_exits(void *arg)
+{
+    conc_msg m;
+    int err = conc_queue_get(arg, &m, 10);
+    conc_msg_free(&m);
+    return err == 0 ? 0 : 1;
+}
+
+/* Python's producers block for ever when every consumer died; here a put
+ * blocked on a full queue gives up with CONC_ECLOSED once every process
+ * that read from the queue has exited, and says why. */
+TEST(queue_put_blocked_ends_when_every_reader_has_exited)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
+    put_str(q, "first");
+    pid_t pid = th_fork(reader_takes_one_and_exits, q);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    put_str(q, "second");
+    put_str(q, "third");
+    CHECK(conc_queue_full(q));
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_put(q, "fourth", 6, CONC_FOREVER), CONC_ECLOSED);
+    CHECK(th_now() - t0 < 5);
+    CHECK(strstr(conc_errdetail(), "every process that read from it has "
+                                   "exited") != NULL);
+    /* Nothing went in, nothing was lost; a batch says how much went in. */
+    CHECK_EQ(conc_queue_qsize(q), 2);
+    const conc_msg two[2] = { { "a", 1 }, { "b", 1 } };
+    size_t done = 99;
+    CHECK_ERR(conc_queue_put_many(q, two, 2, &done, 10), CONC_ECLOSED);
+    CHECK_EQ(done, 0);
+    /* A new reader (this process) makes room and puts work again. */
+    get_str(q, "second");
+    put_str(q, "fourth");
+    get_str(q, "third");
+    get_str(q, "fourth");
+    conc_queue_free(q);
+}
+
+static int reader_sleeps_then_takes(void *arg)
+{
+    conc_msg m;
+    size_t len;
+    /* Registers with a get that takes nothing (no room for the message),
+     * then stays alive. */
+    if (conc_queue_get_into(arg, NULL, 0, &len, 0) != CONC_ETOOBIG) {
+        return 1;
+    }
+    th_sleep(1.0);
+    int err = conc_queue_get(arg, &m, 10);
+    conc_msg_free(&m);
+    return err == 0 ? 0 : 2;
+}
+
+/* Without a reader that ever read, or with one alive, a full queue's put
+ * waits as Python's does: CONC_EFULL at its timeout, or room when the
+ * reader takes. */
+TEST(queue_put_blocked_waits_while_a_reader_lives_or_none_ever_read)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 1 }));
+    put_str(q, "one");
+    CHECK_ERR(conc_queue_put(q, "two", 3, 0.3), CONC_EFULL);
+    pid_t pid = th_fork(reader_sleeps_then_takes, q);
+    th_sleep(0.2);
+    CHECK_ERR(conc_queue_put(q, "two", 3, 0.3), CONC_EFULL);
+    CHECK_OK(conc_queue_put(q, "two", 3, 10)); /* the reader took "one" */
+    CHECK_EQ(th_wait(pid, 10), 0);
+    get_str(q, "two");
+    conc_queue_free(q);
+}

@@ -43,6 +43,13 @@
  * no sleep or wake-up per message, and an idle one costs at most 4 us of
  * spinning per message before it sleeps.
  *
+ * Readers that all died.  A queue remembers the processes that have read
+ * from it (up to 32 at once; a process registers at its first get, a
+ * forked child at its own first).  A put blocked on a full queue whose
+ * registered readers have all exited gives up with CONC_ECLOSED instead
+ * of waiting for ever (Python's producers would hang); with no reader
+ * ever registered, or more than 32 at once, it waits as before.
+ *
  * Dying peers.  A producer or consumer killed at any instant (SIGKILL
  * halfway through a put or a get included) leaves the queue consistent;
  * at most the one message in the dead process's hands is lost, and nobody
@@ -107,8 +114,11 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name);
  * live process kept the producers' lock past the timeout - one that is
  * stopped, or hostile; with timeout 0 the lock is waited for up to a
  * second, since a holder only copies); CONC_ECLOSED (the
- * queue is closed, also for putters blocked when it was closed);
- * CONC_ETOOBIG (len > capacity_bytes, at once); CONC_ECORRUPT (the
+ * queue is closed, also for putters blocked when it was closed; or, for
+ * a put blocked on a full queue, every process that ever read from the
+ * queue has exited, so nothing would make room - noticed within 0.1 s, at
+ * the end of a sleep slice; the queue stays open, and a put after a new
+ * reader came works); CONC_ETOOBIG (len > capacity_bytes, at once); CONC_ECORRUPT (the
  * queue's shared memory failed a check: see Trust); CONC_EINVAL (NULL q,
  * NULL data with len > 0, bad timeout).  No allocation.  Every error has
  * a detail (conc_errdetail). */

@@ -49,7 +49,12 @@ typedef struct conc_lock_opts {
 } conc_lock_opts;
 
 /* conc_lock_new - an unlocked lock.  CONC_EINVAL, CONC_ENOMEM, CONC_ESYS
- * (named). */
+ * (named).  While the process that made an anonymous lock has one thread
+ * and has not forked since, acquire and release take it with plain
+ * loads and stores (as glibc does its private mutexes), about 3x faster;
+ * so the processes that share it must come from fork() (conc_process_start
+ * or the pool, or your own fork()), not a raw clone(), and threads from
+ * pthread_create() or anything built on it. */
 CONC_API int conc_lock_new(conc_lock **out, const conc_lock_opts *opts);
 CONC_API int conc_lock_open(conc_lock **out, const char *name);
 
