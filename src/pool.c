@@ -32,9 +32,9 @@
  * memory and then the pool.
  *
  * Rejected: a lock-free task queue (the lock is held for a few
- * instructions, and idle workers must sleep somewhere anyway); a kind
- * switch in each function (the engine branched on the kind twenty times;
- * a table keeps each kind's logic in its file).
+ * instructions, and idle workers must sleep somewhere anyway); a switch
+ * on the kind in each function (each kind's logic would be spread over
+ * every function of the engine; a table keeps it in its own file).
  */
 #include "pool_int.h"
 
