@@ -160,9 +160,14 @@ int main(int argc, char **argv)
             conc_pool_worker_info(pool, w, 2, &n);
             printf("%s", tty ? "\n" : "");
             for (size_t i = 0; i < n; i++) {
-                printf("  worker %s pid %d: %s, %zu items done\n",
+                printf("  worker %s pid %d: %s, %zu items done",
                        w[i].name, (int)w[i].pid, state_name(w[i].state),
                        w[i].tasks_done);
+                if (w[i].task_item != SIZE_MAX) {
+                    printf(", on item %zu for %.3f s", w[i].task_item,
+                           w[i].task_seconds);
+                }
+                printf("\n");
             }
             shown = true;
         }
@@ -174,8 +179,9 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < n && !killed; i++) {
                 if (w[i].state == CONC_WORKER_BUSY) {
                     kill(w[i].pid, SIGKILL);
-                    printf("  killed %s (pid %d) at %zu/%zu\n", w[i].name,
-                           (int)w[i].pid, pr.done, total);
+                    printf("  killed %s (pid %d) on item %zu at %zu/%zu\n",
+                           w[i].name, (int)w[i].pid, w[i].task_item,
+                           pr.done, total);
                     killed = true;
                 }
             }

@@ -496,6 +496,9 @@ int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out, size_t cap,
     }
     if (cap > 0) {
         memset(out, 0, cap * sizeof *out);
+        for (size_t i = 0; i < cap; i++) {
+            out[i].task_item = SIZE_MAX;
+        }
         pool->be->workers(pool, out, cap);
     }
     return 0;

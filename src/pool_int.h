@@ -105,6 +105,16 @@ static inline const void *conc__task_in(const conc__task *t, size_t k,
     return t->batch->arena + t->batch->off[t->start + k];
 }
 
+/* The input index of item k of t in its map (a fed imap: among the
+ * feed's inputs), as conc_worker_info.task_item; SIZE_MAX for a submit. */
+static inline size_t conc__task_item_index(const conc__task *t, size_t k)
+{
+    if (t->batch == NULL) {
+        return SIZE_MAX;
+    }
+    return (t->batch->feed != NULL ? t->batch->first : 0) + t->start + k;
+}
+
 /* A worker is about to run t (just taken off the queue): moves a
  * submit's future to RUNNING.  False when it was cancelled while queued:
  * then t is freed and must be dropped. */

@@ -171,7 +171,8 @@ struct slot_ctl {
     _Atomic uint32_t wants_room;
     alignas(64) _Atomic uint64_t cur_seq;   /* worker: task running, or 0 */
     _Atomic uint64_t cur_item;
-    _Atomic uint64_t cur_start_ns;
+    _Atomic uint64_t cur_start_ns;  /* only with task_timeout: the item's */
+    _Atomic uint64_t task_start_ns; /* when the task record was begun */
     /* worker, for conc_pool_worker_info only (relaxed: read as a
      * snapshot, ordered with nothing): its initializer is done; items it
      * finished. */
@@ -415,6 +416,11 @@ static int worker_main(void *arg)
         }
         conc_task_fn fn = (conc_task_fn)(uintptr_t)r->fn;
         unsigned char *q = (unsigned char *)(r + 1);
+        /* One clock read a record (a task or a chunk), for
+         * conc_pool_worker_info; ordered before the release stores of
+         * item and seq below, like cur_start_ns. */
+        atomic_store_explicit(&c->task_start_ns, conc__now_ns(),
+                              memory_order_relaxed);
         for (uint32_t k = 0; k < r->nitems; k++) {
             uint64_t len;
             memcpy(&len, q, sizeof len);
@@ -475,6 +481,7 @@ static void reset_slot(struct proc_worker *w)
     atomic_store(&c->stop, 0);
     atomic_store(&c->cur_seq, 0);
     atomic_store(&c->cur_item, 0);
+    atomic_store(&c->task_start_ns, 0);
     atomic_store(&c->ready, 0);
     atomic_store(&c->items_done, 0);
     w->ttail = w->rhead = 0;
@@ -1664,9 +1671,37 @@ static void procs_stop(conc_pool *p)
     procs_join(p, &dl);
 }
 
+/* The task a busy worker runs, for conc_pool_worker_info: the one of its
+ * in-flight list the worker's cur_seq names; drive held.  Loads seq, then
+ * item and start (acquire), against the worker's stores of start, item,
+ * then seq (release): the item and start belong to that task or a later
+ * one (then the task is not found, and task_item stays SIZE_MAX). */
+static void current_task(struct proc_worker *w, conc_worker_info *info,
+                         uint64_t now)
+{
+    struct slot_ctl *c = w->ctl;
+    uint64_t seq = atomic_load(&c->cur_seq);
+    uint64_t item = atomic_load(&c->cur_item);
+    uint64_t start =
+        atomic_load_explicit(&c->task_start_ns, memory_order_relaxed);
+    for (conc__task *t = w->ifl_head; t != NULL; t = t->next) {
+        if (t->seq == seq) {
+            if (item < t->count) {
+                info->task_item = conc__task_item_index(t, (size_t)item);
+            }
+            break;
+        }
+    }
+    info->task_seconds = now > start ? (double)(now - start) / 1e9 : 0;
+}
+
 static void procs_workers(conc_pool *p, conc_worker_info *out, size_t cap)
 {
     struct proc_pool *pp = pp_of(p);
+    /* drive: the in-flight lists name the task a busy worker runs (the
+     * lock order is drive, then p->lock, as in spawn). */
+    pthread_mutex_lock(&pp->drive);
+    uint64_t now = conc__now_ns();
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < cap; i++) {
         struct proc_worker *w = &pp->w[i];
@@ -1686,8 +1721,12 @@ static void procs_workers(conc_pool *p, conc_worker_info *out, size_t cap)
         out[i].tasks_done = (size_t)atomic_load_explicit(
             &c->items_done, memory_order_relaxed);
         snprintf(out[i].name, sizeof out[i].name, "%s", w->info_name);
+        if (out[i].state == CONC_WORKER_BUSY) {
+            current_task(w, &out[i], now);
+        }
     }
     pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&pp->drive);
 }
 
 static void procs_destroy(conc_pool *p)

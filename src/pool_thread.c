@@ -47,6 +47,10 @@ struct pool_worker {
     size_t slot;
     conc__task *current;    /* under pool->lock */
     uint64_t started_ns;    /* under pool->lock */
+    /* The item of current it runs: 0 under pool->lock with current, then
+     * each item's by the worker (relaxed: a snapshot for
+     * conc_pool_worker_info, which clamps it to current's items). */
+    _Atomic size_t item;
     _Atomic bool abandoned; /* set under pool->lock; read without it */
     pid_t tid;              /* under pool->lock; 0 until the thread runs */
     bool ready;             /* under pool->lock: its initializer is done */
@@ -231,9 +235,11 @@ static void *thread_main(void *arg)
         }
         w->current = t;
         w->started_ns = conc__now_ns();
+        atomic_store_explicit(&w->item, 0, memory_order_relaxed);
         pthread_mutex_unlock(&p->lock);
         for (size_t k = 0; k < t->count && !atomic_load(&w->abandoned);
              k++) {
+            atomic_store_explicit(&w->item, k, memory_order_relaxed);
             run_item(w, t, k, ctx, timed);
             atomic_store_explicit(&w->ran, ++ran, memory_order_relaxed);
         }
@@ -470,6 +476,7 @@ static void threads_workers(conc_pool *p, conc_worker_info *out, size_t cap)
 {
     struct thread_pool *tp = tp_of(p);
     pid_t pid = getpid();
+    uint64_t now = conc__now_ns();
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < cap; i++) {
         struct pool_worker *w = tp->threads[i];
@@ -483,6 +490,17 @@ static void threads_workers(conc_pool *p, conc_worker_info *out, size_t cap)
                                             : CONC_WORKER_IDLE;
         out[i].tasks_done = atomic_load_explicit(&w->ran,
                                                  memory_order_relaxed);
+        if (w->current != NULL) {
+            /* (An abandoned worker's slot holds its replacement, so
+             * current is this worker's own.) */
+            size_t k = atomic_load_explicit(&w->item, memory_order_relaxed);
+            if (k >= w->current->count) {
+                k = w->current->count - 1;
+            }
+            out[i].task_item = conc__task_item_index(w->current, k);
+            out[i].task_seconds =
+                (double)(now - w->started_ns) / 1e9;
+        }
         snprintf(out[i].name, sizeof out[i].name, "%s", w->name);
     }
     pthread_mutex_unlock(&p->lock);

@@ -101,6 +101,7 @@ TEST(example_progress_line)
     CHECK(failed <= 1);
     if (failed == 1) {
         expect_in(out, "killed PoolWorker-");
+        expect_in(out, ") on item ");
         expect_in(out, "failed: CONC_EWORKERDIED (worker PoolWorker-");
     } else {
         /* pi(1200000) = 92938 */

@@ -575,21 +575,63 @@ static void worker_info(conc_pool_kind kind)
             CHECK(strcmp(w[i].name, w[j].name) != 0);
         }
     }
-    /* one task held at the gate: one worker busy, the one it says */
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_EQ(w[i].task_item, SIZE_MAX); /* idle: no current task */
+        CHECK(w[i].task_seconds == 0);
+    }
+    /* one task held at the gate: one worker busy, on a submitted task
+     * (no item), for a time that grows */
     conc_future *f;
     int x = 6;
     CHECK_OK(conc_pool_submit(p, t_gated, &x, sizeof x, &f));
     until_state(p, CONC_WORKER_BUSY, 1, w, 3);
+    th_sleep(0.1);
+    CHECK_EQ(count_state(p, CONC_WORKER_BUSY, w, 3), 1);
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_EQ(w[i].task_item, SIZE_MAX);
+        if (w[i].state == CONC_WORKER_BUSY) {
+            CHECK(w[i].task_seconds >= 0.1 && w[i].task_seconds < 30);
+        } else {
+            CHECK(w[i].task_seconds == 0);
+        }
+    }
     atomic_store(gate, 1);
     conc_msg m;
     CHECK_OK(conc_future_result(f, &m, 30));
     conc_msg_free(&m);
     conc_future_free(f);
+    /* an imap of 4 items held at the gate: the 3 workers busy, each on
+     * an item of its own (which 3 of the 4: the process backend may send
+     * a worker two) */
+    atomic_store(gate, 0);
+    int v[4] = { 10, 11, 12, 13 };
+    conc_msg in[4];
+    for (int i = 0; i < 4; i++) {
+        in[i] = (conc_msg){ &v[i], sizeof v[i] };
+    }
+    conc_iter *it;
+    CHECK_OK(conc_pool_imap(p, t_gated, in, 4, &it,
+                            &(conc_map_opts){ .chunksize = 1 }));
+    until_state(p, CONC_WORKER_BUSY, 3, w, 3);
+    bool on[4] = { false };
+    for (size_t i = 0; i < 3; i++) {
+        CHECK(w[i].task_item < 4);
+        CHECK(!on[w[i].task_item]); /* each item on one worker */
+        on[w[i].task_item] = true;
+        CHECK(w[i].task_seconds >= 0 && w[i].task_seconds < 30);
+    }
+    atomic_store(gate, 1);
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(conc_iter_next(it, &m, 30));
+        CHECK_EQ(int_out(&m), v[i] * v[i]);
+        conc_msg_free(&m);
+    }
+    conc_iter_free(it);
     CHECK_OK(conc_pool_apply(p, t_whoami, NULL, 0, &m, 30));
     pid_t ran_it = (pid_t)int_out(&m);
     conc_msg_free(&m);
     size_t total = 0;
-    for (double end = th_now() + 20; total != 2;) {
+    for (double end = th_now() + 20; total != 6;) {
         CHECK(th_now() < end);
         until_state(p, CONC_WORKER_IDLE, 3, w, 3);
         total = 0;
@@ -624,6 +666,66 @@ static void worker_info(conc_pool_kind kind)
     conc_pool_free(p);
     gate_free();
 }
+
+/* squares its input; inputs from 5 on wait at the gate first */
+static int t_gated_from5(const void *in, size_t len, conc_buf *out,
+                         void *ctx)
+{
+    int x;
+    memcpy(&x, in, sizeof x);
+    return x >= 5 ? t_gated(in, len, out, ctx) : t_square(in, len, out, ctx);
+}
+
+/* A fed imap's item is named by its input's number in the feed: after
+ * five results, the one worker runs input 5, in the feed's third chunk
+ * (chunks of 2 inputs, 4 held). */
+static void worker_info_fed(conc_pool_kind kind)
+{
+    gate_make();
+    conc_pool *p = mk(kind, 1);
+    struct counter c = { .limit = 8 };
+    conc_iter *it;
+    CHECK_OK(conc_pool_imap_feed(p, t_gated_from5, feed_counter, &c, &it,
+                                 &(conc_map_opts){ .chunksize = 2,
+                                                   .buffersize = 4 }));
+    conc_msg m;
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(conc_iter_next(it, &m, 30));
+        CHECK_EQ(int_out(&m), i * i);
+        conc_msg_free(&m);
+        c.returned++;
+    }
+    /* (a worker may still be finishing item 4 after its result came: a
+     * snapshot; it then stays on 5, held at the gate) */
+    conc_worker_info w[1];
+    size_t n;
+    for (double end = th_now() + 20;;) {
+        CHECK_OK(conc_pool_worker_info(p, w, 1, &n));
+        if (w[0].task_item == 5) {
+            break;
+        }
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    th_sleep(0.05);
+    CHECK_OK(conc_pool_worker_info(p, w, 1, &n));
+    CHECK_EQ(w[0].state, CONC_WORKER_BUSY);
+    CHECK_EQ(w[0].task_item, 5);
+    CHECK_EQ(w[0].tasks_done, 5);
+    atomic_store(gate, 1);
+    for (int i = 5; i < 8; i++) {
+        CHECK_OK(conc_iter_next(it, &m, 30));
+        CHECK_EQ(int_out(&m), i * i);
+        conc_msg_free(&m);
+        c.returned++;
+    }
+    conc_iter_free(it);
+    conc_pool_free(p);
+    gate_free();
+}
+
+TEST(worker_info_fed_threads) { worker_info_fed(CONC_THREADS); }
+TEST(worker_info_fed_processes) { worker_info_fed(CONC_PROCESSES); }
 
 TEST(worker_info_threads) { worker_info(CONC_THREADS); }
 TEST(worker_info_processes) { worker_info(CONC_PROCESSES); }

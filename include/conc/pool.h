@@ -341,6 +341,16 @@ typedef struct conc_worker_info {
                           of a map chunk counts) */
     char name[64];     /* "<prefix>-N" (ps -o comm shows 15 bytes); empty
                           for NONE */
+    /* Its current task, while BUSY (else SIZE_MAX and 0):
+     * task_item: the item of a map, imap or imap_unordered it runs, as
+     * its input's index (conc_iter_index's number; a fed imap counts
+     * the feed's inputs from 0); SIZE_MAX for a submitted task (submit,
+     * apply).
+     * task_seconds: how long it has been on its current task - a
+     * submitted task, or a map chunk, whose items run one after another
+     * (chunksize 1: the item). */
+    size_t task_item;
+    double task_seconds;
 } conc_worker_info;
 
 /* conc_pool_worker_info - a snapshot of the pool's workers, one per slot
@@ -348,8 +358,9 @@ typedef struct conc_worker_info {
  * (fewer when the pool has fewer workers) and sets *n to the number of
  * slots, conc_pool_workers(pool), so cap 0 asks only for the count.
  * Each entry is consistent on its own; workers change state meanwhile.
- * Never blocks for long (takes the pool's lock briefly).  0; CONC_EINVAL
- * (NULL pool or n, NULL out with cap > 0). */
+ * Never blocks for long: takes the pool's locks briefly (a process pool's
+ * bookkeeping lock may be held while its manager forks a replacement
+ * worker).  0; CONC_EINVAL (NULL pool or n, NULL out with cap > 0). */
 CONC_API int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out,
                                    size_t cap, size_t *n);
 
