@@ -951,7 +951,7 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
                                    : CONC_EWORKERDIED;
             if (t->batch == NULL) {
                 /* completed by drive_unlock, like a drained result; rout
-                 * replaces the input (see struct task) */
+                 * replaces the input (see conc__task) */
                 free(t->in);
                 t->rcode = fail;
                 t->rout = (conc_msg){ NULL, 0 };
