@@ -457,9 +457,12 @@ static void as_completed(conc_pool_kind kind)
         conc_future_free(fs[i]);
     }
 
-    /* the iterator's own deadline, from the call */
-    fs[0] = go(p, t_sleep, 400);
+    /* the iterator's own deadline, from the call (fs[1] done first, and
+     * fs[0] far from done, so a loaded machine cannot move either past
+     * the 0.1 s) */
+    fs[0] = go(p, t_sleep, 2000);
     fs[1] = go(p, t_square, 2);
+    CHECK_OK(conc_future_result(fs[1], NULL, 30));
     CHECK_OK(conc_as_completed(fs, 2, 0.1, &it));
     CHECK_OK(conc_iter_next_future(it, &f, CONC_FOREVER));
     CHECK(f == fs[1]);
