@@ -5,7 +5,7 @@
  * Walking the ring record by record, every record accepted lies inside
  * the ring and before the tail, its output and error text lie inside the
  * record, and the walk ends (each step moves at least 8 bytes). */
-#include "pool_int.h"
+#include "pool_proc_int.h"
 
 #include <stdlib.h>
 #include <string.h>

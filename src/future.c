@@ -1,9 +1,15 @@
-/* future.c - concurrent.futures.Future, wait() and as_completed().
+/* future.c - concurrent.futures.Future, wait() and as_completed(), and
+ * the public face of every iterator (conc_iter_*).
  *
  * A future is private memory of the submitting process, reference-counted
  * (the caller's reference, the task's while it exists, one per
  * as_completed iterator that watches it), so the pool, the futures and
- * the iterators may be freed in any order.
+ * the iterators may be freed in any order.  This file knows nothing of
+ * pools: the maker of a future completes it (conc__future_finish) and may
+ * hand it a waiter hook (conc__future_waiter in future_int.h) through
+ * which conc_future_result helps the completer while it waits - a
+ * process pool's waiter collects results from the workers' rings itself.
+ * The hook's context is released with the future's last reference.
  *
  * State word.  PENDING -> RUNNING is a CAS by whoever starts the task;
  * PENDING -> CANCELLED a CAS by conc_future_cancel; exactly one of the two
@@ -30,10 +36,38 @@
  * before asked" case); a global condvar for everything (every completion
  * would wake every waiter of every pool).
  */
-#include "pool_int.h"
+#include "future_int.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The state word.  PENDING -> RUNNING (conc__future_start) races with
+ * PENDING -> CANCELLED (conc_future_cancel), both by CAS: exactly one
+ * wins.  The final states are stored under lock, after code/out/err. */
+enum { FUT_PENDING = 0, FUT_RUNNING = 1, FUT_DONE = 2, FUT_CANCELLED = 3 };
+
+struct fut_cb {
+    struct fut_cb *next;
+    conc_future_cb cb;
+    void *arg;
+    bool borrowed; /* part of an as_completed block: not freed alone */
+};
+
+struct conc_future {
+    _Atomic uint32_t state;   /* FUT_* */
+    _Atomic uint32_t waiters; /* threads asleep on state */
+    _Atomic long refs;
+    pthread_mutex_t lock;     /* guards cbs and the move to a final state */
+    struct fut_cb *cbs, *cbs_tail;
+    int code;
+    conc_msg out;
+    char *err;
+    /* The maker's waiter hook (NULL: none) and its context, released
+     * with the last reference. */
+    const conc__future_waiter *wt;
+    void *wctx;
+};
 
 /* Bumped on every completion; conc_wait sleeps on it. */
 static _Atomic uint32_t done_seq;
@@ -77,11 +111,19 @@ void conc__future_unref(conc_future *f)
     conc_msg_free(&f->out);
     free(f->err);
     pthread_mutex_destroy(&f->lock);
-    conc_pool *pool = f->pool;
+    const conc__future_waiter *wt = f->wt;
+    void *wctx = f->wctx;
     free(f);
-    if (pool != NULL) {
-        conc__pool_unref(pool); /* taken by conc_pool_submit */
+    if (wt != NULL && wt->release != NULL) {
+        wt->release(wctx);
     }
+}
+
+void conc__future_set_waiter(conc_future *f, const conc__future_waiter *w,
+                             void *ctx)
+{
+    f->wt = w;
+    f->wctx = ctx;
 }
 
 bool conc__future_start(conc_future *f)
@@ -183,8 +225,8 @@ static bool defer_callbacks(conc_future *f, struct fut_cb *cbs)
     return true;
 }
 
-void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
-                         char *err)
+void conc__future_finish(conc_future *f, conc__fut_final final, int code,
+                         conc_msg *out, char *err)
 {
     pthread_mutex_lock(&f->lock);
     uint32_t st = atomic_load_explicit(&f->state, memory_order_relaxed);
@@ -203,7 +245,8 @@ void conc__future_finish(conc_future *f, int final, int code, conc_msg *out,
         out->len = 0;
     }
     f->err = err;
-    atomic_store(&f->state, (uint32_t)final);
+    atomic_store(&f->state,
+                 final == CONC__FUT_CANCELLED ? FUT_CANCELLED : FUT_DONE);
     struct fut_cb *cbs = f->cbs;
     f->cbs = f->cbs_tail = NULL;
     pthread_mutex_unlock(&f->lock);
@@ -218,59 +261,89 @@ static bool is_final(uint32_t st)
     return st == FUT_DONE || st == FUT_CANCELLED;
 }
 
+int conc__result_fail(int code, const char *who, const char *what,
+                      const char *text)
+{
+    if (code > 0) {
+        return conc__fail(code, "%s: %s returned its failure code %d%s%s",
+                          who, what, code, text ? ": " : "",
+                          text ? text : "");
+    }
+    return conc__fail(code, "%s: %s failed with %s%s%s", who, what,
+                      conc_errname(code), text ? ": " : "", text ? text : "");
+}
+
 int conc_future_result(conc_future *f, conc_msg *out, double timeout)
+{
+    return conc__future_result_as(f, out, timeout, "conc_future_result");
+}
+
+int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
+                           const char *who)
 {
     if (out != NULL) {
         out->data = NULL;
         out->len = 0;
     }
     if (f == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "%s: f is NULL", who);
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "%s: timeout %g: it must be >= 0 (0: do not wait) or "
+                          "CONC_FOREVER",
+                          who, timeout);
     }
     uint32_t st = atomic_load(&f->state);
-    if (!is_final(st) && f->pool != NULL) {
-        /* A process pool's task: collect its result from the worker's
-         * ring in this thread rather than wait for the manager thread to
-         * pass it on (one party less per task; "Helpers" in
-         * pool_proc.c). */
-        conc__proc_help(f->pool);
+    const conc__future_waiter *wt = f->wt;
+    if (!is_final(st) && wt != NULL && wt->help != NULL) {
+        /* The completer may be helped from here (a process pool's waiter
+         * collects its result from the worker's ring rather than wait for
+         * the pool's manager thread to pass it on: one party less). */
+        wt->help(f->wctx);
         st = atomic_load(&f->state);
     }
     /* A short spin first: a task of a few microseconds is often done
      * before a futex round trip (about 20 us here) could report it.  A
-     * process pool's waiter helps while it spins, and only then. */
+     * waiter with a hook helps while it spins, and only then. */
     if (!is_final(st) && !dl.once) {
-        if (f->pool != NULL) {
-            conc__proc_helpers(f->pool, 1);
+        if (wt != NULL && wt->spin != NULL) {
+            wt->spin(f->wctx, 1);
         }
-        uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
+        uint64_t until = conc__now_ns() + CONC__SPIN_NS;
         for (unsigned i = 0; !is_final(st); i++) {
             if ((i & 15) == 15 && conc__now_ns() > until) {
                 break;
             }
-            conc__pool_spin_pause(i);
-            if (f->pool != NULL) {
-                conc__proc_help(f->pool);
+            conc__spin_pause(i);
+            if (wt != NULL && wt->help != NULL) {
+                wt->help(f->wctx);
             }
             st = atomic_load(&f->state);
         }
-        if (f->pool != NULL) {
-            conc__proc_helpers(f->pool, -1);
+        if (wt != NULL && wt->spin != NULL) {
+            wt->spin(f->wctx, -1);
         }
     }
     if (!is_final(st)) {
         if (dl.once) {
-            return CONC_ETIMEDOUT;
+            /* A constant sentence for conc_future_result: a poll meets
+             * this on every call. */
+            return strcmp(who, "conc_future_result") == 0
+                       ? conc__fail_lit(CONC_ETIMEDOUT,
+                                        "conc_future_result: the task is "
+                                        "not done (timeout 0: no wait)")
+                       : conc__fail(CONC_ETIMEDOUT, "%s: the task is not "
+                                    "done (timeout 0: no wait)", who);
         }
-        /* The pool's manager thread itself (a done-callback it runs waits
-         * for another future of its pool): nobody else may collect the
-         * result, reap a dead worker or carry out a terminate, so it does
-         * the manager's whole round, between sleeps of 1 ms. */
-        bool manager = f->pool != NULL && conc__proc_on_manager(f->pool);
+        /* This thread alone can complete the future (a done-callback run
+         * by a process pool's manager waits for another future of its
+         * pool: nobody else may collect the result, reap a dead worker or
+         * carry out a terminate): it does the completer's whole round,
+         * between sleeps of 1 ms. */
+        bool drive = wt != NULL && wt->drives != NULL && wt->drive != NULL &&
+                     wt->drives(f->wctx);
         atomic_fetch_add(&f->waiters, 1);
         for (;;) {
             st = atomic_load(&f->state);
@@ -278,8 +351,8 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
                 break;
             }
             conc__deadline slice = dl;
-            if (manager) {
-                conc__proc_manager_help(f->pool);
+            if (drive) {
+                wt->drive(f->wctx);
                 st = atomic_load(&f->state);
                 if (is_final(st)) {
                     break;
@@ -296,24 +369,34 @@ int conc_future_result(conc_future *f, conc_msg *out, double timeout)
                 st = atomic_load(&f->state);
                 if (!is_final(st)) {
                     atomic_fetch_sub(&f->waiters, 1);
-                    return CONC_ETIMEDOUT;
+                    return conc__fail(CONC_ETIMEDOUT,
+                                      "%s: the task was not done within "
+                                      "%g s",
+                                      who, timeout);
                 }
             }
         }
         atomic_fetch_sub(&f->waiters, 1);
     }
     if (st == FUT_CANCELLED) {
-        return CONC_ECANCELLED;
+        return conc__fail(CONC_ECANCELLED, "%s: the future was cancelled%s%s",
+                          who, f->err ? ": " : "", f->err ? f->err : "");
     }
     if (out != NULL && f->out.len > 0) {
         out->data = conc__malloc(f->out.len);
         if (out->data == NULL) {
-            return CONC_ENOMEM;
+            return conc__fail(CONC_ENOMEM,
+                              "%s: no memory for a copy of the task's "
+                              "output (%zu bytes)",
+                              who, f->out.len);
         }
         memcpy(out->data, f->out.data, f->out.len);
         out->len = f->out.len;
     }
-    return f->code;
+    if (f->code != 0) {
+        return conc__result_fail(f->code, who, "the task", f->err);
+    }
+    return 0;
 }
 
 const char *conc_future_error_message(conc_future *f)
@@ -365,11 +448,13 @@ int conc_future_add_done_callback(conc_future *f, conc_future_cb cb,
                                   void *arg)
 {
     if (f == NULL || cb == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_future_add_done_callback: %s "
+                          "is NULL", f == NULL ? "f" : "cb");
     }
     struct fut_cb *c = conc__malloc(sizeof *c);
     if (c == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_future_add_done_callback: no "
+                          "memory for the callback");
     }
     c->cb = cb;
     c->arg = arg;
@@ -399,7 +484,7 @@ void conc_future_free(conc_future *f)
     }
 }
 
-/* ---- wait ------------------------------------------------------------------ */
+/* ---- wait ---------------------------------------------------------------- */
 
 static bool failed(conc_future *f)
 {
@@ -430,19 +515,25 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
     if (return_when != CONC_FIRST_COMPLETED &&
         return_when != CONC_FIRST_EXCEPTION &&
         return_when != CONC_ALL_COMPLETED) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_wait: return_when %d is not one of "
+                          "CONC_FIRST_COMPLETED, CONC_FIRST_EXCEPTION, "
+                          "CONC_ALL_COMPLETED",
+                          return_when);
     }
     if (futs == NULL && n > 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_wait: futs is NULL with n %zu",
+                          n);
     }
     for (size_t i = 0; i < n; i++) {
         if (futs[i] == NULL) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL, "conc_wait: futs[%zu] is NULL",
+                              i);
         }
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     if (n == 0) {
         return 0;
@@ -454,8 +545,16 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
         if (wait_holds(futs, n, return_when)) {
             break;
         }
-        if (dl.once || conc__deadline_passed(&dl)) {
-            err = CONC_ETIMEDOUT;
+        if (dl.once) {
+            err = conc__fail_lit(CONC_ETIMEDOUT, "conc_wait: the condition "
+                                 "does not hold (timeout 0: no wait)");
+            break;
+        }
+        if (conc__deadline_passed(&dl)) {
+            err = conc__fail(CONC_ETIMEDOUT,
+                             "conc_wait: the condition did not hold within "
+                             "%g s",
+                             timeout);
             break;
         }
         /* Sleeps while no completion happened since seq was read; a
@@ -481,6 +580,13 @@ struct ac_state {
     conc__deadline dl;
     struct ac_cb_arg *args; /* n callback arguments, one block */
     struct fut_cb *cbs;     /* n callback nodes, one block */
+};
+
+/* An as_completed iterator: its state outlives it while callbacks that
+ * were registered on unfinished futures have not run. */
+struct ac_iter {
+    conc_iter base;
+    struct ac_state *ac;
 };
 
 static void ac_unref(struct ac_state *ac)
@@ -517,6 +623,87 @@ static void ac_on_done(conc_future *f, void *arg)
     ac_unref(ac);
 }
 
+static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
+                   double timeout)
+{
+    struct ac_state *ac = ((struct ac_iter *)it)->ac;
+    /* The earlier of this call's deadline and the iterator's own. */
+    const conc__deadline *use = dl;
+    if (!ac->dl.forever &&
+        (dl->forever ||
+         (!dl->once && (ac->dl.at.tv_sec < dl->at.tv_sec ||
+                        (ac->dl.at.tv_sec == dl->at.tv_sec &&
+                         ac->dl.at.tv_nsec < dl->at.tv_nsec))))) {
+        use = &ac->dl;
+    }
+    int err = 0;
+    pthread_mutex_lock(&ac->lock);
+    for (;;) {
+        if (ac->next == ac->n) {
+            err = conc__fail(CONC_ECLOSED,
+                             "conc_iter_next_future: all %zu futures were "
+                             "handed out",
+                             ac->n);
+            break;
+        }
+        if (ac->next < ac->ndone) {
+            size_t i = ac->order[ac->next++];
+            *fut = ac->futs[i];
+            it->last_index = i;
+            break;
+        }
+        if (use->once || conc__deadline_passed(use) ||
+            conc__deadline_passed(&ac->dl)) {
+            err = !conc__deadline_passed(&ac->dl) && use->once
+                      ? conc__fail_lit(CONC_ETIMEDOUT,
+                                       "conc_iter_next_future: no further "
+                                       "future is done (timeout 0: no "
+                                       "wait)")
+                  : conc__deadline_passed(&ac->dl)
+                      ? conc__fail(CONC_ETIMEDOUT,
+                                   "conc_iter_next_future: %zu of %zu "
+                                   "futures unfinished at the iterator's "
+                                   "deadline",
+                                   ac->n - ac->ndone, ac->n)
+                      : conc__fail(CONC_ETIMEDOUT,
+                                   "conc_iter_next_future: %zu of %zu "
+                                   "futures unfinished after %g s",
+                                   ac->n - ac->ndone, ac->n, timeout);
+            break;
+        }
+        if (use->forever) {
+            pthread_cond_wait(&ac->cond, &ac->lock);
+        } else {
+            pthread_cond_timedwait(&ac->cond, &ac->lock, &use->at);
+        }
+    }
+    pthread_mutex_unlock(&ac->lock);
+    return err;
+}
+
+static void ac_free(conc_iter *it)
+{
+    ac_unref(((struct ac_iter *)it)->ac);
+    free(it);
+}
+
+static void ac_progress(const conc_iter *it, conc_progress *out)
+{
+    struct ac_state *ac = ((const struct ac_iter *)it)->ac;
+    pthread_mutex_lock(&ac->lock);
+    out->total = ac->n;
+    out->done = ac->ndone;
+    out->returned = ac->next;
+    pthread_mutex_unlock(&ac->lock);
+    out->total_known = true;
+}
+
+static const conc__iter_ops ac_ops = {
+    .next_future = ac_next,
+    .progress = ac_progress,
+    .free = ac_free,
+};
+
 int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
                       conc_iter **it)
 {
@@ -524,21 +711,23 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
         *it = NULL;
     }
     if (it == NULL || (futs == NULL && n > 0)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_as_completed: %s",
+                          it == NULL ? "it is NULL"
+                                     : "futs is NULL with n > 0");
     }
     for (size_t i = 0; i < n; i++) {
         if (futs[i] == NULL) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL,
+                              "conc_as_completed: futs[%zu] is NULL", i);
         }
     }
-    int err = CONC_ENOMEM;
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     struct ac_cb_arg *args = NULL;
     struct fut_cb *cbs = NULL;
-    conc_iter *iter = conc__calloc(1, sizeof *iter);
+    struct ac_iter *iter = conc__calloc(1, sizeof *iter);
     struct ac_state *ac = conc__calloc(1, sizeof *ac);
     if (iter == NULL || ac == NULL) {
         goto fail;
@@ -553,11 +742,7 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
         goto fail;
     }
     pthread_mutex_init(&ac->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ac->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    conc__cond_init_mono(&ac->cond);
     ac->n = n;
     ac->dl = dl;
     ac->args = args;
@@ -593,10 +778,10 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
             ac_on_done(f, &args[i]);
         }
     }
-    iter->kind = ITER_FUTURES;
+    iter->base.ops = &ac_ops;
+    iter->base.last_index = (size_t)-1;
     iter->ac = ac;
-    iter->last_index = (size_t)-1;
-    *it = iter;
+    *it = &iter->base;
     return 0;
 fail:
     free(args);
@@ -607,7 +792,30 @@ fail:
         free(ac);
     }
     free(iter);
-    return err;
+    return conc__fail(CONC_ENOMEM, "conc_as_completed: no memory for an "
+                      "iterator over %zu futures", n);
+}
+
+/* ---- iterators ----------------------------------------------------------- */
+
+int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
+{
+    if (msg != NULL) {
+        msg->data = NULL;
+        msg->len = 0;
+    }
+    if (it == NULL || msg == NULL || it->ops->next == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_iter_next: %s",
+                          it == NULL    ? "it is NULL"
+                          : msg == NULL ? "msg is NULL"
+                                        : "an as_completed iterator gives "
+                                          "futures: conc_iter_next_future");
+    }
+    conc__deadline dl;
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC__FAIL_TIMEOUT(timeout);
+    }
+    return it->ops->next(it, msg, &dl, timeout);
 }
 
 int conc_iter_next_future(conc_iter *it, conc_future **fut, double timeout)
@@ -615,51 +823,49 @@ int conc_iter_next_future(conc_iter *it, conc_future **fut, double timeout)
     if (fut != NULL) {
         *fut = NULL;
     }
-    if (it == NULL || fut == NULL || it->kind != ITER_FUTURES) {
-        return CONC_EINVAL;
+    if (it == NULL || fut == NULL || it->ops->next_future == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_iter_next_future: %s",
+                          it == NULL    ? "it is NULL"
+                          : fut == NULL ? "fut is NULL"
+                                        : "a map iterator gives results: "
+                                          "conc_iter_next");
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return CONC__FAIL_TIMEOUT(timeout);
     }
-    struct ac_state *ac = it->ac;
-    /* The earlier of this call's deadline and the iterator's own. */
-    const conc__deadline *use = &dl;
-    if (!ac->dl.forever &&
-        (dl.forever || (!dl.once && (ac->dl.at.tv_sec < dl.at.tv_sec ||
-                                     (ac->dl.at.tv_sec == dl.at.tv_sec &&
-                                      ac->dl.at.tv_nsec < dl.at.tv_nsec))))) {
-        use = &ac->dl;
-    }
-    int err = 0;
-    pthread_mutex_lock(&ac->lock);
-    for (;;) {
-        if (ac->next == ac->n) {
-            err = CONC_ECLOSED;
-            break;
-        }
-        if (ac->next < ac->ndone) {
-            size_t i = ac->order[ac->next++];
-            *fut = ac->futs[i];
-            it->last_index = i;
-            break;
-        }
-        if (use->once || conc__deadline_passed(use) ||
-            conc__deadline_passed(&ac->dl)) {
-            err = CONC_ETIMEDOUT;
-            break;
-        }
-        if (use->forever) {
-            pthread_cond_wait(&ac->cond, &ac->lock);
-        } else {
-            pthread_cond_timedwait(&ac->cond, &ac->lock, &use->at);
-        }
-    }
-    pthread_mutex_unlock(&ac->lock);
-    return err;
+    return it->ops->next_future(it, fut, &dl, timeout);
 }
 
-void conc__iter_ac_free(struct ac_state *ac)
+size_t conc_iter_index(const conc_iter *it)
 {
-    ac_unref(ac);
+    return it ? it->last_index : (size_t)-1;
+}
+
+const char *conc_iter_error_message(const conc_iter *it)
+{
+    return it ? it->last_err : NULL;
+}
+
+int conc_iter_progress(const conc_iter *it, conc_progress *out)
+{
+    if (out != NULL) {
+        *out = (conc_progress){ 0 };
+    }
+    if (it == NULL || out == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_iter_progress: %s is NULL",
+                          it == NULL ? "it" : "out");
+    }
+    it->ops->progress(it, out);
+    out->remaining = out->total - out->done;
+    return 0;
+}
+
+void conc_iter_free(conc_iter *it)
+{
+    if (it == NULL) {
+        return;
+    }
+    free(it->last_err);
+    it->ops->free(it);
 }

@@ -1,70 +1,51 @@
 /* pool.c - the pool engine: Pool, ThreadPoolExecutor and
- * ProcessPoolExecutor in one.  This file holds what both kinds share (the
+ * ProcessPoolExecutor in one.  This file holds what both kinds share: the
  * queue of tasks, submit/apply/map/imap, map batches and their iterators,
- * close/join/terminate/shutdown/free) and the CONC_THREADS workers;
- * pool_proc.c holds the CONC_PROCESSES workers.
+ * close/join/terminate/shutdown/free.  The workers are a backend's
+ * (pool_int.h): pool_thread.c runs them as threads, pool_proc.c as
+ * forked processes; this file knows a backend only by its table, picked
+ * once in conc_pool_new.
  *
  * Tasks.  A task is one submit (one item, with a future) or one map chunk
  * (items start..start+count-1 of a batch).  Queued tasks are a FIFO list
- * under pool->lock.  Inputs are copied on submit, so callers may reuse
- * their buffers at once and a map that times out leaves nothing dangling.
+ * under pool->lock (npending counts them, for lock-free peeks).  Inputs
+ * are copied on submit, so callers may reuse their buffers at once and a
+ * map that times out leaves nothing dangling.  A backend takes tasks off
+ * the queue (conc__pool_pop_locked), completes their items
+ * (conc__task_item_done) and frees them; the first completion of an item
+ * wins, a later one is dropped.
  *
  * Batches.  A map/imap copies its inputs into one arena and keeps one
  * result slot per item, filled by whoever completes the item
  * (conc__batch_done) under the batch's own lock; the iterator waits on the
  * batch's condvar.  A batch is reference-counted by its iterator and by
  * each task holding some of its items, so freeing the iterator early, or
- * the pool, is safe.
+ * the pool, is safe.  A map collects its results under one hold of the
+ * batch lock and is woken only for the item it waits for (batch->want),
+ * not for every item completed.
  *
- * Thread workers.  Each worker thread is detached and holds a reference to
- * the pool, so the pool's memory outlives every thread, even one that is
- * abandoned in a task that never returns.  A worker pops a task under the
- * lock, records it as its current task, runs it without the lock and
- * completes it.  The timer thread (only with .task_timeout) and terminate
- * may "abandon" a worker: under the lock they take note of its current
- * task, fail its items (the first completion of a future or a batch item
- * wins, so the worker's late result is dropped), and start a replacement
- * thread; the abandoned thread still owns and frees its task, stops after
- * its current item, runs the finalizer and exits.  With a timeout, thread
- * map chunks are one item each, so the item that timed out is exactly the
- * task that was running.
- *
- * Wake-ups.  A thread worker with nothing to do first polls npending for
- * up to CONC__POOL_SPIN_NS (yielding between polls), then waits on work_cv
- * after announcing itself in pool->idle under the lock; submit signals
- * work_cv only when idle > 0 (same lock, so no wake-up is lost; a
- * spinning worker sees npending, which submit raises under that lock).
- * join waits on done_cv for pool->live to reach 0.  A map collects its
- * results under one hold of the batch lock and is woken only for the item
- * it waits for (batch->want), not for every item completed.
+ * Lifetime.  The pool is reference-counted: the user's reference, each
+ * thread of a backend that may outlive conc_pool_free (an abandoned worker
+ * thread), and each future whose backend has a waiter hook (a process
+ * pool's future may still help collect results after the pool is freed:
+ * it finds the backend stopped).  The last reference frees the backend's
+ * memory and then the pool.
  *
  * Rejected: a lock-free task queue (the lock is held for a few
- * instructions, and idle workers must sleep somewhere anyway); killing
- * threads (pthread_cancel inside arbitrary user code leaks its locks and
- * memory: abandoning is the honest option).
+ * instructions, and idle workers must sleep somewhere anyway); a switch
+ * on the kind in each function (each kind's logic would be spread over
+ * every function of the engine; a table keeps it in its own file).
  */
 #include "pool_int.h"
 
-#include <conc/process.h>
-
-#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct pool_worker {
-    conc_pool *pool;
-    size_t slot;
-    struct task *current;   /* under pool->lock */
-    uint64_t started_ns;    /* under pool->lock */
-    _Atomic bool abandoned; /* set under pool->lock; read without it */
-    size_t ran;
-    char name[64];
-};
+/* ---- tasks --------------------------------------------------------------- */
 
-/* ---- tasks ------------------------------------------------------------------ */
-
-void conc__task_free(struct task *t)
+void conc__task_free(conc__task *t)
 {
     /* acq_rel: the last holder sees the other's writes before freeing. */
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1) {
@@ -81,18 +62,30 @@ void conc__task_free(struct task *t)
     free(t);
 }
 
-void conc__task_item_done(struct task *t, size_t k, int code, conc_msg *out,
+bool conc__task_start(conc__task *t)
+{
+    if (t->fut != NULL && !t->fut_started) {
+        if (!conc__future_start(t->fut)) {
+            conc__task_free(t); /* cancelled while queued */
+            return false;
+        }
+        t->fut_started = true;
+    }
+    return true;
+}
+
+void conc__task_item_done(conc__task *t, size_t k, int code, conc_msg *out,
                           char *err)
 {
     if (t->fut != NULL) {
-        conc__future_finish(t->fut, FUT_DONE, code, out, err);
+        conc__future_finish(t->fut, CONC__FUT_DONE, code, out, err);
     } else {
         conc__batch_done(t->batch, t->start + k, code, out, err);
     }
 }
 
-static void task_fail_items(struct task *t, size_t k, int final, int code,
-                            const char *msg)
+void conc__task_fail_items(conc__task *t, size_t k, conc__fut_final final,
+                           int code, const char *msg)
 {
     for (size_t i = k; i < t->count; i++) {
         char *err = msg != NULL ? strdup(msg) : NULL;
@@ -104,28 +97,37 @@ static void task_fail_items(struct task *t, size_t k, int final, int code,
     }
 }
 
-void conc__task_fail(struct task *t, size_t k, int final, int code,
-                     const char *msg)
-{
-    task_fail_items(t, k, final, code, msg);
-    conc__task_free(t);
-}
-
-/* Fails and frees a list of queued (never started) tasks. */
-static void fail_list(struct task *t, int final, int code, const char *msg)
+void conc__task_fail_list(conc__task *t, conc__fut_final final, int code,
+                          const char *msg)
 {
     conc__future_defer_begin();
     while (t != NULL) {
-        struct task *n = t->next;
-        conc__task_fail(t, 0, final, code, msg);
+        conc__task *n = t->next;
+        t->next = NULL;
+        conc__task_fail_items(t, t->ndone, final, code, msg);
+        conc__task_free(t);
         t = n;
     }
     conc__future_defer_end();
 }
 
-/* ---- batches ---------------------------------------------------------------- */
+static conc__task *task_new(conc_task_fn fn)
+{
+    conc__task *t = conc__calloc(1, sizeof *t);
+    if (t != NULL) {
+        t->fn = fn;
+        t->count = 1;
+        atomic_init(&t->refs, 1);
+    }
+    return t;
+}
 
-void conc__batch_unref(struct batch *b)
+/* ---- batches ------------------------------------------------------------- */
+
+static void feed_unref(struct conc__feed *fs);
+static void feed_done_locked(conc__batch *b, size_t i);
+
+void conc__batch_unref(conc__batch *b)
 {
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) {
         return;
@@ -134,20 +136,27 @@ void conc__batch_unref(struct batch *b)
         conc_msg_free(&b->items[i].out);
         free(b->items[i].err);
     }
+    if (b->feed != NULL) {
+        /* One block; the lock is the feed's. */
+        struct conc__feed *fs = b->feed;
+        free(b);
+        feed_unref(fs);
+        return;
+    }
     free(b->items);
     free(b->order);
     free(b->arena);
     free(b->off);
     free(b->len);
-    pthread_mutex_destroy(&b->lock);
-    pthread_cond_destroy(&b->cond);
+    pthread_mutex_destroy(&b->own_mu);
+    pthread_cond_destroy(&b->own_cv);
     free(b);
 }
 
-void conc__batch_done_locked(struct batch *b, size_t i, int code,
+void conc__batch_done_locked(conc__batch *b, size_t i, int code,
                              conc_msg *out, char *err)
 {
-    struct batch_item *it = &b->items[i];
+    conc__batch_item *it = &b->items[i];
     if (it->done) {
         if (out != NULL) {
             conc_msg_free(out);
@@ -163,34 +172,29 @@ void conc__batch_done_locked(struct batch *b, size_t i, int code,
         out->len = 0;
     }
     it->err = err;
+    if (b->feed != NULL) {
+        feed_done_locked(b, i);
+        return;
+    }
     b->order[b->ndone++] = i;
     /* An ordered waiter needs one item: wake it for that one only, so a
      * map's collector is not woken for every item of every chunk. */
     if (b->waiters > 0 && (b->want == SIZE_MAX || b->want == i)) {
-        pthread_cond_broadcast(&b->cond);
+        pthread_cond_broadcast(b->cv);
     }
 }
 
-void conc__batch_done(struct batch *b, size_t i, int code, conc_msg *out,
+void conc__batch_done(conc__batch *b, size_t i, int code, conc_msg *out,
                       char *err)
 {
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(b->mu);
     conc__batch_done_locked(b, i, code, out, err);
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(b->mu);
 }
 
-static void cond_init_mono(pthread_cond_t *c)
+static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(c, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-static int batch_new(struct batch **out, const conc_msg *inputs, size_t n)
-{
-    struct batch *b = conc__calloc(1, sizeof *b);
+    conc__batch *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
         return CONC_ENOMEM;
     }
@@ -223,631 +227,42 @@ static int batch_new(struct batch **out, const conc_msg *inputs, size_t n)
         pos += inputs[i].len;
     }
     b->n = n;
-    pthread_mutex_init(&b->lock, NULL);
-    cond_init_mono(&b->cond);
+    pthread_mutex_init(&b->own_mu, NULL);
+    conc__cond_init_mono(&b->own_cv);
+    b->mu = &b->own_mu;
+    b->cv = &b->own_cv;
     atomic_init(&b->refs, 1);
     *out = b;
     return 0;
 }
 
-/* ---- the queue -------------------------------------------------------------- */
+static int push(conc_pool *p, conc__task *first, conc__task *last, size_t n,
+                const char *who);
 
-int conc__pool_push(conc_pool *p, struct task *first, struct task *last,
-                    size_t n)
+/* Makes the tasks over every item of b, at most chunk items each and cut
+ * where a chunk's inputs, as the process backend frames them (8 bytes of
+ * length, the bytes padded to 8), would pass p->msg_limit (a single item
+ * always fits), and queues them: 0, or a conc__pool_push error or
+ * CONC_ENOMEM with nothing queued. */
+static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
+                       size_t chunk, const char *who)
 {
-    pthread_mutex_lock(&p->lock);
-    if (p->broken != 0) {
-        pthread_mutex_unlock(&p->lock);
-        return CONC_EBROKEN;
-    }
-    if (p->state != POOL_RUN) {
-        pthread_mutex_unlock(&p->lock);
-        return CONC_ESTATE;
-    }
-    last->next = NULL;
-    if (p->tail != NULL) {
-        p->tail->next = first;
-    } else {
-        p->head = first;
-    }
-    p->tail = last;
-    atomic_fetch_add(&p->npending, n);
-    if (p->kind == CONC_THREADS && p->idle > 0) {
-        /* idle is counted under the lock by a worker about to wait on
-         * work_cv: the signal cannot be lost. */
-        if (n == 1) {
-            pthread_cond_signal(&p->work_cv);
-        } else {
-            pthread_cond_broadcast(&p->work_cv);
-        }
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (p->kind == CONC_PROCESSES) {
-        conc__proc_submitted(p);
-    }
-    return 0;
-}
-
-struct task *conc__pool_pop_locked(conc_pool *p)
-{
-    struct task *t = p->head;
-    if (t != NULL) {
-        p->head = t->next;
-        if (p->head == NULL) {
-            p->tail = NULL;
-        }
-        t->next = NULL;
-        atomic_fetch_sub(&p->npending, 1);
-    }
-    return t;
-}
-
-/* Takes the whole queue; lock held. */
-static struct task *take_all_locked(conc_pool *p)
-{
-    struct task *t = p->head;
-    p->head = p->tail = NULL;
-    atomic_store(&p->npending, 0);
-    return t;
-}
-
-static void pool_ref(conc_pool *p)
-{
-    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-}
-
-void conc__pool_ref(conc_pool *p)
-{
-    pool_ref(p);
-}
-
-void conc__pool_unref(conc_pool *p)
-{
-    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
-        return;
-    }
-    if (p->kind == CONC_PROCESSES) {
-        /* The process side's memory lives as long as any future that may
-         * still help (see "Helpers" in pool_proc.c). */
-        conc__proc_destroy(p);
-    }
-    pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->work_cv);
-    pthread_cond_destroy(&p->done_cv);
-    pthread_cond_destroy(&p->timer_cv);
-    free(p->threads);
-    free(p);
-}
-
-/* ---- thread workers ----------------------------------------------------------- */
-
-static void *thread_main(void *arg);
-
-/* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM. */
-static int spawn_thread_locked(conc_pool *p, size_t slot)
-{
-    struct pool_worker *w = conc__calloc(1, sizeof *w);
-    if (w == NULL) {
-        return CONC_ENOMEM;
-    }
-    w->pool = p;
-    w->slot = slot;
-    snprintf(w->name, sizeof w->name, "%s-%u", p->prefix, ++p->next_name);
-    pool_ref(p);
-    p->live++;
-    p->threads[slot] = w;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t tid;
-    int rc = pthread_create(&tid, &attr, thread_main, w);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        p->threads[slot] = NULL;
-        p->live--;
-        atomic_fetch_sub(&p->refs, 1);
-        free(w);
-        errno = rc;
-        return CONC_ESYS;
-    }
-    return 0;
-}
-
-/* Marks w abandoned and takes it out of the pool's count; lock held.  The
- * caller fails w->current's items (after unlocking). */
-static struct task *abandon_locked(conc_pool *p, struct pool_worker *w)
-{
-    atomic_store(&w->abandoned, true);
-    struct task *t = w->current;
-    if (t != NULL) {
-        /* The worker frees the task when it returns; this reference
-         * keeps it for the caller, who fails its items unlocked. */
-        atomic_fetch_add(&t->refs, 1);
-    }
-    if (p->threads[w->slot] == w) {
-        p->threads[w->slot] = NULL;
-    }
-    p->live--;
-    pthread_cond_broadcast(&p->done_cv);
-    return t;
-}
-
-/* The initializer of a thread failed: the pool breaks (see pool.h). */
-static void break_threads(conc_pool *p, int code)
-{
-    char msg[96];
-    snprintf(msg, sizeof msg, "a worker's initializer failed with code %d",
-             code);
-    pthread_mutex_lock(&p->lock);
-    if (p->broken == 0) {
-        p->broken = code;
-    }
-    struct task *list = take_all_locked(p);
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_mutex_unlock(&p->lock);
-    fail_list(list, FUT_DONE, CONC_EBROKEN, msg);
-}
-
-static void run_item(struct pool_worker *w, struct task *t, size_t k,
-                     void *ctx, bool locked_done)
-{
-    conc_pool *p = w->pool;
-    conc_buf out;
-    conc__buf_init(&out, 0);
-    size_t len;
-    const void *in = conc__task_in(t, k, &len);
-    int code = t->fn(len ? in : NULL, len, &out, ctx);
-    if (code < 0) {
-        code = CONC_ETASK;
-    }
-    conc_msg m;
-    conc__buf_take(&out, &m);
-    char *err = out.has_error ? strdup(out.error) : NULL;
-    if (locked_done) {
-        /* A timer may fail this task meanwhile; the lock orders us with
-         * it, and the first completion wins anyway. */
-        pthread_mutex_lock(&p->lock);
-        bool gone = atomic_load(&w->abandoned);
-        pthread_mutex_unlock(&p->lock);
-        if (gone) {
-            conc_msg_free(&m);
-            free(err);
-            return;
-        }
-    }
-    conc__task_item_done(t, k, code, &m, err);
-}
-
-static void *thread_main(void *arg)
-{
-    struct pool_worker *w = arg;
-    conc_pool *p = w->pool;
-    conc__os_set_name(w->name);
-    void *ctx = NULL;
-    bool inited = true;
-    if (p->init != NULL) {
-        int rc = p->init(p->init_arg, &ctx);
-        if (rc != 0) {
-            inited = false;
-            break_threads(p, rc);
-        }
-    }
-    bool timed = p->task_timeout > 0;
-    pthread_mutex_lock(&p->lock);
-    while (inited) {
-        if (p->head == NULL && p->state == POOL_RUN) {
-            /* Spin a little before sleeping: a submitter often comes back
-             * within microseconds (see CONC__POOL_SPIN_NS). */
-            pthread_mutex_unlock(&p->lock);
-            uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
-            for (unsigned i = 0; atomic_load(&p->npending) == 0; i++) {
-                if ((i & 15) == 15 && conc__now_ns() > until) {
-                    break;
-                }
-                conc__pool_spin_pause(i);
-            }
-            pthread_mutex_lock(&p->lock);
-        }
-        while (p->head == NULL && p->state == POOL_RUN && p->broken == 0 &&
-               !atomic_load(&w->abandoned)) {
-            p->idle++;
-            pthread_cond_wait(&p->work_cv, &p->lock);
-            p->idle--;
-        }
-        if (atomic_load(&w->abandoned) || p->head == NULL ||
-            p->state == POOL_TERM || p->broken != 0) {
-            break;
-        }
-        struct task *t = conc__pool_pop_locked(p);
-        if (t->fut != NULL && !t->fut_started) {
-            if (!conc__future_start(t->fut)) {
-                conc__task_free(t); /* cancelled while queued */
-                continue;
-            }
-            t->fut_started = true;
-        }
-        w->current = t;
-        w->started_ns = conc__now_ns();
-        pthread_mutex_unlock(&p->lock);
-        size_t k = 0;
-        for (; k < t->count && !atomic_load(&w->abandoned); k++) {
-            run_item(w, t, k, ctx, timed);
-        }
-        pthread_mutex_lock(&p->lock);
-        w->current = NULL;
-        if (atomic_load(&w->abandoned)) {
-            /* Whoever abandoned us failed the items we did not run. */
-            pthread_mutex_unlock(&p->lock);
-            conc__task_free(t);
-            pthread_mutex_lock(&p->lock);
-            break;
-        }
-        pthread_mutex_unlock(&p->lock);
-        conc__task_free(t);
-        pthread_mutex_lock(&p->lock);
-        w->ran += k;
-        if (p->max_tasks > 0 && w->ran >= p->max_tasks) {
-            /* Retire: a fresh thread (and initializer) takes the slot;
-             * this one stays counted in live until its finalizer ran. */
-            p->threads[w->slot] = NULL;
-            if (p->state != POOL_TERM && p->broken == 0) {
-                spawn_thread_locked(p, w->slot);
-            }
-            break;
-        }
-    }
-    /* Abandoned threads were taken out of live by whoever abandoned
-     * them; the others leave live only after their finalizer, so that
-     * join returns after every finalizer of the pool's workers ran. */
-    bool counted = !atomic_load(&w->abandoned);
-    if (counted && p->threads[w->slot] == w) {
-        p->threads[w->slot] = NULL;
-    }
-    pthread_mutex_unlock(&p->lock);
-    if (inited && p->fini != NULL) {
-        p->fini(ctx, p->init_arg);
-    }
-    pthread_mutex_lock(&p->lock);
-    if (counted) {
-        p->live--;
-    }
-    pthread_cond_broadcast(&p->done_cv);
-    pthread_mutex_unlock(&p->lock);
-    free(w);
-    conc__pool_unref(p);
-    return NULL;
-}
-
-/* The timer thread of a THREADS pool with a task_timeout. */
-static void *timer_main(void *arg)
-{
-    conc_pool *p = arg;
-    uint64_t limit = (uint64_t)(p->task_timeout * 1e9);
-    pthread_mutex_lock(&p->lock);
-    while (!p->timer_stop) {
-        uint64_t now = conc__now_ns();
-        uint64_t next = now + 100000000ull; /* look again in 0.1 s at most */
-        struct task *late[64];
-        size_t nlate = 0;
-        for (size_t i = 0; i < p->nworkers && nlate < 64; i++) {
-            struct pool_worker *w = p->threads[i];
-            if (w == NULL || w->current == NULL) {
-                continue;
-            }
-            uint64_t due = w->started_ns + limit;
-            if (now >= due) {
-                late[nlate++] = abandon_locked(p, w);
-                if (p->state != POOL_TERM && p->broken == 0) {
-                    spawn_thread_locked(p, i);
-                }
-            } else if (due < next) {
-                next = due;
-            }
-        }
-        if (nlate > 0) {
-            pthread_mutex_unlock(&p->lock);
-            char msg[96];
-            snprintf(msg, sizeof msg, "the task ran past its timeout of %g s",
-                     p->task_timeout);
-            conc__future_defer_begin();
-            for (size_t i = 0; i < nlate; i++) {
-                task_fail_items(late[i], 0, FUT_DONE, CONC_ETIMEDOUT, msg);
-                conc__task_free(late[i]);
-            }
-            conc__future_defer_end();
-            pthread_mutex_lock(&p->lock);
-            continue;
-        }
-        struct timespec ts = { .tv_sec = (time_t)(next / 1000000000ull),
-                               .tv_nsec = (long)(next % 1000000000ull) };
-        pthread_cond_timedwait(&p->timer_cv, &p->lock, &ts);
-    }
-    pthread_mutex_unlock(&p->lock);
-    return NULL;
-}
-
-/* ---- lifecycle ------------------------------------------------------------------ */
-
-static int threads_wait_locked(conc_pool *p, const conc__deadline *dl)
-{
-    while (p->live > 0) {
-        if (dl->once || conc__deadline_passed(dl)) {
-            return CONC_ETIMEDOUT;
-        }
-        if (dl->forever) {
-            pthread_cond_wait(&p->done_cv, &p->lock);
-        } else {
-            pthread_cond_timedwait(&p->done_cv, &p->lock, &dl->at);
-        }
-    }
-    return 0;
-}
-
-static void stop_timer(conc_pool *p)
-{
-    pthread_mutex_lock(&p->lock);
-    bool has = p->has_timer;
-    p->has_timer = false;
-    p->timer_stop = true;
-    pthread_cond_broadcast(&p->timer_cv);
-    pthread_mutex_unlock(&p->lock);
-    if (has) {
-        pthread_join(p->timer, NULL);
-    }
-}
-
-static void threads_terminate(conc_pool *p)
-{
-    pthread_mutex_lock(&p->lock);
-    p->state = POOL_TERM;
-    struct task *list = take_all_locked(p);
-    struct task *running[4096];
-    size_t nrun = 0;
-    for (size_t i = 0; i < p->nworkers; i++) {
-        struct pool_worker *w = p->threads[i];
-        if (w != NULL && w->current != NULL) {
-            running[nrun++] = abandon_locked(p, w);
-        }
-    }
-    pthread_cond_broadcast(&p->work_cv);
-    pthread_mutex_unlock(&p->lock);
-    /* One batch: a callback that waits for another of these futures
-     * finds it failed too (conc__future_defer_begin). */
-    conc__future_defer_begin();
-    fail_list(list, FUT_CANCELLED, CONC_ECANCELLED,
-              "the pool was terminated before the task started");
-    for (size_t i = 0; i < nrun; i++) {
-        task_fail_items(running[i], 0, FUT_DONE, CONC_ECANCELLED,
-                        "the pool was terminated while the task ran");
-        conc__task_free(running[i]);
-    }
-    conc__future_defer_end();
-}
-
-int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
-{
-    conc_pool_opts o = { 0 };
-    if (out == NULL) {
-        return CONC_EINVAL;
-    }
-    *out = NULL;
-    if (opts != NULL) {
-        o = *opts;
-    }
-    if ((o.kind != CONC_PROCESSES && o.kind != CONC_THREADS) ||
-        o.workers > 4096 || isnan(o.task_timeout) || o.task_timeout < 0 ||
-        o.max_message_bytes > ((size_t)1 << 30) ||
-        (o.name_prefix != NULL && strlen(o.name_prefix) > 40)) {
-        return CONC_EINVAL;
-    }
-    conc_pool *p = conc__calloc(1, sizeof *p);
-    if (p == NULL) {
-        return CONC_ENOMEM;
-    }
-    p->kind = o.kind;
-    p->nworkers = o.workers ? o.workers : (size_t)conc__os_cpu_count();
-    if (p->nworkers == 0) {
-        p->nworkers = 1;
-    }
-    p->init = o.initializer;
-    p->init_arg = o.init_arg;
-    p->fini = o.finalizer;
-    p->max_tasks = o.max_tasks_per_worker;
-    p->task_timeout = isinf(o.task_timeout) ? 0 : o.task_timeout;
-    p->max_msg = o.max_message_bytes ? o.max_message_bytes
-                                     : CONC_POOL_DEFAULT_MESSAGE;
-    snprintf(p->prefix, sizeof p->prefix, "%s",
-             o.name_prefix ? o.name_prefix
-             : o.kind == CONC_THREADS ? "ThreadPoolWorker"
-                                      : "PoolWorker");
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->work_cv, NULL);
-    cond_init_mono(&p->done_cv);
-    cond_init_mono(&p->timer_cv);
-    atomic_init(&p->refs, 1);
     int err = 0;
-    if (p->kind == CONC_THREADS) {
-        p->threads = conc__calloc(p->nworkers, sizeof *p->threads);
-        if (p->threads == NULL) {
-            err = CONC_ENOMEM;
-            goto fail;
-        }
-        pthread_mutex_lock(&p->lock);
-        for (size_t i = 0; i < p->nworkers && err == 0; i++) {
-            err = spawn_thread_locked(p, i);
-        }
-        pthread_mutex_unlock(&p->lock);
-        if (err == 0 && p->task_timeout > 0) {
-            if (pthread_create(&p->timer, NULL, timer_main, p) != 0) {
-                err = CONC_ESYS;
-            } else {
-                p->has_timer = true;
-            }
-        }
-        if (err != 0) {
-            threads_terminate(p);
-            conc__deadline dl;
-            conc__deadline_init(&dl, CONC_FOREVER);
-            pthread_mutex_lock(&p->lock);
-            threads_wait_locked(p, &dl);
-            pthread_mutex_unlock(&p->lock);
-            stop_timer(p);
-            goto fail;
-        }
-    } else {
-        err = conc__proc_start(p);
-        if (err != 0) {
-            goto fail;
-        }
-    }
-    *out = p;
-    return 0;
-fail:
-    conc__pool_unref(p);
-    return err;
-}
-
-size_t conc_pool_workers(const conc_pool *pool)
-{
-    return pool ? pool->nworkers : 0;
-}
-
-static struct task *task_new(conc_task_fn fn)
-{
-    struct task *t = conc__calloc(1, sizeof *t);
-    if (t != NULL) {
-        t->fn = fn;
-        t->count = 1;
-        atomic_init(&t->refs, 1);
-    }
-    return t;
-}
-
-int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
-                     size_t inlen, conc_future **fut)
-{
-    if (fut != NULL) {
-        *fut = NULL;
-    }
-    if (pool == NULL || fn == NULL || fut == NULL ||
-        (in == NULL && inlen > 0)) {
-        return CONC_EINVAL;
-    }
-    if (pool->kind == CONC_PROCESSES && inlen > pool->max_msg) {
-        return CONC_ETOOBIG;
-    }
-    struct task *t = task_new(fn);
-    conc_future *f = NULL;
-    int err = CONC_ENOMEM;
-    if (t == NULL) {
-        goto fail;
-    }
-    if (inlen > 0) {
-        t->in = conc__malloc(inlen);
-        if (t->in == NULL) {
-            goto fail;
-        }
-        memcpy(t->in, in, inlen);
-        t->inlen = inlen;
-    }
-    err = conc__future_new(&f);
-    if (err != 0) {
-        goto fail;
-    }
-    conc__future_ref(f); /* the task's reference */
-    t->fut = f;
-    if (pool->kind == CONC_PROCESSES) {
-        /* Lets a caller waiting on f collect results itself; dropped with
-         * f's last reference (conc__future_unref). */
-        conc__pool_ref(pool);
-        f->pool = pool;
-    }
-    err = conc__pool_push(pool, t, t, 1);
-    if (err != 0) {
-        goto fail;
-    }
-    *fut = f;
-    return 0;
-fail:
-    if (t != NULL) {
-        conc__task_free(t); /* drops the task's reference to f */
-    }
-    if (f != NULL) {
-        conc__future_unref(f);
-    }
-    return err;
-}
-
-int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
-                    size_t inlen, conc_msg *out, double timeout)
-{
-    if (out != NULL) {
-        out->data = NULL;
-        out->len = 0;
-    }
-    conc__deadline dl;
-    if (out == NULL || conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
-    }
-    conc_future *f;
-    int err = conc_pool_submit(pool, fn, in, inlen, &f);
-    if (err != 0) {
-        return err;
-    }
-    err = conc_future_result(f, out, timeout);
-    conc_future_free(f);
-    return err;
-}
-
-/* Builds the tasks of a map over batch b and queues them. */
-static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
-                     size_t n, bool is_map, const conc_map_opts *opts,
-                     struct batch **out)
-{
-    *out = NULL;
-    if (p == NULL || fn == NULL || (inputs == NULL && n > 0)) {
-        return CONC_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (inputs[i].data == NULL && inputs[i].len > 0) {
-            return CONC_EINVAL;
-        }
-        if (p->kind == CONC_PROCESSES && inputs[i].len > p->max_msg) {
-            return CONC_ETOOBIG;
-        }
-    }
-    size_t chunk = opts ? opts->chunksize : 0;
-    if (chunk == 0) {
-        chunk = is_map ? (n + 4 * p->nworkers - 1) / (4 * p->nworkers) : 1;
-    }
-    if (chunk == 0) {
-        chunk = 1;
-    }
-    if (p->kind == CONC_THREADS && p->task_timeout > 0) {
-        chunk = 1;
-    }
-    struct batch *b;
-    int err = batch_new(&b, inputs, n);
-    if (err != 0) {
-        return err;
-    }
-    struct task *first = NULL, *last = NULL;
+    conc__task *first = NULL, *last = NULL;
     size_t ntasks = 0;
-    for (size_t i = 0; i < n;) {
-        struct task *t = task_new(fn);
+    for (size_t i = 0; i < b->n;) {
+        conc__task *t = task_new(fn);
         if (t == NULL) {
-            err = CONC_ENOMEM;
+            err = conc__fail(CONC_ENOMEM, "%s: no memory for the tasks of "
+                             "%zu items", who, b->n);
             break;
         }
         t->batch = b;
         t->start = i;
-        /* Processes: a chunk's record must fit a ring (see pool_proc.c):
-         * cut it when its bytes pass max_msg; a single item always fits. */
         size_t bytes = 0, c = 0;
-        while (i + c < n && c < chunk) {
-            size_t add = 8 + ((inputs[i + c].len + 7) & ~(size_t)7);
-            if (p->kind == CONC_PROCESSES && c > 0 &&
-                bytes + add > p->max_msg) {
+        while (i + c < b->n && c < chunk) {
+            size_t add = 8 + ((b->len[i + c] + 7) & ~(size_t)7);
+            if (c > 0 && bytes + add > p->msg_limit) {
                 break;
             }
             bytes += add;
@@ -865,23 +280,371 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
         ntasks++;
     }
     if (err == 0 && ntasks > 0) {
-        err = conc__pool_push(p, first, last, ntasks);
+        err = push(p, first, last, ntasks, who);
     }
     if (err != 0) {
         while (first != NULL) {
-            struct task *nx = first->next;
+            conc__task *nx = first->next;
             conc__task_free(first);
             first = nx;
         }
+    }
+    return err;
+}
+
+/* ---- the queue ----------------------------------------------------------- */
+
+/* Why the pool takes no tasks: CONC_EBROKEN or CONC_ESTATE with a
+ * detail naming who, or 0; lock held. */
+static int refusal_locked(conc_pool *p, const char *who)
+{
+    if (p->broken != 0) {
+        return conc__fail(CONC_EBROKEN,
+                          "%s: the pool is broken: a worker's initializer "
+                          "failed with code %d",
+                          who, p->broken);
+    }
+    if (p->state != CONC__POOL_RUN) {
+        return conc__fail(CONC_ESTATE,
+                          "%s: the pool takes no more tasks (it was %s)", who,
+                          p->state == CONC__POOL_CLOSED
+                              ? "closed or shut down"
+                              : "terminated or freed");
+    }
+    return 0;
+}
+
+/* Queues a list of tasks (first..last, n of them) at the back, for who;
+ * the pool lock must NOT be held.  0, or refusal_locked's error. */
+static int push(conc_pool *p, conc__task *first, conc__task *last, size_t n,
+                const char *who)
+{
+    pthread_mutex_lock(&p->lock);
+    int err = refusal_locked(p, who);
+    if (err != 0) {
+        pthread_mutex_unlock(&p->lock);
+        return err;
+    }
+    last->next = NULL;
+    if (p->tail != NULL) {
+        p->tail->next = first;
+    } else {
+        p->head = first;
+    }
+    p->tail = last;
+    atomic_fetch_add(&p->npending, n);
+    if (p->be->queued_locked != NULL) {
+        p->be->queued_locked(p, n);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (p->be->queued != NULL) {
+        p->be->queued(p);
+    }
+    return 0;
+}
+
+void conc__pool_requeue_front(conc_pool *p, conc__task *first,
+                              conc__task *last, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    last->next = p->head;
+    p->head = first;
+    if (p->tail == NULL) {
+        p->tail = last;
+    }
+    atomic_fetch_add(&p->npending, n);
+    pthread_mutex_unlock(&p->lock);
+}
+
+conc__task *conc__pool_pop_locked(conc_pool *p)
+{
+    conc__task *t = p->head;
+    if (t != NULL) {
+        p->head = t->next;
+        if (p->head == NULL) {
+            p->tail = NULL;
+        }
+        t->next = NULL;
+        atomic_fetch_sub(&p->npending, 1);
+    }
+    return t;
+}
+
+conc__task *conc__pool_take_all_locked(conc_pool *p)
+{
+    conc__task *t = p->head;
+    p->head = p->tail = NULL;
+    atomic_store(&p->npending, 0);
+    return t;
+}
+
+void conc__pool_ref(conc_pool *p)
+{
+    /* Relaxed: a new reference is made from an existing one. */
+    atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+}
+
+void conc__pool_unref(conc_pool *p)
+{
+    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    p->be->destroy(p);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
+{
+    conc_pool_opts o = { 0 };
+    if (out == NULL) {
+        return CONC__FAIL_NULL("out");
+    }
+    *out = NULL;
+    if (opts != NULL) {
+        o = *opts;
+    }
+    if (o.kind != CONC_PROCESSES && o.kind != CONC_THREADS) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: kind %d is neither CONC_PROCESSES "
+                          "nor CONC_THREADS",
+                          (int)o.kind);
+    }
+    if (o.workers > 4096) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: workers %zu is over the limit of "
+                          "4096",
+                          o.workers);
+    }
+    double task_timeout = conc__timeout_opt(o.task_timeout, CONC_FOREVER);
+    if (!conc__timeout_ok(task_timeout) || task_timeout == 0) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: task_timeout %g: it must be > 0 "
+                          "or CONC_FOREVER (left out: no limit)",
+                          task_timeout);
+    }
+    if (o.max_message_bytes > ((size_t)1 << 30)) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: max_message_bytes %zu is over the "
+                          "limit of 1 GiB",
+                          o.max_message_bytes);
+    }
+    if (o.name_prefix != NULL && strlen(o.name_prefix) > 40) {
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_new: name_prefix '%.48s...' is over 40 "
+                          "bytes",
+                          o.name_prefix);
+    }
+    const conc__pool_backend *be =
+        o.kind == CONC_THREADS ? &conc__pool_threads : &conc__pool_processes;
+    conc_pool *p = conc__calloc(1, be->size);
+    if (p == NULL) {
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for the "
+                          "pool");
+    }
+    p->be = be;
+    p->nworkers = o.workers ? o.workers : (size_t)conc__os_cpu_count();
+    if (p->nworkers == 0) {
+        p->nworkers = 1;
+    }
+    p->init = o.initializer;
+    p->init_arg = o.init_arg;
+    p->fini = o.finalizer;
+    p->max_tasks = o.max_tasks_per_worker;
+    /* 0 inside: no limit (CONC_FOREVER, +inf, or beyond 30 years). */
+    p->task_timeout =
+        task_timeout < 0 || task_timeout > 1e9 ? 0 : task_timeout;
+    p->max_msg = o.max_message_bytes ? o.max_message_bytes
+                                     : CONC_POOL_DEFAULT_MESSAGE;
+    p->msg_limit = SIZE_MAX;
+    p->chunk_max = SIZE_MAX;
+    snprintf(p->prefix, sizeof p->prefix, "%s",
+             o.name_prefix ? o.name_prefix : be->name_prefix);
+    pthread_mutex_init(&p->lock, NULL);
+    atomic_init(&p->refs, 1);
+    int err = be->start(p);
+    if (err != 0) {
+        conc__pool_unref(p);
+        return err;
+    }
+    *out = p;
+    return 0;
+}
+
+size_t conc_pool_workers(const conc_pool *pool)
+{
+    return pool ? pool->nworkers : 0;
+}
+
+int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out, size_t cap,
+                          size_t *n)
+{
+    if (pool == NULL || n == NULL || (out == NULL && cap > 0)) {
+        return conc__fail(CONC_EINVAL, "conc_pool_worker_info: %s is NULL",
+                          pool == NULL ? "pool"
+                          : n == NULL  ? "n"
+                                       : "out (with cap > 0)");
+    }
+    *n = pool->nworkers;
+    if (cap > pool->nworkers) {
+        cap = pool->nworkers;
+    }
+    if (cap > 0) {
+        memset(out, 0, cap * sizeof *out);
+        for (size_t i = 0; i < cap; i++) {
+            out[i].task_item = SIZE_MAX;
+        }
+        pool->be->workers(pool, out, cap);
+    }
+    return 0;
+}
+
+/* conc_pool_submit, for who (it or conc_pool_apply). */
+static int submit_as(conc_pool *pool, conc_task_fn fn, const void *in,
+                     size_t inlen, conc_future **fut, const char *who)
+{
+    if (fut != NULL) {
+        *fut = NULL;
+    }
+    if (pool == NULL || fn == NULL || fut == NULL ||
+        (in == NULL && inlen > 0)) {
+        return conc__fail(CONC_EINVAL, "%s: %s", who,
+                          pool == NULL ? "pool is NULL"
+                          : fn == NULL ? "fn is NULL"
+                          : fut == NULL
+                              ? "fut is NULL"
+                              : "in is NULL with inlen > 0");
+    }
+    if (inlen > pool->msg_limit) {
+        return conc__fail(CONC_ETOOBIG,
+                          "%s: the input is %zu bytes, over the pool's "
+                          "max_message_bytes (%zu)",
+                          who, inlen, pool->msg_limit);
+    }
+    conc__task *t = task_new(fn);
+    conc_future *f = NULL;
+    int err = 0;
+    if (t == NULL || (inlen > 0 && (t->in = conc__malloc(inlen)) == NULL) ||
+        conc__future_new(&f) != 0) {
+        err = conc__fail(CONC_ENOMEM, "%s: no memory for the task (input "
+                         "of %zu bytes)", who, inlen);
+        goto fail;
+    }
+    if (inlen > 0) {
+        memcpy(t->in, in, inlen);
+        t->inlen = inlen;
+    }
+    conc__future_ref(f); /* the task's reference */
+    t->fut = f;
+    if (pool->be->waiter != NULL) {
+        /* The pool lives as long as f may help: the hook's release drops
+         * this reference with f's last one. */
+        conc__pool_ref(pool);
+        conc__future_set_waiter(f, pool->be->waiter, pool);
+    }
+    err = push(pool, t, t, 1, who);
+    if (err != 0) {
+        goto fail;
+    }
+    *fut = f;
+    return 0;
+fail:
+    if (t != NULL) {
+        conc__task_free(t); /* drops the task's reference to f */
+    }
+    if (f != NULL) {
+        conc__future_unref(f);
+    }
+    return err;
+}
+
+int conc_pool_submit(conc_pool *pool, conc_task_fn fn, const void *in,
+                     size_t inlen, conc_future **fut)
+{
+    return submit_as(pool, fn, in, inlen, fut, "conc_pool_submit");
+}
+
+int conc_pool_apply(conc_pool *pool, conc_task_fn fn, const void *in,
+                    size_t inlen, conc_msg *out, double timeout)
+{
+    if (out != NULL) {
+        out->data = NULL;
+        out->len = 0;
+    }
+    conc__deadline dl;
+    if (out == NULL) {
+        return CONC__FAIL_NULL("out");
+    }
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC__FAIL_TIMEOUT(timeout);
+    }
+    conc_future *f;
+    int err = submit_as(pool, fn, in, inlen, &f, "conc_pool_apply");
+    if (err != 0) {
+        return err;
+    }
+    err = conc__future_result_as(f, out, timeout, "conc_pool_apply");
+    conc_future_free(f);
+    return err;
+}
+
+/* ---- maps ---------------------------------------------------------------- */
+
+/* Builds the tasks of a map over batch b and queues them. */
+static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
+                     size_t n, bool is_map, const conc_map_opts *opts,
+                     conc__batch **out, const char *who)
+{
+    *out = NULL;
+    if (p == NULL || fn == NULL || (inputs == NULL && n > 0)) {
+        return conc__fail(CONC_EINVAL, "%s: %s", who,
+                          p == NULL    ? "pool is NULL"
+                          : fn == NULL ? "fn is NULL"
+                                       : "inputs is NULL with n > 0");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (inputs[i].data == NULL && inputs[i].len > 0) {
+            return conc__fail(CONC_EINVAL,
+                              "%s: inputs[%zu] has NULL data and len %zu",
+                              who, i, inputs[i].len);
+        }
+        if (inputs[i].len > p->msg_limit) {
+            return conc__fail(CONC_ETOOBIG,
+                              "%s: inputs[%zu] is %zu bytes, over the "
+                              "pool's max_message_bytes (%zu)",
+                              who, i, inputs[i].len, p->msg_limit);
+        }
+    }
+    size_t chunk = opts ? opts->chunksize : 0;
+    if (chunk == 0) {
+        chunk = is_map ? (n + 4 * p->nworkers - 1) / (4 * p->nworkers) : 1;
+    }
+    if (chunk == 0) {
+        chunk = 1;
+    }
+    if (chunk > p->chunk_max) {
+        chunk = p->chunk_max;
+    }
+    conc__batch *b;
+    int err = batch_new(&b, inputs, n);
+    if (err != 0) {
+        return conc__fail(err, "%s: no memory for the copies of %zu inputs",
+                          who, n);
+    }
+    err = queue_tasks(p, fn, b, chunk, who);
+    if (err != 0) {
         conc__batch_unref(b);
         return err;
     }
-    if (ntasks == 0) {
+    if (n == 0) {
         /* An empty map still has to respect the pool's state. */
         pthread_mutex_lock(&p->lock);
-        err = p->broken ? CONC_EBROKEN
-              : p->state != POOL_RUN ? CONC_ESTATE
-                                     : 0;
+        err = refusal_locked(p, who);
         pthread_mutex_unlock(&p->lock);
         if (err != 0) {
             conc__batch_unref(b);
@@ -892,199 +655,720 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     return 0;
 }
 
-static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
-                    size_t n, conc_iter **it, const conc_map_opts *opts,
-                    int kind, bool is_map)
+/* A map's iterator over its batch's results. */
+struct map_iter {
+    conc_iter base;
+    bool ordered;
+    conc__batch *batch;
+    size_t next; /* ordered: next index; unordered: next in order[] */
+};
+
+/* Moves a done item's output to *msg and its error text to the
+ * iterator (index: its input's); returns its code.  Its lock held. */
+static int hand_out(conc_iter *base, conc__batch_item *item, size_t index,
+                    conc_msg *msg)
 {
+    *msg = item->out;
+    item->out.data = NULL;
+    item->out.len = 0;
+    free(base->last_err);
+    base->last_err = item->err;
+    item->err = NULL;
+    base->last_index = index;
+    if (item->code != 0) {
+        char what[48];
+        snprintf(what, sizeof what, "item %zu", index);
+        return conc__result_fail(item->code, "conc_iter_next", what,
+                                 base->last_err);
+    }
+    return 0;
+}
+
+/* The detail of a wait for the next result that ran out of time. */
+static int next_timed_out(const conc__deadline *dl, double timeout)
+{
+    return dl->once ? conc__fail_lit(CONC_ETIMEDOUT,
+                                     "conc_iter_next: the next result is "
+                                     "not in (timeout 0: no wait)")
+                    : conc__fail(CONC_ETIMEDOUT,
+                                 "conc_iter_next: the next result did not "
+                                 "come within %g s",
+                                 timeout);
+}
+
+static int map_iter_next(conc_iter *base, conc_msg *msg,
+                         const conc__deadline *dl, double timeout)
+{
+    struct map_iter *it = (struct map_iter *)base;
+    conc__batch *b = it->batch;
+    int err = 0;
+    pthread_mutex_lock(b->mu);
+    for (;;) {
+        if (it->next == b->n) {
+            err = conc__fail(CONC_ECLOSED,
+                             "conc_iter_next: all %zu results were returned",
+                             b->n);
+            break;
+        }
+        size_t i = (size_t)-1;
+        if (it->ordered && b->items[it->next].done) {
+            i = it->next;
+        } else if (!it->ordered && it->next < b->ndone) {
+            i = b->order[it->next];
+        }
+        if (i != (size_t)-1) {
+            it->next++;
+            err = hand_out(base, &b->items[i], i, msg);
+            break;
+        }
+        if (dl->once || conc__deadline_passed(dl)) {
+            err = next_timed_out(dl, timeout);
+            break;
+        }
+        b->waiters++;
+        b->want = it->ordered ? it->next : SIZE_MAX;
+        if (dl->forever) {
+            pthread_cond_wait(b->cv, b->mu);
+        } else {
+            pthread_cond_timedwait(b->cv, b->mu, &dl->at);
+        }
+        b->waiters--;
+    }
+    pthread_mutex_unlock(b->mu);
+    return err;
+}
+
+static void map_iter_free(conc_iter *base)
+{
+    struct map_iter *it = (struct map_iter *)base;
+    conc__batch_unref(it->batch);
+    free(it);
+}
+
+static void map_iter_progress(const conc_iter *base, conc_progress *out)
+{
+    const struct map_iter *it = (const struct map_iter *)base;
+    conc__batch *b = it->batch;
+    pthread_mutex_lock(b->mu);
+    out->total = b->n;
+    out->done = b->ndone;
+    out->returned = it->next;
+    pthread_mutex_unlock(b->mu);
+    out->total_known = true;
+}
+
+static const conc__iter_ops map_iter_ops = {
+    .next = map_iter_next,
+    .progress = map_iter_progress,
+    .free = map_iter_free,
+};
+
+static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
+                    size_t n, conc_iter **out, const conc_map_opts *opts,
+                    bool ordered, bool is_map, const char *who)
+{
+    if (out == NULL) {
+        return conc__fail(CONC_EINVAL, "%s: it is NULL", who);
+    }
+    *out = NULL;
+    struct map_iter *it = conc__calloc(1, sizeof *it);
     if (it == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_ENOMEM, "%s: no memory for the iterator",
+                          who);
     }
-    *it = NULL;
-    conc_iter *i = conc__calloc(1, sizeof *i);
-    if (i == NULL) {
-        return CONC_ENOMEM;
-    }
-    struct batch *b;
-    int err = map_start(p, fn, inputs, n, is_map, opts, &b);
+    conc__batch *b;
+    int err = map_start(p, fn, inputs, n, is_map, opts, &b, who);
     if (err != 0) {
-        free(i);
+        free(it);
         return err;
     }
-    i->kind = kind;
-    i->batch = b;
-    i->last_index = (size_t)-1;
-    *it = i;
+    it->base.ops = &map_iter_ops;
+    it->base.last_index = (size_t)-1;
+    it->ordered = ordered;
+    it->batch = b;
+    *out = &it->base;
     return 0;
 }
 
 int conc_pool_imap(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
                    size_t n, conc_iter **it, const conc_map_opts *opts)
 {
-    return iter_new(pool, fn, inputs, n, it, opts, ITER_ORDERED, false);
+    return iter_new(pool, fn, inputs, n, it, opts, true, false,
+                    "conc_pool_imap");
 }
 
 int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
                              const conc_msg *inputs, size_t n, conc_iter **it,
                              const conc_map_opts *opts)
 {
-    return iter_new(pool, fn, inputs, n, it, opts, ITER_UNORDERED, false);
+    return iter_new(pool, fn, inputs, n, it, opts, false, false,
+                    "conc_pool_imap_unordered");
 }
 
-int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
+/* ---- fed imaps ----------------------------------------------------------- */
+
+/* A fed imap takes its inputs from a conc_feed_fn a chunk at a time, in
+ * the threads that call conc_pool_imap_feed and conc_iter_next, while it
+ * holds fewer than nch chunks (buffersize / chunk inputs each).  Each
+ * chunk is a batch of its own, in one allocation (inputs, result slots),
+ * so a task that outlives its iteration (an abandoned thread) keeps only
+ * its own chunk alive, and a chunk's memory goes as soon as its last
+ * result was returned.  The chunks of one imap share its lock and its
+ * condvar, and report their completions to it (feed_done_locked): the
+ * count of done items, and for imap_unordered the completion order.
+ * That shared state (struct conc__feed) is reference-counted by the
+ * iterator and by each chunk, since tasks may still finish chunks after
+ * the iterator was freed. */
+
+/* A completed item not yet returned (imap_unordered). */
+struct feed_ref {
+    conc__batch *b;
+    size_t i;
+};
+
+struct conc__feed {
+    _Atomic long refs;  /* the iterator + each chunk */
+    pthread_mutex_t mu; /* guards what follows, and every chunk's items */
+    pthread_cond_t cv;  /* CLOCK_MONOTONIC: an awaited result came in */
+    unsigned waiters;
+    conc__batch *want_b; /* an ordered waiter's chunk and item; NULL: any */
+    size_t want_i;
+    size_t done;         /* items completed */
+    struct feed_ref *order; /* unordered: a ring of cap; NULL: ordered */
+    size_t cap, ohead, olen;
+};
+
+struct feed_iter {
+    conc_iter base;
+    struct conc__feed *fs;
+    bool ordered;
+    conc_pool *pool; /* referenced */
+    conc_task_fn fn;
+    conc_feed_fn feed;
+    void *feed_arg;
+    size_t chunk; /* inputs per chunk (the last may have fewer) */
+    size_t nch;   /* chunks held at most */
+    /* Taken by the thread that feeds (it calls feed without fs->mu). */
+    pthread_mutex_t feed_mu;
+    unsigned char *scratch; /* a chunk's inputs while they are taken */
+    size_t scratch_cap;
+    size_t *slen;           /* their lengths (chunk of them) */
+    /* Under fs->mu: */
+    conc__batch **chunks; /* nch places; ordered chunk q sits at q % nch */
+    size_t live;          /* chunks in places */
+    size_t taken;         /* inputs taken from the feed and queued */
+    size_t returned;      /* results handed out */
+    int end;              /* 0: feeding; 1: the feed ended; else its error */
+    bool end_told;        /* that error was returned */
+    char end_detail[300]; /* what went wrong, for the detail of the call
+                           * that returns the error (it names itself) */
+    const char *who;      /* the public call that made the iterator */
+};
+
+static void feed_unref(struct conc__feed *fs)
 {
-    if (msg != NULL) {
-        msg->data = NULL;
-        msg->len = 0;
+    if (atomic_fetch_sub_explicit(&fs->refs, 1, memory_order_acq_rel) != 1) {
+        return;
     }
-    if (it == NULL || msg == NULL || it->kind == ITER_FUTURES) {
-        return CONC_EINVAL;
+    free(fs->order);
+    pthread_mutex_destroy(&fs->mu);
+    pthread_cond_destroy(&fs->cv);
+    free(fs);
+}
+
+/* Item i of fed chunk b completed; fs->mu held. */
+static void feed_done_locked(conc__batch *b, size_t i)
+{
+    struct conc__feed *fs = b->feed;
+    fs->done++;
+    if (fs->order != NULL && fs->olen < fs->cap) {
+        /* At most cap items are held, so the ring cannot overflow while
+         * the iterator lives; afterwards nobody reads it. */
+        fs->order[(fs->ohead + fs->olen) % fs->cap] =
+            (struct feed_ref){ b, i };
+        fs->olen++;
     }
-    conc__deadline dl;
-    if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+    if (fs->waiters > 0 &&
+        (fs->want_b == NULL || (fs->want_b == b && fs->want_i == i))) {
+        pthread_cond_broadcast(&fs->cv);
     }
-    struct batch *b = it->batch;
-    int err = 0;
-    pthread_mutex_lock(&b->lock);
-    for (;;) {
-        if (it->next == b->n) {
-            err = CONC_ECLOSED;
-            break;
+}
+
+/* The feed stops with end (1: it ended; else an error, said by the
+ * detail); fs->mu not held. */
+static void feed_stop(struct feed_iter *it, int end, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void feed_stop(struct feed_iter *it, int end, const char *fmt, ...)
+{
+    pthread_mutex_lock(&it->fs->mu);
+    if (it->end == 0) {
+        it->end = end;
+        if (fmt != NULL) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(it->end_detail, sizeof it->end_detail, fmt, ap);
+            va_end(ap);
         }
-        size_t i = (size_t)-1;
-        if (it->kind == ITER_ORDERED && b->items[it->next].done) {
-            i = it->next;
-        } else if (it->kind == ITER_UNORDERED && it->next < b->ndone) {
-            i = b->order[it->next];
-        }
-        if (i != (size_t)-1) {
-            it->next++;
-            struct batch_item *item = &b->items[i];
-            *msg = item->out;
-            item->out.data = NULL;
-            item->out.len = 0;
-            free(it->last_err);
-            it->last_err = item->err;
-            item->err = NULL;
-            it->last_index = i;
-            err = item->code;
-            break;
-        }
-        if (dl.once || conc__deadline_passed(&dl)) {
-            err = CONC_ETIMEDOUT;
-            break;
-        }
-        b->waiters++;
-        b->want = it->kind == ITER_ORDERED ? it->next : SIZE_MAX;
-        if (dl.forever) {
-            pthread_cond_wait(&b->cond, &b->lock);
-        } else {
-            pthread_cond_timedwait(&b->cond, &b->lock, &dl.at);
-        }
-        b->waiters--;
     }
-    pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&it->fs->mu);
+}
+
+/* Makes a chunk of the count inputs in scratch (the feed's inputs first
+ * .. first+count-1), places it and queues its tasks.  0, or an error with
+ * nothing queued (the inputs are dropped). */
+static int feed_submit(struct feed_iter *it, size_t first, size_t count,
+                       size_t bytes)
+{
+    struct conc__feed *fs = it->fs;
+    conc__batch *b = conc__calloc(1, sizeof *b + count * (sizeof *b->items +
+                                                          2 * sizeof(size_t)) +
+                                         bytes);
+    if (b == NULL) {
+        return conc__fail(CONC_ENOMEM, "%s: no memory for a chunk of %zu "
+                          "inputs (%zu bytes)", it->who, count, bytes);
+    }
+    b->items = (conc__batch_item *)(b + 1);
+    b->off = (size_t *)(b->items + count);
+    b->len = b->off + count;
+    b->arena = (unsigned char *)(b->len + count);
+    memcpy(b->arena, it->scratch, bytes);
+    for (size_t k = 0, pos = 0; k < count; k++) {
+        b->off[k] = pos;
+        b->len[k] = it->slen[k];
+        pos += it->slen[k];
+    }
+    b->n = count;
+    b->mu = &fs->mu;
+    b->feed = fs;
+    b->first = first;
+    atomic_init(&b->refs, 1); /* its place */
+    atomic_fetch_add_explicit(&fs->refs, 1, memory_order_relaxed);
+    /* Placed before its tasks run, so their completions find it. */
+    pthread_mutex_lock(&fs->mu);
+    size_t place = (first / it->chunk) % it->nch;
+    if (!it->ordered) {
+        for (place = 0; it->chunks[place] != NULL; place++) {
+        }
+    }
+    b->place = place;
+    it->chunks[place] = b;
+    it->live++;
+    it->taken += count;
+    pthread_mutex_unlock(&fs->mu);
+    int err = queue_tasks(it->pool, it->fn, b, it->chunk, it->who);
+    if (err != 0) {
+        pthread_mutex_lock(&fs->mu);
+        it->chunks[place] = NULL;
+        it->live--;
+        it->taken -= count;
+        pthread_mutex_unlock(&fs->mu);
+        conc__batch_unref(b);
+    }
     return err;
 }
 
-size_t conc_iter_index(const conc_iter *it)
+/* Takes one chunk's inputs from the feed and queues them; false once the
+ * feed stopped (ended or failed).  feed_mu held. */
+static bool feed_chunk(struct feed_iter *it, size_t first)
 {
-    return it ? it->last_index : (size_t)-1;
+    size_t count = 0, bytes = 0;
+    while (count < it->chunk) {
+        const void *data = NULL;
+        size_t len = 0;
+        int rc = it->feed(it->feed_arg, &data, &len);
+        if (rc == 0) {
+            feed_stop(it, 1, NULL);
+            break;
+        }
+        size_t at = first + count;
+        if (rc != 1) {
+            feed_stop(it, rc,
+                      "the feed returned %d for input %zu (1: an input, "
+                      "0: the end)",
+                      rc, at);
+            break;
+        }
+        if (data == NULL && len > 0) {
+            feed_stop(it, CONC_EINVAL,
+                      "the feed gave input %zu as NULL data of %zu bytes",
+                      at, len);
+            break;
+        }
+        if (len > it->pool->msg_limit) {
+            feed_stop(it, CONC_ETOOBIG,
+                      "input %zu of the feed is %zu bytes, over the "
+                      "pool's max_message_bytes (%zu)",
+                      at, len, it->pool->msg_limit);
+            break;
+        }
+        if (bytes + len > it->scratch_cap) {
+            size_t cap = it->scratch_cap ? it->scratch_cap : 256;
+            while (cap < bytes + len) {
+                cap *= 2;
+            }
+            unsigned char *nb = conc__realloc(it->scratch, cap);
+            if (nb == NULL) {
+                feed_stop(it, CONC_ENOMEM,
+                          "no memory for input %zu of the feed (%zu "
+                          "bytes)",
+                          at, len);
+                break;
+            }
+            it->scratch = nb;
+            it->scratch_cap = cap;
+        }
+        if (len > 0) {
+            memcpy(it->scratch + bytes, data, len);
+        }
+        it->slen[count++] = len;
+        bytes += len;
+    }
+    if (count > 0) {
+        int err = feed_submit(it, first, count, bytes);
+        if (err != 0) {
+            /* These inputs are lost: this error says so, even when the
+             * feed had just ended after them.  feed_submit's detail is
+             * "who: why"; the why is kept. */
+            const char *why = strstr(conc_errdetail(), ": ");
+            why = why != NULL ? why + 2 : conc_strerror(err);
+            pthread_mutex_lock(&it->fs->mu);
+            if (it->end == 0 || it->end == 1) {
+                it->end = err;
+                snprintf(it->end_detail, sizeof it->end_detail,
+                         "inputs %zu to %zu of the feed could not be "
+                         "queued (%s); the feed stopped",
+                         first, first + count - 1, why);
+            }
+            pthread_mutex_unlock(&it->fs->mu);
+        }
+    }
+    pthread_mutex_lock(&it->fs->mu);
+    bool more = it->end == 0;
+    pthread_mutex_unlock(&it->fs->mu);
+    return more;
 }
 
-const char *conc_iter_error_message(const conc_iter *it)
+/* Takes inputs while the iterator holds fewer than nch chunks. */
+static void feed_fill(struct feed_iter *it)
 {
-    return it ? it->last_err : NULL;
+    pthread_mutex_lock(&it->feed_mu);
+    for (;;) {
+        pthread_mutex_lock(&it->fs->mu);
+        bool room = it->end == 0 && it->live < it->nch;
+        size_t first = it->taken;
+        pthread_mutex_unlock(&it->fs->mu);
+        if (!room || !feed_chunk(it, first)) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&it->feed_mu);
 }
 
-void conc_iter_free(conc_iter *it)
+static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl,
+                     double timeout)
 {
-    if (it == NULL) {
-        return;
+    struct feed_iter *it = (struct feed_iter *)base;
+    struct conc__feed *fs = it->fs;
+    conc__batch *drop = NULL;
+    bool got = false;
+    int err = 0;
+    pthread_mutex_lock(&fs->mu);
+    for (;;) {
+        conc__batch *b = NULL;
+        size_t i = 0;
+        if (it->ordered && it->returned < it->taken) {
+            b = it->chunks[(it->returned / it->chunk) % it->nch];
+            i = it->returned - b->first;
+            if (!b->items[i].done) {
+                fs->want_b = b;
+                fs->want_i = i;
+                b = NULL;
+            }
+        } else if (!it->ordered && fs->olen > 0) {
+            b = fs->order[fs->ohead].b;
+            i = fs->order[fs->ohead].i;
+            fs->ohead = (fs->ohead + 1) % fs->cap;
+            fs->olen--;
+        } else {
+            fs->want_b = NULL;
+        }
+        if (b != NULL) {
+            err = hand_out(base, &b->items[i], b->first + i, msg);
+            it->returned++;
+            if (++b->nret == b->n) {
+                /* Its last result is out: the chunk leaves its place (its
+                 * memory goes once no task holds it). */
+                it->chunks[b->place] = NULL;
+                it->live--;
+                drop = b;
+            }
+            got = true;
+            break;
+        }
+        if (it->returned == it->taken) {
+            if (it->end != 0) {
+                if (it->end != 1 && !it->end_told) {
+                    it->end_told = true;
+                    err = conc__fail(it->end, "conc_iter_next: %s",
+                                     it->end_detail);
+                } else {
+                    err = conc__fail(CONC_ECLOSED,
+                                     "conc_iter_next: the feed ended and "
+                                     "all %zu results were returned",
+                                     it->returned);
+                }
+                break;
+            }
+            /* Every result fed so far was returned: take more. */
+            pthread_mutex_unlock(&fs->mu);
+            feed_fill(it);
+            pthread_mutex_lock(&fs->mu);
+            continue;
+        }
+        if (dl->once || conc__deadline_passed(dl)) {
+            err = next_timed_out(dl, timeout);
+            break;
+        }
+        fs->waiters++;
+        if (dl->forever) {
+            pthread_cond_wait(&fs->cv, &fs->mu);
+        } else {
+            pthread_cond_timedwait(&fs->cv, &fs->mu, &dl->at);
+        }
+        fs->waiters--;
     }
-    if (it->kind == ITER_FUTURES) {
-        conc__iter_ac_free(it->ac);
-    } else {
-        conc__batch_unref(it->batch);
+    pthread_mutex_unlock(&fs->mu);
+    if (drop != NULL) {
+        conc__batch_unref(drop);
     }
-    free(it->last_err);
+    if (got) {
+        /* Room was made: keep the pool busy while the caller works on
+         * this result (Python 3.14's buffersize does the same). */
+        feed_fill(it);
+    }
+    return err;
+}
+
+static void feed_progress(const conc_iter *base, conc_progress *out)
+{
+    const struct feed_iter *it = (const struct feed_iter *)base;
+    pthread_mutex_lock(&it->fs->mu);
+    out->total = it->taken;
+    out->done = it->fs->done;
+    out->returned = it->returned;
+    out->total_known = it->end != 0;
+    pthread_mutex_unlock(&it->fs->mu);
+}
+
+static void feed_free(conc_iter *base)
+{
+    struct feed_iter *it = (struct feed_iter *)base;
+    struct conc__feed *fs = it->fs;
+    for (size_t k = 0; k < it->nch; k++) {
+        pthread_mutex_lock(&fs->mu);
+        conc__batch *b = it->chunks[k];
+        it->chunks[k] = NULL;
+        pthread_mutex_unlock(&fs->mu);
+        if (b != NULL) {
+            conc__batch_unref(b);
+        }
+    }
+    free(it->chunks);
+    free(it->scratch);
+    free(it->slen);
+    pthread_mutex_destroy(&it->feed_mu);
+    conc__pool_unref(it->pool);
+    feed_unref(fs);
     free(it);
+}
+
+static const conc__iter_ops feed_iter_ops = {
+    .next = feed_next,
+    .progress = feed_progress,
+    .free = feed_free,
+};
+
+/* The most inputs a fed imap may hold (buffersize). */
+#define FEED_MAX ((size_t)1 << 24)
+
+static int feed_new(conc_pool *p, conc_task_fn fn, conc_feed_fn feed,
+                    void *feed_arg, conc_iter **out,
+                    const conc_map_opts *opts, bool ordered)
+{
+    const char *who =
+        ordered ? "conc_pool_imap_feed" : "conc_pool_imap_unordered_feed";
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (p == NULL || fn == NULL || feed == NULL || out == NULL) {
+        return conc__fail(CONC_EINVAL, "%s: %s is NULL", who,
+                          p == NULL    ? "pool"
+                          : fn == NULL ? "fn"
+                          : feed == NULL ? "feed"
+                                         : "it");
+    }
+    size_t chunk = opts && opts->chunksize ? opts->chunksize : 1;
+    if (chunk > p->chunk_max) {
+        chunk = p->chunk_max;
+    }
+    size_t want = opts && opts->buffersize ? opts->buffersize
+                                           : 2 * p->nworkers * chunk;
+    if (want > FEED_MAX || chunk > FEED_MAX) {
+        return conc__fail(CONC_EINVAL,
+                          "%s: buffersize %zu (chunksize %zu) is over the "
+                          "limit of %zu inputs held",
+                          who, want, chunk, FEED_MAX);
+    }
+    size_t nch = (want + chunk - 1) / chunk;
+    struct feed_iter *it = conc__calloc(1, sizeof *it);
+    struct conc__feed *fs = conc__calloc(1, sizeof *fs);
+    if (it == NULL || fs == NULL) {
+        free(it);
+        free(fs);
+        return conc__fail(CONC_ENOMEM, "%s: no memory for the iterator", who);
+    }
+    it->chunks = conc__calloc(nch, sizeof *it->chunks);
+    it->slen = conc__calloc(chunk, sizeof *it->slen);
+    if (!ordered) {
+        fs->cap = nch * chunk;
+        fs->order = conc__calloc(fs->cap, sizeof *fs->order);
+    }
+    if (it->chunks == NULL || it->slen == NULL ||
+        (!ordered && fs->order == NULL)) {
+        free(it->chunks);
+        free(it->slen);
+        free(fs->order);
+        free(it);
+        free(fs);
+        return conc__fail(CONC_ENOMEM,
+                          "%s: no memory for %zu chunks of %zu inputs", who,
+                          nch, chunk);
+    }
+    pthread_mutex_init(&fs->mu, NULL);
+    conc__cond_init_mono(&fs->cv);
+    atomic_init(&fs->refs, 1);
+    pthread_mutex_init(&it->feed_mu, NULL);
+    it->base.ops = &feed_iter_ops;
+    it->base.last_index = (size_t)-1;
+    it->fs = fs;
+    it->ordered = ordered;
+    conc__pool_ref(p);
+    it->pool = p;
+    it->fn = fn;
+    it->feed = feed;
+    it->feed_arg = feed_arg;
+    it->chunk = chunk;
+    it->nch = nch;
+    it->who = who;
+    feed_fill(it);
+    /* Nothing taken and the feed failed: the call fails. */
+    if (it->taken == 0 && it->end != 0 && it->end != 1) {
+        int err = conc__fail(it->end, "%s: %s", who, it->end_detail);
+        feed_free(&it->base);
+        return err;
+    }
+    *out = &it->base;
+    return 0;
+}
+
+int conc_pool_imap_feed(conc_pool *pool, conc_task_fn fn, conc_feed_fn feed,
+                        void *feed_arg, conc_iter **it,
+                        const conc_map_opts *opts)
+{
+    return feed_new(pool, fn, feed, feed_arg, it, opts, true);
+}
+
+int conc_pool_imap_unordered_feed(conc_pool *pool, conc_task_fn fn,
+                                  conc_feed_fn feed, void *feed_arg,
+                                  conc_iter **it, const conc_map_opts *opts)
+{
+    return feed_new(pool, fn, feed, feed_arg, it, opts, false);
 }
 
 int conc_pool_map(conc_pool *pool, conc_task_fn fn, const conc_msg *inputs,
                   size_t n, conc_msg *outputs, const conc_map_opts *opts)
 {
     if (outputs == NULL && n > 0) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL,
+                          "conc_pool_map: outputs is NULL with n %zu", n);
     }
     for (size_t i = 0; i < n; i++) {
         outputs[i].data = NULL;
         outputs[i].len = 0;
     }
-    double timeout = opts ? opts->timeout : CONC_FOREVER;
-    if (timeout == 0) {
-        timeout = CONC_FOREVER;
-    }
+    double timeout =
+        opts ? conc__timeout_opt(opts->timeout, CONC_FOREVER) : CONC_FOREVER;
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+        return CONC__FAIL_TIMEOUT(timeout);
     }
-    conc_iter *it = NULL;
-    int err = iter_new(pool, fn, inputs, n, &it, opts, ITER_ORDERED, true);
+    conc_iter *base = NULL;
+    int err = iter_new(pool, fn, inputs, n, &base, opts, true, true,
+                       "conc_pool_map");
     if (err != 0) {
         return err;
     }
     /* Collect in input order under one hold of the batch lock, waiting
      * only when the next item is not done (cheaper than conc_iter_next
-     * per item: the manager completes items under the same lock). */
+     * per item: the process backend completes items under the same
+     * lock). */
     int first = 0;
+    size_t i = 0;
     bool late = false;
-    struct batch *b = it->batch;
-    pthread_mutex_lock(&b->lock);
-    for (size_t i = 0; i < n && !late; i++) {
+    conc__batch *b = ((struct map_iter *)base)->batch;
+    pthread_mutex_lock(b->mu);
+    for (; i < n && !late; i++) {
         while (!b->items[i].done) {
             if (conc__deadline_passed(&dl)) {
                 late = true;
+                err = conc__fail(CONC_ETIMEDOUT,
+                                 "conc_pool_map: %zu of %zu items not done "
+                                 "within %g s",
+                                 n - b->ndone, n, timeout);
                 break;
             }
             b->waiters++;
             b->want = i;
             if (dl.forever) {
-                pthread_cond_wait(&b->cond, &b->lock);
+                pthread_cond_wait(b->cv, b->mu);
             } else {
-                pthread_cond_timedwait(&b->cond, &b->lock, &dl.at);
+                pthread_cond_timedwait(b->cv, b->mu, &dl.at);
             }
             b->waiters--;
         }
         if (late) {
             break;
         }
-        struct batch_item *item = &b->items[i];
+        conc__batch_item *item = &b->items[i];
         outputs[i] = item->out;
         item->out.data = NULL;
         item->out.len = 0;
         if (item->code != 0 && first == 0) {
-            first = item->code;
+            char what[48];
+            snprintf(what, sizeof what, "item %zu", i);
+            first = conc__result_fail(item->code, "conc_pool_map", what,
+                                      item->err);
         }
     }
-    pthread_mutex_unlock(&b->lock);
-    conc_iter_free(it);
-    return late ? CONC_ETIMEDOUT : first;
+    pthread_mutex_unlock(b->mu);
+    conc_iter_free(base);
+    return late ? err : first;
 }
+
+/* ---- lifecycle ----------------------------------------------------------- */
 
 int conc_pool_close(conc_pool *pool)
 {
     if (pool == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("pool");
     }
     pthread_mutex_lock(&pool->lock);
-    if (pool->state == POOL_RUN) {
-        pool->state = POOL_CLOSED;
+    if (pool->state == CONC__POOL_RUN) {
+        pool->state = CONC__POOL_CLOSED;
     }
-    pthread_cond_broadcast(&pool->work_cv);
     pthread_mutex_unlock(&pool->lock);
-    if (pool->kind == CONC_PROCESSES) {
-        conc__proc_kick(pool);
+    if (pool->be->kick != NULL) {
+        pool->be->kick(pool);
     }
     return 0;
 }
@@ -1092,24 +1376,24 @@ int conc_pool_close(conc_pool *pool)
 int conc_pool_join(conc_pool *pool, double timeout)
 {
     conc__deadline dl;
-    if (pool == NULL || conc__deadline_init(&dl, timeout) != 0) {
-        return CONC_EINVAL;
+    if (pool == NULL) {
+        return CONC__FAIL_NULL("pool");
+    }
+    if (conc__deadline_init(&dl, timeout) != 0) {
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     pthread_mutex_lock(&pool->lock);
-    if (pool->state == POOL_RUN) {
-        pthread_mutex_unlock(&pool->lock);
-        return CONC_ESTATE;
+    bool running = pool->state == CONC__POOL_RUN;
+    pthread_mutex_unlock(&pool->lock);
+    if (running) {
+        return conc__fail(CONC_ESTATE,
+                          "conc_pool_join: the pool is still running: "
+                          "close, shut down or terminate it first");
     }
-    int err = 0;
-    if (pool->kind == CONC_THREADS) {
-        err = threads_wait_locked(pool, &dl);
-        pthread_mutex_unlock(&pool->lock);
-        if (err == 0) {
-            stop_timer(pool);
-        }
-    } else {
-        pthread_mutex_unlock(&pool->lock);
-        err = conc__proc_join(pool, &dl);
+    int err = pool->be->join(pool, &dl);
+    if (err == CONC_ETIMEDOUT) {
+        return conc__fail(err, "conc_pool_join: the workers did not end "
+                          "within %g s", timeout);
     }
     if (err == 0) {
         pool->joined = true;
@@ -1120,30 +1404,26 @@ int conc_pool_join(conc_pool *pool, double timeout)
 int conc_pool_terminate(conc_pool *pool)
 {
     if (pool == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("pool");
     }
-    if (pool->kind == CONC_THREADS) {
-        threads_terminate(pool);
-    } else {
-        conc__proc_terminate(pool);
-    }
+    pool->be->terminate(pool);
     return 0;
 }
 
 int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
 {
     if (pool == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("pool");
     }
     conc_pool_close(pool);
     if (cancel_futures) {
         pthread_mutex_lock(&pool->lock);
-        struct task *list = take_all_locked(pool);
+        conc__task *list = conc__pool_take_all_locked(pool);
         pthread_mutex_unlock(&pool->lock);
-        fail_list(list, FUT_CANCELLED, CONC_ECANCELLED,
-                  "cancelled by shutdown(cancel_futures)");
-        if (pool->kind == CONC_PROCESSES) {
-            conc__proc_kick(pool);
+        conc__task_fail_list(list, CONC__FUT_CANCELLED, CONC_ECANCELLED,
+                             "cancelled by shutdown(cancel_futures)");
+        if (pool->be->kick != NULL) {
+            pool->be->kick(pool);
         }
     }
     if (wait) {
@@ -1161,10 +1441,8 @@ void conc_pool_free(conc_pool *pool)
         conc_pool_terminate(pool);
         conc_pool_join(pool, CONC_FOREVER);
     }
-    if (pool->kind == CONC_THREADS) {
-        stop_timer(pool);
-    } else {
-        conc__proc_free(pool);
+    if (pool->be->stop != NULL) {
+        pool->be->stop(pool);
     }
     conc__pool_unref(pool);
 }

@@ -1,6 +1,7 @@
-/* pool_proc.c - the CONC_PROCESSES workers of a pool: forked daemon
- * children fed through two rings per worker in shared memory, and the
- * manager thread that drives them and survives their deaths.
+/* pool_proc.c - the CONC_PROCESSES backend of the pool engine (pool.c):
+ * forked daemon children fed through two rings per worker in shared
+ * memory, and the manager thread that drives them and survives their
+ * deaths.
  *
  * Layout.  One anonymous shared mapping, made before the first fork so
  * every worker (and every replacement, forked later from the same parent)
@@ -84,25 +85,26 @@
  * while another worker idles), 8 under 1 ms and 512 under 50 us, where
  * pipelining is what makes throughput.
  *
- * Helpers.  A lone task used to cross three parties: caller -> manager ->
- * worker -> manager -> caller, each spinning or sleeping, on 2 cores
- * (~11 us a task, measured).  Now everything the manager does to the rings
- * and to the per-worker bookkeeping (proc_worker: in-flight lists, ring
- * positions, counts) is done under pool_proc.drive, by whoever holds it:
+ * Helpers.  Everything the manager does to the rings and to the
+ * per-worker bookkeeping (proc_worker: in-flight lists, ring positions,
+ * counts) is done under proc_pool.drive, by whoever holds it:
  *   - the manager, each round (trylock; a blocking lock for its 1 ms
  *     check of deaths and timeouts, which stays the manager's alone, as do
  *     replacements, close and terminate; manager_pass).  When a callback
  *     the manager runs waits for another future of the pool, the manager
- *     thread runs whole rounds from that wait (conc__proc_manager_help),
- *     since nobody else would reap, time out or terminate meanwhile;
+ *     thread runs whole rounds from that wait (waiter_drive, through the
+ *     future's waiter hook), since nobody else would reap, time out or
+ *     terminate meanwhile;
  *   - conc_pool_submit, while the manager sleeps: trylock, then the task
- *     goes straight into an idle worker's ring (conc__proc_submitted);
+ *     goes straight into an idle worker's ring (procs_queued);
  *   - a thread waiting in conc_future_result on a process future, while
- *     it spins: trylock, drain every result ring, dispatch
- *     (conc__proc_help).  Never blocking on the lock: its holder is
- *     doing the same work.
- * So a lone task goes caller -> worker -> caller (~1 us a task, 0.5 to
- * 1.3 us over runs, measured with bench_pool).
+ *     it spins: trylock, drain every result ring, dispatch (waiter_help,
+ *     the hook every process future gets at submit).  Never blocking on
+ *     the lock: its holder is doing the same work.
+ * So a lone task goes caller -> worker -> caller, each side spinning
+ * briefly, instead of caller -> manager -> worker -> manager -> caller
+ * (about 1 us a task against 11 us, measured with bench_pool on 2
+ * cores).
  * Futures drained under the lock are completed (callbacks run) only
  * after it is released (drive_unlock), so a callback never runs with a
  * pool lock held, whichever thread runs it.
@@ -116,26 +118,27 @@
  * itself wakes it if it sleeps quietly with no helper, or for the long
  * idle period (hdr.long_sleep; it must watch the task).  With many tasks
  * out (a stream of submits, a map) the manager stays awake and collects
- * as before, beside any helper.
- * Crash recovery is unchanged: a helper only ever drains committed
- * records and sends tasks; the manager alone reaps, and its worker_ended
- * runs under the same lock, so it sees the bookkeeping a helper left.
- * The parent's memory for the process side (rings, bookkeeping) lives
- * until the pool's last reference goes, and each process future holds
- * one: a helper may still look at it after conc_pool_free, finds
- * "stopped" and leaves.
+ * beside any helper.
+ * A helper only ever drains committed records and sends tasks; the
+ * manager alone reaps, and its worker_ended runs under the same lock, so
+ * it sees the bookkeeping a helper left.  The parent's memory for the
+ * process side (rings, bookkeeping) lives until the pool's last reference
+ * goes, and each process future holds one: a helper may still look at it
+ * after conc_pool_free, finds "stopped" and leaves.
  *
  * Rejected: one shared MPMC queue all workers pull from (a worker killed
  * between taking a task and announcing it would lose the task silently,
- * and a reserve/commit ring stalls on a dead producer, ipc-notes hazard
- * 4); conc_queue for transport (the manager must know exactly which item
- * each worker holds, which a shared queue does not tell); pipes (a
- * syscall per message).
+ * and in a reserve-then-commit ring a producer that dies between reserving
+ * and committing blocks every later producer for ever); conc_queue for
+ * transport (the manager must know exactly which item each worker holds,
+ * which a shared queue does not tell); pipes (a syscall per message).
  */
 #include "pool_int.h"
+#include "pool_proc_int.h"
 
 #include <conc/process.h>
 
+#include <errno.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,7 +171,13 @@ struct slot_ctl {
     _Atomic uint32_t wants_room;
     alignas(64) _Atomic uint64_t cur_seq;   /* worker: task running, or 0 */
     _Atomic uint64_t cur_item;
-    _Atomic uint64_t cur_start_ns;
+    _Atomic uint64_t cur_start_ns;  /* only with task_timeout: the item's */
+    _Atomic uint64_t task_start_ns; /* when the task record was begun */
+    /* worker, for conc_pool_worker_info only (relaxed: read as a
+     * snapshot, ordered with nothing): its initializer is done; items it
+     * finished. */
+    _Atomic uint32_t ready;
+    _Atomic uint64_t items_done;
 };
 
 struct task_rec {
@@ -191,7 +200,7 @@ struct proc_worker {
     conc_process *proc; /* NULL while no worker runs in this slot */
     uint64_t ttail;     /* manager's copy of task_tail */
     uint64_t rhead;     /* manager's copy of res_head */
-    struct task *ifl_head, *ifl_tail; /* sent, not finished, in order */
+    conc__task *ifl_head, *ifl_tail; /* sent, not finished, in order */
     size_t nifl;
     size_t life_items;  /* items sent to this worker's current life */
     uint64_t ewma_ns, last_done_ns;
@@ -203,10 +212,18 @@ struct proc_worker {
     char corrupt_why[96];
     int init_code;
     unsigned respawn_failures;
+    /* What conc_pool_worker_info shows, under pool->lock (the drive lock
+     * may be held for long, by a close that waits for the workers). */
+    pid_t info_pid; /* 0: no worker in the slot */
+    bool info_exiting;
+    char info_name[64];
 };
 
-struct pool_proc {
-    void *mem;
+/* The backend's pool: the engine's fields first. */
+struct proc_pool {
+    conc_pool base;
+    pthread_cond_t done_cv; /* the manager ended (CLOCK_MONOTONIC) */
+    void *mem;              /* NULL: not started, or start failed */
     size_t memsize;
     struct pool_hdr *hdr;
     size_t cap;
@@ -219,9 +236,14 @@ struct pool_proc {
      * above).  Taken before pool->lock, never after. */
     pthread_mutex_t drive;
     bool stopped;       /* under drive: the manager ended, rings are off */
-    struct task *done_head, *done_tail; /* under drive: see drive_unlock */
+    conc__task *done_head, *done_tail; /* under drive: see drive_unlock */
     uint64_t next_seq;  /* under drive */
 };
+
+static inline struct proc_pool *pp_of(conc_pool *p)
+{
+    return (struct proc_pool *)p;
+}
 
 static inline size_t pad8(size_t n)
 {
@@ -253,7 +275,7 @@ static void sleep_on(_Atomic uint32_t *bell, _Atomic uint32_t *flag,
     atomic_store(flag, 0);
 }
 
-/* ---- the worker process ---------------------------------------------------- */
+/* ---- the worker process -------------------------------------------------- */
 
 struct wctx {
     struct slot_ctl *c;
@@ -321,7 +343,7 @@ static void post(struct proc_worker *w, struct wctx *x, uint32_t type,
      * drain().  seq_cst so that the load of hdr->sleeping below cannot
      * move before it. */
     atomic_store(&c->res_tail, x->rtail);
-    struct pool_hdr *h = w->pool->proc->hdr;
+    struct pool_hdr *h = pp_of(w->pool)->hdr;
     bell_ring(&h->bell, &h->sleeping);
 }
 
@@ -360,6 +382,7 @@ static int worker_main(void *arg)
             return 0;
         }
     }
+    atomic_store_explicit(&c->ready, 1, memory_order_relaxed);
     conc__deadline forever;
     conc__deadline_init(&forever, CONC_FOREVER);
     size_t ran = 0;
@@ -367,12 +390,12 @@ static int worker_main(void *arg)
     conc_buf out; /* reused for every task: its memory stays allocated */
     conc__buf_init(&out, p->max_msg);
     for (;;) {
-        uint64_t until = conc__now_ns() + CONC__POOL_SPIN_NS;
+        uint64_t until = conc__now_ns() + CONC__SPIN_NS;
         for (unsigned i = 0; !task_ready(&x); i++) {
             if ((i & 15) == 15 && conc__now_ns() > until) {
                 break;
             }
-            conc__pool_spin_pause(i);
+            conc__spin_pause(i);
         }
         while (!task_ready(&x)) {
             sleep_on(&c->task_bell, &c->worker_sleeping, task_ready, &x,
@@ -393,6 +416,11 @@ static int worker_main(void *arg)
         }
         conc_task_fn fn = (conc_task_fn)(uintptr_t)r->fn;
         unsigned char *q = (unsigned char *)(r + 1);
+        /* One clock read a record (a task or a chunk), for
+         * conc_pool_worker_info; ordered before the release stores of
+         * item and seq below, like cur_start_ns. */
+        atomic_store_explicit(&c->task_start_ns, conc__now_ns(),
+                              memory_order_relaxed);
         for (uint32_t k = 0; k < r->nitems; k++) {
             uint64_t len;
             memcpy(&len, q, sizeof len);
@@ -420,6 +448,7 @@ static int worker_main(void *arg)
                  out.error, elen);
             q += pad8((size_t)len);
             ran++;
+            atomic_store_explicit(&c->items_done, ran, memory_order_relaxed);
         }
         atomic_store(&c->cur_seq, 0);
         x.head += r->len;
@@ -438,7 +467,7 @@ static int worker_main(void *arg)
     return 0;
 }
 
-/* ---- the manager --------------------------------------------------------------- */
+/* ---- the manager --------------------------------------------------------- */
 
 static void reset_slot(struct proc_worker *w)
 {
@@ -452,6 +481,9 @@ static void reset_slot(struct proc_worker *w)
     atomic_store(&c->stop, 0);
     atomic_store(&c->cur_seq, 0);
     atomic_store(&c->cur_item, 0);
+    atomic_store(&c->task_start_ns, 0);
+    atomic_store(&c->ready, 0);
+    atomic_store(&c->items_done, 0);
     w->ttail = w->rhead = 0;
     w->ifl_head = w->ifl_tail = NULL;
     w->nifl = 0;
@@ -461,6 +493,18 @@ static void reset_slot(struct proc_worker *w)
     w->corrupt = false;
     w->measured = false;
     w->last_done_ns = 0;
+}
+
+/* What conc_pool_worker_info shows for w's slot: its worker (pid 0:
+ * none).  Drive held, so every writer holds both locks. */
+static void set_info(conc_pool *p, struct proc_worker *w, pid_t pid,
+                     const char *name)
+{
+    pthread_mutex_lock(&p->lock);
+    w->info_pid = pid;
+    w->info_exiting = false;
+    snprintf(w->info_name, sizeof w->info_name, "%s", name);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static int spawn(conc_pool *p, struct proc_worker *w)
@@ -479,15 +523,19 @@ static int spawn(conc_pool *p, struct proc_worker *w)
     }
     err = conc_process_start(w->proc);
     if (err != 0) {
+        int e = errno; /* fork's, for the caller's detail */
         conc_process_free(w->proc);
         w->proc = NULL;
+        errno = e;
+        return err;
     }
-    return err;
+    set_info(p, w, conc_process_pid(w->proc), name);
+    return 0;
 }
 
 static void ifl_pop(struct proc_worker *w)
 {
-    struct task *t = w->ifl_head;
+    conc__task *t = w->ifl_head;
     w->ifl_head = t->next;
     if (w->ifl_head == NULL) {
         w->ifl_tail = NULL;
@@ -497,7 +545,7 @@ static void ifl_pop(struct proc_worker *w)
 }
 
 /* Queues a finished submit for drive_unlock; drive held. */
-static void done_push(struct pool_proc *pp, struct task *t)
+static void done_push(struct proc_pool *pp, conc__task *t)
 {
     t->next = NULL;
     if (pp->done_tail != NULL) {
@@ -514,13 +562,13 @@ static void done_push(struct pool_proc *pp, struct task *t)
  * may (conc_pool_terminate included) without waiting on this thread. */
 static void drive_unlock(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
-    struct task *t = pp->done_head;
+    struct proc_pool *pp = pp_of(p);
+    conc__task *t = pp->done_head;
     pp->done_head = pp->done_tail = NULL;
     pthread_mutex_unlock(&pp->drive);
     conc__future_defer_begin();
     while (t != NULL) {
-        struct task *n = t->next;
+        conc__task *n = t->next;
         t->next = NULL;
         char *err = t->rerr;
         t->rerr = NULL;
@@ -611,7 +659,7 @@ static bool drain(struct proc_worker *w)
         return false;
     }
     uint64_t pos = w->rhead;
-    struct batch *locked = NULL;
+    pthread_mutex_t *locked = NULL; /* a batch lock held over records */
     while (pos != tail) {
         conc__pool_res_view v;
         int rc = conc__pool_res_check(w->rring, w->cap, pos, tail, &v);
@@ -620,7 +668,7 @@ static bool drain(struct proc_worker *w)
             break;
         }
         if (v.type == REC_RESULT) {
-            struct task *t = w->ifl_head;
+            conc__task *t = w->ifl_head;
             if (t == NULL || t->seq != v.seq || v.item != t->ndone ||
                 v.item >= t->count) {
                 /* Not the result the worker owed next. */
@@ -659,12 +707,12 @@ static bool drain(struct proc_worker *w)
                 }
             }
             if (t->batch != NULL) {
-                if (locked != t->batch) {
+                if (locked != t->batch->mu) {
                     if (locked != NULL) {
-                        pthread_mutex_unlock(&locked->lock);
+                        pthread_mutex_unlock(locked);
                     }
-                    locked = t->batch;
-                    pthread_mutex_lock(&locked->lock);
+                    locked = t->batch->mu;
+                    pthread_mutex_lock(locked);
                 }
                 conc__batch_done_locked(t->batch, t->start + v.item, code,
                                         &m, err);
@@ -679,7 +727,7 @@ static bool drain(struct proc_worker *w)
             if (t->ndone == t->count) {
                 if (locked != NULL) {
                     /* freeing t may drop the batch's last reference */
-                    pthread_mutex_unlock(&locked->lock);
+                    pthread_mutex_unlock(locked);
                     locked = NULL;
                 }
                 uint64_t now = conc__now_ns();
@@ -691,13 +739,16 @@ static bool drain(struct proc_worker *w)
                 w->last_done_ns = now;
                 ifl_pop(w);
                 if (t->batch == NULL) {
-                    done_push(w->pool->proc, t);
+                    done_push(pp_of(w->pool), t);
                 } else {
                     conc__task_free(t);
                 }
             }
         } else if (v.type == REC_RETIRE) {
             w->retired = true;
+            pthread_mutex_lock(&w->pool->lock);
+            w->info_exiting = true;
+            pthread_mutex_unlock(&w->pool->lock);
         } else if (v.type == REC_INITFAIL) {
             w->init_failed = true;
             w->init_code = v.code;
@@ -705,7 +756,7 @@ static bool drain(struct proc_worker *w)
         pos += v.len;
     }
     if (locked != NULL) {
-        pthread_mutex_unlock(&locked->lock);
+        pthread_mutex_unlock(locked);
     }
     w->rhead = pos;
     /* Hands the room back; pairs with room_ready()'s load in post(). */
@@ -726,7 +777,7 @@ static size_t window(const struct proc_worker *w)
 }
 
 /* Writes t into w's task ring; false when there is no room now. */
-static bool write_task(struct proc_worker *w, struct task *t)
+static bool write_task(struct proc_worker *w, conc__task *t)
 {
     size_t len = sizeof(struct task_rec);
     for (size_t k = 0; k < t->count; k++) {
@@ -774,29 +825,12 @@ static bool write_task(struct proc_worker *w, struct task *t)
     return true;
 }
 
-/* Puts a list back at the front of the queue, in order. */
-static void requeue_front(conc_pool *p, struct task *first, struct task *last,
-                          size_t n)
-{
-    if (n == 0) {
-        return;
-    }
-    pthread_mutex_lock(&p->lock);
-    last->next = p->head;
-    p->head = first;
-    if (p->tail == NULL) {
-        p->tail = last;
-    }
-    atomic_fetch_add(&p->npending, n);
-    pthread_mutex_unlock(&p->lock);
-}
-
 /* Sends queued tasks to workers with room, skipping workers with
  * busy_max tasks out or more; true if any was sent.  Drive held (by the
  * manager, a submitter or a helper). */
 static bool dispatch(conc_pool *p, size_t busy_max)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     bool progress = false;
     while (atomic_load(&p->npending) > 0) {
         struct proc_worker *best = NULL;
@@ -817,25 +851,21 @@ static bool dispatch(conc_pool *p, size_t busy_max)
         pthread_mutex_lock(&p->lock);
         /* A terminating or broken pool sends nothing more: its queued
          * tasks are cancelled (or failed) by the manager, not started. */
-        struct task *t = p->state == POOL_TERM || p->broken != 0
+        conc__task *t = p->state == CONC__POOL_TERM || p->broken != 0
                              ? NULL
                              : conc__pool_pop_locked(p);
         pthread_mutex_unlock(&p->lock);
         if (t == NULL) {
             break;
         }
-        if (t->fut != NULL && !t->fut_started) {
-            if (!conc__future_start(t->fut)) {
-                conc__task_free(t); /* cancelled while queued */
-                continue;
-            }
-            t->fut_started = true;
+        if (!conc__task_start(t)) {
+            continue; /* cancelled while queued */
         }
         if (p->max_tasks > 0 && t->count > p->max_tasks - best->life_items) {
             /* Split: the worker takes what it has left in this life. */
-            struct task *rest = conc__calloc(1, sizeof *rest);
+            conc__task *rest = conc__calloc(1, sizeof *rest);
             if (rest == NULL) {
-                requeue_front(p, t, t, 1);
+                conc__pool_requeue_front(p, t, t, 1);
                 break;
             }
             *rest = *t;
@@ -846,13 +876,13 @@ static bool dispatch(conc_pool *p, size_t busy_max)
             atomic_init(&rest->refs, 1);
             atomic_fetch_add(&t->batch->refs, 1);
             t->count = take;
-            requeue_front(p, rest, rest, 1);
+            conc__pool_requeue_front(p, rest, rest, 1);
         }
         t->seq = ++pp->next_seq;
         t->seq_ns = conc__now_ns();
         t->ndone = 0;
         if (!write_task(best, t)) {
-            requeue_front(p, t, t, 1);
+            conc__pool_requeue_front(p, t, t, 1);
             break;
         }
         t->next = NULL;
@@ -890,10 +920,12 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
                  "was killed",
                  p->task_timeout, conc_process_name(w->proc), (int)pid);
     } else if (code < 0) {
-        snprintf(msg, sizeof msg, "worker %s (pid %d) died: killed by signal %d",
+        snprintf(msg, sizeof msg,
+                 "worker %s (pid %d) died: killed by signal %d",
                  conc_process_name(w->proc), (int)pid, -code);
     } else {
-        snprintf(msg, sizeof msg, "worker %s (pid %d) died: exited with code %d",
+        snprintf(msg, sizeof msg,
+                 "worker %s (pid %d) died: exited with code %d",
                  conc_process_name(w->proc), (int)pid, code);
     }
     if (w->init_failed) {
@@ -903,7 +935,7 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
         }
         pthread_mutex_unlock(&p->lock);
     } else if (!w->retired && w->ifl_head != NULL) {
-        struct task *t = w->ifl_head;
+        conc__task *t = w->ifl_head;
         /* Written by the worker before it died; its death (seen through
          * waitpid) orders these loads after its stores. */
         uint64_t seq = atomic_load(&w->ctl->cur_seq);
@@ -919,7 +951,7 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
                                    : CONC_EWORKERDIED;
             if (t->batch == NULL) {
                 /* completed by drive_unlock, like a drained result; rout
-                 * replaces the input (see struct task) */
+                 * replaces the input (see conc__task) */
                 free(t->in);
                 t->rcode = fail;
                 t->rout = (conc_msg){ NULL, 0 };
@@ -931,14 +963,14 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
         }
     }
     /* Every unfinished item sent to the dead worker goes back, in order. */
-    struct task *first = NULL, *last = NULL;
+    conc__task *first = NULL, *last = NULL;
     size_t n = 0;
     while (w->ifl_head != NULL) {
-        struct task *t = w->ifl_head;
+        conc__task *t = w->ifl_head;
         ifl_pop(w);
         if (t->ndone == t->count) {
             if (t->batch == NULL) {
-                done_push(p->proc, t);
+                done_push(pp_of(p), t);
             } else {
                 conc__task_free(t);
             }
@@ -955,9 +987,10 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
         last = t;
         n++;
     }
-    requeue_front(p, first, last, n);
+    conc__pool_requeue_front(p, first, last, n);
     conc_process_free(w->proc);
     w->proc = NULL;
+    set_info(p, w, 0, "");
     reset_slot(w);
     if (respawn && spawn(p, w) != 0) {
         w->respawn_failures++;
@@ -966,7 +999,7 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
 
 static void check_workers(conc_pool *p, uint64_t now, bool respawn)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     uint64_t limit = (uint64_t)(p->task_timeout * 1e9);
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
@@ -1011,7 +1044,7 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
 static bool few_out(conc_pool *p)
 {
     for (size_t i = 0; i < p->nworkers; i++) {
-        if (p->proc->w[i].nifl > 1) {
+        if (pp_of(p)->w[i].nifl > 1) {
             return false;
         }
     }
@@ -1021,7 +1054,7 @@ static bool few_out(conc_pool *p)
 static bool all_idle(conc_pool *p)
 {
     for (size_t i = 0; i < p->nworkers; i++) {
-        if (p->proc->w[i].nifl > 0) {
+        if (pp_of(p)->w[i].nifl > 0) {
             return false;
         }
     }
@@ -1031,7 +1064,7 @@ static bool all_idle(conc_pool *p)
 static bool manager_ready(void *arg)
 {
     conc_pool *p = arg;
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     bool room = false;
     /* The drive lock: helpers change nifl, rhead and retired meanwhile. */
     pthread_mutex_lock(&pp->drive);
@@ -1056,7 +1089,7 @@ static bool manager_ready(void *arg)
         return true;
     }
     pthread_mutex_lock(&p->lock);
-    bool changed = p->state != POOL_RUN || p->broken != 0;
+    bool changed = p->state != CONC__POOL_RUN || p->broken != 0;
     pthread_mutex_unlock(&p->lock);
     if (!changed) {
         return false;
@@ -1064,14 +1097,14 @@ static bool manager_ready(void *arg)
     pthread_mutex_lock(&pp->drive);
     bool idle = all_idle(p);
     pthread_mutex_unlock(&pp->drive);
-    return p->state == POOL_TERM || p->broken != 0 ||
+    return p->state == CONC__POOL_TERM || p->broken != 0 ||
            (atomic_load(&p->npending) == 0 && idle);
 }
 
 /* Stops every worker: kill (terminate, broken) or ask (close). */
 static void stop_all(conc_pool *p, bool kill)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
         if (w->proc == NULL) {
@@ -1097,16 +1130,17 @@ static void stop_all(conc_pool *p, bool kill)
     }
 }
 
-/* Takes every task still out (drive held) into a list for fail_list()
- * after the drive lock is released, and frees the worker handles. */
-static struct task *take_inflight(conc_pool *p)
+/* Takes every task still out (drive held) into a list for
+ * conc__task_fail_list() after the drive lock is released, and frees the
+ * worker handles. */
+static conc__task *take_inflight(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
-    struct task *first = NULL, *last = NULL;
+    struct proc_pool *pp = pp_of(p);
+    conc__task *first = NULL, *last = NULL;
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
         while (w->ifl_head != NULL) {
-            struct task *t = w->ifl_head;
+            conc__task *t = w->ifl_head;
             ifl_pop(w);
             if (last != NULL) {
                 last->next = t;
@@ -1118,23 +1152,10 @@ static struct task *take_inflight(conc_pool *p)
         if (w->proc != NULL) {
             conc_process_free(w->proc);
             w->proc = NULL;
+            set_info(p, w, 0, "");
         }
     }
     return first;
-}
-
-/* Fails each task of a list from its first unfinished item on, then
- * frees it (final FUT_CANCELLED: tasks that never started). */
-static void fail_list(struct task *t, int final, int code, const char *msg)
-{
-    conc__future_defer_begin();
-    while (t != NULL) {
-        struct task *n = t->next;
-        t->next = NULL;
-        conc__task_fail(t, t->ndone, final, code, msg);
-        t = n;
-    }
-    conc__future_defer_end();
 }
 
 /* What a manager round found. */
@@ -1151,7 +1172,7 @@ enum { PASS_SKIPPED, PASS_DONE, PASS_END };
 static int manager_pass(conc_pool *p, bool check, bool *progress,
                         bool *idle_now, bool *few)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     bool have = check ? pthread_mutex_lock(&pp->drive) == 0
                       : pthread_mutex_trylock(&pp->drive) == 0;
     if (!have) {
@@ -1181,7 +1202,7 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
                 continue;
             }
             pthread_mutex_lock(&p->lock);
-            bool again = p->state != POOL_TERM && p->broken == 0;
+            bool again = p->state != CONC__POOL_TERM && p->broken == 0;
             pthread_mutex_unlock(&p->lock);
             worker_ended(p, w, false, again);
             *progress = true;
@@ -1192,19 +1213,18 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
     int broken = p->broken;
     pthread_mutex_unlock(&p->lock);
     if (check) {
-        check_workers(p, conc__now_ns(), state != POOL_TERM && broken == 0);
+        check_workers(p, conc__now_ns(),
+                      state != CONC__POOL_TERM && broken == 0);
         pthread_mutex_lock(&p->lock);
         broken = p->broken;
         pthread_mutex_unlock(&p->lock);
     }
-    if (state == POOL_TERM || broken != 0) {
+    if (state == CONC__POOL_TERM || broken != 0) {
         stop_all(p, true);
         pthread_mutex_lock(&p->lock);
-        struct task *queued = p->head;
-        p->head = p->tail = NULL;
-        atomic_store(&p->npending, 0);
+        conc__task *queued = conc__pool_take_all_locked(p);
         pthread_mutex_unlock(&p->lock);
-        struct task *out = take_inflight(p);
+        conc__task *out = take_inflight(p);
         pp->stopped = true;
         /* One batch with the results drained this round: a callback that
          * waits for any of these futures finds it final, whatever the
@@ -1216,12 +1236,12 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
         if (broken != 0) {
             snprintf(msg, sizeof msg,
                      "a worker's initializer failed with code %d", broken);
-            fail_list(out, FUT_DONE, CONC_EBROKEN, msg);
-            fail_list(queued, FUT_DONE, CONC_EBROKEN, msg);
+            conc__task_fail_list(out, CONC__FUT_DONE, CONC_EBROKEN, msg);
+            conc__task_fail_list(queued, CONC__FUT_DONE, CONC_EBROKEN, msg);
         } else {
-            fail_list(out, FUT_DONE, CONC_ECANCELLED,
+            conc__task_fail_list(out, CONC__FUT_DONE, CONC_ECANCELLED,
                       "the pool was terminated while the task ran");
-            fail_list(queued, FUT_CANCELLED, CONC_ECANCELLED,
+            conc__task_fail_list(queued, CONC__FUT_CANCELLED, CONC_ECANCELLED,
                       "the pool was terminated before the task started");
         }
         conc__future_defer_end();
@@ -1236,14 +1256,15 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
     *few = atomic_load(&p->npending) == 0 && few_out(p);
     /* all_idle, not idle_now: a retired worker still exiting is joined
      * (or killed) by stop_all like the others, not polled for ever. */
-    if (state == POOL_CLOSED && atomic_load(&p->npending) == 0 &&
+    if (state == CONC__POOL_CLOSED && atomic_load(&p->npending) == 0 &&
         all_idle(p)) {
         stop_all(p, false);
-        struct task *out = take_inflight(p);
+        conc__task *out = take_inflight(p);
         pp->stopped = true;
         conc__future_defer_begin(); /* one batch, as above */
         drive_unlock(p);
-        fail_list(out, FUT_DONE, CONC_EWORKERDIED, "the worker ended");
+        conc__task_fail_list(out, CONC__FUT_DONE, CONC_EWORKERDIED,
+                             "the worker ended");
         conc__future_defer_end();
         return PASS_END;
     }
@@ -1254,7 +1275,7 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
 static void *manager_main(void *arg)
 {
     conc_pool *p = arg;
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     conc__os_set_name("pool-manager");
     uint64_t last_check = 0, spin_until = 0;
     int idle = 0;
@@ -1305,10 +1326,10 @@ static void *manager_main(void *arg)
             continue;
         }
         if (idle == 0) {
-            spin_until = conc__now_ns() + CONC__POOL_SPIN_NS;
+            spin_until = conc__now_ns() + CONC__SPIN_NS;
         }
         if ((++idle & 15) != 0 || conc__now_ns() < spin_until) {
-            conc__pool_spin_pause((unsigned)idle);
+            conc__spin_pause((unsigned)idle);
             continue;
         }
         idle = 0;
@@ -1330,41 +1351,63 @@ static void *manager_main(void *arg)
     }
     pthread_mutex_lock(&p->lock);
     pp->manager_done = true;
-    pthread_cond_broadcast(&p->done_cv);
+    pthread_cond_broadcast(&pp->done_cv);
     pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
-/* ---- the engine's hooks ------------------------------------------------------------ */
-
-int conc__proc_start(conc_pool *p)
+/* The detail of a worker process that could not be started (err from
+ * conc_process_new/start), for conc_pool_new. */
+static void spawn_failed(int err, size_t i, size_t n)
 {
-    struct pool_proc *pp = conc__calloc(1, sizeof *pp);
-    if (pp == NULL) {
-        return CONC_ENOMEM;
+    switch (err) {
+    case CONC_EDAEMON:
+        conc__fail(err, "conc_pool_new: a CONC_PROCESSES pool cannot start "
+                   "inside a daemon process (a process pool's worker is "
+                   "one); a CONC_THREADS pool can");
+        break;
+    case CONC_ESYS:
+        conc__fail_sys(err, "conc_pool_new: fork of worker process %zu of "
+                       "%zu", i + 1, n);
+        break;
+    default:
+        conc__fail(err, "conc_pool_new: starting worker process %zu of %zu: "
+                   "%s", i + 1, n, conc_strerror(err));
+        break;
     }
+}
+
+/* ---- the backend's table ------------------------------------------------- */
+
+static int procs_start(conc_pool *p)
+{
+    struct proc_pool *pp = pp_of(p);
+    conc__cond_init_mono(&pp->done_cv);
+    p->msg_limit = p->max_msg;
     pp->cap = (2 * p->max_msg + 4096 + 4095) & ~(size_t)4095;
     size_t slot = 4096 + 2 * pp->cap;
     pp->memsize = 4096 + p->nworkers * slot;
     pp->w = conc__calloc(p->nworkers, sizeof *pp->w);
     if (pp->w == NULL) {
-        free(pp);
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for %zu "
+                          "worker slots", p->nworkers);
     }
-    pp->mem = conc__os_shared_alloc(pp->memsize);
-    if (pp->mem == NULL) {
-        free(pp->w);
-        free(pp);
-        return CONC_ENOMEM;
+    void *mem = conc__os_shared_alloc(pp->memsize);
+    if (mem == NULL) {
+        return conc__fail_sys(CONC_ENOMEM, "conc_pool_new: mmap of %zu "
+                              "bytes for the workers' rings (%zu workers, "
+                              "max_message_bytes %zu)",
+                              pp->memsize, p->nworkers, p->max_msg);
     }
-    if (pthread_mutex_init(&pp->drive, NULL) != 0) {
-        conc__os_shared_free(pp->mem, pp->memsize);
-        free(pp->w);
-        free(pp);
-        return CONC_ESYS;
+    int rc = pthread_mutex_init(&pp->drive, NULL);
+    if (rc != 0) {
+        conc__os_shared_free(mem, pp->memsize);
+        errno = rc;
+        return conc__fail_sys(CONC_ESYS, "conc_pool_new: "
+                              "pthread_mutex_init");
     }
+    pp->mem = mem;
     pp->hdr = pp->mem;
-    p->proc = pp;
     int err = 0;
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
@@ -1380,25 +1423,29 @@ int conc__proc_start(conc_pool *p)
     pthread_mutex_lock(&pp->drive);
     for (size_t i = 0; i < p->nworkers && err == 0; i++) {
         err = spawn(p, &pp->w[i]);
+        if (err != 0) {
+            spawn_failed(err, i, p->nworkers);
+        }
     }
     if (err != 0) {
         stop_all(p, true);
         (void)take_inflight(p); /* no task was sent yet: an empty list */
     }
     pthread_mutex_unlock(&pp->drive);
-    if (err == 0 && pthread_create(&pp->manager, NULL, manager_main, p) != 0) {
+    if (err == 0 &&
+        (rc = pthread_create(&pp->manager, NULL, manager_main, p)) != 0) {
+        errno = rc;
+        err = conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create for "
+                             "the manager thread");
         pthread_mutex_lock(&pp->drive);
         stop_all(p, true);
         (void)take_inflight(p);
         pthread_mutex_unlock(&pp->drive);
-        err = CONC_ESYS;
     }
     if (err != 0) {
         pthread_mutex_destroy(&pp->drive);
         conc__os_shared_free(pp->mem, pp->memsize);
-        free(pp->w);
-        free(pp);
-        p->proc = NULL;
+        pp->mem = NULL;
         return err;
     }
     pp->has_manager = true;
@@ -1407,16 +1454,18 @@ int conc__proc_start(conc_pool *p)
 
 /* Wakes the manager from either sleep: the normal one (hdr->sleeping) or
  * the quiet one it takes while helpers work (pp->hdr->quiet). */
-static void wake_manager(struct pool_proc *pp)
+static void wake_manager(struct proc_pool *pp)
 {
     atomic_fetch_add(&pp->hdr->bell, 1);
     /* Wakes the futex wait on hdr->bell in manager_main / sleep_on. */
     conc__os_futex_wake(&pp->hdr->bell, INT32_MAX, true);
 }
 
-void conc__proc_kick(conc_pool *p)
+/* New work or a new state (close, terminate, shutdown's cancel): wakes a
+ * sleeping manager. */
+static void procs_kick(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     /* After the caller's seq_cst change (npending, state): see "Sleeping
      * and waking". */
     if (atomic_load(&pp->hdr->sleeping) != 0 ||
@@ -1425,9 +1474,12 @@ void conc__proc_kick(conc_pool *p)
     }
 }
 
-void conc__proc_submitted(conc_pool *p)
+/* A task was queued by submit or map: sends it to an idle worker from
+ * this thread when the manager sleeps and the drive lock is free, else
+ * wakes the manager. */
+static void procs_queued(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     /* Send it from here only while the manager sleeps: an awake one sends
      * it as soon, and a stream of submits then costs no lock traffic. */
     bool asleep = atomic_load(&pp->hdr->quiet) != 0 ||
@@ -1454,13 +1506,13 @@ void conc__proc_submitted(conc_pool *p)
             return;
         }
     }
-    conc__proc_kick(p);
+    procs_kick(p);
 }
 
 /* True when some task is queued or out, or a result is uncollected. */
 static bool outstanding(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     if (pp->stopped) {
         return false;
     }
@@ -1477,9 +1529,13 @@ static bool outstanding(conc_pool *p)
     return false;
 }
 
-void conc__proc_helpers(conc_pool *p, int delta)
+/* The waiter hook of a process future (see "Helpers"); ctx is the pool. */
+
+/* A waiter enters (delta 1) or leaves (-1) the helpers. */
+static void waiter_spin(void *ctx, int delta)
 {
-    struct pool_proc *pp = p->proc;
+    conc_pool *p = ctx;
+    struct proc_pool *pp = pp_of(p);
     if (delta > 0) {
         atomic_fetch_add(&pp->hdr->helpers, 1);
         return;
@@ -1504,24 +1560,32 @@ void conc__proc_helpers(conc_pool *p, int delta)
     }
 }
 
-bool conc__proc_on_manager(conc_pool *p)
+/* True in the pool's manager thread (a callback it runs). */
+static bool waiter_drives(void *ctx)
 {
-    struct pool_proc *pp = p->proc;
+    conc_pool *p = ctx;
+    struct proc_pool *pp = pp_of(p);
     pthread_mutex_lock(&p->lock); /* has_manager changes under it */
     bool self = pp->has_manager && pthread_equal(pthread_self(), pp->manager);
     pthread_mutex_unlock(&p->lock);
     return self;
 }
 
-void conc__proc_manager_help(conc_pool *p)
+/* For a callback run by the manager that waits for a future of its pool:
+ * one whole round of the manager's work, the checks for dead and
+ * timed-out workers and a pending terminate included, which the manager
+ * cannot do while it sits in the callback. */
+static void waiter_drive(void *ctx)
 {
     bool progress = false, idle_now = false, few = false;
-    (void)manager_pass(p, true, &progress, &idle_now, &few);
+    (void)manager_pass(ctx, true, &progress, &idle_now, &few);
 }
 
-void conc__proc_help(conc_pool *p)
+/* One round of help: collect every finished result, dispatch. */
+static void waiter_help(void *ctx)
 {
-    struct pool_proc *pp = p->proc;
+    conc_pool *p = ctx;
+    struct proc_pool *pp = pp_of(p);
     /* Never waits: whoever holds the lock is doing this work already. */
     if (pthread_mutex_trylock(&pp->drive) != 0) {
         return;
@@ -1538,9 +1602,22 @@ void conc__proc_help(conc_pool *p)
     drive_unlock(p);
 }
 
-int conc__proc_join(conc_pool *p, const conc__deadline *dl)
+static void waiter_release(void *ctx)
 {
-    struct pool_proc *pp = p->proc;
+    conc__pool_unref(ctx);
+}
+
+static const conc__future_waiter procs_waiter = {
+    .help = waiter_help,
+    .spin = waiter_spin,
+    .drives = waiter_drives,
+    .drive = waiter_drive,
+    .release = waiter_release,
+};
+
+static int procs_join(conc_pool *p, const conc__deadline *dl)
+{
+    struct proc_pool *pp = pp_of(p);
     pthread_mutex_lock(&p->lock);
     while (!pp->manager_done) {
         if (dl->once || conc__deadline_passed(dl)) {
@@ -1548,9 +1625,9 @@ int conc__proc_join(conc_pool *p, const conc__deadline *dl)
             return CONC_ETIMEDOUT;
         }
         if (dl->forever) {
-            pthread_cond_wait(&p->done_cv, &p->lock);
+            pthread_cond_wait(&pp->done_cv, &p->lock);
         } else {
-            pthread_cond_timedwait(&p->done_cv, &p->lock, &dl->at);
+            pthread_cond_timedwait(&pp->done_cv, &p->lock, &dl->at);
         }
     }
     bool join = pp->has_manager &&
@@ -1565,42 +1642,117 @@ int conc__proc_join(conc_pool *p, const conc__deadline *dl)
     return 0;
 }
 
-void conc__proc_terminate(conc_pool *p)
+/* Kills the workers and fails every task (the manager does, on its next
+ * round), then waits for the manager - unless this is the manager, in a
+ * callback: its round ends the pool when the callback returns. */
+static void procs_terminate(conc_pool *p)
 {
-    struct pool_proc *pp = p->proc;
+    struct proc_pool *pp = pp_of(p);
     pthread_mutex_lock(&p->lock);
-    p->state = POOL_TERM;
+    p->state = CONC__POOL_TERM;
     bool self = pp->has_manager && pthread_equal(pthread_self(), pp->manager);
     pthread_mutex_unlock(&p->lock);
-    conc__proc_kick(p);
+    procs_kick(p);
     if (!self) {
         conc__deadline dl;
         conc__deadline_init(&dl, CONC_FOREVER);
-        conc__proc_join(p, &dl);
+        procs_join(p, &dl);
     }
 }
 
-void conc__proc_free(conc_pool *p)
+/* conc_pool_free: waits for the manager to end. */
+static void procs_stop(conc_pool *p)
 {
-    if (p->proc == NULL) {
+    if (pp_of(p)->mem == NULL) {
         return;
     }
     conc__deadline dl;
     conc__deadline_init(&dl, CONC_FOREVER);
-    conc__proc_join(p, &dl);
+    procs_join(p, &dl);
 }
 
-void conc__proc_destroy(conc_pool *p)
+/* The task a busy worker runs, for conc_pool_worker_info: the one of its
+ * in-flight list the worker's cur_seq names; drive held.  Loads seq, then
+ * item and start (acquire), against the worker's stores of start, item,
+ * then seq (release): the item and start belong to that task or a later
+ * one (then the task is not found, and task_item stays SIZE_MAX). */
+static void current_task(struct proc_worker *w, conc_worker_info *info,
+                         uint64_t now)
 {
-    struct pool_proc *pp = p->proc;
-    if (pp == NULL) {
+    struct slot_ctl *c = w->ctl;
+    uint64_t seq = atomic_load(&c->cur_seq);
+    uint64_t item = atomic_load(&c->cur_item);
+    uint64_t start =
+        atomic_load_explicit(&c->task_start_ns, memory_order_relaxed);
+    for (conc__task *t = w->ifl_head; t != NULL; t = t->next) {
+        if (t->seq == seq) {
+            if (item < t->count) {
+                info->task_item = conc__task_item_index(t, (size_t)item);
+            }
+            break;
+        }
+    }
+    info->task_seconds = now > start ? (double)(now - start) / 1e9 : 0;
+}
+
+static void procs_workers(conc_pool *p, conc_worker_info *out, size_t cap)
+{
+    struct proc_pool *pp = pp_of(p);
+    /* drive: the in-flight lists name the task a busy worker runs (the
+     * lock order is drive, then p->lock, as in spawn). */
+    pthread_mutex_lock(&pp->drive);
+    uint64_t now = conc__now_ns();
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < cap; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->info_pid == 0) {
+            continue; /* CONC_WORKER_NONE, zeroed */
+        }
+        /* Relaxed loads: a snapshot of words the worker keeps for us. */
+        struct slot_ctl *c = w->ctl;
+        bool ready = atomic_load_explicit(&c->ready, memory_order_relaxed);
+        bool busy = atomic_load_explicit(&c->cur_seq, memory_order_relaxed);
+        out[i].pid = w->info_pid;
+        out[i].tid = w->info_pid;
+        out[i].state = w->info_exiting ? CONC_WORKER_EXITING
+                       : !ready        ? CONC_WORKER_STARTING
+                       : busy          ? CONC_WORKER_BUSY
+                                       : CONC_WORKER_IDLE;
+        out[i].tasks_done = (size_t)atomic_load_explicit(
+            &c->items_done, memory_order_relaxed);
+        snprintf(out[i].name, sizeof out[i].name, "%s", w->info_name);
+        if (out[i].state == CONC_WORKER_BUSY) {
+            current_task(w, &out[i], now);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&pp->drive);
+}
+
+static void procs_destroy(conc_pool *p)
+{
+    struct proc_pool *pp = pp_of(p);
+    pthread_cond_destroy(&pp->done_cv);
+    free(pp->w);
+    if (pp->mem == NULL) {
         return;
     }
     /* The user's conc_pool_free joined the manager before its reference
      * went, so no thread drives any more. */
     pthread_mutex_destroy(&pp->drive);
     conc__os_shared_free(pp->mem, pp->memsize);
-    free(pp->w);
-    free(pp);
-    p->proc = NULL;
 }
+
+const conc__pool_backend conc__pool_processes = {
+    .size = sizeof(struct proc_pool),
+    .name_prefix = "PoolWorker",
+    .start = procs_start,
+    .queued = procs_queued,
+    .kick = procs_kick,
+    .join = procs_join,
+    .terminate = procs_terminate,
+    .stop = procs_stop,
+    .workers = procs_workers,
+    .destroy = procs_destroy,
+    .waiter = &procs_waiter,
+};

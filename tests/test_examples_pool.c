@@ -1,8 +1,8 @@
 /* test_examples_pool.c - the pool's example programs (seeds 000, 001 and
- * 003 ported to C) run as the tour runs them, their printed facts
- * asserted; and both echo servers driven by 50 clients of this test
- * connected at once, each of which must get its lines back (echoed, or
- * upper-cased) before the server stops cleanly. */
+ * 003 ported to C, and the live progress line) run as the tour runs them,
+ * their printed facts asserted; and both echo servers driven by 50
+ * clients of this test connected at once, each of which must get its
+ * lines back (echoed, or upper-cased) before the server stops cleanly. */
 #include "harness.h"
 
 #include <arpa/inet.h>
@@ -83,6 +83,34 @@ TEST(example_cpu_bound_primes)
     free(out);
 }
 
+/* The live progress line: every item accounted for (at most one lost,
+ * to the worker killed halfway, and then with CONC_EWORKERDIED), the
+ * count right when none was lost, the feed held to its buffersize, the
+ * workers shown once. */
+TEST(example_progress_line)
+{
+    char *out = th_run_example("seed003_pool_4_progress_line", "600", NULL,
+                               120);
+    expect_in(out, "counting primes below 1200000 in 600 items");
+    expect_in(out, "] 600/600 ");
+    expect_in(out, "of 600 (the generator ended)");
+    CHECK_EQ(th_count(out, "  worker PoolWorker-"), 2);
+    double ok = number_after(out, "done: ");
+    double failed = number_after(out, " ok, ");
+    CHECK_EQ(ok + failed, 600);
+    CHECK(failed <= 1);
+    if (failed == 1) {
+        expect_in(out, "killed PoolWorker-");
+        expect_in(out, ") on item ");
+        expect_in(out, "failed: CONC_EWORKERDIED (worker PoolWorker-");
+    } else {
+        /* pi(1200000) = 92938 */
+        expect_in(out, "primes counted in the items that succeeded: 92938\n");
+    }
+    CHECK(number_after(out, "inputs held at most: ") <= 64);
+    free(out);
+}
+
 TEST(example_echo_thread_pool)
 {
     char *out = th_run_example("seed003_echo_thread_pool", NULL, NULL, 60);
@@ -101,7 +129,7 @@ TEST(example_echo_process_per_connection)
     free(out);
 }
 
-/* ---- 50 clients of our own at once ---------------------------------------- */
+/* ---- 50 clients of our own at once --------------------------------------- */
 
 struct client_arg {
     int port;

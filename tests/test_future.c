@@ -82,6 +82,8 @@ static void cancel_and_states(conc_pool_kind kind)
         CHECK(conc_future_cancel(q)); /* again: still cancelled */
         conc_msg m;
         CHECK_ERR(conc_future_result(q, &m, 1), CONC_ECANCELLED);
+        CHECK(strstr(conc_errdetail(), "conc_future_result: the future was "
+                                       "cancelled"));
         CHECK(m.data == NULL && m.len == 0);
         CHECK(conc_future_error_message(q) == NULL);
     }
@@ -104,14 +106,22 @@ TEST(result_timeouts)
     conc_future *f = go(p, t_sleep, 300);
     conc_msg m;
     CHECK_ERR(conc_future_result(f, &m, 0), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_future_result: the task is not "
+                                   "done (timeout 0: no wait)"));
     double t0 = th_now();
     CHECK_ERR(conc_future_result(f, &m, 0.1), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_future_result: the task was not "
+                                   "done within 0.1 s"));
     double took = th_now() - t0;
     CHECK(took >= 0.1);
     CHECK(took < 1.0 + 0.1 * 10);
     CHECK_ERR(conc_future_result(f, &m, NAN), CONC_EINVAL);
     CHECK_ERR(conc_future_result(f, &m, -0.5), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_future_result: timeout -0.5: it "
+                                   "must be >= 0 (0: do not wait) or "
+                                   "CONC_FOREVER"));
     CHECK_ERR(conc_future_result(NULL, &m, 1), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_future_result: f is NULL"));
     CHECK_OK(conc_future_result(f, &m, CONC_FOREVER));
     CHECK_EQ(int_out(&m), 300);
     conc_msg_free(&m);
@@ -154,6 +164,8 @@ static void callbacks(conc_pool_kind kind)
     CHECK_OK(conc_future_add_done_callback(f, on_done, &a));
     CHECK_OK(conc_future_add_done_callback(f, on_done, &b));
     CHECK_ERR(conc_future_add_done_callback(f, NULL, &b), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_future_add_done_callback: cb is "
+                                   "NULL"));
     CHECK_ERR(conc_future_add_done_callback(NULL, on_done, &b), CONC_EINVAL);
     CHECK_OK(conc_future_result(f, NULL, 30));
     /* a callback may run just after result() returns: wait for it */
@@ -357,8 +369,12 @@ static void waits(conc_pool_kind kind)
     CHECK(conc_future_done(fs[1]));
     CHECK(!conc_future_done(fs[0]));
     CHECK_ERR(conc_wait(fs, 2, 0, CONC_ALL_COMPLETED), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_wait: the condition does not hold "
+                                   "(timeout 0: no wait)"));
     double t1 = th_now();
     CHECK_ERR(conc_wait(fs, 2, 0.05, CONC_ALL_COMPLETED), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_wait: the condition did not hold "
+                                   "within 0.05 s"));
     CHECK(th_now() - t1 >= 0.05);
     CHECK_OK(conc_wait(fs, 2, 10, CONC_ALL_COMPLETED));
     CHECK(conc_future_done(fs[0]));
@@ -384,12 +400,17 @@ static void waits(conc_pool_kind kind)
     CHECK(conc_future_done(fs[0]) && conc_future_done(fs[1]));
 
     CHECK_ERR(conc_wait(fs, 2, 1, 0), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_wait: return_when 0 is not one of "
+                                   "CONC_FIRST_COMPLETED, "
+                                   "CONC_FIRST_EXCEPTION, "
+                                   "CONC_ALL_COMPLETED"));
     CHECK_ERR(conc_wait(fs, 2, 1, 3), CONC_EINVAL);
     CHECK_ERR(conc_wait(fs, 2, 1, 8), CONC_EINVAL);
     CHECK_ERR(conc_wait(fs, 2, NAN, CONC_ALL_COMPLETED), CONC_EINVAL);
     CHECK_ERR(conc_wait(NULL, 2, 1, CONC_ALL_COMPLETED), CONC_EINVAL);
     conc_future *withnull[2] = { fs[0], NULL };
     CHECK_ERR(conc_wait(withnull, 2, 1, CONC_ALL_COMPLETED), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_wait: futs[1] is NULL"));
     CHECK_OK(conc_wait(NULL, 0, 1, CONC_FIRST_COMPLETED));
     conc_future_free(fs[0]);
     conc_future_free(fs[1]);
@@ -422,9 +443,13 @@ static void as_completed(conc_pool_kind kind)
     }
     conc_future *f;
     CHECK_ERR(conc_iter_next_future(it, &f, 1), CONC_ECLOSED);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next_future: all 4 futures "
+                                   "were handed out"));
     CHECK(f == NULL);
     conc_msg m;
     CHECK_ERR(conc_iter_next(it, &m, 0), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next: an as_completed iterator "
+                                   "gives futures"));
     CHECK_ERR(conc_iter_next_future(NULL, &f, 0), CONC_EINVAL);
     CHECK_ERR(conc_iter_next_future(it, NULL, 0), CONC_EINVAL);
     conc_iter_free(it);
@@ -432,18 +457,28 @@ static void as_completed(conc_pool_kind kind)
         conc_future_free(fs[i]);
     }
 
-    /* the iterator's own deadline, from the call */
-    fs[0] = go(p, t_sleep, 400);
+    /* the iterator's own deadline, from the call (fs[1] done first, and
+     * fs[0] far from done, so a loaded machine cannot move either past
+     * the 0.1 s) */
+    fs[0] = go(p, t_sleep, 2000);
     fs[1] = go(p, t_square, 2);
+    CHECK_OK(conc_future_result(fs[1], NULL, 30));
     CHECK_OK(conc_as_completed(fs, 2, 0.1, &it));
     CHECK_OK(conc_iter_next_future(it, &f, CONC_FOREVER));
     CHECK(f == fs[1]);
     CHECK_ERR(conc_iter_next_future(it, &f, CONC_FOREVER), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next_future: 1 of 2 futures "
+                                   "unfinished at the iterator's deadline"));
     conc_iter_free(it);
     /* and the call's own */
     CHECK_OK(conc_as_completed(fs, 2, CONC_FOREVER, &it));
     CHECK_OK(conc_iter_next_future(it, &f, 0));
+    CHECK_ERR(conc_iter_next_future(it, &f, 0), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next_future: no further "
+                                   "future is done (timeout 0: no wait)"));
     CHECK_ERR(conc_iter_next_future(it, &f, 0.05), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next_future: 1 of 2 futures "
+                                   "unfinished after 0.05 s"));
     CHECK_OK(conc_iter_next_future(it, &f, 30));
     CHECK(f == fs[0]);
     conc_iter_free(it);
@@ -451,7 +486,9 @@ static void as_completed(conc_pool_kind kind)
     CHECK_ERR(conc_iter_next_future(it, &f, 1), CONC_ECLOSED);
     conc_iter_free(it);
     CHECK_ERR(conc_as_completed(fs, 2, NAN, &it), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_as_completed: timeout nan"));
     CHECK_ERR(conc_as_completed(fs, 2, 1, NULL), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_as_completed: it is NULL"));
     conc_future_free(fs[0]);
     conc_future_free(fs[1]);
     conc_pool_free(p);

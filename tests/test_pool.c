@@ -12,6 +12,15 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 
+/* The last error's detail holds want (a test of its words). */
+#define CHECK_DETAIL(want)                                                   \
+    do {                                                                     \
+        if (strstr(conc_errdetail(), (want)) == NULL) {                      \
+            th_fail(__FILE__, __LINE__, "detail \"%s\" lacks \"%s\"",         \
+                    conc_errdetail(), (want));                               \
+        }                                                                    \
+    } while (0)
+
 static conc_pool *mk(conc_pool_kind kind, size_t workers)
 {
     conc_pool *p = NULL;
@@ -70,6 +79,8 @@ static void apply_and_fail(conc_pool_kind kind)
     CHECK_STR(conc_future_error_message(f), "bad input 42");
     conc_future_free(f);
     CHECK_EQ(conc_pool_apply(p, t_fail, &x, sizeof x, &m, 30), 42);
+    CHECK_DETAIL("conc_pool_apply: the task returned its failure code 42: "
+                 "bad input 42");
     conc_msg_free(&m);
     /* an empty input */
     CHECK_OK(conc_pool_apply(p, t_echo, NULL, 0, &m, 30));
@@ -80,6 +91,7 @@ static void apply_and_fail(conc_pool_kind kind)
     double t0 = th_now();
     CHECK_ERR(conc_pool_apply(p, t_sleep, &x, sizeof x, &m, 0.05),
               CONC_ETIMEDOUT);
+    CHECK_DETAIL("conc_pool_apply: the task was not done within 0.05 s");
     CHECK(th_now() - t0 >= 0.05);
     CHECK(m.data == NULL && m.len == 0);
     CHECK_OK(conc_pool_close(p));
@@ -122,6 +134,8 @@ static void map_sizes(conc_pool_kind kind)
     CHECK_EQ(conc_pool_map(p, t_fail, fin, 5, fout,
                            &(conc_map_opts){ .chunksize = 2 }),
              1);
+    CHECK_DETAIL("conc_pool_map: item 0 returned its failure code 1: bad "
+                 "input 1");
     for (int i = 0; i < 5; i++) {
         CHECK_EQ(fout[i].len, 4);
         conc_msg_free(&fout[i]);
@@ -131,10 +145,33 @@ static void map_sizes(conc_pool_kind kind)
     conc_msg sin[2] = { { &sl[0], sizeof sl[0] }, { &sl[1], sizeof sl[1] } };
     double t0 = th_now();
     CHECK_ERR(conc_pool_map(p, t_sleep, sin, 2, fout,
-                            &(conc_map_opts){ .timeout = 0.05 }),
+                            &(conc_map_opts){ .timeout = CONC_TIMEOUT(0.05) }),
               CONC_ETIMEDOUT);
+    CHECK_DETAIL("conc_pool_map: 2 of 2 items not done within 0.05 s");
     CHECK(th_now() - t0 >= 0.05);
     CHECK(fout[0].data == NULL && fout[1].data == NULL);
+    /* CONC_TIMEOUT(0): do not wait (only an empty map is done at once) */
+    t0 = th_now();
+    CHECK_ERR(conc_pool_map(p, t_sleep, sin, 2, fout,
+                            &(conc_map_opts){ .timeout = CONC_TIMEOUT(0) }),
+              CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 0.2);
+    CHECK(fout[0].data == NULL && fout[1].data == NULL);
+    CHECK_OK(conc_pool_map(p, t_sleep, sin, 0, fout,
+                           &(conc_map_opts){ .timeout = CONC_TIMEOUT(0) }));
+    /* CONC_TIMEOUT(CONC_FOREVER) and left out: no limit */
+    sl[0] = sl[1] = 20;
+    CHECK_OK(conc_pool_map(p, t_sleep, sin, 2, fout,
+                           &(conc_map_opts){
+                               .timeout = CONC_TIMEOUT(CONC_FOREVER) }));
+    CHECK_EQ(int_out(&fout[1]), 20);
+    conc_msg_free(&fout[0]);
+    conc_msg_free(&fout[1]);
+    CHECK_OK(conc_pool_map(p, t_sleep, sin, 2, fout,
+                           &(conc_map_opts){ .chunksize = 1 }));
+    CHECK_EQ(int_out(&fout[0]), 20);
+    conc_msg_free(&fout[0]);
+    conc_msg_free(&fout[1]);
     conc_pool_free(p);
 }
 
@@ -164,9 +201,12 @@ static void imap_kinds(conc_pool_kind kind)
         conc_msg_free(&m);
     }
     CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECLOSED);
+    CHECK_DETAIL("conc_iter_next: all 200 results were returned");
     CHECK_ERR(conc_iter_next(it, &m, 0), CONC_ECLOSED);
     conc_future *f;
     CHECK_ERR(conc_iter_next_future(it, &f, 0), CONC_EINVAL);
+    CHECK_DETAIL("conc_iter_next_future: a map iterator gives results: "
+                 "conc_iter_next");
     conc_iter_free(it);
 
     CHECK_OK(conc_pool_imap_unordered(p, t_square, in, N, &it, NULL));
@@ -192,14 +232,20 @@ static void imap_kinds(conc_pool_kind kind)
     CHECK_OK(conc_pool_imap(p, t_sleep, sin, 1, &it, NULL));
     double t0 = th_now();
     CHECK_ERR(conc_iter_next(it, &m, 0.05), CONC_ETIMEDOUT);
+    CHECK_DETAIL("conc_iter_next: the next result did not come within "
+                 "0.05 s");
     CHECK(th_now() - t0 >= 0.05);
     CHECK_ERR(conc_iter_next(it, &m, 0), CONC_ETIMEDOUT);
+    CHECK_DETAIL("conc_iter_next: the next result is not in (timeout 0: "
+                 "no wait)");
     CHECK_OK(conc_iter_next(it, &m, 30));
     CHECK_EQ(int_out(&m), 300);
     conc_msg_free(&m);
     conc_iter_free(it);
     CHECK_OK(conc_pool_imap(p, t_fail, sin + 1, 2, &it, NULL));
     CHECK_EQ(conc_iter_next(it, &m, 30), 5);
+    CHECK_DETAIL("conc_iter_next: item 0 returned its failure code 5: bad "
+                 "input 5");
     CHECK_STR(conc_iter_error_message(it), "bad input 5");
     conc_msg_free(&m);
     CHECK_EQ(conc_iter_next(it, &m, 30), 6);
@@ -290,8 +336,11 @@ static void broken_init(conc_pool_kind kind)
         th_sleep(0.01);
     }
     CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &f), CONC_EBROKEN);
+    CHECK_DETAIL("conc_pool_submit: the pool is broken: a worker's "
+                 "initializer failed with code 5");
     conc_msg one = { &x, sizeof x }, out;
     CHECK_ERR(conc_pool_map(p, t_square, &one, 1, &out, NULL), CONC_EBROKEN);
+    CHECK_DETAIL("conc_pool_map: the pool is broken");
     conc_pool_free(p);
 }
 
@@ -320,9 +369,10 @@ TEST(retiring_worker_with_a_slow_finalizer_stalls_nothing)
     CHECK(slow_fini_armed != MAP_FAILED);
     atomic_store(slow_fini_armed, 1);
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
-                                                  .max_tasks_per_worker = 1,
-                                                  .finalizer = fini_slow_once }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2,
+                                   .max_tasks_per_worker = 1,
+                                   .finalizer = fini_slow_once }));
     conc_msg m;
     /* Its worker retires, and sits 3 s in its finalizer: the result must
      * not wait for that (whoever collects it may also be the one to see
@@ -434,6 +484,8 @@ static void lifecycle(conc_pool_kind kind)
     int x = 3;
     conc_future *f;
     CHECK_ERR(conc_pool_join(p, 0), CONC_ESTATE);
+    CHECK_DETAIL("conc_pool_join: the pool is still running: close, shut "
+                 "down or terminate it first");
     /* queued work still runs after close */
     conc_future *fs[20];
     for (int i = 0; i < 20; i++) {
@@ -442,9 +494,12 @@ static void lifecycle(conc_pool_kind kind)
     }
     CHECK_OK(conc_pool_close(p));
     CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &f), CONC_ESTATE);
+    CHECK_DETAIL("conc_pool_submit: the pool takes no more tasks (it was "
+                 "closed or shut down)");
     CHECK(f == NULL);
     conc_msg m;
     CHECK_ERR(conc_pool_apply(p, t_square, &x, sizeof x, &m, 1), CONC_ESTATE);
+    CHECK_DETAIL("conc_pool_apply: the pool takes no more tasks");
     CHECK_OK(conc_pool_join(p, 30));
     for (int i = 0; i < 20; i++) {
         CHECK(conc_future_done(fs[i]));
@@ -462,6 +517,7 @@ static void lifecycle(conc_pool_kind kind)
     CHECK_OK(conc_pool_close(p));
     double t0 = th_now();
     CHECK_ERR(conc_pool_join(p, 0.05), CONC_ETIMEDOUT);
+    CHECK_DETAIL("conc_pool_join: the workers did not end within 0.05 s");
     CHECK(th_now() - t0 >= 0.05);
     CHECK_OK(conc_pool_join(p, 30));
     CHECK_OK(conc_future_result(f, NULL, 0));
@@ -581,46 +637,87 @@ TEST(bad_arguments)
 {
     conc_pool *p;
     CHECK_ERR(conc_pool_new(NULL, NULL), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_new: out is NULL");
     CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .kind = 7 }), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_new: kind 7 is neither CONC_PROCESSES nor "
+                 "CONC_THREADS");
     CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .workers = 5000 }),
               CONC_EINVAL);
-    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .task_timeout = NAN }),
+    CHECK_DETAIL("conc_pool_new: workers 5000 is over the limit of 4096");
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .task_timeout = CONC_TIMEOUT(NAN) }),
               CONC_EINVAL);
-    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){ .task_timeout = -1 }),
+    CHECK_DETAIL("conc_pool_new: task_timeout nan");
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .task_timeout = CONC_TIMEOUT(-2) }),
               CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_pool_new: task_timeout -2: it must "
+                                   "be > 0 or CONC_FOREVER"));
+    /* a task cannot be given no time at all */
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .task_timeout = CONC_TIMEOUT(0) }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_pool_new: task_timeout 0: it must "
+                                   "be > 0 or CONC_FOREVER"));
     CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
                                     .max_message_bytes = (size_t)2 << 30 }),
               CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_new: max_message_bytes 2147483648 is over the "
+                 "limit of 1 GiB");
+    CHECK_ERR(conc_pool_new(&p, &(conc_pool_opts){
+                                    .name_prefix = "a-prefix-of-more-than-"
+                                                   "forty-bytes-is-refused" }),
+              CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_new: name_prefix 'a-prefix-of-more-than-forty-"
+                 "bytes-is-refused...' is over 40 bytes");
     CHECK(p == NULL);
     p = mk(CONC_THREADS, 1);
     conc_future *f;
     int x = 1;
     CHECK_ERR(conc_pool_submit(NULL, t_square, &x, 4, &f), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_submit: pool is NULL");
     CHECK_ERR(conc_pool_submit(p, NULL, &x, 4, &f), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_submit: fn is NULL");
     CHECK_ERR(conc_pool_submit(p, t_square, NULL, 4, &f), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_submit: in is NULL with inlen > 0");
     CHECK_ERR(conc_pool_submit(p, t_square, &x, 4, NULL), CONC_EINVAL);
     conc_msg m, out[1];
     CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, &m, NAN), CONC_EINVAL);
     CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, &m, -2), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_apply: timeout -2: it must be >= 0 (0: do not "
+                 "wait) or CONC_FOREVER");
     CHECK_ERR(conc_pool_apply(p, t_square, &x, 4, NULL, 1), CONC_EINVAL);
+    CHECK_ERR(conc_pool_apply(p, NULL, &x, 4, &m, 1), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_apply: fn is NULL");
     conc_msg in = { &x, 4 }, badin = { NULL, 4 };
     CHECK_ERR(conc_pool_map(p, NULL, &in, 1, out, NULL), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_map: fn is NULL");
     CHECK_ERR(conc_pool_map(p, t_square, &badin, 1, out, NULL), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_map: inputs[0] has NULL data and len 4");
     CHECK_ERR(conc_pool_map(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
     CHECK_ERR(conc_pool_map(p, t_square, &in, 1, out,
-                            &(conc_map_opts){ .timeout = -3 }),
+                            &(conc_map_opts){ .timeout = CONC_TIMEOUT(-3) }),
               CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_map: timeout -3: it must be >= 0 (0: do not "
+                 "wait) or CONC_FOREVER");
     conc_iter *it;
     CHECK_ERR(conc_pool_imap(p, t_square, &in, 1, NULL, NULL), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_imap: it is NULL");
     CHECK_ERR(conc_pool_imap_unordered(NULL, t_square, &in, 1, &it, NULL),
               CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_imap_unordered: pool is NULL");
     CHECK(it == NULL);
     CHECK_ERR(conc_iter_next(NULL, &m, 0), CONC_EINVAL);
+    CHECK_DETAIL("conc_iter_next: it is NULL");
     CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_close: pool is NULL");
     CHECK_ERR(conc_pool_join(NULL, 1), CONC_EINVAL);
     CHECK_ERR(conc_pool_join(p, NAN), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_join: timeout nan");
     CHECK_ERR(conc_pool_terminate(NULL), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_terminate: pool is NULL");
     CHECK_ERR(conc_pool_shutdown(NULL, true, true), CONC_EINVAL);
+    CHECK_DETAIL("conc_pool_shutdown: pool is NULL");
     CHECK_EQ(conc_pool_workers(NULL), 0);
     conc_pool_free(NULL);
     conc_iter_free(NULL);
@@ -648,6 +745,8 @@ TEST(message_limits_processes)
     memset(big, 'b', sizeof big);
     conc_future *f;
     CHECK_ERR(conc_pool_submit(p, t_echo, big, sizeof big, &f), CONC_ETOOBIG);
+    CHECK_DETAIL("conc_pool_submit: the input is 5000 bytes, over the pool's "
+                 "max_message_bytes (4096)");
     conc_msg m;
     CHECK_OK(conc_pool_apply(p, t_echo, big, 4096, &m, 30));
     CHECK_EQ(m.len, 4096);
@@ -672,6 +771,8 @@ TEST(message_limits_processes)
     CHECK_ERR(conc_pool_map(p, t_echo, (conc_msg[]){ { big, 5000 } }, 1, out,
                             NULL),
               CONC_ETOOBIG);
+    CHECK_DETAIL("conc_pool_map: inputs[0] is 5000 bytes, over the pool's "
+                 "max_message_bytes (4096)");
     conc_pool_free(p);
     /* a large message with the default limit */
     CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
@@ -695,6 +796,8 @@ static void fault_loop(conc_pool_kind kind)
     int fired = 0;
     for (long n = 1; n < 500; n++) {
         conc_pool *p = NULL;
+        /* a detail of another call first: a failure must set its own */
+        CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL);
         conc__fault_arm(n);
         int err = conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
                                                        .workers = 2 });
@@ -703,6 +806,7 @@ static void fault_loop(conc_pool_kind kind)
         if (err == 0) {
             conc_future *f = NULL;
             int x = 4;
+            CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL);
             conc__fault_arm(n);
             err = conc_pool_submit(p, t_square, &x, sizeof x, &f);
             hit = hit || conc__fault_fired();
@@ -715,6 +819,7 @@ static void fault_loop(conc_pool_kind kind)
                 conc_future_free(f);
             } else {
                 CHECK_ERR(err, CONC_ENOMEM);
+                CHECK_DETAIL("conc_pool_submit: no memory for the task");
                 CHECK(f == NULL);
             }
             conc_pool_free(p);
@@ -722,7 +827,10 @@ static void fault_loop(conc_pool_kind kind)
                 break;
             }
         } else {
+            /* every failure says which call failed, and what */
             CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+            CHECK(strncmp(conc_errdetail(), "conc_pool_new: ", 15) == 0);
+            CHECK(strlen(conc_errdetail()) > 30);
             CHECK(p == NULL);
         }
         fired++;
@@ -780,8 +888,12 @@ static int t_nested(const void *in, size_t len, conc_buf *out, void *ctx)
     (void)ctx;
     conc_pool *q = NULL;
     int err = conc_pool_new(&q, &(conc_pool_opts){ .workers = 1 });
+    /* r[2]: the refusal said why */
+    int r[3] = { err, 0,
+                 strstr(conc_errdetail(), "conc_pool_new: a CONC_PROCESSES "
+                                          "pool cannot start inside a "
+                                          "daemon process") != NULL };
     conc_pool_free(q);
-    int r[2] = { err, 0 };
     /* a thread pool is fine there */
     err = conc_pool_new(&q, &(conc_pool_opts){ .kind = CONC_THREADS,
                                                .workers = 1 });
@@ -801,11 +913,12 @@ TEST(nested_pools)
     conc_pool *p = mk(CONC_PROCESSES, 1);
     conc_msg m;
     CHECK_OK(conc_pool_apply(p, t_nested, NULL, 0, &m, 30));
-    CHECK_EQ(m.len, 2 * sizeof(int));
-    int r[2];
+    CHECK_EQ(m.len, 3 * sizeof(int));
+    int r[3];
     memcpy(r, m.data, sizeof r);
     CHECK_ERR(r[0], CONC_EDAEMON);
     CHECK_EQ(r[1], 25);
+    CHECK_EQ(r[2], 1);
     conc_msg_free(&m);
     conc_pool_free(p);
     /* a process pool inside a thread pool's task is fine */
@@ -835,6 +948,7 @@ TEST(fault_injection_map_and_as_completed)
     }
     long n;
     for (n = 1; n < 100; n++) {
+        CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL); /* a stale detail */
         conc__fault_arm(n);
         int err = conc_pool_map(p, t_square, in, 5, out,
                                 &(conc_map_opts){ .chunksize = 2 });
@@ -850,6 +964,8 @@ TEST(fault_injection_map_and_as_completed)
         }
         /* a failure in the map call itself, or in a worker's output */
         CHECK(err == CONC_ENOMEM || err == CONC_ETASK);
+        CHECK_DETAIL(err == CONC_ENOMEM ? "conc_pool_map: no memory for "
+                                        : "conc_pool_map: item ");
         for (int i = 0; i < 5; i++) {
             conc_msg_free(&out[i]);
         }
@@ -864,6 +980,7 @@ TEST(fault_injection_map_and_as_completed)
     CHECK_OK(conc_wait(fs, 3, 30, CONC_ALL_COMPLETED));
     for (n = 1; n < 100; n++) {
         conc_iter *it = NULL;
+        CHECK_ERR(conc_pool_close(NULL), CONC_EINVAL);
         conc__fault_arm(n);
         int err = conc_as_completed(fs, 3, 10, &it);
         bool hit = conc__fault_fired();
@@ -878,6 +995,8 @@ TEST(fault_injection_map_and_as_completed)
             break;
         }
         CHECK_ERR(err, CONC_ENOMEM);
+        CHECK_DETAIL("conc_as_completed: no memory for an iterator over 3 "
+                     "futures");
         CHECK(it == NULL);
     }
     CHECK(n > 3);

@@ -40,6 +40,10 @@ static void crash_kind(int kind)
             const char *msg = conc_future_error_message(f[k]);
             CHECK(msg != NULL && strstr(msg, "PoolWorker-") != NULL);
             CHECK(strstr(msg, "died: ") != NULL);
+            /* the error's detail says the same */
+            CHECK(strstr(conc_errdetail(), "conc_future_result: the task "
+                                           "failed with CONC_EWORKERDIED: "
+                                           "worker PoolWorker-") != NULL);
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
             /* (sanitizers turn a segfault, and their leak check at exit,
              * into an exit status of their own) */
@@ -185,9 +189,10 @@ static int t_hang(const void *in, size_t len, conc_buf *out, void *ctx)
 static void timeouts(conc_pool_kind kind)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
-                                                  .workers = 2,
-                                                  .task_timeout = 0.2 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = kind,
+                                   .workers = 2,
+                                   .task_timeout = CONC_TIMEOUT(0.2) }));
     enum { N = 30 };
     conc_future *f[N];
     int vals[N];
@@ -202,6 +207,10 @@ static void timeouts(conc_pool_kind kind)
         if (vals[i] < 0) {
             CHECK_ERR(err, CONC_ETIMEDOUT);
             CHECK(strstr(conc_future_error_message(f[i]), "timeout") != NULL);
+            /* the detail tells a task's timeout from the wait's */
+            CHECK(strstr(conc_errdetail(), "conc_future_result: the task "
+                                           "failed with CONC_ETIMEDOUT: ") !=
+                  NULL);
         } else {
             CHECK_OK(err);
             CHECK_EQ(int_out(&m), vals[i] * vals[i]);
@@ -220,6 +229,8 @@ static void timeouts(conc_pool_kind kind)
     CHECK_ERR(conc_pool_map(p, t_hang, in, 6, out,
                             &(conc_map_opts){ .chunksize = 3 }),
               CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_pool_map: item 2 failed with "
+                                   "CONC_ETIMEDOUT") != NULL);
     for (int i = 0; i < 6; i++) {
         if (mv[i] > 0) {
             CHECK_EQ(int_out(&out[i]), mv[i] * mv[i]);
@@ -334,8 +345,9 @@ TEST(crash_one_at_a_time_many_waiters)
 TEST(timeout_one_at_a_time)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1,
-                                                  .task_timeout = 0.2 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 1,
+                                   .task_timeout = CONC_TIMEOUT(0.2) }));
     for (int r = 0; r < 3; r++) {
         int x = 7;
         conc_msg m;
@@ -355,6 +367,30 @@ TEST(timeout_one_at_a_time)
 
 TEST(task_timeout_processes) { timeouts(CONC_PROCESSES); }
 TEST(task_timeout_threads) { timeouts(CONC_THREADS); }
+
+/* CONC_TIMEOUT(CONC_FOREVER), and an infinite one, set no limit: a task
+ * of 0.3 s runs to its end. */
+static void timeout_forever(conc_pool_kind kind)
+{
+    double limits[2] = { CONC_FOREVER, 1.0 / 0.0 };
+    for (int i = 0; i < 2; i++) {
+        conc_pool *p;
+        CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                       .kind = kind,
+                                       .workers = 1,
+                                       .task_timeout =
+                                           CONC_TIMEOUT(limits[i]) }));
+        int x = 300;
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_sleep, &x, sizeof x, &m, 30));
+        CHECK_EQ(int_out(&m), 300);
+        conc_msg_free(&m);
+        conc_pool_free(p);
+    }
+}
+
+TEST(task_timeout_forever_processes) { timeout_forever(CONC_PROCESSES); }
+TEST(task_timeout_forever_threads) { timeout_forever(CONC_THREADS); }
 
 static void terminate_hang(conc_pool_kind kind)
 {
@@ -382,6 +418,9 @@ static void terminate_hang(conc_pool_kind kind)
     }
     conc_msg m;
     CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECANCELLED);
+    CHECK(strstr(conc_errdetail(), "conc_iter_next: item 0 failed with "
+                                   "CONC_ECANCELLED: the pool was "
+                                   "terminated") != NULL);
     CHECK_ERR(conc_iter_next(it, &m, 1), CONC_ECLOSED);
     conc_iter_free(it);
     conc_pool_free(p);
@@ -497,8 +536,9 @@ TEST(manager_callback_waiting_on_a_crash)
 TEST(manager_callback_waiting_on_a_timeout)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 2,
-                                                  .task_timeout = 0.3 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2,
+                                   .task_timeout = CONC_TIMEOUT(0.3) }));
     struct cbwait w = { .fn = t_hang, .val = -60000 };
     CHECK_ERR(manager_callback_wait(p, &w, false), CONC_ETIMEDOUT);
     conc_pool_free(p);
@@ -713,7 +753,7 @@ TEST_T(random_kills_during_map, 120)
     conc_pool_free(p);
 }
 
-/* ---- guards a loose bound would hide -------------------------------------- */
+/* ---- guards a loose bound would hide ------------------------------------- */
 
 /* A task past task_timeout is failed close to the time asked: 0.2 s asked,
  * each of four hanging tasks fails after at least 0.2 s and the four take
@@ -722,9 +762,10 @@ TEST_T(random_kills_during_map, 120)
 static void timeout_margin(conc_pool_kind kind)
 {
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
-                                                  .workers = 1,
-                                                  .task_timeout = 0.2 }));
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = kind,
+                                   .workers = 1,
+                                   .task_timeout = CONC_TIMEOUT(0.2) }));
     double total = 0;
     for (int r = 0; r < 4; r++) {
         int v = -10000; /* hangs 10 s */
@@ -806,9 +847,9 @@ TEST(killed_worker_fails_no_task_it_had_not_started)
     conc_pool_free(p);
 }
 
-/* ---- a task that scribbles on its worker's result ring -------------------- */
+/* ---- a task that scribbles on its worker's result ring ------------------- */
 
-#include "pool_int.h"
+#include "pool_proc_int.h"
 
 /* Writes a record that lies into the worker's result ring and publishes
  * it, as a task with a wild pointer could; how it lies is x % 8 / 2, and
@@ -889,6 +930,8 @@ TEST(task_scribbling_on_its_ring_fails_only_itself)
         CHECK_ERR(err, CONC_ECORRUPT);
         const char *msg = conc_future_error_message(bad);
         CHECK(msg != NULL && strstr(msg, "wrote over the pool's memory"));
+        CHECK(strstr(conc_errdetail(), "conc_future_result: the task failed "
+                                       "with CONC_ECORRUPT: ") != NULL);
         conc_future_free(bad);
         for (int i = 0; i < 3; i++) {
             CHECK_OK(conc_future_result(good[i], &m, 30));

@@ -33,6 +33,18 @@
  *   CONC_EBROKEN      a worker's initializer failed (see below);
  *   CONC_ENOMEM       no memory for the result (parent side).
  *
+ * A worker that dies in a map chunk.  A map, imap or fed imap sends its
+ * items in chunks (conc_map_opts.chunksize).  When a process worker dies
+ * in the middle of one - crash, kill, or killed past .task_timeout - the
+ * chunk's items it finished keep their results, the one item it was
+ * running fails alone (CONC_EWORKERDIED, or CONC_ETIMEDOUT with its
+ * message), and the items after it, which it had not started, go back to
+ * the front of the queue in order and run on another worker or the
+ * replacement: a death costs one item, never the rest of the chunk, and
+ * no item runs twice after it finished.  The same holds for every task
+ * sent ahead to that worker.  With CONC_THREADS and .task_timeout, chunks
+ * are one item, so only the item that timed out fails.
+ *
  * Kinds.  CONC_PROCESSES (the default, Python's Pool and
  * ProcessPoolExecutor): workers are forked daemon children (conc_process),
  * so the task function, its worker_ctx and everything created before the
@@ -66,11 +78,11 @@
  * one manager thread that feeds the rings, collects results, watches the
  * workers (death, timeouts) and forks replacements; forking from it is
  * safe because it touches nothing another thread may hold at that moment
- * and the child only touches its own ring.  To save a thread hop per task, conc_pool_submit also
- * sends a task straight to an idle worker while the manager sleeps, and a
- * thread waiting in conc_future_result (or conc_pool_apply) on a process
- * pool's future collects finished results from the rings itself while it
- * spins.
+ * and the child only touches its own ring.  To save a thread hop per
+ * task, conc_pool_submit also sends a task straight to an idle worker
+ * while the manager sleeps, and a thread waiting in conc_future_result
+ * (or conc_pool_apply) on a process pool's future collects finished
+ * results from the rings itself while it spins.
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that
@@ -148,10 +160,14 @@ typedef struct conc_pool_opts {
     /* A worker is replaced after running this many tasks (a map chunk's
      * items each count); 0: never (Python's maxtasksperchild). */
     size_t max_tasks_per_worker;
-    /* Seconds a task may run; past it the task fails with CONC_ETIMEDOUT
-     * and its worker is killed (processes) or abandoned (threads) and
-     * replaced.  0: no limit.  With threads, map chunks are 1 item. */
-    double task_timeout;
+    /* How long a task may run: CONC_TIMEOUT(seconds); past it the task
+     * fails with CONC_ETIMEDOUT and its worker is killed (processes) or
+     * abandoned (threads) and replaced.  Left out, or
+     * CONC_TIMEOUT(CONC_FOREVER): no limit.  CONC_TIMEOUT(0) is refused
+     * (CONC_EINVAL): a task cannot run in no time, and "do not wait" has
+     * no meaning for a limit on running.  With threads and a limit, map
+     * chunks are 1 item. */
+    conc_timeout task_timeout;
     /* Workers are named "<prefix>-N" (ps -o comm shows the first 15
      * bytes); NULL: "PoolWorker" / "ThreadPoolWorker". */
     const char *name_prefix;
@@ -166,10 +182,11 @@ typedef struct conc_pool_opts {
 
 /* conc_pool_new - starts a pool and its workers.  opts may be NULL
  * (processes, one per CPU).  0; CONC_EINVAL (NULL out, bad kind, more
- * than 4096 workers, a negative or NaN task_timeout, max_message_bytes over
- * 1 GiB); CONC_ENOMEM; CONC_ESYS (a thread, fork or mmap failed);
+ * than 4096 workers, a task_timeout of 0, negative (other than
+ * CONC_FOREVER) or NaN, max_message_bytes over 1 GiB, a name_prefix over
+ * 40 bytes); CONC_ENOMEM; CONC_ESYS (a thread, fork or mmap failed);
  * CONC_EDAEMON (a CONC_PROCESSES pool inside a pool's process worker or
- * any daemon process). */
+ * any daemon process).  conc_errdetail() says which. */
 CONC_API int conc_pool_new(conc_pool **out, const conc_pool_opts *opts);
 
 /* conc_pool_submit - queues fn(in) and returns its future in *fut (the
@@ -193,11 +210,21 @@ CONC_API int conc_pool_apply(conc_pool *pool, conc_task_fn fn,
 
 typedef struct conc_map_opts {
     /* Items per task; 0: automatic, ceil(n / (4 * workers)) as Python's
-     * Pool.map (1 for imap/imap_unordered when 0, as Python). */
+     * Pool.map (1 for imap/imap_unordered and the fed imaps when 0, as
+     * Python). */
     size_t chunksize;
-    /* conc_pool_map only: seconds for the whole map; 0 = CONC_FOREVER
-     * here (a map that may not wait makes no sense), CONC_FOREVER too. */
-    double timeout;
+    /* The fed imaps only (conc_pool_imap_feed): at most this many inputs
+     * taken from the feed and held by the iterator (queued, running, or
+     * done but not yet returned by conc_iter_next), rounded up to a
+     * multiple of chunksize; 0: 2 * workers * chunksize.  This bounds the
+     * memory a long or endless feed uses (Python 3.14's buffersize). */
+    size_t buffersize;
+    /* conc_pool_map only: how long the whole map may take,
+     * CONC_TIMEOUT(seconds), measured from the call.  Left out, or
+     * CONC_TIMEOUT(CONC_FOREVER): no limit.  CONC_TIMEOUT(0): do not
+     * wait - the results already in are collected and the map returns
+     * CONC_ETIMEDOUT unless every item was done (only an empty map is). */
+    conc_timeout timeout;
 } conc_map_opts;
 
 /* conc_pool_map - runs fn on each of inputs[0..n-1] and stores each
@@ -206,8 +233,9 @@ typedef struct conc_map_opts {
  * return (empty for a failed or unfinished item): the caller frees each
  * with conc_msg_free, also on error.  Returns 0 when every item succeeded,
  * else the first failing item's code in input order (as map raises the
- * first exception), CONC_ETIMEDOUT, or a submit error.  The inputs are
- * copied.  opts may be NULL. */
+ * first exception), CONC_ETIMEDOUT (the items not collected still run;
+ * their results are dropped), CONC_EINVAL (a bad timeout), or a submit
+ * error.  The inputs are copied.  opts may be NULL. */
 CONC_API int conc_pool_map(conc_pool *pool, conc_task_fn fn,
                            const conc_msg *inputs, size_t n,
                            conc_msg *outputs, const conc_map_opts *opts);
@@ -223,6 +251,43 @@ CONC_API int conc_pool_imap_unordered(conc_pool *pool, conc_task_fn fn,
                                       const conc_msg *inputs, size_t n,
                                       conc_iter **it,
                                       const conc_map_opts *opts);
+
+/* conc_feed_fn - gives a fed imap its next input: sets *data and *len
+ * and returns 1 (the bytes are copied before the function is called
+ * again, so it may reuse one buffer; *data may be NULL when *len is 0);
+ * returns 0 when there are no more inputs (Python's StopIteration); any
+ * other value stops the feed with that value as its error (see below).
+ * arg is the feed_arg given to conc_pool_imap_feed. */
+typedef int (*conc_feed_fn)(void *arg, const void **data, size_t *len);
+
+/* conc_pool_imap_feed / conc_pool_imap_unordered_feed - imap and
+ * imap_unordered over inputs produced as they are needed, like Python's
+ * imap over a generator, in bounded memory: the iterator takes inputs
+ * from feed(feed_arg, ...) a chunk at a time while it holds fewer than
+ * opts->buffersize of them, first here and then in conc_iter_next (right
+ * after an item is handed out, and whenever the next result has not been
+ * fed yet), always in the thread calling these and never in two threads
+ * at once.  So an endless feed is fine: it is read as fast as results are
+ * consumed.  conc_iter_next returns each result as for imap, with
+ * conc_iter_index the input's position in the feed; once the feed ended
+ * and every result was returned, CONC_ECLOSED.  A feed that fails - feed
+ * returned something other than 0 or 1, an input over max_message_bytes
+ * (processes, CONC_ETOOBIG), the pool stopped taking tasks (CONC_ESTATE,
+ * CONC_EBROKEN), no memory (CONC_ENOMEM) - stops taking inputs: the
+ * inputs taken before still run and are returned, then conc_iter_next
+ * returns that error once (conc_errdetail() says what happened), then
+ * CONC_ECLOSED.  conc_iter_progress tells how many inputs were taken and
+ * whether the feed has ended.  The iterator holds a reference to the pool:
+ * it may outlive conc_pool_free (its feed then fails with CONC_ESTATE).
+ * 0; CONC_EINVAL (NULL pool, fn, feed or it); a failure of the first
+ * chunk's feed or submission (then *it is NULL). */
+CONC_API int conc_pool_imap_feed(conc_pool *pool, conc_task_fn fn,
+                                 conc_feed_fn feed, void *feed_arg,
+                                 conc_iter **it, const conc_map_opts *opts);
+CONC_API int conc_pool_imap_unordered_feed(conc_pool *pool, conc_task_fn fn,
+                                           conc_feed_fn feed, void *feed_arg,
+                                           conc_iter **it,
+                                           const conc_map_opts *opts);
 
 /* conc_pool_close - no more tasks (submit: CONC_ESTATE); the queued ones
  * still run; workers exit when they are done.  0; CONC_EINVAL for NULL. */
@@ -250,6 +315,54 @@ CONC_API int conc_pool_shutdown(conc_pool *pool, bool wait,
 
 /* conc_pool_workers - the number of workers the pool keeps (0 for NULL). */
 CONC_API size_t conc_pool_workers(const conc_pool *pool);
+
+/* What a worker is doing (conc_worker_info.state). */
+typedef enum conc_worker_state {
+    CONC_WORKER_NONE = 0,     /* no worker in this slot: between a death and
+                                 its replacement, or the pool has stopped */
+    CONC_WORKER_STARTING = 1, /* started, its initializer still running */
+    CONC_WORKER_IDLE = 2,     /* waiting for a task */
+    CONC_WORKER_BUSY = 3,     /* running a task */
+    CONC_WORKER_EXITING = 4   /* a process worker retiring after
+                                 max_tasks_per_worker (its finalizer may
+                                 still run); a thread worker that retires
+                                 leaves its slot to its successor at once */
+} conc_worker_state;
+
+/* One worker of a pool (Python's pool._pool), as conc_pool_worker_info
+ * saw it. */
+typedef struct conc_worker_info {
+    pid_t pid;   /* the worker's process (the pool's own for threads); 0
+                    for CONC_WORKER_NONE */
+    pid_t tid;   /* its kernel thread id (gettid(), ps -L); for a process
+                    worker its pid; 0 for NONE and while a thread starts */
+    conc_worker_state state;
+    size_t tasks_done; /* items it finished in its life so far (each item
+                          of a map chunk counts) */
+    char name[64];     /* "<prefix>-N" (ps -o comm shows 15 bytes); empty
+                          for NONE */
+    /* Its current task, while BUSY (else SIZE_MAX and 0):
+     * task_item: the item of a map, imap or imap_unordered it runs, as
+     * its input's index (conc_iter_index's number; a fed imap counts
+     * the feed's inputs from 0); SIZE_MAX for a submitted task (submit,
+     * apply).
+     * task_seconds: how long it has been on its current task - a
+     * submitted task, or a map chunk, whose items run one after another
+     * (chunksize 1: the item). */
+    size_t task_item;
+    double task_seconds;
+} conc_worker_info;
+
+/* conc_pool_worker_info - a snapshot of the pool's workers, one per slot
+ * (a replacement takes its predecessor's slot): fills out[0 .. cap-1]
+ * (fewer when the pool has fewer workers) and sets *n to the number of
+ * slots, conc_pool_workers(pool), so cap 0 asks only for the count.
+ * Each entry is consistent on its own; workers change state meanwhile.
+ * Never blocks for long: takes the pool's locks briefly (a process pool's
+ * bookkeeping lock may be held while its manager forks a replacement
+ * worker).  0; CONC_EINVAL (NULL pool or n, NULL out with cap > 0). */
+CONC_API int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out,
+                                   size_t cap, size_t *n);
 
 /* conc_pool_free - terminates the pool if it was not joined, and releases
  * it.  Never waits for a running task (an abandoned thread finishes on its
@@ -347,6 +460,24 @@ CONC_API size_t conc_iter_index(const conc_iter *it);
 /* conc_iter_error_message - the error text of that item, or NULL. Owned
  * by it, valid until the next call. */
 CONC_API const char *conc_iter_error_message(const conc_iter *it);
+
+/* How far an iterator is (conc_iter_progress). */
+typedef struct conc_progress {
+    size_t total;     /* its items: n for imap, imap_unordered and
+                         as_completed; for a fed imap, the inputs taken
+                         from the feed so far */
+    size_t done;      /* items whose result is in (returned or not) */
+    size_t remaining; /* total - done: items queued or running */
+    size_t returned;  /* items conc_iter_next / conc_iter_next_future
+                         handed out */
+    bool total_known; /* false while a fed imap's feed may give more */
+} conc_progress;
+
+/* conc_iter_progress - fills *out with the iterator's counts at this moment
+ * (for a live progress line: done / total, and the rate of done).  Never
+ * blocks for long; callable from any thread while another iterates.  0;
+ * CONC_EINVAL (NULL argument). */
+CONC_API int conc_iter_progress(const conc_iter *it, conc_progress *out);
 
 /* conc_iter_free - releases the iterator; items still running finish and
  * are dropped.  NULL is a no-op. */

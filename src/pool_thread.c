@@ -1,0 +1,529 @@
+/* pool_thread.c - the CONC_THREADS backend of the pool engine (pool.c):
+ * worker threads of this process, and a timer thread for task_timeout.
+ *
+ * Workers.  Each worker thread is detached and holds a reference to the
+ * pool, so the pool's memory outlives every thread, even one that is
+ * abandoned in a task that never returns.  A worker pops a task under
+ * pool->lock, records it as its current task, runs it without the lock
+ * and completes it.  tp->threads[slot] names the thread serving each slot
+ * (NULL while none does), tp->live counts the threads that join waits
+ * for: attached ones, until their finalizer ran.
+ *
+ * Abandoning.  A thread cannot be killed.  The timer thread (only with
+ * .task_timeout) and terminate may "abandon" a worker: under the lock
+ * they take note of its current task, fail its items (the first
+ * completion of a future or a batch item wins, so the worker's late
+ * result is dropped), and start a replacement thread in its slot; the
+ * abandoned thread still owns and frees its task, stops after its current
+ * item, runs the finalizer and exits.  With a timeout, map chunks are one
+ * item each (p->chunk_max), so the item that timed out is exactly the task
+ * that was running.
+ *
+ * Wake-ups.  A worker with nothing to do first polls npending for up to
+ * CONC__SPIN_NS (yielding between polls), then waits on work_cv after
+ * announcing itself in tp->idle under the lock; a push signals work_cv
+ * only when idle > 0 (same lock, so no wake-up is lost; a spinning worker
+ * sees npending, which the push raises under that lock).  join waits on
+ * done_cv for tp->live to reach 0.  Close and shutdown broadcast work_cv
+ * after changing the state under the lock: a worker either saw the new
+ * state before it waited, or is waiting and gets the broadcast.
+ *
+ * Fork.  A child forked while these threads run has none of them; it
+ * must not use the pool (pool.h).
+ *
+ * Rejected: killing threads (pthread_cancel inside arbitrary user code
+ * leaks its locks and memory: abandoning is the honest option).
+ */
+#include "pool_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct pool_worker {
+    conc_pool *pool;
+    size_t slot;
+    conc__task *current;    /* under pool->lock */
+    uint64_t started_ns;    /* under pool->lock */
+    /* The item of current it runs: 0 under pool->lock with current, then
+     * each item's by the worker (relaxed: a snapshot for
+     * conc_pool_worker_info, which clamps it to current's items). */
+    _Atomic size_t item;
+    _Atomic bool abandoned; /* set under pool->lock; read without it */
+    pid_t tid;              /* under pool->lock; 0 until the thread runs */
+    bool ready;             /* under pool->lock: its initializer is done */
+    /* Items it finished: written by the worker alone, read by
+     * conc_pool_worker_info (relaxed: a count, ordered with nothing). */
+    _Atomic size_t ran;
+    char name[64];
+};
+
+/* The backend's pool: the engine's fields first. */
+struct thread_pool {
+    conc_pool base;
+    pthread_cond_t work_cv;  /* a task was queued, or stop */
+    pthread_cond_t done_cv;  /* a worker ended (CLOCK_MONOTONIC) */
+    pthread_cond_t timer_cv; /* CLOCK_MONOTONIC */
+    struct pool_worker **threads; /* nworkers slots, under lock */
+    size_t live;                  /* attached threads still running */
+    size_t idle;                  /* threads waiting on work_cv */
+    pthread_t timer;
+    bool has_timer;
+    bool timer_stop;
+};
+
+static inline struct thread_pool *tp_of(conc_pool *p)
+{
+    return (struct thread_pool *)p;
+}
+
+static void *thread_main(void *arg);
+
+/* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM with
+ * the detail conc_pool_new returns (a replacement's failure is not
+ * returned: the slot stays empty). */
+static int spawn_thread_locked(conc_pool *p, size_t slot)
+{
+    struct thread_pool *tp = tp_of(p);
+    struct pool_worker *w = conc__calloc(1, sizeof *w);
+    if (w == NULL) {
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for worker "
+                          "thread %zu of %zu", slot + 1, p->nworkers);
+    }
+    w->pool = p;
+    w->slot = slot;
+    snprintf(w->name, sizeof w->name, "%s-%u", p->prefix, ++p->next_name);
+    conc__pool_ref(p);
+    tp->live++;
+    tp->threads[slot] = w;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t tid;
+    int rc = pthread_create(&tid, &attr, thread_main, w);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        tp->threads[slot] = NULL;
+        tp->live--;
+        atomic_fetch_sub(&p->refs, 1);
+        free(w);
+        errno = rc;
+        return conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create for "
+                              "worker thread %zu of %zu", slot + 1,
+                              p->nworkers);
+    }
+    return 0;
+}
+
+/* Marks w abandoned and takes it out of the pool's count; lock held.  The
+ * caller fails w->current's items (after unlocking). */
+static conc__task *abandon_locked(conc_pool *p, struct pool_worker *w)
+{
+    struct thread_pool *tp = tp_of(p);
+    atomic_store(&w->abandoned, true);
+    conc__task *t = w->current;
+    if (t != NULL) {
+        /* The worker frees the task when it returns; this reference
+         * keeps it for the caller, who fails its items unlocked. */
+        atomic_fetch_add(&t->refs, 1);
+    }
+    if (tp->threads[w->slot] == w) {
+        tp->threads[w->slot] = NULL;
+    }
+    tp->live--;
+    pthread_cond_broadcast(&tp->done_cv);
+    return t;
+}
+
+/* The initializer of a thread failed: the pool breaks (see pool.h). */
+static void break_threads(conc_pool *p, int code)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "a worker's initializer failed with code %d",
+             code);
+    pthread_mutex_lock(&p->lock);
+    if (p->broken == 0) {
+        p->broken = code;
+    }
+    conc__task *list = conc__pool_take_all_locked(p);
+    pthread_cond_broadcast(&tp_of(p)->work_cv);
+    pthread_mutex_unlock(&p->lock);
+    conc__task_fail_list(list, CONC__FUT_DONE, CONC_EBROKEN, msg);
+}
+
+static void run_item(struct pool_worker *w, conc__task *t, size_t k,
+                     void *ctx, bool locked_done)
+{
+    conc_pool *p = w->pool;
+    conc_buf out;
+    conc__buf_init(&out, 0);
+    size_t len;
+    const void *in = conc__task_in(t, k, &len);
+    int code = t->fn(len ? in : NULL, len, &out, ctx);
+    if (code < 0) {
+        code = CONC_ETASK;
+    }
+    conc_msg m;
+    conc__buf_take(&out, &m);
+    char *err = out.has_error ? strdup(out.error) : NULL;
+    if (locked_done) {
+        /* A timer may fail this task meanwhile; the lock orders us with
+         * it, and the first completion wins anyway. */
+        pthread_mutex_lock(&p->lock);
+        bool gone = atomic_load(&w->abandoned);
+        pthread_mutex_unlock(&p->lock);
+        if (gone) {
+            conc_msg_free(&m);
+            free(err);
+            return;
+        }
+    }
+    conc__task_item_done(t, k, code, &m, err);
+}
+
+static void *thread_main(void *arg)
+{
+    struct pool_worker *w = arg;
+    conc_pool *p = w->pool;
+    struct thread_pool *tp = tp_of(p);
+    conc__os_set_name(w->name);
+    pthread_mutex_lock(&p->lock);
+    w->tid = conc__os_gettid();
+    pthread_mutex_unlock(&p->lock);
+    void *ctx = NULL;
+    bool inited = true;
+    if (p->init != NULL) {
+        int rc = p->init(p->init_arg, &ctx);
+        if (rc != 0) {
+            inited = false;
+            break_threads(p, rc);
+        }
+    }
+    bool timed = p->task_timeout > 0;
+    size_t ran = 0;
+    pthread_mutex_lock(&p->lock);
+    w->ready = true;
+    while (inited) {
+        if (p->head == NULL && p->state == CONC__POOL_RUN) {
+            /* Spin a little before sleeping: a submitter often comes back
+             * within microseconds (see CONC__SPIN_NS). */
+            pthread_mutex_unlock(&p->lock);
+            uint64_t until = conc__now_ns() + CONC__SPIN_NS;
+            for (unsigned i = 0; atomic_load(&p->npending) == 0; i++) {
+                if ((i & 15) == 15 && conc__now_ns() > until) {
+                    break;
+                }
+                conc__spin_pause(i);
+            }
+            pthread_mutex_lock(&p->lock);
+        }
+        while (p->head == NULL && p->state == CONC__POOL_RUN &&
+               p->broken == 0 && !atomic_load(&w->abandoned)) {
+            tp->idle++;
+            pthread_cond_wait(&tp->work_cv, &p->lock);
+            tp->idle--;
+        }
+        if (atomic_load(&w->abandoned) || p->head == NULL ||
+            p->state == CONC__POOL_TERM || p->broken != 0) {
+            break;
+        }
+        conc__task *t = conc__pool_pop_locked(p);
+        if (!conc__task_start(t)) {
+            continue; /* cancelled while queued */
+        }
+        w->current = t;
+        w->started_ns = conc__now_ns();
+        atomic_store_explicit(&w->item, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&p->lock);
+        for (size_t k = 0; k < t->count && !atomic_load(&w->abandoned);
+             k++) {
+            atomic_store_explicit(&w->item, k, memory_order_relaxed);
+            run_item(w, t, k, ctx, timed);
+            atomic_store_explicit(&w->ran, ++ran, memory_order_relaxed);
+        }
+        pthread_mutex_lock(&p->lock);
+        w->current = NULL;
+        if (atomic_load(&w->abandoned)) {
+            /* Whoever abandoned us failed the items we did not run. */
+            pthread_mutex_unlock(&p->lock);
+            conc__task_free(t);
+            pthread_mutex_lock(&p->lock);
+            break;
+        }
+        pthread_mutex_unlock(&p->lock);
+        conc__task_free(t);
+        pthread_mutex_lock(&p->lock);
+        if (p->max_tasks > 0 && ran >= p->max_tasks) {
+            /* Retire: a fresh thread (and initializer) takes the slot;
+             * this one stays counted in live until its finalizer ran. */
+            tp->threads[w->slot] = NULL;
+            if (p->state != CONC__POOL_TERM && p->broken == 0) {
+                spawn_thread_locked(p, w->slot);
+            }
+            break;
+        }
+    }
+    /* Abandoned threads were taken out of live by whoever abandoned
+     * them; the others leave live only after their finalizer, so that
+     * join returns after every finalizer of the pool's workers ran. */
+    bool counted = !atomic_load(&w->abandoned);
+    if (counted && tp->threads[w->slot] == w) {
+        tp->threads[w->slot] = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (inited && p->fini != NULL) {
+        p->fini(ctx, p->init_arg);
+    }
+    pthread_mutex_lock(&p->lock);
+    if (counted) {
+        tp->live--;
+    }
+    pthread_cond_broadcast(&tp->done_cv);
+    pthread_mutex_unlock(&p->lock);
+    free(w);
+    conc__pool_unref(p);
+    return NULL;
+}
+
+/* The timer thread of a pool with a task_timeout. */
+static void *timer_main(void *arg)
+{
+    conc_pool *p = arg;
+    struct thread_pool *tp = tp_of(p);
+    uint64_t limit = (uint64_t)(p->task_timeout * 1e9);
+    pthread_mutex_lock(&p->lock);
+    while (!tp->timer_stop) {
+        uint64_t now = conc__now_ns();
+        uint64_t next = now + 100000000ull; /* look again in 0.1 s at most */
+        conc__task *late[64];
+        size_t nlate = 0;
+        for (size_t i = 0; i < p->nworkers && nlate < 64; i++) {
+            struct pool_worker *w = tp->threads[i];
+            if (w == NULL || w->current == NULL) {
+                continue;
+            }
+            uint64_t due = w->started_ns + limit;
+            if (now >= due) {
+                late[nlate++] = abandon_locked(p, w);
+                if (p->state != CONC__POOL_TERM && p->broken == 0) {
+                    spawn_thread_locked(p, i);
+                }
+            } else if (due < next) {
+                next = due;
+            }
+        }
+        if (nlate > 0) {
+            pthread_mutex_unlock(&p->lock);
+            char msg[96];
+            snprintf(msg, sizeof msg, "the task ran past its timeout of %g s",
+                     p->task_timeout);
+            conc__future_defer_begin();
+            for (size_t i = 0; i < nlate; i++) {
+                conc__task_fail_items(late[i], 0, CONC__FUT_DONE,
+                                      CONC_ETIMEDOUT, msg);
+                conc__task_free(late[i]);
+            }
+            conc__future_defer_end();
+            pthread_mutex_lock(&p->lock);
+            continue;
+        }
+        struct timespec ts = { .tv_sec = (time_t)(next / 1000000000ull),
+                               .tv_nsec = (long)(next % 1000000000ull) };
+        pthread_cond_timedwait(&tp->timer_cv, &p->lock, &ts);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static int threads_wait_locked(conc_pool *p, const conc__deadline *dl)
+{
+    struct thread_pool *tp = tp_of(p);
+    while (tp->live > 0) {
+        if (dl->once || conc__deadline_passed(dl)) {
+            return CONC_ETIMEDOUT;
+        }
+        if (dl->forever) {
+            pthread_cond_wait(&tp->done_cv, &p->lock);
+        } else {
+            pthread_cond_timedwait(&tp->done_cv, &p->lock, &dl->at);
+        }
+    }
+    return 0;
+}
+
+static void stop_timer(conc_pool *p)
+{
+    struct thread_pool *tp = tp_of(p);
+    pthread_mutex_lock(&p->lock);
+    bool has = tp->has_timer;
+    tp->has_timer = false;
+    tp->timer_stop = true;
+    pthread_cond_broadcast(&tp->timer_cv);
+    pthread_mutex_unlock(&p->lock);
+    if (has) {
+        pthread_join(tp->timer, NULL);
+    }
+}
+
+/* ---- the backend's table ------------------------------------------------- */
+
+static void threads_terminate(conc_pool *p)
+{
+    struct thread_pool *tp = tp_of(p);
+    pthread_mutex_lock(&p->lock);
+    p->state = CONC__POOL_TERM;
+    conc__task *list = conc__pool_take_all_locked(p);
+    conc__task *running[4096];
+    size_t nrun = 0;
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct pool_worker *w = tp->threads[i];
+        if (w != NULL && w->current != NULL) {
+            running[nrun++] = abandon_locked(p, w);
+        }
+    }
+    pthread_cond_broadcast(&tp->work_cv);
+    pthread_mutex_unlock(&p->lock);
+    /* One batch: a callback that waits for another of these futures
+     * finds it failed too (conc__future_defer_begin). */
+    conc__future_defer_begin();
+    conc__task_fail_list(list, CONC__FUT_CANCELLED, CONC_ECANCELLED,
+                         "the pool was terminated before the task started");
+    for (size_t i = 0; i < nrun; i++) {
+        conc__task_fail_items(running[i], 0, CONC__FUT_DONE,
+                              CONC_ECANCELLED,
+                              "the pool was terminated while the task ran");
+        conc__task_free(running[i]);
+    }
+    conc__future_defer_end();
+}
+
+static int threads_start(conc_pool *p)
+{
+    struct thread_pool *tp = tp_of(p);
+    conc__cond_init_mono(&tp->done_cv);
+    conc__cond_init_mono(&tp->timer_cv);
+    pthread_cond_init(&tp->work_cv, NULL);
+    if (p->task_timeout > 0) {
+        p->chunk_max = 1; /* the item that timed out is the whole task */
+    }
+    tp->threads = conc__calloc(p->nworkers, sizeof *tp->threads);
+    if (tp->threads == NULL) {
+        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for %zu "
+                          "worker slots", p->nworkers);
+    }
+    int err = 0;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->nworkers && err == 0; i++) {
+        err = spawn_thread_locked(p, i);
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (err == 0 && p->task_timeout > 0) {
+        int rc = pthread_create(&tp->timer, NULL, timer_main, p);
+        if (rc != 0) {
+            errno = rc;
+            err = conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create "
+                                 "for the task_timeout timer");
+        } else {
+            tp->has_timer = true;
+        }
+    }
+    if (err != 0) {
+        threads_terminate(p);
+        conc__deadline dl;
+        conc__deadline_init(&dl, CONC_FOREVER);
+        pthread_mutex_lock(&p->lock);
+        threads_wait_locked(p, &dl);
+        pthread_mutex_unlock(&p->lock);
+        stop_timer(p);
+    }
+    return err;
+}
+
+static void threads_queued_locked(conc_pool *p, size_t n)
+{
+    struct thread_pool *tp = tp_of(p);
+    if (tp->idle > 0) {
+        /* idle is counted under the lock by a worker about to wait on
+         * work_cv: the signal cannot be lost. */
+        if (n == 1) {
+            pthread_cond_signal(&tp->work_cv);
+        } else {
+            pthread_cond_broadcast(&tp->work_cv);
+        }
+    }
+}
+
+static void threads_kick(conc_pool *p)
+{
+    /* After the state changed under the lock (see "Wake-ups"). */
+    pthread_cond_broadcast(&tp_of(p)->work_cv);
+}
+
+static int threads_join(conc_pool *p, const conc__deadline *dl)
+{
+    pthread_mutex_lock(&p->lock);
+    int err = threads_wait_locked(p, dl);
+    pthread_mutex_unlock(&p->lock);
+    if (err == 0) {
+        stop_timer(p);
+    }
+    return err;
+}
+
+static void threads_workers(conc_pool *p, conc_worker_info *out, size_t cap)
+{
+    struct thread_pool *tp = tp_of(p);
+    pid_t pid = getpid();
+    uint64_t now = conc__now_ns();
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < cap; i++) {
+        struct pool_worker *w = tp->threads[i];
+        if (w == NULL) {
+            continue; /* CONC_WORKER_NONE, zeroed */
+        }
+        out[i].pid = pid;
+        out[i].tid = w->tid;
+        out[i].state = !w->ready            ? CONC_WORKER_STARTING
+                       : w->current != NULL ? CONC_WORKER_BUSY
+                                            : CONC_WORKER_IDLE;
+        out[i].tasks_done = atomic_load_explicit(&w->ran,
+                                                 memory_order_relaxed);
+        if (w->current != NULL) {
+            /* (An abandoned worker's slot holds its replacement, so
+             * current is this worker's own.) */
+            size_t k = atomic_load_explicit(&w->item, memory_order_relaxed);
+            if (k >= w->current->count) {
+                k = w->current->count - 1;
+            }
+            out[i].task_item = conc__task_item_index(w->current, k);
+            out[i].task_seconds =
+                (double)(now - w->started_ns) / 1e9;
+        }
+        snprintf(out[i].name, sizeof out[i].name, "%s", w->name);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void threads_destroy(conc_pool *p)
+{
+    struct thread_pool *tp = tp_of(p);
+    pthread_cond_destroy(&tp->work_cv);
+    pthread_cond_destroy(&tp->done_cv);
+    pthread_cond_destroy(&tp->timer_cv);
+    free(tp->threads);
+}
+
+const conc__pool_backend conc__pool_threads = {
+    .size = sizeof(struct thread_pool),
+    .name_prefix = "ThreadPoolWorker",
+    .start = threads_start,
+    .queued_locked = threads_queued_locked,
+    .kick = threads_kick,
+    .join = threads_join,
+    .terminate = threads_terminate,
+    .stop = stop_timer,
+    .workers = threads_workers,
+    .destroy = threads_destroy,
+};
