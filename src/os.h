@@ -52,6 +52,35 @@ int conc__os_futex_wake(_Atomic uint32_t *word, int n, bool shared);
  * kept). */
 void *conc__os_shared_alloc(size_t size);
 void conc__os_shared_free(void *p, size_t size);
+/* Files that back shared memory (a memfd, a /dev/shm object), each call
+ * through the fault seam (a hit fails with -1 and errno EIO, or ENOMEM
+ * for a mapping).
+ * conc__os_memfd - a new anonymous memory file of size 0 (memfd_create,
+ * close-on-exec): shared with children forked later through the
+ * inherited descriptor; gone when the last descriptor and mapping go.
+ * conc__os_file_reserve - makes the file at least to bytes long with the
+ * bytes [from, to) backed by memory now (fallocate), so touching them can
+ * never raise SIGBUS later for want of room; where the file system cannot
+ * allocate ahead (EOPNOTSUPP) it only sets the length (ftruncate).  -1
+ * with errno: ENOSPC or ENOMEM when there is no room.
+ * conc__os_file_size - the file's length (fstat).
+ * conc__os_map_file - maps size bytes of fd, shared, read-write, from
+ * offset 0; the length may exceed the file's: pages past its end raise
+ * SIGBUS when touched, so callers touch only what the file holds.  NULL
+ * with errno on failure.
+ * conc__os_unmap / conc__os_close - munmap / close; NULL / -1 are no-ops. */
+int conc__os_memfd(const char *name);
+int conc__os_file_reserve(int fd, uint64_t from, uint64_t to);
+int conc__os_file_size(int fd, uint64_t *size);
+void *conc__os_map_file(int fd, size_t size);
+void conc__os_unmap(void *p, size_t size);
+void conc__os_close(int fd);
+/* Private scratch memory (zero-filled, not shared with children), for a
+ * large temporary table that must not come from malloc: NULL with errno
+ * on failure (fault seam included).  conc__os_scratch_free releases it;
+ * NULL is a no-op. */
+void *conc__os_scratch_alloc(size_t size);
+void conc__os_scratch_free(void *p, size_t size);
 /* malloc/calloc/strdup through the fault seam. */
 void *conc__malloc(size_t size);
 void *conc__calloc(size_t n, size_t size);

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -168,6 +169,102 @@ void *conc__os_shared_alloc(size_t size)
 }
 
 void conc__os_shared_free(void *p, size_t size)
+{
+    if (p != NULL) {
+        munmap(p, size);
+    }
+}
+
+int conc__os_memfd(const char *name)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return memfd_create(name, MFD_CLOEXEC);
+}
+
+int conc__os_file_reserve(int fd, uint64_t from, uint64_t to)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (to > (uint64_t)INT64_MAX || from >= to) {
+        errno = from >= to ? EINVAL : EFBIG;
+        return -1;
+    }
+    uint64_t size = to;
+    int r;
+    do {
+        r = fallocate(fd, 0, (off_t)from, (off_t)(to - from));
+    } while (r != 0 && errno == EINTR);
+    if (r == 0 || errno != EOPNOTSUPP) {
+        return r;
+    }
+    /* No allocation ahead on this file system: grow the length only. */
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        return -1;
+    }
+    if ((uint64_t)st.st_size >= size) {
+        return 0;
+    }
+    return ftruncate(fd, (off_t)size);
+}
+
+int conc__os_file_size(int fd, uint64_t *size)
+{
+    struct stat st;
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        return -1;
+    }
+    *size = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
+    return 0;
+}
+
+void *conc__os_map_file(int fd, size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void conc__os_unmap(void *p, size_t size)
+{
+    if (p != NULL) {
+        munmap(p, size);
+    }
+}
+
+void conc__os_close(int fd)
+{
+    if (fd >= 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+}
+
+void *conc__os_scratch_alloc(size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void conc__os_scratch_free(void *p, size_t size)
 {
     if (p != NULL) {
         munmap(p, size);

@@ -366,3 +366,81 @@ void conc_shm_free(conc_shm *m)
     }
     free(m);
 }
+
+/* ---- growable segments (the dict) ---------------------------------------
+ *
+ * A segment whose file starts small and grows while it is in use, mapped
+ * once at the size it may grow to (the reserve): the file is a /dev/shm
+ * object made by conc_shm_create, or an unnamed memfd that children forked
+ * later share through the inherited descriptor.  Growing never moves the
+ * mapping, so no process remaps when another grows the file; each only
+ * touches bytes the file is known to hold (the caller's business: a page
+ * past the file's end raises SIGBUS).  The handle is an ordinary conc_shm
+ * (conc_shm_free releases it; an unnamed one has the name "" and is never
+ * unlinked), whose size is the reserve once conc__shm_reserve ran.  fn
+ * names the public call, for the error details. */
+
+int conc__shm_anon(conc_shm **out, size_t size, const char *fn)
+{
+    conc_shm *m = NULL;
+    *out = NULL;
+    m = conc__calloc(1, sizeof *m);
+    if (m == NULL) {
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
+    }
+    m->fd = conc__os_memfd("conc_dict");
+    if (m->fd < 0) {
+        free(m);
+        return conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                              "%s: memfd_create", fn);
+    }
+    int err = conc__shm_grow(m, 0, size, fn);
+    if (err == 0) {
+        m->ptr = conc__os_map_file(m->fd, size);
+        if (m->ptr == NULL) {
+            err = conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                                 "%s: mmap of a memfd", fn);
+        }
+    }
+    if (err != 0) {
+        conc__os_close(m->fd);
+        free(m);
+        return err;
+    }
+    m->size = size;
+    *out = m;
+    return 0;
+}
+
+int conc__shm_reserve(conc_shm *m, size_t reserve, const char *fn)
+{
+    void *p = conc__os_map_file(m->fd, reserve);
+    if (p == NULL) {
+        return conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                              "%s: mmap of %zu bytes of address space for "
+                              "'%s'", fn, reserve, m->name);
+    }
+    conc__os_unmap(m->ptr, m->size);
+    m->ptr = p;
+    m->size = reserve;
+    return 0;
+}
+
+int conc__shm_grow(conc_shm *m, uint64_t from, uint64_t to, const char *fn)
+{
+    if (conc__os_file_reserve(m->fd, from, to) != 0) {
+        bool full = errno == ENOSPC || errno == ENOMEM || errno == EFBIG;
+        return conc__fail_sys(full ? CONC_ENOMEM : CONC_ESYS,
+                              "%s: growing '%s' to %llu bytes", fn, m->name,
+                              (unsigned long long)to);
+    }
+    return 0;
+}
+
+int conc__shm_file_size(const conc_shm *m, uint64_t *size, const char *fn)
+{
+    if (conc__os_file_size(m->fd, size) != 0) {
+        return conc__fail_sys(CONC_ESYS, "%s: fstat of '%s'", fn, m->name);
+    }
+    return 0;
+}
