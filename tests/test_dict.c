@@ -8,7 +8,7 @@
  * checked with conc__dict_check (src/shared_int.h) after each phase. */
 #include "harness.h"
 
-#include "shared_int.h"
+#include "dict_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -384,7 +384,7 @@ TEST(dict_fill_delete_refill_does_not_fragment)
     CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){ .capacity_bytes = 1 << 20 }));
     conc__dict_stats st0;
     CHECK_OK(conc__dict_stats_get(d, &st0));
-    CHECK_EQ(st0.free_bytes, st0.heap_bytes);
+    CHECK_EQ(st0.free_bytes + st0.index_bytes, st0.heap_bytes);
     size_t sizes[] = { 10, 3000, 90, 20000, 500, 60000, 1 };
     int first_big = -1;
     char *v = malloc(60000);
@@ -420,10 +420,26 @@ TEST(dict_fill_delete_refill_does_not_fragment)
         CHECK_EQ(conc_dict_len(d), 0);
         conc__dict_stats st;
         CHECK_OK(conc__dict_stats_get(d, &st));
-        CHECK_EQ(st.free_bytes, st.heap_bytes); /* coalesced back */
+        /* Coalesced back: nothing but the index is in use. */
+        CHECK_EQ(st.free_bytes + st.index_bytes, st.heap_bytes);
     }
     /* After all the cycles, one entry nearly half the heap still fits. */
-    size_t half = st0.heap_bytes / 2 - 4096;
+    /* The emptied dict's index shrinks back to 16 buckets within a few
+     * calls that write. */
+    conc__dict_stats st1;
+    int calls = 0;
+    for (;; calls++) {
+        CHECK_OK(conc__dict_stats_get(d, &st1));
+        if (!st1.migrating && st1.buckets == 16) {
+            break;
+        }
+        CHECK(calls < 300);
+        CHECK_OK(conc_dict_set(d, S("x"), S("y")));
+        CHECK_OK(conc_dict_del(d, S("x")));
+    }
+    CHECK_EQ(st1.heap_bytes, 1 << 20); /* grown to its capacity */
+    CHECK_EQ(st1.index_bytes, 64);
+    size_t half = st1.heap_bytes / 2 - 4096;
     char *big = calloc(1, half);
     CHECK_OK(conc_dict_set(d, S("half"), big, half));
     free(big);
@@ -585,37 +601,93 @@ TEST(dict_named_shared_with_an_unrelated_process)
     CHECK_EQ(errno, ENOENT);
 }
 
+/* conc_dict_open returns err with a detail that contains want. */
+static void open_fails_at(int line, const char *name, int err,
+                          const char *want)
+{
+    conc_dict *d = (conc_dict *)1;
+    int got = conc_dict_open(&d, name);
+    if (got != err || d != NULL) {
+        th_fail(__FILE__, line, "conc_dict_open returned %s, wanted %s",
+                conc_errname(got), conc_errname(err));
+    }
+    if (strstr(conc_errdetail(), want) == NULL) {
+        th_fail(__FILE__, line, "detail '%s' lacks '%s'", conc_errdetail(),
+                want);
+    }
+}
+#define open_fails(name, err, want) open_fails_at(__LINE__, name, err, want)
+
 TEST(dict_open_checks_magic_version_and_layout)
 {
     char name[128];
     snprintf(name, sizeof name, "/conc_test_dictbad_%d", (int)getpid());
     conc_shm *m = NULL;
     conc_dict *d = NULL;
+    /* Not a dict at all, or another version: CONC_EINVAL. */
     CHECK_OK(conc_shm_create(&m, name, 1 << 20));
-    CHECK_ERR(conc_dict_open(&d, name), CONC_EINVAL); /* zeroes */
+    open_fails(name, CONC_EINVAL, "not a conc_dict");
     conc_shm_free(m);
-    CHECK_OK(conc_shm_create(&m, name, 100)); /* too small */
-    CHECK_ERR(conc_dict_open(&d, name), CONC_EINVAL);
+    CHECK_OK(conc_shm_create(&m, name, 100));
+    open_fails(name, CONC_EINVAL, "too few");
     conc_shm_free(m);
     /* A real dict, then its header damaged in turn. */
     conc_dict *real = NULL;
     CHECK_OK(conc_dict_new(&real, &(conc_dict_opts){ .name = name,
                                                       .capacity_bytes = 1 << 20 }));
+    CHECK_OK(conc_dict_set(real, S("k"), S("v")));
     CHECK_OK(conc_shm_open(&m, name));
-    unsigned char *p = conc_shm_ptr(m);
+    dict_hdr *h = conc_shm_ptr(m);
     CHECK_OK(conc_dict_open(&d, name));
     conc_dict_free(d);
-    p[8] ^= 0xff; /* version */
-    CHECK_ERR(conc_dict_open(&d, name), CONC_EINVAL);
-    p[8] ^= 0xff;
-    p[16] ^= 0x10; /* the recorded layout no longer matches the size */
-    CHECK_ERR(conc_dict_open(&d, name), CONC_EINVAL);
-    p[16] ^= 0x10;
-    p[0] ^= 1; /* magic */
-    CHECK_ERR(conc_dict_open(&d, name), CONC_EINVAL);
-    p[0] ^= 1;
+    h->version ^= 0xff;
+    open_fails(name, CONC_EINVAL, "layout version");
+    h->version ^= 0xff;
+    uint64_t magic = atomic_load(&h->magic);
+    atomic_store(&h->magic, magic ^ 1);
+    open_fails(name, CONC_EINVAL, "not a conc_dict");
+    atomic_store(&h->magic, magic);
+    /* A dict whose header lies: CONC_ECORRUPT. */
+    uint64_t limit = h->limit;
+    h->limit = limit + 4096; /* max_order no longer matches... */
+    h->limit = (uint64_t)1 << 40; /* ...and past what refs can address */
+    open_fails(name, CONC_ECORRUPT, "capacity");
+    h->limit = 4096; /* smaller than the file */
+    open_fails(name, CONC_ECORRUPT, "capacity");
+    h->limit = limit;
+    h->max_order++;
+    open_fails(name, CONC_ECORRUPT, "blocks of up to");
+    h->max_order--;
+    uint64_t hs = atomic_load(&h->heap_size);
+    atomic_store(&h->heap_size, hs + 4096); /* past the file's end */
+    open_fails(name, CONC_ECORRUPT, "its file holds");
+    atomic_store(&h->heap_size, (uint64_t)1 << 41); /* past the capacity */
+    open_fails(name, CONC_ECORRUPT, "heap size");
+    atomic_store(&h->heap_size, hs + 1); /* not a whole page */
+    open_fails(name, CONC_ECORRUPT, "heap size");
+    atomic_store(&h->heap_size, hs);
+    uint32_t tab = atomic_load(&h->tab[0]);
+    atomic_store(&h->tab[0], 3); /* inside the header */
+    open_fails(name, CONC_ECORRUPT, "index table");
+    atomic_store(&h->tab[0], tab | 1); /* a 256-byte table, misaligned */
+    atomic_store(&h->bits[0], 6);
+    open_fails(name, CONC_ECORRUPT, "index table");
+    atomic_store(&h->bits[0], 4);
+    atomic_store(&h->tab[0], 0xfffffff0u); /* far past the heap */
+    open_fails(name, CONC_ECORRUPT, "index table");
+    atomic_store(&h->tab[0], tab);
+    atomic_store(&h->bits[0], 31); /* more buckets than allowed */
+    open_fails(name, CONC_ECORRUPT, "index table");
+    atomic_store(&h->bits[0], 4);
+    atomic_store(&h->ix, (uint64_t)5 << 32); /* a cursor, no migration */
+    open_fails(name, CONC_ECORRUPT, "cursor");
+    atomic_store(&h->ix, IX_ACTIVE | (uint64_t)99 << 32); /* cursor past */
+    open_fails(name, CONC_ECORRUPT, "migration");
+    atomic_store(&h->ix, 0);
+    /* Mended: it opens and works again. */
     CHECK_OK(conc_dict_open(&d, name));
-    CHECK(d != NULL);
+    check_value(d, S("k"), S("v"));
+    CHECK_OK(conc__dict_check(d));
     conc_dict_free(d);
     conc_shm_free(m);
     conc_dict_free(real);
@@ -688,7 +760,10 @@ TEST(dict_default_capacity_costs_memory_only_when_used)
 TEST(dict_fault_loops)
 {
     conc_dict *d = NULL;
-    FAULT_LOOP(conc_dict_new(&d, NULL), (void)0, CHECK(d == NULL));
+    /* A capacity given: a failure to reserve it is an error (the default
+     * capacity would fall back to less, absorbing the fault). */
+    FAULT_LOOP(conc_dict_new(&d, &(conc_dict_opts){ .capacity_bytes = 1 << 20 }),
+               (void)0, CHECK(d == NULL));
     CHECK_OK(conc_dict_set(d, S("k"), S("value")));
     CHECK_OK(conc_dict_set(d, S("k2"), S("value2")));
     conc_msg m = { 0 };

@@ -17,8 +17,12 @@
 
 #include "shared_int.h"
 
+#include <grp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -598,4 +602,114 @@ TEST_T(dict_named_peer_killed_mid_update, 60)
            (unsigned long long)st.takeovers, (unsigned long long)st.rebuilds);
     CHECK(last > 0);
     conc_dict_free(d);
+}
+
+/* ---- a holder /proc does not show ---------------------------------------- */
+
+/* Shared by the contenders: how many are inside an update's fn right now,
+ * the most ever seen there at once, and the rounds done. */
+typedef struct hidden_board {
+    _Atomic int inside;
+    _Atomic int most;
+    _Atomic int rounds;
+} hidden_board;
+
+static hidden_board *hb;
+static conc_dict *hd;
+
+/* Becomes an unprivileged user with no root group: hidepid lets members
+ * of /proc's gid (0 by default) see everything. */
+static bool become(uid_t id)
+{
+    return setgroups(0, NULL) == 0 && setgid(id) == 0 && setuid(id) == 0;
+}
+
+/* Holds the dict for 70 ms: longer than a waiter's sleep slice, so every
+ * waiter wakes at least once to judge this holder while it runs. */
+static int slow_incr(const void *old, size_t oldlen, bool found,
+                     conc_buf *out, void *arg)
+{
+    (void)arg;
+    int now = atomic_fetch_add(&hb->inside, 1) + 1;
+    int most = atomic_load(&hb->most);
+    while (now > most && !atomic_compare_exchange_weak(&hb->most, &most,
+                                                        now)) {
+    }
+    uint64_t v = 0;
+    if (found && oldlen == sizeof v) {
+        memcpy(&v, old, sizeof v);
+    }
+    v++;
+    th_sleep(0.07);
+    atomic_fetch_sub(&hb->inside, 1);
+    return conc_buf_append(out, &v, sizeof v);
+}
+
+static int hidden_contender(void *arg)
+{
+    if (!become((uid_t)(uintptr_t)arg)) {
+        return 2;
+    }
+    for (int i = 0; i < 6; i++) {
+        int err = conc_dict_update(hd, "k", 1, slow_incr, NULL);
+        if (err != 0) {
+            return 10;
+        }
+        atomic_fetch_add(&hb->rounds, 1);
+    }
+    return 0;
+}
+
+/* In its own mount namespace with /proc mounted hidepid=2, each of two
+ * users sees none of the other's processes in /proc.  The dict's holder
+ * is then invisible to its waiters but alive: it must not be judged dead,
+ * so no two calls are ever inside the dict at once. */
+static int hidden_dict_scene(void *arg)
+{
+    (void)arg;
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("proc", "/proc", "proc", 0, "hidepid=2") != 0) {
+        return 77;
+    }
+    hb = mmap(NULL, sizeof *hb, PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (hb == MAP_FAILED || conc_dict_new(&hd, NULL) != 0) {
+        return 3;
+    }
+    pid_t a = th_fork(hidden_contender, (void *)(uintptr_t)65533);
+    pid_t b = th_fork(hidden_contender, (void *)(uintptr_t)65534);
+    int sa = th_wait(a, 20), sb = th_wait(b, 20);
+    if (!WIFEXITED(sa) || !WIFEXITED(sb)) {
+        return 4;
+    }
+    if (WEXITSTATUS(sa) != 0 || WEXITSTATUS(sb) != 0) {
+        return 20 + WEXITSTATUS(sa) + WEXITSTATUS(sb);
+    }
+    if (atomic_load(&hb->most) != 1) {
+        return 5; /* two calls were inside the dict at once */
+    }
+    uint64_t v = 0;
+    size_t len = 0;
+    if (conc_dict_get_into(hd, "k", 1, &v, sizeof v, &len) != 0 ||
+        v != 12 || atomic_load(&hb->rounds) != 12) {
+        return 6;
+    }
+    conc_dict_free(hd);
+    return 0;
+}
+
+TEST(dict_holder_hidden_by_hidepid_is_not_judged_dead)
+{
+    if (geteuid() != 0) {
+        printf("     (skipped: needs root for a mount namespace)\n");
+        return;
+    }
+    pid_t pid = th_fork(hidden_dict_scene, NULL);
+    int rc = WEXITSTATUS(th_wait(pid, 40));
+    if (rc == 77) {
+        printf("     (skipped: cannot mount /proc with hidepid=2 here)\n");
+        return;
+    }
+    CHECK_EQ(rc, 0);
 }

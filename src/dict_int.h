@@ -1,0 +1,334 @@
+/* dict_int.h - what the dict's two files share: the layout of a dict's
+ * segment (src/dict.c's opening comment explains it), the process-local
+ * handle, the per-call view of the segment's changing fields, and the
+ * checks every reference read from the segment passes before it is
+ * followed.  dict.c holds the public calls, the lock and the lookups;
+ * dict_heap.c the heap (allocator, growth), the index (tables and their
+ * migration) and the repair.  The tests and the fuzz target include this
+ * file to reach inside a segment. */
+#ifndef CONC_DICT_INT_H
+#define CONC_DICT_INT_H
+
+#include "shared_int.h"
+#include "sync_int.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#define DICT_MAGIC 0x5443494443434e4full /* "ONCCDICT" */
+#define DICT_VERSION 2u
+#define DICT_HDR_SIZE 4096u /* the header page; the heap follows it */
+#define DICT_UNIT_SHIFT 6u  /* a ref counts 64-byte units from offset 0 */
+#define DICT_MIN_ORDER 6u   /* the smallest block: 64 bytes */
+#define DICT_MAX_ORDER 38u  /* 2^32 refs of 64 bytes */
+#define DICT_ENTRY_HDR 24u
+#define DICT_MIN_LIMIT (((uint64_t)64 << 10) + DICT_HDR_SIZE)
+#define DICT_DEFAULT_LIMIT ((uint64_t)64 << 30)
+#define DICT_FALLBACK_LIMIT ((uint64_t)1 << 30)
+#define DICT_MAX_LIMIT ((uint64_t)1 << 38)
+#define DICT_FIRST_SIZE ((uint64_t)64 << 10) /* the file at creation */
+#define DICT_GROW_MIN ((uint64_t)64 << 10)
+#define DICT_GROW_MAX ((uint64_t)8 << 20)
+#define DICT_MIN_BITS 4u  /* the smallest index: 16 buckets */
+#define DICT_MAX_BITS 30u
+#define DICT_MIGRATE_STEP 4u /* full buckets moved by each writing call */
+
+/* A block's tag: a 24-bit magic and its order. */
+#define BLK_USED 0x555344u /* "USD" */
+#define BLK_FREE 0x465245u /* "FRE" */
+#define BLK_TAG(magic, order) ((uint32_t)(magic) << 8 | (uint32_t)(order))
+
+/* The index state word (dict_hdr.ix), one 64-bit store per change. */
+#define IX_ACTIVE 1ull /* migrating from the main table to the other */
+#define IX_INITED 2ull /* the cursor bucket's new heads are zeroed */
+#define IX_CUR 4ull    /* which slot of tab/bits is the main table */
+#define IX_LOW_BITS 7ull
+
+/* A block's first 24 bytes.  An entry (USED) is followed by its key, and
+ * its value 8-aligned after the key; a FREE block uses next and prev for
+ * the doubly linked free list of its order.  Index tables have no header
+ * (the dict header names them). */
+typedef struct blk {
+    uint32_t tag;          /* BLK_TAG(BLK_USED or BLK_FREE, order) */
+    _Atomic uint32_t next; /* USED: chain link; FREE: next on its list */
+    union {
+        uint32_t hash; /* USED: the key hash's high 32 bits */
+        uint32_t prev; /* FREE: previous on its list (0: the head) */
+    };
+    uint32_t klen;
+    uint64_t vlen;
+} blk;
+_Static_assert(sizeof(blk) == DICT_ENTRY_HDR, "entry header is 24 bytes");
+
+typedef struct dict_hdr {
+    /* Written once at creation; read once at open, checked, and kept in
+     * the handle: never trusted again from here. */
+    _Atomic uint64_t magic;
+    uint32_t version;
+    uint32_t max_order; /* log2 of the largest block the limit allows */
+    uint64_t limit;     /* bytes each process maps; the file stays below */
+    uint64_t hash_seed;
+    /* The lock and the repair flag, on a cache line of their own. */
+    _Alignas(64) conc__olock lock;
+    _Atomic uint32_t writing; /* a writer is between two consistent states */
+    /* Guarded by the lock; read once per call and checked (dict_view). */
+    _Alignas(64) _Atomic uint64_t heap_size; /* the file is at least
+                                                DICT_HDR_SIZE + this */
+    _Atomic uint64_t ix;        /* index state: IX_* | cursor << 32 */
+    _Atomic uint32_t tab[2];    /* the index tables' refs */
+    _Atomic uint32_t bits[2];   /* log2 of their bucket counts */
+    _Atomic uint32_t mig_entry; /* the entry being moved, or 0 */
+    uint32_t reserved;
+    uint64_t count;
+    uint64_t free_bytes;
+    uint64_t takeovers, rebuilds, grows, resizes;
+    _Atomic uint32_t free_head[DICT_MAX_ORDER + 1];
+} dict_hdr;
+_Static_assert(sizeof(dict_hdr) <= DICT_HDR_SIZE, "header fits its page");
+
+/* The process-local handle.  Forked children share it with the parent
+ * (plain memory over a MAP_SHARED mapping and an inherited descriptor). */
+struct conc_dict {
+    char *base;     /* the mapping: the header at offset 0 */
+    conc_shm *shm;  /* the segment: named, or an unnamed memfd */
+    uint64_t limit; /* bytes mapped: the file may grow up to here */
+    uint64_t seed;
+    uint32_t max_order;
+    /* Bytes of the file known to exist (fstat, or our own growth): only
+     * grows.  Relaxed: a hint shared by this process's threads, each of
+     * which holds the dict's lock while it reads or raises it. */
+    _Atomic uint64_t file_ok;
+};
+
+/* One call's view of the segment's changing fields, read once under the
+ * lock and checked (conc__dict_view); the call's own changes update it. */
+typedef struct dctx {
+    conc_dict *d;
+    dict_hdr *h;
+    char *base;
+    const char *fn; /* the public call, for error details */
+    uint64_t heap_size;
+    uint32_t lo, hi; /* the heap's refs: [lo, hi) */
+    uint32_t max_order;
+    uint64_t ix;
+    uint32_t cursor;
+    bool active;
+    uint32_t obits, nbits; /* main (old) and new table: log2 buckets */
+    uint32_t oref, nref;
+    _Atomic uint32_t *ot, *nt; /* their heads */
+} dctx;
+
+/* An entry that passed ent_load: its fields as read, once. */
+typedef struct ent {
+    blk *b;
+    uint32_t hash, klen, order;
+    uint64_t vlen;
+} ent;
+
+/* ---- reading the segment ------------------------------------------------
+ * Every field another process may rewrite is loaded once, with a relaxed
+ * atomic load, into a local that is checked and then used: a peer that
+ * rewrites it meanwhile cannot make a checked value differ from the one
+ * used.  Relaxed suffices: the dict's lock orders honest writers. */
+
+static inline uint32_t rd32(const void *p)
+{
+    return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t rd64(const void *p)
+{
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline void wr32(void *p, uint32_t v)
+{
+    __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELAXED);
+}
+
+static inline void wr64(void *p, uint64_t v)
+{
+    __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELAXED);
+}
+
+/* Makes a block reachable or unreachable: the one store that publishes a
+ * change.  Release keeps every earlier write of the entry's bytes before
+ * the link (the compiler may not sink them past it), so a writer killed
+ * right after this store never leaves a link to unwritten bytes. */
+static inline void publish(_Atomic uint32_t *link, uint32_t ref)
+{
+    atomic_store_explicit(link, ref, memory_order_release);
+}
+
+static inline blk *dict_blk(const dctx *c, uint32_t ref)
+{
+    return (blk *)(c->base + ((size_t)ref << DICT_UNIT_SHIFT));
+}
+
+static inline size_t round8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* log2 of the block an index of 2^bits buckets occupies. */
+static inline uint32_t table_order(uint32_t bits)
+{
+    return bits + 2 < DICT_MIN_ORDER ? DICT_MIN_ORDER : bits + 2;
+}
+
+/* Whether [ref, ref + 2^order) is a block position of the heap: inside
+ * it, aligned to its size (relative to the heap's start). */
+static inline bool blk_fits(const dctx *c, uint32_t ref, uint32_t order)
+{
+    if (order < DICT_MIN_ORDER || order > c->max_order) {
+        return false;
+    }
+    uint32_t rel = ref - c->lo; /* wraps above hi when ref < lo */
+    uint64_t units = (uint64_t)1 << (order - DICT_UNIT_SHIFT);
+    return rel < c->hi - c->lo && (rel & (units - 1)) == 0 &&
+           (uint64_t)rel + units <= (uint64_t)(c->hi - c->lo);
+}
+
+/* Loads the entry at ref into *e if it is one: a USED block in the heap,
+ * aligned, whose key and value fit inside it.  False otherwise. */
+static inline bool ent_load(const dctx *c, uint32_t ref, ent *e)
+{
+    if (ref - c->lo >= c->hi - c->lo) {
+        return false;
+    }
+    blk *b = dict_blk(c, ref);
+    uint32_t tag = rd32(&b->tag);
+    uint32_t order = tag & 0xff;
+    if ((tag >> 8) != BLK_USED || !blk_fits(c, ref, order)) {
+        return false;
+    }
+    uint64_t size = (uint64_t)1 << order;
+    uint32_t klen = rd32(&b->klen);
+    uint64_t vlen = rd64(&b->vlen);
+    if (klen > size || vlen > size ||
+        DICT_ENTRY_HDR + round8(klen) + vlen > size) {
+        return false;
+    }
+    e->b = b;
+    e->hash = rd32(&b->hash);
+    e->klen = klen;
+    e->vlen = vlen;
+    e->order = order;
+    return true;
+}
+
+static inline unsigned char *ent_key(const ent *e)
+{
+    return (unsigned char *)e->b + DICT_ENTRY_HDR;
+}
+
+static inline unsigned char *ent_val(const ent *e)
+{
+    return (unsigned char *)e->b + DICT_ENTRY_HDR + round8(e->klen);
+}
+
+/* Brent's cycle finder, one compare per step: a walk that meets a ref it
+ * saved is a cycle.  Any chain that loops is caught within about twice
+ * the length of its tail and loop. */
+typedef struct walk {
+    uint32_t saved;
+    uint64_t power, lam;
+} walk;
+
+static inline void walk_init(walk *w)
+{
+    w->saved = 0;
+    w->power = 1;
+    w->lam = 0;
+}
+
+static inline bool walk_step(walk *w, uint32_t ref)
+{
+    if (ref == w->saved) {
+        return false;
+    }
+    if (++w->lam == w->power) {
+        w->saved = ref;
+        w->power <<= 1;
+        w->lam = 0;
+    }
+    return true;
+}
+
+/* ---- crash points (tests) --------------------------------------------- */
+
+extern _Atomic long conc__dict_crash_left;
+void conc__dict_crash_slow(void);
+
+/* A step boundary: the compiler may not move shared-memory writes across
+ * it (so a death between two steps leaves exactly the earlier ones done),
+ * and the tests' armed crash point may kill the process here. */
+static inline void dict_step(void)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    /* relaxed: armed and read by this one thread. */
+    if (__builtin_expect(atomic_load_explicit(&conc__dict_crash_left,
+                                              memory_order_relaxed) != 0,
+                         0)) {
+        conc__dict_crash_slow();
+    }
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+/* Brackets every change of the table: a caller that finds the flag raised
+ * on entering repairs before anything else (conc__dict_repair).  The
+ * signal fences keep the compiler from moving a table write outside the
+ * bracket; the hardware cannot matter: the flag is read by the next
+ * holder of the lock, after its acquire. */
+static inline void writing_begin(dctx *c)
+{
+    atomic_store_explicit(&c->h->writing, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline void writing_end(dctx *c)
+{
+    atomic_signal_fence(memory_order_seq_cst);
+    atomic_store_explicit(&c->h->writing, 0, memory_order_relaxed);
+}
+
+/* ---- dict_heap.c --------------------------------------------------------
+ * Each returns 0 or an error with its detail set (CONC_ECORRUPT when a
+ * check of the segment fails; CONC_ENOMEM / CONC_ESYS from growth). */
+
+/* CONC_ECORRUPT with "<fn>: <what>" as the detail. */
+int conc__dict_corrupt(const dctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Reads and checks heap_size and the index state into c. */
+int conc__dict_view(dctx *c);
+/* A block of exactly 2^order bytes, tagged USED, in *ref; grows the heap
+ * when none is free (CONC_ENOMEM at the limit or with no memory). */
+int conc__dict_alloc(dctx *c, uint32_t order, uint32_t *ref);
+/* Frees the block at ref of that order, merging it with free buddies. */
+int conc__dict_release(dctx *c, uint32_t ref, uint32_t order);
+/* While the index migrates, moves DICT_MIGRATE_STEP buckets that hold
+ * entries (or 16 times as many empty ones). */
+int conc__dict_migrate(dctx *c);
+/* Starts growing or shrinking the index when count leaves its bounds. */
+int conc__dict_resize(dctx *c, uint64_t count);
+/* The repair after a writer died or gave up: finishes an interrupted
+ * move, rebuilds the free lists and the count from the chains. */
+int conc__dict_repair(dctx *c);
+/* Lays out a new segment of size bytes (file) in c->d. */
+int conc__dict_format(dctx *c, uint64_t size);
+/* Calls fn on every entry reachable by a lookup, bucket by bucket; stops
+ * at fn's first non-zero return, which it returns. */
+typedef int (*dict_visit_fn)(dctx *c, const ent *e, uint32_t ref, void *arg);
+int conc__dict_visit(dctx *c, dict_visit_fn fn, void *arg);
+/* The largest order a limit allows. */
+uint32_t conc__dict_max_order(uint64_t limit);
+
+/* conc__dict_check's work, on a view taken under the lock. */
+int conc__dict_check_locked(dctx *c);
+
+/* For tests and the fuzz target: the next conc_dict_new in this process
+ * uses this hash seed instead of a random one (then forgets it), so a
+ * dict's layout is the same from run to run. */
+void conc__dict_seed_next(uint64_t seed);
+
+#endif
