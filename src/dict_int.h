@@ -326,6 +326,10 @@ uint32_t conc__dict_max_order(uint64_t limit);
 /* conc__dict_check's work, on a view taken under the lock. */
 int conc__dict_check_locked(dctx *c);
 
+/* For tests: the ref of key's entry (its byte offset in the segment is
+ * ref << DICT_UNIT_SHIFT), or 0 when absent or on any error. */
+uint32_t conc__dict_ref_of(conc_dict *d, const void *key, size_t klen);
+
 /* For tests and the fuzz target: the next conc_dict_new in this process
  * uses this hash seed instead of a random one (then forgets it), so a
  * dict's layout is the same from run to run. */

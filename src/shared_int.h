@@ -16,7 +16,10 @@ int conc__shm_name_fix(const char *name, char *out, size_t cap);
  * entry) and free blocks (each on the free list of its order, lists
  * doubly linked); no move or repair is left half done; the count
  * matches.  0 when all hold, else a negative line number of the failed
- * check (the tests print it), or the error that stopped the check. */
+ * check (the tests print it), or the error that stopped the check.  It
+ * and conc__dict_stats_get judge a holder of the lock at once (a dict
+ * call waits a sleep slice first), so a test's survivor repairs a dead
+ * writer's dict without waiting. */
 int conc__dict_check(conc_dict *d);
 
 /* What the dict has been through and where it stands. */

@@ -89,6 +89,16 @@ static int check_bytes(int id, const unsigned char *v, size_t len,
     return 0;
 }
 
+/* d[key id] = a whole value of len bytes with sequence number seq (v is
+ * the caller's buffer of at least len bytes). */
+static int put_value(conc_dict *d, int id, uint64_t seq, size_t len,
+                     unsigned char *v)
+{
+    char k[32];
+    make_value(id, seq, len, v);
+    return conc_dict_set(d, k, key_of(id, k), v, len);
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     *s ^= *s << 13;
@@ -129,16 +139,13 @@ static int crash_child(void *arg)
     int err = 0;
     switch (cp_op) {
     case OP_SET_NEW:
-        make_value(100, 1, 300, v);
-        err = conc_dict_set(cd, k, key_of(100, k), v, 300);
+        err = put_value(cd, 100, 1, 300, v);
         break;
     case OP_SET_REPLACE:
-        make_value(7, 2, 200, v);
-        err = conc_dict_set(cd, k, key_of(7, k), v, 200);
+        err = put_value(cd, 7, 2, 200, v);
         break;
     case OP_SET_GROW:
-        make_value(7, 2, 5000, v);
-        err = conc_dict_set(cd, k, key_of(7, k), v, 5000);
+        err = put_value(cd, 7, 2, 5000, v);
         break;
     case OP_UPDATE:
         err = conc_dict_update(cd, k, key_of(7, k), bump_fn, NULL);
@@ -279,6 +286,168 @@ TEST_T(dict_kill_at_every_crash_point, 120)
             th_fail(__FILE__, __LINE__, "%s: only %d crash points",
                     op_name[op], deaths);
         }
+    }
+}
+
+/* ---- crash points in growth and in the index's migration ---------------- */
+
+enum gop { G_HEAP, G_RESIZE, G_MIGRATE, G_SHRINK, G_N };
+static const char *gop_name[G_N] = { "heap growth", "index resize",
+                                     "index migration", "index shrink" };
+#define G_CHILD_KEYS 120
+
+static conc_dict *gd;
+static int g_op;
+
+static bool g_migrating(void)
+{
+    conc__dict_stats st;
+    return conc__dict_stats_get(gd, &st) == 0 && st.migrating;
+}
+
+/* The child's calls, each on keys from 1000 up (the base keys are never
+ * touched): one growing set, one resizing set, or sets (and deletes)
+ * until the migration under way has ended. */
+static int g_child(void *arg)
+{
+    (void)arg;
+    char k[32];
+    unsigned char *v = malloc(40000);
+    int err = 0;
+    conc__dict_crash_arm(cp_n);
+    switch (g_op) {
+    case G_HEAP:
+        err = put_value(gd, 1000, 1, 40000, v);
+        break;
+    case G_RESIZE:
+        err = put_value(gd, 1000, 1, 100, v);
+        break;
+    default:
+        for (int i = 0; err == 0 && i < G_CHILD_KEYS && g_migrating(); i++) {
+            err = put_value(gd, 1000 + i, 1, 100, v);
+            if (err == 0 && g_op == G_SHRINK) {
+                err = conc_dict_del(gd, k, key_of(1000 + i, k));
+            }
+        }
+        break;
+    }
+    conc__dict_crash_arm(0);
+    free(v);
+    return err == 0 ? 0 : 10;
+}
+
+/* Base keys 0..n-1 are whole; the child's keys are absent or whole.
+ * Returns how many of the child's keys are present. */
+static size_t g_verify(int nbase)
+{
+    char k[32];
+    conc_msg m;
+    for (int id = 0; id < nbase; id++) {
+        CHECK_OK(conc_dict_get(gd, k, key_of(id, k), &m));
+        CHECK_EQ(check_bytes(id, m.data, m.len, NULL), 0);
+        conc_msg_free(&m);
+    }
+    size_t present = 0;
+    for (int id = 1000; id < 1000 + G_CHILD_KEYS; id++) {
+        int err = conc_dict_get(gd, k, key_of(id, k), &m);
+        if (err == CONC_EEMPTY) {
+            continue;
+        }
+        CHECK_OK(err);
+        CHECK_EQ(check_bytes(id, m.data, m.len, NULL), 0);
+        conc_msg_free(&m);
+        present++;
+    }
+    return present;
+}
+
+/* A fresh dict in the state where op's next call grows the heap, starts
+ * a resize, or migrates; the base keys it holds. */
+static int g_setup(int op)
+{
+    char k[32];
+    unsigned char v[200];
+    CHECK_OK(conc_dict_new(&gd, &(conc_dict_opts){ .capacity_bytes = 1 << 20 }));
+    int nbase = op == G_HEAP ? 6 : op == G_RESIZE ? 16 : op == G_MIGRATE ? 17
+                                                                         : 60;
+    for (int id = 0; id < nbase; id++) {
+        size_t len = 24 + (size_t)id % 150;
+        make_value(id, 1, len, v);
+        CHECK_OK(conc_dict_set(gd, k, key_of(id, k), v, len));
+    }
+    if (op == G_SHRINK) {
+        /* 60 keys in 64 buckets, down to 7: the shrink to 16 starts. */
+        for (int id = nbase - 1; id >= 7; id--) {
+            CHECK_OK(conc_dict_del(gd, k, key_of(id, k)));
+        }
+        nbase = 7;
+    }
+    conc__dict_stats st;
+    CHECK_OK(conc__dict_stats_get(gd, &st));
+    CHECK_EQ(st.migrating, op == G_MIGRATE || op == G_SHRINK);
+    return nbase;
+}
+
+TEST_T(dict_kill_at_every_crash_point_of_growth_and_migration, 120)
+{
+    char k[32];
+    unsigned char v[200];
+    for (g_op = 0; g_op < G_N; g_op++) {
+        int deaths = 0;
+        bool through = false;
+        for (cp_n = 1; cp_n <= CONC__DICT_CRASH_POINTS && !through; cp_n++) {
+            int nbase = g_setup(g_op);
+            conc__dict_stats before;
+            CHECK_OK(conc__dict_stats_get(gd, &before));
+            int st = th_wait(th_fork(g_child, NULL), 30);
+            /* This call meets the dead holder, takes over and repairs. */
+            int chk = conc__dict_check(gd);
+            if (chk != 0) {
+                th_fail(__FILE__, __LINE__, "%s, crash point %ld: check "
+                        "failed at dict line %d", gop_name[g_op], cp_n, -chk);
+            }
+            conc__dict_stats stats;
+            CHECK_OK(conc__dict_stats_get(gd, &stats));
+            size_t present = g_verify(nbase);
+            CHECK_EQ(conc_dict_len(gd), (size_t)nbase + present);
+            if (WIFSIGNALED(st)) {
+                CHECK_EQ(WTERMSIG(st), SIGKILL);
+                deaths++;
+                CHECK_EQ(stats.takeovers, 1);
+            } else {
+                CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+                CHECK_EQ(stats.takeovers, 0);
+                through = true;
+                if (g_op == G_HEAP) {
+                    CHECK(stats.heap_bytes > before.heap_bytes);
+                    CHECK_EQ(present, 1);
+                } else if (g_op == G_RESIZE) {
+                    CHECK(stats.migrating);
+                    CHECK_EQ(present, 1);
+                } else {
+                    CHECK(!stats.migrating);
+                    CHECK_EQ(stats.resizes, before.resizes + 1);
+                    CHECK_EQ(stats.buckets, g_op == G_MIGRATE ? 32 : 16);
+                }
+            }
+            /* And the dict goes on working: grows, migrates, shrinks. */
+            for (int id = 2000; id < 2100; id++) {
+                make_value(id, 1, 150, v);
+                CHECK_OK(conc_dict_set(gd, k, key_of(id, k), v, 150));
+            }
+            for (int id = 2000; id < 2100; id++) {
+                CHECK_OK(conc_dict_del(gd, k, key_of(id, k)));
+            }
+            CHECK_EQ(g_verify(nbase), present);
+            CHECK_OK(conc__dict_check(gd));
+            conc_dict_free(gd);
+        }
+        CHECK(through);
+        if (deaths < 3) {
+            th_fail(__FILE__, __LINE__, "%s: only %d crash points",
+                    gop_name[g_op], deaths);
+        }
+        printf("    %s: %d crash points\n", gop_name[g_op], deaths);
     }
 }
 
