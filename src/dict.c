@@ -1144,7 +1144,7 @@ int conc_dict_add(conc_dict *d, const void *key, size_t klen, int64_t delta,
 int conc__dict_check(conc_dict *d)
 {
     if (d == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc__dict_check: d is NULL");
     }
     dctx c;
     int err = dict_enter_as(d, &c, "conc__dict_check", true);
@@ -1171,7 +1171,8 @@ uint32_t conc__dict_ref_of(conc_dict *d, const void *key, size_t klen)
 int conc__dict_stats_get(conc_dict *d, conc__dict_stats *st)
 {
     if (d == NULL || st == NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc__dict_stats_get: %s is NULL",
+                          d == NULL ? "d" : "st");
     }
     dctx c;
     int err = dict_enter_as(d, &c, "conc__dict_stats_get", true);

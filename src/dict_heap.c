@@ -123,12 +123,17 @@ int conc__dict_view(dctx *c)
     }
     c->nref = atomic_load_explicit(&h->tab[!cur], memory_order_relaxed);
     c->nbits = atomic_load_explicit(&h->bits[!cur], memory_order_relaxed);
-    uint64_t ou = (uint64_t)1 << (table_order(c->obits) - DICT_UNIT_SHIFT);
-    uint64_t nu = (uint64_t)1 << (table_order(c->nbits) - DICT_UNIT_SHIFT);
-    if (!table_ok(c, c->nref, c->nbits) ||
-        (c->nbits != c->obits + 1 && c->nbits >= c->obits) ||
-        c->cursor >= (1u << c->obits) ||
-        ((uint64_t)c->oref < c->nref + nu && (uint64_t)c->nref < c->oref + ou)) {
+    bool ok = table_ok(c, c->nref, c->nbits) &&
+              (c->nbits == c->obits + 1 || c->nbits < c->obits) &&
+              c->cursor < (1u << c->obits);
+    if (ok) {
+        /* Both sizes checked: the tables must not overlap. */
+        uint64_t ou = (uint64_t)1 << (table_order(c->obits) - DICT_UNIT_SHIFT);
+        uint64_t nu = (uint64_t)1 << (table_order(c->nbits) - DICT_UNIT_SHIFT);
+        ok = (uint64_t)c->oref >= c->nref + nu ||
+             (uint64_t)c->nref >= c->oref + ou;
+    }
+    if (!ok) {
         return conc__dict_corrupt(c, "migration to table %u of 2^%u buckets "
                                   "from %u of 2^%u at bucket %u is not "
                                   "possible", c->nref, c->nbits, c->oref,
