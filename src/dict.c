@@ -42,7 +42,7 @@
  *
  * When no free block of the order needed is left, the writer grows the
  * heap under the lock: by an eighth of its size (at least 64 KiB, at most
- * 8 MiB), or more when one block needs more.  In this order:
+ * 2 MiB), or more when one block needs more.  In this order:
  *   G1. the file is extended and its new pages allocated (fallocate), so
  *       touching them can never SIGBUS for want of room: /dev/shm full or
  *       no memory is CONC_ENOMEM here, before anything changed;
@@ -52,9 +52,15 @@
  * A death after G1 leaves a longer file: harmless (the next growth
  * extends it again).  After G2, the repair's rebuild carves every
  * unreachable stretch of the heap into free blocks, the new bytes among
- * them.  The longest pause a growth adds is the fallocate of one step (a
- * millisecond or two for 8 MiB).  The heap never shrinks; freed blocks
- * are reused.
+ * them.  A growth pauses its call for the fallocate of one step (the
+ * kernel allocating and zeroing the pages: well under a millisecond for
+ * 2 MiB on an idle machine), except when one block needs more: a large
+ * value, or an index table at a doubling (8 bytes per key: about 8 MiB
+ * at a million keys, a few milliseconds).  Rejected: steps of 8 MiB
+ * (measured: a pause of several milliseconds each under load); reserving
+ * the next index table ahead in small steps (bounded pauses at doublings
+ * too, at the cost of a reserved block the repair must know of: not
+ * done).  The heap never shrinks; freed blocks are reused.
  *
  * ---- The index --------------------------------------------------------------
  *
@@ -259,8 +265,19 @@ static uint64_t hash_bytes(const void *p, size_t n, uint64_t seed)
         n -= 8;
     }
     if (n > 0) {
-        uint64_t v = 0;
-        memcpy(&v, s, n);
+        /* The last 1..7 bytes with fixed-size loads (a variable-length
+         * copy compiles to a byte loop or a libc call, which cost a third
+         * of a lookup): two overlapping 4-byte words, or bytes 0, n/2 and
+         * n-1; with n mixed in above, either is one-to-one for its n. */
+        uint64_t v;
+        if (n >= 4) {
+            uint32_t a, b;
+            memcpy(&a, s, 4);
+            memcpy(&b, s + n - 4, 4);
+            v = a | (uint64_t)b << 32;
+        } else {
+            v = s[0] | (uint64_t)s[n / 2] << 8 | (uint64_t)s[n - 1] << 16;
+        }
         h = (h ^ v) * 0xff51afd7ed558ccdull;
     }
     return fmix64(h);

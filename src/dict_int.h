@@ -28,7 +28,7 @@
 #define DICT_MAX_LIMIT ((uint64_t)1 << 38)
 #define DICT_FIRST_SIZE ((uint64_t)64 << 10) /* the file at creation */
 #define DICT_GROW_MIN ((uint64_t)64 << 10)
-#define DICT_GROW_MAX ((uint64_t)8 << 20)
+#define DICT_GROW_MAX ((uint64_t)2 << 20)
 #define DICT_MIN_BITS 4u  /* the smallest index: 16 buckets */
 #define DICT_MAX_BITS 30u
 #define DICT_MIGRATE_STEP 4u /* full buckets moved by each writing call */

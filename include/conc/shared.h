@@ -121,7 +121,8 @@ CONC_API void conc_value_free(conc_value *v);
  * Size: the dict starts at 64 KiB and grows as entries arrive, while
  * other processes use it (a growth step pauses the call that makes it
  * for about the time it takes the system to hand over the new memory:
- * at most 8 MiB at a time); its index grows and shrinks with the count,
+ * 2 MiB at a time, more only for a value or an index table that needs
+ * it); its index grows and shrinks with the count,
  * a few buckets per call, so no call ever copies the whole table.
  * capacity_bytes is only the most it may grow to (default 64 GiB); each
  * process reserves that much address space (not memory) for it.  Memory
