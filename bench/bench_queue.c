@@ -35,6 +35,10 @@
  * on conc_queue as conc_queue_new(&q, NULL) makes it (its default
  * capacity), and the 1 MiB queue's figure is printed beside it.
  *
+ * Batches: 64 B messages 1 -> 1 through the 1 MiB conc_queue with
+ * conc_queue_put_many / get_many in batches of 64 against single put and
+ * get, both taking heap copies (get_many makes them), in the same run.
+ *
  * Every message carries 1 in its first byte; a message with 0 there is a
  * producer's end signal, and each consumer stops at the first it gets,
  * so every run also checks that exactly N messages arrived.
@@ -188,6 +192,72 @@ static void cq_close(void *st, size_t size)
 {
     (void)size;
     conc_queue_free(st);
+}
+
+/* conc_queue in batches (1 -> 1 only: a consumer's batch could take
+ * both producers' end signals): put_many of BATCH messages, get_many of
+ * up to BATCH, each message a heap copy as get_many makes it; beside it,
+ * the same single put and heap-copy get, so the pair shows what batching
+ * itself buys. */
+#define BATCH 64
+static int cqb_produce(void *st, long n, size_t size)
+{
+    unsigned char *buf = calloc(1, size);
+    if (buf == NULL) {
+        return -1;
+    }
+    memset(buf, 'x', size);
+    buf[0] = 1;
+    conc_msg m[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        m[i] = (conc_msg){ buf, size };
+    }
+    int err = 0;
+    for (long i = 0; i < n && err == 0; i += BATCH) {
+        size_t k = n - i < BATCH ? (size_t)(n - i) : BATCH, done = 0;
+        err = conc_queue_put_many(st, m, k, &done, CONC_FOREVER);
+    }
+    buf[0] = 0;
+    if (err == 0) {
+        err = conc_queue_put(st, buf, size, CONC_FOREVER);
+    }
+    free(buf);
+    return err;
+}
+/* Takes messages k at a time (get_many, or get when k is 1) until an end
+ * signal. */
+static long heap_consume(void *st, size_t size, size_t k)
+{
+    conc_msg m[BATCH];
+    long n = 0;
+    for (bool end = false; !end;) {
+        size_t got = 1;
+        int err = k == 1 ? conc_queue_get(st, &m[0], CONC_FOREVER)
+                         : conc_queue_get_many(st, m, k, &got, CONC_FOREVER);
+        if (err != 0) {
+            return -1;
+        }
+        for (size_t i = 0; i < got; i++) {
+            if (m[i].len != size) {
+                n = -1;
+                end = true;
+            } else if (((unsigned char *)m[i].data)[0] == 0) {
+                end = true;
+            } else if (n >= 0) {
+                n++;
+            }
+            conc_msg_free(&m[i]);
+        }
+    }
+    return n;
+}
+static long cqb_consume(void *st, size_t size)
+{
+    return heap_consume(st, size, BATCH);
+}
+static long cqh_consume(void *st, size_t size)
+{
+    return heap_consume(st, size, 1);
 }
 
 /* conc_pipe, one way */
@@ -586,6 +656,10 @@ static const sys systems[NSYS] = {
 
 static const sys cq_default = { "conc_queue", cq_open_default, cq_produce,
                                  cq_consume, cq_close };
+static const sys cq_batched = { "conc_queue batched", cq_open, cqb_produce,
+                                cqb_consume, cq_close };
+static const sys cq_heap = { "conc_queue heap get", cq_open, cq_produce,
+                             cqh_consume, cq_close };
 
 /* ---- the throughput runner ------------------------------------------ */
 
@@ -1103,6 +1177,7 @@ static double res[3][2][NSYS];        /* [size][topology][system] msgs/s */
 static double rts[NRT];               /* microseconds per round trip */
 static double mp_pipe_rate;           /* mp.Pipe 64 B 1 -> 1, msgs/s */
 static double cq_default_rate[3];     /* conc_queue, opts NULL, 1 -> 1 */
+static double cq_batch_rate[2];       /* 64 B 1 -> 1: batched, single (heap) */
 static double rt_asleep[NRT], rt_asleep_max[NRT]; /* peer asleep, us */
 static rt_pairs rt_pair;              /* conc_queue / spin, interleaved */
 
@@ -1242,6 +1317,10 @@ int main(int argc, char **argv)
     for (int si = 0; si < 3 && wanted("conc_queue"); si++) {
         cq_default_rate[si] = tput(&cq_default, sizes[si], 1, 1);
     }
+    if (wanted("conc_queue")) {
+        cq_batch_rate[0] = tput(&cq_batched, 64, 1, 1);
+        cq_batch_rate[1] = tput(&cq_heap, 64, 1, 1);
+    }
     for (int k = 0; k < NRT; k++) {
         if (k != R_MPPIPE && wanted(rt_systems[k].name)) {
             rts[k] = rt(&rt_systems[k]);
@@ -1290,6 +1369,17 @@ int main(int argc, char **argv)
         printf("  %s %s", size_names[si], cell);
     }
     printf("\n");
+    {
+        char b[32], h[32];
+        fmt_rate(b, sizeof b, cq_batch_rate[0]);
+        fmt_rate(h, sizeof h, cq_batch_rate[1]);
+        printf("  conc_queue 64 B 1->1, heap-copy gets: put_many/get_many "
+               "of %d %s, put/get %s", BATCH, b, h);
+        if (cq_batch_rate[0] > 0 && cq_batch_rate[1] > 0) {
+            printf(" (batched %.2fx)", cq_batch_rate[0] / cq_batch_rate[1]);
+        }
+        printf("\n");
+    }
     printf("\nbandwidth, GB/s (1e9 bytes/s)\n");
     printf("  memcpy 64 KiB, one thread          %8.2f\n", mc / 1e9);
     for (int ti = 0; ti < 2; ti++) {

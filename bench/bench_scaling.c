@@ -5,9 +5,12 @@
  *           messages per second for n producers -> n consumers, 1 -> n
  *           and n -> 1 processes; ratio to the same size's 1 -> 1 row;
  *           mp.Queue n -> n beside it (bench/py_scaling.py);
- *   lock    n processes each incrementing one shared counter under the
- *           lock: conc_lock, a process-shared pthread mutex and Python's
- *           multiprocessing.Lock, increments per second;
+ *   lock    uncontended acquire+release in one process, conc_lock against
+ *           a private pthread mutex (ns of CPU time; alone, and with a
+ *           second thread alive); then n processes each incrementing one
+ *           shared counter under the lock: conc_lock, a process-shared
+ *           pthread mutex and Python's multiprocessing.Lock, increments
+ *           per second;
  *   pool    a CPU-bound map of 256 equal items (counting primes) on w
  *           workers: speed-up over 1 worker, processes and threads,
  *           beside Python's Pool and ProcessPoolExecutor; and 200 k empty
@@ -444,10 +447,95 @@ static double lock_best(int procs, bool use_pthread)
     return best;
 }
 
+/* ---- lock, uncontended ------------------------------------------------------- */
+
+/* Nanoseconds of this thread's CPU time per acquire+release of conc_lock
+ * (use_pthread false) or of a private pthread mutex, one process, best
+ * of RUNS runs of 5 M pairs.  CPU time: the wall clock of a shared
+ * machine also counts others' time slices. */
+static double uncontended_ns(bool use_pthread)
+{
+    enum { PAIRS = 5000000 };
+    conc_lock *l = NULL;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    int err = use_pthread ? 0 : conc_lock_new(&l, NULL);
+    if (err != 0) {
+        die("conc_lock_new", err);
+    }
+    double best = 1e30;
+    for (int r = 0; r < RUNS; r++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+        for (int i = 0; i < PAIRS; i++) {
+            if (use_pthread) {
+                pthread_mutex_lock(&mu);
+                pthread_mutex_unlock(&mu);
+            } else {
+                conc_lock_acquire(l, CONC_FOREVER);
+                conc_lock_release(l);
+            }
+        }
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+        double ns = ((double)(b.tv_sec - a.tv_sec) * 1e9 +
+                     (double)(b.tv_nsec - a.tv_nsec)) / PAIRS;
+        best = ns < best ? ns : best;
+    }
+    conc_lock_free(l);
+    return best;
+}
+
+static void *idle_thread(void *arg)
+{
+    int fd = *(int *)arg;
+    char c;
+    while (read(fd, &c, 1) < 0) {
+    }
+    return NULL;
+}
+
+/* conc_lock against a private pthread mutex, uncontended, with the
+ * process alone and with a second (sleeping) thread alive: glibc and
+ * conc_lock take plain stores only in a process with one thread.  In a
+ * child process, so that the thread does not stay in this one. */
+static void bench_lock_uncontended(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(1);
+    }
+    if (pid > 0) {
+        wait_all(&pid, 1);
+        return;
+    }
+    double c1 = uncontended_ns(false), p1 = uncontended_ns(true);
+    int fds[2];
+    pthread_t t;
+    if (pipe(fds) != 0 || pthread_create(&t, NULL, idle_thread, &fds[0])) {
+        perror("pipe/pthread_create");
+        _exit(1);
+    }
+    double c2 = uncontended_ns(false), p2 = uncontended_ns(true);
+    if (write(fds[1], "x", 1) != 1) {
+        _exit(1);
+    }
+    pthread_join(t, NULL);
+    printf("\nlock, uncontended acquire+release in one process, ns (CPU "
+           "time, best of %d)\n", RUNS);
+    printf("%-22s %12s %12s %10s\n", "", "conc_lock", "pthread", "conc/pt");
+    printf("%-22s %12.2f %12.2f %10.2f\n", "one thread", c1, p1, c1 / p1);
+    printf("%-22s %12.2f %12.2f %10.2f\n", "a second thread alive", c2, p2,
+           c2 / p2);
+    fflush(stdout);
+    _exit(0);
+}
+
 static void bench_lock_rows(void)
 {
     long ax[64];
     int k = axis(max_n, ax);
+    bench_lock_uncontended();
     printf("\nlock: n processes x counter++, increments/s (best of %d)\n",
            RUNS);
     printf("%-6s %12s %12s %10s %12s %10s\n", "procs", "conc_lock",

@@ -13,32 +13,31 @@ if(CONC_FUZZ)
   if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
     message(FATAL_ERROR "CONC_FUZZ needs clang (CC=clang)")
   endif()
-  # Coverage instrumentation for everything built from here on, the
-  # library included; only the fuzz programs link libFuzzer's main.
-  add_compile_options(-fsanitize=fuzzer-no-link)
+  # Coverage instrumentation for every target of this project (all link
+  # conc_flags), the library included; only the fuzz programs link
+  # libFuzzer's main.
+  target_compile_options(conc_flags INTERFACE -fsanitize=fuzzer-no-link)
 endif()
 
 function(conc_add_fuzz_targets)
-  file(GLOB fuzz_srcs CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/fuzz/fuzz_*.c)
+  file(GLOB fuzz_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_*.c)
   foreach(src ${fuzz_srcs})
     get_filename_component(stem ${src} NAME_WE)
     string(REGEX REPLACE "^fuzz_" "" name ${stem})
-    add_executable(fuzz_replay_${name} ${src} ${PROJECT_SOURCE_DIR}/fuzz/replay.c)
-    target_compile_options(fuzz_replay_${name} PRIVATE ${CONC_WARN})
+    add_executable(fuzz_replay_${name} ${src} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/replay.c)
     target_link_libraries(fuzz_replay_${name} PRIVATE conc_harness)
     set_target_properties(fuzz_replay_${name} PROPERTIES
-      RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/fuzz)
+      RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz)
     add_test(NAME fuzz_replay_${name}
       COMMAND ${CONC_TEST_WRAPPER} $<TARGET_FILE:fuzz_replay_${name}>
-              ${PROJECT_SOURCE_DIR}/fuzz/corpus/${name})
+              ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${name})
     set_tests_properties(fuzz_replay_${name} PROPERTIES TIMEOUT 300)
     if(CONC_FUZZ)
       add_executable(fuzz_${name} ${src})
-      target_compile_options(fuzz_${name} PRIVATE ${CONC_WARN})
       target_link_libraries(fuzz_${name} PRIVATE conc_harness)
       target_link_options(fuzz_${name} PRIVATE -fsanitize=fuzzer)
       set_target_properties(fuzz_${name} PROPERTIES
-        RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/fuzz)
+        RUNTIME_OUTPUT_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/fuzz)
     endif()
   endforeach()
 endfunction()

@@ -5,6 +5,7 @@
 #define CONC_H
 
 #include "conc/common.h"
+#include "conc/version.h"
 #include "conc/process.h"
 #include "conc/thread.h"
 #include "conc/sync.h"
@@ -12,5 +13,6 @@
 #include "conc/pipe.h"
 #include "conc/shared.h"
 #include "conc/pool.h"
+#include "conc/auto.h"
 
 #endif

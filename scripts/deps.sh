@@ -12,6 +12,10 @@ command -v setarch >/dev/null 2>&1 || need+=(util-linux)
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
     >/dev/null 2>&1 || need+=(libclang-rt-14-dev)
+# gcovr prints the coverage flavour's table (scripts/test.sh); groff
+# checks the man pages (scripts/man.py --check).
+command -v gcovr >/dev/null 2>&1 || need+=(gcovr)
+command -v groff >/dev/null 2>&1 || need+=(groff-base)
 # libzmq is a benchmark baseline (bench/bench_queue); the library never
 # links it.
 [ -e /usr/include/zmq.h ] || need+=(libzmq3-dev)

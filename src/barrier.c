@@ -79,7 +79,7 @@ static size_t bar_size(uint32_t nslots)
 int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     if (opts == NULL) {
@@ -102,11 +102,12 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     }
     conc_barrier *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", __func__);
     }
     uint32_t nslots = opts->parties < SLOTS_MAX ? opts->parties : SLOTS_MAX;
     void *mem;
-    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots));
+    int err = conc__sync_region_make(&mem, opts->name, bar_size(nslots),
+                                     CONC__SYNC_MAGIC_BARRIER);
     if (err != 0) {
         free(b);
         return err;
@@ -137,12 +138,12 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
 int conc_barrier_open(conc_barrier **out, const char *name)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     conc_barrier *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", __func__);
     }
     void *mem;
     size_t size;
@@ -153,13 +154,20 @@ int conc_barrier_open(conc_barrier **out, const char *name)
         return err;
     }
     struct barrier_shared *sh = mem;
-    /* Never trust a count read from a segment to size what we touch. */
-    uint32_t want = sh->parties < SLOTS_MAX ? sh->parties : SLOTS_MAX;
-    if (sh->parties == 0 || sh->parties > INT_MAX || sh->nslots != want ||
+    /* Never trust a count read from a segment to size what we touch:
+     * each field read once, and only the checked copy used. */
+    uint32_t parties = __atomic_load_n(&sh->parties, __ATOMIC_RELAXED);
+    uint32_t nslots = __atomic_load_n(&sh->nslots, __ATOMIC_RELAXED);
+    uint32_t want = parties < SLOTS_MAX ? parties : SLOTS_MAX;
+    if (parties == 0 || parties > INT_MAX || nslots != want ||
         size < bar_size(want)) {
+        err = conc__fail(CONC_ECORRUPT, "conc_barrier_open: '%s': the "
+                         "barrier's parties (%u) and slots (%u) do not fit "
+                         "each other or the segment (%zu bytes)", name,
+                         parties, nslots, size);
         conc__sync_region_free(mem, size);
         free(b);
-        return CONC_EINVAL;
+        return err;
     }
     b->sh = sh;
     b->nslots = want; /* not sh->nslots again: it could change meanwhile */
@@ -287,7 +295,7 @@ static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
 int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
 {
     if (b == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("b");
     }
     struct barrier_shared *sh = b->sh;
     if (timeout == CONC_FOREVER) {
@@ -309,7 +317,8 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     }
     if (bar_state(sh) == BROKEN) {
         bar_unlock(sh);
-        return CONC_EBROKEN;
+        return conc__fail_lit(CONC_EBROKEN, "conc_barrier_wait: the barrier "
+                                            "is broken (reset() mends it)");
     }
     uint32_t idx = atomic_load_explicit(&sh->count, memory_order_relaxed);
     atomic_store_explicit(&sh->count, idx + 1, memory_order_relaxed);
@@ -367,13 +376,19 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     if (err == 0 && index != NULL) {
         *index = (int)idx;
     }
+    if (err == CONC_EBROKEN) {
+        return conc__fail_lit(CONC_EBROKEN, "conc_barrier_wait: the barrier "
+                                            "broke during this wait (a "
+                                            "timeout, abort(), a failed "
+                                            "action or a party that died)");
+    }
     return err;
 }
 
 int conc_barrier_reset(conc_barrier *b)
 {
     if (b == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("b");
     }
     struct barrier_shared *sh = b->sh;
     bar_lock(b);
@@ -394,7 +409,7 @@ int conc_barrier_reset(conc_barrier *b)
 int conc_barrier_abort(conc_barrier *b)
 {
     if (b == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("b");
     }
     bar_lock(b);
     bar_break(b->sh);

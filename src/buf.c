@@ -41,14 +41,15 @@ void conc__buf_take(conc_buf *buf, conc_msg *msg)
 int conc_buf_append(conc_buf *buf, const void *data, size_t len)
 {
     if (buf == NULL || (data == NULL && len > 0)) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(buf == NULL ? "buf" : "data");
     }
     if (len == 0) {
         return 0;
     }
     if (len > SIZE_MAX - buf->len ||
         (buf->limit != 0 && buf->len + len > buf->limit)) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_buf_append: %zu more bytes "
+                          "would pass the limit of %zu", len, buf->limit);
     }
     size_t need = buf->len + len;
     if (need > buf->cap) {
@@ -58,7 +59,8 @@ int conc_buf_append(conc_buf *buf, const void *data, size_t len)
         }
         unsigned char *p = conc__realloc(buf->data, cap);
         if (p == NULL) {
-            return CONC_ENOMEM;
+            return conc__fail(CONC_ENOMEM, "conc_buf_append: out of memory "
+                              "for %zu bytes", cap);
         }
         buf->data = p;
         buf->cap = cap;
@@ -71,7 +73,7 @@ int conc_buf_append(conc_buf *buf, const void *data, size_t len)
 int conc_buf_error(conc_buf *buf, const char *fmt, ...)
 {
     if (buf == NULL || fmt == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(buf == NULL ? "buf" : "fmt");
     }
     va_list ap;
     va_start(ap, fmt);

@@ -47,8 +47,23 @@ static inline bool conc__timeout_ok(double seconds)
  * name).  Cheap enough for any error path; never on a success path. */
 int conc__fail(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The same with a constant sentence (a string literal: only its address
+ * is kept), for outcomes that a loop may meet on every call - a queue
+ * empty or full, a timeout - where formatting would cost more than the
+ * call: conc__fail_lit(CONC_EEMPTY, "conc_queue_get: the queue is empty"). */
+int conc__fail_lit(int err, const char *sentence);
 int conc__fail_sys(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The two details every module needs: a required argument that is NULL,
+ * and a timeout that is NaN or negative other than CONC_FOREVER. */
+#define CONC__FAIL_NULL(what)                                                \
+    conc__fail(CONC_EINVAL, "%s: %s is NULL", __func__, (what))
+#define CONC__FAIL_TIMEOUT(t)                                                \
+    conc__fail(CONC_EINVAL,                                                  \
+               "%s: timeout %g: it must be >= 0 (0: do not wait) or "        \
+               "CONC_FOREVER",                                               \
+               __func__, (double)(t))
 
 /* The layout of conc_buf, so modules that hand one to a callback can make
  * one on the stack.  limit 0 = no limit. */

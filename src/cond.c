@@ -111,32 +111,37 @@ static void cond_init(struct cond_shared *sh)
 int conc_cond_new(conc_cond **out, const conc_cond_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     const char *name = opts != NULL ? opts->name : NULL;
     if (opts != NULL && opts->lock != NULL && opts->rlock != NULL) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_cond_new: both .lock and "
+                          ".rlock are given: at most one");
     }
     if (name != NULL && (opts->lock != NULL || opts->rlock != NULL)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_cond_new: a named condition "
+                          "brings its own RLock: .lock and .rlock must be "
+                          "left out");
     }
     conc_cond *c = conc__calloc(1, sizeof *c);
     if (c == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_cond_new: out of memory");
     }
     void *mem;
     int err;
     if (name != NULL) {
         err = conc__sync_named_new(&mem, name,
-                                   COND_RLOCK_OFF + conc__rlock_embed_size());
+                                   COND_RLOCK_OFF + conc__rlock_embed_size(),
+                                   CONC__SYNC_MAGIC_COND);
         if (err != 0) {
             goto fail_handle;
         }
         /* The RLock first: an opener that sees the cond's magic sees it. */
         c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, true);
     } else {
-        err = CONC_ENOMEM;
+        err = conc__fail_sys(CONC_ENOMEM, "conc_cond_new: no memory for "
+                             "its shared page: mmap");
         mem = conc__sync_region_new(sizeof(struct cond_shared));
         if (mem == NULL) {
             goto fail_handle;
@@ -168,12 +173,12 @@ fail_handle:
 int conc_cond_open(conc_cond **out, const char *name)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     conc_cond *c = conc__calloc(1, sizeof *c);
     if (c == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_cond_open: out of memory");
     }
     void *mem;
     int err = conc__sync_named_open(&mem, NULL, name, CONC__SYNC_MAGIC_COND,
@@ -185,9 +190,11 @@ int conc_cond_open(conc_cond **out, const char *name)
     c->sh = mem;
     c->rlock = conc__rlock_embed((char *)mem + COND_RLOCK_OFF, false);
     if (c->rlock == NULL) {
+        err = conc__fail(CONC_ECORRUPT, "conc_cond_open: '%s': the "
+                         "condition's RLock slot holds no RLock", name);
         conc__sync_region_free(mem, sizeof(struct cond_shared));
         free(c);
-        return CONC_EINVAL;
+        return err;
     }
     *out = c;
     return 0;
@@ -209,7 +216,7 @@ void conc_cond_free(conc_cond *c)
 int conc_cond_acquire(conc_cond *c, double timeout)
 {
     if (c == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("c");
     }
     return c->lock != NULL ? conc_lock_acquire(c->lock, timeout)
                            : conc_rlock_acquire(c->rlock, timeout);
@@ -218,7 +225,7 @@ int conc_cond_acquire(conc_cond *c, double timeout)
 int conc_cond_release(conc_cond *c)
 {
     if (c == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("c");
     }
     return c->lock != NULL ? conc_lock_release(c->lock)
                            : conc_rlock_release(c->rlock);
@@ -330,7 +337,9 @@ static int cond_wait_dl(conc_cond *c, const conc__deadline *dl)
 {
     struct cond_shared *sh = c->sh;
     if (!cond_held(c)) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
+                                          "held (acquire it before waiting "
+                                          "or notifying)");
     }
     uint32_t my = atomic_load_explicit(&sh->gen_new, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->g2_waiting, 1, memory_order_relaxed);
@@ -340,7 +349,9 @@ static int cond_wait_dl(conc_cond *c, const conc__deadline *dl)
     if (err != 0) {
         /* Released by someone else between the check and here. */
         cond_withdraw(sh, my);
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "the condition's lock was "
+                                          "released by another thread "
+                                          "while this one began to wait");
     }
     bool notified = false;
     for (;;) {
@@ -369,13 +380,16 @@ static int cond_wait_dl(conc_cond *c, const conc__deadline *dl)
     if (lerr != 0) {
         return lerr; /* CONC_EOWNERDEAD: held, but the data may be torn */
     }
-    return notified ? 0 : CONC_ETIMEDOUT;
+    return notified ? 0
+                    : conc__fail_lit(CONC_ETIMEDOUT, "conc_cond_wait: no "
+                                                     "notify came before "
+                                                     "the timeout");
 }
 
 int conc_cond_wait(conc_cond *c, double timeout)
 {
     if (c == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("c");
     }
     conc__deadline dl;
     int err = conc__deadline_init(&dl, timeout);
@@ -389,7 +403,7 @@ int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
                        double timeout)
 {
     if (c == NULL || pred == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(c == NULL ? "c" : "pred");
     }
     conc__deadline dl;
     int err = conc__deadline_init(&dl, timeout);
@@ -397,14 +411,18 @@ int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
         return err;
     }
     if (!cond_held(c)) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
+                                          "held (acquire it before waiting "
+                                          "or notifying)");
     }
     /* As Python: at least one wait, then until pred holds or time is up;
      * pred is asked once more after the last wait. */
     bool waited = false;
     while (!pred(arg)) {
         if (waited && conc__deadline_passed(&dl)) {
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_cond_wait_for: the "
+                                                  "predicate was still "
+                                                  "false at the timeout");
         }
         err = cond_wait_dl(c, &dl);
         waited = true;
@@ -418,10 +436,12 @@ int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
 int conc_cond_notify(conc_cond *c, unsigned n)
 {
     if (c == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("c");
     }
     if (!cond_held(c)) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
+                                          "held (acquire it before waiting "
+                                          "or notifying)");
     }
     cond_grant(c->sh, n);
     return 0;
@@ -430,10 +450,12 @@ int conc_cond_notify(conc_cond *c, unsigned n)
 int conc_cond_notify_all(conc_cond *c)
 {
     if (c == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("c");
     }
     if (!cond_held(c)) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
+                                          "held (acquire it before waiting "
+                                          "or notifying)");
     }
     cond_grant(c->sh, UINT64_MAX);
     return 0;

@@ -515,14 +515,6 @@ static int dict_store(dctx *c, lookup *lk, const void *key, size_t klen,
 
 /* ---- creation ------------------------------------------------------------ */
 
-/* Re-states the detail a lower layer gave as fn's: "fn: <detail>". */
-static int refail(int err, const char *fn)
-{
-    char was[400];
-    snprintf(was, sizeof was, "%s", conc_errdetail());
-    return conc__fail(err, "%s: %s", fn, was);
-}
-
 int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
 {
     static const char fn[] = "conc_dict_new";
@@ -551,29 +543,20 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
     if (limit > DICT_MAX_LIMIT) {
         limit = DICT_MAX_LIMIT;
     }
-    if (name != NULL) {
-        char fixed[256];
-        err = conc__shm_name_fix(name, fixed, sizeof fixed);
-        if (err != 0) {
-            return refail(err, fn);
-        }
-    }
     d = conc__calloc(1, sizeof *d);
     if (d == NULL) {
         return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
     if (name != NULL) {
-        err = conc_shm_create(&d->shm, name, DICT_FIRST_SIZE);
-        if (err != 0) {
-            err = refail(err, fn);
-        } else {
-            err = conc__shm_grow(d->shm, 0, DICT_FIRST_SIZE, fn);
+        err = conc__shm_create(&d->shm, fn, name, DICT_FIRST_SIZE);
+        if (err == 0) {
+            err = conc__shm_grow(d->shm, fn, 0, DICT_FIRST_SIZE);
         }
     } else {
-        err = conc__shm_anon(&d->shm, DICT_FIRST_SIZE, fn);
+        err = conc__shm_anon(&d->shm, fn, DICT_FIRST_SIZE);
     }
     while (err == 0) {
-        err = conc__shm_reserve(d->shm, limit, fn);
+        err = conc__shm_reserve(d->shm, fn, limit);
         /* A default limit the address space cannot take (ulimit -v):
          * settle for less, down to 1 GiB. */
         if (err == CONC_ENOMEM && !given && limit > DICT_FALLBACK_LIMIT) {
@@ -618,26 +601,21 @@ int conc_dict_open(conc_dict **out, const char *name)
     if (d == NULL) {
         return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
-    err = conc_shm_open(&d->shm, name);
+    /* shm.c checks the owner and mode, waits for a creator still making
+     * the dict and checks the magic (acquire, pairing with the release
+     * store of the magic in conc__dict_format: the creator's header is
+     * all visible). */
+    err = conc__shm_open(&d->shm, fn, name,
+                         &(conc__shm_kind){ .what = "dict",
+                                            .magic = DICT_MAGIC,
+                                            .magic_size = sizeof(uint64_t),
+                                            .min_size = DICT_FIRST_SIZE });
     if (err != 0) {
-        err = refail(err, fn);
         goto fail;
     }
     const char *sname = conc_shm_name(d->shm);
     size_t size = conc_shm_size(d->shm);
     dict_hdr *h = conc_shm_ptr(d->shm);
-    if (size < DICT_HDR_SIZE + 4096) {
-        err = conc__fail(CONC_EINVAL, "%s: '%s' holds %zu bytes: too few "
-                         "for a conc_dict", fn, sname, size);
-        goto fail;
-    }
-    /* acquire pairs with the release store of the magic in
-     * conc__dict_format: the creator's header is all visible. */
-    if (atomic_load_explicit(&h->magic, memory_order_acquire) != DICT_MAGIC) {
-        err = conc__fail(CONC_EINVAL, "%s: '%s' is not a conc_dict (no dict "
-                         "magic at its start)", fn, sname);
-        goto fail;
-    }
     uint32_t version = rd32(&h->version);
     if (version != DICT_VERSION) {
         err = conc__fail(CONC_EINVAL, "%s: '%s' is a conc_dict of layout "
@@ -661,7 +639,7 @@ int conc_dict_open(conc_dict **out, const char *name)
     d->max_order = max_order;
     d->seed = rd64(&h->hash_seed);
     atomic_store_explicit(&d->file_ok, size, memory_order_relaxed);
-    err = conc__shm_reserve(d->shm, limit, fn);
+    err = conc__shm_reserve(d->shm, fn, limit);
     if (err != 0) {
         goto fail;
     }

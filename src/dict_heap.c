@@ -61,7 +61,7 @@ static int file_holds(dctx *c, uint64_t end)
         return 0;
     }
     uint64_t size = 0;
-    int err = conc__shm_file_size(d->shm, &size, c->fn);
+    int err = conc__shm_file_size(d->shm, c->fn, &size);
     if (err != 0) {
         return err;
     }
@@ -368,8 +368,8 @@ static int heap_grow(dctx *c, uint32_t order)
     if (target > max_heap) {
         target = max_heap;
     }
-    int err = conc__shm_grow(d->shm, DICT_HDR_SIZE + hs,
-                             DICT_HDR_SIZE + target, c->fn);
+    int err = conc__shm_grow(d->shm, c->fn, DICT_HDR_SIZE + hs,
+                             DICT_HDR_SIZE + target);
     if (err != 0) {
         return err;
     }
@@ -748,12 +748,12 @@ static uint64_t next_bit(const uint64_t *bm, uint64_t i, uint64_t n,
 
 /* Marks every unit in use (the index tables and every entry a lookup can
  * reach) in a scratch bitmap; *count gets the entries.  The caller frees
- * *bm (scratch_free, *bytes). */
+ * *bm (conc__os_private_free, *bytes). */
 static int mark_all(dctx *c, uint64_t **bm, size_t *bytes, uint64_t *count)
 {
     uint64_t units = c->hi - c->lo;
     *bytes = (size_t)(((units + 63) / 64) * 8);
-    *bm = conc__os_scratch_alloc(*bytes);
+    *bm = conc__os_private_alloc(*bytes);
     if (*bm == NULL) {
         return conc__fail_sys(CONC_ENOMEM, "%s: %zu bytes of scratch memory "
                               "to check the dict", c->fn, *bytes);
@@ -797,7 +797,7 @@ static int rebuild(dctx *c)
         }
         h->count = count;
     }
-    conc__os_scratch_free(bm, bytes);
+    conc__os_private_free(bm, bytes);
     return err;
 }
 
@@ -934,6 +934,6 @@ int conc__dict_check_locked(dctx *c)
     }
     CHECK_OR_FAIL(listed == nfree);
 out:
-    conc__os_scratch_free(bm, bytes);
+    conc__os_private_free(bm, bytes);
     return err;
 }

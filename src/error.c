@@ -12,15 +12,27 @@
  * shared library would eat the surplus glibc keeps for dlopen. */
 #define DETAIL_MAX 512
 static _Thread_local char detail[DETAIL_MAX];
+/* Or a constant sentence (conc__fail_lit), when it is set: the cheap way,
+ * for outcomes a polling loop meets on every call (empty, full, timed
+ * out), where formatting would cost more than the call itself. */
+static _Thread_local const char *detail_lit;
 
 const char *conc_errdetail(void)
 {
-    return detail;
+    const char *lit = detail_lit;
+    return lit != NULL ? lit : detail;
+}
+
+int conc__fail_lit(int err, const char *sentence)
+{
+    detail_lit = sentence;
+    return err;
 }
 
 static int fail_v(int err, bool with_errno, const char *fmt, va_list ap)
 {
     int saved = errno;
+    detail_lit = NULL;
     int n = vsnprintf(detail, sizeof detail, fmt, ap);
     if (n < 0) {
         n = 0;

@@ -35,12 +35,13 @@ struct conc_event {
 int conc_event_new(conc_event **out, const conc_event_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_event));
+                                     sizeof(conc_event),
+                                     CONC__SYNC_MAGIC_EVENT);
     if (err != 0) {
         return err;
     }
@@ -56,7 +57,7 @@ int conc_event_new(conc_event **out, const conc_event_opts *opts)
 int conc_event_open(conc_event **out, const char *name)
 {
     void *mem = NULL;
-    int err = out == NULL ? CONC_EINVAL
+    int err = out == NULL ? CONC__FAIL_NULL("out")
                           : conc__sync_named_open(&mem, NULL, name,
                                                   CONC__SYNC_MAGIC_EVENT,
                                                   sizeof(conc_event));
@@ -69,7 +70,7 @@ int conc_event_open(conc_event **out, const char *name)
 int conc_event_set(conc_event *e)
 {
     if (e == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("e");
     }
     uint32_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
     for (;;) {
@@ -93,7 +94,7 @@ int conc_event_set(conc_event *e)
 int conc_event_clear(conc_event *e)
 {
     if (e == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("e");
     }
     /* Relaxed is enough: clear() orders nothing; a waiter judges by the
      * generation, which clear() leaves alone. */
@@ -112,8 +113,11 @@ bool conc_event_is_set(conc_event *e)
 
 int conc_event_wait(conc_event *e, double timeout)
 {
-    if (e == NULL || !conc__timeout_ok(timeout)) {
-        return CONC_EINVAL;
+    if (e == NULL) {
+        return CONC__FAIL_NULL("e");
+    }
+    if (!conc__timeout_ok(timeout)) {
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     /* Acquire pairs with set()'s CAS. */
     uint32_t w0 = atomic_load_explicit(&e->word, memory_order_acquire);
@@ -126,7 +130,8 @@ int conc_event_wait(conc_event *e, double timeout)
         return err;
     }
     if (dl.once) {
-        return CONC_ETIMEDOUT;
+        return conc__fail_lit(CONC_ETIMEDOUT, "conc_event_wait: the event "
+                                              "is not set");
     }
     /* seq_cst: the Dekker pair with set() (top). */
     atomic_fetch_add(&e->sleepers, 1);
@@ -143,6 +148,11 @@ int conc_event_wait(conc_event *e, double timeout)
         err = conc__sync_sleep(&e->word, w, &dl);
     }
     atomic_fetch_sub_explicit(&e->sleepers, 1, memory_order_relaxed);
+    if (err == CONC_ETIMEDOUT) {
+        return conc__fail_lit(CONC_ETIMEDOUT, "conc_event_wait: the event "
+                                              "was still not set when the "
+                                              "timeout expired");
+    }
     return err;
 }
 

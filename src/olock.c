@@ -19,7 +19,22 @@
  * ping-pong the cache line; without a spin the loser sleeps, the holder
  * runs uncontended, and the rate is a steady 1.2-1.3x of the pthread
  * mutex (which does not spin either).  On 2 cores a spinner also burns the
- * time slice a preempted holder needs.
+ * time slice a preempted holder needs.  More cores do not change the
+ * argument, they sharpen it: a holder that takes the lock again within
+ * tens of nanoseconds of letting it go (n processes looping on a counter,
+ * the case in bench_scaling) is stolen from by any spinner in that gap,
+ * and then the lock's line and the data it guards cross cores on every
+ * acquire (about 100 ns each on a 16-core Xeon against a few for a
+ * holder that keeps them), where a sleeping loser leaves the holder
+ * runs of uncontended acquires and costs it one FUTEX_WAKE per wake-up.
+ * A spin pays only when the loser arrives inside a long critical section
+ * that the holder then leaves for good: it sleeps one wake-up (a few
+ * microseconds) where a spin would have waited the section out.  (The
+ * queue's side
+ * locks spin for as long as the side makes no progress, which they can
+ * see in the ring's positions; a bare lock has no such sign: the word
+ * reads the same whether its holder is inside one critical section or
+ * its hundredth.)
  *
  * Release.  Anyone may release (Python's Lock): exchange the word with 0;
  * an old value of 0 means it was not held (CONC_EPERM, nothing changed:
@@ -96,7 +111,10 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
                 if (atomic_compare_exchange_strong_explicit(
                         &l->state, &s, me | CONC__OL_WAITERS,
                         memory_order_acquire, memory_order_relaxed)) {
-                    return CONC_EOWNERDEAD;
+                    return conc__fail(CONC_EOWNERDEAD,
+                                      "acquired; its previous holder, "
+                                      "thread %u, died holding it",
+                                      (unsigned)(s & CONC__OL_TID_MASK));
                 }
                 check_holder = true;
                 continue;
@@ -114,7 +132,10 @@ int conc__olock_acquire_slow(conc__olock *l, uint64_t me,
                     continue;
                 }
             }
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT,
+                                  "the lock was still held by another "
+                                  "thread or process when the timeout "
+                                  "expired");
         }
         if ((s & CONC__OL_WAITERS) == 0) {
             /* Relaxed: the futex wait below, and the holder's exchange,
@@ -155,7 +176,8 @@ int conc__olock_release(conc__olock *l)
     uint64_t old = atomic_exchange_explicit(&l->state, 0,
                                             memory_order_release);
     if ((old & CONC__OL_TID_MASK) == 0) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "release of a lock that is not "
+                                          "held");
     }
     if (old & CONC__OL_WAITERS) {
         /* Pairs with the FUTEX_WAIT in conc__olock_acquire_slow(). */

@@ -51,10 +51,13 @@ int conc__os_futex_wake(_Atomic uint32_t *word, int n, bool shared);
  * shared with every child forked after this call.  NULL on failure (errno
  * kept). */
 void *conc__os_shared_alloc(size_t size);
+/* Unmaps a shared mapping, anonymous or of a segment (munmap).  Not on
+ * the seam: it is only called to clean up, where no caller has a failure
+ * path, and a faulted unmap would only leak. */
 void conc__os_shared_free(void *p, size_t size);
-/* Files that back shared memory (a memfd, a /dev/shm object), each call
- * through the fault seam (a hit fails with -1 and errno EIO, or ENOMEM
- * for a mapping).
+/* Files that back growable shared memory (the dict: a memfd, or a
+ * /dev/shm object from the named-segment layer), each call through the
+ * fault seam (a hit fails with -1 and errno EIO).
  * conc__os_memfd - a new anonymous memory file of size 0 (memfd_create,
  * close-on-exec): shared with children forked later through the
  * inherited descriptor; gone when the last descriptor and mapping go.
@@ -63,24 +66,45 @@ void conc__os_shared_free(void *p, size_t size);
  * never raise SIGBUS later for want of room; where the file system cannot
  * allocate ahead (EOPNOTSUPP) it only sets the length (ftruncate).  -1
  * with errno: ENOSPC or ENOMEM when there is no room.
- * conc__os_file_size - the file's length (fstat).
- * conc__os_map_file - maps size bytes of fd, shared, read-write, from
- * offset 0; the length may exceed the file's: pages past its end raise
- * SIGBUS when touched, so callers touch only what the file holds.  NULL
- * with errno on failure.
- * conc__os_unmap / conc__os_close - munmap / close; NULL / -1 are no-ops. */
+ * A file is mapped with conc__os_map_shared (below; the length may exceed
+ * the file's: pages past its end raise SIGBUS when touched, so callers
+ * touch only what the file holds), sized with conc__os_fstat and unmapped
+ * with conc__os_shared_free. */
 int conc__os_memfd(const char *name);
 int conc__os_file_reserve(int fd, uint64_t from, uint64_t to);
-int conc__os_file_size(int fd, uint64_t *size);
-void *conc__os_map_file(int fd, size_t size);
-void conc__os_unmap(void *p, size_t size);
-void conc__os_close(int fd);
-/* Private scratch memory (zero-filled, not shared with children), for a
- * large temporary table that must not come from malloc: NULL with errno
- * on failure (fault seam included).  conc__os_scratch_free releases it;
- * NULL is a no-op. */
-void *conc__os_scratch_alloc(size_t size);
-void conc__os_scratch_free(void *p, size_t size);
+/* A private, lazily committed, zero-filled mapping of size bytes, not
+ * shared with children (MAP_NORESERVE): a thread's stack, or a large
+ * scratch table that must not come from malloc (the dict's repair
+ * bitmap).  NULL with errno on failure (the seam: ENOMEM).
+ * conc__os_private_free unmaps it (not on the seam); NULL is a no-op. */
+void *conc__os_private_alloc(size_t size);
+void conc__os_private_free(void *p, size_t size);
+
+/* ---- named shared memory (POSIX shm objects, /dev/shm) ------------------
+ * The calls of shm.c, the one named-segment layer.  Those whose failure a
+ * caller reports go through the fault seam (a hit: -1 with EIO, or NULL
+ * with ENOMEM for the mapping); shm_unlink is only called to clean up or
+ * by an explicit unlink whose ENOENT the tests reach for real, so it is
+ * not on the seam.  Descriptors are O_CLOEXEC. */
+typedef struct conc__os_file {
+    uint64_t size;  /* st_size */
+    uint64_t nlink; /* 0 once the name was unlinked */
+    uid_t uid;      /* the owner */
+    unsigned mode;  /* permission bits, st_mode & 07777 */
+} conc__os_file;
+/* shm_open(name, O_RDWR, plus O_CREAT|O_EXCL with mode when create): an
+ * fd, or -1 with errno. */
+int conc__os_shm_open(const char *name, bool create, unsigned mode);
+int conc__os_shm_unlink(const char *name);
+/* ftruncate, fchmod, fstat: 0 or -1 with errno. */
+int conc__os_ftruncate(int fd, uint64_t size);
+int conc__os_fchmod(int fd, unsigned mode);
+int conc__os_fstat(int fd, conc__os_file *st);
+/* mmap(size bytes of fd, read-write, MAP_SHARED): the mapping, or NULL
+ * with errno. */
+void *conc__os_map_shared(int fd, size_t size);
+/* The effective uid (never fails). */
+uid_t conc__os_geteuid(void);
 /* malloc/calloc/strdup through the fault seam. */
 void *conc__malloc(size_t size);
 void *conc__calloc(size_t n, size_t size);
@@ -108,6 +132,10 @@ void conc__os_set_name(const char *name);
 /* Asks for signal sig when the parent thread dies (PR_SET_PDEATHSIG). */
 int conc__os_set_pdeathsig(int sig);
 long conc__os_cpu_count(void);
+/* _exit(code) for a forked child: ends the process without running the
+ * parent's exit handlers.  In a coverage build (CONC_COVERAGE) it first
+ * writes the child's gcov counts, which _exit would drop. */
+_Noreturn void conc__os_exit_child(int code);
 /* fork() through the fault seam (a hit fails with -1, errno EAGAIN). */
 pid_t conc__os_fork(void);
 /* A pidfd (O_CLOEXEC) for child pid, readable once it has ended; -1 with
@@ -127,12 +155,79 @@ int conc__os_random(void *buf, size_t len);
  * if the kernel refuses (it does not on Linux >= 3.17). */
 uint64_t conc__os_random64(void);
 
+/* ---- sockets and descriptors (os_linux_net.c) ---------------------------
+ * The system calls of the same names, for pipe.c and listener.c, each
+ * through the fault seam: a hit fails the call with -1 and errno EIO
+ * (EAGAIN for accept4, which a caller would otherwise retry), so fault
+ * loops reach every failure path of the pipes, the listener and the
+ * client.  Otherwise each behaves exactly as its system call (errno
+ * kept, EINTR included: callers retry).  close(2), unlink(2) and rmdir(2)
+ * are not here: they run only where a failure changes nothing the caller
+ * could act on (releasing a descriptor, removing a file on the way out). */
+struct epoll_event;
+struct msghdr;
+struct pollfd;
+struct sockaddr;
+struct stat;
+int conc__os_socket(int domain, int type, int protocol);
+int conc__os_socketpair(int domain, int type, int protocol, int sv[2]);
+int conc__os_bind(int fd, const struct sockaddr *addr, unsigned len);
+int conc__os_listen(int fd, int backlog);
+/* accept4(2); *len in and out as there (NULL addr and len allowed). */
+int conc__os_accept4(int fd, struct sockaddr *addr, unsigned *len,
+                     int flags);
+int conc__os_connect(int fd, const struct sockaddr *addr, unsigned len);
+int conc__os_shutdown(int fd, int how);
+int conc__os_setsockopt(int fd, int level, int name, const void *val,
+                        unsigned len);
+int conc__os_getsockopt(int fd, int level, int name, void *val,
+                        unsigned *len);
+int conc__os_getsockname(int fd, struct sockaddr *addr, unsigned *len);
+ssize_t conc__os_send(int fd, const void *buf, size_t len, int flags);
+ssize_t conc__os_sendmsg(int fd, const struct msghdr *msg, int flags);
+ssize_t conc__os_recv(int fd, void *buf, size_t len, int flags);
+/* ppoll(2) without a signal mask; ts NULL waits without limit. */
+int conc__os_ppoll(struct pollfd *fds, unsigned long n,
+                   const struct timespec *ts);
+/* O_NONBLOCK on (true) or off, through fcntl(2). */
+int conc__os_set_nonblock(int fd, bool on);
+/* An eventfd, close-on-exec and non-blocking, counter 0. */
+int conc__os_eventfd(void);
+/* Adds 1 to an eventfd's counter (it stays readable until drained);
+ * drain reads the counter back to 0.  Both 0 or -1. */
+int conc__os_eventfd_post(int fd);
+int conc__os_eventfd_drain(int fd);
+/* An epoll instance, close-on-exec. */
+int conc__os_epoll_create(void);
+int conc__os_epoll_ctl(int ep, int op, int fd, struct epoll_event *ev);
+/* epoll_wait(2); ms -1 waits without limit. */
+int conc__os_epoll_wait(int ep, struct epoll_event *evs, int max, int ms);
+/* A CLOCK_MONOTONIC timerfd, close-on-exec and non-blocking; set arms it
+ * to fire once at the absolute monotonic time at_ns (0 disarms); drain
+ * reads its expiry count (EAGAIN when it has not fired is success). */
+int conc__os_timerfd_create(void);
+int conc__os_timerfd_set(int fd, uint64_t at_ns);
+int conc__os_timerfd_drain(int fd);
+char *conc__os_mkdtemp(char *tmpl);
+int conc__os_lstat(const char *path, struct stat *st);
+
 /* ---- the fault seam ------------------------------------------------------
  * conc__fault_arm(n): the n-th (1-based) call through the seam from now on
  * fails (allocation: NULL with ENOMEM; OS call: -1 with EIO unless stated);
- * 0 disarms.  conc__fault_hit() is what each seam call asks. */
+ * 0 disarms.  conc__fault_hit() is what each seam call asks: inline, so
+ * that while no test has armed it (always, outside the tests) it costs a
+ * relaxed load and a branch on paths as hot as a pipe's send and recv.
+ * Relaxed is enough: tests arm it from the thread that then makes the
+ * calls. */
 void conc__fault_arm(long n);
-bool conc__fault_hit(void);
+extern _Atomic long conc__fault_countdown;
+bool conc__fault_hit_armed(void);
+static inline bool conc__fault_hit(void)
+{
+    return atomic_load_explicit(&conc__fault_countdown,
+                                memory_order_relaxed) != 0 &&
+           conc__fault_hit_armed();
+}
 bool conc__fault_fired(void);
 
 #endif

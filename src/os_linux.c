@@ -5,7 +5,7 @@
  * time: the deadline computed once on entry is passed as is, so retries
  * after a spurious wake-up or a signal never stretch the wait.
  */
-#include "os.h"
+#include "conc_int.h"
 
 #include <conc/common.h>
 
@@ -26,25 +26,28 @@
 
 /* ---- the fault seam ---------------------------------------------------- */
 
-/* Countdown to the failing call; 0 = disarmed.  Relaxed is enough: tests
- * arm it from the thread that then makes the calls. */
-static _Atomic long fault_countdown;
+/* Countdown to the failing call; 0 = disarmed (os.h's inline
+ * conc__fault_hit reads it).  Relaxed is enough: tests arm it from the
+ * thread that then makes the calls. */
+_Atomic long conc__fault_countdown;
 static _Atomic bool fault_fired;
 
 void conc__fault_arm(long n)
 {
     atomic_store_explicit(&fault_fired, false, memory_order_relaxed);
-    atomic_store_explicit(&fault_countdown, n < 0 ? 0 : n,
+    atomic_store_explicit(&conc__fault_countdown, n < 0 ? 0 : n,
                           memory_order_relaxed);
 }
 
-bool conc__fault_hit(void)
+/* The rest of conc__fault_hit, once the countdown was seen armed. */
+bool conc__fault_hit_armed(void)
 {
-    long n = atomic_load_explicit(&fault_countdown, memory_order_relaxed);
+    long n = atomic_load_explicit(&conc__fault_countdown,
+                                  memory_order_relaxed);
     if (n == 0) {
         return false;
     }
-    if (atomic_fetch_sub_explicit(&fault_countdown, 1,
+    if (atomic_fetch_sub_explicit(&conc__fault_countdown, 1,
                                   memory_order_relaxed) == 1) {
         atomic_store_explicit(&fault_fired, true, memory_order_relaxed);
         return true;
@@ -71,11 +74,13 @@ int conc__deadline_init(conc__deadline *dl, double timeout)
     dl->forever = false;
     dl->once = false;
     if (isnan(timeout)) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "timeout NaN: a timeout is >= 0 (0: "
+                          "do not wait) or CONC_FOREVER");
     }
     if (timeout < 0) {
         if (timeout != CONC_FOREVER) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL, "timeout %g: a timeout is >= 0 "
+                              "(0: do not wait) or CONC_FOREVER", timeout);
         }
         dl->forever = true;
         return 0;
@@ -213,47 +218,7 @@ int conc__os_file_reserve(int fd, uint64_t from, uint64_t to)
     return ftruncate(fd, (off_t)size);
 }
 
-int conc__os_file_size(int fd, uint64_t *size)
-{
-    struct stat st;
-    if (conc__fault_hit()) {
-        errno = EIO;
-        return -1;
-    }
-    if (fstat(fd, &st) != 0) {
-        return -1;
-    }
-    *size = st.st_size < 0 ? 0 : (uint64_t)st.st_size;
-    return 0;
-}
-
-void *conc__os_map_file(int fd, size_t size)
-{
-    if (conc__fault_hit()) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-void conc__os_unmap(void *p, size_t size)
-{
-    if (p != NULL) {
-        munmap(p, size);
-    }
-}
-
-void conc__os_close(int fd)
-{
-    if (fd >= 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-    }
-}
-
-void *conc__os_scratch_alloc(size_t size)
+void *conc__os_private_alloc(size_t size)
 {
     if (conc__fault_hit()) {
         errno = ENOMEM;
@@ -264,11 +229,82 @@ void *conc__os_scratch_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-void conc__os_scratch_free(void *p, size_t size)
+void conc__os_private_free(void *p, size_t size)
 {
     if (p != NULL) {
         munmap(p, size);
     }
+}
+
+/* ---- named shared memory ----------------------------------------------- */
+
+int conc__os_shm_open(const char *name, bool create, unsigned mode)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT | O_EXCL : 0);
+    return shm_open(name, flags, create ? (mode_t)mode : 0);
+}
+
+int conc__os_shm_unlink(const char *name)
+{
+    return shm_unlink(name);
+}
+
+int conc__os_ftruncate(int fd, uint64_t size)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (size > (uint64_t)INT64_MAX) {
+        errno = EFBIG;
+        return -1;
+    }
+    return ftruncate(fd, (off_t)size);
+}
+
+int conc__os_fchmod(int fd, unsigned mode)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return fchmod(fd, (mode_t)mode);
+}
+
+int conc__os_fstat(int fd, conc__os_file *out)
+{
+    struct stat st;
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (fstat(fd, &st) != 0) {
+        return -1;
+    }
+    out->size = st.st_size > 0 ? (uint64_t)st.st_size : 0;
+    out->nlink = (uint64_t)st.st_nlink;
+    out->uid = st.st_uid;
+    out->mode = (unsigned)st.st_mode & 07777u;
+    return 0;
+}
+
+void *conc__os_map_shared(int fd, size_t size)
+{
+    if (conc__fault_hit()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+uid_t conc__os_geteuid(void)
+{
+    return geteuid();
 }
 
 void *conc__malloc(size_t size)
@@ -416,6 +452,18 @@ long conc__os_cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : n;
+}
+
+#ifdef CONC_COVERAGE
+void __gcov_dump(void);
+#endif
+
+_Noreturn void conc__os_exit_child(int code)
+{
+#ifdef CONC_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
 }
 
 pid_t conc__os_fork(void)

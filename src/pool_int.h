@@ -227,6 +227,32 @@ void conc__pool_unref(conc_pool *p);
 void conc__pool_ref(conc_pool *p);
 
 /* pool_proc.c */
+
+/* A result record a worker wrote in its result ring, once checked. */
+typedef struct conc__pool_res_view {
+    uint32_t len, type, item;
+    int32_t code;
+    uint64_t seq;
+    const unsigned char *out, *err; /* inside the ring */
+    size_t outlen, errlen;
+} conc__pool_res_view;
+/* Checks the record at position pos of a result ring (cap bytes, pos and
+ * tail byte counts that only grow) before anything of it is trusted, and
+ * fills *v: 1 for a whole record that lies inside the ring and before
+ * tail, with an output and an error text that fill it exactly; 0 when
+ * pos == tail (nothing there); a negative number naming the check that
+ * failed otherwise.  Compares only; reads nothing outside ring[0, cap). */
+int conc__pool_res_check(const unsigned char *ring, size_t cap, uint64_t pos,
+                         uint64_t tail, conc__pool_res_view *v);
+
+/* For tests: inside a task run by a process worker, that worker's result
+ * ring, the word that publishes its end, and the task's record number and
+ * item (what a task that scribbles on memory it does not own could
+ * overwrite or forge); false elsewhere. */
+bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
+                                   _Atomic uint64_t **tail, uint64_t *seq,
+                                   uint32_t *item);
+
 int conc__proc_start(conc_pool *p);
 void conc__proc_kick(conc_pool *p);     /* new work or state: wake manager */
 /* A task was queued by submit/map: sends it to a worker from this thread

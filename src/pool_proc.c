@@ -196,6 +196,11 @@ struct proc_worker {
     size_t life_items;  /* items sent to this worker's current life */
     uint64_t ewma_ns, last_done_ns;
     bool measured, retired, init_failed;
+    /* drain met a result record that fails a check: the worker (or a task
+     * in it) wrote over its ring.  Nothing after it is read; the manager
+     * kills and replaces the worker (check_workers). */
+    bool corrupt;
+    char corrupt_why[96];
     int init_code;
     unsigned respawn_failures;
 };
@@ -320,9 +325,28 @@ static void post(struct proc_worker *w, struct wctx *x, uint32_t type,
     bell_ring(&h->bell, &h->sleeping);
 }
 
+/* In a worker process, its slot (for conc__pool_worker_result_ring). */
+static struct proc_worker *this_worker;
+
+bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
+                                   _Atomic uint64_t **tail, uint64_t *seq,
+                                   uint32_t *item)
+{
+    if (this_worker == NULL) {
+        return false;
+    }
+    *ring = this_worker->rring;
+    *cap = this_worker->cap;
+    *tail = &this_worker->ctl->res_tail;
+    *seq = atomic_load(&this_worker->ctl->cur_seq);
+    *item = (uint32_t)atomic_load(&this_worker->ctl->cur_item);
+    return true;
+}
+
 static int worker_main(void *arg)
 {
     struct proc_worker *w = arg;
+    this_worker = w;
     conc_pool *p = w->pool;
     struct slot_ctl *c = w->ctl;
     struct wctx x = { .c = c, .cap = w->cap };
@@ -434,6 +458,7 @@ static void reset_slot(struct proc_worker *w)
     w->life_items = 0;
     w->retired = false;
     w->init_failed = false;
+    w->corrupt = false;
     w->measured = false;
     w->last_done_ns = 0;
 }
@@ -506,10 +531,80 @@ static void drive_unlock(conc_pool *p)
     conc__future_defer_end();
 }
 
+/* The result ring is written by the worker process, and so by the tasks
+ * it runs: a task that scribbles over memory can leave anything there.
+ * Every record is checked against the ring before it is trusted, with
+ * compares only (see conc__pool_res_check), and a record that fails makes
+ * the worker corrupt: nothing more is read from that ring, and only the
+ * item whose result was due fails (check_workers, worker_ended). */
+int conc__pool_res_check(const unsigned char *ring, size_t cap, uint64_t pos,
+                         uint64_t tail, conc__pool_res_view *v)
+{
+    /* The producer's tail is at most one ring ahead of our head: a tail
+     * behind the head, or more than a ring ahead, was not written by
+     * post(). */
+    if (tail - pos > cap || cap < 64 || cap % 8 != 0 || pos % 8 != 0) {
+        return -1;
+    }
+    if (pos == tail) {
+        return 0;
+    }
+    size_t off = (size_t)(pos % cap);
+    uint32_t len, type;
+    memcpy(&len, ring + off, sizeof len);
+    memcpy(&type, ring + off + 4, sizeof type);
+    /* A record: 8-aligned, inside the ring without wrapping, and
+     * published (before the tail). */
+    if (len < 8 || len % 8 != 0 || len > cap - off || len > tail - pos) {
+        return -2;
+    }
+    v->len = len;
+    v->type = type;
+    if (type == REC_PAD) {
+        /* A pad fills the rest of the ring, no more, no less. */
+        return len == cap - off ? 1 : -3;
+    }
+    if (type != REC_RESULT && type != REC_RETIRE && type != REC_INITFAIL) {
+        return -4;
+    }
+    if (len < sizeof(struct res_rec)) {
+        return -5;
+    }
+    struct res_rec r;
+    memcpy(&r, ring + off, sizeof r);
+    /* The output and the error text fill the record exactly, as post()
+     * lays them out; each bound first, so no sum can wrap. */
+    size_t room = len - sizeof(struct res_rec);
+    if (r.outlen > room || r.errlen > room ||
+        pad8((size_t)r.outlen) + pad8((size_t)r.errlen) != room) {
+        return -6;
+    }
+    v->item = r.item;
+    v->code = r.code;
+    v->seq = r.seq;
+    v->out = ring + off + sizeof(struct res_rec);
+    v->outlen = (size_t)r.outlen;
+    v->err = v->out + pad8((size_t)r.outlen);
+    v->errlen = r.errlen;
+    return 1;
+}
+
+static void mark_corrupt(struct proc_worker *w, const char *why, int rc)
+{
+    if (!w->corrupt) {
+        w->corrupt = true;
+        snprintf(w->corrupt_why, sizeof w->corrupt_why, "%s (check %d)", why,
+                 rc);
+    }
+}
+
 /* Reads every committed result of w; true if there was any.  Drive held. */
 static bool drain(struct proc_worker *w)
 {
     struct slot_ctl *c = w->ctl;
+    if (w->corrupt) {
+        return false;
+    }
     /* Pairs with the seq_cst publication in post(). */
     uint64_t tail = atomic_load_explicit(&c->res_tail, memory_order_acquire);
     if (tail == w->rhead) {
@@ -518,15 +613,23 @@ static bool drain(struct proc_worker *w)
     uint64_t pos = w->rhead;
     struct batch *locked = NULL;
     while (pos != tail) {
-        struct res_rec *r =
-            (struct res_rec *)(w->rring + (size_t)(pos % w->cap));
-        CONC__ASSERT(r->len >= 8 && r->len <= w->cap);
-        if (r->type == REC_RESULT) {
+        conc__pool_res_view v;
+        int rc = conc__pool_res_check(w->rring, w->cap, pos, tail, &v);
+        if (rc <= 0) {
+            mark_corrupt(w, "a result record that does not fit its ring", rc);
+            break;
+        }
+        if (v.type == REC_RESULT) {
             struct task *t = w->ifl_head;
-            CONC__ASSERT(t != NULL && t->seq == r->seq &&
-                         r->item == t->ndone);
+            if (t == NULL || t->seq != v.seq || v.item != t->ndone ||
+                v.item >= t->count) {
+                /* Not the result the worker owed next. */
+                mark_corrupt(w, "a result for a task it was not running",
+                             0);
+                break;
+            }
             conc_msg m = { NULL, 0 };
-            int code = r->code;
+            int code = v.code;
             if (t->batch == NULL) {
                 /* The input is not needed once the result is back (it is
                  * only re-sent after a crash, before that), and rout takes
@@ -538,23 +641,21 @@ static bool drain(struct proc_worker *w)
                 t->in = NULL;
                 t->inlen = 0;
             }
-            if (r->outlen > 0) {
-                m.data = conc__malloc((size_t)r->outlen);
+            if (v.outlen > 0) {
+                m.data = conc__malloc(v.outlen);
                 if (m.data != NULL) {
-                    memcpy(m.data, r + 1, (size_t)r->outlen);
-                    m.len = (size_t)r->outlen;
+                    memcpy(m.data, v.out, v.outlen);
+                    m.len = v.outlen;
                 } else {
                     code = CONC_ENOMEM;
                 }
             }
             char *err = NULL;
-            if (r->errlen > 0) {
-                err = conc__malloc(r->errlen + 1);
+            if (v.errlen > 0) {
+                err = conc__malloc(v.errlen + 1);
                 if (err != NULL) {
-                    memcpy(err, (unsigned char *)(r + 1) +
-                                    pad8((size_t)r->outlen),
-                           r->errlen);
-                    err[r->errlen] = '\0';
+                    memcpy(err, v.err, v.errlen);
+                    err[v.errlen] = '\0';
                 }
             }
             if (t->batch != NULL) {
@@ -565,7 +666,7 @@ static bool drain(struct proc_worker *w)
                     locked = t->batch;
                     pthread_mutex_lock(&locked->lock);
                 }
-                conc__batch_done_locked(t->batch, t->start + r->item, code,
+                conc__batch_done_locked(t->batch, t->start + v.item, code,
                                         &m, err);
             } else {
                 /* A submit: its future is completed (and its callbacks
@@ -595,13 +696,13 @@ static bool drain(struct proc_worker *w)
                     conc__task_free(t);
                 }
             }
-        } else if (r->type == REC_RETIRE) {
+        } else if (v.type == REC_RETIRE) {
             w->retired = true;
-        } else if (r->type == REC_INITFAIL) {
+        } else if (v.type == REC_INITFAIL) {
             w->init_failed = true;
-            w->init_code = r->code;
+            w->init_code = v.code;
         }
-        pos += r->len;
+        pos += v.len;
     }
     if (locked != NULL) {
         pthread_mutex_unlock(&locked->lock);
@@ -778,7 +879,12 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
     conc_process_exitcode(w->proc, &code);
     pid_t pid = conc_process_pid(w->proc);
     char msg[256];
-    if (timed_out) {
+    if (w->corrupt) {
+        snprintf(msg, sizeof msg,
+                 "worker %s (pid %d) wrote %s: the task wrote over the "
+                 "pool's memory; the worker was killed",
+                 conc_process_name(w->proc), (int)pid, w->corrupt_why);
+    } else if (timed_out) {
         snprintf(msg, sizeof msg,
                  "the task ran past its timeout of %g s; worker %s (pid %d) "
                  "was killed",
@@ -802,9 +908,15 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
          * waitpid) orders these loads after its stores. */
         uint64_t seq = atomic_load(&w->ctl->cur_seq);
         uint64_t item = atomic_load(&w->ctl->cur_item);
-        if (seq == t->seq && item == t->ndone) {
+        /* A corrupt ring: the bad record stood where the result of the
+         * first unfinished item was due, so that item fails, even when
+         * the scribbler wrote over cur_seq too (requeued, it would only
+         * scribble again, for ever). */
+        if ((seq == t->seq && item == t->ndone) || w->corrupt) {
             char *err = conc__strdup(msg);
-            int fail = timed_out ? CONC_ETIMEDOUT : CONC_EWORKERDIED;
+            int fail = w->corrupt    ? CONC_ECORRUPT
+                       : timed_out ? CONC_ETIMEDOUT
+                                   : CONC_EWORKERDIED;
             if (t->batch == NULL) {
                 /* completed by drive_unlock, like a drained result; rout
                  * replaces the input (see struct task) */
@@ -864,6 +976,13 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
                     w->respawn_failures++;
                 }
             }
+            continue;
+        }
+        if (w->corrupt) {
+            /* Its ring cannot be trusted: the worker goes, dead or not. */
+            conc_process_kill(w->proc);
+            conc_process_join(w->proc, 10.0);
+            worker_ended(p, w, false, respawn);
             continue;
         }
         if (!conc_process_is_alive(w->proc)) {

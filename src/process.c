@@ -264,7 +264,9 @@ static int rec_wait(child_rec *rec, const conc__deadline *dl)
         }
         if (conc__deadline_passed(dl)) {
             pthread_mutex_unlock(&reg_lock);
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_process_join: the "
+                                                  "child was still running "
+                                                  "at the timeout");
         }
         if (dl->forever) {
             /* No deadline: sleep in waitid itself, but with WNOWAIT, which
@@ -431,7 +433,7 @@ static _Noreturn void child_main(conc_process *p, const sigset_t *mask,
     conc__exit_run(CONC__EXIT_STAGES - 1);
     fflush(stdout);
     fflush(stderr);
-    _exit(code & 0xff);
+    conc__os_exit_child(code & 0xff);
 }
 
 /* Forks; returns the child's pid, or -1 with errno.  The child never
@@ -513,13 +515,15 @@ int conc_process_new(conc_process **out, const conc_process_opts *opts)
 {
     int err;
     if (out == NULL || opts == NULL || opts->target == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(out == NULL    ? "out"
+                               : opts == NULL ? "opts"
+                                              : "opts->target");
     }
     *out = NULL;
     pthread_once(&atfork_once, atfork_register);
     conc_process *p = conc__calloc(1, sizeof *p);
     if (p == NULL) {
-        err = CONC_ENOMEM;
+        err = conc__fail(CONC_ENOMEM, "conc_process_new: out of memory");
         goto fail;
     }
     /* Relaxed: only distinct numbers are needed. */
@@ -540,7 +544,7 @@ int conc_process_new(conc_process **out, const conc_process_opts *opts)
         p->name = conc__strdup(buf);
     }
     if (p->name == NULL) {
-        err = CONC_ENOMEM;
+        err = conc__fail(CONC_ENOMEM, "conc_process_new: out of memory");
         goto fail_p;
     }
     p->target = opts->target;
@@ -560,10 +564,12 @@ int conc_process_start(conc_process *p)
 {
     int err;
     if (p == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("p");
     }
     if (p->owner != getpid()) {
-        return CONC_ESTATE; /* made by another process */
+        return conc__fail(CONC_ESTATE, "conc_process_start: the handle was "
+                          "made by another process (pid %d)",
+                          (int)p->owner);
     }
     int expect = P_NEW;
     /* acq_rel: pairs with the release store of P_NEW by a failed start. */
@@ -571,15 +577,18 @@ int conc_process_start(conc_process *p)
                                                  P_STARTING,
                                                  memory_order_acq_rel,
                                                  memory_order_acquire)) {
-        return CONC_ESTATE;
+        return conc__fail_lit(CONC_ESTATE, "conc_process_start: a process "
+                                           "can only be started once");
     }
     if (cur_daemon) {
-        err = CONC_EDAEMON;
+        err = conc__fail_lit(CONC_EDAEMON, "conc_process_start: daemonic "
+                                           "processes are not allowed to "
+                                           "have children");
         goto fail_state;
     }
     child_rec *rec = conc__calloc(1, sizeof *rec);
     if (rec == NULL) {
-        err = CONC_ENOMEM;
+        err = conc__fail(CONC_ENOMEM, "conc_process_start: out of memory");
         goto fail_state;
     }
     rec->daemon = p->daemon;
@@ -620,15 +629,19 @@ fail_state:
 static int started_rec(const conc_process *p, child_rec **rec)
 {
     /* Acquire: pairs with the release store of P_STARTED in start. */
-    if (atomic_load_explicit(&p->state, memory_order_acquire) != P_STARTED ||
-        p->owner != getpid()) {
-        return CONC_ESTATE;
+    if (atomic_load_explicit(&p->state, memory_order_acquire) != P_STARTED) {
+        return conc__fail_lit(CONC_ESTATE, "the process was not started");
+    }
+    if (p->owner != getpid()) {
+        return conc__fail_lit(CONC_ESTATE, "the process is not a child of "
+                                           "the calling process");
     }
     pthread_mutex_lock(&reg_lock);
     bool foreign = p->rec->foreign;
     pthread_mutex_unlock(&reg_lock);
     if (foreign) {
-        return CONC_ESTATE;
+        return conc__fail_lit(CONC_ESTATE, "the process is not a child of "
+                                           "the calling process");
     }
     *rec = p->rec;
     return 0;
@@ -639,7 +652,7 @@ int conc_process_join(conc_process *p, double timeout)
     conc__deadline dl;
     child_rec *rec;
     if (p == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("p");
     }
     int err = conc__deadline_init(&dl, timeout);
     if (err != 0) {
@@ -668,7 +681,7 @@ static int send_signal(conc_process *p, int sig)
 {
     child_rec *rec;
     if (p == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("p");
     }
     int err = started_rec(p, &rec);
     if (err != 0) {
@@ -677,7 +690,7 @@ static int send_signal(conc_process *p, int sig)
     pthread_mutex_lock(&reg_lock);
     /* Unreaped under the lock: the pid cannot have been recycled. */
     if (!rec->reaped && kill(rec->pid, sig) != 0 && errno != ESRCH) {
-        err = CONC_ESYS;
+        err = conc__fail_sys(CONC_ESYS, "kill(%d, %d)", (int)rec->pid, sig);
     }
     pthread_mutex_unlock(&reg_lock);
     return err;
@@ -697,7 +710,7 @@ int conc_process_exitcode(conc_process *p, int *code)
 {
     child_rec *rec;
     if (p == NULL || code == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(p == NULL ? "p" : "code");
     }
     int err = started_rec(p, &rec);
     if (err != 0) {
@@ -707,7 +720,8 @@ int conc_process_exitcode(conc_process *p, int *code)
     if (rec_try_reap_locked(rec)) {
         *code = rec->status;
     } else {
-        err = CONC_ESTATE;
+        err = conc__fail_lit(CONC_ESTATE, "conc_process_exitcode: the "
+                                          "process is still running");
     }
     pthread_mutex_unlock(&reg_lock);
     return err;

@@ -6,6 +6,7 @@
 #define CONC_QUEUE_INT_H
 
 #include "conc_int.h"
+#include "shm_int.h"
 #include "sync_int.h"
 
 #include <stdalign.h>
@@ -13,7 +14,9 @@
 #include <stdint.h>
 
 #define CONC__QUEUE_MAGIC UINT64_C(0x75657551636e6f63) /* "concQueu" */
-#define CONC__QUEUE_VERSION 2u
+#define CONC__QUEUE_VERSION 4u
+/* Reader processes a queue remembers (see READERS in queue.c). */
+#define CONC__QUEUE_READERS 32
 /* Every record starts with this header; records are 16-byte aligned. */
 #define CONC__QUEUE_REC_HDR 16u
 /* len value of a skip record: "the rest of this lap is padding". */
@@ -76,22 +79,56 @@ typedef struct conc__qshm {
     alignas(128) _Atomic uint32_t space_seq; /* putters sleep here */
     alignas(128) _Atomic uint64_t ndone;     /* task_done() calls */
     _Atomic uint32_t join_seq;               /* joiners sleep here */
+
+    /* The processes that have read from the queue: stamp << 32 | pid,
+     * each written by its own process (a CAS on a free or dead slot);
+     * readers_overflow set when one found no slot.  See READERS. */
+    alignas(128) _Atomic uint64_t readers[CONC__QUEUE_READERS];
+    _Atomic uint32_t readers_overflow;
 } conc__qshm;
 
+/* The handle.  R, key, capacity and maxsize are copies of the header's
+ * fields, checked once (at new, open or attach) and never re-read: a
+ * peer that rewrites the header later cannot change what this process
+ * believes the ring's size to be. */
 struct conc_queue {
     conc__qshm *sh;
     unsigned char *ring;
     uint64_t R;          /* copy of sh->ring_bytes */
     uint64_t key;        /* copy of sh->key */
     uint64_t capacity;
-    uint64_t maxsize;
+    uint64_t maxsize;    /* 0, or at most R / 16 */
     size_t map_size;
-    char *name;          /* "/name" for a named queue, else NULL */
-    pid_t creator;       /* the pid that may unlink name; 0: never */
+    conc_shm *shm;       /* a named queue's segment (owns the mapping) */
+    bool borrowed;       /* conc__queue_attach: the mapping is the caller's */
     _Atomic int spin_get; /* adaptive spin budgets in ns, this process only */
     _Atomic int spin_put;
     _Atomic int linger;    /* consumer's batching linger (see BATCHING) */
     _Atomic int probe;     /* empty events until the next linger probe */
+    /* conc__sync_fork_epoch when this process registered as a reader
+     * through this handle; 0: not yet (a forked child differs). */
+    _Atomic unsigned long reader_epoch;
 };
+
+/* Where the ring starts in the mapping (a page boundary after the
+ * header), and the mapping a queue of capacity cap needs. */
+size_t conc__queue_ring_off(void);
+size_t conc__queue_map_size(uint64_t cap);
+
+/* conc__queue_format - lays out an empty queue of capacity cap (1 to
+ * CONC_QUEUE_MAX_CAPACITY) and maxsize in map: map_size bytes, from
+ * conc__queue_map_size(cap), zero-filled.  Publishes the magic last. */
+void conc__queue_format(void *map, size_t map_size, uint64_t cap,
+                        uint64_t maxsize);
+
+/* conc__queue_attach - checks the queue header in map (size bytes, the
+ * mapping's real size) completely and makes a handle on it, as
+ * conc_queue_open does once it has mapped a segment; the handle does not
+ * own map (conc_queue_free leaves it).  0; CONC_EINVAL (not a queue, or
+ * another layout version); CONC_ECORRUPT (a field out of range or
+ * inconsistent with the others or with size); CONC_ENOMEM.  Details name
+ * fn.  For conc_queue_open, tests and fuzz targets. */
+int conc__queue_attach(conc_queue **out, void *map, size_t size,
+                       const char *fn);
 
 #endif

@@ -43,12 +43,13 @@ static void rlock_init(conc_rlock *r)
 int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_rlock));
+                                     sizeof(conc_rlock),
+                                     CONC__SYNC_MAGIC_RLOCK);
     if (err != 0) {
         return err;
     }
@@ -60,7 +61,7 @@ int conc_rlock_new(conc_rlock **out, const conc_rlock_opts *opts)
 int conc_rlock_open(conc_rlock **out, const char *name)
 {
     void *mem = NULL;
-    int err = out == NULL ? CONC_EINVAL
+    int err = out == NULL ? CONC__FAIL_NULL("out")
                           : conc__sync_named_open(&mem, NULL, name,
                                                   CONC__SYNC_MAGIC_RLOCK,
                                                   sizeof(conc_rlock));
@@ -115,7 +116,7 @@ static int rlock_acquire_dl(conc_rlock *r, const conc__deadline *dl,
 int conc_rlock_acquire(conc_rlock *r, double timeout)
 {
     if (r == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("r");
     }
     conc__deadline dl;
     int err = conc__deadline_init(&dl, timeout);
@@ -128,10 +129,11 @@ int conc_rlock_acquire(conc_rlock *r, double timeout)
 int conc_rlock_release(conc_rlock *r)
 {
     if (r == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("r");
     }
     if (!conc__olock_mine(&r->ol)) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "conc_rlock_release: the calling "
+                                          "thread does not own the RLock");
     }
     uint64_t lv = atomic_load_explicit(&r->level, memory_order_relaxed);
     if (lv > 1) {
@@ -167,7 +169,8 @@ bool conc__rlock_mine(conc_rlock *r)
 int conc__rlock_save(conc_rlock *r, uint64_t *levels)
 {
     if (!conc__olock_mine(&r->ol)) {
-        return CONC_EPERM;
+        return conc__fail_lit(CONC_EPERM, "the condition's RLock is not "
+                                          "owned by the calling thread");
     }
     *levels = atomic_load_explicit(&r->level, memory_order_relaxed);
     atomic_store_explicit(&r->level, 0, memory_order_relaxed);

@@ -42,22 +42,24 @@ struct conc_sem {
     _Atomic uint32_t value;
     _Atomic uint32_t sleepers;
     uint32_t bound; /* bounded: the initial value */
-    bool bounded;
+    uint8_t bounded; /* 0 or 1; not a bool, whose other byte values a
+                        peer could write would be undefined to read */
 };
 
 int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
 {
     if (out == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("out");
     }
     *out = NULL;
     long value = opts == NULL ? 1 : opts->value;
     if (value < 0 || value > INT32_MAX) {
-        return CONC_EINVAL;
+        return conc__fail(CONC_EINVAL, "conc_sem_new: value %ld: it must "
+                          "be 0 to INT32_MAX", value);
     }
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,
-                                     sizeof(conc_sem));
+                                     sizeof(conc_sem), CONC__SYNC_MAGIC_SEM);
     if (err != 0) {
         return err;
     }
@@ -75,7 +77,7 @@ int conc_sem_new(conc_sem **out, const conc_sem_opts *opts)
 int conc_sem_open(conc_sem **out, const char *name)
 {
     void *mem = NULL;
-    int err = out == NULL ? CONC_EINVAL
+    int err = out == NULL ? CONC__FAIL_NULL("out")
                           : conc__sync_named_open(&mem, NULL, name,
                                                   CONC__SYNC_MAGIC_SEM,
                                                   sizeof(conc_sem));
@@ -103,8 +105,11 @@ static bool sem_try(conc_sem *s)
 
 int conc_sem_acquire(conc_sem *s, double timeout)
 {
-    if (s == NULL || !conc__timeout_ok(timeout)) {
-        return CONC_EINVAL;
+    if (s == NULL) {
+        return CONC__FAIL_NULL("s");
+    }
+    if (!conc__timeout_ok(timeout)) {
+        return CONC__FAIL_TIMEOUT(timeout);
     }
     if (sem_try(s)) {
         return 0;
@@ -115,7 +120,8 @@ int conc_sem_acquire(conc_sem *s, double timeout)
         return err;
     }
     if (dl.once) {
-        return CONC_ETIMEDOUT;
+        return conc__fail_lit(CONC_ETIMEDOUT, "conc_sem_acquire: the "
+                                              "semaphore is 0");
     }
     for (;;) {
         /* seq_cst: the Dekker pair with conc_sem_release() (top). */
@@ -130,21 +136,32 @@ int conc_sem_acquire(conc_sem *s, double timeout)
             return 0;
         }
         if (err == CONC_ETIMEDOUT) {
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_sem_acquire: the "
+                                                  "semaphore was still 0 "
+                                                  "when the timeout "
+                                                  "expired");
         }
     }
 }
 
 int conc_sem_release(conc_sem *s, unsigned n)
 {
-    if (s == NULL || n == 0) {
-        return CONC_EINVAL;
+    if (s == NULL) {
+        return CONC__FAIL_NULL("s");
+    }
+    if (n == 0) {
+        return conc__fail(CONC_EINVAL, "conc_sem_release: n is 0");
     }
     uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
     for (;;) {
         uint64_t nv = (uint64_t)v + n;
         if (nv > INT32_MAX || (s->bounded && nv > s->bound)) {
-            return CONC_EINVAL;
+            return conc__fail(CONC_EINVAL, "conc_sem_release: %u more "
+                              "would take the value from %u past %s %lu",
+                              n, (unsigned)v,
+                              s->bounded ? "the bound" : "INT32_MAX",
+                              (unsigned long)(s->bounded ? s->bound
+                                                         : INT32_MAX));
         }
         /* seq_cst: the Dekker pair with conc_sem_acquire() (top). */
         if (atomic_compare_exchange_weak(&s->value, &v, (uint32_t)nv)) {
@@ -162,7 +179,7 @@ int conc_sem_release(conc_sem *s, unsigned n)
 long conc_sem_value(conc_sem *s)
 {
     if (s == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("s");
     }
     return (long)atomic_load_explicit(&s->value, memory_order_relaxed);
 }

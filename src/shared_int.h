@@ -4,10 +4,7 @@
 #define CONC_SHARED_INT_H
 
 #include "conc_int.h"
-
-/* Validates a shm name and writes "/name" into out (cap bytes).
- * 0 or CONC_EINVAL. */
-int conc__shm_name_fix(const char *name, char *out, size_t cap);
+#include "shm_int.h"
 
 /* conc__dict_check - takes the dict's lock (repairing first if a writer
  * died) and verifies every invariant of the shared table: each chain's
@@ -45,19 +42,5 @@ int conc__dict_stats_get(conc_dict *d, conc__dict_stats *st);
  * 1..that covers every point of any call the tests make. */
 void conc__dict_crash_arm(long n);
 #define CONC__DICT_CRASH_POINTS 400
-
-/* Growable segments (end of shm.c), for the dict.  conc__shm_anon: a new
- * unnamed segment (a memfd) of size bytes, backed and mapped; shared with
- * children forked later.  conc__shm_reserve: maps m again at reserve
- * bytes (at least the file's size), so the file can grow under the
- * mapping; m's size becomes reserve.  conc__shm_grow: makes the file at
- * least to bytes long with [from, to) backed now (CONC_ENOMEM when there
- * is no room).  conc__shm_file_size: the file's length now.  Each returns
- * 0, CONC_ENOMEM or CONC_ESYS with a detail that starts with fn (the
- * public call on whose behalf it runs). */
-int conc__shm_anon(conc_shm **out, size_t size, const char *fn);
-int conc__shm_reserve(conc_shm *m, size_t reserve, const char *fn);
-int conc__shm_grow(conc_shm *m, uint64_t from, uint64_t to, const char *fn);
-int conc__shm_file_size(const conc_shm *m, uint64_t *size, const char *fn);
 
 #endif

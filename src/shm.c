@@ -1,5 +1,10 @@
 /* shm.c - conc_shm: named POSIX shared memory (Python's
- * shared_memory.SharedMemory), the base of every named libconc object.
+ * shared_memory.SharedMemory), and the one named-segment layer every
+ * named libconc object sits on: the queue (queue_map.c), named values
+ * (value.c), the dict (dict.c) and the named sync objects (sync_named.c)
+ * create and open their segments here (shm_int.h), so they share one
+ * name validator, one ownership check, one wait for a creator still
+ * making the object and one set of unlink rules.
  *
  * A handle is process-local: the name, the fd, the mapping and the pid of
  * the process that created the segment (0 when opened).  The fd stays
@@ -18,25 +23,47 @@
  * is the one way a segment outlives its creator (as in Python, where the
  * tracker itself can be killed).
  *
+ * Trust.  A segment is created 0600 with O_EXCL, so only its creator's
+ * user (and root) can open, rewrite or resize it.  An opener checks, with
+ * the fstat it makes anyway for the size, that the segment is its own
+ * user's and that its mode lets no group or other user in: a segment that
+ * another user made, or that others may write, could be rewritten or
+ * truncated under us by someone we never chose (a truncation makes our
+ * next access to the lost pages die of SIGBUS; nothing in a library can
+ * catch that soundly, so the only defence is to open nothing a stranger
+ * can resize).  conc_shm_share() is the deliberate exception: a wider
+ * creation mode, accepted at open too, and one more trusted owner.  It is
+ * two process-wide atomics read once per create or open (relaxed: a
+ * setting, ordered for the caller by its own call).
+ *
+ * Waiting for a creator (conc__shm_open with a kind).  A creator sizes
+ * its segment right after making it and stores the object's magic last
+ * (release).  An opener that finds size 0 or no magic yet polls every
+ * millisecond, one second in all by a deadline (signals cannot stretch
+ * it), then gives up: CONC_EINVAL, "not such an object".
+ *
+ * Every OS call goes through os.h; those with a failure path are on the
+ * fault seam, and each failure undoes what was done (a created name is
+ * unlinked) and leaks nothing.
+ *
  * Rejected: unlinking at once after every open (Python's track=False
  * style): an unrelated process could then never open the name.
  */
-#include "shared_int.h"
+#include "shm_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#define SHM_NAME_MAX 250
+#define DEFAULT_MODE 0600u
+/* conc_shm_share's uid when no other user is trusted. */
+#define NO_UID ((uint64_t)1 << 32)
 
 struct conc_shm {
-    char name[SHM_NAME_MAX + 2];
+    char name[CONC__SHM_NAME_MAX + 2];
     void *ptr;
     size_t size;
     int fd;
@@ -45,6 +72,54 @@ struct conc_shm {
     struct conc_shm *next;  /* on the created-list while creator != 0 */
     struct conc_shm **prevp;
 };
+
+/* ---- sharing between users (conc_shm_share) ------------------------------ */
+
+static _Atomic unsigned share_mode = DEFAULT_MODE;
+static _Atomic uint64_t share_uid = NO_UID;
+
+int conc_shm_share(mode_t mode, uid_t uid)
+{
+    if ((mode & ~(mode_t)0666) != 0 || (mode & 0600) != 0600) {
+        return conc__fail(CONC_EINVAL, "conc_shm_share: mode 0%o: it must "
+                          "grant the owner read and write (0600) and may "
+                          "add only read or write bits for group and "
+                          "others (at most 0666)", (unsigned)mode);
+    }
+    /* Relaxed: a setting; the caller's later creates and opens, in this
+     * thread, see it in program order, and another thread that must see
+     * it synchronises with this one by its own means. */
+    atomic_store_explicit(&share_mode, (unsigned)mode, memory_order_relaxed);
+    atomic_store_explicit(&share_uid,
+                          uid == (uid_t)-1 ? NO_UID : (uint64_t)uid,
+                          memory_order_relaxed);
+    return 0;
+}
+
+/* CONC_EPERM unless st (of the segment fd) is ours or the trusted user's
+ * and its mode grants no more than the sharing mode. */
+static int check_owner(const char *fn, const char *name,
+                       const conc__os_file *st)
+{
+    /* Relaxed: see conc_shm_share. */
+    unsigned allowed = atomic_load_explicit(&share_mode,
+                                            memory_order_relaxed);
+    uint64_t trusted = atomic_load_explicit(&share_uid, memory_order_relaxed);
+    uid_t me = conc__os_geteuid();
+    if (st->uid != me && (uint64_t)st->uid != trusted) {
+        return conc__fail(CONC_EPERM, "%s: '%s' belongs to uid %u, not to "
+                          "this process's uid %u (conc_shm_share() can "
+                          "trust one other user)", fn, name,
+                          (unsigned)st->uid, (unsigned)me);
+    }
+    if ((st->mode & 077u & ~allowed) != 0) {
+        return conc__fail(CONC_EPERM, "%s: '%s' has mode 0%o: other users "
+                          "may access it (this process accepts at most 0%o; "
+                          "see conc_shm_share())", fn, name,
+                          st->mode & 0777u, allowed);
+    }
+    return 0;
+}
 
 /* ---- the list of segments this process created ------------------------ */
 
@@ -68,14 +143,14 @@ static void created_unlock(void)
 
 static void unlink_if_ours(struct conc_shm *m)
 {
-    struct stat st;
+    conc__os_file st;
     if (m->unlinked || m->fd < 0) {
         return;
     }
     /* st_nlink 0: the name was unlinked already, possibly re-created by
      * someone else; leave it. */
-    if (fstat(m->fd, &st) == 0 && st.st_nlink > 0) {
-        shm_unlink(m->name);
+    if (conc__os_fstat(m->fd, &st) == 0 && st.nlink > 0) {
+        conc__os_shm_unlink(m->name);
     }
     m->unlinked = true;
 }
@@ -127,24 +202,25 @@ static void created_remove(struct conc_shm *m)
 
 /* ---- names ------------------------------------------------------------- */
 
-int conc__shm_name_fix(const char *name, char *out, size_t cap)
+int conc__shm_name_fix(const char *fn, const char *name, char *out,
+                       size_t cap)
 {
     if (name == NULL) {
-        return conc__fail(CONC_EINVAL, "the name is NULL");
+        return conc__fail(CONC_EINVAL, "%s: the name is NULL", fn);
     }
     const char *given = name;
     if (name[0] == '/') {
         name++;
     }
-    size_t n = strnlen(name, SHM_NAME_MAX + 1);
-    if (n == 0 || n > SHM_NAME_MAX || strchr(name, '/') != NULL ||
+    size_t n = strnlen(name, CONC__SHM_NAME_MAX + 1);
+    if (n == 0 || n > CONC__SHM_NAME_MAX || strchr(name, '/') != NULL ||
         strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || n + 2 > cap) {
         return conc__fail(CONC_EINVAL,
-                          "name '%.64s%s': a name is 1 to %d bytes after an "
-                          "optional leading '/', with no other '/', and not "
-                          "'.' or '..'",
+                          "%s: name '%.64s%s': a name is 1 to %d bytes after "
+                          "an optional leading '/', with no other '/', and "
+                          "not '.' or '..'", fn,
                           given, strlen(given) > 64 ? "..." : "",
-                          SHM_NAME_MAX);
+                          CONC__SHM_NAME_MAX);
     }
     out[0] = '/';
     memcpy(out + 1, name, n + 1);
@@ -160,35 +236,6 @@ static void random_name(char *out, size_t cap)
              (unsigned long long)conc__os_random64());
 }
 
-/* ---- the OS calls, each through the fault seam -------------------------- */
-
-static int seam_shm_open(const char *name, int flags, mode_t mode)
-{
-    if (conc__fault_hit()) {
-        errno = EIO;
-        return -1;
-    }
-    return shm_open(name, flags | O_CLOEXEC, mode);
-}
-
-static int seam_ftruncate(int fd, off_t size)
-{
-    if (conc__fault_hit()) {
-        errno = EIO;
-        return -1;
-    }
-    return ftruncate(fd, size);
-}
-
-static void *seam_mmap(int fd, size_t size)
-{
-    if (conc__fault_hit()) {
-        errno = ENOMEM;
-        return MAP_FAILED;
-    }
-    return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-}
-
 /* CONC_ENOMEM or CONC_ESYS for a failed OS call, with its detail. */
 static int os_fail(const char *fn, const char *call, const char *name)
 {
@@ -196,52 +243,73 @@ static int os_fail(const char *fn, const char *call, const char *name)
                           "%s: %s('%s')", fn, call, name);
 }
 
-/* ---- the API ------------------------------------------------------------- */
+/* Closes m's fd and frees m, errno kept. */
+static void handle_drop(conc_shm *m)
+{
+    int saved = errno;
+    if (m->ptr != NULL) {
+        conc__os_shared_free(m->ptr, m->size);
+    }
+    if (m->fd >= 0) {
+        close(m->fd);
+    }
+    free(m);
+    errno = saved;
+}
 
-int conc_shm_create(conc_shm **out, const char *name, size_t size)
+/* ---- create -------------------------------------------------------------- */
+
+int conc__shm_create(conc_shm **out, const char *fn, const char *name,
+                     size_t size)
 {
     int err = 0;
     conc_shm *m = NULL;
     if (out == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_shm_create: out is NULL");
-    }
-    if (size == 0 || size > (size_t)INT64_MAX) {
-        return conc__fail(CONC_EINVAL, "conc_shm_create: size %zu: it must "
-                          "be positive and at most 2^63 - 1", size);
+        return conc__fail(CONC_EINVAL, "%s: out is NULL", fn);
     }
     *out = NULL;
+    if (size == 0 || size > (size_t)INT64_MAX) {
+        return conc__fail(CONC_EINVAL, "%s: size %zu: it must be positive "
+                          "and at most 2^63 - 1", fn, size);
+    }
     m = conc__calloc(1, sizeof *m);
     if (m == NULL) {
-        return conc__fail(CONC_ENOMEM, "conc_shm_create: out of memory");
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
     m->fd = -1;
     if (name != NULL) {
-        err = conc__shm_name_fix(name, m->name, sizeof m->name);
+        err = conc__shm_name_fix(fn, name, m->name, sizeof m->name);
         if (err != 0) {
             goto fail;
         }
     }
+    /* Relaxed: see conc_shm_share. */
+    unsigned mode = atomic_load_explicit(&share_mode, memory_order_relaxed);
     for (int tries = 0;; tries++) {
         if (name == NULL) {
             random_name(m->name, sizeof m->name);
         }
-        m->fd = seam_shm_open(m->name, O_RDWR | O_CREAT | O_EXCL, 0600);
+        m->fd = conc__os_shm_open(m->name, true, mode);
         if (m->fd >= 0) {
             break;
         }
         if (name != NULL || errno != EEXIST || tries > 100) {
-            err = os_fail("conc_shm_create", "shm_open", m->name);
+            err = os_fail(fn, "shm_open", m->name);
             goto fail;
         }
     }
-    if (seam_ftruncate(m->fd, (off_t)size) != 0) {
-        err = os_fail("conc_shm_create", "ftruncate", m->name);
+    /* The umask may have taken bits a deliberate sharing mode asks for. */
+    if (mode != DEFAULT_MODE && conc__os_fchmod(m->fd, mode) != 0) {
+        err = os_fail(fn, "fchmod", m->name);
         goto fail_unlink;
     }
-    m->ptr = seam_mmap(m->fd, size);
-    if (m->ptr == MAP_FAILED) {
-        m->ptr = NULL;
-        err = os_fail("conc_shm_create", "mmap", m->name);
+    if (conc__os_ftruncate(m->fd, size) != 0) {
+        err = os_fail(fn, "ftruncate", m->name);
+        goto fail_unlink;
+    }
+    m->ptr = conc__os_map_shared(m->fd, size);
+    if (m->ptr == NULL) {
+        err = os_fail(fn, "mmap", m->name);
         goto fail_unlink;
     }
     m->size = size;
@@ -252,72 +320,151 @@ int conc_shm_create(conc_shm **out, const char *name, size_t size)
 
 fail_unlink: {
     int saved = errno;
-    shm_unlink(m->name);
+    conc__os_shm_unlink(m->name);
     errno = saved;
 }
 fail:
-    if (m->fd >= 0) {
-        int saved = errno;
-        close(m->fd);
-        errno = saved;
-    }
-    free(m);
+    handle_drop(m);
     return err;
 }
 
-int conc_shm_open(conc_shm **out, const char *name)
+int conc_shm_create(conc_shm **out, const char *name, size_t size)
+{
+    return conc__shm_create(out, "conc_shm_create", name, size);
+}
+
+/* ---- open ---------------------------------------------------------------- */
+
+/* The first kind->magic_size bytes at p, read with acquire: pairs with
+ * the creator's release store of the magic, so an opener that sees it
+ * sees the object it publishes. */
+static uint64_t magic_at(const void *p, const conc__shm_kind *kind)
+{
+    if (kind->magic_size == 8) {
+        return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+    }
+    return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE);
+}
+
+/* Waits (within dl) for the creator to size the segment; fills st.
+ * Without a kind there is no waiting: size 0 is CONC_ESYS, ENODATA. */
+static int sized(conc_shm *m, const char *fn, const conc__shm_kind *kind,
+                 const conc__deadline *dl, conc__os_file *st)
+{
+    for (;;) {
+        if (conc__os_fstat(m->fd, st) != 0) {
+            return os_fail(fn, "fstat", m->name);
+        }
+        int err = check_owner(fn, m->name, st);
+        if (err != 0) {
+            return err;
+        }
+        if (st->size > 0) {
+            break;
+        }
+        if (kind == NULL || conc__deadline_passed(dl)) {
+            /* A creator between shm_open and ftruncate, or one that
+             * never sized it. */
+            errno = ENODATA;
+            return conc__fail_sys(CONC_ESYS, "%s: '%s' has size 0 (its "
+                                  "creator has not sized it)", fn, m->name);
+        }
+        usleep(1000);
+    }
+    if (st->size > SIZE_MAX) {
+        return conc__fail(CONC_ENOMEM, "%s: '%s' is %llu bytes: more than "
+                          "this process can map", fn, m->name,
+                          (unsigned long long)st->size);
+    }
+    if (kind != NULL && st->size < kind->min_size) {
+        return conc__fail(CONC_EINVAL, "%s: '%s' is %llu bytes: too small "
+                          "to be a libconc %s", fn, m->name,
+                          (unsigned long long)st->size, kind->what);
+    }
+    return 0;
+}
+
+/* Waits (within dl) for the object's magic. */
+static int published(conc_shm *m, const char *fn, const conc__shm_kind *kind,
+                     const conc__deadline *dl)
+{
+    uint64_t seen = magic_at(m->ptr, kind);
+    while (seen == 0 && !conc__deadline_passed(dl)) {
+        usleep(1000);
+        seen = magic_at(m->ptr, kind);
+    }
+    if (seen == 0) {
+        return conc__fail(CONC_EINVAL, "%s: '%s' is not a libconc %s (its "
+                          "header stayed empty for a second: not made by "
+                          "libconc, or its creator died making it)",
+                          fn, m->name, kind->what);
+    }
+    if (seen != kind->magic) {
+        return conc__fail(CONC_EINVAL, "%s: '%s' is not a libconc %s (its "
+                          "magic is %#llx: another kind of object, or "
+                          "another layout version)", fn, m->name,
+                          kind->what, (unsigned long long)seen);
+    }
+    return 0;
+}
+
+int conc__shm_open(conc_shm **out, const char *fn, const char *name,
+                   const conc__shm_kind *kind)
 {
     int err = 0;
     conc_shm *m = NULL;
-    struct stat st;
+    conc__os_file st;
+    conc__deadline dl;
     if (out == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_shm_open: out is NULL");
+        return conc__fail(CONC_EINVAL, "%s: out is NULL", fn);
     }
     *out = NULL;
+    /* One second in all for a creator still making the object. */
+    conc__deadline_init(&dl, 1.0);
     m = conc__calloc(1, sizeof *m);
     if (m == NULL) {
-        return conc__fail(CONC_ENOMEM, "conc_shm_open: out of memory");
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
     m->fd = -1;
-    err = conc__shm_name_fix(name, m->name, sizeof m->name);
+    err = conc__shm_name_fix(fn, name, m->name, sizeof m->name);
     if (err != 0) {
         goto fail;
     }
-    m->fd = seam_shm_open(m->name, O_RDWR, 0);
+    m->fd = conc__os_shm_open(m->name, false, 0);
     if (m->fd < 0) {
-        err = os_fail("conc_shm_open", "shm_open", m->name);
+        err = os_fail(fn, "shm_open", m->name);
         goto fail;
     }
-    if (fstat(m->fd, &st) != 0) {
-        err = os_fail("conc_shm_open", "fstat", m->name);
+    err = sized(m, fn, kind, &dl, &st);
+    if (err != 0) {
         goto fail;
     }
-    if (st.st_size <= 0) {
-        /* A creator between shm_open and ftruncate: nothing to map yet. */
-        errno = ENODATA;
-        err = conc__fail_sys(CONC_ESYS, "conc_shm_open: '%s' has size 0 "
-                             "(its creator has not sized it yet)", m->name);
+    m->ptr = conc__os_map_shared(m->fd, (size_t)st.size);
+    if (m->ptr == NULL) {
+        err = os_fail(fn, "mmap", m->name);
         goto fail;
     }
-    m->size = (size_t)st.st_size;
-    m->ptr = seam_mmap(m->fd, m->size);
-    if (m->ptr == MAP_FAILED) {
-        m->ptr = NULL;
-        err = os_fail("conc_shm_open", "mmap", m->name);
-        goto fail;
+    m->size = (size_t)st.size;
+    if (kind != NULL) {
+        err = published(m, fn, kind, &dl);
+        if (err != 0) {
+            goto fail;
+        }
     }
     *out = m;
     return 0;
 
 fail:
-    if (m->fd >= 0) {
-        int saved = errno;
-        close(m->fd);
-        errno = saved;
-    }
-    free(m);
+    handle_drop(m);
     return err;
 }
+
+int conc_shm_open(conc_shm **out, const char *name)
+{
+    return conc__shm_open(out, "conc_shm_open", name, NULL);
+}
+
+/* ---- the rest of the API --------------------------------------------------- */
 
 void *conc_shm_ptr(const conc_shm *m)
 {
@@ -339,7 +486,7 @@ int conc_shm_unlink(conc_shm *m)
     if (m == NULL) {
         return conc__fail(CONC_EINVAL, "conc_shm_unlink: m is NULL");
     }
-    if (shm_unlink(m->name) != 0) {
+    if (conc__os_shm_unlink(m->name) != 0) {
         return conc__fail_sys(CONC_ESYS, "conc_shm_unlink: shm_unlink('%s')",
                               m->name);
     }
@@ -358,75 +505,71 @@ void conc_shm_free(conc_shm *m)
             unlink_if_ours(m);
         }
     }
-    if (m->ptr != NULL) {
-        munmap(m->ptr, m->size);
-    }
-    if (m->fd >= 0) {
-        close(m->fd);
-    }
-    free(m);
+    handle_drop(m);
 }
 
 /* ---- growable segments (the dict) ---------------------------------------
  *
  * A segment whose file starts small and grows while it is in use, mapped
- * once at the size it may grow to (the reserve): the file is a /dev/shm
- * object made by conc_shm_create, or an unnamed memfd that children forked
+ * once at the size it may grow to (the reserve): the file is a named
+ * segment made by conc__shm_create or opened by conc__shm_open (so the
+ * name rules, the owner and mode check and the unlink rules above hold
+ * for it as for any other), or an unnamed memfd that children forked
  * later share through the inherited descriptor.  Growing never moves the
  * mapping, so no process remaps when another grows the file; each only
  * touches bytes the file is known to hold (the caller's business: a page
  * past the file's end raises SIGBUS).  The handle is an ordinary conc_shm
- * (conc_shm_free releases it; an unnamed one has the name "" and is never
- * unlinked), whose size is the reserve once conc__shm_reserve ran.  fn
- * names the public call, for the error details. */
+ * (conc_shm_free releases it; an unnamed one has the name "" and no
+ * creator, so it is never unlinked), whose size is the reserve once
+ * conc__shm_reserve ran. */
 
-int conc__shm_anon(conc_shm **out, size_t size, const char *fn)
+int conc__shm_anon(conc_shm **out, const char *fn, size_t size)
 {
-    conc_shm *m = NULL;
+    int err = 0;
     *out = NULL;
-    m = conc__calloc(1, sizeof *m);
+    conc_shm *m = conc__calloc(1, sizeof *m);
     if (m == NULL) {
         return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
     m->fd = conc__os_memfd("conc_dict");
     if (m->fd < 0) {
-        free(m);
-        return conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
-                              "%s: memfd_create", fn);
+        err = conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                             "%s: memfd_create", fn);
+        goto fail;
     }
-    int err = conc__shm_grow(m, 0, size, fn);
-    if (err == 0) {
-        m->ptr = conc__os_map_file(m->fd, size);
-        if (m->ptr == NULL) {
-            err = conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
-                                 "%s: mmap of a memfd", fn);
-        }
-    }
+    err = conc__shm_grow(m, fn, 0, size);
     if (err != 0) {
-        conc__os_close(m->fd);
-        free(m);
-        return err;
+        goto fail;
+    }
+    m->ptr = conc__os_map_shared(m->fd, size);
+    if (m->ptr == NULL) {
+        err = os_fail(fn, "mmap", "(memfd)");
+        goto fail;
     }
     m->size = size;
     *out = m;
     return 0;
+
+fail:
+    handle_drop(m);
+    return err;
 }
 
-int conc__shm_reserve(conc_shm *m, size_t reserve, const char *fn)
+int conc__shm_reserve(conc_shm *m, const char *fn, size_t reserve)
 {
-    void *p = conc__os_map_file(m->fd, reserve);
+    void *p = conc__os_map_shared(m->fd, reserve);
     if (p == NULL) {
         return conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
                               "%s: mmap of %zu bytes of address space for "
                               "'%s'", fn, reserve, m->name);
     }
-    conc__os_unmap(m->ptr, m->size);
+    conc__os_shared_free(m->ptr, m->size);
     m->ptr = p;
     m->size = reserve;
     return 0;
 }
 
-int conc__shm_grow(conc_shm *m, uint64_t from, uint64_t to, const char *fn)
+int conc__shm_grow(conc_shm *m, const char *fn, uint64_t from, uint64_t to)
 {
     if (conc__os_file_reserve(m->fd, from, to) != 0) {
         bool full = errno == ENOSPC || errno == ENOMEM || errno == EFBIG;
@@ -437,10 +580,12 @@ int conc__shm_grow(conc_shm *m, uint64_t from, uint64_t to, const char *fn)
     return 0;
 }
 
-int conc__shm_file_size(const conc_shm *m, uint64_t *size, const char *fn)
+int conc__shm_file_size(const conc_shm *m, const char *fn, uint64_t *size)
 {
-    if (conc__os_file_size(m->fd, size) != 0) {
-        return conc__fail_sys(CONC_ESYS, "%s: fstat of '%s'", fn, m->name);
+    conc__os_file st;
+    if (conc__os_fstat(m->fd, &st) != 0) {
+        return os_fail(fn, "fstat", m->name);
     }
+    *size = st.size;
     return 0;
 }

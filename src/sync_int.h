@@ -47,6 +47,21 @@ extern _Thread_local uint64_t conc__sync_self
     __attribute__((tls_model("initial-exec")));
 uint64_t conc__sync_self_slow(void);
 
+/* Counts the forks this process descends from, starting at 1: a per-
+ * process value that costs one load to compare (getpid() is a system
+ * call).  A forked child's is its parent's plus one (pthread_atfork). */
+extern unsigned long conc__sync_fork_epoch;
+
+/* Counts the fork() calls made by this process and its ancestors,
+ * starting at 1: bumped in the parent just before each fork (a
+ * pthread_atfork prepare handler), so the child inherits the new count
+ * and the parent keeps it.  A lock that records the count at its
+ * creation therefore sees it again only in the process that made it, and
+ * only until that process forks: every process that can map the lock
+ * afterwards (the creator, or a descendant forked later) counts more.
+ * conc_lock's single-thread path rests on this (lock.c). */
+extern _Atomic uint64_t conc__sync_forks;
+
 static inline uint64_t conc__sync_self_id(void)
 {
     uint64_t id = conc__sync_self;
@@ -108,21 +123,26 @@ int conc__sync_sleep(_Atomic uint32_t *word, uint32_t val,
 void *conc__sync_region_new(size_t size);
 void conc__sync_region_free(void *p, size_t size);
 
-/* Named regions (sync_named.c).  conc__sync_named_new: a new zero-filled
- * segment /dev/shm/<name> of size bytes, mapped at *region; 0, CONC_EINVAL
+/* Named regions (sync_named.c, on shm.c's segments).
+ * conc__sync_named_new: a new zero-filled segment /dev/shm/<name> of size
+ * bytes for an object of kind magic (CONC__SYNC_MAGIC_*; it names the
+ * public function in error details), mapped at *region; 0, CONC_EINVAL
  * (bad name), CONC_ENOMEM, CONC_ESYS (errno kept: EEXIST when the name is
  * taken).  The caller initialises the object, then conc__sync_publish()es
  * its magic.  conc__sync_named_open: maps the segment another process
  * made for an object of kind magic, once published (waits up to a second);
- * CONC_EINVAL when it is not such an object or smaller than min_size,
- * CONC_ESYS (ENOENT: no such name); *size (size may be NULL) is its
- * mapped size.
+ * CONC_EINVAL when it is not such an object (another magic or layout) or
+ * smaller than min_size, CONC_EPERM (another user's segment), CONC_ESYS
+ * (ENOENT: no such name); *size (size may be NULL) is its mapped size.
+ * Every error has its detail (conc_errdetail).
  * conc__sync_named_release: unmaps (and, in the creating process,
  * unlinks) a named region; false when region is not one, for
  * conc__sync_region_free, which calls it first. */
-int conc__sync_named_new(void **region, const char *name, size_t size);
+int conc__sync_named_new(void **region, const char *name, size_t size,
+                         uint32_t magic);
 /* Either: named when name is not NULL, else anonymous (CONC_ENOMEM). */
-int conc__sync_region_make(void **region, const char *name, size_t size);
+int conc__sync_region_make(void **region, const char *name, size_t size,
+                           uint32_t magic);
 int conc__sync_named_open(void **region, size_t *size, const char *name,
                           uint32_t magic, size_t min_size);
 bool conc__sync_named_release(void *region);
@@ -134,6 +154,9 @@ void conc__sync_named_guard(bool hold);
  * set); how many acquirers of s, waiters of e, are about to sleep or
  * asleep.  A release or set after these turned true must wake them. */
 bool conc__lock_has_waiters(conc_lock *l);
+/* For tests: whether conc_lock's single-thread path applies to l now
+ * (lock.c). */
+bool conc__lock_solo(conc_lock *l);
 uint32_t conc__sem_sleepers(conc_sem *s);
 uint32_t conc__event_sleepers(conc_event *e);
 

@@ -15,8 +15,10 @@
  *
  * Publishing.  The creator initialises the object in the zero-filled
  * segment and stores its magic last (release, conc__sync_publish); an
- * opener waits up to a second for the magic (acquire), so it never sees a
- * half-made object.  A magic of another kind is refused at once.
+ * opener waits (shm.c's named open: one second in all, for the size and
+ * then the magic, with acquire), so it never sees a half-made object.  A
+ * magic of another kind is refused at once, and so is a segment of
+ * another user (shm.c).
  *
  * The list is guarded by a spinlock that pthread_atfork takes around
  * fork(), so a child never inherits it held (shm.c does the same).
@@ -25,14 +27,12 @@
  * shm.c needs it to tell, at the creator's free, whether the name is still
  * its own.
  */
+#include "shm_int.h"
 #include "sync_int.h"
 
-#include <conc/shared.h>
-
-#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 struct named_map {
     void *region;
@@ -122,57 +122,81 @@ bool conc__sync_named_release(void *region)
     return true;
 }
 
-int conc__sync_named_new(void **region, const char *name, size_t size)
+/* The public name of a kind's functions, for details: "conc_lock". */
+static const char *kind_name(uint32_t magic)
 {
+    switch (magic) {
+    case CONC__SYNC_MAGIC_LOCK:
+        return "lock";
+    case CONC__SYNC_MAGIC_RLOCK:
+        return "rlock";
+    case CONC__SYNC_MAGIC_SEM:
+        return "sem";
+    case CONC__SYNC_MAGIC_EVENT:
+        return "event";
+    case CONC__SYNC_MAGIC_COND:
+        return "cond";
+    default:
+        return "barrier";
+    }
+}
+
+int conc__sync_named_new(void **region, const char *name, size_t size,
+                         uint32_t magic)
+{
+    char fn[32];
+    snprintf(fn, sizeof fn, "conc_%s_new", kind_name(magic));
     conc_shm *shm;
     /* name is not NULL here (NULL means anonymous); shm.c checks it. */
-    int err = conc_shm_create(&shm, name, size);
+    int err = conc__shm_create(&shm, fn, name, size);
     if (err != 0) {
         return err;
     }
-    return named_add(shm, region);
+    err = named_add(shm, region);
+    if (err != 0) {
+        return conc__fail(err, "%s: out of memory", fn);
+    }
+    return 0;
 }
 
 int conc__sync_named_open(void **region, size_t *size, const char *name,
                           uint32_t magic, size_t min_size)
 {
-    if (name == NULL) {
-        return CONC_EINVAL;
-    }
-    /* One second in all for a creator still making the object: sizing
-     * the segment (ENODATA until then), then publishing the magic.  A
-     * deadline rather than a count of sleeps, so signals cannot cut it. */
-    conc__deadline dl;
-    conc__deadline_init(&dl, 1.0);
+    char fn[32];
+    snprintf(fn, sizeof fn, "conc_%s_open", kind_name(magic));
+    /* shm.c waits, one second in all, for a creator still making the
+     * object (sizing it, then publishing the magic: acquire, pairing with
+     * the release in conc__sync_publish, so the whole object is seen
+     * initialised), and refuses another kind at once. */
+    const conc__shm_kind kind = {
+        .what = kind_name(magic),
+        .magic = magic,
+        .magic_size = sizeof(uint32_t),
+        .min_size = min_size > 2 * sizeof(uint32_t) ? min_size
+                                                    : 2 * sizeof(uint32_t),
+    };
     conc_shm *shm;
-    int err = conc_shm_open(&shm, name);
-    while (err == CONC_ESYS && errno == ENODATA &&
-           !conc__deadline_passed(&dl)) {
-        usleep(1000);
-        err = conc_shm_open(&shm, name);
-    }
+    int err = conc__shm_open(&shm, fn, name, &kind);
     if (err != 0) {
         return err;
     }
     size_t have = conc_shm_size(shm);
-    uint32_t *hdr = conc_shm_ptr(shm);
-    if (have < min_size || have < 2 * sizeof(uint32_t)) {
+    const uint32_t *hdr = conc_shm_ptr(shm);
+    uint32_t layout = __atomic_load_n(&hdr[1], __ATOMIC_RELAXED);
+    if (layout != CONC__SYNC_LAYOUT) {
+        err = conc__fail(CONC_EINVAL, "%s: '%s' is a libconc %s of layout "
+                         "version %u; this library reads version %u", fn,
+                         conc_shm_name(shm), kind.what, layout,
+                         CONC__SYNC_LAYOUT);
         conc_shm_free(shm);
-        return CONC_EINVAL;
-    }
-    /* Acquire: pairs with the creator's release in conc__sync_publish, so
-     * the whole object is seen initialised. */
-    uint32_t seen = __atomic_load_n(&hdr[0], __ATOMIC_ACQUIRE);
-    while (seen == 0 && !conc__deadline_passed(&dl)) {
-        usleep(1000);
-        seen = __atomic_load_n(&hdr[0], __ATOMIC_ACQUIRE);
-    }
-    if (seen != magic || hdr[1] != CONC__SYNC_LAYOUT) {
-        conc_shm_free(shm);
-        return CONC_EINVAL;
+        return err;
     }
     if (size != NULL) {
         *size = have;
     }
-    return named_add(shm, region);
+    err = named_add(shm, region);
+    if (err != 0) {
+        return conc__fail(err, "%s: out of memory", fn);
+    }
+    return 0;
 }

@@ -20,13 +20,17 @@ void *conc__sync_region_new(size_t size)
     return conc__os_shared_alloc(page_round(size));
 }
 
-int conc__sync_region_make(void **region, const char *name, size_t size)
+int conc__sync_region_make(void **region, const char *name, size_t size,
+                           uint32_t magic)
 {
     if (name != NULL) {
-        return conc__sync_named_new(region, name, size);
+        return conc__sync_named_new(region, name, size, magic);
     }
     *region = conc__sync_region_new(size);
-    return *region != NULL ? 0 : CONC_ENOMEM;
+    return *region != NULL ? 0
+                           : conc__fail_sys(CONC_ENOMEM, "no memory for a "
+                                            "sync object's shared page: "
+                                            "mmap");
 }
 
 void conc__sync_region_free(void *p, size_t size)

@@ -27,8 +27,11 @@
  * is loaded, before main: not a pthread_once on first use, since a thread
  * forking while another is inside that once would leave the child's
  * once-control "in progress" for ever and its first lock call would hang.
- * A process forked without glibc's fork() (raw clone, _Fork) skips the
- * handler; libconc's process module uses fork().
+ * A prepare handler counts the forks (conc__sync_forks), which tells
+ * conc_lock which locks no other process can map yet (lock.c).  A
+ * process forked without glibc's fork() (raw clone, _Fork) skips the
+ * handlers, keeps its parent's identity and count, and must not use
+ * objects made before it; libconc's process module uses fork().
  */
 #include "sync_int.h"
 
@@ -38,10 +41,27 @@
 _Thread_local uint64_t conc__sync_self
     __attribute__((tls_model("initial-exec")));
 
+/* Written only by the child's single thread, before it can start others;
+ * read-only everywhere else. */
+unsigned long conc__sync_fork_epoch = 1;
+
+/* Bumped by a thread about to fork; read by lock calls (see sync_int.h).
+ * Relaxed everywhere: a reader that matters is the only thread of its
+ * process (lock.c), so it reads its own writes; fork orders the rest. */
+_Atomic uint64_t conc__sync_forks = 1;
+
+/* Before every fork, in the parent: from here on, no object made so far
+ * is this process's alone (the child will map it too). */
+static void atfork_prepare(void)
+{
+    atomic_fetch_add_explicit(&conc__sync_forks, 1, memory_order_relaxed);
+}
+
 /* The child's only thread got a new tid: forget the parent's. */
 static void atfork_child(void)
 {
     conc__sync_self = 0;
+    conc__sync_fork_epoch++;
 }
 
 /* Runs when the library is loaded, before any thread of the program can
@@ -50,7 +70,7 @@ static void atfork_child(void)
  * for ever, and the child's first lock call would hang. */
 __attribute__((constructor)) static void sync_init(void)
 {
-    pthread_atfork(NULL, NULL, atfork_child);
+    pthread_atfork(atfork_prepare, NULL, atfork_child);
 }
 
 uint64_t conc__sync_self_slow(void)

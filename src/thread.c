@@ -55,7 +55,6 @@ static void join_all(void);
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 enum { T_NEW, T_STARTING, T_STARTED };
@@ -121,9 +120,8 @@ int conc__thread_spawn(pthread_t *th, bool detached, void *(*fn)(void *),
     }
 #if defined(__SANITIZE_THREAD__)
     if (in_forked_child) {
-        void *st = mmap(NULL, OWN_STACK_SIZE, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (st == MAP_FAILED) {
+        void *st = conc__os_private_alloc(OWN_STACK_SIZE);
+        if (st == NULL) {
             pthread_attr_destroy(&attr);
             return errno;
         }
@@ -135,7 +133,7 @@ int conc__thread_spawn(pthread_t *th, bool detached, void *(*fn)(void *),
     pthread_attr_destroy(&attr);
     if (r != 0 && *stack != NULL) {
 #if defined(__SANITIZE_THREAD__)
-        munmap(*stack, OWN_STACK_SIZE);
+        conc__os_private_free(*stack, OWN_STACK_SIZE);
 #endif
         *stack = NULL;
     }
@@ -148,7 +146,7 @@ static void rec_pthread_join(thread_rec *rec)
     pthread_join(rec->th, NULL);
 #if defined(__SANITIZE_THREAD__)
     if (rec->stack != NULL) {
-        munmap(rec->stack, OWN_STACK_SIZE);
+        conc__os_private_free(rec->stack, OWN_STACK_SIZE);
         rec->stack = NULL;
     }
 #endif
@@ -273,7 +271,9 @@ static int thread_wait_done(thread_rec *rec, const conc__deadline *dl)
             if (atomic_load_explicit(&rec->done, memory_order_acquire)) {
                 return 0;
             }
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_thread_join: the "
+                                                  "thread was still running "
+                                                  "at the timeout");
         }
     }
     return 0;
@@ -295,13 +295,15 @@ int conc_thread_new(conc_thread **out, const conc_thread_opts *opts)
 {
     int err;
     if (out == NULL || opts == NULL || opts->target == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(out == NULL    ? "out"
+                               : opts == NULL ? "opts"
+                                              : "opts->target");
     }
     *out = NULL;
     pthread_once(&tfork_once, tfork_register);
     conc_thread *t = conc__calloc(1, sizeof *t);
     if (t == NULL) {
-        err = CONC_ENOMEM;
+        err = conc__fail(CONC_ENOMEM, "conc_thread_new: out of memory");
         goto fail;
     }
     if (opts->name != NULL) {
@@ -315,7 +317,7 @@ int conc_thread_new(conc_thread **out, const conc_thread_opts *opts)
         t->name = conc__strdup(buf);
     }
     if (t->name == NULL) {
-        err = CONC_ENOMEM;
+        err = conc__fail(CONC_ENOMEM, "conc_thread_new: out of memory");
         goto fail_t;
     }
     t->target = opts->target;
@@ -334,7 +336,7 @@ int conc_thread_start(conc_thread *t)
 {
     int err;
     if (t == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("t");
     }
     int expect = T_NEW;
     /* acq_rel: pairs with the release store of T_NEW by a failed start. */
@@ -342,11 +344,12 @@ int conc_thread_start(conc_thread *t)
                                                  T_STARTING,
                                                  memory_order_acq_rel,
                                                  memory_order_acquire)) {
-        return CONC_ESTATE;
+        return conc__fail_lit(CONC_ESTATE, "conc_thread_start: threads can "
+                                           "only be started once");
     }
     thread_rec *rec = conc__calloc(1, sizeof *rec);
     if (rec == NULL) {
-        err = CONC_ENOMEM;
+        err = conc__fail(CONC_ENOMEM, "conc_thread_start: out of memory");
         goto fail_state;
     }
     rec->target = t->target;
@@ -402,7 +405,7 @@ int conc_thread_join(conc_thread *t, double timeout)
 {
     conc__deadline dl;
     if (t == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL("t");
     }
     int err = conc__deadline_init(&dl, timeout);
     if (err != 0) {
@@ -410,7 +413,8 @@ int conc_thread_join(conc_thread *t, double timeout)
     }
     thread_rec *rec = started_rec(t);
     if (rec == NULL) {
-        return CONC_ESTATE;
+        return conc__fail_lit(CONC_ESTATE, "conc_thread_join: cannot join "
+                                           "a thread before it is started");
     }
     pthread_mutex_lock(&treg_lock);
     /* Relaxed: done is stored under treg_lock, which orders it here. */
@@ -419,7 +423,8 @@ int conc_thread_join(conc_thread *t, double timeout)
                 pthread_equal(rec->th, pthread_self());
     pthread_mutex_unlock(&treg_lock);
     if (self) {
-        return CONC_ESTATE; /* "cannot join current thread" */
+        return conc__fail_lit(CONC_ESTATE, "conc_thread_join: cannot join "
+                                           "the current thread");
     }
     err = thread_wait_done(rec, &dl);
     if (err != 0) {
@@ -435,18 +440,20 @@ int conc_thread_join(conc_thread *t, double timeout)
 int conc_thread_result(conc_thread *t, void **result)
 {
     if (t == NULL || result == NULL) {
-        return CONC_EINVAL;
+        return CONC__FAIL_NULL(t == NULL ? "t" : "result");
     }
     thread_rec *rec = started_rec(t);
     if (rec == NULL) {
-        return CONC_ESTATE;
+        return conc__fail_lit(CONC_ESTATE, "conc_thread_result: the thread "
+                                           "was not started");
     }
     pthread_mutex_lock(&treg_lock);
     bool ok = rec->join_ok;
     bool away = rec->forked_away;
     pthread_mutex_unlock(&treg_lock);
     if (!ok) {
-        return CONC_ESTATE;
+        return conc__fail_lit(CONC_ESTATE, "conc_thread_result: the thread "
+                                           "has not been joined");
     }
     *result = away ? NULL : rec->result;
     return 0;

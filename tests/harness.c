@@ -64,7 +64,7 @@ void th_sleep(double seconds)
     }
 }
 
-static int count_fds(void)
+int th_count_fds(void)
 {
     int n = 0;
     DIR *d = opendir("/proc/self/fd");
@@ -140,10 +140,10 @@ static int shm_leaks(const char *before, const char *after)
  * A child still alive, or a zombie not reaped, is a leak. */
 static int run_in_child(int i)
 {
-    int fds_before = count_fds();
+    int fds_before = th_count_fds();
     tests[i].fn();
     fflush(stdout);
-    int fds_after = count_fds();
+    int fds_after = th_count_fds();
     if (fds_after != fds_before) {
         fprintf(stderr, "    leaked fds: %d open before, %d after\n",
                 fds_before, fds_after);
@@ -257,7 +257,7 @@ static bool run_one(int i)
     if (pid == 0) {
         setpgid(0, 0);
         signal(SIGPIPE, SIG_DFL);
-        _exit(run_in_child(i));
+        th_exit(run_in_child(i));
     }
     int status = 0;
     bool ok = true;
@@ -328,7 +328,7 @@ int main(int argc, char **argv)
             if (keeper == 0) {
                 prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
                 private_shm();
-                _exit(run_one(i) ? 0 : 1);
+                th_exit(run_one(i) ? 0 : 1);
             }
             int status = 0;
             while (waitpid(keeper, &status, 0) == -1 && errno == EINTR) {
@@ -450,6 +450,18 @@ int th_count(const char *hay, const char *needle)
     return n;
 }
 
+#ifdef CONC_COVERAGE
+void __gcov_dump(void);
+#endif
+
+_Noreturn void th_exit(int code)
+{
+#ifdef CONC_COVERAGE
+    __gcov_dump();
+#endif
+    _exit(code);
+}
+
 pid_t th_fork(int (*fn)(void *), void *arg)
 {
     fflush(stdout);
@@ -459,7 +471,7 @@ pid_t th_fork(int (*fn)(void *), void *arg)
         th_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
     }
     if (pid == 0) {
-        _exit(fn(arg));
+        th_exit(fn(arg));
     }
     return pid;
 }

@@ -95,6 +95,10 @@ char *th_run_example(const char *name, const char *arg1, const char *arg2,
 /* Whether the POSIX shared memory object name ("x" or "/x") exists. */
 bool th_shm_exists(const char *name);
 
+/* How many descriptors this process has open (-1 if /proc is not
+ * there): for fault loops that check each failure leaks none. */
+int th_count_fds(void);
+
 /* How many times needle occurs in hay. */
 int th_count(const char *hay, const char *needle);
 
@@ -106,6 +110,9 @@ const char *th_prog(const char *name);
  * th_wait reaps it (fails the test after timeout) and returns the wait
  * status. */
 pid_t th_fork(int (*fn)(void *), void *arg);
+/* _exit(code), after writing gcov counts in a coverage build: how every
+ * child the harness forks ends. */
+_Noreturn void th_exit(int code);
 int th_wait(pid_t pid, double timeout);
 
 #endif

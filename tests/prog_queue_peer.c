@@ -5,6 +5,8 @@
  *            cased, in order
  *   get1     block (up to 10 s) for one message and print it
  *   missing  expect the name not to exist: print the error name
+ *   create   instead of opening: create the queue, put one message and
+ *            exit without freeing it (the atexit unlink is tested)
  * Exit status 0 on success, 1 on any failure (printed). */
 #include <conc.h>
 
@@ -20,6 +22,17 @@ int main(int argc, char **argv)
         return 1;
     }
     conc_queue *q = NULL;
+    if (strcmp(argv[2], "create") == 0) {
+        /* Kept reachable (a leak checker would otherwise object): the
+         * point is that exit, not free, unlinks. */
+        static conc_queue *kept;
+        int err = conc_queue_new(&kept, &(conc_queue_opts){ .name = argv[1] });
+        if (err == 0) {
+            err = conc_queue_put(kept, "left", 4, 0);
+        }
+        printf("create: %s\n", conc_errname(err));
+        return err == 0 ? 0 : 1; /* no free: exit unlinks */
+    }
     int err = conc_queue_open(&q, argv[1]);
     if (strcmp(argv[2], "missing") == 0) {
         printf("%s %d\n", conc_errname(err), err == CONC_ESYS ? errno : 0);

@@ -117,4 +117,71 @@ static inline int st_code(int status)
     return -1;
 }
 
+/* ---- wake latency ---------------------------------------------------------
+ * A wake-up must reach a sleeper at once: every sleep in libconc is cut
+ * into slices (50 or 100 ms) that would also end it, so a missing wake
+ * only shows as latency.  st_wake_latency runs `rounds` hand-offs: a
+ * thread calls w->wait(w->arg), which must block until w->wake runs; the
+ * main thread waits until w->asleep(w->arg) says the waiter is past its
+ * fast path, sleeps 2..49 ms more (so the waiter is in the kernel, at a
+ * varied phase of its slice), then calls w->wake(w->arg).  Returns the
+ * summed time from each wake to the waiter's return: a few ms in all
+ * when wakes work, about 25 ms per round when only slices end sleeps. */
+typedef struct st_waker {
+    void (*reset)(void *arg); /* before each round; may be NULL */
+    bool (*asleep)(void *arg);
+    void (*wait)(void *arg);
+    void (*wake)(void *arg);
+    void *arg;
+    _Atomic int round;
+    _Atomic int done;
+    _Atomic bool stop;
+    _Atomic double returned;
+} st_waker;
+
+static void *st_waker_thread(void *p)
+{
+    st_waker *w = p;
+    for (int r = 1;; r++) {
+        while (atomic_load(&w->round) < r) {
+            if (atomic_load(&w->stop)) {
+                return NULL;
+            }
+            th_sleep(0.0002);
+        }
+        w->wait(w->arg);
+        atomic_store(&w->returned, th_now());
+        atomic_store(&w->done, r);
+    }
+}
+
+static inline double st_wake_latency(st_waker *w, int rounds)
+{
+    unsigned seed = (unsigned)getpid();
+    double total = 0;
+    pthread_t t = st_thread(st_waker_thread, w);
+    for (int r = 1; r <= rounds; r++) {
+        if (w->reset != NULL) {
+            w->reset(w->arg);
+        }
+        atomic_store(&w->round, r);
+        double end = th_now() + 10;
+        while (!w->asleep(w->arg)) {
+            CHECK(th_now() < end);
+            th_sleep(0.0002);
+        }
+        th_sleep(0.002 + (double)(rand_r(&seed) % 48) / 1000);
+        double woke = th_now();
+        w->wake(w->arg);
+        while (atomic_load(&w->done) < r) {
+            CHECK(th_now() < end);
+            th_sleep(0.0002);
+        }
+        total += atomic_load(&w->returned) - woke;
+    }
+    atomic_store(&w->stop, true);
+    st_join(t);
+    return total;
+}
+
 #endif

@@ -638,3 +638,58 @@ TEST(cond_many_waiters_time_out)
     CHECK_EQ(atomic_load(&n.woke), 1);
     conc_cond_free(w.c);
 }
+
+/* ---- a notify wakes a sleeping waiter at once --------------------------------- */
+
+typedef struct {
+    conc_cond *c;
+    _Atomic bool waiting; /* the waiter is about to wait, holding the lock */
+} cw_arg;
+
+static void cw_reset(void *arg)
+{
+    cw_arg *a = arg;
+    atomic_store(&a->waiting, false);
+}
+
+/* The waiter flags, then waits (which releases the lock): once this
+ * thread gets the lock after the flag, the waiter is in its wait. */
+static bool cw_asleep(void *arg)
+{
+    cw_arg *a = arg;
+    if (!atomic_load(&a->waiting)) {
+        return false;
+    }
+    CHECK_OK(conc_cond_acquire(a->c, 10));
+    CHECK_OK(conc_cond_release(a->c));
+    return true;
+}
+
+static void cw_wait(void *arg)
+{
+    cw_arg *a = arg;
+    CHECK_OK(conc_cond_acquire(a->c, 10));
+    atomic_store(&a->waiting, true);
+    CHECK_OK(conc_cond_wait(a->c, 10));
+    CHECK_OK(conc_cond_release(a->c));
+}
+
+static void cw_wake(void *arg)
+{
+    cw_arg *a = arg;
+    CHECK_OK(conc_cond_acquire(a->c, 10));
+    CHECK_OK(conc_cond_notify(a->c, 1));
+    CHECK_OK(conc_cond_release(a->c));
+}
+
+/* 40 notifies at varied phases of the waiter's sleep slice: far below
+ * the ~1 s that slice ends alone would cost. */
+TEST(cond_notify_wakes_a_sleeping_waiter_at_once)
+{
+    cw_arg a = { 0 };
+    CHECK_OK(conc_cond_new(&a.c, NULL));
+    st_waker w = { .reset = cw_reset, .asleep = cw_asleep, .wait = cw_wait,
+                   .wake = cw_wake, .arg = &a };
+    CHECK(st_wake_latency(&w, 40) < 0.3);
+    conc_cond_free(a.c);
+}

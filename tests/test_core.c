@@ -59,6 +59,16 @@ static void *other_thread_detail(void *arg)
     return (void *)(uintptr_t)empty;
 }
 
+TEST(errdetail_literal_and_formatted_replace_each_other)
+{
+    CHECK_ERR(conc__fail_lit(CONC_EEMPTY, "conc_q: empty"), CONC_EEMPTY);
+    CHECK_STR(conc_errdetail(), "conc_q: empty");
+    CHECK_ERR(conc__fail(CONC_EINVAL, "conc_r: %d", 3), CONC_EINVAL);
+    CHECK_STR(conc_errdetail(), "conc_r: 3");
+    CHECK_ERR(conc__fail_lit(CONC_ETIMEDOUT, "conc_s: late"), CONC_ETIMEDOUT);
+    CHECK_STR(conc_errdetail(), "conc_s: late");
+}
+
 TEST(errdetail_of_another_thread_is_not_seen)
 {
     conc__fail(CONC_EINVAL, "mine");
@@ -184,4 +194,16 @@ TEST(proc_liveness_sees_pid_reuse_and_zombies)
     th_wait(pid, 5);
     CHECK(!conc__os_proc_alive(pid, 0));
     CHECK(conc__os_thread_alive(conc__os_gettid(), 0));
+}
+
+TEST(version_of_the_library_is_the_header_s)
+{
+    CHECK_STR(conc_version(), CONC_VERSION_STRING);
+    char want[32];
+    snprintf(want, sizeof want, "%d.%d.%d", CONC_VERSION_MAJOR,
+             CONC_VERSION_MINOR, CONC_VERSION_PATCH);
+    CHECK_STR(conc_version(), want);
+    CHECK_EQ(CONC_VERSION_NUMBER, CONC_VERSION_MAJOR * 10000 +
+                                      CONC_VERSION_MINOR * 100 +
+                                      CONC_VERSION_PATCH);
 }

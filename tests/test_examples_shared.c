@@ -42,3 +42,12 @@ TEST(example_word_count_totals_are_exact)
     CHECK(strstr(out, "OK: the atomic totals are exact") != NULL);
     free(out);
 }
+
+TEST(example_word_count_pipeline_is_exact)
+{
+    char *out = th_run_example("seed002_word_count_pipeline", NULL, NULL, 60);
+    CHECK(strstr(out, "11 distinct words, 3600 counted of 3600; 'the' = "
+                      "1000, 'words' = 400\n") != NULL);
+    CHECK(strstr(out, "OK: the pipeline's counts are exact") != NULL);
+    free(out);
+}

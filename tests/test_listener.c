@@ -4,9 +4,11 @@
  * interoperability with CPython through tests/py_connection_peer.py. */
 #include "harness.h"
 
+#include "conc_int.h"
 #include "digest.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
@@ -144,7 +146,7 @@ static int client_child(void *p)
     client_arg *a = p;
     conc_client_opts o = { .authkey = a->key,
                            .authkey_len = a->key ? strlen(a->key) : 0,
-                           .timeout = 10 };
+                           .timeout = CONC_TIMEOUT(10) };
     conc_conn *c = NULL;
     int err = conc_client_connect(&c, a->addr, &o);
     if (a->expect_err != 0) {
@@ -415,7 +417,7 @@ static int connect_retry(conc_conn **c, const char *addr, const char *key)
 {
     conc_client_opts o = { .authkey = key,
                            .authkey_len = key ? strlen(key) : 0,
-                           .timeout = 10 };
+                           .timeout = CONC_TIMEOUT(10) };
     double end = th_now() + 10;
     for (;;) {
         int err = conc_client_connect(c, addr, &o);
@@ -689,6 +691,7 @@ TEST(close_wakes_blocked_accept)
     CHECK(!exists(addr)); /* close unlinks, as Python's close() */
     conc_conn *c = NULL;
     CHECK_ERR(conc_listener_accept(l, &c, 1), CONC_ECLOSED);
+    CHECK(strstr(conc_errdetail(), "closed") != NULL);
     CHECK_ERR(conc_listener_fileno(l), CONC_ECLOSED);
     CHECK_OK(conc_listener_close(l)); /* twice: harmless */
     CHECK_ERR(conc_client_connect(&c, addr, NULL), CONC_ESYS);
@@ -709,13 +712,23 @@ TEST(fileno_polls_readable_then_accept_zero)
     CHECK_EQ(poll(&p, 1, 0), 0);
     client_arg a = { .addr = conc_listener_address(l), .key = "p", .n = 9 };
     pid_t pid = th_fork(client_child, &a);
-    CHECK_EQ(poll(&p, 1, 10000), 1);
     conc_conn *c = NULL;
-    /* Timeout 0 with a connection waiting: the handshake still runs. */
-    CHECK_OK(conc_listener_accept(l, &c, 0));
+    /* An event loop: wait on the descriptor, then accept with timeout 0,
+     * which never waits for the handshake: it advances it and returns. */
+    int err = CONC_ETIMEDOUT;
+    int rounds = 0;
+    while (err == CONC_ETIMEDOUT && rounds < 100) {
+        CHECK_EQ(poll(&p, 1, 10000), 1);
+        double t0 = th_now();
+        err = conc_listener_accept(l, &c, 0);
+        CHECK(th_now() - t0 < 0.5);
+        rounds++;
+    }
+    CHECK_OK(err);
     CHECK_EQ(talk_second(c), 0);
     check_exit(th_wait(pid, 20), 0);
     conc_conn_free(c);
+    CHECK_EQ(poll(&p, 1, 0), 0); /* nothing left to do */
     conc_listener_free(l);
 }
 
@@ -737,6 +750,8 @@ TEST(wrong_key_both_sides_then_good_client)
                            .expect_err = CONC_EAUTH };
         pid_t pid = th_fork(client_child, &bad);
         CHECK_ERR(conc_listener_accept(l, &c, 10), CONC_EAUTH);
+        CHECK(strstr(conc_errdetail(), "handshake failed") != NULL);
+        CHECK(strstr(conc_errdetail(), "keys differ") != NULL);
         CHECK(c == NULL);
         check_exit(th_wait(pid, 20), 0);
     }
@@ -751,79 +766,446 @@ TEST(wrong_key_both_sides_then_good_client)
     tmpdir_done(dir);
 }
 
-/* A keyless client on a keyed listener: it sees the challenge, answers
- * nothing (silent), then end of file once the listener gives up. */
-static int silent_child(void *p)
+/* ---- raw peers: frames by hand on a connection's descriptor ---------- */
+
+static void frame_send(int fd, const void *data, size_t len)
 {
-    conc_conn *c = NULL;
-    if (conc_client_connect(&c, p, NULL) != 0) {
-        return 1;
+    unsigned char h[4] = { (unsigned char)(len >> 24),
+                           (unsigned char)(len >> 16),
+                           (unsigned char)(len >> 8), (unsigned char)len };
+    CHECK_EQ(send(fd, h, 4, MSG_NOSIGNAL), 4);
+    if (len > 0) {
+        CHECK_EQ(send(fd, data, len, MSG_NOSIGNAL), (long long)len);
     }
-    conc_msg m;
-    int r = 0;
-    if (conc_conn_recv(c, &m, 10) != 0) {
-        r = 2;
-    } else {
-        r = m.len == 31 && memcmp(m.data, "#CHALLENGE#", 11) == 0 ? 0 : 3;
-        conc_msg_free(&m);
-    }
-    if (r == 0 && conc_conn_recv(c, &m, 10) != CONC_ECLOSED) {
-        r = 4;
-    }
-    conc_conn_free(c);
-    return r;
 }
 
-/* A raw client announcing a 1 MiB handshake answer. */
-static int garbage_child(void *p)
+/* Reads exactly n bytes within timeout: n, or fewer at end of file or
+ * when time ran out. */
+static size_t read_n(int fd, unsigned char *p, size_t n, double timeout)
+{
+    double end = th_now() + timeout;
+    size_t have = 0;
+    while (have < n) {
+        struct pollfd q = { .fd = fd, .events = POLLIN };
+        int ms = (int)((end - th_now()) * 1000);
+        if (ms <= 0 || poll(&q, 1, ms) != 1) {
+            break;
+        }
+        ssize_t r = recv(fd, p + have, n - have, 0);
+        if (r <= 0) {
+            break;
+        }
+        have += (size_t)r;
+    }
+    return have;
+}
+
+/* One frame into buf (cap bytes): its length, or -1 (end of file, time
+ * out, too long). */
+static long frame_recv(int fd, unsigned char *buf, size_t cap, double timeout)
+{
+    unsigned char h[4];
+    if (read_n(fd, h, 4, timeout) != 4) {
+        return -1;
+    }
+    size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 |
+               h[3];
+    if (n > cap || read_n(fd, buf, n, timeout) != n) {
+        return -1;
+    }
+    return (long)n;
+}
+
+/* Whether fd sees end of file within timeout (nothing else first). */
+static bool sees_eof(int fd, double timeout)
+{
+    unsigned char b;
+    struct pollfd q = { .fd = fd, .events = POLLIN };
+    if (poll(&q, 1, (int)(timeout * 1000)) != 1) {
+        return false;
+    }
+    /* A TCP peer that closes with bytes of ours unread resets instead. */
+    ssize_t r = recv(fd, &b, 1, 0);
+    return r == 0 || (r < 0 && errno == ECONNRESET);
+}
+
+/* A raw connection to addr: a keyless conc client whose descriptor the
+ * test then drives by hand. */
+static conc_conn *raw_connect(const char *addr)
 {
     conc_conn *c = NULL;
-    if (conc_client_connect(&c, p, NULL) != 0) {
-        return 1;
+    CHECK_OK(conc_client_connect(&c, addr,
+                                 &(conc_client_opts){
+                                     .timeout = CONC_TIMEOUT(10) }));
+    return c;
+}
+
+/* The answer to a challenge frame's nonce m[0..n), in the given form:
+ * 0 raw HMAC-MD5, 1 "{md5}", 2 "{sha256}".  Its length. */
+static size_t answer_form(const char *key, const unsigned char *m, size_t n,
+                          int form, unsigned char *out)
+{
+    static const char *const prefix[] = { "", "{md5}", "{sha256}" };
+    size_t pl = strlen(prefix[form]);
+    memcpy(out, prefix[form], pl);
+    conc__digest_kind kind = form == 2 ? CONC__SHA256 : CONC__MD5;
+    conc__hmac(kind, key, strlen(key), m, n, out + pl);
+    return pl + conc__digest_len(kind);
+}
+
+/* ---- handshakes run together ----------------------------------------- */
+
+typedef struct good_client {
+    const char *addr;
+    const char *key;
+    int err;
+    double connected;
+    pthread_t t;
+} good_client;
+
+static void *good_client_thread(void *p)
+{
+    good_client *g = p;
+    conc_conn *c = NULL;
+    g->err = conc_client_connect(&c, g->addr,
+                                 &(conc_client_opts){
+                                     .authkey = g->key,
+                                     .authkey_len = strlen(g->key),
+                                     .timeout = CONC_TIMEOUT(20) });
+    g->connected = th_now();
+    if (g->err == 0) {
+        conc_conn_send(c, "hi", 2);
+        conc_msg m;
+        if (conc_conn_recv(c, &m, 20) == 0) {
+            conc_msg_free(&m);
+        }
     }
-    int fd = conc_conn_fileno(c);
-    unsigned char hdr[4] = { 0, 0x10, 0, 0 };
-    int r = send(fd, hdr, 4, MSG_NOSIGNAL) == 4 ? 0 : 2;
+    conc_conn_free(c);
+    return NULL;
+}
+
+/* Three clients connect and say nothing; then an authorised one comes.
+ * It is accepted at once (the old listener ran handshakes one at a time
+ * and spent a whole handshake limit on each silent one first); the
+ * silent ones get their challenge, then are dropped when their
+ * handshake_timeout runs out, each reported by one accept as CONC_EAUTH
+ * with the reason. */
+TEST(silent_clients_do_not_delay_an_authorised_one)
+{
+    const double hs = 2.0;
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "tcp:127.0.0.1:0",
+                               &(conc_listener_opts){
+                                   .authkey = "k", .authkey_len = 1,
+                                   .handshake_timeout = CONC_TIMEOUT(hs) }));
+    const char *addr = conc_listener_address(l);
+    conc_conn *silent[3];
+    for (int i = 0; i < 3; i++) {
+        silent[i] = raw_connect(addr);
+    }
+    double t0 = th_now();
+    good_client g = { .addr = addr, .key = "k" };
+    CHECK_EQ(pthread_create(&g.t, NULL, good_client_thread, &g), 0);
+    conc_conn *c = NULL;
+    CHECK_OK(conc_listener_accept(l, &c, 20));
+    double took = th_now() - t0;
+    CHECK(took < hs / 2); /* at once: well under one handshake timeout */
     conc_msg m;
-    /* The challenge, then (after the listener refuses) end of file. */
-    if (r == 0 && conc_conn_recv(c, &m, 10) != 0) {
-        r = 3;
-    }
+    CHECK_OK(conc_conn_recv(c, &m, 10));
+    CHECK(m.len == 2 && memcmp(m.data, "hi", 2) == 0);
     conc_msg_free(&m);
-    if (r == 0 && conc_conn_recv(c, &m, 10) != CONC_ECLOSED) {
-        r = 4;
-    }
+    CHECK_OK(conc_conn_send(c, "ok", 2));
+    pthread_join(g.t, NULL);
+    CHECK_OK(g.err);
     conc_conn_free(c);
-    return r;
+
+    /* The silent ones: dropped when their time is up, not before. */
+    for (int i = 0; i < 3; i++) {
+        CHECK_ERR(conc_listener_accept(l, &c, 20), CONC_EAUTH);
+        CHECK(th_now() - t0 >= hs);
+        CHECK(strstr(conc_errdetail(), "handshake timeout") != NULL);
+        CHECK(strstr(conc_errdetail(), "client 127.0.0.1:") != NULL);
+    }
+    CHECK(th_now() - t0 < hs + 5);
+    for (int i = 0; i < 3; i++) {
+        int fd = conc_conn_fileno(silent[i]);
+        unsigned char buf[64];
+        CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 31); /* challenge */
+        CHECK(memcmp(buf, "#CHALLENGE#", 11) == 0);
+        CHECK(sees_eof(fd, 5));
+        conc_conn_free(silent[i]);
+    }
+    /* Nothing else is pending. */
+    CHECK_ERR(conc_listener_accept(l, &c, 0.1), CONC_ETIMEDOUT);
+    conc_listener_free(l);
 }
 
-TEST(silent_or_garbage_client_fails_in_bounded_time)
+/* Hostile or broken clients are refused at once (far sooner than the
+ * handshake timeout), each with its reason, and never cost an authorised
+ * client anything: garbage in place of an answer, a header announcing
+ * 1 MiB, the 8-byte long form, a client that hangs up after the
+ * challenge, one that hangs up halfway through its answer. */
+TEST(garbage_and_vanishing_clients_are_refused_at_once)
 {
     conc_listener *l = NULL;
     CHECK_OK(conc_listener_new(&l, "tcp:127.0.0.1:0",
-                               &(conc_listener_opts){ .authkey = "k",
-                                                      .authkey_len = 1 }));
+                               &(conc_listener_opts){
+                                   .authkey = "k", .authkey_len = 1,
+                                   .handshake_timeout = CONC_TIMEOUT(30) }));
     const char *addr = conc_listener_address(l);
-    pid_t pid = th_fork(silent_child, (void *)addr);
+    static const char *const reason[] = {
+        "wrong", "longer than 256", "longer than 256", "closed", "closed",
+    };
+    for (int kind = 0; kind < 5; kind++) {
+        conc_conn *r = raw_connect(addr);
+        int fd = conc_conn_fileno(r);
+        double t0 = th_now();
+        /* The challenge comes first, from our accept. */
+        conc_conn *c = NULL;
+        CHECK_ERR(conc_listener_accept(l, &c, 0), CONC_ETIMEDOUT);
+        unsigned char buf[300];
+        CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 31);
+        if (kind == 0) {
+            frame_send(fd, "garbage, not a digest", 21);
+        } else if (kind == 1) {
+            unsigned char h[4] = { 0, 0x10, 0, 0 };
+            CHECK_EQ(send(fd, h, 4, MSG_NOSIGNAL), 4);
+        } else if (kind == 2) {
+            unsigned char h[12] = { 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
+                                    0, 0, 0, 16 };
+            CHECK_EQ(send(fd, h, 12, MSG_NOSIGNAL), 12);
+        } else if (kind == 4) {
+            unsigned char h[6] = { 0, 0, 0, 16, 1, 2 };
+            CHECK_EQ(send(fd, h, 6, MSG_NOSIGNAL), 6);
+        }
+        if (kind >= 3) {
+            conc_conn_free(r);
+            r = NULL;
+        }
+        CHECK_ERR(conc_listener_accept(l, &c, 10), CONC_EAUTH);
+        CHECK(th_now() - t0 < 5.0);
+        CHECK(strstr(conc_errdetail(), reason[kind]) != NULL);
+        if (kind == 0) {
+            /* Told before the hang-up, as Python's listener does. */
+            CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 9);
+            CHECK(memcmp(buf, "#FAILURE#", 9) == 0);
+        }
+        if (r != NULL) {
+            CHECK(sees_eof(fd, 5));
+            conc_conn_free(r);
+        }
+    }
+    /* And the listener serves an authorised client as before. */
+    good_client g = { .addr = addr, .key = "k" };
+    CHECK_EQ(pthread_create(&g.t, NULL, good_client_thread, &g), 0);
     conc_conn *c = NULL;
-    double t0 = th_now();
-    CHECK_ERR(conc_listener_accept(l, &c, 0.5), CONC_EAUTH);
-    double took = th_now() - t0;
-    CHECK(took < 5.0);
-    check_exit(th_wait(pid, 20), 0);
-
-    pid = th_fork(garbage_child, (void *)addr);
-    t0 = th_now();
-    CHECK_ERR(conc_listener_accept(l, &c, 10), CONC_EAUTH);
-    CHECK(th_now() - t0 < 5.0); /* refused on the header, not timed out */
-    check_exit(th_wait(pid, 20), 0);
-
-    client_arg good = { .addr = addr, .key = "k", .n = 5 };
-    pid = th_fork(client_child, &good);
     CHECK_OK(conc_listener_accept(l, &c, 10));
-    CHECK_EQ(talk_second(c), 0);
-    check_exit(th_wait(pid, 20), 0);
+    conc_msg m;
+    CHECK_OK(conc_conn_recv(c, &m, 10));
+    conc_msg_free(&m);
+    CHECK_OK(conc_conn_send(c, "ok", 2));
+    pthread_join(g.t, NULL);
+    CHECK_OK(g.err);
     conc_conn_free(c);
+    conc_listener_free(l);
+}
+
+/* A raw client that answers correctly but only after a pause: accept
+ * with timeout 0 returns at once each time (the old accept ran the whole
+ * handshake inside, waiting for the client), and the connection goes
+ * through on a later call. */
+typedef struct slow_client {
+    const char *addr;
+    double pause;
+    int result;
+    pthread_t t;
+} slow_client;
+
+static void *slow_client_thread(void *p)
+{
+    slow_client *s = p;
+    s->result = 1;
+    conc_conn *r = raw_connect(s->addr);
+    int fd = conc_conn_fileno(r);
+    unsigned char buf[300], ans[64];
+    long n = frame_recv(fd, buf, sizeof buf, 10);
+    if (n == 31) {
+        th_sleep(s->pause);
+        frame_send(fd, ans, answer_form("slow", buf + 11, 20, 0, ans));
+        if (frame_recv(fd, buf, sizeof buf, 10) == 9 &&
+            memcmp(buf, "#WELCOME#", 9) == 0) {
+            th_sleep(s->pause);
+            /* Our own challenge, checked as a client would. */
+            unsigned char ch[31];
+            memcpy(ch, "#CHALLENGE#", 11);
+            memset(ch + 11, 0x42, 20);
+            frame_send(fd, ch, sizeof ch);
+            unsigned char want[16];
+            conc__hmac(CONC__MD5, "slow", 4, ch + 11, 20, want);
+            if (frame_recv(fd, buf, sizeof buf, 10) == 16 &&
+                memcmp(buf, want, 16) == 0) {
+                frame_send(fd, "#WELCOME#", 9);
+                s->result = 0;
+            }
+        }
+    }
+    conc_msg m;
+    if (s->result == 0 && (conc_conn_recv(r, &m, 10) != 0 || m.len != 3)) {
+        s->result = 2;
+    }
+    conc_msg_free(&m);
+    conc_conn_free(r);
+    return NULL;
+}
+
+TEST(accept_zero_never_waits_for_a_handshake)
+{
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-slow-accept",
+                               &(conc_listener_opts){ .authkey = "slow",
+                                                      .authkey_len = 4 }));
+    slow_client s = { .addr = conc_listener_address(l), .pause = 0.4 };
+    CHECK_EQ(pthread_create(&s.t, NULL, slow_client_thread, &s), 0);
+    conc_conn *c = NULL;
+    int err = CONC_ETIMEDOUT;
+    int timeouts = 0;
+    double start = th_now();
+    while (err == CONC_ETIMEDOUT && th_now() - start < 10) {
+        double t0 = th_now();
+        err = conc_listener_accept(l, &c, 0);
+        CHECK(th_now() - t0 < 0.2); /* never the client's pause */
+        if (err == CONC_ETIMEDOUT) {
+            CHECK(strstr(conc_errdetail(), "handshake") != NULL);
+            timeouts++;
+            th_sleep(0.01);
+        }
+    }
+    CHECK_OK(err);
+    CHECK(timeouts >= 2); /* both pauses were waited out by polling */
+    CHECK_OK(conc_conn_send(c, "hey", 3));
+    pthread_join(s.t, NULL);
+    CHECK_EQ(s.result, 0);
+    conc_conn_free(c);
+    conc_listener_free(l);
+}
+
+/* ---- one bit wrong is wrong (planted-bug guard: the digest compare) --- */
+
+/* A raw client on our listener answers the challenge in form (0 raw MD5,
+ * 1 "{md5}", 2 "{sha256}") with one bit flipped in byte flip of the MAC
+ * (-1: none).  The listener must say #FAILURE# and accept CONC_EAUTH;
+ * unflipped it says #WELCOME# (and the rest of the handshake runs). */
+static void listener_judges(conc_listener *l, int form, int flip)
+{
+    conc_conn *r = raw_connect(conc_listener_address(l));
+    int fd = conc_conn_fileno(r);
+    conc_conn *c = NULL;
+    CHECK_ERR(conc_listener_accept(l, &c, 0), CONC_ETIMEDOUT);
+    unsigned char buf[300], ans[64];
+    CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 31);
+    size_t n = answer_form("bits", buf + 11, 20, form, ans);
+    size_t mac_at = form == 0 ? 0 : form == 1 ? 5 : 8;
+    if (flip >= 0) {
+        size_t at = flip == 0 ? mac_at : n - 1;
+        ans[at] ^= flip == 0 ? 0x80 : 0x01;
+    }
+    frame_send(fd, ans, n);
+    if (flip >= 0) {
+        CHECK_ERR(conc_listener_accept(l, &c, 10), CONC_EAUTH);
+        CHECK(strstr(conc_errdetail(), "wrong") != NULL);
+        CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 9);
+        CHECK(memcmp(buf, "#FAILURE#", 9) == 0);
+        CHECK(sees_eof(fd, 5));
+    } else {
+        /* Handshakes advance inside accept: timeout 0 takes each step. */
+        CHECK_ERR(conc_listener_accept(l, &c, 0), CONC_ETIMEDOUT);
+        CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 9);
+        CHECK(memcmp(buf, "#WELCOME#", 9) == 0);
+        unsigned char ch[31];
+        memcpy(ch, "#CHALLENGE#", 11);
+        memset(ch + 11, 7, 20);
+        frame_send(fd, ch, sizeof ch);
+        CHECK_ERR(conc_listener_accept(l, &c, 0), CONC_ETIMEDOUT);
+        CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 16);
+        frame_send(fd, "#WELCOME#", 9);
+        CHECK_OK(conc_listener_accept(l, &c, 10));
+        conc_conn_free(c);
+    }
+    conc_conn_free(r);
+}
+
+/* Our client against a raw server that answers our challenge with one
+ * bit flipped: the client must say #FAILURE# and return CONC_EAUTH. */
+typedef struct judged_client {
+    const char *addr;
+    int err;
+    pthread_t t;
+} judged_client;
+
+static void *judged_client_thread(void *p)
+{
+    judged_client *j = p;
+    conc_conn *c = NULL;
+    j->err = conc_client_connect(&c, j->addr,
+                                 &(conc_client_opts){
+                                     .authkey = "bits", .authkey_len = 4,
+                                     .timeout = CONC_TIMEOUT(10) });
+    conc_conn_free(c);
+    return NULL;
+}
+
+static void client_judges(conc_listener *raw, int form, int flip)
+{
+    judged_client j = { .addr = conc_listener_address(raw) };
+    CHECK_EQ(pthread_create(&j.t, NULL, judged_client_thread, &j), 0);
+    conc_conn *s = NULL;
+    CHECK_OK(conc_listener_accept(raw, &s, 10));
+    int fd = conc_conn_fileno(s);
+    unsigned char buf[300], ans[64];
+    unsigned char ch[31];
+    memcpy(ch, "#CHALLENGE#", 11);
+    memset(ch + 11, 9, 20);
+    frame_send(fd, ch, sizeof ch);
+    CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 16);
+    frame_send(fd, "#WELCOME#", 9);
+    CHECK_EQ(frame_recv(fd, buf, sizeof buf, 5), 31);
+    size_t n = answer_form("bits", buf + 11, 20, form, ans);
+    size_t mac_at = form == 0 ? 0 : form == 1 ? 5 : 8;
+    if (flip >= 0) {
+        size_t at = flip == 0 ? mac_at : n - 1;
+        ans[at] ^= flip == 0 ? 0x80 : 0x01;
+    }
+    frame_send(fd, ans, n);
+    long got = frame_recv(fd, buf, sizeof buf, 5);
+    if (got != 9) {
+        th_fail(__FILE__, __LINE__, "form %d flip %d: %ld", form, flip, got);
+    }
+    pthread_join(j.t, NULL);
+    if (flip >= 0) {
+        CHECK(memcmp(buf, "#FAILURE#", 9) == 0);
+        CHECK_ERR(j.err, CONC_EAUTH);
+    } else {
+        CHECK(memcmp(buf, "#WELCOME#", 9) == 0);
+        CHECK_OK(j.err);
+    }
+    conc_conn_free(s);
+}
+
+TEST(digest_with_one_bit_flipped_is_refused_both_ways)
+{
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-bits-listener",
+                               &(conc_listener_opts){ .authkey = "bits",
+                                                      .authkey_len = 4 }));
+    conc_listener *raw = NULL;
+    CHECK_OK(conc_listener_new(&raw, "unix:@conc-test-bits-raw", NULL));
+    for (int form = 0; form < 3; form++) {
+        for (int flip = -1; flip < 2; flip++) {
+            listener_judges(l, form, flip);
+            client_judges(raw, form, flip);
+        }
+    }
+    conc_listener_free(raw);
     conc_listener_free(l);
 }
 
@@ -837,7 +1219,7 @@ TEST(client_handshake_timeout)
     CHECK_ERR(conc_client_connect(&c, conc_listener_address(l),
                                   &(conc_client_opts){ .authkey = "x",
                                                        .authkey_len = 1,
-                                                       .timeout = 0.3 }),
+                                                       .timeout = CONC_TIMEOUT(0.3) }),
               CONC_EAUTH);
     double took = th_now() - t0;
     CHECK(took >= 0.3);
@@ -854,45 +1236,186 @@ TEST(bad_addresses_einval)
         "", "unix:", "unix:@", "nohost", "1.2.3.4", "1.2.3.4:", "1.2.3.4:x",
         "1.2.3.4:65536", "1.2.3.4:-1", "1.2.3.4:123456", "::1:80",
         "[::1]80", "[::1]", "[zz]:1", "tcp:", "tcp:300.1.1.1:5",
-        "example.invalid:80", "[::1:5",
+        "example.invalid:80", "[::1:5", "tcp://", "tcp://1.2.3.4",
+        "tcp://host.invalid:5", "udp://1.2.3.4:5",
     };
     conc_listener *l = (conc_listener *)1;
     conc_conn *c = (conc_conn *)1;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_ERR(conc_listener_new(&l, bad[i], NULL), CONC_EINVAL);
         CHECK(l == NULL);
+        CHECK(strncmp(conc_errdetail(), "conc_listener_new: ", 19) == 0);
         CHECK_ERR(conc_client_connect(&c, bad[i], NULL), CONC_EINVAL);
         CHECK(c == NULL);
+        CHECK(strncmp(conc_errdetail(), "conc_client_connect: ", 21) == 0);
     }
+    /* The detail says what is wrong and which forms there are: the
+     * user who wrote a URL scheme libconc lacks is told the one it has. */
+    CHECK_ERR(conc_listener_new(&l, "udp://127.0.0.1:0", NULL), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "'udp://127.0.0.1:0'") != NULL);
+    CHECK(strstr(conc_errdetail(), "tcp://host:port") != NULL);
+    CHECK_ERR(conc_client_connect(&c, "1.2.3.4:99999", NULL), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "port '99999'") != NULL);
+    CHECK_ERR(conc_client_connect(&c, "example.invalid:80", NULL),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "not resolved") != NULL);
     char longp[200];
     memset(longp, 'x', sizeof longp);
     longp[0] = '/';
     longp[sizeof longp - 1] = '\0';
     CHECK_ERR(conc_listener_new(&l, longp, NULL), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "199 bytes") != NULL);
     CHECK_ERR(conc_client_connect(&c, longp, NULL), CONC_EINVAL);
     CHECK_ERR(conc_client_connect(&c, NULL, NULL), CONC_EINVAL);
     /* A client cannot connect to port 0. */
     CHECK_ERR(conc_client_connect(&c, "127.0.0.1:0", NULL), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "port 0") != NULL);
     CHECK_ERR(conc_listener_new(NULL, "127.0.0.1:0", NULL), CONC_EINVAL);
     CHECK_ERR(conc_client_connect(NULL, "127.0.0.1:1", NULL), CONC_EINVAL);
     CHECK_ERR(conc_listener_new(&l, "127.0.0.1:0",
                                 &(conc_listener_opts){ .backlog = -1 }),
               CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "backlog -1") != NULL);
     CHECK_ERR(conc_listener_new(&l, "127.0.0.1:0",
                                 &(conc_listener_opts){ .authkey_len = 3 }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_listener_new(&l, "127.0.0.1:0",
+                                &(conc_listener_opts){
+                                    .handshake_timeout = CONC_TIMEOUT(NAN) }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "handshake_timeout") != NULL);
+    CHECK_ERR(conc_listener_new(&l, "127.0.0.1:0",
+                                &(conc_listener_opts){
+                                    .handshake_timeout = CONC_TIMEOUT(-2) }),
               CONC_EINVAL);
     CHECK_ERR(conc_client_connect(&c, "127.0.0.1:1",
                                   &(conc_client_opts){ .authkey_len = 3 }),
               CONC_EINVAL);
     CHECK_ERR(conc_client_connect(&c, "127.0.0.1:1",
-                                  &(conc_client_opts){ .timeout = NAN }),
+                                  &(conc_client_opts){
+                                      .timeout = CONC_TIMEOUT(NAN) }),
               CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "timeout") != NULL);
     CHECK_ERR(conc_client_connect(&c, "127.0.0.1:1",
-                                  &(conc_client_opts){ .timeout = -2 }),
+                                  &(conc_client_opts){
+                                      .timeout = CONC_TIMEOUT(-2) }),
               CONC_EINVAL);
     CHECK_ERR(conc_listener_fileno(NULL), CONC_EINVAL);
     CHECK_ERR(conc_listener_close(NULL), CONC_EINVAL);
+    CHECK_ERR(conc_listener_port(NULL), CONC_EINVAL);
     CHECK(conc_listener_address(NULL) == NULL);
+}
+
+TEST(tcp_url_form_and_port_number)
+{
+    /* The form a user reached for first, "tcp://127.0.0.1:0", works, and
+     * the port is there as a number (Python's listener.address[1]). */
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "tcp://127.0.0.1:0",
+                               &(conc_listener_opts){ .authkey = "u",
+                                                      .authkey_len = 1 }));
+    int port = conc_listener_port(l);
+    CHECK(port > 0 && port < 65536);
+    char want[64];
+    snprintf(want, sizeof want, "tcp://127.0.0.1:%d", port);
+    CHECK_STR(conc_listener_address(l), want);
+    client_arg a = { .addr = want, .key = "u", .n = 50 };
+    pid_t pid = th_fork(client_child, &a);
+    conc_conn *c = NULL;
+    CHECK_OK(conc_listener_accept(l, &c, 10));
+    CHECK_EQ(talk_second(c), 0);
+    check_exit(th_wait(pid, 20), 0);
+    conc_conn_free(c);
+    /* The port outlives close, as the address does. */
+    CHECK_OK(conc_listener_close(l));
+    CHECK_EQ(conc_listener_port(l), port);
+    conc_listener_free(l);
+    /* The other TCP forms give the same number; a Unix socket has none. */
+    if (conc_listener_new(&l, "[::1]:0", NULL) == 0) { /* else no IPv6 */
+        unsigned p6 = 0;
+        CHECK_EQ(sscanf(conc_listener_address(l), "[::1]:%u", &p6), 1);
+        CHECK_EQ(conc_listener_port(l), p6);
+        conc_listener_free(l);
+    }
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-port", NULL));
+    CHECK_ERR(conc_listener_port(l), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "no port") != NULL);
+    conc_listener_free(l);
+}
+
+/* The options' timeouts are conc_timeouts: CONC_TIMEOUT(0) does not
+ * wait.  A client with a key cannot pass a handshake without waiting;
+ * without one, a Unix connection completes at once; a listener whose
+ * handshake_timeout is 0 refuses a client that is not quick. */
+TEST(timeout_zero_options_do_not_wait)
+{
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-t0", NULL));
+    conc_conn *c = NULL;
+    CHECK_OK(conc_client_connect(&c, "unix:@conc-test-t0",
+                                 &(conc_client_opts){
+                                     .timeout = CONC_TIMEOUT(0) }));
+    conc_conn_free(c);
+    conc_listener_free(l);
+
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-t0",
+                               &(conc_listener_opts){ .authkey = "z",
+                                                      .authkey_len = 1 }));
+    double t0 = th_now();
+    CHECK_ERR(conc_client_connect(&c, "unix:@conc-test-t0",
+                                  &(conc_client_opts){
+                                      .authkey = "z", .authkey_len = 1,
+                                      .timeout = CONC_TIMEOUT(0) }),
+              CONC_EAUTH);
+    CHECK(th_now() - t0 < 1.0);
+    CHECK(strstr(conc_errdetail(), "(0 s)") != NULL);
+    conc_listener_free(l);
+
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-t0",
+                               &(conc_listener_opts){
+                                   .authkey = "z", .authkey_len = 1,
+                                   .handshake_timeout = CONC_TIMEOUT(0) }));
+    /* A client that takes a moment (here: says nothing) is refused at
+     * once.  (One that answers within microseconds may still pass: the
+     * limit is checked whenever accept would wait.) */
+    conc_conn *r = raw_connect("unix:@conc-test-t0");
+    t0 = th_now();
+    CHECK_ERR(conc_listener_accept(l, &c, 10), CONC_EAUTH);
+    CHECK(th_now() - t0 < 1.0);
+    CHECK(strstr(conc_errdetail(), "handshake timeout (0 s)") != NULL);
+    conc_conn_free(r);
+    conc_listener_free(l);
+}
+
+/* Connections inherit the listener's and the client's limit on what
+ * they receive. */
+TEST(connections_take_max_message_from_the_options)
+{
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "unix:@conc-test-maxmsg",
+                               &(conc_listener_opts){
+                                   .max_message_bytes = 10 }));
+    conc_conn *cl = NULL, *sv = NULL;
+    CHECK_OK(conc_client_connect(&cl, "unix:@conc-test-maxmsg",
+                                 &(conc_client_opts){
+                                     .max_message_bytes = 20 }));
+    CHECK_OK(conc_listener_accept(l, &sv, 10));
+    char buf[32] = { 0 };
+    conc_msg m;
+    CHECK_OK(conc_conn_send(sv, buf, 20));
+    CHECK_OK(conc_conn_recv(cl, &m, 5));
+    conc_msg_free(&m);
+    CHECK_OK(conc_conn_send(sv, buf, 21));
+    CHECK_ERR(conc_conn_recv(cl, &m, 5), CONC_ETOOBIG);
+    CHECK_OK(conc_conn_send(cl, buf, 10));
+    CHECK_OK(conc_conn_recv(sv, &m, 5));
+    conc_msg_free(&m);
+    CHECK_OK(conc_conn_send(cl, buf, 11));
+    CHECK_ERR(conc_conn_recv(sv, &m, 5), CONC_ETOOBIG);
+    CHECK(strstr(conc_errdetail(), "max_message_bytes (10)") != NULL);
+    conc_conn_free(cl);
+    conc_conn_free(sv);
+    conc_listener_free(l);
 }
 
 TEST(connect_missing_and_refused)
@@ -907,13 +1430,16 @@ TEST(connect_missing_and_refused)
     snprintf(abs, sizeof abs, "unix:@conc-test-nobody-%d", (int)getpid());
     CHECK_ERR(conc_client_connect(&c, abs, NULL), CONC_ESYS);
     CHECK_EQ(errno, ECONNREFUSED);
+    CHECK(strstr(conc_errdetail(), "connect('unix:@conc-test-nobody") !=
+          NULL);
+    CHECK(strstr(conc_errdetail(), "Connection refused") != NULL);
     /* A TCP port that was just free. */
     conc_listener *l = NULL;
     CHECK_OK(conc_listener_new(&l, "127.0.0.1:0", NULL));
     char tcp[64];
     snprintf(tcp, sizeof tcp, "%s", conc_listener_address(l));
     conc_listener_free(l);
-    CHECK_ERR(conc_client_connect(&c, tcp, &(conc_client_opts){ .timeout = 5 }),
+    CHECK_ERR(conc_client_connect(&c, tcp, &(conc_client_opts){ .timeout = CONC_TIMEOUT(5) }),
               CONC_ESYS);
     CHECK_EQ(errno, ECONNREFUSED);
     CHECK(c == NULL);
@@ -925,6 +1451,8 @@ TEST(connect_missing_and_refused)
     fclose(f);
     CHECK_ERR(conc_listener_new(&l, addr, NULL), CONC_ESYS);
     CHECK_EQ(errno, EADDRINUSE);
+    CHECK(strstr(conc_errdetail(), "bind(") != NULL);
+    CHECK(strstr(conc_errdetail(), "in use") != NULL);
     CHECK(exists(addr));
     CHECK_EQ(unlink(addr), 0);
     tmpdir_done(dir);
@@ -956,6 +1484,210 @@ TEST(forked_child_free_keeps_parents_socket)
     conc_listener_free(l);
     CHECK(!exists(addr));
     tmpdir_done(dir);
+}
+
+/* ---- failures of the system calls and allocations (the fault seam) --- */
+
+/* How many conc-listener-* directories /tmp holds (a NULL address's). */
+static int tmp_listener_dirs(void)
+{
+    DIR *d = opendir("/tmp");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += strncmp(e->d_name, "conc-listener-", 14) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* conc_listener_new with its n-th system call or allocation failing, for
+ * n = 1, 2, ... until it succeeds: each failure is CONC_ENOMEM or
+ * CONC_ESYS with a detail, and leaves no descriptor, file or directory
+ * behind. */
+TEST(listener_new_fails_cleanly_at_every_step)
+{
+    char *dir = tmpdir_new();
+    char path[256];
+    snprintf(path, sizeof path, "%s/fault", dir);
+    const char *addrs[] = { "tcp:127.0.0.1:0", NULL, path,
+                            "unix:@conc-test-fault-new" };
+    unsetenv("TMPDIR");
+    for (int k = 0; k < 4; k++) {
+        for (int keyed = 0; keyed < 2; keyed++) {
+            conc_listener_opts o = { .authkey = keyed ? "f" : NULL,
+                                     .authkey_len = keyed ? 1 : 0 };
+            int fds = th_count_fds();
+            int dirs = tmp_listener_dirs();
+            int failures = 0;
+            for (long n = 1;; n++) {
+                conc_listener *l = (conc_listener *)1;
+                conc__fault_arm(n);
+                int err = conc_listener_new(&l, addrs[k], &o);
+                bool fired = conc__fault_fired();
+                conc__fault_arm(0);
+                if (err == 0) {
+                    CHECK(!fired);
+                    conc_listener_free(l);
+                    break;
+                }
+                CHECK(fired);
+                CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+                CHECK(strncmp(conc_errdetail(), "conc_listener_new: ", 19) ==
+                      0);
+                CHECK(l == NULL);
+                CHECK_EQ(th_count_fds(), fds);
+                CHECK_EQ(tmp_listener_dirs(), dirs);
+                CHECK(!exists(path));
+                failures++;
+            }
+            /* socket, bind, listen, epoll, eventfd, epoll_ctl x2 and the
+             * allocations at least; a key adds more. */
+            CHECK(failures >= (keyed ? 12 : 8));
+            CHECK_EQ(th_count_fds(), fds);
+        }
+    }
+    tmpdir_done(dir);
+}
+
+/* A keyed server in a child that accepts for ever and echoes one
+ * message per connection. */
+static int echo_server_child(void *p)
+{
+    conc_listener *l = p;
+    for (;;) {
+        conc_conn *c = NULL;
+        int err = conc_listener_accept(l, &c, 30);
+        if (err == CONC_ETIMEDOUT || err == CONC_ECLOSED) {
+            return 0;
+        }
+        if (err == 0) {
+            conc_msg m;
+            if (conc_conn_recv(c, &m, 5) == 0) {
+                conc_conn_send(c, m.data, m.len);
+                conc_msg_free(&m);
+            }
+            conc_conn_free(c);
+        }
+    }
+}
+
+TEST(client_connect_fails_cleanly_at_every_step)
+{
+    const char *addr = "unix:@conc-test-fault-client";
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, addr,
+                               &(conc_listener_opts){ .authkey = "f",
+                                                      .authkey_len = 1 }));
+    pid_t pid = th_fork(echo_server_child, l);
+    conc_listener_free(l); /* the child's copy serves */
+    int fds = th_count_fds();
+    int failures = 0;
+    for (long n = 1;; n++) {
+        conc_conn *c = (conc_conn *)1;
+        conc__fault_arm(n);
+        int err = conc_client_connect(&c, addr,
+                                      &(conc_client_opts){
+                                          .authkey = "f", .authkey_len = 1,
+                                          .timeout = CONC_TIMEOUT(10) });
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (err == 0) {
+            CHECK(!fired);
+            CHECK_OK(conc_conn_send(c, "echo", 4));
+            conc_msg m;
+            CHECK_OK(conc_conn_recv(c, &m, 10));
+            CHECK(m.len == 4 && memcmp(m.data, "echo", 4) == 0);
+            conc_msg_free(&m);
+            conc_conn_free(c);
+            break;
+        }
+        CHECK(fired);
+        CHECK(err == CONC_ENOMEM || err == CONC_ESYS || err == CONC_EAUTH);
+        CHECK(strncmp(conc_errdetail(), "conc_client_connect: ", 21) == 0);
+        CHECK(c == NULL);
+        CHECK_EQ(th_count_fds(), fds);
+        failures++;
+    }
+    CHECK(failures >= 8); /* socket, connect, fcntl, getrandom, the
+                           * handshake's sends and receives, the end */
+    kill(pid, SIGKILL);
+    th_wait(pid, 10);
+}
+
+/* A client child for the accept fault loop: connects, says hi, waits for
+ * the answer; exits 0 whatever happens (the parent judges). */
+static int hi_client_child(void *p)
+{
+    /* Drop the inherited copy of the listener first: while this process
+     * held the listening socket, the parent's close could not reach a
+     * connection still in its queue. */
+    char addr[128];
+    snprintf(addr, sizeof addr, "%s", conc_listener_address(p));
+    conc_listener_free(p);
+    conc_conn *c = NULL;
+    if (conc_client_connect(&c, addr,
+                            &(conc_client_opts){
+                                .authkey = "f", .authkey_len = 1,
+                                .timeout = CONC_TIMEOUT(5) }) == 0) {
+        conc_conn_send(c, "hi", 2);
+        conc_msg m;
+        if (conc_conn_recv(c, &m, 5) == 0) {
+            conc_msg_free(&m);
+        }
+        conc_conn_free(c);
+    }
+    return 0;
+}
+
+/* conc_listener_accept, with a client, with its n-th system call or
+ * allocation failing: each failure is CONC_ENOMEM, CONC_ESYS or (a
+ * failure inside a handshake) CONC_EAUTH, with a detail; nothing leaks;
+ * a fresh listener each round, so no round inherits another's state. */
+TEST(accept_fails_cleanly_at_every_step)
+{
+    const char *addrs[] = { "unix:@conc-test-fault-accept",
+                            "tcp:127.0.0.1:0" };
+    for (int k = 0; k < 2; k++) {
+        int failures = 0;
+        for (long n = 1; n < 500; n++) {
+            int fds = th_count_fds();
+            conc_listener *l = NULL;
+            CHECK_OK(conc_listener_new(&l, addrs[k],
+                                       &(conc_listener_opts){
+                                           .authkey = "f",
+                                           .authkey_len = 1 }));
+            pid_t pid = th_fork(hi_client_child, l);
+            conc_conn *c = (conc_conn *)1;
+            conc__fault_arm(n);
+            int err = conc_listener_accept(l, &c, 10);
+            bool fired = conc__fault_fired();
+            conc__fault_arm(0);
+            if (err == 0) {
+                conc_msg m;
+                CHECK_OK(conc_conn_recv(c, &m, 10));
+                conc_msg_free(&m);
+                CHECK_OK(conc_conn_send(c, "ok", 2));
+                conc_conn_free(c);
+            } else {
+                CHECK(fired);
+                CHECK(err == CONC_ENOMEM || err == CONC_ESYS ||
+                      err == CONC_EAUTH);
+                CHECK(strncmp(conc_errdetail(), "conc_listener_accept: ",
+                              22) == 0);
+                CHECK(c == NULL);
+                failures++;
+            }
+            conc_listener_free(l);
+            check_exit(th_wait(pid, 20), 0);
+            CHECK_EQ(th_count_fds(), fds);
+            if (!fired) {
+                break;
+            }
+        }
+        CHECK(failures >= 8);
+    }
 }
 
 /* ---- interoperability with CPython --------------------------------------- */

@@ -10,6 +10,12 @@
 #include <grp.h>
 #include <sched.h>
 #include <sys/mount.h>
+#if defined(__has_include)
+#if __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>
+#define HAVE_SINGLE_THREADED 1
+#endif
+#endif
 
 TEST(lock_bad_arguments)
 {
@@ -554,6 +560,95 @@ TEST(lock_fork_while_threads_hammer_it)
     CHECK(!conc_lock_locked(h->l));
     conc_lock_free(h->l);
     st_unshare(h, sizeof *h);
+}
+
+/* ---- the single-thread path (lock.c) ------------------------------------- */
+
+/* Whether this process has one thread as glibc counts them (a sanitizer's
+ * runtime may have started one of its own). */
+static bool one_thread(void)
+{
+#ifdef HAVE_SINGLE_THREADED
+    return __libc_single_threaded;
+#else
+    return false;
+#endif
+}
+
+static int child_finds_it_shared(void *arg)
+{
+    struct xp *x = arg;
+    if (conc__lock_solo(x->l)) {
+        return 1;
+    }
+    /* Held by the parent, taken on its plain-store path. */
+    if (conc_lock_acquire(x->l, 0.02) != CONC_ETIMEDOUT) {
+        return 2;
+    }
+    conc_lock *mine;
+    if (conc_lock_new(&mine, NULL) != 0) {
+        return 3;
+    }
+    /* A lock the child makes is the child's alone, until it forks. */
+    bool solo = conc__lock_solo(mine);
+    conc_lock_free(mine);
+    return solo ? 0 : 4;
+}
+
+static void *check_not_solo(void *arg)
+{
+    struct xp *x = arg;
+    x->child_err = conc__lock_solo(x->l) ? 1 : 0;
+    return NULL;
+}
+
+/* Where the plain-store path applies: an anonymous lock made in a process
+ * with one thread, until that process forks or starts a thread; never a
+ * named lock.  The lock behaves as Python's Lock on it. */
+TEST(lock_single_thread_path_applies_only_while_alone)
+{
+    if (!one_thread()) {
+        printf("     (skipped: this build's runtime started a thread)\n");
+        return;
+    }
+    struct xp *x = st_shared(sizeof *x);
+    CHECK_OK(conc_lock_new(&x->l, NULL));
+    CHECK(conc__lock_solo(x->l));
+    CHECK_OK(conc_lock_acquire(x->l, CONC_FOREVER));
+    CHECK(conc_lock_locked(x->l));
+    CHECK_ERR(conc_lock_acquire(x->l, 0), CONC_ETIMEDOUT);
+    CHECK_ERR(conc_lock_acquire(x->l, 0.01), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(x->l));
+    CHECK(!conc_lock_locked(x->l));
+    CHECK_ERR(conc_lock_release(x->l), CONC_EPERM);
+    CHECK(strstr(conc_errdetail(), "not held") != NULL);
+
+    conc_lock *named;
+    char name[64];
+    snprintf(name, sizeof name, "/conc-test-solo-%d", (int)getpid());
+    CHECK_OK(conc_lock_new(&named, &(conc_lock_opts){ .name = name }));
+    CHECK(!conc__lock_solo(named));
+    conc_lock_free(named);
+
+    /* Held across a fork: the child sees it held, and neither side takes
+     * the plain path on it any more. */
+    CHECK_OK(conc_lock_acquire(x->l, 0));
+    pid_t p = th_fork(child_finds_it_shared, x);
+    CHECK_EQ(st_code(th_wait(p, 10)), 0);
+    CHECK(!conc__lock_solo(x->l));
+    CHECK_OK(conc_lock_release(x->l));
+
+    /* A thread ends it too, for every lock. */
+    conc_lock *late;
+    CHECK_OK(conc_lock_new(&late, NULL));
+    CHECK(conc__lock_solo(late));
+    struct xp y = { .l = late, .child_err = -1 };
+    st_join(st_thread(check_not_solo, &y));
+    CHECK_EQ(y.child_err, 0);
+    CHECK(!conc__lock_solo(late));
+    conc_lock_free(late);
+    conc_lock_free(x->l);
+    st_unshare(x, sizeof *x);
 }
 
 /* ---- wake latency: a release wakes its sleeper at once ------------------ */

@@ -712,3 +712,190 @@ TEST_T(random_kills_during_map, 120)
     conc_msg_free(&m);
     conc_pool_free(p);
 }
+
+/* ---- guards a loose bound would hide -------------------------------------- */
+
+/* A task past task_timeout is failed close to the time asked: 0.2 s asked,
+ * each of four hanging tasks fails after at least 0.2 s and the four take
+ * well under the 8 s a timeout enforced at 10x would cost (each round also
+ * replaces a process worker or a thread). */
+static void timeout_margin(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
+                                                  .workers = 1,
+                                                  .task_timeout = 0.2 }));
+    double total = 0;
+    for (int r = 0; r < 4; r++) {
+        int v = -10000; /* hangs 10 s */
+        conc_future *f;
+        double t0 = th_now();
+        CHECK_OK(conc_pool_submit(p, t_hang, &v, sizeof v, &f));
+        conc_msg m;
+        CHECK_ERR(conc_future_result(f, &m, 30), CONC_ETIMEDOUT);
+        double took = th_now() - t0;
+        CHECK(took >= 0.2);
+        total += took;
+        conc_future_free(f);
+    }
+    CHECK(total < 4 * 0.6);
+    /* and the pool works on */
+    int x = 7;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 49);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}
+
+TEST(task_timeout_honoured_within_a_margin_processes)
+{
+    timeout_margin(CONC_PROCESSES);
+}
+
+TEST(task_timeout_honoured_within_a_margin_threads)
+{
+    timeout_margin(CONC_THREADS);
+}
+
+/* A worker killed while tasks wait in its ring that it never started:
+ * none of them fails.  The single worker is stopped (SIGSTOP) between
+ * tasks, five tasks are queued to it, and it is killed; its replacement
+ * runs all five.  Only a task that was running when its worker died may
+ * fail, and none was.  Five rounds. */
+TEST(killed_worker_fails_no_task_it_had_not_started)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    for (int r = 0; r < 5; r++) {
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_whoami, NULL, 0, &m, 30));
+        pid_t pid = (pid_t)int_out(&m);
+        conc_msg_free(&m);
+        CHECK_EQ(kill(pid, SIGSTOP), 0);
+        /* Stopped for sure before anything is queued. */
+        for (double end = th_now() + 10;;) {
+            char path[64], st[512] = { 0 };
+            snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+            FILE *fp = fopen(path, "r");
+            CHECK(fp != NULL);
+            CHECK(fgets(st, sizeof st, fp) != NULL);
+            fclose(fp);
+            char *rp = strrchr(st, ')');
+            if (rp != NULL && rp[2] == 'T') {
+                break;
+            }
+            CHECK(th_now() < end);
+            th_sleep(0.001);
+        }
+        conc_future *f[5];
+        int v[5];
+        for (int i = 0; i < 5; i++) {
+            v[i] = r * 10 + i;
+            CHECK_OK(conc_pool_submit(p, t_square, &v[i], sizeof v[i], &f[i]));
+        }
+        th_sleep(0.05); /* let the manager write them into the ring */
+        CHECK_EQ(kill(pid, SIGKILL), 0);
+        for (int i = 0; i < 5; i++) {
+            CHECK_OK(conc_future_result(f[i], &m, 30));
+            CHECK_EQ(int_out(&m), v[i] * v[i]);
+            conc_msg_free(&m);
+            conc_future_free(f[i]);
+        }
+    }
+    conc_pool_free(p);
+}
+
+/* ---- a task that scribbles on its worker's result ring -------------------- */
+
+#include "pool_int.h"
+
+/* Writes a record that lies into the worker's result ring and publishes
+ * it, as a task with a wild pointer could; how it lies is x % 8 / 2, and
+ * odd ones would then crash the worker while even ones would return
+ * normally, were they not killed first. */
+static int t_scribble(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    unsigned char *ring;
+    size_t cap;
+    _Atomic uint64_t *tailp;
+    uint64_t seq;
+    uint32_t item;
+    if (!conc__pool_worker_result_ring(&ring, &cap, &tailp, &seq, &item)) {
+        return 99;
+    }
+    uint64_t tail = atomic_load(tailp);
+    /* A forged result for this very task (its record number and item,
+     * type 3), so only the check named below stands between the lie and
+     * the manager's copy: {len, type, item, code, seq, outlen, errlen}. */
+    uint32_t *w32 = (uint32_t *)(void *)(ring + tail % cap);
+    uint64_t *w64 = (uint64_t *)(void *)(ring + tail % cap);
+    w32[1] = 3;
+    w32[2] = item;
+    w32[3] = 0;
+    w64[2] = seq;
+    w64[4] = 0;
+    uint64_t publish = tail + 48;
+    switch (x % 8 / 2) {
+    case 0: /* a record longer than the ring, its output filling it */
+        w32[0] = (uint32_t)cap * 2;
+        w64[3] = (uint64_t)cap * 2 - 40;
+        publish = tail + cap;
+        break;
+    case 1: /* a 48-byte record whose output is 2^40 bytes long */
+        w32[0] = 48;
+        w64[3] = (uint64_t)1 << 40;
+        break;
+    case 2: /* a tail far past anything written */
+        w32[0] = 48;
+        w64[3] = 8;
+        publish = tail + ((uint64_t)1 << 62);
+        break;
+    default: /* garbage: all ones */
+        memset(w64, 0xff, 48);
+        break;
+    }
+    atomic_store(tailp, publish);
+    /* The manager reads rings every few ms while tasks are out: give it
+     * time to meet the lie before this worker's own result could cover
+     * it (the manager kills the worker meanwhile). */
+    th_sleep(2.0);
+    if (x % 2 == 1) {
+        abort();
+    }
+    return conc_buf_append(out, &x, sizeof x);
+}
+
+/* The task that wrote over its ring fails, alone, with CONC_ECORRUPT and
+ * a message naming the worker; the parent survives; the tasks queued
+ * behind it succeed on a replacement.  Every kind of lie, returning and
+ * crashing. */
+TEST(task_scribbling_on_its_ring_fails_only_itself)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    for (int x = 0; x < 8; x++) {
+        conc_future *bad, *good[3];
+        int v[3] = { x, x + 100, x + 200 };
+        CHECK_OK(conc_pool_submit(p, t_scribble, &x, sizeof x, &bad));
+        for (int i = 0; i < 3; i++) {
+            CHECK_OK(conc_pool_submit(p, t_square, &v[i], sizeof v[i],
+                                      &good[i]));
+        }
+        conc_msg m;
+        int err = conc_future_result(bad, &m, 30);
+        CHECK_ERR(err, CONC_ECORRUPT);
+        const char *msg = conc_future_error_message(bad);
+        CHECK(msg != NULL && strstr(msg, "wrote over the pool's memory"));
+        conc_future_free(bad);
+        for (int i = 0; i < 3; i++) {
+            CHECK_OK(conc_future_result(good[i], &m, 30));
+            CHECK_EQ(int_out(&m), v[i] * v[i]);
+            conc_msg_free(&m);
+            conc_future_free(good[i]);
+        }
+    }
+    conc_pool_free(p);
+}

@@ -1108,6 +1108,47 @@ TEST(queue_open_rejects_what_is_not_a_queue)
     shm_unlink(path);
 }
 
+/* A creates a queue, someone unlinks the name, B creates a new queue
+ * under it, A frees: B's queue must still be there (A's free unlinks only
+ * a name that still names its own segment). */
+TEST(queue_free_never_unlinks_a_name_that_is_no_longer_its_own)
+{
+    const char *name = unique_name("reuse");
+    char path[80];
+    snprintf(path, sizeof path, "/%s", name);
+    conc_queue *a, *b, *o;
+    CHECK_OK(conc_queue_new(&a, &(conc_queue_opts){ .name = name,
+                                                     .capacity_bytes =
+                                                         4096 }));
+    CHECK_EQ(shm_unlink(path), 0);
+    CHECK_OK(conc_queue_new(&b, &(conc_queue_opts){ .name = name,
+                                                     .capacity_bytes =
+                                                         4096 }));
+    put_str(b, "bee");
+    conc_queue_free(a);
+    CHECK(th_shm_exists(name));
+    CHECK_OK(conc_queue_open(&o, name));
+    get_str(o, "bee");
+    conc_queue_free(o);
+    conc_queue_free(b);
+    CHECK(!th_shm_exists(name));
+}
+
+/* A creator that exits without freeing its named queue unlinks it at
+ * exit, as every named object's creator does. */
+TEST(queue_creator_exit_unlinks)
+{
+    const char *name = unique_name("atexit");
+    char *argv[] = { (char *)th_prog("prog_queue_peer"), (char *)name,
+                     "create", NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 20);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_STR(out, "create: CONC_OK\n");
+    free(out);
+    CHECK(!th_shm_exists(name));
+}
+
 /* ---- fault loops ----------------------------------------------------------- */
 
 TEST(queue_new_and_open_fault_loops)
@@ -1154,6 +1195,268 @@ TEST(queue_new_and_open_fault_loops)
         }
         CHECK(failures >= (kind == 0 ? 2 : 3));
     }
+}
+
+/* ---- batches: put_many / get_many ------------------------------------------ */
+
+static void msgs_of(conc_msg *m, char bufs[][32], int n, int from)
+{
+    for (int i = 0; i < n; i++) {
+        snprintf(bufs[i], 32, "msg %d", from + i);
+        m[i].data = bufs[i];
+        m[i].len = strlen(bufs[i]);
+    }
+}
+
+TEST(queue_put_many_and_get_many_keep_order)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .capacity_bytes =
+                                                        4096 }));
+    char bufs[10][32];
+    conc_msg in[10], out[10];
+    msgs_of(in, bufs, 10, 0);
+    in[4].len = 0; /* an empty message in the middle */
+    in[4].data = NULL;
+    size_t done = 99, got = 99;
+    CHECK_OK(conc_queue_put_many(q, in, 10, &done, 0));
+    CHECK_EQ(done, 10);
+    CHECK_EQ(conc_queue_qsize(q), 10);
+    CHECK_OK(conc_queue_get_many(q, out, 4, &got, 0));
+    CHECK_EQ(got, 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(out[i].len, in[i].len);
+        CHECK(memcmp(out[i].data, in[i].data, in[i].len) == 0);
+        conc_msg_free(&out[i]);
+    }
+    /* Up to n: takes what is there, the rest of out zeroed. */
+    memset(out, 0x55, sizeof out);
+    CHECK_OK(conc_queue_get_many(q, out, 10, &got, 1));
+    CHECK_EQ(got, 6);
+    for (int i = 0; i < 6; i++) {
+        CHECK_EQ(out[i].len, in[4 + i].len);
+        CHECK(in[4 + i].len == 0 ? out[i].data == NULL
+                                 : memcmp(out[i].data, in[4 + i].data,
+                                          in[4 + i].len) == 0);
+        conc_msg_free(&out[i]);
+    }
+    for (int i = 6; i < 10; i++) {
+        CHECK(out[i].data == NULL && out[i].len == 0);
+    }
+    /* Empty: EEMPTY with got 0, after the timeout. */
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_get_many(q, out, 10, &got, 0.1), CONC_EEMPTY);
+    CHECK(th_now() - t0 >= 0.1);
+    CHECK_EQ(got, 0);
+    CHECK(strstr(conc_errdetail(), "conc_queue_get_many") != NULL);
+    CHECK_ERR(conc_queue_get_many(q, out, 1, NULL, 0), CONC_EEMPTY);
+    /* n 0 puts nothing and is fine; done may be NULL. */
+    CHECK_OK(conc_queue_put_many(q, NULL, 0, &done, 0));
+    CHECK_EQ(done, 0);
+    CHECK_OK(conc_queue_put_many(q, in, 1, NULL, 0));
+    get_str(q, "msg 0");
+    /* Mixed with single puts and gets, in one FIFO. */
+    put_str(q, "single");
+    CHECK_OK(conc_queue_put_many(q, in + 1, 2, &done, 0));
+    CHECK_OK(conc_queue_get_many(q, out, 2, &got, 0));
+    CHECK_EQ(got, 2);
+    CHECK(out[0].len == 6 && memcmp(out[0].data, "single", 6) == 0);
+    CHECK(out[1].len == 5 && memcmp(out[1].data, "msg 1", 5) == 0);
+    conc_msg_free(&out[0]);
+    conc_msg_free(&out[1]);
+    get_str(q, "msg 2");
+    /* task_done counts batch messages one by one. */
+    for (int i = 0; i < 14; i++) {
+        CHECK_OK(conc_queue_task_done(q));
+    }
+    CHECK_ERR(conc_queue_task_done(q), CONC_EINVAL);
+    conc_queue_free(q);
+}
+
+TEST(queue_put_many_checks_the_whole_batch_first)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .capacity_bytes = 64 }));
+    char bufs[4][32];
+    conc_msg in[4];
+    msgs_of(in, bufs, 4, 0);
+    static char big[65];
+    in[3].data = big;
+    in[3].len = sizeof big;
+    size_t done = 99;
+    CHECK_ERR(conc_queue_put_many(q, in, 4, &done, 0), CONC_ETOOBIG);
+    CHECK_EQ(done, 0);
+    CHECK(strstr(conc_errdetail(), "message 3 is 65 bytes") != NULL);
+    CHECK_EQ(conc_queue_qsize(q), 0);
+    in[3].data = NULL;
+    in[3].len = 1;
+    CHECK_ERR(conc_queue_put_many(q, in, 4, &done, 0), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "message 3 has NULL data") != NULL);
+    CHECK_EQ(conc_queue_qsize(q), 0);
+    CHECK_ERR(conc_queue_put_many(NULL, in, 1, &done, 0), CONC_EINVAL);
+    CHECK_ERR(conc_queue_put_many(q, NULL, 1, &done, 0), CONC_EINVAL);
+    CHECK_ERR(conc_queue_put_many(q, in, 1, &done, NAN), CONC_EINVAL);
+    conc_msg out[2];
+    size_t got = 5;
+    CHECK_ERR(conc_queue_get_many(NULL, out, 2, &got, 0), CONC_EINVAL);
+    CHECK_EQ(got, 0);
+    CHECK_ERR(conc_queue_get_many(q, NULL, 2, &got, 0), CONC_EINVAL);
+    CHECK_ERR(conc_queue_get_many(q, out, 0, &got, 0), CONC_EINVAL);
+    CHECK_ERR(conc_queue_get_many(q, out, 2, &got, -2), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "timeout") != NULL);
+    conc_queue_free(q);
+}
+
+static int child_gets_three_slowly(void *arg)
+{
+    conc_queue *q = arg;
+    for (int i = 0; i < 3; i++) {
+        th_sleep(0.1);
+        conc_msg m;
+        if (conc_queue_get(q, &m, 5) != 0) {
+            return 1;
+        }
+        conc_msg_free(&m);
+    }
+    return 0;
+}
+
+/* A batch that does not fit stops, when its timeout expires, with what
+ * fit, in order; waiting, it goes on as room appears. */
+TEST(queue_put_many_stops_at_its_timeout_with_what_fit)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 3 }));
+    char bufs[6][32];
+    conc_msg in[6], out[6];
+    msgs_of(in, bufs, 6, 0);
+    size_t done = 99, got;
+    CHECK_ERR(conc_queue_put_many(q, in, 5, &done, 0), CONC_EFULL);
+    CHECK_EQ(done, 3);
+    CHECK(strstr(conc_errdetail(), "conc_queue_put_many") != NULL);
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_put_many(q, in + 3, 2, &done, 0.2), CONC_EFULL);
+    CHECK(th_now() - t0 >= 0.2);
+    CHECK_EQ(done, 0);
+    CHECK_OK(conc_queue_get_many(q, out, 6, &got, 0));
+    CHECK_EQ(got, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK(out[i].len == 5 && memcmp(out[i].data, bufs[i], 5) == 0);
+        conc_msg_free(&out[i]);
+    }
+    /* Room comes from a slow consumer in another process: the batch of 6
+     * goes in whole, in order. */
+    pid_t pid = th_fork(child_gets_three_slowly, q);
+    CHECK_OK(conc_queue_put_many(q, in, 6, &done, 10));
+    CHECK_EQ(done, 6);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    CHECK_OK(conc_queue_get_many(q, out, 6, &got, 0));
+    CHECK_EQ(got, 3);
+    for (int i = 0; i < 3; i++) {
+        CHECK(memcmp(out[i].data, bufs[3 + i], 5) == 0);
+        conc_msg_free(&out[i]);
+    }
+    conc_queue_free(q);
+}
+
+static int child_puts_a_batch_late(void *arg)
+{
+    conc_queue *q = arg;
+    th_sleep(0.2);
+    char bufs[5][32];
+    conc_msg in[5];
+    msgs_of(in, bufs, 5, 100);
+    size_t done;
+    return conc_queue_put_many(q, in, 5, &done, 5) == 0 && done == 5 ? 0 : 1;
+}
+
+static int child_closes_late(void *arg)
+{
+    th_sleep(0.2);
+    return conc_queue_close(arg) == 0 ? 0 : 1;
+}
+
+/* get_many sleeps for the first message, then takes what is there; a
+ * close wakes a blocked put_many with what went in. */
+TEST(queue_get_many_waits_for_the_first_and_close_ends_batches)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
+    pid_t pid = th_fork(child_puts_a_batch_late, q);
+    conc_msg out[8];
+    size_t got = 0, done = 0;
+    double t0 = th_now();
+    CHECK_OK(conc_queue_get_many(q, out, 8, &got, 5));
+    CHECK(th_now() - t0 >= 0.15);
+    CHECK(got >= 1 && got <= 2);
+    CHECK(out[0].len == 7 && memcmp(out[0].data, "msg 100", 7) == 0);
+    int next = 100;
+    for (;;) {
+        for (size_t i = 0; i < got; i++) {
+            char want[16];
+            snprintf(want, sizeof want, "msg %d", next++);
+            CHECK(out[i].len == strlen(want) &&
+                  memcmp(out[i].data, want, out[i].len) == 0);
+            conc_msg_free(&out[i]);
+        }
+        if (next == 105) {
+            break;
+        }
+        CHECK_OK(conc_queue_get_many(q, out, 8, &got, 5));
+    }
+    CHECK_EQ(th_wait(pid, 10), 0);
+    /* A put_many blocked on a full queue wakes at close with ECLOSED and
+     * says what went in. */
+    char bufs[4][32];
+    conc_msg in[4];
+    msgs_of(in, bufs, 4, 0);
+    pid = th_fork(child_closes_late, q);
+    CHECK_ERR(conc_queue_put_many(q, in, 4, &done, 10), CONC_ECLOSED);
+    CHECK_EQ(done, 2);
+    CHECK(strstr(conc_errdetail(), "closed") != NULL);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    CHECK_ERR(conc_queue_put_many(q, in, 1, &done, 0), CONC_ECLOSED);
+    CHECK_EQ(done, 0);
+    CHECK_OK(conc_queue_get_many(q, out, 8, &got, 0));
+    CHECK_EQ(got, 2);
+    conc_msg_free(&out[0]);
+    conc_msg_free(&out[1]);
+    CHECK_ERR(conc_queue_get_many(q, out, 8, &got, 1), CONC_ECLOSED);
+    CHECK_EQ(got, 0);
+    conc_queue_free(q);
+}
+
+/* An allocation that fails after the first message ends the batch: the
+ * messages taken are returned, the one not copied stays queued. */
+TEST(queue_get_many_out_of_memory_keeps_the_rest)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, NULL));
+    put_str(q, "one");
+    put_str(q, "two");
+    put_str(q, "three");
+    conc_msg out[3];
+    size_t got = 0;
+    conc__fault_arm(2);
+    int err = conc_queue_get_many(q, out, 3, &got, 0);
+    bool fired = conc__fault_fired();
+    conc__fault_arm(0);
+    CHECK(fired);
+    CHECK_OK(err);
+    CHECK_EQ(got, 1);
+    CHECK(out[0].len == 3 && memcmp(out[0].data, "one", 3) == 0);
+    CHECK(out[1].data == NULL);
+    conc_msg_free(&out[0]);
+    conc__fault_arm(1);
+    err = conc_queue_get_many(q, out, 3, &got, 0);
+    conc__fault_arm(0);
+    CHECK_ERR(err, CONC_ENOMEM);
+    CHECK_EQ(got, 0);
+    CHECK(strstr(conc_errdetail(), "conc_queue_get_many: out of memory") !=
+          NULL);
+    get_str(q, "two");
+    get_str(q, "three");
+    conc_queue_free(q);
 }
 
 /* ---- signals --------------------------------------------------------------- */
@@ -1524,4 +1827,79 @@ TEST(queue_close_wakes_a_sleeping_getter_at_once)
         conc_queue_free(w.q);
     }
     CHECK(total < 0.5);
+}
+
+/* ---- a full queue whose readers have all exited ---------------------------- */
+
+static int reader_takes_one_and_exits(void *arg)
+{
+    conc_msg m;
+    int err = conc_queue_get(arg, &m, 10);
+    conc_msg_free(&m);
+    return err == 0 ? 0 : 1;
+}
+
+/* Python's producers block for ever when every consumer died; here a put
+ * blocked on a full queue gives up with CONC_ECLOSED once every process
+ * that read from the queue has exited, and says why. */
+TEST(queue_put_blocked_ends_when_every_reader_has_exited)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
+    put_str(q, "first");
+    pid_t pid = th_fork(reader_takes_one_and_exits, q);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    put_str(q, "second");
+    put_str(q, "third");
+    CHECK(conc_queue_full(q));
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_put(q, "fourth", 6, CONC_FOREVER), CONC_ECLOSED);
+    CHECK(th_now() - t0 < 5);
+    CHECK(strstr(conc_errdetail(), "every process that read from it has "
+                                   "exited") != NULL);
+    /* Nothing went in, nothing was lost; a batch says how much went in. */
+    CHECK_EQ(conc_queue_qsize(q), 2);
+    const conc_msg two[2] = { { "a", 1 }, { "b", 1 } };
+    size_t done = 99;
+    CHECK_ERR(conc_queue_put_many(q, two, 2, &done, 10), CONC_ECLOSED);
+    CHECK_EQ(done, 0);
+    /* A new reader (this process) makes room and puts work again. */
+    get_str(q, "second");
+    put_str(q, "fourth");
+    get_str(q, "third");
+    get_str(q, "fourth");
+    conc_queue_free(q);
+}
+
+static int reader_sleeps_then_takes(void *arg)
+{
+    conc_msg m;
+    size_t len;
+    /* Registers with a get that takes nothing (no room for the message),
+     * then stays alive. */
+    if (conc_queue_get_into(arg, NULL, 0, &len, 0) != CONC_ETOOBIG) {
+        return 1;
+    }
+    th_sleep(1.0);
+    int err = conc_queue_get(arg, &m, 10);
+    conc_msg_free(&m);
+    return err == 0 ? 0 : 2;
+}
+
+/* Without a reader that ever read, or with one alive, a full queue's put
+ * waits as Python's does: CONC_EFULL at its timeout, or room when the
+ * reader takes. */
+TEST(queue_put_blocked_waits_while_a_reader_lives_or_none_ever_read)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 1 }));
+    put_str(q, "one");
+    CHECK_ERR(conc_queue_put(q, "two", 3, 0.3), CONC_EFULL);
+    pid_t pid = th_fork(reader_sleeps_then_takes, q);
+    th_sleep(0.2);
+    CHECK_ERR(conc_queue_put(q, "two", 3, 0.3), CONC_EFULL);
+    CHECK_OK(conc_queue_put(q, "two", 3, 10)); /* the reader took "one" */
+    CHECK_EQ(th_wait(pid, 10), 0);
+    get_str(q, "two");
+    conc_queue_free(q);
 }

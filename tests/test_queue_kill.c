@@ -8,13 +8,17 @@
  * them; consumers check every byte, check that each lane's numbers rise
  * (FIFO), and count each (lane, seq) in shared memory, failing at once on
  * a second delivery.  The ledger says what may be missing:
- *   - a producer lane publishes `attempt` before each put and `next` after
- *     it; a producer killed between the two leaves that one message
- *     uncertain (it may or may not have been delivered), and its
- *     replacement goes on with the next number;
- *   - a consumer raises `busy` before each get and lowers it after
- *     counting the message; each consumer killed while busy may have taken
- *     one message with it.
+ *   - a producer lane publishes `attempt` (and how many, `count`) before
+ *     each put or put_many and `next` after it; a producer killed between
+ *     the two leaves those messages uncertain (each may or may not have
+ *     been delivered), and its replacement goes on with the next number;
+ *   - a consumer sets `busy` to the most messages it may hold (1 for a
+ *     get, n for a get_many) before each get and clears it after
+ *     counting them; a consumer killed while busy may have taken that many
+ *     messages with it.
+ * A third of the puts are batches (put_many of 1-6 messages) and a third
+ * of the gets are too (get_many of up to 8), so kills land inside
+ * batches too.
  * At the end the producers stop, the parent closes the queue, the
  * consumers drain it and exit, and the parent checks: no message damaged,
  * duplicated or out of order; every message put is delivered except
@@ -38,6 +42,7 @@
 typedef struct {
     _Atomic uint32_t next;    /* the next sequence number to put */
     _Atomic uint32_t attempt; /* the number being put; UINT32_MAX: none */
+    _Atomic uint32_t count;   /* how many from attempt on (a batch) */
 } prod_lane;
 
 typedef struct {
@@ -100,30 +105,92 @@ static _Noreturn void child_fail(const char *fmt, uint32_t a, uint32_t b,
     _exit(1);
 }
 
+#define PUT_BATCH 6
+#define GET_BATCH 8
+
+/* One batch of k messages from seq on: 0, or the error with *done. */
+static int put_batch(prod_lane *p, uint32_t lane, uint32_t seq, uint32_t k,
+                     unsigned char **bufs, size_t *done)
+{
+    conc_msg msgs[PUT_BATCH];
+    for (uint32_t i = 0; i < k; i++) {
+        msgs[i].len = msg_len(lane, seq + i);
+        msgs[i].data = bufs[i];
+        fill(bufs[i], lane, seq + i, msgs[i].len);
+    }
+    atomic_store(&p->count, k);
+    atomic_store(&p->attempt, seq);
+    return conc_queue_put_many(Q, msgs, k, done, 0.5);
+}
+
 static int producer(void *arg)
 {
     uint32_t lane = (uint32_t)(uintptr_t)arg;
-    unsigned char *buf = malloc(max_len);
+    unsigned char *bufs[PUT_BATCH];
+    for (int i = 0; i < PUT_BATCH; i++) {
+        bufs[i] = malloc(max_len);
+    }
     prod_lane *p = &L->prod[lane];
-    while (!atomic_load(&L->stop)) {
+    for (uint64_t r = mix(lane + (uint64_t)getpid()); !atomic_load(&L->stop);
+         r = mix(r)) {
         uint32_t seq = atomic_load(&p->next);
-        if (seq >= MAXSEQ) {
+        uint32_t k = r % 3 == 0 ? 1 + (uint32_t)(r >> 8) % PUT_BATCH : 1;
+        if (seq + k > MAXSEQ) {
             break;
         }
-        size_t n = msg_len(lane, seq);
-        fill(buf, lane, seq, n);
-        atomic_store(&p->attempt, seq);
-        int err = conc_queue_put(Q, buf, n, 0.5);
-        if (err == CONC_EFULL) {
-            continue; /* not put: the same number again */
+        size_t done = 0;
+        int err;
+        if (k > 1) {
+            err = put_batch(p, lane, seq, k, bufs, &done);
+        } else {
+            size_t n = msg_len(lane, seq);
+            fill(bufs[0], lane, seq, n);
+            atomic_store(&p->count, 1);
+            atomic_store(&p->attempt, seq);
+            err = conc_queue_put(Q, bufs[0], n, 0.5);
+            done = err == 0;
         }
-        if (err != 0) {
+        if (err != 0 && err != CONC_EFULL) {
             child_fail("producer %u: put: %u %zu", lane, 0, (size_t)-err);
         }
-        atomic_store(&p->next, seq + 1);
+        /* What went in is certain; the rest is put again. */
+        atomic_store(&p->next, seq + (uint32_t)done);
     }
-    free(buf);
+    for (int i = 0; i < PUT_BATCH; i++) {
+        free(bufs[i]);
+    }
     return 0;
+}
+
+/* Checks one message and counts it (failing the run on damage, a
+ * duplicate or disorder). */
+static void take(const unsigned char *p, size_t n, unsigned char *want,
+                 int64_t *last)
+{
+    if (n < 16) {
+        child_fail("consumer: short message %u %u %zu", 0, 0, n);
+    }
+    uint32_t hdr[4];
+    memcpy(hdr, p, 16);
+    if (hdr[0] >= NPROD || hdr[1] >= MAXSEQ ||
+        n != msg_len(hdr[0], hdr[1]) || hdr[2] != n) {
+        child_fail("consumer: bad header lane %u seq %u len %zu", hdr[0],
+                   hdr[1], n);
+    }
+    fill(want, hdr[0], hdr[1], n);
+    if (memcmp(want, p, n) != 0) {
+        child_fail("consumer: damaged lane %u seq %u len %zu", hdr[0],
+                   hdr[1], n);
+    }
+    if ((int64_t)hdr[1] <= last[hdr[0]]) {
+        child_fail("consumer: out of order lane %u seq %u after %zu",
+                   hdr[0], hdr[1], (size_t)last[hdr[0]]);
+    }
+    last[hdr[0]] = hdr[1];
+    if (atomic_fetch_add(&L->seen[hdr[0]][hdr[1]], 1) != 0) {
+        child_fail("consumer: duplicate lane %u seq %u (%zu)", hdr[0],
+                   hdr[1], 0);
+    }
 }
 
 static int consumer(void *arg)
@@ -133,17 +200,24 @@ static int consumer(void *arg)
     unsigned char *want = malloc(max_len);
     cons_lane *c = &L->cons[lane];
     int64_t last[NPROD] = { -1, -1, -1 };
-    for (uint64_t k = 0;; k++) {
-        atomic_store(&c->busy, 1);
-        conc_msg m = { 0 };
-        size_t n = 0;
-        const unsigned char *p = buf;
+    for (uint64_t k = 0, r = mix(lane + (uint64_t)getpid());; k++,
+                  r = mix(r)) {
+        conc_msg m[GET_BATCH] = { { 0 } };
+        size_t n = 0, got = 1;
         int err;
-        if (k % 2) {
-            err = conc_queue_get(Q, &m, 0.5);
-            p = m.data;
-            n = m.len;
+        if (k % 3 == 2) {
+            size_t want_n = 1 + (size_t)(r % GET_BATCH);
+            atomic_store(&c->busy, (uint32_t)want_n);
+            err = conc_queue_get_many(Q, m, want_n, &got, 0.5);
+            if (err == 0 && (got < 1 || got > want_n)) {
+                child_fail("consumer %u: get_many got %u of %zu", lane,
+                           (uint32_t)got, want_n);
+            }
+        } else if (k % 3 == 1) {
+            atomic_store(&c->busy, 1);
+            err = conc_queue_get(Q, &m[0], 0.5);
         } else {
+            atomic_store(&c->busy, 1);
             err = conc_queue_get_into(Q, buf, max_len, &n, 0.5);
         }
         if (err == CONC_ECLOSED) {
@@ -157,31 +231,14 @@ static int consumer(void *arg)
         if (err != 0) {
             child_fail("consumer %u: get: %u %zu", lane, 0, (size_t)-err);
         }
-        if (n < 16) {
-            child_fail("consumer %u: short message %u %zu", lane, 0, n);
+        if (k % 3 == 0) {
+            take(buf, n, want, last);
+        } else {
+            for (size_t i = 0; i < got; i++) {
+                take(m[i].data, m[i].len, want, last);
+                conc_msg_free(&m[i]);
+            }
         }
-        uint32_t hdr[4];
-        memcpy(hdr, p, 16);
-        if (hdr[0] >= NPROD || hdr[1] >= MAXSEQ ||
-            n != msg_len(hdr[0], hdr[1]) || hdr[2] != n) {
-            child_fail("consumer: bad header lane %u seq %u len %zu", hdr[0],
-                       hdr[1], n);
-        }
-        fill(want, hdr[0], hdr[1], n);
-        if (memcmp(want, p, n) != 0) {
-            child_fail("consumer: damaged lane %u seq %u len %zu", hdr[0],
-                       hdr[1], n);
-        }
-        if ((int64_t)hdr[1] <= last[hdr[0]]) {
-            child_fail("consumer: out of order lane %u seq %u after %zu",
-                       hdr[0], hdr[1], (size_t)last[hdr[0]]);
-        }
-        last[hdr[0]] = hdr[1];
-        if (atomic_fetch_add(&L->seen[hdr[0]][hdr[1]], 1) != 0) {
-            child_fail("consumer: duplicate lane %u seq %u (%zu)", hdr[0],
-                       hdr[1], 0);
-        }
-        conc_msg_free(&m);
         atomic_store(&c->busy, 0);
     }
     free(buf);
@@ -204,6 +261,7 @@ static void stress(const conc_queue_opts *opts, size_t maxlen, double secs)
     CHECK(L != MAP_FAILED);
     for (int i = 0; i < NPROD; i++) {
         atomic_store(&L->prod[i].attempt, UINT32_MAX);
+        atomic_store(&L->prod[i].count, 1);
     }
     CHECK_OK(conc_queue_new(&Q, opts));
     static uint8_t uncertain[NPROD][MAXSEQ];
@@ -246,17 +304,21 @@ static void stress(const conc_queue_opts *opts, size_t maxlen, double secs)
         if (victim < NPROD) {
             prod_lane *p = &L->prod[victim];
             uint32_t a = atomic_load(&p->attempt);
+            uint32_t k = atomic_load(&p->count);
             if (a == atomic_load(&p->next)) {
-                uncertain[victim][a] = 1;
-                uncertain_n++;
-                atomic_store(&p->next, a + 1);
+                for (uint32_t i = 0; i < k; i++) {
+                    uncertain[victim][a + i] = 1;
+                }
+                uncertain_n += (int)k;
+                atomic_store(&p->next, a + k);
             }
             pkills++;
             *slot = th_fork(producer, (void *)(uintptr_t)victim);
         } else {
             cons_lane *c = &L->cons[victim - NPROD];
-            if (atomic_load(&c->busy)) {
-                lost_budget++;
+            uint32_t busy = atomic_load(&c->busy);
+            if (busy) {
+                lost_budget += (int)busy;
                 atomic_store(&c->busy, 0);
             }
             ckills++;

@@ -4,6 +4,7 @@
 #include "sync_test_util.h"
 
 #include "conc_int.h"
+#include "sync_int.h"
 
 #include <limits.h>
 #include <math.h>
@@ -274,4 +275,33 @@ TEST(sem_wait_survives_signals)
     CHECK_EQ(st_code(th_wait(p, 10)), 0);
     conc_sem_free(x->s);
     st_unshare(x, sizeof *x);
+}
+
+/* ---- a release wakes a sleeping acquirer at once ----------------------------- */
+
+static bool sem_asleep(void *arg)
+{
+    return conc__sem_sleepers(arg) > 0;
+}
+
+static void sem_wait_one(void *arg)
+{
+    CHECK_OK(conc_sem_acquire(arg, 10));
+}
+
+static void sem_wake_one(void *arg)
+{
+    CHECK_OK(conc_sem_release(arg, 1));
+}
+
+/* 40 releases at varied phases of the acquirer's sleep slice: far below
+ * the ~1 s that slice ends alone would cost. */
+TEST(sem_release_wakes_a_sleeping_acquirer_at_once)
+{
+    conc_sem *s;
+    CHECK_OK(conc_sem_new(&s, &(conc_sem_opts){ .value = 0 }));
+    st_waker w = { .asleep = sem_asleep, .wait = sem_wait_one,
+                   .wake = sem_wake_one, .arg = s };
+    CHECK(st_wake_latency(&w, 40) < 0.3);
+    conc_sem_free(s);
 }

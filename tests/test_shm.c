@@ -1,13 +1,16 @@
 /* test_shm.c - conc_shm: named shared memory.  Create/open/ptr/size/
  * name/unlink/free, mode 0600, EEXIST/ENOENT, name validation, the
  * creator's unlink at free and at exit (and not in a forked child or an
- * opener), an unrelated exec'd process, and fault loops over every
- * allocation and OS call. */
+ * opener), an unrelated exec'd process, fault loops over every
+ * allocation and OS call, the refusal of segments of another user or
+ * open to others and the conc_shm_share opt-in, and the error details. */
 #include "harness.h"
 
 #include "shared_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -236,27 +239,38 @@ TEST(shm_creator_exit_unlinks)
     conc_shm_free(m);
 }
 
+/* Fails each allocation and OS call of a create in turn until it goes
+ * through: each failure leaves nothing behind and says where it failed.
+ * Returns how many calls were made (the last one succeeded); *m is the
+ * segment made. */
+static int create_fault_loop(const char *name, conc_shm **m)
+{
+    int n;
+    for (n = 1;; n++) {
+        conc__fault_arm(n);
+        int err = conc_shm_create(m, name, 8192);
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (!fired) {
+            CHECK_OK(err);
+            return n;
+        }
+        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
+        CHECK(strstr(conc_errdetail(), "conc_shm_create: ") != NULL);
+        CHECK(*m == NULL);
+        CHECK(!th_shm_exists(name)); /* nothing left behind */
+        CHECK(n < 50);
+    }
+}
+
 TEST(shm_fault_loop_create_and_open)
 {
     char name[128];
     test_name(name, sizeof name, "fault");
     int n;
     conc_shm *m = NULL;
-    for (n = 1;; n++) {
-        conc__fault_arm(n);
-        int err = conc_shm_create(&m, name, 8192);
-        bool fired = conc__fault_fired();
-        conc__fault_arm(0);
-        if (!fired) {
-            CHECK_OK(err);
-            break;
-        }
-        CHECK(err == CONC_ENOMEM || err == CONC_ESYS);
-        CHECK(m == NULL);
-        CHECK(!th_shm_exists(name)); /* nothing left behind */
-        CHECK(n < 50);
-    }
-    CHECK(n >= 4); /* calloc, shm_open, ftruncate, mmap each failed once */
+    /* calloc, shm_open, ftruncate, mmap each failed once */
+    CHECK(create_fault_loop(name, &m) >= 5);
     conc_shm *o = NULL;
     for (n = 1;; n++) {
         conc__fault_arm(n);
@@ -271,8 +285,162 @@ TEST(shm_fault_loop_create_and_open)
         CHECK(o == NULL);
         CHECK(n < 50);
     }
-    CHECK(n >= 3);
+    CHECK(n >= 5); /* calloc, shm_open, fstat, mmap each failed once */
     conc_shm_free(o);
     conc_shm_free(m);
     CHECK(!th_shm_exists(name));
+}
+
+/* ---- trust: owner and mode ------------------------------------------------ */
+
+static void chown_chmod(const char *name, uid_t uid, mode_t mode)
+{
+    int fd = shm_open(name, O_RDWR, 0);
+    CHECK(fd >= 0);
+    if (uid != (uid_t)-1) {
+        CHECK_EQ(fchown(fd, uid, (gid_t)-1), 0);
+    }
+    CHECK_EQ(fchmod(fd, mode), 0);
+    close(fd);
+}
+
+#define CHECK_DETAIL(...)                                                    \
+    do {                                                                     \
+        const char *th_keys_[] = { __VA_ARGS__ };                            \
+        for (size_t th_i_ = 0; th_i_ < sizeof th_keys_ / sizeof *th_keys_;   \
+             th_i_++) {                                                      \
+            if (strstr(conc_errdetail(), th_keys_[th_i_]) == NULL) {         \
+                th_fail(__FILE__, __LINE__, "detail \"%s\" lacks \"%s\"",    \
+                        conc_errdetail(), th_keys_[th_i_]);                  \
+            }                                                                \
+        }                                                                    \
+    } while (0)
+
+TEST(shm_open_refuses_another_users_segment_unless_trusted)
+{
+    if (geteuid() != 0) {
+        printf("    (not root: fchown to another user is not possible)\n");
+        return;
+    }
+    char name[128];
+    test_name(name, sizeof name, "owner");
+    conc_shm *a = NULL, *b = (conc_shm *)1;
+    CHECK_OK(conc_shm_create(&a, name, 4096));
+    chown_chmod(name, 65534, 0600);
+    CHECK_ERR(conc_shm_open(&b, name), CONC_EPERM);
+    CHECK_DETAIL("conc_shm_open: ", name, "belongs to uid 65534");
+    CHECK(b == NULL);
+    CHECK_OK(conc_shm_share(0600, 65534));
+    CHECK_OK(conc_shm_open(&b, name));
+    conc_shm_free(b);
+    CHECK_OK(conc_shm_share(0600, (uid_t)-1));
+    CHECK_ERR(conc_shm_open(&b, name), CONC_EPERM);
+    /* The creator still unlinks its own segment, whoever owns it now. */
+    conc_shm_free(a);
+    CHECK(!th_shm_exists(name));
+}
+
+TEST(shm_open_refuses_a_segment_open_to_others_unless_shared)
+{
+    char name[128];
+    test_name(name, sizeof name, "mode");
+    conc_shm *a = NULL, *b = (conc_shm *)1;
+    CHECK_OK(conc_shm_create(&a, name, 4096));
+    const mode_t wide[] = { 0644, 0660, 0606, 0666, 0610 };
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
+        chown_chmod(name, (uid_t)-1, wide[i]);
+        CHECK_ERR(conc_shm_open(&b, name), CONC_EPERM);
+        char want[32];
+        snprintf(want, sizeof want, "has mode 0%o", (unsigned)wide[i]);
+        CHECK_DETAIL("conc_shm_open: ", want);
+    }
+    /* The opt-in accepts what it grants, no more. */
+    CHECK_OK(conc_shm_share(0664, (uid_t)-1));
+    chown_chmod(name, (uid_t)-1, 0644);
+    CHECK_OK(conc_shm_open(&b, name));
+    conc_shm_free(b);
+    chown_chmod(name, (uid_t)-1, 0662);
+    CHECK_ERR(conc_shm_open(&b, name), CONC_EPERM);
+    conc_shm_free(a);
+}
+
+TEST(shm_share_sets_the_creation_mode_whatever_the_umask)
+{
+    char name[128];
+    test_name(name, sizeof name, "share");
+    char path[256];
+    snprintf(path, sizeof path, "/dev/shm%s", name);
+    umask(077);
+    conc_shm *a = NULL;
+    struct stat st;
+    CHECK_OK(conc_shm_share(0660, (uid_t)-1));
+    CHECK_OK(conc_shm_create(&a, name, 64));
+    CHECK_EQ(stat(path, &st), 0);
+    CHECK_EQ(st.st_mode & 0777, 0660);
+    conc_shm_free(a);
+    /* A queue, a value and a lock alike. */
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .name = name,
+                                                     .capacity_bytes =
+                                                         64 }));
+    CHECK_EQ(stat(path, &st), 0);
+    CHECK_EQ(st.st_mode & 0777, 0660);
+    conc_queue_free(q);
+    CHECK_OK(conc_shm_share(0600, (uid_t)-1));
+    CHECK_OK(conc_shm_create(&a, name, 64));
+    CHECK_EQ(stat(path, &st), 0);
+    CHECK_EQ(st.st_mode & 0777, 0600);
+    conc_shm_free(a);
+    /* Bad modes change nothing. */
+    const mode_t bad[] = { 0700, 0400, 0200, 01600, 0777, 0 };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_ERR(conc_shm_share(bad[i], (uid_t)-1), CONC_EINVAL);
+        CHECK_DETAIL("conc_shm_share: mode");
+    }
+    CHECK_OK(conc_shm_create(&a, name, 64));
+    CHECK_EQ(stat(path, &st), 0);
+    CHECK_EQ(st.st_mode & 0777, 0600);
+    conc_shm_free(a);
+}
+
+TEST(shm_fault_loop_create_with_a_sharing_mode)
+{
+    char name[128];
+    test_name(name, sizeof name, "sharefault");
+    CHECK_OK(conc_shm_share(0640, (uid_t)-1));
+    conc_shm *m = NULL;
+    /* calloc, shm_open, fchmod, ftruncate, mmap each failed once */
+    CHECK(create_fault_loop(name, &m) >= 6);
+    conc_shm_free(m);
+}
+
+TEST(shm_errors_say_what_and_where)
+{
+    char name[128];
+    test_name(name, sizeof name, "detail");
+    conc_shm *a = NULL, *b = NULL;
+    CHECK_ERR(conc_shm_create(&a, "a/b", 64), CONC_EINVAL);
+    CHECK_DETAIL("conc_shm_create: name 'a/b'");
+    CHECK_ERR(conc_shm_open(&a, "/x/y"), CONC_EINVAL);
+    CHECK_DETAIL("conc_shm_open: name '/x/y'");
+    CHECK_ERR(conc_shm_create(&a, name, 0), CONC_EINVAL);
+    CHECK_DETAIL("conc_shm_create: size 0");
+    CHECK_ERR(conc_shm_open(&a, name), CONC_ESYS);
+    CHECK_DETAIL("conc_shm_open: shm_open('", name, "No such file");
+    CHECK_OK(conc_shm_create(&a, name, 64));
+    CHECK_ERR(conc_shm_create(&b, name, 64), CONC_ESYS);
+    CHECK_DETAIL("conc_shm_create: shm_open('", name, "File exists");
+    CHECK_OK(conc_shm_unlink(a));
+    CHECK_ERR(conc_shm_unlink(a), CONC_ESYS);
+    CHECK_DETAIL("conc_shm_unlink: shm_unlink('", name, "No such file");
+    conc_shm_free(a);
+    /* A segment whose creator never sized it. */
+    int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    errno = 0;
+    CHECK_ERR(conc_shm_open(&a, name), CONC_ESYS);
+    CHECK_EQ(errno, ENODATA);
+    CHECK_DETAIL("conc_shm_open: '", name, "' has size 0");
+    close(fd);
+    shm_unlink(name);
 }

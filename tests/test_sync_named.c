@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char nbuf[96];
@@ -248,7 +249,9 @@ TEST(sync_named_barrier_open_checks_its_slot_count)
     struct barrier_shared *sh = conc_shm_ptr(m);
     CHECK_EQ(sh->parties, 3u);
     sh->nslots = 2000;
-    CHECK_ERR(conc_barrier_open(&o, name), CONC_EINVAL);
+    CHECK_ERR(conc_barrier_open(&o, name), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "conc_barrier_open") != NULL &&
+          strstr(conc_errdetail(), "slots (2000)") != NULL);
     CHECK(o == NULL);
     sh->nslots = 3;
     CHECK_OK(conc_barrier_open(&o, name));
@@ -467,13 +470,75 @@ TEST(sync_named_cond_open_checks_its_lock)
     uint32_t *rl = (uint32_t *)((char *)conc_shm_ptr(m) + 64);
     CHECK_EQ(rl[0], CONC__SYNC_MAGIC_RLOCK);
     rl[0] = 0x12345678;
-    CHECK_ERR(conc_cond_open(&o, name), CONC_EINVAL);
+    CHECK_ERR(conc_cond_open(&o, name), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "conc_cond_open") != NULL &&
+          strstr(conc_errdetail(), "RLock slot") != NULL);
     CHECK(o == NULL);
     rl[0] = CONC__SYNC_MAGIC_RLOCK;
     CHECK_OK(conc_cond_open(&o, name));
     conc_cond_free(o);
     conc_shm_free(m);
     conc_cond_free(c);
+    CHECK(!th_shm_exists(name));
+}
+
+/* ---- error details and trust ---------------------------------------------- */
+
+static void check_detail(const char *a, const char *b)
+{
+    if (strstr(conc_errdetail(), a) == NULL ||
+        strstr(conc_errdetail(), b) == NULL) {
+        th_fail(__FILE__, __LINE__, "detail \"%s\" lacks \"%s\" or \"%s\"",
+                conc_errdetail(), a, b);
+    }
+}
+
+TEST(sync_named_errors_say_what_and_where)
+{
+    const char *name = unique_name("detail");
+    conc_lock *l = NULL, *o = NULL;
+    conc_event *e = NULL;
+    conc_sem *s = NULL;
+    CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){ .name = "a/b" }),
+              CONC_EINVAL);
+    check_detail("conc_lock_new: ", "name 'a/b'");
+    CHECK_ERR(conc_event_open(&e, name), CONC_ESYS);
+    check_detail("conc_event_open: shm_open('", "No such file");
+    CHECK_OK(conc_lock_new(&l, &(conc_lock_opts){ .name = name }));
+    CHECK_ERR(conc_sem_new(&s, &(conc_sem_opts){ .value = 1, .name = name }),
+              CONC_ESYS);
+    check_detail("conc_sem_new: shm_open('", "File exists");
+    CHECK_ERR(conc_event_open(&e, name), CONC_EINVAL);
+    check_detail("conc_event_open: ", "is not a libconc event");
+    /* Another layout version. */
+    conc_shm *m;
+    CHECK_OK(conc_shm_open(&m, name));
+    uint32_t *hdr = conc_shm_ptr(m);
+    hdr[1] = 9;
+    CHECK_ERR(conc_lock_open(&o, name), CONC_EINVAL);
+    check_detail("conc_lock_open: ", "layout version 9");
+    hdr[1] = CONC__SYNC_LAYOUT;
+    conc_shm_free(m);
+    /* Another user's segment, then the opt-in. */
+    if (geteuid() == 0) {
+        char path[128];
+        snprintf(path, sizeof path, "/%s", name);
+        int fd = shm_open(path, O_RDWR, 0);
+        CHECK(fd >= 0);
+        CHECK_EQ(fchown(fd, 65534, (gid_t)-1), 0);
+        CHECK_ERR(conc_lock_open(&o, name), CONC_EPERM);
+        check_detail("conc_lock_open: ", "belongs to uid 65534");
+        CHECK_OK(conc_shm_share(0600, 65534));
+        CHECK_OK(conc_lock_open(&o, name));
+        conc_lock_free(o);
+        CHECK_OK(conc_shm_share(0600, (uid_t)-1));
+        CHECK_EQ(fchown(fd, 0, (gid_t)-1), 0);
+        CHECK_EQ(fchmod(fd, 0666), 0);
+        CHECK_ERR(conc_lock_open(&o, name), CONC_EPERM);
+        check_detail("conc_lock_open: ", "has mode 0666");
+        close(fd);
+    }
+    conc_lock_free(l);
     CHECK(!th_shm_exists(name));
 }
 

@@ -2,7 +2,8 @@
  * RawValue/RawArray (without), anonymous and named: sizes, zero fill,
  * alignment, sharing with forked children, exact totals under the lock
  * from several processes, conc_value_open from an unrelated process,
- * every bad argument, and fault loops. */
+ * every bad argument, crafted headers, another user's segment, the error
+ * details, and fault loops. */
 #include "harness.h"
 
 #include <sched.h>
@@ -10,6 +11,8 @@
 #include "shared_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 TEST(value_raw_and_locked_basics)
@@ -295,4 +298,98 @@ TEST(value_fault_loops)
     }
     conc_value_free(v);
     CHECK(!th_shm_exists(name));
+}
+
+/* A detail that names the function and says what is wrong. */
+static void check_detail(const char *a, const char *b)
+{
+    if (strstr(conc_errdetail(), a) == NULL ||
+        strstr(conc_errdetail(), b) == NULL) {
+        th_fail(__FILE__, __LINE__, "detail \"%s\" lacks \"%s\" or \"%s\"",
+                conc_errdetail(), a, b);
+    }
+}
+
+TEST(value_open_checks_its_header_and_says_why)
+{
+    char name[128];
+    snprintf(name, sizeof name, "/conc_test_vhdr_%d", (int)getpid());
+    conc_value *v = NULL, *o = (conc_value *)1;
+    CHECK_OK(conc_value_new(&v, &(conc_value_opts){ .size = 100,
+                                                     .lock = true,
+                                                     .name = name }));
+    conc_shm *m;
+    CHECK_OK(conc_shm_open(&m, name));
+    uint32_t *w = conc_shm_ptr(m); /* magic (2 words), version, flags */
+    uint64_t *size = (uint64_t *)(void *)(w + 4);
+    CHECK_EQ(*size, 100);
+    *size = 4096; /* more than the segment holds */
+    CHECK_ERR(conc_value_open(&o, name), CONC_ECORRUPT);
+    check_detail("conc_value_open: ", "header's size is 4096");
+    CHECK(o == NULL);
+    *size = 0;
+    CHECK_ERR(conc_value_open(&o, name), CONC_ECORRUPT);
+    *size = 100;
+    w[3] |= 4; /* an unknown flag */
+    CHECK_ERR(conc_value_open(&o, name), CONC_ECORRUPT);
+    check_detail("conc_value_open: ", "flags word is 5");
+    w[3] = 1;
+    w[16] ^= 1; /* the lock slot's magic */
+    CHECK_ERR(conc_value_open(&o, name), CONC_ECORRUPT);
+    check_detail("conc_value_open: ", "lock slot holds no lock");
+    w[16] ^= 1;
+    w[2] = 7; /* another layout version */
+    CHECK_ERR(conc_value_open(&o, name), CONC_EINVAL);
+    check_detail("conc_value_open: ", "layout version 7");
+    w[2] = 1;
+    CHECK_OK(conc_value_open(&o, name));
+    CHECK_EQ(conc_value_size(o), 100);
+    conc_value_free(o);
+    conc_shm_free(m);
+    conc_value_free(v);
+}
+
+TEST(value_errors_say_what_and_where)
+{
+    char name[128];
+    snprintf(name, sizeof name, "/conc_test_vdet_%d", (int)getpid());
+    conc_value *v = NULL, *o = NULL;
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 8,
+                                                      .name = "a/b" }),
+              CONC_EINVAL);
+    check_detail("conc_value_new: ", "name 'a/b'");
+    CHECK_ERR(conc_value_new(&v, &(conc_value_opts){ .size = 0 }),
+              CONC_EINVAL);
+    check_detail("conc_value_new: ", "size 0");
+    CHECK_ERR(conc_value_open(&o, name), CONC_ESYS);
+    check_detail("conc_value_open: shm_open('", "No such file");
+    CHECK_OK(conc_value_new(&v, &(conc_value_opts){ .size = 8,
+                                                     .name = name }));
+    CHECK_ERR(conc_value_new(&o, &(conc_value_opts){ .size = 8,
+                                                      .name = name }),
+              CONC_ESYS);
+    check_detail("conc_value_new: shm_open('", "File exists");
+    /* Another user's segment. */
+    if (geteuid() == 0) {
+        int fd = shm_open(name, O_RDWR, 0);
+        CHECK(fd >= 0);
+        CHECK_EQ(fchown(fd, 65534, (gid_t)-1), 0);
+        close(fd);
+        CHECK_ERR(conc_value_open(&o, name), CONC_EPERM);
+        check_detail("conc_value_open: ", "belongs to uid 65534");
+        CHECK_OK(conc_shm_share(0600, 65534));
+        CHECK_OK(conc_value_open(&o, name));
+        conc_value_free(o);
+    }
+    /* Not a value at all. */
+    char other[140];
+    snprintf(other, sizeof other, "%s_q", name);
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .name = other,
+                                                     .capacity_bytes =
+                                                         64 }));
+    CHECK_ERR(conc_value_open(&o, other), CONC_EINVAL);
+    check_detail("conc_value_open: ", "is not a libconc value");
+    conc_queue_free(q);
+    conc_value_free(v);
 }

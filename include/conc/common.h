@@ -1,7 +1,7 @@
 /* conc/common.h - what every libconc module shares: error codes, timeouts,
  * messages and byte buffers.
  *
- * Conventions (../../README.md and the contract in api.md):
+ * Conventions, in every module:
  *   - every fallible function returns int: 0 or a negative CONC_E* code;
  *   - timeouts are double seconds; CONC_FOREVER blocks without limit, 0 tries
  *     once and never blocks; NaN or any other negative value is CONC_EINVAL;
@@ -39,7 +39,7 @@ extern "C" {
     X(ECLOSED, -1003, "closed: nothing more can be sent or received (EOFError)") \
     X(EINVAL, -EINVAL, "invalid argument (ValueError)")                      \
     X(ESTATE, -1004, "call not valid in this state (AssertionError)")        \
-    X(EPERM, -EPERM, "not held by the caller (RuntimeError)")                \
+    X(EPERM, -EPERM, "not permitted: not held by the caller (RuntimeError), or another user's segment") \
     X(EDAEMON, -1005, "daemonic processes are not allowed to have children") \
     X(EBROKEN, -1006, "barrier is broken (BrokenBarrierError)")              \
     X(ECANCELLED, -ECANCELED, "cancelled (CancelledError)")                  \

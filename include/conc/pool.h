@@ -66,12 +66,11 @@
  * one manager thread that feeds the rings, collects results, watches the
  * workers (death, timeouts) and forks replacements; forking from it is
  * safe because it touches nothing another thread may hold at that moment
- * and the child only touches its own ring (see src/pool.c and
- * src/process.c).  To save a thread hop per task, conc_pool_submit also
+ * and the child only touches its own ring.  To save a thread hop per task, conc_pool_submit also
  * sends a task straight to an idle worker while the manager sleeps, and a
  * thread waiting in conc_future_result (or conc_pool_apply) on a process
  * pool's future collects finished results from the rings itself while it
- * spins (src/pool_proc.c, "Helpers").
+ * spins.
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that

@@ -3,10 +3,10 @@
  *
  * A child is fork()ed from the calling program, so `arg` and every libconc
  * object created before conc_process_start() work in the child as in the
- * parent (Python's fork inheritance).  How this stays safe when the program
- * already runs threads is explained at the top of src/process.c: glibc
- * resets malloc and stdio in the child, and libconc's own locks are taken
- * around every fork by pthread_atfork handlers.  Only the forking thread
+ * parent (Python's fork inheritance).  This stays safe when the program
+ * already runs threads: glibc resets malloc and stdio in the child, and
+ * libconc's own locks are taken around every fork by pthread_atfork
+ * handlers.  Only the forking thread
  * exists in the child; the target should not wait for locks that other
  * threads of the parent might hold (its own pthread mutexes, say).
  *

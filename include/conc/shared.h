@@ -9,7 +9,8 @@
  * process that created it: it is unlinked when the creator frees the
  * object or exits (Python's resource tracker does the same at exit), so no
  * segment is left behind; processes that opened it keep their mapping.
- * See src/shm.c, src/value.c and src/dict.c for the designs.
+ * Trust: who may open what is the "Trust" paragraph of conc_shm below; it
+ * holds for every named object (queue, value, dict, the sync objects).
  */
 #ifndef CONC_SHARED_H
 #define CONC_SHARED_H
@@ -28,19 +29,51 @@ extern "C" {
  * Anything else is CONC_EINVAL.  Errors from the OS are CONC_ESYS with
  * errno kept: EEXIST when conc_shm_create finds the name taken (Python's
  * FileExistsError), ENOENT when conc_shm_open finds no such segment
- * (FileNotFoundError), EACCES for a segment of another user. */
+ * (FileNotFoundError), EACCES for a segment of another user that the
+ * system does not even let us open.  conc_errdetail() says which call
+ * failed on which name.
+ *
+ * Trust.  Every named object (conc_shm, and the queue, value, dict, lock,
+ * rlock, semaphore, event, condition and barrier given .name) is created
+ * mode 0600, so only its creator's user can open, rewrite or resize it.
+ * Opening one refuses, with CONC_EPERM and a detail, a segment that
+ * another user owns or whose mode lets group or others read or write it:
+ * whoever can write a segment can garble the object in it, and whoever
+ * can resize it can make the processes that map it die of SIGBUS (their
+ * next access to a page cut off by ftruncate; no library can catch that
+ * soundly).  Python opens any segment it may; libconc opens only its own
+ * user's, unless conc_shm_share() says otherwise. */
 typedef struct conc_shm conc_shm;
 
-/* conc_shm_create - creates a new segment of size bytes (> 0), mode 0600,
- * zero-filled, and maps it.  name NULL picks a fresh random name (Python's
- * name=None), readable with conc_shm_name.  Fails, creating nothing, when
- * the name exists.  CONC_EINVAL (NULL out, bad name, size 0),
- * CONC_ENOMEM, CONC_ESYS.  The caller is the segment's creator: see
- * conc_shm_free. */
+/* conc_shm_share - deliberate sharing of named objects between users, for
+ * this whole process, from this call on (Python has nothing like it).
+ * mode is the exact mode of every named object this process creates
+ * afterwards (the umask does not narrow it) and the widest mode it
+ * accepts when it opens one: 0600 (the default) and up to 0666, always
+ * with 0600 (e.g. 0660: the creator's group may open it too).  uid is
+ * one more user whose objects this process opens besides its own
+ * effective uid, or (uid_t)-1 for none (the default).  A trusted user, and
+ * anyone the mode lets write, can garble the shared objects and can make
+ * this process die of SIGBUS by truncating a segment it maps: share only
+ * with users you would let do that.  conc_shm_share(0600, (uid_t)-1)
+ * restores the default.  Objects already created or opened keep their
+ * modes and handles.  0; CONC_EINVAL (a mode outside 0600..0666, or
+ * without 0600).  Thread-safe; takes effect for calls that start after it
+ * returns. */
+CONC_API int conc_shm_share(mode_t mode, uid_t uid);
+
+/* conc_shm_create - creates a new segment of size bytes (> 0), mode 0600
+ * (see conc_shm_share), zero-filled, and maps it.  name NULL picks a fresh
+ * random name (Python's name=None), readable with conc_shm_name.  Fails,
+ * creating nothing, when the name exists.  CONC_EINVAL (NULL out, bad
+ * name, size 0), CONC_ENOMEM, CONC_ESYS.  The caller is the segment's
+ * creator: see conc_shm_free. */
 CONC_API int conc_shm_create(conc_shm **out, const char *name, size_t size);
 
 /* conc_shm_open - maps an existing segment, at its whole size.
- * CONC_EINVAL, CONC_ENOMEM, CONC_ESYS (ENOENT: no such name). */
+ * CONC_EINVAL, CONC_ENOMEM, CONC_EPERM (another user's segment, or one
+ * others may access: see Trust), CONC_ESYS (ENOENT: no such name;
+ * ENODATA: its creator has not sized it yet). */
 CONC_API int conc_shm_open(conc_shm **out, const char *name);
 
 /* conc_shm_ptr / conc_shm_size / conc_shm_name - the mapping (page
@@ -178,7 +211,9 @@ CONC_API int conc_dict_new(conc_dict **out, const conc_dict_opts *opts);
  * bad name, or the segment is not a conc_dict (too small, no dict magic)
  * or one of another layout version.  CONC_ECORRUPT: it is a conc_dict,
  * but its header fails a check (its capacity, its sizes, its index).
- * CONC_ENOMEM, CONC_ESYS (ENOENT: no such name). */
+ * CONC_EPERM: another user's segment, or one open to others (see Trust
+ * above; conc_shm_share() allows it).  CONC_ENOMEM, CONC_ESYS (ENOENT:
+ * no such name). */
 CONC_API int conc_dict_open(conc_dict **out, const char *name);
 
 /* Keys: key may be NULL only when klen is 0 (the empty key is a key).

@@ -2,7 +2,8 @@
  * and Barrier, with Python's semantics, between threads and processes
  * alike.  Every object lives in shared memory of its own: one created
  * before conc_process_start() is the same object in the child.  None is
- * built on pthread condvars (see ../../src/lock.c and cond.c for why).
+ * built on pthread condvars, which a waiter killed inside a wait can
+ * leave wedged for every later waiter; they are futex words instead.
  *
  * Common rules: a NULL handle is CONC_EINVAL (false / 0 for the queries);
  * timeouts follow common.h (CONC_FOREVER, 0 = try once, NaN or another
@@ -15,15 +16,20 @@
  * POSIX shared memory, /dev/shm/<name>, and an unrelated process reaches
  * it with conc_X_open(&x, name); it is then the same object there, dead
  * holders and waiters included.  The creating process owns the name: its
- * conc_X_free() unlinks it, and an atexit handler does if it never frees
- * (as conc_shm and named values do; a named queue has no such handler).
- * Handles from conc_X_open() and copies inherited by forked children
- * never unlink.  conc_X_new with a name: CONC_ESYS with errno
- * EEXIST when the name is taken, CONC_EINVAL for a bad name.
- * conc_X_open: 0; CONC_EINVAL (NULL argument, bad name, or the name is
- * not a libconc object of that kind - a lock opened as an event, say);
- * CONC_ESYS (errno ENOENT: no such name); CONC_ENOMEM.  An open that
- * races the creation waits (up to a second) for the object to be made.
+ * conc_X_free() unlinks it (unless the name now names another segment),
+ * and an atexit handler does if it never frees (as for every named
+ * object: conc_shm, values, queues, dicts).  Handles from conc_X_open()
+ * and copies inherited by forked children never unlink.  conc_X_new with
+ * a name: CONC_ESYS with errno EEXIST when the name is taken, CONC_EINVAL
+ * for a bad name.  conc_X_open: 0; CONC_EINVAL (NULL argument, bad name,
+ * or the name is not a libconc object of that kind - a lock opened as an
+ * event, say - or of another layout version); CONC_ECORRUPT (a barrier
+ * whose parties and slots, or a condition whose RLock, do not fit the
+ * segment: it was scribbled on); CONC_EPERM (a segment of another user,
+ * or one others may access: conc/shared.h's Trust and conc_shm_share);
+ * CONC_ESYS (errno ENOENT: no such name); CONC_ENOMEM.
+ * conc_errdetail() says which.  An open that races the creation waits
+ * (up to a second) for the object to be made.
  * Free an opened handle with conc_X_free().  Each named handle holds one
  * file descriptor (close-on-exec) until it is freed.
  */
@@ -43,7 +49,12 @@ typedef struct conc_lock_opts {
 } conc_lock_opts;
 
 /* conc_lock_new - an unlocked lock.  CONC_EINVAL, CONC_ENOMEM, CONC_ESYS
- * (named). */
+ * (named).  While the process that made an anonymous lock has one thread
+ * and has not forked since, acquire and release take it with plain
+ * loads and stores (as glibc does its private mutexes), about 3x faster;
+ * so the processes that share it must come from fork() (conc_process_start
+ * or the pool, or your own fork()), not a raw clone(), and threads from
+ * pthread_create() or anything built on it. */
 CONC_API int conc_lock_new(conc_lock **out, const conc_lock_opts *opts);
 CONC_API int conc_lock_open(conc_lock **out, const char *name);
 

@@ -1,0 +1,135 @@
+/* fuzz_queue_header.c - the check conc_queue_open makes of a queue
+ * header another process wrote (conc__queue_attach, which open calls on
+ * the segment it mapped).
+ *
+ * Input: byte 0 picks a capacity and a real size for the memory (the
+ * size the header's creator computed, a page less, a page more, or the
+ * header alone); the rest is XORed over a valid header laid out by
+ * conc__queue_format (with the fixed key a5a5...a5, so that a run
+ * depends on its input alone), so an all-zero input is a good queue and
+ * every byte flipped is a field rewritten.  The memory is one heap block of
+ * exactly that size, so AddressSanitizer sees any access past it.
+ *
+ * Properties: the check answers 0, CONC_EINVAL or CONC_ECORRUPT, the
+ * last two with a detail that names the caller; on 0 the handle's copies
+ * are consistent (the ring lies inside the memory, R is 16 + capacity
+ * rounded, capacity and maxsize in range, the key's top bit set), and
+ * puts, gets, batches and the size calls on it (timeout 0) end in an
+ * allowed code without touching memory outside the block.  The lock
+ * words are cleared after the XOR: a live holder is the lock's business
+ * and is tested in test_queue_hostile.c; here it would only make each
+ * run wait out the lock grace. */
+#include "queue_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const uint64_t caps[] = { 1, 16, 100, 4080, 4096, 8176, 65536 };
+#define NCAPS (sizeof caps / sizeof caps[0])
+
+static void check_code(int err, const char *what)
+{
+    (void)what;
+    CONC__ASSERT(err == 0 || err == CONC_EFULL || err == CONC_EEMPTY ||
+                 err == CONC_ECLOSED || err == CONC_ECORRUPT ||
+                 err == CONC_ETOOBIG);
+    if (err == CONC_ECORRUPT) {
+        CONC__ASSERT(strncmp(conc_errdetail(), "conc_queue_", 11) == 0);
+    }
+}
+
+static void exercise(conc_queue *q)
+{
+    char buf[256];
+    size_t len = 0, n = 0;
+    conc_msg m, many[4];
+    int err = conc_queue_put(q, "abc", 3, 0);
+    check_code(err, "put");
+    err = conc_queue_get_into(q, buf, sizeof buf, &len, 0);
+    check_code(err, "get_into");
+    CONC__ASSERT(len <= q->capacity);
+    const conc_msg batch[3] = { { "x", 1 }, { NULL, 0 }, { "yz", 2 } };
+    err = conc_queue_put_many(q, batch, 3, &n, 0);
+    check_code(err, "put_many");
+    CONC__ASSERT(n <= 3);
+    err = conc_queue_get_many(q, many, 4, &n, 0);
+    check_code(err, "get_many");
+    CONC__ASSERT(n <= 4 && (err == 0) == (n > 0));
+    for (size_t i = 0; i < n; i++) {
+        CONC__ASSERT(many[i].len <= q->capacity);
+        conc_msg_free(&many[i]);
+    }
+    err = conc_queue_get(q, &m, 0);
+    check_code(err, "get");
+    CONC__ASSERT(m.len <= q->capacity);
+    conc_msg_free(&m);
+    CONC__ASSERT(conc_queue_qsize(q) <= q->R / CONC__QUEUE_REC_HDR);
+    (void)conc_queue_full(q);
+    (void)conc_queue_empty(q);
+    (void)conc_queue_task_done(q);
+    (void)conc_queue_join(q, 0);
+    CONC__ASSERT(conc_queue_close(q) == 0);
+    CONC__ASSERT(conc_queue_put(q, "a", 1, 0) == CONC_ECLOSED);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0) {
+        return 0;
+    }
+    uint64_t cap = caps[data[0] % NCAPS];
+    size_t full = conc__queue_map_size(cap);
+    size_t off = conc__queue_ring_off();
+    size_t real;
+    switch (data[0] / NCAPS % 4) {
+    case 0:
+        real = full;
+        break;
+    case 1:
+        real = full - off > off ? full - off : off;
+        break;
+    case 2:
+        real = full + off;
+        break;
+    default:
+        real = off;
+        break;
+    }
+    unsigned char *mem = aligned_alloc(off, real);
+    if (mem == NULL) {
+        return 0;
+    }
+    memset(mem, 0, real);
+    conc__queue_format(mem, full, cap, data[0] & 7);
+    /* A fixed key, so that a run depends on its input alone. */
+    ((conc__qshm *)(void *)mem)->key = UINT64_C(0xa5a5a5a5a5a5a5a5);
+    size_t n = size - 1 < sizeof(conc__qshm) ? size - 1 : sizeof(conc__qshm);
+    for (size_t i = 0; i < n; i++) {
+        mem[i] ^= data[1 + i];
+    }
+    conc__qshm *sh = (conc__qshm *)(void *)mem;
+    atomic_store(&sh->pmu.state, 0);
+    atomic_store(&sh->cmu.state, 0);
+    conc_queue *q = NULL;
+    int err = conc__queue_attach(&q, mem, real, "fuzz");
+    if (err != 0) {
+        CONC__ASSERT(err == CONC_EINVAL || err == CONC_ECORRUPT);
+        CONC__ASSERT(strncmp(conc_errdetail(), "fuzz: ", 6) == 0);
+        CONC__ASSERT(q == NULL);
+    } else {
+        CONC__ASSERT(q->capacity >= 1 &&
+                     q->capacity <= CONC_QUEUE_MAX_CAPACITY);
+        CONC__ASSERT(q->R == CONC__QUEUE_REC_HDR +
+                                 conc__queue_round16(q->capacity));
+        CONC__ASSERT(q->ring >= mem + sizeof(conc__qshm) &&
+                     (size_t)(q->ring - mem) + q->R <= real);
+        CONC__ASSERT(q->maxsize <= q->R / CONC__QUEUE_REC_HDR);
+        CONC__ASSERT(q->key >> 63);
+        exercise(q);
+        conc_queue_free(q);
+    }
+    free(mem);
+    return 0;
+}
