@@ -73,7 +73,7 @@ static void build_template(void)
         CONC__ASSERT(conc_dict_set(d, k, (size_t)kl, v, 16) == 0);
     }
     CONC__ASSERT(conc__dict_check(d) == 0);
-    tpl_size = DICT_HDR_SIZE + st.heap_bytes;
+    tpl_size = CONC__DICT_HDR_SIZE + st.heap_bytes;
     tpl = malloc(tpl_size);
     CONC__ASSERT(tpl != NULL);
     memcpy(tpl, d->base, tpl_size);
@@ -170,7 +170,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             p[(off + j) % tpl_size] = data[i];
         }
     }
-    atomic_store(&((dict_hdr *)(void *)p)->lock.state, 0);
+    atomic_store(&((conc__dict_hdr *)(void *)p)->lock.state, 0);
     conc_dict *d = NULL;
     int err = conc_dict_open(&d, name);
     CONC__ASSERT(err == 0 || err == CONC_EINVAL || err == CONC_ECORRUPT ||

@@ -18,7 +18,7 @@
  * Every process maps the whole limit at open (or at creation, or through
  * fork), so when one grows the file the others need no remap: their
  * mapping already covers the new bytes.  Pages past the file's end raise
- * SIGBUS when touched, so nothing is ever touched past DICT_HDR_SIZE +
+ * SIGBUS when touched, so nothing is ever touched past CONC__DICT_HDR_SIZE +
  * heap_size, and heap_size is checked against the file's length before
  * use: a compare with the length this process last saw, and an fstat only
  * when the header claims more (once per growth).  The address space is
@@ -33,7 +33,7 @@
  * header names the at most two tables by ref), an array of u32 chain
  * heads.
  *
- * Cost per entry: the block, 2^ceil(log2(24 + round8(klen) + vlen)) bytes,
+ * Cost per entry: the block, 2^ceil(log2(24 + conc__dict_round8(klen) + vlen)) bytes,
  * at least 64 (a 27-byte key with an 8-byte value takes 64 bytes; 40 with
  * 8, 128), plus 4 to 8 bytes of index (one u32 head per bucket, 1 to 2
  * buckets per entry; twice that while the index migrates).
@@ -55,12 +55,27 @@
  * them.  A growth pauses its call for the fallocate of one step (the
  * kernel allocating and zeroing the pages: well under a millisecond for
  * 2 MiB on an idle machine), except when one block needs more: a large
- * value, or an index table at a doubling (8 bytes per key: about 8 MiB
- * at a million keys, a few milliseconds).  Rejected: steps of 8 MiB
- * (measured: a pause of several milliseconds each under load); reserving
- * the next index table ahead in small steps (bounded pauses at doublings
- * too, at the cost of a reserved block the repair must know of: not
- * done).  The heap never shrinks; freed blocks are reused.
+ * value (whose copy costs as much).  An index table larger than a step
+ * (8 bytes per key: 32 MiB at four million keys) is made so that no call
+ * pays for more than about one step:
+ *   - while the table's aligned place lies more than a step above the
+ *     heap's end, each writing call that would resize grows the heap one
+ *     step toward it instead (G1-G3; the resize waits, chains grow a
+ *     little longer meanwhile);
+ *   - then the growth to the table's end allocates only the stretch below
+ *     the table and the table's first page, and makes the rest part of
+ *     the file by allocating its last page;
+ *   - the migration allocates the rest 64 KiB of heads at a time, before
+ *     the first bucket of each stretch is written (its init step), and a
+ *     call that cannot (no memory) leaves the migration for a later call.
+ * A repair's rebuild allocates every stretch it turns into free blocks,
+ * so a table left unbacked by a dead writer never holds entries on pages
+ * that were not allocated.  Measured at 5 M keys (bench_shared, longest
+ * set of a fill): 14-23 ms at the doubling to 2^23 buckets when the table
+ * came in one growth, 0.75 ms now.  Rejected: steps of 8 MiB (measured: a
+ * pause of several milliseconds each under load); reserving the next
+ * index table ahead as a block (a reserved block the repair must know
+ * of).  The heap never shrinks; freed blocks are reused.
  *
  * ---- The index --------------------------------------------------------------
  *
@@ -73,25 +88,25 @@
  * incremental, so no call ever copies a whole table:
  *   - a writer that decides to resize allocates the new table (a heap
  *     block, not zeroed), writes its ref and bits into the spare slot of
- *     tab[2]/bits[2], then sets the state word ix (IX_ACTIVE, cursor 0) in
+ *     tab[2]/bits[2], then sets the state word ix (CONC__IX_ACTIVE, cursor 0) in
  *     one store;
  *   - every call that changes the dict then first moves the next few
- *     buckets of the old table (the one IX_CUR names) to the new one
- *     (DICT_MIGRATE_STEP that hold entries, or 16 times as many empty
+ *     buckets of the old table (the one CONC__IX_CUR names) to the new one
+ *     (CONC__DICT_MIGRATE_STEP that hold entries, or 16 times as many empty
  *     ones): so a doubling ends long before the next is due, and a
  *     shrink soon after the deletes that called for it;
  *   - a lookup of a key whose old bucket is below the cursor looks in the
  *     new table, otherwise in the old one;
  *   - when the last bucket has moved, one store of ix makes the new table
- *     the main one (IX_CUR flips), and the old table's block is freed.
+ *     the main one (CONC__IX_CUR flips), and the old table's block is freed.
  * Moving old bucket b: first the new heads it feeds are zeroed (new b and
  * b + n when doubling; new b when shrinking, if b is below the new size:
  * new bucket j gathers old buckets j, j + m, j + 2m, ... and j moves first)
- * and IX_INITED is set; then each entry e in turn, from the old chain's
+ * and CONC__IX_INITED is set; then each entry e in turn, from the old chain's
  * head, is moved with five stores, journaled in mig_entry:
  *   M1. mig_entry = e        M2. old head = e->next (e now unreachable)
  *   M3. e->next = new head   M4. new head = e       M5. mig_entry = 0
- * and finally ix = cursor b + 1 without IX_INITED (one store).  A new
+ * and finally ix = cursor b + 1 without CONC__IX_INITED (one store).  A new
  * bucket is read only once the old buckets feeding it have moved, so
  * only zeroed heads are ever read.
  *
@@ -147,7 +162,7 @@
  *       chain (death before M2: nothing to do), in the new chain (after
  *       M4), or in neither (after M2): it is linked into the new chain;
  *       then mig_entry = 0;
- *   R2. a bucket half moved (IX_INITED set): its remaining entries are
+ *   R2. a bucket half moved (CONC__IX_INITED set): its remaining entries are
  *       moved and the cursor advanced (ending the migration if it was the
  *       last bucket; the old table is left for R3);
  *   R3. the rebuild: every reachable block (the named tables, every entry
@@ -294,9 +309,9 @@ static const conc__deadline at_once = { .once = true };
  * CONC_ECORRUPT, or the repair's CONC_ENOMEM.  prompt (the tests' calls
  * only): judge a holder at once instead of after a sleep slice, which
  * costs a /proc read per contended acquire. */
-static int dict_enter_as(conc_dict *d, dctx *c, const char *fn, bool prompt)
+static int dict_enter_as(conc_dict *d, conc__dctx *c, const char *fn, bool prompt)
 {
-    dict_hdr *h = (dict_hdr *)(void *)d->base;
+    conc__dict_hdr *h = (conc__dict_hdr *)(void *)d->base;
     c->d = d;
     c->h = h;
     c->base = d->base;
@@ -323,7 +338,7 @@ static int dict_enter_as(conc_dict *d, dctx *c, const char *fn, bool prompt)
             return conc__fail(err, "%s: taking the dict's lock", fn);
         }
     }
-    int err = conc__dict_view(c);
+    int err = conc__dict_view_fast(c);
     if (err == 0 &&
         atomic_load_explicit(&h->writing, memory_order_relaxed) != 0) {
         err = conc__dict_repair(c);
@@ -334,12 +349,12 @@ static int dict_enter_as(conc_dict *d, dctx *c, const char *fn, bool prompt)
     return err;
 }
 
-static int dict_enter(conc_dict *d, dctx *c, const char *fn)
+static int dict_enter(conc_dict *d, conc__dctx *c, const char *fn)
 {
     return dict_enter_as(d, c, fn, false);
 }
 
-static void dict_leave(dctx *c)
+static void dict_leave(conc__dctx *c)
 {
     conc__olock_release(&c->h->lock);
 }
@@ -347,30 +362,30 @@ static void dict_leave(dctx *c)
 /* Ends a change that failed: the flag stays raised after CONC_ECORRUPT
  * (something may be half done, and the next caller's rebuild redoes the
  * bookkeeping), and is lowered after anything else (nothing changed). */
-static int writing_fail(dctx *c, int err)
+static int writing_fail(conc__dctx *c, int err)
 {
     if (err != CONC_ECORRUPT) {
-        writing_end(c);
+        conc__dict_writing_end(c);
     }
     return err;
 }
 
 /* dict_enter for the calls that change the table: moves a few buckets of
  * a migrating index first. */
-static int dict_enter_w(conc_dict *d, dctx *c, const char *fn)
+static int dict_enter_w(conc_dict *d, conc__dctx *c, const char *fn)
 {
     int err = dict_enter(d, c, fn);
     if (err != 0 || !c->active) {
         return err;
     }
-    writing_begin(c);
+    conc__dict_writing_begin(c);
     err = conc__dict_migrate(c);
     if (err != 0) {
         writing_fail(c, err);
         dict_leave(c);
         return err;
     }
-    writing_end(c);
+    conc__dict_writing_end(c);
     return 0;
 }
 
@@ -380,10 +395,34 @@ typedef struct lookup {
     uint32_t tag;           /* the key hash's high half */
     _Atomic uint32_t *link; /* where the entry is (or would be) linked */
     uint32_t ref;           /* 0 when absent */
-    ent e;                  /* the entry, when present */
+    conc__dict_ent e;                  /* the entry, when present */
 } lookup;
 
-static int dict_find(dctx *c, const void *key, size_t klen, lookup *lk)
+/* Whether the n bytes at a and b are equal: keys up to 16 bytes (most)
+ * with two overlapping loads a side instead of a call to memcmp. */
+static inline bool key_eq(const unsigned char *a, const void *bv, size_t n)
+{
+    const unsigned char *b = bv;
+    if (n >= 8 && n <= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    return n == 0 || memcmp(a, b, n) == 0;
+}
+
+static int dict_find(conc__dctx *c, const void *key, size_t klen, lookup *lk)
 {
     uint32_t tag = (uint32_t)(hash_bytes(key, klen, c->d->seed) >> 32);
     uint32_t mask = (1u << c->obits) - 1;
@@ -397,27 +436,47 @@ static int dict_find(dctx *c, const void *key, size_t klen, lookup *lk)
     lk->tag = tag;
     lk->link = head;
     lk->ref = 0;
-    walk w;
-    walk_init(&w);
-    /* relaxed loads of links: the lock orders every access to the table. */
+    conc__dict_walk w;
+    conc__dict_walk_init(&w);
+    uint32_t prev = 0;
+    /* relaxed loads of links: the lock orders every access to the table.
+     * An entry passed on the way is read for its tag, hash and link only,
+     * each from inside the heap (a ref below hi has its 64 bytes there),
+     * and must be a USED block of this bucket; the entry found is checked
+     * whole (ent_load) before its key or value is read, and so is the one
+     * before it, whose link a replace rewrites. */
     for (uint32_t ref = atomic_load_explicit(head, memory_order_relaxed);
          ref != 0;) {
-        ent *e = &lk->e;
-        if (!walk_step(&w, ref)) {
+        conc__dict_ent *e = &lk->e;
+        if (!conc__dict_walk_step(&w, ref)) {
             return conc__dict_corrupt(c, "the chain of bucket %u loops back "
                                       "to entry %u", bucket, ref);
         }
-        if (!ent_load(c, ref, e) || (e->hash & mask) != bucket) {
+        conc__dict_blk *b = conc__dict_blk_at(c, ref);
+        uint32_t hash = 0;
+        if (ref - c->lo < c->hi - c->lo) {
+            hash = conc__dict_rd32(&b->hash);
+        }
+        if (ref - c->lo >= c->hi - c->lo ||
+            (conc__dict_rd32(&b->tag) >> 8) != CONC__BLK_USED || (hash & mask) != bucket ||
+            (hash == tag && !conc__dict_ent_load(c, ref, e))) {
             return conc__dict_corrupt(c, "bucket %u links to %u, which is "
                                       "not one of its entries", bucket, ref);
         }
-        if (e->hash == tag && e->klen == klen &&
-            (klen == 0 || memcmp(ent_key(e), key, klen) == 0)) {
+        if (hash == tag && e->klen == klen &&
+            key_eq(conc__dict_ent_key(e), key, klen)) {
+            conc__dict_ent pe;
+            if (prev != 0 && !conc__dict_ent_load(c, prev, &pe)) {
+                return conc__dict_corrupt(c, "bucket %u links to %u, which "
+                                          "is not one of its entries",
+                                          bucket, prev);
+            }
             lk->ref = ref;
             return 0;
         }
-        lk->link = &e->b->next;
-        ref = atomic_load_explicit(&e->b->next, memory_order_relaxed);
+        lk->link = &b->next;
+        prev = ref;
+        ref = atomic_load_explicit(&b->next, memory_order_relaxed);
     }
     lk->link = head;
     return 0;
@@ -427,7 +486,7 @@ static int dict_find(dctx *c, const void *key, size_t klen, lookup *lk)
 
 static uint32_t order_for(uint64_t need)
 {
-    uint32_t k = DICT_MIN_ORDER;
+    uint32_t k = CONC__DICT_MIN_ORDER;
     while (k < 63 && ((uint64_t)1 << k) < need) {
         k++;
     }
@@ -437,12 +496,12 @@ static uint32_t order_for(uint64_t need)
 /* Stores key -> val where lk says (dict locked).  Copy-then-publish: the
  * new entry is complete before the one store that links it in place of
  * the old one (or at the bucket's head). */
-static int dict_store(dctx *c, lookup *lk, const void *key, size_t klen,
+static int dict_store(conc__dctx *c, lookup *lk, const void *key, size_t klen,
                       const void *val, size_t vlen)
 {
     uint64_t most = (uint64_t)1 << c->max_order;
     if ((uint64_t)klen > most || (uint64_t)vlen > most ||
-        DICT_ENTRY_HDR + round8(klen) + (uint64_t)vlen > most) {
+        CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + (uint64_t)vlen > most) {
         return conc__fail(CONC_ETOOBIG, "%s: a key of %zu bytes with a value "
                           "of %zu bytes is more than the largest block this "
                           "dict's capacity_bytes of %llu allows (%llu "
@@ -450,10 +509,10 @@ static int dict_store(dctx *c, lookup *lk, const void *key, size_t klen,
                           (unsigned long long)c->d->limit,
                           (unsigned long long)most);
     }
-    uint32_t order = order_for(DICT_ENTRY_HDR + round8(klen) + vlen);
-    dict_hdr *h = c->h;
-    writing_begin(c);
-    dict_step();
+    uint32_t order = order_for(CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + vlen);
+    conc__dict_hdr *h = c->h;
+    conc__dict_writing_begin(c);
+    conc__dict_step();
     int err = 0;
     if (lk->ref == 0) {
         /* A new key: the index may have to grow first.  This only
@@ -468,47 +527,47 @@ static int dict_store(dctx *c, lookup *lk, const void *key, size_t klen,
     if (err != 0) {
         return writing_fail(c, err);
     }
-    dict_step();
-    blk *n = dict_blk(c, nref);
-    wr32(&n->hash, lk->tag);
-    wr32(&n->klen, (uint32_t)klen);
-    wr64(&n->vlen, vlen);
-    unsigned char *p = (unsigned char *)n + DICT_ENTRY_HDR;
+    conc__dict_step();
+    conc__dict_blk *n = conc__dict_blk_at(c, nref);
+    conc__dict_wr32(&n->hash, lk->tag);
+    conc__dict_wr32(&n->klen, (uint32_t)klen);
+    conc__dict_wr64(&n->vlen, vlen);
+    unsigned char *p = (unsigned char *)n + CONC__DICT_ENTRY_HDR;
     if (klen > 0) {
         memcpy(p, key, klen);
     }
-    p += round8(klen);
+    p += conc__dict_round8(klen);
     size_t half = vlen / 2;
     if (half > 0) {
         memcpy(p, val, half);
     }
-    dict_step();
+    conc__dict_step();
     if (vlen > half) {
         memcpy(p + half, (const unsigned char *)val + half, vlen - half);
     }
-    dict_step();
+    conc__dict_step();
     if (lk->ref != 0) {
         atomic_store_explicit(&n->next,
                               atomic_load_explicit(&lk->e.b->next,
                                                    memory_order_relaxed),
                               memory_order_relaxed);
-        publish(lk->link, nref);
-        dict_step();
+        conc__dict_publish(lk->link, nref);
+        conc__dict_step();
         err = conc__dict_release(c, lk->ref, lk->e.order);
     } else {
         atomic_store_explicit(&n->next,
                               atomic_load_explicit(lk->link,
                                                    memory_order_relaxed),
                               memory_order_relaxed);
-        publish(lk->link, nref);
-        dict_step();
+        conc__dict_publish(lk->link, nref);
+        conc__dict_step();
         h->count++;
     }
     if (err != 0) {
         return writing_fail(c, err);
     }
-    dict_step();
-    writing_end(c);
+    conc__dict_step();
+    conc__dict_writing_end(c);
     lk->ref = nref;
     return 0;
 }
@@ -527,40 +586,40 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
     size_t cap = opts != NULL ? opts->capacity_bytes : 0;
     const char *name = opts != NULL ? opts->name : NULL;
     bool given = cap != 0;
-    uint64_t heap = given ? (uint64_t)cap : DICT_DEFAULT_LIMIT;
-    if (heap > DICT_MAX_LIMIT) {
+    uint64_t heap = given ? (uint64_t)cap : CONC__DICT_DEFAULT_LIMIT;
+    if (heap > CONC__DICT_MAX_LIMIT) {
         return conc__fail(CONC_EINVAL, "%s: capacity_bytes %zu is over the "
                           "most a dict can address, %llu (256 GiB)", fn, cap,
-                          (unsigned long long)DICT_MAX_LIMIT);
+                          (unsigned long long)CONC__DICT_MAX_LIMIT);
     }
     /* capacity_bytes bounds the heap (index and entries); the header page
      * comes on top, within the 2^38 bytes refs can address. */
     heap = (heap + 4095) & ~(uint64_t)4095;
-    uint64_t limit = heap + DICT_HDR_SIZE;
-    if (limit < DICT_MIN_LIMIT) {
-        limit = DICT_MIN_LIMIT;
+    uint64_t limit = heap + CONC__DICT_HDR_SIZE;
+    if (limit < CONC__DICT_MIN_LIMIT) {
+        limit = CONC__DICT_MIN_LIMIT;
     }
-    if (limit > DICT_MAX_LIMIT) {
-        limit = DICT_MAX_LIMIT;
+    if (limit > CONC__DICT_MAX_LIMIT) {
+        limit = CONC__DICT_MAX_LIMIT;
     }
     d = conc__calloc(1, sizeof *d);
     if (d == NULL) {
         return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
     if (name != NULL) {
-        err = conc__shm_create(&d->shm, fn, name, DICT_FIRST_SIZE);
+        err = conc__shm_create(&d->shm, fn, name, CONC__DICT_FIRST_SIZE);
         if (err == 0) {
-            err = conc__shm_grow(d->shm, fn, 0, DICT_FIRST_SIZE);
+            err = conc__shm_grow(d->shm, fn, 0, CONC__DICT_FIRST_SIZE);
         }
     } else {
-        err = conc__shm_anon(&d->shm, fn, DICT_FIRST_SIZE);
+        err = conc__shm_anon(&d->shm, fn, CONC__DICT_FIRST_SIZE);
     }
     while (err == 0) {
         err = conc__shm_reserve(d->shm, fn, limit);
         /* A default limit the address space cannot take (ulimit -v):
          * settle for less, down to 1 GiB. */
-        if (err == CONC_ENOMEM && !given && limit > DICT_FALLBACK_LIMIT) {
-            limit = (limit - DICT_HDR_SIZE) / 2 + DICT_HDR_SIZE;
+        if (err == CONC_ENOMEM && !given && limit > CONC__DICT_FALLBACK_LIMIT) {
+            limit = (limit - CONC__DICT_HDR_SIZE) / 2 + CONC__DICT_HDR_SIZE;
             err = 0;
             continue;
         }
@@ -573,10 +632,10 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
     d->limit = limit;
     d->max_order = conc__dict_max_order(limit);
     d->seed = new_seed();
-    atomic_store_explicit(&d->file_ok, DICT_FIRST_SIZE, memory_order_relaxed);
-    dctx c = { .d = d, .h = (dict_hdr *)(void *)d->base, .base = d->base,
+    atomic_store_explicit(&d->file_ok, CONC__DICT_FIRST_SIZE, memory_order_relaxed);
+    conc__dctx c = { .d = d, .h = (conc__dict_hdr *)(void *)d->base, .base = d->base,
                .fn = fn };
-    err = conc__dict_format(&c, DICT_FIRST_SIZE);
+    err = conc__dict_format(&c, CONC__DICT_FIRST_SIZE);
     if (err != 0) {
         goto fail;
     }
@@ -607,25 +666,25 @@ int conc_dict_open(conc_dict **out, const char *name)
      * all visible). */
     err = conc__shm_open(&d->shm, fn, name,
                          &(conc__shm_kind){ .what = "dict",
-                                            .magic = DICT_MAGIC,
+                                            .magic = CONC__DICT_MAGIC,
                                             .magic_size = sizeof(uint64_t),
-                                            .min_size = DICT_FIRST_SIZE });
+                                            .min_size = CONC__DICT_FIRST_SIZE });
     if (err != 0) {
         goto fail;
     }
     const char *sname = conc_shm_name(d->shm);
     size_t size = conc_shm_size(d->shm);
-    dict_hdr *h = conc_shm_ptr(d->shm);
-    uint32_t version = rd32(&h->version);
-    if (version != DICT_VERSION) {
+    conc__dict_hdr *h = conc_shm_ptr(d->shm);
+    uint32_t version = conc__dict_rd32(&h->version);
+    if (version != CONC__DICT_VERSION) {
         err = conc__fail(CONC_EINVAL, "%s: '%s' is a conc_dict of layout "
                          "version %u; this library reads version %u", fn,
-                         sname, version, DICT_VERSION);
+                         sname, version, CONC__DICT_VERSION);
         goto fail;
     }
-    uint64_t limit = rd64(&h->limit);
-    uint32_t max_order = rd32(&h->max_order);
-    if (limit < DICT_MIN_LIMIT || limit > DICT_MAX_LIMIT ||
+    uint64_t limit = conc__dict_rd64(&h->limit);
+    uint32_t max_order = conc__dict_rd32(&h->max_order);
+    if (limit < CONC__DICT_MIN_LIMIT || limit > CONC__DICT_MAX_LIMIT ||
         (limit & 4095) != 0 || size > limit ||
         max_order != conc__dict_max_order(limit)) {
         err = conc__fail(CONC_ECORRUPT, "%s: '%s': the dict's shared memory "
@@ -637,7 +696,7 @@ int conc_dict_open(conc_dict **out, const char *name)
     }
     d->limit = limit;
     d->max_order = max_order;
-    d->seed = rd64(&h->hash_seed);
+    d->seed = conc__dict_rd64(&h->hash_seed);
     atomic_store_explicit(&d->file_ok, size, memory_order_relaxed);
     err = conc__shm_reserve(d->shm, fn, limit);
     if (err != 0) {
@@ -646,7 +705,7 @@ int conc_dict_open(conc_dict **out, const char *name)
     d->base = conc_shm_ptr(d->shm);
     /* The fields that change are checked under the lock (a peer may be
      * changing them now). */
-    dctx c;
+    conc__dctx c;
     err = dict_enter(d, &c, fn);
     if (err != 0) {
         goto fail;
@@ -701,7 +760,7 @@ int conc_dict_set(conc_dict *d, const void *key, size_t klen, const void *val,
         return conc__fail(CONC_EINVAL, "%s: val is NULL with vlen %zu", fn,
                           vlen);
     }
-    dctx c;
+    conc__dctx c;
     err = dict_enter_w(d, &c, fn);
     if (err != 0) {
         return err;
@@ -727,7 +786,7 @@ int conc_dict_get(conc_dict *d, const void *key, size_t klen, conc_msg *msg)
     }
     msg->data = NULL;
     msg->len = 0;
-    dctx c;
+    conc__dctx c;
     err = dict_enter(d, &c, fn);
     if (err != 0) {
         return err;
@@ -743,7 +802,7 @@ int conc_dict_get(conc_dict *d, const void *key, size_t klen, conc_msg *msg)
                              "%llu bytes", fn,
                              (unsigned long long)lk.e.vlen);
         } else {
-            memcpy(p, ent_val(&lk.e), (size_t)lk.e.vlen);
+            memcpy(p, conc__dict_ent_val(&lk.e), (size_t)lk.e.vlen);
             msg->data = p;
             msg->len = (size_t)lk.e.vlen;
         }
@@ -765,7 +824,7 @@ int conc_dict_get_into(conc_dict *d, const void *key, size_t klen, void *buf,
                           len == NULL ? "len is NULL"
                                       : "buf is NULL with a capacity");
     }
-    dctx c;
+    conc__dctx c;
     err = dict_enter(d, &c, fn);
     if (err != 0) {
         return err;
@@ -781,7 +840,7 @@ int conc_dict_get_into(conc_dict *d, const void *key, size_t klen, void *buf,
                              "buffer %zu", fn,
                              (unsigned long long)lk.e.vlen, cap);
         } else if (lk.e.vlen > 0) {
-            memcpy(buf, ent_val(&lk.e), (size_t)lk.e.vlen);
+            memcpy(buf, conc__dict_ent_val(&lk.e), (size_t)lk.e.vlen);
         }
     }
     dict_leave(&c);
@@ -795,7 +854,7 @@ int conc_dict_del(conc_dict *d, const void *key, size_t klen)
     if (err != 0) {
         return err;
     }
-    dctx c;
+    conc__dctx c;
     err = dict_enter_w(d, &c, fn);
     if (err != 0) {
         return err;
@@ -805,21 +864,21 @@ int conc_dict_del(conc_dict *d, const void *key, size_t klen)
     if (err == 0 && lk.ref == 0) {
         err = absent(fn);
     } else if (err == 0) {
-        dict_hdr *h = c.h;
-        writing_begin(&c);
-        dict_step();
+        conc__dict_hdr *h = c.h;
+        conc__dict_writing_begin(&c);
+        conc__dict_step();
         /* The index may shrink: this only allocates the new table. */
         err = conc__dict_resize(&c, h->count - 1);
         if (err == 0) {
-            publish(lk.link, atomic_load_explicit(&lk.e.b->next,
+            conc__dict_publish(lk.link, atomic_load_explicit(&lk.e.b->next,
                                                   memory_order_relaxed));
-            dict_step();
+            conc__dict_step();
             h->count--;
             err = conc__dict_release(&c, lk.ref, lk.e.order);
         }
         if (err == 0) {
-            dict_step();
-            writing_end(&c);
+            conc__dict_step();
+            conc__dict_writing_end(&c);
         } else {
             writing_fail(&c, err);
         }
@@ -834,7 +893,7 @@ bool conc_dict_contains(conc_dict *d, const void *key, size_t klen)
     if (args_bad(d, key, klen, fn) != 0) {
         return false;
     }
-    dctx c;
+    conc__dctx c;
     if (dict_enter(d, &c, fn) != 0) {
         return false;
     }
@@ -851,7 +910,7 @@ size_t conc_dict_len(conc_dict *d)
         conc__fail(CONC_EINVAL, "%s: d is NULL", fn);
         return 0;
     }
-    dctx c;
+    conc__dctx c;
     if (dict_enter(d, &c, fn) != 0) {
         return 0;
     }
@@ -871,36 +930,36 @@ typedef struct snap {
     size_t i;
 } snap;
 
-static int snap_size(dctx *c, const ent *e, uint32_t ref, void *arg)
+static int snap_size(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg)
 {
     (void)c;
     (void)ref;
     snap *s = arg;
     s->count++;
-    s->bytes += round8(e->klen) + (s->values ? round8((size_t)e->vlen) : 0);
+    s->bytes += conc__dict_round8(e->klen) + (s->values ? conc__dict_round8((size_t)e->vlen) : 0);
     return 0;
 }
 
-static int snap_fill(dctx *c, const ent *e, uint32_t ref, void *arg)
+static int snap_fill(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg)
 {
     (void)ref;
     snap *s = arg;
-    size_t need = round8(e->klen) + (s->values ? round8((size_t)e->vlen) : 0);
+    size_t need = conc__dict_round8(e->klen) + (s->values ? conc__dict_round8((size_t)e->vlen) : 0);
     if (s->i >= s->count || need > (size_t)(s->end - s->p)) {
         /* Only a peer writing without the lock can change the table
          * between the two passes. */
         return conc__dict_corrupt(c, "the table changed during a snapshot");
     }
     unsigned char *k = e->klen > 0 ? s->p : NULL;
-    memcpy(s->p, ent_key(e), e->klen);
-    s->p += round8(e->klen);
+    memcpy(s->p, conc__dict_ent_key(e), e->klen);
+    s->p += conc__dict_round8(e->klen);
     if (!s->values) {
         s->keys[s->i].data = k;
         s->keys[s->i].len = e->klen;
     } else {
         unsigned char *v = e->vlen > 0 ? s->p : NULL;
-        memcpy(s->p, ent_val(e), (size_t)e->vlen);
-        s->p += round8((size_t)e->vlen);
+        memcpy(s->p, conc__dict_ent_val(e), (size_t)e->vlen);
+        s->p += conc__dict_round8((size_t)e->vlen);
         s->items[s->i] = (conc_dict_item){ k, e->klen, v, (size_t)e->vlen };
     }
     s->i++;
@@ -919,7 +978,7 @@ static int snapshot(conc_dict *d, bool values, void **arr, size_t *n,
     }
     *arr = NULL;
     *n = 0;
-    dctx c;
+    conc__dctx c;
     int err = dict_enter(d, &c, fn);
     if (err != 0) {
         return err;
@@ -928,7 +987,7 @@ static int snapshot(conc_dict *d, bool values, void **arr, size_t *n,
     err = conc__dict_visit(&c, snap_size, &s);
     size_t elem = values ? sizeof(conc_dict_item) : sizeof(conc_msg);
     if (err == 0 && s.count > 0) {
-        size_t head = round8(s.count * elem);
+        size_t head = conc__dict_round8(s.count * elem);
         unsigned char *block = conc__malloc(head + s.bytes);
         if (block == NULL) {
             err = conc__fail(CONC_ENOMEM, "%s: out of memory for %zu "
@@ -1042,7 +1101,7 @@ int conc_dict_update(conc_dict *d, const void *key, size_t klen,
     if (fn == NULL) {
         return conc__fail(CONC_EINVAL, "%s: fn is NULL", name);
     }
-    dctx c;
+    conc__dctx c;
     err = dict_enter_w(d, &c, name);
     if (err != 0) {
         return err;
@@ -1057,11 +1116,16 @@ int conc_dict_update(conc_dict *d, const void *key, size_t klen,
     /* fn runs with the flag down: a thread that dies inside it leaves
      * nothing to repair. */
     if (lk.ref != 0) {
-        err = fn(ent_val(&lk.e), (size_t)lk.e.vlen, true, out, arg);
+        err = fn(conc__dict_ent_val(&lk.e), (size_t)lk.e.vlen, true, out, arg);
     } else {
         err = fn(NULL, 0, false, out, arg);
     }
-    if (err == 0) {
+    if (err > 0) {
+        /* The caller's own code; a libconc code (negative) keeps the
+         * detail the call fn made set. */
+        err = conc__fail(err, "%s: the update fn returned %d; the entry is "
+                         "as it was", name, err);
+    } else if (err == 0) {
         err = dict_store(&c, &lk, key, klen, out->data, out->len);
     }
     dict_leave(&c);
@@ -1098,7 +1162,7 @@ int conc_dict_add(conc_dict *d, const void *key, size_t klen, int64_t delta,
     if (err != 0) {
         return err;
     }
-    dctx c;
+    conc__dctx c;
     err = dict_enter_w(d, &c, fn);
     if (err != 0) {
         return err;
@@ -1107,7 +1171,7 @@ int conc_dict_add(conc_dict *d, const void *key, size_t klen, int64_t delta,
     err = dict_find(&c, key, klen, &lk);
     int64_t now = delta;
     if (err == 0 && lk.ref != 0) {
-        unsigned char *v = ent_val(&lk.e);
+        unsigned char *v = conc__dict_ent_val(&lk.e);
         int64_t old = lk.e.vlen == 8 ? le64_get(v) : 0;
         if (lk.e.vlen != 8) {
             err = conc__fail(CONC_EINVAL, "%s: the value is %llu bytes, not "
@@ -1141,7 +1205,7 @@ int conc__dict_check(conc_dict *d)
     if (d == NULL) {
         return conc__fail(CONC_EINVAL, "conc__dict_check: d is NULL");
     }
-    dctx c;
+    conc__dctx c;
     int err = dict_enter_as(d, &c, "conc__dict_check", true);
     if (err != 0) {
         return err;
@@ -1153,7 +1217,7 @@ int conc__dict_check(conc_dict *d)
 
 uint32_t conc__dict_ref_of(conc_dict *d, const void *key, size_t klen)
 {
-    dctx c;
+    conc__dctx c;
     if (dict_enter(d, &c, "conc__dict_ref_of") != 0) {
         return 0;
     }
@@ -1169,25 +1233,27 @@ int conc__dict_stats_get(conc_dict *d, conc__dict_stats *st)
         return conc__fail(CONC_EINVAL, "conc__dict_stats_get: %s is NULL",
                           d == NULL ? "d" : "st");
     }
-    dctx c;
+    conc__dctx c;
     int err = dict_enter_as(d, &c, "conc__dict_stats_get", true);
     if (err != 0) {
         return err;
     }
-    dict_hdr *h = c.h;
+    conc__dict_hdr *h = c.h;
     st->takeovers = h->takeovers;
     st->rebuilds = h->rebuilds;
     st->grows = h->grows;
     st->resizes = h->resizes;
     st->free_bytes = (size_t)h->free_bytes;
     st->heap_bytes = (size_t)c.heap_size;
-    st->index_bytes = (size_t)1 << table_order(c.obits);
+    st->index_bytes = (size_t)1 << conc__dict_table_order(c.obits);
     if (c.active) {
-        st->index_bytes += (size_t)1 << table_order(c.nbits);
+        st->index_bytes += (size_t)1 << conc__dict_table_order(c.nbits);
     }
     st->buckets = (size_t)1 << c.obits;
     st->migrating = c.active;
     st->limit = (size_t)d->limit;
+    st->most_backed = (size_t)atomic_load_explicit(&d->most_backed,
+                                                   memory_order_relaxed);
     dict_leave(&c);
     return 0;
 }

@@ -31,6 +31,8 @@ typedef struct conc__dict_stats {
     size_t buckets;      /* the main table's buckets */
     bool migrating;      /* an index migration is under way */
     size_t limit;        /* the capacity: the most the file may grow to */
+    size_t most_backed;  /* the most bytes one call of this process had
+                            the system back at once (fallocate) */
 } conc__dict_stats;
 int conc__dict_stats_get(conc_dict *d, conc__dict_stats *st);
 
@@ -41,6 +43,13 @@ int conc__dict_stats_get(conc_dict *d, conc__dict_stats *st);
  * CONC__DICT_CRASH_POINTS bounds how many one call passes, so a loop
  * 1..that covers every point of any call the tests make. */
 void conc__dict_crash_arm(long n);
+
+/* For tests: every dict of this process grows its heap in steps of
+ * exactly bytes (a multiple of 4096) instead of an eighth of the heap
+ * between 64 KiB and 2 MiB, so a test reaches with a few thousand keys
+ * the index tables larger than a step that a dict of millions makes.
+ * 0 restores the default. */
+void conc__dict_grow_step_set(uint64_t bytes);
 #define CONC__DICT_CRASH_POINTS 400
 
 #endif

@@ -227,6 +227,8 @@ TEST(dict_update_is_read_modify_write)
     CHECK_EQ(seen[2], 0);
     int code = 7;
     CHECK_ERR(conc_dict_update(d, S("c"), refuse_fn, &code), 7);
+    CHECK(strstr(conc_errdetail(), "conc_dict_update: the update fn "
+                                   "returned 7") != NULL);
     code = CONC_ETASK;
     CHECK_ERR(conc_dict_update(d, S("c"), refuse_fn, &code), CONC_ETASK);
     CHECK_EQ(read_u64(d, S("c")), 10);
@@ -693,7 +695,7 @@ TEST(dict_open_checks_magic_version_and_layout)
                                                       .capacity_bytes = 1 << 20 }));
     CHECK_OK(conc_dict_set(real, S("k"), S("v")));
     CHECK_OK(conc_shm_open(&m, name));
-    dict_hdr *h = conc_shm_ptr(m);
+    conc__dict_hdr *h = conc_shm_ptr(m);
     CHECK_OK(conc_dict_open(&d, name));
     conc_dict_free(d);
     h->version ^= 0xff;
@@ -737,7 +739,7 @@ TEST(dict_open_checks_magic_version_and_layout)
     atomic_store(&h->bits[0], 4);
     atomic_store(&h->ix, (uint64_t)5 << 32); /* a cursor, no migration */
     open_fails(name, CONC_ECORRUPT, "cursor");
-    atomic_store(&h->ix, IX_ACTIVE | (uint64_t)99 << 32); /* cursor past */
+    atomic_store(&h->ix, CONC__IX_ACTIVE | (uint64_t)99 << 32); /* cursor past */
     open_fails(name, CONC_ECORRUPT, "migration");
     atomic_store(&h->ix, 0);
     /* Mended: it opens and works again. */
@@ -928,16 +930,16 @@ TEST(dict_fork_while_threads_hammer_it)
  * CONC_ECORRUPT and a detail, at once: no crash, no read outside the
  * segment, no endless walk under the lock. */
 
-static dict_hdr *hdr_of(conc_dict *d)
+static conc__dict_hdr *hdr_of(conc_dict *d)
 {
-    return (dict_hdr *)(void *)d->base;
+    return (conc__dict_hdr *)(void *)d->base;
 }
 
-static blk *entry_of(conc_dict *d, const char *key)
+static conc__dict_blk *entry_of(conc_dict *d, const char *key)
 {
     uint32_t ref = conc__dict_ref_of(d, key, strlen(key));
     CHECK(ref != 0);
-    return (blk *)(void *)(d->base + ((size_t)ref << DICT_UNIT_SHIFT));
+    return (conc__dict_blk *)(void *)(d->base + ((size_t)ref << CONC__DICT_UNIT_SHIFT));
 }
 
 /* err is CONC_ECORRUPT and the detail names the damage with want. */
@@ -1021,7 +1023,7 @@ TEST_T(dict_entry_pointing_to_itself_is_ecorrupt_not_a_hang, 20)
 {
     conc_dict *d = forty();
     uint32_t ref = conc__dict_ref_of(d, S("k7"));
-    blk *e = entry_of(d, "k7");
+    conc__dict_blk *e = entry_of(d, "k7");
     uint32_t next = atomic_load(&e->next);
     atomic_store(&e->next, ref);
     /* A key that is not there but falls in k7's bucket: its lookup walks
@@ -1047,24 +1049,24 @@ TEST_T(dict_entry_pointing_to_itself_is_ecorrupt_not_a_hang, 20)
 TEST_T(dict_two_entries_in_a_cycle_are_ecorrupt, 20)
 {
     conc_dict *d = forty();
-    dict_hdr *h = hdr_of(d);
+    conc__dict_hdr *h = hdr_of(d);
     /* A chain of two or more: its second entry is made to point back at
      * the first. */
-    unsigned cur = (atomic_load(&h->ix) & IX_CUR) != 0;
+    unsigned cur = (atomic_load(&h->ix) & CONC__IX_CUR) != 0;
     uint32_t tab = atomic_load(&h->tab[cur]), bits = atomic_load(&h->bits[cur]);
     _Atomic uint32_t *heads =
-        (_Atomic uint32_t *)(void *)(d->base + ((size_t)tab << DICT_UNIT_SHIFT));
-    blk *second = NULL;
+        (_Atomic uint32_t *)(void *)(d->base + ((size_t)tab << CONC__DICT_UNIT_SHIFT));
+    conc__dict_blk *second = NULL;
     uint32_t first = 0, saved = 0;
     for (uint32_t b = 0; b < (1u << bits) && second == NULL; b++) {
         first = atomic_load(&heads[b]);
         if (first == 0) {
             continue;
         }
-        blk *e = (blk *)(void *)(d->base + ((size_t)first << DICT_UNIT_SHIFT));
+        conc__dict_blk *e = (conc__dict_blk *)(void *)(d->base + ((size_t)first << CONC__DICT_UNIT_SHIFT));
         uint32_t s = atomic_load(&e->next);
         if (s != 0) {
-            second = (blk *)(void *)(d->base + ((size_t)s << DICT_UNIT_SHIFT));
+            second = (conc__dict_blk *)(void *)(d->base + ((size_t)s << CONC__DICT_UNIT_SHIFT));
         }
     }
     CHECK(second != NULL); /* 40 keys in 64 buckets: some chain has two */
@@ -1084,7 +1086,7 @@ TEST_T(dict_two_entries_in_a_cycle_are_ecorrupt, 20)
 TEST(dict_entry_lengths_past_their_block_are_ecorrupt)
 {
     conc_dict *d = forty();
-    blk *e = entry_of(d, "k3");
+    conc__dict_blk *e = entry_of(d, "k3");
     uint64_t vlen = e->vlen;
     e->vlen = (uint64_t)2 << 30; /* 2 GiB in a 64-byte block */
     all_calls_corrupt(d, "k3", "links to");
@@ -1105,15 +1107,15 @@ TEST(dict_entry_lengths_past_their_block_are_ecorrupt)
 TEST(dict_bad_block_tags_and_orders_are_ecorrupt)
 {
     conc_dict *d = forty();
-    blk *e = entry_of(d, "k5");
+    conc__dict_blk *e = entry_of(d, "k5");
     uint32_t tag = e->tag;
-    e->tag = BLK_TAG(BLK_FREE, tag & 0xff); /* a free block in a chain */
+    e->tag = CONC__BLK_TAG(CONC__BLK_FREE, tag & 0xff); /* a free block in a chain */
     all_calls_corrupt(d, "k5", "links to");
-    e->tag = BLK_TAG(BLK_USED, 40); /* an order past the largest block */
+    e->tag = CONC__BLK_TAG(CONC__BLK_USED, 40); /* an order past the largest block */
     all_calls_corrupt(d, "k5", "links to");
-    e->tag = BLK_TAG(BLK_USED, 3); /* smaller than a unit */
+    e->tag = CONC__BLK_TAG(CONC__BLK_USED, 3); /* smaller than a unit */
     all_calls_corrupt(d, "k5", "links to");
-    e->tag = BLK_TAG(BLK_USED, 19); /* a block reaching past the heap */
+    e->tag = CONC__BLK_TAG(CONC__BLK_USED, 19); /* a block reaching past the heap */
     all_calls_corrupt(d, "k5", "links to");
     e->tag = tag;
     all_keys_back(d);
@@ -1123,14 +1125,14 @@ TEST(dict_bad_block_tags_and_orders_are_ecorrupt)
 TEST(dict_links_out_of_the_heap_or_into_a_block_are_ecorrupt)
 {
     conc_dict *d = forty();
-    dict_hdr *h = hdr_of(d);
-    blk *e = entry_of(d, "k9");
+    conc__dict_hdr *h = hdr_of(d);
+    conc__dict_blk *e = entry_of(d, "k9");
     uint32_t next = atomic_load(&e->next);
     uint32_t bad[] = {
         3,           /* inside the header */
         0xfffffff0u, /* far past the heap */
-        (uint32_t)((DICT_HDR_SIZE + atomic_load(&h->heap_size)) >>
-                   DICT_UNIT_SHIFT), /* just past the heap */
+        (uint32_t)((CONC__DICT_HDR_SIZE + atomic_load(&h->heap_size)) >>
+                   CONC__DICT_UNIT_SHIFT), /* just past the heap */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         atomic_store(&e->next, bad[i]);
@@ -1160,8 +1162,8 @@ TEST(dict_links_out_of_the_heap_or_into_a_block_are_ecorrupt)
 TEST(dict_index_and_heap_size_rewritten_under_an_open_handle)
 {
     conc_dict *d = forty();
-    dict_hdr *h = hdr_of(d);
-    unsigned cur = (atomic_load(&h->ix) & IX_CUR) != 0;
+    conc__dict_hdr *h = hdr_of(d);
+    unsigned cur = (atomic_load(&h->ix) & CONC__IX_CUR) != 0;
     uint32_t tab = atomic_load(&h->tab[cur]);
     atomic_store(&h->tab[cur], 0xffffff00u); /* the bucket array far away */
     all_calls_corrupt(d, "k1", "index table");
@@ -1180,9 +1182,9 @@ TEST(dict_index_and_heap_size_rewritten_under_an_open_handle)
     /* A migration that cannot be: to a table of the same size. */
     atomic_store(&h->tab[!cur], tab);
     atomic_store(&h->bits[!cur], bits);
-    atomic_store(&h->ix, (cur ? IX_CUR : 0) | IX_ACTIVE);
+    atomic_store(&h->ix, (cur ? CONC__IX_CUR : 0) | CONC__IX_ACTIVE);
     all_calls_corrupt(d, "k1", "migration");
-    atomic_store(&h->ix, cur ? IX_CUR : 0);
+    atomic_store(&h->ix, cur ? CONC__IX_CUR : 0);
     all_keys_back(d);
     conc_dict_free(d);
 }
@@ -1190,12 +1192,12 @@ TEST(dict_index_and_heap_size_rewritten_under_an_open_handle)
 TEST(dict_scribbled_free_list_fails_once_then_is_rebuilt)
 {
     conc_dict *d = forty();
-    dict_hdr *h = hdr_of(d);
+    conc__dict_hdr *h = hdr_of(d);
     conc__dict_stats st0, st1;
     CHECK_OK(conc__dict_stats_get(d, &st0));
     /* Every list now starts at an entry in use. */
     uint32_t used = conc__dict_ref_of(d, S("k2"));
-    for (int k = 0; k <= (int)DICT_MAX_ORDER; k++) {
+    for (int k = 0; k <= (int)CONC__DICT_MAX_ORDER; k++) {
         atomic_store(&h->free_head[k], used);
     }
     char big[3000];
@@ -1215,8 +1217,8 @@ TEST(dict_scribbled_free_list_fails_once_then_is_rebuilt)
     CHECK_OK(conc_dict_set(d, S("tmp"), v, sizeof v));
     uint32_t tref = conc__dict_ref_of(d, S("tmp"));
     CHECK_OK(conc_dict_del(d, S("tmp"))); /* its block is free now */
-    blk *f = (blk *)(void *)(d->base + ((size_t)tref << DICT_UNIT_SHIFT));
-    if ((f->tag >> 8) == BLK_FREE) {
+    conc__dict_blk *f = (conc__dict_blk *)(void *)(d->base + ((size_t)tref << CONC__DICT_UNIT_SHIFT));
+    if ((f->tag >> 8) == CONC__BLK_FREE) {
         atomic_store(&f->next, tref);
         CHECK_CORRUPT(conc_dict_set(d, S("tmp"), v, sizeof v), "free");
         CHECK_OK(conc_dict_set(d, S("tmp"), v, sizeof v)); /* rebuilt */
@@ -1229,9 +1231,9 @@ TEST(dict_scribbled_free_list_fails_once_then_is_rebuilt)
 TEST_T(dict_repair_on_garbage_is_bounded_and_retried, 20)
 {
     conc_dict *d = forty();
-    dict_hdr *h = hdr_of(d);
+    conc__dict_hdr *h = hdr_of(d);
     uint32_t ref = conc__dict_ref_of(d, S("k4"));
-    blk *e = entry_of(d, "k4");
+    conc__dict_blk *e = entry_of(d, "k4");
     uint32_t next = atomic_load(&e->next);
     /* A writer died (the flag) and a chain loops: the repair's rebuild
      * must stop on the loop, and every call after it tries again. */
@@ -1617,6 +1619,44 @@ static int reenter_fn(const void *old, size_t oldlen, bool found,
     (void)out;
     conc_dict *d = arg;
     return conc_dict_set(d, S("a"), S("b"));
+}
+
+/* Growth pauses a call for about one growth step at most, index doublings
+ * included: with steps of 4 KiB, a fill to 10,000 keys doubles the index
+ * up to 16,384 buckets (a 64 KiB table), yet no call has the system back
+ * more than a step and a page at once (the heap grows toward the table's
+ * aligned place a step per call, the table gets only its first page, and
+ * the migration backs the rest a stretch at a time). */
+TEST(dict_index_doubling_backs_about_one_step_per_call)
+{
+    conc__dict_grow_step_set(4096);
+    conc_dict *d = NULL;
+    CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){ .capacity_bytes = 4 << 20 }));
+    char k[32];
+    for (uint64_t i = 0; i < 10000; i++) {
+        size_t kl = (size_t)snprintf(k, sizeof k, "key-%llu",
+                                     (unsigned long long)i);
+        CHECK_OK(conc_dict_set(d, k, kl, &i, sizeof i));
+    }
+    conc__dict_stats st;
+    CHECK_OK(conc__dict_stats_get(d, &st));
+    CHECK(st.buckets >= 8192);
+    CHECK(st.resizes >= 9);
+    if (st.most_backed > 2 * 4096) {
+        th_fail(__FILE__, __LINE__, "one call backed %zu bytes at once",
+                st.most_backed);
+    }
+    CHECK_OK(conc__dict_check(d));
+    for (uint64_t i = 0; i < 10000; i++) {
+        size_t kl = (size_t)snprintf(k, sizeof k, "key-%llu",
+                                     (unsigned long long)i);
+        uint64_t v = 0;
+        size_t len = 0;
+        CHECK_OK(conc_dict_get_into(d, k, kl, &v, sizeof v, &len));
+        CHECK(len == sizeof v && v == i);
+    }
+    conc_dict_free(d);
+    conc__dict_grow_step_set(0);
 }
 
 TEST(dict_errors_say_what_is_wrong)

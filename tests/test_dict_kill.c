@@ -291,10 +291,20 @@ TEST_T(dict_kill_at_every_crash_point, 120)
 
 /* ---- crash points in growth and in the index's migration ---------------- */
 
-enum gop { G_HEAP, G_RESIZE, G_MIGRATE, G_SHRINK, G_N };
+enum gop { G_HEAP, G_RESIZE, G_MIGRATE, G_SHRINK, G_STRETCH, G_N };
 static const char *gop_name[G_N] = { "heap growth", "index resize",
-                                     "index migration", "index shrink" };
+                                     "index migration", "index shrink",
+                                     "index table backed in stretches" };
 #define G_CHILD_KEYS 120
+#define G_CHILD_BASE 10000 /* the child's key ids; the base keys are below */
+#define G_MORE_BASE 20000  /* the keys of the use after the repair */
+/* G_STRETCH: with growth steps of 4 KiB, 2048 keys whose next new key
+ * doubles the index to 4096 buckets, a 16 KiB table: the heap first grows
+ * a step at a time toward the table's aligned place (the resize waits),
+ * then gets the table with only its first page backed, and the migration
+ * backs the rest a stretch at a time. */
+#define G_STRETCH_KEYS 2048
+#define G_STRETCH_STEP 4096
 
 static conc_dict *gd;
 static int g_op;
@@ -305,9 +315,10 @@ static bool g_migrating(void)
     return conc__dict_stats_get(gd, &st) == 0 && st.migrating;
 }
 
-/* The child's calls, each on keys from 1000 up (the base keys are never
- * touched): one growing set, one resizing set, or sets (and deletes)
- * until the migration under way has ended. */
+/* The child's calls, each on keys from G_CHILD_BASE up (the base keys are
+ * never touched): one growing set, one resizing set, sets (and deletes)
+ * until the migration under way has ended, or sets until a migration has
+ * begun and gone a few calls on. */
 static int g_child(void *arg)
 {
     (void)arg;
@@ -317,16 +328,24 @@ static int g_child(void *arg)
     conc__dict_crash_arm(cp_n);
     switch (g_op) {
     case G_HEAP:
-        err = put_value(gd, 1000, 1, 40000, v);
+        err = put_value(gd, G_CHILD_BASE, 1, 40000, v);
         break;
     case G_RESIZE:
-        err = put_value(gd, 1000, 1, 100, v);
+        err = put_value(gd, G_CHILD_BASE, 1, 100, v);
         break;
+    case G_STRETCH: {
+        int after = 0;
+        for (int i = 0; err == 0 && i < G_CHILD_KEYS && after < 4; i++) {
+            err = put_value(gd, G_CHILD_BASE + i, 1, 100, v);
+            after += g_migrating();
+        }
+        break;
+    }
     default:
         for (int i = 0; err == 0 && i < G_CHILD_KEYS && g_migrating(); i++) {
-            err = put_value(gd, 1000 + i, 1, 100, v);
+            err = put_value(gd, G_CHILD_BASE + i, 1, 100, v);
             if (err == 0 && g_op == G_SHRINK) {
-                err = conc_dict_del(gd, k, key_of(1000 + i, k));
+                err = conc_dict_del(gd, k, key_of(G_CHILD_BASE + i, k));
             }
         }
         break;
@@ -348,7 +367,7 @@ static size_t g_verify(int nbase)
         conc_msg_free(&m);
     }
     size_t present = 0;
-    for (int id = 1000; id < 1000 + G_CHILD_KEYS; id++) {
+    for (int id = G_CHILD_BASE; id < G_CHILD_BASE + G_CHILD_KEYS; id++) {
         int err = conc_dict_get(gd, k, key_of(id, k), &m);
         if (err == CONC_EEMPTY) {
             continue;
@@ -367,9 +386,13 @@ static int g_setup(int op)
 {
     char k[32];
     unsigned char v[200];
+    conc__dict_grow_step_set(op == G_STRETCH ? G_STRETCH_STEP : 0);
     CHECK_OK(conc_dict_new(&gd, &(conc_dict_opts){ .capacity_bytes = 1 << 20 }));
-    int nbase = op == G_HEAP ? 6 : op == G_RESIZE ? 16 : op == G_MIGRATE ? 17
-                                                                         : 60;
+    int nbase = op == G_HEAP      ? 6
+                : op == G_RESIZE  ? 16
+                : op == G_MIGRATE ? 17
+                : op == G_SHRINK  ? 60
+                                  : G_STRETCH_KEYS;
     for (int id = 0; id < nbase; id++) {
         size_t len = 24 + (size_t)id % 150;
         make_value(id, 1, len, v);
@@ -385,6 +408,13 @@ static int g_setup(int op)
     conc__dict_stats st;
     CHECK_OK(conc__dict_stats_get(gd, &st));
     CHECK_EQ(st.migrating, op == G_MIGRATE || op == G_SHRINK);
+    if (op == G_STRETCH) {
+        /* The 16 KiB table's aligned place is more than a step above the
+         * heap's end, so the resize waits for a step or two first. */
+        size_t gap = (16384 - st.heap_bytes % 16384) % 16384;
+        CHECK_EQ(st.buckets, G_STRETCH_KEYS);
+        CHECK(gap > G_STRETCH_STEP);
+    }
     return nbase;
 }
 
@@ -424,6 +454,9 @@ TEST_T(dict_kill_at_every_crash_point_of_growth_and_migration, 120)
                 } else if (g_op == G_RESIZE) {
                     CHECK(stats.migrating);
                     CHECK_EQ(present, 1);
+                } else if (g_op == G_STRETCH) {
+                    CHECK(stats.migrating);
+                    CHECK_EQ(stats.index_bytes, 8192 + 16384);
                 } else {
                     CHECK(!stats.migrating);
                     CHECK_EQ(stats.resizes, before.resizes + 1);
@@ -431,13 +464,22 @@ TEST_T(dict_kill_at_every_crash_point_of_growth_and_migration, 120)
                 }
             }
             /* And the dict goes on working: grows, migrates, shrinks. */
-            for (int id = 2000; id < 2100; id++) {
+            for (int id = G_MORE_BASE; id < G_MORE_BASE + 100; id++) {
                 make_value(id, 1, 150, v);
                 CHECK_OK(conc_dict_set(gd, k, key_of(id, k), v, 150));
             }
-            for (int id = 2000; id < 2100; id++) {
+            for (int id = G_MORE_BASE; id < G_MORE_BASE + 100; id++) {
                 CHECK_OK(conc_dict_del(gd, k, key_of(id, k)));
             }
+            /* To the end of a migration (every stretch of a table backed
+             * and written). */
+            for (int i = 0; i < 5000 && g_migrating(); i++) {
+                make_value(G_MORE_BASE, 1, 150, v);
+                CHECK_OK(conc_dict_set(gd, k, key_of(G_MORE_BASE, k), v,
+                                       150));
+                CHECK_OK(conc_dict_del(gd, k, key_of(G_MORE_BASE, k)));
+            }
+            CHECK(!g_migrating());
             CHECK_EQ(g_verify(nbase), present);
             CHECK_OK(conc__dict_check(gd));
             conc_dict_free(gd);
