@@ -33,7 +33,8 @@
  * header names the at most two tables by ref), an array of u32 chain
  * heads.
  *
- * Cost per entry: the block, 2^ceil(log2(24 + conc__dict_round8(klen) + vlen)) bytes,
+ * Cost per entry: the block, 2^ceil(log2(24 + klen rounded up to 8 +
+ * vlen)) bytes,
  * at least 64 (a 27-byte key with an 8-byte value takes 64 bytes; 40 with
  * 8, 128), plus 4 to 8 bytes of index (one u32 head per bucket, 1 to 2
  * buckets per entry; twice that while the index migrates).
@@ -88,7 +89,8 @@
  * incremental, so no call ever copies a whole table:
  *   - a writer that decides to resize allocates the new table (a heap
  *     block, not zeroed), writes its ref and bits into the spare slot of
- *     tab[2]/bits[2], then sets the state word ix (CONC__IX_ACTIVE, cursor 0) in
+ *     tab[2]/bits[2], then sets the state word ix (CONC__IX_ACTIVE,
+ *     cursor 0) in
  *     one store;
  *   - every call that changes the dict then first moves the next few
  *     buckets of the old table (the one CONC__IX_CUR names) to the new one
@@ -309,7 +311,8 @@ static const conc__deadline at_once = { .once = true };
  * CONC_ECORRUPT, or the repair's CONC_ENOMEM.  prompt (the tests' calls
  * only): judge a holder at once instead of after a sleep slice, which
  * costs a /proc read per contended acquire. */
-static int dict_enter_as(conc_dict *d, conc__dctx *c, const char *fn, bool prompt)
+static int dict_enter_as(conc_dict *d, conc__dctx *c, const char *fn,
+                         bool prompt)
 {
     conc__dict_hdr *h = (conc__dict_hdr *)(void *)d->base;
     c->d = d;
@@ -458,7 +461,8 @@ static int dict_find(conc__dctx *c, const void *key, size_t klen, lookup *lk)
             hash = conc__dict_rd32(&b->hash);
         }
         if (ref - c->lo >= c->hi - c->lo ||
-            (conc__dict_rd32(&b->tag) >> 8) != CONC__BLK_USED || (hash & mask) != bucket ||
+            (conc__dict_rd32(&b->tag) >> 8) != CONC__BLK_USED ||
+            (hash & mask) != bucket ||
             (hash == tag && !conc__dict_ent_load(c, ref, e))) {
             return conc__dict_corrupt(c, "bucket %u links to %u, which is "
                                       "not one of its entries", bucket, ref);
@@ -501,7 +505,8 @@ static int dict_store(conc__dctx *c, lookup *lk, const void *key, size_t klen,
 {
     uint64_t most = (uint64_t)1 << c->max_order;
     if ((uint64_t)klen > most || (uint64_t)vlen > most ||
-        CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + (uint64_t)vlen > most) {
+        CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + (uint64_t)vlen >
+            most) {
         return conc__fail(CONC_ETOOBIG, "%s: a key of %zu bytes with a value "
                           "of %zu bytes is more than the largest block this "
                           "dict's capacity_bytes of %llu allows (%llu "
@@ -509,7 +514,8 @@ static int dict_store(conc__dctx *c, lookup *lk, const void *key, size_t klen,
                           (unsigned long long)c->d->limit,
                           (unsigned long long)most);
     }
-    uint32_t order = order_for(CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + vlen);
+    uint32_t order =
+        order_for(CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + vlen);
     conc__dict_hdr *h = c->h;
     conc__dict_writing_begin(c);
     conc__dict_step();
@@ -632,9 +638,10 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
     d->limit = limit;
     d->max_order = conc__dict_max_order(limit);
     d->seed = new_seed();
-    atomic_store_explicit(&d->file_ok, CONC__DICT_FIRST_SIZE, memory_order_relaxed);
-    conc__dctx c = { .d = d, .h = (conc__dict_hdr *)(void *)d->base, .base = d->base,
-               .fn = fn };
+    atomic_store_explicit(&d->file_ok, CONC__DICT_FIRST_SIZE,
+                          memory_order_relaxed);
+    conc__dctx c = { .d = d, .h = (conc__dict_hdr *)(void *)d->base,
+                     .base = d->base, .fn = fn };
     err = conc__dict_format(&c, CONC__DICT_FIRST_SIZE);
     if (err != 0) {
         goto fail;
@@ -664,11 +671,11 @@ int conc_dict_open(conc_dict **out, const char *name)
      * the dict and checks the magic (acquire, pairing with the release
      * store of the magic in conc__dict_format: the creator's header is
      * all visible). */
-    err = conc__shm_open(&d->shm, fn, name,
-                         &(conc__shm_kind){ .what = "dict",
-                                            .magic = CONC__DICT_MAGIC,
-                                            .magic_size = sizeof(uint64_t),
-                                            .min_size = CONC__DICT_FIRST_SIZE });
+    const conc__shm_kind kind = { .what = "dict",
+                                  .magic = CONC__DICT_MAGIC,
+                                  .magic_size = sizeof(uint64_t),
+                                  .min_size = CONC__DICT_FIRST_SIZE };
+    err = conc__shm_open(&d->shm, fn, name, &kind);
     if (err != 0) {
         goto fail;
     }
@@ -930,21 +937,25 @@ typedef struct snap {
     size_t i;
 } snap;
 
-static int snap_size(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg)
+static int snap_size(conc__dctx *c, const conc__dict_ent *e, uint32_t ref,
+                     void *arg)
 {
     (void)c;
     (void)ref;
     snap *s = arg;
     s->count++;
-    s->bytes += conc__dict_round8(e->klen) + (s->values ? conc__dict_round8((size_t)e->vlen) : 0);
+    s->bytes += conc__dict_round8(e->klen) +
+                (s->values ? conc__dict_round8((size_t)e->vlen) : 0);
     return 0;
 }
 
-static int snap_fill(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg)
+static int snap_fill(conc__dctx *c, const conc__dict_ent *e, uint32_t ref,
+                     void *arg)
 {
     (void)ref;
     snap *s = arg;
-    size_t need = conc__dict_round8(e->klen) + (s->values ? conc__dict_round8((size_t)e->vlen) : 0);
+    size_t need = conc__dict_round8(e->klen) +
+                  (s->values ? conc__dict_round8((size_t)e->vlen) : 0);
     if (s->i >= s->count || need > (size_t)(s->end - s->p)) {
         /* Only a peer writing without the lock can change the table
          * between the two passes. */

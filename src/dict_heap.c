@@ -80,7 +80,8 @@ static int file_holds(conc__dctx *c, uint64_t end)
 
 /* Fills c from header words already read (cur: the main table's slot)
  * and checks them. */
-static int view_check(conc__dctx *c, uint64_t hs, uint64_t ix, const uint32_t *tab,
+static int view_check(conc__dctx *c, uint64_t hs, uint64_t ix,
+                      const uint32_t *tab,
                       const uint32_t *bits)
 {
     uint64_t max_heap = c->d->limit - CONC__DICT_HDR_SIZE;
@@ -127,8 +128,10 @@ static int view_check(conc__dctx *c, uint64_t hs, uint64_t ix, const uint32_t *t
               c->cursor < (1u << c->obits);
     if (ok) {
         /* Both sizes checked: the tables must not overlap. */
-        uint64_t ou = (uint64_t)1 << (conc__dict_table_order(c->obits) - CONC__DICT_UNIT_SHIFT);
-        uint64_t nu = (uint64_t)1 << (conc__dict_table_order(c->nbits) - CONC__DICT_UNIT_SHIFT);
+        uint64_t ou = (uint64_t)1 << (conc__dict_table_order(c->obits) -
+                                      CONC__DICT_UNIT_SHIFT);
+        uint64_t nu = (uint64_t)1 << (conc__dict_table_order(c->nbits) -
+                                      CONC__DICT_UNIT_SHIFT);
         ok = (uint64_t)c->oref >= c->nref + nu ||
              (uint64_t)c->nref >= c->oref + ou;
     }
@@ -181,7 +184,8 @@ int conc__dict_view(conc__dctx *c)
 static bool free_ok(const conc__dctx *c, uint32_t ref, uint32_t k)
 {
     return conc__dict_blk_fits(c, ref, k) &&
-           conc__dict_rd32(&conc__dict_blk_at(c, ref)->tag) == CONC__BLK_TAG(CONC__BLK_FREE, k) &&
+           conc__dict_rd32(&conc__dict_blk_at(c, ref)->tag) ==
+               CONC__BLK_TAG(CONC__BLK_FREE, k) &&
            ref != c->oref && !(c->active && ref == c->nref);
 }
 
@@ -217,7 +221,8 @@ static int free_remove(conc__dctx *c, uint32_t ref, uint32_t k)
     uint32_t next = atomic_load_explicit(&b->next, memory_order_relaxed);
     uint32_t prev = conc__dict_rd32(&b->prev);
     bool ok = next == 0 || (free_ok(c, next, k) &&
-                            conc__dict_rd32(&conc__dict_blk_at(c, next)->prev) == ref);
+                            conc__dict_rd32(
+                                &conc__dict_blk_at(c, next)->prev) == ref);
     if (prev != 0) {
         ok = ok && free_ok(c, prev, k) &&
              atomic_load_explicit(&conc__dict_blk_at(c, prev)->next,
@@ -272,13 +277,16 @@ static int balloc(conc__dctx *c, uint32_t order, uint32_t *out)
     conc__dict_step();
     while (k > order) {
         k--;
-        err = free_push(c, ref + (uint32_t)(1u << (k - CONC__DICT_UNIT_SHIFT)), k);
+        err = free_push(c,
+                        ref + (uint32_t)(1u << (k - CONC__DICT_UNIT_SHIFT)),
+                        k);
         if (err != 0) {
             return err;
         }
         conc__dict_step();
     }
-    conc__dict_wr32(&conc__dict_blk_at(c, ref)->tag, CONC__BLK_TAG(CONC__BLK_USED, order));
+    conc__dict_wr32(&conc__dict_blk_at(c, ref)->tag,
+                    CONC__BLK_TAG(CONC__BLK_USED, order));
     *out = ref;
     return 0;
 }
@@ -314,7 +322,8 @@ static int merge_free(conc__dctx *c, uint32_t ref, uint32_t order, uint64_t end)
     }
     uint32_t merged = c->lo + (uint32_t)(rel >> CONC__DICT_UNIT_SHIFT);
     if (merged != ref) {
-        conc__dict_wr32(&conc__dict_blk_at(c, ref)->tag, 0); /* now inside the merged block */
+        /* now inside the merged block */
+        conc__dict_wr32(&conc__dict_blk_at(c, ref)->tag, 0);
     }
     return free_push(c, merged, k);
 }
@@ -359,7 +368,8 @@ static int piece_push(conc__dctx *c, uint32_t ref, uint32_t k, void *arg)
 static int piece_merge(conc__dctx *c, uint32_t ref, uint32_t k, void *arg)
 {
     (void)arg;
-    conc__dict_wr32(&conc__dict_blk_at(c, ref)->tag, CONC__BLK_TAG(CONC__BLK_USED, k));
+    conc__dict_wr32(&conc__dict_blk_at(c, ref)->tag,
+                    CONC__BLK_TAG(CONC__BLK_USED, k));
     uint64_t end = ((uint64_t)(ref - c->lo) << CONC__DICT_UNIT_SHIFT) +
                    ((uint64_t)1 << k);
     int err = merge_free(c, ref, k, end);
@@ -423,7 +433,8 @@ static int heap_extend(conc__dctx *c, uint64_t target, uint64_t backed)
     uint64_t hs = c->heap_size;
     int err = back(c, CONC__DICT_HDR_SIZE + hs, CONC__DICT_HDR_SIZE + backed);
     if (err == 0 && backed < target) {
-        err = back(c, CONC__DICT_HDR_SIZE + target - 4096, CONC__DICT_HDR_SIZE + target);
+        err = back(c, CONC__DICT_HDR_SIZE + target - 4096,
+                   CONC__DICT_HDR_SIZE + target);
     }
     if (err != 0) {
         return err;
@@ -609,7 +620,8 @@ static int migration_end(conc__dctx *c, bool release)
 
 /* Steps M3 and M4 of a move: e (at ref, unreachable) goes to the head
  * of new bucket j. */
-static void move_link(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, uint32_t j)
+static void move_link(conc__dctx *c, const conc__dict_ent *e, uint32_t ref,
+                      uint32_t j)
 {
     atomic_store_explicit(&e->b->next,
                           atomic_load_explicit(&c->nt[j],
@@ -622,9 +634,10 @@ static void move_link(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, uint
 
 /* Backs the new table's heads that the init of bucket b is about to
  * write, a stretch of heads at a time (64 KiB: one fallocate every few
- * hundred migrating calls), at the first bucket of each stretch: the table's block may have been left unbacked past its
- * first page (heap_grow), and a death between this and the init repeats
- * it.  For a table that was backed already it only re-checks the pages. */
+ * hundred migrating calls), at the first bucket of each stretch: the
+ * table's block may have been left unbacked past its first page
+ * (heap_grow), and a death between this and the init repeats it.  For a
+ * table that was backed already it only re-checks the pages. */
 static int table_back(conc__dctx *c, uint32_t b)
 {
     /* A stretch: 64 KiB of heads, or the largest power of two of heads
@@ -714,7 +727,8 @@ static int migrate_bucket(conc__dctx *c, bool release)
     if (b + 1 == onb) {
         return migration_end(c, release);
     }
-    set_ix(c, (uint64_t)(b + 1) << 32 | (c->ix & CONC__IX_CUR) | CONC__IX_ACTIVE);
+    set_ix(c, (uint64_t)(b + 1) << 32 | (c->ix & CONC__IX_CUR) |
+                  CONC__IX_ACTIVE);
     conc__dict_step();
     return 0;
 }
@@ -796,7 +810,8 @@ typedef struct find_arg {
     bool found;
 } find_arg;
 
-static int find_ref(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg)
+static int find_ref(conc__dctx *c, const conc__dict_ent *e, uint32_t ref,
+                    void *arg)
 {
     (void)c;
     (void)e;
@@ -872,7 +887,8 @@ static int mark(conc__dctx *c, uint64_t *bm, uint32_t ref, uint32_t order)
     return 0;
 }
 
-static int mark_entry(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg)
+static int mark_entry(conc__dctx *c, const conc__dict_ent *e, uint32_t ref,
+                      void *arg)
 {
     rebuild_arg *r = arg;
     r->count++;
@@ -898,7 +914,8 @@ static uint64_t next_bit(const uint64_t *bm, uint64_t i, uint64_t n,
 /* Marks every unit in use (the index tables and every entry a lookup can
  * reach) in a scratch bitmap; *count gets the entries.  The caller frees
  * *bm (conc__os_private_free, *bytes). */
-static int mark_all(conc__dctx *c, uint64_t **bm, size_t *bytes, uint64_t *count)
+static int mark_all(conc__dctx *c, uint64_t **bm, size_t *bytes,
+                    uint64_t *count)
 {
     uint64_t units = c->hi - c->lo;
     *bytes = (size_t)(((units + 63) / 64) * 8);
@@ -945,7 +962,8 @@ static int rebuild(conc__dctx *c)
             if (err != 0) {
                 break;
             }
-            err = carve(c, i << CONC__DICT_UNIT_SHIFT, e << CONC__DICT_UNIT_SHIFT,
+            err = carve(c, i << CONC__DICT_UNIT_SHIFT,
+                        e << CONC__DICT_UNIT_SHIFT,
                         piece_push, NULL);
             if (err != 0) {
                 break;
@@ -1006,7 +1024,8 @@ int conc__dict_format(conc__dctx *c, uint64_t size)
         atomic_store_explicit(&heads[b], 0, memory_order_relaxed);
     }
     atomic_store_explicit(&h->tab[0], ref, memory_order_relaxed);
-    atomic_store_explicit(&h->bits[0], CONC__DICT_MIN_BITS, memory_order_relaxed);
+    atomic_store_explicit(&h->bits[0], CONC__DICT_MIN_BITS,
+                          memory_order_relaxed);
     atomic_store_explicit(&h->ix, 0, memory_order_relaxed);
     /* release: an opener that reads the magic (acquire) sees the whole
      * initialised header. */
@@ -1055,7 +1074,8 @@ int conc__dict_check_locked(conc__dctx *c)
         uint32_t ref = c->lo + (uint32_t)i;
         uint32_t order;
         if (ref == c->oref || (c->active && ref == c->nref)) {
-            order = conc__dict_table_order(ref == c->oref ? c->obits : c->nbits);
+            order = conc__dict_table_order(ref == c->oref ? c->obits
+                                                          : c->nbits);
             CHECK_OR_FAIL(bm_get(bm, i));
         } else {
             uint32_t tag = conc__dict_rd32(&conc__dict_blk_at(c, ref)->tag);

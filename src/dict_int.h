@@ -50,7 +50,7 @@
  * the doubly linked free list of its order.  Index tables have no header
  * (the dict header names them). */
 typedef struct conc__dict_blk {
-    uint32_t tag;          /* CONC__BLK_TAG(CONC__BLK_USED or CONC__BLK_FREE, order) */
+    uint32_t tag;          /* CONC__BLK_TAG(CONC__BLK_USED or _FREE, order) */
     _Atomic uint32_t next; /* USED: chain link; FREE: next on its list */
     union {
         uint32_t hash; /* USED: the key hash's high 32 bits */
@@ -59,7 +59,8 @@ typedef struct conc__dict_blk {
     uint32_t klen;
     uint64_t vlen;
 } conc__dict_blk;
-_Static_assert(sizeof(conc__dict_blk) == CONC__DICT_ENTRY_HDR, "entry header is 24 bytes");
+_Static_assert(sizeof(conc__dict_blk) == CONC__DICT_ENTRY_HDR,
+               "entry header is 24 bytes");
 
 typedef struct conc__dict_hdr {
     /* Written once at creation; read once at open, checked, and kept in
@@ -85,7 +86,8 @@ typedef struct conc__dict_hdr {
     uint64_t takeovers, rebuilds, grows, resizes;
     _Atomic uint32_t free_head[CONC__DICT_MAX_ORDER + 1];
 } conc__dict_hdr;
-_Static_assert(sizeof(conc__dict_hdr) <= CONC__DICT_HDR_SIZE, "header fits its page");
+_Static_assert(sizeof(conc__dict_hdr) <= CONC__DICT_HDR_SIZE,
+               "header fits its page");
 
 /* The process-local handle.  Forked children share it with the parent
  * (plain memory over a MAP_SHARED mapping and an inherited descriptor). */
@@ -177,7 +179,8 @@ static inline void conc__dict_publish(_Atomic uint32_t *link, uint32_t ref)
     atomic_store_explicit(link, ref, memory_order_release);
 }
 
-static inline conc__dict_blk *conc__dict_blk_at(const conc__dctx *c, uint32_t ref)
+static inline conc__dict_blk *conc__dict_blk_at(const conc__dctx *c,
+                                                uint32_t ref)
 {
     return (conc__dict_blk *)(c->base + ((size_t)ref << CONC__DICT_UNIT_SHIFT));
 }
@@ -195,7 +198,8 @@ static inline uint32_t conc__dict_table_order(uint32_t bits)
 
 /* Whether [ref, ref + 2^order) is a block position of the heap: inside
  * it, aligned to its size (relative to the heap's start). */
-static inline bool conc__dict_blk_fits(const conc__dctx *c, uint32_t ref, uint32_t order)
+static inline bool conc__dict_blk_fits(const conc__dctx *c, uint32_t ref,
+                                       uint32_t order)
 {
     if (order < CONC__DICT_MIN_ORDER || order > c->max_order) {
         return false;
@@ -208,7 +212,8 @@ static inline bool conc__dict_blk_fits(const conc__dctx *c, uint32_t ref, uint32
 
 /* Loads the entry at ref into *e if it is one: a USED block in the heap,
  * aligned, whose key and value fit inside it.  False otherwise. */
-static inline bool conc__dict_ent_load(const conc__dctx *c, uint32_t ref, conc__dict_ent *e)
+static inline bool conc__dict_ent_load(const conc__dctx *c, uint32_t ref,
+                                       conc__dict_ent *e)
 {
     if (ref - c->lo >= c->hi - c->lo) {
         return false;
@@ -241,7 +246,8 @@ static inline unsigned char *conc__dict_ent_key(const conc__dict_ent *e)
 
 static inline unsigned char *conc__dict_ent_val(const conc__dict_ent *e)
 {
-    return (unsigned char *)e->b + CONC__DICT_ENTRY_HDR + conc__dict_round8(e->klen);
+    return (unsigned char *)e->b + CONC__DICT_ENTRY_HDR +
+           conc__dict_round8(e->klen);
 }
 
 /* Brent's cycle finder, one compare per step: a walk that meets a ref it
@@ -369,7 +375,8 @@ int conc__dict_repair(conc__dctx *c);
 int conc__dict_format(conc__dctx *c, uint64_t size);
 /* Calls fn on every entry reachable by a lookup, bucket by bucket; stops
  * at fn's first non-zero return, which it returns. */
-typedef int (*conc__dict_visit_fn)(conc__dctx *c, const conc__dict_ent *e, uint32_t ref, void *arg);
+typedef int (*conc__dict_visit_fn)(conc__dctx *c, const conc__dict_ent *e,
+                                   uint32_t ref, void *arg);
 int conc__dict_visit(conc__dctx *c, conc__dict_visit_fn fn, void *arg);
 /* The largest order a limit allows. */
 uint32_t conc__dict_max_order(uint64_t limit);
