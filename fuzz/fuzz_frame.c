@@ -21,6 +21,7 @@
  * Input: byte 0 picks max_message_bytes (low 2 bits) and seeds the order
  * of calls; byte 1 is the feeding chunk (0: all at once); the rest is the
  * stream (at most 60000 bytes, under a socket buffer). */
+#include "fuzz_check.h"
 #include "conc_int.h"
 
 #include <errno.h>
@@ -178,7 +179,7 @@ static void feed(model *m, int fd, size_t chunk)
     size_t k = m->n - m->fed < chunk ? m->n - m->fed : chunk;
     while (k > 0) {
         ssize_t r = send(fd, m->s + m->fed, k, MSG_NOSIGNAL);
-        CONC__ASSERT(r > 0);
+        FUZZ_CHECK(r > 0);
         m->fed += (size_t)r;
         k -= (size_t)r;
     }
@@ -223,18 +224,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         expect e = predict(&m, op, bufcap);
         if (op == OP_POLL) {
             int r = conc_conn_poll(a, 0);
-            CONC__ASSERT(r == e.ready);
+            FUZZ_CHECK(r == e.ready);
         } else if (op == OP_RECV) {
             conc_msg msg = { (void *)1, 99 };
             int err = conc_conn_recv(a, &msg, 0);
-            CONC__ASSERT(err == e.code);
+            FUZZ_CHECK(err == e.code);
             if (err == 0) {
-                CONC__ASSERT(msg.len == e.len);
-                CONC__ASSERT((msg.data == NULL) == (msg.len == 0));
-                CONC__ASSERT(e.len == 0 ||
+                FUZZ_CHECK(msg.len == e.len);
+                FUZZ_CHECK((msg.data == NULL) == (msg.len == 0));
+                FUZZ_CHECK(e.len == 0 ||
                              memcmp(msg.data, m.s + e.at, e.len) == 0);
             } else {
-                CONC__ASSERT(msg.data == NULL && msg.len == 0);
+                FUZZ_CHECK(msg.data == NULL && msg.len == 0);
             }
             conc_msg_free(&msg);
         } else {
@@ -242,27 +243,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t len = 12345;
             int err = conc_conn_recv_into(a, bufcap ? buf : NULL, bufcap,
                                           &len, 0);
-            CONC__ASSERT(err == e.code);
+            FUZZ_CHECK(err == e.code);
             /* Nothing is ever written past the buffer; on success
              * nothing past *len either.  (A call that runs out of time
              * halfway may leave the part it read in the buffer.) */
             size_t clean = bufcap;
             if (err == 0) {
-                CONC__ASSERT(len == e.len);
-                CONC__ASSERT(memcmp(buf, m.s + e.at, e.len) == 0);
+                FUZZ_CHECK(len == e.len);
+                FUZZ_CHECK(memcmp(buf, m.s + e.at, e.len) == 0);
                 clean = len;
             } else if (err == CONC_ETOOBIG) {
                 /* Buffer too small: its need; refused header: 0. */
-                CONC__ASSERT(len == e.len);
+                FUZZ_CHECK(len == e.len);
             } else {
-                CONC__ASSERT(len == 0);
+                FUZZ_CHECK(len == 0);
             }
             for (size_t i = clean; i < bufcap + 64; i++) {
-                CONC__ASSERT(buf[i] == 0xa5);
+                FUZZ_CHECK(buf[i] == 0xa5);
             }
         }
         if (op != OP_POLL && e.code != 0) {
-            CONC__ASSERT(conc_errdetail()[0] != '\0');
+            FUZZ_CHECK(conc_errdetail()[0] != '\0');
         }
         bool starved = (op == OP_POLL && e.ready == 0) ||
                        e.code == CONC_ETIMEDOUT;
@@ -286,7 +287,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (__sanitizer_install_malloc_and_free_hooks != NULL) {
         atomic_store(&watching, false);
         size_t most = atomic_load(&largest);
-        CONC__ASSERT(most <= ((size_t)1 << 20) + 2 * m.n + 70064);
+        FUZZ_CHECK(most <= ((size_t)1 << 20) + 2 * m.n + 70064);
     }
     conc_conn_free(a);
     conc_conn_free(b);

@@ -23,6 +23,7 @@
  * Input: byte 0: bit 0 the role we play (0 server, 1 client), bits 1-7
  * the feeding chunk (0: all at once); the rest: the peer's bytes (at most
  * 4096). */
+#include "fuzz_check.h"
 #include "conc_int.h"
 #include "digest.h"
 #include "handshake_int.h"
@@ -145,16 +146,16 @@ static long our_frame(int fd, unsigned char *buf)
     }
     size_t n = (size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 |
                h[3];
-    CONC__ASSERT(n <= 64);
-    CONC__ASSERT(recv(fd, buf, n, MSG_DONTWAIT) == (ssize_t)n);
+    FUZZ_CHECK(n <= 64);
+    FUZZ_CHECK(recv(fd, buf, n, MSG_DONTWAIT) == (ssize_t)n);
     return (long)n;
 }
 
 static void expect_frame(int fd, const void *want, size_t n)
 {
     unsigned char buf[64];
-    CONC__ASSERT(our_frame(fd, buf) == (long)n);
-    CONC__ASSERT(memcmp(buf, want, n) == 0);
+    FUZZ_CHECK(our_frame(fd, buf) == (long)n);
+    FUZZ_CHECK(memcmp(buf, want, n) == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -179,22 +180,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int r = CONC__HS_WANT_READ;
     for (;;) {
         r = conc__hs_step(&h);
-        CONC__ASSERT(r != CONC__HS_WANT_WRITE);
+        FUZZ_CHECK(r != CONC__HS_WANT_WRITE);
         if (r != CONC__HS_WANT_READ) {
             break;
         }
         if (fed == n) {
             shutdown(sv[1], SHUT_WR); /* end of file: it must end now */
             r = conc__hs_step(&h);
-            CONC__ASSERT(r == CONC__HS_DONE || r == CONC__HS_FAILED);
+            FUZZ_CHECK(r == CONC__HS_DONE || r == CONC__HS_FAILED);
             break;
         }
         size_t k = n - fed < chunk ? n - fed : chunk;
-        CONC__ASSERT(send(sv[1], s + fed, k, MSG_NOSIGNAL) == (ssize_t)k);
+        FUZZ_CHECK(send(sv[1], s + fed, k, MSG_NOSIGNAL) == (ssize_t)k);
         fed += k;
     }
     if (r == CONC__HS_FAILED) {
-        CONC__ASSERT(h.why != NULL);
+        FUZZ_CHECK(h.why != NULL);
     }
 
     /* The oracle. */
@@ -241,13 +242,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     unsigned char extra[64];
-    CONC__ASSERT(our_frame(peer, extra) == -1); /* nothing more from us */
-    CONC__ASSERT(done == (r == CONC__HS_DONE));
+    FUZZ_CHECK(our_frame(peer, extra) == -1); /* nothing more from us */
+    FUZZ_CHECK(done == (r == CONC__HS_DONE));
     if (done) {
         /* Not a byte past the handshake was read. */
         int left = -1;
-        CONC__ASSERT(ioctl(sv[0], FIONREAD, &left) == 0);
-        CONC__ASSERT((size_t)left == fed - f3.end);
+        FUZZ_CHECK(ioctl(sv[0], FIONREAD, &left) == 0);
+        FUZZ_CHECK((size_t)left == fed - f3.end);
     }
     close(sv[0]);
     close(sv[1]);

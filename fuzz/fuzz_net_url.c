@@ -7,6 +7,7 @@
  * non-empty segments and four query pairs with non-empty keys; every
  * string NUL-free and inside what the input could decode to); and the
  * name check agrees with its own rule on each segment. */
+#include "fuzz_check.h"
 #include "net_int.h"
 
 #include <ctype.h>
@@ -18,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void check_str(const char *s, size_t limit)
 {
     if (s != NULL) {
-        CONC__ASSERT(strlen(s) <= limit);
+        FUZZ_CHECK(strlen(s) <= limit);
     }
 }
 
@@ -38,35 +39,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conc__url u;
     int err = conc__url_parse(&u, s, path_authority, "fuzz");
     if (err != 0) {
-        CONC__ASSERT(err == CONC_EINVAL || err == CONC_ENOMEM);
-        CONC__ASSERT(strncmp(conc_errdetail(), "fuzz: ", 6) == 0);
-        CONC__ASSERT(u.block_ == NULL);
+        FUZZ_CHECK(err == CONC_EINVAL || err == CONC_ENOMEM);
+        FUZZ_CHECK(strncmp(conc_errdetail(), "fuzz: ", 6) == 0);
+        FUZZ_CHECK(u.block_ == NULL);
         free(s);
         return 0;
     }
-    CONC__ASSERT(conc__url_is(s));
-    CONC__ASSERT(u.scheme[0] != '\0');
+    FUZZ_CHECK(conc__url_is(s));
+    FUZZ_CHECK(u.scheme[0] != '\0');
     for (const char *p = u.scheme; *p != '\0'; p++) {
-        CONC__ASSERT(!isupper((unsigned char)*p));
+        FUZZ_CHECK(!isupper((unsigned char)*p));
     }
-    CONC__ASSERT(u.port <= 65535);
+    FUZZ_CHECK(u.port <= 65535);
     if (path_authority) {
-        CONC__ASSERT(u.host == NULL && u.path != NULL && u.path[0] == '/');
-        CONC__ASSERT(u.nseg == 0 && u.port == 0);
+        FUZZ_CHECK(u.host == NULL && u.path != NULL && u.path[0] == '/');
+        FUZZ_CHECK(u.nseg == 0 && u.port == 0);
     } else {
-        CONC__ASSERT(u.path == NULL && u.host != NULL && u.host[0] != '\0');
+        FUZZ_CHECK(u.path == NULL && u.host != NULL && u.host[0] != '\0');
         for (const char *p = u.host; *p != '\0'; p++) {
             unsigned char c = (unsigned char)*p;
-            CONC__ASSERT(isalnum(c) || strchr(".-_:", c) != NULL);
+            FUZZ_CHECK(isalnum(c) || strchr(".-_:", c) != NULL);
         }
     }
-    CONC__ASSERT(u.nseg <= CONC__URL_SEGS && u.nquery <= CONC__URL_QUERY);
+    FUZZ_CHECK(u.nseg <= CONC__URL_SEGS && u.nquery <= CONC__URL_QUERY);
     check_str(u.user, n);
     check_str(u.password, n);
     check_str(u.host, n);
     check_str(u.path, n);
     for (size_t i = 0; i < u.nseg; i++) {
-        CONC__ASSERT(u.seg[i] != NULL && u.seg[i][0] != '\0');
+        FUZZ_CHECK(u.seg[i] != NULL && u.seg[i][0] != '\0');
         check_str(u.seg[i], n);
         int ne = conc__net_name_check(u.seg[i], "fuzz");
         bool ok = strlen(u.seg[i]) <= 200;
@@ -74,15 +75,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             unsigned char c = (unsigned char)*p;
             ok = c > 0x20 && c < 0x7f && c != '/' && c != '{' && c != '}';
         }
-        CONC__ASSERT((ne == 0) == ok);
+        FUZZ_CHECK((ne == 0) == ok);
     }
     for (size_t i = 0; i < u.nquery; i++) {
-        CONC__ASSERT(u.query[i].key[0] != '\0');
-        CONC__ASSERT(conc__url_query(&u, u.query[i].key) != NULL);
+        FUZZ_CHECK(u.query[i].key[0] != '\0');
+        FUZZ_CHECK(conc__url_query(&u, u.query[i].key) != NULL);
         check_str(u.query[i].val, n);
     }
     conc__url_free(&u);
-    CONC__ASSERT(u.block_ == NULL);
+    FUZZ_CHECK(u.block_ == NULL);
     free(s);
     return 0;
 }

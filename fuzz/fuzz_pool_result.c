@@ -5,6 +5,7 @@
  * Walking the ring record by record, every record accepted lies inside
  * the ring and before the tail, its output and error text lie inside the
  * record, and the walk ends (each step moves at least 8 bytes). */
+#include "fuzz_check.h"
 #include "pool_proc_int.h"
 
 #include <stdlib.h>
@@ -44,15 +45,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&v, 0, sizeof v);
         int rc = conc__pool_res_check(ring, cap, pos, tail, &v);
         if (rc <= 0) {
-            CONC__ASSERT(rc < 0 || pos == tail);
+            FUZZ_CHECK(rc < 0 || pos == tail);
             break;
         }
         size_t off = (size_t)(pos % cap);
-        CONC__ASSERT(v.len >= 8 && v.len % 8 == 0);
-        CONC__ASSERT(off + v.len <= cap && v.len <= tail - pos);
+        FUZZ_CHECK(v.len >= 8 && v.len % 8 == 0);
+        FUZZ_CHECK(off + v.len <= cap && v.len <= tail - pos);
         if (v.out != NULL) {
-            CONC__ASSERT(v.out >= ring + off && v.out + v.outlen <= ring + cap);
-            CONC__ASSERT(v.err >= v.out && v.err + v.errlen <= ring + off +
+            FUZZ_CHECK(v.out >= ring + off && v.out + v.outlen <= ring + cap);
+            FUZZ_CHECK(v.err >= v.out && v.err + v.errlen <= ring + off +
                                                              v.len);
             /* Touch every byte the manager would copy: ASan checks. */
             volatile unsigned char sink = 0;
@@ -65,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)sink;
         }
         pos += v.len;
-        CONC__ASSERT(++steps <= cap / 8);
+        FUZZ_CHECK(++steps <= cap / 8);
     }
     free(ring);
     return 0;

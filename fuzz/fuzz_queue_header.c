@@ -19,6 +19,7 @@
  * words are cleared after the XOR: a live holder is the lock's business
  * and is tested in test_queue_hostile.c; here it would only make each
  * run wait out the lock grace. */
+#include "fuzz_check.h"
 #include "queue_int.h"
 
 #include <stdlib.h>
@@ -32,11 +33,11 @@ static const uint64_t caps[] = { 1, 16, 100, 4080, 4096, 8176, 65536 };
 static void check_code(int err, const char *what)
 {
     (void)what;
-    CONC__ASSERT(err == 0 || err == CONC_EFULL || err == CONC_EEMPTY ||
+    FUZZ_CHECK(err == 0 || err == CONC_EFULL || err == CONC_EEMPTY ||
                  err == CONC_ECLOSED || err == CONC_ECORRUPT ||
                  err == CONC_ETOOBIG);
     if (err == CONC_ECORRUPT) {
-        CONC__ASSERT(strncmp(conc_errdetail(), "conc_queue_", 11) == 0);
+        FUZZ_CHECK(strncmp(conc_errdetail(), "conc_queue_", 11) == 0);
     }
 }
 
@@ -49,29 +50,29 @@ static void exercise(conc_queue *q)
     check_code(err, "put");
     err = conc_queue_get_into(q, buf, sizeof buf, &len, 0);
     check_code(err, "get_into");
-    CONC__ASSERT(len <= q->capacity);
+    FUZZ_CHECK(len <= q->capacity);
     const conc_msg batch[3] = { { "x", 1 }, { NULL, 0 }, { "yz", 2 } };
     err = conc_queue_put_many(q, batch, 3, &n, 0);
     check_code(err, "put_many");
-    CONC__ASSERT(n <= 3);
+    FUZZ_CHECK(n <= 3);
     err = conc_queue_get_many(q, many, 4, &n, 0);
     check_code(err, "get_many");
-    CONC__ASSERT(n <= 4 && (err == 0) == (n > 0));
+    FUZZ_CHECK(n <= 4 && (err == 0) == (n > 0));
     for (size_t i = 0; i < n; i++) {
-        CONC__ASSERT(many[i].len <= q->capacity);
+        FUZZ_CHECK(many[i].len <= q->capacity);
         conc_msg_free(&many[i]);
     }
     err = conc_queue_get(q, &m, 0);
     check_code(err, "get");
-    CONC__ASSERT(m.len <= q->capacity);
+    FUZZ_CHECK(m.len <= q->capacity);
     conc_msg_free(&m);
-    CONC__ASSERT(conc_queue_qsize(q) <= q->R / CONC__QUEUE_REC_HDR);
+    FUZZ_CHECK(conc_queue_qsize(q) <= q->R / CONC__QUEUE_REC_HDR);
     (void)conc_queue_full(q);
     (void)conc_queue_empty(q);
     (void)conc_queue_task_done(q);
     (void)conc_queue_join(q, 0);
-    CONC__ASSERT(conc_queue_close(q) == 0);
-    CONC__ASSERT(conc_queue_put(q, "a", 1, 0) == CONC_ECLOSED);
+    FUZZ_CHECK(conc_queue_close(q) == 0);
+    FUZZ_CHECK(conc_queue_put(q, "a", 1, 0) == CONC_ECLOSED);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -115,18 +116,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     conc_queue *q = NULL;
     int err = conc__queue_attach(&q, mem, real, "fuzz");
     if (err != 0) {
-        CONC__ASSERT(err == CONC_EINVAL || err == CONC_ECORRUPT);
-        CONC__ASSERT(strncmp(conc_errdetail(), "fuzz: ", 6) == 0);
-        CONC__ASSERT(q == NULL);
+        FUZZ_CHECK(err == CONC_EINVAL || err == CONC_ECORRUPT);
+        FUZZ_CHECK(strncmp(conc_errdetail(), "fuzz: ", 6) == 0);
+        FUZZ_CHECK(q == NULL);
     } else {
-        CONC__ASSERT(q->capacity >= 1 &&
+        FUZZ_CHECK(q->capacity >= 1 &&
                      q->capacity <= CONC_QUEUE_MAX_CAPACITY);
-        CONC__ASSERT(q->R == CONC__QUEUE_REC_HDR +
+        FUZZ_CHECK(q->R == CONC__QUEUE_REC_HDR +
                                  conc__queue_round16(q->capacity));
-        CONC__ASSERT(q->ring >= mem + sizeof(conc__qshm) &&
+        FUZZ_CHECK(q->ring >= mem + sizeof(conc__qshm) &&
                      (size_t)(q->ring - mem) + q->R <= real);
-        CONC__ASSERT(q->maxsize <= q->R / CONC__QUEUE_REC_HDR);
-        CONC__ASSERT(q->key >> 63);
+        FUZZ_CHECK(q->maxsize <= q->R / CONC__QUEUE_REC_HDR);
+        FUZZ_CHECK(q->key >> 63);
         exercise(q);
         conc_queue_free(q);
     }

@@ -20,6 +20,7 @@
  * always with a detail, a message never longer than the capacity, qsize
  * never more than the ring can hold.  The lock words stay free (see
  * fuzz_queue_header.c: a held lock is tested elsewhere). */
+#include "fuzz_check.h"
 #include "queue_int.h"
 
 #include <stdlib.h>
@@ -43,11 +44,11 @@ static uint64_t le64(const uint8_t *p)
 
 static void allowed(int err)
 {
-    CONC__ASSERT(err == 0 || err == CONC_EFULL || err == CONC_EEMPTY ||
+    FUZZ_CHECK(err == 0 || err == CONC_EFULL || err == CONC_EEMPTY ||
                  err == CONC_ECLOSED || err == CONC_ECORRUPT ||
                  err == CONC_ETOOBIG);
     if (err == CONC_ECORRUPT) {
-        CONC__ASSERT(strncmp(conc_errdetail(), "conc_queue_", 11) == 0);
+        FUZZ_CHECK(strncmp(conc_errdetail(), "conc_queue_", 11) == 0);
     }
 }
 
@@ -66,31 +67,31 @@ static void run_op(conc_queue *q, uint8_t op)
         break;
     case 2:
         err = conc_queue_get(q, &m, 0);
-        CONC__ASSERT(m.len <= q->capacity);
+        FUZZ_CHECK(m.len <= q->capacity);
         conc_msg_free(&m);
         break;
     case 3:
         err = conc_queue_get_into(q, buf, sizeof buf, &len, 0);
-        CONC__ASSERT(len <= q->capacity);
+        FUZZ_CHECK(len <= q->capacity);
         break;
     case 4: {
         conc_msg batch[3] = { { (void *)pattern, op % q->capacity },
                               { (void *)pattern, 1 },
                               { NULL, 0 } };
         err = conc_queue_put_many(q, batch, 3, &n, 0);
-        CONC__ASSERT(n <= 3);
+        FUZZ_CHECK(n <= 3);
         break;
     }
     case 5:
         err = conc_queue_get_many(q, many, 1 + op % 5, &n, 0);
-        CONC__ASSERT((err == 0) == (n > 0) && n <= 5);
+        FUZZ_CHECK((err == 0) == (n > 0) && n <= 5);
         for (size_t i = 0; i < n; i++) {
-            CONC__ASSERT(many[i].len <= q->capacity);
+            FUZZ_CHECK(many[i].len <= q->capacity);
             conc_msg_free(&many[i]);
         }
         break;
     case 6:
-        CONC__ASSERT(conc_queue_qsize(q) <= q->R / CONC__QUEUE_REC_HDR);
+        FUZZ_CHECK(conc_queue_qsize(q) <= q->R / CONC__QUEUE_REC_HDR);
         (void)conc_queue_full(q);
         (void)conc_queue_task_done(q);
         break;
@@ -134,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(mem + off, data + 81, ring_bytes < R ? ring_bytes : R);
     conc_queue *q = NULL;
     int err = conc__queue_attach(&q, mem, map_size, "fuzz");
-    CONC__ASSERT(err == 0);
+    FUZZ_CHECK(err == 0);
     for (size_t i = 0; i < nops; i++) {
         run_op(q, data[size - nops + i]);
     }

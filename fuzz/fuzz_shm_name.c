@@ -2,6 +2,7 @@
  * (conc__shm_name_fix): any bytes in, either CONC_EINVAL with a detail
  * or a "/name" that satisfies every rule the header states, and nothing
  * written past the output. */
+#include "fuzz_check.h"
 #include "shared_int.h"
 
 #include <stdlib.h>
@@ -22,15 +23,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int err = conc__shm_name_fix("fuzz", name, out, 252);
     if (err == 0) {
         size_t n = strlen(out);
-        CONC__ASSERT(out[0] == '/' && n >= 2 && n <= 251);
-        CONC__ASSERT(strchr(out + 1, '/') == NULL);
-        CONC__ASSERT(strcmp(out, "/.") != 0 && strcmp(out, "/..") != 0);
-        CONC__ASSERT(strcmp(out + 1, name[0] == '/' ? name + 1 : name) == 0);
+        FUZZ_CHECK(out[0] == '/' && n >= 2 && n <= 251);
+        FUZZ_CHECK(strchr(out + 1, '/') == NULL);
+        FUZZ_CHECK(strcmp(out, "/.") != 0 && strcmp(out, "/..") != 0);
+        FUZZ_CHECK(strcmp(out + 1, name[0] == '/' ? name + 1 : name) == 0);
     } else {
-        CONC__ASSERT(err == CONC_EINVAL &&
+        FUZZ_CHECK(err == CONC_EINVAL &&
                      strncmp(conc_errdetail(), "fuzz: ", 6) == 0);
     }
-    CONC__ASSERT((unsigned char)out[252] == 0x5a);
+    FUZZ_CHECK((unsigned char)out[252] == 0x5a);
     free(name);
     return 0;
 }

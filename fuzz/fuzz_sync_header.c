@@ -17,6 +17,7 @@
  * waits are left out: Python's barrier waits, without a deadline, for a
  * round that is draining or resetting, and a rewritten state can say so
  * for ever. */
+#include "fuzz_check.h"
 #include "shm_int.h"
 #include "sync_int.h"
 
@@ -35,14 +36,14 @@ static const uint32_t magics[K_KINDS] = {
 
 static void open_error(int err)
 {
-    CONC__ASSERT(err == CONC_EINVAL || err == CONC_ECORRUPT);
-    CONC__ASSERT(strncmp(conc_errdetail(), "conc_", 5) == 0 &&
+    FUZZ_CHECK(err == CONC_EINVAL || err == CONC_ECORRUPT);
+    FUZZ_CHECK(strncmp(conc_errdetail(), "conc_", 5) == 0 &&
                  strstr(conc_errdetail(), "_open") != NULL);
 }
 
 static bool held(int err)
 {
-    CONC__ASSERT(err == 0 || err == CONC_EOWNERDEAD ||
+    FUZZ_CHECK(err == 0 || err == CONC_EOWNERDEAD ||
                  err == CONC_ETIMEDOUT);
     return err != CONC_ETIMEDOUT;
 }
@@ -61,7 +62,7 @@ static void try_kind(int kind, const char *name, unsigned parties)
         (void)conc_lock_locked(l);
         if (held(conc_lock_acquire(l, 0))) {
             err = conc_lock_release(l);
-            CONC__ASSERT(err == 0 || err == CONC_EPERM);
+            FUZZ_CHECK(err == 0 || err == CONC_EPERM);
         }
         conc_lock_free(l);
         return;
@@ -75,7 +76,7 @@ static void try_kind(int kind, const char *name, unsigned parties)
         }
         if (held(conc_rlock_acquire(r, 0))) {
             err = conc_rlock_release(r);
-            CONC__ASSERT(err == 0 || err == CONC_EPERM);
+            FUZZ_CHECK(err == 0 || err == CONC_EPERM);
         }
         conc_rlock_free(r);
         return;
@@ -88,9 +89,9 @@ static void try_kind(int kind, const char *name, unsigned parties)
             return;
         }
         err = conc_sem_acquire(s, 0);
-        CONC__ASSERT(err == 0 || err == CONC_ETIMEDOUT);
+        FUZZ_CHECK(err == 0 || err == CONC_ETIMEDOUT);
         err = conc_sem_release(s, 1);
-        CONC__ASSERT(err == 0 || err == CONC_EINVAL);
+        FUZZ_CHECK(err == 0 || err == CONC_EINVAL);
         (void)conc_sem_value(s);
         conc_sem_free(s);
         return;
@@ -104,10 +105,10 @@ static void try_kind(int kind, const char *name, unsigned parties)
         }
         (void)conc_event_is_set(e);
         err = conc_event_wait(e, 0);
-        CONC__ASSERT(err == 0 || err == CONC_ETIMEDOUT);
-        CONC__ASSERT(conc_event_set(e) == 0);
-        CONC__ASSERT(conc_event_wait(e, 0) == 0);
-        CONC__ASSERT(conc_event_clear(e) == 0);
+        FUZZ_CHECK(err == 0 || err == CONC_ETIMEDOUT);
+        FUZZ_CHECK(conc_event_set(e) == 0);
+        FUZZ_CHECK(conc_event_wait(e, 0) == 0);
+        FUZZ_CHECK(conc_event_clear(e) == 0);
         conc_event_free(e);
         return;
     }
@@ -120,12 +121,12 @@ static void try_kind(int kind, const char *name, unsigned parties)
         }
         if (held(conc_cond_acquire(c, 0))) {
             err = conc_cond_notify(c, 1);
-            CONC__ASSERT(err == 0 || err == CONC_EPERM);
+            FUZZ_CHECK(err == 0 || err == CONC_EPERM);
             err = conc_cond_wait(c, 0);
-            CONC__ASSERT(err == 0 || err == CONC_ETIMEDOUT ||
+            FUZZ_CHECK(err == 0 || err == CONC_ETIMEDOUT ||
                          err == CONC_EOWNERDEAD || err == CONC_EPERM);
             err = conc_cond_release(c);
-            CONC__ASSERT(err == 0 || err == CONC_EPERM);
+            FUZZ_CHECK(err == 0 || err == CONC_EPERM);
         }
         conc_cond_free(c);
         return;
@@ -137,7 +138,7 @@ static void try_kind(int kind, const char *name, unsigned parties)
             open_error(err);
             return;
         }
-        CONC__ASSERT(conc_barrier_parties(b) >= 1);
+        FUZZ_CHECK(conc_barrier_parties(b) >= 1);
         (void)conc_barrier_n_waiting(b);
         (void)conc_barrier_broken(b);
         (void)parties;
@@ -217,7 +218,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0; /* a name left by a killed run, say */
     }
     conc_shm *m = NULL;
-    CONC__ASSERT(conc_shm_open(&m, name) == 0);
+    FUZZ_CHECK(conc_shm_open(&m, name) == 0);
     unsigned char *seg = conc_shm_ptr(m);
     size_t seg_size = conc_shm_size(m);
     for (size_t i = 1; i < size && i - 1 < seg_size; i++) {

@@ -14,6 +14,7 @@
  * naming conc_value_open; on 0 the value lies inside the segment, past
  * its header and lock slot, and its lock (if any) can be tried and
  * released. */
+#include "fuzz_check.h"
 #include "shm_int.h"
 
 #include <stdio.h>
@@ -49,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0; /* a name left by a killed run, say */
     }
     conc_shm *m = NULL;
-    CONC__ASSERT(conc_shm_open(&m, name) == 0);
+    FUZZ_CHECK(conc_shm_open(&m, name) == 0);
     unsigned char *seg = conc_shm_ptr(m);
     size_t seg_size = conc_shm_size(m);
     for (size_t i = 1; i < size && i <= 128 && i - 1 < seg_size; i++) {
@@ -57,9 +58,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     err = conc_value_open(&o, name);
     if (err != 0) {
-        CONC__ASSERT(err == CONC_EINVAL || err == CONC_ECORRUPT);
-        CONC__ASSERT(strncmp(conc_errdetail(), "conc_value_open: ", 17) == 0);
-        CONC__ASSERT(o == NULL);
+        FUZZ_CHECK(err == CONC_EINVAL || err == CONC_ECORRUPT);
+        FUZZ_CHECK(strncmp(conc_errdetail(), "conc_value_open: ", 17) == 0);
+        FUZZ_CHECK(o == NULL);
     } else {
         /* The value's bytes lie inside the segment, past the header and
          * the lock slot: its last byte, written through the opener's
@@ -68,17 +69,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = conc_value_size(o);
         conc_lock *l = conc_value_lock(o);
         size_t at = 64 + (l != NULL ? 64 : 0);
-        CONC__ASSERT(n > 0 && at <= seg_size && n <= seg_size - at);
+        FUZZ_CHECK(n > 0 && at <= seg_size && n <= seg_size - at);
         p[n - 1] = 0xa7;
-        CONC__ASSERT(seg[at + n - 1] == 0xa7);
+        FUZZ_CHECK(seg[at + n - 1] == 0xa7);
         if (l != NULL) {
-            CONC__ASSERT((unsigned char *)l + 64 == p);
+            FUZZ_CHECK((unsigned char *)l + 64 == p);
             int lerr = conc_lock_acquire(l, 0);
-            CONC__ASSERT(lerr == 0 || lerr == CONC_EOWNERDEAD ||
+            FUZZ_CHECK(lerr == 0 || lerr == CONC_EOWNERDEAD ||
                          lerr == CONC_ETIMEDOUT);
             if (lerr != CONC_ETIMEDOUT) {
                 lerr = conc_lock_release(l);
-                CONC__ASSERT(lerr == 0 || lerr == CONC_EPERM);
+                FUZZ_CHECK(lerr == 0 || lerr == CONC_EPERM);
             }
         }
         conc_value_free(o);

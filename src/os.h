@@ -55,11 +55,30 @@ void *conc__os_shared_alloc(size_t size);
  * the seam: it is only called to clean up, where no caller has a failure
  * path, and a faulted unmap would only leak. */
 void conc__os_shared_free(void *p, size_t size);
-/* A private, lazily committed mapping of size bytes for a thread's stack
- * (MAP_NORESERVE); NULL with errno on failure (the seam: ENOMEM).
- * conc__os_stack_free unmaps it (not on the seam). */
-void *conc__os_stack_alloc(size_t size);
-void conc__os_stack_free(void *p, size_t size);
+/* Files that back growable shared memory (the dict: a memfd, or a
+ * /dev/shm object from the named-segment layer), each call through the
+ * fault seam (a hit fails with -1 and errno EIO).
+ * conc__os_memfd - a new anonymous memory file of size 0 (memfd_create,
+ * close-on-exec): shared with children forked later through the
+ * inherited descriptor; gone when the last descriptor and mapping go.
+ * conc__os_file_reserve - makes the file at least to bytes long with the
+ * bytes [from, to) backed by memory now (fallocate), so touching them can
+ * never raise SIGBUS later for want of room; where the file system cannot
+ * allocate ahead (EOPNOTSUPP) it only sets the length (ftruncate).  -1
+ * with errno: ENOSPC or ENOMEM when there is no room.
+ * A file is mapped with conc__os_map_shared (below; the length may exceed
+ * the file's: pages past its end raise SIGBUS when touched, so callers
+ * touch only what the file holds), sized with conc__os_fstat and unmapped
+ * with conc__os_shared_free. */
+int conc__os_memfd(const char *name);
+int conc__os_file_reserve(int fd, uint64_t from, uint64_t to);
+/* A private, lazily committed, zero-filled mapping of size bytes, not
+ * shared with children (MAP_NORESERVE): a thread's stack, or a large
+ * scratch table that must not come from malloc (the dict's repair
+ * bitmap).  NULL with errno on failure (the seam: ENOMEM).
+ * conc__os_private_free unmaps it (not on the seam); NULL is a no-op. */
+void *conc__os_private_alloc(size_t size);
+void conc__os_private_free(void *p, size_t size);
 
 /* ---- named shared memory (POSIX shm objects, /dev/shm) ------------------
  * The calls of shm.c, the one named-segment layer.  Those whose failure a

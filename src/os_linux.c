@@ -182,7 +182,45 @@ void conc__os_shared_free(void *p, size_t size)
     }
 }
 
-void *conc__os_stack_alloc(size_t size)
+int conc__os_memfd(const char *name)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    return memfd_create(name, MFD_CLOEXEC);
+}
+
+int conc__os_file_reserve(int fd, uint64_t from, uint64_t to)
+{
+    if (conc__fault_hit()) {
+        errno = EIO;
+        return -1;
+    }
+    if (to > (uint64_t)INT64_MAX || from >= to) {
+        errno = from >= to ? EINVAL : EFBIG;
+        return -1;
+    }
+    uint64_t size = to;
+    int r;
+    do {
+        r = fallocate(fd, 0, (off_t)from, (off_t)(to - from));
+    } while (r != 0 && errno == EINTR);
+    if (r == 0 || errno != EOPNOTSUPP) {
+        return r;
+    }
+    /* No allocation ahead on this file system: grow the length only. */
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        return -1;
+    }
+    if ((uint64_t)st.st_size >= size) {
+        return 0;
+    }
+    return ftruncate(fd, (off_t)size);
+}
+
+void *conc__os_private_alloc(size_t size)
 {
     if (conc__fault_hit()) {
         errno = ENOMEM;
@@ -193,7 +231,7 @@ void *conc__os_stack_alloc(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-void conc__os_stack_free(void *p, size_t size)
+void conc__os_private_free(void *p, size_t size)
 {
     if (p != NULL) {
         munmap(p, size);

@@ -342,7 +342,8 @@ static int threads_wait_locked(conc_pool *p, const conc__deadline *dl)
     struct thread_pool *tp = tp_of(p);
     while (tp->live > 0) {
         if (dl->once || conc__deadline_passed(dl)) {
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_pool_join: the "
+                                  "workers did not finish in time");
         }
         if (dl->forever) {
             pthread_cond_wait(&tp->done_cv, &p->lock);

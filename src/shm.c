@@ -514,3 +514,85 @@ void conc_shm_free(conc_shm *m)
     }
     handle_drop(m);
 }
+
+/* ---- growable segments (the dict) ---------------------------------------
+ *
+ * A segment whose file starts small and grows while it is in use, mapped
+ * once at the size it may grow to (the reserve): the file is a named
+ * segment made by conc__shm_create or opened by conc__shm_open (so the
+ * name rules, the owner and mode check and the unlink rules above hold
+ * for it as for any other), or an unnamed memfd that children forked
+ * later share through the inherited descriptor.  Growing never moves the
+ * mapping, so no process remaps when another grows the file; each only
+ * touches bytes the file is known to hold (the caller's business: a page
+ * past the file's end raises SIGBUS).  The handle is an ordinary conc_shm
+ * (conc_shm_free releases it; an unnamed one has the name "" and no
+ * creator, so it is never unlinked), whose size is the reserve once
+ * conc__shm_reserve ran. */
+
+int conc__shm_anon(conc_shm **out, const char *fn, size_t size)
+{
+    int err = 0;
+    *out = NULL;
+    conc_shm *m = conc__calloc(1, sizeof *m);
+    if (m == NULL) {
+        return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
+    }
+    m->fd = conc__os_memfd("conc_dict");
+    if (m->fd < 0) {
+        err = conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                             "%s: memfd_create", fn);
+        goto fail;
+    }
+    err = conc__shm_grow(m, fn, 0, size);
+    if (err != 0) {
+        goto fail;
+    }
+    m->ptr = conc__os_map_shared(m->fd, size);
+    if (m->ptr == NULL) {
+        err = os_fail(fn, "mmap", "(memfd)");
+        goto fail;
+    }
+    m->size = size;
+    *out = m;
+    return 0;
+
+fail:
+    handle_drop(m);
+    return err;
+}
+
+int conc__shm_reserve(conc_shm *m, const char *fn, size_t reserve)
+{
+    void *p = conc__os_map_shared(m->fd, reserve);
+    if (p == NULL) {
+        return conc__fail_sys(errno == ENOMEM ? CONC_ENOMEM : CONC_ESYS,
+                              "%s: mmap of %zu bytes of address space for "
+                              "'%s'", fn, reserve, m->name);
+    }
+    conc__os_shared_free(m->ptr, m->size);
+    m->ptr = p;
+    m->size = reserve;
+    return 0;
+}
+
+int conc__shm_grow(conc_shm *m, const char *fn, uint64_t from, uint64_t to)
+{
+    if (conc__os_file_reserve(m->fd, from, to) != 0) {
+        bool full = errno == ENOSPC || errno == ENOMEM || errno == EFBIG;
+        return conc__fail_sys(full ? CONC_ENOMEM : CONC_ESYS,
+                              "%s: growing '%s' to %llu bytes", fn, m->name,
+                              (unsigned long long)to);
+    }
+    return 0;
+}
+
+int conc__shm_file_size(const conc_shm *m, const char *fn, uint64_t *size)
+{
+    conc__os_file st;
+    if (conc__os_fstat(m->fd, &st) != 0) {
+        return os_fail(fn, "fstat", m->name);
+    }
+    *size = st.size;
+    return 0;
+}

@@ -52,4 +52,23 @@ int conc__shm_create(conc_shm **out, const char *fn, const char *name,
 int conc__shm_open(conc_shm **out, const char *fn, const char *name,
                    const conc__shm_kind *kind);
 
+/* Growable segments, for the dict: a file that grows under one mapping
+ * made at the most it may grow to.  Each returns 0, or CONC_ENOMEM or
+ * CONC_ESYS with a detail that starts with fn (the public call).
+ * conc__shm_anon - a new unnamed segment (a memfd, close-on-exec) of size
+ * bytes, backed and mapped; shared with children forked later; never
+ * unlinked.
+ * conc__shm_reserve - maps m again at reserve bytes (at least the file's
+ * size; m made by conc__shm_create, conc__shm_open or conc__shm_anon), so
+ * the file can grow under the mapping without a remap; m's size becomes
+ * reserve.  Touch only what the file holds: a page past its end raises
+ * SIGBUS.
+ * conc__shm_grow - makes the file at least to bytes long with [from, to)
+ * backed by memory now (CONC_ENOMEM when there is no room).
+ * conc__shm_file_size - the file's length now. */
+int conc__shm_anon(conc_shm **out, const char *fn, size_t size);
+int conc__shm_reserve(conc_shm *m, const char *fn, size_t reserve);
+int conc__shm_grow(conc_shm *m, const char *fn, uint64_t from, uint64_t to);
+int conc__shm_file_size(const conc_shm *m, const char *fn, uint64_t *size);
+
 #endif

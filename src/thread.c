@@ -120,7 +120,7 @@ int conc__thread_spawn(pthread_t *th, bool detached, void *(*fn)(void *),
     }
 #if defined(__SANITIZE_THREAD__)
     if (in_forked_child) {
-        void *st = conc__os_stack_alloc(OWN_STACK_SIZE);
+        void *st = conc__os_private_alloc(OWN_STACK_SIZE);
         if (st == NULL) {
             pthread_attr_destroy(&attr);
             return errno;
@@ -133,7 +133,7 @@ int conc__thread_spawn(pthread_t *th, bool detached, void *(*fn)(void *),
     pthread_attr_destroy(&attr);
     if (r != 0 && *stack != NULL) {
 #if defined(__SANITIZE_THREAD__)
-        conc__os_stack_free(*stack, OWN_STACK_SIZE);
+        conc__os_private_free(*stack, OWN_STACK_SIZE);
 #endif
         *stack = NULL;
     }
@@ -146,7 +146,7 @@ static void rec_pthread_join(thread_rec *rec)
     pthread_join(rec->th, NULL);
 #if defined(__SANITIZE_THREAD__)
     if (rec->stack != NULL) {
-        conc__os_stack_free(rec->stack, OWN_STACK_SIZE);
+        conc__os_private_free(rec->stack, OWN_STACK_SIZE);
         rec->stack = NULL;
     }
 #endif

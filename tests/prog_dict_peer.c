@@ -4,6 +4,7 @@
  *   set KEY VALUE    d[KEY] = VALUE
  *   incr KEY N       N atomic updates d[KEY] += 1 (decimal text)
  *   len              prints "len N"
+ *   wait-key KEY     waits (up to 60 s) until KEY is in the dict
  *   open-only        just opens and closes
  * Exit 0, or 2 with "ERROR what: CONC_E..." printed. */
 #include <conc.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int incr(const void *old, size_t oldlen, bool found, conc_buf *out,
                 void *arg)
@@ -73,6 +75,15 @@ int main(int argc, char **argv)
                 if (err != 0) {
                     return fail("update", err);
                 }
+            }
+        } else if (strcmp(cmd, "wait-key") == 0 && i + 1 < argc) {
+            const char *k = argv[++i];
+            int tries = 0;
+            while (!conc_dict_contains(d, k, strlen(k))) {
+                if (++tries > 60000) {
+                    return fail("wait-key", CONC_ETIMEDOUT);
+                }
+                nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
             }
         } else if (strcmp(cmd, "len") == 0) {
             printf("len %zu\n", conc_dict_len(d));

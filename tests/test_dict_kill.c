@@ -17,8 +17,12 @@
 
 #include "shared_int.h"
 
+#include <grp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -85,6 +89,16 @@ static int check_bytes(int id, const unsigned char *v, size_t len,
     return 0;
 }
 
+/* d[key id] = a whole value of len bytes with sequence number seq (v is
+ * the caller's buffer of at least len bytes). */
+static int put_value(conc_dict *d, int id, uint64_t seq, size_t len,
+                     unsigned char *v)
+{
+    char k[32];
+    make_value(id, seq, len, v);
+    return conc_dict_set(d, k, key_of(id, k), v, len);
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     *s ^= *s << 13;
@@ -125,16 +139,13 @@ static int crash_child(void *arg)
     int err = 0;
     switch (cp_op) {
     case OP_SET_NEW:
-        make_value(100, 1, 300, v);
-        err = conc_dict_set(cd, k, key_of(100, k), v, 300);
+        err = put_value(cd, 100, 1, 300, v);
         break;
     case OP_SET_REPLACE:
-        make_value(7, 2, 200, v);
-        err = conc_dict_set(cd, k, key_of(7, k), v, 200);
+        err = put_value(cd, 7, 2, 200, v);
         break;
     case OP_SET_GROW:
-        make_value(7, 2, 5000, v);
-        err = conc_dict_set(cd, k, key_of(7, k), v, 5000);
+        err = put_value(cd, 7, 2, 5000, v);
         break;
     case OP_UPDATE:
         err = conc_dict_update(cd, k, key_of(7, k), bump_fn, NULL);
@@ -276,6 +287,226 @@ TEST_T(dict_kill_at_every_crash_point, 120)
                     op_name[op], deaths);
         }
     }
+}
+
+/* ---- crash points in growth and in the index's migration ---------------- */
+
+enum gop { G_HEAP, G_RESIZE, G_MIGRATE, G_SHRINK, G_STRETCH, G_N };
+static const char *gop_name[G_N] = { "heap growth", "index resize",
+                                     "index migration", "index shrink",
+                                     "index table backed in stretches" };
+#define G_CHILD_KEYS 120
+#define G_CHILD_BASE 10000 /* the child's key ids; the base keys are below */
+#define G_MORE_BASE 20000  /* the keys of the use after the repair */
+/* G_STRETCH: with growth steps of 4 KiB, 2048 keys whose next new key
+ * doubles the index to 4096 buckets, a 16 KiB table: the heap first grows
+ * a step at a time toward the table's aligned place (the resize waits),
+ * then gets the table with only its first page backed, and the migration
+ * backs the rest a stretch at a time. */
+#define G_STRETCH_KEYS 2048
+#define G_STRETCH_STEP 4096
+
+static conc_dict *gd;
+static int g_op;
+
+static bool g_migrating(void)
+{
+    conc__dict_stats st;
+    return conc__dict_stats_get(gd, &st) == 0 && st.migrating;
+}
+
+/* The child's calls, each on keys from G_CHILD_BASE up (the base keys are
+ * never touched): one growing set, one resizing set, sets (and deletes)
+ * until the migration under way has ended, or sets until a migration has
+ * begun and gone a few calls on. */
+static int g_child(void *arg)
+{
+    (void)arg;
+    char k[32];
+    unsigned char *v = malloc(40000);
+    int err = 0;
+    conc__dict_crash_arm(cp_n);
+    switch (g_op) {
+    case G_HEAP:
+        err = put_value(gd, G_CHILD_BASE, 1, 40000, v);
+        break;
+    case G_RESIZE:
+        err = put_value(gd, G_CHILD_BASE, 1, 100, v);
+        break;
+    case G_STRETCH: {
+        int after = 0;
+        for (int i = 0; err == 0 && i < G_CHILD_KEYS && after < 4; i++) {
+            err = put_value(gd, G_CHILD_BASE + i, 1, 100, v);
+            after += g_migrating();
+        }
+        break;
+    }
+    default:
+        for (int i = 0; err == 0 && i < G_CHILD_KEYS && g_migrating(); i++) {
+            err = put_value(gd, G_CHILD_BASE + i, 1, 100, v);
+            if (err == 0 && g_op == G_SHRINK) {
+                err = conc_dict_del(gd, k, key_of(G_CHILD_BASE + i, k));
+            }
+        }
+        break;
+    }
+    conc__dict_crash_arm(0);
+    free(v);
+    return err == 0 ? 0 : 10;
+}
+
+/* Base keys 0..n-1 are whole; the child's keys are absent or whole.
+ * Returns how many of the child's keys are present. */
+static size_t g_verify(int nbase)
+{
+    char k[32];
+    conc_msg m;
+    for (int id = 0; id < nbase; id++) {
+        CHECK_OK(conc_dict_get(gd, k, key_of(id, k), &m));
+        CHECK_EQ(check_bytes(id, m.data, m.len, NULL), 0);
+        conc_msg_free(&m);
+    }
+    size_t present = 0;
+    for (int id = G_CHILD_BASE; id < G_CHILD_BASE + G_CHILD_KEYS; id++) {
+        int err = conc_dict_get(gd, k, key_of(id, k), &m);
+        if (err == CONC_EEMPTY) {
+            continue;
+        }
+        CHECK_OK(err);
+        CHECK_EQ(check_bytes(id, m.data, m.len, NULL), 0);
+        conc_msg_free(&m);
+        present++;
+    }
+    return present;
+}
+
+/* A fresh dict in the state where op's next call grows the heap, starts
+ * a resize, or migrates; the base keys it holds. */
+static int g_setup(int op)
+{
+    char k[32];
+    unsigned char v[200];
+    conc__dict_grow_step_set(op == G_STRETCH ? G_STRETCH_STEP : 0);
+    CHECK_OK(conc_dict_new(&gd, &(conc_dict_opts){ .capacity_bytes = 1 << 20 }));
+    int nbase = op == G_HEAP      ? 6
+                : op == G_RESIZE  ? 16
+                : op == G_MIGRATE ? 17
+                : op == G_SHRINK  ? 60
+                                  : G_STRETCH_KEYS;
+    for (int id = 0; id < nbase; id++) {
+        size_t len = 24 + (size_t)id % 150;
+        make_value(id, 1, len, v);
+        CHECK_OK(conc_dict_set(gd, k, key_of(id, k), v, len));
+    }
+    if (op == G_SHRINK) {
+        /* 60 keys in 64 buckets, down to 7: the shrink to 16 starts. */
+        for (int id = nbase - 1; id >= 7; id--) {
+            CHECK_OK(conc_dict_del(gd, k, key_of(id, k)));
+        }
+        nbase = 7;
+    }
+    conc__dict_stats st;
+    CHECK_OK(conc__dict_stats_get(gd, &st));
+    CHECK_EQ(st.migrating, op == G_MIGRATE || op == G_SHRINK);
+    if (op == G_STRETCH) {
+        /* The 16 KiB table's aligned place is more than a step above the
+         * heap's end, so the resize waits for a step or two first. */
+        size_t gap = (16384 - st.heap_bytes % 16384) % 16384;
+        CHECK_EQ(st.buckets, G_STRETCH_KEYS);
+        CHECK(gap > G_STRETCH_STEP);
+    }
+    return nbase;
+}
+
+/* Kills the child at each crash point of op's calls in turn. */
+static void g_scene(int op)
+{
+    char k[32];
+    unsigned char v[200];
+    g_op = op;
+    {
+        int deaths = 0;
+        bool through = false;
+        for (cp_n = 1; cp_n <= CONC__DICT_CRASH_POINTS && !through; cp_n++) {
+            int nbase = g_setup(g_op);
+            conc__dict_stats before;
+            CHECK_OK(conc__dict_stats_get(gd, &before));
+            int st = th_wait(th_fork(g_child, NULL), 30);
+            /* This call meets the dead holder, takes over and repairs. */
+            int chk = conc__dict_check(gd);
+            if (chk != 0) {
+                th_fail(__FILE__, __LINE__, "%s, crash point %ld: check "
+                        "failed at dict line %d", gop_name[g_op], cp_n, -chk);
+            }
+            conc__dict_stats stats;
+            CHECK_OK(conc__dict_stats_get(gd, &stats));
+            size_t present = g_verify(nbase);
+            CHECK_EQ(conc_dict_len(gd), (size_t)nbase + present);
+            if (WIFSIGNALED(st)) {
+                CHECK_EQ(WTERMSIG(st), SIGKILL);
+                deaths++;
+                CHECK_EQ(stats.takeovers, 1);
+            } else {
+                CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+                CHECK_EQ(stats.takeovers, 0);
+                through = true;
+                if (g_op == G_HEAP) {
+                    CHECK(stats.heap_bytes > before.heap_bytes);
+                    CHECK_EQ(present, 1);
+                } else if (g_op == G_RESIZE) {
+                    CHECK(stats.migrating);
+                    CHECK_EQ(present, 1);
+                } else if (g_op == G_STRETCH) {
+                    CHECK(stats.migrating);
+                    CHECK_EQ(stats.index_bytes, 8192 + 16384);
+                } else {
+                    CHECK(!stats.migrating);
+                    CHECK_EQ(stats.resizes, before.resizes + 1);
+                    CHECK_EQ(stats.buckets, g_op == G_MIGRATE ? 32 : 16);
+                }
+            }
+            /* And the dict goes on working: grows, migrates, shrinks. */
+            for (int id = G_MORE_BASE; id < G_MORE_BASE + 100; id++) {
+                make_value(id, 1, 150, v);
+                CHECK_OK(conc_dict_set(gd, k, key_of(id, k), v, 150));
+            }
+            for (int id = G_MORE_BASE; id < G_MORE_BASE + 100; id++) {
+                CHECK_OK(conc_dict_del(gd, k, key_of(id, k)));
+            }
+            /* To the end of a migration (every stretch of a table backed
+             * and written). */
+            for (int i = 0; i < 5000 && g_migrating(); i++) {
+                make_value(G_MORE_BASE, 1, 150, v);
+                CHECK_OK(conc_dict_set(gd, k, key_of(G_MORE_BASE, k), v,
+                                       150));
+                CHECK_OK(conc_dict_del(gd, k, key_of(G_MORE_BASE, k)));
+            }
+            CHECK(!g_migrating());
+            CHECK_EQ(g_verify(nbase), present);
+            CHECK_OK(conc__dict_check(gd));
+            conc_dict_free(gd);
+        }
+        CHECK(through);
+        if (deaths < 3) {
+            th_fail(__FILE__, __LINE__, "%s: only %d crash points",
+                    gop_name[g_op], deaths);
+        }
+        printf("    %s: %d crash points\n", gop_name[g_op], deaths);
+    }
+}
+
+TEST_T(dict_kill_at_every_crash_point_of_growth_and_migration, 120)
+{
+    for (int op = G_HEAP; op <= G_SHRINK; op++) {
+        g_scene(op);
+    }
+}
+
+/* Its own test: 2048 keys made afresh for each crash point (a few
+ * seconds plain, minutes under the sanitizers on a loaded machine). */
+TEST_T(dict_kill_at_every_crash_point_of_a_stretch_backed_table, 400)
+{
+    g_scene(G_STRETCH);
 }
 
 /* ---- random kills -------------------------------------------------------- */
@@ -598,4 +829,114 @@ TEST_T(dict_named_peer_killed_mid_update, 60)
            (unsigned long long)st.takeovers, (unsigned long long)st.rebuilds);
     CHECK(last > 0);
     conc_dict_free(d);
+}
+
+/* ---- a holder /proc does not show ---------------------------------------- */
+
+/* Shared by the contenders: how many are inside an update's fn right now,
+ * the most ever seen there at once, and the rounds done. */
+typedef struct hidden_board {
+    _Atomic int inside;
+    _Atomic int most;
+    _Atomic int rounds;
+} hidden_board;
+
+static hidden_board *hb;
+static conc_dict *hd;
+
+/* Becomes an unprivileged user with no root group: hidepid lets members
+ * of /proc's gid (0 by default) see everything. */
+static bool become(uid_t id)
+{
+    return setgroups(0, NULL) == 0 && setgid(id) == 0 && setuid(id) == 0;
+}
+
+/* Holds the dict for 70 ms: longer than a waiter's sleep slice, so every
+ * waiter wakes at least once to judge this holder while it runs. */
+static int slow_incr(const void *old, size_t oldlen, bool found,
+                     conc_buf *out, void *arg)
+{
+    (void)arg;
+    int now = atomic_fetch_add(&hb->inside, 1) + 1;
+    int most = atomic_load(&hb->most);
+    while (now > most && !atomic_compare_exchange_weak(&hb->most, &most,
+                                                        now)) {
+    }
+    uint64_t v = 0;
+    if (found && oldlen == sizeof v) {
+        memcpy(&v, old, sizeof v);
+    }
+    v++;
+    th_sleep(0.07);
+    atomic_fetch_sub(&hb->inside, 1);
+    return conc_buf_append(out, &v, sizeof v);
+}
+
+static int hidden_contender(void *arg)
+{
+    if (!become((uid_t)(uintptr_t)arg)) {
+        return 2;
+    }
+    for (int i = 0; i < 6; i++) {
+        int err = conc_dict_update(hd, "k", 1, slow_incr, NULL);
+        if (err != 0) {
+            return 10;
+        }
+        atomic_fetch_add(&hb->rounds, 1);
+    }
+    return 0;
+}
+
+/* In its own mount namespace with /proc mounted hidepid=2, each of two
+ * users sees none of the other's processes in /proc.  The dict's holder
+ * is then invisible to its waiters but alive: it must not be judged dead,
+ * so no two calls are ever inside the dict at once. */
+static int hidden_dict_scene(void *arg)
+{
+    (void)arg;
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("proc", "/proc", "proc", 0, "hidepid=2") != 0) {
+        return 77;
+    }
+    hb = mmap(NULL, sizeof *hb, PROT_READ | PROT_WRITE,
+              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (hb == MAP_FAILED || conc_dict_new(&hd, NULL) != 0) {
+        return 3;
+    }
+    pid_t a = th_fork(hidden_contender, (void *)(uintptr_t)65533);
+    pid_t b = th_fork(hidden_contender, (void *)(uintptr_t)65534);
+    int sa = th_wait(a, 20), sb = th_wait(b, 20);
+    if (!WIFEXITED(sa) || !WIFEXITED(sb)) {
+        return 4;
+    }
+    if (WEXITSTATUS(sa) != 0 || WEXITSTATUS(sb) != 0) {
+        return 20 + WEXITSTATUS(sa) + WEXITSTATUS(sb);
+    }
+    if (atomic_load(&hb->most) != 1) {
+        return 5; /* two calls were inside the dict at once */
+    }
+    uint64_t v = 0;
+    size_t len = 0;
+    if (conc_dict_get_into(hd, "k", 1, &v, sizeof v, &len) != 0 ||
+        v != 12 || atomic_load(&hb->rounds) != 12) {
+        return 6;
+    }
+    conc_dict_free(hd);
+    return 0;
+}
+
+TEST(dict_holder_hidden_by_hidepid_is_not_judged_dead)
+{
+    if (geteuid() != 0) {
+        printf("     (skipped: needs root for a mount namespace)\n");
+        return;
+    }
+    pid_t pid = th_fork(hidden_dict_scene, NULL);
+    int rc = WEXITSTATUS(th_wait(pid, 40));
+    if (rc == 77) {
+        printf("     (skipped: cannot mount /proc with hidepid=2 here)\n");
+        return;
+    }
+    CHECK_EQ(rc, 0);
 }

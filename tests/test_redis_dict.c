@@ -294,3 +294,60 @@ TEST(redis_dict_errors)
     conc_dict_free(d);
     th_redis_stop(&r);
 }
+
+/* conc_dict_add on a server is an update that adds: it creates the key,
+ * adds to it, refuses a value that is not 8 bytes and an overflow, and
+ * adds atomically across processes; conc_dict_items is refused there. */
+TEST(redis_dict_add_and_items)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "adds");
+    int64_t now = 0;
+    CHECK_OK(conc_dict_add(d, "n", 1, 5, &now));
+    CHECK(now == 5);
+    CHECK_OK(conc_dict_add(d, "n", 1, -7, &now));
+    CHECK(now == -2);
+    CHECK_OK(conc_dict_set(d, "s", 1, "abc", 3));
+    CHECK_ERR(conc_dict_add(d, "s", 1, 1, &now), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "not an 8-byte integer") != NULL);
+    CHECK_OK(conc_dict_add(d, "big", 3, INT64_MAX, NULL));
+    CHECK_ERR(conc_dict_add(d, "big", 3, 1, &now), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "overflows") != NULL);
+    enum { PROCS = 3, EACH = 200 };
+    pid_t kids[PROCS];
+    for (int i = 0; i < PROCS; i++) {
+        kids[i] = fork();
+        CHECK(kids[i] >= 0);
+        if (kids[i] == 0) {
+            conc_dict *c = mkd(r.url, "adds");
+            for (int j = 0; j < EACH; j++) {
+                if (conc_dict_add(c, "n", 1, 1, NULL) != 0) {
+                    _exit(1);
+                }
+            }
+            conc_dict_free(c);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < PROCS; i++) {
+        CHECK(th_wait(kids[i], 60) == 0);
+    }
+    unsigned char v[8];
+    size_t len = 0;
+    CHECK_OK(conc_dict_get_into(d, "n", 1, v, sizeof v, &len));
+    CHECK(len == 8);
+    int64_t got = 0;
+    for (int i = 7; i >= 0; i--) {
+        got = (int64_t)(((uint64_t)got << 8) | v[i]);
+    }
+    CHECK(got == -2 + PROCS * EACH);
+    conc_dict_item *items = NULL;
+    size_t n = 0;
+    CHECK_ERR(conc_dict_items(d, &items, &n), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "not available on a server") != NULL);
+    CHECK(items == NULL);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}

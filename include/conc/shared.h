@@ -147,16 +147,40 @@ CONC_API void conc_value_free(conc_value *v);
 /* ---- conc_dict: Manager().dict() without the manager -------------------
  *
  * A hash table of byte-string keys to byte-string values, any sizes, in
- * one shared mapping: usable at once from any number of threads and
+ * one shared segment: usable at once from any number of threads and
  * processes - forked before or after it was created, or unrelated ones
  * through .name - with no server process and no round trip.
  *
+ * Size: the dict starts at 64 KiB and grows as entries arrive, while
+ * other processes use it (a growth step pauses the call that makes it
+ * for about the time it takes the system to hand over the new memory:
+ * 2 MiB at a time, more only for a value or an index table that needs
+ * it); its index grows and shrinks with the count,
+ * a few buckets per call, so no call ever copies the whole table.
+ * capacity_bytes is only the most it may grow to (default 64 GiB); each
+ * process reserves that much address space (not memory) for it.  Memory
+ * per entry: the entry's block, the next power of two >= 24 + klen
+ * rounded up to 8 + vlen, at least 64 bytes (a 27-byte key with an 8-byte
+ * value takes 64 bytes), plus 4 to 8 bytes of index.
+ *
  * Crash safety: a process killed at any instant (SIGKILL included) in the
- * middle of any call leaves the dict consistent: every key reads as its
- * old or its new value, never a torn one, and the next caller repairs the
- * free space the dead one may have left half-updated (it rebuilds the
- * free lists from the entries every chain still reaches).  Full:
- * CONC_ENOMEM, and the table is as it was; deleting makes room again.
+ * middle of any call - growth included - leaves the dict consistent: every
+ * key reads as its old or its new value, never a torn one, nothing else is
+ * lost, and the next caller repairs the bookkeeping the dead one may have
+ * left half done.  Holders are judged dead only when the kernel knows
+ * them gone (never from a /proc it cannot see), so two calls are never
+ * inside the dict at once.  Full: CONC_ENOMEM, and the table is as it
+ * was; deleting makes room again.
+ *
+ * Shared memory that lies: any process that maps the segment can write
+ * any byte of it.  Every value read from it is checked before use (every
+ * link, length, size and index field), and every walk is bounded, so a
+ * damaged or hostile segment makes calls fail with CONC_ECORRUPT
+ * (conc_errdetail() says what was wrong), never crash or hang.  A writer
+ * that meets damaged bookkeeping leaves it for the next call to rebuild
+ * from the entries; damaged entries keep failing their checks.  What no
+ * check can stop: a peer that takes the lock and never lets go (as with
+ * any shared lock), or one that shrinks the file under the others.
  *
  * On a server (.url).  The same dict served by Redis, shared by processes
  * on any host (URLs as conc/queue.h describes them):
@@ -183,13 +207,17 @@ CONC_API void conc_value_free(conc_value *v);
  * that is not what libconc wrote); a set or update that failed with
  * CONC_ENET or CONC_ETIMEDOUT may still have been stored.  contains and
  * len answer false and 0 when the server cannot be asked
- * (conc_errdetail() says why). */
+ * (conc_errdetail() says why).  conc_dict_add is an update there (two round trips, atomic);
+ * conc_dict_items is not available on a server: CONC_EINVAL with a
+ * detail (conc_dict_keys, then conc_dict_get per key, gives the same
+ * entries, though not as one snapshot). */
 typedef struct conc_dict conc_dict;
 typedef struct conc_dict_opts {
-    size_t capacity_bytes; /* the shared region's size, index included;
-                              0: 64 MiB.  Memory is only used as entries
-                              fill it.  Below 16 KiB it is raised to
-                              16 KiB; above 256 GiB CONC_EINVAL */
+    size_t capacity_bytes; /* the most the dict may grow to, index
+                              included; 0: 64 GiB (less where the address
+                              space will not take it, down to 1 GiB).
+                              Below 64 KiB it is raised to 64 KiB; above
+                              256 GiB CONC_EINVAL */
     const char *name;      /* NULL: anonymous; else named (conc_dict_open);
                               with .url, the dict's name on the server */
     /* A dict on a server ("On a server" above): the server's URL.  NULL:
@@ -211,23 +239,31 @@ typedef int (*conc_dict_update_fn)(const void *old, size_t oldlen, bool found,
                                    conc_buf *out, void *arg);
 
 /* conc_dict_new - an empty dict.  CONC_EINVAL (NULL out, capacity over
- * the limit, a bad name), CONC_ENOMEM, CONC_ESYS (named: EEXIST). */
+ * the limit, a bad name), CONC_ENOMEM (no memory, or no address space
+ * for the capacity given), CONC_ESYS (named: EEXIST). */
 CONC_API int conc_dict_new(conc_dict **out, const conc_dict_opts *opts);
 
-/* conc_dict_open - opens a named dict created by another process.
- * CONC_EINVAL (bad name; not a conc_dict or another layout version:
- * magic and version are checked), CONC_ENOMEM, CONC_ESYS (ENOENT). */
+/* conc_dict_open - opens a named dict created by another process; this
+ * process reserves the dict's capacity in address space.  CONC_EINVAL:
+ * bad name, or the segment is not a conc_dict (too small, no dict magic)
+ * or one of another layout version.  CONC_ECORRUPT: it is a conc_dict,
+ * but its header fails a check (its capacity, its sizes, its index).
+ * CONC_EPERM: another user's segment, or one open to others (see Trust
+ * above; conc_shm_share() allows it).  CONC_ENOMEM, CONC_ESYS (ENOENT:
+ * no such name). */
 CONC_API int conc_dict_open(conc_dict **out, const char *name);
 
 /* Keys: key may be NULL only when klen is 0 (the empty key is a key).
  * Values: val may be NULL only when vlen is 0.  Every call below may
  * block while another thread or process holds the dict for its own short
  * call; none blocks for long, and none needs a timeout.  Calls made from
- * inside an update fn on the same dict return CONC_ESTATE. */
+ * inside an update fn on the same dict return CONC_ESTATE.  Every call
+ * that returns an int may also return CONC_ECORRUPT (see above). */
 
-/* conc_dict_set - d[key] = val.  0; CONC_EINVAL; CONC_ENOMEM (no room
- * now: nothing changed); CONC_ETOOBIG (the entry could not fit even in
- * the empty dict). */
+/* conc_dict_set - d[key] = val.  0; CONC_EINVAL; CONC_ENOMEM (the dict is
+ * at its capacity, or the system has no memory for it to grow: nothing
+ * changed); CONC_ETOOBIG (the entry could not fit even in the empty dict
+ * of this capacity); CONC_ESYS (growing the file failed). */
 CONC_API int conc_dict_set(conc_dict *d, const void *key, size_t klen,
                            const void *val, size_t vlen);
 
@@ -246,21 +282,44 @@ CONC_API int conc_dict_get_into(conc_dict *d, const void *key, size_t klen,
 /* conc_dict_del - del d[key].  CONC_EEMPTY when absent, CONC_EINVAL. */
 CONC_API int conc_dict_del(conc_dict *d, const void *key, size_t klen);
 
-/* conc_dict_contains - key in d (false for bad arguments, and from
- * inside an update fn on the same dict). */
+/* conc_dict_contains - key in d (false for bad arguments, from inside an
+ * update fn on the same dict, and when the dict fails a check:
+ * conc_errdetail() says which). */
 CONC_API bool conc_dict_contains(conc_dict *d, const void *key, size_t klen);
 
-/* conc_dict_len - len(d) (0 for NULL, and from inside an update fn on
- * the same dict). */
+/* conc_dict_len - len(d) (0 for NULL, from inside an update fn on the
+ * same dict, and when the dict fails a check). */
 CONC_API size_t conc_dict_len(conc_dict *d);
+
+/* conc_dict_array_free - frees an array that conc_dict_keys or
+ * conc_dict_items returned: once, whole (the array is one heap block
+ * holding the bytes its elements point to; freeing an element's bytes,
+ * with conc_msg_free or free, is a bug).  NULL is a no-op. */
+CONC_API void conc_dict_array_free(void *array);
 
 /* conc_dict_keys - a snapshot of the keys, in no particular order: *keys
  * gets an array of *n conc_msg, one heap block holding the key bytes too
- * (keys[i].data is NULL for the empty key).  Free it once, whole, with
- * conc_dict_keys_free(*keys) - not conc_msg_free on the elements.
- * *keys is NULL when the dict is empty.  CONC_EINVAL, CONC_ENOMEM. */
+ * (keys[i].data is NULL for the empty key).  Free it with
+ * conc_dict_array_free(*keys) (or conc_dict_keys_free, the same) - not
+ * conc_msg_free on the elements.  *keys is NULL when the dict is empty.
+ * CONC_EINVAL, CONC_ENOMEM. */
 CONC_API int conc_dict_keys(conc_dict *d, conc_msg **keys, size_t *n);
 CONC_API void conc_dict_keys_free(conc_msg *keys);
+
+/* conc_dict_items - Python's list(d.items()): every key with its value,
+ * in one snapshot (no call can change the dict in between), in no
+ * particular order.  *items gets an array of *n conc_dict_item, one heap
+ * block holding all the bytes (key / val are NULL for an empty key or
+ * value, and 8-aligned otherwise); free it with
+ * conc_dict_array_free(*items).  *items is NULL when the dict is empty.
+ * CONC_EINVAL, CONC_ENOMEM. */
+typedef struct conc_dict_item {
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+} conc_dict_item;
+CONC_API int conc_dict_items(conc_dict *d, conc_dict_item **items, size_t *n);
 
 /* conc_dict_update - atomic read-modify-write of d[key] (Manager dicts
  * race on d[k] += 1; this does not): fn sees the current value and its
@@ -270,6 +329,16 @@ CONC_API void conc_dict_keys_free(conc_msg *keys);
  * changed). */
 CONC_API int conc_dict_update(conc_dict *d, const void *key, size_t klen,
                               conc_dict_update_fn fn, void *arg);
+
+/* conc_dict_add - d[key] += delta, atomically, on an integer value: 8
+ * bytes, a little-endian two's-complement int64 (what conc_dict_add
+ * stores; write one with any other call the same way).  An absent key
+ * counts as 0, so the first add stores delta.  *result (may be NULL)
+ * gets the new value.  CONC_EINVAL: bad arguments, a value of another
+ * length (nothing changed), or a sum that overflows int64 (nothing
+ * changed); CONC_ENOMEM as conc_dict_set (a new key only). */
+CONC_API int conc_dict_add(conc_dict *d, const void *key, size_t klen,
+                           int64_t delta, int64_t *result);
 
 /* conc_dict_free - releases this process's handle (and, in the creator of
  * a named dict, unlinks the name).  NULL is a no-op. */

@@ -384,7 +384,7 @@ static int deliver(const sink *k, size_t idx, const redisReply *e)
     if (k->msgs == NULL) {
         *k->len = n;
         if (n > k->cap) {
-            return CONC_ETOOBIG;
+            return CONC_ETOOBIG; /* detail: set by the caller, which knows fn */
         }
         if (n > 0) {
             memcpy(k->buf, e->str + 1, n);
