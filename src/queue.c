@@ -94,8 +94,10 @@
  * pay one compare.  With no slot left it raises readers_overflow, and the
  * queue then never judges its readers gone.  A put that is blocked for
  * room checks, at the end of each sleep slice, whether every registered
- * reader has exited: if so (and at least one ever registered), it gives
- * up with CONC_ECLOSED and a detail that says so, putting nothing more.
+ * reader has exited: if so (and at least one ever registered), and it
+ * stays so for a second (READERS_GRACE_NS: time for a supervisor's
+ * replacement consumer to make its first get), it gives up with
+ * CONC_ECLOSED and a detail that says so, putting nothing more.
  * A process that only opens the queue later to read is not known until
  * its first get; a put that gave up may be retried.  The check reads
  * /proc for at most CONC__QUEUE_READERS entries, once per slice of a
@@ -1098,6 +1100,11 @@ FAST void note_reader(conc_queue *q)
     }
 }
 
+/* How long a blocked put must see every reader gone before it gives up:
+ * a supervisor that restarts a killed consumer has this long for the new
+ * one's first get (which registers it). */
+#define READERS_GRACE_NS 1000000000ull
+
 /* True when some process registered as a reader and every one of them
  * has exited (and none overflowed the table). */
 static bool readers_gone(conc_queue *q)
@@ -1132,6 +1139,7 @@ static __attribute__((noinline)) int put_wait(conc_queue *q,
 {
     uint32_t w = 0;
     bool armed = false;
+    uint64_t gone_since = 0; /* when readers were first seen all gone */
     for (;;) {
         if (conc__deadline_passed(dl)) {
             /* detail: outcome() */
@@ -1140,9 +1148,14 @@ static __attribute__((noinline)) int put_wait(conc_queue *q,
         uint64_t s = rec_size(msgs[*done].len);
         if (armed) {
             armed = false;
-            if (sleep_slice(&q->sh->space_seq, w, dl) == 1 &&
-                readers_gone(q)) {
-                return NO_READERS;
+            if (sleep_slice(&q->sh->space_seq, w, dl) == 1) {
+                if (!readers_gone(q)) {
+                    gone_since = 0;
+                } else if (gone_since == 0) {
+                    gone_since = conc__now_ns();
+                } else if (conc__now_ns() - gone_since >= READERS_GRACE_NS) {
+                    return NO_READERS;
+                }
             }
         } else if (!spin_wait(q, &q->spin_put, put_hint, &s, dl)) {
             /* The attempt below is the re-check after arming. */

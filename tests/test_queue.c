@@ -1843,6 +1843,33 @@ static int reader_takes_one_and_exits(void *arg)
     return err == 0 ? 0 : 1;
 }
 
+static int reader_waits_then_takes_one(void *arg)
+{
+    th_sleep(0.4);
+    return reader_takes_one_and_exits(arg);
+}
+
+/* A supervisor that restarts a dead consumer: a put blocked while no
+ * reader is alive waits a grace of a second for a new one, so a
+ * replacement whose first get comes 0.4 s after the last reader died
+ * makes room, and the put goes in (it must not give up at the first
+ * sleep slice that finds the readers gone). */
+TEST(queue_put_blocked_waits_for_a_restarted_reader)
+{
+    conc_queue *q;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
+    put_str(q, "first");
+    pid_t pid = th_fork(reader_takes_one_and_exits, q);
+    CHECK_EQ(th_wait(pid, 10), 0);
+    put_str(q, "second");
+    put_str(q, "third");
+    pid = th_fork(reader_waits_then_takes_one, q);
+    CHECK_OK(conc_queue_put(q, "fourth", 6, 30));
+    CHECK_EQ(th_wait(pid, 10), 0);
+    CHECK_EQ(conc_queue_qsize(q), 2);
+    conc_queue_free(q);
+}
+
 /* Python's producers block for ever when every consumer died; here a put
  * blocked on a full queue gives up with CONC_ECLOSED once every process
  * that read from the queue has exited, and says why. */

@@ -46,8 +46,9 @@
  * Readers that all died.  A queue remembers the processes that have read
  * from it (up to 32 at once; a process registers at its first get, a
  * forked child at its own first).  A put blocked on a full queue whose
- * registered readers have all exited gives up with CONC_ECLOSED instead
- * of waiting for ever (Python's producers would hang); with no reader
+ * registered readers have all exited, and stayed gone for a second (time
+ * for a restarted consumer's first get), gives up with CONC_ECLOSED
+ * instead of waiting for ever (Python's producers would hang); with no reader
  * ever registered, or more than 32 at once, it waits as before.
  *
  * Dying peers.  A producer or consumer killed at any instant (SIGKILL
