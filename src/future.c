@@ -77,7 +77,7 @@ int conc__future_new(conc_future **out)
 {
     conc_future *f = conc__calloc(1, sizeof *f);
     if (f == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool: no memory for a future");
     }
     pthread_mutex_init(&f->lock, NULL);
     atomic_init(&f->state, FUT_PENDING);

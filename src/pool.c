@@ -196,7 +196,8 @@ static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
 {
     conc__batch *b = conc__calloc(1, sizeof *b);
     if (b == NULL) {
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool: no memory for a batch "
+                          "of %zu items", n);
     }
     size_t m = n ? n : 1, total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -215,7 +216,8 @@ static int batch_new(conc__batch **out, const conc_msg *inputs, size_t n)
         free(b->len);
         free(b->arena);
         free(b);
-        return CONC_ENOMEM;
+        return conc__fail(CONC_ENOMEM, "conc_pool: no memory for a batch "
+                          "of %zu items (%zu bytes of input)", n, total);
     }
     size_t pos = 0;
     for (size_t i = 0; i < n; i++) {
@@ -630,7 +632,7 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     if (chunk > p->chunk_max) {
         chunk = p->chunk_max;
     }
-    conc__batch *b;
+    conc__batch *b = NULL;
     int err = batch_new(&b, inputs, n);
     if (err != 0) {
         return conc__fail(err, "%s: no memory for the copies of %zu inputs",

@@ -1622,7 +1622,8 @@ static int procs_join(conc_pool *p, const conc__deadline *dl)
     while (!pp->manager_done) {
         if (dl->once || conc__deadline_passed(dl)) {
             pthread_mutex_unlock(&p->lock);
-            return CONC_ETIMEDOUT;
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_pool_join: the "
+                                  "workers did not finish in time");
         }
         if (dl->forever) {
             pthread_cond_wait(&pp->done_cv, &p->lock);

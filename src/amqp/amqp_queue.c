@@ -295,6 +295,7 @@ static int set_rpc_deadline(aconn *c, uint64_t until)
 {
     uint64_t l = left_ns(until);
     if (l == 0) {
+        /* detail: the caller names the call that ran out of time */
         return CONC_ETIMEDOUT;
     }
     struct timeval tv = { .tv_sec = (time_t)(l / 1000000000u),

@@ -395,7 +395,7 @@ static int deliver(const sink *k, size_t idx, const redisReply *e)
     if (n > 0) {
         d = conc__malloc(n);
         if (d == NULL) {
-            return CONC_ENOMEM;
+            return CONC_ENOMEM; /* detail: set by hand_over, which knows fn */
         }
         memcpy(d, e->str + 1, n);
     }
@@ -580,7 +580,11 @@ static int hand_over(const rq *q, const taken *t, const sink *k,
         *got = 0;
         return err;
     }
-    return *got == 0 && (t->marker_back || *marker) ? CONC_ECLOSED : 0;
+    if (*got == 0 && (t->marker_back || *marker)) {
+        return conc__fail(CONC_ECLOSED, "%s: the queue on %s is closed and "
+                          "drained", fn, q->cli.where);
+    }
+    return 0;
 }
 
 static int alo_get(rq *q, const sink *k, size_t *got, double timeout,
@@ -692,6 +696,7 @@ static int alo_get(rq *q, const sink *k, size_t *got, double timeout,
             if (err == CONC__RNOSCRIPT && noscript++ == 0) {
                 continue; /* the next connection loads them again */
             }
+            /* detail: conc__rreply_err said why (scripts lost twice) */
             return err == CONC__RNOSCRIPT ? CONC_ENET : err;
         }
         if (t.n == 0) {
@@ -809,6 +814,7 @@ static int amo_get(rq *q, const sink *k, size_t *got, double timeout,
                 conc__fail(CONC_ECORRUPT, "%s: the server at %s answered "
                            "BRPOP with a malformed reply", fn, q->cli.where);
             }
+            /* detail: the malformed reply above, or conc__rreply_want */
             err = first == NULL ? CONC_ECORRUPT : CONC_ENET;
             conc__rreplies_free(rep, ncmd);
             conc__rcli_give(&q->cli, c, false);
@@ -965,6 +971,8 @@ static int rq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
             continue;
         }
         if (err != 0) {
+            /* detail: conc__rreply_err said why (scripts lost twice) */
+            /* detail: conc__rreply_err said why (scripts lost twice) */
             return err == CONC__RNOSCRIPT ? CONC_ENET : err;
         }
         if (closed) {
@@ -1293,6 +1301,7 @@ static void release_slots(rq *q)
     size_t n = 0;
     build_release(q, c, &n);
     redisReply **rep = conc__calloc(n, sizeof *rep);
+    /* detail: none: free reports nothing (a failed release lapses) */
     int err = rep == NULL ? CONC_ENOMEM
                           : conc__rconn_exchange(&q->cli, c, rep, n, until,
                                                  "conc_queue_free");
