@@ -50,6 +50,9 @@ int conc__amqp_parse_maxlen(const char *text, size_t len, uint64_t *max)
         return find(rest, rlen, none) != NULL ? 0 : -1;
     }
     size_t i = (size_t)(v - rest) + sizeof val - 1;
+    if (i < rlen && rest[i] == '0') {
+        return -1; /* RabbitMQ writes no leading zero: not its words */
+    }
     uint64_t n = 0;
     size_t digits = 0;
     while (i < rlen && rest[i] >= '0' && rest[i] <= '9') {
