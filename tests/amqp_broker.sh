@@ -7,7 +7,7 @@
 #                               running in DIR); prints its URL, also left
 #                               in DIR/url; DIR/pid holds the beam's pid
 #                               (SIGSTOP it to freeze the broker)
-#   amqp_broker.sh stop DIR     stops it, and the epmd it started, and
+#   amqp_broker.sh stop DIR     stops it, and its own epmd, and
 #                               removes DIR
 #   amqp_broker.sh restart DIR  stops and starts the RabbitMQ application
 #                               inside the node (connections drop; durable
@@ -34,6 +34,7 @@ envs() {
     export RABBITMQ_MNESIA_BASE="$d/mnesia" RABBITMQ_LOG_BASE="$d/log"
     export RABBITMQ_PID_FILE="$d/pid" RABBITMQ_CONF_ENV_FILE=/dev/null
     export ERL_EPMD_ADDRESS=127.0.0.1
+    export ERL_EPMD_PORT; ERL_EPMD_PORT=$(cat "$d/eport")
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
@@ -68,22 +69,25 @@ start)
     # A dist port below 45535 (the default NODE_PORT+20000 breaks above).
     port=$(free_port)
     dport=$(free_port)
+    eport=$(free_port)
     echo "$port" > "$d/port"
     echo "$dport" > "$d/dport"
+    echo "$eport" > "$d/eport"
     printf 'listeners.tcp.1 = 127.0.0.1:%s\nloopback_users.guest = false\nlog.console = false\nheartbeat = %s\n' \
         "$port" "$hb" > "$d/rabbitmq.conf"
     echo '[].' > "$d/enabled_plugins"
-    # epmd: note whether one runs already (then it is not ours to stop).
-    if pgrep -x epmd >/dev/null 2>&1; then : > "$d/epmd.shared"; fi
+    # An epmd of its own, on its own port (ERL_EPMD_PORT, which the node
+    # and rabbitmqctl both read): a broker that shared the host's epmd
+    # lost its name when another broker's stop ended that epmd, and
+    # rabbitmqctl could no longer reach it.
     envs
+    epmd -port "$eport" -address 127.0.0.1 -daemon
+    pgrep -f "^epmd -port $eport " > "$d/epmd" 2>/dev/null || true
     setsid "$rmq/rabbitmq-server" > "$d/log/stdout" 2>&1 < /dev/null &
     echo $! > "$d/wrapper"
     if ! wait_ready; then
         bash "$0" stop "$d" || true
         exit 1
-    fi
-    if [ ! -e "$d/epmd.shared" ]; then
-        pgrep -x epmd > "$d/epmd" 2>/dev/null || true
     fi
     echo "amqp://guest:guest@127.0.0.1:$port/%2f" > "$d/url"
     cat "$d/url"
