@@ -284,6 +284,7 @@ static int rmq_consume(kind k)
             break;
         }
         got++;
+        sh->got = got;
     }
     sh->t_end = now();
     sh->got = got;
@@ -366,6 +367,7 @@ static int conc_consume(kind k)
             got += ((char *)m[i].data)[0] != 0;
             conc_msg_free(&m[i]);
         }
+        sh->got = got; /* so a failed round reports how far it came */
     }
     sh->t_end = now();
     sh->got = got;
@@ -403,8 +405,10 @@ static double run(kind k, long n, int round)
     waitpid(c, &sc, 0);
     if (!WIFEXITED(sp) || WEXITSTATUS(sp) != 0 || !WIFEXITED(sc) ||
         WEXITSTATUS(sc) != 0 || sh->got != n) {
-        fprintf(stderr, "bench_amqp: %s failed (got %ld of %ld)\n",
-                kind_name[k], sh->got, n);
+        fprintf(stderr, "bench_amqp: %s failed (the consumer got %ld of "
+                "%ld; producer exit %d, consumer exit %d)\n", kind_name[k],
+                sh->got, n, WIFEXITED(sp) ? WEXITSTATUS(sp) : -1,
+                WIFEXITED(sc) ? WEXITSTATUS(sc) : -1);
         return 0;
     }
     return (double)n / (sh->t_end - t0);

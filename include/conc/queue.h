@@ -166,7 +166,9 @@
  *   .at_most_once: messages are transient and published without confirms
  * on an unbounded queue (a put that returned 0 is lost if the broker
  * dies before writing it, and the first put after a close may return 0
- * and be dropped); a delivery is acknowledged as it is handed over.
+ * and be dropped; a normal conc_queue_free loses none: it waits for the
+ * broker to take them in, see there); a delivery is acknowledged as it is
+ * handed over.
  *   Liveness: heartbeats are off (rabbitmq-c serves them only inside its
  * calls, so a consumer computing longer than two heartbeats would be cut
  * off): a consumer may work on a message for as long as the broker's
@@ -424,7 +426,13 @@ CONC_API bool conc_queue_redelivered(conc_queue *q);
  * On a server: acknowledges what this process's consumers on the handle
  * were delivered, gives back what a failed get may have left, and closes
  * its connections (one round trip, at most 2 s; what it could not do, the
- * leases undo).  The queue itself stays on the server. */
+ * leases undo).  The queue itself stays on the server.  On RabbitMQ with
+ * .at_most_once, a thread that put without confirms has its connection
+ * closed only once the broker answers the close, which proves it has read
+ * every put before it: free waits for that answer up to 60 s (or
+ * .net_timeout when longer) while a loaded broker catches up; when none
+ * comes in that time (a frozen or lost broker) the puts it had not read
+ * are lost, and conc_errdetail() after free says so. */
 CONC_API void conc_queue_free(conc_queue *q);
 
 #ifdef __cplusplus
