@@ -1090,9 +1090,7 @@ int conc_dict_keys(conc_dict *d, conc_msg **keys, size_t *n)
 int conc_dict_items(conc_dict *d, conc_dict_item **items, size_t *n)
 {
     if (d != NULL && d->net != NULL) {
-        return conc__fail(CONC_EINVAL, "conc_dict_items: not available on a "
-                          "server dict (.url): use conc_dict_keys, then "
-                          "conc_dict_get per key");
+        return conc__netd_items(d->net, items, n);
     }
     return snapshot(d, true, (void **)items, n, "conc_dict_items");
 }

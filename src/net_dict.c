@@ -116,6 +116,17 @@ int conc__netd_keys(conc__netd *d, conc_msg **keys, size_t *n)
     return d->ops->keys(d, keys, n);
 }
 
+int conc__netd_items(conc__netd *d, conc_dict_item **items, size_t *n)
+{
+    if (items == NULL || n == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_dict_items: items or n is "
+                          "NULL");
+    }
+    *items = NULL;
+    *n = 0;
+    return d->ops->items(d, items, n);
+}
+
 int conc__netd_update(conc__netd *d, const void *key, size_t klen,
                       conc_dict_update_fn fn, void *arg)
 {

@@ -130,6 +130,10 @@ typedef struct conc__netd_ops {
                     bool *yes);
     int (*len)(conc__netd *d, size_t *n);
     int (*keys)(conc__netd *d, conc_msg **keys, size_t *n);
+    /* One snapshot, laid out as the shared-memory dict's (one heap block
+     * that conc_dict_array_free frees; key/val NULL when empty, else
+     * 8-aligned); *items and *n are NULL and 0 on entry. */
+    int (*items)(conc__netd *d, conc_dict_item **items, size_t *n);
     int (*update)(conc__netd *d, const void *key, size_t klen,
                   conc_dict_update_fn fn, void *arg);
     void (*free)(conc__netd *d);
@@ -152,6 +156,7 @@ int conc__netd_del(conc__netd *d, const void *key, size_t klen);
 bool conc__netd_contains(conc__netd *d, const void *key, size_t klen);
 size_t conc__netd_len(conc__netd *d);
 int conc__netd_keys(conc__netd *d, conc_msg **keys, size_t *n);
+int conc__netd_items(conc__netd *d, conc_dict_item **items, size_t *n);
 int conc__netd_update(conc__netd *d, const void *key, size_t klen,
                       conc_dict_update_fn fn, void *arg);
 void conc__netd_free(conc__netd *d);

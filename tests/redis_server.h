@@ -36,6 +36,7 @@ typedef struct th_redis {
     char url[256];      /* redis://[:pass@]127.0.0.1:PORT/0 */
     char sock[192];     /* DIR/redis.sock */
     char pass[64];      /* "" for none */
+    char as_hgetall[32]; /* "" or the command renamed to HGETALL */
     bool aof;
 } th_redis;
 
@@ -267,6 +268,15 @@ static inline void th_redis_spawn(th_redis *r)
         argv[argc++] = "--requirepass";
         argv[argc++] = r->pass;
     }
+    if (r->as_hgetall[0]) {
+        /* A server that lies: another command answers HGETALL. */
+        argv[argc++] = "--rename-command";
+        argv[argc++] = "HGETALL";
+        argv[argc++] = "conc-test-real-hgetall";
+        argv[argc++] = "--rename-command";
+        argv[argc++] = r->as_hgetall;
+        argv[argc++] = "HGETALL";
+    }
     argv[argc] = NULL;
     fflush(stdout);
     fflush(stderr);
@@ -307,7 +317,9 @@ static inline bool th_redis_ready(th_redis *r, double timeout)
 }
 
 /* Starts a server.  opts: NULL, or a string with "aof" (appendonly yes)
- * and/or "pass=SECRET" (requirepass). */
+ * and/or "pass=SECRET" (requirepass) and/or "hgetall=CMD" (the command
+ * CMD answers to the name HGETALL: a server whose HGETALL answers are
+ * not what Redis's are). */
 static inline void th_redis_start(th_redis *r, const char *opts)
 {
     if (access("/usr/bin/redis-server", X_OK) != 0 &&
@@ -321,6 +333,11 @@ static inline void th_redis_start(th_redis *r, const char *opts)
     if (pw != NULL) {
         snprintf(r->pass, sizeof r->pass, "%.*s", (int)strcspn(pw + 5, " "),
                  pw + 5);
+    }
+    const char *hg = opts != NULL ? strstr(opts, "hgetall=") : NULL;
+    if (hg != NULL) {
+        snprintf(r->as_hgetall, sizeof r->as_hgetall, "%.*s",
+                 (int)strcspn(hg + 8, " "), hg + 8);
     }
     snprintf(r->dir, sizeof r->dir, "/dev/shm/conc-redis-XXXXXX");
     if (mkdtemp(r->dir) == NULL) {

@@ -297,7 +297,7 @@ TEST(redis_dict_errors)
 
 /* conc_dict_add on a server is an update that adds: it creates the key,
  * adds to it, refuses a value that is not 8 bytes and an overflow, and
- * adds atomically across processes; conc_dict_items is refused there. */
+ * adds atomically across processes; conc_dict_items then sees the sum. */
 TEST(redis_dict_add_and_items)
 {
     NEED_REDIS();
@@ -345,9 +345,272 @@ TEST(redis_dict_add_and_items)
     CHECK(got == -2 + PROCS * EACH);
     conc_dict_item *items = NULL;
     size_t n = 0;
-    CHECK_ERR(conc_dict_items(d, &items, &n), CONC_EINVAL);
-    CHECK(strstr(conc_errdetail(), "not available on a server") != NULL);
-    CHECK(items == NULL);
+    CHECK_OK(conc_dict_items(d, &items, &n));
+    CHECK_EQ(n, 3); /* n, s, big */
+    bool seen = false;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].klen == 1 && memcmp(items[i].key, "n", 1) == 0) {
+            CHECK(items[i].vlen == 8 && memcmp(items[i].val, v, 8) == 0);
+            seen = true;
+        }
+    }
+    CHECK(seen);
+    conc_dict_array_free(items);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+/* ---- items ------------------------------------------------------------------------- */
+
+/* Entry i of the items test: key and value of sizes around the 8-byte
+ * rounding, empty ones, binary bytes (NULs). */
+static const size_t item_klen[] = { 0, 1, 7, 8, 9, 3, 64, 1000 };
+static const size_t item_vlen[] = { 5, 0, 8, 9, 7, 0, 4097, 1 };
+#define NITEMS (sizeof item_klen / sizeof item_klen[0])
+
+static void item_bytes(unsigned char *p, size_t len, int i, int salt)
+{
+    for (size_t j = 0; j < len; j++) {
+        p[j] = (unsigned char)(j * 31 + (size_t)i * 7 + (size_t)salt);
+    }
+    if (len > 0) {
+        p[0] = (unsigned char)i; /* keys of equal length still differ */
+    }
+}
+
+TEST(redis_dict_items_values)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "it");
+    conc_dict_item *items = (conc_dict_item *)&r; /* must be reset */
+    size_t n = 99;
+    CHECK_OK(conc_dict_items(d, &items, &n));
+    CHECK(items == NULL && n == 0);
+    static unsigned char k[NITEMS][1000], v[NITEMS][4097];
+    for (int i = 0; i < (int)NITEMS; i++) {
+        item_bytes(k[i], item_klen[i], i, 0);
+        item_bytes(v[i], item_vlen[i], i, 1);
+        CHECK_OK(conc_dict_set(d, k[i], item_klen[i], v[i], item_vlen[i]));
+    }
+    uint64_t trips = conc__net_round_trips();
+    long long calls = th_redis_calls(&r, "hgetall");
+    CHECK_OK(conc_dict_items(d, &items, &n));
+    CHECK_EQ(conc__net_round_trips() - trips, 1);
+    CHECK_EQ(th_redis_calls(&r, "hgetall") - calls, 1);
+    CHECK_EQ(n, NITEMS);
+    bool seen[NITEMS] = { false };
+    const unsigned char *after = (const unsigned char *)(items + n);
+    for (size_t i = 0; i < n; i++) {
+        const conc_dict_item *it = &items[i];
+        /* the layout: NULL when empty, else 8-aligned past the array */
+        CHECK((it->klen == 0) == (it->key == NULL));
+        CHECK((it->vlen == 0) == (it->val == NULL));
+        CHECK(it->key == NULL || ((uintptr_t)it->key % 8 == 0 &&
+                                  (const unsigned char *)it->key >= after));
+        CHECK(it->val == NULL || ((uintptr_t)it->val % 8 == 0 &&
+                                  (const unsigned char *)it->val >= after));
+        int w = -1;
+        for (int j = 0; j < (int)NITEMS; j++) {
+            if (it->klen == item_klen[j] &&
+                (it->klen == 0 || memcmp(it->key, k[j], it->klen) == 0)) {
+                w = j;
+            }
+        }
+        CHECK(w >= 0 && !seen[w]);
+        seen[w] = true;
+        CHECK_EQ(it->vlen, item_vlen[w]);
+        CHECK(it->vlen == 0 || memcmp(it->val, v[w], it->vlen) == 0);
+        /* the same entry as keys + get gives */
+        conc_msg m;
+        CHECK_OK(conc_dict_get(d, it->key, it->klen, &m));
+        CHECK(m.len == it->vlen &&
+              (m.len == 0 || memcmp(m.data, it->val, m.len) == 0));
+        conc_msg_free(&m);
+    }
+    conc_msg *keys = NULL;
+    size_t nk = 0;
+    CHECK_OK(conc_dict_keys(d, &keys, &nk));
+    CHECK_EQ(nk, n);
+    conc_dict_keys_free(keys);
+    conc_dict_array_free(items);
+    /* emptied again: NULL, 0 */
+    for (int i = 0; i < (int)NITEMS; i++) {
+        CHECK_OK(conc_dict_del(d, k[i], item_klen[i]));
+    }
+    items = (conc_dict_item *)&r;
+    CHECK_OK(conc_dict_items(d, &items, &n));
+    CHECK(items == NULL && n == 0);
+    CHECK_ERR(conc_dict_items(d, NULL, &n), CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), "conc_dict_items") != NULL);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+/* A writer that sets "a" then "b" to the same counter, each set waiting
+ * for its answer, so at every moment on the server a == b or a == b + 1;
+ * each value is the counter in 16 digits and a filler whose length and
+ * byte the counter decides, so a torn value shows. */
+static size_t snap_val(unsigned char *p, long c)
+{
+    snprintf((char *)p, 17, "%016ld", c);
+    size_t fill = (size_t)(c * 37 % 3000);
+    memset(p + 16, 'A' + (int)(c % 26), fill);
+    return 16 + fill;
+}
+
+static long snap_parse(const conc_dict_item *it)
+{
+    if (it->vlen < 16) {
+        return -1;
+    }
+    char t[17];
+    memcpy(t, it->val, 16);
+    t[16] = '\0';
+    long c = atol(t);
+    unsigned char want[16 + 3000];
+    if (snap_val(want, c) != it->vlen ||
+        memcmp(want, it->val, it->vlen) != 0) {
+        return -1;
+    }
+    return c;
+}
+
+static int snap_writer(void *arg)
+{
+    const char *url = arg;
+    conc_dict *d = NULL;
+    if (conc_dict_open(&d, url) != 0) {
+        return 10;
+    }
+    unsigned char v[16 + 3000];
+    for (long c = 1; c <= 3000; c++) {
+        size_t len = snap_val(v, c);
+        if (conc_dict_set(d, "a", 1, v, len) != 0 ||
+            conc_dict_set(d, "b", 1, v, len) != 0) {
+            return 11;
+        }
+    }
+    conc_dict_free(d);
+    return 0;
+}
+
+TEST(redis_dict_items_is_one_snapshot)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "snap");
+    unsigned char v[16 + 3000];
+    size_t len = snap_val(v, 0);
+    CHECK_OK(conc_dict_set(d, "a", 1, v, len));
+    CHECK_OK(conc_dict_set(d, "b", 1, v, len));
+    char url[320];
+    snprintf(url, sizeof url, "%s", th_redis_url_of(&r, "snap"));
+    pid_t w = th_fork(snap_writer, url);
+    int snaps = 0, between = 0;
+    long last_b = -1;
+    for (;;) {
+        int st = 0;
+        bool done = waitpid(w, &st, WNOHANG) == w;
+        conc_dict_item *items = NULL;
+        size_t n = 0;
+        CHECK_OK(conc_dict_items(d, &items, &n));
+        CHECK_EQ(n, 2);
+        long a = -1, b = -1;
+        for (size_t i = 0; i < n; i++) {
+            long c = snap_parse(&items[i]);
+            CHECK(c >= 0); /* every value whole, as written */
+            if (items[i].klen == 1 && *(const char *)items[i].key == 'a') {
+                a = c;
+            } else {
+                b = c;
+            }
+        }
+        conc_dict_array_free(items);
+        CHECK(a == b || a == b + 1); /* the dict as it stood at one moment */
+        CHECK(b >= last_b);          /* and moments in order */
+        last_b = b;
+        between += a != b;
+        snaps++;
+        if (done) {
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+            CHECK_EQ(a, 3000);
+            break;
+        }
+    }
+    printf("    %d snapshots, %d between the writer's two sets\n", snaps,
+           between);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+TEST(redis_dict_items_errors)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = NULL;
+    CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){
+                                   .url = r.url, .name = "ie",
+                                   .net_timeout = CONC_TIMEOUT(1.0) }));
+    CHECK_OK(conc_dict_set(d, "k", 1, "v", 1));
+    /* the values hash replaced by another type */
+    free(th_redis_cmd(&r, "DEL", "conc:{d:ie}", NULL));
+    free(th_redis_cmd(&r, "SET", "conc:{d:ie}", "str", NULL));
+    conc_dict_item *items = NULL;
+    size_t n = 0;
+    CHECK_ERR(conc_dict_items(d, &items, &n), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "conc_dict_items") != NULL);
+    CHECK(items == NULL && n == 0);
+    free(th_redis_cmd(&r, "DEL", "conc:{d:ie}", NULL));
+    /* a stopped server: an error within net_timeout (1 s) */
+    th_redis_signal(&r, SIGSTOP);
+    double t0 = th_now();
+    int err = conc_dict_items(d, &items, &n);
+    double took = th_now() - t0;
+    CHECK(err == CONC_ETIMEDOUT || err == CONC_ENET);
+    CHECK(took >= 0.9 && took < 3.0);
+    CHECK(strstr(conc_errdetail(), "conc_dict_items") != NULL);
+    CHECK(items == NULL && n == 0);
+    th_redis_signal(&r, SIGCONT);
+    CHECK_OK(conc_dict_items(d, &items, &n));
+    CHECK(items == NULL && n == 0);
+    /* a vanished server */
+    th_redis_kill(&r);
+    err = conc_dict_items(d, &items, &n);
+    CHECK(err == CONC_ENET || err == CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_dict_items") != NULL);
+    CHECK(items == NULL && n == 0);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+/* A server whose HGETALL answer is not pairs of strings: SMEMBERS (three
+ * members: a key without its value) and MGET (a nil) answer to the name
+ * HGETALL there.  Each is CONC_ECORRUPT with its own detail, no array. */
+TEST(redis_dict_items_checks_the_answer)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, "hgetall=SMEMBERS");
+    conc_dict *d = mkd(r.url, "odd");
+    free(th_redis_cmd(&r, "SADD", "conc:{d:odd}", "x", "y", "z", NULL));
+    conc_dict_item *items = NULL;
+    size_t n = 0;
+    CHECK_ERR(conc_dict_items(d, &items, &n), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "odd count") != NULL);
+    CHECK(strstr(conc_errdetail(), "conc_dict_items") != NULL);
+    CHECK(items == NULL && n == 0);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+    th_redis_start(&r, "hgetall=MGET");
+    d = mkd(r.url, "nil");
+    CHECK_OK(conc_dict_set(d, "k", 1, "v", 1));
+    CHECK_ERR(conc_dict_items(d, &items, &n), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "not a string") != NULL);
+    CHECK(items == NULL && n == 0);
     conc_dict_free(d);
     th_redis_stop(&r);
 }

@@ -176,6 +176,36 @@ TEST(redis_fault_loop_put_lock_dict)
     conc_msg m;
     CHECK_OK(conc_dict_get(d, "k", 1, &m));
     conc_msg_free(&m);
+    int item_failures = 0;
+    for (long n = 1;; n++) {
+        conc_dict_item *items = NULL;
+        size_t count = 0;
+        conc__fault_arm(n);
+        int err = conc_dict_items(d, &items, &count);
+        bool fired = conc__fault_fired();
+        conc__fault_arm(0);
+        if (err == 0) {
+            /* A failure the client recovers from (a retried connect)
+             * still gives the whole answer. */
+            CHECK(count == 1 && items[0].klen == 1 && items[0].vlen == 1 &&
+                  memcmp(items[0].val, "v", 1) == 0);
+            conc_dict_array_free(items);
+            if (!fired) {
+                break;
+            }
+            continue;
+        }
+        CHECK(fired);
+        if (!expected_failure(err)) {
+            th_fail(__FILE__, __LINE__, "n=%ld: %s (%s)", n,
+                    conc_errname(err), conc_errdetail());
+        }
+        CHECK(strstr(conc_errdetail(), "conc_dict_items") != NULL);
+        CHECK(items == NULL && count == 0);
+        item_failures++;
+        CHECK(n < 200);
+    }
+    CHECK(item_failures >= 1); /* the block's allocation at least */
     conc_dict_free(d);
     conc_lock_free(l);
     conc_queue_free(q);

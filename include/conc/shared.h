@@ -207,10 +207,12 @@ CONC_API void conc_value_free(conc_value *v);
  * that is not what libconc wrote); a set or update that failed with
  * CONC_ENET or CONC_ETIMEDOUT may still have been stored.  contains and
  * len answer false and 0 when the server cannot be asked
- * (conc_errdetail() says why).  conc_dict_add is an update there (two round trips, atomic);
- * conc_dict_items is not available on a server: CONC_EINVAL with a
- * detail (conc_dict_keys, then conc_dict_get per key, gives the same
- * entries, though not as one snapshot). */
+ * (conc_errdetail() says why).  conc_dict_add is an update there (two
+ * round trips, atomic).  conc_dict_items is one round trip (HGETALL) and
+ * one snapshot there too: no write is seen half (each value is one some
+ * writer stored whole, and the entries are the dict as it stood at one
+ * moment on the server); its array has the same layout and is freed the
+ * same way; an answer that is not pairs of strings is CONC_ECORRUPT. */
 typedef struct conc_dict conc_dict;
 typedef struct conc_dict_opts {
     size_t capacity_bytes; /* the most the dict may grow to, index
@@ -312,7 +314,8 @@ CONC_API void conc_dict_keys_free(conc_msg *keys);
  * block holding all the bytes (key / val are NULL for an empty key or
  * value, and 8-aligned otherwise); free it with
  * conc_dict_array_free(*items).  *items is NULL when the dict is empty.
- * CONC_EINVAL, CONC_ENOMEM. */
+ * CONC_EINVAL, CONC_ENOMEM; on a server also CONC_ENET, CONC_EAUTH,
+ * CONC_ETIMEDOUT, CONC_ECORRUPT ("On a server" above). */
 typedef struct conc_dict_item {
     const void *key;
     size_t klen;

@@ -11,9 +11,18 @@
  * version: a compare-and-set that read a value cannot succeed over any
  * later write of that key (no ABA).
  *
- * set is one script (value, then version); get, contains, len and keys
- * are plain HGET, HEXISTS, HLEN and HKEYS; del is a script (value and
- * version go together).  Each is one round trip.
+ * set is one script (value, then version); get, contains, len, keys and
+ * items are plain HGET, HEXISTS, HLEN, HKEYS and HGETALL; del is a script
+ * (value and version go together).  Each is one round trip.
+ *
+ * ITEMS.  HGETALL runs as one command on the server, so its answer is
+ * one snapshot of the values hash: no write lands half inside it.  The
+ * answer is checked before it is trusted (an even count of elements,
+ * every one a string: CONC_ECORRUPT otherwise) and packed as the
+ * shared-memory dict packs it (dict.c, snapshot): one heap block, the
+ * array of conc_dict_item, then each key's and value's bytes, each
+ * started on an 8-byte boundary, NULL for an empty one; so
+ * conc_dict_array_free frees either.
  *
  * UPDATE.  The callback runs here, not on the server, so update is
  * optimistic: read the value and its version (a script: both in one
@@ -34,6 +43,7 @@
  * CONC_ENOMEM, nothing changed.
  */
 #include "redis_int.h"
+#include "../dict_int.h" /* conc__dict_round8: the snapshot layout */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +138,8 @@ static void build_kv(void *ctx, conc__rconn *c)
     conc__rbuf *b = &c->out;
     if (a->cmd != NULL) {
         bool has_key = strcmp(a->cmd, "HLEN") != 0 &&
-                       strcmp(a->cmd, "HKEYS") != 0;
+                       strcmp(a->cmd, "HKEYS") != 0 &&
+                       strcmp(a->cmd, "HGETALL") != 0;
         conc__rbuf_cmd(b, has_key ? 3 : 2);
         conc__rbuf_str(b, a->cmd);
         conc__rbuf_str(b, d->k_val);
@@ -335,6 +346,91 @@ static int rd_keys(conc__netd *nd, conc_msg **keys, size_t *n)
     return err;
 }
 
+/* The size of the block an HGETALL answer r packs into (header, then
+ * the bytes); CONC_ECORRUPT when r is not pairs of strings. */
+static int items_size(const rd *d, const redisReply *r, size_t *size,
+                      const char *fn)
+{
+    size_t n = r->elements / 2;
+    if (n > (SIZE_MAX / 2) / sizeof(conc_dict_item)) {
+        return conc__fail(CONC_ENOMEM, "%s: %zu entries are more than "
+                          "memory holds", fn, n);
+    }
+    size_t total = conc__dict_round8(n * sizeof(conc_dict_item));
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING) {
+            return conc__fail(CONC_ECORRUPT, "%s: the server at %s sent %s "
+                              "%zu of HGETALL as a reply of type %d, not a "
+                              "string", fn, d->cli.where,
+                              i % 2 == 0 ? "key" : "the value of key",
+                              i / 2, e->type);
+        }
+        if (e->len > MAX_VAL) {
+            return conc__fail(CONC_ECORRUPT, "%s: the server at %s sent an "
+                              "element of %zu bytes, over Redis's 512 MiB",
+                              fn, d->cli.where, e->len);
+        }
+        total += conc__dict_round8(e->len);
+    }
+    if (r->elements % 2 != 0) {
+        return conc__fail(CONC_ECORRUPT, "%s: the server at %s answered "
+                          "HGETALL with an odd count of elements (%zu): a "
+                          "key without its value", fn, d->cli.where,
+                          r->elements);
+    }
+    *size = total;
+    return 0;
+}
+
+static int rd_items(conc__netd *nd, conc_dict_item **items, size_t *n)
+{
+    static const char fn[] = "conc_dict_items";
+    rd *d = RD(nd);
+    kv a = { .d = d, .cmd = "HGETALL" };
+    redisReply *r = NULL;
+    int err = one(&a, &r, REDIS_REPLY_ARRAY, false, fn, "HGETALL");
+    if (err != 0) {
+        return err;
+    }
+    size_t size = 0;
+    err = items_size(d, r, &size, fn);
+    size_t count = r->elements / 2;
+    unsigned char *block = NULL;
+    if (err == 0 && count > 0) {
+        block = conc__malloc(size);
+        if (block == NULL) {
+            err = conc__fail(CONC_ENOMEM, "%s: no memory for %zu entries "
+                             "(%zu bytes)", fn, count, size);
+        }
+    }
+    if (block != NULL) {
+        conc_dict_item *arr = (conc_dict_item *)(void *)block;
+        unsigned char *p =
+            block + conc__dict_round8(count * sizeof(conc_dict_item));
+        for (size_t i = 0; i < count; i++) {
+            const redisReply *k = r->element[2 * i];
+            const redisReply *v = r->element[2 * i + 1];
+            arr[i].key = k->len > 0 ? p : NULL;
+            arr[i].klen = k->len;
+            if (k->len > 0) {
+                memcpy(p, k->str, k->len);
+            }
+            p += conc__dict_round8(k->len);
+            arr[i].val = v->len > 0 ? p : NULL;
+            arr[i].vlen = v->len;
+            if (v->len > 0) {
+                memcpy(p, v->str, v->len);
+            }
+            p += conc__dict_round8(v->len);
+        }
+        *items = arr;
+        *n = count;
+    }
+    conc__rreplies_free(&r, 1);
+    return err;
+}
+
 /* ---- update ------------------------------------------------------------------------ */
 
 /* A value and its version as a reply gave them: {value|nil, version|''}
@@ -451,6 +547,7 @@ static const conc__netd_ops ops = {
     .contains = rd_contains,
     .len = rd_len,
     .keys = rd_keys,
+    .items = rd_items,
     .update = rd_update,
     .free = rd_free,
 };
