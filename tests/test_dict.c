@@ -898,6 +898,12 @@ TEST(dict_fork_while_threads_hammer_it)
     for (int i = 0; i < 2; i++) {
         CHECK_EQ(pthread_create(&th[i], NULL, hammer_thread, NULL), 0);
     }
+    /* One update here first, so this thread's update buffer exists before
+     * the first fork and the children inherit it: a child's first update
+     * would otherwise allocate it, and under ASan the allocator's lock may
+     * be held by a hammer thread at the fork (glibc's malloc is fork-safe,
+     * ASan's is not), so that child would hang in malloc holding the dict. */
+    CHECK_OK(conc_dict_update(hammer_dict, S("warm"), incr_fn, NULL));
     pid_t kids[6];
     for (int i = 0; i < 6; i++) {
         kids[i] = th_fork(forked_updates, NULL);
