@@ -183,6 +183,11 @@ bool conc__rreply_is(const redisReply *r, const char *s);
  * name must pass conc__net_name_check.  0 or CONC_EINVAL. */
 int conc__robj_name(const conc__rcli *cli, const char *name,
                     const char **out, const char *fn);
+/* The lease an object's options ask for (opts_lease: the .lease option, or
+ * NULL when no options were given), in seconds: left out means 30 s;
+ * outside [0.1 s, 1e6 s] is CONC_EINVAL with a detail naming fn. */
+int conc__robj_lease(const conc_timeout *opts_lease, double *lease,
+                     const char *fn);
 /* "conc:{KIND:NAME}SUFFIX", heap (NULL when out of memory). */
 char *conc__robj_key(char kind, const char *name, const char *suffix);
 /* Reads a declare script's answer: 0 for {'new'|'old', ...} (the caller

@@ -57,9 +57,6 @@
 
 #define SLICE_S 2.0
 #define GRACE_S 1.0
-#define DEFAULT_LEASE_S 30.0
-#define MIN_LEASE_S 0.1
-#define MAX_LEASE_S 1e6
 
 enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_N };
 
@@ -473,12 +470,9 @@ int conc__redis_lock_make(conc__netl **out, conc__url *u, const char *name,
         return err;
     }
     err = conc__robj_name(&l->cli, name, &name, fn);
-    double lease = opts != NULL ? conc__timeout_opt(opts->lease,
-                                                    DEFAULT_LEASE_S)
-                                : DEFAULT_LEASE_S;
-    if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
-        err = conc__fail(CONC_EINVAL, "%s: lease %g s is outside [%g, %g]",
-                         fn, lease, MIN_LEASE_S, MAX_LEASE_S);
+    double lease = 0;
+    if (err == 0) {
+        err = conc__robj_lease(opts != NULL ? &opts->lease : NULL, &lease, fn);
     }
     l->lease_ms = (uint64_t)(lease * 1000.0 + 0.5);
     if (err == 0) {

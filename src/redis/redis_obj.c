@@ -27,6 +27,18 @@ bool conc__rreply_is(const redisReply *r, const char *s)
            memcmp(r->str, s, r->len) == 0;
 }
 
+int conc__robj_lease(const conc_timeout *opts_lease, double *lease,
+                     const char *fn)
+{
+    static const double dflt = 30.0, min = 0.1, max = 1e6;
+    *lease = opts_lease != NULL ? conc__timeout_opt(*opts_lease, dflt) : dflt;
+    if (*lease < min || *lease > max) {
+        return conc__fail(CONC_EINVAL, "%s: lease %g s is outside [%g, %g]",
+                          fn, *lease, min, max);
+    }
+    return 0;
+}
+
 int conc__robj_name(const conc__rcli *cli, const char *name,
                     const char **out, const char *fn)
 {

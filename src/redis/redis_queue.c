@@ -111,9 +111,6 @@
 #define SLICE_S 2.0
 #define GRACE_S 1.0
 #define CHUNK 1024
-#define DEFAULT_LEASE_S 30.0
-#define MIN_LEASE_S 0.1
-#define MAX_LEASE_S 1e6
 /* A message and its tag must fit Redis's default proto-max-bulk-len. */
 #define MAX_MSG ((size_t)512 * 1024 * 1024 - 1)
 #define FREE_LIMIT_S 2.0
@@ -1411,12 +1408,9 @@ int conc__redis_queue_make(conc__netq **out, conc__url *u, const char *name,
         return err;
     }
     err = conc__robj_name(&q->cli, name, &name, fn);
-    double lease = opts != NULL ? conc__timeout_opt(opts->lease,
-                                                    DEFAULT_LEASE_S)
-                                : DEFAULT_LEASE_S;
-    if (err == 0 && (lease < MIN_LEASE_S || lease > MAX_LEASE_S)) {
-        err = conc__fail(CONC_EINVAL, "%s: lease %g s is outside [%g, %g]",
-                         fn, lease, MIN_LEASE_S, MAX_LEASE_S);
+    double lease = 0;
+    if (err == 0) {
+        err = conc__robj_lease(opts != NULL ? &opts->lease : NULL, &lease, fn);
     }
     if (err == 0) {
         q->k_list = conc__robj_key('q', name, "");
