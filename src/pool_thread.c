@@ -477,8 +477,11 @@ static void threads_workers(conc_pool *p, conc_worker_info *out, size_t cap)
 {
     struct thread_pool *tp = tp_of(p);
     pid_t pid = getpid();
-    uint64_t now = conc__now_ns();
     pthread_mutex_lock(&p->lock);
+    /* Read under the lock: a worker that starts a task sets started_ns
+     * under it, so now is never before a start this loop sees (a clock
+     * read before the lock made now - started_ns wrap to ~584 years). */
+    uint64_t now = conc__now_ns();
     for (size_t i = 0; i < cap; i++) {
         struct pool_worker *w = tp->threads[i];
         if (w == NULL) {
