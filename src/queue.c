@@ -769,6 +769,9 @@ pass_skip_at_head(conc_queue *q, uint64_t h, const conc__deadline *dl)
     /* Under cmu no getter moves head, and while head is h the record at
      * h stays as it was: pass it exactly as get_one() does. */
     bool passed = atomic_load_explicit(&sh->head, memory_order_relaxed) == h;
+    /* A head a peer set near 2^64 would wrap: left for get_one() to
+     * report. */
+    passed = passed && h <= UINT64_MAX - q->R;
     if (passed) {
         h += q->R - h % q->R;
         CONC__ASSERT(h % q->R == 0); /* the next lap's start */
@@ -1378,6 +1381,14 @@ FAST int get_one(conc_queue *q, gstate *gs, conc_msg *msg, void *buf,
              * one there would pass a whole lap. */
             if (gs->off == 0) {
                 return corrupt(fn, "skip record's offset", 0);
+            }
+            /* Head and its offset are two words a peer can set apart
+             * (and head near 2^64 would wrap): the next lap's start is
+             * trusted only where the two agree.  A division, but only on
+             * this path, once a lap. */
+            if (__builtin_expect(gs->h % q->R != gs->off ||
+                                     gs->h > UINT64_MAX - q->R, 0)) {
+                return corrupt(fn, "head position", gs->h);
             }
             gs->h += q->R - gs->off;
             gs->off = 0;
