@@ -660,7 +660,7 @@ static int started_rec(const conc_process *p, child_rec **rec)
 int conc_process_join(conc_process *p, double timeout)
 {
     conc__deadline dl;
-    child_rec *rec;
+    child_rec *rec = NULL;
     if (p == NULL) {
         return CONC__FAIL_NULL("p");
     }
@@ -677,7 +677,7 @@ int conc_process_join(conc_process *p, double timeout)
 
 bool conc_process_is_alive(conc_process *p)
 {
-    child_rec *rec;
+    child_rec *rec = NULL;
     if (p == NULL || started_rec(p, &rec) != 0) {
         return false;
     }
@@ -689,7 +689,7 @@ bool conc_process_is_alive(conc_process *p)
 
 static int send_signal(conc_process *p, int sig)
 {
-    child_rec *rec;
+    child_rec *rec = NULL;
     if (p == NULL) {
         return CONC__FAIL_NULL("p");
     }
@@ -718,7 +718,7 @@ int conc_process_kill(conc_process *p)
 
 int conc_process_exitcode(conc_process *p, int *code)
 {
-    child_rec *rec;
+    child_rec *rec = NULL;
     if (p == NULL || code == NULL) {
         return CONC__FAIL_NULL(p == NULL ? "p" : "code");
     }
