@@ -512,6 +512,47 @@ TEST(queue_rejects_a_skip_record_at_offset_zero)
     conc_queue_free(q);
 }
 
+/* fuzz_queue_records found it: head and head_off are two words a peer
+ * can set apart.  A get that passed a skip record then jumped to a
+ * position that is not the next lap's start (an invariant broken in the
+ * checked builds; a lost place in the ring in release). */
+TEST(queue_rejects_a_head_apart_from_its_offset_at_a_skip_record)
+{
+    conc_queue *q = small_queue();
+    conc__qshm *sh = q->sh;
+    put_str(q, "victim");
+    uint64_t h = atomic_load(&sh->head), ho = atomic_load(&sh->head_off);
+    CHECK(ho != 0 && h % q->R == ho);
+    conc__qrec *r = (conc__qrec *)(void *)(q->ring + ho);
+    uint32_t len = atomic_load(&r->len);
+    /* The record at head becomes a committed skip record for a head 16
+     * bytes on, while head_off still names this record. */
+    const uint64_t heads[] = { h + 16, UINT64_MAX - 15 };
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+        uint64_t h2 = heads[i];
+        if (i == 1) {
+            /* Head and offset agree, but head is within a lap of 2^64. */
+            h2 -= h2 % q->R;
+            h2 += ho;
+        }
+        atomic_store(&sh->head, h2);
+        atomic_store(&r->len, CONC__QUEUE_SKIP);
+        atomic_store(&r->stamp, h2 ^ q->key);
+        conc_msg m;
+        CHECK_FAIL(conc_queue_get(q, &m, 0), CONC_ECORRUPT, "conc_queue_get",
+                   "head position");
+        CHECK(m.data == NULL && m.len == 0);
+        CHECK_EQ(atomic_load(&sh->head), h2); /* nothing passed */
+        CHECK_EQ(atomic_load(&sh->head_off), ho);
+    }
+    /* Repaired by hand, the queue goes on. */
+    atomic_store(&sh->head, h);
+    atomic_store(&r->len, len);
+    atomic_store(&r->stamp, h ^ q->key);
+    get_str(q, "victim");
+    conc_queue_free(q);
+}
+
 TEST(queue_rejects_head_and_tail_further_apart_than_the_ring)
 {
     conc_queue *q = small_queue();
