@@ -4,7 +4,11 @@
  *   queue   conc_queue (1 MiB ring), 64 B and 1 KiB messages, total
  *           messages per second for n producers -> n consumers, 1 -> n
  *           and n -> 1 processes; ratio to the same size's 1 -> 1 row;
- *           mp.Queue n -> n beside it (bench/py_scaling.py);
+ *           mp.Queue n -> n beside it (bench/py_scaling.py); then
+ *           the ceiling per-producer lanes could reach: n separate
+ *           queues, each 1 -> 1, all at once ("n x 1->1"), and n
+ *           producers each on a queue of its own -> 1 consumer taking
+ *           from them in turn with timeout 0 ("n->1 own");
  *   lock    uncontended acquire+release in one process, conc_lock against
  *           a private pthread mutex (ns of CPU time; alone, and with a
  *           second thread alive); then n processes each incrementing one
@@ -187,8 +191,17 @@ static const char *si(double v, char *buf, size_t cap)
 
 /* ---- queue --------------------------------------------------------------- */
 
+#define MAX_QUEUES 64
+
+/* One run.  Producer i puts into qs[i % nq].  With one queue, the last
+ * producer out sends an end marker per consumer; with a queue per
+ * producer, each producer ends its own queue with one marker, and the
+ * consumers are either one per queue (consumer i takes from qs[i]) or a
+ * single one that takes from every queue in turn (poll). */
 typedef struct {
-    conc_queue *q;
+    conc_queue *qs[MAX_QUEUES];
+    int nq;
+    bool poll;
     size_t size;
     long per_producer;
     int producers;
@@ -211,20 +224,24 @@ static void q_producer(void *arg, int index)
     while (!atomic_load(&r->go)) {
         /* spin: the start must be sharp */
     }
+    conc_queue *q = r->qs[index % r->nq];
     for (long i = 0; i < r->per_producer; i++) {
-        int err = conc_queue_put(r->q, buf, r->size, CONC_FOREVER);
+        int err = conc_queue_put(q, buf, r->size, CONC_FOREVER);
         if (err != 0) {
             die("conc_queue_put", err);
         }
     }
-    /* The last producer out sends one end marker per consumer. */
-    if (atomic_fetch_add(&r->producers_done, 1) + 1 == r->producers) {
-        buf[0] = 0;
-        for (int c = 0; c < r->consumers; c++) {
-            int err = conc_queue_put(r->q, buf, 1, CONC_FOREVER);
-            if (err != 0) {
-                die("conc_queue_put end", err);
-            }
+    int ends = r->nq > 1 ? 1 : 0;
+    /* One queue: the last producer out sends one marker per consumer. */
+    if (r->nq == 1 &&
+        atomic_fetch_add(&r->producers_done, 1) + 1 == r->producers) {
+        ends = r->consumers;
+    }
+    buf[0] = 0;
+    for (int c = 0; c < ends; c++) {
+        int err = conc_queue_put(q, buf, 1, CONC_FOREVER);
+        if (err != 0) {
+            die("conc_queue_put end", err);
         }
     }
     free(buf);
@@ -239,14 +256,22 @@ static void q_consumer(void *arg, int index)
     atomic_fetch_add(&r->ready, 1);
     while (!atomic_load(&r->go)) {
     }
-    for (;;) {
+    /* Polling: every queue in turn, until each has sent its marker. */
+    int ends = r->poll ? r->nq : 1;
+    for (int at = index % r->nq; ends > 0;) {
         size_t len;
-        int err = conc_queue_get_into(r->q, buf, r->size, &len, CONC_FOREVER);
+        int err = conc_queue_get_into(r->qs[at], buf, r->size, &len,
+                                      r->poll ? 0 : CONC_FOREVER);
+        if (err == CONC_EEMPTY && r->poll) {
+            at = (at + 1) % r->nq;
+            continue;
+        }
         if (err != 0) {
             die("conc_queue_get_into", err);
         }
         if (buf[0] == 0) {
-            break;
+            ends--;
+            continue;
         }
         got++;
     }
@@ -258,16 +283,23 @@ static void q_consumer(void *arg, int index)
     free(buf);
 }
 
+/* How a run spreads over queues. */
+typedef enum { ONE_QUEUE, QUEUE_PER_PAIR, QUEUE_PER_PRODUCER } qshape;
+
 /* Messages per second, one run of producers -> consumers. */
-static double queue_once(int producers, int consumers, size_t size,
-                         long per_producer)
+static double queue_once(qshape shape, int producers, int consumers,
+                         size_t size, long per_producer)
 {
     qrun *r = shared_map(sizeof *r);
     memset(r, 0, sizeof *r);
-    int err = conc_queue_new(&r->q, &(conc_queue_opts){
-                                        .capacity_bytes = RING_CAP });
-    if (err != 0) {
-        die("conc_queue_new", err);
+    r->nq = shape == ONE_QUEUE ? 1 : producers;
+    r->poll = shape == QUEUE_PER_PRODUCER;
+    for (int i = 0; i < r->nq; i++) {
+        int err = conc_queue_new(&r->qs[i], &(conc_queue_opts){
+                                                .capacity_bytes = RING_CAP });
+        if (err != 0) {
+            die("conc_queue_new", err);
+        }
     }
     r->size = size;
     r->per_producer = per_producer;
@@ -294,23 +326,31 @@ static double queue_once(int producers, int consumers, size_t size,
         exit(1);
     }
     double rate = (double)want / (atomic_load(&r->last) - t0);
-    conc_queue_free(r->q);
+    for (int i = 0; i < r->nq; i++) {
+        conc_queue_free(r->qs[i]);
+    }
     munmap(r, sizeof *r);
     return rate;
 }
 
-static double queue_best(int producers, int consumers, size_t size)
+static double queue_best_shaped(qshape shape, int producers, int consumers,
+                                size_t size)
 {
     /* Calibrate on a short run, then size each run to TARGET_S. */
     long per = 20000 / producers + 1;
-    double rate = queue_once(producers, consumers, size, per);
+    double rate = queue_once(shape, producers, consumers, size, per);
     per = (long)(rate * TARGET_S / producers) + 1;
     double best = 0;
     for (int i = 0; i < RUNS; i++) {
-        double v = queue_once(producers, consumers, size, per);
+        double v = queue_once(shape, producers, consumers, size, per);
         best = v > best ? v : best;
     }
     return best;
+}
+
+static double queue_best(int producers, int consumers, size_t size)
+{
+    return queue_best_shaped(ONE_QUEUE, producers, consumers, size);
 }
 
 static void bench_queue_rows(void)
@@ -319,7 +359,7 @@ static void bench_queue_rows(void)
     size_t sizes[] = { 64, 1024 };
     printf("\nconc_queue, total messages/s (best of %d); ratio to its 1->1 "
            "row; mp.Queue n->n beside it\n", RUNS);
-    printf("%-6s %-8s %12s %8s %12s %10s\n", "size", "shape", "conc_queue",
+    printf("%-6s %-11s %12s %8s %12s %10s\n", "size", "shape", "conc_queue",
            "vs 1->1", "mp.Queue", "conc/py");
     for (size_t s = 0; s < 2; s++) {
         size_t size = sizes[s];
@@ -332,7 +372,7 @@ static void bench_queue_rows(void)
             py = python(args);
         }
         cell(b, sizeof b, py, "%.0f");
-        printf("%-6zu %-8s %12s %8.2f %12s %10s\n", size, "1->1",
+        printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, "1->1",
                si(base, a, sizeof a), 1.0, py < 0 ? "-" : si(py, b, sizeof b),
                py < 0 ? "-" : (snprintf(shape, sizeof shape, "%.0fx",
                                         base / py), shape));
@@ -352,7 +392,7 @@ static void bench_queue_rows(void)
             }
             snprintf(shape, sizeof shape, "%ld->%ld%s", n, n,
                      2 * n > ncpu ? "*" : "");
-            printf("%-6zu %-8s %12s %8.2f %12s %10s\n", size, shape,
+            printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
                    si(v, a, sizeof a), v / base,
                    py < 0 ? "-" : si(py, b, sizeof b), ratio);
         }
@@ -364,9 +404,30 @@ static void bench_queue_rows(void)
                 double v = queue_best(p, c, size);
                 snprintf(shape, sizeof shape, "%d->%d%s", p, c,
                          n + 1 > ncpu ? "*" : "");
-                printf("%-6zu %-8s %12s %8.2f %12s %10s\n", size, shape,
+                printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
                        si(v, a, sizeof a), v / base, "", "");
             }
+        }
+        /* The ceiling of per-producer lanes: no line shared between the
+         * pairs, or between the producers. */
+        k = axis(max_n / 2, ax);
+        for (int i = 1; i < k && ax[i] <= MAX_QUEUES; i++) {
+            long n = ax[i];
+            double v = queue_best_shaped(QUEUE_PER_PAIR, (int)n, (int)n,
+                                         size);
+            snprintf(shape, sizeof shape, "%ld x 1->1%s", n,
+                     2 * n > ncpu ? "*" : "");
+            printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
+                   si(v, a, sizeof a), v / base, "", "");
+        }
+        k = axis(max_n - 1, ax);
+        for (int i = 1; i < k && ax[i] <= MAX_QUEUES; i++) {
+            long n = ax[i];
+            double v = queue_best_shaped(QUEUE_PER_PRODUCER, (int)n, 1, size);
+            snprintf(shape, sizeof shape, "%ld->1 own%s", n,
+                     n + 1 > ncpu ? "*" : "");
+            printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
+                   si(v, a, sizeof a), v / base, "", "");
         }
     }
 }
