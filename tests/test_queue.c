@@ -1903,12 +1903,9 @@ static int reader_waits_then_takes_one(void *arg)
     return reader_takes_one_and_exits(arg);
 }
 
-/* A supervisor that restarts a dead consumer: a put blocked while no
- * reader is alive waits a grace of a second for a new one, so a
- * replacement whose first get comes 0.4 s after the last reader died
- * makes room, and the put goes in (it must not give up at the first
- * sleep slice that finds the readers gone). */
-TEST(queue_put_blocked_waits_for_a_restarted_reader)
+/* A queue of maxsize 2, full ("second", "third"), whose one reader
+ * took "first" and exited. */
+static conc_queue *full_queue_whose_reader_left(void)
 {
     conc_queue *q;
     CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
@@ -1917,7 +1914,18 @@ TEST(queue_put_blocked_waits_for_a_restarted_reader)
     CHECK_EQ(th_wait(pid, 10), 0);
     put_str(q, "second");
     put_str(q, "third");
-    pid = th_fork(reader_waits_then_takes_one, q);
+    return q;
+}
+
+/* A supervisor that restarts a dead consumer: a put blocked while no
+ * reader is alive waits a grace of a second for a new one, so a
+ * replacement whose first get comes 0.4 s after the last reader died
+ * makes room, and the put goes in (it must not give up at the first
+ * sleep slice that finds the readers gone). */
+TEST(queue_put_blocked_waits_for_a_restarted_reader)
+{
+    conc_queue *q = full_queue_whose_reader_left();
+    pid_t pid = th_fork(reader_waits_then_takes_one, q);
     CHECK_OK(conc_queue_put(q, "fourth", 6, 30));
     CHECK_EQ(th_wait(pid, 10), 0);
     CHECK_EQ(conc_queue_qsize(q), 2);
@@ -1929,13 +1937,7 @@ TEST(queue_put_blocked_waits_for_a_restarted_reader)
  * that read from the queue has exited, and says why. */
 TEST(queue_put_blocked_ends_when_every_reader_has_exited)
 {
-    conc_queue *q;
-    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
-    put_str(q, "first");
-    pid_t pid = th_fork(reader_takes_one_and_exits, q);
-    CHECK_EQ(th_wait(pid, 10), 0);
-    put_str(q, "second");
-    put_str(q, "third");
+    conc_queue *q = full_queue_whose_reader_left();
     CHECK(conc_queue_full(q));
     double t0 = th_now();
     CHECK_ERR(conc_queue_put(q, "fourth", 6, CONC_FOREVER), CONC_ECLOSED);
