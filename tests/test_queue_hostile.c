@@ -527,14 +527,12 @@ TEST(queue_rejects_a_head_apart_from_its_offset_at_a_skip_record)
     uint32_t len = atomic_load(&r->len);
     /* The record at head becomes a committed skip record for a head 16
      * bytes on, while head_off still names this record. */
-    const uint64_t heads[] = { h + 16, UINT64_MAX - 15 };
+    /* Second: head and offset agree, but head is within a lap of 2^64
+     * (the one position in (2^64 - 1 - R, 2^64 - 1] at offset ho). */
+    const uint64_t heads[] = { h + 16, UINT64_MAX - (UINT64_MAX - ho) % q->R };
     for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
         uint64_t h2 = heads[i];
-        if (i == 1) {
-            /* Head and offset agree, but head is within a lap of 2^64. */
-            h2 -= h2 % q->R;
-            h2 += ho;
-        }
+        CHECK(i == 0 || (h2 % q->R == ho && h2 > UINT64_MAX - q->R));
         atomic_store(&sh->head, h2);
         atomic_store(&r->len, CONC__QUEUE_SKIP);
         atomic_store(&r->stamp, h2 ^ q->key);
