@@ -110,14 +110,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     uint64_t cap = caps[data[0] % (sizeof caps / sizeof caps[0])];
-    size_t map_size = conc__queue_map_size(cap);
+    size_t map_size = conc__queue_map_size(cap, 1);
     size_t off = conc__queue_ring_off();
     unsigned char *mem = aligned_alloc(off, map_size);
     if (mem == NULL) {
         return 0;
     }
     memset(mem, 0, map_size);
-    conc__queue_format(mem, map_size, cap, data[0] >> 4);
+    conc__queue_format(mem, map_size, cap, data[0] >> 4, 1);
     conc__qshm *sh = (conc__qshm *)(void *)mem;
     sh->key = KEY;
     _Atomic uint64_t *fields[] = { &sh->tail,  &sh->tail_off, &sh->head,

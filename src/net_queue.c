@@ -69,6 +69,11 @@ int conc__netq_new(conc_queue **out, const conc_queue_opts *opts)
         return conc__fail(CONC_EINVAL, "%s: capacity_bytes has no meaning "
                           "for a queue on a server (leave it 0)", fn);
     }
+    if (opts->lanes > 1) {
+        return conc__fail(CONC_EINVAL, "%s: lanes (%u) are shared-memory "
+                          "rings; a queue on a server has none (leave it "
+                          "0)", fn, opts->lanes);
+    }
     int err = conc__net_opts_check(opts->lease, opts->net_timeout, fn);
     if (err != 0) {
         return err;

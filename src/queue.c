@@ -270,52 +270,80 @@
  * fails; a getter that saw closed before finding the queue empty returns
  * CONC_ECLOSED, never while a completed put's message is still queued.
  *
- * MANY CORES: what the ring can and cannot do, and the next step.  With
- * one lock per side, one producer and one consumer work at a time, so
- * n->n can at best hold the 1->1 figure (the goal on 16 cores), and only
- * while hand-offs stay rare (CONTENTION).  Going past it needs producers
- * that share no line at all: per-producer lanes, as in moodycamel's
- * ConcurrentQueue, kept as robust as this ring:
- *   - the segment holds L lanes (64, say), each a ring as here (records
- *     {stamp, len, item}, stamps keyed per lane, hw per lane) with a
- *     header of two lines: the owner's (an olock naming the producer
- *     thread, its tail and nput) and the consumers' (a lane cmu, head,
- *     nget);
- *   - a producer thread claims a free lane at its first put through a
- *     handle (CAS on the owner word, remembered in the handle per
- *     thread) and keeps it: its puts take no lock others use and write
- *     only its lane's lines, so FIFO per producer holds by construction.
- *     A lane whose owner died is taken over (the olock's liveness check)
- *     and repaired exactly as repair_producer() does today;
- *   - consumers find work in a bitmap of non-empty lanes (one word per 64
- *     lanes), set by a producer on its lane's empty->non-empty edge and
- *     cleared by a consumer that finds the lane empty, then re-checks the
- *     lane's tail (the Dekker pair data_seq uses today).  A consumer
- *     stays on its lane while it has records (consumer i starts at lane
- *     i), taking them under that lane's cmu, so n consumers on n lanes
- *     touch disjoint lines;
- *   - maxsize and capacity_bytes stay global: producers take credit for
- *     runs of messages from one shared counter (one atomic per run, not
- *     per message), consumers return it per run; a dead producer's unused
- *     credit is returned when its lane is taken over;
- *   - waits, wake-ups, READERS, close and task_done as now (one data_seq,
- *     one space_seq), waking only on the empty->non-empty edge; every
- *     lane header, bitmap bit and credit count checked like today's ring.
- * Expected on 16 cores: n->n up to about n x 1->1 while lanes and
- * consumers pair off (shared lines touched per run or per edge, not per
- * message); 8->1 near 1->1 (one consumer sweeping 8 single-producer
- * rings); 1->8 held by that lane's cmu as today, so consumers must take
- * runs (LINGERING); 1->1 as now plus one bitmap store per empty->non-
- * empty edge.  Not built yet: per-lane take-over, credit that survives a
- * dead producer and the lane search are each as much code as this ring,
- * and on 2 cores none of the gain can be measured.
- *   Measured on a 16-core Xeon (bench_scaling, 64 B): 1->1 17-21 M/s;
- * 2->2 0.20-0.24 of it, 8->8 0.10; 1->8 0.14-0.17, 8->1 0.11-0.14.  The
- * wait policy is not the cause: a build whose lock waiters slept at once,
- * one whose waiters always spun, and one whose getters never spun on an
- * empty queue all moved within the same range (2->2 0.14-0.28, 8->8
- * 0.07-0.13).  What costs is the lines a second party on a side shares
- * per message, which only lanes remove.
+ * MANY CORES.  With one lock per side, one producer and one consumer
+ * work at a time, so n->n can at best hold the 1->1 figure, and only
+ * while hand-offs stay rare (CONTENTION).  Measured on a 16-core Xeon
+ * (bench_scaling, 64 B, one ring): 1->1 17-21 M/s; 2->2 0.20-0.24 of it,
+ * 8->8 0.10; 1->8 0.14-0.17, 8->1 0.11-0.14.  The wait policy is not the
+ * cause: a build whose lock waiters slept at once, one whose waiters
+ * always spun, and one whose getters never spun on an empty queue all
+ * moved within the same range (2->2 0.14-0.28, 8->8 0.07-0.13).  What
+ * costs is the lines a second party on a side shares per message.  Only
+ * rings that producers do not share remove that: LANES.
+ *
+ * LANES (opts.lanes = L > 1).  The mapping holds L rings one after
+ * another, each a whole one-ring queue as described above (header, pmu,
+ * cmu, counters, stamps with a key of its own, hw, space_seq), lane i's
+ * header naming its number and all of them the count.  Lane 0's header
+ * also holds the queue-wide words: closed, data_seq, ndone, join_seq and
+ * the readers; every ring reaches them through its handle's top pointer
+ * (a one-ring queue's top is its own header), so the code above runs
+ * unchanged on any lane.  The handle holds one ring handle per lane.
+ *   PUT goes to lane (thread id % L), always the same for a thread,
+ *   under that lane's pmu: FIFO per producer thread holds because each
+ *   thread's messages stay in one ring; threads whose ids collide share
+ *   a lane and its lock, correct as on one ring.  Producers on different
+ *   lanes share no line but data_seq, which they only read (it is written
+ *   when a getter sleeps).  A putter waits for room on its own lane's
+ *   space_seq, woken by gets from that lane only.
+ *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave
+ *   this thread a message: that lane is tried first, under a try of its
+ *   cmu; others only when their counters say they hold something (nput
+ *   != nget: read on lines their producers write anyway), and a lane
+ *   whose cmu another consumer holds is passed over, so consumers spread
+ *   over the lanes with work instead of queueing on one lock.  A consumer
+ *   thus stays on a lane while it has messages, and consumers with lanes
+ *   of their own touch disjoint lines; but after LANE_RUN messages in a
+ *   row it looks at the others first, or a producer that keeps its lane
+ *   from running dry would starve every other lane.  If no other lane
+ *   gave anything, the held lane is waited for as on one ring, but for
+ *   LANE_WAIT_S at most: a holder that keeps it (stopped, or hostile)
+ *   must not keep the getter from the other lanes.  A holder that died
+ *   would keep its lane for ever if nobody waited for it (the others busy
+ *   everyone), so every HELD_LOOK_EVERY passes over a held lane that has
+ *   messages, the pass asks whether its holder lives and takes the lane
+ *   over if not.
+ *   WAITING: an empty sweep spins on every lane's nput (any change, or
+ *   close, ends the spin), then arms the one data_seq and re-checks with
+ *   a check sweep: every lane's cmu tried (none waited for), a lane held
+ *   by another consumer looked at through its nput and nget, loaded
+ *   seq_cst.  A producer stores its stamp and nput, unlocks, fences and
+ *   loads data_seq, whichever lane it is on; so either it sees the
+ *   sleeper bit and wakes, or the check sweep sees the record (taken
+ *   under the cmu) or the count (held by another consumer, who takes it
+ *   or lets go).  A held lane with messages ends the sweep in LANES_HELD:
+ *   the getter then sleeps HELD_NAP_S instead of a slice (and every 8th
+ *   time in a row asks whether that holder lives), since no wake-up comes
+ *   for messages another consumer leaves behind.
+ *   CLOSE takes every lane's pmu at once, in lane order (producers hold
+ *   one pmu at a time, then maybe the same lane's cmu), and sets closed
+ *   under all of them: every put on any lane finished before it or fails.
+ *   A getter that saw closed sweeps as a check sweep, and says
+ *   CONC_ECLOSED only when every lane was empty (a held lane with
+ *   messages is not).
+ *   Bounds: capacity_bytes is each lane's; maxsize must be 0, since a
+ *   bound in items needs one count that every producer updates, the very
+ *   line lanes remove.  qsize, task_done and join sum the lanes' counts.
+ *   Repair after a dead holder, the hostile-peer checks and the readers
+ *   are per ring as above; a peer's counts only steer which lanes are
+ *   tried.  An opener checks every lane's header (each field equal to
+ *   lane 0's, its number its place, a key of its own) and the mapping's
+ *   size against lanes x one lane's size before trusting any.
+ *   Cost: a one-ring queue's put and get pay one compare of the lanes
+ *   pointer.  A queue of lanes pays, per put, a division by L; per get,
+ *   a try of one lane's cmu and a few thread-local reads; per empty sweep
+ *   one or two loads per lane.  1->n is not helped: consumers of one
+ *   producer's lane share its cmu as on one ring.
  *
  * Making, opening and freeing handles (the mapping, names, who unlinks)
  * is in queue_map.c.
@@ -471,16 +499,16 @@ static uint32_t arm(_Atomic uint32_t *word)
     return v;
 }
 
-/* Sleeps on word (expected w) for at most one slice of the deadline.
- * Returns CONC_ETIMEDOUT only when dl itself has passed; 1 when the slice
- * ran out with no wake-up (a blocked put then looks at its readers); 0
- * when woken. */
-static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
-                       const conc__deadline *dl)
+/* Sleeps on word (expected w) for at most slice_s seconds, and never
+ * past the deadline.  Returns CONC_ETIMEDOUT only when dl itself has
+ * passed; 1 when the slice ran out with no wake-up (a blocked put then
+ * looks at its readers); 0 when woken. */
+static int sleep_for(_Atomic uint32_t *word, uint32_t w,
+                     const conc__deadline *dl, double slice_s)
 {
     conc__deadline slice;
     double left = conc__deadline_left(dl);
-    if (conc__deadline_init(&slice, left < SLICE_S ? left : SLICE_S) != 0) {
+    if (conc__deadline_init(&slice, left < slice_s ? left : slice_s) != 0) {
         /* detail: outcome() */
         return CONC_ETIMEDOUT;
     }
@@ -495,6 +523,13 @@ static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
         return CONC_ETIMEDOUT;
     }
     return r == CONC_ETIMEDOUT ? 1 : 0; /* 1: the slice ran out, unwoken */
+}
+
+/* One slice (SLICE_S) of a sleep, as sleep_for(). */
+static int sleep_slice(_Atomic uint32_t *word, uint32_t w,
+                       const conc__deadline *dl)
+{
+    return sleep_for(word, w, dl, SLICE_S);
 }
 
 /* One round of a spin.  Every 16th round (about 0.4 us) yields the CPU:
@@ -554,6 +589,20 @@ FAST bool spin_wait(conc_queue *q, _Atomic int *budget,
     }
     atomic_store_explicit(budget, b, memory_order_relaxed);
     return ok;
+}
+
+/* The calling thread's id: the low bits of its lock identity, which the
+ * sync module caches per thread. */
+static inline unsigned self_tid(void)
+{
+    return (unsigned)(conc__sync_self_id() & CONC__OL_TID_MASK);
+}
+
+/* The lane of a queue of lanes a producer thread puts into: always the
+ * same one for a given thread, so its messages stay in order (see LANES). */
+static inline conc_queue *put_lane(conc_queue *q)
+{
+    return &q->lane[self_tid() % q->nlanes];
 }
 
 /* ---- checks of what a peer may have rewritten --------------------------- */
@@ -667,17 +716,38 @@ static void lock_deadline(conc__deadline *ld, const conc__deadline *dl)
     }
 }
 
+/* How long a getter on a queue of lanes waits for a lane another
+ * consumer holds, when no other lane had a message (see LANES): a holder
+ * copying one message lets go within microseconds; one that keeps it
+ * longer (stopped, or hostile) must not keep this getter from messages
+ * that arrive in other lanes meanwhile. */
+#define LANE_WAIT_S 0.01
+
+/* The deadline of such a brief wait: LANE_WAIT_S from now, or the
+ * caller's if that is sooner (a call with timeout 0 too waits briefly,
+ * as it waits for a one-ring queue's lock). */
+static void brief_deadline(conc__deadline *ld, const conc__deadline *dl)
+{
+    conc__deadline_init(ld, LANE_WAIT_S);
+    if (!dl->forever && !dl->once &&
+        (dl->at.tv_sec < ld->at.tv_sec ||
+         (dl->at.tv_sec == ld->at.tv_sec && dl->at.tv_nsec < ld->at.tv_nsec))) {
+        *ld = *dl;
+    }
+}
+
 /* The contended path of side_lock(): a short spin while the side makes
  * no progress, then the sync module's slow acquire, which sleeps in
  * slices and takes the lock over from a dead holder (then this side is
  * repaired).  0, or CONC_ETIMEDOUT when a live holder kept it past
- * lock_deadline(dl).  See CONTENTION in the design comment: the spin
+ * lock_deadline(dl) (brief: brief_deadline(dl)).  See CONTENTION in the design comment: the spin
  * ends once the side's position (tail, or head) has moved twice, since
  * then others are getting through and a spinner would only take the lock
  * in the gap between a streaming holder's release and its next acquire. */
 static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
                                                     bool producer,
-                                                    const conc__deadline *dl)
+                                                    const conc__deadline *dl,
+                                                    bool brief)
 {
     conc__olock *l = producer ? &q->sh->pmu : &q->sh->cmu;
     _Atomic uint64_t *pos = producer ? &q->sh->tail : &q->sh->head;
@@ -702,7 +772,11 @@ static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
         }
     }
     conc__deadline ld;
-    lock_deadline(&ld, dl);
+    if (brief) {
+        brief_deadline(&ld, dl);
+    } else {
+        lock_deadline(&ld, dl);
+    }
     int err = conc__olock_acquire_slow(l, me, &ld);
     if (err == CONC_EOWNERDEAD) {
         if (producer) {
@@ -729,7 +803,7 @@ static inline int side_lock(conc_queue *q, bool producer,
                         conc__sync_self_id())) {
         return 0;
     }
-    return side_lock_slow(q, producer, dl);
+    return side_lock_slow(q, producer, dl, false);
 }
 
 /* conc__olock_release() inlined, for the same reason.  Release pairs
@@ -788,8 +862,8 @@ pass_skip_at_head(conc_queue *q, uint64_t h, const conc__deadline *dl)
         h = atomic_load_explicit(&sh->head, memory_order_relaxed);
     }
     side_unlock(q, false);
-    if (passed && sleepers(&sh->space_seq)) {
-        wake_all(&sh->space_seq);
+    if (passed && sleepers(&q->sh->space_seq)) {
+        wake_all(&q->sh->space_seq);
     }
     return h;
 }
@@ -942,7 +1016,7 @@ FAST int put_begin(conc_queue *q, pstate *p, const char *fn)
 {
     conc__qshm *sh = q->sh;
     /* Relaxed would do under pmu (close writes it under pmu too). */
-    if (atomic_load_explicit(&sh->closed, memory_order_acquire)) {
+    if (atomic_load_explicit(&q->top->closed, memory_order_acquire)) {
         /* detail: outcome() */
         return CONC_ECLOSED;
     }
@@ -999,7 +1073,7 @@ FAST bool put_hint(conc_queue *q, const void *ctx)
     conc__qshm *sh = q->sh;
     uint64_t s = *(const uint64_t *)ctx; /* the record's size */
     /* Relaxed: a hint only; the attempt under pmu decides. */
-    if (atomic_load_explicit(&sh->closed, memory_order_relaxed)) {
+    if (atomic_load_explicit(&q->top->closed, memory_order_relaxed)) {
         return true;
     }
     uint64_t t = atomic_load_explicit(&sh->tail, memory_order_relaxed);
@@ -1042,8 +1116,8 @@ FAST int put_once(conc_queue *q, const conc_msg *msgs, size_t n,
         put_publish(q, &p);
     }
     side_unlock(q, true);
-    if (i > *done && sleepers(&q->sh->data_seq)) {
-        wake_all(&q->sh->data_seq);
+    if (i > *done && sleepers(&q->top->data_seq)) {
+        wake_all(&q->top->data_seq);
     }
     *done = i;
     return err;
@@ -1072,7 +1146,7 @@ static bool reader_alive(uint64_t id)
 
 static __attribute__((noinline, cold)) void register_reader(conc_queue *q)
 {
-    conc__qshm *sh = q->sh;
+    conc__qshm *sh = q->top;
     uint64_t me = reader_id();
     CONC__ASSERT(me != 0); /* 0 marks a free slot; our pid is never 0 */
     /* Relaxed: the slots are claimed by CAS; what other processes read
@@ -1119,7 +1193,7 @@ FAST void note_reader(conc_queue *q)
  * has exited (and none overflowed the table). */
 static bool readers_gone(conc_queue *q)
 {
-    conc__qshm *sh = q->sh;
+    conc__qshm *sh = q->top;
     if (atomic_load_explicit(&sh->readers_overflow, memory_order_relaxed)) {
         return false;
     }
@@ -1284,6 +1358,9 @@ CONC_API int conc_queue_put(conc_queue *q, const void *data, size_t len,
     if (err != 0) {
         return err;
     }
+    if (__builtin_expect(q->lane != NULL, 0)) {
+        q = put_lane(q);
+    }
     conc_msg m = { (void *)data, len };
     size_t done = 0; /* not handed out of line: it stays in a register */
     err = put_once(q, &m, 1, &done, &dl, "conc_queue_put");
@@ -1325,6 +1402,9 @@ CONC_API int conc_queue_put_many(conc_queue *q, const conc_msg *msgs,
     err = deadline_at_entry(&dl, timeout);
     if (err != 0) {
         return err;
+    }
+    if (q->lane != NULL) {
+        q = put_lane(q);
     }
     err = put_once(q, msgs, n, done, &dl, fn);
     if (err == CONC_EFULL && timeout != 0) {
@@ -1502,7 +1582,7 @@ FAST bool get_hint(conc_queue *q, const void *ctx)
         return true;
     }
     return peek_stamp(p->r) == p->stamp ||
-           atomic_load_explicit(&sh->closed, memory_order_relaxed);
+           atomic_load_explicit(&q->top->closed, memory_order_relaxed);
 }
 
 /* The queue was empty and a record has just appeared (see LINGERING in
@@ -1536,7 +1616,7 @@ static void linger(conc_queue *q)
                                               memory_order_relaxed);
             queued = (int64_t)(n - g);
             if (queued >= LINGER_BATCH ||
-                atomic_load_explicit(&q->sh->closed, memory_order_relaxed)) {
+                atomic_load_explicit(&q->top->closed, memory_order_relaxed)) {
                 break;
             }
         }
@@ -1560,24 +1640,16 @@ typedef struct get_req {
     size_t got;  /* out: messages taken */
 } get_req;
 
-/* One attempt, locked once and published once, then the wake-up of
- * sleeping putters: 0 (rq->got >= 1), CONC_EEMPTY (*at: where the next
- * record will appear), CONC_ECLOSED (closed and drained), CONC_ETOOBIG,
- * CONC_ENOMEM, CONC_ECORRUPT, CONC_ETIMEDOUT (cmu held past the grace).
- * A batch that took some messages returns 0 whatever stopped it; what
- * stopped it is found again by the next call. */
-FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
-                  const conc__deadline *dl, const char *fn)
+/* The attempt of get_once() once cmu is held: takes what rq asks for,
+ * publishes once, lets cmu go, then wakes sleeping putters.  0 (rq->got
+ * >= 1), CONC_EEMPTY (*at: where the next record will appear),
+ * CONC_ETOOBIG, CONC_ENOMEM, CONC_ECORRUPT.  A batch that took some
+ * messages returns 0 whatever stopped it; what stopped it is found again
+ * by the next call. */
+FAST int get_locked(conc_queue *q, get_req *rq, uint64_t *at, const char *fn)
 {
-    /* seq_cst: read before the attempt; see CLOSE in the design comment
-     * (pairs with the store in conc_queue_close). */
-    bool closed = atomic_load_explicit(&q->sh->closed, memory_order_seq_cst);
     gstate gs;
-    int err = side_lock(q, false, dl);
-    if (err != 0) {
-        return err;
-    }
-    err = get_begin(q, &gs, fn);
+    int err = get_begin(q, &gs, fn);
     if (err == 0) {
         err = get_one(q, &gs, rq->msgs, rq->buf, rq->cap, &rq->len, at, fn);
     }
@@ -1597,18 +1669,232 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
     if (gs.moved && sleepers(&q->sh->space_seq)) {
         wake_all(&q->sh->space_seq);
     }
+    return err;
+}
+
+/* One attempt, locked once and published once, then the wake-up of
+ * sleeping putters: as get_locked(), and CONC_ECLOSED (closed and
+ * drained), CONC_ETIMEDOUT (cmu held past the grace). */
+FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
+                  const conc__deadline *dl, const char *fn)
+{
+    /* seq_cst: read before the attempt; see CLOSE in the design comment
+     * (pairs with the store in conc_queue_close). */
+    bool closed = atomic_load_explicit(&q->top->closed, memory_order_seq_cst);
+    int err = side_lock(q, false, dl);
+    if (err != 0) {
+        return err;
+    }
+    err = get_locked(q, rq, at, fn);
     /* detail: outcome() */
     return err == CONC_EEMPTY && closed ? CONC_ECLOSED : err;
 }
 
-/* The queue was empty at the first attempt: as put_wait(), and a getter
- * whose spin saw a record come lingers for a batch (see LINGERING). */
+/* ---- lanes (see LANES) ---------------------------------------------------- */
+
+/* Where this thread's gets on a queue of lanes look first: the lane that
+ * last gave it a message (of the queue whose lane 0 header is top), and
+ * how many gets in a row it gave.  One queue per thread is remembered;
+ * another starts at the thread's id.  initial-exec: no __tls_get_addr
+ * call per get in the shared library. */
+static _Thread_local struct {
+    const conc__qshm *top;
+    unsigned lane, run;
+} get_lane __attribute__((tls_model("initial-exec")));
+
+/* A getter stays on its lane for at most this many messages in a row,
+ * then looks at the other lanes first: a producer that keeps its lane
+ * from running dry must not starve the others (see LANES). */
+#define LANE_RUN 64
+
+/* Internal outcome of a sweep that found nothing it could take, while a
+ * lane whose cmu another consumer holds has messages: not empty, so no
+ * CONC_ECLOSED and no long sleep. */
+#define LANES_HELD (-1998)
+
+/* What a sweep saw: each lane's nput when it was looked at (a spin
+ * waits for one to change), where the next sweep starts, and how many
+ * sweeps in a row ended LANES_HELD. */
+typedef struct lanes_probe {
+    uint64_t *seen;
+    unsigned *start;
+    unsigned held;
+} lanes_probe;
+
+/* A lane's cmu, taken only from a dead holder: its word is judged once
+ * (the holder's liveness, from /proc: slow paths only) and, if the
+ * holder died, taken over and the lane repaired, as side_lock() does
+ * after a slice.  0 (held now: taken over, or found free), or
+ * CONC_ETIMEDOUT (a live thread holds it). */
+static int lane_take_from_dead(conc_queue *l)
+{
+    const conc__deadline once = { .forever = false, .once = true };
+    int err = conc__olock_acquire_slow(&l->sh->cmu, conc__sync_self_id(),
+                                       &once);
+    if (err == CONC_EOWNERDEAD) {
+        repair_consumer(l);
+        err = 0;
+    }
+    return err;
+}
+
+/* A quick sweep asks whether the holder of a lane it passed over (one
+ * with messages) lives once in this many such passes, counted per
+ * handle: a consumer killed holding a lane's cmu must not strand that
+ * lane while the others keep everyone busy. */
+#define HELD_LOOK_EVERY 256
+
+/* One pass over the lanes, from *start: a get from the first lane that
+ * gives a message.  Quick (check false): the first lane is always tried;
+ * the others only when their counters say they hold something (nput !=
+ * nget), and a lane whose cmu another consumer holds is passed over
+ * (its holder's liveness looked at every HELD_LOOK_EVERY such passes, if
+ * the lane has messages); if no other lane gave anything, the first such
+ * lane is waited for as on one ring, but briefly (LANE_WAIT_S).  Check (the re-check after arm(),
+ * and every sweep of a closed queue): every lane is tried, none waited
+ * for; a lane whose cmu another consumer holds is looked at through its
+ * counters, loaded seq_cst after the arm (the producer stores nput
+ * before its unlock and fenced load of data_seq, as it stores the
+ * stamp), and if they say it holds messages the sweep says LANES_HELD;
+ * every 8th such sweep in a row (pr->held) asks whether the holder
+ * lives, and a dead one's lane is taken over and repaired.  0 (*start: the lane
+ * that gave), CONC_EEMPTY, LANES_HELD, CONC_ECLOSED (closed, and every
+ * lane empty), CONC_ETIMEDOUT (the waited-for lane's holder kept it),
+ * and get_locked()'s errors. */
+static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
+                       bool check, const conc__deadline *dl, const char *fn)
+{
+    /* seq_cst: read before the attempts, as in get_once(). */
+    bool closed = atomic_load_explicit(&q->top->closed, memory_order_seq_cst);
+    check = check || closed;
+    unsigned L = q->nlanes, s = *pr->start % L;
+    uint64_t me = conc__sync_self_id();
+    int busy = -1;
+    bool held = false;
+    uint64_t at;
+    for (unsigned i = 0; i < L; i++) {
+        unsigned j = s + i < L ? s + i : s + i - L;
+        conc_queue *l = &q->lane[j];
+        /* Relaxed on the quick sweep: hints; the attempt under cmu
+         * decides.  The first lane's nput is read only once it proved
+         * empty: its producer writes that line on every put, and a
+         * consumer streaming from the lane would otherwise pull it over
+         * on every get.  (A record published between that attempt and
+         * the read ends the spin late, at its budget; the check sweep
+         * then takes it.) */
+        uint64_t n = 0;
+        if (i > 0 || check) {
+            n = atomic_load_explicit(&l->sh->nput, memory_order_seq_cst);
+            pr->seen[j] = n;
+        }
+        int err;
+        if (!check && i > 0 &&
+            n == atomic_load_explicit(&l->sh->nget, memory_order_relaxed)) {
+            continue;
+        }
+        if (conc__olock_try(&l->sh->cmu, me)) {
+            err = get_locked(l, rq, &at, fn);
+        } else if (!check) {
+            if (i == 0) {
+                n = atomic_load_explicit(&l->sh->nput, memory_order_relaxed);
+                pr->seen[j] = n;
+            }
+            /* Relaxed: a per-process count, for pacing only. */
+            if (n != atomic_load_explicit(&l->sh->nget,
+                                          memory_order_relaxed) &&
+                atomic_fetch_add_explicit(&q->held_looks, 1,
+                                          memory_order_relaxed) %
+                        HELD_LOOK_EVERY ==
+                    HELD_LOOK_EVERY - 1 &&
+                lane_take_from_dead(l) == 0) {
+                err = get_locked(l, rq, &at, fn);
+            } else {
+                busy = busy < 0 ? (int)j : busy;
+                continue;
+            }
+        } else if (n == atomic_load_explicit(&l->sh->nget,
+                                             memory_order_seq_cst)) {
+            continue; /* held, and nothing in it for us */
+        } else if (pr->held % 8 == 7 && lane_take_from_dead(l) == 0) {
+            err = get_locked(l, rq, &at, fn); /* its holder had died */
+        } else {
+            held = true;
+            continue;
+        }
+        if (err == 0 || err == CONC_ETOOBIG || err == CONC_ENOMEM) {
+            /* ETOOBIG, ENOMEM: the message stays at this lane's head, and
+             * a retry (a bigger buffer) starts here and gets it. */
+            *pr->start = j;
+            return err;
+        }
+        if (i == 0 && !check) {
+            pr->seen[j] = atomic_load_explicit(&l->sh->nput,
+                                               memory_order_relaxed);
+        }
+        if (err != CONC_EEMPTY) {
+            return err;
+        }
+    }
+    if (busy >= 0) {
+        /* Every other lane was empty: wait for this one's cmu as on one
+         * ring (spin while its holder copies, sleep while others stream),
+         * but not past LANE_WAIT_S. */
+        conc_queue *l = &q->lane[busy];
+        int err = side_lock_slow(l, false, dl, true);
+        if (err == 0) {
+            err = get_locked(l, rq, &at, fn);
+        }
+        if (err == 0 || err == CONC_ETOOBIG || err == CONC_ENOMEM) {
+            *pr->start = (unsigned)busy; /* as above */
+        }
+        /* ETIMEDOUT: held past the brief wait; the check sweep before any
+         * sleep looks at that lane again. */
+        return err == CONC_ETIMEDOUT ? CONC_EEMPTY : err;
+    }
+    if (held) {
+        return LANES_HELD;
+    }
+    /* detail: outcome() */
+    return closed ? CONC_ECLOSED : CONC_EEMPTY;
+}
+
+/* A lock-free guess whether a sweep could find something now: some
+ * lane's nput moved since the last sweep read it (that lane becomes where
+ * the next sweep starts), or the queue was closed.  It reads one line
+ * per lane, each written only by its lane's producers. */
+FAST bool lanes_hint(conc_queue *q, const void *ctx)
+{
+    const lanes_probe *p = ctx;
+    for (unsigned j = 0; j < q->nlanes; j++) {
+        /* Relaxed: a hint only. */
+        if (atomic_load_explicit(&q->lane[j].sh->nput, memory_order_relaxed) !=
+            p->seen[j]) {
+            *p->start = j;
+            return true;
+        }
+    }
+    return atomic_load_explicit(&q->top->closed, memory_order_relaxed);
+}
+
+/* How long a getter sleeps after a check sweep said LANES_HELD: the lane
+ * it could not look into may be emptied by its holder, or not (a holder
+ * that stopped); a put on any lane wakes it sooner. */
+#define HELD_NAP_S 0.001
+
+/* The queue was empty at the first attempt: spin, then sleep in slices,
+ * re-trying after each, as put_wait(); a getter whose spin saw a record
+ * come lingers for a batch (see LINGERING).  pr: a queue of lanes, whose
+ * spin watches every lane's nput (lanes_hint()) and whose re-check after
+ * arming is a locked sweep (see LANES); NULL: one ring, the spin watching
+ * the position at where the last attempt found nothing. */
 static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
                                               const conc__deadline *dl,
-                                              uint64_t at, const char *fn)
+                                              uint64_t at, lanes_probe *pr,
+                                              const char *fn)
 {
     uint32_t w = 0;
     bool armed = false;
+    int err = CONC_EEMPTY;
     for (;;) {
         if (conc__deadline_passed(dl)) {
             /* detail: outcome() */
@@ -1616,27 +1902,75 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
         }
         if (armed) {
             armed = false;
-            sleep_slice(&q->sh->data_seq, w, dl);
-        } else if (!spin_wait(q, &q->spin_get, get_hint,
-                              &(get_probe){ at, rec_at(q, at),
-                                            stamp_of(q, at) },
-                              dl)) {
+            sleep_for(&q->top->data_seq, w, dl,
+                      err == LANES_HELD ? HELD_NAP_S : SLICE_S);
+        } else if (!(pr != NULL
+                         ? spin_wait(q, &q->spin_get, lanes_hint, pr, dl)
+                         : spin_wait(q, &q->spin_get, get_hint,
+                                     &(get_probe){ at, rec_at(q, at),
+                                                   stamp_of(q, at) },
+                                     dl))) {
             /* The attempt below is the re-check after arming. */
-            w = arm(&q->sh->data_seq);
+            w = arm(&q->top->data_seq);
             armed = true;
         } else {
-            linger(q);
+            linger(pr != NULL ? &q->lane[*pr->start % q->nlanes] : q);
         }
-        int err = get_once(q, rq, &at, dl, fn);
-        if (err != CONC_EEMPTY) {
+        err = pr != NULL ? lanes_sweep(q, rq, pr, armed, dl, fn)
+                         : get_once(q, rq, &at, dl, fn);
+        if (pr != NULL) {
+            pr->held = err == LANES_HELD ? pr->held + 1 : 0;
+        }
+        if (err != CONC_EEMPTY && err != LANES_HELD) {
             return err;
         }
     }
 }
 
+/* get_common() for a queue of lanes. */
+static __attribute__((noinline)) int lanes_get(conc_queue *q, get_req *rq,
+                                               double timeout,
+                                               const char *fn)
+{
+    note_reader(q);
+    conc__deadline dl;
+    int err = deadline_at_entry(&dl, timeout);
+    if (err != 0) {
+        return err;
+    }
+    uint64_t seen[CONC_QUEUE_MAX_LANES];
+    unsigned start = self_tid(), from = start;
+    if (get_lane.top == q->top) {
+        start = from = get_lane.lane;
+        if (get_lane.run >= LANE_RUN) {
+            start++; /* the others first, this lane last */
+        }
+    }
+    start %= q->nlanes;
+    lanes_probe pr = { seen, &start, 0 };
+    err = lanes_sweep(q, rq, &pr, false, &dl, fn);
+    if ((err == CONC_EEMPTY || err == LANES_HELD) && timeout != 0) {
+        err = get_wait(q, rq, &dl, 0, &pr, fn);
+    }
+    if (err == LANES_HELD) {
+        err = CONC_EEMPTY; /* timeout 0: held by others, not ours now */
+    }
+    bool same = get_lane.top == q->top && start == from % q->nlanes;
+    get_lane.run = same && err == 0 ? get_lane.run + 1 : 0;
+    get_lane.top = q->top;
+    get_lane.lane = start;
+    if (err != 0) {
+        return outcome(err, fn, false, timeout);
+    }
+    return 0;
+}
+
 FAST int get_common(conc_queue *q, get_req *rq, double timeout,
                     const char *fn)
 {
+    if (__builtin_expect(q->lane != NULL, 0)) {
+        return lanes_get(q, rq, timeout, fn);
+    }
     note_reader(q);
     conc__deadline dl;
     int err = deadline_at_entry(&dl, timeout);
@@ -1649,7 +1983,7 @@ FAST int get_common(conc_queue *q, get_req *rq, double timeout,
         /* A copy goes out of line, so that *rq can stay in registers on
          * the fast path. */
         get_req w = *rq;
-        err = get_wait(q, &w, &dl, at, fn);
+        err = get_wait(q, &w, &dl, at, NULL, fn);
         *rq = w;
     }
     if (__builtin_expect(err != 0, 0)) {
@@ -1745,14 +2079,9 @@ CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
 
 /* ---- sizes ---------------------------------------------------------------- */
 
-CONC_API size_t conc_queue_qsize(conc_queue *q)
+/* The messages in one ring, clamped to what it can hold. */
+static size_t ring_qsize(const conc_queue *q)
 {
-    if (q != NULL && q->net != NULL) {
-        return conc__netq_qsize(q->net);
-    }
-    if (q == NULL) {
-        return 0;
-    }
     /* Acquire: counts only; the difference is approximate while others
      * put and get (nput lags a commit by a moment). */
     uint64_t g = atomic_load_explicit(&q->sh->nget, memory_order_acquire);
@@ -1764,6 +2093,25 @@ CONC_API size_t conc_queue_qsize(conc_queue *q)
      * difference is a peer's scribble, not a count. */
     uint64_t most = q->R / CONC__QUEUE_REC_HDR;
     return (size_t)(n - g < most ? n - g : most);
+}
+
+CONC_API size_t conc_queue_qsize(conc_queue *q)
+{
+    if (q != NULL && q->net != NULL) {
+        return conc__netq_qsize(q->net);
+    }
+    if (q == NULL) {
+        return 0;
+    }
+    if (q->lane == NULL) {
+        return ring_qsize(q);
+    }
+    /* Each term at most R/16 < 2^28, at most 64 of them: no overflow. */
+    size_t sum = 0;
+    for (unsigned j = 0; j < q->nlanes; j++) {
+        sum += ring_qsize(&q->lane[j]);
+    }
+    return sum;
 }
 
 CONC_API bool conc_queue_empty(conc_queue *q)
@@ -1785,6 +2133,9 @@ CONC_API bool conc_queue_full(conc_queue *q)
     if (q->maxsize != 0 && conc_queue_qsize(q) >= q->maxsize) {
         return true;
     }
+    if (q->lane != NULL) {
+        q = put_lane(q); /* the calling thread's lane (maxsize is 0) */
+    }
     /* Relaxed: an approximate answer, as qsize(). */
     uint64_t t = atomic_load_explicit(&q->sh->tail, memory_order_relaxed);
     uint64_t h = atomic_load_explicit(&q->sh->head, memory_order_relaxed);
@@ -1795,11 +2146,24 @@ CONC_API bool conc_queue_full(conc_queue *q)
 
 /* Messages put so far, as far as task_done may count them: nput lags a
  * commit by a moment, but a message already taken is counted in nget. */
-static uint64_t tasks_put(conc__qshm *sh)
+static uint64_t ring_tasks_put(const conc__qshm *sh)
 {
     uint64_t n = atomic_load_explicit(&sh->nput, memory_order_seq_cst);
     uint64_t g = atomic_load_explicit(&sh->nget, memory_order_seq_cst);
     return (int64_t)(g - n) > 0 ? g : n;
+}
+
+/* The same, summed over the lanes of a queue of lanes. */
+static uint64_t tasks_put(const conc_queue *q)
+{
+    if (q->lane == NULL) {
+        return ring_tasks_put(q->sh);
+    }
+    uint64_t sum = 0;
+    for (unsigned j = 0; j < q->nlanes; j++) {
+        sum += ring_tasks_put(q->lane[j].sh);
+    }
+    return sum;
 }
 
 CONC_API int conc_queue_task_done(conc_queue *q)
@@ -1813,7 +2177,7 @@ CONC_API int conc_queue_task_done(conc_queue *q)
     conc__qshm *sh = q->sh;
     uint64_t d = atomic_load_explicit(&sh->ndone, memory_order_seq_cst);
     for (;;) {
-        if (d >= tasks_put(sh)) {
+        if (d >= tasks_put(q)) {
             return conc__fail(CONC_EINVAL, "conc_queue_task_done: called "
                               "more times than messages were put (%llu)",
                               (unsigned long long)d);
@@ -1850,7 +2214,7 @@ CONC_API int conc_queue_join(conc_queue *q, double timeout)
     for (;;) {
         /* seq_cst: the load half after arm(join_seq). */
         if (atomic_load_explicit(&sh->ndone, memory_order_seq_cst) >=
-            tasks_put(sh)) {
+            tasks_put(q)) {
             return 0;
         }
         if (conc__deadline_passed(&dl)) {
@@ -1878,26 +2242,45 @@ CONC_API int conc_queue_close(conc_queue *q)
     if (q == NULL) {
         return conc__fail(CONC_EINVAL, "conc_queue_close: q is NULL");
     }
-    /* No timeout of its own: the lock wait is bounded by the grace. */
+    /* No timeout of its own: each lock wait is bounded by the grace.
+     * With lanes, every lane's pmu is held at once (taken in lane order;
+     * a producer holds one pmu, and cmu after it, never two pmus), so
+     * every put on any lane either finished before closed was set or
+     * sees it. */
     conc__deadline once = { .forever = false, .once = true };
-    int err = side_lock(q, true, &once);
+    conc_queue *ring = q->lane != NULL ? q->lane : q;
+    unsigned locked = 0;
+    int err = 0;
+    for (; locked < q->nlanes && err == 0; locked++) {
+        err = side_lock(&ring[locked], true, &once);
+    }
+    if (err == 0) {
+        /* seq_cst under pmu: every put either finished before this or
+         * sees it; pairs with the loads in put_begin and get_once. */
+        atomic_store_explicit(&q->top->closed, 1, memory_order_seq_cst);
+    } else {
+        locked--; /* the one that failed is not held */
+    }
+    while (locked-- > 0) {
+        side_unlock(&ring[locked], true);
+    }
     if (err != 0) {
         return conc__fail(err, "conc_queue_close: the producers' lock "
                           "stayed held by a live thread for %g s: a stopped "
                           "or misbehaving process holds it", LOCK_GRACE_S);
     }
-    /* seq_cst under pmu: every put either finished before this or sees
-     * it; pairs with the loads in put_begin and get_once. */
-    atomic_store_explicit(&q->sh->closed, 1, memory_order_seq_cst);
-    side_unlock(q, true);
     /* Bump both sequences (keeping any sleeper bit) and wake everyone:
      * a sleeper that read the old value returns from FUTEX_WAIT at once.
      * Pairs with the FUTEX_WAIT in sleep_slice(), after which getters and
      * putters re-check closed (seq_cst loads above). */
-    atomic_fetch_add_explicit(&q->sh->data_seq, 2, memory_order_seq_cst);
-    conc__os_futex_wake(&q->sh->data_seq, INT32_MAX, true);
-    atomic_fetch_add_explicit(&q->sh->space_seq, 2, memory_order_seq_cst);
-    conc__os_futex_wake(&q->sh->space_seq, INT32_MAX, true);
+    atomic_fetch_add_explicit(&q->top->data_seq, 2, memory_order_seq_cst);
+    conc__os_futex_wake(&q->top->data_seq, INT32_MAX, true);
+    for (unsigned i = 0; i < q->nlanes; i++) {
+        /* Each lane's putters sleep on its own space_seq (see LANES). */
+        atomic_fetch_add_explicit(&ring[i].sh->space_seq, 2,
+                                  memory_order_seq_cst);
+        conc__os_futex_wake(&ring[i].sh->space_seq, INT32_MAX, true);
+    }
     return 0;
 }
 
@@ -1907,5 +2290,5 @@ CONC_API bool conc_queue_closed(conc_queue *q)
         return conc__netq_closed(q->net);
     }
     return q != NULL &&
-           atomic_load_explicit(&q->sh->closed, memory_order_acquire);
+           atomic_load_explicit(&q->top->closed, memory_order_acquire);
 }

@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #define CONC__QUEUE_MAGIC UINT64_C(0x75657551636e6f63) /* "concQueu" */
-#define CONC__QUEUE_VERSION 4u
+#define CONC__QUEUE_VERSION 5u
 /* Reader processes a queue remembers (see READERS in queue.c). */
 #define CONC__QUEUE_READERS 32
 /* Every record starts with this header; records are 16-byte aligned. */
@@ -53,7 +53,12 @@ typedef struct conc__qshm {
     uint64_t capacity;      /* capacity_bytes as resolved */
     uint64_t maxsize;
     uint64_t key;           /* stamps are position ^ key */
-    uint64_t map_size;
+    uint64_t map_size;      /* the whole mapping, every lane */
+    uint32_t lanes;         /* rings in the mapping, 1..MAX_LANES */
+    uint32_t lane;          /* this header's ring: 0..lanes-1 */
+    /* Only lane 0's closed, data_seq, ndone, join_seq and readers are
+     * used: they are the whole queue's; every lane's space_seq is its own
+     * putters' (see LANES in queue.c). */
     _Atomic uint32_t closed;
 
     /* Producer side: written only by the holder of pmu.  The lock and
@@ -92,7 +97,8 @@ typedef struct conc__qshm {
  * peer that rewrites the header later cannot change what this process
  * believes the ring's size to be. */
 struct conc_queue {
-    conc__qshm *sh;
+    conc__qshm *sh;      /* this ring's header */
+    conc__qshm *top;     /* lane 0's header: the queue-wide words */
     unsigned char *ring;
     uint64_t R;          /* copy of sh->ring_bytes */
     uint64_t key;        /* copy of sh->key */
@@ -109,18 +115,29 @@ struct conc_queue {
      * through this handle; 0: not yet (a forked child differs). */
     _Atomic unsigned long reader_epoch;
     struct conc__netq *net; /* a queue on a server (net_queue.c), or NULL */
+    /* A queue of several lanes: nlanes (a checked copy of the header's
+     * lanes) handles, one per ring, each filled as a one-ring queue's
+     * with its top at lane 0's header.  NULL and 1 for one ring, and in
+     * the lanes' own handles. */
+    conc_queue *lane;
+    unsigned nlanes;
+    _Atomic unsigned held_looks; /* lanes: passes over a held lane */
 };
 
-/* Where the ring starts in the mapping (a page boundary after the
- * header), and the mapping a queue of capacity cap needs. */
+/* Where the ring starts in a lane (a page boundary after the header),
+ * how far apart lanes lie (a lane of capacity cap: header and ring,
+ * page-rounded), and the mapping a queue of lanes such lanes needs. */
 size_t conc__queue_ring_off(void);
-size_t conc__queue_map_size(uint64_t cap);
+size_t conc__queue_lane_size(uint64_t cap);
+size_t conc__queue_map_size(uint64_t cap, unsigned lanes);
 
 /* conc__queue_format - lays out an empty queue of capacity cap (1 to
- * CONC_QUEUE_MAX_CAPACITY) and maxsize in map: map_size bytes, from
- * conc__queue_map_size(cap), zero-filled.  Publishes the magic last. */
+ * CONC_QUEUE_MAX_CAPACITY) per lane, maxsize (0 when lanes > 1) and
+ * lanes (1 to CONC_QUEUE_MAX_LANES) in map: map_size bytes, from
+ * conc__queue_map_size(cap, lanes), zero-filled.  Publishes each lane's
+ * magic last, lane 0's after all the others. */
 void conc__queue_format(void *map, size_t map_size, uint64_t cap,
-                        uint64_t maxsize);
+                        uint64_t maxsize, unsigned lanes);
 
 /* conc__queue_attach - checks the queue header in map (size bytes, the
  * mapping's real size) completely and makes a handle on it, as

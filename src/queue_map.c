@@ -24,7 +24,12 @@
  * no overflow: every term is bounded first), maxsize 0 or at most the
  * records the ring can hold (creation stores 0 for any larger bound,
  * which never binds), and a key with its top bit set (creation sets it,
- * so a zeroed record header never passes for a commit).  Each field is
+ * so a zeroed record header never passes for a commit).  A queue of
+ * lanes (see LANES in queue.c) is lanes such [header, ring] blocks, one
+ * after another: the lane count is held to 1..CONC_QUEUE_MAX_LANES, the
+ * segment's size to exactly lanes x one block, maxsize to 0, and every
+ * further lane's header to lane 0's fields, its own number and a key of
+ * its own with the top bit set, before any handle is made.  Each field is
  * read once, checked, and the handle is filled from the checked copies:
  * a peer rewriting the header meanwhile changes nothing this process
  * believes.  Fields that change while the queue runs (head, tail, their
@@ -58,11 +63,17 @@ size_t conc__queue_ring_off(void)
     return (sizeof(conc__qshm) + p - 1) / p * p;
 }
 
-size_t conc__queue_map_size(uint64_t cap)
+size_t conc__queue_lane_size(uint64_t cap)
 {
     size_t pg = page_size();
     uint64_t R = CONC__QUEUE_REC_HDR + conc__queue_round16(cap);
     return (conc__queue_ring_off() + (size_t)R + pg - 1) / pg * pg;
+}
+
+size_t conc__queue_map_size(uint64_t cap, unsigned lanes)
+{
+    /* No overflow on 64-bit: a lane is under 4 GiB + a page, lanes <= 64. */
+    return conc__queue_lane_size(cap) * lanes;
 }
 
 static uint64_t random_key(void)
@@ -72,13 +83,12 @@ static uint64_t random_key(void)
     return conc__os_random64() | (UINT64_C(1) << 63);
 }
 
-void conc__queue_format(void *map, size_t map_size, uint64_t cap,
-                        uint64_t maxsize)
+/* One lane's header, magic last (release: an opener that sees the magic,
+ * acquire, sees the whole header). */
+static void format_lane(conc__qshm *sh, size_t map_size, uint64_t cap,
+                        uint64_t maxsize, unsigned lanes, unsigned lane)
 {
-    CONC__ASSERT(cap >= 1 && cap <= CONC_QUEUE_MAX_CAPACITY);
-    CONC__ASSERT(map_size >= conc__queue_map_size(cap));
     uint64_t R = CONC__QUEUE_REC_HDR + conc__queue_round16(cap);
-    conc__qshm *sh = map;
     sh->version = CONC__QUEUE_VERSION;
     sh->ring_off = (uint32_t)conc__queue_ring_off();
     sh->ring_bytes = R;
@@ -89,16 +99,32 @@ void conc__queue_format(void *map, size_t map_size, uint64_t cap,
     sh->maxsize = maxsize > R / CONC__QUEUE_REC_HDR ? 0 : maxsize;
     sh->key = random_key();
     sh->map_size = map_size;
+    sh->lanes = lanes;
+    sh->lane = lane;
     /* Small queues use their whole ring from the start (see MEMORY in
      * queue.c): early wraps would keep it in both cores' caches. */
     bool small = cap <= CONC__QUEUE_NO_EARLY_WRAP || R < CONC__QUEUE_HW_STEP;
     atomic_init(&sh->hw, small ? R : CONC__QUEUE_HW_STEP);
     atomic_init(&sh->pmu.state, 0);
     atomic_init(&sh->cmu.state, 0);
-    /* Release: an opener that sees the magic (acquire, in shm.c) sees the
-     * whole header. */
     atomic_store_explicit(&sh->magic, CONC__QUEUE_MAGIC,
                           memory_order_release);
+}
+
+void conc__queue_format(void *map, size_t map_size, uint64_t cap,
+                        uint64_t maxsize, unsigned lanes)
+{
+    CONC__ASSERT(cap >= 1 && cap <= CONC_QUEUE_MAX_CAPACITY);
+    CONC__ASSERT(lanes >= 1 && lanes <= CONC_QUEUE_MAX_LANES);
+    CONC__ASSERT(lanes == 1 || maxsize == 0);
+    CONC__ASSERT(map_size >= conc__queue_map_size(cap, lanes));
+    size_t stride = conc__queue_lane_size(cap);
+    /* Lane 0 last: its magic is what an opener waits for. */
+    for (unsigned i = lanes; i-- > 0;) {
+        format_lane((conc__qshm *)(void *)((unsigned char *)map +
+                                           i * stride),
+                    map_size, cap, maxsize, lanes, i);
+    }
 }
 
 /* ---- the header check --------------------------------------------------------- */
@@ -106,6 +132,7 @@ void conc__queue_format(void *map, size_t map_size, uint64_t cap,
 typedef struct hdr_copy {
     uint64_t R, key, capacity, maxsize;
     size_t ring_off;
+    unsigned lanes;
 } hdr_copy;
 
 static int corrupt_field(const char *fn, const char *field, uint64_t v,
@@ -115,8 +142,8 @@ static int corrupt_field(const char *fn, const char *field, uint64_t v,
                       fn, field, (unsigned long long)v, why);
 }
 
-/* Reads each field of the header once and checks it (see "Trusting a
- * header" above); *c gets the checked values. */
+/* Reads each field of lane 0's header once and checks it (see "Trusting
+ * a header" above); *c gets the checked values. */
 static int check_header(const conc__qshm *sh, size_t size, const char *fn,
                         hdr_copy *c)
 {
@@ -139,6 +166,8 @@ static int check_header(const conc__qshm *sh, size_t size, const char *fn,
     uint64_t maxsize = FIELD(sh->maxsize);
     uint64_t key = FIELD(sh->key);
     uint64_t map_size = FIELD(sh->map_size);
+    uint32_t lanes = FIELD(sh->lanes);
+    uint32_t lane = FIELD(sh->lane);
     if (cap == 0 || cap > CONC_QUEUE_MAX_CAPACITY) {
         return corrupt_field(fn, "capacity", cap,
                              "not within 1..CONC_QUEUE_MAX_CAPACITY");
@@ -152,51 +181,125 @@ static int check_header(const conc__qshm *sh, size_t size, const char *fn,
         return corrupt_field(fn, "ring offset", ring_off,
                              "not where the ring starts");
     }
+    if (lanes == 0 || lanes > CONC_QUEUE_MAX_LANES) {
+        return corrupt_field(fn, "lane count", lanes,
+                             "not within 1..64");
+    }
+    if (lane != 0) {
+        return corrupt_field(fn, "first lane's number", lane, "not 0");
+    }
     if (map_size != size) {
         return corrupt_field(fn, "mapping size", map_size,
                              "not the segment's real size");
     }
-    if (map_size != conc__queue_map_size(cap)) {
+    if (map_size != conc__queue_map_size(cap, lanes)) {
         return corrupt_field(fn, "mapping size", map_size,
-                             "not the size its capacity needs");
+                             "not the size its capacity needs, times its "
+                             "lanes");
     }
-    if (maxsize > R / CONC__QUEUE_REC_HDR) {
+    if (maxsize > R / CONC__QUEUE_REC_HDR || (lanes > 1 && maxsize != 0)) {
         return corrupt_field(fn, "maxsize", maxsize,
-                             "more records than its ring can hold");
+                             lanes > 1 ? "a bound on a queue of lanes"
+                                       : "more records than its ring can "
+                                         "hold");
     }
     if ((key >> 63) == 0) {
         return corrupt_field(fn, "key", key, "its top bit is not set");
     }
     *c = (hdr_copy){ .R = R, .key = key, .capacity = cap,
-                     .maxsize = maxsize, .ring_off = ring_off };
+                     .maxsize = maxsize, .ring_off = ring_off,
+                     .lanes = lanes };
     return 0;
 }
 
-static void handle_fill(conc_queue *q, void *map, size_t map_size,
-                        const hdr_copy *c)
+/* Checks the header of lane i (1..lanes-1) of a queue whose lane 0 gave
+ * c: every constant field equal to lane 0's (its own key aside, which
+ * needs its top bit), and its number i.  *key gets its key. */
+static int check_lane(const conc__qshm *sh, unsigned i, size_t size,
+                      const hdr_copy *c, const char *fn, uint64_t *key)
+{
+    uint64_t magic = atomic_load_explicit(&sh->magic, memory_order_acquire);
+    if (magic != CONC__QUEUE_MAGIC || FIELD(sh->version) !=
+                                          CONC__QUEUE_VERSION) {
+        return corrupt_field(fn, "magic or version of a lane", i,
+                             "not this library's queue lane");
+    }
+    if (FIELD(sh->ring_off) != c->ring_off || FIELD(sh->ring_bytes) != c->R ||
+        FIELD(sh->capacity) != c->capacity || FIELD(sh->maxsize) != 0 ||
+        FIELD(sh->map_size) != size || FIELD(sh->lanes) != c->lanes ||
+        FIELD(sh->lane) != i) {
+        return corrupt_field(fn, "header of lane", i,
+                             "its sizes, lane count or number differ from "
+                             "the first lane's");
+    }
+    *key = FIELD(sh->key);
+    if ((*key >> 63) == 0) {
+        return corrupt_field(fn, "key of lane", i, "its top bit is not set");
+    }
+    return 0;
+}
+
+/* Fills the handle of one ring (a one-ring queue's, or one lane's). */
+static void ring_fill(conc_queue *q, conc__qshm *sh, conc__qshm *top,
+                      size_t map_size, const hdr_copy *c, uint64_t key)
 {
     /* Mapping sizes after the checks: check_header() held each field of c
-     * to these, so the ring lies inside the mapping and a record of at
+     * to these, so the ring lies inside its lane and a record of at
      * most capacity bytes (16 + round16(capacity) = R) wraps once. */
     CONC__ASSERT(c->capacity >= 1 && c->R == CONC__QUEUE_REC_HDR +
                  conc__queue_round16(c->capacity));
-    CONC__ASSERT(c->ring_off + c->R <= map_size);
+    CONC__ASSERT(c->ring_off + c->R <= conc__queue_lane_size(c->capacity));
     CONC__ASSERT(c->maxsize <= c->R / CONC__QUEUE_REC_HDR);
-    q->sh = map;
+    q->sh = sh;
+    q->top = top;
     q->map_size = map_size;
-    q->ring = (unsigned char *)map + c->ring_off;
+    q->ring = (unsigned char *)sh + c->ring_off;
     q->R = c->R;
-    q->key = c->key;
+    q->key = key;
     q->capacity = c->capacity;
     q->maxsize = c->maxsize;
+    q->nlanes = 1;
     atomic_init(&q->spin_get, CONC__QUEUE_SPIN_FLOOR_NS);
     atomic_init(&q->spin_put, CONC__QUEUE_SPIN_FLOOR_NS);
     atomic_init(&q->linger, 0);
     atomic_init(&q->probe, 0);
+}
+
+/* Fills the handle from a checked lane 0 (c), checking every further
+ * lane first.  0, CONC_ECORRUPT, CONC_ENOMEM (the lanes' handles). */
+static int handle_fill(conc_queue *q, void *map, size_t map_size,
+                       const hdr_copy *c, const char *fn)
+{
+    CONC__ASSERT(c->lanes >= 1 && c->lanes <= CONC_QUEUE_MAX_LANES);
+    CONC__ASSERT(map_size == conc__queue_map_size(c->capacity, c->lanes));
+    conc__qshm *top = map;
+    ring_fill(q, top, top, map_size, c, c->key);
+    if (c->lanes > 1) {
+        size_t stride = conc__queue_lane_size(c->capacity);
+        conc_queue *lane = conc__calloc(c->lanes, sizeof *lane);
+        if (lane == NULL) {
+            return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
+        }
+        ring_fill(&lane[0], top, top, map_size, c, c->key);
+        for (unsigned i = 1; i < c->lanes; i++) {
+            conc__qshm *sh = (conc__qshm *)(void *)((unsigned char *)map +
+                                                    i * stride);
+            uint64_t key = 0;
+            int err = check_lane(sh, i, map_size, c, fn, &key);
+            if (err != 0) {
+                free(lane);
+                return err;
+            }
+            ring_fill(&lane[i], sh, top, map_size, c, key);
+        }
+        q->lane = lane;
+        q->nlanes = c->lanes;
+    }
     /* Work out this thread's lock identity now (the sync module computes
      * it once per thread and caches it): a queue is usually made before
      * threads start, and it spares the first put the /proc read. */
     (void)conc__sync_self_id();
+    return 0;
 }
 
 int conc__queue_attach(conc_queue **out, void *map, size_t size,
@@ -216,7 +319,11 @@ int conc__queue_attach(conc_queue **out, void *map, size_t size,
     if (q == NULL) {
         return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
-    handle_fill(q, map, size, &c);
+    err = handle_fill(q, map, size, &c, fn);
+    if (err != 0) {
+        free(q);
+        return err;
+    }
     q->borrowed = true;
     *out = q;
     return 0;
@@ -244,7 +351,20 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
         return conc__fail(CONC_EINVAL, "conc_queue_new: capacity_bytes %zu "
                           "is over CONC_QUEUE_MAX_CAPACITY", cap);
     }
-    size_t map_size = conc__queue_map_size(cap);
+    unsigned lanes = opts->lanes ? opts->lanes : 1;
+    if (lanes > CONC_QUEUE_MAX_LANES) {
+        return conc__fail(CONC_EINVAL, "conc_queue_new: lanes %u is over "
+                          "CONC_QUEUE_MAX_LANES (%u)", lanes,
+                          (unsigned)CONC_QUEUE_MAX_LANES);
+    }
+    if (lanes > 1 && opts->maxsize != 0) {
+        return conc__fail(CONC_EINVAL, "conc_queue_new: maxsize %zu with "
+                          "lanes %u: a bound in messages needs one count "
+                          "every producer shares, which lanes do away "
+                          "with (capacity_bytes bounds each lane)",
+                          opts->maxsize, lanes);
+    }
+    size_t map_size = conc__queue_map_size(cap, lanes);
     conc_queue *q = conc__calloc(1, sizeof *q);
     if (q == NULL) {
         return conc__fail(CONC_ENOMEM, "conc_queue_new: out of memory");
@@ -268,13 +388,16 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
             return err;
         }
     }
-    conc__queue_format(map, map_size, cap, opts->maxsize);
+    conc__queue_format(map, map_size, cap, opts->maxsize, lanes);
     /* Our own header, just written, checked as any other: it fills the
      * handle the one way every handle is filled.  It fails only if a
      * process of our user opened the new name and rewrote the header in
      * between, which is a peer's doing (CONC_ECORRUPT), not ours. */
     hdr_copy c;
     err = check_header(map, map_size, "conc_queue_new", &c);
+    if (err == 0) {
+        err = handle_fill(q, map, map_size, &c, "conc_queue_new");
+    }
     if (err != 0) {
         if (q->shm != NULL) {
             conc_shm_free(q->shm);
@@ -284,7 +407,6 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
         free(q);
         return err;
     }
-    handle_fill(q, map, map_size, &c);
     *out = q;
     return 0;
 }
@@ -336,5 +458,6 @@ CONC_API void conc_queue_free(conc_queue *q)
     } else if (!q->borrowed) {
         conc__os_shared_free(q->sh, q->map_size);
     }
+    free(q->lane);
     free(q);
 }

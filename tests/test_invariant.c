@@ -160,13 +160,13 @@ static int format_zero(void *arg)
 {
     (void)arg;
     to_pipe();
-    size_t size = conc__queue_map_size(1);
+    size_t size = conc__queue_map_size(1, 1);
     void *map = mmap(NULL, size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (map == MAP_FAILED) {
         return 1;
     }
-    conc__queue_format(map, size, 0, 0);
+    conc__queue_format(map, size, 0, 0, 1);
     munmap(map, size);
     return FELL_THROUGH;
 }

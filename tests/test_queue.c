@@ -8,6 +8,7 @@
 #include "harness.h"
 
 #include "queue_int.h"
+#include "queue_test_util.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -19,61 +20,6 @@
 #include <sys/wait.h>
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static void *shared_map(size_t n)
-{
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    CHECK(p != MAP_FAILED);
-    return p;
-}
-
-static uint64_t mix(uint64_t x)
-{
-    x += UINT64_C(0x9E3779B97F4A7C15);
-    x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return x ^ (x >> 31);
-}
-
-static void pattern(unsigned char *b, size_t n, uint64_t seed)
-{
-    uint64_t x = mix(seed);
-    for (size_t i = 0; i < n; i++) {
-        if (i % 8 == 0) {
-            x = mix(x);
-        }
-        b[i] = (unsigned char)(x >> (8 * (i % 8)));
-    }
-}
-
-static bool pattern_ok(const unsigned char *b, size_t n, uint64_t seed)
-{
-    uint64_t x = mix(seed);
-    for (size_t i = 0; i < n; i++) {
-        if (i % 8 == 0) {
-            x = mix(x);
-        }
-        if (b[i] != (unsigned char)(x >> (8 * (i % 8)))) {
-            return false;
-        }
-    }
-    return true;
-}
-
-static void put_str(conc_queue *q, const char *s)
-{
-    CHECK_OK(conc_queue_put(q, s, strlen(s), 1));
-}
-
-static void get_str(conc_queue *q, const char *want)
-{
-    conc_msg m;
-    CHECK_OK(conc_queue_get(q, &m, 5));
-    CHECK_EQ(m.len, strlen(want));
-    CHECK(memcmp(m.data, want, m.len) == 0);
-    conc_msg_free(&m);
-}
 
 static char qname[64];
 static const char *unique_name(const char *tag)
@@ -1038,19 +984,9 @@ TEST(queue_named_opened_by_exec_process)
     CHECK_ERR(conc_queue_new(&q2, &(conc_queue_opts){ .name = name }),
               CONC_ESYS);
     CHECK_EQ(errno, EEXIST);
-    put_str(q, "alpha");
-    put_str(q, "beta");
-    put_str(q, "gamma");
+    echo_through_peer(q, name);
     char *out = NULL;
-    char *argv[] = { (char *)th_prog("prog_queue_peer"), (char *)name,
-                     "echo", "3", NULL };
-    int st = th_run(argv, &out, 20);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    CHECK_STR(out, "alpha\nbeta\ngamma\n");
-    free(out);
-    get_str(q, "ALPHA");
-    get_str(q, "BETA");
-    get_str(q, "GAMMA");
+    int st;
 
     /* The exec'd process sleeps in get until a process of ours puts. */
     pid_t pid = th_fork(child_puts_late, q);

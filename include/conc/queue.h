@@ -44,14 +44,19 @@
  * spinning per message before it sleeps.
  *
  * Many cores.  Each side of a queue has one lock, held across one copy,
- * so a queue moves the most with one producer and one consumer (17-21 M
- * messages of 64 B a second on a 16-core Xeon).  Processes that share a
- * side pass the lock and the ring's cache lines between their cores on
- * every message: there 2 producers -> 2 consumers moved a fifth of
- * that, 8 -> 8 a tenth, still 15-38 times mp.Queue.  A program that
- * needs more gives each producer (or each pair) its own queue, or moves
- * batches: conc_queue_put_many() and conc_queue_get_many() take the lock
- * once per batch.
+ * so a one-ring queue moves the most with one producer and one consumer
+ * (17-21 M messages of 64 B a second on a 16-core Xeon).  Processes that
+ * share a side pass the lock and the ring's cache lines between their
+ * cores on every message: there 2 producers -> 2 consumers moved a fifth
+ * of that, 8 -> 8 a tenth, still 15-38 times mp.Queue.  For many
+ * producers, make the queue with lanes (.lanes below): each producer
+ * thread puts into a ring of its own, and consumers spread over the rings
+ * that have messages, so producers and consumers on different lanes share
+ * no lock and no line; the order is then FIFO per producer, as with
+ * multiprocessing.Queue.  One producer feeding many consumers is not
+ * helped by lanes: move batches (conc_queue_put_many() and
+ * conc_queue_get_many() take the lock once per batch), or give each
+ * consumer its own queue.
  *
  * Readers that all died.  A queue remembers the processes that have read
  * from it (up to 32 at once; a process registers at its first get, a
@@ -247,10 +252,30 @@ typedef struct conc_queue_opts {
      * acknowledgements) and on each round trip of a call given timeout 0
      * or CONC_FOREVER.  Left out: 10 s. */
     conc_timeout net_timeout;
+    /* Shared memory, for many producers and consumers on many cores: the
+     * number of rings ("lanes", 2 to CONC_QUEUE_MAX_LANES) the queue is
+     * made of; 0 or 1: one ring.  A producer thread always puts into the
+     * same lane (its thread id modulo lanes), so threads on different
+     * lanes share no lock and no cache line, and consumers take from
+     * whichever lanes have messages, staying on one while it has some
+     * (for 64 messages in a row at most, so that no lane starves).
+     * What changes with lanes: order is FIFO per producer thread, not
+     * across producers (as multiprocessing.Queue: two processes' messages
+     * interleave in any order); each lane holds up to capacity_bytes, so
+     * the queue reserves lanes x capacity_bytes of address space;
+     * maxsize must be 0 (CONC_EINVAL otherwise: a bound in messages needs
+     * one count every producer shares); full() says whether the calling
+     * thread's own lane is full.  Everything else (get_many, task_done,
+     * join, close, readers gone, crash survival, open by name) works
+     * across all lanes.  Pick about as many lanes as producer threads
+     * (ids that collide share a lane, correct but slower).  Not on a
+     * server (CONC_EINVAL). */
+    unsigned lanes;
 } conc_queue_opts;
 
 #define CONC_QUEUE_DEFAULT_CAPACITY ((size_t)64 << 20) /* 64 MiB */
 #define CONC_QUEUE_MAX_CAPACITY ((size_t)0xFFFFFF00u)  /* just under 4 GiB */
+#define CONC_QUEUE_MAX_LANES 64u
 
 /* conc_queue_new - a new, empty queue.  opts may be NULL (unbounded in
  * items, default capacity, anonymous).  0; CONC_EINVAL (NULL out,
