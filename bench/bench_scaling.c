@@ -8,7 +8,20 @@
  *           the ceiling per-producer lanes could reach: n separate
  *           queues, each 1 -> 1, all at once ("n x 1->1"), and n
  *           producers each on a queue of its own -> 1 consumer taking
- *           from them in turn with timeout 0 ("n->1 own");
+ *           from them in turn with timeout 0 ("n->1 own"); then the
+ *           same shapes on one queue made with lanes (opts.lanes, one
+ *           1 MiB ring per lane): "n->n lanes", "1->n lanes" and "n->1
+ *           lanes", with as many lanes as a program on n workers would
+ *           make, one per producer: lanes = n (at least 2, at most
+ *           CONC_QUEUE_MAX_LANES), so 1->n is that queue fed by one
+ *           producer, with n - 1 lanes empty; ratio to the same run's
+ *           one-ring 1 -> 1 row, like the others.  A queue of lanes
+ *           keeps order per producer only, so its runs end by a close
+ *           (the last producer out closes, consumers drain to
+ *           CONC_ECLOSED) instead of end markers.  A producer puts into
+ *           lane (thread id % lanes): forked in a row, producers get
+ *           consecutive pids and so lanes of their own; a lanes row
+ *           whose best run had two producers on one lane is marked '!';
  *   lock    uncontended acquire+release in one process, conc_lock against
  *           a private pthread mutex (ns of CPU time; alone, and with a
  *           second thread alive); then n processes each incrementing one
@@ -50,6 +63,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -211,6 +225,8 @@ typedef struct {
     _Atomic int producers_done;
     _Atomic long received;
     _Atomic double last; /* when the last consumer took its last message */
+    unsigned lanes;      /* > 1: qs[0] is a queue of that many lanes */
+    _Atomic int lane_producers[CONC_QUEUE_MAX_LANES]; /* producers per lane */
 } qrun;
 
 static void q_producer(void *arg, int index)
@@ -220,6 +236,13 @@ static void q_producer(void *arg, int index)
     unsigned char *buf = calloc(1, r->size);
     memset(buf, 'x', r->size);
     buf[0] = 1;
+    if (r->lanes > 1) {
+        /* The lane this producer's puts go to: its thread id modulo the
+         * lanes (queue.h). */
+        long tid = syscall(SYS_gettid);
+        atomic_fetch_add(&r->lane_producers[(unsigned long)tid % r->lanes],
+                         1);
+    }
     atomic_fetch_add(&r->ready, 1);
     while (!atomic_load(&r->go)) {
         /* spin: the start must be sharp */
@@ -230,6 +253,19 @@ static void q_producer(void *arg, int index)
         if (err != 0) {
             die("conc_queue_put", err);
         }
+    }
+    if (r->lanes > 1) {
+        /* Lanes keep order per producer only: a marker could pass another
+         * producer's messages, so the last producer out closes the queue
+         * and the consumers drain it. */
+        if (atomic_fetch_add(&r->producers_done, 1) + 1 == r->producers) {
+            int err = conc_queue_close(q);
+            if (err != 0) {
+                die("conc_queue_close", err);
+            }
+        }
+        free(buf);
+        return;
     }
     int ends = r->nq > 1 ? 1 : 0;
     /* One queue: the last producer out sends one marker per consumer. */
@@ -266,6 +302,9 @@ static void q_consumer(void *arg, int index)
             at = (at + 1) % r->nq;
             continue;
         }
+        if (err == CONC_ECLOSED && r->lanes > 1) {
+            break; /* closed and drained */
+        }
         if (err != 0) {
             die("conc_queue_get_into", err);
         }
@@ -286,17 +325,22 @@ static void q_consumer(void *arg, int index)
 /* How a run spreads over queues. */
 typedef enum { ONE_QUEUE, QUEUE_PER_PAIR, QUEUE_PER_PRODUCER } qshape;
 
-/* Messages per second, one run of producers -> consumers. */
-static double queue_once(qshape shape, int producers, int consumers,
-                         size_t size, long per_producer)
+/* Messages per second, one run of producers -> consumers; lanes > 1
+ * (ONE_QUEUE only): the queue is made with that many lanes, and *shared
+ * says whether two producers put into one lane. */
+static double queue_once(qshape shape, unsigned lanes, int producers,
+                         int consumers, size_t size, long per_producer,
+                         bool *shared)
 {
     qrun *r = shared_map(sizeof *r);
     memset(r, 0, sizeof *r);
     r->nq = shape == ONE_QUEUE ? 1 : producers;
     r->poll = shape == QUEUE_PER_PRODUCER;
+    r->lanes = shape == ONE_QUEUE && lanes > 1 ? lanes : 0;
     for (int i = 0; i < r->nq; i++) {
         int err = conc_queue_new(&r->qs[i], &(conc_queue_opts){
-                                                .capacity_bytes = RING_CAP });
+                                                .capacity_bytes = RING_CAP,
+                                                .lanes = r->lanes });
         if (err != 0) {
             die("conc_queue_new", err);
         }
@@ -326,6 +370,10 @@ static double queue_once(qshape shape, int producers, int consumers,
         exit(1);
     }
     double rate = (double)want / (atomic_load(&r->last) - t0);
+    *shared = false;
+    for (unsigned i = 0; i < r->lanes; i++) {
+        *shared = *shared || atomic_load(&r->lane_producers[i]) > 1;
+    }
     for (int i = 0; i < r->nq; i++) {
         conc_queue_free(r->qs[i]);
     }
@@ -333,19 +381,35 @@ static double queue_once(qshape shape, int producers, int consumers,
     return rate;
 }
 
-static double queue_best_shaped(qshape shape, int producers, int consumers,
-                                size_t size)
+/* The best of RUNS runs; *shared: whether the best one had two
+ * producers on one lane (NULL: not wanted). */
+static double queue_best_laned(qshape shape, unsigned lanes, int producers,
+                               int consumers, size_t size, bool *shared)
 {
     /* Calibrate on a short run, then size each run to TARGET_S. */
     long per = 20000 / producers + 1;
-    double rate = queue_once(shape, producers, consumers, size, per);
+    bool sh;
+    double rate = queue_once(shape, lanes, producers, consumers, size, per,
+                             &sh);
     per = (long)(rate * TARGET_S / producers) + 1;
     double best = 0;
     for (int i = 0; i < RUNS; i++) {
-        double v = queue_once(shape, producers, consumers, size, per);
-        best = v > best ? v : best;
+        double v = queue_once(shape, lanes, producers, consumers, size, per,
+                              &sh);
+        if (v > best) {
+            best = v;
+            if (shared != NULL) {
+                *shared = sh;
+            }
+        }
     }
     return best;
+}
+
+static double queue_best_shaped(qshape shape, int producers, int consumers,
+                                size_t size)
+{
+    return queue_best_laned(shape, 0, producers, consumers, size, NULL);
 }
 
 static double queue_best(int producers, int consumers, size_t size)
@@ -353,13 +417,25 @@ static double queue_best(int producers, int consumers, size_t size)
     return queue_best_shaped(ONE_QUEUE, producers, consumers, size);
 }
 
+/* The lanes a program on n workers would give its queue: one per
+ * producer, n, at least 2 (fewer is one ring) and at most the most a
+ * queue takes. */
+static unsigned lanes_for(long n)
+{
+    return n < 2 ? 2u
+           : n > (long)CONC_QUEUE_MAX_LANES ? CONC_QUEUE_MAX_LANES
+                                            : (unsigned)n;
+}
+
 static void bench_queue_rows(void)
 {
     long ax[64];
     size_t sizes[] = { 64, 1024 };
+    bool any_shared = false;
     printf("\nconc_queue, total messages/s (best of %d); ratio to its 1->1 "
-           "row; mp.Queue n->n beside it\n", RUNS);
-    printf("%-6s %-11s %12s %8s %12s %10s\n", "size", "shape", "conc_queue",
+           "row; mp.Queue n->n beside it; 'lanes': one queue of n lanes\n",
+           RUNS);
+    printf("%-6s %-13s %12s %8s %12s %10s\n", "size", "shape", "conc_queue",
            "vs 1->1", "mp.Queue", "conc/py");
     for (size_t s = 0; s < 2; s++) {
         size_t size = sizes[s];
@@ -372,7 +448,7 @@ static void bench_queue_rows(void)
             py = python(args);
         }
         cell(b, sizeof b, py, "%.0f");
-        printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, "1->1",
+        printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, "1->1",
                si(base, a, sizeof a), 1.0, py < 0 ? "-" : si(py, b, sizeof b),
                py < 0 ? "-" : (snprintf(shape, sizeof shape, "%.0fx",
                                         base / py), shape));
@@ -392,7 +468,7 @@ static void bench_queue_rows(void)
             }
             snprintf(shape, sizeof shape, "%ld->%ld%s", n, n,
                      2 * n > ncpu ? "*" : "");
-            printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
+            printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                    si(v, a, sizeof a), v / base,
                    py < 0 ? "-" : si(py, b, sizeof b), ratio);
         }
@@ -404,7 +480,7 @@ static void bench_queue_rows(void)
                 double v = queue_best(p, c, size);
                 snprintf(shape, sizeof shape, "%d->%d%s", p, c,
                          n + 1 > ncpu ? "*" : "");
-                printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
+                printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                        si(v, a, sizeof a), v / base, "", "");
             }
         }
@@ -417,7 +493,7 @@ static void bench_queue_rows(void)
                                          size);
             snprintf(shape, sizeof shape, "%ld x 1->1%s", n,
                      2 * n > ncpu ? "*" : "");
-            printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
+            printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                    si(v, a, sizeof a), v / base, "", "");
         }
         k = axis(max_n - 1, ax);
@@ -426,9 +502,43 @@ static void bench_queue_rows(void)
             double v = queue_best_shaped(QUEUE_PER_PRODUCER, (int)n, 1, size);
             snprintf(shape, sizeof shape, "%ld->1 own%s", n,
                      n + 1 > ncpu ? "*" : "");
-            printf("%-6zu %-11s %12s %8.2f %12s %10s\n", size, shape,
+            printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                    si(v, a, sizeof a), v / base, "", "");
         }
+        /* The same shapes on one queue of lanes, one lane per producer
+         * (lanes_for()). */
+        k = axis(max_n / 2, ax);
+        for (int i = 1; i < k; i++) {
+            long n = ax[i];
+            bool shared = false;
+            double v = queue_best_laned(ONE_QUEUE, lanes_for(n), (int)n,
+                                        (int)n, size, &shared);
+            any_shared = any_shared || shared;
+            snprintf(shape, sizeof shape, "%ld->%ld lanes%s%s", n, n,
+                     2 * n > ncpu ? "*" : "", shared ? "!" : "");
+            printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
+                   si(v, a, sizeof a), v / base, "", "");
+        }
+        k = axis(max_n - 1, ax);
+        for (int i = 1; i < k; i++) {
+            long n = ax[i];
+            for (int dir = 0; dir < 2; dir++) {
+                int p = dir == 0 ? 1 : (int)n, c = dir == 0 ? (int)n : 1;
+                bool shared = false;
+                double v = queue_best_laned(ONE_QUEUE, lanes_for(n), p, c,
+                                            size, &shared);
+                any_shared = any_shared || shared;
+                snprintf(shape, sizeof shape, "%d->%d lanes%s%s", p, c,
+                         n + 1 > ncpu ? "*" : "", shared ? "!" : "");
+                printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
+                       si(v, a, sizeof a), v / base, "", "");
+            }
+        }
+    }
+    if (any_shared) {
+        printf("'!': in that row's best run two producers' thread ids fell "
+               "on one lane (ids modulo the lanes), as they may in a "
+               "program\n");
     }
 }
 
