@@ -297,22 +297,23 @@
  *   when a getter sleeps).  A putter waits for room on its own lane's
  *   space_seq, woken by gets from that lane only.
  *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave
- *   this thread a message: that lane is tried first, under a try of its
- *   cmu; others only when their counters say they hold something (nput
+ *   this thread a message (a thread remembers that for the last 4 queues
+ *   it read): that lane is tried first, under a try of its cmu; others only when their counters say they hold something (nput
  *   != nget: read on lines their producers write anyway), and a lane
  *   whose cmu another consumer holds is passed over, so consumers spread
  *   over the lanes with work instead of queueing on one lock.  A consumer
  *   thus stays on a lane while it has messages, and consumers with lanes
  *   of their own touch disjoint lines; but after LANE_RUN messages in a
  *   row it looks at the others first, or a producer that keeps its lane
- *   from running dry would starve every other lane.  If no other lane
- *   gave anything, the held lane is waited for as on one ring, but for
- *   LANE_WAIT_S at most: a holder that keeps it (stopped, or hostile)
- *   must not keep the getter from the other lanes.  A holder that died
+ *   from running dry would starve every other lane (the run starts again
+ *   after that one sweep, whatever it finds).  If no other lane
+ *   gave anything, a held lane with messages is waited for as on one
+ *   ring, but for LANE_WAIT_S at most: a holder that keeps it (stopped,
+ *   or hostile) must not keep the getter from the other lanes.  A holder that died
  *   would keep its lane for ever if nobody waited for it (the others busy
- *   everyone), so every HELD_LOOK_EVERY passes over a held lane that has
- *   messages, the pass asks whether its holder lives and takes the lane
- *   over if not.
+ *   everyone), so a pass over a held lane that has messages asks whether
+ *   its holder lives, at most once in HELD_LOOK_NS per handle (a clock
+ *   read on that path, then /proc), and takes the lane over if not.
  *   WAITING: an empty sweep spins on every lane's nput (any change, or
  *   close, ends the spin), then arms the one data_seq and re-checks with
  *   a check sweep: every lane's cmu tried (none waited for), a lane held
@@ -322,9 +323,14 @@
  *   sleeper bit and wakes, or the check sweep sees the record (taken
  *   under the cmu) or the count (held by another consumer, who takes it
  *   or lets go).  A held lane with messages ends the sweep in LANES_HELD:
- *   the getter then sleeps HELD_NAP_S instead of a slice (and every 8th
- *   time in a row asks whether that holder lives), since no wake-up comes
- *   for messages another consumer leaves behind.
+ *   the getter then re-arms at once (no spin: a closed queue would end
+ *   every spin at once and make a busy loop of it) and sleeps HELD_NAP_S
+ *   instead of a slice, since no wake-up comes for messages another
+ *   consumer leaves behind; every 8th such sweep in a row asks whether
+ *   the holder lives.  A producer that died between its commit and its
+ *   count, while another consumer held that lane, is seen only by the
+ *   next sweep that gets the lane's cmu: its record waits a slice at
+ *   most (the death's cost the one-ring design accepts too).
  *   CLOSE takes every lane's pmu at once, in lane order (producers hold
  *   one pmu at a time, then maybe the same lane's cmu), and sets closed
  *   under all of them: every put on any lane finished before it or fails.
@@ -339,10 +345,14 @@
  *   tried.  An opener checks every lane's header (each field equal to
  *   lane 0's, its number its place, a key of its own) and the mapping's
  *   size against lanes x one lane's size before trusting any.
+ *   A get with timeout 0 waits LANE_WAIT_S at most for a held lane (a
+ *   one-ring queue's, LOCK_GRACE_S), and says CONC_EEMPTY while the only
+ *   messages are in lanes others hold.
  *   Cost: a one-ring queue's put and get pay one compare of the lanes
- *   pointer.  A queue of lanes pays, per put, a division by L; per get,
- *   a try of one lane's cmu and a few thread-local reads; per empty sweep
- *   one or two loads per lane.  1->n is not helped: consumers of one
+ *   pointer.  A queue of lanes pays, per put, a division by L; per get
+ *   from a consumer's own lane, a try of its cmu and a few thread-local
+ *   reads (one in LANE_RUN gets also tries the others first); per empty
+ *   sweep one or two loads per lane.  1->n is not helped: consumers of one
  *   producer's lane share its cmu as on one ring.
  *
  * Making, opening and freeing handles (the mapping, names, who unlinks)
@@ -1693,14 +1703,35 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
 /* ---- lanes (see LANES) ---------------------------------------------------- */
 
 /* Where this thread's gets on a queue of lanes look first: the lane that
- * last gave it a message (of the queue whose lane 0 header is top), and
- * how many gets in a row it gave.  One queue per thread is remembered;
- * another starts at the thread's id.  initial-exec: no __tls_get_addr
- * call per get in the shared library. */
-static _Thread_local struct {
+ * last gave it a message, and how many gets in a row it gave, for each of
+ * the last GET_LANE_QUEUES queues it read (known by their lane 0 header;
+ * a pointer compared, never followed); a queue not among them starts at
+ * the thread's id.  initial-exec: no __tls_get_addr call per get in the
+ * shared library. */
+#define GET_LANE_QUEUES 4
+typedef struct get_lane_slot {
     const conc__qshm *top;
     unsigned lane, run;
-} get_lane __attribute__((tls_model("initial-exec")));
+} get_lane_slot;
+static _Thread_local get_lane_slot get_lane[GET_LANE_QUEUES]
+    __attribute__((tls_model("initial-exec")));
+static _Thread_local unsigned get_lane_next
+    __attribute__((tls_model("initial-exec")));
+
+/* This thread's slot for the queue whose lane 0 header is top: its own,
+ * or the oldest one taken over (lane at the thread's id, no run yet). */
+static get_lane_slot *get_lane_of(const conc__qshm *top, unsigned L)
+{
+    for (unsigned i = 0; i < GET_LANE_QUEUES; i++) {
+        if (get_lane[i].top == top) {
+            get_lane[i].lane %= L;
+            return &get_lane[i];
+        }
+    }
+    get_lane_slot *g = &get_lane[get_lane_next++ % GET_LANE_QUEUES];
+    *g = (get_lane_slot){ top, self_tid() % L, 0 };
+    return g;
+}
 
 /* A getter stays on its lane for at most this many messages in a row,
  * then looks at the other lanes first: a producer that keeps its lane
@@ -1739,18 +1770,35 @@ static int lane_take_from_dead(conc_queue *l)
 }
 
 /* A quick sweep asks whether the holder of a lane it passed over (one
- * with messages) lives once in this many such passes, counted per
- * handle: a consumer killed holding a lane's cmu must not strand that
- * lane while the others keep everyone busy. */
-#define HELD_LOOK_EVERY 256
+ * with messages) lives at most once in this long per handle (a clock
+ * read on that path, then /proc): a consumer killed holding a lane's cmu
+ * must not strand that lane while the others keep everyone busy, and a
+ * live holder must not cost a /proc read per pass. */
+#define HELD_LOOK_NS 50000000ull
+
+/* Whether this pass over a held lane is the one that looks at its
+ * holder: the first such pass in HELD_LOOK_NS on this handle. */
+static bool held_look_due(conc_queue *q)
+{
+    uint64_t now = conc__now_ns();
+    /* Relaxed: pacing only; the CAS makes one pass of many the looker. */
+    uint64_t last = atomic_load_explicit(&q->held_look_ns,
+                                         memory_order_relaxed);
+    return now - last >= HELD_LOOK_NS &&
+           atomic_compare_exchange_strong_explicit(&q->held_look_ns, &last,
+                                                   now, memory_order_relaxed,
+                                                   memory_order_relaxed);
+}
 
 /* One pass over the lanes, from *start: a get from the first lane that
  * gives a message.  Quick (check false): the first lane is always tried;
  * the others only when their counters say they hold something (nput !=
  * nget), and a lane whose cmu another consumer holds is passed over
- * (its holder's liveness looked at every HELD_LOOK_EVERY such passes, if
- * the lane has messages); if no other lane gave anything, the first such
- * lane is waited for as on one ring, but briefly (LANE_WAIT_S).  Check (the re-check after arm(),
+ * (its holder's liveness looked at once in HELD_LOOK_NS, if the lane has
+ * messages); if no other lane gave anything, the first such lane that
+ * has messages is waited for as on one ring, but briefly (LANE_WAIT_S:
+ * its holder's liveness is looked at when that ends, as every lock
+ * wait's).  Check (the re-check after arm(),
  * and every sweep of a closed queue): every lane is tried, none waited
  * for; a lane whose cmu another consumer holds is looked at through its
  * counters, loaded seq_cst after the arm (the producer stores nput
@@ -1788,8 +1836,12 @@ static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
             pr->seen[j] = n;
         }
         int err;
+        /* Signed: a dead producer's committed but uncounted record,
+         * once taken, leaves nget one past nput until its lane's next
+         * producer repairs the count. */
         if (!check && i > 0 &&
-            n == atomic_load_explicit(&l->sh->nget, memory_order_relaxed)) {
+            (int64_t)(n - atomic_load_explicit(&l->sh->nget,
+                                               memory_order_relaxed)) <= 0) {
             continue;
         }
         if (conc__olock_try(&l->sh->cmu, me)) {
@@ -1799,22 +1851,20 @@ static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
                 n = atomic_load_explicit(&l->sh->nput, memory_order_relaxed);
                 pr->seen[j] = n;
             }
-            /* Relaxed: a per-process count, for pacing only. */
-            if (n != atomic_load_explicit(&l->sh->nget,
-                                          memory_order_relaxed) &&
-                atomic_fetch_add_explicit(&q->held_looks, 1,
-                                          memory_order_relaxed) %
-                        HELD_LOOK_EVERY ==
-                    HELD_LOOK_EVERY - 1 &&
-                lane_take_from_dead(l) == 0) {
+            if ((int64_t)(n - atomic_load_explicit(
+                              &l->sh->nget, memory_order_relaxed)) <= 0) {
+                continue; /* held, and nothing counted in it to wait for */
+            }
+            if (held_look_due(q) && lane_take_from_dead(l) == 0) {
                 err = get_locked(l, rq, &at, fn);
             } else {
                 busy = busy < 0 ? (int)j : busy;
                 continue;
             }
-        } else if (n == atomic_load_explicit(&l->sh->nget,
-                                             memory_order_seq_cst)) {
-            continue; /* held, and nothing in it for us */
+        } else if ((int64_t)(n - atomic_load_explicit(
+                                     &l->sh->nget, memory_order_seq_cst)) <=
+                   0) {
+            continue; /* held, and nothing counted in it for us */
         } else if (pr->held % 8 == 7 && lane_take_from_dead(l) == 0) {
             err = get_locked(l, rq, &at, fn); /* its holder had died */
         } else {
@@ -1849,6 +1899,7 @@ static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
         }
         /* ETIMEDOUT: held past the brief wait; the check sweep before any
          * sleep looks at that lane again. */
+        /* detail: outcome() */
         return err == CONC_ETIMEDOUT ? CONC_EEMPTY : err;
     }
     if (held) {
@@ -1894,7 +1945,7 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
 {
     uint32_t w = 0;
     bool armed = false;
-    int err = CONC_EEMPTY;
+    int err = CONC_EEMPTY; /* detail: outcome() */
     for (;;) {
         if (conc__deadline_passed(dl)) {
             /* detail: outcome() */
@@ -1904,7 +1955,8 @@ static __attribute__((noinline)) int get_wait(conc_queue *q, get_req *rq,
             armed = false;
             sleep_for(&q->top->data_seq, w, dl,
                       err == LANES_HELD ? HELD_NAP_S : SLICE_S);
-        } else if (!(pr != NULL
+        } else if (err == LANES_HELD ||
+                   !(pr != NULL
                          ? spin_wait(q, &q->spin_get, lanes_hint, pr, dl)
                          : spin_wait(q, &q->spin_get, get_hint,
                                      &(get_probe){ at, rec_at(q, at),
@@ -1939,26 +1991,23 @@ static __attribute__((noinline)) int lanes_get(conc_queue *q, get_req *rq,
         return err;
     }
     uint64_t seen[CONC_QUEUE_MAX_LANES];
-    unsigned start = self_tid(), from = start;
-    if (get_lane.top == q->top) {
-        start = from = get_lane.lane;
-        if (get_lane.run >= LANE_RUN) {
-            start++; /* the others first, this lane last */
-        }
-    }
-    start %= q->nlanes;
+    get_lane_slot *g = get_lane_of(q->top, q->nlanes);
+    /* After LANE_RUN in a row from one lane, the others first and this
+     * one last; the run starts again whatever that sweep finds. */
+    bool rotate = g->run >= LANE_RUN;
+    unsigned start = rotate ? (g->lane + 1) % q->nlanes : g->lane;
     lanes_probe pr = { seen, &start, 0 };
     err = lanes_sweep(q, rq, &pr, false, &dl, fn);
     if ((err == CONC_EEMPTY || err == LANES_HELD) && timeout != 0) {
         err = get_wait(q, rq, &dl, 0, &pr, fn);
     }
     if (err == LANES_HELD) {
-        err = CONC_EEMPTY; /* timeout 0: held by others, not ours now */
+        /* Timeout 0: held by others, not ours now. */
+        /* detail: outcome() */
+        err = CONC_EEMPTY;
     }
-    bool same = get_lane.top == q->top && start == from % q->nlanes;
-    get_lane.run = same && err == 0 ? get_lane.run + 1 : 0;
-    get_lane.top = q->top;
-    get_lane.lane = start;
+    g->run = err == 0 && start == g->lane && !rotate ? g->run + 1 : 0;
+    g->lane = start % q->nlanes;
     if (err != 0) {
         return outcome(err, fn, false, timeout);
     }

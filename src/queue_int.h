@@ -121,7 +121,7 @@ struct conc_queue {
      * the lanes' own handles. */
     conc_queue *lane;
     unsigned nlanes;
-    _Atomic unsigned held_looks; /* lanes: passes over a held lane */
+    _Atomic uint64_t held_look_ns; /* lanes: see HELD_LOOK_NS */
 };
 
 /* Where the ring starts in a lane (a page boundary after the header),

@@ -267,7 +267,10 @@ typedef struct conc_queue_opts {
      * one count every producer shares); full() says whether the calling
      * thread's own lane is full.  Everything else (get_many, task_done,
      * join, close, readers gone, crash survival, open by name) works
-     * across all lanes.  Pick about as many lanes as producer threads
+     * across all lanes.  A get with timeout 0 waits at most 10 ms for a
+     * lane another consumer is taking from, and says CONC_EEMPTY if
+     * that consumer still holds it (a one-ring queue's waits up to a
+     * second).  Pick about as many lanes as producer threads
      * (ids that collide share a lane, correct but slower).  Not on a
      * server (CONC_EINVAL). */
     unsigned lanes;
