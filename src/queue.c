@@ -297,14 +297,14 @@
  *   when a getter sleeps).  A putter waits for room on its own lane's
  *   space_seq, woken by gets from that lane only.
  *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave
- *   this thread a message (a thread remembers that for the last 4 queues
- *   it read): that lane is tried first, under a try of its cmu; others only when their counters say they hold something (nput
+ *   this thread messages (a thread remembers that for up to 4 queues):
+ *   that lane is tried first, under a try of its cmu; others only when their counters say they hold something (nput
  *   != nget: read on lines their producers write anyway), and a lane
  *   whose cmu another consumer holds is passed over, so consumers spread
  *   over the lanes with work instead of queueing on one lock.  A consumer
  *   thus stays on a lane while it has messages, and consumers with lanes
- *   of their own touch disjoint lines; but after LANE_RUN messages in a
- *   row it looks at the others first, or a producer that keeps its lane
+ *   of their own touch disjoint lines; but after about LANE_RUN messages
+ *   in a row it looks at the others first, or a producer that keeps its lane
  *   from running dry would starve every other lane (the run starts again
  *   after that one sweep, whatever it finds).  If no other lane
  *   gave anything, a held lane with messages is waited for as on one
@@ -312,8 +312,9 @@
  *   or hostile) must not keep the getter from the other lanes.  A holder that died
  *   would keep its lane for ever if nobody waited for it (the others busy
  *   everyone), so a pass over a held lane that has messages asks whether
- *   its holder lives, at most once in HELD_LOOK_NS per handle (a clock
- *   read on that path, then /proc), and takes the lane over if not.
+ *   its holder lives, at most once in HELD_LOOK_NS per lane of a handle
+ *   (a clock read on that path, then /proc), and takes the lane over if
+ *   not.
  *   WAITING: an empty sweep spins on every lane's nput (any change, or
  *   close, ends the spin), then arms the one data_seq and re-checks with
  *   a check sweep: every lane's cmu tried (none waited for), a lane held
@@ -323,11 +324,14 @@
  *   sleeper bit and wakes, or the check sweep sees the record (taken
  *   under the cmu) or the count (held by another consumer, who takes it
  *   or lets go).  A held lane with messages ends the sweep in LANES_HELD:
- *   the getter then re-arms at once (no spin: a closed queue would end
- *   every spin at once and make a busy loop of it) and sleeps HELD_NAP_S
- *   instead of a slice, since no wake-up comes for messages another
- *   consumer leaves behind; every 8th such sweep in a row asks whether
- *   the holder lives.  A producer that died between its commit and its
+ *   the getter then sleeps HELD_NAP_S instead of a slice, since no
+ *   wake-up comes for messages another consumer leaves behind, and the
+ *   quick sweep after the nap waits up to LANE_WAIT_S for that lane (its
+ *   holder's liveness looked at when that wait ends).  On a closed queue
+ *   every sweep is a check sweep: one that says LANES_HELD re-arms at
+ *   once, with no spin (closed would end every spin at once and make a
+ *   busy loop of it), and every 8th in a row asks whether the holder
+ *   lives.  A producer that died between its commit and its
  *   count, while another consumer held that lane, is seen only by the
  *   next sweep that gets the lane's cmu: its record waits a slice at
  *   most (the death's cost the one-ring design accepts too).
@@ -360,7 +364,8 @@
  *
  * FORK.  The handle is plain process memory pointing at a MAP_SHARED
  * mapping, so a forked child uses the same queue; nothing in it is per
- * process but its spin and linger budgets.  A queue lock held by another
+ * process but its spin and linger budgets (and, with lanes, when it
+ * last looked at a held lane's holder).  A queue lock held by another
  * parent thread at fork time names that thread, which still runs and releases
  * it in the parent; the child sees that through the shared mapping.  The
  * child's own identity for the locks is reset by the sync module's
@@ -1703,10 +1708,10 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
 /* ---- lanes (see LANES) ---------------------------------------------------- */
 
 /* Where this thread's gets on a queue of lanes look first: the lane that
- * last gave it a message, and how many gets in a row it gave, for each of
- * the last GET_LANE_QUEUES queues it read (known by their lane 0 header;
- * a pointer compared, never followed); a queue not among them starts at
- * the thread's id.  initial-exec: no __tls_get_addr call per get in the
+ * last gave it messages, and how many in a row it gave, for up to
+ * GET_LANE_QUEUES queues (known by their lane 0 header: a pointer
+ * compared, never followed), replaced in turn; a queue not among them
+ * starts at a lane that moves on with every miss.  initial-exec: no __tls_get_addr call per get in the
  * shared library. */
 #define GET_LANE_QUEUES 4
 typedef struct get_lane_slot {
@@ -1729,11 +1734,15 @@ static get_lane_slot *get_lane_of(const conc__qshm *top, unsigned L)
         }
     }
     get_lane_slot *g = &get_lane[get_lane_next++ % GET_LANE_QUEUES];
-    *g = (get_lane_slot){ top, self_tid() % L, 0 };
+    /* Started at a lane that moves on with every miss: a thread reading
+     * more queues than it remembers must not always start at the same
+     * lane (one that never runs dry would starve the others). */
+    *g = (get_lane_slot){ top, (self_tid() + get_lane_next) % L, 0 };
     return g;
 }
 
-/* A getter stays on its lane for at most this many messages in a row,
+/* A getter stays on its lane for at most about this many messages in a
+ * row (a batch counts its messages; the one that crosses it ends the run),
  * then looks at the other lanes first: a producer that keeps its lane
  * from running dry must not starve the others (see LANES). */
 #define LANE_RUN 64
@@ -1770,22 +1779,25 @@ static int lane_take_from_dead(conc_queue *l)
 }
 
 /* A quick sweep asks whether the holder of a lane it passed over (one
- * with messages) lives at most once in this long per handle (a clock
- * read on that path, then /proc): a consumer killed holding a lane's cmu
+ * with messages) lives at most once in this long per lane of a handle
+ * (a clock read on that path, then /proc): a consumer killed holding a lane's cmu
  * must not strand that lane while the others keep everyone busy, and a
  * live holder must not cost a /proc read per pass. */
 #define HELD_LOOK_NS 50000000ull
 
-/* Whether this pass over a held lane is the one that looks at its
- * holder: the first such pass in HELD_LOOK_NS on this handle. */
-static bool held_look_due(conc_queue *q)
+/* Whether this pass over held lane l is the one that looks at its
+ * holder: the first such pass in HELD_LOOK_NS on this lane of this
+ * handle (per lane: a live holder of one lane must not use up the looks
+ * a dead holder of another needs). */
+static bool held_look_due(conc_queue *l)
 {
-    uint64_t now = conc__now_ns();
-    /* Relaxed: pacing only; the CAS makes one pass of many the looker. */
-    uint64_t last = atomic_load_explicit(&q->held_look_ns,
+    /* Relaxed: pacing only; the CAS makes one pass of many the looker.
+     * last is read before the clock, so now - last cannot wrap. */
+    uint64_t last = atomic_load_explicit(&l->held_look_ns,
                                          memory_order_relaxed);
-    return now - last >= HELD_LOOK_NS &&
-           atomic_compare_exchange_strong_explicit(&q->held_look_ns, &last,
+    uint64_t now = conc__now_ns();
+    return (int64_t)(now - last) >= (int64_t)HELD_LOOK_NS &&
+           atomic_compare_exchange_strong_explicit(&l->held_look_ns, &last,
                                                    now, memory_order_relaxed,
                                                    memory_order_relaxed);
 }
@@ -1823,8 +1835,8 @@ static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
     for (unsigned i = 0; i < L; i++) {
         unsigned j = s + i < L ? s + i : s + i - L;
         conc_queue *l = &q->lane[j];
-        /* Relaxed on the quick sweep: hints; the attempt under cmu
-         * decides.  The first lane's nput is read only once it proved
+        /* Hints on the quick sweep (the attempt under cmu decides); on
+         * the check sweep the load half of the Dekker pair after arm().  The first lane's nput is read only once it proved
          * empty: its producer writes that line on every put, and a
          * consumer streaming from the lane would otherwise pull it over
          * on every get.  (A record published between that attempt and
@@ -1855,7 +1867,7 @@ static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
                               &l->sh->nget, memory_order_relaxed)) <= 0) {
                 continue; /* held, and nothing counted in it to wait for */
             }
-            if (held_look_due(q) && lane_take_from_dead(l) == 0) {
+            if (held_look_due(l) && lane_take_from_dead(l) == 0) {
                 err = get_locked(l, rq, &at, fn);
             } else {
                 busy = busy < 0 ? (int)j : busy;
@@ -2006,7 +2018,9 @@ static __attribute__((noinline)) int lanes_get(conc_queue *q, get_req *rq,
         /* detail: outcome() */
         err = CONC_EEMPTY;
     }
-    g->run = err == 0 && start == g->lane && !rotate ? g->run + 1 : 0;
+    g->run = err == 0 && start == g->lane && !rotate
+                 ? g->run + (unsigned)rq->got
+                 : 0;
     g->lane = start % q->nlanes;
     if (err != 0) {
         return outcome(err, fn, false, timeout);

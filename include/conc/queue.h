@@ -52,8 +52,8 @@
  * producers, make the queue with lanes (.lanes below): each producer
  * thread puts into a ring of its own, and consumers spread over the rings
  * that have messages, so producers and consumers on different lanes share
- * no lock and no line; the order is then FIFO per producer, as with
- * multiprocessing.Queue.  One producer feeding many consumers is not
+ * no lock and no line a put writes; the order is then FIFO per producer
+ * thread.  One producer feeding many consumers is not
  * helped by lanes: move batches (conc_queue_put_many() and
  * conc_queue_get_many() take the lock once per batch), or give each
  * consumer its own queue.
@@ -256,23 +256,34 @@ typedef struct conc_queue_opts {
      * number of rings ("lanes", 2 to CONC_QUEUE_MAX_LANES) the queue is
      * made of; 0 or 1: one ring.  A producer thread always puts into the
      * same lane (its thread id modulo lanes), so threads on different
-     * lanes share no lock and no cache line, and consumers take from
-     * whichever lanes have messages, staying on one while it has some
-     * (for 64 messages in a row at most, so that no lane starves).
+     * lanes share no lock and no line a put writes (only the getters'
+     * wake-up word, which puts read), and consumers take from whichever
+     * lanes have messages, staying on one while it has some (for about
+     * 64 messages in a row, so that no lane starves).
      * What changes with lanes: order is FIFO per producer thread, not
-     * across producers (as multiprocessing.Queue: two processes' messages
-     * interleave in any order); each lane holds up to capacity_bytes, so
-     * the queue reserves lanes x capacity_bytes of address space;
-     * maxsize must be 0 (CONC_EINVAL otherwise: a bound in messages needs
-     * one count every producer shares); full() says whether the calling
-     * thread's own lane is full.  Everything else (get_many, task_done,
-     * join, close, readers gone, crash survival, open by name) works
-     * across all lanes.  A get with timeout 0 waits at most 10 ms for a
-     * lane another consumer is taking from, and says CONC_EEMPTY if
-     * that consumer still holds it (a one-ring queue's waits up to a
-     * second).  Pick about as many lanes as producer threads
-     * (ids that collide share a lane, correct but slower).  Not on a
-     * server (CONC_EINVAL). */
+     * across threads (multiprocessing.Queue orders per process: with
+     * lanes, two threads of one process, or a parent and the child it
+     * forked after a put, may be delivered in either order); each lane
+     * holds up to capacity_bytes, so the queue reserves lanes x
+     * capacity_bytes of address space; maxsize must be 0 (CONC_EINVAL
+     * otherwise: a bound in messages needs one count every producer
+     * shares); full() and a put's CONC_EFULL are about the calling
+     * thread's own lane; a get_many batch comes from one lane, so it may
+     * return fewer than n while other lanes hold more; a message left at
+     * the head by CONC_ETOOBIG is at its lane's head.  Everything else
+     * (task_done, join, close, readers gone, crash survival, open by
+     * name) works across all lanes.  A get with timeout 0 waits at most
+     * 10 ms for a lane another consumer is taking from, and says
+     * CONC_EEMPTY if that consumer still holds it (a one-ring queue's
+     * waits up to a second).  Pick about as many lanes as producer
+     * threads.  Ids that collide modulo lanes share a lane (correct, but
+     * those producers share its lock): threads made one after another
+     * have consecutive ids and spread well; ids that step by k (a worker
+     * process that starts one helper thread each: k = 2) use only the
+     * lanes a multiple of gcd(k, lanes) apart, so make lanes odd there;
+     * unrelated ids collide as random placement would (with lanes equal
+     * to producers, about a third of the lanes stay empty: make twice
+     * as many).  Not on a server (CONC_EINVAL). */
     unsigned lanes;
 } conc_queue_opts;
 
@@ -282,7 +293,8 @@ typedef struct conc_queue_opts {
 
 /* conc_queue_new - a new, empty queue.  opts may be NULL (unbounded in
  * items, default capacity, anonymous).  0; CONC_EINVAL (NULL out,
- * capacity over the maximum, bad name); CONC_ENOMEM; CONC_ESYS (a shared
+ * capacity over the maximum, bad name, lanes over CONC_QUEUE_MAX_LANES,
+ * lanes > 1 with a maxsize or on a server); CONC_ENOMEM; CONC_ESYS (a shared
  * memory call failed, errno kept: EEXIST for a name in use).
  * On a server (.url): makes the queue or attaches to it (see "On a
  * server"), one round trip bounded by .net_timeout; also CONC_ENET,
