@@ -1711,7 +1711,7 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
  * last gave it messages, and how many in a row it gave, for up to
  * GET_LANE_QUEUES queues (known by their lane 0 header: a pointer
  * compared, never followed), replaced in turn; a queue not among them
- * starts at a lane that moves on with every miss.  initial-exec: no __tls_get_addr call per get in the
+ * starts at the thread's id plus the misses so far.  initial-exec: no __tls_get_addr call per get in the
  * shared library. */
 #define GET_LANE_QUEUES 4
 typedef struct get_lane_slot {
@@ -1733,11 +1733,13 @@ static get_lane_slot *get_lane_of(const conc__qshm *top, unsigned L)
             return &get_lane[i];
         }
     }
-    get_lane_slot *g = &get_lane[get_lane_next++ % GET_LANE_QUEUES];
-    /* Started at a lane that moves on with every miss: a thread reading
-     * more queues than it remembers must not always start at the same
-     * lane (one that never runs dry would starve the others). */
-    *g = (get_lane_slot){ top, (self_tid() + get_lane_next) % L, 0 };
+    unsigned miss = get_lane_next++;
+    get_lane_slot *g = &get_lane[miss % GET_LANE_QUEUES];
+    /* Started at the thread's id, moved on by one with every miss: a
+     * thread reading more queues than it remembers must not always start
+     * at the same lane (one that never runs dry would starve the
+     * others). */
+    *g = (get_lane_slot){ top, (self_tid() + miss) % L, 0 };
     return g;
 }
 

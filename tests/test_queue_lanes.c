@@ -2055,6 +2055,49 @@ TEST(lanes_a_lane_that_never_runs_dry_starves_no_other)
     conc_queue_free(q);
 }
 
+#define MANY_QUEUES 5
+
+/* Gets from MANY_QUEUES queues in turn (more than a thread remembers),
+ * each with 2000 messages in lane 0 and one in lane 1, until every lane
+ * 1 message came: each must come before its lane 0 is drained. */
+static void *many_queues_main(void *p)
+{
+    conc_queue **qs = p;
+    int counts[MANY_QUEUES][26] = { { 0 } };
+    int left = MANY_QUEUES;
+    for (int round = 0; left > 0 && round < 2000; round++) {
+        for (int i = 0; i < MANY_QUEUES; i++) {
+            if (counts[i]['b' - 'a'] == 0 &&
+                take_tagged(qs[i], counts[i]) == 'b') {
+                left--;
+            }
+        }
+    }
+    if (left > 0) {
+        th_fail(__FILE__, __LINE__, "%d queues' lane 1 message waited for "
+                "all 2000 of their lane 0", left);
+    }
+    return NULL;
+}
+
+/* A thread that reads more queues than it remembers (each get then
+ * starts afresh) does not always start at its own lane: with a lane that
+ * never runs dry in each queue, the other lane's message still comes. */
+TEST(lanes_a_thread_reading_many_queues_starves_no_lane)
+{
+    conc_queue *qs[MANY_QUEUES];
+    for (int i = 0; i < MANY_QUEUES; i++) {
+        qs[i] = lanes_queue(2, 1 << 20);
+        prefill_arg pa = { qs[i], 'a', 2000 };
+        on_lane(qs[i], 0, prefill_main, &pa);
+        put_tagged(qs[i], 1, 'b', 1);
+    }
+    on_lane(qs[0], 0, many_queues_main, qs);
+    for (int i = 0; i < MANY_QUEUES; i++) {
+        conc_queue_free(qs[i]);
+    }
+}
+
 /* ---- readers gone ---------------------------------------------------------- */
 
 static int reader_takes_one_and_exits(void *arg)
