@@ -1900,6 +1900,30 @@ static void *cmu_holder_main(void *p)
     return NULL;
 }
 
+/* Starts a thread (fn: pmu_holder_main or cmu_holder_main) that takes
+ * lane's lock and holds it; returns once it holds it. */
+static pthread_t start_holder(lock_holder *h, conc_queue *q, unsigned lane,
+                              void *(*fn)(void *))
+{
+    h->q = q;
+    h->lane = lane;
+    CHECK_EQ(sem_init(&h->held, 0, 0), 0);
+    CHECK_EQ(sem_init(&h->let_go, 0, 0), 0);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, fn, h), 0);
+    sem_take(&h->held);
+    return t;
+}
+
+/* Lets the holder go and joins it. */
+static void stop_holder(lock_holder *h, pthread_t t)
+{
+    sem_post(&h->let_go);
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    sem_destroy(&h->held);
+    sem_destroy(&h->let_go);
+}
+
 /* A consumer that keeps one lane's cmu (stopped, not dead) holds up that
  * lane only: a getter waiting on the queue, whose sweep starts at that
  * lane, gets a message put into another lane at once, not at its
@@ -1911,13 +1935,7 @@ TEST(lanes_a_stuck_consumer_holds_up_only_its_lane)
     conc_queue *q = lanes_queue(L, 1 << 16);
     put_tagged(q, k, 'k', 2);
     lock_holder h;
-    h.q = q;
-    h.lane = k;
-    CHECK_EQ(sem_init(&h.held, 0, 0), 0);
-    CHECK_EQ(sem_init(&h.let_go, 0, 0), 0);
-    pthread_t ht;
-    CHECK_EQ(pthread_create(&ht, NULL, cmu_holder_main, &h), 0);
-    sem_take(&h.held);
+    pthread_t ht = start_holder(&h, q, k, cmu_holder_main);
     blocked_get g = { q, -1, "", 0, 0 };
     pthread_t gt = lane_thread(L, k, blocked_get_main, &g);
     wait_armed(&q->top->data_seq); /* the getter waits */
@@ -1948,13 +1966,10 @@ TEST(lanes_a_stuck_consumer_holds_up_only_its_lane)
     double t0 = th_now();
     CHECK_ERR(conc_queue_get(q, &m, 0.2), CONC_EEMPTY);
     CHECK(th_now() - t0 >= 0.2 && th_now() - t0 < 2);
-    sem_post(&h.let_go);
-    CHECK_EQ(pthread_join(ht, NULL), 0);
+    stop_holder(&h, ht);
     get_str(q, "k-0");
     get_str(q, "k-1");
     CHECK_ERR(conc_queue_get(q, &m, 1), CONC_ECLOSED);
-    sem_destroy(&h.held);
-    sem_destroy(&h.let_go);
     conc_queue_free(q);
 }
 
@@ -2022,6 +2037,45 @@ TEST(lanes_dead_consumers_lane_is_taken_over_while_others_have_messages)
                 "its 3 messages before the busy lane ran dry",
                 counts['k' - 'a']);
     }
+    conc_queue_free(q);
+}
+
+/* Gets from lane 0's flood until the dead holder's lane (2) gave its 3:
+ * they must come before lane 0 is drained. */
+static void *dead_behind_stuck_main(void *p)
+{
+    conc_queue *q = p;
+    int counts[26] = { 0 };
+    while (counts['k' - 'a'] < 3 && counts['j' - 'a'] < BUSY_LANE) {
+        take_tagged(q, counts);
+    }
+    if (counts['k' - 'a'] < 3) {
+        th_fail(__FILE__, __LINE__, "the dead consumer's lane gave %d of "
+                "its 3 messages before the busy lane ran dry: a stopped "
+                "holder's lane, met first, took every look",
+                counts['k' - 'a']);
+    }
+    return NULL;
+}
+
+/* A dead consumer's lane is looked at even when a stopped consumer's
+ * lane, with messages too, comes before it in every sweep: the looks at
+ * a held lane's holder are paced per lane, so the live holder of lane 1
+ * does not use up the look lane 2's dead holder needs. */
+TEST(lanes_a_stopped_holders_lane_does_not_hide_a_dead_holders)
+{
+    const unsigned L = 3, j = 0, s = 1, k = 2;
+    conc_queue *q = lanes_queue(L, 2 << 20);
+    put_tagged(q, s, 's', 2);
+    put_tagged(q, k, 'k', 3);
+    prefill_arg pa = { q, 'j', BUSY_LANE };
+    on_lane(q, j, prefill_main, &pa);
+    die_in_lane(q, k, DIE_CMU);
+    lock_holder h;
+    pthread_t ht = start_holder(&h, q, s, cmu_holder_main);
+    /* Its sweeps start at lane 0; each rotated one meets lane 1 first. */
+    on_lane(q, j, dead_behind_stuck_main, q);
+    stop_holder(&h, ht);
     conc_queue_free(q);
 }
 
