@@ -2,14 +2,14 @@
  * header another process wrote (conc__queue_attach, which open calls on
  * the segment it mapped).
  *
- * Input: byte 0 picks a capacity, a real size for the memory (the
- * size the header's creator computed, a page less, a page more, or the
- * header alone) and one ring or three lanes; the rest is XORed over a
- * valid header laid out by conc__queue_format (with the fixed key
- * a5a5...a5, so that a run depends on its input alone), and past the
- * first header's bytes over the second lane's header, so an all-zero
- * input is a good queue and every byte flipped is a field rewritten.  The memory is one heap block of
- * exactly that size, so AddressSanitizer sees any access past it.
+ * Input: byte 0 picks a capacity, a real size for the memory (the size the
+ * header's creator computed, a page less, a page more, or the header alone)
+ * and one ring or three lanes; the rest is XORed over a valid header laid out
+ * by conc__queue_format (with the fixed key a5a5...a5, so that a run depends
+ * on its input alone), and past the first header's bytes over the second
+ * lane's header, so an all-zero input is a good queue and every byte flipped
+ * is a field rewritten.  The memory is one heap block of exactly that size, so
+ * AddressSanitizer sees any access past it.
  *
  * Properties: the check answers 0, CONC_EINVAL or CONC_ECORRUPT, the
  * last two with a detail that names the caller; on 0 the handle's copies
@@ -68,7 +68,8 @@ static void exercise(conc_queue *q)
     check_code(err, "get");
     FUZZ_CHECK(m.len <= q->capacity);
     conc_msg_free(&m);
-    FUZZ_CHECK(conc_queue_qsize(q) <= q->nlanes * (q->R / CONC__QUEUE_REC_HDR));
+    FUZZ_CHECK(conc_queue_qsize(q) <=
+               q->nlanes * (q->R / CONC__QUEUE_REC_HDR));
     (void)conc_queue_full(q);
     (void)conc_queue_empty(q);
     (void)conc_queue_task_done(q);

@@ -296,25 +296,24 @@
  *   lanes share no line but data_seq, which they only read (it is written
  *   when a getter sleeps).  A putter waits for room on its own lane's
  *   space_seq, woken by gets from that lane only.
- *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave
- *   this thread messages (a thread remembers that for up to 4 queues):
- *   that lane is tried first, under a try of its cmu; others only when their counters say they hold something (nput
- *   != nget: read on lines their producers write anyway), and a lane
- *   whose cmu another consumer holds is passed over, so consumers spread
- *   over the lanes with work instead of queueing on one lock.  A consumer
- *   thus stays on a lane while it has messages, and consumers with lanes
- *   of their own touch disjoint lines; but after about LANE_RUN messages
- *   in a row it looks at the others first, or a producer that keeps its lane
- *   from running dry would starve every other lane (the run starts again
- *   after that one sweep, whatever it finds).  If no other lane
- *   gave anything, a held lane with messages is waited for as on one
- *   ring, but for LANE_WAIT_S at most: a holder that keeps it (stopped,
- *   or hostile) must not keep the getter from the other lanes.  A holder that died
- *   would keep its lane for ever if nobody waited for it (the others busy
- *   everyone), so a pass over a held lane that has messages asks whether
- *   its holder lives, at most once in HELD_LOOK_NS per lane of a handle
- *   (a clock read on that path, then /proc), and takes the lane over if
- *   not.
+ *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave this
+ *   thread messages (a thread remembers that for up to 4 queues): that lane is
+ *   tried first, under a try of its cmu; others only when their counters say
+ *   they hold something (nput != nget: read on lines their producers write
+ *   anyway), and a lane whose cmu another consumer holds is passed over, so
+ *   consumers spread over the lanes with work instead of queueing on one
+ *   lock.  A consumer thus stays on a lane while it has messages, and
+ *   consumers with lanes of their own touch disjoint lines; but after about
+ *   LANE_RUN messages in a row it looks at the others first, or a producer
+ *   that keeps its lane from running dry would starve every other lane (the
+ *   run starts again after that one sweep, whatever it finds).  If no other
+ *   lane gave anything, a held lane with messages is waited for as on one
+ *   ring, but for LANE_WAIT_S at most: a holder that keeps it (stopped, or
+ *   hostile) must not keep the getter from the other lanes.  A holder that
+ *   died would keep its lane for ever if nobody waited for it (the others busy
+ *   everyone), so a pass over a held lane that has messages asks whether its
+ *   holder lives, at most once in HELD_LOOK_NS per lane of a handle (a clock
+ *   read on that path, then /proc), and takes the lane over if not.
  *   WAITING: an empty sweep spins on every lane's nput (any change, or
  *   close, ends the spin), then arms the one data_seq and re-checks with
  *   a check sweep: every lane's cmu tried (none waited for), a lane held
@@ -746,19 +745,20 @@ static void brief_deadline(conc__deadline *ld, const conc__deadline *dl)
     conc__deadline_init(ld, LANE_WAIT_S);
     if (!dl->forever && !dl->once &&
         (dl->at.tv_sec < ld->at.tv_sec ||
-         (dl->at.tv_sec == ld->at.tv_sec && dl->at.tv_nsec < ld->at.tv_nsec))) {
+         (dl->at.tv_sec == ld->at.tv_sec &&
+          dl->at.tv_nsec < ld->at.tv_nsec))) {
         *ld = *dl;
     }
 }
 
-/* The contended path of side_lock(): a short spin while the side makes
- * no progress, then the sync module's slow acquire, which sleeps in
- * slices and takes the lock over from a dead holder (then this side is
- * repaired).  0, or CONC_ETIMEDOUT when a live holder kept it past
- * lock_deadline(dl) (brief: brief_deadline(dl)).  See CONTENTION in the design comment: the spin
- * ends once the side's position (tail, or head) has moved twice, since
- * then others are getting through and a spinner would only take the lock
- * in the gap between a streaming holder's release and its next acquire. */
+/* The contended path of side_lock(): a short spin while the side makes no
+ * progress, then the sync module's slow acquire, which sleeps in slices and
+ * takes the lock over from a dead holder (then this side is repaired).  0, or
+ * CONC_ETIMEDOUT when a live holder kept it past lock_deadline(dl) (brief:
+ * brief_deadline(dl)).  See CONTENTION in the design comment: the spin ends
+ * once the side's position (tail, or head) has moved twice, since then others
+ * are getting through and a spinner would only take the lock in the gap
+ * between a streaming holder's release and its next acquire. */
 static __attribute__((noinline)) int side_lock_slow(conc_queue *q,
                                                     bool producer,
                                                     const conc__deadline *dl,
@@ -1707,12 +1707,12 @@ FAST int get_once(conc_queue *q, get_req *rq, uint64_t *at,
 
 /* ---- lanes (see LANES) ---------------------------------------------------- */
 
-/* Where this thread's gets on a queue of lanes look first: the lane that
- * last gave it messages, and how many in a row it gave, for up to
- * GET_LANE_QUEUES queues (known by their lane 0 header: a pointer
- * compared, never followed), replaced in turn; a queue not among them
- * starts at the thread's id plus the misses so far.  initial-exec: no __tls_get_addr call per get in the
- * shared library. */
+/* Where this thread's gets on a queue of lanes look first: the lane that last
+ * gave it messages, and how many in a row it gave, for up to GET_LANE_QUEUES
+ * queues (known by their lane 0 header: a pointer compared, never followed),
+ * replaced in turn; a queue not among them starts at the thread's id plus the
+ * misses so far.  initial-exec: no __tls_get_addr call per get in the shared
+ * library. */
 #define GET_LANE_QUEUES 4
 typedef struct get_lane_slot {
     const conc__qshm *top;
@@ -1780,11 +1780,11 @@ static int lane_take_from_dead(conc_queue *l)
     return err;
 }
 
-/* A quick sweep asks whether the holder of a lane it passed over (one
- * with messages) lives at most once in this long per lane of a handle
- * (a clock read on that path, then /proc): a consumer killed holding a lane's cmu
- * must not strand that lane while the others keep everyone busy, and a
- * live holder must not cost a /proc read per pass. */
+/* A quick sweep asks whether the holder of a lane it passed over (one with
+ * messages) lives at most once in this long per lane of a handle (a clock read
+ * on that path, then /proc): a consumer killed holding a lane's cmu must not
+ * strand that lane while the others keep everyone busy, and a live holder must
+ * not cost a /proc read per pass. */
 #define HELD_LOOK_NS 50000000ull
 
 /* Whether this pass over held lane l is the one that looks at its
@@ -1804,24 +1804,22 @@ static bool held_look_due(conc_queue *l)
                                                    memory_order_relaxed);
 }
 
-/* One pass over the lanes, from *start: a get from the first lane that
- * gives a message.  Quick (check false): the first lane is always tried;
- * the others only when their counters say they hold something (nput !=
- * nget), and a lane whose cmu another consumer holds is passed over
- * (its holder's liveness looked at once in HELD_LOOK_NS, if the lane has
- * messages); if no other lane gave anything, the first such lane that
- * has messages is waited for as on one ring, but briefly (LANE_WAIT_S:
- * its holder's liveness is looked at when that ends, as every lock
- * wait's).  Check (the re-check after arm(),
- * and every sweep of a closed queue): every lane is tried, none waited
- * for; a lane whose cmu another consumer holds is looked at through its
- * counters, loaded seq_cst after the arm (the producer stores nput
- * before its unlock and fenced load of data_seq, as it stores the
- * stamp), and if they say it holds messages the sweep says LANES_HELD;
- * every 8th such sweep in a row (pr->held) asks whether the holder
- * lives, and a dead one's lane is taken over and repaired.  0 (*start: the lane
- * that gave), CONC_EEMPTY, LANES_HELD, CONC_ECLOSED (closed, and every
- * lane empty), CONC_ETIMEDOUT (the waited-for lane's holder kept it),
+/* One pass over the lanes, from *start: a get from the first lane that gives a
+ * message.  Quick (check false): the first lane is always tried; the others
+ * only when their counters say they hold something (nput != nget), and a lane
+ * whose cmu another consumer holds is passed over (its holder's liveness
+ * looked at once in HELD_LOOK_NS, if the lane has messages); if no other lane
+ * gave anything, the first such lane that has messages is waited for as on one
+ * ring, but briefly (LANE_WAIT_S: its holder's liveness is looked at when that
+ * ends, as every lock wait's).  Check (the re-check after arm(), and every
+ * sweep of a closed queue): every lane is tried, none waited for; a lane whose
+ * cmu another consumer holds is looked at through its counters, loaded seq_cst
+ * after the arm (the producer stores nput before its unlock and fenced load of
+ * data_seq, as it stores the stamp), and if they say it holds messages the
+ * sweep says LANES_HELD; every 8th such sweep in a row (pr->held) asks whether
+ * the holder lives, and a dead one's lane is taken over and repaired.  0
+ * (*start: the lane that gave), CONC_EEMPTY (also when the waited-for lane's
+ * holder kept it), LANES_HELD, CONC_ECLOSED (closed, and every lane empty),
  * and get_locked()'s errors. */
 static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
                        bool check, const conc__deadline *dl, const char *fn)
@@ -1837,13 +1835,13 @@ static int lanes_sweep(conc_queue *q, get_req *rq, lanes_probe *pr,
     for (unsigned i = 0; i < L; i++) {
         unsigned j = s + i < L ? s + i : s + i - L;
         conc_queue *l = &q->lane[j];
-        /* Hints on the quick sweep (the attempt under cmu decides); on
-         * the check sweep the load half of the Dekker pair after arm().  The first lane's nput is read only once it proved
-         * empty: its producer writes that line on every put, and a
-         * consumer streaming from the lane would otherwise pull it over
-         * on every get.  (A record published between that attempt and
-         * the read ends the spin late, at its budget; the check sweep
-         * then takes it.) */
+        /* Hints on the quick sweep (the attempt under cmu decides); on the
+         * check sweep the load half of the Dekker pair after arm().  The first
+         * lane's nput is read only once it proved empty: its producer writes
+         * that line on every put, and a consumer streaming from the lane would
+         * otherwise pull it over on every get.  (A record published between
+         * that attempt and the read ends the spin late, at its budget; the
+         * check sweep then takes it.) */
         uint64_t n = 0;
         if (i > 0 || check) {
             n = atomic_load_explicit(&l->sh->nput, memory_order_seq_cst);

@@ -1462,18 +1462,25 @@ typedef struct batch_arg {
     int err;
 } batch_arg;
 
+/* put_many of tag-from .. tag-(from+n-1), n at most 256. */
+static int put_tagged_batch(conc_queue *q, char tag, int from, int n,
+                            double timeout, size_t *done)
+{
+    char bufs[256][16];
+    conc_msg m[256];
+    CHECK(n >= 0 && n <= 256);
+    for (int i = 0; i < n; i++) {
+        int len = snprintf(bufs[i], sizeof bufs[i], "%c-%d", tag, from + i);
+        m[i] = (conc_msg){ bufs[i], (size_t)len };
+    }
+    return conc_queue_put_many(q, m, (size_t)n, done, timeout);
+}
+
 static void *put_many_main(void *p)
 {
     batch_arg *a = p;
-    char bufs[200][16];
-    conc_msg m[200];
-    CHECK(a->n <= 200);
-    for (int i = 0; i < a->n; i++) {
-        int len = snprintf(bufs[i], sizeof bufs[i], "%c-%d", a->tag,
-                           a->from + i);
-        m[i] = (conc_msg){ bufs[i], (size_t)len };
-    }
-    a->err = conc_queue_put_many(a->q, m, (size_t)a->n, &a->done, a->timeout);
+    a->err = put_tagged_batch(a->q, a->tag, a->from, a->n, a->timeout,
+                              &a->done);
     return NULL;
 }
 
@@ -1983,15 +1990,9 @@ typedef struct prefill_arg {
 static void *prefill_main(void *p)
 {
     prefill_arg *a = p;
-    char bufs[256][16];
-    conc_msg m[256];
-    for (int i = 0; i < a->n;) {
-        size_t b = 0;
-        for (; b < 256 && i < a->n; b++, i++) {
-            int len = snprintf(bufs[b], sizeof bufs[b], "%c-%d", a->tag, i);
-            m[b] = (conc_msg){ bufs[b], (size_t)len };
-        }
-        CHECK_OK(conc_queue_put_many(a->q, m, b, NULL, 5));
+    for (int i = 0; i < a->n; i += 256) {
+        int b = a->n - i < 256 ? a->n - i : 256;
+        CHECK_OK(put_tagged_batch(a->q, a->tag, i, b, 5, NULL));
     }
     return NULL;
 }
