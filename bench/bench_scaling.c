@@ -18,10 +18,9 @@
  *           one-ring 1 -> 1 row, like the others.  A queue of lanes
  *           keeps order per producer only, so its runs end by a close
  *           (the last producer out closes, consumers drain to
- *           CONC_ECLOSED) instead of end markers.  A producer puts into
- *           lane (thread id % lanes): forked in a row, producers get
- *           consecutive pids and so lanes of their own; a lanes row
- *           whose best run had two producers on one lane is marked '!';
+ *           CONC_ECLOSED) instead of end markers.  Each producer
+ *           claims the queue's next lane at its first put, so n
+ *           producers have a lane each;
  *   lock    uncontended acquire+release in one process, conc_lock against
  *           a private pthread mutex (ns of CPU time; alone, and with a
  *           second thread alive); then n processes each incrementing one
@@ -63,7 +62,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -226,7 +224,6 @@ typedef struct {
     _Atomic long received;
     _Atomic double last; /* when the last consumer took its last message */
     unsigned lanes;      /* > 1: qs[0] is a queue of that many lanes */
-    _Atomic int lane_producers[CONC_QUEUE_MAX_LANES]; /* producers per lane */
 } qrun;
 
 static void q_producer(void *arg, int index)
@@ -236,13 +233,6 @@ static void q_producer(void *arg, int index)
     unsigned char *buf = calloc(1, r->size);
     memset(buf, 'x', r->size);
     buf[0] = 1;
-    if (r->lanes > 1) {
-        /* The lane this producer's puts go to: its thread id modulo the
-         * lanes (queue.h). */
-        long tid = syscall(SYS_gettid);
-        atomic_fetch_add(&r->lane_producers[(unsigned long)tid % r->lanes],
-                         1);
-    }
     atomic_fetch_add(&r->ready, 1);
     while (!atomic_load(&r->go)) {
         /* spin: the start must be sharp */
@@ -326,11 +316,9 @@ static void q_consumer(void *arg, int index)
 typedef enum { ONE_QUEUE, QUEUE_PER_PAIR, QUEUE_PER_PRODUCER } qshape;
 
 /* Messages per second, one run of producers -> consumers; lanes > 1
- * (ONE_QUEUE only): the queue is made with that many lanes, and *shared
- * says whether two producers put into one lane. */
+ * (ONE_QUEUE only): the queue is made with that many lanes. */
 static double queue_once(qshape shape, unsigned lanes, int producers,
-                         int consumers, size_t size, long per_producer,
-                         bool *shared)
+                         int consumers, size_t size, long per_producer)
 {
     qrun *r = shared_map(sizeof *r);
     memset(r, 0, sizeof *r);
@@ -370,10 +358,6 @@ static double queue_once(qshape shape, unsigned lanes, int producers,
         exit(1);
     }
     double rate = (double)want / (atomic_load(&r->last) - t0);
-    *shared = false;
-    for (unsigned i = 0; i < r->lanes; i++) {
-        *shared = *shared || atomic_load(&r->lane_producers[i]) > 1;
-    }
     for (int i = 0; i < r->nq; i++) {
         conc_queue_free(r->qs[i]);
     }
@@ -381,26 +365,19 @@ static double queue_once(qshape shape, unsigned lanes, int producers,
     return rate;
 }
 
-/* The best of RUNS runs; *shared: whether the best one had two
- * producers on one lane (NULL: not wanted). */
+/* The best of RUNS runs. */
 static double queue_best_laned(qshape shape, unsigned lanes, int producers,
-                               int consumers, size_t size, bool *shared)
+                               int consumers, size_t size)
 {
     /* Calibrate on a short run, then size each run to TARGET_S. */
     long per = 20000 / producers + 1;
-    bool sh;
-    double rate = queue_once(shape, lanes, producers, consumers, size, per,
-                             &sh);
+    double rate = queue_once(shape, lanes, producers, consumers, size, per);
     per = (long)(rate * TARGET_S / producers) + 1;
     double best = 0;
     for (int i = 0; i < RUNS; i++) {
-        double v = queue_once(shape, lanes, producers, consumers, size, per,
-                              &sh);
+        double v = queue_once(shape, lanes, producers, consumers, size, per);
         if (v > best) {
             best = v;
-            if (shared != NULL) {
-                *shared = sh;
-            }
         }
     }
     return best;
@@ -409,7 +386,7 @@ static double queue_best_laned(qshape shape, unsigned lanes, int producers,
 static double queue_best_shaped(qshape shape, int producers, int consumers,
                                 size_t size)
 {
-    return queue_best_laned(shape, 0, producers, consumers, size, NULL);
+    return queue_best_laned(shape, 0, producers, consumers, size);
 }
 
 static double queue_best(int producers, int consumers, size_t size)
@@ -431,7 +408,6 @@ static void bench_queue_rows(void)
 {
     long ax[64];
     size_t sizes[] = { 64, 1024 };
-    bool any_shared = false;
     printf("\nconc_queue, total messages/s (best of %d); ratio to its 1->1 "
            "row; mp.Queue n->n beside it; 'lanes': one queue of n lanes\n",
            RUNS);
@@ -510,12 +486,10 @@ static void bench_queue_rows(void)
         k = axis(max_n / 2, ax);
         for (int i = 1; i < k; i++) {
             long n = ax[i];
-            bool shared = false;
             double v = queue_best_laned(ONE_QUEUE, lanes_for(n), (int)n,
-                                        (int)n, size, &shared);
-            any_shared = any_shared || shared;
-            snprintf(shape, sizeof shape, "%ld->%ld lanes%s%s", n, n,
-                     2 * n > ncpu ? "*" : "", shared ? "!" : "");
+                                        (int)n, size);
+            snprintf(shape, sizeof shape, "%ld->%ld lanes%s", n, n,
+                     2 * n > ncpu ? "*" : "");
             printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                    si(v, a, sizeof a), v / base, "", "");
         }
@@ -524,21 +498,14 @@ static void bench_queue_rows(void)
             long n = ax[i];
             for (int dir = 0; dir < 2; dir++) {
                 int p = dir == 0 ? 1 : (int)n, c = dir == 0 ? (int)n : 1;
-                bool shared = false;
                 double v = queue_best_laned(ONE_QUEUE, lanes_for(n), p, c,
-                                            size, &shared);
-                any_shared = any_shared || shared;
-                snprintf(shape, sizeof shape, "%d->%d lanes%s%s", p, c,
-                         n + 1 > ncpu ? "*" : "", shared ? "!" : "");
+                                            size);
+                snprintf(shape, sizeof shape, "%d->%d lanes%s", p, c,
+                         n + 1 > ncpu ? "*" : "");
                 printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                        si(v, a, sizeof a), v / base, "", "");
             }
         }
-    }
-    if (any_shared) {
-        printf("'!': in that row's best run two producers' thread ids fell "
-               "on one lane (ids modulo the lanes), as they may in a "
-               "program\n");
     }
 }
 

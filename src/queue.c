@@ -289,13 +289,22 @@
  * the readers; every ring reaches them through its handle's top pointer
  * (a one-ring queue's top is its own header), so the code above runs
  * unchanged on any lane.  The handle holds one ring handle per lane.
- *   PUT goes to lane (thread id % L), always the same for a thread,
- *   under that lane's pmu: FIFO per producer thread holds because each
- *   thread's messages stay in one ring; threads whose ids collide share
- *   a lane and its lock, correct as on one ring.  Producers on different
- *   lanes share no line but data_seq, which they only read (it is written
- *   when a getter sleeps).  A putter waits for room on its own lane's
- *   space_seq, woken by gets from that lane only.
+ *   PUT goes to the thread's lane, under that lane's pmu.  A thread
+ *   claims its lane at its first put (or full()) through a handle: the
+ *   next one in turn, from a counter in lane 0's header (next_lane), so
+ *   producers spread evenly whatever their ids (a lane from the id modulo
+ *   L left a third of the lanes empty for unrelated ids, and every other
+ *   lane for ids that step by 2).  The handle remembers it per thread
+ *   (put_slot, by the thread's index in the process), tagged with the
+ *   fork epoch: a forked child's threads claim lanes of their own.  So a
+ *   thread's messages stay in one ring and FIFO per producer thread
+ *   holds; more producers than lanes share lanes and their locks, correct
+ *   as on one ring.  Past CONC__QUEUE_PUT_THREADS producer threads in a
+ *   process, later ones put into lane (thread id % L).  Producers on
+ *   different lanes share no line but data_seq, which they only read (it
+ *   is written when a getter sleeps), and the counter, once each.  A
+ *   putter waits for room on its own lane's space_seq, woken by gets from
+ *   that lane only.
  *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave this
  *   thread messages (a thread remembers that for up to 4 queues): that lane is
  *   tried first, under a try of its cmu; others only when their counters say
@@ -612,11 +621,57 @@ static inline unsigned self_tid(void)
     return (unsigned)(conc__sync_self_id() & CONC__OL_TID_MASK);
 }
 
+/* This thread's index among the producer threads of this process, plus
+ * one (0: none yet); handed out in turn at a thread's first put into any
+ * queue of lanes, never given back.  A forked child keeps the forking
+ * thread's, and its counter goes on from the parent's. */
+static _Atomic unsigned put_threads;
+static _Thread_local unsigned put_thread
+    __attribute__((tls_model("initial-exec")));
+
+/* Claims the lane of producer thread i (an index under
+ * CONC__QUEUE_PUT_THREADS) of a queue of lanes: the queue's next, from
+ * the counter in lane 0's header (a peer may have written any value
+ * there: taken modulo lanes, it is a lane), remembered in the handle's
+ * slot i with this process's fork epoch. */
+static __attribute__((noinline)) unsigned lane_claim(conc_queue *q,
+                                                     unsigned i,
+                                                     uint64_t epoch)
+{
+    unsigned lane = atomic_fetch_add_explicit(&q->top->next_lane, 1,
+                                              memory_order_relaxed) %
+                    q->nlanes;
+    /* Relaxed: the slot is this thread's alone (see put_lane). */
+    atomic_store_explicit(&q->put_slot[i], epoch << 8 | (lane + 1),
+                          memory_order_relaxed);
+    return lane;
+}
+
 /* The lane of a queue of lanes a producer thread puts into: always the
- * same one for a given thread, so its messages stay in order (see LANES). */
+ * same one for a given thread and handle, so its messages stay in order,
+ * and each new producer thread the queue's next (see LANES). */
 static inline conc_queue *put_lane(conc_queue *q)
 {
-    return &q->lane[self_tid() % q->nlanes];
+    unsigned i = put_thread;
+    if (__builtin_expect(i == 0, 0)) {
+        i = atomic_fetch_add_explicit(&put_threads, 1, memory_order_relaxed) +
+            1;
+        put_thread = i;
+    }
+    if (__builtin_expect(i > CONC__QUEUE_PUT_THREADS, 0)) {
+        return &q->lane[self_tid() % q->nlanes];
+    }
+    /* Relaxed: written only by this thread (thread indexes are unique in
+     * a process).  A forked child's slots carry the parent's epoch, so its
+     * threads claim lanes of their own. */
+    uint64_t v = atomic_load_explicit(&q->put_slot[i - 1],
+                                      memory_order_relaxed);
+    uint64_t epoch = conc__sync_fork_epoch & (UINT64_MAX >> 8);
+    unsigned lane = (unsigned)(v & 0xffu);
+    if (__builtin_expect(v >> 8 != epoch || lane == 0, 0)) {
+        return &q->lane[lane_claim(q, i - 1, epoch)];
+    }
+    return &q->lane[lane - 1];
 }
 
 /* ---- checks of what a peer may have rewritten --------------------------- */

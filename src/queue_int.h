@@ -17,6 +17,9 @@
 #define CONC__QUEUE_VERSION 5u
 /* Reader processes a queue remembers (see READERS in queue.c). */
 #define CONC__QUEUE_READERS 32
+/* Producer threads per process whose lanes a queue of lanes hands out in
+ * turn; later threads put into lane (thread id % lanes).  See LANES. */
+#define CONC__QUEUE_PUT_THREADS 256u
 /* Every record starts with this header; records are 16-byte aligned. */
 #define CONC__QUEUE_REC_HDR 16u
 /* len value of a skip record: "the rest of this lap is padding". */
@@ -90,6 +93,10 @@ typedef struct conc__qshm {
      * readers_overflow set when one found no slot.  See READERS. */
     alignas(128) _Atomic uint64_t readers[CONC__QUEUE_READERS];
     _Atomic uint32_t readers_overflow;
+    /* Lanes (lane 0's only): the lane the next producer thread to claim
+     * one takes, modulo lanes; bumped once per thread and handle (see
+     * LANES).  In what was padding, so the header's size is unchanged. */
+    _Atomic uint32_t next_lane;
 } conc__qshm;
 
 /* The handle.  R, key, capacity and maxsize are copies of the header's
@@ -122,6 +129,10 @@ struct conc_queue {
     conc_queue *lane;
     unsigned nlanes;
     _Atomic uint64_t held_look_ns; /* lanes: see HELD_LOOK_NS */
+    /* Lanes: each producer thread's lane, by the thread's index in this
+     * process (CONC__QUEUE_PUT_THREADS of them): fork epoch << 8 | lane +
+     * 1, written only by that thread; 0: none claimed yet.  See LANES. */
+    _Atomic uint64_t *put_slot;
 };
 
 /* Where the ring starts in a lane (a page boundary after the header),

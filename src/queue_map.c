@@ -277,7 +277,11 @@ static int handle_fill(conc_queue *q, void *map, size_t map_size,
     if (c->lanes > 1) {
         size_t stride = conc__queue_lane_size(c->capacity);
         conc_queue *lane = conc__calloc(c->lanes, sizeof *lane);
-        if (lane == NULL) {
+        _Atomic uint64_t *slot =
+            conc__calloc(CONC__QUEUE_PUT_THREADS, sizeof *slot);
+        if (lane == NULL || slot == NULL) {
+            free(lane);
+            free(slot);
             return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
         }
         ring_fill(&lane[0], top, top, map_size, c, c->key);
@@ -288,12 +292,14 @@ static int handle_fill(conc_queue *q, void *map, size_t map_size,
             int err = check_lane(sh, i, map_size, c, fn, &key);
             if (err != 0) {
                 free(lane);
+                free(slot);
                 return err;
             }
             ring_fill(&lane[i], sh, top, map_size, c, key);
         }
         q->lane = lane;
         q->nlanes = c->lanes;
+        q->put_slot = slot;
     }
     /* Work out this thread's lock identity now (the sync module computes
      * it once per thread and caches it): a queue is usually made before
@@ -459,5 +465,6 @@ CONC_API void conc_queue_free(conc_queue *q)
         conc__os_shared_free(q->sh, q->map_size);
     }
     free(q->lane);
+    free(q->put_slot);
     free(q);
 }

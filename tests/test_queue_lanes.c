@@ -3,7 +3,7 @@
  * a server); FIFO per producer thread across producer processes and
  * threads and consumer processes, with a lane per producer or lanes
  * shared; which lane a thread's puts go to (white-box: the lanes'
- * counters); no lost wake-up of a getter asleep when a put lands in a
+ * counters and the lane counter); no lost wake-up of a getter asleep when a put lands in a
  * lane other than the one it last read, nor of a putter asleep on a full
  * lane; close (every lane drained before CONC_ECLOSED, blocked getters
  * in other processes and putters on every lane woken, puts racing it,
@@ -16,9 +16,12 @@
  * lane that never runs dry; and a put blocked on a full lane once every
  * reader has exited.  The one-ring queue is test_queue.c's.
  *
- * A thread puts into lane (its kernel tid % lanes): a test that needs a
- * put in a given lane runs it on a thread started until one's tid maps
- * there (lane_thread()). */
+ * A thread puts into the lane it claimed at its first put (or full())
+ * through a handle, the next in turn from the counter in lane 0's header,
+ * and a get that finds no lane remembered starts at its thread id modulo
+ * lanes: a test that needs a put in a given lane, or a getter that starts
+ * there, runs it on a thread started until one's tid maps there, which
+ * claims that lane by setting the counter first (lane_thread()). */
 #include "harness.h"
 
 #include "queue_int.h"
@@ -123,7 +126,9 @@ static void wait_asleep(_Atomic uint32_t *word, pid_t pid,
 /* ---- threads on a lane of one's choice ------------------------------------ */
 
 typedef struct lt_boot {
-    unsigned L, lane;
+    conc_queue *q;
+    unsigned lane;
+    bool claim; /* claim lane for the thread's puts before fn */
     void *(*fn)(void *);
     void *arg;
     _Atomic int verdict; /* 0 not yet, 1 runs fn, -1 another lane */
@@ -132,9 +137,17 @@ typedef struct lt_boot {
 static void *lt_main(void *p)
 {
     lt_boot *b = p;
-    if (my_tid() % b->L != b->lane) {
+    if (my_tid() % b->q->nlanes != b->lane) {
         atomic_store(&b->verdict, -1);
         return NULL;
+    }
+    if (b->claim) {
+        /* Claims lane b->lane for this thread's puts: the counter names
+         * the lane the next claim takes, and full() claims (nobody else
+         * claims meanwhile: tid_thread starts one thread at a time). */
+        atomic_store(&b->q->top->next_lane, b->lane);
+        (void)conc_queue_full(b->q);
+        CHECK_EQ(atomic_load(&b->q->top->next_lane), b->lane + 1);
     }
     void *(*fn)(void *) = b->fn;
     void *arg = b->arg;
@@ -142,15 +155,16 @@ static void *lt_main(void *p)
     return fn(arg);
 }
 
-/* Starts fn(arg) on a new thread whose puts on a queue of L lanes go to
- * lane: threads are started (and let go at once) until one's tid maps
- * there.  Tids are handed out in turn, so this takes about L tries. */
-static pthread_t lane_thread(unsigned L, unsigned lane, void *(*fn)(void *),
-                             void *arg)
+/* Starts fn(arg) on a new thread whose tid is lane modulo q's lanes, so
+ * that its gets start there (and, with claim, its puts go there): threads
+ * are started (and let go at once) until one's tid maps there.  Tids are
+ * handed out in turn, so this takes about L tries. */
+static pthread_t tid_thread(conc_queue *q, unsigned lane, bool claim,
+                            void *(*fn)(void *), void *arg)
 {
-    CHECK(lane < L);
+    CHECK(lane < q->nlanes);
     for (int tries = 0; tries < 20000; tries++) {
-        lt_boot b = { L, lane, fn, arg, 0 };
+        lt_boot b = { q, lane, claim, fn, arg, 0 };
         pthread_t t;
         CHECK_EQ(pthread_create(&t, NULL, lt_main, &b), 0);
         int v;
@@ -162,14 +176,22 @@ static pthread_t lane_thread(unsigned L, unsigned lane, void *(*fn)(void *),
         }
         CHECK_EQ(pthread_join(t, NULL), 0);
     }
-    th_fail(__FILE__, __LINE__, "no thread of lane %u of %u", lane, L);
+    th_fail(__FILE__, __LINE__, "no thread of lane %u of %u", lane,
+            q->nlanes);
+}
+
+/* A thread of lane `lane` of q, for its puts and its gets alike. */
+static pthread_t lane_thread(conc_queue *q, unsigned lane,
+                             void *(*fn)(void *), void *arg)
+{
+    return tid_thread(q, lane, true, fn, arg);
 }
 
 /* Runs fn(arg) on a thread of lane `lane` of q and waits for it. */
 static void *on_lane(conc_queue *q, unsigned lane, void *(*fn)(void *),
                      void *arg)
 {
-    pthread_t t = lane_thread(q->nlanes, lane, fn, arg);
+    pthread_t t = lane_thread(q, lane, fn, arg);
     void *ret = NULL;
     CHECK_EQ(pthread_join(t, &ret), 0);
     return ret;
@@ -636,45 +658,102 @@ static int child_puts_seven(void *arg)
 {
     tid_puts a = { arg, 'z', 7, 0 };
     tid_puts_main(&a);
-    return a.tid == (unsigned)getpid() ? 0 : 1;
+    return 0;
 }
 
-/* White-box: every put of a thread goes to lane (tid % lanes), so its
- * messages stay in order whoever takes them. */
-TEST(lanes_a_thread_puts_into_lane_tid_mod_lanes)
+/* The lanes that gained puts since before[] (a mask), and before[] made
+ * the lanes' counts now. */
+static unsigned lanes_grown(conc_queue *q, uint64_t *before, uint64_t n)
+{
+    unsigned mask = 0;
+    for (unsigned j = 0; j < q->nlanes; j++) {
+        uint64_t now = lane_nput(q, j);
+        if (now != before[j]) {
+            CHECK_EQ(now - before[j], n);
+            mask |= 1u << j;
+        }
+        before[j] = now;
+    }
+    return mask;
+}
+
+/* Runs tid_puts_main(a) on a new thread and returns the lanes its puts
+ * went to (a mask). */
+static unsigned thread_puts(conc_queue *q, tid_puts *a, uint64_t *before,
+                            bool same_tids)
+{
+    pthread_t t;
+    if (same_tids) {
+        /* A thread whose tid is 0 modulo lanes, which claims nothing
+         * before it puts. */
+        t = tid_thread(q, 0, false, tid_puts_main, a);
+    } else {
+        CHECK_EQ(pthread_create(&t, NULL, tid_puts_main, a), 0);
+    }
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    return lanes_grown(q, before, (uint64_t)a->n);
+}
+
+/* White-box: a producer thread's first put through a handle claims the
+ * queue's next lane (the counter in lane 0's header) and every later put
+ * goes there, so its messages stay in order whoever takes them.  Threads
+ * one after another take the lanes in turn; so do threads whose ids are
+ * equal modulo lanes (a lane from the id would put them all in one); a
+ * thread's lane in a second queue is that queue's next; a forked child
+ * claims a lane of its own, and its parent keeps its lane; a counter a
+ * peer set to anything still names a lane. */
+TEST(lanes_producers_claim_lanes_in_turn)
 {
     const unsigned L = 4;
     conc_queue *q = lanes_queue(L, 1 << 16);
-    uint64_t before[4], want[4] = { 0 };
+    uint64_t before[4] = { 0 };
     int counts[26] = { 0 };
-    for (int i = 0; i < 8; i++) {
-        for (unsigned j = 0; j < L; j++) {
-            before[j] = lane_nput(q, j);
-        }
+    for (int i = 0; i < 6; i++) {
         tid_puts a = { q, (char)('a' + i), 3 + i, 0 };
-        pthread_t t;
-        CHECK_EQ(pthread_create(&t, NULL, tid_puts_main, &a), 0);
-        CHECK_EQ(pthread_join(t, NULL), 0);
-        for (unsigned j = 0; j < L; j++) {
-            uint64_t d = lane_nput(q, j) - before[j];
-            CHECK_EQ(d, j == a.tid % L ? (uint64_t)a.n : 0);
-        }
-        want[a.tid % L] += (uint64_t)a.n;
+        CHECK_EQ(thread_puts(q, &a, before, false), 1u << (i % 4));
     }
-    /* This thread, and a forked process (its thread id is its pid). */
-    tid_puts a = { q, 'y', 5, 0 };
-    tid_puts_main(&a);
-    want[a.tid % L] += 5;
+    for (int i = 6; i < 10; i++) {
+        tid_puts a = { q, (char)('a' + i), 3 + i, 0 };
+        CHECK_EQ(thread_puts(q, &a, before, true), 1u << (i % 4));
+        CHECK_EQ(a.tid % L, 0);
+    }
+    /* This thread (lane 2), a child it forks (lane 3), this thread again
+     * (still lane 2). */
+    tid_puts y = { q, 'y', 5, 0 };
+    tid_puts_main(&y);
+    CHECK_EQ(lanes_grown(q, before, 5), 1u << 2);
     pid_t pid = th_fork(child_puts_seven, q);
     CHECK_EQ(th_wait(pid, 10), 0);
-    want[(unsigned)pid % L] += 7;
-    for (unsigned j = 0; j < L; j++) {
-        CHECK_EQ(lane_nput(q, j), want[j]);
+    CHECK_EQ(lanes_grown(q, before, 7), 1u << 3);
+    tid_puts v = { q, 'v', 4, 0 };
+    tid_puts_main(&v);
+    CHECK_EQ(lanes_grown(q, before, 4), 1u << 2);
+    /* A second queue, its counter at 1: this thread's lane there is 1. */
+    conc_queue *q2 = lanes_queue(L, 1 << 16);
+    atomic_store(&q2->top->next_lane, 1);
+    put_str(q2, "lane 1");
+    CHECK_EQ(lane_nput(q2, 1), 1);
+    CHECK_EQ(conc_queue_qsize(q2), 1);
+    conc_queue_free(q2);
+    /* A counter a peer scribbled on: taken modulo lanes (3, then 0). */
+    atomic_store(&q->top->next_lane, UINT32_MAX);
+    tid_puts x = { q, 'x', 2, 0 };
+    CHECK_EQ(thread_puts(q, &x, before, false), 1u << 3);
+    tid_puts w = { q, 'w', 2, 0 };
+    CHECK_EQ(thread_puts(q, &w, before, false), 1u << 0);
+
+    int total = 0;
+    for (int i = 0; i < 10; i++) {
+        total += 3 + i;
     }
-    CHECK_EQ(drain_tagged(q, counts), 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 5 + 7);
-    for (int i = 0; i < 8; i++) {
+    CHECK_EQ(drain_tagged(q, counts), total + 5 + 7 + 4 + 2 + 2);
+    for (int i = 0; i < 10; i++) {
         CHECK_EQ(counts[i], 3 + i);
     }
+    CHECK_EQ(counts['y' - 'a'], 5);
+    CHECK_EQ(counts['z' - 'a'], 7);
+    CHECK_EQ(counts['v' - 'a'], 4);
+    CHECK_EQ(counts['x' - 'a'] + counts['w' - 'a'], 4);
     conc_queue_free(q);
 }
 
@@ -715,7 +794,7 @@ static void workers_start(worker *w, pthread_t *t, conc_queue *q, unsigned L)
         w[i].err = 0;
         CHECK_EQ(sem_init(&w[i].go, 0, 0), 0);
         CHECK_EQ(sem_init(&w[i].done, 0, 0), 0);
-        t[i] = lane_thread(L, i, worker_main, &w[i]);
+        t[i] = lane_thread(q, i, worker_main, &w[i]);
     }
 }
 
@@ -891,7 +970,7 @@ TEST(lanes_get_wakes_a_putter_asleep_on_a_full_lane)
     /* Two records of up to 16 bytes fill a lane of 64 (R = 80). */
     q = lanes_queue(L, 64);
     blocked_puts a = { q, rounds + 2, 0, 0 };
-    pthread_t t = lane_thread(L, 2, blocked_puts_main, &a);
+    pthread_t t = lane_thread(q, 2, blocked_puts_main, &a);
     unsigned tid;
     while ((tid = atomic_load(&a.tid)) == 0) {
         sched_yield();
@@ -1084,7 +1163,7 @@ TEST(lanes_close_wakes_putters_asleep_on_full_lanes)
         unsigned tids[3];
         for (int i = 0; i < 3; i++) {
             a[i] = (close_putter){ q, 0, INT_MIN, 0 };
-            t[i] = lane_thread(L, 1 + (unsigned)i, close_putter_main, &a[i]);
+            t[i] = lane_thread(q, 1 + (unsigned)i, close_putter_main, &a[i]);
         }
         for (int i = 0; i < 3; i++) {
             while ((tids[i] = atomic_load(&a[i].tid)) == 0) {
@@ -1296,14 +1375,16 @@ TEST(lanes_put_racing_close_is_delivered_or_refused)
         th[i] = (race_thread){ .id = (uint32_t)i, .puts = &puts };
         CHECK_EQ(sem_init(&th[i].go, 0, 0), 0);
         CHECK_EQ(sem_init(&th[i].done, 0, 0), 0);
-        if (i < 3) {
-            t[i] = lane_thread(L, 1 + (unsigned)i, race_put_main, &th[i]);
-        } else {
-            CHECK_EQ(pthread_create(&t[i], NULL, race_get_main, &th[i]), 0);
-        }
+        CHECK_EQ(pthread_create(&t[i], NULL,
+                                i < 3 ? race_put_main : race_get_main,
+                                &th[i]),
+                 0);
     }
     for (int round = 0; round < 200; round++) {
         conc_queue *q = lanes_queue(L, 4096);
+        /* The producers' first puts claim lanes 1, 2 and 3, in any
+         * order. */
+        atomic_store(&q->top->next_lane, 1);
         atomic_store(&puts, 0);
         for (int i = 0; i < 4; i++) {
             th[i].q = q;
@@ -1871,7 +1952,7 @@ TEST(lanes_dead_producers_committed_record_reaches_a_sleeping_getter)
     int counts[26] = { 0 };
     CHECK_EQ(drain_tagged(q, counts), 3);
     blocked_get g = { q, -1, "", 0, 0 };
-    pthread_t t = lane_thread(L, 0, blocked_get_main, &g);
+    pthread_t t = lane_thread(q, 0, blocked_get_main, &g);
     wait_armed(&q->top->data_seq);
     die_in_lane(q, k, DIE_PMU_COMMITTED);
     CHECK_EQ(pthread_join(t, NULL), 0);
@@ -1944,7 +2025,7 @@ TEST(lanes_a_stuck_consumer_holds_up_only_its_lane)
     lock_holder h;
     pthread_t ht = start_holder(&h, q, k, cmu_holder_main);
     blocked_get g = { q, -1, "", 0, 0 };
-    pthread_t gt = lane_thread(L, k, blocked_get_main, &g);
+    pthread_t gt = lane_thread(q, k, blocked_get_main, &g);
     wait_armed(&q->top->data_seq); /* the getter waits */
     double put = th_now();
     put_tagged(q, j, 'j', 1);
@@ -1960,7 +2041,7 @@ TEST(lanes_a_stuck_consumer_holds_up_only_its_lane)
      * waited for (as a one-ring queue's lock is, a second at least). */
     put_tagged_from(q, j, 'j', 1, 1);
     blocked_get g0 = { q, -1, "", 0, 0 };
-    pthread_t nt = lane_thread(L, k, nowait_get_main, &g0);
+    pthread_t nt = lane_thread(q, k, nowait_get_main, &g0);
     CHECK_EQ(pthread_join(nt, NULL), 0);
     if (g0.err != 0 || g0.took > 0.5) {
         th_fail(__FILE__, __LINE__, "get, timeout 0: %s after %.2f s",

@@ -255,15 +255,18 @@ typedef struct conc_queue_opts {
     /* Shared memory, for many producers and consumers on many cores: the
      * number of rings ("lanes", 2 to CONC_QUEUE_MAX_LANES) the queue is
      * made of; 0 or 1: one ring.  A producer thread always puts into the
-     * same lane (its thread id modulo lanes), so threads on different
-     * lanes share no lock and no line a put writes (only the getters'
-     * wake-up word, which puts read), and consumers take from whichever
+     * same lane: at its first put (or full()) through a handle it takes
+     * the queue's next lane in turn, whatever process it is in, so n
+     * producers on n lanes have one each.  Threads on different lanes
+     * share no lock and no line a put writes (only the getters' wake-up
+     * word, which puts read), and consumers take from whichever
      * lanes have messages, staying on one while it has some (for about
      * 64 messages in a row, so that no lane starves).
      * What changes with lanes: order is FIFO per producer thread, not
      * across threads (multiprocessing.Queue orders per process: with
      * lanes, two threads of one process, or a parent and the child it
-     * forked after a put, may be delivered in either order); each lane
+     * forked after a put, may be delivered in either order; so may one
+     * thread's puts through two handles of one named queue); each lane
      * holds up to capacity_bytes, so the queue reserves lanes x
      * capacity_bytes of address space; maxsize must be 0 (CONC_EINVAL
      * otherwise: a bound in messages needs one count every producer
@@ -275,15 +278,11 @@ typedef struct conc_queue_opts {
      * name) works across all lanes.  A get with timeout 0 waits at most
      * 10 ms for a lane another consumer is taking from, and says
      * CONC_EEMPTY if that consumer still holds it (a one-ring queue's
-     * waits up to a second).  Pick about as many lanes as producer
-     * threads.  Ids that collide modulo lanes share a lane (correct, but
-     * those producers share its lock): threads made one after another
-     * have consecutive ids and spread well; ids that step by k (a worker
-     * process that starts one helper thread each: k = 2) use only the
-     * lanes a multiple of gcd(k, lanes) apart, so make lanes odd there;
-     * unrelated ids collide as random placement would (with lanes equal
-     * to producers, about a third of the lanes stay empty: make twice
-     * as many).  Not on a server (CONC_EINVAL). */
+     * waits up to a second).  Pick as many lanes as producer threads:
+     * more producers than lanes share lanes in turn (correct, but those
+     * producers share a lane's lock).  A process's producer threads past
+     * its 256th put into lane (thread id modulo lanes) instead.  Not on
+     * a server (CONC_EINVAL). */
     unsigned lanes;
 } conc_queue_opts;
 
