@@ -295,12 +295,14 @@
  *   producers spread evenly whatever their ids (a lane from the id modulo
  *   L left a third of the lanes empty for unrelated ids, and every other
  *   lane for ids that step by 2).  The handle remembers it per thread
- *   (put_slot, by the thread's index in the process), tagged with the
- *   fork epoch: a forked child's threads claim lanes of their own.  So a
- *   thread's messages stay in one ring and FIFO per producer thread
- *   holds; more producers than lanes share lanes and their locks, correct
- *   as on one ring.  Past CONC__QUEUE_PUT_THREADS producer threads in a
- *   process, later ones put into lane (thread id % L).  Producers on
+ *   (put_slot, by the thread's index in the process, tagged with the
+ *   thread's token: see PRODUCER THREADS), so a forked child's threads,
+ *   and threads that reuse an exited thread's index, claim lanes of their
+ *   own.  So a thread's messages stay in one ring and FIFO per producer
+ *   thread holds; more producers than lanes share lanes and their locks,
+ *   correct as on one ring.  Past CONC__QUEUE_PUT_THREADS producer threads
+ *   alive at once in a process, later ones put into lane (thread id % L)
+ *   for their whole lives.  Producers on
  *   different lanes share no line but data_seq, which they only read (it
  *   is written when a getter sleeps), and the counter, once each.  A
  *   putter waits for room on its own lane's space_seq, woken by gets from
@@ -389,7 +391,9 @@
 #include "queue_int.h"
 #include "net_int.h"
 
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -621,55 +625,130 @@ static inline unsigned self_tid(void)
     return (unsigned)(conc__sync_self_id() & CONC__OL_TID_MASK);
 }
 
-/* This thread's index among the producer threads of this process, plus
- * one (0: none yet); handed out in turn at a thread's first put into any
- * queue of lanes, never given back.  A forked child keeps the forking
- * thread's, and its counter goes on from the parent's. */
-static _Atomic unsigned put_threads;
+/* PRODUCER THREADS of this process, for the lanes they claim (see
+ * LANES).  A thread that first puts into a queue of lanes takes an index
+ * under CONC__QUEUE_PUT_THREADS (a free bit of put_index_used; its slot in
+ * every handle's put_slot) and a token (put_tokens: never the same twice
+ * in a process, and taken anew in a forked child, whose fork epoch
+ * differs).  A slot names a lane only for the token that claimed it, so a
+ * thread that reuses the index of one that exited, and a forked child's
+ * thread, claim lanes of their own instead of inheriting one.  A thread's
+ * exit gives its index back (the pthread key's destructor); a forked
+ * child keeps the parent's bits, so the indexes of the parent's other
+ * threads stay taken there.  With no index free, a thread puts into lane
+ * (thread id % lanes) for its whole life (put_thread PUT_BY_ID). */
+#define PUT_BY_ID UINT_MAX
+#define TOKEN_MASK (UINT64_MAX >> 8) /* a slot: token << 8 | lane + 1 */
+static _Atomic uint64_t put_index_used[CONC__QUEUE_PUT_THREADS / 64];
+static _Atomic uint64_t put_tokens;
+static pthread_key_t put_index_key;
+static pthread_once_t put_index_once = PTHREAD_ONCE_INIT;
+static bool put_index_keyed;
+/* Index + 1 (0: none yet, PUT_BY_ID: none to be had), token, and the
+ * fork epoch the token was taken in. */
 static _Thread_local unsigned put_thread
     __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t put_token
+    __attribute__((tls_model("initial-exec")));
+static _Thread_local unsigned long put_epoch
+    __attribute__((tls_model("initial-exec")));
 
-/* Claims the lane of producer thread i (an index under
- * CONC__QUEUE_PUT_THREADS) of a queue of lanes: the queue's next, from
- * the counter in lane 0's header (a peer may have written any value
- * there: taken modulo lanes, it is a lane), remembered in the handle's
- * slot i with this process's fork epoch. */
+static void put_index_release(void *v)
+{
+    unsigned i = (unsigned)(uintptr_t)v - 1;
+    if (i < CONC__QUEUE_PUT_THREADS) {
+        atomic_fetch_and(&put_index_used[i / 64], ~(UINT64_C(1) << (i % 64)));
+    }
+    /* A put from a later destructor of this thread must not use the
+     * index another thread may take now. */
+    put_thread = PUT_BY_ID;
+}
+
+static void put_index_init(void)
+{
+    put_index_keyed =
+        pthread_key_create(&put_index_key, put_index_release) == 0;
+}
+
+/* A free index + 1, given back at this thread's exit; PUT_BY_ID if none
+ * is free (or the key could not be made or set). */
+static unsigned put_index_take(void)
+{
+    pthread_once(&put_index_once, put_index_init);
+    if (!put_index_keyed) {
+        return PUT_BY_ID;
+    }
+    for (unsigned w = 0; w < CONC__QUEUE_PUT_THREADS / 64; w++) {
+        uint64_t u = atomic_load(&put_index_used[w]);
+        while (u != UINT64_MAX) {
+            unsigned b = (unsigned)__builtin_ctzll(~u);
+            if (!atomic_compare_exchange_weak(&put_index_used[w], &u,
+                                              u | UINT64_C(1) << b)) {
+                continue;
+            }
+            unsigned i = w * 64 + b + 1;
+            if (pthread_setspecific(put_index_key, (void *)(uintptr_t)i) !=
+                0) {
+                atomic_fetch_and(&put_index_used[w], ~(UINT64_C(1) << b));
+                return PUT_BY_ID;
+            }
+            return i;
+        }
+    }
+    return PUT_BY_ID;
+}
+
+/* This thread's first put into a queue of lanes, or its first in a
+ * forked child: an index if it has none, and a new token.  Returns
+ * put_thread. */
+static __attribute__((noinline)) unsigned put_thread_begin(void)
+{
+    if (put_thread == 0) {
+        put_thread = put_index_take();
+    }
+    put_token = (atomic_fetch_add_explicit(&put_tokens, 1,
+                                           memory_order_relaxed) +
+                 1) &
+                TOKEN_MASK;
+    put_epoch = conc__sync_fork_epoch;
+    return put_thread;
+}
+
+/* Claims the lane of producer thread index i of a queue of lanes: the
+ * queue's next, from the counter in lane 0's header (a peer may have
+ * written any value there: taken modulo lanes, it is a lane), remembered
+ * in the handle's slot i with this thread's token. */
 static __attribute__((noinline)) unsigned lane_claim(conc_queue *q,
-                                                     unsigned i,
-                                                     uint64_t epoch)
+                                                     unsigned i)
 {
     unsigned lane = atomic_fetch_add_explicit(&q->top->next_lane, 1,
                                               memory_order_relaxed) %
                     q->nlanes;
-    /* Relaxed: the slot is this thread's alone (see put_lane). */
-    atomic_store_explicit(&q->put_slot[i], epoch << 8 | (lane + 1),
+    /* Relaxed: the slot is this thread's alone while it holds index i. */
+    atomic_store_explicit(&q->put_slot[i], put_token << 8 | (lane + 1),
                           memory_order_relaxed);
     return lane;
 }
 
 /* The lane of a queue of lanes a producer thread puts into: always the
  * same one for a given thread and handle, so its messages stay in order,
- * and each new producer thread the queue's next (see LANES). */
+ * and each new producer thread the queue's next (see LANES and PRODUCER
+ * THREADS). */
 static inline conc_queue *put_lane(conc_queue *q)
 {
     unsigned i = put_thread;
-    if (__builtin_expect(i == 0, 0)) {
-        i = atomic_fetch_add_explicit(&put_threads, 1, memory_order_relaxed) +
-            1;
-        put_thread = i;
+    if (__builtin_expect(i == 0 || put_epoch != conc__sync_fork_epoch, 0)) {
+        i = put_thread_begin();
     }
-    if (__builtin_expect(i > CONC__QUEUE_PUT_THREADS, 0)) {
+    if (__builtin_expect(i == PUT_BY_ID, 0)) {
         return &q->lane[self_tid() % q->nlanes];
     }
-    /* Relaxed: written only by this thread (thread indexes are unique in
-     * a process).  A forked child's slots carry the parent's epoch, so its
-     * threads claim lanes of their own. */
+    /* Relaxed: written only by the thread that holds index i. */
     uint64_t v = atomic_load_explicit(&q->put_slot[i - 1],
                                       memory_order_relaxed);
-    uint64_t epoch = conc__sync_fork_epoch & (UINT64_MAX >> 8);
     unsigned lane = (unsigned)(v & 0xffu);
-    if (__builtin_expect(v >> 8 != epoch || lane == 0, 0)) {
-        return &q->lane[lane_claim(q, i - 1, epoch)];
+    if (__builtin_expect(v >> 8 != put_token || lane == 0, 0)) {
+        return &q->lane[lane_claim(q, i - 1)];
     }
     return &q->lane[lane - 1];
 }

@@ -17,8 +17,9 @@
 #define CONC__QUEUE_VERSION 5u
 /* Reader processes a queue remembers (see READERS in queue.c). */
 #define CONC__QUEUE_READERS 32
-/* Producer threads per process whose lanes a queue of lanes hands out in
- * turn; later threads put into lane (thread id % lanes).  See LANES. */
+/* Producer threads alive at once in a process whose lanes a queue of
+ * lanes hands out in turn; others put into lane (thread id % lanes).  See
+ * PRODUCER THREADS in queue.c. */
 #define CONC__QUEUE_PUT_THREADS 256u
 /* Every record starts with this header; records are 16-byte aligned. */
 #define CONC__QUEUE_REC_HDR 16u
@@ -130,8 +131,9 @@ struct conc_queue {
     unsigned nlanes;
     _Atomic uint64_t held_look_ns; /* lanes: see HELD_LOOK_NS */
     /* Lanes: each producer thread's lane, by the thread's index in this
-     * process (CONC__QUEUE_PUT_THREADS of them): fork epoch << 8 | lane +
-     * 1, written only by that thread; 0: none claimed yet.  See LANES. */
+     * process (CONC__QUEUE_PUT_THREADS of them): its token << 8 | lane +
+     * 1, written only by the thread holding that index; 0: none claimed
+     * yet.  See PRODUCER THREADS in queue.c. */
     _Atomic uint64_t *put_slot;
 };
 

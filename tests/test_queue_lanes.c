@@ -757,6 +757,29 @@ TEST(lanes_producers_claim_lanes_in_turn)
     conc_queue_free(q);
 }
 
+/* A process's producer threads share CONC__QUEUE_PUT_THREADS indexes for
+ * the lanes they claim, and an exiting thread gives its index back: after
+ * 300 threads one after another (each puts one message and exits), four
+ * threads whose ids are equal modulo lanes still take four lanes in turn
+ * (with the indexes used up, they would all put into lane tid % 4). */
+TEST(lanes_threads_claim_lanes_in_turn_after_hundreds_have_exited)
+{
+    const unsigned L = 4;
+    conc_queue *q = lanes_queue(L, 1 << 16);
+    uint64_t before[4] = { 0 };
+    CHECK(300 > CONC__QUEUE_PUT_THREADS);
+    for (int i = 0; i < 300; i++) {
+        tid_puts a = { q, 'u', 1, 0 };
+        CHECK_EQ(thread_puts(q, &a, before, false), 1u << (i % 4));
+    }
+    for (int i = 0; i < 4; i++) {
+        tid_puts a = { q, 'e', 2, 0 };
+        CHECK_EQ(thread_puts(q, &a, before, true), 1u << i);
+    }
+    CHECK_EQ(conc_queue_qsize(q), 308);
+    conc_queue_free(q);
+}
+
 /* ---- wake-ups across lanes -------------------------------------------------- */
 
 /* A producer thread of a chosen lane that puts on command. */

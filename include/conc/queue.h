@@ -280,9 +280,9 @@ typedef struct conc_queue_opts {
      * CONC_EEMPTY if that consumer still holds it (a one-ring queue's
      * waits up to a second).  Pick as many lanes as producer threads:
      * more producers than lanes share lanes in turn (correct, but those
-     * producers share a lane's lock).  A process's producer threads past
-     * its 256th put into lane (thread id modulo lanes) instead.  Not on
-     * a server (CONC_EINVAL). */
+     * producers share a lane's lock).  A thread that starts while 256
+     * producer threads of its process are alive puts into lane (its
+     * thread id modulo lanes) instead.  Not on a server (CONC_EINVAL). */
     unsigned lanes;
 } conc_queue_opts;
 
