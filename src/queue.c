@@ -300,9 +300,11 @@
  *   and threads that reuse an exited thread's index, claim lanes of their
  *   own.  So a thread's messages stay in one ring and FIFO per producer
  *   thread holds; more producers than lanes share lanes and their locks,
- *   correct as on one ring.  Past CONC__QUEUE_PUT_THREADS producer threads
- *   alive at once in a process, later ones put into lane (thread id % L)
- *   for their whole lives.  Producers on
+ *   correct as on one ring; the turn never goes back, so a producer that
+ *   replaces another takes the next lane, not the one left.  Past
+ *   CONC__QUEUE_PUT_THREADS producer threads alive at once in a process,
+ *   later ones put into lane (thread id % L) for their whole lives.
+ *   Producers on
  *   different lanes share no line but data_seq, which they only read (it
  *   is written when a getter sleeps), and the counter, once each.  A
  *   putter waits for room on its own lane's space_seq, woken by gets from
@@ -393,7 +395,6 @@
 
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -627,25 +628,27 @@ static inline unsigned self_tid(void)
 
 /* PRODUCER THREADS of this process, for the lanes they claim (see
  * LANES).  A thread that first puts into a queue of lanes takes an index
- * under CONC__QUEUE_PUT_THREADS (a free bit of put_index_used; its slot in
- * every handle's put_slot) and a token (put_tokens: never the same twice
- * in a process, and taken anew in a forked child, whose fork epoch
- * differs).  A slot names a lane only for the token that claimed it, so a
- * thread that reuses the index of one that exited, and a forked child's
- * thread, claim lanes of their own instead of inheriting one.  A thread's
- * exit gives its index back (the pthread key's destructor); a forked
- * child keeps the parent's bits, so the indexes of the parent's other
- * threads stay taken there.  With no index free, a thread puts into lane
- * (thread id % lanes) for its whole life (put_thread PUT_BY_ID). */
+ * under CONC__QUEUE_PUT_THREADS (its slot in every handle's put_slot) and
+ * a token (put_tokens: never the same twice in a process).  A slot names
+ * a lane only for the token that claimed it, so a thread that takes the
+ * index a gone thread held claims a lane of its own instead of inheriting
+ * one.  put_owner[i] says who holds index i: 0 (nobody), or the holder's
+ * fork epoch (low 32 bits) << 32 | its thread id.  An index is never
+ * given back by its holder (a put from a thread's last moments, a
+ * destructor's, must still find its lane); a thread that finds none free
+ * takes over one whose holder is gone: a thread of an ancestor process
+ * (another fork epoch: a forked child holds only the forking thread,
+ * which takes a new index and token in the child), or one whose id has no
+ * live thread now (/proc; an id reused since only keeps the index taken,
+ * and a live holder is never judged gone).  With none to be had, a thread
+ * puts into lane (thread id % lanes) until its process forks
+ * (put_thread PUT_BY_ID): its lane must not change while it lives. */
 #define PUT_BY_ID UINT_MAX
 #define TOKEN_MASK (UINT64_MAX >> 8) /* a slot: token << 8 | lane + 1 */
-static _Atomic uint64_t put_index_used[CONC__QUEUE_PUT_THREADS / 64];
+static _Atomic uint64_t put_owner[CONC__QUEUE_PUT_THREADS];
 static _Atomic uint64_t put_tokens;
-static pthread_key_t put_index_key;
-static pthread_once_t put_index_once = PTHREAD_ONCE_INIT;
-static bool put_index_keyed;
 /* Index + 1 (0: none yet, PUT_BY_ID: none to be had), token, and the
- * fork epoch the token was taken in. */
+ * fork epoch both were taken in. */
 static _Thread_local unsigned put_thread
     __attribute__((tls_model("initial-exec")));
 static _Thread_local uint64_t put_token
@@ -653,59 +656,39 @@ static _Thread_local uint64_t put_token
 static _Thread_local unsigned long put_epoch
     __attribute__((tls_model("initial-exec")));
 
-static void put_index_release(void *v)
+/* Whether the holder of an index, as put_owner names it, is gone. */
+static bool put_owner_gone(uint64_t w, uint64_t me)
 {
-    unsigned i = (unsigned)(uintptr_t)v - 1;
-    if (i < CONC__QUEUE_PUT_THREADS) {
-        atomic_fetch_and(&put_index_used[i / 64], ~(UINT64_C(1) << (i % 64)));
+    if (w >> 32 != me >> 32) {
+        return true; /* a thread of an ancestor process */
     }
-    /* A put from a later destructor of this thread must not use the
-     * index another thread may take now. */
-    put_thread = PUT_BY_ID;
+    return !conc__os_thread_alive((pid_t)(w & CONC__OL_TID_MASK), 0);
 }
 
-static void put_index_init(void)
-{
-    put_index_keyed =
-        pthread_key_create(&put_index_key, put_index_release) == 0;
-}
-
-/* A free index + 1, given back at this thread's exit; PUT_BY_ID if none
- * is free (or the key could not be made or set). */
+/* An index + 1 for this thread, or PUT_BY_ID: a free one, else one whose
+ * holder is gone (a CAS from what was seen: of two takers, one wins). */
 static unsigned put_index_take(void)
 {
-    pthread_once(&put_index_once, put_index_init);
-    if (!put_index_keyed) {
-        return PUT_BY_ID;
-    }
-    for (unsigned w = 0; w < CONC__QUEUE_PUT_THREADS / 64; w++) {
-        uint64_t u = atomic_load(&put_index_used[w]);
-        while (u != UINT64_MAX) {
-            unsigned b = (unsigned)__builtin_ctzll(~u);
-            if (!atomic_compare_exchange_weak(&put_index_used[w], &u,
-                                              u | UINT64_C(1) << b)) {
-                continue;
+    uint64_t me = (uint64_t)(uint32_t)conc__sync_fork_epoch << 32 |
+                  (conc__sync_self_id() & CONC__OL_TID_MASK);
+    for (int sweep = 0; sweep < 2; sweep++) {
+        for (unsigned i = 0; i < CONC__QUEUE_PUT_THREADS; i++) {
+            uint64_t w = atomic_load(&put_owner[i]);
+            if ((sweep == 0 ? w == 0 : put_owner_gone(w, me)) &&
+                atomic_compare_exchange_strong(&put_owner[i], &w, me)) {
+                return i + 1;
             }
-            unsigned i = w * 64 + b + 1;
-            if (pthread_setspecific(put_index_key, (void *)(uintptr_t)i) !=
-                0) {
-                atomic_fetch_and(&put_index_used[w], ~(UINT64_C(1) << b));
-                return PUT_BY_ID;
-            }
-            return i;
         }
     }
     return PUT_BY_ID;
 }
 
-/* This thread's first put into a queue of lanes, or its first in a
- * forked child: an index if it has none, and a new token.  Returns
- * put_thread. */
+/* This thread's first put into a queue of lanes, or its first since its
+ * process forked: an index (a new one after a fork: the old one's word
+ * names the parent) and a token.  Returns put_thread. */
 static __attribute__((noinline)) unsigned put_thread_begin(void)
 {
-    if (put_thread == 0) {
-        put_thread = put_index_take();
-    }
+    put_thread = put_index_take();
     put_token = (atomic_fetch_add_explicit(&put_tokens, 1,
                                            memory_order_relaxed) +
                  1) &
@@ -724,7 +707,9 @@ static __attribute__((noinline)) unsigned lane_claim(conc_queue *q,
     unsigned lane = atomic_fetch_add_explicit(&q->top->next_lane, 1,
                                               memory_order_relaxed) %
                     q->nlanes;
-    /* Relaxed: the slot is this thread's alone while it holds index i. */
+    /* Relaxed: only the holder of index i stores to its slot, and a
+     * value a gone holder left names another token, so this thread only
+     * ever uses a lane it stored itself. */
     atomic_store_explicit(&q->put_slot[i], put_token << 8 | (lane + 1),
                           memory_order_relaxed);
     return lane;

@@ -3,7 +3,9 @@
  * a server); FIFO per producer thread across producer processes and
  * threads and consumer processes, with a lane per producer or lanes
  * shared; which lane a thread's puts go to (white-box: the lanes'
- * counters and the lane counter); no lost wake-up of a getter asleep when a put lands in a
+ * counters and the lane counter), also after hundreds of threads came
+ * and went, from a thread-exit destructor, and in a child of a threaded
+ * parent; no lost wake-up of a getter asleep when a put lands in a
  * lane other than the one it last read, nor of a putter asleep on a full
  * lane; close (every lane drained before CONC_ECLOSED, blocked getters
  * in other processes and putters on every lane woken, puts racing it,
@@ -63,6 +65,13 @@ static unsigned my_tid(void)
 static uint64_t lane_nput(conc_queue *q, unsigned lane)
 {
     return atomic_load(&q->lane[lane].sh->nput);
+}
+
+static void sem_take(sem_t *s)
+{
+    while (sem_wait(s) != 0) {
+        CHECK_EQ(errno, EINTR);
+    }
 }
 
 /* Waits (bounded) until bit 0 of a queue's futex word is set: a getter
@@ -661,8 +670,16 @@ static int child_puts_seven(void *arg)
     return 0;
 }
 
-/* The lanes that gained puts since before[] (a mask), and before[] made
- * the lanes' counts now. */
+/* before[] made the lanes' counts now. */
+static void lanes_mark(conc_queue *q, uint64_t *before)
+{
+    for (unsigned j = 0; j < q->nlanes; j++) {
+        before[j] = lane_nput(q, j);
+    }
+}
+
+/* The lanes that gained puts since before[] (a mask; each gained n), and
+ * before[] made the lanes' counts now. */
 static unsigned lanes_grown(conc_queue *q, uint64_t *before, uint64_t n)
 {
     unsigned mask = 0;
@@ -757,26 +774,177 @@ TEST(lanes_producers_claim_lanes_in_turn)
     conc_queue_free(q);
 }
 
+/* A producer thread that stays alive while others come and go: puts
+ * tag-0 .. tag-(first-1), posts `put`, waits for `go`, then puts the next
+ * `then` messages of its tag. */
+typedef struct put_hold {
+    conc_queue *q;
+    char tag;
+    int first, then;
+    sem_t put, go;
+} put_hold;
+
+static void put_hold_init(put_hold *h, conc_queue *q, char tag, int first,
+                          int then)
+{
+    *h = (put_hold){ .q = q, .tag = tag, .first = first, .then = then };
+    CHECK_EQ(sem_init(&h->put, 0, 0), 0);
+    CHECK_EQ(sem_init(&h->go, 0, 0), 0);
+}
+
+static void *put_hold_main(void *p)
+{
+    put_hold *h = p;
+    puts_arg a = { h->q, h->tag, 0, h->first, 5, 0, 0 };
+    puts_main(&a);
+    CHECK_EQ(a.done, h->first);
+    sem_post(&h->put);
+    sem_take(&h->go);
+    puts_arg b = { h->q, h->tag, h->first, h->then, 5, 0, 0 };
+    puts_main(&b);
+    CHECK_EQ(b.done, h->then);
+    return NULL;
+}
+
 /* A process's producer threads share CONC__QUEUE_PUT_THREADS indexes for
- * the lanes they claim, and an exiting thread gives its index back: after
- * 300 threads one after another (each puts one message and exits), four
- * threads whose ids are equal modulo lanes still take four lanes in turn
- * (with the indexes used up, they would all put into lane tid % 4). */
+ * the lanes they claim, and a thread that finds none free takes over one
+ * whose holder has exited: after 300 threads one after another (each puts
+ * one message and exits), four threads whose ids are equal modulo lanes
+ * still take four lanes in turn (with the indexes used up, they would all
+ * put into lane tid % 4); and a producer that lived through it all, and
+ * this thread, kept their lanes (a live holder's index is never taken). */
 TEST(lanes_threads_claim_lanes_in_turn_after_hundreds_have_exited)
 {
     const unsigned L = 4;
     conc_queue *q = lanes_queue(L, 1 << 16);
     uint64_t before[4] = { 0 };
+    put_str(q, "main");                            /* lane 0 */
+    CHECK_EQ(lanes_grown(q, before, 1), 1u << 0);
+    put_hold st;
+    put_hold_init(&st, q, 'p', 10, 10);
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, put_hold_main, &st), 0);
+    sem_take(&st.put);                             /* lane 1 */
+    CHECK_EQ(lanes_grown(q, before, 10), 1u << 1);
     CHECK(300 > CONC__QUEUE_PUT_THREADS);
     for (int i = 0; i < 300; i++) {
         tid_puts a = { q, 'u', 1, 0 };
-        CHECK_EQ(thread_puts(q, &a, before, false), 1u << (i % 4));
+        CHECK_EQ(thread_puts(q, &a, before, false), 1u << ((i + 2) % 4));
     }
     for (int i = 0; i < 4; i++) {
         tid_puts a = { q, 'e', 2, 0 };
-        CHECK_EQ(thread_puts(q, &a, before, true), 1u << i);
+        CHECK_EQ(thread_puts(q, &a, before, true), 1u << ((i + 2) % 4));
     }
-    CHECK_EQ(conc_queue_qsize(q), 308);
+    sem_post(&st.go);
+    CHECK_EQ(pthread_join(t, NULL), 0);
+    CHECK_EQ(lanes_grown(q, before, 10), 1u << 1);
+    put_str(q, "main again");
+    CHECK_EQ(lanes_grown(q, before, 1), 1u << 0);
+    CHECK_EQ(conc_queue_qsize(q), 1 + 20 + 300 + 8 + 1);
+    conc_queue_free(q);
+}
+
+/* A thread-exit destructor of the test's own (made after this process's
+ * first put into a queue of lanes, so it runs after anything libconc
+ * could have registered) that puts the thread's last message. */
+static pthread_key_t last_put_key;
+
+static void last_put(void *q)
+{
+    put_str(q, "d-last");
+}
+
+static void *puts_then_exits_main(void *p)
+{
+    puts_arg *a = p;
+    puts_main(a);
+    CHECK_EQ(pthread_setspecific(last_put_key, a->q), 0);
+    return NULL;
+}
+
+/* A thread's puts from its last moments (a thread-exit destructor) go to
+ * the lane its earlier puts went to, after them.  The threads' ids are
+ * all 0 modulo lanes while their lanes go round, so a put that fell back
+ * to a lane from the id would land elsewhere in 3 rounds of 4. */
+TEST(lanes_a_put_from_a_thread_exit_destructor_keeps_the_threads_lane)
+{
+    const unsigned L = 4;
+    conc_queue *q = lanes_queue(L, 1 << 16);
+    put_str(q, "first");
+    get_str(q, "first");
+    CHECK_EQ(pthread_key_create(&last_put_key, last_put), 0);
+    uint64_t before[4] = { 0 };
+    lanes_mark(q, before);
+    for (int round = 0; round < 20; round++) {
+        puts_arg a = { q, 'd', 0, 50, 5, 0, 0 };
+        pthread_t t;
+        t = tid_thread(q, 0, false, puts_then_exits_main, &a);
+        CHECK_EQ(pthread_join(t, NULL), 0);
+        CHECK_EQ(a.done, 50);
+        unsigned lane = (unsigned)(1 + round) % L;
+        CHECK_EQ(lanes_grown(q, before, 51), 1u << lane);
+        for (int i = 0; i < 50; i++) {
+            char want[16];
+            snprintf(want, sizeof want, "d-%d", i);
+            get_str(q, want);
+        }
+        get_str(q, "d-last");
+    }
+    CHECK_EQ(pthread_key_delete(last_put_key), 0);
+    conc_queue_free(q);
+}
+
+static int child_threads_claim_in_turn(void *arg)
+{
+    enum { K = 12 };
+    conc_queue *q = arg;
+    uint64_t before[4];
+    lanes_mark(q, before);
+    unsigned next = atomic_load(&q->top->next_lane);
+    put_hold h[K];
+    pthread_t t[K];
+    int bad = 0;
+    for (unsigned i = 0; i < K; i++) {
+        put_hold_init(&h[i], q, 'c', 1, 0);
+        t[i] = tid_thread(q, 0, false, put_hold_main, &h[i]);
+        sem_take(&h[i].put);
+        bad += lanes_grown(q, before, 1) != 1u << ((next + i) % 4);
+    }
+    for (unsigned i = 0; i < K; i++) {
+        sem_post(&h[i].go);
+    }
+    for (unsigned i = 0; i < K; i++) {
+        CHECK_EQ(pthread_join(t[i], NULL), 0);
+    }
+    return bad;
+}
+
+/* A child forked while 250 producer threads of its parent live holds
+ * none of their indexes: 12 threads alive at once there, whose ids are
+ * equal modulo lanes, take lanes in turn (with the parent's indexes held,
+ * all but 5 would put into lane tid % 4). */
+TEST(lanes_a_child_of_a_threaded_parent_has_every_index)
+{
+    enum { N = 250 };
+    conc_queue *q = lanes_queue(4, 1 << 16);
+    static put_hold h[N];
+    static pthread_t t[N];
+    pthread_attr_t at;
+    CHECK_EQ(pthread_attr_init(&at), 0);
+    CHECK_EQ(pthread_attr_setstacksize(&at, 1 << 17), 0);
+    for (int i = 0; i < N; i++) {
+        put_hold_init(&h[i], q, 'h', 1, 0);
+        CHECK_EQ(pthread_create(&t[i], &at, put_hold_main, &h[i]), 0);
+        sem_take(&h[i].put);
+    }
+    put_str(q, "main");
+    pid_t pid = th_fork(child_threads_claim_in_turn, q);
+    CHECK_EQ(th_wait(pid, 30), 0);
+    for (int i = 0; i < N; i++) {
+        sem_post(&h[i].go);
+        CHECK_EQ(pthread_join(t[i], NULL), 0);
+    }
+    pthread_attr_destroy(&at);
     conc_queue_free(q);
 }
 
@@ -789,13 +957,6 @@ typedef struct worker {
     char msg[32]; /* what to put next; "" ends the worker */
     int err;
 } worker;
-
-static void sem_take(sem_t *s)
-{
-    while (sem_wait(s) != 0) {
-        CHECK_EQ(errno, EINTR);
-    }
-}
 
 static void *worker_main(void *p)
 {

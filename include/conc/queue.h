@@ -256,8 +256,11 @@ typedef struct conc_queue_opts {
      * number of rings ("lanes", 2 to CONC_QUEUE_MAX_LANES) the queue is
      * made of; 0 or 1: one ring.  A producer thread always puts into the
      * same lane: at its first put (or full()) through a handle it takes
-     * the queue's next lane in turn, whatever process it is in, so n
-     * producers on n lanes have one each.  Threads on different lanes
+     * the queue's next lane in turn, whatever process it is in, so the
+     * first n producers on n lanes have one each (the turn never goes
+     * back: a producer that replaces one, a thread that called full(),
+     * or another handle's thread takes the next lane in turn, which a
+     * live producer may be using).  Threads on different lanes
      * share no lock and no line a put writes (only the getters' wake-up
      * word, which puts read), and consumers take from whichever
      * lanes have messages, staying on one while it has some (for about
@@ -280,8 +283,8 @@ typedef struct conc_queue_opts {
      * CONC_EEMPTY if that consumer still holds it (a one-ring queue's
      * waits up to a second).  Pick as many lanes as producer threads:
      * more producers than lanes share lanes in turn (correct, but those
-     * producers share a lane's lock).  A thread that starts while 256
-     * producer threads of its process are alive puts into lane (its
+     * producers share a lane's lock).  A thread whose first put comes
+     * while 256 producer threads of its process live puts into lane (its
      * thread id modulo lanes) instead.  Not on a server (CONC_EINVAL). */
     unsigned lanes;
 } conc_queue_opts;
