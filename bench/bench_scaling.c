@@ -20,7 +20,10 @@
  *           (the last producer out closes, consumers drain to
  *           CONC_ECLOSED) instead of end markers.  Each producer
  *           claims the queue's next lane at its first put, so n
- *           producers have a lane each;
+ *           producers have a lane each.  Last, "1->n batch": one ring,
+ *           one producer, n consumers each taking up to GET_BATCH
+ *           messages a call (conc_queue_get_many), what queue.h advises
+ *           for that shape;
  *   lock    uncontended acquire+release in one process, conc_lock against
  *           a private pthread mutex (ns of CPU time; alone, and with a
  *           second thread alive); then n processes each incrementing one
@@ -204,6 +207,8 @@ static const char *si(double v, char *buf, size_t cap)
 /* ---- queue --------------------------------------------------------------- */
 
 #define MAX_QUEUES 64
+/* Messages a consumer takes per conc_queue_get_many in the "batch" rows. */
+#define GET_BATCH 32
 
 /* One run.  Producer i puts into qs[i % nq].  With one queue, the last
  * producer out sends an end marker per consumer; with a queue per
@@ -224,6 +229,7 @@ typedef struct {
     _Atomic long received;
     _Atomic double last; /* when the last consumer took its last message */
     unsigned lanes;      /* > 1: qs[0] is a queue of that many lanes */
+    int batch;           /* > 0: consumers take up to this many a call */
 } qrun;
 
 static void q_producer(void *arg, int index)
@@ -284,6 +290,36 @@ static void q_consumer(void *arg, int index)
     }
     /* Polling: every queue in turn, until each has sent its marker. */
     int ends = r->poll ? r->nq : 1;
+    if (r->batch > 0) {
+        conc_msg *m = calloc((size_t)r->batch, sizeof *m);
+        while (ends > 0) {
+            size_t n = 0;
+            int err = conc_queue_get_many(r->qs[0], m, (size_t)r->batch, &n,
+                                          CONC_FOREVER);
+            if (err != 0) {
+                die("conc_queue_get_many", err);
+            }
+            int extra = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (((unsigned char *)m[i].data)[0] != 0) {
+                    got++;
+                } else if (ends > 0) {
+                    ends--;
+                } else {
+                    extra++; /* another consumer's end marker */
+                }
+                conc_msg_free(&m[i]);
+            }
+            unsigned char end = 0;
+            for (int i = 0; i < extra; i++) {
+                int e = conc_queue_put(r->qs[0], &end, 1, CONC_FOREVER);
+                if (e != 0) {
+                    die("conc_queue_put end", e);
+                }
+            }
+        }
+        free(m);
+    }
     for (int at = index % r->nq; ends > 0;) {
         size_t len;
         int err = conc_queue_get_into(r->qs[at], buf, r->size, &len,
@@ -317,11 +353,13 @@ typedef enum { ONE_QUEUE, QUEUE_PER_PAIR, QUEUE_PER_PRODUCER } qshape;
 
 /* Messages per second, one run of producers -> consumers; lanes > 1
  * (ONE_QUEUE only): the queue is made with that many lanes. */
-static double queue_once(qshape shape, unsigned lanes, int producers,
-                         int consumers, size_t size, long per_producer)
+static double queue_once(qshape shape, unsigned lanes, int batch,
+                         int producers, int consumers, size_t size,
+                         long per_producer)
 {
     qrun *r = shared_map(sizeof *r);
     memset(r, 0, sizeof *r);
+    r->batch = batch;
     r->nq = shape == ONE_QUEUE ? 1 : producers;
     r->poll = shape == QUEUE_PER_PRODUCER;
     r->lanes = shape == ONE_QUEUE && lanes > 1 ? lanes : 0;
@@ -365,17 +403,20 @@ static double queue_once(qshape shape, unsigned lanes, int producers,
     return rate;
 }
 
-/* The best of RUNS runs. */
-static double queue_best_laned(qshape shape, unsigned lanes, int producers,
-                               int consumers, size_t size)
+/* The best of RUNS runs; batch > 0 (one queue, one ring): the consumers
+ * take up to batch messages a call with conc_queue_get_many. */
+static double queue_best_laned(qshape shape, unsigned lanes, int batch,
+                               int producers, int consumers, size_t size)
 {
     /* Calibrate on a short run, then size each run to TARGET_S. */
     long per = 20000 / producers + 1;
-    double rate = queue_once(shape, lanes, producers, consumers, size, per);
+    double rate = queue_once(shape, lanes, batch, producers, consumers, size,
+                             per);
     per = (long)(rate * TARGET_S / producers) + 1;
     double best = 0;
     for (int i = 0; i < RUNS; i++) {
-        double v = queue_once(shape, lanes, producers, consumers, size, per);
+        double v = queue_once(shape, lanes, batch, producers, consumers, size,
+                              per);
         if (v > best) {
             best = v;
         }
@@ -386,7 +427,7 @@ static double queue_best_laned(qshape shape, unsigned lanes, int producers,
 static double queue_best_shaped(qshape shape, int producers, int consumers,
                                 size_t size)
 {
-    return queue_best_laned(shape, 0, producers, consumers, size);
+    return queue_best_laned(shape, 0, 0, producers, consumers, size);
 }
 
 static double queue_best(int producers, int consumers, size_t size)
@@ -486,7 +527,7 @@ static void bench_queue_rows(void)
         k = axis(max_n / 2, ax);
         for (int i = 1; i < k; i++) {
             long n = ax[i];
-            double v = queue_best_laned(ONE_QUEUE, lanes_for(n), (int)n,
+            double v = queue_best_laned(ONE_QUEUE, lanes_for(n), 0, (int)n,
                                         (int)n, size);
             snprintf(shape, sizeof shape, "%ld->%ld lanes%s", n, n,
                      2 * n > ncpu ? "*" : "");
@@ -498,13 +539,24 @@ static void bench_queue_rows(void)
             long n = ax[i];
             for (int dir = 0; dir < 2; dir++) {
                 int p = dir == 0 ? 1 : (int)n, c = dir == 0 ? (int)n : 1;
-                double v = queue_best_laned(ONE_QUEUE, lanes_for(n), p, c,
-                                            size);
+                double v = queue_best_laned(ONE_QUEUE, lanes_for(n), 0, p,
+                                            c, size);
                 snprintf(shape, sizeof shape, "%d->%d lanes%s", p, c,
                          n + 1 > ncpu ? "*" : "");
                 printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
                        si(v, a, sizeof a), v / base, "", "");
             }
+        }
+        /* One producer feeding many consumers, as queue.h advises: one
+         * ring, each consumer taking up to GET_BATCH a call. */
+        for (int i = 1; i < k; i++) {
+            long n = ax[i];
+            double v = queue_best_laned(ONE_QUEUE, 0, GET_BATCH, 1, (int)n,
+                                        size);
+            snprintf(shape, sizeof shape, "1->%ld batch%s", n,
+                     n + 1 > ncpu ? "*" : "");
+            printf("%-6zu %-13s %12s %8.2f %12s %10s\n", size, shape,
+                   si(v, a, sizeof a), v / base, "", "");
         }
     }
 }
