@@ -127,6 +127,11 @@ bool conc__os_proc_alive(pid_t pid, uint64_t starttime);
 /* Same, for a thread id of any process: the thread is gone once its
  * /proc/<tid> entry is. */
 bool conc__os_thread_alive(pid_t tid, uint64_t starttime);
+/* Whether tid names a thread of the calling process now: a signal-0
+ * tgkill, no /proc.  A thread that ended but whose id a new thread of
+ * this process has taken counts as alive, as does a main thread that
+ * left by pthread_exit while others run (a zombie). */
+bool conc__os_own_thread_alive(pid_t tid);
 /* Sets this thread's kernel name (ps -o comm), cut to 15 bytes. */
 void conc__os_set_name(const char *name);
 /* Asks for signal sig when the parent thread dies (PR_SET_PDEATHSIG). */

@@ -434,6 +434,15 @@ bool conc__os_thread_alive(pid_t tid, uint64_t starttime)
     return conc__os_proc_alive(tid, starttime);
 }
 
+bool conc__os_own_thread_alive(pid_t tid)
+{
+    int saved = errno;
+    bool alive = tid > 0 && (syscall(SYS_tgkill, getpid(), tid, 0) == 0 ||
+                             errno != ESRCH);
+    errno = saved;
+    return alive;
+}
+
 void conc__os_set_name(const char *name)
 {
     char comm[16];

@@ -365,7 +365,10 @@
  *   one-ring queue's, LOCK_GRACE_S), and says CONC_EEMPTY while the only
  *   messages are in lanes others hold.
  *   Cost: a one-ring queue's put and get pay one compare of the lanes
- *   pointer.  A queue of lanes pays, per put, a division by L; per get
+ *   pointer.  A queue of lanes pays, per put, a few thread-local loads,
+ *   the fork epoch and the handle's slot for the thread, compared (a
+ *   thread's first put takes an index and claims a lane: a CAS or two,
+ *   and with every index held a tgkill per holder passed); per get
  *   from a consumer's own lane, a try of its cmu and a few thread-local
  *   reads (one in LANE_RUN gets also tries the others first); per empty
  *   sweep one or two loads per lane.  1->n is not helped: consumers of one
@@ -632,20 +635,27 @@ static inline unsigned self_tid(void)
  * a token (put_tokens: never the same twice in a process).  A slot names
  * a lane only for the token that claimed it, so a thread that takes the
  * index a gone thread held claims a lane of its own instead of inheriting
- * one.  put_owner[i] says who holds index i: 0 (nobody), or the holder's
- * fork epoch (low 32 bits) << 32 | its thread id.  An index is never
- * given back by its holder (a put from a thread's last moments, a
- * destructor's, must still find its lane); a thread that finds none free
- * takes over one whose holder is gone: a thread of an ancestor process
- * (another fork epoch: a forked child holds only the forking thread,
- * which takes a new index and token in the child), or one whose id has no
- * live thread now (/proc; an id reused since only keeps the index taken,
- * and a live holder is never judged gone).  With none to be had, a thread
- * puts into lane (thread id % lanes) until its process forks
- * (put_thread PUT_BY_ID): its lane must not change while it lives. */
+ * one.  put_owner[i] says who holds index i: 0 (nobody), or OWNER_WORD:
+ * a generation, bumped by every take, over the holder's thread id.  An
+ * index is never given back by its holder (a put from a thread's last
+ * moments, a destructor's, must still find its lane); a thread that finds
+ * none free takes over one whose holder is gone: whose id names no thread
+ * of this process now (tgkill).  In a forked child that is every index,
+ * each word naming a thread of the parent; the forking thread takes a new
+ * index and token there (put_epoch).  An id a new thread of this process
+ * has taken since only keeps the index taken, and a live holder is never
+ * judged gone.  The take is a CAS from the word seen, and the generation
+ * makes a word never come back, so a holder that took the index over
+ * meanwhile (with a reused id, even) is never taken from.  Takeovers go
+ * round from put_cursor, the index after the last one taken over: the
+ * longest-held are the likeliest gone.  With none to be had, a thread
+ * puts into lane (thread id % lanes) until its process forks (put_thread
+ * PUT_BY_ID): its lane must not change while it lives. */
 #define PUT_BY_ID UINT_MAX
 #define TOKEN_MASK (UINT64_MAX >> 8) /* a slot: token << 8 | lane + 1 */
+#define OWNER_WORD(gen, tid) ((uint64_t)(uint32_t)(gen) << 32 | (tid))
 static _Atomic uint64_t put_owner[CONC__QUEUE_PUT_THREADS];
+static _Atomic unsigned put_cursor;
 static _Atomic uint64_t put_tokens;
 /* Index + 1 (0: none yet, PUT_BY_ID: none to be had), token, and the
  * fork epoch both were taken in. */
@@ -656,28 +666,34 @@ static _Thread_local uint64_t put_token
 static _Thread_local unsigned long put_epoch
     __attribute__((tls_model("initial-exec")));
 
-/* Whether the holder of an index, as put_owner names it, is gone. */
-static bool put_owner_gone(uint64_t w, uint64_t me)
+/* Whether the holder an owner word names is gone from this process. */
+static bool put_owner_gone(uint64_t w)
 {
-    if (w >> 32 != me >> 32) {
-        return true; /* a thread of an ancestor process */
-    }
-    return !conc__os_thread_alive((pid_t)(w & CONC__OL_TID_MASK), 0);
+    return !conc__os_own_thread_alive((pid_t)(uint32_t)w);
 }
 
 /* An index + 1 for this thread, or PUT_BY_ID: a free one, else one whose
- * holder is gone (a CAS from what was seen: of two takers, one wins). */
+ * holder is gone (a CAS from the word seen: of two takers, one wins). */
 static unsigned put_index_take(void)
 {
-    uint64_t me = (uint64_t)(uint32_t)conc__sync_fork_epoch << 32 |
-                  (conc__sync_self_id() & CONC__OL_TID_MASK);
-    for (int sweep = 0; sweep < 2; sweep++) {
-        for (unsigned i = 0; i < CONC__QUEUE_PUT_THREADS; i++) {
-            uint64_t w = atomic_load(&put_owner[i]);
-            if ((sweep == 0 ? w == 0 : put_owner_gone(w, me)) &&
-                atomic_compare_exchange_strong(&put_owner[i], &w, me)) {
-                return i + 1;
-            }
+    uint64_t me = conc__sync_self_id() & CONC__OL_TID_MASK;
+    for (unsigned i = 0; i < CONC__QUEUE_PUT_THREADS; i++) {
+        uint64_t w = 0;
+        if (atomic_load(&put_owner[i]) == 0 &&
+            atomic_compare_exchange_strong(&put_owner[i], &w,
+                                           OWNER_WORD(1, me))) {
+            return i + 1;
+        }
+    }
+    unsigned from = atomic_load(&put_cursor);
+    for (unsigned k = 0; k < CONC__QUEUE_PUT_THREADS; k++) {
+        unsigned i = (from + k) % CONC__QUEUE_PUT_THREADS;
+        uint64_t w = atomic_load(&put_owner[i]);
+        if (w != 0 && put_owner_gone(w) &&
+            atomic_compare_exchange_strong(&put_owner[i], &w,
+                                           OWNER_WORD((w >> 32) + 1, me))) {
+            atomic_store(&put_cursor, i + 1);
+            return i + 1;
         }
     }
     return PUT_BY_ID;

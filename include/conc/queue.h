@@ -283,9 +283,11 @@ typedef struct conc_queue_opts {
      * CONC_EEMPTY if that consumer still holds it (a one-ring queue's
      * waits up to a second).  Pick as many lanes as producer threads:
      * more producers than lanes share lanes in turn (correct, but those
-     * producers share a lane's lock).  A thread whose first put comes
-     * while 256 producer threads of its process live puts into lane (its
-     * thread id modulo lanes) instead.  Not on a server (CONC_EINVAL). */
+     * producers share a lane's lock).  A process has 256 producer places:
+     * a thread's first put into (or full() on) any queue of lanes takes
+     * one, which it holds until it ends; a thread that finds all 256 held
+     * by live threads puts into lane (its thread id modulo lanes) for its
+     * whole life instead.  Not on a server (CONC_EINVAL). */
     unsigned lanes;
 } conc_queue_opts;
 
