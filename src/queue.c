@@ -368,11 +368,12 @@
  *   pointer.  A queue of lanes pays, per put, a few thread-local loads,
  *   the fork epoch and the handle's slot for the thread, compared (a
  *   thread's first put takes an index and claims a lane: a CAS or two,
- *   and with every index held a tgkill per holder passed); per get
- *   from a consumer's own lane, a try of its cmu and a few thread-local
- *   reads (one in LANE_RUN gets also tries the others first); per empty
- *   sweep one or two loads per lane.  1->n is not helped: consumers of one
- *   producer's lane share its cmu as on one ring.
+ *   and with every index held a getpid and a tgkill per holder passed);
+ *   per get from a consumer's own lane, a try of its cmu and a few
+ *   thread-local reads (one in LANE_RUN gets also tries the others
+ *   first); per empty sweep one or two loads per lane.  1->n is not
+ *   helped: consumers of one producer's lane share its cmu as on one
+ *   ring.
  *
  * Making, opening and freeing handles (the mapping, names, who unlinks)
  * is in queue_map.c.

@@ -29,9 +29,12 @@
  * once-control "in progress" for ever and its first lock call would hang.
  * A prepare handler counts the forks (conc__sync_forks), which tells
  * conc_lock which locks no other process can map yet (lock.c).  A
- * process forked without glibc's fork() (raw clone, _Fork) skips the
- * handlers, keeps its parent's identity and count, and must not use
- * objects made before it; libconc's process module uses fork().
+ * process forked without glibc's fork() (raw clone, _Fork, vfork) skips
+ * the handlers, keeps its parent's identity and count, and must not call
+ * libconc at all: besides objects made before it, the queue's producer
+ * places (queue.c, PRODUCER THREADS) are per process and would take the
+ * forking thread's for a gone thread's.  libconc's process module uses
+ * fork(), and README says so to users.
  */
 #include "sync_int.h"
 

@@ -285,9 +285,10 @@ typedef struct conc_queue_opts {
      * more producers than lanes share lanes in turn (correct, but those
      * producers share a lane's lock).  A process has 256 producer places:
      * a thread's first put into (or full() on) any queue of lanes takes
-     * one, which it holds until it ends; a thread that finds all 256 held
-     * by live threads puts into lane (its thread id modulo lanes) for its
-     * whole life instead.  Not on a server (CONC_EINVAL). */
+     * one, which it holds until it ends (a place counts as held while its
+     * thread's id names a thread of the process); a thread that finds all
+     * 256 held puts into lane (its thread id modulo lanes) for its whole
+     * life instead.  Not on a server (CONC_EINVAL). */
     unsigned lanes;
 } conc_queue_opts;
 
