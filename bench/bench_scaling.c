@@ -98,6 +98,17 @@ static void die(const char *what, int err)
     exit(1);
 }
 
+/* Zeroed memory of this process, or the bench ends (a bench that cannot
+ * allocate measures nothing). */
+static void *zalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p == NULL) {
+        die("calloc", CONC_ENOMEM);
+    }
+    return p;
+}
+
 static void *shared_map(size_t size)
 {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
@@ -236,7 +247,7 @@ static void q_producer(void *arg, int index)
 {
     qrun *r = arg;
     (void)index;
-    unsigned char *buf = calloc(1, r->size);
+    unsigned char *buf = zalloc(1, r->size);
     memset(buf, 'x', r->size);
     buf[0] = 1;
     atomic_fetch_add(&r->ready, 1);
@@ -283,7 +294,7 @@ static void q_consumer(void *arg, int index)
 {
     qrun *r = arg;
     (void)index;
-    unsigned char *buf = malloc(r->size);
+    unsigned char *buf = zalloc(1, r->size);
     long got = 0;
     atomic_fetch_add(&r->ready, 1);
     while (!atomic_load(&r->go)) {
@@ -291,7 +302,7 @@ static void q_consumer(void *arg, int index)
     /* Polling: every queue in turn, until each has sent its marker. */
     int ends = r->poll ? r->nq : 1;
     if (r->batch > 0) {
-        conc_msg *m = calloc((size_t)r->batch, sizeof *m);
+        conc_msg *m = zalloc((size_t)r->batch, sizeof *m);
         while (ends > 0) {
             size_t n = 0;
             int err = conc_queue_get_many(r->qs[0], m, (size_t)r->batch, &n,
@@ -839,7 +850,7 @@ static double cpu_map_seconds(conc_pool_kind kind, size_t workers,
 static double empty_rate(size_t workers, int n, double *parent)
 {
     conc_pool *p = pool_mk(CONC_PROCESSES, workers);
-    conc_future **f = malloc((size_t)n * sizeof *f);
+    conc_future **f = zalloc((size_t)n, sizeof *f);
     double best = 0;
     for (int r = 0; r < RUNS; r++) {
         double c0 = self_cpu(), t0 = now();

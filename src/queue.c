@@ -304,11 +304,10 @@
  *   replaces another takes the next lane, not the one left.  Past
  *   CONC__QUEUE_PUT_THREADS producer threads alive at once in a process,
  *   later ones put into lane (thread id % L) for their whole lives.
- *   Producers on
- *   different lanes share no line but data_seq, which they only read (it
- *   is written when a getter sleeps), and the counter, once each.  A
- *   putter waits for room on its own lane's space_seq, woken by gets from
- *   that lane only.
+ *   Producers on different lanes share no line but data_seq, which they
+ *   only read (it is written when a getter sleeps), and the counter, once
+ *   each.  A putter waits for room on its own lane's space_seq, woken by
+ *   gets from that lane only.
  *   GET sweeps the lanes (lanes_sweep()) from the lane that last gave this
  *   thread messages (a thread remembers that for up to 4 queues): that lane is
  *   tried first, under a try of its cmu; others only when their counters say
