@@ -104,7 +104,12 @@ void conc__task_fail_list(conc__task *t, conc__fut_final final, int code,
     while (t != NULL) {
         conc__task *n = t->next;
         t->next = NULL;
-        conc__task_fail_items(t, t->ndone, final, code, msg);
+        /* A future that ran (a process task back in the queue after its
+         * worker died) is done, never cancelled: conc_future_running()
+         * has said true, and conc_future_cancel() false. */
+        conc__task_fail_items(t, t->ndone,
+                              t->fut_started ? CONC__FUT_DONE : final, code,
+                              msg);
         conc__task_free(t);
         t = n;
     }

@@ -23,7 +23,8 @@
  * task record carries the task's function pointer, valid in the worker
  * because it is a fork of the same program image (no exec).
  *
- *   task record:   {u32 len, u32 type, u32 nitems, u32 -, u64 seq, u64 fn}
+ *   task record:   {u32 len, u32 type, u32 nitems, u32 state, u64 seq,
+ *                   u64 fn}
  *                  then per item {u64 len, bytes, padding}
  *   result record: {u32 len, u32 type, u32 item, i32 code, u64 seq,
  *                   u64 outlen, u32 errlen, u32 -} then output, error text
@@ -80,10 +81,42 @@
  * the fork (the manager itself holds drive while it forks).
  *
  * Dispatch.  Tasks go to the alive worker with the fewest tasks out,
- * bounded by a window that follows the measured task time: 1 task at a
- * time for tasks over 1 ms (a slow task never holds a queue of others
- * while another worker idles), 8 under 1 ms and 512 under 50 us, where
- * pipelining is what makes throughput.
+ * bounded by a window that follows the measured task time: 2 tasks for
+ * tasks over 1 ms, 8 under 1 ms and 512 under 50 us, where pipelining is
+ * what makes throughput.  Even for long tasks one is sent ahead: a worker
+ * that finishes a task starts the next from its own ring at once.  With
+ * only one out, it would wait for the manager to see the result and send
+ * another, and on a machine whose every core runs a worker the manager
+ * has no core of its own: the scheduler lets it in only when some worker
+ * is preempted, half a millisecond or more later, for each task (a
+ * map of 256 CPU-bound items on 2 worker processes and 2 cores took
+ * 1.08-1.21x the time of 2 threads with one task out, 0.99-1.09x with
+ * one sent ahead).
+ *
+ * Taking back.  A task sent ahead waits behind the one its worker runs,
+ * which may be long, while another worker idles.  So whoever dispatches,
+ * once the queue is empty, takes unstarted tasks back from busy workers
+ * for idle ones (take_back): a task record's state word goes SENT ->
+ * TAKEN by the worker's CAS before it runs the record, and SENT ->
+ * REVOKED by the parent's; one of the two wins.  The worker steps over a
+ * revoked record; the parent sends the task to the idle worker with a
+ * new seq, so a result still posted under the old one (by a task that
+ * wrote over its ring) matches nothing and marks the worker corrupt.
+ * Only the last record written to a ring is taken back: nothing written
+ * after it can have overwritten its bytes, even once its worker has
+ * stepped past it.
+ *
+ * Full rings.  A task ring may lack room for the next record while its
+ * worker has fewer tasks out than its window: records near
+ * max_message_bytes, or the bytes of a record taken back, which stay
+ * until the worker steps over them.  Then the worker counts as full
+ * until its task_head moves (has_room), the task goes to the next worker
+ * with room, and the parent raises wants_task_room; a worker that runs
+ * out of tasks with the flag up wakes the manager (a fence between its
+ * store of task_head and its load of the flag, against the manager's
+ * store of the flag and its load of task_head: one sees the other).  So
+ * the manager neither spins on a ring it cannot write nor sleeps while
+ * an emptied worker waits.
  *
  * Helpers.  Everything the manager does to the rings and to the
  * per-worker bookkeeping (proc_worker: in-flight lists, ring positions,
@@ -165,6 +198,9 @@ struct slot_ctl {
     _Atomic uint32_t task_bell;
     _Atomic uint32_t worker_sleeping;
     _Atomic uint32_t stop;
+    /* The parent found no room in the task ring for its next record: the
+     * worker, once out of tasks, wakes the manager (see "Full rings"). */
+    _Atomic uint32_t wants_task_room;
     alignas(64) _Atomic uint64_t res_tail;  /* worker */
     alignas(64) _Atomic uint64_t res_head;  /* manager */
     _Atomic uint32_t room_bell;
@@ -180,8 +216,12 @@ struct slot_ctl {
     _Atomic uint64_t items_done;
 };
 
+/* A task record's state (see "Taking back"). */
+enum { TASK_SENT = 1, TASK_TAKEN = 2, TASK_REVOKED = 3 };
+
 struct task_rec {
-    uint32_t len, type, nitems, unused;
+    uint32_t len, type, nitems;
+    _Atomic uint32_t state; /* TASK_*; not used in a PAD record */
     uint64_t seq, fn;
 };
 
@@ -199,6 +239,13 @@ struct proc_worker {
     size_t cap;
     conc_process *proc; /* NULL while no worker runs in this slot */
     uint64_t ttail;     /* manager's copy of task_tail */
+    /* The last task record written to the task ring: its position and
+     * seq (0: none that may be taken back; see take_back). */
+    uint64_t last_pos, last_seq;
+    /* write_task found no room: none until the worker moves task_head
+     * past full_head (see "Full rings"). */
+    bool full;
+    uint64_t full_head;
     uint64_t rhead;     /* manager's copy of res_head */
     conc__task *ifl_head, *ifl_tail; /* sent, not finished, in order */
     size_t nifl;
@@ -389,7 +436,19 @@ static int worker_main(void *arg)
     bool timed = p->task_timeout > 0;
     conc_buf out; /* reused for every task: its memory stays allocated */
     conc__buf_init(&out, p->max_msg);
+    struct pool_hdr *h = pp_of(p)->hdr;
     for (;;) {
+        if (!task_ready(&x)) {
+            /* Out of tasks: if the parent found no room for its next one,
+             * there is room now (see "Full rings").  The fence orders the
+             * store of task_head before the load of the flag. */
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_load_explicit(&c->wants_task_room,
+                                     memory_order_relaxed) != 0 &&
+                atomic_exchange(&c->wants_task_room, 0) != 0) {
+                bell_ring(&h->bell, &h->sleeping);
+            }
+        }
         uint64_t until = conc__now_ns() + CONC__SPIN_NS;
         for (unsigned i = 0; !task_ready(&x); i++) {
             if ((i & 15) == 15 && conc__now_ns() > until) {
@@ -409,7 +468,12 @@ static int worker_main(void *arg)
          * with the manager's publication in write_task(). */
         size_t off = (size_t)(x.head % w->cap);
         struct task_rec *r = (struct task_rec *)(w->tring + off);
-        if (r->type == REC_PAD) {
+        uint32_t sent = TASK_SENT;
+        if (r->type == REC_PAD ||
+            (!atomic_compare_exchange_strong(&r->state, &sent, TASK_TAKEN) &&
+             sent == TASK_REVOKED)) {
+            /* A pad, or a task the parent took back for another worker
+             * (see "Taking back"): stepped over. */
             x.head += r->len;
             atomic_store_explicit(&c->task_head, x.head, memory_order_release);
             continue;
@@ -478,6 +542,7 @@ static void reset_slot(struct proc_worker *w)
     atomic_store(&c->res_head, 0);
     atomic_store(&c->worker_sleeping, 0);
     atomic_store(&c->wants_room, 0);
+    atomic_store(&c->wants_task_room, 0);
     atomic_store(&c->stop, 0);
     atomic_store(&c->cur_seq, 0);
     atomic_store(&c->cur_item, 0);
@@ -485,6 +550,8 @@ static void reset_slot(struct proc_worker *w)
     atomic_store(&c->ready, 0);
     atomic_store(&c->items_done, 0);
     w->ttail = w->rhead = 0;
+    w->last_pos = w->last_seq = 0;
+    w->full = false;
     w->ifl_head = w->ifl_tail = NULL;
     w->nifl = 0;
     w->life_items = 0;
@@ -771,7 +838,7 @@ static size_t window(const struct proc_worker *w)
         return 2;
     }
     if (w->ewma_ns > 1000000) {
-        return 1;
+        return 2; /* one sent ahead (see "Dispatch") */
     }
     return w->ewma_ns > 50000 ? 8 : 512;
 }
@@ -791,6 +858,11 @@ static bool write_task(struct proc_worker *w, conc__task *t)
     uint64_t head =
         atomic_load_explicit(&w->ctl->task_head, memory_order_acquire);
     if (w->ttail + pad + len - head > w->cap) {
+        w->full = true;
+        w->full_head = head;
+        /* seq_cst: before has_room's load of task_head (see "Full
+         * rings"). */
+        atomic_store(&w->ctl->wants_task_room, 1);
         return false;
     }
     if (pad > 0) {
@@ -803,6 +875,8 @@ static bool write_task(struct proc_worker *w, conc__task *t)
     r->len = (uint32_t)len;
     r->type = REC_TASK;
     r->nitems = (uint32_t)t->count;
+    /* Published by the store of task_tail below. */
+    atomic_store_explicit(&r->state, TASK_SENT, memory_order_relaxed);
     r->seq = t->seq;
     r->fn = (uint64_t)(uintptr_t)t->fn;
     unsigned char *q = (unsigned char *)(r + 1);
@@ -817,6 +891,8 @@ static bool write_task(struct proc_worker *w, conc__task *t)
         }
         q += pad8(n);
     }
+    w->last_pos = w->ttail + pad;
+    w->last_seq = t->seq;
     w->ttail += pad + len;
     /* Publishes the record; pairs with task_ready()'s load in the worker.
      * seq_cst: the flag load in bell_ring must not move before it. */
@@ -825,10 +901,52 @@ static bool write_task(struct proc_worker *w, conc__task *t)
     return true;
 }
 
+/* w may be sent a task now: it runs and is sound, has room in its
+ * window and below busy_max, items left in its life, and, if its ring
+ * was full, has moved on since.  Drive held. */
+static bool has_room(conc_pool *p, struct proc_worker *w, size_t busy_max)
+{
+    if (w->proc == NULL || w->retired || w->corrupt ||
+        w->nifl >= window(w) || w->nifl >= busy_max ||
+        (p->max_tasks > 0 && w->life_items >= p->max_tasks)) {
+        return false;
+    }
+    if (w->full) {
+        /* seq_cst: after the store of wants_task_room (write_task). */
+        if (atomic_load(&w->ctl->task_head) == w->full_head) {
+            return false;
+        }
+        w->full = false;
+    }
+    return true;
+}
+
+/* Sends t to w: a new seq, the record, w's in-flight list.  False when
+ * w's ring has no room (w is then full).  Drive held. */
+static bool send_to(struct proc_pool *pp, struct proc_worker *w,
+                    conc__task *t)
+{
+    t->seq = ++pp->next_seq;
+    t->seq_ns = conc__now_ns();
+    t->ndone = 0;
+    if (!write_task(w, t)) {
+        return false;
+    }
+    t->next = NULL;
+    if (w->ifl_tail != NULL) {
+        w->ifl_tail->next = t;
+    } else {
+        w->ifl_head = t;
+    }
+    w->ifl_tail = t;
+    w->nifl++;
+    w->life_items += t->count;
+    return true;
+}
+
 /* Sends queued tasks to workers with room, skipping workers with
- * busy_max tasks out or more; true if any was sent.  Drive held (by the
- * manager, a submitter or a helper). */
-static bool dispatch(conc_pool *p, size_t busy_max)
+ * busy_max tasks out or more; true if any was sent.  Drive held. */
+static bool send_queued(conc_pool *p, size_t busy_max)
 {
     struct proc_pool *pp = pp_of(p);
     bool progress = false;
@@ -836,9 +954,7 @@ static bool dispatch(conc_pool *p, size_t busy_max)
         struct proc_worker *best = NULL;
         for (size_t i = 0; i < p->nworkers; i++) {
             struct proc_worker *w = &pp->w[i];
-            if (w->proc == NULL || w->retired || w->nifl >= window(w) ||
-                w->nifl >= busy_max ||
-                (p->max_tasks > 0 && w->life_items >= p->max_tasks)) {
+            if (!has_room(p, w, busy_max)) {
                 continue;
             }
             if (best == NULL || w->nifl < best->nifl) {
@@ -878,23 +994,82 @@ static bool dispatch(conc_pool *p, size_t busy_max)
             t->count = take;
             conc__pool_requeue_front(p, rest, rest, 1);
         }
-        t->seq = ++pp->next_seq;
-        t->seq_ns = conc__now_ns();
-        t->ndone = 0;
-        if (!write_task(best, t)) {
+        if (!send_to(pp, best, t)) {
+            /* best is full now: the next worker with room takes it. */
             conc__pool_requeue_front(p, t, t, 1);
-            break;
+            continue;
         }
-        t->next = NULL;
-        if (best->ifl_tail != NULL) {
-            best->ifl_tail->next = t;
-        } else {
-            best->ifl_head = t;
-        }
-        best->ifl_tail = t;
-        best->nifl++;
-        best->life_items += t->count;
         progress = true;
+    }
+    return progress;
+}
+
+/* With the queue empty: when a worker idles while another has tasks
+ * waiting behind the one it runs, takes the last one sent to that worker
+ * back, unless its worker took it first (see "Taking back"), and sends it
+ * to the idle one (or, if that cannot take it now, to the front of the
+ * queue); true if it moved one.  Drive held. */
+static bool take_back(conc_pool *p, size_t busy_max)
+{
+    struct proc_pool *pp = pp_of(p);
+    struct proc_worker *idle = NULL, *from = NULL;
+    for (size_t i = 0; i < p->nworkers; i++) {
+        struct proc_worker *w = &pp->w[i];
+        if (w->nifl == 0 && has_room(p, w, busy_max)) {
+            if (idle == NULL) {
+                idle = w;
+            }
+        } else if (w->proc != NULL && !w->corrupt && w->nifl >= 2 &&
+                   w->last_seq != 0 && w->ifl_tail->seq == w->last_seq &&
+                   (from == NULL || w->nifl > from->nifl)) {
+            from = w;
+        }
+    }
+    if (idle == NULL || from == NULL) {
+        return false;
+    }
+    pthread_mutex_lock(&p->lock);
+    bool run = p->state != CONC__POOL_TERM && p->broken == 0;
+    pthread_mutex_unlock(&p->lock);
+    if (!run) {
+        return false; /* the manager fails what is out; nothing moves */
+    }
+    struct task_rec *r =
+        (struct task_rec *)(from->tring + from->last_pos % from->cap);
+    from->last_seq = 0;
+    uint32_t sent = TASK_SENT;
+    /* seq_cst: against the worker's CAS to TAKEN, one of the two wins. */
+    if (!atomic_compare_exchange_strong(&r->state, &sent, TASK_REVOKED)) {
+        return false; /* started */
+    }
+    conc__task *t = from->ifl_tail, *prev = from->ifl_head;
+    while (prev->next != t) {
+        prev = prev->next;
+    }
+    prev->next = NULL;
+    from->ifl_tail = prev;
+    from->nifl--;
+    from->life_items -= t->count;
+    /* Straight to the idle worker: back in the queue its future, running
+     * since it was first sent, could meet a cancel of queued tasks. */
+    if ((p->max_tasks > 0 && t->count > p->max_tasks - idle->life_items) ||
+        !send_to(pp, idle, t)) {
+        conc__pool_requeue_front(p, t, t, 1); /* send_queued splits it */
+    }
+    return true;
+}
+
+/* Sends queued tasks (send_queued), then moves tasks waiting behind a
+ * running one to idle workers (take_back); true if any moved.  Drive
+ * held (by the manager, a submitter or a helper). */
+static bool dispatch(conc_pool *p, size_t busy_max)
+{
+    bool progress = send_queued(p, busy_max);
+    while (atomic_load(&p->npending) == 0 && take_back(p, busy_max)) {
+        progress = true;
+    }
+    if (atomic_load(&p->npending) > 0 && send_queued(p, busy_max)) {
+        progress = true; /* what take_back could not send at once */
     }
     return progress;
 }
@@ -1077,7 +1252,7 @@ static bool manager_ready(void *arg)
             pthread_mutex_unlock(&pp->drive);
             return true;
         }
-        if (!w->retired && w->nifl < window(w)) {
+        if (has_room(p, w, SIZE_MAX)) {
             room = true;
         }
     }

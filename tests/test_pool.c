@@ -408,6 +408,288 @@ TEST(retiring_worker_with_a_slow_finalizer_stalls_nothing)
     munmap((void *)slow_fini_armed, sizeof *slow_fini_armed);
 }
 
+/* Sending ahead and taking back (process workers).  A worker holds one
+ * more task in its ring behind the one it runs, so it never waits for
+ * the manager between two; once the queue is empty, a task waiting there
+ * behind a long one is taken back for a worker that idles, and every
+ * task runs exactly once, wherever it went. */
+static _Atomic int *runs; /* runs[id]: how often task id ran; shared */
+enum { RUNS_MAX = 48000 };
+
+struct counted {
+    int id, ms;
+};
+
+/* Counts a run of task id, sleeps ms, returns the worker's pid. */
+static int t_counted(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    struct counted c = { 0, 0 };
+    if (len == sizeof c) {
+        memcpy(&c, in, sizeof c);
+    }
+    atomic_fetch_add(&runs[c.id], 1);
+    th_sleep(c.ms / 1000.0);
+    int pid = (int)getpid();
+    return conc_buf_append(out, &pid, sizeof pid);
+}
+
+static conc_future *counted(conc_pool *p, int id, int ms)
+{
+    struct counted c = { id, ms };
+    conc_future *f = NULL;
+    CHECK_OK(conc_pool_submit(p, t_counted, &c, sizeof c, &f));
+    return f;
+}
+
+/* The worker pid of f's result, within timeout; -1 if not. */
+static int counted_pid(conc_future *f, double timeout)
+{
+    conc_msg m;
+    int err = conc_future_result(f, &m, timeout);
+    if (err != 0) {
+        return -1;
+    }
+    int pid = int_out(&m);
+    conc_msg_free(&m);
+    conc_future_free(f);
+    return pid;
+}
+
+static void runs_map(void)
+{
+    runs = mmap(NULL, RUNS_MAX * sizeof *runs, PROT_READ | PROT_WRITE,
+                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(runs != MAP_FAILED);
+}
+
+TEST(a_task_sent_ahead_behind_a_long_one_moves_to_an_idle_worker)
+{
+    runs_map(); /* before the workers are forked */
+    conc_pool *p = mk(CONC_PROCESSES, 2);
+    /* Both workers measure tasks of over 1 ms (the window that sends one
+     * ahead for long tasks, not the one for a worker not measured yet). */
+    conc_future *w0 = counted(p, 0, 20), *w1 = counted(p, 1, 20);
+    int pid0 = counted_pid(w0, 10), pid1 = counted_pid(w1, 10);
+    CHECK(pid0 > 0 && pid1 > 0 && pid0 != pid1);
+    /* The long task goes to one worker, a to the other; b is sent ahead
+     * behind the long one (both have one task out, the first worker wins
+     * the tie), c behind a.  Once a and c are done the queue is empty and
+     * a worker idles: b must move to it. */
+    double t0 = th_now();
+    conc_future *lng = counted(p, 2, 2500);
+    conc_future *a = counted(p, 3, 300), *b = counted(p, 4, 50),
+                *c = counted(p, 5, 50);
+    /* Sent ahead: b counts as running (it was sent to a worker) well
+     * before a, the first task to end, is done. */
+    while (!conc_future_running(b) && th_now() - t0 < 0.2) {
+        th_sleep(0.001);
+    }
+    CHECK(conc_future_running(b));
+    CHECK(!conc_future_done(a));
+    int pida = counted_pid(a, 10), pidc = counted_pid(c, 10);
+    int pidb = counted_pid(b, 10);
+    double tb = th_now() - t0;
+    int pidl = counted_pid(lng, 10);
+    CHECK(pida > 0 && pidb > 0 && pidc > 0 && pidl > 0);
+    CHECK(tb < 1.5); /* not after the long task's 2.5 s */
+    CHECK(pidb != pidl);
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    /* The worker that held b stepped over it: b ran once. */
+    for (int id = 0; id <= 5; id++) {
+        CHECK_EQ(atomic_load(&runs[id]), 1);
+    }
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
+/* A task taken back does not count against its first worker's life
+ * (max_tasks_per_worker): that worker still runs its full share and then
+ * retires.  Counted against it, the worker would never be sent another
+ * task nor reach its limit, and would sit idle for ever (with every
+ * slot in that state, the pool would run nothing). */
+TEST(a_task_taken_back_does_not_count_against_its_workers_life)
+{
+    runs_map();
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2, .max_tasks_per_worker = 3 }));
+    conc_future *w0 = counted(p, 0, 20), *w1 = counted(p, 1, 20);
+    int pid0 = counted_pid(w0, 10), pid1 = counted_pid(w1, 10);
+    CHECK(pid0 > 0 && pid1 > 0 && pid0 != pid1);
+    /* As above: b waits behind the long task and is taken back once the
+     * other worker has run a and c and retired (its third task). */
+    conc_future *lng = counted(p, 2, 600);
+    conc_future *a = counted(p, 3, 20), *b = counted(p, 4, 20),
+                *c = counted(p, 5, 20);
+    CHECK(counted_pid(a, 10) == pid1 && counted_pid(c, 10) == pid1);
+    int pidb = counted_pid(b, 10);
+    CHECK(pidb > 0 && pidb != pid0 && pidb != pid1);
+    CHECK_EQ(counted_pid(lng, 10), pid0);
+    /* The long task's worker has run two tasks: it is sent a third. */
+    conc_future *f[6];
+    for (int i = 0; i < 6; i++) {
+        f[i] = counted(p, 6 + i, 20);
+    }
+    int on0 = 0;
+    for (int i = 0; i < 6; i++) {
+        int pid = counted_pid(f[i], 10);
+        CHECK(pid > 0);
+        on0 += pid == pid0;
+    }
+    CHECK_EQ(on0, 1);
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    for (int id = 0; id < 12; id++) {
+        CHECK_EQ(atomic_load(&runs[id]), 1);
+    }
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
+/* CPU seconds this process (the parent: its manager thread) used while
+ * the calling thread slept for s seconds. */
+static double cpu_while_asleep(double s)
+{
+    struct timespec c0, c1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+    th_sleep(s);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+    return (double)(c1.tv_sec - c0.tv_sec) +
+           (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
+}
+
+/* A sleep of ms milliseconds whose input is size bytes. */
+static conc_future *big_sleep(conc_pool *p, int ms, size_t size)
+{
+    unsigned char *in = calloc(1, size);
+    CHECK(in != NULL);
+    memcpy(in, &ms, sizeof ms);
+    conc_future *f = NULL;
+    CHECK_OK(conc_pool_submit(p, t_sleep, in, size, &f));
+    free(in);
+    return f;
+}
+
+static void results_ok(conc_future **f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        CHECK_OK(conc_future_result(f[i], NULL, 10));
+        conc_future_free(f[i]);
+    }
+}
+
+/* Tasks are queued and a worker has fewer out than its window, yet it
+ * cannot be sent one: the last task of its life runs
+ * (max_tasks_per_worker), or its ring has no room for the next record
+ * (inputs near max_message_bytes; the bytes of a record taken back).
+ * The manager must sleep meanwhile - a spinning one takes a core from
+ * the workers - and send the task as soon as there is room. */
+TEST(the_manager_sleeps_while_no_worker_can_take_a_queued_task)
+{
+    /* The last task of the worker's life: 1 per life, 6 of 150 ms. */
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 1, .max_tasks_per_worker = 1 }));
+    conc_future *f[6];
+    int ms = 150;
+    for (int i = 0; i < 6; i++) {
+        CHECK_OK(conc_pool_submit(p, t_sleep, &ms, sizeof ms, &f[i]));
+    }
+    double cpu = cpu_while_asleep(0.6);
+    results_ok(f, 6);
+    CHECK(cpu < 0.2);
+    conc_pool_free(p);
+
+    /* Records too big for two in the ring: 150 ms each, the first of
+     * 500 KB, then 1000 KB, in a ring of 2 MiB + 4 KiB (one needs a pad
+     * at the ring's end that leaves no room behind the one running). */
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 1,
+                                   .max_message_bytes = 1 << 20 }));
+    for (int i = 0; i < 6; i++) {
+        f[i] = big_sleep(p, 150, i == 0 ? 500 * 1024 : 1000 * 1024);
+    }
+    cpu = cpu_while_asleep(0.6);
+    double t0 = th_now();
+    results_ok(f, 6);
+    CHECK(cpu < 0.2);
+    CHECK(th_now() - t0 < 0.6); /* 0.9 s of tasks, 0.6 s of it slept */
+    conc_pool_free(p);
+
+    /* The bytes of a record taken back: a long task of 700 KB and one
+     * sent ahead behind it, taken back for the other worker; then d does
+     * not fit the first worker's ring, and goes to the other. */
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2,
+                                   .max_message_bytes = 1 << 20 }));
+    t0 = th_now();
+    conc_future *lng = big_sleep(p, 2000, 700 * 1024);
+    conc_future *a = big_sleep(p, 100, 8);
+    conc_future *b = big_sleep(p, 800, 700 * 1024);
+    conc_future *c = big_sleep(p, 100, 8);
+    conc_future *ac[2] = { a, c };
+    results_ok(ac, 2);
+    th_sleep(0.1); /* b moves to the worker a and c ran on */
+    conc_future *d = big_sleep(p, 10, 700 * 1024);
+    cpu = cpu_while_asleep(0.6);
+    CHECK(cpu < 0.2);
+    CHECK_OK(conc_future_result(d, NULL, 10));
+    CHECK(th_now() - t0 < 1.8); /* behind b, not behind the long task */
+    conc_future *rest[3] = { lng, b, d };
+    results_ok(rest, 3);
+    conc_pool_free(p);
+}
+
+/* Waves of 5 to 12 empty tasks on 4 workers: each wave ends with workers
+ * idle while others still hold tasks sent ahead, so tasks are taken back
+ * again and again, now and then in the very moment their worker takes
+ * them itself (about 100 times in the 5000 waves).  None is lost, none
+ * runs twice, and no worker is judged corrupt (which a result for a task
+ * taken back from it would make it). */
+TEST(tasks_taken_back_run_once_and_every_result_arrives)
+{
+    runs_map();
+    conc_pool *p = mk(CONC_PROCESSES, 4);
+    enum { WAVES = 5000, PER = 12 };
+    int pids[4] = { 0 };
+    conc_worker_info info[4];
+    size_t n = 0;
+    CHECK_OK(conc_pool_worker_info(p, info, 4, &n));
+    CHECK_EQ(n, 4);
+    for (int i = 0; i < 4; i++) {
+        pids[i] = info[i].pid;
+    }
+    int id = 0;
+    for (int w = 0; w < WAVES; w++) {
+        conc_future *f[PER];
+        int k = 5 + w % 8;
+        for (int i = 0; i < k; i++) {
+            f[i] = counted(p, id + i, 0);
+        }
+        for (int i = 0; i < k; i++) {
+            int pid = counted_pid(f[i], 10);
+            CHECK(pid == pids[0] || pid == pids[1] || pid == pids[2] ||
+                  pid == pids[3]);
+        }
+        id += k;
+    }
+    CHECK(id <= RUNS_MAX);
+    /* The same four workers still: none was killed as corrupt. */
+    CHECK_OK(conc_pool_worker_info(p, info, 4, &n));
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ(info[i].pid, pids[i]);
+    }
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    for (int i = 0; i < id; i++) {
+        CHECK_EQ(atomic_load(&runs[i]), 1);
+    }
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
 static void max_tasks(conc_pool_kind kind)
 {
     conc_pool *p;

@@ -82,7 +82,13 @@
  * task, conc_pool_submit also sends a task straight to an idle worker
  * while the manager sleeps, and a thread waiting in conc_future_result
  * (or conc_pool_apply) on a process pool's future collects finished
- * results from the rings itself while it spins.
+ * results from the rings itself while it spins.  A process worker is
+ * sent its next task ahead, behind the one it runs (up to 7 ahead when
+ * its tasks take under 1 ms, 511 under 50 us), so it starts the next at
+ * once, even when every core runs a worker and the manager waits for one.
+ * When the queue runs dry while a worker idles, a task sent ahead that
+ * has not started is taken back and runs on the idle worker: a long task
+ * never holds another up while a worker is free.
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that
