@@ -104,16 +104,28 @@ void conc__task_fail_list(conc__task *t, conc__fut_final final, int code,
     while (t != NULL) {
         conc__task *n = t->next;
         t->next = NULL;
-        /* A future that ran (a process task back in the queue after its
-         * worker died) is done, never cancelled: conc_future_running()
-         * has said true, and conc_future_cancel() false. */
-        conc__task_fail_items(t, t->ndone,
-                              t->fut_started ? CONC__FUT_DONE : final, code,
-                              msg);
+        conc__task_fail_items(t, t->ndone, final, code, msg);
         conc__task_free(t);
         t = n;
     }
     conc__future_defer_end();
+}
+
+conc__task *conc__task_take_started(conc__task **list)
+{
+    conc__task *started = NULL, **tail = &started;
+    while (*list != NULL) {
+        conc__task *t = *list;
+        if (t->fut != NULL && t->fut_started) {
+            *list = t->next;
+            t->next = NULL;
+            *tail = t;
+            tail = &t->next;
+        } else {
+            list = &t->next;
+        }
+    }
+    return started;
 }
 
 static conc__task *task_new(conc_task_fn fn)
@@ -350,19 +362,25 @@ static int push(conc_pool *p, conc__task *first, conc__task *last, size_t n,
     return 0;
 }
 
-void conc__pool_requeue_front(conc_pool *p, conc__task *first,
-                              conc__task *last, size_t n)
+void conc__pool_requeue_front_locked(conc_pool *p, conc__task *first,
+                                     conc__task *last, size_t n)
 {
     if (n == 0) {
         return;
     }
-    pthread_mutex_lock(&p->lock);
     last->next = p->head;
     p->head = first;
     if (p->tail == NULL) {
         p->tail = last;
     }
     atomic_fetch_add(&p->npending, n);
+}
+
+void conc__pool_requeue_front(conc_pool *p, conc__task *first,
+                              conc__task *last, size_t n)
+{
+    pthread_mutex_lock(&p->lock);
+    conc__pool_requeue_front_locked(p, first, last, n);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -1426,6 +1444,19 @@ int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
     if (cancel_futures) {
         pthread_mutex_lock(&pool->lock);
         conc__task *list = conc__pool_take_all_locked(pool);
+        /* A task whose future runs already (a process task sent to a
+         * worker that died, or taken back from one) stays queued and
+         * runs, as Executor.shutdown leaves running futures alone. */
+        conc__task *run = conc__task_take_started(&list);
+        if (run != NULL) {
+            conc__task *last = run;
+            size_t n = 1;
+            while (last->next != NULL) {
+                last = last->next;
+                n++;
+            }
+            conc__pool_requeue_front_locked(pool, run, last, n);
+        }
         pthread_mutex_unlock(&pool->lock);
         conc__task_fail_list(list, CONC__FUT_CANCELLED, CONC_ECANCELLED,
                              "cancelled by shutdown(cancel_futures)");

@@ -133,6 +133,10 @@ void conc__task_fail_items(conc__task *t, size_t k, conc__fut_final final,
  * (conc__future_defer_begin). */
 void conc__task_fail_list(conc__task *t, conc__fut_final final, int code,
                           const char *msg);
+/* Takes the tasks whose future has started (a process task back in the
+ * queue after it was sent to a worker) out of a list, in order; returns
+ * them as a list. */
+conc__task *conc__task_take_started(conc__task **list);
 
 /* ---- the pool ------------------------------------------------------------ */
 
@@ -203,7 +207,9 @@ struct conc_pool {
 };
 
 /* Puts a list back at the front of the queue, in order (tasks a dead
- * worker had not started); lock not held. */
+ * worker had not started); lock not held, or held (_locked). */
+void conc__pool_requeue_front_locked(conc_pool *p, conc__task *first,
+                                     conc__task *last, size_t n);
 void conc__pool_requeue_front(conc_pool *p, conc__task *first,
                               conc__task *last, size_t n);
 /* Takes the first task, or NULL; lock held. */

@@ -104,14 +104,17 @@
  * wrote over its ring) matches nothing and marks the worker corrupt.
  * Only the last record written to a ring is taken back: nothing written
  * after it can have overwritten its bytes, even once its worker has
- * stepped past it.
+ * stepped past it.  A worker still in its initializer does not count as
+ * idle: the task would wait for the initializer instead.
  *
  * Full rings.  A task ring may lack room for the next record while its
  * worker has fewer tasks out than its window: records near
  * max_message_bytes, or the bytes of a record taken back, which stay
  * until the worker steps over them.  Then the worker counts as full
  * until its task_head moves (has_room), the task goes to the next worker
- * with room, and the parent raises wants_task_room; a worker that runs
+ * with room - checked before its future is marked running, so a task
+ * that waits for room stays pending and can be cancelled - and the
+ * parent raises wants_task_room; a worker that runs
  * out of tasks with the flag up wakes the manager (a fence between its
  * store of task_head and its load of the flag, against the manager's
  * store of the flag and its load of task_head: one sees the other).  So
@@ -843,8 +846,8 @@ static size_t window(const struct proc_worker *w)
     return w->ewma_ns > 50000 ? 8 : 512;
 }
 
-/* Writes t into w's task ring; false when there is no room now. */
-static bool write_task(struct proc_worker *w, conc__task *t)
+/* The bytes of t's task record. */
+static size_t task_rec_len(const conc__task *t)
 {
     size_t len = sizeof(struct task_rec);
     for (size_t k = 0; k < t->count; k++) {
@@ -852,19 +855,37 @@ static bool write_task(struct proc_worker *w, conc__task *t)
         conc__task_in(t, k, &n);
         len += 8 + pad8(n);
     }
+    return len;
+}
+
+/* Whether a record of len bytes fits w's task ring now, with *pad, the
+ * pad it needs before it at the ring's end; if not, w is full (see "Full
+ * rings"). */
+static bool ring_room(struct proc_worker *w, size_t len, size_t *pad)
+{
     size_t off = (size_t)(w->ttail % w->cap);
-    size_t pad = off + len > w->cap ? w->cap - off : 0;
+    *pad = off + len > w->cap ? w->cap - off : 0;
     /* Pairs with the worker's release store of task_head. */
     uint64_t head =
         atomic_load_explicit(&w->ctl->task_head, memory_order_acquire);
-    if (w->ttail + pad + len - head > w->cap) {
-        w->full = true;
-        w->full_head = head;
-        /* seq_cst: before has_room's load of task_head (see "Full
-         * rings"). */
-        atomic_store(&w->ctl->wants_task_room, 1);
+    if (w->ttail + *pad + len - head <= w->cap) {
+        return true;
+    }
+    w->full = true;
+    w->full_head = head;
+    /* seq_cst: before has_room's load of task_head. */
+    atomic_store(&w->ctl->wants_task_room, 1);
+    return false;
+}
+
+/* Writes t into w's task ring; false when there is no room now. */
+static bool write_task(struct proc_worker *w, conc__task *t)
+{
+    size_t len = task_rec_len(t), pad;
+    if (!ring_room(w, len, &pad)) {
         return false;
     }
+    size_t off = (size_t)(w->ttail % w->cap);
     if (pad > 0) {
         struct task_rec *r = (struct task_rec *)(w->tring + off);
         r->len = (uint32_t)pad;
@@ -974,6 +995,14 @@ static bool send_queued(conc_pool *p, size_t busy_max)
         if (t == NULL) {
             break;
         }
+        size_t pad;
+        if (!ring_room(best, task_rec_len(t), &pad)) {
+            /* best is full now; the task stays queued, its future pending
+             * (it counts as running once sent), for the next worker with
+             * room. */
+            conc__pool_requeue_front(p, t, t, 1);
+            continue;
+        }
         if (!conc__task_start(t)) {
             continue; /* cancelled while queued */
         }
@@ -995,8 +1024,7 @@ static bool send_queued(conc_pool *p, size_t busy_max)
             conc__pool_requeue_front(p, rest, rest, 1);
         }
         if (!send_to(pp, best, t)) {
-            /* best is full now: the next worker with room takes it. */
-            conc__pool_requeue_front(p, t, t, 1);
+            conc__pool_requeue_front(p, t, t, 1); /* checked above */
             continue;
         }
         progress = true;
@@ -1016,7 +1044,11 @@ static bool take_back(conc_pool *p, size_t busy_max)
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
         if (w->nifl == 0 && has_room(p, w, busy_max)) {
-            if (idle == NULL) {
+            /* Not one still in its initializer, which may take long: the
+             * task would wait for it rather than for the task ahead of
+             * it.  Relaxed: a snapshot, as for conc_pool_worker_info. */
+            if (idle == NULL &&
+                atomic_load_explicit(&w->ctl->ready, memory_order_relaxed)) {
                 idle = w;
             }
         } else if (w->proc != NULL && !w->corrupt && w->nifl >= 2 &&
@@ -1416,6 +1448,13 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
         } else {
             conc__task_fail_list(out, CONC__FUT_DONE, CONC_ECANCELLED,
                       "the pool was terminated while the task ran");
+            /* A queued task whose future runs already (it was sent to a
+             * worker that died, or taken back from one) is done, not
+             * cancelled: conc_future_cancel() has said false for it. */
+            conc__task_fail_list(conc__task_take_started(&queued),
+                      CONC__FUT_DONE, CONC_ECANCELLED,
+                      "the pool was terminated while the task waited to be "
+                      "sent to a worker again");
             conc__task_fail_list(queued, CONC__FUT_CANCELLED, CONC_ECANCELLED,
                       "the pool was terminated before the task started");
         }

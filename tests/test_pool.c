@@ -642,6 +642,91 @@ TEST(the_manager_sleeps_while_no_worker_can_take_a_queued_task)
     conc_pool_free(p);
 }
 
+/* A task whose record does not fit its worker's ring behind the one
+ * running stays queued, and its future pending: it counts as running
+ * only once sent, so it can still be cancelled; the next one runs once
+ * there is room. */
+TEST(a_task_that_does_not_fit_the_ring_yet_stays_pending)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 1,
+                                   .max_message_bytes = 1 << 20 }));
+    /* 500 KB, then 1000 KB: a third record of 1000 KB needs a pad at the
+     * end of the 2 MiB + 4 KiB ring and does not fit behind the second. */
+    conc_future *s = big_sleep(p, 10, 500 * 1024);
+    conc_future *lng = big_sleep(p, 800, 1000 * 1024);
+    CHECK_OK(conc_future_result(s, NULL, 10));
+    conc_future *b = big_sleep(p, 10, 1000 * 1024);
+    conc_future *c = big_sleep(p, 10, 1000 * 1024);
+    th_sleep(0.1);
+    CHECK(conc_future_running(lng));
+    CHECK(!conc_future_running(b));
+    CHECK(conc_future_cancel(b));
+    CHECK(conc_future_cancelled(b));
+    conc_future *rest[3] = { s, lng, c };
+    results_ok(rest, 3);
+    CHECK_ERR(conc_future_result(b, NULL, 0), CONC_ECANCELLED);
+    conc_future_free(b);
+    conc_pool_free(p);
+}
+
+/* A replacement worker still in its initializer is not idle: a task sent
+ * ahead behind a long one is not taken back for it (it would wait for
+ * the initializer instead of the long task, and an initializer may take
+ * any time). */
+static volatile int init_slow; /* set in the parent after the first forks */
+
+/* Sleeps x milliseconds, returns the worker's pid. */
+static int t_pid_after(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    th_sleep(int_in(in, len) / 1000.0);
+    int pid = (int)getpid();
+    return conc_buf_append(out, &pid, sizeof pid);
+}
+
+static int init_slow_later(void *arg, void **ctx)
+{
+    (void)arg;
+    *ctx = NULL;
+    if (init_slow) {
+        th_sleep(1.5);
+    }
+    return 0;
+}
+
+TEST(a_task_is_not_taken_back_for_a_worker_in_its_initializer)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 2, .max_tasks_per_worker = 2,
+                                   .initializer = init_slow_later }));
+    init_slow = 1; /* replacements, forked from now on, start slowly */
+    /* The long task on the first worker with x sent ahead; the second
+     * runs s1 and s2, retires, and its replacement sits 1.5 s in its
+     * initializer while x waits 0.6 s behind the long task. */
+    double t0 = th_now();
+    int ms[3] = { 600, 10, 10 };
+    conc_future *lng, *s1, *x, *s2;
+    CHECK_OK(conc_pool_submit(p, t_pid_after, &ms[0], sizeof ms[0], &lng));
+    CHECK_OK(conc_pool_submit(p, t_pid_after, &ms[1], sizeof ms[1], &s1));
+    CHECK_OK(conc_pool_submit(p, t_pid_after, &ms[2], sizeof ms[2], &x));
+    CHECK_OK(conc_pool_submit(p, t_pid_after, &ms[1], sizeof ms[1], &s2));
+    conc_msg m;
+    CHECK_OK(conc_future_result(x, &m, 10));
+    double tx = th_now() - t0;
+    int pidx = int_out(&m);
+    conc_msg_free(&m);
+    CHECK_OK(conc_future_result(lng, &m, 10));
+    CHECK_EQ(int_out(&m), pidx);
+    conc_msg_free(&m);
+    CHECK(tx < 1.2);
+    conc_future *rest[4] = { lng, s1, x, s2 };
+    results_ok(rest, 4);
+    conc_pool_free(p);
+}
+
 /* Waves of 5 to 12 empty tasks on 4 workers: each wave ends with workers
  * idle while others still hold tasks sent ahead, so tasks are taken back
  * again and again, now and then in the very moment their worker takes
