@@ -90,7 +90,7 @@
  * has no core of its own: the scheduler lets it in only when some worker
  * is preempted, half a millisecond or more later, for each task (a
  * map of 256 CPU-bound items on 2 worker processes and 2 cores took
- * 1.08-1.21x the time of 2 threads with one task out, 0.99-1.09x with
+ * 1.04-1.21x the time of 2 threads with one task out, 0.99-1.09x with
  * one sent ahead).
  *
  * Taking back.  A task sent ahead waits behind the one its worker runs,
@@ -1082,8 +1082,9 @@ static bool take_back(conc_pool *p, size_t busy_max)
     from->ifl_tail = prev;
     from->nifl--;
     from->life_items -= t->count;
-    /* Straight to the idle worker: back in the queue its future, running
-     * since it was first sent, could meet a cancel of queued tasks. */
+    /* Straight to the idle worker, the one it was taken back for; to the
+     * queue (its future still running) only when that worker cannot take
+     * it now. */
     if ((p->max_tasks > 0 && t->count > p->max_tasks - idle->life_items) ||
         !send_to(pp, idle, t)) {
         conc__pool_requeue_front(p, t, t, 1); /* send_queued splits it */
