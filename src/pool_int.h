@@ -88,7 +88,12 @@ typedef struct conc__task {
     char *rerr;           /* processes, a submit: its error text */
     uint64_t seq;         /* processes: the record's number */
     uint64_t seq_ns;      /* processes: when it was sent */
-    size_t ndone;         /* processes: items whose result came back */
+    /* processes: where its record starts in its worker's task ring, or
+     * UINT64_MAX once the worker was seen to have started it */
+    uint64_t pos;
+    /* processes: items whose result came back (a record holds at most
+     * UINT32_MAX items) */
+    uint32_t ndone;
     bool fut_started;     /* fut moved to RUNNING already */
 } conc__task;
 _Static_assert(sizeof(conc__task) <= 120, "conc__task outgrew a fastbin");

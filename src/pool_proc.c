@@ -94,18 +94,22 @@
  * one sent ahead).
  *
  * Taking back.  A task sent ahead waits behind the one its worker runs,
- * which may be long, while another worker idles.  So whoever dispatches,
- * once the queue is empty, takes unstarted tasks back from busy workers
- * for idle ones (take_back): a task record's state word goes SENT ->
- * TAKEN by the worker's CAS before it runs the record, and SENT ->
- * REVOKED by the parent's; one of the two wins.  The worker steps over a
- * revoked record; the parent sends the task to the idle worker with a
- * new seq, so a result still posted under the old one (by a task that
- * wrote over its ring) matches nothing and marks the worker corrupt.
- * Only the last record written to a ring is taken back: nothing written
- * after it can have overwritten its bytes, even once its worker has
- * stepped past it.  A worker still in its initializer does not count as
- * idle: the task would wait for the initializer instead.
+ * which may be long, while another worker idles (with short tasks, up to
+ * 511 wait so).  So whoever dispatches, once the queue is empty, takes
+ * unstarted tasks back from busy workers for idle ones (take_back), one
+ * per idle worker at a time, last sent first, until none is left
+ * waiting: a task record's state word goes SENT -> TAKEN by the worker's
+ * CAS before it runs the record, and SENT -> REVOKED by the parent's;
+ * one of the two wins.  The worker steps over a revoked record; the
+ * parent sends the task to the idle worker with a new seq, so a result
+ * still posted under the old one (by a task that wrote over its ring)
+ * matches nothing and marks the worker corrupt.  The parent's CAS must
+ * land on the task's own record: it knows where the record starts
+ * (conc__task.pos), and takes a task back only while no record written
+ * after it reaches round the ring onto its bytes (may_take_back), which
+ * can happen once the worker has run it and moved past it.  A worker
+ * still in its initializer does not count as idle: the task would wait
+ * for the initializer instead.
  *
  * Full rings.  A task ring may lack room for the next record while its
  * worker has fewer tasks out than its window: records near
@@ -221,6 +225,8 @@ struct slot_ctl {
 
 /* A task record's state (see "Taking back"). */
 enum { TASK_SENT = 1, TASK_TAKEN = 2, TASK_REVOKED = 3 };
+/* conc__task.pos of a task whose worker was seen to have started it. */
+#define POS_STARTED UINT64_MAX
 
 struct task_rec {
     uint32_t len, type, nitems;
@@ -242,9 +248,6 @@ struct proc_worker {
     size_t cap;
     conc_process *proc; /* NULL while no worker runs in this slot */
     uint64_t ttail;     /* manager's copy of task_tail */
-    /* The last task record written to the task ring: its position and
-     * seq (0: none that may be taken back; see take_back). */
-    uint64_t last_pos, last_seq;
     /* write_task found no room: none until the worker moves task_head
      * past full_head (see "Full rings"). */
     bool full;
@@ -553,7 +556,6 @@ static void reset_slot(struct proc_worker *w)
     atomic_store(&c->ready, 0);
     atomic_store(&c->items_done, 0);
     w->ttail = w->rhead = 0;
-    w->last_pos = w->last_seq = 0;
     w->full = false;
     w->ifl_head = w->ifl_tail = NULL;
     w->nifl = 0;
@@ -912,8 +914,7 @@ static bool write_task(struct proc_worker *w, conc__task *t)
         }
         q += pad8(n);
     }
-    w->last_pos = w->ttail + pad;
-    w->last_seq = t->seq;
+    t->pos = w->ttail + pad;
     w->ttail += pad + len;
     /* Publishes the record; pairs with task_ready()'s load in the worker.
      * seq_cst: the flag load in bell_ring must not move before it. */
@@ -1032,64 +1033,93 @@ static bool send_queued(conc_pool *p, size_t busy_max)
     return progress;
 }
 
+/* t's record, last in its worker w's ring but for records taken back,
+ * may be taken back: not seen started (pos), and no record written
+ * after it reaches round the ring onto its bytes - which happens once
+ * its worker ran it and moved past it, while its result was not yet
+ * drained.  A compare, so that the CAS in take_back always lands on
+ * t's own state word. */
+static bool may_take_back(const struct proc_worker *w, const conc__task *t)
+{
+    return t->pos != POS_STARTED && w->ttail - t->pos <= w->cap;
+}
+
 /* With the queue empty: when a worker idles while another has tasks
- * waiting behind the one it runs, takes the last one sent to that worker
- * back, unless its worker took it first (see "Taking back"), and sends it
- * to the idle one (or, if that cannot take it now, to the front of the
- * queue); true if it moved one.  Drive held. */
+ * waiting behind the one it runs, takes the last of them back, unless
+ * their worker took it first (see "Taking back"), and sends it to the
+ * idle one (or, if that cannot take it now, to the front of the queue);
+ * true if it moved one.  Drive held. */
 static bool take_back(conc_pool *p, size_t busy_max)
 {
     struct proc_pool *pp = pp_of(p);
-    struct proc_worker *idle = NULL, *from = NULL;
-    for (size_t i = 0; i < p->nworkers; i++) {
+    struct proc_worker *idle = NULL;
+    for (size_t i = 0; i < p->nworkers && idle == NULL; i++) {
         struct proc_worker *w = &pp->w[i];
-        if (w->nifl == 0 && has_room(p, w, busy_max)) {
-            /* Not one still in its initializer, which may take long: the
-             * task would wait for it rather than for the task ahead of
-             * it.  Relaxed: a snapshot, as for conc_pool_worker_info. */
-            if (idle == NULL &&
-                atomic_load_explicit(&w->ctl->ready, memory_order_relaxed)) {
-                idle = w;
-            }
-        } else if (w->proc != NULL && !w->corrupt && w->nifl >= 2 &&
-                   w->last_seq != 0 && w->ifl_tail->seq == w->last_seq &&
-                   (from == NULL || w->nifl > from->nifl)) {
-            from = w;
+        /* Not one still in its initializer, which may take long: the
+         * task would wait for it rather than for the task ahead of it.
+         * Relaxed: a snapshot, as for conc_pool_worker_info. */
+        if (w->nifl == 0 && has_room(p, w, busy_max) &&
+            atomic_load_explicit(&w->ctl->ready, memory_order_relaxed)) {
+            idle = w;
         }
     }
-    if (idle == NULL || from == NULL) {
+    if (idle == NULL) {
         return false;
     }
-    pthread_mutex_lock(&p->lock);
-    bool run = p->state != CONC__POOL_TERM && p->broken == 0;
-    pthread_mutex_unlock(&p->lock);
-    if (!run) {
-        return false; /* the manager fails what is out; nothing moves */
+    bool checked = false;
+    for (;;) {
+        struct proc_worker *from = NULL;
+        for (size_t i = 0; i < p->nworkers; i++) {
+            struct proc_worker *w = &pp->w[i];
+            if (w->proc != NULL && !w->corrupt && w->nifl >= 2 &&
+                may_take_back(w, w->ifl_tail) &&
+                (from == NULL || w->nifl > from->nifl)) {
+                from = w;
+            }
+        }
+        if (from == NULL) {
+            return false;
+        }
+        if (!checked) {
+            pthread_mutex_lock(&p->lock);
+            bool run = p->state != CONC__POOL_TERM && p->broken == 0;
+            pthread_mutex_unlock(&p->lock);
+            if (!run) {
+                return false; /* the manager fails what is out */
+            }
+            checked = true;
+        }
+        conc__task *t = from->ifl_tail;
+        struct task_rec *r =
+            (struct task_rec *)(from->tring + t->pos % from->cap);
+        uint32_t sent = TASK_SENT;
+        /* seq_cst: against the worker's CAS to TAKEN, one of the two
+         * wins. */
+        if (!atomic_compare_exchange_strong(&r->state, &sent,
+                                            TASK_REVOKED)) {
+            /* Started, and so is every task sent to from before it:
+             * from has none to give until it is sent another. */
+            t->pos = POS_STARTED;
+            continue;
+        }
+        conc__task *prev = from->ifl_head;
+        while (prev->next != t) {
+            prev = prev->next;
+        }
+        prev->next = NULL;
+        from->ifl_tail = prev;
+        from->nifl--;
+        from->life_items -= t->count;
+        /* Straight to the idle worker, the one it was taken back for; to
+         * the queue (its future still running) only when that worker
+         * cannot take it now. */
+        if ((p->max_tasks > 0 &&
+             t->count > p->max_tasks - idle->life_items) ||
+            !send_to(pp, idle, t)) {
+            conc__pool_requeue_front(p, t, t, 1); /* send_queued splits it */
+        }
+        return true;
     }
-    struct task_rec *r =
-        (struct task_rec *)(from->tring + from->last_pos % from->cap);
-    from->last_seq = 0;
-    uint32_t sent = TASK_SENT;
-    /* seq_cst: against the worker's CAS to TAKEN, one of the two wins. */
-    if (!atomic_compare_exchange_strong(&r->state, &sent, TASK_REVOKED)) {
-        return false; /* started */
-    }
-    conc__task *t = from->ifl_tail, *prev = from->ifl_head;
-    while (prev->next != t) {
-        prev = prev->next;
-    }
-    prev->next = NULL;
-    from->ifl_tail = prev;
-    from->nifl--;
-    from->life_items -= t->count;
-    /* Straight to the idle worker, the one it was taken back for; to the
-     * queue (its future still running) only when that worker cannot take
-     * it now. */
-    if ((p->max_tasks > 0 && t->count > p->max_tasks - idle->life_items) ||
-        !send_to(pp, idle, t)) {
-        conc__pool_requeue_front(p, t, t, 1); /* send_queued splits it */
-    }
-    return true;
 }
 
 /* Sends queued tasks (send_queued), then moves tasks waiting behind a

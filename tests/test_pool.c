@@ -509,6 +509,104 @@ TEST(a_task_sent_ahead_behind_a_long_one_moves_to_an_idle_worker)
     munmap((void *)runs, RUNS_MAX * sizeof *runs);
 }
 
+/* Counts a run of task id, then waits (up to 30 s) until runs[gate]
+ * is set, and returns the worker's pid. */
+static int t_gated(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    int g[2] = { 0, 0 }; /* id, gate */
+    if (len == sizeof g) {
+        memcpy(g, in, sizeof g);
+    }
+    atomic_fetch_add(&runs[g[0]], 1);
+    for (int i = 0; i < 30000 && atomic_load(&runs[g[1]]) == 0; i++) {
+        th_sleep(0.001);
+    }
+    int pid = (int)getpid();
+    return conc_buf_append(out, &pid, sizeof pid);
+}
+
+static conc_future *gated(conc_pool *p, int id, int gate)
+{
+    int g[2] = { id, gate };
+    conc_future *f = NULL;
+    CHECK_OK(conc_pool_submit(p, t_gated, g, sizeof g, &f));
+    return f;
+}
+
+/* Short tasks pipeline: a worker holds many (up to 511) behind the one it
+ * runs.  When that one is long, every task behind it that has not
+ * started moves to a worker that idles, not only the last one sent:
+ * none waits for the long task while a worker is free (a process pool
+ * once left all but one of them there). */
+TEST(every_task_waiting_behind_a_long_one_moves_to_an_idle_worker)
+{
+    runs_map();
+    enum { WARM = 200, SHORT = 16, GATE_A = RUNS_MAX - 1,
+           GATE_B = RUNS_MAX - 2 };
+    conc_pool *p = mk(CONC_PROCESSES, 2);
+    /* A burst of empty tasks: both workers measure short tasks, and so
+     * take many at a time. */
+    conc_future *f[WARM];
+    for (int i = 0; i < WARM; i++) {
+        f[i] = counted(p, i, 0);
+    }
+    int pid0 = 0, pid1 = 0;
+    for (int i = 0; i < WARM; i++) {
+        int pid = counted_pid(f[i], 10);
+        CHECK(pid > 0);
+        if (pid0 == 0) {
+            pid0 = pid;
+        } else if (pid != pid0) {
+            pid1 = pid;
+        }
+    }
+    CHECK(pid1 != 0); /* both ran some */
+    /* Every result is in, so both workers are idle: a goes to the first,
+     * b to the second; the short ones are shared out behind them. */
+    conc_future *a = gated(p, WARM, GATE_A), *b = gated(p, WARM + 1, GATE_B);
+    conc_future *s[SHORT];
+    for (int i = 0; i < SHORT; i++) {
+        s[i] = counted(p, WARM + 2 + i, 0);
+    }
+    /* Many are sent ahead (counted running): more than one waits behind
+     * a, with at most one taken back (the old bug) the test could not
+     * pass. */
+    double t0 = th_now();
+    int sent = 0;
+    while (th_now() - t0 < 5) {
+        sent = 0;
+        for (int i = 0; i < SHORT; i++) {
+            sent += conc_future_running(s[i]);
+        }
+        if (sent >= 6) {
+            break;
+        }
+        th_sleep(0.001);
+    }
+    CHECK(sent >= 6);
+    /* b ends; its worker runs its own share, idles, and takes every
+     * short task back from behind a, which still runs. */
+    atomic_store(&runs[GATE_B], 1);
+    int pidb = counted_pid(b, 10);
+    CHECK(pidb > 0);
+    CHECK_OK(conc_wait(s, SHORT, 10, CONC_ALL_COMPLETED));
+    CHECK(!conc_future_done(a));
+    for (int i = 0; i < SHORT; i++) {
+        CHECK_EQ(counted_pid(s[i], 0), pidb);
+    }
+    atomic_store(&runs[GATE_A], 1);
+    int pida = counted_pid(a, 10);
+    CHECK(pida > 0 && pida != pidb);
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    for (int id = 0; id < WARM + 2 + SHORT; id++) {
+        CHECK_EQ(atomic_load(&runs[id]), 1);
+    }
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
 /* A task taken back does not count against its first worker's life
  * (max_tasks_per_worker): that worker still runs its full share and then
  * retires.  Counted against it, the worker would never be sent another

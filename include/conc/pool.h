@@ -86,9 +86,10 @@
  * sent its next task ahead, behind the one it runs (up to 7 ahead when
  * its tasks take under 1 ms, 511 under 50 us), so it starts the next at
  * once, even when every core runs a worker and the manager waits for one.
- * When the queue runs dry while a worker idles, a task sent ahead that
- * has not started is taken back and runs on the idle worker: a long task
- * never holds another up while a worker is free.
+ * When the queue runs dry while a worker idles, the tasks sent ahead
+ * that have not started are taken back, one at a time, and run on the
+ * idle workers: a long task never holds another up while a worker is
+ * free.
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that
