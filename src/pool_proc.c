@@ -65,7 +65,11 @@
  * every other item sent to the dead worker had not started and goes back
  * to the front of the queue, in order.  Then the slot's rings are reset
  * (whatever the dead worker half-wrote was never published) and a
- * replacement is forked into the same slot.  A worker that retires after
+ * replacement is forked into the same slot.  A live worker that has gone
+ * past every record sent to it while a result is still owed stepped
+ * over a task that another task wrote over; it is judged corrupt, like
+ * one whose result ring lies, and that task fails instead of waiting
+ * for ever.  A worker that retires after
  * max_tasks_per_worker posts a RETIRE record, runs the finalizer and exits
  * 0; the manager never sends a worker more items than it has left, so
  * nothing is stranded, and replaces it once it has exited - looking each
@@ -400,8 +404,24 @@ static void post(struct proc_worker *w, struct wctx *x, uint32_t type,
     bell_ring(&h->bell, &h->sleeping);
 }
 
-/* In a worker process, its slot (for conc__pool_worker_result_ring). */
+/* In a worker process, its slot (for conc__pool_worker_result_ring and
+ * conc__pool_worker_task_ring). */
 static struct proc_worker *this_worker;
+
+bool conc__pool_worker_task_ring(unsigned char **ring, size_t *cap,
+                                 uint64_t *pos, _Atomic uint64_t **tail)
+{
+    if (this_worker == NULL) {
+        return false;
+    }
+    *ring = this_worker->tring;
+    *cap = this_worker->cap;
+    /* While a record runs, task_head is where it starts: the worker
+     * stores it once the record before is done. */
+    *pos = atomic_load(&this_worker->ctl->task_head);
+    *tail = &this_worker->ctl->task_tail;
+    return true;
+}
 
 bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
                                    _Atomic uint64_t **tail, uint64_t *seq,
@@ -1248,6 +1268,20 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
                 }
             }
             continue;
+        }
+        /* The worker ran or stepped over every record sent to it, and
+         * posted their results first (the acquire pairs with its release
+         * store of task_head), yet owes a result after the drain: a task
+         * wrote over a record behind its own (its type, state or count
+         * of items), and the worker stepped past a task it never ran.
+         * Its result would never come. */
+        if (w->nifl > 0 && atomic_load_explicit(&w->ctl->task_head,
+                                                memory_order_acquire) ==
+                               w->ttail) {
+            drain(w);
+            if (w->nifl > 0) {
+                mark_corrupt(w, "no result for a task it went past", 0);
+            }
         }
         if (w->corrupt) {
             /* Its ring cannot be trusted: the worker goes, dead or not. */

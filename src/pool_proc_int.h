@@ -1,6 +1,6 @@
 /* pool_proc_int.h - the process backend's (pool_proc.c) check of a
- * worker's result record, for its fuzz target, and the hook a test task
- * uses to scribble on its own worker's ring.  Nothing else of the backend
+ * worker's result record, for its fuzz target, and the hooks a test task
+ * uses to scribble on its own worker's rings.  Nothing else of the backend
  * is visible outside its file.
  */
 #ifndef CONC_POOL_PROC_INT_H
@@ -33,5 +33,12 @@ int conc__pool_res_check(const unsigned char *ring, size_t cap, uint64_t pos,
 bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
                                    _Atomic uint64_t **tail, uint64_t *seq,
                                    uint32_t *item);
+
+/* For tests: inside a task run by a process worker, that worker's task
+ * ring, where the running task's record starts in it, and the word that
+ * publishes the ring's end (the records behind the running one are what
+ * a scribbling task could overwrite); false elsewhere. */
+bool conc__pool_worker_task_ring(unsigned char **ring, size_t *cap,
+                                 uint64_t *pos, _Atomic uint64_t **tail);
 
 #endif

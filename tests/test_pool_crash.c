@@ -942,3 +942,79 @@ TEST(task_scribbling_on_its_ring_fails_only_itself)
     }
     conc_pool_free(p);
 }
+
+/* Writes over the task record queued behind its own in the worker's task
+ * ring, as a task with a wild pointer could: its state (taken back), its
+ * type (a pad) or its count of items (none), by x % 3.  The worker then
+ * steps past that task without running it. */
+static int t_skip_next(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    unsigned char *ring;
+    size_t cap;
+    uint64_t pos;
+    _Atomic uint64_t *tailp;
+    if (!conc__pool_worker_task_ring(&ring, &cap, &pos, &tailp)) {
+        return 99;
+    }
+    /* A task record: u32 len, type, nitems, state; u64 seq, fn. */
+    uint32_t *own = (uint32_t *)(ring + pos % cap);
+    uint64_t next = pos + own[0];
+    for (int i = 0; i < 5000; i++) {
+        if (atomic_load(tailp) > next) {
+            uint32_t *r = (uint32_t *)(ring + next % cap);
+            if (r[1] != 1) {
+                switch (x % 3) {
+                case 0:
+                    r[3] = 3;
+                    break;
+                case 1:
+                    r[1] = 1;
+                    break;
+                default:
+                    r[2] = 0;
+                    break;
+                }
+                return conc_buf_append(out, &x, sizeof x);
+            }
+            next += r[0]; /* a pad at the ring's end: the record follows */
+            continue;
+        }
+        th_sleep(0.001);
+    }
+    return 98; /* nothing was queued behind it */
+}
+
+/* A task that writes over the record behind its own makes its worker step
+ * past a task it never runs.  That task's result would never come: the
+ * manager sees the worker with every record behind it and a result still
+ * owed, and the task fails with CONC_ECORRUPT instead of waiting for
+ * ever.  The worker is replaced; the next task succeeds. */
+TEST(task_scribbling_on_the_record_behind_it_fails_that_task_not_hangs)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    for (int x = 0; x < 3; x++) {
+        conc_future *bad, *victim, *after;
+        int v = x + 100, u = x + 200;
+        CHECK_OK(conc_pool_submit(p, t_skip_next, &x, sizeof x, &bad));
+        CHECK_OK(conc_pool_submit(p, t_square, &v, sizeof v, &victim));
+        conc_msg m;
+        CHECK_OK(conc_future_result(bad, &m, 30));
+        CHECK_EQ(int_out(&m), x);
+        conc_msg_free(&m);
+        conc_future_free(bad);
+        CHECK_ERR(conc_future_result(victim, &m, 10), CONC_ECORRUPT);
+        const char *msg = conc_future_error_message(victim);
+        CHECK(msg != NULL && strstr(msg, "wrote over the pool's memory") &&
+              strstr(msg, "no result for a task it went past"));
+        conc_future_free(victim);
+        CHECK_OK(conc_pool_submit(p, t_square, &u, sizeof u, &after));
+        CHECK_OK(conc_future_result(after, &m, 30));
+        CHECK_EQ(int_out(&m), u * u);
+        conc_msg_free(&m);
+        conc_future_free(after);
+    }
+    conc_pool_free(p);
+}
