@@ -7,7 +7,12 @@
  *   - map of 100 k trivial tasks on 2 worker processes, chunksize 1 and
  *     the automatic chunksize;
  *   - the speed-up of a CPU-bound map (counting primes) from 1 to 2
- *     worker processes.
+ *     worker processes;
+ *   - short tasks stuck behind a long one: 2000 tasks of 10 us submitted
+ *     right after one of 300 ms, on 2 workers, and the time until all
+ *     the short ones are done; processes beside threads (whose workers
+ *     share one queue, so none waits while a worker is free: the mark
+ *     for a process pool, whose workers are sent tasks ahead).
  *
  *   bench_pool [scale]    scale multiplies every task count (default 1)
  *
@@ -168,6 +173,76 @@ static double cpu_secs(size_t workers, uint64_t limit)
     return dt;
 }
 
+/* Spins for the seconds in the input (a double): CPU-bound, like the
+ * short and the long task of behind_long(). */
+static int spin(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)out;
+    (void)ctx;
+    double s = 0;
+    if (len == sizeof s) {
+        memcpy(&s, in, sizeof s);
+    }
+    double until = now() + s;
+    while (now() < until) {
+    }
+    return 0;
+}
+
+/* Seconds until N tasks of 10 us, submitted right after one of 300 ms,
+ * are all done on 2 workers of kind; the fastest and the slowest of 3
+ * rounds. */
+static void behind_long(conc_pool_kind kind, double *fast, double *slow)
+{
+    enum { N = 2000 };
+    double lng = 0.3, shrt = 10e-6;
+    conc_pool *p = mk(kind, 2);
+    static conc_future *f[N];
+    *fast = 1e9;
+    *slow = 0;
+    for (int r = 0; r < 3; r++) {
+        /* Untimed: a burst of short tasks first, as a pool that has been
+         * running them meets a long one; each worker has measured short
+         * tasks and so takes many ahead. */
+        for (int i = 0; i < N / 4; i++) {
+            int err = conc_pool_submit(p, spin, &shrt, sizeof shrt, &f[i]);
+            if (err != 0) {
+                die("submit", err);
+            }
+        }
+        for (int i = 0; i < N / 4; i++) {
+            int err = conc_future_result(f[i], NULL, CONC_FOREVER);
+            if (err != 0) {
+                die("result", err);
+            }
+            conc_future_free(f[i]);
+        }
+        conc_future *lf;
+        double t0 = now();
+        int err = conc_pool_submit(p, spin, &lng, sizeof lng, &lf);
+        for (int i = 0; i < N && err == 0; i++) {
+            err = conc_pool_submit(p, spin, &shrt, sizeof shrt, &f[i]);
+        }
+        if (err != 0) {
+            die("submit", err);
+        }
+        for (int i = 0; i < N; i++) {
+            if ((err = conc_future_result(f[i], NULL, CONC_FOREVER)) != 0) {
+                die("result", err);
+            }
+            conc_future_free(f[i]);
+        }
+        double dt = now() - t0;
+        *fast = dt < *fast ? dt : *fast;
+        *slow = dt > *slow ? dt : *slow;
+        if ((err = conc_future_result(lf, NULL, CONC_FOREVER)) != 0) {
+            die("result", err);
+        }
+        conc_future_free(lf);
+    }
+    conc_pool_free(p);
+}
+
 static double best3(double (*fn)(conc_pool *, int), conc_pool *p, int n)
 {
     double b = 0;
@@ -248,6 +323,9 @@ int main(int argc, char **argv)
     double s1b = cpu_secs(1, limit), s2b = cpu_secs(2, limit);
     s1 = s1 < s1b ? s1 : s1b;
     s2 = s2 < s2b ? s2 : s2b;
+    double bl_pf, bl_ps, bl_tf, bl_ts;
+    behind_long(CONC_PROCESSES, &bl_pf, &bl_ps);
+    behind_long(CONC_THREADS, &bl_tf, &bl_ts);
 
     struct py py = { 0 };
     int pyok = python(scale, &py);
@@ -281,6 +359,10 @@ int main(int argc, char **argv)
            "workers %.3f s)\n",
            "CPU-bound map speed-up, 1 -> 2 workers", s1 / s2, py.speedup,
            "       ", s1, s2);
+    printf("2000 tasks of 10 us behind one of 300 ms, ms until done: "
+           "processes %.1f-%.1f, threads %.1f-%.1f (3 rounds each; "
+           "processes/threads, fastest rounds %.2fx)\n",
+           bl_pf * 1e3, bl_ps * 1e3, bl_tf * 1e3, bl_ts * 1e3, bl_pf / bl_tf);
     if (pyok != 0) {
         printf("(python3 bench/py_pool.py could not be run)\n");
     }

@@ -100,9 +100,10 @@
  * Taking back.  A task sent ahead waits behind the one its worker runs,
  * which may be long, while another worker idles (with short tasks, up to
  * 511 wait so).  So whoever dispatches, once the queue is empty, takes
- * unstarted tasks back from busy workers for idle ones (take_back), one
- * per idle worker at a time, last sent first, until none is left
- * waiting: a task record's state word goes SENT -> TAKEN by the worker's
+ * unstarted tasks back from busy workers for idle ones (take_back): half
+ * of those waiting behind the busiest worker's running task (at least
+ * one, at most 64), again each time a worker idles, until none is left
+ * waiting.  A task record's state word goes SENT -> TAKEN by the worker's
  * CAS before it runs the record, and SENT -> REVOKED by the parent's;
  * one of the two wins.  The worker steps over a revoked record; the
  * parent sends the task to the idle worker with a new seq, so a result
@@ -231,6 +232,8 @@ struct slot_ctl {
 enum { TASK_SENT = 1, TASK_TAKEN = 2, TASK_REVOKED = 3 };
 /* conc__task.pos of a task whose worker was seen to have started it. */
 #define POS_STARTED UINT64_MAX
+/* The most tasks take_back moves at once (a bound for its array). */
+enum { TAKE_BACK_MAX = 64 };
 
 struct task_rec {
     uint32_t len, type, nitems;
@@ -1065,10 +1068,10 @@ static bool may_take_back(const struct proc_worker *w, const conc__task *t)
 }
 
 /* With the queue empty: when a worker idles while another has tasks
- * waiting behind the one it runs, takes the last of them back, unless
- * their worker took it first (see "Taking back"), and sends it to the
- * idle one (or, if that cannot take it now, to the front of the queue);
- * true if it moved one.  Drive held. */
+ * waiting behind the one it runs, takes the last half of them back,
+ * except those their worker took first (see "Taking back"), and sends
+ * them to the idle one (or, what that cannot take now, to the front of
+ * the queue); true if it moved any.  Drive held. */
 static bool take_back(conc_pool *p, size_t busy_max)
 {
     struct proc_pool *pp = pp_of(p);
@@ -1109,34 +1112,65 @@ static bool take_back(conc_pool *p, size_t busy_max)
             }
             checked = true;
         }
-        conc__task *t = from->ifl_tail;
-        struct task_rec *r =
-            (struct task_rec *)(from->tring + t->pos % from->cap);
-        uint32_t sent = TASK_SENT;
-        /* seq_cst: against the worker's CAS to TAKEN, one of the two
-         * wins. */
-        if (!atomic_compare_exchange_strong(&r->state, &sent,
-                                            TASK_REVOKED)) {
-            /* Started, and so is every task sent to from before it:
-             * from has none to give until it is sent another. */
-            t->pos = POS_STARTED;
-            continue;
+        /* Half of the tasks sent to from after the one it runs (steal
+         * half: the two then share them), at least one, and no more than
+         * idle may take now. */
+        size_t want = (from->nifl - 1) / 2;
+        size_t most = window(idle) < busy_max ? window(idle) : busy_max;
+        want = want < 1 ? 1 : want > most ? most : want;
+        want = want > TAKE_BACK_MAX ? TAKE_BACK_MAX : want;
+        conc__task *cut = from->ifl_head; /* the one before them */
+        for (size_t k = from->nifl - want - 1; k > 0; k--) {
+            cut = cut->next;
         }
-        conc__task *prev = from->ifl_head;
-        while (prev->next != t) {
-            prev = prev->next;
+        conc__task *c[TAKE_BACK_MAX];
+        size_t n = 0;
+        for (conc__task *t = cut->next; t != NULL; t = t->next) {
+            c[n++] = t;
         }
-        prev->next = NULL;
-        from->ifl_tail = prev;
-        from->nifl--;
-        from->life_items -= t->count;
-        /* Straight to the idle worker, the one it was taken back for; to
-         * the queue (its future still running) only when that worker
-         * cannot take it now. */
-        if ((p->max_tasks > 0 &&
-             t->count > p->max_tasks - idle->life_items) ||
-            !send_to(pp, idle, t)) {
-            conc__pool_requeue_front(p, t, t, 1); /* send_queued splits it */
+        /* From the last one back: the worker takes records in order, so
+         * once its CAS has won one, it has started every one before. */
+        size_t first = n;
+        while (first > 0 && may_take_back(from, c[first - 1])) {
+            conc__task *t = c[first - 1];
+            struct task_rec *r =
+                (struct task_rec *)(from->tring + t->pos % from->cap);
+            uint32_t sent = TASK_SENT;
+            /* seq_cst: against the worker's CAS to TAKEN, one of the two
+             * wins. */
+            if (!atomic_compare_exchange_strong(&r->state, &sent,
+                                                TASK_REVOKED)) {
+                /* from has none to give until it is sent another */
+                t->pos = POS_STARTED;
+                break;
+            }
+            first--;
+        }
+        if (first == n) {
+            continue; /* its last one had started: another worker */
+        }
+        conc__task *tail = first > 0 ? c[first - 1] : cut;
+        tail->next = NULL;
+        from->ifl_tail = tail;
+        from->nifl -= n - first;
+        for (size_t i = first; i < n; i++) {
+            from->life_items -= c[i]->count;
+        }
+        /* Straight to the idle worker, the one they were taken back for,
+         * in the order they were sent; to the front of the queue (their
+         * futures still running) what that worker cannot take now. */
+        for (size_t i = first; i < n; i++) {
+            if ((p->max_tasks > 0 &&
+                 c[i]->count > p->max_tasks - idle->life_items) ||
+                !send_to(pp, idle, c[i])) {
+                for (size_t j = i; j + 1 < n; j++) {
+                    c[j]->next = c[j + 1];
+                }
+                c[n - 1]->next = NULL;
+                /* send_queued splits one too long for idle's life */
+                conc__pool_requeue_front(p, c[i], c[n - 1], n - i);
+                break;
+            }
         }
         return true;
     }

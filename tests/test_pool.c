@@ -468,6 +468,19 @@ static void runs_map(void)
     CHECK(runs != MAP_FAILED);
 }
 
+/* Closes p, waits for its workers, checks that tasks 0 .. n-1 each ran
+ * exactly once, and frees p and runs. */
+static void close_check_ran_once(conc_pool *p, int n)
+{
+    CHECK_OK(conc_pool_close(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ(atomic_load(&runs[i]), 1);
+    }
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
 TEST(a_task_sent_ahead_behind_a_long_one_moves_to_an_idle_worker)
 {
     runs_map(); /* before the workers are forked */
@@ -607,13 +620,7 @@ TEST(every_task_waiting_behind_a_long_one_moves_to_an_idle_worker)
         }
     }
     CHECK(tested); /* the workers took many at a time in some round */
-    CHECK_OK(conc_pool_close(p));
-    CHECK_OK(conc_pool_join(p, 10));
-    for (int i = 0; i < id; i++) {
-        CHECK_EQ(atomic_load(&runs[i]), 1);
-    }
-    conc_pool_free(p);
-    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+    close_check_ran_once(p, id);
 }
 
 /* A task taken back does not count against its first worker's life
@@ -858,13 +865,32 @@ TEST(tasks_taken_back_run_once_and_every_result_arrives)
     for (int i = 0; i < 4; i++) {
         CHECK_EQ(info[i].pid, pids[i]);
     }
-    CHECK_OK(conc_pool_close(p));
-    CHECK_OK(conc_pool_join(p, 10));
-    for (int i = 0; i < id; i++) {
-        CHECK_EQ(atomic_load(&runs[i]), 1);
+    close_check_ran_once(p, id);
+}
+
+/* Waves mixing short tasks with a long one now and then, on workers that
+ * retire after 7 tasks: tasks are taken back by halves from behind the
+ * long ones, and some of them do not fit the idle worker's life and go
+ * back to the queue.  Every task runs once and every result arrives. */
+TEST(tasks_taken_back_by_halves_run_once_across_worker_lives)
+{
+    runs_map();
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .workers = 3, .max_tasks_per_worker = 7 }));
+    enum { WAVES = 60, PER = 40 };
+    int id = 0;
+    for (int w = 0; w < WAVES; w++) {
+        conc_future *f[PER];
+        for (int i = 0; i < PER; i++) {
+            f[i] = counted(p, id + i, i == w % PER ? 20 : 0);
+        }
+        for (int i = 0; i < PER; i++) {
+            CHECK(counted_pid(f[i], 10) > 0);
+        }
+        id += PER;
     }
-    conc_pool_free(p);
-    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+    close_check_ran_once(p, id);
 }
 
 static void max_tasks(conc_pool_kind kind)

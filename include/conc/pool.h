@@ -87,9 +87,9 @@
  * its tasks take under 1 ms, 511 under 50 us), so it starts the next at
  * once, even when every core runs a worker and the manager waits for one.
  * When the queue runs dry while a worker idles, the tasks sent ahead
- * that have not started are taken back, one at a time, and run on the
- * idle workers: a long task never holds another up while a worker is
- * free.
+ * that have not started are taken back (half of a busy worker's at a
+ * time) and run on the idle workers: a long task never holds another up
+ * while a worker is free.
  *
  * Callbacks.  A done-callback runs exactly once: at once in the calling
  * thread when the future is already done; otherwise in the thread that
