@@ -188,6 +188,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { REC_PAD = 1, REC_TASK = 2, REC_RESULT = 3, REC_RETIRE = 4,
        REC_INITFAIL = 5 };
@@ -230,6 +231,8 @@ struct slot_ctl {
 
 /* A task record's state (see "Taking back"). */
 enum { TASK_SENT = 1, TASK_TAKEN = 2, TASK_REVOKED = 3 };
+/* The exit status of a worker that found its task ring written over. */
+enum { EXIT_BAD_RING = 120 };
 /* conc__task.pos of a task whose worker was seen to have started it. */
 #define POS_STARTED UINT64_MAX
 /* The most tasks take_back moves at once (a bound for its array). */
@@ -497,27 +500,48 @@ static int worker_main(void *arg)
          * with the manager's publication in write_task(). */
         size_t off = (size_t)(x.head % w->cap);
         struct task_rec *r = (struct task_rec *)(w->tring + off);
+        /* The ring is this process's memory, so a task may have written
+         * over any record in it, its own too: each length is read once,
+         * checked against the ring and the published tail, and only the
+         * copy is used.  A ring that fails is never read again: the
+         * worker exits and the manager replaces it, and the tasks sent to
+         * it that had not started run on the replacement. */
+        uint32_t rlen = r->len, rtype = r->type;
+        if (rlen < 8 || rlen % 8 != 0 || rlen > w->cap - off ||
+            rlen > atomic_load(&c->task_tail) - x.head ||
+            (rtype != REC_PAD && rlen < sizeof(struct task_rec))) {
+            _exit(EXIT_BAD_RING);
+        }
         uint32_t sent = TASK_SENT;
-        if (r->type == REC_PAD ||
+        if (rtype == REC_PAD ||
             (!atomic_compare_exchange_strong(&r->state, &sent, TASK_TAKEN) &&
              sent == TASK_REVOKED)) {
             /* A pad, or a task the parent took back for another worker
              * (see "Taking back"): stepped over. */
-            x.head += r->len;
+            x.head += rlen;
             atomic_store_explicit(&c->task_head, x.head, memory_order_release);
             continue;
         }
         conc_task_fn fn = (conc_task_fn)(uintptr_t)r->fn;
+        uint32_t nitems = r->nitems;
+        uint64_t seq = r->seq;
         unsigned char *q = (unsigned char *)(r + 1);
+        const unsigned char *end = (const unsigned char *)r + rlen;
         /* One clock read a record (a task or a chunk), for
          * conc_pool_worker_info; ordered before the release stores of
          * item and seq below, like cur_start_ns. */
         atomic_store_explicit(&c->task_start_ns, conc__now_ns(),
                               memory_order_relaxed);
-        for (uint32_t k = 0; k < r->nitems; k++) {
+        for (uint32_t k = 0; k < nitems; k++) {
             uint64_t len;
+            if (end - q < 8) {
+                _exit(EXIT_BAD_RING);
+            }
             memcpy(&len, q, sizeof len);
             q += 8;
+            if (len > (uint64_t)(end - q)) {
+                _exit(EXIT_BAD_RING);
+            }
             /* Stored start, item, seq, the last two with release: the
              * manager loads seq, item (acquire), then start, so the start
              * it sees belongs to the item it sees or a later one, and a
@@ -529,7 +553,7 @@ static int worker_main(void *arg)
                                       memory_order_relaxed);
             }
             atomic_store_explicit(&c->cur_item, k, memory_order_release);
-            atomic_store_explicit(&c->cur_seq, r->seq, memory_order_release);
+            atomic_store_explicit(&c->cur_seq, seq, memory_order_release);
             out.len = 0;
             out.has_error = false;
             int code = fn(len ? q : NULL, (size_t)len, &out, ctx);
@@ -537,14 +561,14 @@ static int worker_main(void *arg)
                 code = CONC_ETASK;
             }
             size_t elen = out.has_error ? strlen(out.error) : 0;
-            post(w, &x, REC_RESULT, r->seq, k, code, out.data, out.len,
+            post(w, &x, REC_RESULT, seq, k, code, out.data, out.len,
                  out.error, elen);
             q += pad8((size_t)len);
             ran++;
             atomic_store_explicit(&c->items_done, ran, memory_order_relaxed);
         }
         atomic_store(&c->cur_seq, 0);
-        x.head += r->len;
+        x.head += rlen;
         /* Hands the record's room back; pairs with the acquire load of
          * task_head in write_task(). */
         atomic_store_explicit(&c->task_head, x.head, memory_order_release);
@@ -1125,13 +1149,25 @@ static bool take_back(conc_pool *p, size_t busy_max)
         }
         conc__task *c[TAKE_BACK_MAX];
         size_t n = 0;
-        for (conc__task *t = cut->next; t != NULL; t = t->next) {
+        for (conc__task *t = cut->next; t != NULL && n < TAKE_BACK_MAX;
+             t = t->next) {
             c[n++] = t;
+        }
+        /* No more items than idle's life has left (one task anyway:
+         * send_queued splits it), or the rest would go back to the queue
+         * and maybe to from again. */
+        size_t lo = 0;
+        if (p->max_tasks > 0) {
+            size_t left = p->max_tasks - idle->life_items, items = 0;
+            for (lo = n; lo > 0 && items + c[lo - 1]->count <= left; lo--) {
+                items += c[lo - 1]->count;
+            }
+            lo = lo == n ? n - 1 : lo;
         }
         /* From the last one back: the worker takes records in order, so
          * once its CAS has won one, it has started every one before. */
         size_t first = n;
-        while (first > 0 && may_take_back(from, c[first - 1])) {
+        while (first > lo && may_take_back(from, c[first - 1])) {
             conc__task *t = c[first - 1];
             struct task_rec *r =
                 (struct task_rec *)(from->tring + t->pos % from->cap);
@@ -1211,6 +1247,11 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
                  "the task ran past its timeout of %g s; worker %s (pid %d) "
                  "was killed",
                  p->task_timeout, conc_process_name(w->proc), (int)pid);
+    } else if (code == EXIT_BAD_RING) {
+        snprintf(msg, sizeof msg,
+                 "worker %s (pid %d) found its task ring written over by a "
+                 "task and exited",
+                 conc_process_name(w->proc), (int)pid);
     } else if (code < 0) {
         snprintf(msg, sizeof msg,
                  "worker %s (pid %d) died: killed by signal %d",
@@ -1309,9 +1350,13 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
          * wrote over a record behind its own (its type, state or count
          * of items), and the worker stepped past a task it never ran.
          * Its result would never come. */
-        if (w->nifl > 0 && atomic_load_explicit(&w->ctl->task_head,
-                                                memory_order_acquire) ==
-                               w->ttail) {
+        uint64_t head =
+            atomic_load_explicit(&w->ctl->task_head, memory_order_acquire);
+        if (w->ttail - head > w->cap) {
+            /* Never stored by the worker, which stays within one ring
+             * behind the tail. */
+            mark_corrupt(w, "a task ring position outside its ring", 0);
+        } else if (w->nifl > 0 && head == w->ttail) {
             drain(w);
             if (w->nifl > 0) {
                 mark_corrupt(w, "no result for a task it went past", 0);

@@ -943,6 +943,37 @@ TEST(task_scribbling_on_its_ring_fails_only_itself)
     conc_pool_free(p);
 }
 
+/* Inside a task run by a process worker: its own task record (NULL
+ * elsewhere), and *next, the record queued behind it, once published
+ * (NULL if none is within 5 s).  A task record: u32 len, type, nitems,
+ * state; u64 seq, fn; then each input as a u64 length and its bytes. */
+static uint32_t *task_records(uint32_t **next)
+{
+    unsigned char *ring;
+    size_t cap;
+    uint64_t pos;
+    _Atomic uint64_t *tailp;
+    *next = NULL;
+    if (!conc__pool_worker_task_ring(&ring, &cap, &pos, &tailp)) {
+        return NULL;
+    }
+    uint32_t *own = (uint32_t *)(ring + pos % cap);
+    uint64_t at = pos + own[0];
+    for (int i = 0; i < 5000; i++) {
+        if (atomic_load(tailp) > at) {
+            uint32_t *r = (uint32_t *)(ring + at % cap);
+            if (r[1] != 1) {
+                *next = r;
+                break;
+            }
+            at += r[0]; /* a pad at the ring's end: the record follows */
+            continue;
+        }
+        th_sleep(0.001);
+    }
+    return own;
+}
+
 /* Writes over the task record queued behind its own in the worker's task
  * ring, as a task with a wild pointer could: its state (taken back), its
  * type (a pad) or its count of items (none), by x % 3.  The worker then
@@ -951,39 +982,102 @@ static int t_skip_next(const void *in, size_t len, conc_buf *out, void *ctx)
 {
     (void)ctx;
     int x = int_in(in, len);
-    unsigned char *ring;
-    size_t cap;
-    uint64_t pos;
-    _Atomic uint64_t *tailp;
-    if (!conc__pool_worker_task_ring(&ring, &cap, &pos, &tailp)) {
+    uint32_t *r;
+    if (task_records(&r) == NULL || r == NULL) {
         return 99;
     }
-    /* A task record: u32 len, type, nitems, state; u64 seq, fn. */
-    uint32_t *own = (uint32_t *)(ring + pos % cap);
-    uint64_t next = pos + own[0];
-    for (int i = 0; i < 5000; i++) {
-        if (atomic_load(tailp) > next) {
-            uint32_t *r = (uint32_t *)(ring + next % cap);
-            if (r[1] != 1) {
-                switch (x % 3) {
-                case 0:
-                    r[3] = 3;
-                    break;
-                case 1:
-                    r[1] = 1;
-                    break;
-                default:
-                    r[2] = 0;
-                    break;
-                }
-                return conc_buf_append(out, &x, sizeof x);
-            }
-            next += r[0]; /* a pad at the ring's end: the record follows */
-            continue;
-        }
-        th_sleep(0.001);
+    switch (x % 3) {
+    case 0:
+        r[3] = 3;
+        break;
+    case 1:
+        r[1] = 1;
+        break;
+    default:
+        r[2] = 0;
+        break;
     }
-    return 98; /* nothing was queued behind it */
+    return conc_buf_append(out, &x, sizeof x);
+}
+
+/* Writes over a length its worker reads from its task ring, by x % 5:
+ * the next record's (0, then past the ring), its own record's (which
+ * the worker reads again once the task returns), the next record's
+ * first input's (past the record), or both of the next record's. */
+static int t_bad_len(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    uint32_t *r, *own = task_records(&r);
+    if (own == NULL || r == NULL) {
+        return 99;
+    }
+    uint64_t huge = (uint64_t)1 << 40;
+    if (x % 5 == 0) {
+        r[0] = 0;
+    } else if (x % 5 == 1) {
+        r[0] = 0xfffffff8u;
+    } else if (x % 5 == 2) {
+        own[0] += 4096;
+    } else {
+        if (x % 5 == 4) {
+            r[0] = 0xfffffff8u; /* and an input inside that */
+            huge = 0xc0000000u;
+        }
+        /* the first input's length follows the 32-byte head */
+        memcpy((unsigned char *)r + 32, &huge, sizeof huge);
+    }
+    return conc_buf_append(out, &x, sizeof x);
+}
+
+/* How often t_input_len ran (shared with the workers). */
+static _Atomic int *len_runs;
+
+/* Counts its run and returns the length of its input, as a uint64_t. */
+static int t_input_len(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)in;
+    (void)ctx;
+    atomic_fetch_add(len_runs, 1);
+    uint64_t n = len;
+    return conc_buf_append(out, &n, sizeof n);
+}
+
+/* A worker never trusts a length in its task ring: it reads each once,
+ * checks it against the ring, and uses its copy.  A task that wrote over
+ * one makes its worker exit (or changes nothing, for its own record);
+ * the task behind it, not started, runs on the replacement, and nothing
+ * is lost or hangs. */
+TEST(task_scribbling_on_ring_lengths_loses_no_task)
+{
+    len_runs = mmap(NULL, sizeof *len_runs, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(len_runs != MAP_FAILED);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1 }));
+    for (int x = 0; x < 5; x++) {
+        conc_future *bad, *next;
+        int v = x + 100;
+        atomic_store(len_runs, 0);
+        CHECK_OK(conc_pool_submit(p, t_bad_len, &x, sizeof x, &bad));
+        CHECK_OK(conc_pool_submit(p, t_input_len, &v, sizeof v, &next));
+        conc_msg m;
+        CHECK_OK(conc_future_result(bad, &m, 30));
+        CHECK_EQ(int_out(&m), x);
+        conc_msg_free(&m);
+        conc_future_free(bad);
+        /* The task behind ran once, with its own input. */
+        CHECK_OK(conc_future_result(next, &m, 10));
+        uint64_t n = 0;
+        CHECK_EQ(m.len, sizeof n);
+        memcpy(&n, m.data, sizeof n);
+        CHECK_EQ(n, sizeof v);
+        conc_msg_free(&m);
+        conc_future_free(next);
+        CHECK_EQ(atomic_load(len_runs), 1);
+    }
+    conc_pool_free(p);
+    munmap((void *)len_runs, sizeof *len_runs);
 }
 
 /* A task that writes over the record behind its own makes its worker step
