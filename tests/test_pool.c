@@ -696,6 +696,57 @@ static void results_ok(conc_future **f, int n)
     }
 }
 
+/* Thread workers that find no task spin a moment, then sleep; a submit
+ * wakes a sleeper only for tasks the spinning workers will not take
+ * (one each), so a request/response caller does not wake a thread for
+ * nothing on every task.  Every task still starts at once while a worker
+ * is free: two long tasks submitted to sleeping workers both start, and
+ * so do two submitted right after a result, while the worker that
+ * returned it spins and the other sleeps. */
+static bool all_started(int first, int n, double timeout)
+{
+    double t0 = th_now();
+    for (;;) {
+        int k = 0;
+        for (int i = first; i < first + n; i++) {
+            k += atomic_load(&runs[i]) > 0;
+        }
+        if (k == n) {
+            return true;
+        }
+        if (th_now() - t0 > timeout) {
+            return false;
+        }
+        th_sleep(0.001);
+    }
+}
+
+TEST(thread_workers_asleep_or_spinning_each_take_a_task)
+{
+    enum { GATE = 100 };
+    runs_map();
+    conc_pool *p = mk(CONC_THREADS, 2);
+    th_sleep(0.1); /* both asleep */
+    conc_future *f[5];
+    f[0] = gated(p, 1, GATE);
+    f[1] = gated(p, 2, GATE);
+    CHECK(all_started(1, 2, 5));
+    atomic_store(&runs[GATE], 1);
+    results_ok(f, 2);
+    atomic_store(&runs[GATE], 0);
+    th_sleep(0.1);
+    f[2] = counted(p, 3, 0);
+    CHECK(counted_pid(f[2], 10) > 0);
+    /* The worker that ran task 3 spins now, the other sleeps. */
+    f[3] = gated(p, 4, GATE);
+    f[4] = gated(p, 5, GATE);
+    CHECK(all_started(4, 2, 5));
+    atomic_store(&runs[GATE], 1);
+    results_ok(f + 3, 2);
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
 /* Tasks are queued and a worker has fewer out than its window, yet it
  * cannot be sent one: the last task of its life runs
  * (max_tasks_per_worker), or its ring has no room for the next record
