@@ -95,7 +95,11 @@
  * is preempted, half a millisecond or more later, for each task (a
  * map of 256 CPU-bound items on 2 worker processes and 2 cores took
  * 1.04-1.21x the time of 2 threads with one task out, 0.99-1.09x with
- * one sent ahead).
+ * one sent ahead).  Queued tasks leave the queue in runs (send_queued:
+ * as many as the workers have room for, at most 32, under one hold of
+ * the pool lock, which every submit takes too), and what a run could
+ * not send goes back to the front in order, so tasks still start in the
+ * order submitted.
  *
  * Taking back.  A task sent ahead waits behind the one its worker runs,
  * which may be long, while another worker idles (with short tasks, up to
@@ -1013,19 +1017,34 @@ static bool send_to(struct proc_pool *pp, struct proc_worker *w,
     return true;
 }
 
+/* The most tasks send_queued takes off the queue under one hold of the
+ * pool lock. */
+enum { SEND_BATCH = 32 };
+
 /* Sends queued tasks to workers with room, skipping workers with
- * busy_max tasks out or more; true if any was sent.  Drive held. */
+ * busy_max tasks out or more; true if any was sent.  Tasks leave the
+ * queue in runs, as many as the workers have room for (at most
+ * SEND_BATCH), under one hold of the pool lock: a submitter pushes under
+ * the same lock, and on a stream of tiny tasks one hold per task made
+ * the two threads trade it, and sleep on it, for every task.  What is
+ * not sent goes back to the front of the queue in order, before the
+ * drive lock is let go.  Drive held. */
 static bool send_queued(conc_pool *p, size_t busy_max)
 {
     struct proc_pool *pp = pp_of(p);
     bool progress = false;
-    while (atomic_load(&p->npending) > 0) {
+    conc__task *run = NULL; /* taken off the queue, not sent yet */
+    size_t nrun = 0;
+    for (;;) {
         struct proc_worker *best = NULL;
+        size_t room = 0;
         for (size_t i = 0; i < p->nworkers; i++) {
             struct proc_worker *w = &pp->w[i];
             if (!has_room(p, w, busy_max)) {
                 continue;
             }
+            size_t most = window(w) < busy_max ? window(w) : busy_max;
+            room += most - w->nifl;
             if (best == NULL || w->nifl < best->nifl) {
                 best = w;
             }
@@ -1033,22 +1052,45 @@ static bool send_queued(conc_pool *p, size_t busy_max)
         if (best == NULL) {
             break;
         }
-        pthread_mutex_lock(&p->lock);
-        /* A terminating or broken pool sends nothing more: its queued
-         * tasks are cancelled (or failed) by the manager, not started. */
-        conc__task *t = p->state == CONC__POOL_TERM || p->broken != 0
-                             ? NULL
-                             : conc__pool_pop_locked(p);
-        pthread_mutex_unlock(&p->lock);
-        if (t == NULL) {
-            break;
+        if (run == NULL) {
+            if (atomic_load(&p->npending) == 0) {
+                break;
+            }
+            room = room < SEND_BATCH ? room : SEND_BATCH;
+            conc__task *last = NULL;
+            pthread_mutex_lock(&p->lock);
+            /* A terminating or broken pool sends nothing more: its queued
+             * tasks are cancelled (or failed) by the manager, not
+             * started. */
+            if (p->state != CONC__POOL_TERM && p->broken == 0) {
+                for (conc__task *t; nrun < room &&
+                                    (t = conc__pool_pop_locked(p)) != NULL;
+                     nrun++) {
+                    if (last != NULL) {
+                        last->next = t;
+                    } else {
+                        run = t;
+                    }
+                    last = t;
+                }
+            }
+            pthread_mutex_unlock(&p->lock);
+            if (run == NULL) {
+                break;
+            }
         }
+        conc__task *t = run;
+        run = t->next;
+        t->next = NULL;
+        nrun--;
         size_t pad;
         if (!ring_room(best, task_rec_len(t), &pad)) {
-            /* best is full now; the task stays queued, its future pending
-             * (it counts as running once sent), for the next worker with
+            /* best is full now; the task waits, its future pending (it
+             * counts as running once sent), for the next worker with
              * room. */
-            conc__pool_requeue_front(p, t, t, 1);
+            t->next = run;
+            run = t;
+            nrun++;
             continue;
         }
         if (!conc__task_start(t)) {
@@ -1058,24 +1100,36 @@ static bool send_queued(conc_pool *p, size_t busy_max)
             /* Split: the worker takes what it has left in this life. */
             conc__task *rest = conc__calloc(1, sizeof *rest);
             if (rest == NULL) {
-                conc__pool_requeue_front(p, t, t, 1);
+                t->next = run;
+                run = t;
+                nrun++;
                 break;
             }
             *rest = *t;
             size_t take = p->max_tasks - best->life_items;
             rest->start = t->start + take;
             rest->count = t->count - take;
-            rest->next = NULL;
+            rest->next = run;
             atomic_init(&rest->refs, 1);
             atomic_fetch_add(&t->batch->refs, 1);
             t->count = take;
-            conc__pool_requeue_front(p, rest, rest, 1);
+            run = rest;
+            nrun++;
         }
         if (!send_to(pp, best, t)) {
-            conc__pool_requeue_front(p, t, t, 1); /* checked above */
+            t->next = run; /* checked above */
+            run = t;
+            nrun++;
             continue;
         }
         progress = true;
+    }
+    if (run != NULL) {
+        conc__task *last = run;
+        while (last->next != NULL) {
+            last = last->next;
+        }
+        conc__pool_requeue_front(p, run, last, nrun);
     }
     return progress;
 }

@@ -481,6 +481,72 @@ static void close_check_ran_once(conc_pool *p, int n)
     munmap((void *)runs, RUNS_MAX * sizeof *runs);
 }
 
+/* Tasks start in the order they were submitted: on one worker, 3000
+ * tasks queued behind a slow first one run in exactly that order.  The
+ * manager takes them off the queue in runs, and inputs of 8 KiB fill a
+ * process worker's ring (64 KiB messages: some 16 records) before its
+ * window: what a run could not send goes back to the front, in order.
+ * runs[0] counts the runs, runs[1 + k] is the id of the k-th. */
+enum { IN_ORDER_BYTES = 8192 };
+
+static int t_in_order(const void *in, size_t len, conc_buf *out, void *ctx)
+{
+    (void)out;
+    (void)ctx;
+    int id = -1;
+    if (len == IN_ORDER_BYTES) {
+        memcpy(&id, in, sizeof id);
+    }
+    int k = atomic_fetch_add(&runs[0], 1);
+    if (k + 1 < RUNS_MAX) {
+        atomic_store(&runs[1 + k], id);
+    }
+    if (id == 0) {
+        th_sleep(0.05); /* the rest queue up meanwhile */
+    }
+    return 0;
+}
+
+static void starts_in_order(conc_pool_kind kind)
+{
+    enum { N = 3000 };
+    runs_map(); /* before the workers are forked */
+    conc_pool *p = NULL;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = kind, .workers = 1,
+                                   .max_message_bytes = 64 * 1024 }));
+    conc_future **f = calloc(N, sizeof *f);
+    unsigned char *in = calloc(1, IN_ORDER_BYTES);
+    CHECK(f != NULL && in != NULL);
+    for (int i = 0; i < N; i++) {
+        memcpy(in, &i, sizeof i);
+        CHECK_OK(conc_pool_submit(p, t_in_order, in, IN_ORDER_BYTES, &f[i]));
+    }
+    free(in);
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(conc_future_result(f[i], NULL, 30));
+        conc_future_free(f[i]);
+    }
+    free(f);
+    CHECK_EQ(atomic_load(&runs[0]), N);
+    int wrong = 0;
+    for (int k = 0; k < N; k++) {
+        wrong += atomic_load(&runs[1 + k]) != k;
+    }
+    CHECK_EQ(wrong, 0);
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
+TEST(tasks_start_in_submission_order_processes)
+{
+    starts_in_order(CONC_PROCESSES);
+}
+TEST(tasks_start_in_submission_order_threads)
+{
+    starts_in_order(CONC_THREADS);
+}
+
 TEST(a_task_sent_ahead_behind_a_long_one_moves_to_an_idle_worker)
 {
     runs_map(); /* before the workers are forked */
