@@ -406,6 +406,27 @@ conc__task *conc__pool_take_all_locked(conc_pool *p)
     return t;
 }
 
+conc__task *conc__pool_cancel_locked(conc_pool *p, conc__task *list)
+{
+    conc__task *run = conc__task_take_started(&list);
+    if (run != NULL) {
+        conc__task *last = run;
+        size_t n = 1;
+        while (last->next != NULL) {
+            last = last->next;
+            n++;
+        }
+        conc__pool_requeue_front_locked(p, run, last, n);
+    }
+    return list;
+}
+
+void conc__pool_cancel_list(conc__task *list)
+{
+    conc__task_fail_list(list, CONC__FUT_CANCELLED, CONC_ECANCELLED,
+                         "cancelled by shutdown(cancel_futures)");
+}
+
 void conc__pool_ref(conc_pool *p)
 {
     /* Relaxed: a new reference is made from an existing one. */
@@ -1443,23 +1464,11 @@ int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
     conc_pool_close(pool);
     if (cancel_futures) {
         pthread_mutex_lock(&pool->lock);
-        conc__task *list = conc__pool_take_all_locked(pool);
-        /* A task whose future runs already (a process task sent to a
-         * worker that died, or taken back from one) stays queued and
-         * runs, as Executor.shutdown leaves running futures alone. */
-        conc__task *run = conc__task_take_started(&list);
-        if (run != NULL) {
-            conc__task *last = run;
-            size_t n = 1;
-            while (last->next != NULL) {
-                last = last->next;
-                n++;
-            }
-            conc__pool_requeue_front_locked(pool, run, last, n);
-        }
+        atomic_fetch_add(&pool->cancel_epoch, 1);
+        conc__task *list =
+            conc__pool_cancel_locked(pool, conc__pool_take_all_locked(pool));
         pthread_mutex_unlock(&pool->lock);
-        conc__task_fail_list(list, CONC__FUT_CANCELLED, CONC_ECANCELLED,
-                             "cancelled by shutdown(cancel_futures)");
+        conc__pool_cancel_list(list);
         if (pool->be->kick != NULL) {
             pool->be->kick(pool);
         }

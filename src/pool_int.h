@@ -209,6 +209,12 @@ struct conc_pool {
     bool joined;
     conc__task *head, *tail; /* queued tasks, under lock */
     _Atomic size_t npending;
+    /* Bumped under lock by shutdown(cancel_futures) as it takes the
+     * queue.  A backend that took tasks off the queue and has not started
+     * them yet (the process backend's send_queued) compares it before
+     * starting each and before putting the rest back, and cancels them
+     * itself if it moved: they were queued when the queue was cancelled. */
+    _Atomic unsigned cancel_epoch;
 };
 
 /* Puts a list back at the front of the queue, in order (tasks a dead
@@ -221,6 +227,15 @@ void conc__pool_requeue_front(conc_pool *p, conc__task *first,
 conc__task *conc__pool_pop_locked(conc_pool *p);
 /* Takes the whole queue; lock held. */
 conc__task *conc__pool_take_all_locked(conc_pool *p);
+/* shutdown(cancel_futures) for list, tasks taken off the queue: those
+ * whose future runs already (sent to a worker that died, or taken back
+ * from one) go back to the front of the queue and run, as
+ * Executor.shutdown leaves running futures alone; the rest is returned,
+ * for conc__pool_cancel_list once the lock is let go.  Lock held. */
+conc__task *conc__pool_cancel_locked(conc_pool *p, conc__task *list);
+/* Fails list, returned by conc__pool_cancel_locked, as cancelled by
+ * shutdown; lock not held (callbacks run). */
+void conc__pool_cancel_list(conc__task *list);
 void conc__pool_ref(conc_pool *p);
 void conc__pool_unref(conc_pool *p);
 

@@ -99,7 +99,8 @@
  * as many as the workers have room for, at most 32, under one hold of
  * the pool lock, which every submit takes too), and what a run could
  * not send goes back to the front in order, so tasks still start in the
- * order submitted.
+ * order submitted; a shutdown(cancel_futures) meanwhile cancels what the
+ * run had not started (pool.cancel_epoch).
  *
  * Taking back.  A task sent ahead waits behind the one its worker runs,
  * which may be long, while another worker idles (with short tasks, up to
@@ -304,6 +305,9 @@ struct proc_pool {
     pthread_mutex_t drive;
     bool stopped;       /* under drive: the manager ended, rings are off */
     conc__task *done_head, *done_tail; /* under drive: see drive_unlock */
+    /* under drive: tasks to fail as cancelled by shutdown once it is let
+     * go (send_queued, drive_unlock) */
+    conc__task *cancelled;
     uint64_t next_seq;  /* under drive */
 };
 
@@ -680,16 +684,22 @@ static void done_push(struct proc_pool *pp, conc__task *t)
 }
 
 /* Releases the drive lock, then completes the submits collected under it
- * (in the order their results came), so that no user callback ever runs
- * with the drive lock held: a callback may then call anything a callback
- * may (conc_pool_terminate included) without waiting on this thread. */
+ * (in the order their results came) and fails the tasks send_queued
+ * found cancelled by shutdown, so that no user callback ever runs with
+ * the drive lock held: a callback may then call anything a callback may
+ * (conc_pool_terminate included) without waiting on this thread. */
 static void drive_unlock(conc_pool *p)
 {
     struct proc_pool *pp = pp_of(p);
     conc__task *t = pp->done_head;
     pp->done_head = pp->done_tail = NULL;
+    conc__task *cancelled = pp->cancelled;
+    pp->cancelled = NULL;
     pthread_mutex_unlock(&pp->drive);
     conc__future_defer_begin();
+    if (cancelled != NULL) {
+        conc__pool_cancel_list(cancelled);
+    }
     while (t != NULL) {
         conc__task *n = t->next;
         t->next = NULL;
@@ -1017,6 +1027,8 @@ static bool send_to(struct proc_pool *pp, struct proc_worker *w,
     return true;
 }
 
+void (*conc__pool_test_run_taken)(conc_pool *p);
+
 /* The most tasks send_queued takes off the queue under one hold of the
  * pool lock. */
 enum { SEND_BATCH = 32 };
@@ -1035,6 +1047,7 @@ static bool send_queued(conc_pool *p, size_t busy_max)
     bool progress = false;
     conc__task *run = NULL; /* taken off the queue, not sent yet */
     size_t nrun = 0;
+    unsigned epoch = 0; /* p->cancel_epoch when run was taken */
     for (;;) {
         struct proc_worker *best = NULL;
         size_t room = 0;
@@ -1062,6 +1075,7 @@ static bool send_queued(conc_pool *p, size_t busy_max)
             /* A terminating or broken pool sends nothing more: its queued
              * tasks are cancelled (or failed) by the manager, not
              * started. */
+            epoch = atomic_load(&p->cancel_epoch);
             if (p->state != CONC__POOL_TERM && p->broken == 0) {
                 for (conc__task *t; nrun < room &&
                                     (t = conc__pool_pop_locked(p)) != NULL;
@@ -1078,6 +1092,12 @@ static bool send_queued(conc_pool *p, size_t busy_max)
             if (run == NULL) {
                 break;
             }
+            if (conc__pool_test_run_taken != NULL) {
+                conc__pool_test_run_taken(p);
+            }
+        }
+        if (atomic_load(&p->cancel_epoch) != epoch) {
+            break; /* shutdown cancelled the queue: see below */
         }
         conc__task *t = run;
         run = t->next;
@@ -1129,7 +1149,28 @@ static bool send_queued(conc_pool *p, size_t busy_max)
         while (last->next != NULL) {
             last = last->next;
         }
-        conc__pool_requeue_front(p, run, last, nrun);
+        conc__task *cancel = NULL;
+        pthread_mutex_lock(&p->lock);
+        if (atomic_load(&p->cancel_epoch) == epoch) {
+            conc__pool_requeue_front_locked(p, run, last, nrun);
+        } else {
+            /* shutdown(cancel_futures) took the queue while run was out
+             * of it: run's tasks were queued then, and are cancelled as
+             * the rest were (checked under the lock it took the queue
+             * under, so each run either went back before and was taken,
+             * or is cancelled here). */
+            cancel = conc__pool_cancel_locked(p, run);
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (cancel != NULL) {
+            /* Failed by drive_unlock: callbacks never run under drive. */
+            conc__task *last_c = cancel;
+            while (last_c->next != NULL) {
+                last_c = last_c->next;
+            }
+            last_c->next = pp->cancelled;
+            pp->cancelled = cancel;
+        }
     }
     return progress;
 }
@@ -1866,6 +1907,7 @@ static int procs_start(conc_pool *p)
 
 /* Wakes the manager from either sleep: the normal one (hdr->sleeping) or
  * the quiet one it takes while helpers work (pp->hdr->quiet). */
+
 static void wake_manager(struct proc_pool *pp)
 {
     atomic_fetch_add(&pp->hdr->bell, 1);

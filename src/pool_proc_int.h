@@ -41,4 +41,11 @@ bool conc__pool_worker_result_ring(unsigned char **ring, size_t *cap,
 bool conc__pool_worker_task_ring(unsigned char **ring, size_t *cap,
                                  uint64_t *pos, _Atomic uint64_t **tail);
 
+/* For tests: when set, called by the process backend right after it
+ * took a run of queued tasks off the queue and before it starts any
+ * (under the drive lock, not the pool lock), so that a test can make a
+ * conc_pool_shutdown(cancel_futures) land while the run is out of the
+ * queue.  NULL in every program but those tests. */
+extern void (*conc__pool_test_run_taken)(conc_pool *p);
+
 #endif

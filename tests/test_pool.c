@@ -7,6 +7,7 @@
 #include "pool_tasks.h"
 
 #include "os.h"
+#include "pool_proc_int.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -1168,6 +1169,63 @@ static void shutdown_cancel(conc_pool_kind kind)
 
 TEST(shutdown_cancel_threads) { shutdown_cancel(CONC_THREADS); }
 TEST(shutdown_cancel_processes) { shutdown_cancel(CONC_PROCESSES); }
+
+/* A process pool takes queued tasks off the queue in runs before it
+ * sends them.  A shutdown(cancel_futures) that lands while a run is out
+ * of the queue cancels the run's tasks too: every task still pending
+ * when it returned ends cancelled, none runs.  The test hook calls
+ * shutdown right after the run was taken. */
+static conc_pool *run_taken_pool;
+
+static void shutdown_when_run_taken(conc_pool *p)
+{
+    if (p == run_taken_pool) {
+        run_taken_pool = NULL;
+        CHECK_OK(conc_pool_shutdown(p, false, true));
+    }
+}
+
+TEST(shutdown_cancel_reaches_tasks_taken_off_the_queue)
+{
+    runs_map(); /* before the workers are forked */
+    conc_pool *p = mk(CONC_PROCESSES, 1);
+    /* The worker measures a long task: one is sent ahead behind the one
+     * it runs, the rest wait in the queue. */
+    conc_future *lng = counted(p, 0, 300);
+    double t0 = th_now();
+    while (!conc_future_running(lng) && th_now() - t0 < 10) {
+        th_sleep(0.001);
+    }
+    conc_future *f[10];
+    for (int i = 0; i < 10; i++) {
+        f[i] = counted(p, 1 + i, 0);
+    }
+    while (!conc_future_running(f[0]) && th_now() - t0 < 10) {
+        th_sleep(0.001);
+    }
+    CHECK(conc_future_running(f[0])); /* sent ahead */
+    for (int i = 1; i < 10; i++) {
+        CHECK(!conc_future_running(f[i]));
+    }
+    /* Once the long task is done, the next run is taken: shutdown then. */
+    run_taken_pool = p;
+    conc__pool_test_run_taken = shutdown_when_run_taken;
+    CHECK(counted_pid(lng, 10) > 0);
+    CHECK_OK(conc_pool_join(p, 10));
+    conc__pool_test_run_taken = NULL;
+    CHECK(run_taken_pool == NULL); /* the hook ran */
+    CHECK_OK(conc_future_result(f[0], NULL, 0));
+    for (int i = 1; i < 10; i++) {
+        CHECK(conc_future_cancelled(f[i]));
+        CHECK_ERR(conc_future_result(f[i], NULL, 0), CONC_ECANCELLED);
+        CHECK_EQ(atomic_load(&runs[1 + i]), 0);
+    }
+    for (int i = 0; i < 10; i++) {
+        conc_future_free(f[i]);
+    }
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
 
 static void terminate_pending(conc_pool_kind kind)
 {
