@@ -4,6 +4,10 @@
  *   - trivial tasks through submit + result on 2 workers, processes and
  *     threads, pipelined (submit N, then collect N) and one at a time
  *     (submit, result, submit, ...);
+ *   - pairs of one task through conc_pool_apply and one through submit
+ *     and conc_wait, one at a time (processes; no Python beside it): the
+ *     second's result is collected by the manager, which the first left
+ *     asleep and which must be woken for it;
  *   - map of 100 k trivial tasks on 2 worker processes, chunksize 1 and
  *     the automatic chunksize;
  *   - the speed-up of a CPU-bound map (counting primes) from 1 to 2
@@ -108,17 +112,46 @@ static double pipelined(conc_pool *p, int n)
     return n / dt;
 }
 
+/* One task through conc_pool_apply. */
+static void apply_one(conc_pool *p, int i)
+{
+    conc_msg m;
+    int err = conc_pool_apply(p, ident, &i, sizeof i, &m, CONC_FOREVER);
+    if (err != 0) {
+        die("apply", err);
+    }
+    conc_msg_free(&m);
+}
+
 /* tasks per second, submit then result, one at a time */
 static double serial(conc_pool *p, int n)
 {
     double t0 = now();
     for (int i = 0; i < n; i++) {
-        conc_msg m;
-        int err = conc_pool_apply(p, ident, &i, sizeof i, &m, CONC_FOREVER);
-        if (err != 0) {
-            die("apply", err);
+        apply_one(p, i);
+    }
+    return n / (now() - t0);
+}
+
+/* pairs per second: a task through conc_pool_apply, whose wait helps
+ * collect results (the manager then sleeps without being woken by
+ * them), then one through submit and conc_wait, which does not help: the
+ * manager must be woken to collect its result, or the result waits out
+ * the manager's sleep (2 ms) */
+static double mixed(conc_pool *p, int n)
+{
+    double t0 = now();
+    for (int i = 0; i < n; i++) {
+        apply_one(p, i);
+        conc_future *f;
+        int err = conc_pool_submit(p, ident, &i, sizeof i, &f);
+        if (err == 0) {
+            err = conc_wait(&f, 1, CONC_FOREVER, CONC_ALL_COMPLETED);
         }
-        conc_msg_free(&m);
+        if (err != 0) {
+            die("submit+wait", err);
+        }
+        conc_future_free(f);
     }
     return n / (now() - t0);
 }
@@ -305,6 +338,7 @@ int main(int argc, char **argv)
     pipelined(pp, 1000); /* warm-up */
     double c_pp = best3(pipelined, pp, n_pp);
     double c_ps = best3(serial, pp, n_ps);
+    double c_mix = best3(mixed, pp, n_ps / 4);
     double c_c1 = 0, c_auto = 0;
     for (int r = 0; r < 3; r++) {
         double v = map_rate(pp, n_map, 1);
@@ -348,6 +382,8 @@ int main(int argc, char **argv)
         "tasks/s", 50);
     row("process pool submit+result, one at a time", c_ps, py.ppe_serial,
         "tasks/s", 50);
+    row("process pool apply, then submit+conc_wait", c_mix, 0, "pairs/s",
+        0);
     row("thread pool submit+result, pipelined", c_tp, py.tpe_pipe, "tasks/s",
         10);
     row("thread pool submit+result, one at a time", c_ts, py.tpe_serial,
