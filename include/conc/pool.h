@@ -198,10 +198,13 @@ CONC_API int conc_pool_new(conc_pool **out, const conc_pool_opts *opts);
 
 /* conc_pool_submit - queues fn(in) and returns its future in *fut (the
  * caller frees it with conc_future_free).  The input is copied: in may be
- * reused at once.  Never blocks.  0; CONC_EINVAL (NULL pool, fn or fut,
- * NULL in with inlen > 0); CONC_ESTATE (after close, shutdown or
- * terminate); CONC_EBROKEN; CONC_ETOOBIG (input over max_message_bytes,
- * processes); CONC_ENOMEM.  *fut is NULL on error. */
+ * reused at once.  Never blocks.  Tasks leave the queue in the order
+ * they were submitted: one worker runs them in that order, several run
+ * them side by side, so they may start and finish out of order.  0;
+ * CONC_EINVAL (NULL pool, fn or fut, NULL in with inlen > 0);
+ * CONC_ESTATE (after close, shutdown or terminate); CONC_EBROKEN;
+ * CONC_ETOOBIG (input over max_message_bytes, processes); CONC_ENOMEM.
+ * *fut is NULL on error. */
 CONC_API int conc_pool_submit(conc_pool *pool, conc_task_fn fn,
                               const void *in, size_t inlen,
                               conc_future **fut);
