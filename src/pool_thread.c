@@ -32,9 +32,10 @@
  * workers - and the woken thread then spun beside the other two on 2
  * cores: such a caller settled at some 22 k tasks/s against 350 k once
  * it did (bench_pool's thread "one at a time", for whole runs).
- * join waits on done_cv for tp->live to reach 0.  Close and shutdown broadcast work_cv
- * after changing the state under the lock: a worker either saw the new
- * state before it waited, or is waiting and gets the broadcast.
+ * join waits on done_cv for tp->live to reach 0.  Close and shutdown
+ * broadcast work_cv after changing the state under the lock: a worker
+ * either saw the new state before it waited, or is waiting and gets the
+ * broadcast.
  *
  * Fork.  A child forked while these threads run has none of them; it
  * must not use the pool (pool.h).
