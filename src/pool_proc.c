@@ -1072,10 +1072,10 @@ static bool send_queued(conc_pool *p, size_t busy_max)
             room = room < SEND_BATCH ? room : SEND_BATCH;
             conc__task *last = NULL;
             pthread_mutex_lock(&p->lock);
+            epoch = atomic_load(&p->cancel_epoch);
             /* A terminating or broken pool sends nothing more: its queued
              * tasks are cancelled (or failed) by the manager, not
              * started. */
-            epoch = atomic_load(&p->cancel_epoch);
             if (p->state != CONC__POOL_TERM && p->broken == 0) {
                 for (conc__task *t; nrun < room &&
                                     (t = conc__pool_pop_locked(p)) != NULL;
