@@ -305,9 +305,9 @@ struct proc_pool {
     pthread_mutex_t drive;
     bool stopped;       /* under drive: the manager ended, rings are off */
     conc__task *done_head, *done_tail; /* under drive: see drive_unlock */
-    /* under drive: tasks to fail as cancelled by shutdown once it is let
-     * go (send_queued, drive_unlock) */
-    conc__task *cancelled;
+    /* under drive: batches of callbacks deferred by send_queued (futures
+     * it cancelled), run by drive_unlock once the lock is let go */
+    unsigned deferred;
     uint64_t next_seq;  /* under drive */
 };
 
@@ -683,9 +683,9 @@ static void done_push(struct proc_pool *pp, conc__task *t)
     pp->done_tail = t;
 }
 
-/* Releases the drive lock, then completes the submits collected under it
- * (in the order their results came) and fails the tasks send_queued
- * found cancelled by shutdown, so that no user callback ever runs with
+/* Releases the drive lock, then runs the callbacks of the futures
+ * send_queued cancelled and completes the submits collected under it (in
+ * the order their results came), so that no user callback ever runs with
  * the drive lock held: a callback may then call anything a callback may
  * (conc_pool_terminate included) without waiting on this thread. */
 static void drive_unlock(conc_pool *p)
@@ -693,13 +693,13 @@ static void drive_unlock(conc_pool *p)
     struct proc_pool *pp = pp_of(p);
     conc__task *t = pp->done_head;
     pp->done_head = pp->done_tail = NULL;
-    conc__task *cancelled = pp->cancelled;
-    pp->cancelled = NULL;
+    unsigned deferred = pp->deferred;
+    pp->deferred = 0;
     pthread_mutex_unlock(&pp->drive);
-    conc__future_defer_begin();
-    if (cancelled != NULL) {
-        conc__pool_cancel_list(cancelled);
+    while (deferred-- > 0) {
+        conc__future_defer_end();
     }
+    conc__future_defer_begin();
     while (t != NULL) {
         conc__task *n = t->next;
         t->next = NULL;
@@ -1163,13 +1163,13 @@ static bool send_queued(conc_pool *p, size_t busy_max)
         }
         pthread_mutex_unlock(&p->lock);
         if (cancel != NULL) {
-            /* Failed by drive_unlock: callbacks never run under drive. */
-            conc__task *last_c = cancel;
-            while (last_c->next != NULL) {
-                last_c = last_c->next;
-            }
-            last_c->next = pp->cancelled;
-            pp->cancelled = cancel;
+            /* Cancelled now, so none looks pending once the pool has
+             * stopped (a shutdown that waits returns then); their
+             * callbacks are deferred to drive_unlock (this thread's
+             * batch), since none may run under the drive lock. */
+            conc__future_defer_begin();
+            conc__pool_cancel_list(cancel);
+            pp->deferred++;
         }
     }
     return progress;
@@ -1907,7 +1907,6 @@ static int procs_start(conc_pool *p)
 
 /* Wakes the manager from either sleep: the normal one (hdr->sleeping) or
  * the quiet one it takes while helpers work (pp->hdr->quiet). */
-
 static void wake_manager(struct proc_pool *pp)
 {
     atomic_fetch_add(&pp->hdr->bell, 1);

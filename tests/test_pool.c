@@ -1187,11 +1187,12 @@ static void shutdown_when_run_taken(conc_pool *p)
 
 TEST(shutdown_cancel_reaches_tasks_taken_off_the_queue)
 {
+    enum { GATE = 100 };
     runs_map(); /* before the workers are forked */
     conc_pool *p = mk(CONC_PROCESSES, 1);
-    /* The worker measures a long task: one is sent ahead behind the one
-     * it runs, the rest wait in the queue. */
-    conc_future *lng = counted(p, 0, 300);
+    /* A worker not measured yet, or running a long task, is sent one
+     * task ahead: the rest wait in the queue until the gate opens. */
+    conc_future *lng = gated(p, 0, GATE);
     double t0 = th_now();
     while (!conc_future_running(lng) && th_now() - t0 < 10) {
         th_sleep(0.001);
@@ -1207,11 +1208,16 @@ TEST(shutdown_cancel_reaches_tasks_taken_off_the_queue)
     for (int i = 1; i < 10; i++) {
         CHECK(!conc_future_running(f[i]));
     }
-    /* Once the long task is done, the next run is taken: shutdown then. */
+    /* Once the gated task is done, the next run is taken: shutdown then,
+     * and wait for it as shutdown(wait) would: every future final. */
     run_taken_pool = p;
     conc__pool_test_run_taken = shutdown_when_run_taken;
+    atomic_store(&runs[GATE], 1);
     CHECK(counted_pid(lng, 10) > 0);
     CHECK_OK(conc_pool_join(p, 10));
+    for (int i = 0; i < 10; i++) {
+        CHECK(conc_future_done(f[i]));
+    }
     conc__pool_test_run_taken = NULL;
     CHECK(run_taken_pool == NULL); /* the hook ran */
     CHECK_OK(conc_future_result(f[0], NULL, 0));
