@@ -505,7 +505,17 @@ static uint32_t order_for(uint64_t need)
 static int dict_store(conc__dctx *c, lookup *lk, const void *key, size_t klen,
                       const void *val, size_t vlen)
 {
-    uint64_t most = (uint64_t)1 << c->max_order;
+    /* The largest block an empty dict can give an entry.  A block of
+     * 2^k bytes sits at an offset aligned to 2^k; when twice that passes
+     * the heap's most, the only such offset is 0, and that block would
+     * take the whole heap, the index table's place included: the entry
+     * can never be stored, which is CONC_ETOOBIG, not the CONC_ENOMEM of
+     * a dict full now. */
+    uint32_t fit = c->max_order;
+    if (((uint64_t)2 << fit) > conc__dict_max_heap(c->d)) {
+        fit--;
+    }
+    uint64_t most = (uint64_t)1 << fit;
     if ((uint64_t)klen > most || (uint64_t)vlen > most ||
         CONC__DICT_ENTRY_HDR + conc__dict_round8(klen) + (uint64_t)vlen >
             most) {

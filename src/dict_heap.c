@@ -469,7 +469,7 @@ static int heap_grow(conc__dctx *c, uint32_t order, bool table)
 {
     conc_dict *d = c->d;
     uint64_t hs = c->heap_size, need = (uint64_t)1 << order;
-    uint64_t max_heap = (d->limit - CONC__DICT_HDR_SIZE) & ~(uint64_t)4095;
+    uint64_t max_heap = conc__dict_max_heap(d);
     uint64_t start = (hs + need - 1) & ~(need - 1);
     if (start + need > max_heap) {
         return conc__fail(CONC_ENOMEM, "%s: the dict is full: %llu bytes "

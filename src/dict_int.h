@@ -193,6 +193,13 @@ static inline size_t conc__dict_round8(size_t n)
     return (n + 7) & ~(size_t)7;
 }
 
+/* The most the heap may grow to: the limit less the header, in whole
+ * pages. */
+static inline uint64_t conc__dict_max_heap(const conc_dict *d)
+{
+    return (d->limit - CONC__DICT_HDR_SIZE) & ~(uint64_t)4095;
+}
+
 /* log2 of the block an index of 2^bits buckets occupies. */
 static inline uint32_t conc__dict_table_order(uint32_t bits)
 {

@@ -1695,8 +1695,17 @@ TEST(dict_errors_say_what_is_wrong)
     char *huge = calloc(1, 100 << 10);
     CHECK_DETAIL(conc_dict_set(d, S("huge"), huge, 100 << 10), CONC_ETOOBIG,
                  "more than the largest block");
-    CHECK_DETAIL(conc_dict_set(d, S("half"), huge, 40 << 10), CONC_ENOMEM,
+    /* 40 KiB takes a 64 KiB block: the whole heap of this capacity, the
+     * index's place included, so no dict of it could ever hold one. */
+    CHECK_DETAIL(conc_dict_set(d, S("most"), huge, 40 << 10), CONC_ETOOBIG,
+                 "more than the largest block");
+    /* 20 KiB takes a 32 KiB block: one fits beside the index, a second
+     * does not until the first goes. */
+    CHECK_OK(conc_dict_set(d, S("one"), huge, 20 << 10));
+    CHECK_DETAIL(conc_dict_set(d, S("two"), huge, 20 << 10), CONC_ENOMEM,
                  "the dict is full");
+    CHECK_OK(conc_dict_del(d, S("one")));
+    CHECK_OK(conc_dict_set(d, S("two"), huge, 20 << 10));
     free(huge);
     CHECK_DETAIL(conc_dict_update(d, S("k"), reenter_fn, d), CONC_ESTATE,
                  "conc_dict_set: called from inside an update fn");
