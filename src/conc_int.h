@@ -142,14 +142,18 @@ conc_lock *conc__lock_embed(void *mem, bool init);
 
 /* What runs when the program ends (exit.c), in this order: the threads
  * stage joins non-daemon conc_threads, the children stage terminates
- * daemon children and joins every child.  conc__exit_hook sets a stage's
- * function (thread.c and process.c, when they first start something) and
+ * daemon children and joins every child, the segments stage unlinks the
+ * named segments this process created and never freed (last, so the
+ * children joined before it can still open them).  conc__exit_hook sets a
+ * stage's function (thread.c and process.c when they first start
+ * something, shm.c when it first creates a named segment) and
  * makes sure one atexit handler runs the stages; conc__exit_run runs the
  * stages up to last_stage now (a conc_process child does, when its
  * target returns). */
 typedef enum {
     CONC__EXIT_THREADS,
     CONC__EXIT_CHILDREN,
+    CONC__EXIT_SEGMENTS,
     CONC__EXIT_STAGES
 } conc__exit_stage;
 void conc__exit_hook(conc__exit_stage stage, void (*fn)(void));

@@ -3,11 +3,13 @@
  *
  * Order, Python's: first every started, unfinished non-daemon conc_thread
  * is joined (threading._shutdown), then daemon children are terminated and
- * every child is joined (multiprocessing's atexit).  Each module hands its
- * stage to this file when it first starts something (thread.c the
- * threads, process.c the children), so neither knows of the other, and
- * one atexit handler runs the stages in that order whichever module came
- * first.  The handler is registered on the first hook, not at load time,
+ * every child is joined (multiprocessing's atexit), then the named
+ * segments this process created and never freed are unlinked (Python's
+ * resource tracker): last, so the children still running until the join
+ * can open them.  Each module hands its stage to this file when it first
+ * needs it (thread.c the threads, process.c the children, shm.c the
+ * segments), so none knows of the others, and one atexit handler runs
+ * the stages in that order whichever module came first.  The handler is registered on the first hook, not at load time,
  * so exit handlers the program registered earlier still run after ours,
  * as Python's atexit order would have it.
  *

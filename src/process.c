@@ -10,7 +10,8 @@
  * child, so a fork server (which would have to serialise the target, as
  * Python's forkserver pickles it) cannot do the job.  The child runs
  * target(arg), then the same clean-up a normal exit runs (join non-daemon
- * threads, terminate daemon children, join all children), flushes stdout
+ * threads, terminate daemon children, join all children, unlink the
+ * named segments it created and never freed), flushes stdout
  * and stderr, and _exit()s with target's return value: the parent's own
  * atexit handlers never run in a child (Python's os._exit()).
  *
@@ -90,8 +91,9 @@
  * death signal (Python lets them outlive a killed parent).
  *
  * Exit.  One atexit handler (exit.c), registered on the first start of a
- * thread or a process, joins non-daemon conc_threads, sends SIGTERM to daemon
- * children and joins every child (Python's order).  A daemon that ignores
+ * thread or a process (or the first named segment), joins non-daemon
+ * conc_threads, sends SIGTERM to daemon children and joins every child
+ * (Python's order), then unlinks the named segments left.  A daemon that ignores
  * SIGTERM gets DAEMON_GRACE_S seconds, then SIGKILL: exit never hangs on a
  * daemon (Python would).
  *

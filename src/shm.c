@@ -14,14 +14,19 @@
  * later under the same name is someone else's and must not be unlinked.
  *
  * Lifetime (Python's resource tracker, without the tracker process): the
- * creator unlinks the name in conc_shm_free, and an atexit handler
- * unlinks the names of segments this process created and never freed.
+ * creator unlinks the name in conc_shm_free, and the last stage of
+ * exit.c's exit handler unlinks the names of segments this process
+ * created and never freed: when main returns or exit() is called, and in
+ * a conc_process child when its target returns.  It runs after the
+ * children are joined, so a child still running at exit can open them.
  * Those live on a process-local list guarded by a spinlock; pthread_atfork
  * takes it around fork() so a child never inherits it held.  A forked
  * child inherits handles but is not their creator (the pid differs), so
- * its free only unmaps.  A creator killed by SIGKILL cannot unlink: that
- * is the one way a segment outlives its creator (as in Python, where the
- * tracker itself can be killed).
+ * its free only unmaps.  A creator killed by a signal (SIGKILL, or the
+ * SIGTERM of conc_process_terminate, which also ends daemon children when
+ * their parent exits) runs no handler and cannot unlink: that is how a
+ * segment outlives its creator.  Python's resource tracker, a process of
+ * its own, unlinks those too; libconc has no such process.
  *
  * Trust.  A segment is created 0600 with O_EXCL, so only its creator's
  * user (and root) can open, rewrite or resize it.  An opener checks, with
@@ -155,7 +160,7 @@ static void unlink_if_ours(struct conc_shm *m)
     m->unlinked = true;
 }
 
-static void created_atexit(void)
+static void created_at_exit(void)
 {
     created_lock();
     for (struct conc_shm *m = created_head; m != NULL; m = m->next) {
@@ -168,7 +173,7 @@ static void created_atexit(void)
 
 static void created_init(void)
 {
-    atexit(created_atexit);
+    conc__exit_hook(CONC__EXIT_SEGMENTS, created_at_exit);
     pthread_atfork(created_lock, created_unlock, created_unlock);
 }
 

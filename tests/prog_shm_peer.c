@@ -8,11 +8,22 @@
  *                               adds 1 to it N times under its lock
  *   prog_shm_peer create NAME   creates a segment and exits without
  *                               freeing it (the atexit unlink is tested)
+ *   prog_shm_peer child-create NAME
+ *                               a conc_process child creates the segment
+ *                               and returns without freeing it; the peer
+ *                               joins it and prints "child exit N"
+ *   prog_shm_peer exit-with-child NAME
+ *                               starts a child, then creates the segment
+ *                               and returns from main; the child, once
+ *                               main has all but returned, waits 200 ms
+ *                               (the peer is in its exit by then), opens
+ *                               the segment and prints "child opened" 
  *   prog_shm_peer unlink NAME   opens the segment and unlinks the name
  * Exit 0 on success, 2 with the error name printed otherwise. */
 #include <conc.h>
 
 #include <sched.h>
+#include <time.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -56,6 +67,35 @@ static int incr(const char *name, long n)
         conc_lock_release(l);
     }
     conc_value_free(v);
+    return 0;
+}
+
+static int child_creates(void *arg)
+{
+    conc_shm *m = NULL;
+    int err = conc_shm_create(&m, arg, 4096);
+    return err != 0 ? fail("child create", err) : 0; /* no free */
+}
+
+static conc_event *main_returning;
+static const char *late_name;
+
+static int child_opens_late(void *arg)
+{
+    (void)arg;
+    int err = conc_event_wait(main_returning, 20);
+    if (err != 0) {
+        return fail("child wait", err);
+    }
+    struct timespec ts = { 0, 200 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    conc_shm *m = NULL;
+    err = conc_shm_open(&m, late_name);
+    if (err != 0) {
+        return fail("child open", err);
+    }
+    printf("child opened\n");
+    conc_shm_free(m);
     return 0;
 }
 
@@ -113,6 +153,53 @@ int main(int argc, char **argv)
         }
         printf("created %s\n", conc_shm_name(m));
         return 0; /* no free: the atexit handler must unlink */
+    }
+    if (strcmp(mode, "child-create") == 0) {
+        conc_process *p = NULL;
+        int code = -1;
+        err = conc_process_new(&p, &(conc_process_opts){
+                                       .target = child_creates,
+                                       .arg = (void *)name });
+        if (err == 0) {
+            err = conc_process_start(p);
+        }
+        if (err == 0) {
+            err = conc_process_join(p, 20);
+        }
+        if (err == 0) {
+            err = conc_process_exitcode(p, &code);
+        }
+        conc_process_free(p);
+        if (err != 0) {
+            return fail("child", err);
+        }
+        printf("child exit %d\n", code);
+        return 0;
+    }
+    if (strcmp(mode, "exit-with-child") == 0) {
+        /* The child starts before the segment is made: the order in
+         * which a program first starts a child and first names a
+         * segment must not decide whether the segment outlives main
+         * while the exit joins the child. */
+        conc_process *p = NULL;
+        late_name = name;
+        err = conc_event_new(&main_returning, NULL);
+        if (err == 0) {
+            err = conc_process_new(&p, &(conc_process_opts){
+                                           .target = child_opens_late });
+        }
+        if (err == 0) {
+            err = conc_process_start(p);
+        }
+        conc_shm *m = NULL;
+        if (err == 0) {
+            err = conc_shm_create(&m, name, 4096);
+        }
+        if (err != 0) {
+            return fail("exit-with-child", err);
+        }
+        conc_event_set(main_returning);
+        return 0; /* no join, no free: the exit handler does both */
     }
     return 2;
 }

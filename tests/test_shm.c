@@ -1,7 +1,8 @@
 /* test_shm.c - conc_shm: named shared memory.  Create/open/ptr/size/
  * name/unlink/free, mode 0600, EEXIST/ENOENT, name validation, the
- * creator's unlink at free and at exit (and not in a forked child or an
- * opener), an unrelated exec'd process, fault loops over every
+ * creator's unlink at free and at exit (also a conc_process child's, and
+ * only after the exit has joined the children; not in a forked child or
+ * an opener), an unrelated exec'd process, fault loops over every
  * allocation and OS call, the refusal of segments of another user or
  * open to others and the conc_shm_share opt-in, and the error details. */
 #include "harness.h"
@@ -237,6 +238,53 @@ TEST(shm_creator_exit_unlinks)
     conc_shm *m = NULL;
     CHECK_OK(conc_shm_create(&m, name, 64));
     conc_shm_free(m);
+}
+
+/* A conc_process child is a creator too: when its target returns, the
+ * segments it made and never freed are unlinked. */
+TEST(shm_child_creator_unlinks_when_its_target_returns)
+{
+    char name[128];
+    test_name(name, sizeof name, "childexit");
+    char *argv[] = { (char *)th_prog("prog_shm_peer"), "child-create", name,
+                     NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 20);
+    bool left = th_shm_exists(name);
+    if (left) {
+        shm_unlink(name);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        th_fail(__FILE__, __LINE__, "peer: status %#x, output:\n%s",
+                (unsigned)st, out);
+    }
+    CHECK(strstr(out, "child exit 0\n") != NULL);
+    free(out);
+    CHECK(!left);
+}
+
+/* The exit unlinks only after it has joined the children, whichever the
+ * program did first, start a child or name a segment: a child still
+ * running can open what its parent made. */
+TEST(shm_creator_exit_unlinks_after_joining_children)
+{
+    char name[128];
+    test_name(name, sizeof name, "exitjoin");
+    char *argv[] = { (char *)th_prog("prog_shm_peer"), "exit-with-child",
+                     name, NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 30);
+    bool left = th_shm_exists(name);
+    if (left) {
+        shm_unlink(name);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        th_fail(__FILE__, __LINE__, "peer: status %#x, output:\n%s",
+                (unsigned)st, out);
+    }
+    CHECK_STR(out, "child opened\n");
+    free(out);
+    CHECK(!left);
 }
 
 /* Fails each allocation and OS call of a create in turn until it goes

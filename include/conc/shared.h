@@ -9,6 +9,13 @@
  * process that created it: it is unlinked when the creator frees the
  * object or exits (Python's resource tracker does the same at exit), so no
  * segment is left behind; processes that opened it keep their mapping.
+ * "Exits": main returns or exit() is called, or, in a conc_process child,
+ * its target returns; the unlinking comes after the children are joined.
+ * A creator killed by a signal (SIGKILL, or the SIGTERM of
+ * conc_process_terminate, which also ends daemon children when their
+ * parent exits) cannot unlink: its segments stay in /dev/shm until
+ * removed or a reboot (Python's resource tracker, a process of its own,
+ * would unlink them).
  * Trust: who may open what is the "Trust" paragraph of conc_shm below; it
  * holds for every named object (queue, value, dict, the sync objects).
  */
