@@ -23,8 +23,8 @@
  * record is unreaped its pid cannot be recycled, and kill() and
  * pidfd_open() on it are done under the lock too.  A handle freed while
  * its child runs leaves the record on the list (handle_gone); whoever
- * reaps it later (conc_active_children, a join at exit) frees it, so no
- * zombie is left.  A record is freed once reaped, handle_gone and not
+ * reaps it later (the next conc_process_start, conc_active_children, a
+ * join at exit) frees it, so no zombie is left.  A record is freed once reaped, handle_gone and not
  * pinned by a waiter.
  *
  * Joining.  join(timeout) turns the timeout into one CLOCK_MONOTONIC
@@ -253,6 +253,23 @@ static bool rec_try_reap_locked(child_rec *rec)
     reg_unlink_locked(rec);
     rec_maybe_free_locked(rec);
     return true;
+}
+
+/* Reaps the children whose handles were freed and that have ended since
+ * (Python's _cleanup() in start()): no one else would until the next
+ * conc_active_children or the exit, and a program that starts children
+ * and frees their handles would gather zombies until then.  Caller holds
+ * reg_lock. */
+static void reap_forgotten_locked(void)
+{
+    child_rec *rec = reg.active;
+    while (rec != NULL) {
+        child_rec *next = rec->next; /* rec may be freed by the reap */
+        if (rec->handle_gone) {
+            rec_try_reap_locked(rec);
+        }
+        rec = next;
+    }
 }
 
 /* Waits until rec is reaped or dl passes: 0 or CONC_ETIMEDOUT.  The caller
@@ -618,6 +635,7 @@ int conc_process_start(conc_process *p)
     }
     rec->pid = pid;
     pthread_mutex_lock(&reg_lock);
+    reap_forgotten_locked();
     reg_append_locked(rec);
     pthread_mutex_unlock(&reg_lock);
     p->rec = rec;

@@ -378,6 +378,35 @@ TEST(process_free_of_a_running_child_leaves_no_zombie)
     CHECK_EQ(conc_active_children(), 0);
 }
 
+/* A child whose handle was freed while it ran, and that has ended since,
+ * is reaped by the next start (Python's start() reaps too): a program
+ * that starts children and frees their handles gathers no zombies. */
+TEST(process_start_reaps_ended_children_whose_handles_were_freed)
+{
+    conc_process *p, *q;
+    CHECK_OK(conc_process_new(&p, &(conc_process_opts){ .target = sleeps_02 }));
+    CHECK_OK(conc_process_start(p));
+    pid_t pid = conc_process_pid(p);
+    conc_process_free(p);
+    double end = th_now() + 10;
+    siginfo_t si;
+    do { /* until it is a zombie */
+        memset(&si, 0, sizeof si);
+        CHECK(th_now() < end);
+        th_sleep(0.005);
+        CHECK_EQ(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT),
+                 0);
+    } while (si.si_pid == 0);
+    CHECK_OK(conc_process_new(&q, &(conc_process_opts){ .target = returns_7 }));
+    CHECK_OK(conc_process_start(q));
+    errno = 0;
+    CHECK_EQ(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT), -1);
+    CHECK_EQ(errno, ECHILD);
+    CHECK_OK(conc_process_join(q, 10));
+    conc_process_free(q);
+    CHECK(no_zombie_left());
+}
+
 TEST(process_active_children_counts_and_reaps)
 {
     shared_t *sh = sh_new();

@@ -93,8 +93,10 @@ CONC_API pid_t conc_process_pid(const conc_process *p);
 CONC_API const char *conc_process_name(const conc_process *p);
 
 /* conc_process_free - releases p.  A child still running is not waited
- * for here: it is reaped later (conc_active_children, or at exit), so no
- * zombie is left.  NULL is a no-op. */
+ * for here: it is reaped once it has ended, by the next
+ * conc_process_start or conc_active_children (Python reaps in start() and
+ * active_children() too), or at exit, so no zombie outlives the next of
+ * those calls.  NULL is a no-op. */
 CONC_API void conc_process_free(conc_process *p);
 
 /* conc_current_name - "MainProcess", or this child's name (cut at 255
