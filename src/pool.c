@@ -318,10 +318,8 @@ static int queue_tasks(conc_pool *p, conc_task_fn fn, conc__batch *b,
 static int refusal_locked(conc_pool *p, const char *who)
 {
     if (p->broken != 0) {
-        return conc__fail(CONC_EBROKEN,
-                          "%s: the pool is broken: a worker's initializer "
-                          "failed with code %d",
-                          who, p->broken);
+        return conc__fail(CONC_EBROKEN, "%s: the pool is broken: %s", who,
+                          p->broken_why);
     }
     if (p->state != CONC__POOL_RUN) {
         return conc__fail(CONC_ESTATE,
@@ -396,6 +394,15 @@ conc__task *conc__pool_pop_locked(conc_pool *p)
         atomic_fetch_sub(&p->npending, 1);
     }
     return t;
+}
+
+void conc__pool_break_locked(conc_pool *p, int code, const char *why)
+{
+    CONC__ASSERT(code != 0);
+    if (p->broken == 0) {
+        p->broken = code;
+        snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
+    }
 }
 
 conc__task *conc__pool_take_all_locked(conc_pool *p)

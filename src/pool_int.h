@@ -205,7 +205,9 @@ struct conc_pool {
     unsigned next_name;     /* under lock */
 
     int state;              /* CONC__POOL_*, under lock */
-    int broken;             /* the failed initializer's code, or 0 */
+    int broken;             /* 0, or why the pool broke: an initializer's
+                             * code, or 1 (under lock) */
+    char broken_why[320];   /* set with broken, never changed after */
     bool joined;
     conc__task *head, *tail; /* queued tasks, under lock */
     _Atomic size_t npending;
@@ -227,6 +229,10 @@ void conc__pool_requeue_front(conc_pool *p, conc__task *first,
 conc__task *conc__pool_pop_locked(conc_pool *p);
 /* Takes the whole queue; lock held. */
 conc__task *conc__pool_take_all_locked(conc_pool *p);
+/* Breaks the pool (pool.h, "Initializer") unless it is broken already:
+ * code (non-zero) and why, which every task failed from now on and every
+ * refused call names.  Lock held. */
+void conc__pool_break_locked(conc_pool *p, int code, const char *why);
 /* shutdown(cancel_futures) for list, tasks taken off the queue: those
  * whose future runs already (sent to a worker that died, or taken back
  * from one) go back to the front of the queue and run, as

@@ -227,9 +227,9 @@ struct slot_ctl {
     _Atomic uint64_t cur_item;
     _Atomic uint64_t cur_start_ns;  /* only with task_timeout: the item's */
     _Atomic uint64_t task_start_ns; /* when the task record was begun */
-    /* worker, for conc_pool_worker_info only (relaxed: read as a
-     * snapshot, ordered with nothing): its initializer is done; items it
-     * finished. */
+    /* worker, for conc_pool_worker_info (relaxed: read as a snapshot,
+     * ordered with nothing) and worker_ended (after the worker's death):
+     * its initializer is done; items it finished. */
     _Atomic uint32_t ready;
     _Atomic uint64_t items_done;
 };
@@ -242,6 +242,9 @@ enum { EXIT_BAD_RING = 120 };
 #define POS_STARTED UINT64_MAX
 /* The most tasks take_back moves at once (a bound for its array). */
 enum { TAKE_BACK_MAX = 64 };
+/* Lives of one slot in a row that die in their initializer before the
+ * pool breaks (worker_ended). */
+enum { UNREADY_DEATHS_MAX = 3 };
 
 struct task_rec {
     uint32_t len, type, nitems;
@@ -280,6 +283,9 @@ struct proc_worker {
     char corrupt_why[96];
     int init_code;
     unsigned respawn_failures;
+    /* Lives of this slot in a row that died before they were ready (in
+     * their initializer); 0 once one was ready.  Kept by reset_slot. */
+    unsigned unready_deaths;
     /* What conc_pool_worker_info shows, under pool->lock (the drive lock
      * may be held for long, by a close that waits for the workers). */
     pid_t info_pid; /* 0: no worker in the slot */
@@ -1356,11 +1362,32 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
                  "worker %s (pid %d) died: exited with code %d",
                  conc_process_name(w->proc), (int)pid, code);
     }
+    /* Ordered after the worker's store by its death (waitpid). */
+    bool ready = atomic_load_explicit(&w->ctl->ready, memory_order_relaxed);
+    if (ready) {
+        w->unready_deaths = 0;
+    }
     if (w->init_failed) {
+        char why[sizeof p->broken_why];
+        snprintf(why, sizeof why,
+                 "a worker's initializer failed with code %d", w->init_code);
         pthread_mutex_lock(&p->lock);
-        if (p->broken == 0) {
-            p->broken = w->init_code ? w->init_code : 1;
-        }
+        conc__pool_break_locked(p, w->init_code ? w->init_code : 1, why);
+        pthread_mutex_unlock(&p->lock);
+    } else if (!ready && respawn &&
+               ++w->unready_deaths >= UNREADY_DEATHS_MAX) {
+        /* Died before its initializer returned (a crash, exit(), a
+         * signal), its slot's last lives too: an initializer that fails
+         * so would do it again in every replacement, a fork a
+         * millisecond for ever with every task waiting.  The pool
+         * breaks, as for one that returns non-zero.  (Not at the first
+         * such death: a worker killed from outside while it starts is
+         * only replaced, as a worker killed later is.) */
+        char why[sizeof p->broken_why];
+        snprintf(why, sizeof why, "%s, before its initializer returned",
+                 msg);
+        pthread_mutex_lock(&p->lock);
+        conc__pool_break_locked(p, 1, why);
         pthread_mutex_unlock(&p->lock);
     } else if (!w->retired && w->ifl_head != NULL) {
         conc__task *t = w->ifl_head;
@@ -1667,8 +1694,10 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
     }
     if (state == CONC__POOL_TERM || broken != 0) {
         stop_all(p, true);
+        char why[sizeof p->broken_why];
         pthread_mutex_lock(&p->lock);
         conc__task *queued = conc__pool_take_all_locked(p);
+        snprintf(why, sizeof why, "%s", p->broken_why);
         pthread_mutex_unlock(&p->lock);
         conc__task *out = take_inflight(p);
         pp->stopped = true;
@@ -1678,12 +1707,9 @@ static int manager_pass(conc_pool *p, bool check, bool *progress,
          * stopped and these lists out of reach). */
         conc__future_defer_begin();
         drive_unlock(p);
-        char msg[96];
         if (broken != 0) {
-            snprintf(msg, sizeof msg,
-                     "a worker's initializer failed with code %d", broken);
-            conc__task_fail_list(out, CONC__FUT_DONE, CONC_EBROKEN, msg);
-            conc__task_fail_list(queued, CONC__FUT_DONE, CONC_EBROKEN, msg);
+            conc__task_fail_list(out, CONC__FUT_DONE, CONC_EBROKEN, why);
+            conc__task_fail_list(queued, CONC__FUT_DONE, CONC_EBROKEN, why);
         } else {
             conc__task_fail_list(out, CONC__FUT_DONE, CONC_ECANCELLED,
                       "the pool was terminated while the task ran");

@@ -150,13 +150,12 @@ static conc__task *abandon_locked(conc_pool *p, struct pool_worker *w)
 /* The initializer of a thread failed: the pool breaks (see pool.h). */
 static void break_threads(conc_pool *p, int code)
 {
-    char msg[96];
+    char msg[sizeof p->broken_why];
     snprintf(msg, sizeof msg, "a worker's initializer failed with code %d",
              code);
     pthread_mutex_lock(&p->lock);
-    if (p->broken == 0) {
-        p->broken = code;
-    }
+    conc__pool_break_locked(p, code, msg);
+    snprintf(msg, sizeof msg, "%s", p->broken_why); /* the first break's */
     conc__task *list = conc__pool_take_all_locked(p);
     pthread_cond_broadcast(&tp_of(p)->work_cv);
     pthread_mutex_unlock(&p->lock);

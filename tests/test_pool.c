@@ -348,6 +348,89 @@ static void broken_init(conc_pool_kind kind)
 TEST(broken_initializer_threads) { broken_init(CONC_THREADS); }
 TEST(broken_initializer_processes) { broken_init(CONC_PROCESSES); }
 
+/* How an initializer ends its worker process before it returns. */
+static int init_dies(void *arg, void **ctx)
+{
+    (void)ctx;
+    if (*(const int *)arg == 0) {
+        _exit(0);
+    }
+    raise(SIGKILL);
+    return 0;
+}
+
+/* A worker process that dies inside its initializer breaks the pool as
+ * one that returns non-zero does: each replacement would die the same
+ * way, and without the break the pool forked for ever while every task
+ * waited. */
+static void init_dies_breaks(int how, const char *said)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = CONC_PROCESSES,
+                                                  .workers = 2,
+                                                  .initializer = init_dies,
+                                                  .init_arg = &how }));
+    int x = 3;
+    conc_future *f = NULL;
+    int err = conc_pool_submit(p, t_square, &x, sizeof x, &f);
+    if (err == 0) {
+        conc_msg m;
+        CHECK_ERR(conc_future_result(f, &m, 30), CONC_EBROKEN);
+        const char *why = conc_future_error_message(f);
+        CHECK(why != NULL && strstr(why, said) != NULL);
+        CHECK(strstr(why, ", before its initializer returned") != NULL);
+        conc_future_free(f);
+    } else {
+        CHECK_ERR(err, CONC_EBROKEN);
+    }
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &f), CONC_EBROKEN);
+    CHECK_DETAIL("before its initializer returned");
+    conc_pool_free(p);
+}
+
+/* Once is not a habit: a worker killed (from outside, say) while its
+ * initializer runs is replaced, and the pool works on. */
+static int init_dies_once(void *arg, void **ctx)
+{
+    (void)ctx;
+    if (atomic_fetch_add((_Atomic int *)arg, 1) == 0) {
+        raise(SIGKILL);
+    }
+    return 0;
+}
+
+TEST(worker_killed_once_in_its_initializer_is_replaced)
+{
+    _Atomic int *calls = mmap(NULL, sizeof *calls, PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(calls != MAP_FAILED);
+    atomic_store(calls, 0);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = CONC_PROCESSES,
+                                                  .workers = 1,
+                                                  .initializer =
+                                                      init_dies_once,
+                                                  .init_arg = calls }));
+    int x = 6;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+    CHECK_EQ(int_out(&m), 36);
+    conc_msg_free(&m);
+    CHECK_EQ(atomic_load(calls), 2);
+    conc_pool_free(p);
+    munmap((void *)calls, sizeof *calls);
+}
+
+TEST(initializer_that_exits_breaks_the_process_pool)
+{
+    init_dies_breaks(0, "exited with code 0");
+}
+
+TEST(initializer_killed_breaks_the_process_pool)
+{
+    init_dies_breaks(1, "killed by signal 9");
+}
+
 /* A process worker that retires (max_tasks_per_worker) runs its finalizer
  * and then exits.  A slow finalizer must stall nothing: the manager reaps
  * the retiring worker once it has exited and never waits for it holding

@@ -66,12 +66,15 @@
  * worker before its first task; worker_ctx is passed to every task that
  * worker runs and to .finalizer(worker_ctx, init_arg) when the worker ends
  * normally (a killed process runs no finalizer).  An initializer that
- * returns non-zero breaks the pool, as ThreadPoolExecutor's
- * BrokenThreadPool and unlike Pool, which respawns failing workers
- * forever: every queued task and every task running in a process fails
- * with CONC_EBROKEN (its error message names the initializer's code),
- * process workers are stopped, and later submit/map calls return
- * CONC_EBROKEN.  Tasks already running on threads finish normally.
+ * returns non-zero breaks the pool, and so does one in whose run a worker
+ * process dies (a crash, exit(), a signal) three times in a row in one
+ * worker slot (a single such death is only replaced, as a worker killed
+ * later is).  As ThreadPoolExecutor's BrokenThreadPool, and unlike Pool,
+ * which respawns failing workers forever: every queued task and every
+ * task running in a process fails with CONC_EBROKEN (its error message
+ * names the initializer's code, or how the worker died), process workers
+ * are stopped, and later submit/map calls return CONC_EBROKEN.  Tasks
+ * already running on threads finish normally.
  *
  * Threads of the pool.  A CONC_THREADS pool runs its worker threads and,
  * when .task_timeout is set, one timer thread.  A CONC_PROCESSES pool runs
