@@ -799,6 +799,37 @@ TEST(task_timeout_honoured_within_a_margin_threads)
     timeout_margin(CONC_THREADS);
 }
 
+/* A task that starts while nothing else runs, and so while the pool's
+ * timer sleeps its longest (0.1 s for threads), is still failed at its
+ * timeout: 80 ms of work against a timeout of 20 ms.  Each round starts
+ * 5 ms after the last timeout, early in that sleep. */
+static void timeout_of_a_task_started_while_idle(conc_pool_kind kind)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = kind,
+                                   .workers = 1,
+                                   .task_timeout = CONC_TIMEOUT(0.02) }));
+    for (int r = 0; r < 3; r++) {
+        th_sleep(0.005);
+        int v = -80;
+        conc_msg m;
+        CHECK_ERR(conc_pool_apply(p, t_hang, &v, sizeof v, &m, 30),
+                  CONC_ETIMEDOUT);
+    }
+    conc_pool_free(p);
+}
+
+TEST(task_timeout_of_a_task_started_while_idle_processes)
+{
+    timeout_of_a_task_started_while_idle(CONC_PROCESSES);
+}
+
+TEST(task_timeout_of_a_task_started_while_idle_threads)
+{
+    timeout_of_a_task_started_while_idle(CONC_THREADS);
+}
+
 /* A worker killed while tasks wait in its ring that it never started:
  * none of them fails.  The single worker is stopped (SIGSTOP) between
  * tasks, five tasks are queued to it, and it is killed; its replacement
