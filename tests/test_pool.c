@@ -305,6 +305,75 @@ static void initializer(conc_pool_kind kind)
 TEST(initializer_threads) { initializer(CONC_THREADS); }
 TEST(initializer_processes) { initializer(CONC_PROCESSES); }
 
+/* An initializer or finalizer that waits (at most 20 s) for the test to
+ * open the gate, counting the threads inside. */
+static _Atomic int hook_gate_open, in_hook;
+static void hook_waits(void)
+{
+    atomic_fetch_add(&in_hook, 1);
+    double end = th_now() + 20;
+    while (!atomic_load(&hook_gate_open) && th_now() < end) {
+        th_sleep(0.001);
+    }
+}
+static int init_gated(void *arg, void **ctx)
+{
+    (void)arg;
+    (void)ctx;
+    hook_waits();
+    return 0;
+}
+static void fini_gated(void *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    hook_waits();
+}
+
+/* After terminate, a join returns at once even while worker threads sit
+ * in their initializer or finalizer (they end it on their own, as an
+ * abandoned task does): it waited for them before, 20 s here.  The
+ * finalizers run after a close, the usual way to a terminate that must
+ * not wait (conc_pool_shutdown(pool, false, ...) then conc_pool_free). */
+static void terminate_with_threads_in(bool init)
+{
+    atomic_store(&hook_gate_open, 0);
+    atomic_store(&in_hook, 0);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = CONC_THREADS,
+                                   .workers = 2,
+                                   .initializer = init ? init_gated : NULL,
+                                   .finalizer = init ? NULL : fini_gated }));
+    if (!init) {
+        int x = 4;
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
+        conc_msg_free(&m);
+        CHECK_OK(conc_pool_close(p));
+    }
+    double end = th_now() + 10;
+    while (atomic_load(&in_hook) < 2) { /* both threads inside */
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    CHECK_OK(conc_pool_terminate(p));
+    CHECK_OK(conc_pool_join(p, 10));
+    CHECK(!atomic_load(&hook_gate_open));
+    conc_pool_free(p);
+    atomic_store(&hook_gate_open, 1);
+}
+
+TEST(terminate_does_not_wait_for_threads_in_their_initializer)
+{
+    terminate_with_threads_in(true);
+}
+
+TEST(terminate_does_not_wait_for_threads_in_their_finalizer)
+{
+    terminate_with_threads_in(false);
+}
+
 static int init_fail(void *arg, void **ctx)
 {
     (void)arg;

@@ -315,8 +315,9 @@ CONC_API int conc_pool_join(conc_pool *pool, double timeout);
 /* conc_pool_terminate - stops at once: process workers are killed, every
  * queued task's future is cancelled (CONC_ECANCELLED, cancelled() true)
  * and every running task fails with CONC_ECANCELLED (its future is done,
- * not cancelled: it had started).  Then join returns promptly.  0;
- * CONC_EINVAL. */
+ * not cancelled: it had started).  Then join returns promptly: worker
+ * threads still in a task, their initializer or their finalizer are
+ * abandoned and end it on their own.  0; CONC_EINVAL. */
 CONC_API int conc_pool_terminate(conc_pool *pool);
 
 /* conc_pool_shutdown - Executor.shutdown(wait, cancel_futures): closes
