@@ -382,6 +382,23 @@ void conc__pool_requeue_front(conc_pool *p, conc__task *first,
     pthread_mutex_unlock(&p->lock);
 }
 
+conc__task *conc__task_split(conc__task *t, size_t take)
+{
+    CONC__ASSERT(t->batch != NULL && take > 0 && take < t->count);
+    conc__task *rest = conc__calloc(1, sizeof *rest);
+    if (rest == NULL) {
+        return NULL;
+    }
+    *rest = *t;
+    rest->start = t->start + take;
+    rest->count = t->count - take;
+    rest->next = NULL;
+    atomic_init(&rest->refs, 1);
+    atomic_fetch_add(&t->batch->refs, 1);
+    t->count = take;
+    return rest;
+}
+
 conc__task *conc__pool_pop_locked(conc_pool *p)
 {
     conc__task *t = p->head;

@@ -124,6 +124,11 @@ static inline size_t conc__task_item_index(const conc__task *t, size_t k)
  * submit's future to RUNNING.  False when it was cancelled while queued:
  * then t is freed and must be dropped. */
 bool conc__task_start(conc__task *t);
+/* Splits map chunk t (batch set) after its first take items (0 < take <
+ * count): t keeps those, a new task returned holds the rest (next NULL);
+ * NULL when out of memory, t unchanged.  A worker whose life
+ * (max_tasks_per_worker) ends inside a chunk runs the first part. */
+conc__task *conc__task_split(conc__task *t, size_t take);
 /* Completes item k of t (frees nothing of t). */
 void conc__task_item_done(conc__task *t, size_t k, int code, conc_msg *out,
                           char *err);

@@ -1124,21 +1124,15 @@ static bool send_queued(conc_pool *p, size_t busy_max)
         }
         if (p->max_tasks > 0 && t->count > p->max_tasks - best->life_items) {
             /* Split: the worker takes what it has left in this life. */
-            conc__task *rest = conc__calloc(1, sizeof *rest);
+            conc__task *rest =
+                conc__task_split(t, p->max_tasks - best->life_items);
             if (rest == NULL) {
                 t->next = run;
                 run = t;
                 nrun++;
                 break;
             }
-            *rest = *t;
-            size_t take = p->max_tasks - best->life_items;
-            rest->start = t->start + take;
-            rest->count = t->count - take;
             rest->next = run;
-            atomic_init(&rest->refs, 1);
-            atomic_fetch_add(&t->batch->refs, 1);
-            t->count = take;
             run = rest;
             nrun++;
         }

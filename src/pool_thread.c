@@ -102,6 +102,7 @@ static inline struct thread_pool *tp_of(conc_pool *p)
 }
 
 static void *thread_main(void *arg);
+static void threads_queued_locked(conc_pool *p, size_t n);
 
 /* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM with
  * the detail conc_pool_new returns (a replacement's failure is not
@@ -255,6 +256,16 @@ static void *thread_main(void *arg)
         conc__task *t = conc__pool_pop_locked(p);
         if (!conc__task_start(t)) {
             continue; /* cancelled while queued */
+        }
+        if (p->max_tasks > 0 && t->count > p->max_tasks - ran) {
+            /* This life ends inside the chunk: the rest goes back to the
+             * front of the queue for another worker (without memory for
+             * the split, this one runs it all). */
+            conc__task *rest = conc__task_split(t, p->max_tasks - ran);
+            if (rest != NULL) {
+                conc__pool_requeue_front_locked(p, rest, rest, 1);
+                threads_queued_locked(p, 1);
+            }
         }
         w->current = t;
         w->started_ns = conc__now_ns();

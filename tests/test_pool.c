@@ -1188,8 +1188,8 @@ static void max_tasks(conc_pool_kind kind)
             CHECK(ids[i] != ids[i - 1]);
         }
     }
-    /* a map's chunk is split between lives too */
-    int vals[10];
+    /* a map's chunk is split between lives too: each item counts */
+    int vals[10], who[10];
     conc_msg in[10], out[10];
     for (int i = 0; i < 10; i++) {
         vals[i] = i;
@@ -1201,6 +1201,20 @@ static void max_tasks(conc_pool_kind kind)
     for (int i = 0; i < 10; i++) {
         CHECK_EQ(int_out(&out[i]), i * i);
         conc_msg_free(&out[i]);
+    }
+    CHECK_OK(conc_pool_map(p, t_whoami, in, 10, out,
+                           &(conc_map_opts){ .chunksize = 10 }));
+    for (int i = 0; i < 10; i++) {
+        who[i] = int_out(&out[i]);
+        conc_msg_free(&out[i]);
+    }
+    /* the last map's first item ran in a new life or one begun by the
+     * map before: runs of at most three items a life, in order */
+    for (int i = 0, run = 1; i < 10; i++, run++) {
+        if (i > 0 && who[i] != who[i - 1]) {
+            run = 1;
+        }
+        CHECK(run <= 3);
     }
     CHECK_OK(conc_pool_shutdown(p, true, false));
     conc_pool_free(p);
