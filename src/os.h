@@ -9,6 +9,7 @@
 #ifndef CONC_OS_H
 #define CONC_OS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +34,9 @@ bool conc__deadline_passed(const conc__deadline *dl);
 double conc__deadline_left(const conc__deadline *dl);
 /* Monotonic now in nanoseconds. */
 uint64_t conc__now_ns(void);
+/* Takes a process-private mutex, waiting no later than the deadline: 0,
+ * or CONC_ETIMEDOUT with no detail set (the caller says what waited). */
+int conc__mutex_lock_until(pthread_mutex_t *m, const conc__deadline *dl);
 
 /* ---- futex --------------------------------------------------------------
  * shared: the word may be in memory shared between processes (every

@@ -134,6 +134,39 @@ double conc__deadline_left(const conc__deadline *dl)
     return left > 0 ? left : 0;
 }
 
+/* pthread_mutex_timedlock's clock is CLOCK_REALTIME, hence short slices
+ * re-measured against the monotonic deadline (a wall-clock jump then
+ * costs at most one slice). */
+int conc__mutex_lock_until(pthread_mutex_t *m, const conc__deadline *dl)
+{
+    if (dl->forever) {
+        pthread_mutex_lock(m);
+        return 0;
+    }
+    for (;;) {
+        if (pthread_mutex_trylock(m) == 0) {
+            return 0;
+        }
+        if (conc__deadline_passed(dl)) {
+            return CONC_ETIMEDOUT; /* detail: the caller's */
+        }
+        double left = conc__deadline_left(dl);
+        if (left > 0.05) {
+            left = 0.05;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(left * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec += 1;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_mutex_timedlock(m, &ts) == 0) {
+            return 0;
+        }
+    }
+}
+
 /* ---- futex ------------------------------------------------------------- */
 
 int conc__os_futex_wait(_Atomic uint32_t *word, uint32_t expected,

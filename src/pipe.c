@@ -209,41 +209,6 @@ int conc__wait_fd(int fd, short events, const conc__deadline *dl)
     }
 }
 
-/* Takes m, waiting no later than the deadline.  The mutexes are private
- * to this process, so pthread_mutex_timedlock serves; its clock is
- * CLOCK_REALTIME, hence short slices re-measured against the monotonic
- * deadline (a wall-clock jump then costs at most one slice). */
-static int lock_until(pthread_mutex_t *m, const conc__deadline *dl)
-{
-    if (dl->forever) {
-        pthread_mutex_lock(m);
-        return 0;
-    }
-    for (;;) {
-        if (pthread_mutex_trylock(m) == 0) {
-            return 0;
-        }
-        if (conc__deadline_passed(dl)) {
-            /* detail: each caller's (recv_fail(), the send's) */
-            return CONC_ETIMEDOUT;
-        }
-        double left = conc__deadline_left(dl);
-        if (left > 0.05) {
-            left = 0.05;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(left * 1e9);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec += 1;
-            ts.tv_nsec -= 1000000000L;
-        }
-        if (pthread_mutex_timedlock(m, &ts) == 0) {
-            return 0;
-        }
-    }
-}
-
 /* ---- creation and release ---------------------------------------------- */
 
 static conc_conn *conn_make(int fd, bool can_recv, bool can_send,
@@ -428,7 +393,7 @@ static int send_frame(conc_conn *c, const void *data, size_t len,
         return conc__fail(CONC_EPERM, "%s: this end of a one-way pipe only "
                           "receives", fn);
     }
-    int err = lock_until(&c->wlock, &dl);
+    int err = conc__mutex_lock_until(&c->wlock, &dl);
     if (err != 0) {
         return conc__fail(err, "%s: another thread's send on this end held "
                           "it past the timeout (%g s)", fn, timeout);
@@ -809,7 +774,7 @@ static int recv_begin(conc_conn *c, conc__deadline *dl, double timeout,
         return conc__fail(CONC_EPERM, "%s: this end of a one-way pipe only "
                           "sends", fn);
     }
-    int err = lock_until(&c->rlock, dl);
+    int err = conc__mutex_lock_until(&c->rlock, dl);
     if (err != 0) {
         return conc__fail(err, "%s: another thread's receive on this end "
                           "held it past the timeout (%g s)", fn, timeout);

@@ -2150,15 +2150,18 @@ static void procs_stop(conc_pool *p)
  * item and start (acquire), against the worker's stores of start, item,
  * then seq (release): the item and start belong to that task or a later
  * one (then the task is not found, and task_item stays SIZE_MAX). */
+/* The item needs the in-flight list, so the drive (driving); the time
+ * does not. */
 static void current_task(struct proc_worker *w, conc_worker_info *info,
-                         uint64_t now)
+                         uint64_t now, bool driving)
 {
     struct slot_ctl *c = w->ctl;
     uint64_t seq = atomic_load(&c->cur_seq);
     uint64_t item = atomic_load(&c->cur_item);
     uint64_t start =
         atomic_load_explicit(&c->task_start_ns, memory_order_relaxed);
-    for (conc__task *t = w->ifl_head; t != NULL; t = t->next) {
+    for (conc__task *t = driving ? w->ifl_head : NULL; t != NULL;
+         t = t->next) {
         if (t->seq == seq) {
             if (item < t->count) {
                 info->task_item = conc__task_item_index(t, (size_t)item);
@@ -2173,8 +2176,12 @@ static void procs_workers(conc_pool *p, conc_worker_info *out, size_t cap)
 {
     struct proc_pool *pp = pp_of(p);
     /* drive: the in-flight lists name the task a busy worker runs (the
-     * lock order is drive, then p->lock, as in spawn). */
-    pthread_mutex_lock(&pp->drive);
+     * lock order is drive, then p->lock, as in spawn).  Held for long only
+     * by a close that waits for its workers' finalizers: after 20 ms the
+     * rest is shown without the items. */
+    conc__deadline dl;
+    conc__deadline_init(&dl, 0.02);
+    bool driving = conc__mutex_lock_until(&pp->drive, &dl) == 0;
     uint64_t now = conc__now_ns();
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < cap; i++) {
@@ -2196,11 +2203,13 @@ static void procs_workers(conc_pool *p, conc_worker_info *out, size_t cap)
             &c->items_done, memory_order_relaxed);
         snprintf(out[i].name, sizeof out[i].name, "%s", w->info_name);
         if (out[i].state == CONC_WORKER_BUSY) {
-            current_task(w, &out[i], now);
+            current_task(w, &out[i], now, driving);
         }
     }
     pthread_mutex_unlock(&p->lock);
-    pthread_mutex_unlock(&pp->drive);
+    if (driving) {
+        pthread_mutex_unlock(&pp->drive);
+    }
 }
 
 static void procs_destroy(conc_pool *p)

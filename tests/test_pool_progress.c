@@ -730,6 +730,52 @@ TEST(worker_info_fed_processes) { worker_info_fed(CONC_PROCESSES); }
 TEST(worker_info_threads) { worker_info(CONC_THREADS); }
 TEST(worker_info_processes) { worker_info(CONC_PROCESSES); }
 
+/* [0] the gate, [1] the finalizer began, [2] it ended; shared with the
+ * process workers. */
+static _Atomic int *fini_flags;
+
+static void fini_gated(void *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    atomic_store(&fini_flags[1], 1);
+    for (double end = th_now() + 20;
+         !atomic_load(&fini_flags[0]) && th_now() < end;) {
+        th_sleep(0.001);
+    }
+    atomic_store(&fini_flags[2], 1);
+}
+
+/* A process pool's close holds its manager while it waits for the
+ * workers' finalizers; conc_pool_worker_info answers meanwhile, where it
+ * waited for the finalizer before. */
+TEST(worker_info_answers_while_a_close_waits_for_finalizers)
+{
+    fini_flags = mmap(NULL, 3 * sizeof *fini_flags, PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(fini_flags != MAP_FAILED);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 1,
+                                                  .finalizer = fini_gated }));
+    conc_worker_info w[1];
+    until_state(p, CONC_WORKER_IDLE, 1, w, 1);
+    CHECK_OK(conc_pool_close(p));
+    for (double end = th_now() + 20; !atomic_load(&fini_flags[1]);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    th_sleep(0.05); /* the manager is waiting for the worker by now */
+    size_t n = 0;
+    CHECK_OK(conc_pool_worker_info(p, w, 1, &n));
+    CHECK_EQ(n, 1);
+    CHECK(!atomic_load(&fini_flags[2]));
+    atomic_store(&fini_flags[0], 1);
+    CHECK_OK(conc_pool_join(p, 30));
+    CHECK(atomic_load(&fini_flags[2]));
+    conc_pool_free(p);
+    munmap((void *)fini_flags, 3 * sizeof *fini_flags);
+}
+
 static void fini_slow(void *ctx, void *arg)
 {
     (void)ctx;

@@ -374,7 +374,10 @@ typedef struct conc_worker_info {
  * Each entry is consistent on its own; workers change state meanwhile.
  * Never blocks for long: takes the pool's locks briefly (a process pool's
  * bookkeeping lock may be held while its manager forks a replacement
- * worker).  0; CONC_EINVAL (NULL pool or n, NULL out with cap > 0). */
+ * worker), and waits at most 20 ms for a process pool's manager, which a
+ * close holds while it waits for its workers' finalizers; past that, a
+ * busy process worker's task_item reads SIZE_MAX.  0; CONC_EINVAL (NULL
+ * pool or n, NULL out with cap > 0). */
 CONC_API int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out,
                                    size_t cap, size_t *n);
 
