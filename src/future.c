@@ -572,8 +572,9 @@ struct ac_state {
     _Atomic long refs; /* the iterator + each callback not yet run */
     pthread_mutex_t lock;
     pthread_cond_t cond; /* CLOCK_MONOTONIC */
-    size_t n;
-    conc_future **futs;  /* referenced */
+    size_t n;            /* futures to hand out: futs's distinct ones */
+    size_t nslots;       /* entries of futs, order, args and cbs */
+    conc_future **futs;  /* referenced; NULL where it repeats an earlier */
     size_t *order;       /* indices in completion order */
     size_t ndone;
     size_t next;
@@ -594,8 +595,10 @@ static void ac_unref(struct ac_state *ac)
     if (atomic_fetch_sub_explicit(&ac->refs, 1, memory_order_acq_rel) != 1) {
         return;
     }
-    for (size_t i = 0; i < ac->n; i++) {
-        conc__future_unref(ac->futs[i]);
+    for (size_t i = 0; i < ac->nslots; i++) {
+        if (ac->futs[i] != NULL) {
+            conc__future_unref(ac->futs[i]);
+        }
     }
     free(ac->futs);
     free(ac->order);
@@ -698,6 +701,49 @@ static void ac_progress(const conc_iter *it, conc_progress *out)
     out->total_known = true;
 }
 
+struct fut_at {
+    const conc_future *f;
+    size_t i;
+};
+
+static int fut_at_cmp(const void *a, const void *b)
+{
+    const struct fut_at *x = a, *y = b;
+    if (x->f != y->f) {
+        return (uintptr_t)x->f < (uintptr_t)y->f ? -1 : 1;
+    }
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Sets out[i] to futs[i], or to NULL where futs[i] repeats an earlier
+ * entry (Python's as_completed takes a set of futures: each is handed out
+ * once).  Returns how many are kept, or 0 with no memory (n > 0). */
+static size_t first_places(conc_future *const *futs, size_t n,
+                           conc_future **out)
+{
+    memcpy(out, futs, n * sizeof *out);
+    if (n < 2) {
+        return n;
+    }
+    struct fut_at *by = conc__calloc(n, sizeof *by);
+    if (by == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        by[i] = (struct fut_at){ futs[i], i };
+    }
+    qsort(by, n, sizeof *by, fut_at_cmp);
+    size_t kept = n;
+    for (size_t k = 1; k < n; k++) {
+        if (by[k].f == by[k - 1].f) {
+            out[by[k].i] = NULL; /* a later place of the same future */
+            kept--;
+        }
+    }
+    free(by);
+    return kept;
+}
+
 static const conc__iter_ops ac_ops = {
     .next_future = ac_next,
     .progress = ac_progress,
@@ -741,21 +787,30 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
         cbs == NULL) {
         goto fail;
     }
+    size_t kept = first_places(futs, n, ac->futs);
+    if (kept == 0 && n > 0) {
+        goto fail;
+    }
     pthread_mutex_init(&ac->lock, NULL);
     conc__cond_init_mono(&ac->cond);
-    ac->n = n;
+    ac->n = kept;
+    ac->nslots = n;
     ac->dl = dl;
     ac->args = args;
     ac->cbs = cbs;
-    atomic_init(&ac->refs, 1 + (long)n);
+    atomic_init(&ac->refs, 1 + (long)kept);
     for (size_t i = 0; i < n; i++) {
-        conc__future_ref(futs[i]);
-        ac->futs[i] = futs[i];
+        if (ac->futs[i] != NULL) {
+            conc__future_ref(ac->futs[i]);
+        }
     }
     /* Already-done futures come first, in array order: their callbacks
      * run at once, in this loop.  The callback nodes are ac's own (one
      * block), so registering cannot fail halfway. */
     for (size_t i = 0; i < n; i++) {
+        if (ac->futs[i] == NULL) {
+            continue; /* handed out at its first place */
+        }
         args[i].ac = ac;
         args[i].index = i;
         struct fut_cb *c = &cbs[i];

@@ -489,6 +489,30 @@ static void as_completed(conc_pool_kind kind)
     CHECK(strstr(conc_errdetail(), "conc_as_completed: timeout nan"));
     CHECK_ERR(conc_as_completed(fs, 2, 1, NULL), CONC_EINVAL);
     CHECK(strstr(conc_errdetail(), "conc_as_completed: it is NULL"));
+
+    /* A future given twice is handed out once, at its first place
+     * (Python's as_completed takes a set): done ones, and one pending. */
+    conc_future *twice[6] = { fs[1], fs[0], fs[1], fs[0], fs[1], NULL };
+    twice[5] = go(p, t_sleep, 50);
+    conc_future *pend[2] = { twice[5], twice[5] };
+    CHECK_OK(conc_as_completed(twice, 5, 30, &it));
+    conc_progress pr;
+    CHECK_OK(conc_iter_progress(it, &pr));
+    CHECK_EQ(pr.total, 2);
+    for (size_t i = 0; i < 2; i++) {
+        CHECK_OK(conc_iter_next_future(it, &f, 30));
+        CHECK(f == fs[1 - i]);
+        CHECK_EQ(conc_iter_index(it), i);
+    }
+    CHECK_ERR(conc_iter_next_future(it, &f, 1), CONC_ECLOSED);
+    CHECK(strstr(conc_errdetail(), "all 2 futures were handed out"));
+    conc_iter_free(it);
+    CHECK_OK(conc_as_completed(pend, 2, 30, &it));
+    CHECK_OK(conc_iter_next_future(it, &f, 30));
+    CHECK(f == twice[5]);
+    CHECK_ERR(conc_iter_next_future(it, &f, 1), CONC_ECLOSED);
+    conc_iter_free(it);
+    conc_future_free(twice[5]);
     conc_future_free(fs[0]);
     conc_future_free(fs[1]);
     conc_pool_free(p);
