@@ -623,6 +623,11 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
         return conc__fail(CONC_EINVAL, "%s: out is NULL", fn);
     }
     *out = NULL;
+    if (opts != NULL && opts->net_timeout.set) {
+        /* only a server honours it (as a server refuses capacity_bytes) */
+        return conc__fail(CONC_EINVAL, "%s: .net_timeout is for a dict on "
+                          "a server (.url)", fn);
+    }
     size_t cap = opts != NULL ? opts->capacity_bytes : 0;
     const char *name = opts != NULL ? opts->name : NULL;
     bool given = cap != 0;

@@ -351,6 +351,16 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
     if (opts == NULL) {
         opts = &defaults;
     }
+    /* What only a server honours is refused, as a server refuses
+     * capacity_bytes and lanes. */
+    const char *server_only = opts->lease.set         ? "lease"
+                              : opts->at_most_once    ? "at_most_once"
+                              : opts->net_timeout.set ? "net_timeout"
+                                                      : NULL;
+    if (server_only != NULL) {
+        return conc__fail(CONC_EINVAL, "conc_queue_new: .%s is for a "
+                          "queue on a server (.url)", server_only);
+    }
     size_t cap = opts->capacity_bytes ? opts->capacity_bytes
                                       : CONC_QUEUE_DEFAULT_CAPACITY;
     if (cap > CONC_QUEUE_MAX_CAPACITY) {

@@ -260,6 +260,10 @@ TEST(dict_bad_arguments_are_einval)
               CONC_EINVAL);
     CHECK_ERR(conc_dict_new(&d, &(conc_dict_opts){ .name = "a/b" }),
               CONC_EINVAL);
+    CHECK_ERR(conc_dict_new(&d, &(conc_dict_opts){
+                                    .net_timeout = CONC_TIMEOUT(1) }),
+              CONC_EINVAL); /* only a server honours it */
+    CHECK(d == NULL);
     CHECK(d == NULL);
     CHECK_ERR(conc_dict_open(NULL, "/x"), CONC_EINVAL);
     CHECK_ERR(conc_dict_open(&d, NULL), CONC_EINVAL);

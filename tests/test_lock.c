@@ -21,6 +21,13 @@ TEST(lock_bad_arguments)
 {
     conc_lock *l = NULL;
     CHECK_ERR(conc_lock_new(NULL, NULL), CONC_EINVAL);
+    /* options only a server honours */
+    CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){ .lease = CONC_TIMEOUT(5) }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){
+                                    .net_timeout = CONC_TIMEOUT(1) }),
+              CONC_EINVAL);
+    CHECK(l == NULL);
     CHECK_ERR(conc_lock_acquire(NULL, 1), CONC_EINVAL);
     CHECK_ERR(conc_lock_release(NULL), CONC_EINVAL);
     CHECK(!conc_lock_locked(NULL));

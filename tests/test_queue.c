@@ -48,6 +48,17 @@ TEST(queue_rejects_bad_arguments)
               CONC_EINVAL);
     CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){ .name = "/" }),
               CONC_EINVAL);
+    /* options only a server honours */
+    CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){
+                                     .lease = CONC_TIMEOUT(5) }),
+              CONC_EINVAL);
+    CHECK(strstr(conc_errdetail(), ".lease is for a queue on a server"));
+    CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){ .at_most_once = true }),
+              CONC_EINVAL);
+    CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){
+                                     .net_timeout = CONC_TIMEOUT(1) }),
+              CONC_EINVAL);
+    CHECK(q == NULL);
     CHECK_ERR(conc_queue_open(&q, NULL), CONC_EINVAL);
     CHECK_ERR(conc_queue_open(NULL, "x"), CONC_EINVAL);
     CHECK_ERR(conc_queue_put(NULL, "x", 1, 0), CONC_EINVAL);

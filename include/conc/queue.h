@@ -232,7 +232,8 @@ typedef struct conc_queue_opts {
     const char *name;
     /* A queue on a server ("On a server" above): the server's URL, and
      * .name is the queue's name there (or the URL's last segment).
-     * NULL: shared memory. */
+     * NULL: shared memory, which has no use for .lease, .at_most_once
+     * and .net_timeout and refuses them (CONC_EINVAL). */
     const char *url;
     /* On a server: how long a consumer's deliveries stay its own without
      * a renewal, CONC_TIMEOUT(seconds) from 0.1 s to 1e6 s; its process

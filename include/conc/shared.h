@@ -230,7 +230,8 @@ typedef struct conc_dict_opts {
     const char *name;      /* NULL: anonymous; else named (conc_dict_open);
                               with .url, the dict's name on the server */
     /* A dict on a server ("On a server" above): the server's URL.  NULL:
-     * shared memory. */
+     * shared memory, which has no use for .net_timeout and refuses it
+     * (CONC_EINVAL). */
     const char *url;
     /* On a server: the bound on each call's round trips (no dict call
      * takes a timeout).  Left out: 10 s. */

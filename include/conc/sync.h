@@ -86,7 +86,8 @@ typedef struct conc_lock_opts {
     const char *name; /* NULL: anonymous; else named (see "Names"); with
                          .url, the lock's name on the server */
     /* A lock on a server ("On a server" below): the server's URL.
-     * NULL: shared memory. */
+     * NULL: shared memory, which has no use for .lease and .net_timeout
+     * and refuses them (CONC_EINVAL). */
     const char *url;
     /* On a server: the holder's lease, CONC_TIMEOUT(seconds) from 0.1 s
      * to 1e6 s, renewed every lease/3 while the holder's process lives.
