@@ -3,12 +3,21 @@
  * kill); a frozen broker (SIGSTOP) makes every call return in time with
  * CONC_ETIMEDOUT (CONC_EEMPTY for a get: nothing came), and the calls
  * after SIGCONT work; a broker restarted mid-stream is reconnected to by
- * the next call, and every put that returned 0 is still there.
+ * the next call, and every put that returned 0 is still there.  A get
+ * that must connect to a broker that refuses connections returns
+ * CONC_ENET, and one that must connect to a broker that does not answer
+ * returns CONC_ETIMEDOUT after net_timeout, CONC_FOREVER or not (a relay
+ * stands for the broker there, so the shared one is never at stake).
  */
 #include "amqp_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 
 #define NEED_AMQP()                                                          \
     do {                                                                     \
@@ -264,4 +273,214 @@ TEST_T(amqp_broker_restart_mid_stream, 180)
         }
     }
     conc_queue_free(q);
+}
+
+/* ---- a relay in front of the broker ----------------------------------------
+ * A child process that listens on a loopback port of its own and joins
+ * each connection made to it to a connection of its own to the broker.  A
+ * handle made through it meets an unreachable broker once the relay is
+ * killed (its port refuses connections), and a frozen one while the relay
+ * is stopped (the kernel still completes connections into the listen
+ * backlog, and nothing answers them); the broker the suite shares is
+ * neither. */
+enum { RELAY_PAIRS = 16 };
+
+typedef struct relay {
+    pid_t pid;
+    int port;
+} relay;
+
+static int relay_dial(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+static bool relay_write(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k <= 0) {
+            return false;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* The relay's loop.  fd[2 * i] is a client, fd[2 * i + 1] its broker
+ * side; a pair whose either end ends or fails is closed (-1). */
+static _Noreturn void relay_run(int lfd, int broker_port)
+{
+    int fd[2 * RELAY_PAIRS];
+    for (int i = 0; i < 2 * RELAY_PAIRS; i++) {
+        fd[i] = -1;
+    }
+    for (;;) {
+        struct pollfd p[1 + 2 * RELAY_PAIRS];
+        p[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+        for (int i = 0; i < 2 * RELAY_PAIRS; i++) {
+            p[1 + i] = (struct pollfd){ .fd = fd[i], .events = POLLIN };
+        }
+        if (poll(p, 1 + 2 * RELAY_PAIRS, -1) < 0) {
+            continue; /* EINTR (a SIGCONT) */
+        }
+        if (p[0].revents & POLLIN) {
+            int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            int b = c >= 0 ? relay_dial(broker_port) : -1;
+            int i = 0;
+            while (i < RELAY_PAIRS && fd[2 * i] >= 0) {
+                i++;
+            }
+            if (b >= 0 && i < RELAY_PAIRS) {
+                fd[2 * i] = c;
+                fd[2 * i + 1] = b;
+            } else {
+                if (c >= 0) {
+                    close(c);
+                }
+                if (b >= 0) {
+                    close(b);
+                }
+            }
+        }
+        for (int i = 0; i < 2 * RELAY_PAIRS; i++) {
+            if (fd[i] < 0 || p[1 + i].fd != fd[i] ||
+                !(p[1 + i].revents & (POLLIN | POLLHUP | POLLERR))) {
+                continue;
+            }
+            char buf[65536];
+            ssize_t k = read(fd[i], buf, sizeof buf);
+            if (k <= 0 || !relay_write(fd[i ^ 1], buf, (size_t)k)) {
+                close(fd[i & ~1]);
+                close(fd[i | 1]);
+                fd[i & ~1] = -1;
+                fd[i | 1] = -1;
+            }
+        }
+    }
+}
+
+static void relay_start(relay *r, int broker_port)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        listen(lfd, 16) != 0 ||
+        getsockname(lfd, (struct sockaddr *)&a, &len) != 0) {
+        th_fail(__FILE__, __LINE__, "relay: %s", strerror(errno));
+    }
+    r->port = ntohs(a.sin_port);
+    fflush(stdout);
+    fflush(stderr);
+    r->pid = fork();
+    if (r->pid < 0) {
+        th_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+    }
+    if (r->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        relay_run(lfd, broker_port);
+    }
+    close(lfd);
+}
+
+/* Starts a relay in front of the shared broker and makes a queue of a
+ * fresh name through it, with net_timeout 1 s. */
+static conc_queue *relay_queue(relay *r, const char *prefix)
+{
+    th_amqp a;
+    th_amqp_get(&a);
+    relay_start(r, a.port);
+    char url[128], name[64];
+    snprintf(url, sizeof url, "amqp://guest:guest@127.0.0.1:%d/%%2f",
+             r->port);
+    th_amqp_name(name, sizeof name, prefix);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){
+                                    .url = url, .name = name,
+                                    .net_timeout = CONC_TIMEOUT(1.0) }));
+    return q;
+}
+
+/* Kills the relay and reaps it: its port refuses connections from here
+ * on, and the connections through it are cut. */
+static void relay_kill(relay *r)
+{
+    if (r->pid > 0) {
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        r->pid = 0;
+    }
+}
+
+/* Stops the relay (SIGSTOP), returning once it is stopped. */
+static void relay_freeze(const relay *r)
+{
+    int st = 0;
+    CHECK(kill(r->pid, SIGSTOP) == 0);
+    CHECK(waitpid(r->pid, &st, WUNTRACED) == r->pid && WIFSTOPPED(st));
+}
+
+static void relay_thaw(const relay *r)
+{
+    CHECK(kill(r->pid, SIGCONT) == 0);
+}
+
+/* A get whose consumer connection must be made to a broker that refuses
+ * it fails with CONC_ENET at once, whatever its timeout.  Both waits
+ * below are far beyond the test's deadline: a get that tried again until
+ * its timeout fails the test by running into the deadline. */
+TEST_T(amqp_get_from_an_unreachable_broker_is_enet, 30)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "unreach");
+    relay_kill(&r);
+    conc_msg m;
+    CHECK_ERR(conc_queue_get(q, &m, CONC_FOREVER), CONC_ENET);
+    CHECK(strstr(conc_errdetail(), "cannot connect") != NULL);
+    conc_msg ms[4];
+    size_t got = 99;
+    CHECK_ERR(conc_queue_get_many(q, ms, 4, &got, 3600.0), CONC_ENET);
+    CHECK_EQ(got, 0);
+    char buf[8];
+    size_t len = 0;
+    CHECK_ERR(conc_queue_get_into(q, buf, sizeof buf, &len, 3600.0),
+              CONC_ENET);
+    conc_queue_free(q);
+}
+
+/* A get whose consumer connection must be made to a broker that does not
+ * answer (the relay stopped: the connection is accepted, the login never
+ * answered) fails with CONC_ETIMEDOUT once net_timeout has run out, also
+ * under CONC_FOREVER; after the thaw the next calls connect and work. */
+TEST_T(amqp_get_from_a_frozen_broker_times_out, 30)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "unanswered");
+    relay_freeze(&r);
+    conc_msg m;
+    double t0 = th_now();
+    int err = conc_queue_get(q, &m, CONC_FOREVER);
+    double dt = th_now() - t0;
+    relay_thaw(&r);
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(dt >= 0.9); /* net_timeout (1 s), less the clock's grain */
+    CHECK_OK(conc_queue_put(q, "x", 1, 20.0));
+    CHECK_OK(conc_queue_get(q, &m, 20.0));
+    CHECK(m.len == 1 && *(char *)m.data == 'x');
+    conc_msg_free(&m);
+    conc_queue_free(q);
+    relay_kill(&r);
 }

@@ -168,7 +168,10 @@
  * redelivered flag conc_queue_redelivered() reports.  A handle whose
  * thread stops calling get holds up to prefetch messages back from the
  * others until its next get or free.  A get on a frozen broker returns
- * CONC_EEMPTY at its timeout (nothing came).
+ * CONC_EEMPTY at its timeout (nothing came).  A get that must connect
+ * (its thread's first, or the first after a lost connection) tries once:
+ * CONC_ENET when the broker refuses, CONC_ETIMEDOUT when it does not
+ * answer within the timeout (.net_timeout for 0 and CONC_FOREVER).
  *   qsize, empty, full: a passive declaration (one round trip); messages
  * delivered and not yet acknowledged are not counted.
  *   task_done: acknowledges the oldest delivery this thread holds

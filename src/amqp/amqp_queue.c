@@ -1117,17 +1117,15 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     }
     ack_all(s);
     uint64_t until = timeout == CONC_FOREVER ? FOREVER : until_of(timeout);
-    int err = 0;
-    for (;;) {
-        err = con_ready(q, s, call_until(q, timeout), fn);
-        if (err == 0) {
-            break;
-        }
-        if ((err != CONC_ENET && err != CONC_ETIMEDOUT) ||
-            left_ns(until) == 0) {
-            return err;
-        }
-        nap(50000000, until);
+    /* One try at the consumer's connection, as put makes at its own: a
+     * broker that refuses it is CONC_ENET at once, one that does not
+     * answer it in time (the call's timeout; net_timeout for 0 and
+     * CONC_FOREVER) CONC_ETIMEDOUT.  Trying again until the timeout
+     * turned an unreachable broker into a get that never returned under
+     * CONC_FOREVER.  After a broker restart this one try reconnects. */
+    int err = con_ready(q, s, call_until(q, timeout), fn);
+    if (err != 0) {
+        return err;
     }
     size_t k = 0;
     while (k < n) {
