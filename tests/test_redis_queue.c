@@ -794,6 +794,40 @@ TEST(redis_queue_key_of_another_type)
     th_redis_stop(&r);
 }
 
+/* A number under the queue's keys that does not fit a long long (19
+ * digits may not) is not libconc's: CONC_ECORRUPT, never a wrapped value
+ * taken as true (nor an overflow).  The largest that fits is read. */
+TEST(redis_queue_number_out_of_range_is_corrupt)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = mkq(&r, "big", NULL);
+    free(th_redis_cmd(&r, "HSET", "conc:{q:big}:meta", "tasks",
+                      "9223372036854775807", NULL));
+    CHECK_ERR(conc_queue_join(q, 0), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "9223372036854775807 tasks") != NULL);
+    static const char *const too_big[] = { "9223372036854775808",
+                                           "9999999999999999999" };
+    for (size_t i = 0; i < 2; i++) {
+        free(th_redis_cmd(&r, "HSET", "conc:{q:big}:meta", "tasks",
+                          too_big[i], NULL));
+        CHECK_ERR(conc_queue_join(q, 0), CONC_ECORRUPT);
+        CHECK(strstr(conc_errdetail(), "not a number") != NULL);
+    }
+    free(th_redis_cmd(&r, "HSET", "conc:{q:big}:meta", "tasks", "0", NULL));
+    CHECK_OK(conc_queue_join(q, 0));
+    free(th_redis_cmd(&r, "HSET", "conc:{q:big}:meta", "closed",
+                      "9999999999999999999", NULL));
+    conc_queue *q2 = NULL;
+    CHECK_ERR(conc_queue_open(&q2, th_redis_url_of(&r, "big")),
+              CONC_ECORRUPT);
+    CHECK(q2 == NULL);
+    CHECK(strstr(conc_errdetail(), "is not libconc's") != NULL);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
 TEST(redis_queue_bad_urls_and_options)
 {
     NEED_REDIS();

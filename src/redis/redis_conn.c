@@ -43,6 +43,7 @@
 #include "redis_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
@@ -268,7 +269,13 @@ bool conc__rreply_int(const redisReply *r, long long *v)
         if (r->str[i] < '0' || r->str[i] > '9') {
             return false;
         }
-        x = x * 10 + (r->str[i] - '0');
+        int d = r->str[i] - '0';
+        /* 19 digits may exceed LLONG_MAX: a number that does not fit is
+         * not one libconc wrote (and x * 10 + d would overflow). */
+        if (x > (LLONG_MAX - d) / 10) {
+            return false;
+        }
+        x = x * 10 + d;
     }
     *v = neg ? -x : x;
     return true;

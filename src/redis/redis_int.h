@@ -173,7 +173,8 @@ int conc__rreply_err(const conc__rcli *cli, const redisReply *r,
  * other type, with a detail. */
 int conc__rreply_want(const conc__rcli *cli, const redisReply *r, int type,
                       bool nil_ok, const char *fn, const char *what);
-/* An integer reply, or a bulk string of decimal digits, as an int64. */
+/* An integer reply, or a bulk string of decimal digits, as an int64;
+ * false for anything else, a string out of long long's range included. */
 bool conc__rreply_int(const redisReply *r, long long *v);
 
 /* ---- objects (redis_obj.c) -------------------------------------------------- */
