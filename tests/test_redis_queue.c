@@ -794,6 +794,41 @@ TEST(redis_queue_key_of_another_type)
     th_redis_stop(&r);
 }
 
+/* At most once, the same: the list replaced by a string under a live
+ * handle makes get, get_into and get_many (BRPOP, RPOP, RPOP with a
+ * count) say CONC_ECORRUPT, as the at-least-once get does above. */
+TEST(redis_queue_at_most_once_key_of_another_type)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = mkq(&r, "amolive",
+                        &(conc_queue_opts){ .at_most_once = true });
+    put_str(q, "x");
+    free(th_redis_cmd(&r, "DEL", "conc:{q:amolive}", NULL));
+    free(th_redis_cmd(&r, "SET", "conc:{q:amolive}", "oops", NULL));
+    conc_msg m[4];
+    CHECK_ERR(conc_queue_get(q, &m[0], 1.0), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "another kind") != NULL);
+    CHECK_ERR(conc_queue_get(q, &m[0], 0), CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "another kind") != NULL);
+    char buf[8];
+    size_t len = 0;
+    CHECK_ERR(conc_queue_get_into(q, buf, sizeof buf, &len, 0),
+              CONC_ECORRUPT);
+    size_t got = 99;
+    CHECK_ERR(conc_queue_get_many(q, m, 4, &got, 1.0), CONC_ECORRUPT);
+    CHECK_EQ(got, 0);
+    CHECK(strstr(conc_errdetail(), "another kind") != NULL);
+    CHECK_ERR(conc_queue_get_many(q, m, 4, &got, 0), CONC_ECORRUPT);
+    /* The key given back: the handle goes on. */
+    free(th_redis_cmd(&r, "DEL", "conc:{q:amolive}", NULL));
+    put_str(q, "after");
+    get_is(q, "after");
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
 /* A number under the queue's keys that does not fit a long long (19
  * digits may not) is not libconc's: CONC_ECORRUPT, never a wrapped value
  * taken as true (nor an overflow).  The largest that fits is read. */

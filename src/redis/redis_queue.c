@@ -801,18 +801,22 @@ static int amo_get(rq *q, const sink *k, size_t *got, double timeout,
         if (!once && first->type == REDIS_REPLY_ARRAY) {
             first = first->elements == 2 ? first->element[1] : NULL;
         }
-        if (first == NULL ||
-            conc__rreply_want(&q->cli, first, REDIS_REPLY_STRING, true, fn,
-                              "BRPOP") != 0 ||
-            (ncmd == 2 &&
-             conc__rreply_want(&q->cli, rep[1], REDIS_REPLY_ARRAY, true, fn,
-                               "RPOP") != 0)) {
-            if (first == NULL) {
-                conc__fail(CONC_ECORRUPT, "%s: the server at %s answered "
-                           "BRPOP with a malformed reply", fn, q->cli.where);
+        if (first == NULL) {
+            err = conc__fail(CONC_ECORRUPT, "%s: the server at %s answered "
+                             "BRPOP with a malformed reply", fn,
+                             q->cli.where);
+        } else {
+            /* The code conc__rreply_want gives (CONC_ECORRUPT for a reply
+             * of another type or WRONGTYPE, CONC_ENET for other error
+             * replies), as the at-least-once get returns it. */
+            err = conc__rreply_want(&q->cli, first, REDIS_REPLY_STRING,
+                                    true, fn, once ? "RPOP" : "BRPOP");
+            if (err == 0 && ncmd == 2) {
+                err = conc__rreply_want(&q->cli, rep[1], REDIS_REPLY_ARRAY,
+                                        true, fn, "RPOP");
             }
-            /* detail: the malformed reply above, or conc__rreply_want */
-            err = first == NULL ? CONC_ECORRUPT : CONC_ENET;
+        }
+        if (err != 0) {
             conc__rreplies_free(rep, ncmd);
             conc__rcli_give(&q->cli, c, false);
             return err;
