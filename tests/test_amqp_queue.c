@@ -675,6 +675,15 @@ TEST(amqp_errors)
     CHECK(has("no queue name"));
     o = (conc_queue_opts){ .url = a.url, .name = "amq.x" };
     CHECK_ERR(conc_queue_new(&q, &o), CONC_EINVAL);
+    /* The closed flag of queue x is conc.closed.x: no queue of that name,
+     * or x would look closed. */
+    o = (conc_queue_opts){ .url = a.url, .name = "conc.closed.x" };
+    CHECK_ERR(conc_queue_new(&q, &o), CONC_EINVAL);
+    CHECK(has("'conc.closed.'"));
+    snprintf(url, sizeof url, "amqp://127.0.0.1:%d/%%2f/conc.closed.x",
+             a.port);
+    CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
+    CHECK(has("'conc.closed.'"));
     snprintf(url, sizeof url, "amqp://127.0.0.1:%d/%%2f/x?prefetch=0",
              a.port);
     CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);

@@ -146,8 +146,10 @@
  * durable direct exchange conc.q.NAME bound to it, and, once closed, an
  * empty queue conc.closed.NAME.  new declares them (CONC_EINVAL when NAME
  * exists with another maxsize); open requires NAME to exist and learns its
- * maxsize from the broker.  .lease must be left out (the broker, not a lease,
- * gives a dead consumer's messages back).  Per function:
+ * maxsize from the broker.  NAME may not start "amq." (RabbitMQ's own)
+ * nor "conc.closed." (such a queue would make another one look closed):
+ * CONC_EINVAL from new and open.  .lease must be left out (the broker,
+ * not a lease, gives a dead consumer's messages back).  Per function:
  *   put, put_many: persistent messages published with mandatory set, one
  * publisher-confirm wait per batch of up to 256; a message the broker
  * returns as unroutable (the queue was deleted) is CONC_EINVAL, never a

@@ -1473,6 +1473,13 @@ static int parse_url(aq *q, const char *name, const char *fn)
         return conc__fail(CONC_EINVAL, "%s: queue names starting 'amq.' "
                           "are RabbitMQ's own", fn);
     }
+    /* The closed flag of queue X is the queue conc.closed.X (BROKER
+     * OBJECTS above): a queue of that name would make X look closed. */
+    if (strncmp(name, "conc.closed.", 12) == 0) {
+        return conc__fail(CONC_EINVAL, "%s: queue names starting "
+                          "'conc.closed.' are libconc's own (the closed "
+                          "flag of another queue)", fn);
+    }
     q->prefetch = DEFAULT_PREFETCH;
     for (size_t i = 0; i < u->nquery; i++) {
         const char *k = u->query[i].key, *v = u->query[i].val;
