@@ -45,7 +45,10 @@
  * its segment right after making it and stores the object's magic last
  * (release).  An opener that finds size 0 or no magic yet polls every
  * millisecond, one second in all by a deadline (signals cannot stretch
- * it), then gives up: CONC_EINVAL, "not such an object".
+ * it), then gives up: CONC_ESYS with errno ENODATA while the size stays 0
+ * (a creator that died before it sized the segment: the name is taken,
+ * and the caller may want to know why), CONC_EINVAL, "not such an
+ * object", when the magic never came.
  *
  * Every OS call goes through os.h; those with a failure path are on the
  * fault seam, and each failure undoes what was done (a created name is
