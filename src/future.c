@@ -721,10 +721,13 @@ static int fut_at_cmp(const void *a, const void *b)
 static size_t first_places(conc_future *const *futs, size_t n,
                            conc_future **out)
 {
-    memcpy(out, futs, n * sizeof *out);
     if (n < 2) {
+        if (n == 1) {
+            out[0] = futs[0];
+        }
         return n;
     }
+    memcpy(out, futs, n * sizeof *out);
     struct fut_at *by = conc__calloc(n, sizeof *by);
     if (by == NULL) {
         return 0;
