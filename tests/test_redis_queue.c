@@ -12,9 +12,13 @@
 #include "harness.h"
 #include "redis_server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 
 /* Skips (passes) a test when libconc has no Redis backend: then the one
  * thing to check is the error every URL gets (test redis_not_built). */
@@ -688,6 +692,72 @@ TEST(redis_queue_no_server)
     snprintf(where, sizeof where, "127.0.0.1:%d", port);
     CHECK(strstr(conc_errdetail(), where) != NULL);
     CHECK(strstr(conc_errdetail(), "refused") != NULL);
+    CHECK(q == NULL);
+}
+
+/* A server that lies: it answers the handshake with the header of an
+ * array of 2^31 - 1 elements, then nothing. */
+struct liar {
+    int lfd;
+    _Atomic int stop;
+};
+
+static void *liar_main(void *arg)
+{
+    struct liar *l = arg;
+    struct pollfd pfd = { .fd = l->lfd, .events = POLLIN };
+    if (poll(&pfd, 1, 10000) != 1) {
+        return NULL; /* the client never came */
+    }
+    int fd = accept(l->lfd, NULL, NULL);
+    if (fd < 0) {
+        return NULL;
+    }
+    char buf[512];
+    pfd.fd = fd;
+    if (poll(&pfd, 1, 10000) == 1 && read(fd, buf, sizeof buf) > 0) {
+        static const char lie[] = "*2147483647\r\n";
+        if (write(fd, lie, sizeof lie - 1) < 0) {
+            /* the client went: nothing more to do */
+        }
+    }
+    while (!atomic_load(&l->stop)) { /* hold the connection open */
+        th_sleep(0.005);
+    }
+    close(fd);
+    return NULL;
+}
+
+/* An array header that announces more elements than libconc ever asks
+ * for is a lie, refused as it is read (CONC_ECORRUPT): hiredis would
+ * otherwise reserve memory for all of them at once (16 GiB here) and the
+ * call would wait out its net_timeout for elements that never come. */
+TEST(redis_queue_reply_announcing_a_huge_array_is_corrupt)
+{
+    NEED_REDIS();
+    struct liar l = { .lfd = socket(AF_INET, SOCK_STREAM, 0) };
+    CHECK(l.lfd >= 0);
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    CHECK_EQ(bind(l.lfd, (struct sockaddr *)&a, sizeof a), 0);
+    CHECK_EQ(listen(l.lfd, 1), 0);
+    CHECK_EQ(getsockname(l.lfd, (struct sockaddr *)&a, &alen), 0);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, liar_main, &l), 0);
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", ntohs(a.sin_port));
+    conc_queue *q = NULL;
+    int err = conc_queue_new(&q, &(conc_queue_opts){
+                                     .url = url,
+                                     .name = "x",
+                                     .net_timeout = CONC_TIMEOUT(30) });
+    atomic_store(&l.stop, 1);
+    pthread_join(th, NULL);
+    close(l.lfd);
+    CHECK_ERR(err, CONC_ECORRUPT);
+    CHECK(strstr(conc_errdetail(), "an array longer than libconc ever asks "
+                                   "for") != NULL);
     CHECK(q == NULL);
 }
 

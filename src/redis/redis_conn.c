@@ -318,8 +318,12 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
         void *r = NULL;
         if (redisReaderGetReply(c->rd, &r) != REDIS_OK) {
             err = conc__fail(CONC_ECORRUPT, "%s: the bytes from %s are not "
-                             "a Redis reply (%s)", fn, cli->where,
-                             c->rd->errstr);
+                             "a Redis reply (%s%s)", fn, cli->where,
+                             c->rd->errstr,
+                             c->rd->err == REDIS_ERR_OOM
+                                 ? ": no memory, or an array longer than "
+                                   "libconc ever asks for"
+                                 : "");
             goto fail;
         }
         if (r != NULL) {
@@ -508,6 +512,26 @@ static int handshake(conc__rcli *cli, conc__rconn *c, uint64_t until,
     return err;
 }
 
+/* hiredis makes an array's element pointers as soon as it reads the
+ * array's header, before any element came: a server that announces 2^31
+ * elements had this process reserve 16 GiB, and spend seconds freeing
+ * them when the call timed out.  The longest array libconc asks for is
+ * an HGETALL, two elements a key: CONC__R_MAX_ELEMENTS is a dict of 32 M
+ * keys.  A longer one fails the reply (the reader's REDIS_ERR_OOM, which
+ * the exchange reports as CONC_ECORRUPT).  hiredis's own constructor is
+ * the same function for every reader: stored by each, read by any. */
+#define CONC__R_MAX_ELEMENTS (1 << 26)
+static void *(*_Atomic hiredis_create_array)(const redisReadTask *, int);
+
+static void *create_array_bounded(const redisReadTask *task, int elements)
+{
+    if (elements > CONC__R_MAX_ELEMENTS) {
+        return NULL;
+    }
+    return atomic_load_explicit(&hiredis_create_array,
+                                memory_order_relaxed)(task, elements);
+}
+
 static int conn_open(conc__rcli *cli, conc__rconn **out, uint64_t until,
                      const char *fn)
 {
@@ -524,6 +548,11 @@ static int conn_open(conc__rcli *cli, conc__rconn **out, uint64_t until,
             return conc__fail(CONC_ENOMEM, "%s: no memory for a reply "
                               "reader", fn);
         }
+        c->fns = *c->rd->fn;
+        atomic_store_explicit(&hiredis_create_array, c->fns.createArray,
+                              memory_order_relaxed);
+        c->fns.createArray = create_array_bounded;
+        c->rd->fn = &c->fns;
         int err = 0;
         for (int i = 0; i < cli->naddr && c->fd < 0; i++) {
             c->fd = conc__os_dial(&cli->addr[i], until);

@@ -83,6 +83,9 @@ typedef struct conc__rscript {
 typedef struct conc__rconn {
     int fd;
     redisReader *rd;
+    /* rd's reply constructors: hiredis's own, but an array announcing
+     * more than CONC__R_MAX_ELEMENTS is refused (redis_conn.c). */
+    redisReplyObjectFunctions fns;
     conc__rbuf out;         /* commands not yet sent */
     char sha[CONC__RSCRIPTS_MAX][41];
     uint64_t gen;           /* fork generation it was opened in */
