@@ -484,3 +484,35 @@ TEST_T(amqp_get_from_a_frozen_broker_times_out, 30)
     conc_queue_free(q);
     relay_kill(&r);
 }
+
+/* A get already consuming when the broker freezes: waiting for
+ * deliveries alone, it could not tell a frozen broker from an empty
+ * queue, and under CONC_FOREVER it waited for ever.  It asks the broker
+ * after each quiet slice (2 s), so CONC_ETIMEDOUT comes within a slice
+ * and net_timeout (1 s); the test's deadline is far beyond. */
+TEST_T(amqp_consuming_get_meets_a_frozen_broker, 40)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "frozenwhile");
+    conc_msg m;
+    CHECK_OK(conc_queue_put(q, "a", 1, 20.0));
+    CHECK_OK(conc_queue_get(q, &m, 20.0)); /* the consumer is open */
+    conc_msg_free(&m);
+    CHECK_OK(conc_queue_task_done(q));
+    relay_freeze(&r);
+    double t0 = th_now();
+    int err = conc_queue_get(q, &m, CONC_FOREVER);
+    double dt = th_now() - t0;
+    relay_thaw(&r);
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(dt >= 2.9); /* a quiet slice, then net_timeout */
+    CHECK(strstr(conc_errdetail(), "asking whether it is alive") != NULL);
+    /* thawed: the next get consumes anew */
+    CHECK_OK(conc_queue_put(q, "b", 1, 20.0));
+    CHECK_OK(conc_queue_get(q, &m, 20.0));
+    CHECK(m.len == 1 && *(char *)m.data == 'b');
+    conc_msg_free(&m);
+    conc_queue_free(q);
+    relay_kill(&r);
+}

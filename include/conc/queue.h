@@ -195,7 +195,9 @@
  * consumer_timeout (30 minutes by default).  A dead process is seen at
  * once (its sockets close); a lost host by TCP keepalive.  Every call is
  * bounded by its timeout (calls without one by .net_timeout, 10 s): a
- * frozen broker gives CONC_ETIMEDOUT, and the call after a broker restart
+ * frozen broker gives CONC_ETIMEDOUT (a get waiting for a delivery asks
+ * the broker every 2 s whether it is alive, one round trip bounded by
+ * .net_timeout, so a get under CONC_FOREVER too), and the call after a broker restart
  * reconnects and declares again; a put that returned 0 survives the
  * restart.  The one wait not bounded is rabbitmq-c writing into a socket
  * whose send buffer is full (more than a socket buffer of puts to a

@@ -65,7 +65,9 @@
  * what is left before each), the confirm wait and the delivery wait
  * (amqp_simple_wait_frame_noblock / amqp_consume_message with a timeout).
  * A frozen broker therefore gives CONC_ETIMEDOUT, or CONC_EEMPTY for a get
- * (nothing came), in time.  The one wait without a deadline is rabbitmq-c
+ * (nothing came), in time; a get that has waited a whole slice (SLICE_S)
+ * with time left asks the broker whether it is alive (still_there), so a
+ * get under CONC_FOREVER, too, meets a frozen broker as CONC_ETIMEDOUT.  The one wait without a deadline is rabbitmq-c
  * writing a frame into a socket whose send buffer is full (a broker that
  * stopped reading, with more than a socket buffer of puts unconfirmed).
  *
@@ -997,6 +999,20 @@ static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
     return 0;
 }
 
+/* A consumer that waited a whole slice for a delivery, with time left,
+ * asks the broker whether it is there: one basic.qos round trip (the
+ * window it has already), bounded by net_timeout.  A frozen broker is so
+ * CONC_ETIMEDOUT within a slice and net_timeout, even under CONC_FOREVER,
+ * where waiting for deliveries alone would never tell it from an empty
+ * queue.  Deliveries that arrive meanwhile are kept by rabbitmq-c for the
+ * next amqp_consume_message, in order. */
+static int still_there(aq *q, aconn *c, const char *fn)
+{
+    set_rpc_deadline(c, until_of(q->net_timeout));
+    amqp_basic_qos(c->st, 1, 0, (uint16_t)q->prefetch, 0);
+    return rpc_check(q, c, fn, "basic.qos, asking whether it is alive");
+}
+
 static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
                     bool may_probe, const char *fn)
 {
@@ -1055,6 +1071,10 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
             if (left_ns(until) == 0) {
                 return conc__fail(CONC_EEMPTY, "%s: the queue '%s' stayed "
                                   "empty", fn, q->name);
+            }
+            int err = still_there(q, c, fn);
+            if (err != 0) {
+                return err;
             }
             continue;
         }
