@@ -5,7 +5,8 @@
  * arrive, DRAINING while released parties leave, RESETTING while parties
  * leave a reset() barrier, BROKEN after abort(), a timeout or a failed
  * action.  count is the number of parties inside wait(); a party arriving
- * while the barrier drains or resets waits until the last one has left,
+ * while the barrier drains or resets waits until the last one has left
+ * (or its deadline passes: CONC_ETIMEDOUT, and it never joins a round),
  * and the last one to leave turns DRAINING/RESETTING back into FILLING.
  * Indexes are arrival order, 0 .. parties-1; the last arrival runs the
  * action, holding the barrier's lock (as Python), and releases everyone.
@@ -318,12 +319,32 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     if (err != 0) {
         return err;
     }
-    conc__deadline forever = { .forever = true, .once = false };
     bar_lock(b);
-    /* Python's _enter(): wait, without a deadline, while the previous
-     * round drains or a reset completes. */
+    /* Python's _enter(): wait while the previous round drains or a reset
+     * completes.  Python waits here without a deadline (its timeout
+     * starts once the party is in); here the one deadline bounds the
+     * whole call, or a released party that is stopped before it leaves
+     * (SIGSTOP) would hold every later arrival for ever.  Time running
+     * out here is CONC_ETIMEDOUT, and the barrier is left as it was: this
+     * party joined no round, so it breaks none.  Draining or resetting
+     * with no party inside cannot be (the last to leave makes it FILLING;
+     * so does bar_reap_dead()): a peer scribbled on a named barrier, and
+     * it is taken as drained rather than waited on for ever. */
+    bool late = false;
     while (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING) {
-        bar_wait_change(b, &forever);
+        if (atomic_load_explicit(&sh->count, memory_order_relaxed) == 0) {
+            atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
+            bar_broadcast(sh);
+            break;
+        }
+        if (late) {
+            bar_unlock(sh);
+            return conc__fail_lit(CONC_ETIMEDOUT, "conc_barrier_wait: the "
+                                  "previous round was still draining (or "
+                                  "a reset completing) when the timeout "
+                                  "expired; the barrier is unchanged");
+        }
+        late = bar_wait_change(b, &dl) == CONC_ETIMEDOUT;
     }
     if (bar_state(sh) == BROKEN) {
         bar_unlock(sh);

@@ -580,3 +580,79 @@ TEST(barrier_processes_single_round_each)
     conc_barrier_free(w->b);
     st_unshare(w, sizeof *w);
 }
+
+static int child_waits_once(void *arg)
+{
+    struct bw *w = arg;
+    atomic_fetch_add(&w->started, 1);
+    return conc_barrier_wait(w->b, 10, NULL) == 0 ? 0 : 1;
+}
+
+/* A released party stopped (SIGSTOP) before it leaves keeps the round
+ * draining.  A later arrival waits for the drain only until its own
+ * deadline: CONC_ETIMEDOUT, the barrier not broken (that party joined no
+ * round), and a timeout of 0 does not wait at all.  Once the stopped
+ * party goes on and leaves, full rounds pass. */
+TEST_T(barrier_timeout_bounds_the_wait_for_a_drain, 20)
+{
+    struct bw *w = st_shared(sizeof *w);
+    CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 2 }));
+    pid_t p = th_fork(child_waits_once, w);
+    st_wait_for_int(&w->started, 1, 5);
+    double end = th_now() + 5;
+    while (conc_barrier_n_waiting(w->b) < 1 && th_now() < end) {
+        th_sleep(0.001);
+    }
+    th_sleep(0.02); /* asleep in the futex, not about to take the lock */
+    CHECK_EQ(kill(p, SIGSTOP), 0);
+    int idx = -1;
+    CHECK_OK(conc_barrier_wait(w->b, 5, &idx));
+    CHECK_EQ(idx, 1);
+    double t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(w->b, 0.2, NULL), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    CHECK(took >= 0.2);
+    CHECK(took < 2.0);
+    CHECK(strstr(conc_errdetail(), "draining") != NULL);
+    t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(w->b, 0, NULL), CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 0.5);
+    CHECK(!conc_barrier_broken(w->b));
+    CHECK_EQ(kill(p, SIGCONT), 0);
+    CHECK_EQ(st_code(th_wait(p, 5)), 0);
+    full_rounds_pass(w->b, 2);
+    conc_barrier_free(w->b);
+    st_unshare(w, sizeof *w);
+}
+
+static int child_waits_briefly(void *arg)
+{
+    return conc_barrier_wait(arg, 0.1, NULL);
+}
+
+/* A peer left a named barrier draining (or resetting) with nobody
+ * inside, which no barrier ever is: a wait takes it as drained, instead
+ * of waiting for a party that does not exist, with or without a
+ * timeout. */
+TEST(barrier_scribbled_drain_with_nobody_inside_is_drained)
+{
+    char name[64];
+    snprintf(name, sizeof name, "conc-test-barrier-drain-%d", (int)getpid());
+    int32_t states[] = { 1, -1 }; /* DRAINING, RESETTING (barrier.c) */
+    for (int i = 0; i < 2; i++) {
+        conc_barrier *b, *o;
+        CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 1,
+                                                            .name = name }));
+        CHECK_OK(conc_barrier_open(&o, name));
+        atomic_store(&b->sh->state, states[i]);
+        CHECK_EQ(atomic_load(&b->sh->count), 0u);
+        pid_t p = th_fork(child_waits_briefly, o);
+        CHECK_EQ(st_code(th_wait(p, 5)), 0);
+        int idx = -1;
+        CHECK_OK(conc_barrier_wait(o, CONC_FOREVER, &idx));
+        CHECK_EQ(idx, 0);
+        CHECK(!conc_barrier_broken(b));
+        conc_barrier_free(o);
+        conc_barrier_free(b);
+    }
+}

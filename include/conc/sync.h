@@ -296,11 +296,16 @@ CONC_API int conc_barrier_open(conc_barrier **out, const char *name);
  * (abort, reset while waiting, a wait that timed out, an action returning
  * non-zero): as Python, the party whose wait ran out gets CONC_EBROKEN
  * too.  CONC_EINVAL for a bad timeout.  CONC_FOREVER means the
- * barrier's own timeout, if any, applies.  A party that dies in wait()
- * (SIGKILL included, in the action too; the first 1024 parties are
- * watched) breaks the round: the others get CONC_EBROKEN within about
- * 0.1 s, and reset() makes the barrier usable again (Python's parties
- * would hang for ever). */
+ * barrier's own timeout, if any, applies.  The timeout bounds the whole
+ * call: a party that arrives while the previous round still drains (a
+ * released party has not left yet) or a reset completes waits for that
+ * first, and if its time runs out there it gets CONC_ETIMEDOUT and the
+ * barrier is left as it was, since it joined no round (Python waits for
+ * the drain without a limit and starts the timeout after it).  A party
+ * that dies in wait() (SIGKILL included, in the action too; the first
+ * 1024 parties are watched) breaks the round: the others get
+ * CONC_EBROKEN within about 0.1 s, and reset() makes the barrier usable
+ * again (Python's parties would hang for ever). */
 CONC_API int conc_barrier_wait(conc_barrier *b, double timeout, int *index);
 CONC_API int conc_barrier_abort(conc_barrier *b);
 CONC_API int conc_barrier_reset(conc_barrier *b);
