@@ -66,6 +66,22 @@
  * that does not exist.  (With more than SLOTS_MAX parties count cannot be
  * rebuilt, and such a reset() waits for ever, as Python's does for any
  * dead party.)
+ *
+ * Stuck lock.  A live thread may keep mu for ever: a party stopped
+ * (SIGSTOP, a debugger) inside the action, or a peer that wrote a live
+ * tid into a named barrier's word.  So every wait for mu has a deadline
+ * (bar_lock()): a wait's own, but at least LOCK_BRIEF_S, so that a wait
+ * given 0, or whose time is up, still gets mu from a party that holds it
+ * for the microseconds it normally does; reset() and abort(), which have
+ * no timeout, wait LOCK_GRACE_S, as the queue's calls without one wait
+ * for a side's lock (queue.c).  Then the call returns CONC_ETIMEDOUT.  A
+ * party that has not yet counted itself in just leaves.  One in the
+ * filling phase cannot update count without mu: it writes SLOT_LEFT into
+ * its slot and leaves, and the next bar_reap_dead() (at most a slice
+ * after mu is free again, by any party waiting or timing out) removes it
+ * as it removes a dead party, breaking the round if it is still filling,
+ * as the timeout would have.  Past SLOTS_MAX there is no slot to mark,
+ * and such a party waits for mu without a deadline.
  */
 #include "barrier_int.h"
 
@@ -78,6 +94,21 @@ enum { FILLING = 0, DRAINING = 1, RESETTING = -1, BROKEN = -2 };
 
 /* Parties whose identities are tracked (8 bytes each in the region). */
 #define SLOTS_MAX 1024u
+
+/* A slot's mark for a party that left without mu (top, "Stuck lock"):
+ * no identity has tid 0 (sync_self.c), and conc__sync_alive() judges
+ * tid 0 dead, so bar_reap_dead() removes it as it removes a dead party. */
+#define SLOT_LEFT CONC__OL_WAITERS
+
+/* How long a wait waits for mu at least, its deadline aside: a party
+ * holds it for microseconds (the action aside), as a queue's getter
+ * holds a lane's lock (queue.c, LANE_WAIT_S). */
+#define LOCK_BRIEF_S 0.01
+
+/* How long reset() and abort(), which have no timeout, wait for mu: as
+ * long as a queue's calls without a timeout of their own wait for a
+ * side's lock (queue.c, LOCK_GRACE_S). */
+#define LOCK_GRACE_S 1.0
 
 static size_t bar_size(uint32_t nslots)
 {
@@ -226,15 +257,40 @@ static void bar_recount(struct conc__barrier_shared *sh, uint32_t nslots)
     atomic_store_explicit(&sh->count, n, memory_order_relaxed);
 }
 
-static void bar_lock(const conc_barrier *b)
+/* Takes mu by dl, and not sooner than LOCK_BRIEF_S from now (a wait
+ * whose time is up, or that was given 0, still takes it from a party that
+ * holds it for the microseconds it normally does).  0, or CONC_ETIMEDOUT
+ * when a live thread kept it (top, "Stuck lock"). */
+static int bar_lock(const conc_barrier *b, const conc__deadline *dl)
 {
     struct conc__barrier_shared *sh = b->sh;
-    conc__deadline forever = { .forever = true, .once = false };
-    if (conc__olock_acquire(&sh->mu, &forever) == CONC_EOWNERDEAD) {
+    conc__deadline ld = *dl;
+    if (!dl->forever && conc__deadline_left(dl) < LOCK_BRIEF_S) {
+        conc__deadline_init(&ld, LOCK_BRIEF_S);
+    }
+    int err = conc__olock_acquire(&sh->mu, &ld);
+    if (err == CONC_EOWNERDEAD) {
         /* A party died inside the barrier: mend count, break it (top). */
         bar_recount(sh, b->nslots);
         bar_break(sh);
+        err = 0;
     }
+    /* detail: the caller's (which call could not take mu) */
+    return err;
+}
+
+/* reset() and abort(), which have no timeout, wait LOCK_GRACE_S for mu:
+ * 0 holding it, or CONC_ETIMEDOUT. */
+static int bar_lock_graced(const conc_barrier *b, const char *fn)
+{
+    conc__deadline dl;
+    conc__deadline_init(&dl, LOCK_GRACE_S);
+    if (bar_lock(b, &dl) != 0) {
+        return conc__fail(CONC_ETIMEDOUT, "%s: the barrier's lock stayed "
+                          "held by a live thread for %g s: a stopped or "
+                          "misbehaving process holds it", fn, LOCK_GRACE_S);
+    }
+    return 0;
 }
 
 static void bar_unlock(struct conc__barrier_shared *sh)
@@ -286,21 +342,56 @@ static void bar_reap_dead(const conc_barrier *b)
 }
 
 /* Called holding mu: lets go of it until seq changes (or a slice ends, or
- * dl passes), then takes it again; at a slice's end, looks for dead
- * parties.  CONC_ETIMEDOUT once dl has passed. */
-static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl)
+ * dl passes), then takes it again by dl (bar_lock()); at a slice's end,
+ * or when dl has passed, looks for dead parties (so arrivals with
+ * timeouts shorter than a slice still clear a SLOT_LEFT).  CONC_ETIMEDOUT
+ * once dl has passed; *held false when mu could not be taken back (then
+ * CONC_ETIMEDOUT too, not holding mu). */
+static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl,
+                           bool *held)
 {
     struct conc__barrier_shared *sh = b->sh;
     uint32_t seen = atomic_load_explicit(&sh->seq, memory_order_relaxed);
     bar_unlock(sh);
     /* Pairs with the FUTEX_WAKE in bar_broadcast(). */
     int err = conc__sync_sleep(&sh->seq, seen, dl);
-    bar_lock(b);
-    if (err == 1) {
+    *held = bar_lock(b, dl) == 0;
+    if (!*held) {
+        /* detail: the caller (mu stayed held: it says by whom) */
+        return CONC_ETIMEDOUT;
+    }
+    if (err != 0) {
         bar_reap_dead(b);
     }
     /* detail: the caller (a timeout only ends its wait) */
     return err == CONC_ETIMEDOUT ? CONC_ETIMEDOUT : 0;
+}
+
+/* What a wait says when mu stayed held past its deadline. */
+static const char lock_held[] =
+    "conc_barrier_wait: the barrier's lock stayed held by a live thread "
+    "past the timeout (a stopped or misbehaving process holds it)";
+
+/* The filling phase's way out when mu stayed held by a live thread past
+ * the deadline (top, "Stuck lock"): the party cannot take itself out of
+ * count without mu, so it marks its slot SLOT_LEFT, for the next
+ * bar_reap_dead() to do it as for a dead party.  0 if the round was
+ * released meanwhile, else CONC_ETIMEDOUT. */
+static int bar_leave_unlocked(const conc_barrier *b, uint32_t idx,
+                              uint32_t rel, int *index)
+{
+    struct conc__barrier_shared *sh = b->sh;
+    CONC__ASSERT(idx < b->nslots);
+    /* Relaxed: the reaper reads the slot under mu, and nothing else is
+     * published with it. */
+    atomic_store_explicit(&sh->slot[idx], SLOT_LEFT, memory_order_relaxed);
+    if (atomic_load_explicit(&sh->released, memory_order_relaxed) != rel) {
+        if (index != NULL) {
+            *index = (int)idx;
+        }
+        return 0;
+    }
+    return conc__fail_lit(CONC_ETIMEDOUT, lock_held);
 }
 
 int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
@@ -319,7 +410,9 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     if (err != 0) {
         return err;
     }
-    bar_lock(b);
+    if (bar_lock(b, &dl) != 0) {
+        return conc__fail_lit(CONC_ETIMEDOUT, lock_held);
+    }
     /* Python's _enter(): wait while the previous round drains or a reset
      * completes.  Python waits here without a deadline (its timeout
      * starts once the party is in); here the one deadline bounds the
@@ -331,6 +424,7 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
      * so does bar_reap_dead()): a peer scribbled on a named barrier, and
      * it is taken as drained rather than waited on for ever. */
     bool late = false;
+    bool held = true;
     while (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING) {
         if (atomic_load_explicit(&sh->count, memory_order_relaxed) == 0) {
             atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
@@ -344,7 +438,10 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                                   "a reset completing) when the timeout "
                                   "expired; the barrier is unchanged");
         }
-        late = bar_wait_change(b, &dl) == CONC_ETIMEDOUT;
+        late = bar_wait_change(b, &dl, &held) == CONC_ETIMEDOUT;
+        if (!held) {
+            return conc__fail_lit(CONC_ETIMEDOUT, lock_held);
+        }
     }
     if (bar_state(sh) == BROKEN) {
         bar_unlock(sh);
@@ -381,7 +478,16 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                 bar_state(sh) != FILLING) {
                 break;
             }
-            if (bar_wait_change(b, &dl) == CONC_ETIMEDOUT) {
+            int werr = bar_wait_change(b, &dl, &held);
+            if (!held && idx < b->nslots) {
+                return bar_leave_unlocked(b, idx, rel, index);
+            }
+            if (!held) {
+                /* No slot to leave a mark in (past SLOTS_MAX): only
+                 * this party can take itself out, so it waits (top). */
+                bar_lock(b, &(conc__deadline){ .forever = true });
+            }
+            if (werr == CONC_ETIMEDOUT) {
                 if (atomic_load_explicit(&sh->released,
                                          memory_order_relaxed) == rel &&
                     bar_state(sh) == FILLING) {
@@ -423,7 +529,10 @@ int conc_barrier_reset(conc_barrier *b)
         return CONC__FAIL_NULL("b");
     }
     struct conc__barrier_shared *sh = b->sh;
-    bar_lock(b);
+    int err = bar_lock_graced(b, __func__);
+    if (err != 0) {
+        return err;
+    }
     if (atomic_load_explicit(&sh->count, memory_order_relaxed) > 0) {
         int32_t st = bar_state(sh);
         if (st == FILLING || st == BROKEN) {
@@ -443,7 +552,10 @@ int conc_barrier_abort(conc_barrier *b)
     if (b == NULL) {
         return CONC__FAIL_NULL("b");
     }
-    bar_lock(b);
+    int err = bar_lock_graced(b, __func__);
+    if (err != 0) {
+        return err;
+    }
     bar_break(b->sh);
     bar_unlock(b->sh);
     return 0;

@@ -397,16 +397,16 @@ static int action_dies(void *arg)
     return 0;
 }
 
-static int child_runs_dying_action(void *arg)
+/* Arrives once another party waits, so that this process is the last of
+ * two and runs the action: 0 if its wait succeeds. */
+static int child_arrives_last(void *arg)
 {
     conc_barrier *b = arg;
-    /* Arrive last, so that this process runs the action. */
     double end = th_now() + 5;
     while (conc_barrier_n_waiting(b) < 1 && th_now() < end) {
         th_sleep(0.001);
     }
-    conc_barrier_wait(b, 10, NULL);
-    return 1;
+    return conc_barrier_wait(b, 10, NULL) == 0 ? 0 : 1;
 }
 
 /* The party running the action is SIGKILLed there, holding the barrier's
@@ -416,7 +416,7 @@ TEST(barrier_party_killed_in_action)
     conc_barrier *b;
     CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){
                                       .parties = 2, .action = action_dies }));
-    pid_t p = th_fork(child_runs_dying_action, b);
+    pid_t p = th_fork(child_arrives_last, b);
     double t0 = th_now();
     int err = conc_barrier_wait(b, 10, NULL);
     CHECK_ERR(err, CONC_EBROKEN);
@@ -655,4 +655,116 @@ TEST(barrier_scribbled_drain_with_nobody_inside_is_drained)
         conc_barrier_free(o);
         conc_barrier_free(b);
     }
+}
+
+/* A peer wrote a live tid (1) into a named barrier's lock word: every
+ * call that takes the lock returns CONC_ETIMEDOUT in time instead of
+ * waiting for ever: a wait by its timeout (0 included), reset and abort,
+ * which have none, after a grace of 1 s.  Once the word is free again
+ * the barrier works. */
+TEST_T(barrier_lock_held_by_a_live_stranger_times_out, 30)
+{
+    char name[64];
+    snprintf(name, sizeof name, "conc-test-barrier-mu-%d", (int)getpid());
+    conc_barrier *b, *o;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
+                                                        .name = name }));
+    CHECK_OK(conc_barrier_open(&o, name));
+    atomic_store(&b->sh->mu.state, 1);
+    double t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(o, 0.1, NULL), CONC_ETIMEDOUT);
+    double took = th_now() - t0;
+    CHECK(took >= 0.1);
+    CHECK(took < 1.0);
+    CHECK(strstr(conc_errdetail(), "lock") != NULL);
+    t0 = th_now();
+    CHECK_ERR(conc_barrier_wait(o, 0, NULL), CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 0.5);
+    t0 = th_now();
+    CHECK_ERR(conc_barrier_reset(o), CONC_ETIMEDOUT);
+    took = th_now() - t0;
+    CHECK(took >= 1.0);
+    CHECK(took < 10.0);
+    CHECK(strstr(conc_errdetail(), "conc_barrier_reset") != NULL);
+    CHECK_ERR(conc_barrier_abort(o), CONC_ETIMEDOUT);
+    CHECK(strstr(conc_errdetail(), "conc_barrier_abort") != NULL);
+    CHECK_EQ(conc_barrier_n_waiting(o), 0);
+    CHECK(!conc_barrier_broken(o));
+    atomic_store(&b->sh->mu.state, 0);
+    CHECK_ERR(conc_barrier_wait(o, 0.1, NULL), CONC_EBROKEN);
+    CHECK_OK(conc_barrier_reset(o));
+    full_rounds_pass(o, 2);
+    conc_barrier_free(o);
+    conc_barrier_free(b);
+}
+
+/* Stops the calling process (SIGSTOP) unless it is the one *arg names. */
+static int action_stops(void *arg)
+{
+    if (getpid() != *(pid_t *)arg) {
+        raise(SIGSTOP);
+    }
+    return 0;
+}
+
+struct timed_wait {
+    conc_barrier *b;
+    double timeout;
+    int err;
+    atomic_int done;
+    atomic_int go; /* the thread ends once set: alive till then */
+};
+
+static void *timed_wait(void *arg)
+{
+    struct timed_wait *tw = arg;
+    tw->err = conc_barrier_wait(tw->b, tw->timeout, NULL);
+    atomic_store(&tw->done, 1);
+    while (atomic_load(&tw->go) == 0) {
+        th_sleep(0.001);
+    }
+    return NULL;
+}
+
+/* The party running the action is stopped there (SIGSTOP), holding the
+ * barrier's lock.  The party waiting in the round gives up at its
+ * timeout (CONC_ETIMEDOUT), as do later arrivals, reset and abort; once
+ * the stopped party goes on, it releases the round and leaves, the party
+ * that gave up (its thread still alive) is taken out of the count for
+ * it, and full rounds pass. */
+TEST_T(barrier_party_stopped_in_action_holds_nobody_past_a_timeout, 30)
+{
+    conc_barrier *b;
+    pid_t me = getpid();
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){
+                                      .parties = 2, .action = action_stops,
+                                      .action_arg = &me }));
+    struct timed_wait tw = { .b = b, .timeout = 2.0, .err = 1 };
+    atomic_init(&tw.done, 0);
+    atomic_init(&tw.go, 0);
+    double t0 = th_now();
+    pthread_t t = st_thread(timed_wait, &tw);
+    pid_t p = th_fork(child_arrives_last, b);
+    int status = 0;
+    CHECK_EQ(waitpid(p, &status, WUNTRACED), p);
+    CHECK(WIFSTOPPED(status));
+    double t1 = th_now();
+    CHECK_ERR(conc_barrier_wait(b, 0.1, NULL), CONC_ETIMEDOUT);
+    CHECK(th_now() - t1 >= 0.1);
+    CHECK(th_now() - t1 < 1.0);
+    CHECK_ERR(conc_barrier_reset(b), CONC_ETIMEDOUT);
+    CHECK_ERR(conc_barrier_abort(b), CONC_ETIMEDOUT);
+    st_wait_for_int(&tw.done, 1, 10);
+    double took = th_now() - t0;
+    CHECK_ERR(tw.err, CONC_ETIMEDOUT);
+    CHECK(took >= 2.0);
+    CHECK(took < 10.0);
+    CHECK_EQ(kill(p, SIGCONT), 0);
+    CHECK_EQ(st_code(th_wait(p, 5)), 0);
+    CHECK(!conc_barrier_broken(b));
+    full_rounds_pass(b, 2);
+    CHECK_EQ(atomic_load(&b->sh->count), 0u);
+    atomic_store(&tw.go, 1);
+    st_join(t);
+    conc_barrier_free(b);
 }

@@ -301,12 +301,22 @@ CONC_API int conc_barrier_open(conc_barrier **out, const char *name);
  * released party has not left yet) or a reset completes waits for that
  * first, and if its time runs out there it gets CONC_ETIMEDOUT and the
  * barrier is left as it was, since it joined no round (Python waits for
- * the drain without a limit and starts the timeout after it).  A party
- * that dies in wait() (SIGKILL included, in the action too; the first
- * 1024 parties are watched) breaks the round: the others get
- * CONC_EBROKEN within about 0.1 s, and reset() makes the barrier usable
- * again (Python's parties would hang for ever). */
+ * the drain without a limit and starts the timeout after it).  The same
+ * when the barrier's internal lock stays held by a live thread past the
+ * timeout (a party stopped - SIGSTOP, a debugger - inside the action, or
+ * a peer that wrote into a named barrier's segment): CONC_ETIMEDOUT (a
+ * wait given 0 waits 10 ms for the lock).  A party that gives up so while
+ * waiting in a round has left it, as a party that died has: once the
+ * lock is free, a round still filling breaks (past the first 1024
+ * parties, such a party waits for the lock instead).  A party that dies
+ * in wait() (SIGKILL included, in the action too; the first 1024 parties
+ * are watched) breaks the round: the others get CONC_EBROKEN within
+ * about 0.1 s, and reset() makes the barrier usable again (Python's
+ * parties would hang for ever). */
 CONC_API int conc_barrier_wait(conc_barrier *b, double timeout, int *index);
+/* conc_barrier_abort, conc_barrier_reset - 0; CONC_ETIMEDOUT, nothing
+ * changed, when the barrier's internal lock stays held by a live thread
+ * for 1 s (a party stopped inside the action, say). */
 CONC_API int conc_barrier_abort(conc_barrier *b);
 CONC_API int conc_barrier_reset(conc_barrier *b);
 CONC_API unsigned conc_barrier_parties(conc_barrier *b);
