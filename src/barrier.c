@@ -82,6 +82,14 @@
  * as it removes a dead party, breaking the round if it is still filling,
  * as the timeout would have.  Past SLOTS_MAX there is no slot to mark,
  * and such a party waits for mu without a deadline.
+ *
+ * Scribbles.  A peer may write anything into a named barrier's segment.
+ * parties and nslots are read once, at new or open, into the handle, and
+ * only those copies bound what a wait touches or returns; a count, or a
+ * state, that no barrier can hold is CONC_ECORRUPT for the wait that
+ * finds it, which rebuilds count from the slots and breaks the barrier
+ * (bar_corrupt()), so that reset() mends it.  A draining or resetting
+ * barrier with nobody inside is taken as drained (see wait()).
  */
 #include "barrier_int.h"
 
@@ -169,6 +177,7 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     conc__sync_publish(&sh->magic, CONC__SYNC_MAGIC_BARRIER);
     b->sh = sh;
     b->nslots = nslots;
+    b->parties = opts->parties;
     b->action = opts->action;
     b->action_arg = opts->action_arg;
     *out = b;
@@ -212,6 +221,7 @@ int conc_barrier_open(conc_barrier **out, const char *name)
     CONC__ASSERT(want <= SLOTS_MAX && size >= bar_size(want));
     b->sh = sh;
     b->nslots = want; /* not sh->nslots again: it could change meanwhile */
+    b->parties = parties; /* nor sh->parties */
     *out = b;
     return 0;
 }
@@ -245,13 +255,14 @@ static void bar_break(struct conc__barrier_shared *sh)
  * between its update of count and of its slot: count becomes the number
  * of filled slots again (top).  Dead parties among them are removed by
  * the next bar_reap_dead(). */
-static void bar_recount(struct conc__barrier_shared *sh, uint32_t nslots)
+static void bar_recount(const conc_barrier *b)
 {
-    if (nslots < sh->parties) {
+    struct conc__barrier_shared *sh = b->sh;
+    if (b->nslots < b->parties) {
         return; /* untracked parties: count cannot be rebuilt */
     }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < nslots; i++) {
+    for (uint32_t i = 0; i < b->nslots; i++) {
         n += atomic_load_explicit(&sh->slot[i], memory_order_relaxed) != 0;
     }
     atomic_store_explicit(&sh->count, n, memory_order_relaxed);
@@ -271,7 +282,7 @@ static int bar_lock(const conc_barrier *b, const conc__deadline *dl)
     int err = conc__olock_acquire(&sh->mu, &ld);
     if (err == CONC_EOWNERDEAD) {
         /* A party died inside the barrier: mend count, break it (top). */
-        bar_recount(sh, b->nslots);
+        bar_recount(b);
         bar_break(sh);
         err = 0;
     }
@@ -367,6 +378,25 @@ static int bar_wait_change(const conc_barrier *b, const conc__deadline *dl,
     return err == CONC_ETIMEDOUT ? CONC_ETIMEDOUT : 0;
 }
 
+/* Called holding mu, when the segment holds what no barrier ever does (a
+ * count or state out of range: a peer scribbled on a named barrier):
+ * count is rebuilt from the slots, as after a death holding mu, and the
+ * barrier broken, so that the parties inside wake (CONC_EBROKEN) and
+ * reset() mends it.  Lets go of mu; CONC_ECORRUPT. */
+static int bar_corrupt(const conc_barrier *b, uint32_t count)
+{
+    struct conc__barrier_shared *sh = b->sh;
+    int32_t st = bar_state(sh);
+    bar_recount(b);
+    bar_break(sh);
+    bar_unlock(sh);
+    return conc__fail(CONC_ECORRUPT, "conc_barrier_wait: the barrier holds "
+                      "%u waiting parties of %u in state %d, which no "
+                      "barrier does (its segment was scribbled on); it is "
+                      "now broken (reset() mends it)", count, b->parties,
+                      (int)st);
+}
+
 /* What a wait says when mu stayed held past its deadline. */
 static const char lock_held[] =
     "conc_barrier_wait: the barrier's lock stayed held by a live thread "
@@ -426,7 +456,11 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
     bool late = false;
     bool held = true;
     while (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING) {
-        if (atomic_load_explicit(&sh->count, memory_order_relaxed) == 0) {
+        uint32_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
+        if (n > b->parties) {
+            return bar_corrupt(b, n);
+        }
+        if (n == 0) {
             atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
             bar_broadcast(sh);
             break;
@@ -449,16 +483,21 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                                             "is broken (reset() mends it)");
     }
     /* Every slot index below is bounded by this copy, checked at new or
-     * open; count itself is the segment's and may be anything. */
+     * open; count itself is the segment's and may be anything, so an
+     * index that is no party's (parties as checked at new or open, never
+     * the segment's) is refused, as is a state no barrier has. */
     CONC__ASSERT(b->nslots <= SLOTS_MAX);
     bool broken = false;
     uint32_t idx = atomic_load_explicit(&sh->count, memory_order_relaxed);
+    if (idx >= b->parties || bar_state(sh) != FILLING) {
+        return bar_corrupt(b, idx);
+    }
     atomic_store_explicit(&sh->count, idx + 1, memory_order_relaxed);
     if (idx < b->nslots) {
         atomic_store_explicit(&sh->slot[idx], conc__sync_self_id(),
                               memory_order_relaxed);
     }
-    if (idx + 1 == sh->parties) {
+    if (idx + 1 == b->parties) {
         int aerr = b->action != NULL ? b->action(b->action_arg) : 0;
         if (aerr != 0 || bar_state(sh) == BROKEN) {
             bar_break(sh);
@@ -563,7 +602,7 @@ int conc_barrier_abort(conc_barrier *b)
 
 unsigned conc_barrier_parties(conc_barrier *b)
 {
-    return b == NULL ? 0 : b->sh->parties;
+    return b == NULL ? 0 : b->parties;
 }
 
 unsigned conc_barrier_n_waiting(conc_barrier *b)
@@ -571,7 +610,9 @@ unsigned conc_barrier_n_waiting(conc_barrier *b)
     if (b == NULL || bar_state(b->sh) != FILLING) {
         return 0;
     }
-    return atomic_load_explicit(&b->sh->count, memory_order_relaxed);
+    /* Never more than the parties, whatever a peer wrote. */
+    uint32_t n = atomic_load_explicit(&b->sh->count, memory_order_relaxed);
+    return n < b->parties ? n : b->parties;
 }
 
 bool conc_barrier_broken(conc_barrier *b)

@@ -26,6 +26,9 @@ struct conc_barrier {
     uint32_t nslots; /* sh->nslots as checked at new/open (at most
                         SLOTS_MAX, barrier.c): every slot index is bounded
                         by this copy, never by the segment */
+    uint32_t parties; /* sh->parties as checked at new/open (1..INT_MAX):
+                         every index and count is judged against this
+                         copy, never against the segment */
     conc_barrier_action_fn action;
     void *action_arg;
 };

@@ -657,6 +657,18 @@ TEST(barrier_scribbled_drain_with_nobody_inside_is_drained)
     }
 }
 
+/* A named barrier of two parties, made (*b) and opened (*o): the tests
+ * play a peer scribbling on its segment through (*b)->sh. */
+static void named_pair(const char *tag, conc_barrier **b, conc_barrier **o)
+{
+    char name[64];
+    snprintf(name, sizeof name, "conc-test-barrier-%s-%d", tag,
+             (int)getpid());
+    CHECK_OK(conc_barrier_new(b, &(conc_barrier_opts){ .parties = 2,
+                                                       .name = name }));
+    CHECK_OK(conc_barrier_open(o, name));
+}
+
 /* A peer wrote a live tid (1) into a named barrier's lock word: every
  * call that takes the lock returns CONC_ETIMEDOUT in time instead of
  * waiting for ever: a wait by its timeout (0 included), reset and abort,
@@ -664,12 +676,8 @@ TEST(barrier_scribbled_drain_with_nobody_inside_is_drained)
  * the barrier works. */
 TEST_T(barrier_lock_held_by_a_live_stranger_times_out, 30)
 {
-    char name[64];
-    snprintf(name, sizeof name, "conc-test-barrier-mu-%d", (int)getpid());
     conc_barrier *b, *o;
-    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
-                                                        .name = name }));
-    CHECK_OK(conc_barrier_open(&o, name));
+    named_pair("mu", &b, &o);
     atomic_store(&b->sh->mu.state, 1);
     double t0 = th_now();
     CHECK_ERR(conc_barrier_wait(o, 0.1, NULL), CONC_ETIMEDOUT);
@@ -766,5 +774,47 @@ TEST_T(barrier_party_stopped_in_action_holds_nobody_past_a_timeout, 30)
     CHECK_EQ(atomic_load(&b->sh->count), 0u);
     atomic_store(&tw.go, 1);
     st_join(t);
+    conc_barrier_free(b);
+}
+
+/* A peer scribbles a named barrier's count, parties and state: a wait
+ * never returns an index outside 0..parties-1 (the parties checked at
+ * open), it returns CONC_ECORRUPT, leaving *index alone, and breaks the
+ * barrier with count rebuilt, so that reset() mends it.  parties() and
+ * n_waiting() keep to the checked parties too. */
+TEST_T(barrier_scribbled_count_is_corrupt_never_an_index, 30)
+{
+    conc_barrier *b, *o;
+    named_pair("idx", &b, &o);
+    struct conc__barrier_shared *sh = b->sh;
+    struct {
+        int32_t state;
+        uint32_t count, parties;
+    } lies[] = {
+        { 0, 0xfffffffeu, 0xffffffffu }, /* the index would be -2 */
+        { 0, 6, 7 },                     /* 6, for a barrier of 2 */
+        { 0, 2, 2 },                     /* one too many to be filling */
+        { 1, 9, 2 },                     /* draining more than all */
+        { 7, 0, 2 },                     /* no such state */
+    };
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+        atomic_store(&sh->state, lies[i].state);
+        atomic_store(&sh->count, lies[i].count);
+        sh->parties = lies[i].parties;
+        CHECK_EQ(conc_barrier_parties(o), 2u);
+        CHECK(conc_barrier_n_waiting(o) <= 2u);
+        int idx = 12345;
+        CHECK_ERR(conc_barrier_wait(o, 1, &idx), CONC_ECORRUPT);
+        CHECK_EQ(idx, 12345);
+        CHECK(strstr(conc_errdetail(), "scribbled") != NULL);
+        CHECK(conc_barrier_broken(o));
+        CHECK_EQ(atomic_load(&sh->count), 0u);
+        CHECK_OK(conc_barrier_reset(o));
+        CHECK(!conc_barrier_broken(o));
+    }
+    full_rounds_pass(o, 2);
+    sh->parties = 2;
+    full_rounds_pass(b, 2);
+    conc_barrier_free(o);
     conc_barrier_free(b);
 }

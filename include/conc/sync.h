@@ -312,7 +312,12 @@ CONC_API int conc_barrier_open(conc_barrier **out, const char *name);
  * in wait() (SIGKILL included, in the action too; the first 1024 parties
  * are watched) breaks the round: the others get CONC_EBROKEN within
  * about 0.1 s, and reset() makes the barrier usable again (Python's
- * parties would hang for ever). */
+ * parties would hang for ever).  CONC_ECORRUPT, *index untouched, when
+ * a named barrier's segment holds a count of waiting parties or a state
+ * that no barrier can (a peer scribbled on it): the wait breaks the
+ * barrier, and reset() mends it.  Indexes, parties() and n_waiting()
+ * keep to the parties the handle was made or opened with, whatever the
+ * segment says later. */
 CONC_API int conc_barrier_wait(conc_barrier *b, double timeout, int *index);
 /* conc_barrier_abort, conc_barrier_reset - 0; CONC_ETIMEDOUT, nothing
  * changed, when the barrier's internal lock stays held by a live thread
