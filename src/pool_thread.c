@@ -10,15 +10,17 @@
  * for: attached ones, until their finalizer ran.
  *
  * Abandoning.  A thread cannot be killed.  The timer thread (only with
- * .task_timeout) and terminate may "abandon" a worker (terminate every
- * worker, busy, idle or still in its initializer, so that a join after it
- * returns at once): under the lock they take note of its current task,
- * fail its items (the first completion of a future or a batch item wins,
- * so the worker's late result is dropped), and start a replacement thread
- * in its slot; the abandoned thread still owns and frees its task, stops
- * after its current item, runs the finalizer and exits.  With a timeout, map chunks are one
- * item each (p->chunk_max), so the item that timed out is exactly the task
- * that was running.
+ * .task_timeout) and terminate may "abandon" a worker: under the lock
+ * they take note of its current task, fail its items (the first
+ * completion of a future or a batch item wins, so the worker's late
+ * result is dropped) and take it out of live; the timer then starts a
+ * replacement thread in its slot.  The abandoned thread still owns and
+ * frees its task, stops after its current item, runs the finalizer and
+ * exits.  Terminate abandons the workers in a task and those still in
+ * their initializer, so that a join after it returns at once; idle ones
+ * leave and run their finalizers, which the join waits for, as after a
+ * close.  With a timeout, map chunks are one item each (p->chunk_max), so
+ * the item that timed out is exactly the task that was running.
  *
  * Wake-ups.  A worker with nothing to do first polls npending for up to
  * CONC__SPIN_NS (yielding between polls), counted in tp->spinning
@@ -33,8 +35,7 @@
  * workers - and the woken thread then spun beside the other two on 2
  * cores: such a caller settled at some 22 k tasks/s against 350 k once
  * it did (bench_pool's thread "one at a time", for whole runs).
- * join waits on done_cv until tp->live is 0 (after terminate, until it is
- * tp->finishing: the threads left run their finalizers).  Close and shutdown
+ * join waits on done_cv for tp->live to reach 0.  Close and shutdown
  * broadcast work_cv after changing the state under the lock: a worker
  * either saw the new state before it waited, or is waiting and gets the
  * broadcast.
@@ -79,10 +80,6 @@ struct thread_pool {
     pthread_cond_t timer_cv; /* CLOCK_MONOTONIC */
     struct pool_worker **threads; /* nworkers slots, under lock */
     size_t live;                  /* attached threads still running */
-    /* Of those, the ones past their task loop, in their finalizer: a join
-     * after terminate does not wait for these (nor for those terminate
-     * abandoned, in their initializer or a task). */
-    size_t finishing;
     size_t idle;                  /* threads waiting on work_cv */
     _Atomic size_t spinning;      /* threads polling npending */
     pthread_t timer;
@@ -220,7 +217,10 @@ static void *thread_main(void *arg)
         int rc = p->init(p->init_arg, &ctx);
         if (rc != 0) {
             inited = false;
-            break_threads(p, rc);
+            if (!atomic_load(&w->abandoned)) {
+                /* (abandoned: terminated meanwhile, nothing to break) */
+                break_threads(p, rc);
+            }
         }
     }
     bool timed = p->task_timeout > 0;
@@ -314,9 +314,6 @@ static void *thread_main(void *arg)
     if (counted && tp->threads[w->slot] == w) {
         tp->threads[w->slot] = NULL;
     }
-    if (counted) {
-        tp->finishing++;
-    }
     pthread_mutex_unlock(&p->lock);
     if (inited && p->fini != NULL) {
         p->fini(ctx, p->init_arg);
@@ -324,7 +321,6 @@ static void *thread_main(void *arg)
     pthread_mutex_lock(&p->lock);
     if (counted) {
         tp->live--;
-        tp->finishing--;
     }
     pthread_cond_broadcast(&tp->done_cv);
     pthread_mutex_unlock(&p->lock);
@@ -385,15 +381,12 @@ static void *timer_main(void *arg)
     return NULL;
 }
 
-/* Waits for the workers to end: every one after close; after terminate
- * only those still in their task loop (none once terminate has abandoned
- * them: what they run of their initializer or finalizer ends on its own,
- * as an abandoned task does). */
+/* Waits for the attached workers to end, finalizers run (terminate
+ * detached those in a task or their initializer). */
 static int threads_wait_locked(conc_pool *p, const conc__deadline *dl)
 {
     struct thread_pool *tp = tp_of(p);
-    while (tp->live >
-           (p->state == CONC__POOL_TERM ? tp->finishing : (size_t)0)) {
+    while (tp->live > 0) {
         if (dl->once || conc__deadline_passed(dl)) {
             return conc__fail_lit(CONC_ETIMEDOUT, "conc_pool_join: the "
                                   "workers did not finish in time");
@@ -432,12 +425,16 @@ static void threads_terminate(conc_pool *p)
     conc__task *running[4096];
     size_t nrun = 0;
     for (size_t i = 0; i < p->nworkers; i++) {
-        /* Every worker, busy or not: one in its initializer would make
-         * a join wait for that, and an idle one is on its way out. */
+        /* A worker in a task, or still in its initializer (which may take
+         * as long as a task), is abandoned: a join waits for neither.  An
+         * idle one leaves at the broadcast below and runs its finalizer,
+         * which join and free wait for, as after close. */
         struct pool_worker *w = tp->threads[i];
-        conc__task *t = w != NULL ? abandon_locked(p, w) : NULL;
-        if (t != NULL) {
-            running[nrun++] = t;
+        if (w != NULL && (w->current != NULL || !w->ready)) {
+            conc__task *t = abandon_locked(p, w);
+            if (t != NULL) {
+                running[nrun++] = t;
+            }
         }
     }
     pthread_cond_broadcast(&tp->work_cv);
@@ -487,10 +484,14 @@ static int threads_start(conc_pool *p)
         }
     }
     if (err != 0) {
-        threads_terminate(p);
+        /* The threads made so far end before conc_pool_new returns, their
+         * initializers and finalizers run (the caller may free init_arg
+         * then): no task is queued, so none is abandoned. */
         conc__deadline dl;
         conc__deadline_init(&dl, CONC_FOREVER);
         pthread_mutex_lock(&p->lock);
+        p->state = CONC__POOL_TERM;
+        pthread_cond_broadcast(&tp->work_cv);
         threads_wait_locked(p, &dl);
         pthread_mutex_unlock(&p->lock);
         stop_timer(p);

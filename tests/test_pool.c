@@ -305,8 +305,8 @@ static void initializer(conc_pool_kind kind)
 TEST(initializer_threads) { initializer(CONC_THREADS); }
 TEST(initializer_processes) { initializer(CONC_PROCESSES); }
 
-/* An initializer or finalizer that waits (at most 20 s) for the test to
- * open the gate, counting the threads inside. */
+/* An initializer that waits (at most 20 s) for the test to open the
+ * gate, counting the threads inside. */
 static _Atomic int hook_gate_open, in_hook;
 static void hook_waits(void)
 {
@@ -323,35 +323,19 @@ static int init_gated(void *arg, void **ctx)
     hook_waits();
     return 0;
 }
-static void fini_gated(void *ctx, void *arg)
-{
-    (void)ctx;
-    (void)arg;
-    hook_waits();
-}
 
 /* After terminate, a join returns at once even while worker threads sit
- * in their initializer or finalizer (they end it on their own, as an
- * abandoned task does): it waited for them before, 20 s here.  The
- * finalizers run after a close, the usual way to a terminate that must
- * not wait (conc_pool_shutdown(pool, false, ...) then conc_pool_free). */
-static void terminate_with_threads_in(bool init)
+ * in their initializer (they end it on their own, as an abandoned task
+ * does): it waited for them before, 20 s here. */
+TEST(terminate_does_not_wait_for_threads_in_their_initializer)
 {
     atomic_store(&hook_gate_open, 0);
     atomic_store(&in_hook, 0);
     conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
-                                   .kind = CONC_THREADS,
-                                   .workers = 2,
-                                   .initializer = init ? init_gated : NULL,
-                                   .finalizer = init ? NULL : fini_gated }));
-    if (!init) {
-        int x = 4;
-        conc_msg m;
-        CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 30));
-        conc_msg_free(&m);
-        CHECK_OK(conc_pool_close(p));
-    }
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = CONC_THREADS,
+                                                  .workers = 2,
+                                                  .initializer =
+                                                      init_gated }));
     double end = th_now() + 10;
     while (atomic_load(&in_hook) < 2) { /* both threads inside */
         CHECK(th_now() < end);
@@ -364,14 +348,79 @@ static void terminate_with_threads_in(bool init)
     atomic_store(&hook_gate_open, 1);
 }
 
-TEST(terminate_does_not_wait_for_threads_in_their_initializer)
+/* Idle workers are not abandoned by terminate: conc_pool_free of an idle
+ * thread pool returns once their finalizers ran, as a join after close
+ * does (a program that returns from main next would cut them short).
+ * The finalizers take 50 ms, so one run late is seen. */
+static void fini_ok_slowly(void *ctx, void *arg)
 {
-    terminate_with_threads_in(true);
+    th_sleep(0.05);
+    fini_ok(ctx, arg);
 }
 
-TEST(terminate_does_not_wait_for_threads_in_their_finalizer)
+TEST(free_of_an_idle_thread_pool_runs_the_finalizers_first)
 {
-    terminate_with_threads_in(false);
+    int seed = 5;
+    atomic_store(&fini_calls, 0);
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = CONC_THREADS,
+                                                  .workers = 3,
+                                                  .initializer = init_ok,
+                                                  .init_arg = &seed,
+                                                  .finalizer =
+                                                      fini_ok_slowly }));
+    conc_worker_info w[3];
+    size_t n = 0, idle = 0;
+    for (double end = th_now() + 10; idle < 3;) {
+        CHECK(th_now() < end);
+        CHECK_OK(conc_pool_worker_info(p, w, 3, &n));
+        idle = 0;
+        for (size_t i = 0; i < 3; i++) {
+            idle += w[i].state == CONC_WORKER_IDLE;
+        }
+        th_sleep(0.001);
+    }
+    conc_pool_free(p);
+    CHECK_EQ(atomic_load(&fini_calls), 3);
+}
+
+/* A thread pool whose start fails half way (a worker's memory) returns
+ * only once the workers it started have left their initializers: the
+ * caller may free init_arg then. */
+static _Atomic int init_entered, init_left;
+static int init_counted(void *arg, void **ctx)
+{
+    (void)arg;
+    (void)ctx;
+    atomic_fetch_add(&init_entered, 1);
+    th_sleep(0.02);
+    atomic_fetch_add(&init_left, 1);
+    return 0;
+}
+
+TEST(thread_pool_start_failure_waits_for_initializers)
+{
+    int failed = 0;
+    for (long n = 1; n < 200; n++) {
+        conc_pool *p = NULL;
+        conc__fault_arm(n);
+        int err = conc_pool_new(&p, &(conc_pool_opts){
+                                        .kind = CONC_THREADS,
+                                        .workers = 3,
+                                        .initializer = init_counted });
+        bool hit = conc__fault_fired();
+        conc__fault_arm(0);
+        CHECK_EQ(atomic_load(&init_entered), atomic_load(&init_left));
+        if (err == 0) {
+            conc_pool_free(p);
+            if (!hit) {
+                break;
+            }
+        } else {
+            failed++;
+        }
+    }
+    CHECK(failed > 0);
 }
 
 static int init_fail(void *arg, void **ctx)

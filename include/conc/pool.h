@@ -316,8 +316,10 @@ CONC_API int conc_pool_join(conc_pool *pool, double timeout);
  * queued task's future is cancelled (CONC_ECANCELLED, cancelled() true)
  * and every running task fails with CONC_ECANCELLED (its future is done,
  * not cancelled: it had started).  Then join returns promptly: worker
- * threads still in a task, their initializer or their finalizer are
- * abandoned and end it on their own.  0; CONC_EINVAL. */
+ * threads still in a task or in their initializer are abandoned and end
+ * it (and their finalizer) on their own, so init_arg must outlive them;
+ * idle ones run their finalizers, which join and free wait for.  0;
+ * CONC_EINVAL. */
 CONC_API int conc_pool_terminate(conc_pool *pool);
 
 /* conc_pool_shutdown - Executor.shutdown(wait, cancel_futures): closes
