@@ -505,14 +505,16 @@ static uint32_t order_for(uint64_t need)
 static int dict_store(conc__dctx *c, lookup *lk, const void *key, size_t klen,
                       const void *val, size_t vlen)
 {
-    /* The largest block an empty dict can give an entry.  A block of
-     * 2^k bytes sits at an offset aligned to 2^k; when twice that passes
-     * the heap's most, the only such offset is 0, and that block would
-     * take the whole heap, the index table's place included: the entry
-     * can never be stored, which is CONC_ETOOBIG, not the CONC_ENOMEM of
-     * a dict full now. */
+    /* The largest block the dict can ever give an entry.  A block of
+     * 2^max_order bytes can only sit at offset 0 (twice that passes the
+     * heap's most); when the rest of the heap cannot hold the smallest
+     * index table, that block would take the table's place: the entry can
+     * never be stored, which is CONC_ETOOBIG, not the CONC_ENOMEM of a
+     * dict full now. */
     uint32_t fit = c->max_order;
-    if (((uint64_t)2 << fit) > conc__dict_max_heap(c->d)) {
+    if (((uint64_t)1 << fit) +
+            ((uint64_t)1 << conc__dict_table_order(CONC__DICT_MIN_BITS)) >
+        conc__dict_max_heap(c->d)) {
         fit--;
     }
     uint64_t most = (uint64_t)1 << fit;

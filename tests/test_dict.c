@@ -1710,6 +1710,17 @@ TEST(dict_errors_say_what_is_wrong)
                  "the dict is full");
     CHECK_OK(conc_dict_del(d, S("one")));
     CHECK_OK(conc_dict_set(d, S("two"), huge, 20 << 10));
+    conc_dict_free(d);
+    /* Not a power of two: a 64 KiB block leaves 32 KiB of a 96 KiB heap,
+     * room for the index, so 40 KiB may fit some day (full now), and 80
+     * KiB never. */
+    CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){ .capacity_bytes = 96 << 10 }));
+    CHECK_DETAIL(conc_dict_set(d, S("most"), huge, 40 << 10), CONC_ENOMEM,
+                 "the dict is full");
+    char *huger = calloc(1, 80 << 10);
+    CHECK_DETAIL(conc_dict_set(d, S("more"), huger, 80 << 10), CONC_ETOOBIG,
+                 "more than the largest block");
+    free(huger);
     free(huge);
     CHECK_DETAIL(conc_dict_update(d, S("k"), reenter_fn, d), CONC_ESTATE,
                  "conc_dict_set: called from inside an update fn");
