@@ -9,9 +9,10 @@
  * can open them.  Each module hands its stage to this file when it first
  * needs it (thread.c the threads, process.c the children, shm.c the
  * segments), so none knows of the others, and one atexit handler runs
- * the stages in that order whichever module came first.  The handler is registered on the first hook, not at load time,
- * so exit handlers the program registered earlier still run after ours,
- * as Python's atexit order would have it.
+ * the stages in that order whichever module came first.  The handler is
+ * registered on the first hook, not at load time, so exit handlers the
+ * program registered earlier still run after ours, as Python's atexit
+ * order would have it.
  *
  * Registration is a compare-and-swap on a flag, not a pthread_once: a fork
  * while another thread is inside a once would leave the child's

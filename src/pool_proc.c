@@ -2146,12 +2146,11 @@ static void procs_stop(conc_pool *p)
 }
 
 /* The task a busy worker runs, for conc_pool_worker_info: the one of its
- * in-flight list the worker's cur_seq names; drive held.  Loads seq, then
- * item and start (acquire), against the worker's stores of start, item,
- * then seq (release): the item and start belong to that task or a later
- * one (then the task is not found, and task_item stays SIZE_MAX). */
-/* The item needs the in-flight list, so the drive (driving); the time
- * does not. */
+ * in-flight list the worker's cur_seq names, when the caller holds the
+ * drive (driving; the time needs no list).  Loads seq, then item and
+ * start (acquire), against the worker's stores of start, item, then seq
+ * (release): the item and start belong to that task or a later one (then
+ * the task is not found, and task_item stays SIZE_MAX). */
 static void current_task(struct proc_worker *w, conc_worker_info *info,
                          uint64_t now, bool driving)
 {

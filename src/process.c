@@ -24,8 +24,8 @@
  * pidfd_open() on it are done under the lock too.  A handle freed while
  * its child runs leaves the record on the list (handle_gone); whoever
  * reaps it later (the next conc_process_start, conc_active_children, a
- * join at exit) frees it, so no zombie is left.  A record is freed once reaped, handle_gone and not
- * pinned by a waiter.
+ * join at exit) frees it, so no zombie is left.  A record is freed once
+ * reaped, handle_gone and not pinned by a waiter.
  *
  * Joining.  join(timeout) turns the timeout into one CLOCK_MONOTONIC
  * deadline, tries to reap, and otherwise opens a pidfd (under the lock,
@@ -93,9 +93,9 @@
  * Exit.  One atexit handler (exit.c), registered on the first start of a
  * thread or a process (or the first named segment), joins non-daemon
  * conc_threads, sends SIGTERM to daemon children and joins every child
- * (Python's order), then unlinks the named segments left.  A daemon that ignores
- * SIGTERM gets DAEMON_GRACE_S seconds, then SIGKILL: exit never hangs on a
- * daemon (Python would).
+ * (Python's order), then unlinks the named segments left.  A daemon that
+ * ignores SIGTERM gets DAEMON_GRACE_S seconds, then SIGKILL: exit never
+ * hangs on a daemon (Python would).
  *
  * Names: "Process-N", N counting handles made in this process; in a child
  * the counter restarts and names nest, "Process-1:2" (Python's identity).

@@ -1714,7 +1714,8 @@ TEST(dict_errors_say_what_is_wrong)
     /* Not a power of two: a 64 KiB block leaves 32 KiB of a 96 KiB heap,
      * room for the index, so 40 KiB may fit some day (full now), and 80
      * KiB never. */
-    CHECK_OK(conc_dict_new(&d, &(conc_dict_opts){ .capacity_bytes = 96 << 10 }));
+    CHECK_OK(conc_dict_new(&d,
+                           &(conc_dict_opts){ .capacity_bytes = 96 << 10 }));
     CHECK_DETAIL(conc_dict_set(d, S("most"), huge, 40 << 10), CONC_ENOMEM,
                  "the dict is full");
     char *huger = calloc(1, 80 << 10);

@@ -448,10 +448,11 @@ CONC_API int conc_wait(conc_future *const *futs, size_t n, double timeout,
 /* conc_as_completed - an iterator handing out futs in the order they
  * complete (those already done first, in array order), through
  * conc_iter_next_future.  A future given more than once is handed out
- * once, for its first place (Python's as_completed takes a set).  timeout bounds the whole iteration, measured
- * from this call (Python's as_completed(fs, timeout)); CONC_FOREVER for
- * none.  The iterator holds its own references: the caller may free its
- * futures before it.  0; CONC_EINVAL; CONC_ENOMEM. */
+ * once, for its first place (Python's as_completed takes a set).  timeout
+ * bounds the whole iteration, measured from this call (Python's
+ * as_completed(fs, timeout)); CONC_FOREVER for none.  The iterator holds
+ * its own references: the caller may free its futures before it.  0;
+ * CONC_EINVAL; CONC_ENOMEM. */
 CONC_API int conc_as_completed(conc_future *const *futs, size_t n,
                                double timeout, conc_iter **it);
 

@@ -7,10 +7,14 @@
  * Names: objects given a name live in POSIX named shared memory (/dev/shm)
  * so an unrelated process can open them.  A named segment belongs to the
  * process that created it: it is unlinked when the creator frees the
- * object or exits (Python's resource tracker does the same at exit), so no
- * segment is left behind; processes that opened it keep their mapping.
- * "Exits": main returns or exit() is called, or, in a conc_process child,
- * its target returns; the unlinking comes after the children are joined.
+ * object or exits, so no segment is left behind; processes that opened it
+ * keep their mapping.  "Exits": main returns or exit() is called, or, in
+ * a conc_process child (a process pool's worker too), its target returns;
+ * the unlinking comes after the children are joined.  (Python's resource
+ * tracker unlinks what was left only when the whole program ends, so
+ * there a child's segment outlives the child.  Here a segment meant to
+ * outlive the child that would make it is made by the process that
+ * outlives it, or opened before the child ends.)
  * A creator killed by a signal (SIGKILL, or the SIGTERM of
  * conc_process_terminate, which also ends daemon children when their
  * parent exits) cannot unlink: its segments stay in /dev/shm until

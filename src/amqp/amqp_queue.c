@@ -67,9 +67,10 @@
  * A frozen broker therefore gives CONC_ETIMEDOUT, or CONC_EEMPTY for a get
  * (nothing came), in time; a get that has waited a whole slice (SLICE_S)
  * with time left asks the broker whether it is alive (still_there), so a
- * get under CONC_FOREVER, too, meets a frozen broker as CONC_ETIMEDOUT.  The one wait without a deadline is rabbitmq-c
- * writing a frame into a socket whose send buffer is full (a broker that
- * stopped reading, with more than a socket buffer of puts unconfirmed).
+ * get under CONC_FOREVER, too, meets a frozen broker as CONC_ETIMEDOUT.
+ * The one wait without a deadline is rabbitmq-c writing a frame into a
+ * socket whose send buffer is full (a broker that stopped reading, with
+ * more than a socket buffer of puts unconfirmed).
  *
  * PUT.  A batch is published in chunks of at most CHUNK messages, each
  * under one confirm wait.  basic.nack means the queue was full
