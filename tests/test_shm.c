@@ -242,22 +242,32 @@ TEST(shm_creator_exit_unlinks)
 
 /* A conc_process child is a creator too: when its target returns, the
  * segments it made and never freed are unlinked. */
+/* Runs prog_shm_peer MODE NAME and fails the test unless it exited 0.
+ * Returns its output (to free) and sets *left when NAME was still in
+ * /dev/shm afterwards (then removed: no test leaves it behind). */
+static char *run_peer(const char *mode, const char *name, bool *left)
+{
+    char *argv[] = { (char *)th_prog("prog_shm_peer"), (char *)mode,
+                     (char *)name, NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 30);
+    *left = th_shm_exists(name);
+    if (*left) {
+        shm_unlink(name);
+    }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        th_fail(__FILE__, __LINE__, "peer %s: status %#x, output:\n%s",
+                mode, (unsigned)st, out);
+    }
+    return out;
+}
+
 TEST(shm_child_creator_unlinks_when_its_target_returns)
 {
     char name[128];
     test_name(name, sizeof name, "childexit");
-    char *argv[] = { (char *)th_prog("prog_shm_peer"), "child-create", name,
-                     NULL };
-    char *out = NULL;
-    int st = th_run(argv, &out, 20);
-    bool left = th_shm_exists(name);
-    if (left) {
-        shm_unlink(name);
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        th_fail(__FILE__, __LINE__, "peer: status %#x, output:\n%s",
-                (unsigned)st, out);
-    }
+    bool left;
+    char *out = run_peer("child-create", name, &left);
     CHECK(strstr(out, "child exit 0\n") != NULL);
     free(out);
     CHECK(!left);
@@ -270,18 +280,8 @@ TEST(shm_creator_exit_unlinks_after_joining_children)
 {
     char name[128];
     test_name(name, sizeof name, "exitjoin");
-    char *argv[] = { (char *)th_prog("prog_shm_peer"), "exit-with-child",
-                     name, NULL };
-    char *out = NULL;
-    int st = th_run(argv, &out, 30);
-    bool left = th_shm_exists(name);
-    if (left) {
-        shm_unlink(name);
-    }
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        th_fail(__FILE__, __LINE__, "peer: status %#x, output:\n%s",
-                (unsigned)st, out);
-    }
+    bool left;
+    char *out = run_peer("exit-with-child", name, &left);
     CHECK_STR(out, "child opened\n");
     free(out);
     CHECK(!left);
