@@ -413,6 +413,16 @@ conc__task *conc__pool_pop_locked(conc_pool *p)
     return t;
 }
 
+int conc__pool_foreign(const conc_pool *p, const char *who)
+{
+    if (!conc__pool_is_foreign(p)) {
+        return 0;
+    }
+    return conc__fail(CONC_ESTATE, "%s: the pool belongs to the process "
+                      "that made it, and this one was forked from it (its "
+                      "workers are not here)", who);
+}
+
 void conc__pool_break_locked(conc_pool *p, int code, const char *why)
 {
     CONC__ASSERT(code != 0);
@@ -518,6 +528,7 @@ int conc_pool_new(conc_pool **out, const conc_pool_opts *opts)
                           "pool");
     }
     p->be = be;
+    p->fork_epoch = conc__sync_fork_epoch;
     p->nworkers = o.workers ? o.workers : (size_t)conc__os_cpu_count();
     if (p->nworkers == 0) {
         p->nworkers = 1;
@@ -560,6 +571,10 @@ int conc_pool_worker_info(conc_pool *pool, conc_worker_info *out, size_t cap,
                           : n == NULL  ? "n"
                                        : "out (with cap > 0)");
     }
+    int foreign = conc__pool_foreign(pool, "conc_pool_worker_info");
+    if (foreign != 0) {
+        return foreign;
+    }
     *n = pool->nworkers;
     if (cap > pool->nworkers) {
         cap = pool->nworkers;
@@ -589,6 +604,10 @@ static int submit_as(conc_pool *pool, conc_task_fn fn, const void *in,
                           : fut == NULL
                               ? "fut is NULL"
                               : "in is NULL with inlen > 0");
+    }
+    int foreign = conc__pool_foreign(pool, who);
+    if (foreign != 0) {
+        return foreign;
     }
     if (inlen > pool->msg_limit) {
         return conc__fail(CONC_ETOOBIG,
@@ -676,6 +695,10 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
                           p == NULL    ? "pool is NULL"
                           : fn == NULL ? "fn is NULL"
                                        : "inputs is NULL with n > 0");
+    }
+    int foreign = conc__pool_foreign(p, who);
+    if (foreign != 0) {
+        return foreign;
     }
     for (size_t i = 0; i < n; i++) {
         if (inputs[i].data == NULL && inputs[i].len > 0) {
@@ -1277,6 +1300,10 @@ static int feed_new(conc_pool *p, conc_task_fn fn, conc_feed_fn feed,
                           : feed == NULL ? "feed"
                                          : "it");
     }
+    int foreign = conc__pool_foreign(p, who);
+    if (foreign != 0) {
+        return foreign;
+    }
     size_t chunk = opts && opts->chunksize ? opts->chunksize : 1;
     if (chunk > p->chunk_max) {
         chunk = p->chunk_max;
@@ -1432,6 +1459,10 @@ int conc_pool_close(conc_pool *pool)
     if (pool == NULL) {
         return CONC__FAIL_NULL("pool");
     }
+    int foreign = conc__pool_foreign(pool, "conc_pool_close");
+    if (foreign != 0) {
+        return foreign;
+    }
     pthread_mutex_lock(&pool->lock);
     if (pool->state == CONC__POOL_RUN) {
         pool->state = CONC__POOL_CLOSED;
@@ -1448,6 +1479,10 @@ int conc_pool_join(conc_pool *pool, double timeout)
     conc__deadline dl;
     if (pool == NULL) {
         return CONC__FAIL_NULL("pool");
+    }
+    int foreign = conc__pool_foreign(pool, "conc_pool_join");
+    if (foreign != 0) {
+        return foreign;
     }
     if (conc__deadline_init(&dl, timeout) != 0) {
         return CONC__FAIL_TIMEOUT(timeout);
@@ -1476,6 +1511,10 @@ int conc_pool_terminate(conc_pool *pool)
     if (pool == NULL) {
         return CONC__FAIL_NULL("pool");
     }
+    int foreign = conc__pool_foreign(pool, "conc_pool_terminate");
+    if (foreign != 0) {
+        return foreign;
+    }
     pool->be->terminate(pool);
     return 0;
 }
@@ -1484,6 +1523,10 @@ int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
 {
     if (pool == NULL) {
         return CONC__FAIL_NULL("pool");
+    }
+    int foreign = conc__pool_foreign(pool, "conc_pool_shutdown");
+    if (foreign != 0) {
+        return foreign;
     }
     conc_pool_close(pool);
     if (cancel_futures) {
@@ -1505,7 +1548,9 @@ int conc_pool_shutdown(conc_pool *pool, bool wait, bool cancel_futures)
 
 void conc_pool_free(conc_pool *pool)
 {
-    if (pool == NULL) {
+    if (pool == NULL || conc__pool_foreign(pool, "conc_pool_free") != 0) {
+        /* In a forked child nothing of the pool is this process's to
+         * stop: the copy goes with the child. */
         return;
     }
     if (!pool->joined) {

@@ -12,6 +12,7 @@
 #define CONC_POOL_INT_H
 
 #include "future_int.h"
+#include "sync_int.h"
 
 #include <pthread.h>
 
@@ -208,6 +209,9 @@ struct conc_pool {
     size_t msg_limit;
     size_t chunk_max;
     unsigned next_name;     /* under lock */
+    /* conc__sync_fork_epoch when the pool was made: a forked child has
+     * another, and must not use the pool (conc__pool_foreign). */
+    unsigned long fork_epoch;
 
     int state;              /* CONC__POOL_*, under lock */
     int broken;             /* 0, or why the pool broke: an initializer's
@@ -234,6 +238,17 @@ void conc__pool_requeue_front(conc_pool *p, conc__task *first,
 conc__task *conc__pool_pop_locked(conc_pool *p);
 /* Takes the whole queue; lock held. */
 conc__task *conc__pool_take_all_locked(conc_pool *p);
+/* True in a process forked after the pool was made (pool.h, "Fork"): its
+ * workers and threads are not there, and its locks may have been copied
+ * held.  A compare of a number the child's fork handler bumps: no system
+ * call. */
+static inline bool conc__pool_is_foreign(const conc_pool *p)
+{
+    return p->fork_epoch != conc__sync_fork_epoch;
+}
+/* CONC_ESTATE, with a detail naming who, when conc__pool_is_foreign; else
+ * 0. */
+int conc__pool_foreign(const conc_pool *p, const char *who);
 /* Breaks the pool (pool.h, "Initializer") unless it is broken already:
  * code (non-zero) and why, which every task failed from now on and every
  * refused call names.  Lock held. */

@@ -2005,10 +2005,15 @@ static bool outstanding(conc_pool *p)
 /* The waiter hook of a process future (see "Helpers"); ctx is the pool. */
 
 /* A waiter enters (delta 1) or leaves (-1) the helpers. */
+/* Each hook below does nothing in a forked child (pool.h, "Fork"): the
+ * rings and counters it would touch are the parent's pool's, shared. */
 static void waiter_spin(void *ctx, int delta)
 {
     conc_pool *p = ctx;
     struct proc_pool *pp = pp_of(p);
+    if (conc__pool_is_foreign(p)) {
+        return;
+    }
     if (delta > 0) {
         atomic_fetch_add(&pp->hdr->helpers, 1);
         return;
@@ -2038,6 +2043,9 @@ static bool waiter_drives(void *ctx)
 {
     conc_pool *p = ctx;
     struct proc_pool *pp = pp_of(p);
+    if (conc__pool_is_foreign(p)) {
+        return false;
+    }
     pthread_mutex_lock(&p->lock); /* has_manager changes under it */
     bool self = pp->has_manager && pthread_equal(pthread_self(), pp->manager);
     pthread_mutex_unlock(&p->lock);
@@ -2050,6 +2058,9 @@ static bool waiter_drives(void *ctx)
  * cannot do while it sits in the callback. */
 static void waiter_drive(void *ctx)
 {
+    if (conc__pool_is_foreign(ctx)) {
+        return;
+    }
     bool progress = false, idle_now = false, few = false;
     (void)manager_pass(ctx, true, &progress, &idle_now, &few);
 }
@@ -2060,7 +2071,7 @@ static void waiter_help(void *ctx)
     conc_pool *p = ctx;
     struct proc_pool *pp = pp_of(p);
     /* Never waits: whoever holds the lock is doing this work already. */
-    if (pthread_mutex_trylock(&pp->drive) != 0) {
+    if (conc__pool_is_foreign(p) || pthread_mutex_trylock(&pp->drive) != 0) {
         return;
     }
     if (!pp->stopped) {

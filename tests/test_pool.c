@@ -1986,5 +1986,82 @@ static void fork_while_busy(conc_pool_kind kind)
 #endif
 }
 
+/* A child forked after the pool was made must not use it (pool.h,
+ * "Fork"): every call says so with CONC_ESTATE, at once, where a submit
+ * used to wait for ever for workers the child does not have; a wait for
+ * the parent's future helps nothing (its rings are the parent's) and
+ * free leaves the parent's pool alone.  Exit codes: 0, or the step that
+ * went wrong. */
+static conc_pool *parents_pool;
+static conc_future *parents_future;
+
+static int child_uses_parents_pool(void *arg)
+{
+    (void)arg;
+    conc_pool *p = parents_pool;
+    int x = 3;
+    conc_future *f = NULL;
+    conc_msg m, one = { &x, sizeof x };
+    conc_iter *it = NULL;
+    conc_worker_info w[2];
+    size_t n;
+    if (conc_pool_submit(p, t_square, &x, sizeof x, &f) != CONC_ESTATE ||
+        f != NULL ||
+        strstr(conc_errdetail(), "forked from it") == NULL) {
+        return 2;
+    }
+    if (conc_pool_apply(p, t_square, &x, sizeof x, &m, 1) != CONC_ESTATE ||
+        conc_pool_map(p, t_square, &one, 1, &m, NULL) != CONC_ESTATE ||
+        conc_pool_imap(p, t_square, &one, 1, &it, NULL) != CONC_ESTATE ||
+        conc_pool_worker_info(p, w, 2, &n) != CONC_ESTATE ||
+        conc_pool_close(p) != CONC_ESTATE ||
+        conc_pool_join(p, 1) != CONC_ESTATE ||
+        conc_pool_terminate(p) != CONC_ESTATE ||
+        conc_pool_shutdown(p, true, true) != CONC_ESTATE) {
+        return 3;
+    }
+    /* still running in the parent (gated): the child may only time out */
+    if (conc_future_result(parents_future, &m, 0.2) != CONC_ETIMEDOUT) {
+        return 4;
+    }
+    conc_pool_free(p);
+    return 0;
+}
+
+static void forked_child_cannot_use_the_pool(conc_pool_kind kind)
+{
+    enum { GATE = 100 };
+    runs_map(); /* before the workers are forked */
+    parents_pool = mk(kind, 2);
+    parents_future = gated(parents_pool, 1, GATE);
+    /* The pool's threads asleep by then: ASan's allocator takes no lock
+     * around fork (see fork_while_busy), so none may be inside it. */
+    th_sleep(0.05);
+    pid_t pid = th_fork(child_uses_parents_pool, NULL);
+    int st = th_wait(pid, 30);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(WEXITSTATUS(st), 0);
+    /* the parent's pool is whole: the gated task ends, and more run */
+    atomic_store(&runs[GATE], 1);
+    CHECK(counted_pid(parents_future, 30) > 0);
+    int v = 5;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(parents_pool, t_square, &v, sizeof v, &m, 30));
+    CHECK_EQ(int_out(&m), 25);
+    conc_msg_free(&m);
+    conc_pool_free(parents_pool);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
+TEST(forked_child_cannot_use_the_pool_threads)
+{
+    forked_child_cannot_use_the_pool(CONC_THREADS);
+}
+
+TEST(forked_child_cannot_use_the_pool_processes)
+{
+    forked_child_cannot_use_the_pool(CONC_PROCESSES);
+}
+
 TEST(fork_while_busy_threads) { fork_while_busy(CONC_THREADS); }
 TEST(fork_while_busy_processes) { fork_while_busy(CONC_PROCESSES); }

@@ -118,8 +118,11 @@
  *
  * Fork.  A pool belongs to the process that made it: a child forked later
  * (conc_process_start) does not inherit its workers or threads, so it
- * must not use the parent's pool, futures or iterators; it may make pools
- * of its own, safely even while the parent's pool threads were busy.
+ * must not use the parent's pool, futures or iterators; every pool call
+ * there returns CONC_ESTATE, conc_pool_free does nothing, and a wait for
+ * a future still running in the parent only runs out its time.  The
+ * child may make pools of its own, safely even while the parent's pool
+ * threads were busy.
  *
  * Lifetimes.  Futures and iterators are reference-counted apart from the
  * pool: free them in any order, before or after the pool.  Freeing or
