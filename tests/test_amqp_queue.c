@@ -684,10 +684,15 @@ TEST(amqp_errors)
              a.port);
     CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
     CHECK(has("'conc.closed.'"));
-    snprintf(url, sizeof url, "amqp://127.0.0.1:%d/%%2f/x?prefetch=0",
-             a.port);
-    CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
-    CHECK(has("prefetch"));
+    /* prefetch: digits, 1 .. 65535 */
+    const char *bad_prefetch[] = { "0", "+5", "%205", "-1", "65536", "5x" };
+    for (size_t i = 0; i < sizeof bad_prefetch / sizeof *bad_prefetch;
+         i++) {
+        snprintf(url, sizeof url, "amqp://127.0.0.1:%d/%%2f/x?prefetch=%s",
+                 a.port, bad_prefetch[i]);
+        CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
+        CHECK(has("prefetch"));
+    }
     snprintf(url, sizeof url, "amqp://127.0.0.1:%d/%%2f/x?db=1", a.port);
     CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
     CHECK(has("'db'"));

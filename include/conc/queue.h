@@ -78,7 +78,8 @@
  *                                           .name = "jobs" });
  *   conc_queue_open(&q, "redis://10.0.0.5:6379/0/jobs");   // any host
  * URLs: redis://[[user]:password@]host[:port][/db[/name]] (port 6379, db
- * 0 by default; an IPv6 host in brackets; %-escapes in every part), and
+ * 0 by default; an IPv6 host in brackets; %-escapes in every part but
+ * the host and port), and
  * unix://[[user]:password@]/path/to/redis.sock[?db=N&name=jobs].  A
  * password is never printed, conc_errdetail() included.  Redis 6.2 or
  * later; TLS (rediss://) is refused.  In libconc builds without hiredis

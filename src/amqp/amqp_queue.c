@@ -1505,10 +1505,12 @@ static int parse_url(aq *q, const char *name, const char *fn)
     for (size_t i = 0; i < u->nquery; i++) {
         const char *k = u->query[i].key, *v = u->query[i].val;
         if (strcmp(k, "prefetch") == 0) {
+            /* Digits only: strtoul alone takes "+5", " 5" and "-1". */
             char *end = NULL;
-            unsigned long p = v != NULL ? strtoul(v, &end, 10) : 0;
-            if (v == NULL || *v == '\0' || *end != '\0' || p == 0 ||
-                p > MAX_PREFETCH) {
+            bool digits = v != NULL && *v != '\0' &&
+                          strspn(v, "0123456789") == strlen(v);
+            unsigned long p = digits ? strtoul(v, &end, 10) : 0;
+            if (!digits || p == 0 || p > MAX_PREFETCH) {
                 return conc__fail(CONC_EINVAL, "%s: prefetch must be 1..%u",
                                   fn, MAX_PREFETCH);
             }
