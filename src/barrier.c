@@ -318,6 +318,41 @@ static int32_t bar_state(struct conc__barrier_shared *sh)
  * Each look reads /proc once per waiting party, so the parties share one
  * look per interval, longer for big barriers (one slice per 64 slots):
  * at most a few per cent of a CPU even with SLOTS_MAX waiting. */
+/* Called holding mu: takes the party of slot i, dead or gone, out of
+ * count: a filling round it was in can never complete (broken); a
+ * draining one it was the last of is over. */
+static void bar_remove_slot(const conc_barrier *b, uint32_t i)
+{
+    struct conc__barrier_shared *sh = b->sh;
+    atomic_store_explicit(&sh->slot[i], 0, memory_order_relaxed);
+    uint32_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
+    if (n > 0) {
+        n--;
+        atomic_store_explicit(&sh->count, n, memory_order_relaxed);
+    }
+    int32_t st = bar_state(sh);
+    if (st == FILLING) {
+        bar_break(sh); /* this round can never complete */
+    } else if (n == 0 && (st == DRAINING || st == RESETTING)) {
+        atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
+        bar_broadcast(sh);
+    }
+}
+
+/* Called holding mu, by every arrival: removes the parties that left
+ * without mu (SLOT_LEFT, top).  A compare per slot, no system call, so
+ * no arrival can count a party that has returned already (it would
+ * complete a round with one party missing, or count a thread twice). */
+static void bar_reap_left(const conc_barrier *b)
+{
+    for (uint32_t i = 0; i < b->nslots; i++) {
+        if (atomic_load_explicit(&b->sh->slot[i], memory_order_relaxed) ==
+            SLOT_LEFT) {
+            bar_remove_slot(b, i);
+        }
+    }
+}
+
 static void bar_reap_dead(const conc_barrier *b)
 {
     struct conc__barrier_shared *sh = b->sh;
@@ -336,19 +371,7 @@ static void bar_reap_dead(const conc_barrier *b)
         if (id == 0 || conc__sync_alive(id)) {
             continue;
         }
-        atomic_store_explicit(&sh->slot[i], 0, memory_order_relaxed);
-        uint32_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
-        if (n > 0) {
-            n--;
-            atomic_store_explicit(&sh->count, n, memory_order_relaxed);
-        }
-        int32_t st = bar_state(sh);
-        if (st == FILLING) {
-            bar_break(sh); /* this round can never complete */
-        } else if (n == 0 && (st == DRAINING || st == RESETTING)) {
-            atomic_store_explicit(&sh->state, FILLING, memory_order_relaxed);
-            bar_broadcast(sh);
-        }
+        bar_remove_slot(b, i);
     }
 }
 
@@ -455,6 +478,7 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
      * it is taken as drained rather than waited on for ever. */
     bool late = false;
     bool held = true;
+    bar_reap_left(b);
     while (bar_state(sh) == DRAINING || bar_state(sh) == RESETTING) {
         uint32_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
         if (n > b->parties) {
@@ -476,6 +500,15 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
         if (!held) {
             return conc__fail_lit(CONC_ETIMEDOUT, lock_held);
         }
+        bar_reap_left(b);
+    }
+    if (late) {
+        /* The drain ended as the time ran out: joining now would only
+         * break the round at once. */
+        bar_unlock(sh);
+        return conc__fail_lit(CONC_ETIMEDOUT, "conc_barrier_wait: the "
+                              "previous round drained only as the "
+                              "timeout expired; the barrier is unchanged");
     }
     if (bar_state(sh) == BROKEN) {
         bar_unlock(sh);

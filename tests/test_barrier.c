@@ -734,6 +734,40 @@ static void *timed_wait(void *arg)
     return NULL;
 }
 
+/* A party that gave up while a peer held the barrier's lock left a mark
+ * in its slot, still counted: the next arrival takes it out before it
+ * counts itself, so it cannot complete the round alone (the round lost a
+ * party to a timeout: broken), nor count the same thread twice. */
+TEST_T(barrier_party_that_left_without_the_lock_is_not_counted, 30)
+{
+    conc_barrier *b, *o;
+    named_pair("left", &b, &o);
+    struct timed_wait tw = { .b = o, .timeout = 0.3 };
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, timed_wait, &tw), 0);
+    for (double end = th_now() + 10; conc_barrier_n_waiting(o) < 1;) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    atomic_store(&b->sh->mu.state, 1); /* a live stranger holds it */
+    for (double end = th_now() + 10; !atomic_load(&tw.done);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    atomic_store(&b->sh->mu.state, 0);
+    CHECK_ERR(tw.err, CONC_ETIMEDOUT);
+    int idx = -1;
+    CHECK_ERR(conc_barrier_wait(o, 5, &idx), CONC_EBROKEN);
+    CHECK_EQ(idx, -1);
+    CHECK_EQ(conc_barrier_n_waiting(o), 0);
+    atomic_store(&tw.go, 1);
+    pthread_join(t, NULL);
+    CHECK_OK(conc_barrier_reset(o));
+    full_rounds_pass(o, 2);
+    conc_barrier_free(o);
+    conc_barrier_free(b);
+}
+
 /* The party running the action is stopped there (SIGSTOP), holding the
  * barrier's lock.  The party waiting in the round gives up at its
  * timeout (CONC_ETIMEDOUT), as do later arrivals, reset and abort; once
