@@ -332,10 +332,16 @@ static int refusal_locked(conc_pool *p, const char *who)
 }
 
 /* Queues a list of tasks (first..last, n of them) at the back, for who;
- * the pool lock must NOT be held.  0, or refusal_locked's error. */
+ * the pool lock must NOT be held.  0, or refusal_locked's error, or
+ * CONC_ESTATE in a forked child (every task of every kind of call comes
+ * through here, an iterator's refills included). */
 static int push(conc_pool *p, conc__task *first, conc__task *last, size_t n,
                 const char *who)
 {
+    int foreign = conc__pool_foreign(p, who);
+    if (foreign != 0) {
+        return foreign;
+    }
     pthread_mutex_lock(&p->lock);
     int err = refusal_locked(p, who);
     if (err != 0) {
@@ -605,10 +611,6 @@ static int submit_as(conc_pool *pool, conc_task_fn fn, const void *in,
                               ? "fut is NULL"
                               : "in is NULL with inlen > 0");
     }
-    int foreign = conc__pool_foreign(pool, who);
-    if (foreign != 0) {
-        return foreign;
-    }
     if (inlen > pool->msg_limit) {
         return conc__fail(CONC_ETOOBIG,
                           "%s: the input is %zu bytes, over the pool's "
@@ -695,10 +697,6 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
                           p == NULL    ? "pool is NULL"
                           : fn == NULL ? "fn is NULL"
                                        : "inputs is NULL with n > 0");
-    }
-    int foreign = conc__pool_foreign(p, who);
-    if (foreign != 0) {
-        return foreign;
     }
     for (size_t i = 0; i < n; i++) {
         if (inputs[i].data == NULL && inputs[i].len > 0) {
@@ -1164,7 +1162,10 @@ static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl,
     struct conc__feed *fs = it->fs;
     conc__batch *drop = NULL;
     bool got = false;
-    int err = 0;
+    int err = conc__pool_foreign(it->pool, "conc_iter_next");
+    if (err != 0) {
+        return err; /* before the feed is asked for more */
+    }
     pthread_mutex_lock(&fs->mu);
     for (;;) {
         conc__batch *b = NULL;

@@ -1994,6 +1994,20 @@ static void fork_while_busy(conc_pool_kind kind)
  * went wrong. */
 static conc_pool *parents_pool;
 static conc_future *parents_future;
+static conc_iter *parents_iter;
+static int fed_inputs[64], fed; /* what the feed gave, in this process */
+
+static int feed_ints(void *arg, const void **data, size_t *len)
+{
+    (void)arg;
+    if (fed == 64) {
+        return 0;
+    }
+    fed_inputs[fed] = fed;
+    *data = &fed_inputs[fed++];
+    *len = sizeof(int);
+    return 1;
+}
 
 static int child_uses_parents_pool(void *arg)
 {
@@ -2024,6 +2038,13 @@ static int child_uses_parents_pool(void *arg)
     if (conc_future_result(parents_future, &m, 0.2) != CONC_ETIMEDOUT) {
         return 4;
     }
+    /* a fed imap refills itself as results are taken: not here, and
+     * without asking the feed */
+    int fed_before = fed;
+    if (conc_iter_next(parents_iter, &m, 0.2) != CONC_ESTATE ||
+        fed != fed_before) {
+        return 5;
+    }
     conc_pool_free(p);
     return 0;
 }
@@ -2034,6 +2055,10 @@ static void forked_child_cannot_use_the_pool(conc_pool_kind kind)
     runs_map(); /* before the workers are forked */
     parents_pool = mk(kind, 2);
     parents_future = gated(parents_pool, 1, GATE);
+    fed = 0;
+    CHECK_OK(conc_pool_imap_feed(parents_pool, t_square, feed_ints, NULL,
+                                 &parents_iter,
+                                 &(conc_map_opts){ .buffersize = 2 }));
     /* The pool's threads asleep by then: ASan's allocator takes no lock
      * around fork (see fork_while_busy), so none may be inside it. */
     th_sleep(0.05);
@@ -2044,6 +2069,13 @@ static void forked_child_cannot_use_the_pool(conc_pool_kind kind)
     /* the parent's pool is whole: the gated task ends, and more run */
     atomic_store(&runs[GATE], 1);
     CHECK(counted_pid(parents_future, 30) > 0);
+    for (int i = 0; i < 64; i++) {
+        conc_msg r;
+        CHECK_OK(conc_iter_next(parents_iter, &r, 30));
+        CHECK_EQ(int_out(&r), i * i);
+        conc_msg_free(&r);
+    }
+    conc_iter_free(parents_iter);
     int v = 5;
     conc_msg m;
     CHECK_OK(conc_pool_apply(parents_pool, t_square, &v, sizeof v, &m, 30));
