@@ -485,11 +485,17 @@ static void full_rounds_pass(conc_barrier *b, int parties)
  * Here the round is broken (it can never complete), the survivors waiting
  * without a timeout get CONC_EBROKEN, and after reset() full rounds pass
  * again. */
-TEST(barrier_party_killed_while_waiting)
+/* scribbled: a peer first wrote a look far in the future into the
+ * barrier's next_reap_ns (as into a named one); the death is still seen
+ * within a slice or two. */
+static void party_killed_while_waiting(bool scribbled)
 {
     struct bw *w = st_shared(sizeof *w);
     w->timeout = CONC_FOREVER;
     CHECK_OK(conc_barrier_new(&w->b, &(conc_barrier_opts){ .parties = 3 }));
+    if (scribbled) {
+        atomic_store(&w->b->sh->next_reap_ns, UINT64_MAX);
+    }
     pid_t p = th_fork(child_waits_forever, w);
     st_wait_for_int(&w->started, 1, 5);
     pthread_t t = st_thread(one_wait, w);
@@ -512,6 +518,16 @@ TEST(barrier_party_killed_while_waiting)
     full_rounds_pass(w->b, 3);
     conc_barrier_free(w->b);
     st_unshare(w, sizeof *w);
+}
+
+TEST(barrier_party_killed_while_waiting)
+{
+    party_killed_while_waiting(false);
+}
+
+TEST(barrier_party_killed_while_waiting_reap_time_scribbled)
+{
+    party_killed_while_waiting(true);
 }
 
 /* Dies holding the barrier's lock right after counting itself in and
