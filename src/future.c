@@ -297,6 +297,13 @@ int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
     }
     uint32_t st = atomic_load(&f->state);
     const conc__future_waiter *wt = f->wt;
+    if (!is_final(st) && wt != NULL && wt->foreign != NULL &&
+        wt->foreign(f->wctx)) {
+        return conc__fail(CONC_ESTATE, "%s: the future's pool belongs to "
+                          "the process that made it, and this one was "
+                          "forked from it: its result cannot come here",
+                          who);
+    }
     if (!is_final(st) && wt != NULL && wt->help != NULL) {
         /* The completer may be helped from here (a process pool's waiter
          * collects its result from the worker's ring rather than wait for

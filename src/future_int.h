@@ -79,12 +79,16 @@ void conc__future_defer_end(void);
  *            between sleeps of at most 1 ms instead of sleeping until
  *            woken.
  *   drive    one whole round of the completer's work.
+ *   foreign  true when no one in this process can complete the future
+ *            (a child forked from the maker's): a wait for one not yet
+ *            final returns CONC_ESTATE instead of waiting for ever.
  *   release  the future's last reference went; drops what ctx holds. */
 typedef struct conc__future_waiter {
     void (*help)(void *ctx);
     void (*spin)(void *ctx, int delta);
     bool (*drives)(void *ctx);
     void (*drive)(void *ctx);
+    bool (*foreign)(void *ctx);
     void (*release)(void *ctx);
 } conc__future_waiter;
 void conc__future_set_waiter(conc_future *f, const conc__future_waiter *w,

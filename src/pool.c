@@ -429,6 +429,27 @@ int conc__pool_foreign(const conc_pool *p, const char *who)
                       "workers are not here)", who);
 }
 
+bool conc__pool_waiter_foreign(void *ctx)
+{
+    return conc__pool_is_foreign(ctx);
+}
+
+/* The waiter of a future whose pool has no hook of its own (threads):
+ * ctx is the pool's fork epoch itself. */
+static bool epoch_foreign(void *ctx)
+{
+    return (uintptr_t)ctx != (uintptr_t)conc__sync_fork_epoch;
+}
+
+static const conc__future_waiter epoch_waiter = {
+    .foreign = epoch_foreign,
+};
+
+void conc__pool_waiter_release(void *ctx)
+{
+    conc__pool_unref(ctx);
+}
+
 void conc__pool_break_locked(conc_pool *p, int code, const char *why)
 {
     CONC__ASSERT(code != 0);
@@ -637,6 +658,12 @@ static int submit_as(conc_pool *pool, conc_task_fn fn, const void *in,
          * this reference with f's last one. */
         conc__pool_ref(pool);
         conc__future_set_waiter(f, pool->be->waiter, pool);
+    } else {
+        /* Only the fork check: the pool's fork epoch is the context, so
+         * the future holds no reference (a thread pool's submit costs no
+         * more). */
+        conc__future_set_waiter(f, &epoch_waiter,
+                                (void *)(uintptr_t)pool->fork_epoch);
     }
     err = push(pool, t, t, 1, who);
     if (err != 0) {

@@ -249,6 +249,10 @@ static inline bool conc__pool_is_foreign(const conc_pool *p)
 /* CONC_ESTATE, with a detail naming who, when conc__pool_is_foreign; else
  * 0. */
 int conc__pool_foreign(const conc_pool *p, const char *who);
+/* Waiter hooks both backends' futures share (ctx: the pool, referenced):
+ * conc__pool_is_foreign, and the release of that reference. */
+bool conc__pool_waiter_foreign(void *ctx);
+void conc__pool_waiter_release(void *ctx);
 /* Breaks the pool (pool.h, "Initializer") unless it is broken already:
  * code (non-zero) and why, which every task failed from now on and every
  * refused call names.  Lock held. */

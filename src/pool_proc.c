@@ -2086,17 +2086,13 @@ static void waiter_help(void *ctx)
     drive_unlock(p);
 }
 
-static void waiter_release(void *ctx)
-{
-    conc__pool_unref(ctx);
-}
-
 static const conc__future_waiter procs_waiter = {
     .help = waiter_help,
     .spin = waiter_spin,
     .drives = waiter_drives,
     .drive = waiter_drive,
-    .release = waiter_release,
+    .foreign = conc__pool_waiter_foreign,
+    .release = conc__pool_waiter_release,
 };
 
 static int procs_join(conc_pool *p, const conc__deadline *dl)

@@ -2034,8 +2034,9 @@ static int child_uses_parents_pool(void *arg)
         conc_pool_shutdown(p, true, true) != CONC_ESTATE) {
         return 3;
     }
-    /* still running in the parent (gated): the child may only time out */
-    if (conc_future_result(parents_future, &m, 0.2) != CONC_ETIMEDOUT) {
+    /* still running in the parent (gated): no one here can finish it */
+    if (conc_future_result(parents_future, &m, CONC_FOREVER) != CONC_ESTATE ||
+        strstr(conc_errdetail(), "forked from it") == NULL) {
         return 4;
     }
     /* a fed imap refills itself as results are taken: not here, and

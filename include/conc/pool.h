@@ -119,8 +119,9 @@
  * Fork.  A pool belongs to the process that made it: a child forked later
  * (conc_process_start) does not inherit its workers or threads, so it
  * must not use the parent's pool, futures or iterators; every pool call
- * there returns CONC_ESTATE, conc_pool_free does nothing, and a wait for
- * a future still running in the parent only runs out its time.  The
+ * there returns CONC_ESTATE, as does conc_future_result for a future not
+ * yet done when the child was forked, and conc_pool_free does nothing
+ * (conc_wait and the iterators only run out their time there).  The
  * child may make pools of its own, safely even while the parent's pool
  * threads were busy.
  *
@@ -398,7 +399,8 @@ CONC_API void conc_pool_free(conc_pool *pool);
  * *out when out is not NULL (also for a task's own failure code > 0; empty
  * on errors).  CONC_ETIMEDOUT when not done in time (the future is
  * unchanged), CONC_ECANCELLED when cancelled, CONC_EINVAL (NULL f, bad
- * timeout).  May be called any number of times, from any thread. */
+ * timeout), CONC_ESTATE in a child forked while it was not done (see
+ * "Fork").  May be called any number of times, from any thread. */
 CONC_API int conc_future_result(conc_future *f, conc_msg *out,
                                 double timeout);
 
