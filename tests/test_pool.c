@@ -278,16 +278,25 @@ static void fini_ok(void *ctx, void *arg)
     atomic_fetch_add(&fini_calls, 1);
 }
 
-static void initializer(conc_pool_kind kind)
+/* A pool of 3 workers whose initializer keeps *seed for the tasks and
+ * whose finalizer counts in fini_calls (reset here). */
+static conc_pool *counted_pool(conc_pool_kind kind, int *seed,
+                               conc_pool_fini_fn fini)
 {
-    int seed = 77;
     atomic_store(&fini_calls, 0);
-    conc_pool *p;
+    conc_pool *p = NULL;
     CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = kind,
                                                   .workers = 3,
                                                   .initializer = init_ok,
-                                                  .init_arg = &seed,
-                                                  .finalizer = fini_ok }));
+                                                  .init_arg = seed,
+                                                  .finalizer = fini }));
+    return p;
+}
+
+static void initializer(conc_pool_kind kind)
+{
+    int seed = 77;
+    conc_pool *p = counted_pool(kind, &seed, fini_ok);
     for (int i = 0; i < 20; i++) {
         conc_msg m;
         CHECK_OK(conc_pool_apply(p, t_ctx, NULL, 0, &m, 30));
@@ -361,14 +370,7 @@ static void fini_ok_slowly(void *ctx, void *arg)
 TEST(free_of_an_idle_thread_pool_runs_the_finalizers_first)
 {
     int seed = 5;
-    atomic_store(&fini_calls, 0);
-    conc_pool *p;
-    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = CONC_THREADS,
-                                                  .workers = 3,
-                                                  .initializer = init_ok,
-                                                  .init_arg = &seed,
-                                                  .finalizer =
-                                                      fini_ok_slowly }));
+    conc_pool *p = counted_pool(CONC_THREADS, &seed, fini_ok_slowly);
     conc_worker_info w[3];
     size_t n = 0, idle = 0;
     for (double end = th_now() + 10; idle < 3;) {
