@@ -426,8 +426,12 @@ TEST(thread_pool_start_failure_waits_for_initializers)
                 break;
             }
         } else {
-            /* the workers it started have left their initializers */
-            CHECK_EQ(atomic_load(&init_entered), atomic_load(&init_left));
+            /* the workers it started have left their initializers, and
+             * none enters one later */
+            int entered = atomic_load(&init_entered);
+            CHECK_EQ(entered, atomic_load(&init_left));
+            th_sleep(0.05);
+            CHECK_EQ(atomic_load(&init_entered), entered);
             failed++;
         }
     }
