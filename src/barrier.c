@@ -20,9 +20,10 @@
  *
  *     magic, layout | mu (the sync module's owner-stamped lock,
  *     olock.c) | seq (futex word) | state | count | released | parties |
- *     nslots | timeout | next_reap_ns | slot[nslots]
+ *     nslots | timeout | next_reap_ns | gone | slot[nslots]
  *
- * mu guards state, count, released and the slots; n_waiting() and
+ * mu guards state, count, released and the slots (gone alone is added
+ * to without it: "Stuck lock" below); n_waiting() and
  * broken() read them without it (a snapshot, as Python's properties).
  * So every access to them is relaxed: mu's acquire and release order
  * them, and they are atomic only so that those snapshots (and a reader
@@ -80,8 +81,9 @@
  * its slot and leaves, and the next bar_reap_dead() (at most a slice
  * after mu is free again, by any party waiting or timing out) removes it
  * as it removes a dead party, breaking the round if it is still filling,
- * as the timeout would have.  Past SLOTS_MAX there is no slot to mark,
- * and such a party waits for mu without a deadline.
+ * as the timeout would have.  Past SLOTS_MAX there is no slot to mark:
+ * such a party adds one to gone instead, and every arrival takes as many
+ * parties out of count as gone says (bar_reap_left()).
  *
  * Scribbles.  A peer may write anything into a named barrier's segment.
  * parties and nslots are read once, at new or open, into the handle, and
@@ -171,6 +173,8 @@ int conc_barrier_new(conc_barrier **out, const conc_barrier_opts *opts)
     sh->nslots = nslots;
     sh->timeout = timeout;
     atomic_init(&sh->next_reap_ns, 0);
+    atomic_init(&sh->gone, 0);
+    sh->pad = 0;
     for (uint32_t i = 0; i < nslots; i++) {
         atomic_init(&sh->slot[i], 0);
     }
@@ -318,18 +322,16 @@ static int32_t bar_state(struct conc__barrier_shared *sh)
  * Each look reads /proc once per waiting party, so the parties share one
  * look per interval, longer for big barriers (one slice per 64 slots):
  * at most a few per cent of a CPU even with SLOTS_MAX waiting. */
-/* Called holding mu: takes the party of slot i, dead or gone, out of
- * count: a filling round it was in can never complete (broken); a
- * draining one it was the last of is over. */
-static void bar_remove_slot(const conc_barrier *b, uint32_t i)
+/* Called holding mu: takes k parties (k > 0), dead or gone, out of
+ * count: a filling round they were in can never complete (broken); a
+ * draining one they were the last of is over. */
+static void bar_remove(const conc_barrier *b, uint32_t k)
 {
     struct conc__barrier_shared *sh = b->sh;
-    atomic_store_explicit(&sh->slot[i], 0, memory_order_relaxed);
     uint32_t n = atomic_load_explicit(&sh->count, memory_order_relaxed);
-    if (n > 0) {
-        n--;
-        atomic_store_explicit(&sh->count, n, memory_order_relaxed);
-    }
+    /* k may come from the segment (gone): never below 0 */
+    n = k < n ? n - k : 0;
+    atomic_store_explicit(&sh->count, n, memory_order_relaxed);
     int32_t st = bar_state(sh);
     if (st == FILLING) {
         bar_break(sh); /* this round can never complete */
@@ -339,10 +341,30 @@ static void bar_remove_slot(const conc_barrier *b, uint32_t i)
     }
 }
 
+/* Called holding mu: takes the parties counted in gone out. */
+static void bar_reap_gone(const conc_barrier *b)
+{
+    /* Relaxed: the party that added to gone published nothing else, and
+     * mu orders the removal against every other update of count. */
+    uint32_t gone = atomic_exchange_explicit(&b->sh->gone, 0,
+                                             memory_order_relaxed);
+    if (gone > 0) {
+        bar_remove(b, gone);
+    }
+}
+
+/* Called holding mu: takes the party of slot i out (bar_remove()). */
+static void bar_remove_slot(const conc_barrier *b, uint32_t i)
+{
+    atomic_store_explicit(&b->sh->slot[i], 0, memory_order_relaxed);
+    bar_remove(b, 1);
+}
+
 /* Called holding mu, by every arrival: removes the parties that left
- * without mu (SLOT_LEFT, top).  A compare per slot, no system call, so
- * no arrival can count a party that has returned already (it would
- * complete a round with one party missing, or count a thread twice). */
+ * without mu (SLOT_LEFT, and those counted in gone: top).  A compare per
+ * slot, no system call, so no arrival can count a party that has
+ * returned already (it would complete a round with one party missing, or
+ * count a thread twice). */
 static void bar_reap_left(const conc_barrier *b)
 {
     for (uint32_t i = 0; i < b->nslots; i++) {
@@ -351,6 +373,7 @@ static void bar_reap_left(const conc_barrier *b)
             bar_remove_slot(b, i);
         }
     }
+    bar_reap_gone(b);
 }
 
 static void bar_reap_dead(const conc_barrier *b)
@@ -358,6 +381,7 @@ static void bar_reap_dead(const conc_barrier *b)
     struct conc__barrier_shared *sh = b->sh;
     uint32_t nslots = b->nslots;
     uint64_t now = conc__now_ns();
+    bar_reap_gone(b); /* one exchange: not worth the interval */
     uint64_t interval = CONC__SYNC_SLICE_NS * (1 + nslots / 64);
     uint64_t next = atomic_load_explicit(&sh->next_reap_ns,
                                          memory_order_relaxed);
@@ -430,17 +454,22 @@ static const char lock_held[] =
 
 /* The filling phase's way out when mu stayed held by a live thread past
  * the deadline (top, "Stuck lock"): the party cannot take itself out of
- * count without mu, so it marks its slot SLOT_LEFT, for the next
- * bar_reap_dead() to do it as for a dead party.  0 if the round was
- * released meanwhile, else CONC_ETIMEDOUT. */
+ * count without mu, so it marks its slot SLOT_LEFT (or, past the slots,
+ * adds one to gone), for the next arrival or bar_reap_dead() to do it as
+ * for a dead party.  0 if the round was released meanwhile, else
+ * CONC_ETIMEDOUT. */
 static int bar_leave_unlocked(const conc_barrier *b, uint32_t idx,
                               uint32_t rel, int *index)
 {
     struct conc__barrier_shared *sh = b->sh;
-    CONC__ASSERT(idx < b->nslots);
-    /* Relaxed: the reaper reads the slot under mu, and nothing else is
-     * published with it. */
-    atomic_store_explicit(&sh->slot[idx], SLOT_LEFT, memory_order_relaxed);
+    /* Relaxed: the reaper reads the slot (or gone) under mu, and nothing
+     * else is published with it. */
+    if (idx < b->nslots) {
+        atomic_store_explicit(&sh->slot[idx], SLOT_LEFT,
+                              memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&sh->gone, 1, memory_order_relaxed);
+    }
     if (atomic_load_explicit(&sh->released, memory_order_relaxed) != rel) {
         if (index != NULL) {
             *index = (int)idx;
@@ -554,13 +583,8 @@ int conc_barrier_wait(conc_barrier *b, double timeout, int *index)
                 break;
             }
             int werr = bar_wait_change(b, &dl, &held);
-            if (!held && idx < b->nslots) {
-                return bar_leave_unlocked(b, idx, rel, index);
-            }
             if (!held) {
-                /* No slot to leave a mark in (past SLOTS_MAX): only
-                 * this party can take itself out, so it waits (top). */
-                bar_lock(b, &(conc__deadline){ .forever = true });
+                return bar_leave_unlocked(b, idx, rel, index);
             }
             if (werr == CONC_ETIMEDOUT) {
                 if (atomic_load_explicit(&sh->released,

@@ -18,6 +18,8 @@ struct conc__barrier_shared {
     uint32_t nslots;
     double timeout;
     _Atomic uint64_t next_reap_ns; /* monotonic time of the next look */
+    _Atomic uint32_t gone; /* parties past the slots that left without mu */
+    uint32_t pad;
     _Atomic uint64_t slot[]; /* nslots identities, 0 = free */
 };
 

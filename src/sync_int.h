@@ -185,6 +185,9 @@ conc_rlock *conc__rlock_embed(void *mem, bool init);
 #define CONC__SYNC_MAGIC_EVENT 0x45564e54u  /* "EVNT" */
 #define CONC__SYNC_MAGIC_COND 0x434f4e44u   /* "COND" */
 #define CONC__SYNC_MAGIC_BARRIER 0x42415252u /* "BARR" */
-#define CONC__SYNC_LAYOUT 1u
+/* Every sync region's layout version, checked at open: one more at each
+ * change of any region's fields (2: the barrier's gone count), so that a
+ * segment made by an older build is refused, never misread. */
+#define CONC__SYNC_LAYOUT 2u
 
 #endif

@@ -784,6 +784,48 @@ TEST_T(barrier_party_that_left_without_the_lock_is_not_counted, 30)
     conc_barrier_free(b);
 }
 
+/* The same past the parties whose identities have slots (the first
+ * 1024): such a party, waiting while a live stranger holds the lock, has
+ * no slot to leave a mark in; it counts itself in gone and returns at
+ * its timeout (it used to wait for the lock without one), and the next
+ * arrival takes it out of the count and finds the round broken. */
+TEST_T(barrier_party_past_the_slots_leaves_without_the_lock, 30)
+{
+    enum { MANY = 1100, INSIDE = 1030 };
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = MANY }));
+    CHECK(b->nslots < INSIDE);
+    /* INSIDE parties already in (white box: their slots are past the
+     * last one, so none is looked for) */
+    atomic_store(&b->sh->count, INSIDE);
+    struct timed_wait tw = { .b = b, .timeout = 0.3 };
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, timed_wait, &tw), 0);
+    for (double end = th_now() + 10; conc_barrier_n_waiting(b) < INSIDE + 1;) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    atomic_store(&b->sh->mu.state, 1); /* a live stranger holds it */
+    for (double end = th_now() + 10; !atomic_load(&tw.done);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    CHECK_ERR(tw.err, CONC_ETIMEDOUT);
+    CHECK_EQ(atomic_load(&b->sh->gone), 1);
+    atomic_store(&b->sh->mu.state, 0);
+    int idx = -1;
+    CHECK_ERR(conc_barrier_wait(b, 5, &idx), CONC_EBROKEN);
+    CHECK_EQ(idx, -1);
+    CHECK_EQ(atomic_load(&b->sh->gone), 0);
+    CHECK_EQ(atomic_load(&b->sh->count), INSIDE); /* broken: n_waiting 0 */
+    atomic_store(&tw.go, 1);
+    pthread_join(t, NULL);
+    atomic_store(&b->sh->count, 0); /* the INSIDE parties leave */
+    CHECK_OK(conc_barrier_reset(b));
+    CHECK(!conc_barrier_broken(b));
+    conc_barrier_free(b);
+}
+
 /* The party running the action is stopped there (SIGSTOP), holding the
  * barrier's lock.  The party waiting in the round gives up at its
  * timeout (CONC_ETIMEDOUT), as do later arrivals, reset and abort; once
