@@ -158,10 +158,9 @@ int conc_sem_release(conc_sem *s, unsigned n)
     /* The most the value may reach, from the fields read once: a peer
      * rewriting them meanwhile cannot make the checked bound and the one
      * used differ. */
-    uint64_t limit = INT32_MAX;
-    if (s->bounded && s->bound < limit) {
-        limit = s->bound;
-    }
+    bool bounded = __atomic_load_n(&s->bounded, __ATOMIC_RELAXED) != 0;
+    uint32_t bound = __atomic_load_n(&s->bound, __ATOMIC_RELAXED);
+    uint64_t limit = bounded && bound < INT32_MAX ? bound : INT32_MAX;
     uint32_t v = atomic_load_explicit(&s->value, memory_order_relaxed);
     uint64_t nv;
     for (;;) {
@@ -170,9 +169,8 @@ int conc_sem_release(conc_sem *s, unsigned n)
             return conc__fail(CONC_EINVAL, "conc_sem_release: %u more "
                               "would take the value from %u past %s %lu",
                               n, (unsigned)v,
-                              s->bounded ? "the bound" : "INT32_MAX",
-                              (unsigned long)(s->bounded ? s->bound
-                                                         : INT32_MAX));
+                              bounded ? "the bound" : "INT32_MAX",
+                              (unsigned long)limit);
         }
         /* seq_cst: the Dekker pair with conc_sem_acquire() (top). */
         if (atomic_compare_exchange_weak(&s->value, &v, (uint32_t)nv)) {

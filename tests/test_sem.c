@@ -81,6 +81,55 @@ TEST(sem_bounded_over_release_adds_nothing)
     conc_sem_free(s);
 }
 
+/* A named semaphore's bound is the segment's: a peer may rewrite it
+ * while a release checks it.  The release reads it once, so the limit it
+ * checks is the one it uses, and no rewrite lets the value past
+ * INT32_MAX (the release used to read it twice: a bound of 1 checked and
+ * 0xffffffff used let a release of a value at INT32_MAX through, and the
+ * sanitizer builds' invariant check aborted the process). */
+struct sem_peer {
+    conc_sem *s;
+    atomic_int stop;
+};
+
+static void *sem_bound_flipper(void *arg)
+{
+    struct sem_peer *pr = arg;
+    /* the region's words: magic, layout, value, sleepers, bound, ... */
+    uint32_t *w = (uint32_t *)pr->s;
+    while (!atomic_load(&pr->stop)) {
+        __atomic_store_n(&w[2], (uint32_t)INT32_MAX, __ATOMIC_RELAXED);
+        __atomic_store_n(&w[4], 1u, __ATOMIC_RELAXED);
+        __atomic_store_n(&w[4], UINT32_MAX, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+TEST(sem_bound_rewritten_by_a_peer_never_passes_int32_max)
+{
+    struct sem_peer pr = { 0 };
+    CHECK_OK(conc_sem_new(&pr.s, &(conc_sem_opts){ .value = 1,
+                                                   .bounded = true }));
+    pthread_t t;
+    CHECK_EQ(pthread_create(&t, NULL, sem_bound_flipper, &pr), 0);
+    long passed = 0;
+    /* 1 s: the two reads of the bug are a few ns apart, and the peer
+     * thread must run beside this one to land between them */
+    double end = th_now() + 1.0;
+    for (long i = 0; th_now() < end; i++) {
+        int err = conc_sem_release(pr.s, 1);
+        passed += err == 0;
+        if (err != 0 && err != CONC_EINVAL) {
+            CHECK_ERR(err, CONC_EINVAL);
+        }
+    }
+    atomic_store(&pr.stop, 1);
+    pthread_join(t, NULL);
+    /* every value was INT32_MAX or (at the start) the bound itself */
+    CHECK_EQ(passed, 0);
+    conc_sem_free(pr.s);
+}
+
 TEST(sem_timeout_lower_bound)
 {
     conc_sem *s;
