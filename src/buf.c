@@ -23,6 +23,32 @@ void conc__buf_init(conc_buf *buf, size_t limit)
     buf->limit = limit;
 }
 
+void conc__buf_reset(conc_buf *buf)
+{
+    buf->len = 0;
+    buf->has_error = false;
+    buf->lost = 0;
+}
+
+int conc__buf_outcome(const conc_buf *buf, int code)
+{
+    return buf->lost != 0 && code <= 0 ? buf->lost : code;
+}
+
+/* Remembers the first refused append, and says why beside the output
+ * unless the callback described a failure already (its words first). */
+static int buf_refuse(conc_buf *buf, int code, const char *why)
+{
+    if (buf->lost == 0) {
+        buf->lost = code;
+        if (!buf->has_error) {
+            snprintf(buf->error, sizeof buf->error, "%s", why);
+            buf->has_error = true;
+        }
+    }
+    return conc__fail(code == CONC_ETOOBIG ? CONC_ENOMEM : code, "%s", why);
+}
+
 void conc__buf_release(conc_buf *buf)
 {
     free(buf->data);
@@ -46,10 +72,13 @@ int conc_buf_append(conc_buf *buf, const void *data, size_t len)
     if (len == 0) {
         return 0;
     }
+    char why[160];
     if (len > SIZE_MAX - buf->len ||
         (buf->limit != 0 && buf->len + len > buf->limit)) {
-        return conc__fail(CONC_ENOMEM, "conc_buf_append: %zu more bytes "
-                          "would pass the limit of %zu", len, buf->limit);
+        snprintf(why, sizeof why, "conc_buf_append: %zu more bytes after "
+                 "%zu would pass the output's limit of %zu bytes",
+                 len, buf->len, buf->limit != 0 ? buf->limit : SIZE_MAX);
+        return buf_refuse(buf, CONC_ETOOBIG, why);
     }
     size_t need = buf->len + len;
     if (need > buf->cap) {
@@ -59,8 +88,9 @@ int conc_buf_append(conc_buf *buf, const void *data, size_t len)
         }
         unsigned char *p = conc__realloc(buf->data, cap);
         if (p == NULL) {
-            return conc__fail(CONC_ENOMEM, "conc_buf_append: out of memory "
-                              "for %zu bytes", cap);
+            snprintf(why, sizeof why, "conc_buf_append: out of memory for "
+                     "%zu bytes of output", cap);
+            return buf_refuse(buf, CONC_ENOMEM, why);
         }
         buf->data = p;
         buf->cap = cap;

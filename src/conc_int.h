@@ -125,8 +125,19 @@ struct conc_buf {
     size_t limit;
     char error[1024];
     bool has_error;
+    /* 0, or why an append was refused: CONC_ETOOBIG (the limit) or
+     * CONC_ENOMEM.  The bytes are then short of what the callback meant
+     * to give, whatever it returns: conc__buf_outcome() says so. */
+    int lost;
 };
 void conc__buf_init(conc_buf *buf, size_t limit);
+/* Empties buf for the next callback, keeping its memory and limit. */
+void conc__buf_reset(conc_buf *buf);
+/* The code a call gives for a callback that filled buf and returned
+ * code: buf->lost when an append was refused and the callback did not
+ * fail with its own (positive) code, so that output cut short is never
+ * taken for the whole; else code. */
+int conc__buf_outcome(const conc_buf *buf, int code);
 void conc__buf_release(conc_buf *buf);
 /* Hands the bytes over as a conc_msg (buf is left empty). */
 void conc__buf_take(conc_buf *buf, conc_msg *msg);

@@ -339,13 +339,20 @@ static void cond_withdraw(struct cond_shared *sh, uint32_t my)
     }
 }
 
-static int cond_wait_dl(conc_cond *c, const conc__deadline *dl)
+/* The detail of a call made without the condition's lock (Python's
+ * RuntimeError("cannot wait on un-acquired lock")). */
+static int not_held(const char *who)
+{
+    return conc__fail(CONC_EPERM, "%s: the condition's lock is not held "
+                      "(acquire it before waiting or notifying)", who);
+}
+
+static int cond_wait_dl(conc_cond *c, const conc__deadline *dl,
+                        const char *who)
 {
     struct cond_shared *sh = c->sh;
     if (!cond_held(c)) {
-        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
-                                          "held (acquire it before waiting "
-                                          "or notifying)");
+        return not_held(who);
     }
     uint32_t my = atomic_load_explicit(&sh->gen_new, memory_order_relaxed);
     atomic_fetch_add_explicit(&sh->g2_waiting, 1, memory_order_relaxed);
@@ -355,9 +362,9 @@ static int cond_wait_dl(conc_cond *c, const conc__deadline *dl)
     if (err != 0) {
         /* Released by someone else between the check and here. */
         cond_withdraw(sh, my);
-        return conc__fail_lit(CONC_EPERM, "the condition's lock was "
-                                          "released by another thread "
-                                          "while this one began to wait");
+        return conc__fail(CONC_EPERM, "%s: the condition's lock was "
+                          "released by another thread while this one "
+                          "began to wait", who);
     }
     bool notified = false;
     for (;;) {
@@ -402,7 +409,7 @@ int conc_cond_wait(conc_cond *c, double timeout)
     if (err != 0) {
         return err;
     }
-    return cond_wait_dl(c, &dl);
+    return cond_wait_dl(c, &dl, "conc_cond_wait");
 }
 
 int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
@@ -417,9 +424,7 @@ int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
         return err;
     }
     if (!cond_held(c)) {
-        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
-                                          "held (acquire it before waiting "
-                                          "or notifying)");
+        return not_held("conc_cond_wait_for");
     }
     /* As Python: at least one wait, then until pred holds or time is up;
      * pred is asked once more after the last wait. */
@@ -430,7 +435,7 @@ int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
                                                   "predicate was still "
                                                   "false at the timeout");
         }
-        err = cond_wait_dl(c, &dl);
+        err = cond_wait_dl(c, &dl, "conc_cond_wait_for");
         waited = true;
         if (err == CONC_EOWNERDEAD || err == CONC_EPERM) {
             return err;
@@ -445,9 +450,7 @@ int conc_cond_notify(conc_cond *c, unsigned n)
         return CONC__FAIL_NULL("c");
     }
     if (!cond_held(c)) {
-        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
-                                          "held (acquire it before waiting "
-                                          "or notifying)");
+        return not_held("conc_cond_notify");
     }
     cond_grant(c->sh, n);
     return 0;
@@ -459,9 +462,7 @@ int conc_cond_notify_all(conc_cond *c)
         return CONC__FAIL_NULL("c");
     }
     if (!cond_held(c)) {
-        return conc__fail_lit(CONC_EPERM, "the condition's lock is not "
-                                          "held (acquire it before waiting "
-                                          "or notifying)");
+        return not_held("conc_cond_notify_all");
     }
     cond_grant(c->sh, UINT64_MAX);
     return 0;

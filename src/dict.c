@@ -1159,9 +1159,8 @@ static conc_buf *update_buf_take(conc_buf *local)
         pthread_setspecific(tls_buf_key, &tls_buf);
     }
     tls_buf_busy = true;
-    tls_buf.len = 0;
+    conc__buf_reset(&tls_buf);
     tls_buf.limit = 0;
-    tls_buf.has_error = false;
     return &tls_buf;
 }
 
@@ -1210,7 +1209,11 @@ int conc_dict_update(conc_dict *d, const void *key, size_t klen,
     } else {
         err = fn(NULL, 0, false, out, arg);
     }
-    if (err > 0) {
+    err = conc__buf_outcome(out, err);
+    if (out->lost != 0 && err == out->lost) {
+        err = conc__fail(err, "%s: the update fn's value was cut short "
+                         "(%s); the entry is as it was", name, out->error);
+    } else if (err > 0) {
         /* The caller's own code; a libconc code (negative) keeps the
          * detail the call fn made set. */
         err = conc__fail(err, "%s: the update fn returned %d; the entry is "

@@ -261,6 +261,21 @@ static bool is_final(uint32_t st)
     return st == FUT_DONE || st == FUT_CANCELLED;
 }
 
+/* Whether f's result can never come to this process: f is not done, and
+ * its pool belongs to the process this one was forked from (pool.h,
+ * "Fork"), whose workers and threads are not here. */
+static bool stranded(const conc_future *f)
+{
+    const conc__future_waiter *wt = f->wt;
+    return !is_final(atomic_load(&f->state)) && wt != NULL &&
+           wt->foreign != NULL && wt->foreign(f->wctx);
+}
+
+/* The detail of a wait refused because a future is stranded. */
+#define STRANDED_WHY                                                       \
+    "pool belongs to the process that made it, and this one was forked "  \
+    "from it: its result cannot come here"
+
 int conc__result_fail(int code, const char *who, const char *what,
                       const char *text)
 {
@@ -295,15 +310,12 @@ int conc__future_result_as(conc_future *f, conc_msg *out, double timeout,
                           "CONC_FOREVER",
                           who, timeout);
     }
-    uint32_t st = atomic_load(&f->state);
-    const conc__future_waiter *wt = f->wt;
-    if (!is_final(st) && wt != NULL && wt->foreign != NULL &&
-        wt->foreign(f->wctx)) {
-        return conc__fail(CONC_ESTATE, "%s: the future's pool belongs to "
-                          "the process that made it, and this one was "
-                          "forked from it: its result cannot come here",
+    if (stranded(f)) {
+        return conc__fail(CONC_ESTATE, "%s: the future's " STRANDED_WHY,
                           who);
     }
+    uint32_t st = atomic_load(&f->state);
+    const conc__future_waiter *wt = f->wt;
     if (!is_final(st) && wt != NULL && wt->help != NULL) {
         /* The completer may be helped from here (a process pool's waiter
          * collects its result from the worker's ring rather than wait for
@@ -547,9 +559,20 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
     }
     atomic_fetch_add(&done_waiters, 1);
     int err = 0;
-    for (;;) {
+    for (bool looked = false;; looked = true) {
         uint32_t seq = atomic_load(&done_seq);
         if (wait_holds(futs, n, return_when)) {
+            break;
+        }
+        /* Before the first wait: one future that cannot finish here
+         * would make it run out its time (or never end). */
+        size_t i = 0;
+        while (!looked && i < n && !stranded(futs[i])) {
+            i++;
+        }
+        if (!looked && i < n) {
+            err = conc__fail(CONC_ESTATE, "conc_wait: futs[%zu]'s "
+                             STRANDED_WHY, i);
             break;
         }
         if (dl.once) {
@@ -648,7 +671,7 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
     }
     int err = 0;
     pthread_mutex_lock(&ac->lock);
-    for (;;) {
+    for (bool looked = false;; looked = true) {
         if (ac->next == ac->n) {
             err = conc__fail(CONC_ECLOSED,
                              "conc_iter_next_future: all %zu futures were "
@@ -660,6 +683,18 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
             size_t i = ac->order[ac->next++];
             *fut = ac->futs[i];
             it->last_index = i;
+            break;
+        }
+        /* Before the first wait, as conc_wait() does (one handed out
+         * already is done, and so not stranded). */
+        size_t i = 0;
+        while (!looked && i < ac->nslots &&
+               (ac->futs[i] == NULL || !stranded(ac->futs[i]))) {
+            i++;
+        }
+        if (!looked && i < ac->nslots) {
+            err = conc__fail(CONC_ESTATE, "conc_iter_next_future: "
+                             "futs[%zu]'s " STRANDED_WHY, i);
             break;
         }
         if (use->once || conc__deadline_passed(use) ||

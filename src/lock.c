@@ -216,7 +216,12 @@ int conc_lock_release(conc_lock *l)
             return 0;
         }
     }
-    return conc__olock_release(&l->ol);
+    if (conc__olock_release(&l->ol) != 0) {
+        /* Python's RuntimeError("release unlocked lock") */
+        return conc__fail_lit(CONC_EPERM, "conc_lock_release: the lock is "
+                                          "not held");
+    }
+    return 0;
 }
 
 bool conc__lock_solo(conc_lock *l)

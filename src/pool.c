@@ -777,6 +777,7 @@ static int map_start(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
 struct map_iter {
     conc_iter base;
     bool ordered;
+    unsigned long fork_epoch; /* its pool's (conc__pool_is_foreign) */
     conc__batch *batch;
     size_t next; /* ordered: next index; unordered: next in order[] */
 };
@@ -837,6 +838,17 @@ static int map_iter_next(conc_iter *base, conc_msg *msg,
         if (i != (size_t)-1) {
             it->next++;
             err = hand_out(base, &b->items[i], i, msg);
+            break;
+        }
+        if (it->fork_epoch != conc__sync_fork_epoch) {
+            /* A forked child: the results still to come go to the
+             * parent (pool.h, "Fork"); those in already were handed out
+             * above. */
+            err = conc__fail_lit(CONC_ESTATE, "conc_iter_next: the "
+                                 "iterator's pool belongs to the process "
+                                 "that made it, and this one was forked "
+                                 "from it: the next result cannot come "
+                                 "here");
             break;
         }
         if (dl->once || conc__deadline_passed(dl)) {
@@ -903,6 +915,7 @@ static int iter_new(conc_pool *p, conc_task_fn fn, const conc_msg *inputs,
     it->base.ops = &map_iter_ops;
     it->base.last_index = (size_t)-1;
     it->ordered = ordered;
+    it->fork_epoch = p->fork_epoch;
     it->batch = b;
     *out = &it->base;
     return 0;
@@ -1189,10 +1202,11 @@ static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl,
     struct conc__feed *fs = it->fs;
     conc__batch *drop = NULL;
     bool got = false;
-    int err = conc__pool_foreign(it->pool, "conc_iter_next");
-    if (err != 0) {
-        return err; /* before the feed is asked for more */
-    }
+    int err = 0;
+    /* A forked child (pool.h, "Fork") takes the results in already, and
+     * never asks the feed for more: those would go to the parent's
+     * workers. */
+    bool foreign = conc__pool_is_foreign(it->pool);
     pthread_mutex_lock(&fs->mu);
     for (;;) {
         conc__batch *b = NULL;
@@ -1240,11 +1254,19 @@ static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl,
                 }
                 break;
             }
+            if (foreign) {
+                err = conc__pool_foreign(it->pool, "conc_iter_next");
+                break;
+            }
             /* Every result fed so far was returned: take more. */
             pthread_mutex_unlock(&fs->mu);
             feed_fill(it);
             pthread_mutex_lock(&fs->mu);
             continue;
+        }
+        if (foreign) {
+            err = conc__pool_foreign(it->pool, "conc_iter_next");
+            break;
         }
         if (dl->once || conc__deadline_passed(dl)) {
             err = next_timed_out(dl, timeout);
@@ -1262,7 +1284,7 @@ static int feed_next(conc_iter *base, conc_msg *msg, const conc__deadline *dl,
     if (drop != NULL) {
         conc__batch_unref(drop);
     }
-    if (got) {
+    if (got && !foreign) {
         /* Room was made: keep the pool busy while the caller works on
          * this result (Python 3.14's buffersize does the same). */
         feed_fill(it);

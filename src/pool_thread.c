@@ -91,6 +91,11 @@ struct thread_pool {
      * this wakes the timer, which would otherwise look at it only then,
      * up to 0.1 s late. */
     uint64_t timer_next;
+    /* Slots left empty because a replacement could not be started (no
+     * memory, no thread): refilled by the next push, and when the last
+     * worker ends, which breaks the pool if it still cannot start one
+     * (starved_locked()).  Under lock. */
+    size_t unfilled;
 };
 
 static inline struct thread_pool *tp_of(conc_pool *p)
@@ -101,16 +106,15 @@ static inline struct thread_pool *tp_of(conc_pool *p)
 static void *thread_main(void *arg);
 static void threads_queued_locked(conc_pool *p, size_t n);
 
-/* Starts a thread for slot; lock held.  0 or CONC_ESYS/CONC_ENOMEM with
- * the detail conc_pool_new returns (a replacement's failure is not
- * returned: the slot stays empty). */
-static int spawn_thread_locked(conc_pool *p, size_t slot)
+/* Starts a thread for slot, for who (conc_pool_new, or a replacement);
+ * lock held.  0 or CONC_ESYS/CONC_ENOMEM with a detail. */
+static int spawn_thread_locked(conc_pool *p, size_t slot, const char *who)
 {
     struct thread_pool *tp = tp_of(p);
     struct pool_worker *w = conc__calloc(1, sizeof *w);
     if (w == NULL) {
-        return conc__fail(CONC_ENOMEM, "conc_pool_new: no memory for worker "
-                          "thread %zu of %zu", slot + 1, p->nworkers);
+        return conc__fail(CONC_ENOMEM, "%s: no memory for worker thread %zu "
+                          "of %zu", who, slot + 1, p->nworkers);
     }
     w->pool = p;
     w->slot = slot;
@@ -130,11 +134,68 @@ static int spawn_thread_locked(conc_pool *p, size_t slot)
         atomic_fetch_sub(&p->refs, 1);
         free(w);
         errno = rc;
-        return conc__fail_sys(CONC_ESYS, "conc_pool_new: pthread_create for "
-                              "worker thread %zu of %zu", slot + 1,
+        return conc__fail_sys(CONC_ESYS, "%s: pthread_create for worker "
+                              "thread %zu of %zu", who, slot + 1,
                               p->nworkers);
     }
     return 0;
+}
+
+static const char replacing[] = "replacing a worker";
+
+/* Starts a replacement for slot; lock held.  A failure leaves the slot
+ * empty, counted in unfilled. */
+static void replace_locked(conc_pool *p, size_t slot)
+{
+    if (spawn_thread_locked(p, slot, replacing) != 0) {
+        tp_of(p)->unfilled++;
+    }
+}
+
+/* Starts threads for the slots left unfilled, while that works; lock
+ * held. */
+static void refill_locked(conc_pool *p)
+{
+    struct thread_pool *tp = tp_of(p);
+    if (p->state == CONC__POOL_TERM || p->broken != 0) {
+        return;
+    }
+    for (size_t i = 0; i < p->nworkers && tp->unfilled > 0; i++) {
+        if (tp->threads[i] != NULL) {
+            continue;
+        }
+        if (spawn_thread_locked(p, i, replacing) != 0) {
+            return;
+        }
+        tp->unfilled--;
+    }
+}
+
+/* Called when the pool may have lost its last worker; lock held.  A pool
+ * with no worker and slots a replacement could not fill tries once more,
+ * and if it still has none it can run nothing: it breaks (CONC_EBROKEN,
+ * as for an initializer that failed), and its queued tasks are returned
+ * for the caller to fail after unlocking (conc__task_fail_list with
+ * CONC_EBROKEN and p->broken_why).  Else NULL. */
+static conc__task *starved_locked(conc_pool *p)
+{
+    struct thread_pool *tp = tp_of(p);
+    if (tp->live > 0 || tp->unfilled == 0 || p->state == CONC__POOL_TERM ||
+        p->broken != 0) {
+        return NULL;
+    }
+    refill_locked(p);
+    if (tp->live > 0) {
+        return NULL;
+    }
+    char why[sizeof p->broken_why];
+    snprintf(why, sizeof why, "no worker thread could be started (%s)",
+             conc_errdetail());
+    conc__pool_break_locked(p, CONC_EBROKEN, why);
+    conc__task *list = conc__pool_take_all_locked(p);
+    pthread_cond_broadcast(&tp->work_cv);
+    pthread_cond_broadcast(&tp->done_cv);
+    return list;
 }
 
 /* Marks w abandoned and takes it out of the pool's count; lock held.  The
@@ -180,9 +241,13 @@ static void run_item(struct pool_worker *w, conc__task *t, size_t k,
     conc__buf_init(&out, 0);
     size_t len;
     const void *in = conc__task_in(t, k, &len);
-    int code = t->fn(len ? in : NULL, len, &out, ctx);
-    if (code < 0) {
+    int code = conc__buf_outcome(&out, t->fn(len ? in : NULL, len, &out,
+                                             ctx));
+    if (code < 0 && out.lost == 0) {
         code = CONC_ETASK;
+    }
+    if (out.lost != 0) {
+        out.len = 0; /* output cut short: none of it is handed on */
     }
     conc_msg m;
     conc__buf_take(&out, &m);
@@ -302,7 +367,7 @@ static void *thread_main(void *arg)
              * this one stays counted in live until its finalizer ran. */
             tp->threads[w->slot] = NULL;
             if (p->state != CONC__POOL_TERM && p->broken == 0) {
-                spawn_thread_locked(p, w->slot);
+                replace_locked(p, w->slot);
             }
             break;
         }
@@ -319,11 +384,16 @@ static void *thread_main(void *arg)
         p->fini(ctx, p->init_arg);
     }
     pthread_mutex_lock(&p->lock);
+    conc__task *starved = NULL;
     if (counted) {
         tp->live--;
+        starved = starved_locked(p);
     }
     pthread_cond_broadcast(&tp->done_cv);
+    char why[sizeof p->broken_why];
+    snprintf(why, sizeof why, "%s", p->broken_why);
     pthread_mutex_unlock(&p->lock);
+    conc__task_fail_list(starved, CONC__FUT_DONE, CONC_EBROKEN, why);
     free(w);
     conc__pool_unref(p);
     return NULL;
@@ -350,14 +420,19 @@ static void *timer_main(void *arg)
             if (now >= due) {
                 late[nlate++] = abandon_locked(p, w);
                 if (p->state != CONC__POOL_TERM && p->broken == 0) {
-                    spawn_thread_locked(p, i);
+                    replace_locked(p, i);
                 }
             } else if (due < next) {
                 next = due;
             }
         }
         if (nlate > 0) {
+            /* the abandoned are out of live: it may be 0 now */
+            conc__task *starved = starved_locked(p);
+            char why[sizeof p->broken_why];
+            snprintf(why, sizeof why, "%s", p->broken_why);
             pthread_mutex_unlock(&p->lock);
+            conc__task_fail_list(starved, CONC__FUT_DONE, CONC_EBROKEN, why);
             char msg[96];
             snprintf(msg, sizeof msg, "the task ran past its timeout of %g s",
                      p->task_timeout);
@@ -470,7 +545,7 @@ static int threads_start(conc_pool *p)
     int err = 0;
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < p->nworkers && err == 0; i++) {
-        err = spawn_thread_locked(p, i);
+        err = spawn_thread_locked(p, i, "conc_pool_new");
     }
     pthread_mutex_unlock(&p->lock);
     if (err == 0 && p->task_timeout > 0) {
@@ -502,6 +577,9 @@ static int threads_start(conc_pool *p)
 static void threads_queued_locked(conc_pool *p, size_t n)
 {
     struct thread_pool *tp = tp_of(p);
+    if (tp->unfilled > 0) {
+        refill_locked(p); /* a failure keeps the slot for the next try */
+    }
     if (tp->idle > 0 &&
         atomic_load(&p->npending) > atomic_load(&tp->spinning)) {
         /* idle is counted under the lock by a worker about to wait on

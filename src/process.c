@@ -655,15 +655,17 @@ fail_state:
 }
 
 /* The record of a started child of this very process, or CONC_ESTATE. */
-static int started_rec(const conc_process *p, child_rec **rec)
+static int started_rec(const conc_process *p, child_rec **rec,
+                       const char *who)
 {
     /* Acquire: pairs with the release store of P_STARTED in start. */
     if (atomic_load_explicit(&p->state, memory_order_acquire) != P_STARTED) {
-        return conc__fail_lit(CONC_ESTATE, "the process was not started");
+        return conc__fail(CONC_ESTATE, "%s: the process was not started",
+                          who);
     }
     if (p->owner != getpid()) {
-        return conc__fail_lit(CONC_ESTATE, "the process is not a child of "
-                                           "the calling process");
+        return conc__fail(CONC_ESTATE, "%s: the process is not a child of "
+                          "the calling process", who);
     }
     CONC__ASSERT(p->rec != NULL); /* stored before P_STARTED */
     pthread_mutex_lock(&reg_lock);
@@ -688,7 +690,7 @@ int conc_process_join(conc_process *p, double timeout)
     if (err != 0) {
         return err;
     }
-    err = started_rec(p, &rec);
+    err = started_rec(p, &rec, "conc_process_join");
     if (err != 0) {
         return err;
     }
@@ -698,7 +700,7 @@ int conc_process_join(conc_process *p, double timeout)
 bool conc_process_is_alive(conc_process *p)
 {
     child_rec *rec = NULL;
-    if (p == NULL || started_rec(p, &rec) != 0) {
+    if (p == NULL || started_rec(p, &rec, "conc_process_is_alive") != 0) {
         return false;
     }
     pthread_mutex_lock(&reg_lock);
@@ -707,20 +709,21 @@ bool conc_process_is_alive(conc_process *p)
     return alive;
 }
 
-static int send_signal(conc_process *p, int sig)
+static int send_signal(conc_process *p, int sig, const char *who)
 {
     child_rec *rec = NULL;
     if (p == NULL) {
-        return CONC__FAIL_NULL("p");
+        return conc__fail(CONC_EINVAL, "%s: p is NULL", who);
     }
-    int err = started_rec(p, &rec);
+    int err = started_rec(p, &rec, who);
     if (err != 0) {
         return err;
     }
     pthread_mutex_lock(&reg_lock);
     /* Unreaped under the lock: the pid cannot have been recycled. */
     if (!rec->reaped && kill(rec->pid, sig) != 0 && errno != ESRCH) {
-        err = conc__fail_sys(CONC_ESYS, "kill(%d, %d)", (int)rec->pid, sig);
+        err = conc__fail_sys(CONC_ESYS, "%s: kill(%d, %d)", who,
+                             (int)rec->pid, sig);
     }
     pthread_mutex_unlock(&reg_lock);
     return err;
@@ -728,12 +731,12 @@ static int send_signal(conc_process *p, int sig)
 
 int conc_process_terminate(conc_process *p)
 {
-    return send_signal(p, SIGTERM);
+    return send_signal(p, SIGTERM, "conc_process_terminate");
 }
 
 int conc_process_kill(conc_process *p)
 {
-    return send_signal(p, SIGKILL);
+    return send_signal(p, SIGKILL, "conc_process_kill");
 }
 
 int conc_process_exitcode(conc_process *p, int *code)
@@ -742,7 +745,7 @@ int conc_process_exitcode(conc_process *p, int *code)
     if (p == NULL || code == NULL) {
         return CONC__FAIL_NULL(p == NULL ? "p" : "code");
     }
-    int err = started_rec(p, &rec);
+    int err = started_rec(p, &rec, "conc_process_exitcode");
     if (err != 0) {
         return err;
     }

@@ -205,6 +205,43 @@ static int empty_fn(const void *old, size_t oldlen, bool found, conc_buf *out,
     return 0;
 }
 
+/* An update fn that ignores a refused append: 100000 bytes (more than
+ * the buffer a thread keeps between updates, so it must grow), then 10
+ * that fit, and success. */
+static int careless_fn(const void *old, size_t oldlen, bool found,
+                       conc_buf *out, void *arg)
+{
+    (void)old, (void)oldlen, (void)found, (void)arg;
+    static char big[100000];
+    conc_buf_append(out, big, sizeof big);
+    conc_buf_append(out, "0123456789", 10);
+    return 0;
+}
+
+/* A value whose bytes could not all be appended is never stored cut
+ * short, whatever fn returns: the update fails with the append's reason
+ * (here CONC_ENOMEM) and the entry is as it was. */
+TEST(dict_update_with_a_refused_append_stores_nothing)
+{
+    conc_dict *d = NULL;
+    CHECK_OK(conc_dict_new(&d, NULL));
+    CHECK_OK(conc_dict_set(d, S("k"), S("before")));
+    conc__fault_arm(1);
+    int err = conc_dict_update(d, S("k"), careless_fn, NULL);
+    CHECK(conc__fault_fired());
+    conc__fault_arm(0);
+    CHECK_ERR(err, CONC_ENOMEM);
+    CHECK(strstr(conc_errdetail(), "conc_dict_update: the update fn's "
+                                   "value was cut short") != NULL);
+    check_value(d, S("k"), "before", 6);
+    CHECK_OK(conc_dict_update(d, S("k"), careless_fn, NULL));
+    conc_msg m;
+    CHECK_OK(conc_dict_get(d, S("k"), &m));
+    CHECK_EQ(m.len, 100010);
+    conc_msg_free(&m);
+    conc_dict_free(d);
+}
+
 TEST(dict_update_is_read_modify_write)
 {
     conc_dict *d = NULL;

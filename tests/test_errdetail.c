@@ -29,7 +29,7 @@ TEST(detail_lock_and_rlock)
     CHECK_ERR(conc_lock_acquire(l, NAN), CONC_EINVAL);
     has("timeout nan");
     CHECK_ERR(conc_lock_release(l), CONC_EPERM);
-    has("not held");
+    has("conc_lock_release: the lock is not held");
     CHECK_OK(conc_lock_acquire(l, 0));
     CHECK_ERR(conc_lock_acquire(l, 0.01), CONC_ETIMEDOUT);
     has("still held");
@@ -97,8 +97,11 @@ TEST(detail_sem_event_cond_barrier)
     has("both .lock and .rlock");
     CHECK_OK(conc_cond_new(&c, NULL));
     CHECK_ERR(conc_cond_wait(c, 0), CONC_EPERM);
-    has("not held");
+    has("conc_cond_wait: the condition's lock is not held");
     CHECK_ERR(conc_cond_notify(c, 1), CONC_EPERM);
+    has("conc_cond_notify: the condition's lock is not held");
+    CHECK_ERR(conc_cond_notify_all(c), CONC_EPERM);
+    has("conc_cond_notify_all: ");
     CHECK_OK(conc_cond_acquire(c, 1));
     CHECK_ERR(conc_cond_wait(c, 0.01), CONC_ETIMEDOUT);
     has("conc_cond_wait: no notify came");
@@ -149,7 +152,12 @@ TEST(detail_process)
     CHECK_OK(conc_process_new(&p, &(conc_process_opts){
                                       .target = child_sleeps }));
     CHECK_ERR(conc_process_join(p, 0), CONC_ESTATE);
-    has("not started");
+    has("conc_process_join: the process was not started");
+    int unset;
+    CHECK_ERR(conc_process_exitcode(p, &unset), CONC_ESTATE);
+    has("conc_process_exitcode: the process was not started");
+    CHECK_ERR(conc_process_terminate(p), CONC_ESTATE);
+    has("conc_process_terminate: the process was not started");
     CHECK_OK(conc_process_start(p));
     CHECK_ERR(conc_process_start(p), CONC_ESTATE);
     has("only be started once");
@@ -223,7 +231,7 @@ TEST(detail_thread_and_buf)
     conc_buf b;
     conc__buf_init(&b, 4);
     CHECK_ERR(conc_buf_append(&b, "12345", 5), CONC_ENOMEM);
-    has("would pass the limit of 4");
+    has("would pass the output's limit of 4 bytes");
     CHECK_ERR(conc_buf_append(&b, NULL, 1), CONC_EINVAL);
     has("data is NULL");
     conc__buf_release(&b);

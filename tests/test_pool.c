@@ -1632,6 +1632,33 @@ static int t_make(const void *in, size_t len, conc_buf *out, void *ctx)
     return err == CONC_ENOMEM ? 99 : err;
 }
 
+/* A task that appends x bytes in pieces of 1000 and ignores what the
+ * appends return: success, as far as it knows. */
+static int t_make_careless(const void *in, size_t len, conc_buf *out,
+                           void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    static const char piece[1000];
+    for (int done = 0; done < x; done += 1000) {
+        conc_buf_append(out, piece, (size_t)(x - done < 1000 ? x - done
+                                                             : 1000));
+    }
+    return 0;
+}
+
+/* A task that passes on what its one append returns. */
+static int t_make_passing(const void *in, size_t len, conc_buf *out,
+                          void *ctx)
+{
+    (void)ctx;
+    int x = int_in(in, len);
+    char *b = calloc(1, (size_t)x + 1);
+    int err = conc_buf_append(out, b, (size_t)x);
+    free(b);
+    return err;
+}
+
 TEST(message_limits_processes)
 {
     conc_pool *p;
@@ -1651,6 +1678,25 @@ TEST(message_limits_processes)
     int x = 4097;
     CHECK_EQ(conc_pool_apply(p, t_make, &x, sizeof x, &m, 30), 99);
     conc_msg_free(&m);
+    /* An output over the limit is never handed over cut short, nor as a
+     * bare CONC_ETASK: the task fails with CONC_ETOOBIG, and its error
+     * message says why (unless the task's own code and words say more,
+     * as t_make's 99). */
+    for (int i = 0; i < 2; i++) {
+        conc_task_fn fn = i == 0 ? t_make_careless : t_make_passing;
+        x = 5000;
+        CHECK_OK(conc_pool_submit(p, fn, &x, sizeof x, &f));
+        CHECK_ERR(conc_future_result(f, &m, 30), CONC_ETOOBIG);
+        CHECK_EQ(m.len, 0);
+        const char *why = conc_future_error_message(f);
+        CHECK(why != NULL && strstr(why, "limit of 4096 bytes") != NULL);
+        conc_msg_free(&m);
+        conc_future_free(f);
+        x = 4000; /* within it: the whole output */
+        CHECK_OK(conc_pool_apply(p, fn, &x, sizeof x, &m, 30));
+        CHECK_EQ(m.len, 4000);
+        conc_msg_free(&m);
+    }
     /* many messages near the limit wrap the rings many times */
     conc_msg in[200], out[200];
     for (int i = 0; i < 200; i++) {
@@ -1684,6 +1730,208 @@ TEST(message_limits_processes)
         conc_msg_free(&m);
     }
     free(mb);
+    conc_pool_free(p);
+}
+
+/* Threads: no limit on an output, but an append may still find no
+ * memory.  The task below waits for the gate, then appends as
+ * t_make_careless does: 100000 bytes, then 10 more that fit. */
+static atomic_int append_gate;
+
+static int t_careless_after_gate(const void *in, size_t len, conc_buf *out,
+                                 void *ctx)
+{
+    (void)in, (void)len, (void)ctx;
+    while (atomic_load(&append_gate) == 0) {
+        th_sleep(0.001);
+    }
+    static const char big[100000];
+    conc_buf_append(out, big, sizeof big);
+    conc_buf_append(out, "0123456789", 10);
+    return 0;
+}
+
+TEST(thread_task_whose_append_found_no_memory_fails)
+{
+    conc_pool *p = mk(CONC_THREADS, 1);
+    conc_future *f;
+    atomic_store(&append_gate, 0);
+    CHECK_OK(conc_pool_submit(p, t_careless_after_gate, NULL, 0, &f));
+    for (double end = th_now() + 30; !conc_future_running(f);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    /* the task's first append is the next allocation through the seam:
+     * this thread makes none while it waits */
+    conc__fault_arm(1);
+    atomic_store(&append_gate, 1);
+    conc_msg m;
+    int err = conc_future_result(f, &m, 30);
+    CHECK(conc__fault_fired());
+    conc__fault_arm(0);
+    CHECK_ERR(err, CONC_ENOMEM);
+    CHECK_EQ(m.len, 0);
+    const char *why = conc_future_error_message(f);
+    CHECK(why != NULL && strstr(why, "out of memory") != NULL);
+    conc_future_free(f);
+    CHECK_OK(conc_pool_apply(p, t_careless_after_gate, NULL, 0, &m, 30));
+    CHECK_EQ(m.len, 100010);
+    conc_msg_free(&m);
+    conc_pool_free(p);
+}
+
+/* Waits until the pool's n workers all wait for a task: none is still
+ * starting, retiring or replacing itself. */
+static void workers_idle(conc_pool *p, size_t n)
+{
+    conc_worker_info w[8];
+    for (double end = th_now() + 30;; th_sleep(0.001)) {
+        CHECK(th_now() < end);
+        size_t got = 0, idle = 0;
+        CHECK_OK(conc_pool_worker_info(p, w, 8, &got));
+        for (size_t i = 0; i < got; i++) {
+            idle += w[i].state == CONC_WORKER_IDLE;
+        }
+        if (got == n && idle == n) {
+            return;
+        }
+    }
+}
+
+/* Threads: a worker whose replacement cannot be started.  The task
+ * below arms the fault seam as it returns, so the next allocation - the
+ * replacement's, when its worker retires (max_tasks_per_worker 1) -
+ * fails; a finalizer may arm it again, failing the try the pool makes
+ * once its last worker ended. */
+static atomic_int replace_gate;
+static atomic_int fini_arms;
+
+static int t_arm_fault_after_gate(const void *in, size_t len, conc_buf *out,
+                                  void *ctx)
+{
+    (void)in, (void)len, (void)out, (void)ctx;
+    while (atomic_load(&replace_gate) == 0) {
+        th_sleep(0.001);
+    }
+    conc__fault_arm(1);
+    return 0;
+}
+
+static void fini_maybe_arms(void *ctx, void *init_arg)
+{
+    (void)ctx, (void)init_arg;
+    if (atomic_exchange(&fini_arms, 0) != 0) {
+        conc__fault_arm(1);
+    }
+}
+
+/* The replacement of the only worker fails: the task queued behind it
+ * runs on the thread the pool starts once that worker has ended; if that
+ * fails too, the pool has no worker and cannot make one: it breaks, and
+ * the task fails with CONC_EBROKEN saying so.  Either way no future is
+ * left waiting (the slot used to stay empty for good: the task waited
+ * for ever, join returned 0 with it queued, and free left it so). */
+TEST(thread_pool_whose_replacement_fails_starts_one_later_or_breaks)
+{
+    /* The case that ends broken first: it leaves no thread starting a
+     * replacement that could take the next case's failure. */
+    for (int fail_again = 1; fail_again >= 0; fail_again--) {
+        conc_pool *p;
+        CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                       .kind = CONC_THREADS, .workers = 1,
+                                       .max_tasks_per_worker = 1,
+                                       .finalizer = fini_maybe_arms }));
+        atomic_store(&replace_gate, 0);
+        atomic_store(&fini_arms, fail_again);
+        conc_future *a, *b;
+        CHECK_OK(conc_pool_submit(p, t_arm_fault_after_gate, NULL, 0, &a));
+        int x = 7;
+        CHECK_OK(conc_pool_submit(p, t_square, &x, sizeof x, &b));
+        atomic_store(&replace_gate, 1);
+        /* This thread makes no call through the seam while the pool's
+         * threads should take its failures: it polls done (an atomic
+         * load) where a wait for the result might take one. */
+        for (double end = th_now() + 10; !conc_future_done(b);) {
+            CHECK(th_now() < end);
+            th_sleep(0.001);
+        }
+        CHECK(conc__fault_fired());
+        conc__fault_arm(0);
+        CHECK_OK(conc_future_result(a, NULL, 0));
+        conc_future_free(a);
+        conc_msg m;
+        int err = conc_future_result(b, &m, 0);
+        if (!fail_again) {
+            CHECK_OK(err);
+            CHECK_EQ(int_out(&m), 49);
+            conc_msg_free(&m);
+            CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 10));
+            conc_msg_free(&m);
+            workers_idle(p, 1); /* no replacement left starting */
+        } else {
+            CHECK_ERR(err, CONC_EBROKEN);
+            const char *why = conc_future_error_message(b);
+            CHECK(why != NULL &&
+                  strstr(why, "no worker thread could be started") != NULL);
+            CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &a),
+                      CONC_EBROKEN);
+        }
+        conc_future_free(b);
+        conc_pool_free(p);
+    }
+}
+
+/* Two workers; one's replacement fails while the other is held in a
+ * long task: the next submit starts a thread for the empty slot, and
+ * its task runs at once instead of waiting for the long one. */
+static atomic_int long_gate;
+
+static int t_wait_long_gate(const void *in, size_t len, conc_buf *out,
+                            void *ctx)
+{
+    (void)in, (void)len, (void)out, (void)ctx;
+    for (int i = 0; i < 30000 && atomic_load(&long_gate) == 0; i++) {
+        th_sleep(0.001);
+    }
+    return 0;
+}
+
+TEST(thread_pool_refills_an_empty_slot_at_the_next_submit)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                   .kind = CONC_THREADS, .workers = 2,
+                                   .max_tasks_per_worker = 1 }));
+    atomic_store(&long_gate, 0);
+    atomic_store(&replace_gate, 0);
+    conc_future *held, *a;
+    CHECK_OK(conc_pool_submit(p, t_wait_long_gate, NULL, 0, &held));
+    for (double end = th_now() + 30; !conc_future_running(held);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    CHECK_OK(conc_pool_submit(p, t_arm_fault_after_gate, NULL, 0, &a));
+    atomic_store(&replace_gate, 1);
+    /* the retiring worker's replacement failed (the seam fired; this
+     * thread polls, making no call through it), and the other worker is
+     * still held */
+    for (double end = th_now() + 30; !conc__fault_fired();) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    conc__fault_arm(0);
+    CHECK_OK(conc_future_result(a, NULL, 30));
+    int x = 5;
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_square, &x, sizeof x, &m, 5));
+    CHECK_EQ(int_out(&m), 25);
+    conc_msg_free(&m);
+    CHECK(!conc_future_done(held));
+    atomic_store(&long_gate, 1);
+    CHECK_OK(conc_future_result(held, NULL, 30));
+    conc_future_free(held);
+    conc_future_free(a);
+    workers_idle(p, 2);
     conc_pool_free(p);
 }
 
@@ -1858,10 +2106,12 @@ TEST(fault_injection_map_and_as_completed)
             }
             break;
         }
-        /* a failure in the map call itself, or in a worker's output */
-        CHECK(err == CONC_ENOMEM || err == CONC_ETASK);
-        CHECK_DETAIL(err == CONC_ENOMEM ? "conc_pool_map: no memory for "
-                                        : "conc_pool_map: item ");
+        /* a failure in the map call itself, or in a worker's output
+         * (the item fails with the append's CONC_ENOMEM) */
+        CHECK_ERR(err, CONC_ENOMEM);
+        CHECK(strncmp(conc_errdetail(), "conc_pool_map: no memory for ",
+                      29) == 0 ||
+              strstr(conc_errdetail(), "conc_pool_map: item ") != NULL);
         for (int i = 0; i < 5; i++) {
             conc_msg_free(&out[i]);
         }
@@ -2004,12 +2254,14 @@ static void fork_while_busy(conc_pool_kind kind)
 /* A child forked after the pool was made must not use it (pool.h,
  * "Fork"): every call says so with CONC_ESTATE, at once, where a submit
  * used to wait for ever for workers the child does not have; a wait for
- * the parent's future helps nothing (its rings are the parent's) and
- * free leaves the parent's pool alone.  Exit codes: 0, or the step that
+ * the parent's future (result, conc_wait, as_completed) or for a map's
+ * next result says so too, where it used to run out its time or never
+ * end, and helps nothing (the rings are the parent's); free leaves the
+ * parent's pool alone.  Exit codes: 0, or the step that
  * went wrong. */
 static conc_pool *parents_pool;
 static conc_future *parents_future;
-static conc_iter *parents_iter;
+static conc_iter *parents_iter, *parents_map;
 static int fed_inputs[64], fed; /* what the feed gave, in this process */
 
 static int feed_ints(void *arg, const void **data, size_t *len)
@@ -2028,7 +2280,7 @@ static int child_uses_parents_pool(void *arg)
 {
     (void)arg;
     conc_pool *p = parents_pool;
-    int x = 3;
+    int x = 3, err;
     conc_future *f = NULL;
     conc_msg m, one = { &x, sizeof x };
     conc_iter *it = NULL;
@@ -2049,16 +2301,40 @@ static int child_uses_parents_pool(void *arg)
         conc_pool_shutdown(p, true, true) != CONC_ESTATE) {
         return 3;
     }
-    /* still running in the parent (gated): no one here can finish it */
+    /* still running in the parent (gated): no one here can finish it,
+     * so no wait for it runs out its time (2 s: the wrong answer) */
     if (conc_future_result(parents_future, &m, CONC_FOREVER) != CONC_ESTATE ||
         strstr(conc_errdetail(), "forked from it") == NULL) {
         return 4;
     }
+    if (conc_wait(&parents_future, 1, 2, CONC_ALL_COMPLETED) !=
+            CONC_ESTATE ||
+        strstr(conc_errdetail(), "futs[0]") == NULL) {
+        return 6;
+    }
+    conc_iter *ac = NULL;
+    conc_future *got = NULL;
+    if (conc_as_completed(&parents_future, 1, 2, &ac) != 0 ||
+        conc_iter_next_future(ac, &got, 2) != CONC_ESTATE || got != NULL) {
+        return 7;
+    }
+    conc_iter_free(ac);
+    if (conc_iter_next(parents_map, &m, 2) != CONC_ESTATE ||
+        strstr(conc_errdetail(), "forked from it") == NULL) {
+        return 8;
+    }
     /* a fed imap refills itself as results are taken: not here, and
-     * without asking the feed */
-    int fed_before = fed;
-    if (conc_iter_next(parents_iter, &m, 0.2) != CONC_ESTATE ||
-        fed != fed_before) {
+     * without asking the feed; the results in before the fork are
+     * handed out (their copies: the parent's stay) */
+    int fed_before = fed, out = 0;
+    while ((err = conc_iter_next(parents_iter, &m, 0.2)) == 0) {
+        if (int_out(&m) != out * out) {
+            return 5;
+        }
+        conc_msg_free(&m);
+        out++;
+    }
+    if (err != CONC_ESTATE || out != fed_before || fed != fed_before) {
         return 5;
     }
     conc_pool_free(p);
@@ -2070,11 +2346,25 @@ static void forked_child_cannot_use_the_pool(conc_pool_kind kind)
     enum { GATE = 100 };
     runs_map(); /* before the workers are forked */
     parents_pool = mk(kind, 2);
-    parents_future = gated(parents_pool, 1, GATE);
     fed = 0;
     CHECK_OK(conc_pool_imap_feed(parents_pool, t_square, feed_ints, NULL,
                                  &parents_iter,
                                  &(conc_map_opts){ .buffersize = 2 }));
+    /* Its first results in (none taken, so it takes no more inputs)... */
+    conc_progress pr;
+    for (int i = 0; i < 3000; i++) {
+        conc_iter_progress(parents_iter, &pr);
+        if (pr.total > 0 && pr.done == pr.total) {
+            break;
+        }
+        th_sleep(0.01);
+    }
+    CHECK(pr.total > 0 && pr.done == pr.total && (size_t)fed == pr.total);
+    /* ...then both workers held (gated) at the fork. */
+    parents_future = gated(parents_pool, 1, GATE);
+    int g[2] = { 2, GATE };
+    CHECK_OK(conc_pool_imap(parents_pool, t_gated, &(conc_msg){ g, sizeof g },
+                            1, &parents_map, NULL));
     /* The pool's threads asleep by then: ASan's allocator takes no lock
      * around fork (see fork_while_busy), so none may be inside it. */
     th_sleep(0.05);
@@ -2085,6 +2375,11 @@ static void forked_child_cannot_use_the_pool(conc_pool_kind kind)
     /* the parent's pool is whole: the gated task ends, and more run */
     atomic_store(&runs[GATE], 1);
     CHECK(counted_pid(parents_future, 30) > 0);
+    conc_msg mr;
+    CHECK_OK(conc_iter_next(parents_map, &mr, 30));
+    CHECK(int_out(&mr) > 0);
+    conc_msg_free(&mr);
+    conc_iter_free(parents_map);
     for (int i = 0; i < 64; i++) {
         conc_msg r;
         CHECK_OK(conc_iter_next(parents_iter, &r, 30));

@@ -10,6 +10,8 @@
 #include "harness.h"
 #include "redis_server.h"
 
+#include "os.h" /* conc__fault_arm */
+
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -245,6 +247,39 @@ TEST(redis_dict_update_compares_versions_not_values)
     CHECK(m.len == 3);
     conc_msg_free(&m);
     conc_dict_free(a.other);
+    conc_dict_free(d);
+    th_redis_stop(&r);
+}
+
+/* An update fn whose first append finds no memory (the seam fails it)
+ * and that goes on as if all was well. */
+static int careless_fn(const void *old, size_t oldlen, bool found,
+                       conc_buf *out, void *arg)
+{
+    (void)old, (void)oldlen, (void)found, (void)arg;
+    static const char big[1000];
+    conc__fault_arm(1);
+    conc_buf_append(out, big, sizeof big);
+    conc__fault_arm(0);
+    conc_buf_append(out, "0123456789", 10);
+    return 0;
+}
+
+/* The value such a fn meant to write was cut short: nothing is written,
+ * and the update says why (it used to store the 10 bytes). */
+TEST(redis_dict_update_with_a_refused_append_writes_nothing)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_dict *d = mkd(r.url, "cut");
+    CHECK_OK(conc_dict_set(d, "k", 1, "before", 6));
+    CHECK_ERR(conc_dict_update(d, "k", 1, careless_fn, NULL), CONC_ENOMEM);
+    CHECK(strstr(conc_errdetail(), "cut short") != NULL);
+    conc_msg m;
+    CHECK_OK(conc_dict_get(d, "k", 1, &m));
+    CHECK(m.len == 6 && memcmp(m.data, "before", 6) == 0);
+    conc_msg_free(&m);
     conc_dict_free(d);
     th_redis_stop(&r);
 }

@@ -116,7 +116,12 @@ typedef struct conc_buf conc_buf;
 
 /* conc_buf_append - appends len bytes.  0, CONC_EINVAL (NULL buf, or NULL
  * data with len > 0), CONC_ENOMEM (allocation failed, or the buffer has a
- * size limit and this would pass it: nothing is appended then). */
+ * size limit and this would pass it: nothing is appended then).  A
+ * refused append is remembered: the output is short of what the callback
+ * meant, so the pool task or dict update fails whatever the callback
+ * returns (unless with its own positive code), with CONC_ETOOBIG (over
+ * the limit) or CONC_ENOMEM and, unless the callback set one, an error
+ * text saying which; none of the output is kept. */
 CONC_API int conc_buf_append(conc_buf *buf, const void *data, size_t len);
 
 /* conc_buf_error - records a failure description (Python's exception

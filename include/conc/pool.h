@@ -15,8 +15,10 @@
  *   conc_pool_submit(pool, square, &x, sizeof x, &f);           // submit
  *   conc_msg m;
  *   int err = conc_future_result(f, &m, CONC_FOREVER);         // .result()
+ *   ...                                   // m.data: x * x, m.len: 4
+ *   conc_msg_free(&m);
  *   conc_future_free(f);
- *   conc_pool_shutdown(pool, true, false);
+ *   conc_pool_shutdown(pool, true, false);  // Executor.__exit__
  *   conc_pool_free(pool);
  *
  * Tasks.  A task is a conc_task_fn: bytes in, bytes out through
@@ -31,7 +33,9 @@
  *   CONC_ETIMEDOUT    the task ran longer than .task_timeout;
  *   CONC_ECANCELLED   cancelled, or stopped by terminate/shutdown;
  *   CONC_EBROKEN      a worker's initializer failed (see below);
- *   CONC_ENOMEM       no memory for the result (parent side).
+ *   CONC_ETOOBIG      the output passed .max_message_bytes (processes);
+ *   CONC_ENOMEM       no memory for the result (parent side), or for the
+ *                     output in the worker (conc_buf_append).
  *
  * A worker that dies in a map chunk.  A map, imap or fed imap sends its
  * items in chunks (conc_map_opts.chunksize).  When a process worker dies
@@ -52,8 +56,9 @@
  * it is SIGKILLed.  Inputs and outputs travel through a ring per worker in
  * shared memory; one message (an input, or an output plus its error text)
  * is at most .max_message_bytes (CONC_ETOOBIG on submit for a longer
- * input; conc_buf_append returns CONC_ENOMEM in the task for a longer
- * output).  A task in a process worker may not start processes
+ * input; for a longer output conc_buf_append returns CONC_ENOMEM in the
+ * task, and the task fails with CONC_ETOOBIG and an error message naming
+ * the limit, never with its output cut short).  A task in a process worker may not start processes
  * (CONC_EDAEMON, as in Python).  CONC_THREADS (ThreadPoolExecutor,
  * multiprocessing.pool.ThreadPool): workers are threads of this process;
  * inputs are not limited in size.  A thread cannot be killed: a task that
@@ -119,16 +124,24 @@
  * Fork.  A pool belongs to the process that made it: a child forked later
  * (conc_process_start) does not inherit its workers or threads, so it
  * must not use the parent's pool, futures or iterators; every pool call
- * there returns CONC_ESTATE, as does conc_future_result for a future not
- * yet done when the child was forked, and conc_pool_free does nothing
- * (conc_wait and the iterators only run out their time there).  The
- * child may make pools of its own, safely even while the parent's pool
- * threads were busy.
+ * there returns CONC_ESTATE, as does every wait for what the parent's
+ * pool had not finished when the child was forked (conc_future_result,
+ * conc_wait and an as_completed iterator for a future not yet done, a
+ * map iterator for a result not yet in: those already done are handed
+ * out), and conc_pool_free does nothing.  The child may make pools of
+ * its own, safely even while the parent's pool threads were busy.
  *
  * Lifetimes.  Futures and iterators are reference-counted apart from the
  * pool: free them in any order, before or after the pool.  Freeing or
  * terminating a pool fails every task it still holds, so no future and no
- * iterator ever waits forever.  A CONC_PROCESSES future keeps the pool's
+ * iterator ever waits forever.  conc_pool_free is Pool.__exit__
+ * (terminate), not Executor.__exit__: to have every task submitted run
+ * first, call conc_pool_shutdown(pool, true, false) before it.  The same
+ * holds at exit: a program that returns from main (or calls exit()) with
+ * a pool it never shut down loses the tasks still queued or running
+ * there, as multiprocessing.Pool's do (its workers are terminated), where
+ * Python's executors join their workers at exit and run them all: a
+ * program that submits work and returns must shut its pool down first.  A CONC_PROCESSES future keeps the pool's
  * memory (its rings: about 4 x max_message_bytes per worker) until the
  * future is freed; the workers and the manager end with the pool.
  */

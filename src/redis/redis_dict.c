@@ -470,8 +470,13 @@ static int rd_update(conc__netd *nd, const void *key, size_t klen,
         }
         bool found = vv[0]->type == REDIS_REPLY_STRING;
         conc__buf_init(&out, MAX_VAL);
-        int rc = fn_cb(found ? vv[0]->str : NULL, found ? vv[0]->len : 0,
-                       found, &out, arg);
+        int rc = conc__buf_outcome(&out, fn_cb(found ? vv[0]->str : NULL,
+                                               found ? vv[0]->len : 0, found,
+                                               &out, arg));
+        if (out.lost != 0 && rc == out.lost) {
+            rc = conc__fail(rc, "%s: the update fn's value was cut short "
+                            "(%s); the entry is as it was", fn, out.error);
+        }
         if (rc != 0) {
             conc__buf_release(&out);
             err = rc;
