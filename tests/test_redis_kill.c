@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "redis_server.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -215,6 +216,54 @@ TEST_T(redis_kill_server_stopped_calls_end_in_time, 60)
     CHECK_OK(conc_dict_set(d, "k", 1, "v", 1));
     conc_dict_free(d);
     conc_lock_free(l);
+    conc_queue_free(q);
+    th_redis_stop(&r);
+}
+
+/* Stops the server (SIGSTOP) after a delay, from a thread of its own. */
+struct stop_later {
+    th_redis *r;
+    double after;
+};
+
+static void *stop_later_main(void *arg)
+{
+    struct stop_later *s = arg;
+    th_sleep(s->after);
+    th_redis_signal(s->r, SIGSTOP);
+    return NULL;
+}
+
+/* A call that tries again (a put on a full queue, a join waiting for
+ * task_done) shares its timeout among its tries: the server stopped
+ * during the call makes it return by its timeout (and a try's brief
+ * floor), where each try used to get a whole timeout of its own (1.5 s
+ * here, returning near 2.3 s). */
+TEST_T(redis_kill_server_stopped_mid_retries_ends_at_the_timeout, 60)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){
+                                    .url = r.url, .name = "retries",
+                                    .maxsize = 1,
+                                    .net_timeout = CONC_TIMEOUT(5.0) }));
+    CHECK_OK(conc_queue_put(q, "full", 4, 1.0)); /* full; a task undone */
+    for (int join = 0; join < 2; join++) {
+        struct stop_later s = { &r, 0.8 };
+        pthread_t t;
+        CHECK_EQ(pthread_create(&t, NULL, stop_later_main, &s), 0);
+        double t0 = th_now();
+        int err = join ? conc_queue_join(q, 1.5)
+                       : conc_queue_put(q, "more", 4, 1.5);
+        double took = th_now() - t0;
+        pthread_join(t, NULL);
+        th_redis_signal(&r, SIGCONT);
+        CHECK(err == CONC_ETIMEDOUT || err == (join ? 0 : CONC_EFULL));
+        CHECK(err != 0);
+        CHECK(took >= 1.4 && took < 2.0);
+    }
     conc_queue_free(q);
     th_redis_stop(&r);
 }

@@ -761,6 +761,78 @@ TEST(redis_queue_reply_announcing_a_huge_array_is_corrupt)
     CHECK(q == NULL);
 }
 
+/* tests/py_redis_liar.py MODE, started in the background: its port
+ * (0 when python3 is missing) and its pid. */
+static int start_liar(const char *mode, pid_t *pid)
+{
+    char path[1024];
+    const char *slash = strrchr(__FILE__, '/');
+    snprintf(path, sizeof path, "%.*s/py_redis_liar.py",
+             slash ? (int)(slash - __FILE__) : 1, slash ? __FILE__ : ".");
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    fflush(stdout);
+    fflush(stderr);
+    *pid = fork();
+    CHECK(*pid >= 0);
+    if (*pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execlp("python3", "python3", path, mode, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char line[32] = "";
+    struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
+    ssize_t n = poll(&pfd, 1, 20000) == 1 ? read(fds[0], line, 31) : -1;
+    close(fds[0]);
+    return n > 0 ? atoi(line) : 0;
+}
+
+/* A server that answers a batch get with more messages than were asked
+ * for (64 for a get_many of 2): CONC_ECORRUPT, and nothing written past
+ * the caller's array (the reply was once copied into msgs[2..64]: a heap
+ * overflow from bytes off the network).  Both get paths: the
+ * at-least-once batch script, and the at-most-once RPOP with a count. */
+TEST(redis_queue_get_many_refuses_more_messages_than_asked_for)
+{
+    NEED_REDIS();
+    for (int amo = 0; amo < 2; amo++) {
+        pid_t pid;
+        int port = start_liar(amo ? "rpop" : "more", &pid);
+        if (port == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            printf("    (no python3: skipped)\n");
+            return;
+        }
+        char url[64];
+        snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+        conc_queue *q = NULL;
+        CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){
+                                        .url = url,
+                                        .name = "liar",
+                                        .at_most_once = amo == 1,
+                                        .net_timeout = CONC_TIMEOUT(10) }));
+        /* the caller's array of 2, then guards the lie would overwrite */
+        conc_msg msgs[2 + 64];
+        for (int i = 0; i < 2 + 64; i++) {
+            msgs[i] = (conc_msg){ (void *)&msgs[i], 12345 };
+        }
+        size_t got = 99;
+        CHECK_ERR(conc_queue_get_many(q, msgs, 2, &got, 5), CONC_ECORRUPT);
+        CHECK(strstr(conc_errdetail(), "more messages than were asked "
+                                       "for") != NULL);
+        CHECK_EQ(got, 0);
+        for (int i = 2; i < 2 + 64; i++) {
+            CHECK(msgs[i].data == (void *)&msgs[i] && msgs[i].len == 12345);
+        }
+        conc_queue_free(q);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
 TEST(redis_queue_password)
 {
     NEED_REDIS();

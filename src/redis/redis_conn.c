@@ -811,10 +811,11 @@ void conc__rcli_fini(conc__rcli *cli)
     conc__url_free(&cli->url);
 }
 
-uint64_t conc__rcli_until(const conc__rcli *cli, double t)
+uint64_t conc__rcli_until(const conc__rcli *cli, double t, uint64_t dl)
 {
-    if (t > 0 && t != CONC_FOREVER) {
-        return conc__r_until(t);
+    if (t > 0 && dl != CONC__R_FOREVER) {
+        uint64_t floor = conc__r_until(CONC__R_LAST_TRIP_S);
+        return dl > floor ? dl : floor;
     }
     return conc__r_until(cli->net_timeout);
 }

@@ -122,9 +122,13 @@ int conc__rcli_init(conc__rcli *cli, conc__url *u, conc_timeout net_timeout,
 const char *conc__rcli_url_name(const conc__rcli *cli);
 /* Closes every connection of this process; frees u. */
 void conc__rcli_fini(conc__rcli *cli);
-/* The deadline of one round trip of a call with timeout t: t's own when
- * finite and > 0, else net_timeout from now. */
-uint64_t conc__rcli_until(const conc__rcli *cli, double t);
+/* The deadline of one round trip of a call with timeout t and deadline
+ * dl (conc__r_until(t), taken when the call began): dl when t is finite
+ * and > 0, so that the call's tries share its time (but not sooner than
+ * CONC__R_LAST_TRIP_S from now: a try made as the time runs out can still
+ * be answered); else net_timeout from now. */
+#define CONC__R_LAST_TRIP_S 0.05
+uint64_t conc__rcli_until(const conc__rcli *cli, double t, uint64_t dl);
 
 /* Takes a connection: an idle one that is still open, or a new one
  * (connect and handshake until `until`).  0; CONC_ENET (refused,

@@ -217,8 +217,9 @@ static int rl_acquire(conc__netl *nl, double timeout)
         bool dead = false;
         uint64_t fence = 0;
         long long pttl = 0;
-        int got = try_once(l, token, conc__rcli_until(&l->cli, timeout),
-                           &dead, &fence, &pttl, fn);
+        int got = try_once(l, token,
+                           conc__rcli_until(&l->cli, timeout, dl), &dead,
+                           &fence, &pttl, fn);
         if (got < 0) {
             return got;
         }

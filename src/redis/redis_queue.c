@@ -373,10 +373,17 @@ typedef struct sink {
     size_t *len;
 } sink;
 
-/* Copies message e (tag 'm') into the sink's k-th place: 0, CONC_ENOMEM,
- * or CONC_ETOOBIG (*len set). */
+/* Copies message e (tag 'm') into the sink's idx-th place: 0,
+ * CONC_ENOMEM, CONC_ETOOBIG (*len set), or CONC_ECORRUPT for a place the
+ * sink does not have.  Every get asks for no more messages than its sink
+ * holds, but a server that lies may send more: this compare, which every
+ * message of every get path passes, keeps them out of the caller's
+ * array. */
 static int deliver(const sink *k, size_t idx, const redisReply *e)
 {
+    if (idx >= (k->msgs != NULL ? k->n : 1)) {
+        return CONC_ECORRUPT; /* detail: set by hand_over */
+    }
     size_t n = e->len - 1;
     if (k->msgs == NULL) {
         *k->len = n;
@@ -559,6 +566,9 @@ static int hand_over(const rq *q, const taken *t, const sink *k,
         err = deliver(k, *got, t->els[i]);
         if (err == 0) {
             (*got)++;
+        } else if (err == CONC_ECORRUPT) {
+            conc__fail(err, "%s: the server at %s gave more messages than "
+                       "were asked for", fn, q->cli.where);
         }
     }
     if (err == 0 && *bad) {
@@ -815,6 +825,7 @@ static int amo_get(rq *q, const sink *k, size_t *got, double timeout,
                 err = conc__rreply_want(&q->cli, rep[1], REDIS_REPLY_ARRAY,
                                         true, fn, "RPOP");
             }
+
         }
         if (err != 0) {
             conc__rreplies_free(rep, ncmd);
@@ -940,7 +951,8 @@ static int rq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
         }
         redisReply *rep[16];
         err = conc__rconn_exchange(&q->cli, c, rep, nch,
-                                   conc__rcli_until(&q->cli, timeout), fn);
+                                   conc__rcli_until(&q->cli, timeout, dl),
+                                   fn);
         if (err != 0) {
             conc__rcli_give(&q->cli, c, false);
             return err;
@@ -1146,7 +1158,7 @@ static int rq_join(conc__netq *nq, double timeout)
     for (;;) {
         long long tasks = 0;
         int err = meta_num(q, "tasks", &tasks,
-                           conc__rcli_until(&q->cli, timeout), fn);
+                           conc__rcli_until(&q->cli, timeout, dl), fn);
         if (err != 0) {
             return err;
         }

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""A Redis server that lies, for test_redis_queue.c: it speaks enough of
+RESP2 for libconc's handshake and queue declare, then answers a batch get
+with more messages than were asked for.
+
+usage: py_redis_liar.py MODE
+  MODE more   the at-least-once get's batch script answers 64 messages
+  MODE rpop   the at-most-once get's RPOP with a count answers 64
+Binds a free loopback port, prints "PORT\\n" and serves until killed."""
+import hashlib
+import os
+import socket
+import sys
+import threading
+
+MODE = sys.argv[1]
+
+
+def bulk(b):
+    if isinstance(b, str):
+        b = b.encode()
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+def array(items):
+    """items: bytes already encoded (integers) or str/bytes (bulk)."""
+    out = b"*%d\r\n" % len(items)
+    for x in items:
+        out += x if isinstance(x, bytes) and x[:1] == b":" else bulk(x)
+    return out
+
+
+def integer(n):
+    return b":%d\r\n" % n
+
+
+def read_command(f):
+    line = f.readline()
+    if not line:
+        return None
+    args = []
+    for _ in range(int(line[1:])):
+        n = int(f.readline()[1:])
+        args.append(f.read(n + 2)[:-2])
+    return args
+
+
+# Each message is a bulk string tagged 'm' (libconc's element layout).
+LIES = ["m" + "lie%d" % i for i in range(64)]
+
+
+def serve(conn):
+    f = conn.makefile("rb")
+    kind = {}  # sha -> what the script is
+    while True:
+        a = read_command(f)
+        if a is None:
+            return
+        cmd = a[0].upper()
+        if cmd == b"HELLO":
+            reply = array(["server", "redis", "version", "7.0.15",
+                           "proto", integer(2)])
+        elif cmd == b"SELECT":
+            reply = b"+OK\r\n"
+        elif cmd == b"SCRIPT":
+            body = a[2]
+            sha = hashlib.sha1(body).hexdigest()
+            if b"return {'new', ARGV[1]" in body:
+                kind[sha] = "declare"
+            elif b"LRANGE" in body and b"LTRIM" in body:
+                kind[sha] = "more"
+            reply = bulk(sha)
+        elif cmd == b"EVALSHA":
+            k = kind.get(a[1].decode(), "other")
+            first_arg = 3 + int(a[2])
+            if k == "declare":  # {'new', maxsize, lease, amo, '0'}
+                argv = a[first_arg:]
+                reply = array(["new", argv[0], argv[1], argv[2], "0"])
+            elif k == "more":
+                reply = array([integer(0)] + LIES)
+            else:
+                reply = integer(0)
+        elif cmd in (b"BLMOVE", b"LMOVE"):
+            reply = bulk("mfirst")
+        elif cmd == b"BRPOP":
+            reply = array([a[1], "mfirst"])
+        elif cmd == b"RPOP":
+            reply = array(LIES) if MODE == "rpop" else b"$-1\r\n"
+        else:
+            reply = integer(0)
+        conn.sendall(reply)
+
+
+def main():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    # one write: the test reads it and closes its end of the pipe
+    os.write(1, b"%d\n" % s.getsockname()[1])
+    while True:
+        conn, _ = s.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+main()
