@@ -288,7 +288,63 @@ enum { RELAY_PAIRS = 16 };
 typedef struct relay {
     pid_t pid;
     int port;
+    int mode;      /* RELAY_PASS, or one of hold_after()'s */
+    char name[64]; /* relay_queue's queue */
 } relay;
+
+/* What the relay does with the broker's bytes: pass them all; hold all
+ * after the first basic.deliver method frame (the client sees a delivery
+ * begin, and its header and body never come, as from a broker that froze
+ * or stalled in the middle of sending a message); or cut the connection
+ * after connection.start (as a broker that hangs up during the login, for
+ * a reason other than the credentials, which it has not seen). */
+enum { RELAY_PASS, RELAY_HOLD_AFTER_DELIVER, RELAY_CUT_AFTER_START };
+
+/* What the relay knows of the frames a broker sends on one connection
+ * (a mode other than RELAY_PASS): a frame is type (1), channel (2), size (4), a payload of
+ * size bytes, and an end octet; a method payload starts with its class
+ * and method ids (2 + 2). */
+typedef struct frame_scan {
+    unsigned char hdr[7];
+    unsigned hlen;
+    uint64_t left;  /* bytes of the current frame still to come */
+    unsigned char meth[4];
+    unsigned mlen;
+    bool held;      /* the mode's method passed: nothing more does */
+} frame_scan;
+
+/* The broker's bytes pass up to the end of the first method frame the
+ * mode names (basic.deliver: class 60, method 60; connection.start:
+ * class 10, method 10), and none after it.  Returns how many of buf's n
+ * bytes to pass on. */
+static size_t hold_after(frame_scan *fs, int mode, const unsigned char *buf,
+                         size_t n)
+{
+    unsigned char id = mode == RELAY_HOLD_AFTER_DELIVER ? 60 : 10;
+    for (size_t i = 0; i < n && !fs->held; i++) {
+        if (fs->left == 0) {
+            fs->hdr[fs->hlen++] = buf[i];
+            if (fs->hlen == 7) {
+                fs->left = ((uint64_t)fs->hdr[3] << 24 |
+                            (uint64_t)fs->hdr[4] << 16 |
+                            (uint64_t)fs->hdr[5] << 8 | fs->hdr[6]) + 1;
+                fs->hlen = 0;
+                fs->mlen = 0;
+            }
+            continue;
+        }
+        if (fs->mlen < 4) {
+            fs->meth[fs->mlen++] = buf[i];
+        }
+        if (--fs->left == 0 && fs->hdr[0] == 1 && fs->mlen == 4 &&
+            fs->meth[0] == 0 && fs->meth[1] == id && fs->meth[2] == 0 &&
+            fs->meth[3] == id) {
+            fs->held = true;
+            return i + 1;
+        }
+    }
+    return fs->held ? 0 : n;
+}
 
 static int relay_dial(int port)
 {
@@ -318,9 +374,10 @@ static bool relay_write(int fd, const char *p, size_t n)
 
 /* The relay's loop.  fd[2 * i] is a client, fd[2 * i + 1] its broker
  * side; a pair whose either end ends or fails is closed (-1). */
-static _Noreturn void relay_run(int lfd, int broker_port)
+static _Noreturn void relay_run(int lfd, int broker_port, int mode)
 {
     int fd[2 * RELAY_PAIRS];
+    frame_scan scan[RELAY_PAIRS];
     for (int i = 0; i < 2 * RELAY_PAIRS; i++) {
         fd[i] = -1;
     }
@@ -343,6 +400,7 @@ static _Noreturn void relay_run(int lfd, int broker_port)
             if (b >= 0 && i < RELAY_PAIRS) {
                 fd[2 * i] = c;
                 fd[2 * i + 1] = b;
+                memset(&scan[i], 0, sizeof scan[i]);
             } else {
                 if (c >= 0) {
                     close(c);
@@ -359,7 +417,15 @@ static _Noreturn void relay_run(int lfd, int broker_port)
             }
             char buf[65536];
             ssize_t k = read(fd[i], buf, sizeof buf);
-            if (k <= 0 || !relay_write(fd[i ^ 1], buf, (size_t)k)) {
+            size_t pass = k > 0 ? (size_t)k : 0;
+            bool cut = false;
+            if (mode != RELAY_PASS && (i & 1) != 0 && k > 0) {
+                /* the broker's bytes */
+                pass = hold_after(&scan[i / 2], mode,
+                                  (const unsigned char *)buf, pass);
+                cut = mode == RELAY_CUT_AFTER_START && scan[i / 2].held;
+            }
+            if (k <= 0 || !relay_write(fd[i ^ 1], buf, pass) || cut) {
                 close(fd[i & ~1]);
                 close(fd[i | 1]);
                 fd[i & ~1] = -1;
@@ -389,25 +455,27 @@ static void relay_start(relay *r, int broker_port)
     }
     if (r->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        relay_run(lfd, broker_port);
+        relay_run(lfd, broker_port, r->mode);
     }
     close(lfd);
 }
 
-/* Starts a relay in front of the shared broker and makes a queue of a
- * fresh name through it, with net_timeout 1 s. */
-static conc_queue *relay_queue(relay *r, const char *prefix)
+/* Starts a relay in front of the shared broker (in the given mode) and
+ * makes a queue of a fresh name (r->name) through it, with net_timeout
+ * 1 s. */
+static conc_queue *relay_queue(relay *r, const char *prefix, int mode)
 {
     th_amqp a;
     th_amqp_get(&a);
+    r->mode = mode;
     relay_start(r, a.port);
-    char url[128], name[64];
+    char url[128];
     snprintf(url, sizeof url, "amqp://guest:guest@127.0.0.1:%d/%%2f",
              r->port);
-    th_amqp_name(name, sizeof name, prefix);
+    th_amqp_name(r->name, sizeof r->name, prefix);
     conc_queue *q = NULL;
     CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){
-                                    .url = url, .name = name,
+                                    .url = url, .name = r->name,
                                     .net_timeout = CONC_TIMEOUT(1.0) }));
     return q;
 }
@@ -444,7 +512,7 @@ TEST_T(amqp_get_from_an_unreachable_broker_is_enet, 30)
 {
     NEED_AMQP();
     relay r;
-    conc_queue *q = relay_queue(&r, "unreach");
+    conc_queue *q = relay_queue(&r, "unreach", RELAY_PASS);
     relay_kill(&r);
     conc_msg m;
     CHECK_ERR(conc_queue_get(q, &m, CONC_FOREVER), CONC_ENET);
@@ -468,7 +536,7 @@ TEST_T(amqp_get_from_a_frozen_broker_times_out, 30)
 {
     NEED_AMQP();
     relay r;
-    conc_queue *q = relay_queue(&r, "unanswered");
+    conc_queue *q = relay_queue(&r, "unanswered", RELAY_PASS);
     relay_freeze(&r);
     conc_msg m;
     double t0 = th_now();
@@ -494,7 +562,7 @@ TEST_T(amqp_consuming_get_meets_a_frozen_broker, 40)
 {
     NEED_AMQP();
     relay r;
-    conc_queue *q = relay_queue(&r, "frozenwhile");
+    conc_queue *q = relay_queue(&r, "frozenwhile", RELAY_PASS);
     conc_msg m;
     CHECK_OK(conc_queue_put(q, "a", 1, 20.0));
     CHECK_OK(conc_queue_get(q, &m, 20.0)); /* the consumer is open */
@@ -514,5 +582,80 @@ TEST_T(amqp_consuming_get_meets_a_frozen_broker, 40)
     CHECK(m.len == 1 && *(char *)m.data == 'b');
     conc_msg_free(&m);
     conc_queue_free(q);
+    relay_kill(&r);
+}
+
+/* A delivery that stops halfway: the broker sent basic.deliver, and its
+ * header and body never come (the relay holds every byte after the
+ * method).  rabbitmq-c reads a message's content with no deadline, and
+ * such a get waited for ever; now each frame of it has net_timeout
+ * (1 s), and the get returns CONC_ETIMEDOUT, every form of it.  Nothing
+ * is lost: the message was never acknowledged, and the broker gives it
+ * to the next consumer, marked redelivered. */
+TEST_T(amqp_get_of_a_message_stalled_halfway_times_out, 60)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "stalled", RELAY_HOLD_AFTER_DELIVER);
+    th_amqp a;
+    th_amqp_get(&a);
+    for (int form = 0; form < 3; form++) {
+        /* straight to the broker; freed after each form, so that its
+         * consumer takes no message meant for q */
+        conc_queue *direct = NULL;
+        CHECK_OK(conc_queue_new(&direct, &(conc_queue_opts){
+                                             .url = a.url, .name = r.name,
+                                             .net_timeout =
+                                                 CONC_TIMEOUT(5.0) }));
+        CHECK_OK(conc_queue_put(direct, "whole", 5, 20.0));
+        conc_msg m = { 0 };
+        char buf[16];
+        size_t len = 0, got = 99;
+        double t0 = th_now();
+        int err = form == 0   ? conc_queue_get(q, &m, CONC_FOREVER)
+                  : form == 1 ? conc_queue_get_into(q, buf, sizeof buf, &len,
+                                                    20.0)
+                              : conc_queue_get_many(q, &m, 1, &got, 20.0);
+        double dt = th_now() - t0;
+        CHECK_ERR(err, CONC_ETIMEDOUT);
+        CHECK(strstr(conc_errdetail(), "stopped sending a message") != NULL);
+        CHECK(dt >= 0.9 && dt < 10.0);
+        /* the broker requeued it once the connection was dropped */
+        CHECK_OK(conc_queue_get(direct, &m, 20.0));
+        CHECK(m.len == 5 && memcmp(m.data, "whole", 5) == 0);
+        CHECK(conc_queue_redelivered(direct));
+        conc_msg_free(&m);
+        CHECK_OK(conc_queue_task_done(direct));
+        conc_queue_free(direct);
+    }
+    conc_queue_free(q);
+    relay_kill(&r);
+}
+
+/* A broker that hangs up during the login without a word (the relay cuts
+ * the connection after connection.start, before the credentials are
+ * even answered) has lost the connection: CONC_ENET, which a caller may
+ * try again.  It once read as CONC_EAUTH, "wrong user or password";
+ * RabbitMQ says that with connection.close 403, never by hanging up
+ * (the credentials test in test_amqp_queue.c). */
+TEST_T(amqp_broker_hanging_up_at_login_is_enet, 30)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    relay r = { .mode = RELAY_CUT_AFTER_START };
+    relay_start(&r, a.port);
+    char url[128], name[64];
+    snprintf(url, sizeof url, "amqp://guest:guest@127.0.0.1:%d/%%2f",
+             r.port);
+    th_amqp_name(name, sizeof name, "hangup");
+    conc_queue *q = NULL;
+    CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){
+                                     .url = url, .name = name,
+                                     .net_timeout = CONC_TIMEOUT(5.0) }),
+              CONC_ENET);
+    CHECK(strstr(conc_errdetail(), "closed the connection during the "
+                                   "login") != NULL);
+    CHECK(q == NULL);
     relay_kill(&r);
 }

@@ -63,7 +63,9 @@
  * On the client side every call is bounded by its own deadline: connect,
  * login (handshake timeout), each RPC (rabbitmq-c's RPC timeout, set to
  * what is left before each), the confirm wait and the delivery wait
- * (amqp_simple_wait_frame_noblock / amqp_consume_message with a timeout).
+ * (amqp_simple_wait_frame_noblock with a timeout, frame by frame: a
+ * message that began to come gets net_timeout for each further frame,
+ * read_content()).
  * A frozen broker therefore gives CONC_ETIMEDOUT, or CONC_EEMPTY for a get
  * (nothing came), in time; a get that has waited a whole slice (SLICE_S)
  * with time left asks the broker whether it is alive (still_there), so a
@@ -482,10 +484,17 @@ static int conn_login(aq *q, aconn *c, uint64_t until, const char *fn)
         int err;
         if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
             r.library_error == AMQP_STATUS_CONNECTION_CLOSED) {
-            /* RabbitMQ closes the socket on failed authentication when
-             * the client does not offer authentication_failure_close. */
-            err = conc__fail(CONC_EAUTH, "%s: %s closed the connection at "
-                             "login: wrong user or password", fn, q->where);
+            /* rabbitmq-c offers authentication_failure_close, so a broker
+             * refusing the credentials says so (connection.close 403:
+             * CONC_EAUTH, below); one that hangs up without a word is
+             * shutting down, at its connection limit, or timing the
+             * handshake out: a connection lost, which a caller may try
+             * again (only a broker older than RabbitMQ 3.2 hangs up on
+             * wrong credentials). */
+            err = conc__fail(CONC_ENET, "%s: %s closed the connection "
+                             "during the login without saying why (a "
+                             "broker shutting down or at its connection "
+                             "limit)", fn, q->where);
         } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
                    r.reply.id == AMQP_CONNECTION_CLOSE_METHOD &&
                    ((amqp_connection_close_t *)r.reply.decoded)
@@ -964,9 +973,104 @@ static bool is_marker(const amqp_envelope_t *e)
            memcmp(p->type.bytes, CLOSE_TYPE, p->type.len) == 0;
 }
 
-/* Waits for one delivery on con until `until` (0 left: what is already
- * buffered only).  0 with *e filled; CONC_EEMPTY; CONC_ENET;
- * CONC_ECLOSED (the close marker, rejected back to the queue). */
+/* A rabbitmq-c status as the reply reply_err() reads. */
+static amqp_rpc_reply_t lib_reply(int status)
+{
+    return (amqp_rpc_reply_t){ .reply_type = AMQP_RESPONSE_LIBRARY_EXCEPTION,
+                               .library_error = status };
+}
+
+/* Reads the content of a message whose method (basic.deliver or
+ * basic.get-ok) was read: its header frame and body frames, each waited
+ * for net_timeout at most (a deadline per frame, not per message: a big
+ * message on a slow link still comes, a broker that stopped sending does
+ * not hold the call; the get's own timeout is about a message coming at
+ * all, and one that began to come is finished, or given up, here).
+ * rabbitmq-c's own reader (amqp_read_message, which amqp_consume_message
+ * calls once the method is in) waits for them with no deadline, so a
+ * broker frozen or stalled between the method and the last body frame
+ * held a get for ever.  The header's body size is
+ * checked before anything is allocated for it, and every frame's channel,
+ * type and length against what came before.  Of the properties only the
+ * type is kept: it marks the close marker (is_marker()), and libconc
+ * reads no other.  0 with *m filled (amqp_destroy_message frees it), or
+ * CONC_ETIMEDOUT, CONC_ECORRUPT, CONC_ENOMEM, CONC_ENET, with the
+ * connection dropped (the rest of the message would still be on its
+ * way). */
+static int read_content(aq *q, aconn *c, amqp_message_t *m, const char *fn)
+{
+    memset(m, 0, sizeof *m);
+    init_amqp_pool(&m->pool, 4096);
+    amqp_frame_t f;
+    size_t size = 0, in = 0;
+    int err = 0;
+    uint64_t until = until_of(q->net_timeout);
+    for (bool header = true; err == 0 && (header || in < size);) {
+        struct timeval tv = tv_of(left_ns(until));
+        int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT && left_ns(until) > 0) {
+            continue; /* a slice (tv_of) ended, not the deadline */
+        }
+        if (rc == AMQP_STATUS_TIMEOUT) {
+            err = header ? conc__fail(CONC_ETIMEDOUT, "%s: %s stopped "
+                                      "sending a message after its "
+                                      "method, before its header",
+                                      fn, q->where)
+                         : conc__fail(CONC_ETIMEDOUT, "%s: %s stopped "
+                                      "sending a message halfway (%zu of "
+                                      "its %zu bytes in)",
+                                      fn, q->where, in, size);
+        } else if (rc != AMQP_STATUS_OK) {
+            err = reply_err(q, lib_reply(rc), fn, "reading a message");
+        } else if (f.channel != 1 ||
+                   f.frame_type != (header ? AMQP_FRAME_HEADER
+                                           : AMQP_FRAME_BODY) ||
+                   (header && f.payload.properties.body_size > MAX_MSG) ||
+                   (!header &&
+                    f.payload.body_fragment.len > size - in)) {
+            err = conc__fail(CONC_ECORRUPT, "%s: %s sent a message that "
+                             "is not one (a frame out of place, or longer "
+                             "than it said or than %zu bytes)", fn,
+                             q->where, MAX_MSG);
+        } else if (header) {
+            until = until_of(q->net_timeout); /* the next frame's */
+            header = false;
+            size = (size_t)f.payload.properties.body_size;
+            const amqp_basic_properties_t *p = f.payload.properties.decoded;
+            if (p != NULL && (p->_flags & AMQP_BASIC_TYPE_FLAG)) {
+                void *t = amqp_pool_alloc(&m->pool, p->type.len + 1);
+                if (t == NULL) {
+                    err = CONC_ENOMEM; /* detail: set below */
+                } else {
+                    memcpy(t, p->type.bytes, p->type.len);
+                    m->properties._flags = AMQP_BASIC_TYPE_FLAG;
+                    m->properties.type = (amqp_bytes_t){ p->type.len, t };
+                }
+            }
+            m->body = amqp_bytes_malloc(size);
+            if (size > 0 && m->body.bytes == NULL) {
+                err = CONC_ENOMEM; /* detail: set below */
+            }
+            if (err == CONC_ENOMEM) {
+                err = conc__fail(err, "%s: no memory for a message of %zu "
+                                 "bytes", fn, size);
+            }
+        } else {
+            until = until_of(q->net_timeout); /* the next frame's */
+            memcpy((char *)m->body.bytes + in,
+                   f.payload.body_fragment.bytes,
+                   f.payload.body_fragment.len);
+            in += f.payload.body_fragment.len;
+        }
+    }
+    if (err != 0) {
+        amqp_destroy_message(m);
+        memset(m, 0, sizeof *m);
+        conn_drop(c);
+    }
+    return err;
+}
+
 /* basic.get, for a get with timeout 0 that found nothing sent ahead (the
  * prefetch window of a consumer just started is still on its way): one
  * round trip asks the queue itself.  0 with *e filled, or CONC_EEMPTY. */
@@ -989,15 +1093,7 @@ static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
     e->channel = 1;
     e->delivery_tag = ok->delivery_tag;
     e->redelivered = ok->redelivered;
-    r = amqp_read_message(c->st, 1, &e->message, 0);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        int err = reply_err(q, r, fn, "reading a basic.get message");
-        conn_drop(c);
-        return err != 0 ? err
-                        : conc__fail(CONC_ENET, "%s: basic.get from %s "
-                                     "failed", fn, q->where);
-    }
-    return 0;
+    return read_content(q, c, &e->message, fn);
 }
 
 /* A consumer that waited a whole slice for a delivery, with time left,
@@ -1005,8 +1101,9 @@ static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
  * window it has already), bounded by net_timeout.  A frozen broker is so
  * CONC_ETIMEDOUT within a slice and net_timeout, even under CONC_FOREVER,
  * where waiting for deliveries alone would never tell it from an empty
- * queue.  Deliveries that arrive meanwhile are kept by rabbitmq-c for the
- * next amqp_consume_message, in order. */
+ * queue.  Frames of deliveries that arrive meanwhile are kept by
+ * rabbitmq-c, and the next amqp_simple_wait_frame_noblock returns them
+ * first, in order. */
 static int still_there(aq *q, aconn *c, const char *fn)
 {
     set_rpc_deadline(c, until_of(q->net_timeout));
@@ -1026,12 +1123,15 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
          * comes, the broker is asked whether it is alive. */
         bool whole_slice = l > (uint64_t)(SLICE_S * 1e9);
         amqp_maybe_release_buffers(c->st);
-        amqp_rpc_reply_t r = amqp_consume_message(c->st, e, &tv, 0);
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT && may_probe &&
-            !probed && s->gap == 0 && left_ns(until) == 0) {
+        /* The frames one by one (rabbitmq-c's amqp_consume_message would
+         * wait for a message's content without a deadline). */
+        amqp_frame_t f;
+        int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+        int err = 0;
+        if (rc == AMQP_STATUS_TIMEOUT && may_probe && !probed &&
+            s->gap == 0 && left_ns(until) == 0) {
             probed = true;
-            int err = probe(q, c, e, fn);
+            err = probe(q, c, e, fn);
             if (err == CONC_EEMPTY) {
                 continue; /* a delivery may have come meanwhile */
             }
@@ -1047,31 +1147,7 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
                 amqp_destroy_envelope(e);
                 continue;
             }
-            r.reply_type = AMQP_RESPONSE_NORMAL;
-        }
-        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-            if (e->channel != 1 || e->message.body.len > MAX_MSG) {
-                amqp_destroy_envelope(e);
-                conn_drop(c);
-                return conc__fail(CONC_ECORRUPT, "%s: %s sent a delivery "
-                                  "libconc did not ask for", fn, q->where);
-            }
-            if (is_marker(e)) {
-                (void)amqp_basic_reject(c->st, 1, e->delivery_tag, 1);
-                /* Acknowledge what came before it, then leave: a
-                 * consumer that stayed would hold the marker back from
-                 * the others in its prefetch window.  The next get
-                 * consumes anew (and meets the marker again). */
-                ack_all(s);
-                conn_close(q, c);
-                amqp_destroy_envelope(e);
-                return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is "
-                                  "closed and drained", fn, q->name);
-            }
-            return 0;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT) {
+        } else if (rc == AMQP_STATUS_TIMEOUT) {
             if (left_ns(until) == 0) {
                 return conc__fail(CONC_EEMPTY, "%s: the queue '%s' stayed "
                                   "empty", fn, q->name);
@@ -1081,34 +1157,66 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
              * a millisecond early, so a short get also lands here). */
             if (whole_slice &&
                 left_ns(until) >= (uint64_t)(q->net_timeout * 1e9)) {
-                int err = still_there(q, c, fn);
+                err = still_there(q, c, fn);
                 if (err != 0) {
                     return err;
                 }
             }
             continue;
-        }
-        if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-            amqp_frame_t f;
-            struct timeval z = { 0, 0 };
-            int rc = amqp_simple_wait_frame_noblock(c->st, &f, &z);
-            if (rc == AMQP_STATUS_OK && f.frame_type == AMQP_FRAME_METHOD &&
-                f.payload.method.id != AMQP_CHANNEL_CLOSE_METHOD &&
-                f.payload.method.id != AMQP_CONNECTION_CLOSE_METHOD &&
-                f.payload.method.id != AMQP_BASIC_CANCEL_METHOD) {
-                continue; /* nothing a consumer needs (basic.qos-ok...) */
+        } else if (rc != AMQP_STATUS_OK) {
+            err = reply_err(q, lib_reply(rc), fn, "waiting for a delivery");
+            conn_drop(c);
+            return err;
+        } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                   f.payload.method.id == AMQP_BASIC_DELIVER_METHOD &&
+                   f.channel == 1) {
+            const amqp_basic_deliver_t *d = f.payload.method.decoded;
+            memset(e, 0, sizeof *e);
+            e->channel = 1;
+            e->delivery_tag = d->delivery_tag;
+            e->redelivered = d->redelivered;
+            err = read_content(q, c, &e->message, fn);
+            if (err != 0) {
+                return err;
             }
+        } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                   f.channel <= 1 &&
+                   f.payload.method.id != AMQP_BASIC_DELIVER_METHOD &&
+                   f.payload.method.id != AMQP_CHANNEL_CLOSE_METHOD &&
+                   f.payload.method.id != AMQP_CONNECTION_CLOSE_METHOD &&
+                   f.payload.method.id != AMQP_BASIC_CANCEL_METHOD) {
+            continue; /* nothing a consumer needs (basic.qos-ok...) */
+        } else if (f.frame_type == AMQP_FRAME_METHOD &&
+                   f.payload.method.id == AMQP_BASIC_DELIVER_METHOD) {
+            conn_drop(c);
+            return conc__fail(CONC_ECORRUPT, "%s: %s sent a delivery "
+                              "libconc did not ask for (channel %u)", fn,
+                              q->where, (unsigned)f.channel);
+        } else if (f.frame_type == AMQP_FRAME_METHOD) {
             conn_drop(c);
             return conc__fail(CONC_ENET, "%s: %s stopped the consumer "
                               "(queue deleted, or the connection closed)",
                               fn, q->where);
+        } else {
+            conn_drop(c);
+            return conc__fail(CONC_ECORRUPT, "%s: %s sent a frame of type "
+                              "%u where a delivery begins", fn, q->where,
+                              (unsigned)f.frame_type);
         }
-        int err = reply_err(q, r, fn, "waiting for a delivery");
-        conn_drop(c);
-        return err != 0 ? err
-                        : conc__fail(CONC_ENET, "%s: delivery from %s "
-                                     "failed", fn, q->where);
+        /* A message: the probed one or a delivery. */
+        if (is_marker(e)) {
+            (void)amqp_basic_reject(c->st, 1, e->delivery_tag, 1);
+            /* Acknowledge what came before it, then leave: a consumer
+             * that stayed would hold the marker back from the others in
+             * its prefetch window.  The next get consumes anew (and
+             * meets the marker again). */
+            ack_all(s);
+            conn_close(q, c);
+            amqp_destroy_envelope(e);
+            return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is closed "
+                              "and drained", fn, q->name);
+        }
+        return 0;
     }
 }
 
