@@ -224,6 +224,56 @@ int conc__os_memfd(const char *name)
     return memfd_create(name, MFD_CLOEXEC);
 }
 
+/* Growing a file past RLIMIT_FSIZE raises SIGXFSZ, whose default action
+ * ends the process; blocked, the call fails with EFBIG instead, as a
+ * library call must.  fsz_hold() blocks it in the calling thread around
+ * the call; fsz_release() takes back the signal that call raised (it is
+ * directed at this thread, so one pending after EFBIG is that call's),
+ * unless the program blocked SIGXFSZ itself, and restores the mask. */
+static void fsz_hold(sigset_t *old)
+{
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGXFSZ);
+    pthread_sigmask(SIG_BLOCK, &s, old);
+}
+
+static void fsz_release(const sigset_t *old, int r)
+{
+    int saved = errno;
+    if (r != 0 && saved == EFBIG && !sigismember(old, SIGXFSZ)) {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGXFSZ);
+        const struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&s, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+    errno = saved;
+}
+
+static int fallocate_held(int fd, uint64_t from, uint64_t to)
+{
+    sigset_t old;
+    fsz_hold(&old);
+    int r;
+    do {
+        r = fallocate(fd, 0, (off_t)from, (off_t)(to - from));
+    } while (r != 0 && errno == EINTR);
+    fsz_release(&old, r);
+    return r;
+}
+
+static int ftruncate_held(int fd, uint64_t size)
+{
+    sigset_t old;
+    fsz_hold(&old);
+    int r = ftruncate(fd, (off_t)size);
+    fsz_release(&old, r);
+    return r;
+}
+
 int conc__os_file_reserve(int fd, uint64_t from, uint64_t to)
 {
     if (conc__fault_hit()) {
@@ -235,10 +285,7 @@ int conc__os_file_reserve(int fd, uint64_t from, uint64_t to)
         return -1;
     }
     uint64_t size = to;
-    int r;
-    do {
-        r = fallocate(fd, 0, (off_t)from, (off_t)(to - from));
-    } while (r != 0 && errno == EINTR);
+    int r = fallocate_held(fd, from, to);
     if (r == 0 || errno != EOPNOTSUPP) {
         return r;
     }
@@ -250,7 +297,7 @@ int conc__os_file_reserve(int fd, uint64_t from, uint64_t to)
     if ((uint64_t)st.st_size >= size) {
         return 0;
     }
-    return ftruncate(fd, (off_t)size);
+    return ftruncate_held(fd, size);
 }
 
 void *conc__os_private_alloc(size_t size)
@@ -298,7 +345,7 @@ int conc__os_ftruncate(int fd, uint64_t size)
         errno = EFBIG;
         return -1;
     }
-    return ftruncate(fd, (off_t)size);
+    return ftruncate_held(fd, size);
 }
 
 int conc__os_fchmod(int fd, unsigned mode)

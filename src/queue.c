@@ -821,7 +821,12 @@ static void repair_producer(conc_queue *q)
     atomic_store_explicit(&sh->tail_off, t % q->R, memory_order_relaxed);
     uint64_t hw = atomic_load_explicit(&sh->hw, memory_order_relaxed);
     if (hw > q->R || hw == 0) {
-        atomic_store_explicit(&sh->hw, q->R, memory_order_relaxed);
+        /* A named queue's file holds pages up to one step at least
+         * (queue_map.c): the next put raises hw, allocating, from there. */
+        uint64_t low = q->R < CONC__QUEUE_HW_STEP ? q->R
+                                                   : CONC__QUEUE_HW_STEP;
+        atomic_store_explicit(&sh->hw, q->file != NULL ? low : q->R,
+                              memory_order_relaxed);
     }
 }
 
@@ -1106,7 +1111,7 @@ FAST void put_publish(conc_queue *q, const pstate *p)
  * and the bytes before head leave room, pads the rest of the lap with a
  * skip record.  Otherwise raises hw.  0 or CONC_ETIMEDOUT (cmu). */
 static int wrap_early(conc_queue *q, pstate *p, uint64_t s, uint64_t hw,
-                      const conc__deadline *dl)
+                      const conc__deadline *dl, const char *fn)
 {
     conc__qshm *sh = q->sh;
     uint64_t t = p->t, off = p->off;
@@ -1154,8 +1159,19 @@ static int wrap_early(conc_queue *q, pstate *p, uint64_t s, uint64_t hw,
     uint64_t nhw = (off + s + CONC__QUEUE_HW_STEP - 1) / CONC__QUEUE_HW_STEP *
                    CONC__QUEUE_HW_STEP;
     CONC__ASSERT(nhw > off); /* hw grows past the record's offset */
-    atomic_store_explicit(&sh->hw, nhw < q->R ? nhw : q->R,
-                          memory_order_relaxed);
+    nhw = nhw < q->R ? nhw : q->R;
+    if (q->file != NULL && nhw > hw) {
+        /* A named queue's file gets the pages before any record may use
+         * them: no room in /dev/shm is this put's CONC_ENOMEM, never a
+         * SIGBUS in ring_write. */
+        uint64_t base = (uint64_t)(q->ring -
+                                   (unsigned char *)conc_shm_ptr(q->file));
+        int err = conc__shm_grow(q->file, fn, base + hw, base + nhw);
+        if (err != 0) {
+            return err;
+        }
+    }
+    atomic_store_explicit(&sh->hw, nhw, memory_order_relaxed);
     return 0;
 }
 
@@ -1197,7 +1213,7 @@ FAST int put_one(conc_queue *q, pstate *p, const void *data, size_t len,
          * registers on the fast path (measured: 40% of 64 B streaming). */
         pstate w = *p;
         put_publish(q, &w);
-        err = wrap_early(q, &w, s, hw, dl);
+        err = wrap_early(q, &w, s, hw, dl, fn);
         *p = w;
         if (err != 0) {
             return err;

@@ -114,6 +114,11 @@ struct conc_queue {
     uint64_t maxsize;    /* 0, or at most R / 16 */
     size_t map_size;
     conc_shm *shm;       /* a named queue's segment (owns the mapping) */
+    /* A named queue's segment, in every lane's handle too (not owned):
+     * its pages are allocated as hw grows (wrap_early), so that a full
+     * /dev/shm is a put's CONC_ENOMEM, never a SIGBUS.  NULL: anonymous
+     * (or attached) memory, whose pages need no file room. */
+    conc_shm *file;
     bool borrowed;       /* conc__queue_attach: the mapping is the caller's */
     _Atomic int spin_get; /* adaptive spin budgets in ns, this process only */
     _Atomic int spin_put;

@@ -85,6 +85,16 @@ static uint64_t random_key(void)
 
 /* One lane's header, magic last (release: an opener that sees the magic,
  * acquire, sees the whole header). */
+/* The high-water mark a new lane starts with (MEMORY in queue.c): its
+ * whole ring for a small queue (early wraps would keep it in both cores'
+ * caches), else one step. */
+static uint64_t first_hw(uint64_t cap)
+{
+    uint64_t R = CONC__QUEUE_REC_HDR + conc__queue_round16(cap);
+    bool small = cap <= CONC__QUEUE_NO_EARLY_WRAP || R < CONC__QUEUE_HW_STEP;
+    return small ? R : CONC__QUEUE_HW_STEP;
+}
+
 static void format_lane(conc__qshm *sh, size_t map_size, uint64_t cap,
                         uint64_t maxsize, unsigned lanes, unsigned lane)
 {
@@ -101,10 +111,7 @@ static void format_lane(conc__qshm *sh, size_t map_size, uint64_t cap,
     sh->map_size = map_size;
     sh->lanes = lanes;
     sh->lane = lane;
-    /* Small queues use their whole ring from the start (see MEMORY in
-     * queue.c): early wraps would keep it in both cores' caches. */
-    bool small = cap <= CONC__QUEUE_NO_EARLY_WRAP || R < CONC__QUEUE_HW_STEP;
-    atomic_init(&sh->hw, small ? R : CONC__QUEUE_HW_STEP);
+    atomic_init(&sh->hw, first_hw(cap));
     atomic_init(&sh->pmu.state, 0);
     atomic_init(&sh->cmu.state, 0);
     atomic_store_explicit(&sh->magic, CONC__QUEUE_MAGIC,
@@ -267,6 +274,16 @@ static void ring_fill(conc_queue *q, conc__qshm *sh, conc__qshm *top,
 
 /* Fills the handle from a checked lane 0 (c), checking every further
  * lane first.  0, CONC_ECORRUPT, CONC_ENOMEM (the lanes' handles). */
+/* Gives every ring of q (its lanes' handles too) the named segment m
+ * whose file backs it. */
+static void set_file(conc_queue *q, conc_shm *m)
+{
+    q->file = m;
+    for (unsigned i = 0; q->lane != NULL && i < q->nlanes; i++) {
+        q->lane[i].file = m;
+    }
+}
+
 static int handle_fill(conc_queue *q, void *map, size_t map_size,
                        const hdr_copy *c, const char *fn)
 {
@@ -387,9 +404,18 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
     }
     void *map = NULL;
     if (opts->name != NULL) {
-        err = conc__shm_create(&q->shm, "conc_queue_new", opts->name,
-                               map_size);
+        /* Each lane's header and the ring up to its first hw allocated
+         * now; the rest as hw grows (wrap_early in queue.c). */
+        err = conc__shm_create_sparse(&q->shm, "conc_queue_new", opts->name,
+                                      map_size);
+        size_t stride = conc__queue_lane_size(cap);
+        for (unsigned i = 0; err == 0 && i < lanes; i++) {
+            err = conc__shm_grow(q->shm, "conc_queue_new", i * stride,
+                                 i * stride + conc__queue_ring_off() +
+                                     first_hw(cap));
+        }
         if (err != 0) {
+            conc_shm_free(q->shm); /* unlinks: this process made it */
             free(q);
             return err;
         }
@@ -423,6 +449,7 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
         free(q);
         return err;
     }
+    set_file(q, q->shm);
     *out = q;
     return 0;
 }
@@ -455,6 +482,7 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name)
     }
     (*out)->shm = shm;
     (*out)->borrowed = false;
+    set_file(*out, shm);
     return 0;
 }
 

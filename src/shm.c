@@ -269,8 +269,23 @@ static void handle_drop(conc_shm *m)
 
 /* ---- create -------------------------------------------------------------- */
 
+static int shm_make(conc_shm **out, const char *fn, const char *name,
+                    size_t size, bool backed);
+
 int conc__shm_create(conc_shm **out, const char *fn, const char *name,
                      size_t size)
+{
+    return shm_make(out, fn, name, size, true);
+}
+
+int conc__shm_create_sparse(conc_shm **out, const char *fn,
+                            const char *name, size_t size)
+{
+    return shm_make(out, fn, name, size, false);
+}
+
+static int shm_make(conc_shm **out, const char *fn, const char *name,
+                    size_t size, bool backed)
 {
     int err = 0;
     conc_shm *m = NULL;
@@ -315,6 +330,16 @@ int conc__shm_create(conc_shm **out, const char *fn, const char *name,
     }
     if (conc__os_ftruncate(m->fd, size) != 0) {
         err = os_fail(fn, "ftruncate", m->name);
+        goto fail_unlink;
+    }
+    /* Backed: every page allocated now, so that a full /dev/shm is this
+     * call's CONC_ENOMEM rather than a SIGBUS at the first touch of a page
+     * there was no room for (ftruncate alone makes a sparse file). */
+    if (backed && conc__os_file_reserve(m->fd, 0, size) != 0) {
+        bool full = errno == ENOSPC || errno == ENOMEM || errno == EFBIG;
+        err = conc__fail_sys(full ? CONC_ENOMEM : CONC_ESYS, "%s: "
+                             "allocating the %zu bytes of '%s'", fn, size,
+                             m->name);
         goto fail_unlink;
     }
     m->ptr = conc__os_map_shared(m->fd, size);

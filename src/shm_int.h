@@ -34,10 +34,15 @@ typedef struct conc__shm_kind {
 
 /* conc__shm_create - conc_shm_create for a module: a new zero-filled
  * segment of size bytes under name (NULL: a fresh random name), with the
- * process's sharing mode (conc_shm_share), mapped.  Errors as
- * conc_shm_create, with details that name fn. */
+ * process's sharing mode (conc_shm_share), mapped, every page allocated
+ * (CONC_ENOMEM when /dev/shm has no room, never a SIGBUS later).  Errors
+ * as conc_shm_create, with details that name fn.
+ * conc__shm_create_sparse - the same with no page allocated: the caller
+ * allocates (conc__shm_grow) each range before it touches it. */
 int conc__shm_create(conc_shm **out, const char *fn, const char *name,
                      size_t size);
+int conc__shm_create_sparse(conc_shm **out, const char *fn,
+                            const char *name, size_t size);
 
 /* conc__shm_open - conc_shm_open for a module.  With kind NULL it is
  * conc_shm_open (a segment of size 0 is CONC_ESYS, errno ENODATA).  With

@@ -11,7 +11,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -491,4 +494,137 @@ TEST(shm_errors_say_what_and_where)
     CHECK_DETAIL("conc_shm_open: '", name, "' has size 0");
     close(fd);
     shm_unlink(name);
+}
+
+/* Under RLIMIT_FSIZE (200 kB here), a segment or a dict that would grow
+ * a file past it is an error of the call, never the end of the process:
+ * the kernel's SIGXFSZ (whose default action kills) is held back around
+ * the growth, and taken back.  In a child, whose limit and exit code the
+ * test reads: 0, or the step that went wrong. */
+static int grows_past_fsize(void *arg)
+{
+    (void)arg;
+    struct rlimit rl = { 200000, 200000 };
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+        return 2;
+    }
+    char name[64];
+    test_name(name, sizeof name, "fsize");
+    conc_shm *m = NULL;
+    int err = conc_shm_create(&m, name, 1 << 20);
+    if (err == 0 || m != NULL || th_shm_exists(name)) {
+        return 3;
+    }
+    if (strstr(conc_errdetail(), "File too large") == NULL) {
+        return 4;
+    }
+    /* an anonymous dict (a memfd) grows as entries come */
+    conc_dict *d = NULL;
+    if (conc_dict_new(&d, &(conc_dict_opts){ .capacity_bytes = 4 << 20 }) !=
+        0) {
+        return 5;
+    }
+    static char val[4096];
+    int i = 0;
+    for (; i < 1000; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        err = conc_dict_set(d, key, strlen(key), val, sizeof val);
+        if (err != 0) {
+            break;
+        }
+    }
+    if (err != CONC_ENOMEM || i < 10) {
+        return 6;
+    }
+    conc_dict_free(d);
+    /* still alive, and the signal is not left pending to kill us later */
+    sigset_t pending;
+    sigpending(&pending);
+    return sigismember(&pending, SIGXFSZ) ? 7 : 0;
+}
+
+TEST(growth_past_the_file_size_limit_is_an_error_not_a_signal)
+{
+    int st = th_wait(th_fork(grows_past_fsize, NULL), 30);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(WEXITSTATUS(st), 0);
+}
+
+/* /dev/shm full: a named object is allocated when it is made, or as it
+ * grows, so no room is the call's CONC_ENOMEM and never a SIGBUS at the
+ * first touch of a page (ftruncate alone made sparse files: the
+ * constructors of named locks and values, conc_shm_create's caller and
+ * a named queue's puts died of SIGBUS).  In a child with a private
+ * mount of a 512 KiB /dev/shm; exit code 0, 77 where mounts cannot be
+ * made private (no CAP_SYS_ADMIN: skipped), or the step that failed. */
+static int fills_dev_shm(void *arg)
+{
+    (void)arg;
+    if (unshare(CLONE_NEWNS) != 0 ||
+        mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=512k") != 0) {
+        return 77;
+    }
+    conc_shm *m = NULL;
+    if (conc_shm_create(&m, "big", 1 << 20) != CONC_ENOMEM || m != NULL ||
+        th_shm_exists("big")) {
+        return 2;
+    }
+    /* a named queue of 8 MiB: made (its first step of ring allocated),
+     * then puts until the ring cannot grow: CONC_ENOMEM, nothing lost */
+    conc_queue *q = NULL;
+    if (conc_queue_new(&q, &(conc_queue_opts){ .name = "q",
+                                                .capacity_bytes = 8 << 20 }) !=
+        0) {
+        return 3;
+    }
+    static char msg[8192];
+    int n = 0, err = 0;
+    for (; n < 1024; n++) {
+        memset(msg, n & 0xff, sizeof msg);
+        err = conc_queue_put(q, msg, sizeof msg, 0);
+        if (err != 0) {
+            break;
+        }
+    }
+    if (err != CONC_ENOMEM || n < 8 || n >= 1024) {
+        return 4;
+    }
+    for (int i = 0; i < n; i++) {
+        conc_msg got;
+        if (conc_queue_get(q, &got, 0) != 0 || got.len != sizeof msg ||
+            ((unsigned char *)got.data)[100] != (i & 0xff)) {
+            return 5;
+        }
+        conc_msg_free(&got);
+    }
+    /* what is left fills the file up */
+    int fd = open("/dev/shm/filler", O_RDWR | O_CREAT, 0600);
+    off_t room = 0;
+    while (fd >= 0 && posix_fallocate(fd, room, 4096) == 0) {
+        room += 4096;
+    }
+    conc_lock *l = NULL;
+    conc_value *v = NULL;
+    if (conc_lock_new(&l, &(conc_lock_opts){ .name = "l" }) != CONC_ENOMEM ||
+        conc_value_new(&v, &(conc_value_opts){ .size = 8, .name = "v" }) !=
+            CONC_ENOMEM ||
+        th_shm_exists("l") || th_shm_exists("v")) {
+        return 6;
+    }
+    conc_queue_free(q);
+    close(fd);
+    return 0;
+}
+
+TEST(named_objects_on_a_full_dev_shm_are_enomem_not_sigbus)
+{
+    int st = th_wait(th_fork(fills_dev_shm, NULL), 60);
+    CHECK(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77) {
+        printf("    (mounts cannot be made private here: skipped)\n");
+        return;
+    }
+    CHECK_EQ(WEXITSTATUS(st), 0);
 }

@@ -229,8 +229,10 @@ typedef struct conc_queue_opts {
      * 16); one message of exactly capacity_bytes always fits into an empty
      * queue, a longer one is CONC_ETOOBIG.  0: CONC_QUEUE_DEFAULT_CAPACITY.
      * The memory is reserved, not touched: pages are used as the messages
-     * in flight need them; a queue of at most 1 MiB may
-     * touch all of its ring under streaming traffic (it is faster so).
+     * in flight need them (a named queue's are allocated in /dev/shm as
+     * it grows, in 64 KiB steps); a queue of at most 1 MiB may touch all
+     * of its ring under streaming traffic (it is faster so, and a named
+     * one allocates it all when made).
      * At most CONC_QUEUE_MAX_CAPACITY. */
     size_t capacity_bytes;
     /* NULL: an anonymous queue, shared with forked children.  Otherwise
@@ -343,10 +345,12 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name);
  * a put blocked on a full queue, every process that ever read from the
  * queue has exited, so nothing would make room - noticed within 0.1 s, at
  * the end of a sleep slice; the queue stays open, and a put after a new
- * reader came works); CONC_ETOOBIG (len > capacity_bytes, at once); CONC_ECORRUPT (the
- * queue's shared memory failed a check: see Trust); CONC_EINVAL (NULL q,
- * NULL data with len > 0, bad timeout).  No allocation.  Every error has
- * a detail (conc_errdetail).
+ * reader came works); CONC_ETOOBIG (len > capacity_bytes, at once);
+ * CONC_ENOMEM (a named queue whose ring must grow into pages /dev/shm has
+ * no room for: nothing is put, and the queue works on within the pages
+ * it has); CONC_ECORRUPT (the queue's shared memory failed a check: see
+ * Trust); CONC_EINVAL (NULL q, NULL data with len > 0, bad timeout).  No
+ * allocation on the heap.  Every error has a detail (conc_errdetail).
  * On a server: one round trip; a full queue is asked again every 1 to 50
  * ms until the timeout (Redis cannot block a client until a list
  * shrinks); readers are not registered (a dead consumer's messages come

@@ -76,9 +76,11 @@ CONC_API int conc_shm_share(mode_t mode, uid_t uid);
 /* conc_shm_create - creates a new segment of size bytes (> 0), mode 0600
  * (see conc_shm_share), zero-filled, and maps it.  name NULL picks a fresh
  * random name (Python's name=None), readable with conc_shm_name.  Fails,
- * creating nothing, when the name exists.  CONC_EINVAL (NULL out, bad
- * name, size 0), CONC_ENOMEM, CONC_ESYS.  The caller is the segment's
- * creator: see conc_shm_free. */
+ * creating nothing, when the name exists.  Every page is allocated now,
+ * so no room in /dev/shm is CONC_ENOMEM here, never a SIGBUS when a page
+ * is first touched.  CONC_EINVAL (NULL out, bad name, size 0),
+ * CONC_ENOMEM, CONC_ESYS.  The caller is the segment's creator: see
+ * conc_shm_free. */
 CONC_API int conc_shm_create(conc_shm **out, const char *name, size_t size);
 
 /* conc_shm_open - maps an existing segment, at its whole size.
@@ -340,8 +342,9 @@ CONC_API int conc_dict_items(conc_dict *d, conc_dict_item **items, size_t *n);
  * race on d[k] += 1; this does not): fn sees the current value and its
  * result is stored before any other call can see or change the key.
  * Returns 0 when stored; fn's own non-zero return (nothing changed);
- * CONC_EINVAL; CONC_ENOMEM / CONC_ETOOBIG as conc_dict_set (nothing
- * changed). */
+ * CONC_EINVAL; CONC_ENOMEM / CONC_ETOOBIG as conc_dict_set, or when an
+ * append of fn's was refused, whatever fn returned unless it is positive
+ * (a value cut short is never stored: nothing changed). */
 CONC_API int conc_dict_update(conc_dict *d, const void *key, size_t klen,
                               conc_dict_update_fn fn, void *arg);
 
