@@ -267,6 +267,10 @@ void conc__os_close(int fd);
  * Relaxed is enough: tests arm it from the thread that then makes the
  * calls. */
 void conc__fault_arm(long n);
+/* conc__fault_arm_sticky(): every call through the seam fails, from any
+ * thread, until conc__fault_arm(0) (for failures that must last, as
+ * forks that keep failing). */
+void conc__fault_arm_sticky(void);
 extern _Atomic long conc__fault_countdown;
 bool conc__fault_hit_armed(void);
 static inline bool conc__fault_hit(void)

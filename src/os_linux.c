@@ -10,6 +10,7 @@
 #include <conc/common.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <math.h>
@@ -31,11 +32,22 @@
  * thread that then makes the calls. */
 _Atomic long conc__fault_countdown;
 static _Atomic bool fault_fired;
+static _Atomic bool fault_sticky;
 
 void conc__fault_arm(long n)
 {
     atomic_store_explicit(&fault_fired, false, memory_order_relaxed);
+    atomic_store_explicit(&fault_sticky, false, memory_order_relaxed);
     atomic_store_explicit(&conc__fault_countdown, n < 0 ? 0 : n,
+                          memory_order_relaxed);
+}
+
+void conc__fault_arm_sticky(void)
+{
+    atomic_store_explicit(&fault_fired, false, memory_order_relaxed);
+    atomic_store_explicit(&fault_sticky, true, memory_order_relaxed);
+    /* non-zero, so that conc__fault_hit() asks conc__fault_hit_armed() */
+    atomic_store_explicit(&conc__fault_countdown, LONG_MAX,
                           memory_order_relaxed);
 }
 
@@ -46,6 +58,10 @@ bool conc__fault_hit_armed(void)
                                   memory_order_relaxed);
     if (n == 0) {
         return false;
+    }
+    if (atomic_load_explicit(&fault_sticky, memory_order_relaxed)) {
+        atomic_store_explicit(&fault_fired, true, memory_order_relaxed);
+        return true;
     }
     if (atomic_fetch_sub_explicit(&conc__fault_countdown, 1,
                                   memory_order_relaxed) == 1) {

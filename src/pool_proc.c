@@ -245,6 +245,11 @@ enum { TAKE_BACK_MAX = 64 };
 /* Lives of one slot in a row that die in their initializer before the
  * pool breaks (worker_ended). */
 enum { UNREADY_DEATHS_MAX = 3 };
+/* How long a pool may have no worker at all, every fork of a
+ * replacement failing (no memory, no process left under RLIMIT_NPROC),
+ * before it breaks (check_workers): it can run nothing, and its tasks
+ * would wait for as long as forks fail. */
+#define STARVE_NS 1000000000ull
 
 struct task_rec {
     uint32_t len, type, nitems;
@@ -282,7 +287,6 @@ struct proc_worker {
     bool corrupt;
     char corrupt_why[96];
     int init_code;
-    unsigned respawn_failures;
     /* Lives of this slot in a row that died before they were ready (in
      * their initializer); 0 once one was ready.  Kept by reset_slot. */
     unsigned unready_deaths;
@@ -315,6 +319,11 @@ struct proc_pool {
      * it cancelled), run by drive_unlock once the lock is let go */
     unsigned deferred;
     uint64_t next_seq;  /* under drive */
+    /* Under drive: since when (monotonic ns) no slot has a worker and
+     * forking one fails, 0 while one has; and the last such failure's
+     * detail (STARVE_NS). */
+    uint64_t starving_since_ns;
+    char spawn_why[160];
 };
 
 static inline struct proc_pool *pp_of(conc_pool *p)
@@ -643,7 +652,21 @@ static void set_info(conc_pool *p, struct proc_worker *w, pid_t pid,
     pthread_mutex_unlock(&p->lock);
 }
 
+static int spawn_once(conc_pool *p, struct proc_worker *w);
+
+/* Starts a worker for w's slot: 0, or an error whose detail is kept in
+ * spawn_why for the pool's break (check_workers). */
 static int spawn(conc_pool *p, struct proc_worker *w)
+{
+    int err = spawn_once(p, w);
+    if (err != 0) {
+        snprintf(pp_of(p)->spawn_why, sizeof pp_of(p)->spawn_why, "%s",
+                 conc_errdetail());
+    }
+    return err;
+}
+
+static int spawn_once(conc_pool *p, struct proc_worker *w)
 {
     char name[64];
     snprintf(name, sizeof name, "%s-%u", p->prefix, ++p->next_name);
@@ -1444,9 +1467,38 @@ static void worker_ended(conc_pool *p, struct proc_worker *w, bool timed_out,
     w->proc = NULL;
     set_info(p, w, 0, "");
     reset_slot(w);
-    if (respawn && spawn(p, w) != 0) {
-        w->respawn_failures++;
+    if (respawn) {
+        (void)spawn(p, w); /* a failure: check_workers tries again */
     }
+}
+
+/* Drive held, after the workers were checked: a pool that has had no
+ * worker for STARVE_NS, every fork failing, breaks (the pass then fails
+ * every task it holds with CONC_EBROKEN and the reason). */
+static void starved(conc_pool *p, uint64_t now, bool respawn)
+{
+    struct proc_pool *pp = pp_of(p);
+    bool any = false;
+    for (size_t i = 0; i < p->nworkers && !any; i++) {
+        any = pp->w[i].proc != NULL;
+    }
+    if (any || !respawn) {
+        pp->starving_since_ns = 0;
+        return;
+    }
+    if (pp->starving_since_ns == 0) {
+        pp->starving_since_ns = now;
+        return;
+    }
+    if (now - pp->starving_since_ns < STARVE_NS) {
+        return;
+    }
+    char why[sizeof p->broken_why];
+    snprintf(why, sizeof why, "no worker process could be started for "
+             "%g s (%s)", (double)STARVE_NS / 1e9, pp->spawn_why);
+    pthread_mutex_lock(&p->lock);
+    conc__pool_break_locked(p, CONC_EBROKEN, why);
+    pthread_mutex_unlock(&p->lock);
 }
 
 static void check_workers(conc_pool *p, uint64_t now, bool respawn)
@@ -1457,9 +1509,7 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
         struct proc_worker *w = &pp->w[i];
         if (w->proc == NULL) {
             if (respawn) {
-                if (spawn(p, w) != 0) {
-                    w->respawn_failures++;
-                }
+                (void)spawn(p, w); /* a failure: tried again next time */
             }
             continue;
         }
@@ -1508,6 +1558,7 @@ static void check_workers(conc_pool *p, uint64_t now, bool respawn)
         conc_process_join(w->proc, 10.0);
         worker_ended(p, w, true, respawn);
     }
+    starved(p, now, respawn);
 }
 
 /* At most one task out per worker; drive held. */

@@ -1935,6 +1935,54 @@ TEST(thread_pool_refills_an_empty_slot_at_the_next_submit)
     conc_pool_free(p);
 }
 
+/* Processes: the only worker dies, and no replacement can be forked
+ * (every call through the fault seam fails, as forks fail for good when
+ * RLIMIT_NPROC is reached).  After a second with no worker the pool
+ * breaks: the task that waited for one fails with CONC_EBROKEN saying
+ * why, and the pool refuses more.  It used to try for ever, and the task
+ * waited for ever. */
+TEST(process_pool_that_cannot_fork_a_worker_breaks)
+{
+    enum { GATE = 100 };
+    runs_map();
+    conc_pool *p = mk(CONC_PROCESSES, 1);
+    conc_future *a = gated(p, 1, GATE);
+    int x = 6;
+    conc_future *b;
+    CHECK_OK(conc_pool_submit(p, t_square, &x, sizeof x, &b));
+    conc_worker_info w;
+    size_t n = 0;
+    for (double end = th_now() + 30;; th_sleep(0.001)) {
+        CHECK(th_now() < end);
+        CHECK_OK(conc_pool_worker_info(p, &w, 1, &n));
+        if (n == 1 && w.state == CONC_WORKER_BUSY) {
+            break;
+        }
+    }
+    conc__fault_arm_sticky();
+    CHECK_EQ(kill(w.pid, SIGKILL), 0);
+    /* this thread only polls (no call through the seam) */
+    double t0 = th_now();
+    while (!conc_future_done(b) && th_now() - t0 < 10) {
+        th_sleep(0.005);
+    }
+    conc__fault_arm(0);
+    CHECK(conc_future_done(b));
+    CHECK(th_now() - t0 >= 0.9); /* a second without a worker first */
+    CHECK_ERR(conc_future_result(b, NULL, 0), CONC_EBROKEN);
+    const char *why = conc_future_error_message(b);
+    CHECK(why != NULL &&
+          strstr(why, "no worker process could be started") != NULL);
+    CHECK(conc_future_result(a, NULL, 10) < 0);
+    conc_future *c = NULL;
+    CHECK_ERR(conc_pool_submit(p, t_square, &x, sizeof x, &c), CONC_EBROKEN);
+    conc_future_free(a);
+    conc_future_free(b);
+    conc_pool_free(p);
+    atomic_store(&runs[GATE], 1);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
 static void fault_loop(conc_pool_kind kind)
 {
     int fired = 0;

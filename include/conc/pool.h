@@ -81,6 +81,15 @@
  * are stopped, and later submit/map calls return CONC_EBROKEN.  Tasks
  * already running on threads finish normally.
  *
+ * Replacements that cannot start.  A replacement worker that cannot be
+ * started (no memory; no thread or process left, RLIMIT_NPROC) leaves its
+ * slot empty, and the pool tries again: a thread pool at its next submit
+ * and when its last worker ends, a process pool at each look at its
+ * workers (every few milliseconds, 0.1 s when idle).  A pool left with no worker at all breaks
+ * as above, its tasks failing with CONC_EBROKEN and a message saying why
+ * ("no worker thread could be started (...)"): a thread pool once its
+ * last try failed, a process pool after a second of failed forks.
+ *
  * Threads of the pool.  A CONC_THREADS pool runs its worker threads and,
  * when .task_timeout is set, one timer thread.  A CONC_PROCESSES pool runs
  * one manager thread that feeds the rings, collects results, watches the
@@ -426,8 +435,14 @@ CONC_API const char *conc_future_error_message(conc_future *f);
 /* conc_future_cancel - cancels a task that has not started: true when it
  * is cancelled now or was already; false once it runs or is done.  Its
  * callbacks run in the calling thread.  With processes a task counts as
- * running once it was sent to a worker, which may be shortly before it
- * starts (as in ProcessPoolExecutor, whose call queue runs ahead). */
+ * running once it was sent to a worker, before it starts (as in
+ * ProcessPoolExecutor, whose call queue runs ahead by one task in all):
+ * each worker is sent up to 8 tasks ahead, up to 511 while its tasks take
+ * under 50 us each, so that many may count as running, and not be
+ * cancelled (by this or by conc_pool_shutdown's cancel_futures), while
+ * they wait behind a long task of their worker; another worker that
+ * idles takes them back and runs them, but while every worker stays busy
+ * they wait there.  Tasks still queued in the pool, the rest, cancel. */
 CONC_API bool conc_future_cancel(conc_future *f);
 
 CONC_API bool conc_future_cancelled(conc_future *f);
