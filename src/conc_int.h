@@ -105,6 +105,16 @@ int conc__fail(int err, const char *fmt, ...)
 int conc__fail_lit(int err, const char *sentence);
 int conc__fail_sys(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* This thread's detail as it is, kept across an inner call whose failure
+ * the caller recovers from (a fallback that worked must leave the detail
+ * as it was: a call that succeeds sets none) or whose failure must not
+ * replace the caller's own. */
+typedef struct conc__detail_kept {
+    char text[512];
+    const char *lit;
+} conc__detail_kept;
+void conc__detail_keep(conc__detail_kept *k);
+void conc__detail_put_back(const conc__detail_kept *k);
 
 /* The two details every module needs: a required argument that is NULL,
  * and a timeout that is NaN or negative other than CONC_FOREVER. */

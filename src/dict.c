@@ -654,21 +654,25 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
         return conc__fail(CONC_ENOMEM, "%s: out of memory", fn);
     }
     if (name != NULL) {
+        /* its first size allocated (conc__shm_create backs every page) */
         err = conc__shm_create(&d->shm, fn, name, CONC__DICT_FIRST_SIZE);
-        if (err == 0) {
-            err = conc__shm_grow(d->shm, fn, 0, CONC__DICT_FIRST_SIZE);
-        }
     } else {
         err = conc__shm_anon(&d->shm, fn, CONC__DICT_FIRST_SIZE);
     }
+    conc__detail_kept kept;
+    conc__detail_keep(&kept);
     while (err == 0) {
         err = conc__shm_reserve(d->shm, fn, limit);
         /* A default limit the address space cannot take (ulimit -v):
-         * settle for less, down to 1 GiB. */
+         * settle for less, down to 1 GiB, leaving no detail of the
+         * failures on the way if that works. */
         if (err == CONC_ENOMEM && !given && limit > CONC__DICT_FALLBACK_LIMIT) {
             limit = (limit - CONC__DICT_HDR_SIZE) / 2 + CONC__DICT_HDR_SIZE;
             err = 0;
             continue;
+        }
+        if (err == 0) {
+            conc__detail_put_back(&kept);
         }
         break;
     }

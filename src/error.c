@@ -66,6 +66,19 @@ int conc__fail_sys(int err, const char *fmt, ...)
     return err;
 }
 
+void conc__detail_keep(conc__detail_kept *k)
+{
+    _Static_assert(sizeof k->text == DETAIL_MAX, "one size");
+    memcpy(k->text, detail, sizeof k->text);
+    k->lit = detail_lit;
+}
+
+void conc__detail_put_back(const conc__detail_kept *k)
+{
+    memcpy(detail, k->text, sizeof detail);
+    detail_lit = k->lit;
+}
+
 const char *conc_strerror(int err)
 {
     switch (err) {
