@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/prctl.h>
@@ -44,6 +45,47 @@ typedef struct th_redis {
 bool conc__net_backend_built(const char *scheme);
 /* Round trips this process made to servers so far (net.c). */
 uint64_t conc__net_round_trips(void);
+
+/* Starts tests/SCRIPT (a Python 3 program beside this file) with the
+ * arguments a1 and a2 (a2 may be NULL) in the background: a fake or a
+ * proxy server that binds a free loopback port and writes it, then
+ * serves until killed (th_py_server_stop).  Returns the port, or 0 when
+ * it did not start (no python3); *pid is its pid either way. */
+static inline int th_py_server(const char *script, const char *a1,
+                               const char *a2, pid_t *pid)
+{
+    char path[1024];
+    const char *slash = strrchr(__FILE__, '/');
+    snprintf(path, sizeof path, "%.*s/%s", slash ? (int)(slash - __FILE__) : 1,
+             slash ? __FILE__ : ".", script);
+    int fds[2];
+    CHECK_EQ(pipe(fds), 0);
+    fflush(stdout);
+    fflush(stderr);
+    *pid = fork();
+    CHECK(*pid >= 0);
+    if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execlp("python3", "python3", path, a1, a2, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    char line[32] = "";
+    struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
+    ssize_t n = poll(&pfd, 1, 20000) == 1 ? read(fds[0], line, 31) : -1;
+    close(fds[0]);
+    return n > 0 ? atoi(line) : 0;
+}
+
+static inline void th_py_server_stop(pid_t pid)
+{
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
 
 static inline int th_redis_free_port(void)
 {

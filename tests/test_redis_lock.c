@@ -277,6 +277,47 @@ TEST(redis_lock_uncontended_is_two_round_trips)
     th_redis_stop(&r);
 }
 
+/* The answer to an acquire lost after the server granted it, through
+ * tests/py_redis_proxy.py in front of the server (MODE drop: the first
+ * answer to the acquire script is lost with its connection: CONC_ENET;
+ * MODE corrupt: every answer is replaced by one no acquire gives:
+ * CONC_ECORRUPT).  The acquire that fails so gives the grant back: no
+ * process holds the lock, and the next acquire, anyone's, is granted at
+ * once, without a dead holder.  It used to stay granted to nobody for a
+ * whole lease (30 s here), and this handle's own next acquire waited for
+ * it. */
+TEST(redis_lock_grant_whose_answer_was_lost_is_not_left_to_nobody)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *direct = mkl(r.url, "lost", 30);
+    char port[16];
+    snprintf(port, sizeof port, "%d", r.port);
+    for (int corrupt = 0; corrupt < 2; corrupt++) {
+        pid_t pid;
+        int pp = th_py_server("py_redis_proxy.py", port,
+                              corrupt ? "corrupt" : "drop", &pid);
+        if (pp == 0) {
+            th_py_server_stop(pid);
+            printf("    (no python3: skipped)\n");
+            break;
+        }
+        char url[64];
+        snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", pp);
+        conc_lock *l = mkl(url, "lost", 30);
+        int err = conc_lock_acquire(l, 5);
+        CHECK_ERR(err, corrupt ? CONC_ECORRUPT : CONC_ENET);
+        CHECK(!conc_lock_locked(direct));
+        CHECK_OK(conc_lock_acquire(direct, 0)); /* not EOWNERDEAD */
+        CHECK_OK(conc_lock_release(direct));
+        conc_lock_free(l);
+        th_py_server_stop(pid);
+    }
+    conc_lock_free(direct);
+    th_redis_stop(&r);
+}
+
 TEST(redis_lock_errors)
 {
     NEED_REDIS();

@@ -761,34 +761,6 @@ TEST(redis_queue_reply_announcing_a_huge_array_is_corrupt)
     CHECK(q == NULL);
 }
 
-/* tests/py_redis_liar.py MODE, started in the background: its port
- * (0 when python3 is missing) and its pid. */
-static int start_liar(const char *mode, pid_t *pid)
-{
-    char path[1024];
-    const char *slash = strrchr(__FILE__, '/');
-    snprintf(path, sizeof path, "%.*s/py_redis_liar.py",
-             slash ? (int)(slash - __FILE__) : 1, slash ? __FILE__ : ".");
-    int fds[2];
-    CHECK_EQ(pipe(fds), 0);
-    fflush(stdout);
-    fflush(stderr);
-    *pid = fork();
-    CHECK(*pid >= 0);
-    if (*pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execlp("python3", "python3", path, mode, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    char line[32] = "";
-    struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
-    ssize_t n = poll(&pfd, 1, 20000) == 1 ? read(fds[0], line, 31) : -1;
-    close(fds[0]);
-    return n > 0 ? atoi(line) : 0;
-}
-
 /* A server that answers a batch get with more messages than were asked
  * for (64 for a get_many of 2): CONC_ECORRUPT, and nothing written past
  * the caller's array (the reply was once copied into msgs[2..64]: a heap
@@ -799,10 +771,10 @@ TEST(redis_queue_get_many_refuses_more_messages_than_asked_for)
     NEED_REDIS();
     for (int amo = 0; amo < 2; amo++) {
         pid_t pid;
-        int port = start_liar(amo ? "rpop" : "more", &pid);
+        int port = th_py_server("py_redis_liar.py", amo ? "rpop" : "more",
+                                NULL, &pid);
         if (port == 0) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
+            th_py_server_stop(pid);
             printf("    (no python3: skipped)\n");
             return;
         }
@@ -828,8 +800,7 @@ TEST(redis_queue_get_many_refuses_more_messages_than_asked_for)
             CHECK(msgs[i].data == (void *)&msgs[i] && msgs[i].len == 12345);
         }
         conc_queue_free(q);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
+        th_py_server_stop(pid);
     }
 }
 

@@ -128,9 +128,13 @@ CONC_API int conc_lock_open(conc_lock **out, const char *name);
  * round trip after a release, or when the holder's lease ends (then with
  * CONC_EOWNERDEAD); the timeout covers connecting and every round trip,
  * and a frozen server gives CONC_ETIMEDOUT at most 1 s past it.  An
- * acquire that failed with CONC_ENET or CONC_ETIMEDOUT may have been
- * granted on the server; nobody renews that grant, so it lapses within a
- * lease and the next acquirer gets CONC_EOWNERDEAD. */
+ * acquire that failed after its request may have reached the server
+ * (CONC_ENET: the connection broke; CONC_ECORRUPT: an answer that could
+ * not be read) gives back the grant it may have got, within 1 s more, so
+ * that no lock stays granted to nobody; after CONC_ETIMEDOUT it cannot
+ * (the server did not answer), and a grant made meanwhile, which nobody
+ * renews, lapses within a lease: the next acquirer gets
+ * CONC_EOWNERDEAD. */
 CONC_API int conc_lock_acquire(conc_lock *l, double timeout);
 
 /* conc_lock_release - any thread or process may release a held lock.

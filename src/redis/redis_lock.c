@@ -14,7 +14,8 @@
  *
  * ACQUIRE is one script, one round trip: SET NX PX with a fresh random
  * token; on success INCR the fence and read-then-overwrite the owner
- * record.  An owner record found at a grant means the previous holder's
+ * record.  An acquire that fails with the grant perhaps made (its answer
+ * lost) gives it back (give_back()), so no lock stays granted to nobody.  An owner record found at a grant means the previous holder's
  * key ran out without a release: it died (SIGKILL, a lost host) or was
  * stopped past its lease.  The grant then returns CONC_EOWNERDEAD, as the
  * shared-memory lock does for a dead holder, holding the lock.  On
@@ -205,6 +206,35 @@ static void build_wait(void *ctx, conc__rconn *c)
     conc__rbuf_secs(&c->out, a->block);
 }
 
+static void build_release(void *ctx, conc__rconn *c);
+
+/* An attempt failed after its script may have run (the connection broke,
+ * or the reply could not be read: no memory, or bytes that lie): the
+ * server may have granted the lock to token, which no handle knows, so
+ * that even this handle's next acquire would wait for it until its lease
+ * ran out, and then report a dead holder.  So the grant, if there was
+ * one, is given back with the release script (which touches nothing that
+ * is not token's), on a connection of its own, within 1 s and without a
+ * word: the acquire's own error stands.  Not after CONC_ETIMEDOUT: a
+ * server that did not answer in time would not answer this either, and
+ * the call must end by its timeout (the lease frees the lock). */
+static void give_back(rl *l, const char *token, int err)
+{
+    if (err == CONC_ETIMEDOUT) {
+        return;
+    }
+    conc__detail_kept kept;
+    conc__detail_keep(&kept);
+    try_arg a = { l, token };
+    redisReply *r = NULL;
+    double t = l->cli.net_timeout < 1.0 ? l->cli.net_timeout : 1.0;
+    if (conc__rcli_call(&l->cli, build_release, &a, &r, 1, conc__r_until(t),
+                        "conc_lock_acquire") == 0) {
+        conc__rreplies_free(&r, 1);
+    }
+    conc__detail_put_back(&kept); /* the acquire's, whatever this did */
+}
+
 static int rl_acquire(conc__netl *nl, double timeout)
 {
     rl *l = RL(nl);
@@ -221,6 +251,7 @@ static int rl_acquire(conc__netl *nl, double timeout)
                            conc__rcli_until(&l->cli, timeout, dl), &dead,
                            &fence, &pttl, fn);
         if (got < 0) {
+            give_back(l, token, got);
             return got;
         }
         if (got == 1) {
