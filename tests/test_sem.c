@@ -112,15 +112,25 @@ TEST(sem_bound_rewritten_by_a_peer_never_passes_int32_max)
                                                    .bounded = true }));
     pthread_t t;
     CHECK_EQ(pthread_create(&t, NULL, sem_bound_flipper, &pr), 0);
-    long passed = 0;
-    /* 1 s: the two reads of the bug are a few ns apart, and the peer
-     * thread must run beside this one to land between them */
-    double end = th_now() + 1.0;
-    for (long i = 0; th_now() < end; i++) {
-        int err = conc_sem_release(pr.s, 1);
-        passed += err == 0;
-        if (err != 0 && err != CONC_EINVAL) {
-            CHECK_ERR(err, CONC_EINVAL);
+    long passed = 0, seen = 0;
+    /* The two reads of the bug are a few ns apart, and the peer thread
+     * must run beside this one to land between them: the loop goes on
+     * until this thread has seen the bound change 200000 times (the
+     * peer ran beside it that often), or 10 s on a machine too busy to
+     * run them side by side. */
+    const uint32_t *bound = (const uint32_t *)pr.s + 4;
+    uint32_t last = 0;
+    double end = th_now() + 10.0;
+    while (seen < 200000 && th_now() < end) {
+        for (int k = 0; k < 256; k++) {
+            uint32_t b = __atomic_load_n(bound, __ATOMIC_RELAXED);
+            seen += b != last;
+            last = b;
+            int err = conc_sem_release(pr.s, 1);
+            passed += err == 0;
+            if (err != 0 && err != CONC_EINVAL) {
+                CHECK_ERR(err, CONC_EINVAL);
+            }
         }
     }
     atomic_store(&pr.stop, 1);
