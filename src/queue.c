@@ -1103,6 +1103,34 @@ FAST void put_publish(conc_queue *q, const pstate *p)
     atomic_store_explicit(&sh->tail_off, p->off, memory_order_relaxed);
 }
 
+/* Raises hw (under pmu) from hw to cover ring offsets up to end, in
+ * whole steps, at most to R.  A named queue's file gets the pages first,
+ * up to the new hw and the record header after it (a getter reads the
+ * stamp at offset hw when the tail stops there): no room in /dev/shm is
+ * this put's CONC_ENOMEM (detail set), never a SIGBUS when a page is
+ * touched.  queue_map.c allocates the first hw so when it makes the
+ * queue. */
+static int raise_hw(conc_queue *q, uint64_t hw, uint64_t end, const char *fn)
+{
+    uint64_t nhw = (end + CONC__QUEUE_HW_STEP - 1) / CONC__QUEUE_HW_STEP *
+                   CONC__QUEUE_HW_STEP;
+    CONC__ASSERT(nhw >= end); /* hw grows past the record */
+    nhw = nhw < q->R ? nhw : q->R;
+    if (q->file != NULL && nhw > hw) {
+        uint64_t base = (uint64_t)(q->ring -
+                                   (unsigned char *)conc_shm_ptr(q->file));
+        uint64_t to = nhw + CONC__QUEUE_REC_HDR < q->R
+                          ? nhw + CONC__QUEUE_REC_HDR
+                          : q->R;
+        int err = conc__shm_grow(q->file, fn, base + hw, base + to);
+        if (err != 0) {
+            return err;
+        }
+    }
+    atomic_store_explicit(&q->sh->hw, nhw, memory_order_relaxed);
+    return 0;
+}
+
 /* The record at p->t (ring offset p->off) would cross the high-water
  * mark hw (see MEMORY in the design comment).  Under pmu, with p
  * published.  If the queue is empty, rewinds: head and tail jump to the
@@ -1156,23 +1184,7 @@ static int wrap_early(conc_queue *q, pstate *p, uint64_t s, uint64_t hw,
         atomic_store_explicit(&sh->tail_off, 0, memory_order_relaxed);
         return 0;
     }
-    uint64_t nhw = (off + s + CONC__QUEUE_HW_STEP - 1) / CONC__QUEUE_HW_STEP *
-                   CONC__QUEUE_HW_STEP;
-    CONC__ASSERT(nhw > off); /* hw grows past the record's offset */
-    nhw = nhw < q->R ? nhw : q->R;
-    if (q->file != NULL && nhw > hw) {
-        /* A named queue's file gets the pages before any record may use
-         * them: no room in /dev/shm is this put's CONC_ENOMEM, never a
-         * SIGBUS in ring_write. */
-        uint64_t base = (uint64_t)(q->ring -
-                                   (unsigned char *)conc_shm_ptr(q->file));
-        int err = conc__shm_grow(q->file, fn, base + hw, base + nhw);
-        if (err != 0) {
-            return err;
-        }
-    }
-    atomic_store_explicit(&sh->hw, nhw, memory_order_relaxed);
-    return 0;
+    return raise_hw(q, hw, off + s, fn);
 }
 
 /* Under pmu, before the first record: reads the producers' state once.
@@ -1208,12 +1220,21 @@ FAST int put_one(conc_queue *q, pstate *p, const void *data, size_t len,
     /* Relaxed: only pmu's holder writes hw; a peer's value is bounded
      * by the compares below (any value only moves where records go). */
     uint64_t hw = atomic_load_explicit(&q->sh->hw, memory_order_relaxed);
-    if (hw < q->R && p->off != 0 && p->off + s > hw) {
+    if (hw < q->R && p->off + s > hw && (p->off != 0 || q->file != NULL)) {
         /* A copy goes out of line, so that p itself can stay in
          * registers on the fast path (measured: 40% of 64 B streaming). */
         pstate w = *p;
-        put_publish(q, &w);
-        err = wrap_early(q, &w, s, hw, dl, fn);
+        if (w.off != 0) {
+            put_publish(q, &w);
+            err = wrap_early(q, &w, s, hw, dl, fn);
+        }
+        /* A named queue's record at offset 0 (the first one, or one
+         * wrapped there) that is longer than hw must have its pages too:
+         * hw grows to it, allocating. */
+        hw = atomic_load_explicit(&q->sh->hw, memory_order_relaxed);
+        if (err == 0 && q->file != NULL && w.off + s > hw) {
+            err = raise_hw(q, hw, w.off + s, fn);
+        }
         *p = w;
         if (err != 0) {
             return err;
@@ -1459,6 +1480,9 @@ static __attribute__((noinline, cold)) int outcome(int err, const char *fn,
                                    : "%s: the queue is closed and drained",
                           fn);
     case CONC_ENOMEM:
+        if (put) {
+            return err; /* detail: the ring's growth said why (wrap_early) */
+        }
         return conc__fail(err, "%s: out of memory for the message (it "
                           "stays at the head of the queue)", fn);
     case NO_READERS:

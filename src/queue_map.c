@@ -404,15 +404,18 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
     }
     void *map = NULL;
     if (opts->name != NULL) {
-        /* Each lane's header and the ring up to its first hw allocated
-         * now; the rest as hw grows (wrap_early in queue.c). */
+        /* Each lane's header and the ring up to its first hw (and the
+         * record header after it, which a getter reads) allocated now;
+         * the rest as hw grows (raise_hw in queue.c). */
         err = conc__shm_create_sparse(&q->shm, "conc_queue_new", opts->name,
                                       map_size);
         size_t stride = conc__queue_lane_size(cap);
+        uint64_t R = CONC__QUEUE_REC_HDR + conc__queue_round16(cap);
+        uint64_t used = first_hw(cap) + CONC__QUEUE_REC_HDR;
+        used = used < R ? used : R;
         for (unsigned i = 0; err == 0 && i < lanes; i++) {
             err = conc__shm_grow(q->shm, "conc_queue_new", i * stride,
-                                 i * stride + conc__queue_ring_off() +
-                                     first_hw(cap));
+                                 i * stride + conc__queue_ring_off() + used);
         }
         if (err != 0) {
             conc_shm_free(q->shm); /* unlinks: this process made it */

@@ -571,6 +571,28 @@ static int fills_dev_shm(void *arg)
         th_shm_exists("big")) {
         return 2;
     }
+    /* two more named queues of 8 MiB, for after /dev/shm is full: one
+     * whose tail ends exactly at its first hw (16 records of 4096 bytes:
+     * a get reads the record header there), and one left empty (its
+     * first record, at offset 0, will be longer than hw) */
+    conc_queue *at_hw = NULL, *empty = NULL;
+    if (conc_queue_new(&at_hw, &(conc_queue_opts){
+                                   .name = "athw",
+                                   .capacity_bytes = 8 << 20 }) != 0 ||
+        conc_queue_new(&empty, &(conc_queue_opts){
+                                   .name = "empty",
+                                   .capacity_bytes = 8 << 20 }) != 0) {
+        return 7;
+    }
+    static char rec[4096 - 16];
+    for (int i = 0; i < 16; i++) {
+        conc_msg got;
+        if (conc_queue_put(at_hw, rec, sizeof rec, 0) != 0 ||
+            conc_queue_get(at_hw, &got, 0) != 0) {
+            return 8;
+        }
+        conc_msg_free(&got);
+    }
     /* a named queue of 8 MiB: made (its first step of ring allocated),
      * then puts until the ring cannot grow: CONC_ENOMEM, nothing lost */
     conc_queue *q = NULL;
@@ -588,7 +610,8 @@ static int fills_dev_shm(void *arg)
             break;
         }
     }
-    if (err != CONC_ENOMEM || n < 8 || n >= 1024) {
+    if (err != CONC_ENOMEM || n < 8 || n >= 1024 ||
+        strstr(conc_errdetail(), "growing") == NULL) {
         return 4;
     }
     for (int i = 0; i < n; i++) {
@@ -605,6 +628,12 @@ static int fills_dev_shm(void *arg)
     while (fd >= 0 && posix_fallocate(fd, room, 4096) == 0) {
         room += 4096;
     }
+    conc_msg got;
+    static char big[100 << 10];
+    if (conc_queue_get(at_hw, &got, 0.05) != CONC_EEMPTY ||
+        conc_queue_put(empty, big, sizeof big, 0) != CONC_ENOMEM) {
+        return 9;
+    }
     conc_lock *l = NULL;
     conc_value *v = NULL;
     if (conc_lock_new(&l, &(conc_lock_opts){ .name = "l" }) != CONC_ENOMEM ||
@@ -614,6 +643,8 @@ static int fills_dev_shm(void *arg)
         return 6;
     }
     conc_queue_free(q);
+    conc_queue_free(at_hw);
+    conc_queue_free(empty);
     close(fd);
     return 0;
 }
