@@ -559,20 +559,27 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
     }
     atomic_fetch_add(&done_waiters, 1);
     int err = 0;
-    for (bool looked = false;; looked = true) {
+    for (;;) {
         uint32_t seq = atomic_load(&done_seq);
         if (wait_holds(futs, n, return_when)) {
             break;
         }
-        /* Before the first wait: one future that cannot finish here
-         * would make it run out its time (or never end). */
-        size_t i = 0;
-        while (!looked && i < n && !stranded(futs[i])) {
-            i++;
+        /* Before each wait: a condition that can no longer hold would
+         * make it run out its time (or never end).  All completed cannot
+         * with one future stranded; the first to complete (or fail)
+         * cannot once every future not done is stranded. */
+        size_t open = 0, cut = 0, at = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!is_final(atomic_load(&futs[i]->state))) {
+                open++;
+                if (stranded(futs[i])) {
+                    at = cut++ == 0 ? i : at;
+                }
+            }
         }
-        if (!looked && i < n) {
+        if (cut > 0 && (return_when == CONC_ALL_COMPLETED || cut == open)) {
             err = conc__fail(CONC_ESTATE, "conc_wait: futs[%zu]'s "
-                             STRANDED_WHY, i);
+                             STRANDED_WHY, at);
             break;
         }
         if (dl.once) {
@@ -671,7 +678,7 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
     }
     int err = 0;
     pthread_mutex_lock(&ac->lock);
-    for (bool looked = false;; looked = true) {
+    for (;;) {
         if (ac->next == ac->n) {
             err = conc__fail(CONC_ECLOSED,
                              "conc_iter_next_future: all %zu futures were "
@@ -685,16 +692,25 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
             it->last_index = i;
             break;
         }
-        /* Before the first wait, as conc_wait() does (one handed out
-         * already is done, and so not stranded). */
-        size_t i = 0;
-        while (!looked && i < ac->nslots &&
-               (ac->futs[i] == NULL || !stranded(ac->futs[i]))) {
-            i++;
+        /* Before each wait, as conc_wait() does: a future can still be
+         * handed out if one not done is not stranded, or one done has
+         * not been counted yet (its callback is on its way). */
+        size_t coming = 0, final = 0, at = SIZE_MAX;
+        for (size_t i = 0; i < ac->nslots; i++) {
+            if (ac->futs[i] == NULL) {
+                continue;
+            }
+            if (is_final(atomic_load(&ac->futs[i]->state))) {
+                final++;
+            } else if (!stranded(ac->futs[i])) {
+                coming++;
+            } else if (at == SIZE_MAX) {
+                at = i;
+            }
         }
-        if (!looked && i < ac->nslots) {
+        if (coming == 0 && final == ac->ndone && at != SIZE_MAX) {
             err = conc__fail(CONC_ESTATE, "conc_iter_next_future: "
-                             "futs[%zu]'s " STRANDED_WHY, i);
+                             "futs[%zu]'s " STRANDED_WHY, at);
             break;
         }
         if (use->once || conc__deadline_passed(use) ||

@@ -181,8 +181,9 @@ static conc__task *starved_locked(conc_pool *p)
 {
     struct thread_pool *tp = tp_of(p);
     if (tp->live > 0 || tp->unfilled == 0 || p->state == CONC__POOL_TERM ||
-        p->broken != 0) {
-        return NULL;
+        p->broken != 0 ||
+        (p->state == CONC__POOL_CLOSED && p->head == NULL)) {
+        return NULL; /* (a closed pool with nothing queued needs none) */
     }
     refill_locked(p);
     if (tp->live > 0) {
