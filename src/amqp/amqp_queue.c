@@ -177,6 +177,9 @@ static void nap(uint64_t ns, uint64_t until)
 typedef struct aconn {
     amqp_connection_state_t st; /* NULL: not open */
     uint64_t seq;               /* publishes on pub's channel so far */
+    /* con: contents of probed messages given back before they were read
+     * (deliveries came first: take_one), still to come and be skipped */
+    unsigned skip;
 } aconn;
 
 typedef struct slot {
@@ -260,6 +263,7 @@ static void conn_drop(aconn *c)
         c->st = NULL;
     }
     c->seq = 0;
+    c->skip = 0;
 }
 
 /* The error an rpc reply stands for, with a detail naming fn and what. */
@@ -996,8 +1000,10 @@ static amqp_rpc_reply_t lib_reply(int status)
  * reads no other.  0 with *m filled (amqp_destroy_message frees it), or
  * CONC_ETIMEDOUT, CONC_ECORRUPT, CONC_ENOMEM, CONC_ENET, with the
  * connection dropped (the rest of the message would still be on its
- * way). */
-static int read_content(aq *q, aconn *c, amqp_message_t *m, const char *fn)
+ * way).  first: the header frame when the caller read it already, else
+ * NULL. */
+static int read_content(aq *q, aconn *c, amqp_message_t *m,
+                        const amqp_frame_t *first, const char *fn)
 {
     memset(m, 0, sizeof *m);
     init_amqp_pool(&m->pool, 4096);
@@ -1007,7 +1013,13 @@ static int read_content(aq *q, aconn *c, amqp_message_t *m, const char *fn)
     uint64_t until = until_of(q->net_timeout);
     for (bool header = true; err == 0 && (header || in < size);) {
         struct timeval tv = tv_of(left_ns(until));
-        int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+        int rc = AMQP_STATUS_OK;
+        if (first != NULL) {
+            f = *first; /* the header, read by the caller */
+            first = NULL;
+        } else {
+            rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
+        }
         if (rc == AMQP_STATUS_TIMEOUT && left_ns(until) > 0) {
             continue; /* a slice (tv_of) ended, not the deadline */
         }
@@ -1025,7 +1037,9 @@ static int read_content(aq *q, aconn *c, amqp_message_t *m, const char *fn)
         } else if (f.channel != 1 ||
                    f.frame_type != (header ? AMQP_FRAME_HEADER
                                            : AMQP_FRAME_BODY) ||
-                   (header && f.payload.properties.body_size > MAX_MSG) ||
+                   (header &&
+                    (f.payload.properties.class_id != AMQP_BASIC_CLASS ||
+                     f.payload.properties.body_size > MAX_MSG)) ||
                    (!header &&
                     f.payload.body_fragment.len > size - in)) {
             err = conc__fail(CONC_ECORRUPT, "%s: %s sent a message that "
@@ -1071,9 +1085,16 @@ static int read_content(aq *q, aconn *c, amqp_message_t *m, const char *fn)
     return err;
 }
 
+/* What probe() returns when deliveries came before its get-ok (below). */
+#define PROBE_BEHIND 1
+
 /* basic.get, for a get with timeout 0 that found nothing sent ahead (the
  * prefetch window of a consumer just started is still on its way): one
- * round trip asks the queue itself.  0 with *e filled, or CONC_EEMPTY. */
+ * round trip asks the queue itself.  0 with *e filled, or CONC_EEMPTY.
+ * Deliveries that came before the get-ok (rabbitmq-c keeps their frames
+ * for the next wait) have lower tags, and the get-ok's content comes
+ * after them: then PROBE_BEHIND, with only e->delivery_tag set, for
+ * take_one to give the message back and skip its content. */
 static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
 {
     set_rpc_deadline(c, until_of(q->net_timeout));
@@ -1093,7 +1114,10 @@ static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
     e->channel = 1;
     e->delivery_tag = ok->delivery_tag;
     e->redelivered = ok->redelivered;
-    return read_content(q, c, &e->message, fn);
+    if (amqp_frames_enqueued(c->st)) {
+        return PROBE_BEHIND;
+    }
+    return read_content(q, c, &e->message, NULL, fn);
 }
 
 /* A consumer that waited a whole slice for a delivery, with time left,
@@ -1135,17 +1159,19 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
             if (err == CONC_EEMPTY) {
                 continue; /* a delivery may have come meanwhile */
             }
-            if (err != 0) {
-                return err;
-            }
-            if (amqp_frames_enqueued(c->st)) {
+            if (err == PROBE_BEHIND) {
                 /* A delivery came before the get-ok: it has a lower tag,
                  * and the next multiple ack would cover it unseen.  Give
-                 * the probed message back and take the delivery first. */
+                 * the probed message back and take the delivery first;
+                 * the probed content, which follows the deliveries, is
+                 * skipped when it comes. */
                 (void)amqp_basic_reject(c->st, 1, e->delivery_tag, 1);
                 s->gap = e->delivery_tag; /* task_done steps over it */
-                amqp_destroy_envelope(e);
+                c->skip++;
                 continue;
+            }
+            if (err != 0) {
+                return err;
             }
         } else if (rc == AMQP_STATUS_TIMEOUT) {
             if (left_ns(until) == 0) {
@@ -1175,10 +1201,20 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
             e->channel = 1;
             e->delivery_tag = d->delivery_tag;
             e->redelivered = d->redelivered;
-            err = read_content(q, c, &e->message, fn);
+            err = read_content(q, c, &e->message, NULL, fn);
             if (err != 0) {
                 return err;
             }
+        } else if (f.frame_type == AMQP_FRAME_HEADER && f.channel == 1 &&
+                   c->skip > 0) {
+            amqp_message_t gone; /* a probed message given back */
+            err = read_content(q, c, &gone, &f, fn);
+            if (err != 0) {
+                return err;
+            }
+            amqp_destroy_message(&gone);
+            c->skip--;
+            continue;
         } else if (f.frame_type == AMQP_FRAME_METHOD &&
                    f.channel <= 1 &&
                    f.payload.method.id != AMQP_BASIC_DELIVER_METHOD &&
