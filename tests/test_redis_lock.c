@@ -285,7 +285,8 @@ TEST(redis_lock_uncontended_is_two_round_trips)
  * process holds the lock, and the next acquire, anyone's, is granted at
  * once, without a dead holder.  It used to stay granted to nobody for a
  * whole lease (30 s here), and this handle's own next acquire waited for
- * it. */
+ * it.  A grant given back that had found the previous holder dead keeps
+ * that death told: the next acquire returns CONC_EOWNERDEAD. */
 TEST(redis_lock_grant_whose_answer_was_lost_is_not_left_to_nobody)
 {
     NEED_REDIS();
@@ -294,7 +295,15 @@ TEST(redis_lock_grant_whose_answer_was_lost_is_not_left_to_nobody)
     conc_lock *direct = mkl(r.url, "lost", 30);
     char port[16];
     snprintf(port, sizeof port, "%d", r.port);
-    for (int corrupt = 0; corrupt < 2; corrupt++) {
+    for (int round = 0; round < 3; round++) {
+        bool corrupt = round == 1, after_death = round == 2;
+        if (after_death) {
+            /* a holder that dies (freed holding the lock, lease 0.3 s) */
+            conc_lock *dies = mkl(r.url, "lost", 0.3);
+            CHECK_OK(conc_lock_acquire(dies, 5));
+            conc_lock_free(dies);
+            th_sleep(0.5);
+        }
         pid_t pid;
         int pp = th_py_server("py_redis_proxy.py", port,
                               corrupt ? "corrupt" : "drop", &pid);
@@ -309,7 +318,8 @@ TEST(redis_lock_grant_whose_answer_was_lost_is_not_left_to_nobody)
         int err = conc_lock_acquire(l, 5);
         CHECK_ERR(err, corrupt ? CONC_ECORRUPT : CONC_ENET);
         CHECK(!conc_lock_locked(direct));
-        CHECK_OK(conc_lock_acquire(direct, 0)); /* not EOWNERDEAD */
+        CHECK_ERR(conc_lock_acquire(direct, 0),
+                  after_death ? CONC_EOWNERDEAD : 0);
         CHECK_OK(conc_lock_release(direct));
         conc_lock_free(l);
         th_py_server_stop(pid);

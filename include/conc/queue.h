@@ -121,7 +121,8 @@
  * reached the server before the connection broke.  A put that returned 0
  * survives a restart of a server that persists (appendonly yes).
  *   Timeouts are end to end: connecting, sending and the wait on the
- * server share the call's timeout, except that the client always waits
+ * server share the call's timeout (a round trip begun as it runs out
+ * still gets 0.25 s to be answered), except that the client always waits
  * for a blocking command it started to end on the server (up to 1 s past
  * the timeout): giving up earlier could let the server hand a message to
  * a connection nobody reads.  So a get on a frozen server returns

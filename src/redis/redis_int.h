@@ -126,8 +126,10 @@ void conc__rcli_fini(conc__rcli *cli);
  * dl (conc__r_until(t), taken when the call began): dl when t is finite
  * and > 0, so that the call's tries share its time (but not sooner than
  * CONC__R_LAST_TRIP_S from now: a try made as the time runs out can still
- * be answered); else net_timeout from now. */
-#define CONC__R_LAST_TRIP_S 0.05
+ * be answered, by a server a long way off too: a lock granted by a try
+ * whose answer came too late would stay granted to nobody for a lease);
+ * else net_timeout from now. */
+#define CONC__R_LAST_TRIP_S 0.25
 uint64_t conc__rcli_until(const conc__rcli *cli, double t, uint64_t dl);
 
 /* Takes a connection: an idle one that is still open, or a new one

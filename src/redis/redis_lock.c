@@ -5,7 +5,9 @@
  *   conc:{l:NAME}          string: the holder's token, with a TTL of the
  *                          lease (SET NX PX); absent = free
  *   conc:{l:NAME}:owner    string: the holder's token, no TTL: the owner
- *                          record.  Set at each grant, deleted at release.
+ *                          record.  Set at each grant (with '+' after the
+ *                          token when the grant found the previous
+ *                          holder dead), deleted at release.
  *   conc:{l:NAME}:fence    counter: +1 at each grant (INCR); the grant's
  *                          value is its fencing token
  *   conc:{l:NAME}:wake     list: a release pushes one element here
@@ -59,7 +61,7 @@
 #define SLICE_S 2.0
 #define GRACE_S 1.0
 
-enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_N };
+enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_UNDO, SC_N };
 
 static const conc__rscript scripts[SC_N] = {
     [SC_DECLARE] = { "declare",
@@ -84,7 +86,8 @@ static const conc__rscript scripts[SC_N] = {
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
         "  local fence = redis.call('INCR', KEYS[3])\n"
         "  local dead = redis.call('EXISTS', KEYS[2])\n"
-        "  redis.call('SET', KEYS[2], ARGV[1])\n"
+        "  redis.call('SET', KEYS[2], dead == 1 and ARGV[1] .. '+' or "
+        "ARGV[1])\n"
         "  return {1, fence, dead}\n"
         "end\n"
         "return {0, redis.call('PTTL', KEYS[1])}\n" },
@@ -98,8 +101,28 @@ static const conc__rscript scripts[SC_N] = {
         "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
         "  return 1\n"
         "end\n"
-        "if redis.call('GET', KEYS[2]) == ARGV[1] then\n"
+        "local o = redis.call('GET', KEYS[2])\n"
+        "if o == ARGV[1] or o == ARGV[1] .. '+' then\n"
         "  redis.call('DEL', KEYS[2])\n"
+        "end\n"
+        "return 0\n" },
+    [SC_UNDO] = { "undo",
+        /* KEYS: key, owner, wake.  ARGV: token.  A grant to token whose
+         * answer was lost (give_back()): the key goes (and a waiter is
+         * woken) as at a release; the owner record goes too, unless that
+         * grant found a holder that had died (the '+' the acquire script
+         * added), whose death the next acquirer must still be told. */
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+        "  redis.call('DEL', KEYS[1])\n"
+        "  redis.call('LPUSH', KEYS[3], '1')\n"
+        "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
+        "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+        "end\n"
+        "local o = redis.call('GET', KEYS[2])\n"
+        "if o == ARGV[1] then\n"
+        "  redis.call('DEL', KEYS[2])\n"
+        "elseif o == ARGV[1] .. '+' then\n"
+        "  redis.call('SET', KEYS[2], 'died')\n"
         "end\n"
         "return 0\n" },
     [SC_RENEW] = { "renew",
@@ -206,15 +229,24 @@ static void build_wait(void *ctx, conc__rconn *c)
     conc__rbuf_secs(&c->out, a->block);
 }
 
-static void build_release(void *ctx, conc__rconn *c);
+static void build_undo(void *ctx, conc__rconn *c)
+{
+    const try_arg *a = ctx;
+    conc__rconn_evalsha(c, SC_UNDO, 3, 1);
+    conc__rbuf_str(&c->out, a->l->k_key);
+    conc__rbuf_str(&c->out, a->l->k_owner);
+    conc__rbuf_str(&c->out, a->l->k_wake);
+    conc__rbuf_str(&c->out, a->token);
+}
 
 /* An attempt failed after its script may have run (the connection broke,
  * or the reply could not be read: no memory, or bytes that lie): the
  * server may have granted the lock to token, which no handle knows, so
  * that even this handle's next acquire would wait for it until its lease
  * ran out, and then report a dead holder.  So the grant, if there was
- * one, is given back with the release script (which touches nothing that
- * is not token's), on a connection of its own, within 1 s and without a
+ * one, is given back with the undo script (which touches nothing that is
+ * not token's, and keeps a death that grant found for the next acquirer
+ * to be told), on a connection of its own, within 1 s and without a
  * word: the acquire's own error stands.  Not after CONC_ETIMEDOUT: a
  * server that did not answer in time would not answer this either, and
  * the call must end by its timeout (the lease frees the lock). */
@@ -228,7 +260,7 @@ static void give_back(rl *l, const char *token, int err)
     try_arg a = { l, token };
     redisReply *r = NULL;
     double t = l->cli.net_timeout < 1.0 ? l->cli.net_timeout : 1.0;
-    if (conc__rcli_call(&l->cli, build_release, &a, &r, 1, conc__r_until(t),
+    if (conc__rcli_call(&l->cli, build_undo, &a, &r, 1, conc__r_until(t),
                         "conc_lock_acquire") == 0) {
         conc__rreplies_free(&r, 1);
     }
