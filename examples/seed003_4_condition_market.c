@@ -63,7 +63,9 @@ static int trade(trader *tr, bool producer)
     }
     bool can = producer ? count <= 1000 : count >= 100;
     if (!can) {
-        printf("%s waits, count=%ld\n", tr->name, count);
+        /* self.name: the thread's own name, as Python's
+         * threading.current_thread().name */
+        printf("%s waits, count=%ld\n", conc_current_thread_name(), count);
         err = conc_cond_wait(con, 0.5);
         if (err == CONC_ETIMEDOUT) {
             err = 0;
@@ -72,7 +74,7 @@ static int trade(trader *tr, bool producer)
         count += producer ? 100 : -5;
         tr->deals++;
         note_count();
-        printf("%s %s, count=%ld\n", tr->name,
+        printf("%s %s, count=%ld\n", conc_current_thread_name(),
                producer ? "produce 100" : "consume 5", count);
         err = conc_cond_notify(con, 1);
     }

@@ -47,6 +47,7 @@
  * leaks its locks and memory: abandoning is the honest option).
  */
 #include "pool_int.h"
+#include "process_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -274,6 +275,7 @@ static void *thread_main(void *arg)
     conc_pool *p = w->pool;
     struct thread_pool *tp = tp_of(p);
     conc__os_set_name(w->name);
+    conc__thread_name_set(w->name);
     pthread_mutex_lock(&p->lock);
     w->tid = conc__os_gettid();
     pthread_mutex_unlock(&p->lock);

@@ -248,10 +248,40 @@ static void thread_finish(void *arg)
     pthread_mutex_unlock(&treg_lock);
 }
 
+/* The calling thread's name, for conc_current_thread_name: its
+ * conc_thread's or its pool worker's (which outlive the thread's run);
+ * NULL in a thread libconc did not start.  A child forked from a thread
+ * keeps it, as Python's current_thread() does after os.fork(). */
+static _Thread_local const char *self_name;
+
+void conc__thread_name_set(const char *name)
+{
+    self_name = name;
+}
+
+const char *conc_current_thread_name(void)
+{
+    if (self_name != NULL) {
+        return self_name;
+    }
+    pid_t tid = conc__os_gettid();
+    if (tid == getpid()) {
+        return "MainThread";
+    }
+    /* Python's _DummyThread: a thread started outside (pthread_create
+     * by the program), named once for its life. */
+    static _Thread_local char dummy[32];
+    if (dummy[0] == '\0') {
+        snprintf(dummy, sizeof dummy, "Dummy-%d", (int)tid);
+    }
+    return dummy;
+}
+
 static void *thread_main(void *arg)
 {
     thread_rec *rec = arg;
     conc__os_set_name(rec->name);
+    conc__thread_name_set(rec->name);
     /* Relaxed: the release store of started below publishes it. */
     atomic_store_explicit(&rec->tid, conc__os_gettid(), memory_order_relaxed);
     /* Release: publishes tid; pairs with the acquire load in start. */

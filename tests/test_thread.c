@@ -122,6 +122,62 @@ TEST(thread_lifecycle_result_ident_and_names)
     conc_thread_free(v);
 }
 
+/* Python's threading.current_thread().name, in each kind of thread. */
+static void *says_its_name(void *arg)
+{
+    snprintf(arg, 64, "%s", conc_current_thread_name());
+    return NULL;
+}
+
+static int task_says_its_name(const void *in, size_t len, conc_buf *out,
+                              void *ctx)
+{
+    (void)in, (void)len, (void)ctx;
+    const char *n = conc_current_thread_name();
+    return conc_buf_append(out, n, strlen(n) + 1);
+}
+
+TEST(thread_current_name_in_every_kind_of_thread)
+{
+    CHECK_STR(conc_current_thread_name(), "MainThread");
+    char got[64] = "";
+    conc_thread *t;
+    CHECK_OK(conc_thread_new(&t, &(conc_thread_opts){ .target = says_its_name,
+                                                     .arg = got,
+                                                     .name = "reader-7" }));
+    CHECK_OK(conc_thread_start(t));
+    CHECK_OK(conc_thread_join(t, 30));
+    CHECK_STR(got, "reader-7");
+    conc_thread_free(t);
+    CHECK_OK(conc_thread_new(&t, &(conc_thread_opts){ .target = says_its_name,
+                                                     .arg = got }));
+    CHECK_OK(conc_thread_start(t));
+    CHECK_OK(conc_thread_join(t, 30));
+    CHECK_STR(got, conc_thread_name(t)); /* Thread-N */
+    CHECK(strncmp(got, "Thread-", 7) == 0);
+    conc_thread_free(t);
+    /* a thread libconc did not start */
+    pthread_t raw;
+    CHECK_EQ(pthread_create(&raw, NULL, says_its_name, got), 0);
+    pthread_join(raw, NULL);
+    CHECK(strncmp(got, "Dummy-", 6) == 0);
+    /* pool workers: threads by their worker name, processes are each
+     * a process's first thread */
+    for (int k = 0; k < 2; k++) {
+        conc_pool *p;
+        CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){
+                                       .kind = k ? CONC_PROCESSES
+                                                 : CONC_THREADS,
+                                       .workers = 1,
+                                       .name_prefix = "Crew" }));
+        conc_msg m;
+        CHECK_OK(conc_pool_apply(p, task_says_its_name, NULL, 0, &m, 30));
+        CHECK_STR((const char *)m.data, k ? "MainThread" : "Crew-1");
+        conc_msg_free(&m);
+        conc_pool_free(p);
+    }
+}
+
 TEST(thread_kernel_name_is_cut_to_15_bytes)
 {
     ctl_t c = { .go = 1 };

@@ -52,6 +52,17 @@ CONC_API bool conc_thread_is_alive(conc_thread *t);
  * NULL. */
 CONC_API const char *conc_thread_name(const conc_thread *t);
 
+/* conc_current_thread_name - Python's threading.current_thread().name:
+ * the name of the conc_thread that calls it (as conc_thread_name), or of
+ * the pool worker thread ("ThreadPoolWorker-N", or the pool's
+ * name_prefix and a number); "MainThread" in a process's first thread
+ * (a pool's process workers and conc_process children included); and
+ * "Dummy-<kernel thread id>" in a thread started without libconc
+ * (Python's _DummyThread).  A child forked from a thread keeps that
+ * thread's name, as Python's does after os.fork().  Never NULL; valid
+ * while the calling thread runs. */
+CONC_API const char *conc_current_thread_name(void);
+
 /* conc_thread_ident - the kernel thread id (Python's native_id); 0 before
  * start. */
 CONC_API pid_t conc_thread_ident(const conc_thread *t);
