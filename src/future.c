@@ -578,6 +578,11 @@ int conc_wait(conc_future *const *futs, size_t n, double timeout,
             }
         }
         if (cut > 0 && (return_when == CONC_ALL_COMPLETED || cut == open)) {
+            /* One of this process's may have completed since the first
+             * look: it counts (futures only ever become final). */
+            if (wait_holds(futs, n, return_when)) {
+                break;
+            }
             err = conc__fail(CONC_ESTATE, "conc_wait: futs[%zu]'s "
                              STRANDED_WHY, at);
             break;
@@ -614,7 +619,9 @@ struct ac_state {
     conc_future **futs;  /* referenced; NULL where it repeats an earlier */
     size_t *order;       /* indices in completion order */
     size_t ndone;
-    size_t next;
+    size_t pos;          /* order[pos..ndone): counted, perhaps not out */
+    size_t next;         /* futures handed out */
+    bool *handed;        /* per entry of futs: handed out already */
     conc__deadline dl;
     struct ac_cb_arg *args; /* n callback arguments, one block */
     struct fut_cb *cbs;     /* n callback nodes, one block */
@@ -639,6 +646,7 @@ static void ac_unref(struct ac_state *ac)
     }
     free(ac->futs);
     free(ac->order);
+    free(ac->handed);
     free(ac->args);
     free(ac->cbs);
     pthread_mutex_destroy(&ac->lock);
@@ -686,29 +694,36 @@ static int ac_next(conc_iter *it, conc_future **fut, const conc__deadline *dl,
                              ac->n);
             break;
         }
-        if (ac->next < ac->ndone) {
-            size_t i = ac->order[ac->next++];
-            *fut = ac->futs[i];
-            it->last_index = i;
-            break;
+        /* The next in completion order not handed out yet... */
+        while (ac->pos < ac->ndone && ac->handed[ac->order[ac->pos]]) {
+            ac->pos++;
         }
-        /* Before each wait, as conc_wait() does: a future can still be
-         * handed out if one not done is not stranded, or one done has
-         * not been counted yet (its callback is on its way). */
-        size_t coming = 0, final = 0, at = SIZE_MAX;
-        for (size_t i = 0; i < ac->nslots; i++) {
-            if (ac->futs[i] == NULL) {
+        size_t take = ac->pos < ac->ndone ? ac->order[ac->pos++] : SIZE_MAX;
+        /* ...or one done whose callback has not come: it is on its way,
+         * or, in a child forked between the two, never comes. */
+        size_t coming = 0, at = SIZE_MAX;
+        for (size_t i = 0; i < ac->nslots && take == SIZE_MAX; i++) {
+            if (ac->futs[i] == NULL || ac->handed[i]) {
                 continue;
             }
             if (is_final(atomic_load(&ac->futs[i]->state))) {
-                final++;
+                take = i;
             } else if (!stranded(ac->futs[i])) {
                 coming++;
             } else if (at == SIZE_MAX) {
                 at = i;
             }
         }
-        if (coming == 0 && final == ac->ndone && at != SIZE_MAX) {
+        if (take != SIZE_MAX) {
+            ac->handed[take] = true;
+            ac->next++;
+            *fut = ac->futs[take];
+            it->last_index = take;
+            break;
+        }
+        /* Before each wait, as conc_wait() does: nothing can come when
+         * every future still out is stranded. */
+        if (coming == 0 && at != SIZE_MAX) {
             err = conc__fail(CONC_ESTATE, "conc_iter_next_future: "
                              "futs[%zu]'s " STRANDED_WHY, at);
             break;
@@ -753,7 +768,8 @@ static void ac_progress(const conc_iter *it, conc_progress *out)
     struct ac_state *ac = ((const struct ac_iter *)it)->ac;
     pthread_mutex_lock(&ac->lock);
     out->total = ac->n;
-    out->done = ac->ndone;
+    /* one handed out before its callback came is done too */
+    out->done = ac->ndone > ac->next ? ac->ndone : ac->next;
     out->returned = ac->next;
     pthread_mutex_unlock(&ac->lock);
     out->total_known = true;
@@ -842,9 +858,11 @@ int conc_as_completed(conc_future *const *futs, size_t n, double timeout,
     size_t m = n ? n : 1;
     ac->futs = conc__calloc(m, sizeof *ac->futs);
     ac->order = conc__calloc(m, sizeof *ac->order);
+    ac->handed = conc__calloc(m, sizeof *ac->handed);
     args = conc__calloc(m, sizeof *args);
     cbs = conc__calloc(m, sizeof *cbs);
-    if (ac->futs == NULL || ac->order == NULL || args == NULL ||
+    if (ac->futs == NULL || ac->order == NULL || ac->handed == NULL ||
+        args == NULL ||
         cbs == NULL) {
         goto fail;
     }
@@ -905,6 +923,7 @@ fail:
     if (ac != NULL) {
         free(ac->futs);
         free(ac->order);
+        free(ac->handed);
         free(ac);
     }
     free(iter);

@@ -2462,6 +2462,70 @@ static void forked_child_cannot_use_the_pool(conc_pool_kind kind)
     munmap((void *)runs, RUNS_MAX * sizeof *runs);
 }
 
+/* A child forked after a future finished but before the as_completed
+ * iterator's callback ran (a user's callback, registered first, sleeps
+ * 0.3 s in the pool's thread before it) still gets that future from the
+ * iterator, at once: the iterator's callback never runs there.  The
+ * other future, stranded, is CONC_ESTATE next.  (The child used to wait
+ * for that callback: out of time, or for ever.) */
+static conc_iter *ac_before_fork;
+static conc_future *ac_futs[2];
+
+static void slow_callback(conc_future *f, void *arg)
+{
+    (void)f, (void)arg;
+    th_sleep(0.3);
+}
+
+static int child_takes_from_as_completed(void *arg)
+{
+    (void)arg;
+    conc_future *got = NULL;
+    double t0 = th_now();
+    if (conc_iter_next_future(ac_before_fork, &got, 2) != 0 ||
+        got != ac_futs[0] || th_now() - t0 > 1) {
+        return 2;
+    }
+    if (conc_iter_next_future(ac_before_fork, &got, 2) != CONC_ESTATE) {
+        return 3;
+    }
+    return 0;
+}
+
+TEST(forked_child_gets_a_future_whose_callback_had_not_run)
+{
+    enum { GATE = 100 };
+    runs_map();
+    conc_pool *p = mk(CONC_THREADS, 2);
+    int x = 3;
+    ac_futs[1] = gated(p, 1, GATE);
+    atomic_store(&append_gate, 0);
+    CHECK_OK(conc_pool_submit(p, t_careless_after_gate, &x, sizeof x,
+                              &ac_futs[0]));
+    CHECK_OK(conc_future_add_done_callback(ac_futs[0], slow_callback, NULL));
+    CHECK_OK(conc_as_completed(ac_futs, 2, CONC_FOREVER, &ac_before_fork));
+    atomic_store(&append_gate, 1);
+    for (double end = th_now() + 30; !conc_future_done(ac_futs[0]);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    /* the user's callback sleeps now; the iterator's comes after it */
+    int st = th_wait(th_fork(child_takes_from_as_completed, NULL), 30);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ(WEXITSTATUS(st), 0);
+    conc_future *got = NULL;
+    CHECK_OK(conc_iter_next_future(ac_before_fork, &got, 30));
+    CHECK(got == ac_futs[0]);
+    atomic_store(&runs[GATE], 1);
+    CHECK_OK(conc_iter_next_future(ac_before_fork, &got, 30));
+    CHECK(got == ac_futs[1]);
+    conc_iter_free(ac_before_fork);
+    conc_future_free(ac_futs[0]);
+    conc_future_free(ac_futs[1]);
+    conc_pool_free(p);
+    munmap((void *)runs, RUNS_MAX * sizeof *runs);
+}
+
 TEST(forked_child_cannot_use_the_pool_threads)
 {
     forked_child_cannot_use_the_pool(CONC_THREADS);
