@@ -72,12 +72,23 @@ _Noreturn void conc__assert_fail(const char *what, const char *file, int line);
 #define CONC__ASSERT(x) ((void)sizeof(!(x)))
 #endif
 
-/* The seconds an option's conc_timeout stands for: t.seconds when set,
+/* Whether an option's conc_timeout was given: set by CONC_TIMEOUT(), or
+ * seconds not 0.  The second is a plain double written where the option
+ * is, as the contract's "double timeout" reads: `.task_timeout = 0.2`
+ * compiles (C fills the struct's first member, seconds, and leaves set
+ * false) and must mean 0.2 s, not "left out".  Only 0 itself needs
+ * CONC_TIMEOUT(0) to mean "do not wait". */
+static inline bool conc__timeout_given(conc_timeout t)
+{
+    return t.set || t.seconds != 0;
+}
+
+/* The seconds an option's conc_timeout stands for: t.seconds when given,
  * else dflt.  Check the result like any timeout (conc__deadline_init or
  * conc__timeout_ok). */
 static inline double conc__timeout_opt(conc_timeout t, double dflt)
 {
-    return t.set ? t.seconds : dflt;
+    return conc__timeout_given(t) ? t.seconds : dflt;
 }
 
 /* Whether seconds is a valid timeout: CONC_FOREVER, or a number >= 0

@@ -625,7 +625,7 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
         return conc__fail(CONC_EINVAL, "%s: out is NULL", fn);
     }
     *out = NULL;
-    if (opts != NULL && opts->net_timeout.set) {
+    if (opts != NULL && conc__timeout_given(opts->net_timeout)) {
         /* only a server honours it (as a server refuses capacity_bytes) */
         return conc__fail(CONC_EINVAL, "%s: .net_timeout is for a dict on "
                           "a server (.url)", fn);

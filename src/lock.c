@@ -109,11 +109,13 @@ int conc_lock_new(conc_lock **out, const conc_lock_opts *opts)
         return CONC__FAIL_NULL("out");
     }
     *out = NULL;
-    if (opts != NULL && (opts->lease.set || opts->net_timeout.set)) {
+    if (opts != NULL && (conc__timeout_given(opts->lease) ||
+                         conc__timeout_given(opts->net_timeout))) {
         /* only a server honours them */
         return conc__fail(CONC_EINVAL, "conc_lock_new: .%s is for a lock "
                           "on a server (.url)",
-                          opts->lease.set ? "lease" : "net_timeout");
+                          conc__timeout_given(opts->lease) ? "lease"
+                                                           : "net_timeout");
     }
     void *mem;
     int err = conc__sync_region_make(&mem, opts != NULL ? opts->name : NULL,

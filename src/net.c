@@ -123,7 +123,7 @@ bool conc__net_backend_built(const char *scheme)
 int conc__net_opts_check(conc_timeout lease, conc_timeout net_timeout,
                          const char *fn)
 {
-    if (lease.set && !(lease.seconds > 0)) {
+    if (conc__timeout_given(lease) && !(lease.seconds > 0)) {
         return conc__fail(CONC_EINVAL, "%s: lease %g is not a number of "
                           "seconds > 0 (leave it out for the default; a "
                           "lease must end)", fn, lease.seconds);

@@ -370,10 +370,11 @@ CONC_API int conc_queue_new(conc_queue **out, const conc_queue_opts *opts)
     }
     /* What only a server honours is refused, as a server refuses
      * capacity_bytes and lanes. */
-    const char *server_only = opts->lease.set         ? "lease"
-                              : opts->at_most_once    ? "at_most_once"
-                              : opts->net_timeout.set ? "net_timeout"
-                                                      : NULL;
+    const char *server_only =
+        conc__timeout_given(opts->lease)         ? "lease"
+        : opts->at_most_once                     ? "at_most_once"
+        : conc__timeout_given(opts->net_timeout) ? "net_timeout"
+                                                 : NULL;
     if (server_only != NULL) {
         return conc__fail(CONC_EINVAL, "conc_queue_new: .%s is for a "
                           "queue on a server (.url)", server_only);

@@ -1983,6 +1983,45 @@ TEST(process_pool_that_cannot_fork_a_worker_breaks)
     munmap((void *)runs, RUNS_MAX * sizeof *runs);
 }
 
+/* A timeout option written as a plain double, as a program written from
+ * the contract's "double timeout" writes it: C fills the conc_timeout's
+ * first member (seconds) and leaves set false, which used to read as
+ * "left out", and the timeout was ignored (a task ran on past it, a map
+ * or a barrier waited for ever).  It means what it says. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-braces"
+TEST(timeout_options_written_as_plain_doubles_hold)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .kind = CONC_THREADS,
+                                                  .workers = 1,
+                                                  .task_timeout = 0.2 }));
+    int ms = 3000;
+    conc_msg m;
+    double t0 = th_now();
+    CHECK_ERR(conc_pool_apply(p, t_sleep, &ms, sizeof ms, &m, 30),
+              CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 2.5);
+    conc_pool_free(p);
+    p = mk(CONC_THREADS, 1);
+    conc_msg in = { &ms, sizeof ms }, out;
+    t0 = th_now();
+    CHECK_ERR(conc_pool_map(p, t_sleep, &in, 1, &out,
+                            &(conc_map_opts){ .timeout = 0.2 }),
+              CONC_ETIMEDOUT);
+    CHECK(th_now() - t0 < 2.5);
+    conc_pool_free(p);
+    conc_barrier *b;
+    CHECK_OK(conc_barrier_new(&b, &(conc_barrier_opts){ .parties = 2,
+                                                        .timeout = 0.2 }));
+    t0 = th_now();
+    /* Python's: the party whose wait times out breaks the barrier */
+    CHECK_ERR(conc_barrier_wait(b, CONC_FOREVER, NULL), CONC_EBROKEN);
+    CHECK(th_now() - t0 < 2.5);
+    conc_barrier_free(b);
+}
+#pragma GCC diagnostic pop
+
 static void fault_loop(conc_pool_kind kind)
 {
     int fired = 0;

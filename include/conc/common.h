@@ -78,9 +78,15 @@ CONC_API const char *conc_errname(int err);
  *     (left out)                            the option's documented
  *                                           default, CONC_FOREVER unless
  *                                           its header says otherwise
- * So 0 means one thing everywhere: do not wait.  The seconds follow the
- * rules of every timeout: NaN, or negative other than CONC_FOREVER, is
- * CONC_EINVAL where the options are taken. */
+ * So 0 means one thing everywhere: do not wait.  A plain number written
+ * as the option (.timeout = 2.5, as a double option would be written: C
+ * fills the struct's first member, seconds, and leaves set false) means
+ * the same as CONC_TIMEOUT(2.5), CONC_FOREVER too; only 0 written so
+ * reads as left out (it is what a zeroed struct holds), so "do not wait"
+ * needs CONC_TIMEOUT(0).  (gcc's -Wmissing-braces, in -Wall, warns about
+ * the plain form.)  The seconds follow the rules of every timeout: NaN,
+ * or negative other than CONC_FOREVER, is CONC_EINVAL where the options
+ * are taken. */
 typedef struct conc_timeout {
     double seconds;
     bool set;

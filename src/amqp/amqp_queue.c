@@ -188,6 +188,10 @@ typedef struct slot {
     uint64_t gen;
     aconn pub, con, ctl;
     uint64_t lo, hi;       /* unacknowledged delivery tags on con */
+    /* Messages this thread's gets handed out and task_done has not
+     * counted yet (Python's count of unfinished tasks, per thread: a
+     * later get may have acknowledged them already). */
+    uint64_t undone;
     uint64_t gap;          /* a tag in [lo, hi] given back (probe), or 0 */
     bool stash_full;       /* a delivery kept for the next get */
     uint64_t stash_tag;
@@ -1286,6 +1290,7 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
         free(s->stash);
         s->stash = NULL;
         s->stash_full = false;
+        s->undone++;
         *gotn = 1;
         return 0;
     }
@@ -1338,6 +1343,7 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
         k++;
     }
     *gotn = k;
+    s->undone += k;
     if (q->amo) {
         /* At most once: acknowledged the moment the caller has it. */
         ack_all(s);
@@ -1422,13 +1428,18 @@ static int aq_task_done(conc__netq *nq)
     if (s == NULL) {
         return no_slot(fn);
     }
+    if (s->undone == 0) {
+        return conc__fail(CONC_EINVAL, "%s: called more times than this "
+                          "thread got messages from '%s'", fn, q->name);
+    }
+    s->undone--;
     if (s->lo == s->gap) {
         s->lo++;
         s->gap = 0;
     }
     if (s->lo > s->hi || s->con.st == NULL) {
-        return conc__fail(CONC_EINVAL, "%s: this thread holds no delivery "
-                          "of '%s' to acknowledge", fn, q->name);
+        return 0; /* acknowledged already: by a later get, or given back
+                     to the broker with its connection */
     }
     int rc = amqp_basic_ack(s->con.st, 1, s->lo, 0);
     s->lo++;
@@ -1775,7 +1786,7 @@ int conc__amqp_queue_make(conc__netq **out, conc__url *u, const char *name,
                          : DEFAULT_NET_TIMEOUT;
     q->serial = conc__os_random64() | 1u;
     int err = parse_url(q, name, fn);
-    if (err == 0 && opts != NULL && opts->lease.set) {
+    if (err == 0 && opts != NULL && conc__timeout_given(opts->lease)) {
         err = conc__fail(CONC_EINVAL, "%s: lease has no meaning on "
                          "RabbitMQ (the broker gives a dead consumer's "
                          "messages back when its connection drops); leave "

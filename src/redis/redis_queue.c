@@ -1399,7 +1399,7 @@ static int declared(rq *q, const redisReply *r, const conc_queue_opts *opts,
                           maxsize, opts->maxsize);
     }
     q->base.maxsize = (size_t)maxsize;
-    if (opts == NULL || !opts->lease.set) {
+    if (opts == NULL || !conc__timeout_given(opts->lease)) {
         q->lease_ms = (uint64_t)lease;
     }
     if (opts == NULL) {
