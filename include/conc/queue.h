@@ -170,17 +170,23 @@
  * consumer killed at any instant loses nothing: the broker requeues its
  * unacknowledged deliveries when its connection drops, with the
  * redelivered flag conc_queue_redelivered() reports.  A handle whose
- * thread stops calling get holds up to prefetch messages back from the
- * others until its next get or free.  A get on a frozen broker returns
+ * thread stops calling get (a worker busy with the message it took, or a
+ * thread that ended) holds up to prefetch messages back from the others
+ * until its next get or free: for a work queue whose consumers take long
+ * over each message, ?prefetch=1 lets the others take the rest at once
+ * (RabbitMQ's fair dispatch), at a round trip per message.  A get on a frozen broker returns
  * CONC_EEMPTY at its timeout (nothing came).  A get that must connect
  * (its thread's first, or the first after a lost connection) tries once:
  * CONC_ENET when the broker refuses, CONC_ETIMEDOUT when it does not
  * answer within the timeout (.net_timeout for 0 and CONC_FOREVER).
  *   qsize, empty, full: a passive declaration (one round trip); messages
  * delivered and not yet acknowledged are not counted.
- *   task_done: acknowledges the oldest delivery this thread holds
- * (CONC_EINVAL when it holds none); it counts nothing, and join returns
- * CONC_EINVAL: AMQP keeps no count of tasks done.
+ *   task_done: counts one of the messages this thread's gets handed out
+ * (CONC_EINVAL when called more times than that, as Python's
+ * JoinableQueue for a single consumer) and acknowledges the oldest
+ * delivery this thread still holds, if a later get did not acknowledge
+ * it already; join returns CONC_EINVAL: AMQP keeps no count of tasks
+ * done across consumers.
  *   close: declares conc.closed.NAME, deletes the exchange (puts fail
  * with CONC_ECLOSED from then on), and queues a marker behind every
  * message already in; every getter on every host drains the queue and
