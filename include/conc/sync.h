@@ -71,11 +71,13 @@ extern "C" {
  * the server until a release or the holder's lease end, in slices of at
  * most 2 s, and its timeout counts connecting and the round trips
  * (giving it at most 1 s past its timeout when the server does not
- * answer: CONC_ETIMEDOUT).  release is one round trip; only the handle
- * that acquired (any of its threads, or a child forked while it held
- * the lock) may release: other handles get CONC_EPERM (Python lets any
- * process release; a lease lock needs the holder's token).  locked is
- * one round trip.  free does not release a held lock: its lease then
+ * answer: CONC_ETIMEDOUT).  release is one round trip.  The handle that
+ * acquired (any of its threads, or a child forked while it held the
+ * lock) releases its own grant, CONC_EPERM when its lease ran out
+ * meanwhile; any other handle, as any process may release Python's Lock,
+ * releases whoever holds it (CONC_EPERM only when the lock is free), and
+ * that holder then finds its grant gone (its own release says
+ * CONC_EPERM, as after a lost lease).  locked is one round trip.  free does not release a held lock: its lease then
  * runs out and the next acquirer gets CONC_EOWNERDEAD.  Errors beyond
  * the shared-memory ones: CONC_ENET, CONC_EAUTH, CONC_ETIMEDOUT,
  * CONC_ECORRUPT, as for queues; locked() is false on such an error

@@ -43,10 +43,13 @@
  * resource, which refuses numbers lower than one it has seen.
  *
  * WHO MAY RELEASE.  Python lets any thread or process release a held
- * Lock.  Here the token travels with the handle: any thread using the
- * handle that acquired, and a child forked while it held the lock, may
- * release it; a handle elsewhere (conc_lock_open in another process)
- * cannot, and gets CONC_EPERM.
+ * Lock, and so does this: the handle that acquired (any of its threads,
+ * or a child forked while it held the lock) releases its own grant, with
+ * its token (CONC_EPERM when the lease ran out meanwhile: someone may
+ * have held the lock since); any other handle releases whoever holds it
+ * (release_any: CONC_EPERM only when the lock is free).  The holder then
+ * finds its grant gone: its renewals stop, and its own release says
+ * CONC_EPERM, as after a lost lease.
  *
  * State (held, token, fence) is guarded by cli.mu; the lease item is
  * armed after a grant and disarmed after a release, outside cli.mu (the
@@ -61,7 +64,8 @@
 #define SLICE_S 2.0
 #define GRACE_S 1.0
 
-enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_UNDO, SC_N };
+enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_UNDO,
+       SC_RELEASE_ANY, SC_N };
 
 static const conc__rscript scripts[SC_N] = {
     [SC_DECLARE] = { "declare",
@@ -123,6 +127,17 @@ static const conc__rscript scripts[SC_N] = {
         "  redis.call('DEL', KEYS[2])\n"
         "elseif o == ARGV[1] .. '+' then\n"
         "  redis.call('SET', KEYS[2], 'died')\n"
+        "end\n"
+        "return 0\n" },
+    [SC_RELEASE_ANY] = { "release_any",
+        /* KEYS: key, owner, wake.  Whoever holds it: 1 released, 0 it
+         * was free. */
+        "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+        "  redis.call('DEL', KEYS[1], KEYS[2])\n"
+        "  redis.call('LPUSH', KEYS[3], '1')\n"
+        "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
+        "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+        "  return 1\n"
         "end\n"
         "return 0\n" },
     [SC_RENEW] = { "renew",
@@ -347,6 +362,40 @@ static void build_release(void *ctx, conc__rconn *c)
     conc__rbuf_str(&c->out, a->token);
 }
 
+static void build_release_any(void *ctx, conc__rconn *c)
+{
+    const rl *l = ctx;
+    conc__rconn_evalsha(c, SC_RELEASE_ANY, 3, 0);
+    conc__rbuf_str(&c->out, l->k_key);
+    conc__rbuf_str(&c->out, l->k_owner);
+    conc__rbuf_str(&c->out, l->k_wake);
+}
+
+/* A release through a handle that did not acquire: whoever holds the
+ * lock loses it, as Python's Lock lets any thread or process release it
+ * (top, "Who may release").  0, or CONC_EPERM when it was free. */
+static int release_any(rl *l, const char *fn)
+{
+    redisReply *r = NULL;
+    int err = conc__rcli_call(&l->cli, build_release_any, l, &r, 1,
+                              conc__r_until(l->cli.net_timeout), fn);
+    if (err != 0) {
+        return err;
+    }
+    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_INTEGER, false, fn,
+                            "the release script");
+    long long v = err == 0 ? r->integer : -1;
+    conc__rreplies_free(&r, 1);
+    if (err != 0) {
+        return err;
+    }
+    if (v != 1) {
+        return conc__fail(CONC_EPERM, "%s: the lock is not held (release "
+                          "of an unlocked lock)", fn);
+    }
+    return 0;
+}
+
 static int rl_release(conc__netl *nl)
 {
     rl *l = RL(nl);
@@ -357,9 +406,7 @@ static int rl_release(conc__netl *nl)
     memcpy(token, l->token, sizeof token);
     pthread_mutex_unlock(&l->cli.mu);
     if (!held) {
-        return conc__fail(CONC_EPERM, "%s: this handle does not hold the "
-                          "lock (a lock on a server is released through "
-                          "the handle that acquired it)", fn);
+        return release_any(l, fn);
     }
     try_arg a = { l, token };
     redisReply *r = NULL;
