@@ -821,7 +821,23 @@ static size_t first_places(conc_future *const *futs, size_t n,
     return kept;
 }
 
+/* conc_iter_next on an as_completed iterator: the next future's result
+ * (its code, its output in *msg), as conc_future_result gives it; the
+ * future's index in futs by conc_iter_index. */
+static int ac_next_result(conc_iter *it, conc_msg *msg,
+                          const conc__deadline *dl, double timeout)
+{
+    conc_future *f = NULL;
+    int err = ac_next(it, &f, dl, timeout);
+    if (err != 0) {
+        /* its detail names conc_iter_next_future: the same iterator */
+        return err;
+    }
+    return conc__future_result_as(f, msg, 0, "conc_iter_next");
+}
+
 static const conc__iter_ops ac_ops = {
+    .next = ac_next_result,
     .next_future = ac_next,
     .progress = ac_progress,
     .free = ac_free,
@@ -939,12 +955,9 @@ int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout)
         msg->data = NULL;
         msg->len = 0;
     }
-    if (it == NULL || msg == NULL || it->ops->next == NULL) {
+    if (it == NULL || msg == NULL) {
         return conc__fail(CONC_EINVAL, "conc_iter_next: %s",
-                          it == NULL    ? "it is NULL"
-                          : msg == NULL ? "msg is NULL"
-                                        : "an as_completed iterator gives "
-                                          "futures: conc_iter_next_future");
+                          it == NULL ? "it is NULL" : "msg is NULL");
     }
     conc__deadline dl;
     if (conc__deadline_init(&dl, timeout) != 0) {

@@ -480,7 +480,9 @@ CONC_API int conc_wait(conc_future *const *futs, size_t n, double timeout,
 
 /* conc_as_completed - an iterator handing out futs in the order they
  * complete (those already done first, in array order), through
- * conc_iter_next_future.  A future given more than once is handed out
+ * conc_iter_next_future; or their results in that order through
+ * conc_iter_next (each future's code and output, as conc_future_result
+ * gives them; conc_iter_index: its place in futs).  A future given more than once is handed out
  * once, for its first place (Python's as_completed takes a set).  timeout
  * bounds the whole iteration, measured from this call (Python's
  * as_completed(fs, timeout)); CONC_FOREVER for none.  The iterator holds
@@ -491,12 +493,12 @@ CONC_API int conc_as_completed(conc_future *const *futs, size_t n,
 
 /* ---- iterators ---------------------------------------------------------- */
 
-/* conc_iter_next - the next result of an imap/imap_unordered iterator:
- * waits at most timeout seconds and returns its result code (0, a task's
- * code > 0, or a CONC_E* code for that item) with its output in *msg
- * (always set; the caller frees it).  CONC_ECLOSED once every item was
- * returned; CONC_ETIMEDOUT (nothing consumed); CONC_EINVAL (NULL argument,
- * bad timeout, or an as_completed iterator). */
+/* conc_iter_next - the next result of an imap/imap_unordered iterator
+ * (or of an as_completed one: its next future's): waits at most timeout
+ * seconds and returns its result code (0, a task's code > 0, or a CONC_E*
+ * code for that item) with its output in *msg (always set; the caller
+ * frees it).  CONC_ECLOSED once every item was returned; CONC_ETIMEDOUT
+ * (nothing consumed); CONC_EINVAL (NULL argument, bad timeout). */
 CONC_API int conc_iter_next(conc_iter *it, conc_msg *msg, double timeout);
 
 /* conc_iter_next_future - the next future of an as_completed iterator,
