@@ -64,6 +64,14 @@
 #define SLICE_S 2.0
 #define GRACE_S 1.0
 
+/* Lua, for the scripts that free the lock: one element on the wake list
+ * (KEYS[3]), which a waiter's BLPOP takes, trimmed to one and kept a
+ * minute. */
+#define WAKE_ONE                                                           \
+    "  redis.call('LPUSH', KEYS[3], '1')\n"                                \
+    "  redis.call('LTRIM', KEYS[3], 0, 0)\n"                               \
+    "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+
 enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_UNDO,
        SC_RELEASE_ANY, SC_N };
 
@@ -100,9 +108,7 @@ static const conc__rscript scripts[SC_N] = {
          * (the lease ran out). */
         "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
         "  redis.call('DEL', KEYS[1], KEYS[2])\n"
-        "  redis.call('LPUSH', KEYS[3], '1')\n"
-        "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
-        "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+        WAKE_ONE
         "  return 1\n"
         "end\n"
         "local o = redis.call('GET', KEYS[2])\n"
@@ -118,9 +124,7 @@ static const conc__rscript scripts[SC_N] = {
          * added), whose death the next acquirer must still be told. */
         "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
         "  redis.call('DEL', KEYS[1])\n"
-        "  redis.call('LPUSH', KEYS[3], '1')\n"
-        "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
-        "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+        WAKE_ONE
         "end\n"
         "local o = redis.call('GET', KEYS[2])\n"
         "if o == ARGV[1] then\n"
@@ -134,9 +138,7 @@ static const conc__rscript scripts[SC_N] = {
          * was free. */
         "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
         "  redis.call('DEL', KEYS[1], KEYS[2])\n"
-        "  redis.call('LPUSH', KEYS[3], '1')\n"
-        "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
-        "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+        WAKE_ONE
         "  return 1\n"
         "end\n"
         "return 0\n" },
