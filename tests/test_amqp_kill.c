@@ -701,8 +701,12 @@ TEST_T(amqp_broker_hanging_up_at_login_is_enet, 30)
                                      .url = url, .name = name,
                                      .net_timeout = CONC_TIMEOUT(5.0) }),
               CONC_ENET);
-    CHECK(strstr(conc_errdetail(), "closed the connection during the "
-                                   "login") != NULL);
+    /* "closed the connection during the login", or, when the client was
+     * still writing as the relay cut (a slower build), the socket error
+     * of the login's write: CONC_ENET either way, never "wrong user or
+     * password" */
+    CHECK(strstr(conc_errdetail(), "login") != NULL);
+    CHECK(strstr(conc_errdetail(), "password") == NULL);
     CHECK(q == NULL);
     relay_kill(&r);
 }
