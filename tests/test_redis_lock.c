@@ -175,6 +175,24 @@ static int holder(void *arg)
     return 0;
 }
 
+/* The same through conc_lock_open (b->url names the lock), with no
+ * .lease of its own. */
+static int holder_opened(void *arg)
+{
+    holder_box *b = arg;
+    conc_lock *l = NULL;
+    if (conc_lock_open(&l, b->url) != 0) {
+        return 10;
+    }
+    if (conc_lock_acquire(l, 10.0) != 0) {
+        return 11;
+    }
+    atomic_store(&b->held, 1);
+    th_sleep(b->hold);
+    conc_lock_free(l);
+    return 0;
+}
+
 static holder_box *box(const th_redis *r, double lease, double hold)
 {
     holder_box *b = mmap(NULL, sizeof *b, PROT_READ | PROT_WRITE,
@@ -193,6 +211,33 @@ static void wait_held(holder_box *b)
         th_sleep(0.005);
     }
     CHECK(atomic_load(&b->held));
+}
+
+/* A lock opened by URL without a .lease of its own takes the lease its
+ * maker gave (0.5 s here), as a queue's opener does: a holder through
+ * it that dies frees the lock as soon, where it kept it for the default
+ * 30 s. */
+TEST(redis_lock_opened_keeps_its_makers_lease)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = mkl(r.url, "h", 0.5);
+    holder_box *b = box(&r, 0, 60.0);
+    const char *url = th_redis_url_of(&r, "h");
+    CHECK(strlen(url) < sizeof b->url);
+    memcpy(b->url, url, strlen(url) + 1);
+    pid_t kid = th_fork(holder_opened, b);
+    wait_held(b);
+    kill(kid, SIGKILL);
+    th_wait(kid, 5.0);
+    double t0 = th_now();
+    CHECK_ERR(conc_lock_acquire(l, 5.0), CONC_EOWNERDEAD);
+    CHECK(th_now() - t0 < 2.0);
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+    munmap(b, sizeof *b);
+    th_redis_stop(&r);
 }
 
 TEST(redis_lock_dead_holder_gives_ownerdead)

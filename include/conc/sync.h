@@ -93,8 +93,10 @@ typedef struct conc_lock_opts {
     const char *url;
     /* On a server: the holder's lease, CONC_TIMEOUT(seconds) from 0.1 s
      * to 1e6 s, renewed every lease/3 while the holder's process lives.
-     * Left out: 30 s.  CONC_TIMEOUT(0) or CONC_FOREVER: CONC_EINVAL (a
-     * lease must end, or a dead holder would keep the lock). */
+     * Left out: 30 s, or, for conc_lock_open, the lease the lock's maker
+     * gave (the server keeps it with the lock).  CONC_TIMEOUT(0) or
+     * CONC_FOREVER: CONC_EINVAL (a lease must end, or a dead holder
+     * would keep the lock). */
     conc_timeout lease;
     /* On a server: the bound on calls that take no timeout (new, open,
      * release, locked) and on each round trip of an acquire given

@@ -12,7 +12,8 @@
  *                          value is its fencing token
  *   conc:{l:NAME}:wake     list: a release pushes one element here
  *                          (trimmed to one); waiters BLPOP it
- *   conc:{l:NAME}:meta     hash: kind=lock, layout=1
+ *   conc:{l:NAME}:meta     hash: kind=lock, layout=1, lease (the maker's,
+ *                          ms: an opener without its own takes it)
  *
  * ACQUIRE is one script, one round trip: SET NX PX with a fresh random
  * token; on success INCR the fence and read-then-overwrite the owner
@@ -77,8 +78,10 @@ enum { SC_DECLARE, SC_ACQUIRE, SC_RELEASE, SC_RENEW, SC_UNDO,
 
 static const conc__rscript scripts[SC_N] = {
     [SC_DECLARE] = { "declare",
-        /* KEYS: key, owner, fence, wake, meta.  ARGV: create (1/0).
-         * {status} or {'type', key, type}. */
+        /* KEYS: key, owner, fence, wake, meta.  ARGV: create (1/0), the
+         * maker's lease in ms.  {status, the lease its maker gave (ms,
+         * '' for a lock made before locks kept theirs)} or {'type', key,
+         * type}. */
         "local want = {'string', 'string', 'string', 'list', 'hash'}\n"
         "for i = 1, 5 do\n"
         "  local t = redis.call('TYPE', KEYS[i])['ok']\n"
@@ -86,12 +89,13 @@ static const conc__rscript scripts[SC_N] = {
         "end\n"
         "if redis.call('EXISTS', KEYS[5]) == 0 then\n"
         "  if ARGV[1] == '0' then return {'missing'} end\n"
-        "  redis.call('HSET', KEYS[5], 'kind', 'lock', 'layout', '1')\n"
-        "  return {'new'}\n"
+        "  redis.call('HSET', KEYS[5], 'kind', 'lock', 'layout', '1',\n"
+        "             'lease', ARGV[2])\n"
+        "  return {'new', ARGV[2]}\n"
         "end\n"
-        "local m = redis.call('HMGET', KEYS[5], 'kind', 'layout')\n"
+        "local m = redis.call('HMGET', KEYS[5], 'kind', 'layout', 'lease')\n"
         "if m[1] ~= 'lock' or m[2] ~= '1' then return {'kind'} end\n"
-        "return {'old'}\n" },
+        "return {'old', m[3] or ''}\n" },
     [SC_ACQUIRE] = { "acquire",
         /* KEYS: key, owner, fence.  ARGV: token, lease ms.
          * {1, fence, owner record found} or {0, the holder's PTTL}. */
@@ -545,16 +549,22 @@ typedef struct declare_arg {
 static void build_declare(void *ctx, conc__rconn *c)
 {
     const declare_arg *a = ctx;
-    conc__rconn_evalsha(c, SC_DECLARE, 5, 1);
+    conc__rconn_evalsha(c, SC_DECLARE, 5, 2);
     conc__rbuf_str(&c->out, a->l->k_key);
     conc__rbuf_str(&c->out, a->l->k_owner);
     conc__rbuf_str(&c->out, a->l->k_fence);
     conc__rbuf_str(&c->out, a->l->k_wake);
     conc__rbuf_str(&c->out, a->l->k_meta);
     conc__rbuf_str(&c->out, a->create ? "1" : "0");
+    conc__rbuf_u64(&c->out, a->l->lease_ms);
 }
 
-static int declare(rl *l, bool create, const char *name, const char *fn)
+/* Declares the lock (new or open).  An opener that gave no .lease takes
+ * the one the lock's maker gave (kept in its meta hash, as a queue keeps
+ * its own), so a holder through either handle that dies frees the lock
+ * as soon; a lock made before locks kept theirs leaves the default. */
+static int declare(rl *l, bool create, bool lease_given, const char *name,
+                   const char *fn)
 {
     declare_arg a = { l, create };
     redisReply *r = NULL;
@@ -562,6 +572,21 @@ static int declare(rl *l, bool create, const char *name, const char *fn)
                               conc__r_until(l->cli.net_timeout), fn);
     if (err == 0) {
         err = conc__robj_declared(&l->cli, r, "lock", name, fn);
+    }
+    long long ms = 0;
+    if (err == 0 && !create && !lease_given && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len > 0) {
+        /* the same bounds a lease given here is held to */
+        if (!conc__rreply_int(r->element[1], &ms) || ms < 100 ||
+            ms > 1000000000LL) {
+            err = conc__fail(CONC_ECORRUPT, "%s: the lock '%s' on %s keeps "
+                             "a lease that no maker gives", fn, name,
+                             l->cli.where);
+        } else {
+            l->lease_ms = (uint64_t)ms;
+        }
+    }
+    if (r != NULL) {
         conc__rreplies_free(&r, 1);
     }
     return err;
@@ -600,7 +625,9 @@ int conc__redis_lock_make(conc__netl **out, conc__url *u, const char *name,
         }
     }
     if (err == 0) {
-        err = declare(l, create, name, fn);
+        err = declare(l, create,
+                      opts != NULL && conc__timeout_given(opts->lease), name,
+                      fn);
     }
     if (err != 0) {
         rl_destroy(l);
