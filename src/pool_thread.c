@@ -172,13 +172,28 @@ static void refill_locked(conc_pool *p)
     }
 }
 
+/* Breaks the pool (pool.h, "Initializer"): code and why, unless it broke
+ * already; lock held.  Returns its queued tasks for the caller to fail
+ * after unlocking, with CONC_EBROKEN and the first break's reason, which
+ * it copies into msg (sizeof p->broken_why bytes). */
+static conc__task *break_locked(conc_pool *p, int code, const char *why,
+                                char *msg)
+{
+    conc__pool_break_locked(p, code, why);
+    snprintf(msg, sizeof p->broken_why, "%s", p->broken_why);
+    conc__task *list = conc__pool_take_all_locked(p);
+    pthread_cond_broadcast(&tp_of(p)->work_cv);
+    pthread_cond_broadcast(&tp_of(p)->done_cv);
+    return list;
+}
+
 /* Called when the pool may have lost its last worker; lock held.  A pool
  * with no worker and slots a replacement could not fill tries once more,
  * and if it still has none it can run nothing: it breaks (CONC_EBROKEN,
  * as for an initializer that failed), and its queued tasks are returned
  * for the caller to fail after unlocking (conc__task_fail_list with
- * CONC_EBROKEN and p->broken_why).  Else NULL. */
-static conc__task *starved_locked(conc_pool *p)
+ * CONC_EBROKEN and msg, which break_locked() filled).  Else NULL. */
+static conc__task *starved_locked(conc_pool *p, char *msg)
 {
     struct thread_pool *tp = tp_of(p);
     if (tp->live > 0 || tp->unfilled == 0 || p->state == CONC__POOL_TERM ||
@@ -193,11 +208,7 @@ static conc__task *starved_locked(conc_pool *p)
     char why[sizeof p->broken_why];
     snprintf(why, sizeof why, "no worker thread could be started (%s)",
              conc_errdetail());
-    conc__pool_break_locked(p, CONC_EBROKEN, why);
-    conc__task *list = conc__pool_take_all_locked(p);
-    pthread_cond_broadcast(&tp->work_cv);
-    pthread_cond_broadcast(&tp->done_cv);
-    return list;
+    return break_locked(p, CONC_EBROKEN, why, msg);
 }
 
 /* Marks w abandoned and takes it out of the pool's count; lock held.  The
@@ -227,10 +238,7 @@ static void break_threads(conc_pool *p, int code)
     snprintf(msg, sizeof msg, "a worker's initializer failed with code %d",
              code);
     pthread_mutex_lock(&p->lock);
-    conc__pool_break_locked(p, code, msg);
-    snprintf(msg, sizeof msg, "%s", p->broken_why); /* the first break's */
-    conc__task *list = conc__pool_take_all_locked(p);
-    pthread_cond_broadcast(&tp_of(p)->work_cv);
+    conc__task *list = break_locked(p, code, msg, msg);
     pthread_mutex_unlock(&p->lock);
     conc__task_fail_list(list, CONC__FUT_DONE, CONC_EBROKEN, msg);
 }
@@ -388,15 +396,16 @@ static void *thread_main(void *arg)
     }
     pthread_mutex_lock(&p->lock);
     conc__task *starved = NULL;
+    char why[sizeof p->broken_why];
     if (counted) {
         tp->live--;
-        starved = starved_locked(p);
+        starved = starved_locked(p, why);
     }
     pthread_cond_broadcast(&tp->done_cv);
-    char why[sizeof p->broken_why];
-    snprintf(why, sizeof why, "%s", p->broken_why);
     pthread_mutex_unlock(&p->lock);
-    conc__task_fail_list(starved, CONC__FUT_DONE, CONC_EBROKEN, why);
+    if (starved != NULL) {
+        conc__task_fail_list(starved, CONC__FUT_DONE, CONC_EBROKEN, why);
+    }
     free(w);
     conc__pool_unref(p);
     return NULL;
@@ -431,11 +440,13 @@ static void *timer_main(void *arg)
         }
         if (nlate > 0) {
             /* the abandoned are out of live: it may be 0 now */
-            conc__task *starved = starved_locked(p);
             char why[sizeof p->broken_why];
-            snprintf(why, sizeof why, "%s", p->broken_why);
+            conc__task *starved = starved_locked(p, why);
             pthread_mutex_unlock(&p->lock);
-            conc__task_fail_list(starved, CONC__FUT_DONE, CONC_EBROKEN, why);
+            if (starved != NULL) {
+                conc__task_fail_list(starved, CONC__FUT_DONE, CONC_EBROKEN,
+                                     why);
+            }
             char msg[96];
             snprintf(msg, sizeof msg, "the task ran past its timeout of %g s",
                      p->task_timeout);

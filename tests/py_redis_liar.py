@@ -8,10 +8,9 @@ usage: py_redis_liar.py MODE
   MODE rpop   the at-most-once get's RPOP with a count answers 64
 Binds a free loopback port, prints "PORT\\n" and serves until killed."""
 import hashlib
-import os
-import socket
 import sys
-import threading
+
+from py_resp_server import read_command, serve_forever
 
 MODE = sys.argv[1]
 
@@ -34,17 +33,6 @@ def integer(n):
     return b":%d\r\n" % n
 
 
-def read_command(f):
-    line = f.readline()
-    if not line:
-        return None
-    args = []
-    for _ in range(int(line[1:])):
-        n = int(f.readline()[1:])
-        args.append(f.read(n + 2)[:-2])
-    return args
-
-
 # Each message is a bulk string tagged 'm' (libconc's element layout).
 LIES = ["m" + "lie%d" % i for i in range(64)]
 
@@ -53,7 +41,7 @@ def serve(conn):
     f = conn.makefile("rb")
     kind = {}  # sha -> what the script is
     while True:
-        a = read_command(f)
+        _, a = read_command(f)
         if a is None:
             return
         cmd = a[0].upper()
@@ -91,15 +79,4 @@ def serve(conn):
         conn.sendall(reply)
 
 
-def main():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    # one write: the test reads it and closes its end of the pipe
-    os.write(1, b"%d\n" % s.getsockname()[1])
-    while True:
-        conn, _ = s.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-
-main()
+serve_forever(serve)

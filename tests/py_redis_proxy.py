@@ -11,30 +11,15 @@ usage: py_redis_proxy.py REDIS_PORT MODE
 Binds a free loopback port, prints "PORT\\n", and relays every other
 byte as it is until killed."""
 import hashlib
-import os
 import socket
 import sys
-import threading
+
+from py_resp_server import read_command, serve_forever
 
 REDIS_PORT = int(sys.argv[1])
 MODE = sys.argv[2]
 acquire_sha = set()
 dropped = [False]
-
-
-def read_command(f):
-    """One command (an array of bulk strings): its raw bytes and args."""
-    line = f.readline()
-    if not line:
-        return None, None
-    raw = [line]
-    args = []
-    for _ in range(int(line[1:])):
-        head = f.readline()
-        body = f.read(int(head[1:]) + 2)
-        raw += [head, body]
-        args.append(body[:-2])
-    return b"".join(raw), args
 
 
 def read_reply(f):
@@ -85,15 +70,4 @@ def serve(client):
         server.close()
 
 
-def main():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    # one write: the test reads it and closes its end of the pipe
-    os.write(1, b"%d\n" % s.getsockname()[1])
-    while True:
-        conn, _ = s.accept()
-        threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-
-main()
+serve_forever(serve)

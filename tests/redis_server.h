@@ -68,7 +68,8 @@ static inline int th_py_server(const char *script, const char *a1,
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fds[1], 1);
         close(fds[0]);
-        execlp("python3", "python3", path, a1, a2, (char *)NULL);
+        /* -B: no __pycache__ beside the scripts in the source tree */
+        execlp("python3", "python3", "-B", path, a1, a2, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);

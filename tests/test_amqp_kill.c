@@ -306,9 +306,9 @@ enum { RELAY_PASS, RELAY_HOLD_AFTER_DELIVER, RELAY_CUT_AFTER_START,
        RELAY_HEADER_OF_CLASS_10, RELAY_SLOW_FRAMES };
 
 /* What the relay knows of the frames a broker sends on one connection
- * (a mode other than RELAY_PASS): a frame is type (1), channel (2), size (4), a payload of
- * size bytes, and an end octet; a method payload starts with its class
- * and method ids (2 + 2). */
+ * (a mode other than RELAY_PASS): a frame is type (1), channel (2), size
+ * (4), a payload of size bytes, and an end octet; a method payload
+ * starts with its class and method ids (2 + 2). */
 typedef struct frame_scan {
     unsigned char hdr[7];
     unsigned hlen;
@@ -319,6 +319,26 @@ typedef struct frame_scan {
     bool held;      /* the mode's method passed: nothing more does */
 } frame_scan;
 
+/* Takes byte b into the header of the frame that starts, if one does,
+ * and returns true; at the header's end, the frame's size starts the
+ * count of what is left of it.  false: b belongs to a payload or an end
+ * octet, and the caller counts it. */
+static bool scan_header_byte(frame_scan *fs, unsigned char b)
+{
+    if (fs->left != 0) {
+        return false;
+    }
+    fs->hdr[fs->hlen++] = b;
+    if (fs->hlen == 7) {
+        fs->left = ((uint64_t)fs->hdr[3] << 24 | (uint64_t)fs->hdr[4] << 16 |
+                    (uint64_t)fs->hdr[5] << 8 | fs->hdr[6]) + 1;
+        fs->hlen = 0;
+        fs->mlen = 0;
+        fs->at = 0;
+    }
+    return true;
+}
+
 /* The broker's bytes pass up to the end of the first method frame the
  * mode names (basic.deliver: class 60, method 60; connection.start:
  * class 10, method 10), and none after it.  Returns how many of buf's n
@@ -328,16 +348,7 @@ static size_t hold_after(frame_scan *fs, int mode, unsigned char *buf,
 {
     unsigned char id = mode == RELAY_HOLD_AFTER_DELIVER ? 60 : 10;
     for (size_t i = 0; i < n && !fs->held; i++) {
-        if (fs->left == 0) {
-            fs->hdr[fs->hlen++] = buf[i];
-            if (fs->hlen == 7) {
-                fs->left = ((uint64_t)fs->hdr[3] << 24 |
-                            (uint64_t)fs->hdr[4] << 16 |
-                            (uint64_t)fs->hdr[5] << 8 | fs->hdr[6]) + 1;
-                fs->hlen = 0;
-                fs->mlen = 0;
-                fs->at = 0;
-            }
+        if (scan_header_byte(fs, buf[i])) {
             continue;
         }
         if (mode == RELAY_HEADER_OF_CLASS_10 && fs->hdr[0] == 2 &&
@@ -392,14 +403,7 @@ static bool relay_write_slowly(int fd, frame_scan *fs,
 {
     size_t from = 0;
     for (size_t i = 0; i < n; i++) {
-        if (fs->left == 0) {
-            fs->hdr[fs->hlen++] = buf[i];
-            if (fs->hlen == 7) {
-                fs->left = ((uint64_t)fs->hdr[3] << 24 |
-                            (uint64_t)fs->hdr[4] << 16 |
-                            (uint64_t)fs->hdr[5] << 8 | fs->hdr[6]) + 1;
-                fs->hlen = 0;
-            }
+        if (scan_header_byte(fs, buf[i])) {
             continue;
         }
         if (--fs->left == 0) {

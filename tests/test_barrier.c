@@ -750,6 +750,26 @@ static void *timed_wait(void *arg)
     return NULL;
 }
 
+/* Starts tw's party in *t, waits until the barrier holds `waiting`
+ * parties (it among them), makes raw's lock word a live stranger's (1),
+ * and waits until the party's wait returned (tw->err). */
+static void party_times_out_on_a_held_lock(conc_barrier *raw,
+                                           struct timed_wait *tw,
+                                           unsigned waiting, pthread_t *t)
+{
+    CHECK_EQ(pthread_create(t, NULL, timed_wait, tw), 0);
+    for (double end = th_now() + 10;
+         conc_barrier_n_waiting(tw->b) < waiting;) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+    atomic_store(&raw->sh->mu.state, 1); /* a live stranger holds it */
+    for (double end = th_now() + 10; !atomic_load(&tw->done);) {
+        CHECK(th_now() < end);
+        th_sleep(0.001);
+    }
+}
+
 /* A party that gave up while a peer held the barrier's lock left a mark
  * in its slot, still counted: the next arrival takes it out before it
  * counts itself, so it cannot complete the round alone (the round lost a
@@ -760,16 +780,7 @@ TEST_T(barrier_party_that_left_without_the_lock_is_not_counted, 30)
     named_pair("left", &b, &o);
     struct timed_wait tw = { .b = o, .timeout = 0.3 };
     pthread_t t;
-    CHECK_EQ(pthread_create(&t, NULL, timed_wait, &tw), 0);
-    for (double end = th_now() + 10; conc_barrier_n_waiting(o) < 1;) {
-        CHECK(th_now() < end);
-        th_sleep(0.001);
-    }
-    atomic_store(&b->sh->mu.state, 1); /* a live stranger holds it */
-    for (double end = th_now() + 10; !atomic_load(&tw.done);) {
-        CHECK(th_now() < end);
-        th_sleep(0.001);
-    }
+    party_times_out_on_a_held_lock(b, &tw, 1, &t);
     atomic_store(&b->sh->mu.state, 0);
     CHECK_ERR(tw.err, CONC_ETIMEDOUT);
     int idx = -1;
@@ -800,16 +811,7 @@ TEST_T(barrier_party_past_the_slots_leaves_without_the_lock, 30)
     atomic_store(&b->sh->count, INSIDE);
     struct timed_wait tw = { .b = b, .timeout = 0.3 };
     pthread_t t;
-    CHECK_EQ(pthread_create(&t, NULL, timed_wait, &tw), 0);
-    for (double end = th_now() + 10; conc_barrier_n_waiting(b) < INSIDE + 1;) {
-        CHECK(th_now() < end);
-        th_sleep(0.001);
-    }
-    atomic_store(&b->sh->mu.state, 1); /* a live stranger holds it */
-    for (double end = th_now() + 10; !atomic_load(&tw.done);) {
-        CHECK(th_now() < end);
-        th_sleep(0.001);
-    }
+    party_times_out_on_a_held_lock(b, &tw, INSIDE + 1, &t);
     CHECK_ERR(tw.err, CONC_ETIMEDOUT);
     CHECK_EQ(atomic_load(&b->sh->gone), 1);
     atomic_store(&b->sh->mu.state, 0);

@@ -250,14 +250,42 @@ static void build_wait(void *ctx, conc__rconn *c)
     conc__rbuf_secs(&c->out, a->block);
 }
 
-static void build_undo(void *ctx, conc__rconn *c)
+/* One of the scripts that free the lock (SC_RELEASE, SC_UNDO, with a
+ * grant's token; SC_RELEASE_ANY, token NULL): KEYS key, owner, wake. */
+typedef struct free_arg {
+    const rl *l;
+    size_t script;
+    const char *token;
+} free_arg;
+
+static void build_free(void *ctx, conc__rconn *c)
 {
-    const try_arg *a = ctx;
-    conc__rconn_evalsha(c, SC_UNDO, 3, 1);
+    const free_arg *a = ctx;
+    conc__rconn_evalsha(c, a->script, 3, a->token != NULL ? 1 : 0);
     conc__rbuf_str(&c->out, a->l->k_key);
     conc__rbuf_str(&c->out, a->l->k_owner);
     conc__rbuf_str(&c->out, a->l->k_wake);
-    conc__rbuf_str(&c->out, a->token);
+    if (a->token != NULL) {
+        conc__rbuf_str(&c->out, a->token);
+    }
+}
+
+/* Runs that script by until: 0 with *v its answer (1 freed, 0 not), or
+ * an error with its detail. */
+static int run_free(rl *l, size_t script, const char *token, uint64_t until,
+                    long long *v, const char *fn)
+{
+    free_arg a = { l, script, token };
+    redisReply *r = NULL;
+    int err = conc__rcli_call(&l->cli, build_free, &a, &r, 1, until, fn);
+    if (err != 0) {
+        return err;
+    }
+    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_INTEGER, false, fn,
+                            "the release script");
+    *v = err == 0 ? r->integer : -1;
+    conc__rreplies_free(&r, 1);
+    return err;
 }
 
 /* An attempt failed after its script may have run (the connection broke,
@@ -278,13 +306,10 @@ static void give_back(rl *l, const char *token, int err)
     }
     conc__detail_kept kept;
     conc__detail_keep(&kept);
-    try_arg a = { l, token };
-    redisReply *r = NULL;
     double t = l->cli.net_timeout < 1.0 ? l->cli.net_timeout : 1.0;
-    if (conc__rcli_call(&l->cli, build_undo, &a, &r, 1, conc__r_until(t),
-                        "conc_lock_acquire") == 0) {
-        conc__rreplies_free(&r, 1);
-    }
+    long long v;
+    (void)run_free(l, SC_UNDO, token, conc__r_until(t), &v,
+                   "conc_lock_acquire");
     conc__detail_put_back(&kept); /* the acquire's, whatever this did */
 }
 
@@ -358,40 +383,14 @@ static int rl_acquire(conc__netl *nl, double timeout)
 
 /* ---- release, locked, fence -------------------------------------------------------- */
 
-static void build_release(void *ctx, conc__rconn *c)
-{
-    const try_arg *a = ctx;
-    conc__rconn_evalsha(c, SC_RELEASE, 3, 1);
-    conc__rbuf_str(&c->out, a->l->k_key);
-    conc__rbuf_str(&c->out, a->l->k_owner);
-    conc__rbuf_str(&c->out, a->l->k_wake);
-    conc__rbuf_str(&c->out, a->token);
-}
-
-static void build_release_any(void *ctx, conc__rconn *c)
-{
-    const rl *l = ctx;
-    conc__rconn_evalsha(c, SC_RELEASE_ANY, 3, 0);
-    conc__rbuf_str(&c->out, l->k_key);
-    conc__rbuf_str(&c->out, l->k_owner);
-    conc__rbuf_str(&c->out, l->k_wake);
-}
-
 /* A release through a handle that did not acquire: whoever holds the
  * lock loses it, as Python's Lock lets any thread or process release it
  * (top, "Who may release").  0, or CONC_EPERM when it was free. */
 static int release_any(rl *l, const char *fn)
 {
-    redisReply *r = NULL;
-    int err = conc__rcli_call(&l->cli, build_release_any, l, &r, 1,
-                              conc__r_until(l->cli.net_timeout), fn);
-    if (err != 0) {
-        return err;
-    }
-    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_INTEGER, false, fn,
-                            "the release script");
-    long long v = err == 0 ? r->integer : -1;
-    conc__rreplies_free(&r, 1);
+    long long v;
+    int err = run_free(l, SC_RELEASE_ANY, NULL,
+                       conc__r_until(l->cli.net_timeout), &v, fn);
     if (err != 0) {
         return err;
     }
@@ -414,19 +413,11 @@ static int rl_release(conc__netl *nl)
     if (!held) {
         return release_any(l, fn);
     }
-    try_arg a = { l, token };
-    redisReply *r = NULL;
-    int err = conc__rcli_call(&l->cli, build_release, &a, &r, 1,
-                              conc__r_until(l->cli.net_timeout), fn);
+    long long v;
+    int err = run_free(l, SC_RELEASE, token,
+                       conc__r_until(l->cli.net_timeout), &v, fn);
     if (err != 0) {
         return err; /* still held as far as we know; the lease decides */
-    }
-    err = conc__rreply_want(&l->cli, r, REDIS_REPLY_INTEGER, false, fn,
-                            "the release script");
-    long long v = err == 0 ? r->integer : -1;
-    conc__rreplies_free(&r, 1);
-    if (err != 0) {
-        return err;
     }
     pthread_mutex_lock(&l->cli.mu);
     if (memcmp(l->token, token, sizeof token) == 0) {
