@@ -6,6 +6,8 @@ with more messages than were asked for.
 usage: py_redis_liar.py MODE
   MODE more   the at-least-once get's batch script answers 64 messages
   MODE rpop   the at-most-once get's RPOP with a count answers 64
+  MODE many   the batch script answers a million one-byte messages (7 MB
+              on the wire, about 70 MB as hiredis's reply objects)
 Binds a free loopback port, prints "PORT\\n" and serves until killed."""
 import hashlib
 import sys
@@ -64,6 +66,8 @@ def serve(conn):
             if k == "declare":  # {'new', maxsize, lease, amo, '0'}
                 argv = a[first_arg:]
                 reply = array(["new", argv[0], argv[1], argv[2], "0"])
+            elif k == "more" and MODE == "many":
+                reply = b"*1000001\r\n:0\r\n" + b"$1\r\nm\r\n" * 1000000
             elif k == "more":
                 reply = array([integer(0)] + LIES)
             else:
@@ -76,7 +80,10 @@ def serve(conn):
             reply = array(LIES) if MODE == "rpop" else b"$-1\r\n"
         else:
             reply = integer(0)
-        conn.sendall(reply)
+        try:
+            conn.sendall(reply)
+        except OSError:  # the client gave up on the reply: expected
+            return
 
 
 serve_forever(serve)

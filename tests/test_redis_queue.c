@@ -804,6 +804,64 @@ TEST(redis_queue_get_many_refuses_more_messages_than_asked_for)
     }
 }
 
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#include <sys/resource.h>
+
+/* In a child whose address space ends 48 MiB above what it uses: the
+ * reply of a million messages (about 70 MB of hiredis's objects) cannot
+ * be read, which is CONC_ENOMEM, not a lie of the server's. */
+static int reply_past_the_address_space(void *arg)
+{
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", *(int *)arg);
+    conc_queue *q = NULL;
+    if (conc_queue_new(&q, &(conc_queue_opts){
+                               .url = url,
+                               .name = "many",
+                               .net_timeout = CONC_TIMEOUT(20) }) != 0) {
+        return 2;
+    }
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL || fscanf(f, "%ld", &pages) != 1) {
+        return 3;
+    }
+    fclose(f);
+    rlim_t lim = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (48u << 20);
+    struct rlimit rl = { lim, lim };
+    if (setrlimit(RLIMIT_AS, &rl) != 0) {
+        return 4;
+    }
+    conc_msg msgs[2];
+    size_t got = 99;
+    int err = conc_queue_get_many(q, msgs, 2, &got, 10);
+    if (err != CONC_ENOMEM || got != 0 ||
+        strstr(conc_errdetail(), "no memory for the reply") == NULL) {
+        fprintf(stderr, "get_many: %d, %zu, %s\n", err, got,
+                conc_errdetail());
+        return 5;
+    }
+    conc_queue_free(q);
+    return 0;
+}
+
+TEST(redis_queue_reply_past_the_memory_there_is_is_enomem)
+{
+    NEED_REDIS();
+    pid_t pid;
+    int port = th_py_server("py_redis_liar.py", "many", NULL, &pid);
+    if (port == 0) {
+        th_py_server_stop(pid);
+        printf("    (no python3: skipped)\n");
+        return;
+    }
+    int status = th_wait(th_fork(reply_past_the_address_space, &port), 60);
+    th_py_server_stop(pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), 0);
+}
+#endif
+
 TEST(redis_queue_password)
 {
     NEED_REDIS();

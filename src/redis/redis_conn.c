@@ -317,13 +317,19 @@ int conc__rconn_exchange(conc__rcli *cli, conc__rconn *c, redisReply **rep,
     while (got < n) {
         void *r = NULL;
         if (redisReaderGetReply(c->rd, &r) != REDIS_OK) {
-            err = conc__fail(CONC_ECORRUPT, "%s: the bytes from %s are not "
-                             "a Redis reply (%s%s)", fn, cli->where,
-                             c->rd->errstr,
-                             c->rd->err == REDIS_ERR_OOM
-                                 ? ": no memory, or an array longer than "
-                                   "libconc ever asks for"
-                                 : "");
+            /* The reader says REDIS_ERR_OOM both when malloc failed and
+             * when create_array_bounded refused an array; too_long tells
+             * the second, a lie of the server's. */
+            if (c->rd->err == REDIS_ERR_OOM && !c->too_long) {
+                err = conc__fail(CONC_ENOMEM, "%s: no memory for the reply "
+                                 "from %s", fn, cli->where);
+            } else {
+                err = conc__fail(CONC_ECORRUPT, "%s: the bytes from %s are "
+                                 "not a Redis reply (%s)", fn, cli->where,
+                                 c->too_long ? "an array longer than libconc "
+                                               "ever asks for"
+                                             : c->rd->errstr);
+            }
             goto fail;
         }
         if (r != NULL) {
@@ -518,14 +524,17 @@ static int handshake(conc__rcli *cli, conc__rconn *c, uint64_t until,
  * them when the call timed out.  The longest array libconc asks for is
  * an HGETALL, two elements a key: CONC__R_MAX_ELEMENTS is a dict of 32 M
  * keys.  A longer one fails the reply (the reader's REDIS_ERR_OOM, which
- * the exchange reports as CONC_ECORRUPT).  hiredis's own constructor is
- * the same function for every reader: stored by each, read by any. */
+ * the exchange, told by too_long, reports as CONC_ECORRUPT).  hiredis's
+ * own constructor is the same function for every reader: stored by each,
+ * read by any. */
 #define CONC__R_MAX_ELEMENTS (1 << 26)
 static void *(*_Atomic hiredis_create_array)(const redisReadTask *, int);
 
 static void *create_array_bounded(const redisReadTask *task, int elements)
 {
     if (elements > CONC__R_MAX_ELEMENTS) {
+        /* hiredis hands every task the reader's privdata: the conn. */
+        ((conc__rconn *)task->privdata)->too_long = true;
         return NULL;
     }
     return atomic_load_explicit(&hiredis_create_array,
@@ -553,6 +562,7 @@ static int conn_open(conc__rcli *cli, conc__rconn **out, uint64_t until,
                               memory_order_relaxed);
         c->fns.createArray = create_array_bounded;
         c->rd->fn = &c->fns;
+        redisReaderSetPrivdata(c->rd, c);
         int err = 0;
         for (int i = 0; i < cli->naddr && c->fd < 0; i++) {
             c->fd = conc__os_dial(&cli->addr[i], until);

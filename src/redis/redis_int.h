@@ -86,6 +86,7 @@ typedef struct conc__rconn {
     /* rd's reply constructors: hiredis's own, but an array announcing
      * more than CONC__R_MAX_ELEMENTS is refused (redis_conn.c). */
     redisReplyObjectFunctions fns;
+    bool too_long;          /* fns refused an array: not a lack of memory */
     conc__rbuf out;         /* commands not yet sent */
     char sha[CONC__RSCRIPTS_MAX][41];
     uint64_t gen;           /* fork generation it was opened in */
