@@ -101,13 +101,16 @@
  * the counter restarts and names nest, "Process-1:2" (Python's identity).
  * The child's name is set as its kernel name (ps -o comm, 15 bytes).
  * stdout and stderr are flushed before the fork (no doubled output) and by
- * the child before it exits; other FILE streams are the caller's to flush.
+ * the child before it exits; the child starts with their buffers emptied,
+ * since what another parent thread wrote into them after the flush is the
+ * parent's to print.  Other FILE streams are the caller's to flush.
  */
 #include "conc_int.h"
 #include "process_int.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <stdio_ext.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -431,6 +434,13 @@ static _Noreturn void child_main(conc_process *p, const sigset_t *mask,
 {
     /* A fault armed in the parent is about the parent's calls. */
     conc__fault_arm(0);
+    /* The parent flushed stdout and stderr before the fork, but another
+     * of its threads may have written to them since (or this fork is a
+     * pool's, from its manager thread): what their buffers hold now is
+     * the parent's to print, and this child, which flushes both when it
+     * ends, would print it a second time. */
+    __fpurge(stdout);
+    __fpurge(stderr);
     if (p->daemon) {
         /* Delivered when the thread that forked us dies; that thread lives
          * as long as the parent process (see the design comment).  If the

@@ -14,6 +14,7 @@
 #include <conc.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -67,6 +68,20 @@ static int child_body(void *arg)
     return 0;
 }
 
+static atomic_int at_fork_armed;
+
+static void print_at_fork(void)
+{
+    if (atomic_load(&at_fork_armed)) {
+        printf("written at a fork\n");
+    }
+}
+
+static void *start_from_a_thread(void *arg)
+{
+    return conc_process_start(arg) == 0 ? NULL : arg;
+}
+
 static int prints(void *arg)
 {
     printf("%s\n", (const char *)arg);
@@ -103,6 +118,33 @@ static void wait_ready(int n)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "flush_race") == 0) {
+        /* A write into stdout's buffer at each fork, after the flush of
+         * conc_process_start: another thread's printf in that instant. */
+        pthread_atfork(print_at_fork, NULL, NULL);
+        conc_process *p, *d;
+        pthread_t th;
+        if (conc_process_new(&p, &(conc_process_opts){ .target = prints,
+                                                       .arg = "child prints" }) ||
+            conc_process_new(&d, &(conc_process_opts){ .target = prints,
+                                                       .arg = "daemon prints",
+                                                       .daemon = true })) {
+            return 6;
+        }
+        atomic_store(&at_fork_armed, 1);
+        /* the daemon through the forker thread, from a thread not main */
+        if (conc_process_start(p) ||
+            pthread_create(&th, NULL, start_from_a_thread, d) != 0 ||
+            pthread_join(th, NULL) != 0 || conc_process_join(p, 10) ||
+            conc_process_join(d, 10)) {
+            return 7;
+        }
+        atomic_store(&at_fork_armed, 0);
+        conc_process_free(p);
+        conc_process_free(d);
+        printf("main returns\n");
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "flush") == 0) {
         conc_process *p;
         printf("printed before start\n"); /* still in the buffer */

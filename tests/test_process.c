@@ -1138,6 +1138,22 @@ TEST(process_start_flushes_stdout_so_nothing_is_printed_twice)
     free(out);
 }
 
+/* What another thread writes into stdout's buffer between the flush of
+ * conc_process_start and the fork (here, a pthread_atfork handler) is
+ * printed by the parent, once: the child starts with the buffer emptied.
+ * It used to print it again as it ended, for a start from the main thread
+ * and one through the forker thread alike. */
+TEST(process_child_does_not_print_what_the_parent_wrote_at_the_fork)
+{
+    double took;
+    char *out = run_prog("flush_race", &took);
+    CHECK_EQ(count_of(out, "written at a fork"), 2);
+    CHECK_EQ(count_of(out, "child prints"), 1);
+    CHECK_EQ(count_of(out, "daemon prints"), 1);
+    check_order(out, "child prints", "main returns");
+    free(out);
+}
+
 /* Exits 3 when SIGTERM comes.  The signal is blocked and taken with
  * sigtimedwait rather than by a handler: under ThreadSanitizer a handler in
  * a forked child is run late by the runtime, and about once in 300 runs it
