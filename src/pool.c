@@ -1551,7 +1551,10 @@ int conc_pool_join(conc_pool *pool, double timeout)
                           "within %g s", timeout);
     }
     if (err == 0) {
+        /* Under the lock: several threads may join at once. */
+        pthread_mutex_lock(&pool->lock);
         pool->joined = true;
+        pthread_mutex_unlock(&pool->lock);
     }
     return err;
 }
@@ -1603,7 +1606,10 @@ void conc_pool_free(conc_pool *pool)
          * stop: the copy goes with the child. */
         return;
     }
-    if (!pool->joined) {
+    pthread_mutex_lock(&pool->lock);
+    bool joined = pool->joined;
+    pthread_mutex_unlock(&pool->lock);
+    if (!joined) {
         conc_pool_terminate(pool);
         conc_pool_join(pool, CONC_FOREVER);
     }

@@ -217,7 +217,7 @@ struct conc_pool {
     int broken;             /* 0, or why the pool broke: an initializer's
                              * code, or 1 (under lock) */
     char broken_why[320];   /* set with broken, never changed after */
-    bool joined;
+    bool joined;            /* conc_pool_join returned 0; under lock */
     conc__task *head, *tail; /* queued tasks, under lock */
     _Atomic size_t npending;
     /* Bumped under lock by shutdown(cancel_futures) as it takes the

@@ -101,6 +101,46 @@ static void apply_and_fail(conc_pool_kind kind)
 }
 
 TEST(apply_threads) { apply_and_fail(CONC_THREADS); }
+
+static void *joins(void *arg)
+{
+    return (void *)(intptr_t)conc_pool_join(arg, 30);
+}
+
+/* Several threads join one closed pool at once (and one shuts it down
+ * waiting): each returns 0 once the workers ended.  Its "joined" mark,
+ * which conc_pool_free reads, was written by each without the pool's
+ * lock (a data race under ThreadSanitizer). */
+static void join_from_threads(conc_pool_kind kind)
+{
+    conc_pool *p = mk(kind, 2);
+    conc_future *f;
+    int i = 7;
+    CHECK_OK(conc_pool_submit(p, t_square, &i, sizeof i, &f));
+    conc_pool_close(p);
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        CHECK_EQ(pthread_create(&th[k], NULL, joins, p), 0);
+    }
+    CHECK_OK(conc_pool_shutdown(p, true, false));
+    for (int k = 0; k < 4; k++) {
+        void *r;
+        CHECK_EQ(pthread_join(th[k], &r), 0);
+        CHECK_EQ((int)(intptr_t)r, 0);
+    }
+    conc_msg m;
+    CHECK_OK(conc_future_result(f, &m, 0));
+    CHECK_EQ(int_out(&m), 49);
+    conc_msg_free(&m);
+    conc_future_free(f);
+    conc_pool_free(p);
+}
+
+TEST(join_from_several_threads_processes)
+{
+    join_from_threads(CONC_PROCESSES);
+}
+TEST(join_from_several_threads_threads) { join_from_threads(CONC_THREADS); }
 TEST(apply_processes) { apply_and_fail(CONC_PROCESSES); }
 
 static void map_sizes(conc_pool_kind kind)
