@@ -73,6 +73,9 @@ TEST(redis_lock_basics_and_fence)
     CHECK_ERR(conc_lock_release(o), CONC_EPERM);
     CHECK(strstr(conc_errdetail(), "not held") != NULL);
     CHECK_ERR(conc_lock_release(l), CONC_EPERM);
+    /* the detail names both ways a grant goes, not only a lost lease */
+    CHECK(strstr(conc_errdetail(), "another handle or a forked child "
+                                   "released it") != NULL);
     CHECK_OK(conc_lock_acquire(o, 1.0));
     CHECK_OK(conc_lock_release(l)); /* this one, not its own old grant */
     CHECK(!conc_lock_locked(o));

@@ -426,10 +426,11 @@ static int rl_release(conc__netl *nl)
     pthread_mutex_unlock(&l->cli.mu);
     conc__rlease_arm(&l->item, 0, fn);
     if (v != 1) {
-        return conc__fail(CONC_EPERM, "%s: the lease ran out before the "
-                          "release (the holder was stopped or cut off "
-                          "longer than its lease): another may have held "
-                          "the lock since", fn);
+        return conc__fail(CONC_EPERM, "%s: the lock was no longer held "
+                          "under this grant: its lease ran out (the holder "
+                          "was stopped or cut off longer than its lease), "
+                          "or another handle or a forked child released "
+                          "it; another may have held the lock since", fn);
     }
     return 0;
 }
