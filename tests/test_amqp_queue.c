@@ -703,6 +703,75 @@ TEST(amqp_errors)
     CHECK(q == NULL);
 }
 
+/* Runs one of amqp-tools' programs (amqp-declare-queue, ...) on queue
+ * name of the test broker; CHECKs that it succeeded. */
+static void amqp_tool(const th_amqp *a, const char *prog, const char *name)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", a->port);
+    char *argv[] = { (char *)prog, (char *)"--server", (char *)"127.0.0.1",
+                     (char *)"--port", port, (char *)"-q", (char *)name,
+                     NULL };
+    char *out = NULL;
+    int st = th_run(argv, &out, 30);
+    free(out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* A queue someone else declared (no x-max-length, not durable): open
+ * refuses it, quoting the broker's reason.  The reason was read from the
+ * connection's memory after the connection was dropped (a use after
+ * free: SIGSEGV here). */
+TEST(amqp_open_of_a_queue_libconc_did_not_declare)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    char name[64], url[600];
+    th_amqp_name(name, sizeof name, "foreign");
+    amqp_tool(&a, "/usr/bin/amqp-declare-queue", name);
+    snprintf(url, sizeof url, "%s/%s", a.url, name);
+    conc_queue *q = NULL;
+    CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
+    CHECK(has("was not declared by libconc"));
+    CHECK(has("PRECONDITION_FAILED"));
+    CHECK(q == NULL);
+    amqp_tool(&a, "/usr/bin/amqp-delete-queue", name);
+}
+
+/* A queue deleted under a consumer, then declared again by a producer:
+ * the consumer is told (the broker's basic.cancel, which it is sent only
+ * because libconc offers consumer_cancel_notify at login) and its next
+ * get consumes from the new queue.  Without the notice every get waited
+ * on a consumer the broker no longer had: CONC_EEMPTY for ever. */
+TEST(amqp_consumer_of_a_deleted_queue_is_told_and_consumes_anew)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    char name[64];
+    th_amqp_name(name, sizeof name, "recreated");
+    conc_queue *c = mkq(&a, name, NULL);
+    put_str(c, "a");
+    get_is(c, "a"); /* c now consumes */
+    CHECK_OK(conc_queue_task_done(c));
+    amqp_tool(&a, "/usr/bin/amqp-delete-queue", name);
+    conc_queue *p = mkq(&a, name, NULL); /* declares it again */
+    put_str(p, "b");
+    conc_msg m;
+    int err = conc_queue_get(c, &m, 5.0);
+    if (err == CONC_ENET) {
+        CHECK(has("stopped the consumer"));
+        err = conc_queue_get(c, &m, 5.0);
+    }
+    CHECK_OK(err);
+    CHECK(m.len == 1 && memcmp(m.data, "b", 1) == 0);
+    conc_msg_free(&m);
+    CHECK_OK(conc_queue_task_done(c));
+    conc_queue_free(p);
+    conc_queue_free(c);
+}
+
 TEST(amqp_deleted_queue_put_is_an_error)
 {
     NEED_AMQP();
@@ -712,15 +781,7 @@ TEST(amqp_deleted_queue_put_is_an_error)
     th_amqp_name(name, sizeof name, "deleted");
     conc_queue *q = mkq(&a, name, NULL);
     put_str(q, "a");
-    char port[16];
-    snprintf(port, sizeof port, "%d", a.port);
-    char *argv[] = { (char *)"/usr/bin/amqp-delete-queue", (char *)"--server",
-                     (char *)"127.0.0.1", (char *)"--port", port,
-                     (char *)"-q", name, NULL };
-    char *out = NULL;
-    int st = th_run(argv, &out, 30);
-    free(out);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    amqp_tool(&a, "/usr/bin/amqp-delete-queue", name);
     /* The exchange is still there and bound to nothing: mandatory makes
      * the broker return the message instead of dropping it. */
     CHECK_ERR(conc_queue_put(q, "b", 1, 5.0), CONC_EINVAL);

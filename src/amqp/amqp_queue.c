@@ -485,9 +485,24 @@ static int conn_login(aq *q, aconn *c, uint64_t until, const char *fn)
         hs = (struct timeval){ .tv_sec = 1000000000 };
     }
     (void)amqp_set_handshake_timeout(c->st, &hs);
+    /* consumer_cancel_notify, which rabbitmq-c does not offer by itself
+     * (it merges this table into its own capabilities): without it the
+     * broker cancels the consumer of a deleted queue without a word, and
+     * a get waits on a consumer that no longer exists, even once the
+     * queue is declared again. */
+    amqp_table_entry_t cap = {
+        .key = amqp_cstring_bytes("consumer_cancel_notify"),
+        .value = { .kind = AMQP_FIELD_KIND_BOOLEAN,
+                   .value.boolean = 1 } };
+    amqp_table_entry_t prop = {
+        .key = amqp_cstring_bytes("capabilities"),
+        .value = { .kind = AMQP_FIELD_KIND_TABLE,
+                   .value.table = { .num_entries = 1, .entries = &cap } } };
+    amqp_table_t props = { .num_entries = 1, .entries = &prop };
     /* heartbeat 0: off (see LIVENESS above). */
-    amqp_rpc_reply_t r = amqp_login(c->st, q->vhost, 0, FRAME_MAX, 0,
-                                    AMQP_SASL_METHOD_PLAIN, q->user, q->pass);
+    amqp_rpc_reply_t r = amqp_login_with_properties(
+        c->st, q->vhost, 0, FRAME_MAX, 0, &props, AMQP_SASL_METHOD_PLAIN,
+        q->user, q->pass);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         int err;
         if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
@@ -1743,12 +1758,21 @@ static int open_existing(aq *q, aconn *c, uint64_t until, const char *fn)
                                         m->reply_text.len, &max);
         if (p != 1) {
             int tlen = m->reply_text.len > 200 ? 200 : (int)m->reply_text.len;
+            /* Another argument differs (durable, ...), or the queue has
+             * no x-max-length: a queue of someone else's, CONC_EINVAL;
+             * an x-max-length in words libconc cannot read: corrupt.
+             * The detail first: the reply text lives in the connection's
+             * memory, which conn_drop frees. */
+            bool names_maxlen = memmem(m->reply_text.bytes, m->reply_text.len,
+                                       "'x-max-length'", 14) != NULL;
+            err = conc__fail(p == 0 || !names_maxlen ? CONC_EINVAL
+                                                     : CONC_ECORRUPT,
+                             "%s: the queue '%s' on %s was not declared "
+                             "by libconc (its arguments differ: %.*s)", fn,
+                             q->name, q->where, tlen,
+                             (const char *)m->reply_text.bytes);
             conn_drop(c);
-            return conc__fail(p == 0 ? CONC_EINVAL : CONC_ECORRUPT,
-                              "%s: the queue '%s' on %s was not declared "
-                              "by libconc (its arguments differ: %.*s)", fn,
-                              q->name, q->where, tlen,
-                              (const char *)m->reply_text.bytes);
+            return err;
         }
         q->base.maxsize = (size_t)max;
         err = chan_reset(q, c, until, fn);
