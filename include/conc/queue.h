@@ -345,9 +345,10 @@ CONC_API int conc_queue_open(conc_queue **out, const char *name);
  * when len is 0).  Blocks while the queue is full (maxsize items, or not
  * enough free bytes) up to timeout.  0; CONC_EFULL (still full when the
  * timeout expired; timeout 0 never waits for room; also when another
- * live process kept the producers' lock past the timeout - one that is
- * stopped, or hostile; with timeout 0 the lock is waited for up to a
- * second, since a holder only copies); CONC_ECLOSED (the
+ * live process kept the producers' lock past the timeout, at least a
+ * second - one that is stopped, or hostile; a holder only copies, so a
+ * put with a timeout under a second, 0 included, still waits that second
+ * for one that was preempted mid-copy); CONC_ECLOSED (the
  * queue is closed, also for putters blocked when it was closed; or, for
  * a put blocked on a full queue, every process that ever read from the
  * queue has exited, so nothing would make room - noticed within 0.1 s, at
