@@ -241,10 +241,13 @@ static const conc__rscript scripts[SC_N] = {
          * -3 (meta corrupt). */
         "local t = tonumber(redis.call('HGET', KEYS[1], 'tasks') or '0')\n"
         "if t == nil then return -3 end\n"
-        "if t <= 0 then return -1 end\n"
+        /* Before the count's check: the redelivered copy's task_done
+         * may have brought it to 0 already, and this one is owed no
+         * error (it was called once for its get). */
         "if ARGV[1] == '1' and not redis.call('RPOP', KEYS[2]) then\n"
         "  return -2\n"
         "end\n"
+        "if t <= 0 then return -1 end\n"
         "redis.call('HINCRBY', KEYS[1], 'tasks', -1)\n"
         "return t - 1\n" },
     [SC_QSIZE] = { "qsize",
@@ -1105,18 +1108,19 @@ static int rq_task_done(conc__netq *nq)
     if (err != 0) {
         return err;
     }
-    if (v == -1) {
-        return conc__fail(CONC_EINVAL, "%s: called more times than messages "
-                          "were put", fn);
-    }
     if (v == -3) {
         return conc__fail(CONC_ECORRUPT, "%s: the queue's task count on %s "
                           "is not a number", fn, q->cli.where);
     }
     if (a.holds) {
         /* Acknowledged (or, -2, reclaimed after the lease ran out: the
-         * redelivered copy's task_done will count it). */
+         * redelivered copy's task_done counts it), -1 included: the
+         * script took the delivery before it looked at the count. */
         s->outstanding--;
+    }
+    if (v == -1) {
+        return conc__fail(CONC_EINVAL, "%s: called more times than messages "
+                          "were put", fn);
     }
     return 0;
 }
