@@ -273,6 +273,14 @@ static int fallocate_held(int fd, uint64_t from, uint64_t to)
 {
     sigset_t old;
     fsz_hold(&old);
+    /* Every signal is held back too: tmpfs's fallocate gives up with
+     * EINTR when a signal is pending and frees the pages it had added,
+     * so a periodic signal (a profiler's SIGPROF at 100 Hz) shorter than
+     * the call would have the retry below start over for ever.  Held
+     * back, they are delivered once the call is done. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     int r;
     do {
         r = fallocate(fd, 0, (off_t)from, (off_t)(to - from));
