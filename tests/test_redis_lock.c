@@ -124,6 +124,33 @@ static int excl_worker(void *arg)
     return 0;
 }
 
+/* The fencing number goes on rising when the server lost the lock's
+ * keys (FLUSHALL here; an eviction or a restart without persistence
+ * alike): it restarted at 1, and a resource that remembered the last
+ * number refused every holder after. */
+TEST(redis_lock_fence_rises_across_a_flush)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = mkl(r.url, "F", 5.0);
+    uint64_t f1 = 0, f2 = 0, f3 = 0;
+    CHECK_OK(conc_lock_acquire(l, 1.0));
+    CHECK_OK(conc_lock_fence(l, &f1));
+    CHECK_OK(conc_lock_release(l));
+    free(th_redis_cmd(&r, "FLUSHALL", NULL));
+    CHECK_OK(conc_lock_acquire(l, 1.0));
+    CHECK_OK(conc_lock_fence(l, &f2));
+    CHECK(f2 > f1);
+    CHECK_OK(conc_lock_release(l));
+    CHECK_OK(conc_lock_acquire(l, 1.0));
+    CHECK_OK(conc_lock_fence(l, &f3));
+    CHECK_EQ(f3, f2 + 1); /* one a grant, as before */
+    CHECK_OK(conc_lock_release(l));
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
 TEST(redis_lock_mutual_exclusion_across_processes)
 {
     NEED_REDIS();

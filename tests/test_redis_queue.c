@@ -972,6 +972,41 @@ static int plus_one(const void *old, size_t oldlen, bool found,
     return conc_buf_append(out, &v, 1);
 }
 
+/* An ACL user without a command libconc runs (EVALSHA), or without
+ * its keys: CONC_EAUTH, what the URL's credentials allow, not CONC_ENET,
+ * a connection worth trying again. */
+TEST(redis_acl_refusal_is_eauth)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    free(th_redis_cmd(&r, "ACL", "SETUSER", "noeval", "on", ">pw1", "~*",
+                      "+@all", "-evalsha", NULL));
+    free(th_redis_cmd(&r, "ACL", "SETUSER", "nokeys", "on", ">pw2",
+                      "~other:*", "+@all", NULL));
+    static const char *const users[] = { "noeval:pw1", "nokeys:pw2" };
+    for (int i = 0; i < 2; i++) {
+        char url[256];
+        snprintf(url, sizeof url, "redis://%s@127.0.0.1:%d/0", users[i],
+                 r.port);
+        conc_queue *q = NULL;
+        CHECK_ERR(conc_queue_new(&q, &(conc_queue_opts){ .url = url,
+                                                          .name = "acl" }),
+                  CONC_EAUTH);
+        CHECK(strstr(conc_errdetail(), "(ACL): NOPERM") != NULL);
+        CHECK(q == NULL);
+        conc_lock *l = NULL;
+        CHECK_ERR(conc_lock_new(&l, &(conc_lock_opts){ .url = url,
+                                                        .name = "acl" }),
+                  CONC_EAUTH);
+        conc_dict *d = NULL;
+        CHECK_ERR(conc_dict_new(&d, &(conc_dict_opts){ .url = url,
+                                                        .name = "acl" }),
+                  CONC_EAUTH);
+    }
+    th_redis_stop(&r);
+}
+
 TEST(redis_scripts_reloaded_after_flush)
 {
     NEED_REDIS();

@@ -112,14 +112,20 @@
  *   Every function keeps its meaning; what differs is stated per
  * function below.  Errors beyond the shared-memory ones: CONC_ENET (the
  * server cannot be reached or the connection broke; the message names
- * host:port), CONC_EAUTH (wrong or missing password), CONC_ETIMEDOUT (the
+ * host:port), CONC_EAUTH (wrong or missing password, or an ACL user the
+ * server refuses a command or key libconc uses), CONC_ETIMEDOUT (the
  * server did not answer in time: frozen, overloaded or far away),
  * CONC_ECORRUPT (the server's data under the queue's keys is not what
  * libconc wrote).  Each call connects again if it must (after a server
  * restart, say), within its own timeout.  A put that failed with
  * CONC_ENET or CONC_ETIMEDOUT may still have landed: its command may have
  * reached the server before the connection broke.  A put that returned 0
- * survives a restart of a server that persists (appendonly yes).
+ * survives a restart of a server that persists (appendonly yes).  The
+ * server must keep libconc's keys: under a maxmemory-policy that evicts
+ * (allkeys-* or volatile-*), a full Redis drops queued messages, dict
+ * entries or a held lock's key without a word (two processes may then
+ * hold one lock); with noeviction, Redis's default, a full server
+ * answers CONC_ENOMEM instead.
  *   Timeouts are end to end: connecting, sending and the wait on the
  * server share the call's timeout (a round trip begun as it runs out
  * still gets 0.25 s to be answered), except that the client always waits

@@ -160,7 +160,10 @@ CONC_API bool conc_lock_locked(conc_lock *l);
 CONC_API void conc_lock_free(conc_lock *l);
 
 /* conc_lock_fence - the fencing number of the grant this handle holds: a
- * number the server raises at every grant of the lock, so that a
+ * number the server raises at every grant of the lock (and that goes on
+ * rising after the server lost the lock's keys to a FLUSHALL, an
+ * eviction or a restart without persistence: a lost counter starts again
+ * from the server's clock in microseconds), so that a
  * resource the lock protects can refuse a write that carries a lower
  * number than one it has already seen (a holder stopped past its lease
  * cannot then overwrite the work of the next).  No round trip.  0 with

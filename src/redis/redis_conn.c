@@ -220,6 +220,18 @@ int conc__rreply_err(const conc__rcli *cli, const redisReply *r,
                           "URL's user name and password (WRONGPASS)", fn,
                           cli->where);
     }
+    if (starts(r, "NOPERM") ||
+        (r->len > 0 &&
+         memmem(r->str, r->len, "The user executing the script can't",
+                35) != NULL)) {
+        /* An ACL user the server refuses a command or a key libconc
+         * uses: the URL's credentials are not enough, not a lost
+         * connection worth a retry. */
+        return conc__fail(CONC_EAUTH, "%s: %s: the server at %s refused "
+                          "the URL's user a command or key libconc needs "
+                          "(ACL): %.*s", fn, what, cli->where, shown,
+                          r->str);
+    }
     if (starts(r, "WRONGTYPE")) {
         return conc__fail(CONC_ECORRUPT, "%s: %s: a key under this object's "
                           "name on %s holds another kind of value (another "

@@ -9,7 +9,13 @@
  *                          token when the grant found the previous
  *                          holder dead), deleted at release.
  *   conc:{l:NAME}:fence    counter: +1 at each grant (INCR); the grant's
- *                          value is its fencing token
+ *                          value is its fencing token.  A missing counter
+ *                          starts from the server's clock in microseconds
+ *                          (TIME), not 0: after a FLUSHALL, an eviction or
+ *                          a restart without persistence the numbers go
+ *                          on above those granted before (less than one
+ *                          grant a microsecond since), so a resource that
+ *                          remembers one does not refuse every new holder
  *   conc:{l:NAME}:wake     list: a release pushes one element here
  *                          (trimmed to one); waiters BLPOP it
  *   conc:{l:NAME}:meta     hash: kind=lock, layout=1, lease (the maker's,
@@ -98,8 +104,16 @@ static const conc__rscript scripts[SC_N] = {
         "return {'old', m[3] or ''}\n" },
     [SC_ACQUIRE] = { "acquire",
         /* KEYS: key, owner, fence.  ARGV: token, lease ms.
-         * {1, fence, owner record found} or {0, the holder's PTTL}. */
+         * {1, fence, owner record found} or {0, the holder's PTTL}.
+         * replicate_commands: Redis 6.2 refuses writes after TIME in a
+         * script replicated whole (7.0 always replicates effects). */
+        "redis.replicate_commands()\n"
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+        "  if redis.call('EXISTS', KEYS[3]) == 0 then\n"
+        "    local t = redis.call('TIME')\n"
+        "    redis.call('SET', KEYS[3], string.format('%.0f',\n"
+        "               tonumber(t[1]) * 1000000 + tonumber(t[2])))\n"
+        "  end\n"
         "  local fence = redis.call('INCR', KEYS[3])\n"
         "  local dead = redis.call('EXISTS', KEYS[2])\n"
         "  redis.call('SET', KEYS[2], dead == 1 and ARGV[1] .. '+' or "
