@@ -85,7 +85,9 @@
  * only one process should accept on a listener (as with Python's).  A
  * fork while another thread is inside accept leaves the child's copy
  * with that thread's turn to drive: the child's accepts then only time
- * out.  Either process may free its copy; only the creator removes the
+ * out.  Either process may free its copy; only the creator's close
+ * shuts the listening socket down for every copy (its free leaves a
+ * child's copy serving), and only the creator removes the
  * socket file.
  *
  * Errors.  Every failure returns through conc__fail/conc__fail_sys with
@@ -1241,16 +1243,27 @@ int conc_listener_fileno(const conc_listener *l)
     return fd;
 }
 
-int conc_listener_close(conc_listener *l)
+/* conc_listener_close, and conc_listener_free with stop_copies false:
+ * a handle dropped leaves the listening socket to the copies forked
+ * children hold (a child may be the one that serves). */
+static void close_listener(conc_listener *l, bool stop_copies)
 {
-    if (l == NULL) {
-        return conc__fail(CONC_EINVAL, "conc_listener_close: l is NULL");
-    }
     pthread_mutex_lock(&l->lock);
     if (!atomic_load_explicit(&l->closed, memory_order_relaxed)) {
         /* Release: an accept that sees closed set also sees the rest of
          * what close did.  Pairs with the acquire load in drive. */
         atomic_store_explicit(&l->closed, true, memory_order_release);
+        /* The creator's close stops the listening socket itself, in
+         * every process that holds a copy: a child forked since (a pool's
+         * worker, a conc_process) keeps the descriptor, and the port
+         * would stay bound and go on taking connections nobody accepts.
+         * closed is already set, so an accept woken by the shutdown's
+         * event returns CONC_ECLOSED.
+         * A forked child's close leaves the creator's listener alone,
+         * as it leaves the socket file. */
+        if (stop_copies && l->owner == getpid() && l->fd >= 0) {
+            (void)shutdown(l->fd, SHUT_RDWR);
+        }
         if (l->users > 0) {
             /* Wake the driver: the eventfd stays readable (its counter is
              * never read).  Direct, not through the seam: close cannot
@@ -1267,6 +1280,14 @@ int conc_listener_close(conc_listener *l)
         remove_files(l);
     }
     pthread_mutex_unlock(&l->lock);
+}
+
+int conc_listener_close(conc_listener *l)
+{
+    if (l == NULL) {
+        return conc__fail(CONC_EINVAL, "conc_listener_close: l is NULL");
+    }
+    close_listener(l, true);
     return 0;
 }
 
@@ -1275,7 +1296,7 @@ void conc_listener_free(conc_listener *l)
     if (l == NULL) {
         return;
     }
-    conc_listener_close(l);
+    close_listener(l, false);
     /* No accept can still be inside (free must not race), so the
      * descriptors are ours to close if close left them. */
     listener_destroy(l);

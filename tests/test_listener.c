@@ -1486,6 +1486,44 @@ TEST(forked_child_free_keeps_parents_socket)
     tmpdir_done(dir);
 }
 
+static int sleeps_holding_the_fds(void *arg)
+{
+    (void)arg;
+    th_sleep(3.0);
+    return 0;
+}
+
+/* A child forked after the listener holds its descriptor; the creator's
+ * close still stops it: connections are refused and the port can be
+ * bound again at once.  It stayed listening in the child (a pool's
+ * workers alike): clients connected and waited for an accept that never
+ * came, and a new listener got EADDRINUSE until the child ended. */
+TEST(close_stops_the_copies_children_inherited)
+{
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "127.0.0.1:0", NULL));
+    char tcp[64];
+    snprintf(tcp, sizeof tcp, "%s", conc_listener_address(l));
+    conc_process *p = NULL;
+    CHECK_OK(conc_process_new(&p, &(conc_process_opts){
+                                      .target = sleeps_holding_the_fds }));
+    CHECK_OK(conc_process_start(p));
+    CHECK_OK(conc_listener_close(l));
+    conc_conn *c = NULL;
+    CHECK_ERR(conc_client_connect(&c, tcp, &(conc_client_opts){
+                                               .timeout = CONC_TIMEOUT(2) }),
+              CONC_ESYS);
+    CHECK_EQ(errno, ECONNREFUSED);
+    conc_listener *again = NULL;
+    CHECK_OK(conc_listener_new(&again, tcp, NULL));
+    CHECK(conc_process_is_alive(p)); /* the copy's holder still runs */
+    conc_listener_free(again);
+    conc_listener_free(l);
+    CHECK_OK(conc_process_terminate(p));
+    CHECK_OK(conc_process_join(p, 10));
+    conc_process_free(p);
+}
+
 /* ---- failures of the system calls and allocations (the fault seam) --- */
 
 /* How many conc-listener-* directories /tmp holds (a NULL address's). */

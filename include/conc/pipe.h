@@ -364,13 +364,20 @@ CONC_API int conc_listener_fileno(const conc_listener *l);
  * are dropped, the socket file (if this process made it) is unlinked,
  * and every accept blocked in another thread returns CONC_ECLOSED
  * promptly, as do later accepts.  Connections already accepted are not
- * affected.  Closing twice is harmless.  0; CONC_EINVAL for NULL. */
+ * affected.  In the process that made the listener, the socket itself is
+ * shut down (shutdown(2)), so children forked since (a process pool's
+ * workers included) stop listening too and a TCP port is free again
+ * while they run; a forked child's close affects its own copy only, and
+ * conc_listener_free without a close leaves children's copies listening
+ * (to hand a listener to a child that serves).  Closing twice is
+ * harmless.  0; CONC_EINVAL for NULL. */
 CONC_API int conc_listener_close(conc_listener *l);
 
-/* conc_listener_free - closes (as conc_listener_close) and releases the
- * handle; NULL is a no-op.  Must not race with other calls on l.  After
- * fork() either process may free its copy; only the creating process
- * removes the socket file. */
+/* conc_listener_free - closes this process's copy (as
+ * conc_listener_close, but without shutting the socket down for the
+ * copies children hold) and releases the handle; NULL is a no-op.  Must
+ * not race with other calls on l.  After fork() either process may free
+ * its copy; only the creating process removes the socket file. */
 CONC_API void conc_listener_free(conc_listener *l);
 
 /* conc_client_opts - zero for the defaults.
