@@ -73,7 +73,10 @@ start)
     echo "$port" > "$d/port"
     echo "$dport" > "$d/dport"
     echo "$eport" > "$d/eport"
-    printf 'listeners.tcp.1 = 127.0.0.1:%s\nloopback_users.guest = false\nlog.console = false\nheartbeat = %s\n' \
+    # max_message_size 4 KiB under RabbitMQ's default (128 MiB), which is
+    # also libconc's own limit: test_amqp_queue meets the broker's refusal
+    # with a message libconc sends.
+    printf 'listeners.tcp.1 = 127.0.0.1:%s\nloopback_users.guest = false\nlog.console = false\nheartbeat = %s\nmax_message_size = 134213632\n' \
         "$port" "$hb" > "$d/rabbitmq.conf"
     echo '[].' > "$d/enabled_plugins"
     # An epmd of its own, on its own port (ERL_EPMD_PORT, which the node

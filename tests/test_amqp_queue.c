@@ -772,6 +772,36 @@ TEST(amqp_consumer_of_a_deleted_queue_is_told_and_consumes_anew)
     conc_queue_free(c);
 }
 
+/* A message over the broker's max_message_size (the test broker's is
+ * 128 MiB - 4 KiB, tests/amqp_broker.sh) is CONC_ETOOBIG, in the
+ * broker's words, not CONC_ENET, which would have the caller try again
+ * for ever; the handle then refuses such a message before sending it,
+ * and puts of smaller ones go on. */
+TEST_T(amqp_message_over_the_brokers_max_size_is_etoobig, 120)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    char name[64];
+    th_amqp_name(name, sizeof name, "maxsize");
+    conc_queue *q = mkq(&a, name, NULL);
+    size_t big = (size_t)128 << 20; /* libconc's own limit */
+    char *buf = calloc(1, big);
+    CHECK(buf != NULL);
+    CHECK_ERR(conc_queue_put(q, buf, big, 60), CONC_ETOOBIG);
+    CHECK(has("max_message_size"));
+    CHECK(has("larger than configured max size 134213632"));
+    double t0 = th_now();
+    CHECK_ERR(conc_queue_put(q, buf, 134213633, 60), CONC_ETOOBIG);
+    CHECK(has("134213632, learnt from its refusal"));
+    CHECK(th_now() - t0 < 1.0); /* refused before sending */
+    put_str(q, "small");
+    get_is(q, "small");
+    CHECK_OK(conc_queue_task_done(q));
+    free(buf);
+    conc_queue_free(q);
+}
+
 TEST(amqp_deleted_queue_put_is_an_error)
 {
     NEED_AMQP();

@@ -169,7 +169,8 @@
  * window are not counted.  When a batch meets a full queue, a later
  * message of it may get in while an earlier one waits (*done counts the
  * prefix; the rest may hold some that went in).  CONC_ETOOBIG over 128
- * MiB.
+ * MiB, or over the broker's max_message_size (its refusal, in its words;
+ * the handle then refuses such a message before sending it).
  *   get, get_into, get_many: deliveries with manual acknowledgement; the
  * next get of the same thread on the handle, or free, acknowledges what
  * the previous one took (one basic.ack multiple, no round trip).  A
@@ -200,7 +201,10 @@
  *   .at_most_once: messages are transient and published without confirms
  * on an unbounded queue (a put that returned 0 is lost if the broker
  * dies before writing it, and the first put after a close may return 0
- * and be dropped; a normal conc_queue_free loses none: it waits for the
+ * and be dropped; a message over the broker's max_message_size returns 0
+ * and is dropped, with the puts that follow it until the broker's
+ * refusal is read, at the next call or within moments; a normal
+ * conc_queue_free loses none: it waits for the
  * broker to take them in, see there); a delivery is acknowledged as it is
  * handed over.
  *   Liveness: heartbeats are off (rabbitmq-c serves them only inside its

@@ -210,6 +210,11 @@ typedef struct aq {
     char *name, *exch, *flag;
     bool amo;
     bool confirms;          /* pub channel in confirm mode */
+    /* The broker's max_message_size + 1, learnt from its refusal of a
+     * longer message (0: none refused yet): a put as long or longer is
+     * CONC_ETOOBIG at once.  Relaxed: a hint, read and written by any
+     * thread. */
+    _Atomic size_t refused_len;
     unsigned prefetch;
     double net_timeout;
     uint64_t serial;        /* this handle, for the thread-local cache */
@@ -712,6 +717,49 @@ bool conc__amqp_redelivered(const void *q)
 
 enum { M_WAIT, M_ACK, M_NACK };
 
+/* The error of the publishing channel's close m, which drops c: 404 is
+ * the exchange deleted by close (CONC_ECLOSED); a 406 over the broker's
+ * max_message_size is CONC_ETOOBIG, and the handle refuses a message
+ * over that size from then on, before sending it (RabbitMQ's words:
+ * "message size 20000 is larger than configured max size 10000"; the
+ * broker announces its limit nowhere else); anything else is a channel
+ * lost.  The detail is written before the drop: the text is c's. */
+static int pub_closed(aq *q, aconn *c, const amqp_channel_close_t *m,
+                      const char *fn)
+{
+    static const char over[] = "larger than configured max size ";
+    unsigned code = m->reply_code;
+    size_t tlen = m->reply_text.len > 200 ? 200 : m->reply_text.len;
+    const char *text = m->reply_text.bytes != NULL
+                           ? (const char *)m->reply_text.bytes
+                           : "";
+    const char *at = code == 406 ? memmem(text, tlen, over, sizeof over - 1)
+                                 : NULL;
+    int err;
+    if (code == 404) {
+        err = conc__fail(CONC_ECLOSED, "%s: the queue '%s' is closed", fn,
+                         q->name);
+    } else if (at != NULL) {
+        err = conc__fail(CONC_ETOOBIG, "%s: %s refused a message over its "
+                         "max_message_size: %.*s", fn, q->where, (int)tlen,
+                         text);
+        size_t max = 0, i = (size_t)(at - text) + sizeof over - 1;
+        for (; i < tlen && text[i] >= '0' && text[i] <= '9' &&
+               max < MAX_MSG; i++) {
+            max = max * 10 + (size_t)(text[i] - '0');
+        }
+        if (max > 0 && max < MAX_MSG) {
+            atomic_store_explicit(&q->refused_len, max + 1,
+                                  memory_order_relaxed);
+        }
+    } else {
+        err = conc__fail(CONC_ENET, "%s: %s closed the channel (%u): %.*s",
+                         fn, q->where, code, (int)tlen, text);
+    }
+    conn_drop(c);
+    return err;
+}
+
 /* Reads whatever the broker sent pub without waiting: basic.return
  * leftovers or a channel closed because the exchange is gone. */
 static int pub_drain(aq *q, aconn *c, const char *fn)
@@ -730,15 +778,7 @@ static int pub_drain(aq *q, aconn *c, const char *fn)
         }
         if (f.frame_type == AMQP_FRAME_METHOD &&
             f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD) {
-            amqp_channel_close_t *m = f.payload.method.decoded;
-            unsigned code = m->reply_code;
-            conn_drop(c);
-            if (code == 404) {
-                return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is "
-                                  "closed", fn, q->name);
-            }
-            return conc__fail(CONC_ENET, "%s: %s closed the channel (%u)",
-                              fn, q->where, code);
+            return pub_closed(q, c, f.payload.method.decoded, fn);
         }
         if (f.frame_type == AMQP_FRAME_METHOD &&
             f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
@@ -825,15 +865,7 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
             *ret = true;
             continue;
         } else if (id == AMQP_CHANNEL_CLOSE_METHOD) {
-            unsigned code =
-                ((amqp_channel_close_t *)f.payload.method.decoded)->reply_code;
-            conn_drop(c);
-            if (code == 404) {
-                return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is "
-                                  "closed", fn, q->name);
-            }
-            return conc__fail(CONC_ENET, "%s: %s closed the channel (%u)",
-                              fn, q->where, code);
+            return pub_closed(q, c, f.payload.method.decoded, fn);
         } else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
             conn_drop(c);
             return conc__fail(CONC_ENET, "%s: %s closed the connection", fn,
@@ -856,11 +888,19 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
                        size_t *done, double timeout, const char *fn)
 {
     aq *q = (aq *)nq;
+    size_t refused = atomic_load_explicit(&q->refused_len,
+                                          memory_order_relaxed);
     for (size_t i = 0; i < n; i++) {
         if (msgs[i].len > MAX_MSG) {
             return conc__fail(CONC_ETOOBIG, "%s: msgs[%zu] is %zu bytes, "
                               "over the %zu this backend sends", fn, i,
                               msgs[i].len, MAX_MSG);
+        }
+        if (refused > 0 && msgs[i].len >= refused) {
+            return conc__fail(CONC_ETOOBIG, "%s: msgs[%zu] is %zu bytes, "
+                              "over the max_message_size of %s (%zu, "
+                              "learnt from its refusal of one)", fn, i,
+                              msgs[i].len, q->where, refused - 1);
         }
     }
     slot *s = slot_get(q);
