@@ -125,7 +125,9 @@
  * (allkeys-* or volatile-*), a full Redis drops queued messages, dict
  * entries or a held lock's key without a word (two processes may then
  * hold one lock); with noeviction, Redis's default, a full server
- * answers CONC_ENOMEM instead.
+ * answers CONC_ENOMEM instead: to puts, and to the first get of a
+ * consumer that starts while it is full (registering it is a write;
+ * consumers already running drain the queue and free the memory).
  *   Timeouts are end to end: connecting, sending and the wait on the
  * server share the call's timeout (a round trip begun as it runs out
  * still gets 0.25 s to be answered), except that the client always waits
