@@ -604,6 +604,44 @@ TEST_T(amqp_get_from_a_frozen_broker_times_out, 30)
     relay_kill(&r);
 }
 
+/* A put of more than the sockets hold, to a broker that stopped reading
+ * (the relay stopped; a memory or disk alarm does the same to
+ * publishers): CONC_ETIMEDOUT at its timeout (1 s floor of the confirm
+ * wait, net_timeout 1 s).  rabbitmq-c's writer waited for room in the
+ * socket for ever.  The half-sent message never lands; the next calls
+ * reconnect and go on. */
+TEST_T(amqp_put_to_a_broker_that_stopped_reading_times_out, 60)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "stopread", RELAY_PASS);
+    CHECK_OK(conc_queue_put(q, "a", 1, 5.0));
+    size_t big = (size_t)64 << 20;
+    char *buf = calloc(1, big);
+    CHECK(buf != NULL);
+    relay_freeze(&r);
+    double t0 = th_now();
+    int err = conc_queue_put(q, buf, big, 1.0);
+    double dt = th_now() - t0;
+    char detail[256];
+    snprintf(detail, sizeof detail, "%s", conc_errdetail());
+    relay_thaw(&r);
+    free(buf);
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(strstr(detail, "took no more bytes in time") != NULL);
+    CHECK(dt >= 0.9 && dt < 5.0);
+    CHECK_OK(conc_queue_put(q, "b", 1, 20.0));
+    conc_msg m;
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(conc_queue_get(q, &m, 20.0));
+        CHECK(m.len == 1 && *(char *)m.data == "ab"[i]);
+        conc_msg_free(&m);
+    }
+    CHECK_ERR(conc_queue_get(q, &m, 0.5), CONC_EEMPTY);
+    conc_queue_free(q);
+    relay_kill(&r);
+}
+
 /* A get already consuming when the broker freezes: waiting for
  * deliveries alone, it could not tell a frozen broker from an empty
  * queue, and under CONC_FOREVER it waited for ever.  It asks the broker

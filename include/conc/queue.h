@@ -219,9 +219,10 @@
  * the broker every 2 s whether it is alive, one round trip bounded by
  * .net_timeout, so a get under CONC_FOREVER too), and the call after a
  * broker restart reconnects and declares again; a put that returned 0
- * survives the restart.  The one wait not bounded is rabbitmq-c writing
- * into a socket whose send buffer is full (more than a socket buffer of
- * puts to a broker that stopped reading).  Errors: CONC_ENET (unreachable,
+ * survives the restart.  A put to a broker that stopped reading (a
+ * memory or disk alarm blocks publishers) gives CONC_ETIMEDOUT at its
+ * timeout too, however long the message: libconc writes its frames
+ * itself, each wait for room in the socket bounded.  Errors: CONC_ENET (unreachable,
  * connection lost), CONC_EAUTH (wrong user or password), CONC_EINVAL (no
  * such vhost, or no access to it), CONC_ETIMEDOUT.  Threads and fork: each
  * thread using a handle has connections of its own (up to three: publish,

@@ -70,9 +70,10 @@
  * (nothing came), in time; a get that has waited a whole slice (SLICE_S)
  * with time left asks the broker whether it is alive (still_there), so a
  * get under CONC_FOREVER, too, meets a frozen broker as CONC_ETIMEDOUT.
- * The one wait without a deadline is rabbitmq-c writing a frame into a
- * socket whose send buffer is full (a broker that stopped reading, with
- * more than a socket buffer of puts unconfirmed).
+ * Puts write their frames themselves (publish_frames), each write bounded
+ * by the put's deadline: rabbitmq-c's writer waits for room in the socket
+ * for ever, and a broker under a memory or disk alarm stops reading from
+ * publishers.
  *
  * PUT.  A batch is published in chunks of at most CHUNK messages, each
  * under one confirm wait.  basic.nack means the queue was full
@@ -111,6 +112,10 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -790,6 +795,146 @@ static int pub_drain(aq *q, aconn *c, const char *fn)
     }
 }
 
+/* Big-endian stores for publish_frames. */
+static unsigned char *be16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+    return p + 2;
+}
+
+static unsigned char *be32(unsigned char *p, uint32_t v)
+{
+    return be16(be16(p, (uint16_t)(v >> 16)), (uint16_t)v);
+}
+
+static unsigned char *be64(unsigned char *p, uint64_t v)
+{
+    return be32(be32(p, (uint32_t)(v >> 32)), (uint32_t)v);
+}
+
+/* Writes iov[0..n) to fd, waiting for room in the socket up to until:
+ * 1 written, 0 time up (part of it may be written), -1 with errno. */
+static int send_until(int fd, struct iovec *iov, int n, uint64_t until)
+{
+    while (n > 0) {
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+        ssize_t k = conc__os_sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                return -1;
+            }
+            short rev = 0;
+            int w = conc__os_wait_fd(fd, POLLOUT, until, &rev);
+            if (w <= 0) {
+                return w;
+            }
+            continue;
+        }
+        size_t done = (size_t)k;
+        while (n > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return 1;
+}
+
+/* Body frames sent by one sendmsg of publish_frames. */
+enum { BODY_FRAMES_PER_SEND = 128 };
+
+/* basic.publish of m on channel 1 (mandatory, the given delivery mode):
+ * its method, content header and body frames, written by libconc, each
+ * write bounded by until.  rabbitmq-c's own writer waits for room in the
+ * socket without a deadline, so a broker that stopped reading (a memory
+ * or disk alarm blocks publishers; a frozen broker) held a put of more
+ * than a socket buffer for as long as that lasted.  0; CONC_ETIMEDOUT or
+ * CONC_ENET, after which a frame may be half sent: the caller drops the
+ * connection, and the broker discards a message whose content it did
+ * not get whole. */
+static int publish_frames(aq *q, aconn *c, const conc_msg *m,
+                          uint8_t mode, uint64_t until, const char *fn)
+{
+    size_t elen = strlen(q->exch), rlen = strlen(q->name);
+    int fmax = amqp_get_frame_max(c->st);
+    if (elen > 255 || rlen > 255 || fmax <= 8) {
+        return conc__fail(CONC_EINVAL, "%s: a name over 255 bytes, or a "
+                          "frame_max of %d from %s", fn, fmax, q->where);
+    }
+    size_t chunk = (size_t)fmax - 8;
+    /* method frame, content header frame */
+    unsigned char head[7 + 9 + 255 + 255 + 1 + 1 + 7 + 15 + 1];
+    unsigned char *p = head;
+    *p++ = AMQP_FRAME_METHOD;
+    p = be16(p, 1);
+    unsigned char *size_at = p;
+    p += 4;
+    unsigned char *payload = p;
+    p = be16(p, 60); /* basic */
+    p = be16(p, 40); /* publish */
+    p = be16(p, 0);  /* reserved */
+    *p++ = (unsigned char)elen;
+    memcpy(p, q->exch, elen);
+    p += elen;
+    *p++ = (unsigned char)rlen;
+    memcpy(p, q->name, rlen);
+    p += rlen;
+    *p++ = 1; /* mandatory, not immediate */
+    be32(size_at, (uint32_t)(p - payload));
+    *p++ = AMQP_FRAME_END;
+    *p++ = AMQP_FRAME_HEADER;
+    p = be16(p, 1);
+    p = be32(p, 15);
+    p = be16(p, 60);          /* basic */
+    p = be16(p, 0);           /* weight */
+    p = be64(p, m->len);
+    p = be16(p, AMQP_BASIC_DELIVERY_MODE_FLAG);
+    *p++ = mode;
+    *p++ = AMQP_FRAME_END;
+    static unsigned char end = AMQP_FRAME_END;
+    unsigned char fh[BODY_FRAMES_PER_SEND][7];
+    struct iovec iov[1 + 3 * BODY_FRAMES_PER_SEND];
+    int fd = amqp_get_sockfd(c->st);
+    size_t off = 0;
+    bool first = true;
+    while (first || off < m->len) {
+        int n = 0;
+        if (first) {
+            iov[n++] = (struct iovec){ head, (size_t)(p - head) };
+            first = false;
+        }
+        for (int k = 0; k < BODY_FRAMES_PER_SEND && off < m->len; k++) {
+            size_t len = m->len - off < chunk ? m->len - off : chunk;
+            fh[k][0] = AMQP_FRAME_BODY;
+            be32(be16(&fh[k][1], 1), (uint32_t)len);
+            iov[n++] = (struct iovec){ fh[k], 7 };
+            iov[n++] = (struct iovec){ (char *)m->data + off, len };
+            iov[n++] = (struct iovec){ &end, 1 };
+            off += len;
+        }
+        int w = send_until(fd, iov, n, until);
+        if (w == 0) {
+            return conc__fail(CONC_ETIMEDOUT, "%s: %s took no more bytes "
+                              "in time (a memory or disk alarm blocks "
+                              "publishers, or the broker is frozen)", fn,
+                              q->where);
+        }
+        if (w < 0) {
+            return conc__fail_sys(CONC_ENET, "%s: publishing to %s", fn,
+                                  q->where);
+        }
+    }
+    return 0;
+}
+
 /* Publishes msgs[i] for every i with st[i] != M_ACK, then waits for their
  * confirms (when confirms are on) until `until`.  st[] is updated; *ret is
  * set when the broker returned a message (unroutable). */
@@ -797,23 +942,16 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
                          size_t n, uint64_t until, bool *ret,
                          const char *fn)
 {
-    amqp_basic_properties_t props = { 0 };
-    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
-    props.delivery_mode = q->amo ? 1 : 2;
-    amqp_bytes_t ex = amqp_cstring_bytes(q->exch);
-    amqp_bytes_t rk = amqp_cstring_bytes(q->name);
     uint64_t seq_of[CHUNK];
     size_t waiting = 0;
     for (size_t i = 0; i < n; i++) {
         if (st[i] == M_ACK) {
             continue;
         }
-        amqp_bytes_t body = { msgs[i].len, msgs[i].data };
-        int rc = amqp_basic_publish(c->st, 1, ex, rk, 1, 0, &props, body);
-        if (rc != AMQP_STATUS_OK) {
+        int err = publish_frames(q, c, &msgs[i], q->amo ? 1 : 2, until, fn);
+        if (err != 0) {
             conn_drop(c);
-            return conc__fail(CONC_ENET, "%s: publishing to %s failed: %s",
-                              fn, q->where, amqp_error_string2(rc));
+            return err;
         }
         seq_of[i] = ++c->seq;
         st[i] = M_WAIT;
