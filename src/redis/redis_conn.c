@@ -574,7 +574,9 @@ static int conn_open(conc__rcli *cli, conc__rconn **out, uint64_t until,
                               memory_order_relaxed);
         c->fns.createArray = create_array_bounded;
         c->rd->fn = &c->fns;
-        redisReaderSetPrivdata(c->rd, c);
+        /* The field, not hiredis's macro, which casts the pointer to int
+         * (clang refuses that cast). */
+        c->rd->privdata = c;
         int err = 0;
         for (int i = 0; i < cli->naddr && c->fd < 0; i++) {
             c->fd = conc__os_dial(&cli->addr[i], until);
