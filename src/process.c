@@ -397,6 +397,12 @@ static void children_exit_cleanup(void)
         }
     }
     pthread_mutex_unlock(&reg_lock);
+    /* One grace for all daemons, from the SIGTERMs just sent: a deadline
+     * per daemon gave each a fresh one in turn (2 s times the daemons
+     * that ignore SIGTERM). */
+    conc__deadline grace, forever;
+    conc__deadline_init(&grace, DAEMON_GRACE_S);
+    conc__deadline_init(&forever, CONC_FOREVER);
     for (;;) {
         pthread_mutex_lock(&reg_lock);
         child_rec *rec = reg.active;
@@ -407,8 +413,7 @@ static void children_exit_cleanup(void)
         rec->pins++;
         bool daemon = rec->daemon;
         pthread_mutex_unlock(&reg_lock);
-        conc__deadline dl;
-        conc__deadline_init(&dl, daemon ? DAEMON_GRACE_S : CONC_FOREVER);
+        conc__deadline dl = daemon ? grace : forever;
         if (rec_wait(rec, &dl) != 0) {
             pthread_mutex_lock(&reg_lock);
             if (!rec->reaped) {

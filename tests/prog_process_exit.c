@@ -166,7 +166,9 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     if (strcmp(mode, "main") == 0 || strcmp(mode, "stubborn") == 0) {
         bool stubborn = mode[0] == 's';
-        static conc_process *d, *c; /* static: still reachable at exit */
+        /* static: still reachable at exit.  Three stubborn daemons, which
+         * share one grace: exit takes it once, not once each. */
+        static conc_process *d, *more[2], *c;
         conc_process *f;
         if (conc_process_new(&d, &(conc_process_opts){
                                      .target = daemon_body,
@@ -175,8 +177,20 @@ int main(int argc, char **argv)
             conc_process_start(d)) {
             return 3;
         }
-        wait_ready(1);
+        for (int i = 0; stubborn && i < 2; i++) {
+            if (conc_process_new(&more[i], &(conc_process_opts){
+                                               .target = daemon_body,
+                                               .arg = "x",
+                                               .daemon = true }) ||
+                conc_process_start(more[i])) {
+                return 3;
+            }
+        }
+        wait_ready(stubborn ? 3 : 1);
         printf("daemon pid %d\n", (int)conc_process_pid(d));
+        for (int i = 0; stubborn && i < 2; i++) {
+            printf("daemon pid %d\n", (int)conc_process_pid(more[i]));
+        }
         if (!stubborn) {
             if (conc_process_new(&c, &(conc_process_opts){ .target = child_body,
                                                            .arg = "child done" }) ||
