@@ -250,6 +250,11 @@ enum { UNREADY_DEATHS_MAX = 3 };
  * before it breaks (check_workers): it can run nothing, and its tasks
  * would wait for as long as forks fail. */
 #define STARVE_NS 1000000000ull
+/* How long a close lets all the workers take to end (their finalizers),
+ * in all, before they are killed; and the slices it waits in, looking
+ * for a terminate between them (stop_all). */
+#define STOP_GRACE_S 30.0
+#define STOP_SLICE_S 0.05
 
 struct task_rec {
     uint32_t len, type, nitems;
@@ -1623,29 +1628,60 @@ static bool manager_ready(void *arg)
 }
 
 /* Stops every worker: kill (terminate, broken) or ask (close). */
+/* Kills the workers of slots from .. nworkers. */
+static void kill_workers(conc_pool *p, size_t from)
+{
+    struct proc_pool *pp = pp_of(p);
+    for (size_t i = from; i < p->nworkers; i++) {
+        if (pp->w[i].proc != NULL) {
+            conc_process_kill(pp->w[i].proc);
+        }
+    }
+}
+
 static void stop_all(conc_pool *p, bool kill)
 {
     struct proc_pool *pp = pp_of(p);
-    for (size_t i = 0; i < p->nworkers; i++) {
-        struct proc_worker *w = &pp->w[i];
-        if (w->proc == NULL) {
-            continue;
-        }
-        if (kill) {
-            conc_process_kill(w->proc);
-        } else {
-            atomic_store(&w->ctl->stop, 1);
-            bell_ring(&w->ctl->task_bell, &w->ctl->worker_sleeping);
+    if (kill) {
+        kill_workers(p, 0);
+    } else {
+        for (size_t i = 0; i < p->nworkers; i++) {
+            struct proc_worker *w = &pp->w[i];
+            if (w->proc != NULL) {
+                atomic_store(&w->ctl->stop, 1);
+                bell_ring(&w->ctl->task_bell, &w->ctl->worker_sleeping);
+            }
         }
     }
+    /* One deadline for all the workers, not one each (a pool of n
+     * workers stuck in their finalizers held close n times 30 s); and a
+     * graceful stop waits in slices, so that a terminate meanwhile kills
+     * the workers left at once instead of waiting them out. */
+    conc__deadline dl;
+    conc__deadline_init(&dl, kill ? 10.0 : STOP_GRACE_S);
     for (size_t i = 0; i < p->nworkers; i++) {
         struct proc_worker *w = &pp->w[i];
         if (w->proc == NULL) {
             continue;
         }
-        if (conc_process_join(w->proc, kill ? 10.0 : 30.0) != 0) {
-            conc_process_kill(w->proc);
-            conc_process_join(w->proc, 10.0);
+        while (conc_process_join(w->proc, kill ? conc__deadline_left(&dl)
+                                               : STOP_SLICE_S) ==
+               CONC_ETIMEDOUT) {
+            if (!kill) {
+                pthread_mutex_lock(&p->lock);
+                kill = p->state == CONC__POOL_TERM;
+                pthread_mutex_unlock(&p->lock);
+                if (kill) {
+                    kill_workers(p, i);
+                    conc__deadline_init(&dl, 10.0);
+                    continue;
+                }
+            }
+            if (conc__deadline_passed(&dl)) {
+                conc_process_kill(w->proc);
+                conc_process_join(w->proc, 10.0);
+                break;
+            }
         }
         drain(w);
     }

@@ -670,6 +670,34 @@ TEST(retiring_worker_with_a_slow_finalizer_stalls_nothing)
     munmap((void *)slow_fini_armed, sizeof *slow_fini_armed);
 }
 
+static void fini_stuck(void *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    th_sleep(60);
+}
+
+/* A close waits for the workers' finalizers; a terminate meanwhile kills
+ * them at once (pool.h: terminate stops at once).  The manager waited out
+ * its 30 s for each worker in turn before it looked at the terminate: 90 s
+ * here. */
+TEST(terminate_after_close_kills_workers_stuck_in_their_finalizers)
+{
+    conc_pool *p;
+    CHECK_OK(conc_pool_new(&p, &(conc_pool_opts){ .workers = 3,
+                                                  .finalizer = fini_stuck }));
+    conc_msg m;
+    CHECK_OK(conc_pool_apply(p, t_whoami, NULL, 0, &m, 30));
+    conc_msg_free(&m);
+    conc_pool_close(p);
+    CHECK_ERR(conc_pool_join(p, 0.5), CONC_ETIMEDOUT);
+    double t0 = th_now();
+    CHECK_OK(conc_pool_terminate(p));
+    CHECK(th_now() - t0 < 3.0);
+    CHECK_OK(conc_pool_join(p, 5));
+    conc_pool_free(p);
+}
+
 /* Sending ahead and taking back (process workers).  A worker holds one
  * more task in its ring behind the one it runs, so it never waits for
  * the manager between two; once the queue is empty, a task waiting there
