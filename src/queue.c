@@ -2321,15 +2321,28 @@ CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
 static size_t ring_qsize(const conc_queue *q)
 {
     /* Acquire: counts only; the difference is approximate while others
-     * put and get (nput lags a commit by a moment). */
-    uint64_t g = atomic_load_explicit(&q->sh->nget, memory_order_acquire);
-    uint64_t n = atomic_load_explicit(&q->sh->nput, memory_order_acquire);
+     * put and get (nput lags a commit by a moment).  nget is read again
+     * after nput, and the pair taken only when nget held still across
+     * it: a caller preempted between the two loads once subtracted an
+     * old nget from a new nput, and said 16395 of a queue of maxsize 2. */
+    uint64_t g, n;
+    for (int tries = 0;; tries++) {
+        g = atomic_load_explicit(&q->sh->nget, memory_order_acquire);
+        n = atomic_load_explicit(&q->sh->nput, memory_order_acquire);
+        if (atomic_load_explicit(&q->sh->nget, memory_order_acquire) == g ||
+            tries == 8) {
+            break;
+        }
+    }
     if ((int64_t)(n - g) <= 0) {
         return 0;
     }
     /* No more records fit than one per 16 bytes of ring: a larger
      * difference is a peer's scribble, not a count. */
     uint64_t most = q->R / CONC__QUEUE_REC_HDR;
+    if (q->maxsize > 0 && q->maxsize < most) {
+        most = q->maxsize; /* a pair the retries could not make whole */
+    }
     return (size_t)(n - g < most ? n - g : most);
 }
 

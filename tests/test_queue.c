@@ -984,6 +984,57 @@ static int child_puts_late(void *arg)
     return conc_queue_put(q, "late news", 9, 5) == 0 ? 0 : 1;
 }
 
+static _Noreturn int put_for_ever(void *arg)
+{
+    for (;;) {
+        conc_queue_put(arg, "abcdefgh", 8, CONC_FOREVER);
+    }
+}
+
+static _Noreturn int get_for_ever(void *arg)
+{
+    for (;;) {
+        conc_msg m;
+        if (conc_queue_get(arg, &m, CONC_FOREVER) == 0) {
+            conc_msg_free(&m);
+        }
+    }
+}
+
+/* qsize never says more than maxsize while producers and consumers
+ * stream.  It read nget, then nput, so a caller preempted between the two
+ * loads subtracted an old nget from a new nput: values in the thousands
+ * for a queue of maxsize 2, a few hundred times a second here. */
+TEST(queue_qsize_stays_within_maxsize_under_streaming)
+{
+    conc_queue *q = NULL;
+    CHECK_OK(conc_queue_new(&q, &(conc_queue_opts){ .maxsize = 2 }));
+    pid_t kids[8];
+    for (int i = 0; i < 8; i++) {
+        kids[i] = th_fork(i < 4 ? put_for_ever : get_for_ever, q);
+    }
+    size_t most = 0;
+    long samples = 0;
+    double end = th_now() + 1.5;
+    while (th_now() < end) {
+        for (int k = 0; k < 1000; k++) {
+            size_t n = conc_queue_qsize(q);
+            most = n > most ? n : most;
+        }
+        samples += 1000;
+    }
+    for (int i = 0; i < 8; i++) {
+        kill(kids[i], SIGKILL);
+        th_wait(kids[i], 10);
+    }
+    CHECK(samples > 0);
+    if (most > 2) {
+        th_fail(__FILE__, __LINE__, "qsize said %zu of a queue of maxsize 2",
+                most);
+    }
+    conc_queue_free(q);
+}
+
 TEST(queue_named_opened_by_exec_process)
 {
     const char *name = unique_name("exec");

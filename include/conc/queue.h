@@ -448,8 +448,8 @@ CONC_API int conc_queue_get_many(conc_queue *q, conc_msg *msgs, size_t n,
                                  size_t *got, double timeout);
 
 /* conc_queue_qsize - messages queued now (approximate while others put
- * and get, as in Python; never more than one per 16 bytes of capacity,
- * whatever a peer wrote); 0 for NULL.  On a server: one round trip
+ * and get, as in Python; never more than maxsize, nor one per 16 bytes of
+ * capacity, whatever a peer wrote); 0 for NULL.  On a server: one round trip
  * (bounded by .net_timeout); messages delivered and not yet acknowledged
  * are not counted; 0 when the server cannot be asked (conc_errdetail()
  * says why). */
