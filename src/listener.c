@@ -539,6 +539,15 @@ static int start_handshake(conc_listener *l, int fd,
  * connection, handed straight out in *fd_out; with one, as many as there
  * are free slots, each into its handshake.  0, or CONC_ESYS/CONC_ENOMEM
  * (EMFILE and the like: the caller hears of it, the listener goes on). */
+/* A forked child's copy whose listening socket the creator shut down
+ * (conc_listener_close there): epoll reports a hang-up, and accept4
+ * fails (TCP) or finds nothing (Unix) for ever after. */
+static int closed_by_creator(void)
+{
+    return conc__fail(CONC_ECLOSED, "conc_listener_accept: the listener "
+                      "was closed by the process that made it");
+}
+
 static int accept_new(conc_listener *l, int *fd_out)
 {
     for (;;) {
@@ -555,6 +564,9 @@ static int accept_new(conc_listener *l, int *fd_out)
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 return 0;
+            }
+            if (errno == EINVAL) {
+                return closed_by_creator(); /* TCP: no longer listening */
             }
             return conc__fail_sys(CONC_ESYS, "conc_listener_accept: "
                                   "accept4");
@@ -622,11 +634,16 @@ static int arm(conc_listener *l, uint64_t earliest)
     return 0;
 }
 
-/* Handles one event.  0, CONC_ECLOSED, or accept_new's errors. */
-static int dispatch(conc_listener *l, uint64_t id, int *fd_out)
+/* Handles one event (id, and what epoll reported, events).  0,
+ * CONC_ECLOSED, or accept_new's errors. */
+static int dispatch(conc_listener *l, uint64_t id, uint32_t events,
+                    int *fd_out)
 {
     switch (id) {
     case EV_LISTEN:
+        if (events & (EPOLLHUP | EPOLLERR)) {
+            return closed_by_creator();
+        }
         return accept_new(l, fd_out);
     case EV_WAKE:
         return conc__fail(CONC_ECLOSED, "conc_listener_accept: the listener "
@@ -688,7 +705,7 @@ static int drive(conc_listener *l, const conc__deadline *dl, double timeout,
                                   "epoll_wait");
         }
         for (int i = 0; i < n; i++) {
-            err = dispatch(l, evs[i].data.u64, fd_out);
+            err = dispatch(l, evs[i].data.u64, evs[i].events, fd_out);
             if (err != 0) {
                 return err;
             }
@@ -698,8 +715,12 @@ static int drive(conc_listener *l, const conc__deadline *dl, double timeout,
         }
         /* Timeout 0 goes on while something is ready (a handshake's next
          * bytes may come within microseconds), a bounded number of
-         * passes; a deadline ends the wait when epoll found nothing. */
-        bool quiet = n == 0 || (dl->once && pass >= 16);
+         * passes; a deadline ends the wait when epoll found nothing, or
+         * once it has passed, whatever epoll says (an event that fires on
+         * every pass and yields nothing must not hold the call). */
+        bool quiet = n == 0 || (dl->once && pass >= 16) ||
+                     (!dl->once && !dl->forever &&
+                      conc__deadline_passed(dl));
         if (quiet && (dl->once || conc__deadline_passed(dl))) {
             expire(l);
             if (outcome_waiting(l)) {

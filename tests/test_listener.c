@@ -1524,6 +1524,53 @@ TEST(close_stops_the_copies_children_inherited)
     conc_process_free(p);
 }
 
+/* A child accepting on its copy: 0 when the accept ended with
+ * CONC_ECLOSED (the creator closed the listener), else what it got. */
+static int accepts_until_closed(void *arg)
+{
+    conc_listener *l = arg;
+    conc_conn *c = NULL;
+    int err = conc_listener_accept(l, &c, 5.0);
+    if (err == CONC_ECLOSED &&
+        strstr(conc_errdetail(), "closed by the process that made it") !=
+            NULL) {
+        return 0;
+    }
+    return err == CONC_ETIMEDOUT ? 2 : err == CONC_ESYS ? 3 : 4;
+}
+
+/* The creator's close ends an accept a forked child is blocked in, with
+ * CONC_ECLOSED, at once, for TCP and Unix sockets.  The child's accept
+ * got CONC_ESYS (EINVAL) at once, again and again (TCP), or spun on a
+ * hang-up that yields no connection past its timeout (Unix). */
+TEST(close_ends_the_accepts_of_children)
+{
+    char *dir = tmpdir_new();
+    char path[256];
+    snprintf(path, sizeof path, "%s/served", dir);
+    const char *addrs[] = { "127.0.0.1:0", path };
+    for (int i = 0; i < 2; i++) {
+        conc_listener *l = NULL;
+        CHECK_OK(conc_listener_new(&l, addrs[i], NULL));
+        conc_process *p = NULL;
+        CHECK_OK(conc_process_new(&p, &(conc_process_opts){
+                                          .target = accepts_until_closed,
+                                          .arg = l }));
+        CHECK_OK(conc_process_start(p));
+        th_sleep(0.3); /* the child waits in its accept */
+        double t0 = th_now();
+        CHECK_OK(conc_listener_close(l));
+        CHECK_OK(conc_process_join(p, 10));
+        CHECK(th_now() - t0 < 2.0);
+        int code = -1;
+        CHECK_OK(conc_process_exitcode(p, &code));
+        CHECK_EQ(code, 0);
+        conc_process_free(p);
+        conc_listener_free(l);
+    }
+    tmpdir_done(dir);
+}
+
 /* ---- failures of the system calls and allocations (the fault seam) --- */
 
 /* How many conc-listener-* directories /tmp holds (a NULL address's). */

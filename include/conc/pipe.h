@@ -331,7 +331,8 @@ CONC_API int conc_listener_new(conc_listener **out, const char *address,
  * failed connection is reported by one accept, after any connection that
  * passed; the detail names the client and the reason); CONC_ECLOSED (the
  * listener is closed, also when conc_listener_close runs in another
- * thread during the wait); CONC_EINVAL (NULL l or out, bad timeout);
+ * thread during the wait, or, for a forked child's copy, in the process
+ * that made the listener); CONC_EINVAL (NULL l or out, bad timeout);
  * CONC_ENOMEM; CONC_ESYS (errno kept: EMFILE...).  Any number of threads
  * may accept on one listener; each connection goes to one of them.  *out
  * is NULL on failure. */
