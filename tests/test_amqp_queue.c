@@ -798,6 +798,19 @@ TEST_T(amqp_message_over_the_brokers_max_size_is_etoobig, 120)
     put_str(q, "small");
     get_is(q, "small");
     CHECK_OK(conc_queue_task_done(q));
+    conc_queue_free(q);
+    /* At most once: no confirm, so the big put returns 0 and is lost
+     * (queue.h); the put that then reads the broker's refusal puts its
+     * own message, which is under the limit (it said CONC_ETOOBIG and
+     * dropped it), and the limit is learnt there too. */
+    th_amqp_name(name, sizeof name, "maxsize_amo");
+    q = mkq(&a, name, &(conc_queue_opts){ .at_most_once = true });
+    CHECK_OK(conc_queue_put(q, buf, big, 60));
+    th_sleep(0.5); /* the refusal has come */
+    put_str(q, "x");
+    get_is(q, "x");
+    CHECK_ERR(conc_queue_put(q, buf, big, 60), CONC_ETOOBIG);
+    CHECK(has("learnt from its refusal"));
     free(buf);
     conc_queue_free(q);
 }

@@ -205,7 +205,8 @@
  * dies before writing it, and the first put after a close may return 0
  * and be dropped; a message over the broker's max_message_size returns 0
  * and is dropped, with the puts that follow it until the broker's
- * refusal is read, at the next call or within moments; a normal
+ * refusal is read, at the next call or within moments; a batch cut short
+ * counts in *done the messages it wrote whole; a normal
  * conc_queue_free loses none: it waits for the
  * broker to take them in, see there); a delivery is acknowledged as it is
  * handed over.
@@ -220,9 +221,11 @@
  * .net_timeout, so a get under CONC_FOREVER too), and the call after a
  * broker restart reconnects and declares again; a put that returned 0
  * survives the restart.  A put to a broker that stopped reading (a
- * memory or disk alarm blocks publishers) gives CONC_ETIMEDOUT at its
- * timeout too, however long the message: libconc writes its frames
- * itself, each wait for room in the socket bounded.  Errors: CONC_ENET (unreachable,
+ * memory or disk alarm blocks publishers) gives CONC_ETIMEDOUT too,
+ * however long the message: libconc writes its frames itself, and ends a
+ * put whose socket took no bytes for .net_timeout, or that has not
+ * written its messages by its timeout (at least 1 s; 0 and CONC_FOREVER
+ * have only the first bound).  Errors: CONC_ENET (unreachable,
  * connection lost), CONC_EAUTH (wrong user or password), CONC_EINVAL (no
  * such vhost, or no access to it), CONC_ETIMEDOUT.  Threads and fork: each
  * thread using a handle has connections of its own (up to three: publish,

@@ -813,9 +813,12 @@ static unsigned char *be64(unsigned char *p, uint64_t v)
     return be32(be32(p, (uint32_t)(v >> 32)), (uint32_t)v);
 }
 
-/* Writes iov[0..n) to fd, waiting for room in the socket up to until:
- * 1 written, 0 time up (part of it may be written), -1 with errno. */
-static int send_until(int fd, struct iovec *iov, int n, uint64_t until)
+/* Writes iov[0..n) to fd, waiting for room in the socket up to until
+ * and at most stall_ns after the socket last took bytes (*last, updated):
+ * 1 written; 0 until passed, 2 the socket took nothing for stall_ns (part
+ * may be written either way); -1 with errno. */
+static int send_until(int fd, struct iovec *iov, int n, uint64_t until,
+                      uint64_t stall_ns, uint64_t *last)
 {
     while (n > 0) {
         struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
@@ -828,12 +831,19 @@ static int send_until(int fd, struct iovec *iov, int n, uint64_t until)
                 return -1;
             }
             short rev = 0;
-            int w = conc__os_wait_fd(fd, POLLOUT, until, &rev);
-            if (w <= 0) {
+            bool stall = stall_ns != UINT64_MAX &&
+                         *last + stall_ns < until;
+            int w = conc__os_wait_fd(fd, POLLOUT,
+                                     stall ? *last + stall_ns : until, &rev);
+            if (w < 0) {
                 return w;
+            }
+            if (w == 0) {
+                return stall ? 2 : 0;
             }
             continue;
         }
+        *last = conc__now_ns();
         size_t done = (size_t)k;
         while (n > 0 && done >= iov->iov_len) {
             done -= iov->iov_len;
@@ -853,16 +863,21 @@ enum { BODY_FRAMES_PER_SEND = 128 };
 
 /* basic.publish of m on channel 1 (mandatory, the given delivery mode):
  * its method, content header and body frames, written by libconc, each
- * write bounded by until.  rabbitmq-c's own writer waits for room in the
- * socket without a deadline, so a broker that stopped reading (a memory
- * or disk alarm blocks publishers; a frozen broker) held a put of more
- * than a socket buffer for as long as that lasted.  0; CONC_ETIMEDOUT or
- * CONC_ENET, after which a frame may be half sent: the caller drops the
- * connection, and the broker discards a message whose content it did
- * not get whole. */
+ * wait for room bounded by until and by net_timeout without progress
+ * (a slow broker that keeps reading is no frozen one).  rabbitmq-c's own
+ * writer waits for room in the socket without a deadline, so a broker
+ * that stopped reading (a memory or disk alarm blocks publishers; a
+ * frozen broker) held a put of more than a socket buffer for as long as
+ * that lasted.  0; CONC_ETIMEDOUT or CONC_ENET, after which a frame may
+ * be half sent: the caller drops the connection, and the broker discards
+ * a message whose content it did not get whole. */
 static int publish_frames(aq *q, aconn *c, const conc_msg *m,
                           uint8_t mode, uint64_t until, const char *fn)
 {
+    uint64_t stall = q->net_timeout == CONC_FOREVER
+                         ? FOREVER
+                         : (uint64_t)(q->net_timeout * 1e9);
+    uint64_t last = conc__now_ns();
     size_t elen = strlen(q->exch), rlen = strlen(q->name);
     int fmax = amqp_get_frame_max(c->st);
     if (elen > 255 || rlen > 255 || fmax <= 8) {
@@ -920,12 +935,14 @@ static int publish_frames(aq *q, aconn *c, const conc_msg *m,
             iov[n++] = (struct iovec){ &end, 1 };
             off += len;
         }
-        int w = send_until(fd, iov, n, until);
-        if (w == 0) {
-            return conc__fail(CONC_ETIMEDOUT, "%s: %s took no more bytes "
-                              "in time (a memory or disk alarm blocks "
-                              "publishers, or the broker is frozen)", fn,
-                              q->where);
+        int w = send_until(fd, iov, n, until, stall, &last);
+        if (w == 0 || w == 2) {
+            return conc__fail(CONC_ETIMEDOUT, "%s: %s %s (a memory or disk "
+                              "alarm blocks publishers, or the broker is "
+                              "frozen)", fn, q->where,
+                              w == 2 ? "took no bytes for net_timeout"
+                                     : "took the message too slowly for "
+                                       "the timeout");
         }
         if (w < 0) {
             return conc__fail_sys(CONC_ENET, "%s: publishing to %s", fn,
@@ -939,8 +956,8 @@ static int publish_frames(aq *q, aconn *c, const conc_msg *m,
  * confirms (when confirms are on) until `until`.  st[] is updated; *ret is
  * set when the broker returned a message (unroutable). */
 static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
-                         size_t n, uint64_t until, bool *ret,
-                         const char *fn)
+                         size_t n, uint64_t write_until, uint64_t until,
+                         bool *ret, const char *fn)
 {
     uint64_t seq_of[CHUNK];
     size_t waiting = 0;
@@ -948,12 +965,20 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
         if (st[i] == M_ACK) {
             continue;
         }
-        int err = publish_frames(q, c, &msgs[i], q->amo ? 1 : 2, until, fn);
+        int err = publish_frames(q, c, &msgs[i], q->amo ? 1 : 2,
+                                 write_until, fn);
         if (err != 0) {
             conn_drop(c);
             return err;
         }
-        seq_of[i] = ++c->seq;
+        seq_of[i] = ++c->seq; /* free drains a connection that published */
+        if (!q->confirms) {
+            /* Written whole: as far as an unconfirmed put can tell, it
+             * went in (*done counts it, so a retry does not send it
+             * again). */
+            st[i] = M_ACK;
+            continue;
+        }
         st[i] = M_WAIT;
         waiting++;
     }
@@ -1022,6 +1047,20 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
     return 0;
 }
 
+/* Whether one of msgs[0..n) is as long as a message the broker refused
+ * as over its max_message_size (pub_closed). */
+static bool over_refused(aq *q, const conc_msg *msgs, size_t n)
+{
+    size_t refused = atomic_load_explicit(&q->refused_len,
+                                          memory_order_relaxed);
+    for (size_t i = 0; refused > 0 && i < n; i++) {
+        if (msgs[i].len >= refused) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
                        size_t *done, double timeout, const char *fn)
 {
@@ -1059,6 +1098,14 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
             int err = pub_ready(q, &s->pub, until, fn);
             if (err == 0) {
                 err = pub_drain(q, &s->pub, fn);
+                if (err == CONC_ETOOBIG &&
+                    !over_refused(q, msgs + off, k)) {
+                    /* The refusal of an earlier message (at most once:
+                     * not confirmed, so read now).  Its limit is learnt,
+                     * this call's messages are under it, and the
+                     * connection was dropped: go on with a new one. */
+                    continue;
+                }
             }
             bool ret = false;
             if (err == 0) {
@@ -1073,8 +1120,16 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
                     uint64_t nt = until_of(q->net_timeout);
                     ru = ru < nt ? ru : nt;
                 }
-                err = publish_round(q, &s->pub, msgs + off, st, k, ru, &ret,
-                                    fn);
+                /* The writes: the call's deadline (with the same floor),
+                 * or none for 0 and CONC_FOREVER; each wait for room is
+                 * bounded by net_timeout besides (publish_frames). */
+                uint64_t wu = FOREVER;
+                if (timeout > 0 && timeout != CONC_FOREVER) {
+                    uint64_t g = until_of(GRACE_S);
+                    wu = until > g ? until : g;
+                }
+                err = publish_round(q, &s->pub, msgs + off, st, k, wu, ru,
+                                    &ret, fn);
             }
             size_t pre = 0;
             while (pre < k && st[pre] == M_ACK) {
