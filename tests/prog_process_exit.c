@@ -166,9 +166,9 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     if (strcmp(mode, "main") == 0 || strcmp(mode, "stubborn") == 0) {
         bool stubborn = mode[0] == 's';
-        /* static: still reachable at exit.  Three stubborn daemons, which
+        /* static: still reachable at exit.  Four stubborn daemons, which
          * share one grace: exit takes it once, not once each. */
-        static conc_process *d, *more[2], *c;
+        static conc_process *d, *more[3], *c;
         conc_process *f;
         if (conc_process_new(&d, &(conc_process_opts){
                                      .target = daemon_body,
@@ -177,7 +177,7 @@ int main(int argc, char **argv)
             conc_process_start(d)) {
             return 3;
         }
-        for (int i = 0; stubborn && i < 2; i++) {
+        for (int i = 0; stubborn && i < 3; i++) {
             if (conc_process_new(&more[i], &(conc_process_opts){
                                                .target = daemon_body,
                                                .arg = "x",
@@ -186,9 +186,9 @@ int main(int argc, char **argv)
                 return 3;
             }
         }
-        wait_ready(stubborn ? 3 : 1);
+        wait_ready(stubborn ? 4 : 1);
         printf("daemon pid %d\n", (int)conc_process_pid(d));
-        for (int i = 0; stubborn && i < 2; i++) {
+        for (int i = 0; stubborn && i < 3; i++) {
             printf("daemon pid %d\n", (int)conc_process_pid(more[i]));
         }
         if (!stubborn) {
