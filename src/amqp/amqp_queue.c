@@ -319,21 +319,34 @@ static int reply_err(const aq *q, amqp_rpc_reply_t r, const char *fn,
     return 0;
 }
 
-static int set_rpc_deadline(aconn *c, uint64_t until)
+/* The longest wait rabbitmq-c is handed, in ns: it counts what is left
+ * in milliseconds in an int (24.8 days), and a longer timeout (CONC_FOREVER
+ * included) made every login fail with "unknown error". */
+#define RMQ_WAIT_MAX_NS ((uint64_t)2000000 * 1000000000u)
+
+/* A rabbitmq-c timeout of what is left before until (at least 1 us, at
+ * most RMQ_WAIT_MAX_NS). */
+static struct timeval rmq_timeout(uint64_t until)
 {
     uint64_t l = left_ns(until);
-    if (l == 0) {
-        /* detail: the caller names the call that ran out of time */
-        return CONC_ETIMEDOUT;
+    if (l > RMQ_WAIT_MAX_NS) {
+        l = RMQ_WAIT_MAX_NS;
     }
     struct timeval tv = { .tv_sec = (time_t)(l / 1000000000u),
                           .tv_usec = (suseconds_t)(l % 1000000000u / 1000) };
-    if (l == FOREVER) {
-        tv = (struct timeval){ .tv_sec = 1000000000 };
-    }
     if (tv.tv_sec == 0 && tv.tv_usec == 0) {
         tv.tv_usec = 1;
     }
+    return tv;
+}
+
+static int set_rpc_deadline(aconn *c, uint64_t until)
+{
+    if (left_ns(until) == 0) {
+        /* detail: the caller names the call that ran out of time */
+        return CONC_ETIMEDOUT;
+    }
+    struct timeval tv = rmq_timeout(until);
     (void)amqp_set_rpc_timeout(c->st, &tv);
     return 0;
 }
@@ -483,17 +496,12 @@ static int conn_login(aq *q, aconn *c, uint64_t until, const char *fn)
         return conc__fail(CONC_ENOMEM, "%s: no memory for a connection", fn);
     }
     amqp_tcp_socket_set_sockfd(s, fd);
-    uint64_t l = left_ns(until);
-    if (l == 0) {
+    if (left_ns(until) == 0) {
         conn_drop(c);
         return conc__fail(CONC_ETIMEDOUT, "%s: no time left to log in to "
                           "%s", fn, q->where);
     }
-    struct timeval hs = { .tv_sec = (time_t)(l / 1000000000u),
-                          .tv_usec = (suseconds_t)(l % 1000000000u / 1000) };
-    if (l == FOREVER) {
-        hs = (struct timeval){ .tv_sec = 1000000000 };
-    }
+    struct timeval hs = rmq_timeout(until);
     (void)amqp_set_handshake_timeout(c->st, &hs);
     /* consumer_cancel_notify, which rabbitmq-c does not offer by itself
      * (it merges this table into its own capabilities): without it the
@@ -874,7 +882,8 @@ enum { BODY_FRAMES_PER_SEND = 128 };
 static int publish_frames(aq *q, aconn *c, const conc_msg *m,
                           uint8_t mode, uint64_t until, const char *fn)
 {
-    uint64_t stall = q->net_timeout == CONC_FOREVER
+    /* As until_of: CONC_FOREVER (and anything past 1e9 s) is no bound. */
+    uint64_t stall = q->net_timeout < 0 || q->net_timeout > 1e9
                          ? FOREVER
                          : (uint64_t)(q->net_timeout * 1e9);
     uint64_t last = conc__now_ns();
@@ -955,9 +964,19 @@ static int publish_frames(aq *q, aconn *c, const conc_msg *m,
 /* Publishes msgs[i] for every i with st[i] != M_ACK, then waits for their
  * confirms (when confirms are on) until `until`.  st[] is updated; *ret is
  * set when the broker returned a message (unroutable). */
+/* The deadline of a round's confirm wait, from now: net_timeout, but
+ * never past hard (the call's deadline, with its floor; FOREVER for 0 and
+ * CONC_FOREVER).  Taken after the writes and again at each confirm that
+ * comes, so a long round to a broker that keeps answering is no frozen
+ * one. */
+static uint64_t confirm_until(const aq *q, uint64_t hard)
+{
+    uint64_t nt = until_of(q->net_timeout);
+    return nt < hard ? nt : hard;
+}
+
 static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
-                         size_t n, uint64_t write_until, uint64_t until,
-                         bool *ret, const char *fn)
+                         size_t n, uint64_t hard, bool *ret, const char *fn)
 {
     uint64_t seq_of[CHUNK];
     size_t waiting = 0;
@@ -965,8 +984,8 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
         if (st[i] == M_ACK) {
             continue;
         }
-        int err = publish_frames(q, c, &msgs[i], q->amo ? 1 : 2,
-                                 write_until, fn);
+        int err = publish_frames(q, c, &msgs[i], q->amo ? 1 : 2, hard,
+                                 fn);
         if (err != 0) {
             conn_drop(c);
             return err;
@@ -988,6 +1007,7 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
         }
         return 0;
     }
+    uint64_t until = confirm_until(q, hard);
     while (waiting > 0) {
         uint64_t l = left_ns(until);
         if (l == 0) {
@@ -1043,6 +1063,7 @@ static int publish_round(aq *q, aconn *c, const conc_msg *msgs, uint8_t *st,
                 waiting--;
             }
         }
+        until = confirm_until(q, hard);
     }
     return 0;
 }
@@ -1099,7 +1120,7 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
             if (err == 0) {
                 err = pub_drain(q, &s->pub, fn);
                 if (err == CONC_ETOOBIG &&
-                    !over_refused(q, msgs + off, k)) {
+                    !over_refused(q, msgs + off, n - off)) {
                     /* The refusal of an earlier message (at most once:
                      * not confirmed, so read now).  Its limit is learnt,
                      * this call's messages are under it, and the
@@ -1109,26 +1130,18 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
             }
             bool ret = false;
             if (err == 0) {
-                /* The confirm wait of a round: what is left of the call,
-                 * but never less than GRACE_S (the broker answers a full
-                 * queue with a nack, which must be told from silence) and
-                 * never more than net_timeout. */
-                uint64_t ru = until_of(q->net_timeout);
+                /* A round's bound: what is left of the call, but never
+                 * less than GRACE_S (the broker answers a full queue with
+                 * a nack, which must be told from silence); none for 0
+                 * and CONC_FOREVER.  Besides it, the writes and the
+                 * confirm wait each end after net_timeout without
+                 * progress (publish_frames, confirm_until). */
+                uint64_t hard = FOREVER;
                 if (timeout > 0 && timeout != CONC_FOREVER) {
                     uint64_t g = until_of(GRACE_S);
-                    ru = until > g ? until : g;
-                    uint64_t nt = until_of(q->net_timeout);
-                    ru = ru < nt ? ru : nt;
+                    hard = until > g ? until : g;
                 }
-                /* The writes: the call's deadline (with the same floor),
-                 * or none for 0 and CONC_FOREVER; each wait for room is
-                 * bounded by net_timeout besides (publish_frames). */
-                uint64_t wu = FOREVER;
-                if (timeout > 0 && timeout != CONC_FOREVER) {
-                    uint64_t g = until_of(GRACE_S);
-                    wu = until > g ? until : g;
-                }
-                err = publish_round(q, &s->pub, msgs + off, st, k, wu, ru,
+                err = publish_round(q, &s->pub, msgs + off, st, k, hard,
                                     &ret, fn);
             }
             size_t pre = 0;
