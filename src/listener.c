@@ -85,10 +85,11 @@
  * only one process should accept on a listener (as with Python's).  A
  * fork while another thread is inside accept leaves the child's copy
  * with that thread's turn to drive: the child's accepts then only time
- * out.  Either process may free its copy; only the creator's close
- * shuts the listening socket down for every copy (its free leaves a
- * child's copy serving), and only the creator removes the
- * socket file.
+ * out.  A copy's first use in another process gives it an epoll set and
+ * eventfds of its own (own_fds): the inherited ones are the creator's
+ * kernel objects.  Either process may free its copy; only the creator's
+ * close shuts the listening socket down for every copy (its free leaves
+ * a child's copy serving), and only the creator removes the socket file.
  *
  * Errors.  Every failure returns through conc__fail/conc__fail_sys with
  * the public call's name.  Every system call that can fail goes through
@@ -188,6 +189,8 @@ struct conc_listener {
     dev_t sock_dev;              /* the bound file's identity, for unlink */
     ino_t sock_ino;
     pid_t owner;                 /* the process that bound (and unlinks) */
+    pid_t ev_pid;                /* the process ep, wake, ready and timer
+                                  * are made by (own_fds) */
 
     unsigned char *key;          /* NULL: no authentication */
     size_t key_len;
@@ -941,50 +944,86 @@ static int check_listener_opts(const conc_listener_opts *o, double *hs)
     return 0;
 }
 
-/* Adds fd to ep with the given id. */
-static int ep_add(conc_listener *l, int fd, uint64_t id, const char *what)
+/* Adds fd to ep with the given id and events. */
+static int ep_add(conc_listener *l, int fd, uint64_t id, uint32_t events,
+                  const char *what, const char *fn)
 {
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = id };
+    struct epoll_event ev = { .events = events, .data.u64 = id };
     if (conc__os_epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        return conc__fail_sys(CONC_ESYS, "conc_listener_new: epoll_ctl of "
-                              "the %s", what);
+        return conc__fail_sys(CONC_ESYS, "%s: epoll_ctl of the %s", fn,
+                              what);
     }
     return 0;
 }
 
-/* The descriptors besides the listening socket (see "Descriptors"). */
-static int make_fds(conc_listener *l)
+/* The descriptors besides the listening socket (see "Descriptors"),
+ * made by this process. */
+static int make_fds(conc_listener *l, const char *fn)
 {
+    l->ev_pid = getpid();
     l->ep = conc__os_epoll_create();
     if (l->ep < 0) {
-        return conc__fail_sys(CONC_ESYS, "conc_listener_new: epoll_create1");
+        return conc__fail_sys(CONC_ESYS, "%s: epoll_create1", fn);
     }
     l->wake = conc__os_eventfd();
     if (l->wake < 0) {
-        return conc__fail_sys(CONC_ESYS, "conc_listener_new: eventfd");
+        return conc__fail_sys(CONC_ESYS, "%s: eventfd", fn);
     }
-    int err = ep_add(l, l->fd, EV_LISTEN, "listening socket");
+    int err = ep_add(l, l->fd, EV_LISTEN, EPOLLIN, "listening socket", fn);
     if (err == 0) {
         l->listen_on = true;
-        err = ep_add(l, l->wake, EV_WAKE, "close eventfd");
+        err = ep_add(l, l->wake, EV_WAKE, EPOLLIN, "close eventfd", fn);
     }
     if (err != 0 || l->key == NULL) {
         return err;
     }
     l->ready = conc__os_eventfd();
     if (l->ready < 0) {
-        return conc__fail_sys(CONC_ESYS, "conc_listener_new: eventfd");
+        return conc__fail_sys(CONC_ESYS, "%s: eventfd", fn);
     }
     l->timer = conc__os_timerfd_create();
     if (l->timer < 0) {
-        return conc__fail_sys(CONC_ESYS, "conc_listener_new: "
-                              "timerfd_create");
+        return conc__fail_sys(CONC_ESYS, "%s: timerfd_create", fn);
     }
-    err = ep_add(l, l->ready, EV_READY, "outcome eventfd");
+    err = ep_add(l, l->ready, EV_READY, EPOLLIN, "outcome eventfd", fn);
     if (err == 0) {
-        err = ep_add(l, l->timer, EV_TIMER, "timerfd");
+        err = ep_add(l, l->timer, EV_TIMER, EPOLLIN, "timerfd", fn);
     }
     return err;
+}
+
+/* In a forked child, the epoll set and eventfds inherited are the same
+ * kernel objects as the creator's: a close here wrote the creator's wake
+ * (its accepts then said CONC_ECLOSED for good) and the creator's events
+ * woke drivers here.  On its first use in another process, a copy makes
+ * its own, and registers the listening socket and the handshakes it
+ * inherited in them.  Lock held; 0 or make_fds's errors (tried again at
+ * the next use). */
+static int own_fds(conc_listener *l, const char *fn)
+{
+    if (l->ev_pid == getpid() || l->fd < 0) {
+        return 0;
+    }
+    close_fd(&l->ep);
+    close_fd(&l->wake);
+    close_fd(&l->ready);
+    close_fd(&l->timer);
+    l->listen_on = false;
+    l->ready_on = false;
+    l->timer_at = 0;
+    int err = make_fds(l, fn);
+    for (size_t i = 0; err == 0 && i < l->nslot; i++) {
+        pending *p = l->slot[i];
+        if (p != NULL) {
+            err = ep_add(l, p->hs.fd, p->id, p->events, "connection", fn);
+        }
+    }
+    if (err != 0) {
+        l->ev_pid = 0; /* made again at the next use */
+        return err;
+    }
+    sync_ready(l);
+    return 0;
 }
 
 /* Binds and listens l->fd at a (the address string given, for details);
@@ -1121,7 +1160,7 @@ int conc_listener_new(conc_listener **out, const char *address,
     }
     err = bind_listen(l, address, &a, backlog);
     if (err == 0) {
-        err = make_fds(l);
+        err = make_fds(l, "conc_listener_new");
     }
     if (err == 0) {
         err = format_address(l, address, &a);
@@ -1179,6 +1218,11 @@ int conc_listener_accept(conc_listener *l, conc_conn **out, double timeout)
     if (atomic_load_explicit(&l->closed, memory_order_relaxed)) {
         pthread_mutex_unlock(&l->lock);
         return conc__fail(CONC_ECLOSED, "%s: the listener is closed", fn);
+    }
+    int own = own_fds(l, fn);
+    if (own != 0) {
+        pthread_mutex_unlock(&l->lock);
+        return own;
     }
     l->users++;
     int fd = -1;
@@ -1255,13 +1299,16 @@ int conc_listener_fileno(const conc_listener *l)
     pthread_mutex_t *m = (pthread_mutex_t *)&l->lock;
     pthread_mutex_lock(m);
     bool closed = atomic_load_explicit(&l->closed, memory_order_relaxed);
+    /* A forked child's copy answers with an epoll set of its own (the
+     * cast again: the handle's events are remade, its meaning is not). */
+    int own = closed ? 0 : own_fds((conc_listener *)l, "conc_listener_fileno");
     int fd = l->ep;
     pthread_mutex_unlock(m);
     if (closed) {
         return conc__fail(CONC_ECLOSED, "conc_listener_fileno: the listener "
                           "is closed");
     }
-    return fd;
+    return own != 0 ? own : fd;
 }
 
 /* conc_listener_close, and conc_listener_free with stop_copies false:
@@ -1289,10 +1336,15 @@ static void close_listener(conc_listener *l, bool stop_copies)
             /* Wake the driver: the eventfd stays readable (its counter is
              * never read).  Direct, not through the seam: close cannot
              * fail, and the write cannot (the counter is far from
-             * overflow).  The other accepts wait on cond. */
-            uint64_t one = 1;
-            ssize_t r = write(l->wake, &one, sizeof one);
-            (void)r;
+             * overflow).  The other accepts wait on cond.  In a forked
+             * child, only its own eventfd: users counted there may be the
+             * creator's threads, copied by the fork, and its wake is
+             * the creator's until own_fds made one. */
+            if (own_fds(l, "conc_listener_close") == 0) {
+                uint64_t one = 1;
+                ssize_t r = write(l->wake, &one, sizeof one);
+                (void)r;
+            }
             pthread_cond_broadcast(&l->cond);
         } else {
             release_fds(l);

@@ -1571,6 +1571,58 @@ TEST(close_ends_the_accepts_of_children)
     tmpdir_done(dir);
 }
 
+static void *accept_in_a_thread(void *arg)
+{
+    conc_conn *c = NULL;
+    return (void *)(intptr_t)conc_listener_accept(arg, &c, 10.0);
+}
+
+/* In a child: a thread accepts, the child closes its copy; 0 when that
+ * accept ended with CONC_ECLOSED at once. */
+static int closes_its_copy(void *arg)
+{
+    conc_listener *l = arg;
+    pthread_t th;
+    if (pthread_create(&th, NULL, accept_in_a_thread, l) != 0) {
+        return 2;
+    }
+    th_sleep(0.2);
+    double t0 = th_now();
+    conc_listener_close(l);
+    void *r;
+    pthread_join(th, &r);
+    return (int)(intptr_t)r == CONC_ECLOSED && th_now() - t0 < 2.0 ? 0 : 3;
+}
+
+/* A forked child that accepts on its copy and closes it ends its own
+ * accept, and leaves the creator's listener working.  The copy shared the
+ * creator's epoll set and close eventfd: the child's close woke the
+ * creator, whose accepts said CONC_ECLOSED from then on. */
+TEST(child_close_leaves_the_creators_listener_working)
+{
+    conc_listener *l = NULL;
+    CHECK_OK(conc_listener_new(&l, "127.0.0.1:0", NULL));
+    conc_process *p = NULL;
+    CHECK_OK(conc_process_new(&p, &(conc_process_opts){
+                                      .target = closes_its_copy,
+                                      .arg = l }));
+    CHECK_OK(conc_process_start(p));
+    CHECK_OK(conc_process_join(p, 10));
+    int code = -1;
+    CHECK_OK(conc_process_exitcode(p, &code));
+    CHECK_EQ(code, 0);
+    conc_process_free(p);
+    conc_conn *c = NULL;
+    CHECK_ERR(conc_listener_accept(l, &c, 0.2), CONC_ETIMEDOUT);
+    client_arg a = { .addr = conc_listener_address(l), .n = 2 };
+    pid_t pid = th_fork(client_child, &a);
+    CHECK_OK(conc_listener_accept(l, &c, 10));
+    CHECK_EQ(talk_second(c), 0);
+    check_exit(th_wait(pid, 20), 0);
+    conc_conn_free(c);
+    conc_listener_free(l);
+}
+
 /* ---- failures of the system calls and allocations (the fault seam) --- */
 
 /* How many conc-listener-* directories /tmp holds (a NULL address's). */
