@@ -73,7 +73,8 @@ CONC_API bool conc_process_is_alive(conc_process *p);
 
 /* conc_process_terminate / conc_process_kill - SIGTERM / SIGKILL.  0 also
  * when the child has already ended (Python: no-op); CONC_ESTATE before
- * start. */
+ * start, or when p is not a child of this process (a handle copied by
+ * fork: its pid may be reused by then, so no signal is sent). */
 CONC_API int conc_process_terminate(conc_process *p);
 CONC_API int conc_process_kill(conc_process *p);
 
