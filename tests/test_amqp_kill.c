@@ -611,6 +611,18 @@ TEST_T(amqp_get_from_a_frozen_broker_times_out, 30)
     relay_kill(&r);
 }
 
+/* q gives the one-byte messages of want, in order, and then nothing. */
+static void gets_exactly(conc_queue *q, const char *want)
+{
+    conc_msg m;
+    for (const char *w = want; *w != '\0'; w++) {
+        CHECK_OK(conc_queue_get(q, &m, 20.0));
+        CHECK(m.len == 1 && *(char *)m.data == *w);
+        conc_msg_free(&m);
+    }
+    CHECK_ERR(conc_queue_get(q, &m, 0.5), CONC_EEMPTY);
+}
+
 /* A put of more than the sockets hold, to a broker that stopped reading
  * (the relay stopped; a memory or disk alarm does the same to
  * publishers): CONC_ETIMEDOUT once the socket took nothing for
@@ -638,13 +650,7 @@ TEST_T(amqp_put_to_a_broker_that_stopped_reading_times_out, 60)
     CHECK(strstr(detail, "took no bytes for net_timeout") != NULL);
     CHECK(dt >= 0.9 && dt < 2.8);
     CHECK_OK(conc_queue_put(q, "b", 1, 20.0));
-    conc_msg m;
-    for (int i = 0; i < 2; i++) {
-        CHECK_OK(conc_queue_get(q, &m, 20.0));
-        CHECK(m.len == 1 && *(char *)m.data == "ab"[i]);
-        conc_msg_free(&m);
-    }
-    CHECK_ERR(conc_queue_get(q, &m, 0.5), CONC_EEMPTY);
+    gets_exactly(q, "ab");
     conc_queue_free(q);
     relay_kill(&r);
 }
@@ -671,13 +677,7 @@ TEST_T(amqp_at_most_once_batch_cut_short_counts_what_went_out, 60)
     free(buf);
     CHECK_ERR(err, CONC_ETIMEDOUT);
     CHECK_EQ(done, 2);
-    conc_msg out;
-    for (int i = 0; i < 3; i++) {
-        CHECK_OK(conc_queue_get(q, &out, 20.0));
-        CHECK(out.len == 1 && *(char *)out.data == "abc"[i]);
-        conc_msg_free(&out);
-    }
-    CHECK_ERR(conc_queue_get(q, &out, 0.5), CONC_EEMPTY);
+    gets_exactly(q, "abc");
     conc_queue_free(q);
     relay_kill(&r);
 }

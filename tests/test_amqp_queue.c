@@ -727,10 +727,10 @@ TEST(amqp_open_of_a_queue_libconc_did_not_declare)
     NEED_AMQP();
     th_amqp a;
     th_amqp_get(&a);
-    char name[64], url[600];
+    char name[64], url[512];
     th_amqp_name(name, sizeof name, "foreign");
     amqp_tool(&a, "/usr/bin/amqp-declare-queue", name);
-    snprintf(url, sizeof url, "%s/%s", a.url, name);
+    th_amqp_qurl(&a, name, url, sizeof url);
     conc_queue *q = NULL;
     CHECK_ERR(conc_queue_open(&q, url), CONC_EINVAL);
     CHECK(has("was not declared by libconc"));

@@ -170,6 +170,20 @@ static void check_exit(int status, int code)
 }
 
 /* Listener at addr (key or NULL), a child client, one round trip. */
+/* A client child connects to addr (with key) and talks n messages; l
+ * accepts it and answers. */
+static void serve_one_client(conc_listener *l, const char *addr,
+                             const char *key, size_t n)
+{
+    client_arg a = { .addr = addr, .key = key, .n = n };
+    pid_t pid = th_fork(client_child, &a);
+    conc_conn *c = NULL;
+    CHECK_OK(conc_listener_accept(l, &c, 10));
+    CHECK_EQ(talk_second(c), 0);
+    check_exit(th_wait(pid, 20), 0);
+    conc_conn_free(c);
+}
+
 static void roundtrip(const char *addr, const char *key, size_t n)
 {
     conc_listener *l = NULL;
@@ -547,13 +561,7 @@ TEST(null_address_private_dir)
     struct stat st;
     CHECK_EQ(stat(dir, &st), 0);
     CHECK_EQ(st.st_mode & 0777, 0700);
-    client_arg a = { .addr = path, .n = 3 };
-    pid_t pid = th_fork(client_child, &a);
-    conc_conn *c = NULL;
-    CHECK_OK(conc_listener_accept(l, &c, 10));
-    CHECK_EQ(talk_second(c), 0);
-    check_exit(th_wait(pid, 20), 0);
-    conc_conn_free(c);
+    serve_one_client(l, path, NULL, 3);
     /* close removes the socket and its directory; free after it is
      * harmless. */
     CHECK_OK(conc_listener_close(l));
@@ -755,12 +763,7 @@ TEST(wrong_key_both_sides_then_good_client)
         CHECK(c == NULL);
         check_exit(th_wait(pid, 20), 0);
     }
-    client_arg good = { .addr = addr, .key = "right", .n = 77 };
-    pid_t pid = th_fork(client_child, &good);
-    CHECK_OK(conc_listener_accept(l, &c, 10));
-    CHECK_EQ(talk_second(c), 0);
-    check_exit(th_wait(pid, 20), 0);
-    conc_conn_free(c);
+    serve_one_client(l, addr, "right", 77);
     conc_listener_free(l);
     CHECK(!exists(addr));
     tmpdir_done(dir);
@@ -1319,13 +1322,7 @@ TEST(tcp_url_form_and_port_number)
     char want[64];
     snprintf(want, sizeof want, "tcp://127.0.0.1:%d", port);
     CHECK_STR(conc_listener_address(l), want);
-    client_arg a = { .addr = want, .key = "u", .n = 50 };
-    pid_t pid = th_fork(client_child, &a);
-    conc_conn *c = NULL;
-    CHECK_OK(conc_listener_accept(l, &c, 10));
-    CHECK_EQ(talk_second(c), 0);
-    check_exit(th_wait(pid, 20), 0);
-    conc_conn_free(c);
+    serve_one_client(l, want, "u", 50);
     /* The port outlives close, as the address does. */
     CHECK_OK(conc_listener_close(l));
     CHECK_EQ(conc_listener_port(l), port);
@@ -1474,13 +1471,7 @@ TEST(forked_child_free_keeps_parents_socket)
     check_exit(th_wait(th_fork(free_inherited, l), 10), 0);
     CHECK(exists(addr));
     roundtrip(NULL, NULL, 0); /* unrelated listeners still fine */
-    client_arg a = { .addr = addr, .n = 4 };
-    pid_t pid = th_fork(client_child, &a);
-    conc_conn *c = NULL;
-    CHECK_OK(conc_listener_accept(l, &c, 10));
-    CHECK_EQ(talk_second(c), 0);
-    check_exit(th_wait(pid, 20), 0);
-    conc_conn_free(c);
+    serve_one_client(l, addr, NULL, 4);
     conc_listener_free(l);
     CHECK(!exists(addr));
     tmpdir_done(dir);
@@ -1504,10 +1495,7 @@ TEST(close_stops_the_copies_children_inherited)
     CHECK_OK(conc_listener_new(&l, "127.0.0.1:0", NULL));
     char tcp[64];
     snprintf(tcp, sizeof tcp, "%s", conc_listener_address(l));
-    conc_process *p = NULL;
-    CHECK_OK(conc_process_new(&p, &(conc_process_opts){
-                                      .target = sleeps_holding_the_fds }));
-    CHECK_OK(conc_process_start(p));
+    pid_t kid = th_fork(sleeps_holding_the_fds, NULL);
     CHECK_OK(conc_listener_close(l));
     conc_conn *c = NULL;
     CHECK_ERR(conc_client_connect(&c, tcp, &(conc_client_opts){
@@ -1516,12 +1504,11 @@ TEST(close_stops_the_copies_children_inherited)
     CHECK_EQ(errno, ECONNREFUSED);
     conc_listener *again = NULL;
     CHECK_OK(conc_listener_new(&again, tcp, NULL));
-    CHECK(conc_process_is_alive(p)); /* the copy's holder still runs */
+    CHECK_EQ(kill(kid, 0), 0); /* the copy's holder still runs */
     conc_listener_free(again);
     conc_listener_free(l);
-    CHECK_OK(conc_process_terminate(p));
-    CHECK_OK(conc_process_join(p, 10));
-    conc_process_free(p);
+    kill(kid, SIGKILL);
+    th_wait(kid, 10);
 }
 
 /* A child accepting on its copy: 0 when the accept ended with
@@ -1552,20 +1539,12 @@ TEST(close_ends_the_accepts_of_children)
     for (int i = 0; i < 2; i++) {
         conc_listener *l = NULL;
         CHECK_OK(conc_listener_new(&l, addrs[i], NULL));
-        conc_process *p = NULL;
-        CHECK_OK(conc_process_new(&p, &(conc_process_opts){
-                                          .target = accepts_until_closed,
-                                          .arg = l }));
-        CHECK_OK(conc_process_start(p));
+        pid_t kid = th_fork(accepts_until_closed, l);
         th_sleep(0.3); /* the child waits in its accept */
         double t0 = th_now();
         CHECK_OK(conc_listener_close(l));
-        CHECK_OK(conc_process_join(p, 10));
+        check_exit(th_wait(kid, 10), 0);
         CHECK(th_now() - t0 < 2.0);
-        int code = -1;
-        CHECK_OK(conc_process_exitcode(p, &code));
-        CHECK_EQ(code, 0);
-        conc_process_free(p);
         conc_listener_free(l);
     }
     tmpdir_done(dir);
@@ -1602,24 +1581,10 @@ TEST(child_close_leaves_the_creators_listener_working)
 {
     conc_listener *l = NULL;
     CHECK_OK(conc_listener_new(&l, "127.0.0.1:0", NULL));
-    conc_process *p = NULL;
-    CHECK_OK(conc_process_new(&p, &(conc_process_opts){
-                                      .target = closes_its_copy,
-                                      .arg = l }));
-    CHECK_OK(conc_process_start(p));
-    CHECK_OK(conc_process_join(p, 10));
-    int code = -1;
-    CHECK_OK(conc_process_exitcode(p, &code));
-    CHECK_EQ(code, 0);
-    conc_process_free(p);
+    check_exit(th_wait(th_fork(closes_its_copy, l), 10), 0);
     conc_conn *c = NULL;
     CHECK_ERR(conc_listener_accept(l, &c, 0.2), CONC_ETIMEDOUT);
-    client_arg a = { .addr = conc_listener_address(l), .n = 2 };
-    pid_t pid = th_fork(client_child, &a);
-    CHECK_OK(conc_listener_accept(l, &c, 10));
-    CHECK_EQ(talk_second(c), 0);
-    check_exit(th_wait(pid, 20), 0);
-    conc_conn_free(c);
+    serve_one_client(l, conc_listener_address(l), NULL, 2);
     conc_listener_free(l);
 }
 

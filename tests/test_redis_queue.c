@@ -367,25 +367,39 @@ typedef struct take_arg {
     double lease;
 } take_arg;
 
-/* Opens the queue with a short lease, takes `gets` messages, writes the
- * last one to stdout, then waits to be killed. */
+/* In a child: opens the queue url names (its last part) with the given
+ * lease as *q and takes `gets` messages.  0, or the child's exit code
+ * for what failed (10 the open, 11 a get). */
+static int open_and_take(const char *url, double lease, int gets,
+                         conc_queue **q)
+{
+    char base[320];
+    snprintf(base, sizeof base, "%s", url);
+    char *name = strrchr(base, '/');
+    *name++ = '\0';
+    if (conc_queue_new(q, &(conc_queue_opts){ .url = base, .name = name,
+                                               .lease = CONC_TIMEOUT(lease) }) != 0) {
+        return 10;
+    }
+    for (int i = 0; i < gets; i++) {
+        conc_msg m;
+        if (conc_queue_get(*q, &m, 10.0) != 0) {
+            return 11;
+        }
+        conc_msg_free(&m);
+    }
+    return 0;
+}
+
+/* Opens the queue with a short lease, takes `gets` messages, then waits
+ * to be killed. */
 static int taker(void *arg)
 {
     const take_arg *a = arg;
     conc_queue *q = NULL;
-    char base[320];
-    snprintf(base, sizeof base, "%s", a->url);
-    *strrchr(base, '/') = '\0';
-    if (conc_queue_new(&q, &(conc_queue_opts){ .url = base, .name = "alo",
-                                                .lease = CONC_TIMEOUT(a->lease) }) != 0) {
-        return 10;
-    }
-    for (int i = 0; i < a->gets; i++) {
-        conc_msg m;
-        if (conc_queue_get(q, &m, 10.0) != 0) {
-            return 11;
-        }
-        conc_msg_free(&m);
+    int err = open_and_take(a->url, a->lease, a->gets, &q);
+    if (err != 0) {
+        return err;
     }
     for (;;) {
         pause();
@@ -428,20 +442,11 @@ TEST(redis_queue_killed_consumer_gives_back_after_its_lease)
 
 static int slow_consumer(void *arg)
 {
-    const char *url = arg;
     conc_queue *q = NULL;
-    char base[320];
-    snprintf(base, sizeof base, "%s", url);
-    *strrchr(base, '/') = '\0';
-    if (conc_queue_new(&q, &(conc_queue_opts){ .url = base, .name = "slow",
-                                                .lease = CONC_TIMEOUT(0.4) }) != 0) {
-        return 10;
+    int fail = open_and_take(arg, 0.4, 1, &q);
+    if (fail != 0) {
+        return fail;
     }
-    conc_msg m;
-    if (conc_queue_get(q, &m, 10.0) != 0) {
-        return 11;
-    }
-    conc_msg_free(&m);
     th_sleep(2.0); /* five leases, no call: the lease thread renews */
     int err = conc_queue_task_done(q);
     conc_queue_free(q);
@@ -481,18 +486,10 @@ static int stale_taker(void *arg)
     stale_arg *a = arg;
     close(a->go[1]);
     conc_queue *q = NULL;
-    char base[320];
-    snprintf(base, sizeof base, "%s", a->url);
-    *strrchr(base, '/') = '\0';
-    if (conc_queue_new(&q, &(conc_queue_opts){ .url = base, .name = "stale",
-                                                .lease = CONC_TIMEOUT(0.4) }) != 0) {
-        return 10;
+    int fail = open_and_take(a->url, 0.4, 1, &q);
+    if (fail != 0) {
+        return fail;
     }
-    conc_msg m;
-    if (conc_queue_get(q, &m, 10.0) != 0) {
-        return 11;
-    }
-    conc_msg_free(&m);
     char c;
     if (read(a->go[0], &c, 1) != 1) {
         return 12;
