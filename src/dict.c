@@ -666,7 +666,9 @@ int conc_dict_new(conc_dict **out, const conc_dict_opts *opts)
         /* A default limit the address space cannot take (ulimit -v):
          * settle for less, down to 1 GiB, leaving no detail of the
          * failures on the way if that works. */
-        if (err == CONC_ENOMEM && !given && limit > CONC__DICT_FALLBACK_LIMIT) {
+        /* (limit counts the header page: the floor is the capacity's) */
+        if (err == CONC_ENOMEM && !given &&
+            limit - CONC__DICT_HDR_SIZE > CONC__DICT_FALLBACK_LIMIT) {
             limit = (limit - CONC__DICT_HDR_SIZE) / 2 + CONC__DICT_HDR_SIZE;
             err = 0;
             continue;

@@ -1382,54 +1382,22 @@ static int connect_fd(int fd, const sock_addr *a, const char *addr,
                       const conc__deadline *dl, double timeout)
 {
     static const char fn[] = "conc_client_connect";
-    for (;;) {
-        if (conc__os_connect(fd, (const struct sockaddr *)&a->ss, a->len) ==
-            0) {
-            return 0;
-        }
-        if (errno == EAGAIN && a->family == AF_UNIX) {
-            /* The listener's queue is full (a blocking connect would wait
-             * for room; the kernel offers no readiness event for it):
-             * try again shortly, within the deadline. */
-            if (dl->once || conc__deadline_passed(dl)) {
-                return conc__fail(CONC_ETIMEDOUT, "%s: '%s': the listener's "
-                                  "queue stayed full for %g s", fn, addr,
-                                  timeout);
-            }
-            double left = conc__deadline_left(dl);
-            struct timespec ts = { 0, 10000000L }; /* 10 ms */
-            if (left < 0.01) {
-                ts.tv_nsec = (long)(left * 1e9);
-            }
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        if (errno != EINPROGRESS && errno != EINTR) {
-            /* ENOENT, ECONNREFUSED, ENETUNREACH... */
-            return conc__fail_sys(CONC_ESYS, "%s: connect('%s')", fn, addr);
-        }
-        /* The connection goes on in the background (TCP; a signal does
-         * not abort it either): wait for it to finish, then ask. */
-        int err = conc__wait_fd(fd, POLLOUT, dl);
-        if (err == CONC_ETIMEDOUT) {
-            return conc__fail(err, "%s: '%s' did not answer within %g s", fn,
-                              addr, timeout);
-        }
-        if (err != 0) {
-            return conc__fail_sys(err, "%s: ppoll", fn);
-        }
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        if (conc__os_getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) !=
-            0) {
-            return conc__fail_sys(CONC_ESYS, "%s: getsockopt(SO_ERROR)", fn);
-        }
-        if (soerr != 0) {
-            errno = soerr;
-            return conc__fail_sys(CONC_ESYS, "%s: connect('%s')", fn, addr);
-        }
+    uint64_t until = UINT64_MAX; /* forever */
+    if (dl->once) {
+        until = conc__now_ns(); /* one try, no wait */
+    } else if (!dl->forever) {
+        until = conc__now_ns() + (uint64_t)(conc__deadline_left(dl) * 1e9);
+    }
+    if (conc__os_connect_until(fd, (const struct sockaddr *)&a->ss, a->len,
+                               until) == 0) {
         return 0;
     }
+    if (errno == ETIMEDOUT) {
+        return conc__fail(CONC_ETIMEDOUT, "%s: '%s' did not take the "
+                          "connection within %g s (no answer, or its "
+                          "queue stayed full)", fn, addr, timeout);
+    }
+    return conc__fail_sys(CONC_ESYS, "%s: connect('%s')", fn, addr);
 }
 
 /* The client's side of the handshake on fd, within the deadline. */

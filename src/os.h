@@ -244,6 +244,13 @@ const char *conc__os_gai_text(int code);
 /* A Unix socket address for path; -1 (errno ENAMETOOLONG) when the path
  * does not fit sun_path. */
 int conc__os_unix_addr(const char *path, conc__sockaddr *out);
+/* Connects the non-blocking socket fd to addr, waiting until until_ns
+ * (UINT64_MAX: no end; now: try once, never block): 0, or -1 with errno
+ * (ETIMEDOUT when the deadline passed first).  A Unix listener whose
+ * queue is full is tried again until the deadline, as a blocking connect
+ * would wait for room.  A signal does not cut the wait short. */
+int conc__os_connect_until(int fd, const struct sockaddr *addr,
+                           unsigned len, uint64_t until_ns);
 /* Opens a socket of a's family and connects it, waiting until until_ns:
  * the fd (TCP sockets get TCP_NODELAY and SO_KEEPALIVE), or -1 with errno
  * (ETIMEDOUT when the deadline passed first).  A signal does not cut the

@@ -13,7 +13,8 @@
  *
  * Below them, the connections of the network backends (.url): name
  * resolution, a Unix socket address, a connect bounded by a deadline
- * (conc__os_dial) and a wait for readiness (conc__os_wait_fd), made of
+ * (conc__os_connect_until, which conc__os_dial and the listener's
+ * client use) and a wait for readiness (conc__os_wait_fd), made of
  * the wrappers above so that fault loops reach them too.  Every socket
  * is non-blocking and close-on-exec from the socket(2) call itself, so
  * no exec'd child inherits a connection and no call blocks past its
@@ -320,6 +321,59 @@ int conc__os_wait_fd(int fd, short events, uint64_t until_ns,
     }
 }
 
+int conc__os_connect_until(int fd, const struct sockaddr *addr,
+                           unsigned len, uint64_t until_ns)
+{
+    for (;;) {
+        if (conc__os_connect(fd, addr, len) == 0) {
+            return 0;
+        }
+        if (errno == EAGAIN && addr->sa_family == AF_UNIX) {
+            /* The listener's queue is full.  A blocking connect would
+             * wait for room; a non-blocking one fails at once, and the
+             * kernel offers no readiness event for room: try again every
+             * 10 ms until the deadline.  Taking EAGAIN as final made a
+             * stopped or overloaded server's full queue an immediate
+             * failure, where the same server with room was a wait. */
+            uint64_t now = conc__now_ns();
+            if (now >= until_ns) {
+                errno = ETIMEDOUT;
+                return -1;
+            }
+            uint64_t nap = until_ns - now;
+            if (nap > 10000000u) {
+                nap = 10000000u;
+            }
+            struct timespec ts = { 0, (long)nap };
+            nanosleep(&ts, NULL); /* a signal only makes it shorter */
+            continue;
+        }
+        if (errno != EINPROGRESS && errno != EINTR) {
+            return -1; /* ENOENT, ECONNREFUSED, ENETUNREACH... */
+        }
+        /* The connection goes on in the background (TCP; a signal does
+         * not abort it either): wait for it to finish, then ask. */
+        short rev = 0;
+        int r = conc__os_wait_fd(fd, POLLOUT, until_ns, &rev);
+        if (r <= 0) {
+            if (r == 0) {
+                errno = ETIMEDOUT;
+            }
+            return -1;
+        }
+        int err = 0;
+        unsigned elen = sizeof err;
+        if (conc__os_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+            return -1;
+        }
+        if (err != 0) {
+            errno = err;
+            return -1;
+        }
+        return 0;
+    }
+}
+
 int conc__os_dial(const conc__sockaddr *a, uint64_t until_ns)
 {
     int fd = conc__os_socket(a->family,
@@ -328,27 +382,10 @@ int conc__os_dial(const conc__sockaddr *a, uint64_t until_ns)
         return -1;
     }
     int err = 0;
-    if (conc__os_connect(fd, (const struct sockaddr *)(const void *)a->bytes,
-                         a->len) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            goto fail;
-        }
-        short rev = 0;
-        int r = conc__os_wait_fd(fd, POLLOUT, until_ns, &rev);
-        if (r <= 0) {
-            if (r == 0) {
-                errno = ETIMEDOUT;
-            }
-            goto fail;
-        }
-        unsigned len = sizeof err;
-        if (conc__os_getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
-            goto fail;
-        }
-        if (err != 0) {
-            errno = err;
-            goto fail;
-        }
+    if (conc__os_connect_until(fd,
+                               (const struct sockaddr *)(const void *)a->bytes,
+                               a->len, until_ns) != 0) {
+        goto fail;
     }
     if (a->family != AF_UNIX) {
         int one = 1;

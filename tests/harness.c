@@ -12,6 +12,8 @@
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -62,6 +64,28 @@ void th_sleep(double seconds)
     ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
     }
+}
+
+int th_unix_listener_full(const char *path, int *filler)
+{
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    CHECK(strlen(path) < sizeof a.sun_path);
+    strcpy(a.sun_path, path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(lfd >= 0);
+    CHECK_EQ(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    /* Backlog 0: the queue holds one connection (Linux takes it as full
+     * once more than the backlog wait), which the filler takes. */
+    CHECK_EQ(listen(lfd, 0), 0);
+    *filler = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    CHECK(*filler >= 0);
+    CHECK_EQ(connect(*filler, (struct sockaddr *)&a, sizeof a), 0);
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    CHECK(probe >= 0);
+    CHECK(connect(probe, (struct sockaddr *)&a, sizeof a) != 0 &&
+          errno == EAGAIN); /* full, as promised */
+    close(probe);
+    return lfd;
 }
 
 int th_count_fds(void)

@@ -99,6 +99,13 @@ bool th_shm_exists(const char *name);
  * there): for fault loops that check each failure leaks none. */
 int th_count_fds(void);
 
+/* A Unix socket listening at path whose queue of connections is full:
+ * listen backlog 0, and one connection made into it and never accepted.
+ * Returns the listening descriptor; *filler is that connection's.  A
+ * non-blocking connect to it fails with EAGAIN until the first queued
+ * connection is accepted.  The caller closes both and unlinks path. */
+int th_unix_listener_full(const char *path, int *filler);
+
 /* How many times needle occurs in hay. */
 int th_count(const char *hay, const char *needle);
 

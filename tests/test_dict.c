@@ -1507,6 +1507,17 @@ static int under_ulimit_v(void *arg)
         strstr(conc_errdetail(), "address space") == NULL) {
         return 5;
     }
+    /* Under 1 GiB of address space the default does not go below its
+     * floor of 1 GiB (it once halved once more, to 512 MiB, as the limit
+     * it compared counted the header page): CONC_ENOMEM. */
+    rl.rlim_cur = rl.rlim_max = (rlim_t)900 << 20;
+    if (setrlimit(RLIMIT_AS, &rl) != 0) {
+        return 2;
+    }
+    err = conc_dict_new(&d, NULL);
+    if (err != CONC_ENOMEM || d != NULL) {
+        return 6;
+    }
     return 0;
 }
 

@@ -709,6 +709,54 @@ TEST(close_wakes_blocked_accept)
     tmpdir_done(dir);
 }
 
+typedef struct take_later {
+    int lfd;
+    int fd; /* the connection accepted */
+} take_later;
+
+static void *accept_after_a_while(void *arg)
+{
+    take_later *t = arg;
+    th_sleep(0.15);
+    t->fd = accept(t->lfd, NULL, NULL); /* makes room in the queue */
+    return NULL;
+}
+
+/* A Unix listener whose queue is full makes a client wait for room, as a
+ * blocking connect would: CONC_ETIMEDOUT at the timeout if none comes,
+ * and the connection once the listener accepts one of those queued. */
+TEST(client_waits_for_room_in_a_full_unix_queue)
+{
+    char *dir = tmpdir_new();
+    char path[256];
+    snprintf(path, sizeof path, "%s/full", dir);
+    int filler = -1;
+    int lfd = th_unix_listener_full(path, &filler);
+    conc_conn *c = NULL;
+    double t0 = th_now();
+    CHECK_ERR(conc_client_connect(&c, path, &(conc_client_opts){
+                                                .timeout = CONC_TIMEOUT(0.3) }),
+              CONC_ETIMEDOUT);
+    double dt = th_now() - t0;
+    CHECK(dt >= 0.29 && dt < 3.0);
+    CHECK(strstr(conc_errdetail(), "queue stayed full") != NULL);
+    CHECK(c == NULL);
+    take_later t = { .lfd = lfd, .fd = -1 };
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, accept_after_a_while, &t), 0);
+    CHECK_OK(conc_client_connect(&c, path, &(conc_client_opts){
+                                               .timeout = CONC_TIMEOUT(10) }));
+    CHECK(th_now() - t0 >= 0.29 + 0.1);
+    pthread_join(th, NULL);
+    CHECK(t.fd >= 0);
+    conc_conn_free(c);
+    close(t.fd);
+    close(filler);
+    close(lfd);
+    unlink(path);
+    tmpdir_done(dir);
+}
+
 TEST(fileno_polls_readable_then_accept_zero)
 {
     conc_listener *l = NULL;

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define NEED_REDIS()                                                         \
     do {                                                                     \
@@ -443,6 +444,34 @@ TEST(redis_lock_errors)
     CHECK_EQ(f, 0);
     conc_lock_free(s);
     th_redis_stop(&r);
+}
+
+/* A server on a Unix socket whose queue of connections is full (stopped,
+ * or overloaded) did not answer: CONC_ETIMEDOUT at net_timeout, as the
+ * same server with room in its queue gives.  The connect's EAGAIN was
+ * once final: CONC_ENET at once, "Resource temporarily unavailable". */
+TEST(redis_unix_socket_with_a_full_queue_times_out)
+{
+    char dir[] = "/tmp/conc-test-redis-full-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[128], url[192];
+    snprintf(path, sizeof path, "%s/r.sock", dir);
+    snprintf(url, sizeof url, "unix://%s", path);
+    int filler = -1;
+    int lfd = th_unix_listener_full(path, &filler);
+    conc_lock *l = NULL;
+    double t0 = th_now();
+    int err = conc_lock_new(&l, &(conc_lock_opts){
+                                    .url = url, .name = "x",
+                                    .net_timeout = CONC_TIMEOUT(0.5) });
+    double dt = th_now() - t0;
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(dt >= 0.49 && dt < 5.0);
+    CHECK(l == NULL);
+    close(filler);
+    close(lfd);
+    unlink(path);
+    CHECK_EQ(rmdir(dir), 0);
 }
 
 /* ---- a Condition over a lock on a server ------------------------------------ */
