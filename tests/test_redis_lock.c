@@ -341,6 +341,45 @@ TEST(redis_lock_release_after_lost_lease_is_eperm)
     th_redis_stop(&r);
 }
 
+/* A server that froze holds only the renewals of its own handles.  Lock
+ * a's server is stopped; its renewal, due 4 s after the acquire, waits
+ * out its bound (a third of its 12 s lease) until 8 s.  Lock b, on a
+ * healthy server with a lease of 1.2 s, must go on being renewed
+ * meanwhile: another handle still finds it held at 6.5 s.  With one
+ * renewer doing the renewals in turn, b's lease ran out at about 5.2 s
+ * and the other handle took the lock from a holder that lived. */
+TEST(redis_frozen_server_does_not_hold_other_handles_leases)
+{
+    NEED_REDIS();
+    th_redis r1, r2;
+    th_redis_start(&r1, NULL);
+    th_redis_start(&r2, NULL);
+    conc_lock *a = NULL, *other = NULL;
+    CHECK_OK(conc_lock_new(&a, &(conc_lock_opts){
+                                   .url = r2.url, .name = "a",
+                                   .lease = CONC_TIMEOUT(12),
+                                   .net_timeout = CONC_TIMEOUT(10) }));
+    conc_lock *b = mkl(r1.url, "b", 1.2);
+    CHECK_OK(conc_lock_open(&other, th_redis_url_of(&r1, "b")));
+    CHECK_OK(conc_lock_acquire(a, 5.0));
+    CHECK_OK(conc_lock_acquire(b, 5.0));
+    double t0 = th_now();
+    th_redis_signal(&r2, SIGSTOP);
+    th_sleep(6.5);
+    CHECK(th_now() - t0 < 8.0); /* a's renewal is still waiting */
+    CHECK_ERR(conc_lock_acquire(other, 0), CONC_ETIMEDOUT);
+    CHECK_OK(conc_lock_release(b)); /* b's grant is still b's */
+    CHECK_OK(conc_lock_acquire(other, 1.0));
+    CHECK_OK(conc_lock_release(other));
+    th_redis_signal(&r2, SIGCONT);
+    CHECK_OK(conc_lock_release(a));
+    conc_lock_free(other);
+    conc_lock_free(b);
+    conc_lock_free(a);
+    th_redis_stop(&r2);
+    th_redis_stop(&r1);
+}
+
 /* ---- round trips, errors -------------------------------------------------------- */
 
 TEST(redis_lock_uncontended_is_two_round_trips)

@@ -101,7 +101,9 @@
  * 30 s by default) the next get of any consumer returns them to the head
  * of the queue.  The lease is renewed while the process lives, by one
  * background thread per process (started at the first network handle;
- * one round trip per handle every lease/3), so a consumer may work on a
+ * one round trip per handle every lease/3; another while a renewal waits
+ * for a slow or frozen server, so that it holds up no other handle's
+ * renewal), so a consumer may work on a
  * message for as long as it likes; a process stopped (SIGSTOP, swapped
  * out, a frozen VM) for longer than its lease loses its messages to
  * others, and they run twice.  So consumers must tolerate seeing a

@@ -6,15 +6,26 @@
  * server keeps them for the lease (30 s by default) and gives them to
  * others once it runs out.  So that a lease is "renewed while the process
  * lives" without the caller's help - a consumer may work on one message
- * for an hour - one thread per process renews every armed item every
+ * for an hour - a thread of the process renews every armed item every
  * period (a third of its lease), with one round trip per handle on the
- * handle's own connections (renew(it), the kind's code).  A process that
+ * handle's own connections (renew(it), the kind's code).  A renewal waits
+ * for its server up to its own bound (a period, or net_timeout), and a
+ * server that froze or vanished takes that whole bound: so the thread
+ * that finds an item due first makes sure another renewer is left to
+ * watch the clock (watching, below), starting one if none is, and a
+ * renewer that ends a renewal while another watches exits.  One frozen
+ * server then holds only its own items' renewals; with a single thread
+ * doing them in turn, it held every other handle's too, and a healthy
+ * server's lock of a 2 s lease went to another holder while its own
+ * holder lived.  Renewers at once: one more than the renewals under way,
+ * at most one per armed item plus one.  A process that
  * is killed stops renewing and its leases run out; a process that is
  * stopped (SIGSTOP, a frozen VM, swap) for longer than a lease loses them
  * although it lives: no lease can tell a slow holder from a dead one.
  *   Cost: one thread per process (created at the first arm, never
  * before: a program that never uses a server has none; it then sleeps on
- * a condition variable and wakes only when an item is due), and per
+ * a condition variable and wakes only when an item is due; more only
+ * while renewals wait for slow servers, as above), and per
  * armed handle one round trip per period.  The thread blocks every
  * signal, so signals still go to the program's own threads.
  *
@@ -50,7 +61,10 @@
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t reg_cv;
 static conc__ritem *reg_head;
-static bool renewer_running;
+/* Renewer threads alive, and those of them not inside a renewal (one
+ * that waits on reg_cv, or is about to).  Under reg_mu. */
+static unsigned renewers;
+static unsigned watching;
 /* Bumped in every forked child.  Relaxed: each process reads its own
  * value, written before any thread of the child exists. */
 static _Atomic uint64_t fork_gen;
@@ -87,7 +101,8 @@ static void child(void)
         it->busy = 0;
         pthread_mutex_unlock(&it->cli->mu);
     }
-    renewer_running = false;
+    renewers = 0;
+    watching = 0;
     /* The parent's renewer was (or may have been) waiting on reg_cv: the
      * copy counts a waiter that does not exist here, and the child's
      * first broadcast would wait for it for ever.  A fresh one. */
@@ -162,6 +177,8 @@ static conc__ritem *next_due(uint64_t *due)
     return best;
 }
 
+static int start_renewer(const char *fn);
+
 static void *renewer(void *arg)
 {
     (void)arg;
@@ -173,6 +190,14 @@ static void *renewer(void *arg)
         uint64_t now = conc__now_ns();
         if (it != NULL && due <= now) {
             it->busy = 1;
+            watching--;
+            if (watching == 0) {
+                /* Someone must watch the clock while this renewal waits
+                 * for its server.  If no thread can be made, this one
+                 * renews and the others wait their turn (as with one
+                 * thread). */
+                (void)start_renewer("conc lease renewer");
+            }
             pthread_mutex_unlock(&reg_mu);
             it->renew(it);
             pthread_mutex_lock(&reg_mu);
@@ -181,6 +206,12 @@ static void *renewer(void *arg)
                 it->due_ns = conc__now_ns() + it->period_ns;
             }
             pthread_cond_broadcast(&reg_cv);
+            if (watching > 0) {
+                renewers--; /* another watches: one is enough */
+                pthread_mutex_unlock(&reg_mu);
+                return NULL;
+            }
+            watching++;
             continue;
         }
         if (it == NULL) {
@@ -194,7 +225,8 @@ static void *renewer(void *arg)
     return NULL;
 }
 
-/* Starts the renewer, all signals blocked in it.  Called with reg_mu. */
+/* Starts a renewer, all signals blocked in it, counted as watching.
+ * Called with reg_mu. */
 static int start_renewer(const char *fn)
 {
     sigset_t all, old;
@@ -211,7 +243,8 @@ static int start_renewer(const char *fn)
         return conc__fail_sys(CONC_ESYS, "%s: cannot start the lease "
                               "renewer thread", fn);
     }
-    renewer_running = true;
+    renewers++;
+    watching++;
     return 0;
 }
 
@@ -224,7 +257,7 @@ int conc__rlease_arm(conc__ritem *it, uint64_t period_ns, const char *fn)
     if (period_ns != 0 && !was) {
         it->due_ns = conc__now_ns() + period_ns;
     }
-    if (period_ns != 0 && !renewer_running) {
+    if (period_ns != 0 && renewers == 0) {
         err = start_renewer(fn);
     }
     pthread_cond_broadcast(&reg_cv);
