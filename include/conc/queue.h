@@ -210,8 +210,11 @@
  * refusal is read, at the next call or within moments; a batch cut short
  * counts in *done the messages it wrote whole; a normal
  * conc_queue_free loses none: it waits for the
- * broker to take them in, see there); a delivery is acknowledged as it is
- * handed over.
+ * broker to take them in, see there); a get hands its deliveries over
+ * only once the broker has taken their acknowledgement (a round trip per
+ * get or get_many): a connection that breaks during the get fails it
+ * with CONC_ENET, and its messages are lost or go to another consumer,
+ * never to both.
  *   Liveness: heartbeats are off (rabbitmq-c serves them only inside its
  * calls, so a consumer computing longer than two heartbeats would be cut
  * off): a consumer may work on a message for as long as the broker's

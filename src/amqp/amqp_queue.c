@@ -75,6 +75,18 @@
  * for ever, and a broker under a memory or disk alarm stops reading from
  * publishers.
  *
+ * REUSE.  A thread's connections stay open between its calls, and one
+ * may break meanwhile (a broker restart, a network that cut it).  A call
+ * that finds its connection broken before it sent anything that matters
+ * on it opens a new one at once, once: put when its drain of what the
+ * broker sent meanwhile meets the end of the connection; a get when the
+ * first wait for a delivery does (deliveries read before the break are
+ * handed out first, and what the lost connection held unacknowledged
+ * comes again, redelivered); the calls on ctl (qsize, close...) when
+ * its socket is readable, since nothing comes there between round
+ * trips.  The first call after a break failed with CONC_ENET before, and
+ * sent nothing.
+ *
  * PUT.  A batch is published in chunks of at most CHUNK messages, each
  * under one confirm wait.  basic.nack means the queue was full
  * (reject-publish): the refused messages are published again, after a
@@ -185,6 +197,11 @@ typedef struct aconn {
     /* con: contents of probed messages given back before they were read
      * (deliveries came first: take_one), still to come and be skipped */
     unsigned skip;
+    /* Set where a call finds the connection broken before it sent
+     * anything on it that matters (the socket closed or failed, or the
+     * broker closed the connection): it was dropped, and the call may
+     * open a new one at once, once (see REUSE). */
+    bool broke;
 } aconn;
 
 typedef struct slot {
@@ -786,6 +803,7 @@ static int pub_drain(aq *q, aconn *c, const char *fn)
         }
         if (rc != AMQP_STATUS_OK) {
             conn_drop(c);
+            c->broke = true;
             return conc__fail(CONC_ENET, "%s: connection to %s lost: %s", fn,
                               q->where, amqp_error_string2(rc));
         }
@@ -796,6 +814,7 @@ static int pub_drain(aq *q, aconn *c, const char *fn)
         if (f.frame_type == AMQP_FRAME_METHOD &&
             f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
             conn_drop(c);
+            c->broke = true;
             return conc__fail(CONC_ENET, "%s: %s closed the connection", fn,
                               q->where);
         }
@@ -1110,6 +1129,9 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
                          : until_of(timeout);
     uint64_t wait_until = timeout == CONC_FOREVER ? FOREVER : until;
     size_t off = 0;
+    bool redialed = false;
+    conc__detail_kept kept; /* put back after a redial (REUSE) */
+    conc__detail_keep(&kept);
     while (off < n) {
         size_t k = n - off < CHUNK ? n - off : CHUNK;
         uint8_t st[CHUNK];
@@ -1118,6 +1140,7 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
         for (;;) {
             int err = pub_ready(q, &s->pub, until, fn);
             if (err == 0) {
+                s->pub.broke = false;
                 err = pub_drain(q, &s->pub, fn);
                 if (err == CONC_ETOOBIG &&
                     !over_refused(q, msgs + off, n - off)) {
@@ -1125,6 +1148,11 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
                      * not confirmed, so read now).  Its limit is learnt,
                      * this call's messages are under it, and the
                      * connection was dropped: go on with a new one. */
+                    continue;
+                }
+                if (err == CONC_ENET && s->pub.broke && !redialed) {
+                    redialed = true; /* REUSE */
+                    conc__detail_put_back(&kept);
                     continue;
                 }
             }
@@ -1385,19 +1413,27 @@ static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
     return read_content(q, c, &e->message, NULL, fn);
 }
 
-/* A consumer that waited a whole slice for a delivery, with time left,
- * asks the broker whether it is there: one basic.qos round trip (the
- * window it has already), bounded by net_timeout.  A frozen broker is so
- * CONC_ETIMEDOUT within a slice and net_timeout, even under CONC_FOREVER,
- * where waiting for deliveries alone would never tell it from an empty
- * queue.  Frames of deliveries that arrive meanwhile are kept by
- * rabbitmq-c, and the next amqp_simple_wait_frame_noblock returns them
- * first, in order. */
-static int still_there(aq *q, aconn *c, const char *fn)
+/* One round trip on the consumer's channel that changes nothing:
+ * basic.qos with the window it has already, bounded by net_timeout.  Its
+ * reply says the broker is there, and has read every frame sent before
+ * it on the channel.  Frames of deliveries that arrive meanwhile are kept
+ * by rabbitmq-c, and the next amqp_simple_wait_frame_noblock returns
+ * them first, in order.  why: the detail's words for it. */
+static int round_trip(aq *q, aconn *c, const char *fn, const char *why)
 {
     set_rpc_deadline(c, until_of(q->net_timeout));
     amqp_basic_qos(c->st, 1, 0, (uint16_t)q->prefetch, 0);
-    return rpc_check(q, c, fn, "basic.qos, asking whether it is alive");
+    return rpc_check(q, c, fn, why);
+}
+
+/* A consumer that waited a whole slice for a delivery, with time left,
+ * asks the broker whether it is there (round_trip).  A frozen broker is
+ * so CONC_ETIMEDOUT within a slice and net_timeout, even under
+ * CONC_FOREVER, where waiting for deliveries alone would never tell it
+ * from an empty queue. */
+static int still_there(aq *q, aconn *c, const char *fn)
+{
+    return round_trip(q, c, fn, "basic.qos, asking whether it is alive");
 }
 
 static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
@@ -1457,6 +1493,7 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
         } else if (rc != AMQP_STATUS_OK) {
             err = reply_err(q, lib_reply(rc), fn, "waiting for a delivery");
             conn_drop(c);
+            c->broke = true;
             return err;
         } else if (f.frame_type == AMQP_FRAME_METHOD &&
                    f.payload.method.id == AMQP_BASIC_DELIVER_METHOD &&
@@ -1532,6 +1569,26 @@ static void note_delivery(slot *s, const amqp_envelope_t *e)
     }
 }
 
+/* At most once: acknowledges every delivery of the slot and waits for
+ * the broker to have taken the acknowledgement, before the caller is
+ * handed them.  An acknowledgement has no reply, so a round_trip after
+ * it proves that the broker read it.  Handing over
+ * first and acknowledging after, without waiting, gave a message twice
+ * whenever the connection broke in between (deliveries read from a
+ * connection that was cut were handed out, their acknowledgement never
+ * arrived, and the broker gave them to the next consumer).  0, or
+ * CONC_ENET / CONC_ETIMEDOUT with the connection dropped. */
+static int acks_taken(aq *q, slot *s, const char *fn)
+{
+    ack_all(s);
+    if (s->con.st == NULL) {
+        return conc__fail(CONC_ENET, "%s: the connection to %s broke "
+                          "before the deliveries were acknowledged", fn,
+                          q->where);
+    }
+    return round_trip(q, &s->con, fn, "basic.qos, after acknowledging");
+}
+
 /* The common body of get and get_many: up to n deliveries. */
 static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
                  const char *fn)
@@ -1568,10 +1625,23 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
         return err;
     }
     size_t k = 0;
+    bool redialed = false;
+    conc__detail_kept kept; /* put back after a redial (REUSE) */
+    conc__detail_keep(&kept);
     while (k < n) {
         amqp_envelope_t e;
+        s->con.broke = false;
         err = take_one(q, s, &e, k == 0 ? until : 0, k == 0 && timeout == 0,
                        fn);
+        if (err == CONC_ENET && k == 0 && s->con.broke && !redialed) {
+            redialed = true; /* REUSE */
+            conc__detail_put_back(&kept);
+            err = con_ready(q, s, call_until(q, timeout), fn);
+            if (err != 0) {
+                break;
+            }
+            continue;
+        }
         if (err != 0) {
             break;
         }
@@ -1605,9 +1675,25 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     }
     *gotn = k;
     s->undone += k;
-    if (q->amo) {
-        /* At most once: acknowledged the moment the caller has it. */
-        ack_all(s);
+    if (q->amo && (k > 0 || s->stash_full)) {
+        int cerr = acks_taken(q, s, fn);
+        if (cerr != 0) {
+            /* The broker may not have taken the acknowledgement: it then
+             * gives these deliveries to another consumer when it sees the
+             * connection gone, so the caller must not have them too.  (If
+             * it took it, they are lost, as at most once allows.) */
+            if (g->msg != NULL) {
+                for (size_t i = 0; i < k; i++) {
+                    conc_msg_free(&g->msg[i]);
+                }
+            }
+            free(s->stash);
+            s->stash = NULL;
+            s->stash_full = false;
+            s->undone -= k;
+            *gotn = 0;
+            return cerr;
+        }
     }
     if (k > 0 && (err == CONC_EEMPTY || err == CONC_ECLOSED)) {
         return 0;
@@ -1642,6 +1728,15 @@ static int aq_get_many(conc__netq *nq, conc_msg *msgs, size_t n,
 
 static int ctl_ready(aq *q, slot *s, uint64_t until, const char *fn)
 {
+    if (s->ctl.st != NULL) {
+        /* Nothing comes on ctl between its round trips: a readable
+         * socket is one the broker or the network closed (REUSE). */
+        short rev = 0;
+        if (conc__os_wait_fd(amqp_get_sockfd(s->ctl.st), POLLIN, 0, &rev) !=
+            0) {
+            conn_drop(&s->ctl);
+        }
+    }
     return s->ctl.st != NULL ? 0 : conn_open(q, &s->ctl, until, fn);
 }
 
