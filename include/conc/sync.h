@@ -268,7 +268,16 @@ CONC_API int conc_cond_wait_for(conc_cond *c, conc_pred_fn pred, void *arg,
                                 double timeout);
 /* conc_cond_notify - wakes at most n waiters (exactly min(n, waiting)
  * unless some waiter was killed while waiting: it may absorb one notify).
- * n = 0 does nothing.  Never blocks.  CONC_EPERM unless held. */
+ * n = 0 does nothing.  Never blocks.  CONC_EPERM unless held.
+ * Which waiters: roughly the oldest first, not in order.  Waiters are
+ * counted in shared memory, not listed, in groups (a notify that finds
+ * the oldest group all woken makes every waiter since the next one):
+ * groups are served oldest first, a group's members in no set order.
+ * So notify(1) with threads that began to wait one after another may
+ * wake a later one before an earlier one, where Python's Condition wakes
+ * the oldest first.  Python promises no order either; code that needs
+ * one hands work over through a queue (FIFO), not through who wakes
+ * first. */
 CONC_API int conc_cond_notify(conc_cond *c, unsigned n);
 CONC_API int conc_cond_notify_all(conc_cond *c);
 CONC_API void conc_cond_free(conc_cond *c);
