@@ -1392,7 +1392,10 @@ static int connect_fd(int fd, const sock_addr *a, const char *addr,
                                until) == 0) {
         return 0;
     }
-    if (errno == ETIMEDOUT) {
+    /* ETIMEDOUT is ours only once the deadline passed; before, it is the
+     * kernel's own (a TCP connect that got no answer for minutes), a
+     * system refusal like the others. */
+    if (errno == ETIMEDOUT && (dl->once || conc__deadline_passed(dl))) {
         return conc__fail(CONC_ETIMEDOUT, "%s: '%s' did not take the "
                           "connection within %g s (no answer, or its "
                           "queue stayed full)", fn, addr, timeout);

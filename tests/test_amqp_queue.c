@@ -316,6 +316,37 @@ TEST(amqp_close_wakes_and_drains)
     conc_queue_free(q);
 }
 
+/* At most once, a batch that meets the close marker hands over what came
+ * before it (0 and the messages), and the next get says CONC_ECLOSED.
+ * The marker's connection was once closed before the batch's
+ * acknowledgements were proven: the batch was lost, and the get said
+ * CONC_ENET. */
+TEST(amqp_at_most_once_batch_drains_a_closed_queue)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    char name[64];
+    th_amqp_name(name, sizeof name, "amoclose");
+    conc_queue *q = mkq(&a, name, &(conc_queue_opts){ .at_most_once = true });
+    put_str(q, "a");
+    put_str(q, "b");
+    put_str(q, "c");
+    CHECK_OK(conc_queue_close(q));
+    conc_msg m[10];
+    size_t got = 0;
+    CHECK_OK(conc_queue_get_many(q, m, 10, &got, 5.0));
+    CHECK_EQ(got, 3);
+    for (size_t i = 0; i < got; i++) {
+        CHECK(m[i].len == 1 && ((char *)m[i].data)[0] == (char)('a' + i));
+        conc_msg_free(&m[i]);
+    }
+    CHECK_ERR(conc_queue_get(q, &m[0], 2.0), CONC_ECLOSED);
+    CHECK_ERR(conc_queue_get_many(q, m, 10, &got, 2.0), CONC_ECLOSED);
+    CHECK_EQ(got, 0);
+    conc_queue_free(q);
+}
+
 static int take_and_die(void *arg)
 {
     const char *url = arg;

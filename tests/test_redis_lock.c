@@ -9,6 +9,7 @@
 #include "harness.h"
 #include "redis_server.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -341,13 +342,76 @@ TEST(redis_lock_release_after_lost_lease_is_eperm)
     th_redis_stop(&r);
 }
 
+/* The tids of this process's lease renewers (threads named conc-lease);
+ * returns how many, at most cap. */
+static int lease_threads(pid_t *tids, int cap)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    CHECK(d != NULL);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        char path[300], comm[32] = { 0 };
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) {
+            continue; /* exited meanwhile */
+        }
+        if (fgets(comm, sizeof comm, f) != NULL &&
+            strncmp(comm, "conc-lease", 10) == 0 && n < cap) {
+            tids[n++] = (pid_t)atoi(e->d_name);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Renewals reuse the renewer threads: a lease of 0.3 s is renewed about
+ * 15 times in 1.5 s, by the same two threads (one renews while the other
+ * watches the clock).  A renewer that left whenever another watched made
+ * a thread for every renewal. */
+TEST(redis_lease_renewers_are_reused)
+{
+    NEED_REDIS();
+    th_redis r;
+    th_redis_start(&r, NULL);
+    conc_lock *l = mkl(r.url, "reuse", 0.3);
+    CHECK_OK(conc_lock_acquire(l, 5.0));
+    pid_t seen[64];
+    int nseen = 0;
+    double t0 = th_now();
+    while (th_now() < t0 + 1.5) {
+        pid_t t[8];
+        int n = lease_threads(t, 8);
+        for (int i = 0; i < n; i++) {
+            int j = 0;
+            while (j < nseen && seen[j] != t[i]) {
+                j++;
+            }
+            if (j == nseen && nseen < 64) {
+                seen[nseen++] = t[i];
+            }
+        }
+        th_sleep(0.01);
+    }
+    CHECK(nseen >= 1 && nseen <= 2);
+    CHECK_OK(conc_lock_release(l)); /* the grant outlived 5 leases */
+    conc_lock_free(l);
+    th_redis_stop(&r);
+}
+
 /* A server that froze holds only the renewals of its own handles.  Lock
- * a's server is stopped; its renewal, due 4 s after the acquire, waits
- * out its bound (a third of its 12 s lease) until 8 s.  Lock b, on a
- * healthy server with a lease of 1.2 s, must go on being renewed
- * meanwhile: another handle still finds it held at 6.5 s.  With one
- * renewer doing the renewals in turn, b's lease ran out at about 5.2 s
- * and the other handle took the lock from a holder that lived. */
+ * a's server is stopped; its renewal, due 6 s after the acquire, waits
+ * out its bound (a third of its 18 s lease) until 12 s.  Lock b, on a
+ * healthy server with a lease of 2.4 s, must go on being renewed
+ * meanwhile: another handle still finds it held at 10 s.  With one
+ * renewer doing the renewals in turn, b's lease ran out at about 8.4 s
+ * and the other handle took the lock from a holder that lived.  Once the
+ * server runs again, the extra renewer goes: two are left. */
 TEST(redis_frozen_server_does_not_hold_other_handles_leases)
 {
     NEED_REDIS();
@@ -357,22 +421,29 @@ TEST(redis_frozen_server_does_not_hold_other_handles_leases)
     conc_lock *a = NULL, *other = NULL;
     CHECK_OK(conc_lock_new(&a, &(conc_lock_opts){
                                    .url = r2.url, .name = "a",
-                                   .lease = CONC_TIMEOUT(12),
+                                   .lease = CONC_TIMEOUT(18),
                                    .net_timeout = CONC_TIMEOUT(10) }));
-    conc_lock *b = mkl(r1.url, "b", 1.2);
+    conc_lock *b = mkl(r1.url, "b", 2.4);
     CHECK_OK(conc_lock_open(&other, th_redis_url_of(&r1, "b")));
     CHECK_OK(conc_lock_acquire(a, 5.0));
     CHECK_OK(conc_lock_acquire(b, 5.0));
     double t0 = th_now();
     th_redis_signal(&r2, SIGSTOP);
-    th_sleep(6.5);
-    CHECK(th_now() - t0 < 8.0); /* a's renewal is still waiting */
+    th_sleep(10.0);
+    CHECK(th_now() - t0 < 12.0); /* a's renewal is still waiting */
     CHECK_ERR(conc_lock_acquire(other, 0), CONC_ETIMEDOUT);
     CHECK_OK(conc_lock_release(b)); /* b's grant is still b's */
     CHECK_OK(conc_lock_acquire(other, 1.0));
     CHECK_OK(conc_lock_release(other));
     th_redis_signal(&r2, SIGCONT);
     CHECK_OK(conc_lock_release(a));
+    pid_t t[8];
+    int n = lease_threads(t, 8);
+    for (int i = 0; n != 2 && i < 100; i++) {
+        th_sleep(0.05);
+        n = lease_threads(t, 8);
+    }
+    CHECK_EQ(n, 2);
     conc_lock_free(other);
     conc_lock_free(b);
     conc_lock_free(a);

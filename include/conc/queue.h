@@ -99,11 +99,12 @@
  * handle, or by conc_queue_free().  A consumer that dies first (SIGKILL,
  * a lost host) gives its messages back: once its lease runs out (.lease,
  * 30 s by default) the next get of any consumer returns them to the head
- * of the queue.  The lease is renewed while the process lives, by one
- * background thread per process (started at the first network handle;
- * one round trip per handle every lease/3; another while a renewal waits
- * for a slow or frozen server, so that it holds up no other handle's
- * renewal), so a consumer may work on a
+ * of the queue.  The lease is renewed while the process lives, by two
+ * background threads per process (started at the first network handle;
+ * one round trip per handle every lease/3; one renews while the other
+ * watches the clock, and another starts while a renewal waits for a slow
+ * or frozen server, so that it holds up no other handle's renewal), so a
+ * consumer may work on a
  * message for as long as it likes; a process stopped (SIGSTOP, swapped
  * out, a frozen VM) for longer than its lease loses its messages to
  * others, and they run twice.  So consumers must tolerate seeing a
@@ -212,9 +213,10 @@
  * conc_queue_free loses none: it waits for the
  * broker to take them in, see there); a get hands its deliveries over
  * only once the broker has taken their acknowledgement (a round trip per
- * get or get_many): a connection that breaks during the get fails it
- * with CONC_ENET, and its messages are lost or go to another consumer,
- * never to both.
+ * get or get_many): a connection that breaks or stalls during the get
+ * fails it (CONC_ENET, CONC_ETIMEDOUT; nothing handed over, *len 0 for
+ * get_into), and its messages are lost or go to another consumer, never
+ * to both.
  *   Liveness: heartbeats are off (rabbitmq-c serves them only inside its
  * calls, so a consumer computing longer than two heartbeats would be cut
  * off): a consumer may work on a message for as long as the broker's

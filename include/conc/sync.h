@@ -55,8 +55,8 @@ extern "C" {
  * "conc:{l:<name>}..." until they are deleted.
  *   A grant is leased: the server frees the lock when the holder's lease
  * (.lease, 30 s) runs out.  The holder's process renews it every lease/3
- * from a background thread while it lives (conc/queue.h, "On a server",
- * says what that thread costs), so a holder may keep the lock as long as
+ * from background threads while it lives (conc/queue.h, "On a server",
+ * says what they cost), so a holder may keep the lock as long as
  * it likes; a holder killed (SIGKILL, a lost host) frees it within a
  * lease, and the next acquire returns CONC_EOWNERDEAD holding the lock,
  * as for a shared-memory lock.  What no lease lock can promise: a holder

@@ -216,6 +216,9 @@ typedef struct slot {
     uint64_t undone;
     uint64_t gap;          /* a tag in [lo, hi] given back (probe), or 0 */
     bool stash_full;       /* a delivery kept for the next get */
+    /* At most once, the get met the close marker: it leaves (acknowledges
+     * and closes con) after acks_taken, not before (take_one). */
+    bool leave;
     uint64_t stash_tag;
     bool stash_redelivered;
     void *stash;
@@ -1547,9 +1550,15 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
             /* Acknowledge what came before it, then leave: a consumer
              * that stayed would hold the marker back from the others in
              * its prefetch window.  The next get consumes anew (and
-             * meets the marker again). */
-            ack_all(s);
-            conn_close(q, c);
+             * meets the marker again).  At most once, get_n does both
+             * after acks_taken: closing first left it no connection to
+             * prove the acknowledgements on, and the batch was lost. */
+            if (q->amo) {
+                s->leave = true;
+            } else {
+                ack_all(s);
+                conn_close(q, c);
+            }
             amqp_destroy_envelope(e);
             return conc__fail(CONC_ECLOSED, "%s: the queue '%s' is closed "
                               "and drained", fn, q->name);
@@ -1636,7 +1645,12 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
         if (err == CONC_ENET && k == 0 && s->con.broke && !redialed) {
             redialed = true; /* REUSE */
             conc__detail_put_back(&kept);
-            err = con_ready(q, s, call_until(q, timeout), fn);
+            /* within the call's own deadline, not a fresh one */
+            err = con_ready(q, s,
+                            timeout > 0 && timeout != CONC_FOREVER
+                                ? until
+                                : call_until(q, timeout),
+                            fn);
             if (err != 0) {
                 break;
             }
@@ -1676,7 +1690,11 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     *gotn = k;
     s->undone += k;
     if (q->amo && (k > 0 || s->stash_full)) {
-        int cerr = acks_taken(q, s, fn);
+        /* A connection this call lost (take_one dropped it, err says how)
+         * took nothing acknowledged with it: no round trip to make. */
+        bool lost = s->con.st == NULL && err != 0 && err != CONC_EEMPTY &&
+                    err != CONC_ECLOSED;
+        int cerr = lost ? err : acks_taken(q, s, fn);
         if (cerr != 0) {
             /* The broker may not have taken the acknowledgement: it then
              * gives these deliveries to another consumer when it sees the
@@ -1686,14 +1704,22 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
                 for (size_t i = 0; i < k; i++) {
                     conc_msg_free(&g->msg[i]);
                 }
+            } else if (g->len != NULL) {
+                *g->len = 0; /* get_into: no message */
             }
             free(s->stash);
             s->stash = NULL;
             s->stash_full = false;
             s->undone -= k;
             *gotn = 0;
+            s->leave = false; /* (the connection is gone) */
             return cerr;
         }
+    }
+    if (s->leave) {
+        s->leave = false;
+        ack_all(s);
+        conn_close(q, &s->con);
     }
     if (k > 0 && (err == CONC_EEMPTY || err == CONC_ECLOSED)) {
         return 0;

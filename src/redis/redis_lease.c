@@ -6,26 +6,28 @@
  * server keeps them for the lease (30 s by default) and gives them to
  * others once it runs out.  So that a lease is "renewed while the process
  * lives" without the caller's help - a consumer may work on one message
- * for an hour - a thread of the process renews every armed item every
- * period (a third of its lease), with one round trip per handle on the
- * handle's own connections (renew(it), the kind's code).  A renewal waits
- * for its server up to its own bound (a period, or net_timeout), and a
- * server that froze or vanished takes that whole bound: so the thread
- * that finds an item due first makes sure another renewer is left to
- * watch the clock (watching, below), starting one if none is, and a
- * renewer that ends a renewal while another watches exits.  One frozen
- * server then holds only its own items' renewals; with a single thread
- * doing them in turn, it held every other handle's too, and a healthy
- * server's lock of a 2 s lease went to another holder while its own
- * holder lived.  Renewers at once: one more than the renewals under way,
- * at most one per armed item plus one.  A process that
+ * for an hour - renewer threads of the process renew every armed item
+ * every period (a third of its lease), with one round trip per handle on
+ * the handle's own connections (renew(it), the kind's code).  A renewal
+ * waits for its server up to its own bound (a period, or net_timeout),
+ * and a server that froze or vanished takes that whole bound: so the
+ * renewer that takes a due item makes sure another is left to watch the
+ * clock (watching, below), starting one if none is, and a renewer that
+ * ends a renewal while two others watch exits.  One frozen server then
+ * holds only its own items' renewals; with a single thread doing them in
+ * turn, it held every other handle's too, and a healthy server's lock of
+ * a 2 s lease went to another holder while its own holder lived.  So
+ * two renewers in the steady state (one renews while the other watches;
+ * exiting whenever another watched made a thread per renewal), and one
+ * more per renewal waiting for a slow server.  A process that
  * is killed stops renewing and its leases run out; a process that is
  * stopped (SIGSTOP, a frozen VM, swap) for longer than a lease loses them
  * although it lives: no lease can tell a slow holder from a dead one.
- *   Cost: one thread per process (created at the first arm, never
- * before: a program that never uses a server has none; it then sleeps on
- * a condition variable and wakes only when an item is due; more only
- * while renewals wait for slow servers, as above), and per
+ *   Cost: two threads per process (the first made at the first arm, the
+ * second at the first renewal, never before: a program that never uses a
+ * server has none; they sleep on a condition variable and wake only when
+ * an item is due; more only while renewals wait for slow servers, as
+ * above), and per
  * armed handle one round trip per period.  The thread blocks every
  * signal, so signals still go to the program's own threads.
  *
@@ -206,8 +208,8 @@ static void *renewer(void *arg)
                 it->due_ns = conc__now_ns() + it->period_ns;
             }
             pthread_cond_broadcast(&reg_cv);
-            if (watching > 0) {
-                renewers--; /* another watches: one is enough */
+            if (watching >= 2) {
+                renewers--; /* two watch already: enough */
                 pthread_mutex_unlock(&reg_mu);
                 return NULL;
             }
