@@ -35,6 +35,18 @@ int conc__buf_outcome(const conc_buf *buf, int code)
     return buf->lost != 0 && code <= 0 ? buf->lost : code;
 }
 
+int conc__task_outcome(conc_buf *buf, int ret)
+{
+    int code = conc__buf_outcome(buf, ret);
+    if (code < 0 && buf->lost == 0) {
+        code = CONC_ETASK;
+    }
+    if (buf->lost != 0 || code < 0) {
+        buf->len = 0; /* cut short, or an error: none of it goes on */
+    }
+    return code;
+}
+
 /* Remembers the first refused append, and says why beside the output
  * unless the callback described a failure already (its words first). */
 static int buf_refuse(conc_buf *buf, int code, const char *why)
@@ -58,6 +70,10 @@ void conc__buf_release(conc_buf *buf)
 
 void conc__buf_take(conc_buf *buf, conc_msg *msg)
 {
+    if (buf->len == 0) {
+        free(buf->data); /* an empty message is NULL, 0 */
+        buf->data = NULL;
+    }
     msg->data = buf->data;
     msg->len = buf->len;
     buf->data = NULL;

@@ -159,8 +159,15 @@ void conc__buf_reset(conc_buf *buf);
  * fail with its own (positive) code, so that output cut short is never
  * taken for the whole; else code. */
 int conc__buf_outcome(const conc_buf *buf, int code);
+/* A pool task's result code from its return ret and the output it wrote
+ * into buf: conc__buf_outcome's, with a negative return of the task's
+ * own made CONC_ETASK.  An error (a negative code) keeps none of the
+ * output (buf->len 0); a task's own failure code > 0 keeps what it wrote,
+ * unless an append was refused (pool.h). */
+int conc__task_outcome(conc_buf *buf, int ret);
 void conc__buf_release(conc_buf *buf);
-/* Hands the bytes over as a conc_msg (buf is left empty). */
+/* Hands the bytes over as a conc_msg (buf is left empty; NULL, 0 when
+ * it held none). */
 void conc__buf_take(conc_buf *buf, conc_msg *msg);
 
 /* conc__lock_embed - a conc_lock made (init) or found (!init: NULL unless

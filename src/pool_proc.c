@@ -583,14 +583,8 @@ static int worker_main(void *arg)
             atomic_store_explicit(&c->cur_item, k, memory_order_release);
             atomic_store_explicit(&c->cur_seq, seq, memory_order_release);
             conc__buf_reset(&out);
-            int code = conc__buf_outcome(&out, fn(len ? q : NULL,
-                                                  (size_t)len, &out, ctx));
-            if (code < 0 && out.lost == 0) {
-                code = CONC_ETASK;
-            }
-            if (out.lost != 0) {
-                out.len = 0; /* output cut short: none of it is sent */
-            }
+            int code = conc__task_outcome(&out, fn(len ? q : NULL,
+                                                   (size_t)len, &out, ctx));
             size_t elen = out.has_error ? strlen(out.error) : 0;
             post(w, &x, REC_RESULT, seq, k, code, out.data, out.len,
                  out.error, elen);

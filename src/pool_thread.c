@@ -251,14 +251,8 @@ static void run_item(struct pool_worker *w, conc__task *t, size_t k,
     conc__buf_init(&out, 0);
     size_t len;
     const void *in = conc__task_in(t, k, &len);
-    int code = conc__buf_outcome(&out, t->fn(len ? in : NULL, len, &out,
-                                             ctx));
-    if (code < 0 && out.lost == 0) {
-        code = CONC_ETASK;
-    }
-    if (out.lost != 0) {
-        out.len = 0; /* output cut short: none of it is handed on */
-    }
+    int code = conc__task_outcome(&out, t->fn(len ? in : NULL, len, &out,
+                                              ctx));
     conc_msg m;
     conc__buf_take(&out, &m);
     char *err = out.has_error ? strdup(out.error) : NULL;

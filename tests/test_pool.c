@@ -83,6 +83,23 @@ static void apply_and_fail(conc_pool_kind kind)
     CHECK_DETAIL("conc_pool_apply: the task returned its failure code 42: "
                  "bad input 42");
     conc_msg_free(&m);
+    /* A negative return is an error, CONC_ETASK: its output is not handed
+     * on (pool.h: empty on errors; it once was), its message is. */
+    x = -3;
+    CHECK_OK(conc_pool_submit(p, t_fail, &x, sizeof x, &f));
+    CHECK_ERR(conc_future_result(f, &m, 30), CONC_ETASK);
+    CHECK(m.data == NULL && m.len == 0);
+    CHECK_STR(conc_future_error_message(f), "bad input -3");
+    conc_future_free(f);
+    /* map: a task's own failure code keeps its output, an error does not */
+    conc_msg in[2] = { { &(int){ 5 }, sizeof(int) },
+                       { &(int){ -3 }, sizeof(int) } };
+    conc_msg outs[2];
+    CHECK_EQ(conc_pool_map(p, t_fail, in, 2, outs, NULL), 5);
+    CHECK(outs[0].len == 4 && memcmp(outs[0].data, "part", 4) == 0);
+    CHECK(outs[1].data == NULL && outs[1].len == 0);
+    conc_msg_free(&outs[0]);
+    conc_msg_free(&outs[1]);
     /* an empty input */
     CHECK_OK(conc_pool_apply(p, t_echo, NULL, 0, &m, 30));
     CHECK_EQ(m.len, 0);

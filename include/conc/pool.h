@@ -269,8 +269,10 @@ typedef struct conc_map_opts {
 /* conc_pool_map - runs fn on each of inputs[0..n-1] and stores each
  * output in outputs[i], in input order (Python's Pool.map).  Blocks until
  * every item is done or the timeout passed.  Every outputs[i] is set on
- * return (empty for a failed or unfinished item): the caller frees each
- * with conc_msg_free, also on error.  Returns 0 when every item succeeded,
+ * return: the item's output, also for its own failure code > 0 (as
+ * conc_future_result), empty for an item that failed with an error (a
+ * negative code: CONC_ETASK, its worker died, ...) or did not finish;
+ * the caller frees each with conc_msg_free, also on error.  Returns 0 when every item succeeded,
  * else the first failing item's code in input order (as map raises the
  * first exception), CONC_ETIMEDOUT (the items not collected still run;
  * their results are dropped), CONC_EINVAL (a bad timeout), or a submit
