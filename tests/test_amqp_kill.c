@@ -298,9 +298,13 @@ typedef struct relay {
  * (frames then come in apart that otherwise share a segment); or cut the
  * connection after the first body frame, so that the client has one
  * whole message and then meets a connection that broke (as a network
- * that fails), its acknowledgement never reaching the broker. */
+ * that fails), its acknowledgement never reaching the broker; or hold
+ * everything after it (the broker's answers stall); or hold it and drop
+ * what the client sends from then on (its acknowledgement is lost on
+ * the way, the connection open). */
 enum { RELAY_PASS, RELAY_HOLD_AFTER_DELIVER, RELAY_CUT_AFTER_START,
-       RELAY_HEADER_OF_CLASS_10, RELAY_SLOW_FRAMES, RELAY_CUT_AFTER_BODY };
+       RELAY_HEADER_OF_CLASS_10, RELAY_SLOW_FRAMES, RELAY_CUT_AFTER_BODY,
+       RELAY_HOLD_AFTER_BODY, RELAY_MUTE_AFTER_BODY };
 
 /* What the relay knows of the frames a broker sends on one connection
  * (a mode other than RELAY_PASS): a frame is type (1), channel (2), size
@@ -356,7 +360,9 @@ static size_t hold_after(frame_scan *fs, int mode, unsigned char *buf,
         if (fs->mlen < 4) {
             fs->meth[fs->mlen++] = buf[i];
         }
-        if (--fs->left == 0 && mode == RELAY_CUT_AFTER_BODY &&
+        if (--fs->left == 0 &&
+            (mode == RELAY_CUT_AFTER_BODY || mode == RELAY_HOLD_AFTER_BODY ||
+             mode == RELAY_MUTE_AFTER_BODY) &&
             fs->hdr[0] == 3) {
             fs->held = true;
             return i + 1;
@@ -500,6 +506,9 @@ static _Noreturn void relay_run(int lfd, int broker_port, int mode)
                     cut = true;
                 }
                 pass = 0; /* written */
+            } else if (mode == RELAY_MUTE_AFTER_BODY && (i & 1) == 0 &&
+                       scan[i / 2].held) {
+                pass = 0; /* the client's bytes, lost on the way */
             } else if (mode != RELAY_PASS && (i & 1) != 0 && k > 0) {
                 /* the broker's bytes */
                 pass = hold_after(&scan[i / 2], mode, (unsigned char *)buf,
@@ -741,6 +750,26 @@ TEST_T(amqp_at_most_once_batch_cut_short_counts_what_went_out, 60)
     relay_kill(&r);
 }
 
+/* At most once: "only" put through direct, a get of q (through the
+ * relay r) that fails with want and hands nothing over, then (the relay
+ * killed first when kill, so that the broker sees the connection end)
+ * "only" comes to direct, redelivered. */
+static void amo_get_fails_then_once(relay *r, conc_queue *q,
+                                    conc_queue *direct, int want, bool kill)
+{
+    CHECK_OK(conc_queue_put(direct, "only", 4, 20.0));
+    conc_msg m = { 0 };
+    CHECK_ERR(conc_queue_get(q, &m, 20.0), want);
+    CHECK(m.data == NULL);
+    if (kill) {
+        relay_kill(r);
+    }
+    CHECK_OK(conc_queue_get(direct, &m, 20.0));
+    CHECK(m.len == 4 && memcmp(m.data, "only", 4) == 0);
+    CHECK(conc_queue_redelivered(direct));
+    conc_msg_free(&m);
+}
+
 /* At most once, a get hands a delivery over only once the broker has
  * taken its acknowledgement.  The relay cuts the consumer's connection
  * right after the first message's body: the client holds one whole
@@ -757,14 +786,8 @@ TEST_T(amqp_at_most_once_get_on_a_cut_connection_never_gives_twice, 40)
     conc_queue *q = relay_queue_amo(&r, "amodup", RELAY_CUT_AFTER_BODY,
                                     true);
     conc_queue *direct = queue_at(a.port, r.name, true, 10.0);
-    CHECK_OK(conc_queue_put(direct, "only", 4, 20.0));
+    amo_get_fails_then_once(&r, q, direct, CONC_ENET, false);
     conc_msg m = { 0 };
-    CHECK_ERR(conc_queue_get(q, &m, 20.0), CONC_ENET);
-    CHECK(m.data == NULL);
-    CHECK_OK(conc_queue_get(direct, &m, 20.0));
-    CHECK(m.len == 4 && memcmp(m.data, "only", 4) == 0);
-    CHECK(conc_queue_redelivered(direct));
-    conc_msg_free(&m);
     /* get_into: a new connection, cut the same way; no message, *len 0
      * (a fresh direct handle: the first one's consumer would take "next"
      * into its window) */
@@ -875,6 +898,85 @@ TEST_T(amqp_get_redial_keeps_the_calls_deadline, 40)
     relay_kill(&r);
     conc_queue_free(q);
     conc_queue_free(q0);
+}
+
+/* At most once, a get whose acknowledgement is lost on the way (the
+ * relay drops what the client sends once the first message came) never
+ * hands the message over: its round trip gets no answer, the get fails
+ * (CONC_ETIMEDOUT) and, once the connection ends, the broker gives the
+ * message to the next consumer: it comes once.  A get that handed it
+ * over with the acknowledgement merely written gave it twice. */
+TEST_T(amqp_at_most_once_get_whose_ack_is_lost_never_gives_twice, 40)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    relay r;
+    conc_queue *q = relay_queue_amo(&r, "amomute", RELAY_MUTE_AFTER_BODY,
+                                    true);
+    conc_queue *direct = queue_at(a.port, r.name, true, 10.0);
+    amo_get_fails_then_once(&r, q, direct, CONC_ETIMEDOUT, true);
+    conc_msg m;
+    CHECK_ERR(conc_queue_get(direct, &m, 0.5), CONC_EEMPTY);
+    conc_queue_free(direct);
+    conc_queue_free(q);
+}
+
+/* At most once, the round trip that proves a get's acknowledgement is
+ * bounded by the get's own timeout (with a grace of 1 s for a delivery
+ * that came at the last moment), not only by net_timeout: here the
+ * broker's answers stall right after the delivery, and a get of 0.5 s on
+ * a handle of net_timeout 10 s ends within 2 s (it took 10 s). */
+TEST_T(amqp_at_most_once_get_proof_keeps_the_calls_timeout, 40)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    relay r;
+    conc_queue *q0 = relay_queue_amo(&r, "amostall", RELAY_HOLD_AFTER_BODY,
+                                     true);
+    conc_queue *q = queue_at(r.port, r.name, true, 10.0);
+    conc_queue *direct = queue_at(a.port, r.name, true, 10.0);
+    CHECK_OK(conc_queue_put(direct, "m", 1, 20.0));
+    conc_msg m = { 0 };
+    double t0 = th_now();
+    int err = conc_queue_get(q, &m, 0.5);
+    double dt = th_now() - t0;
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(m.data == NULL);
+    CHECK(dt >= 0.5 && dt < 2.5);
+    conc_queue_free(direct);
+    relay_kill(&r);
+    conc_queue_free(q);
+    conc_queue_free(q0);
+}
+
+/* At most once, a get that finds its idle connection ended with a
+ * delivery already read from it (before the end) gives that delivery
+ * back (it is not acknowledged: the broker requeues it) and takes the
+ * get on over a new connection: 0 and the message, once.  It said
+ * CONC_ENET, 'broke before the deliveries were acknowledged'. */
+TEST_T(amqp_at_most_once_get_after_an_idle_cut_takes_the_next_message, 40)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    relay r;
+    conc_queue *q = relay_queue_amo(&r, "amoidle", RELAY_PASS, true);
+    conc_queue *direct = queue_at(a.port, r.name, true, 10.0);
+    CHECK_OK(conc_queue_put(direct, "x", 1, 20.0));
+    CHECK_OK(conc_queue_put(direct, "y", 1, 20.0));
+    conc_msg m;
+    CHECK_OK(conc_queue_get(q, &m, 20.0)); /* y comes in the window */
+    CHECK(m.len == 1 && ((char *)m.data)[0] == 'x');
+    conc_msg_free(&m);
+    th_sleep(0.2);
+    relay_cut(&r);
+    gets_exactly(q, "y");
+    CHECK_ERR(conc_queue_get(direct, &m, 0.5), CONC_EEMPTY);
+    conc_queue_free(direct);
+    conc_queue_free(q);
+    relay_kill(&r);
 }
 
 /* A get already consuming when the broker freezes: waiting for

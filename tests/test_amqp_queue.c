@@ -347,6 +347,52 @@ TEST(amqp_at_most_once_batch_drains_a_closed_queue)
     conc_queue_free(q);
 }
 
+/* At most once, a message too long for get_into's buffer (CONC_ETOOBIG)
+ * stays the broker's until a get hands it over: a handle freed before
+ * that gives it back to the queue.  It was acknowledged with the
+ * deliveries before it, and lost at free. */
+TEST(amqp_at_most_once_message_too_long_for_get_into_is_not_lost)
+{
+    NEED_AMQP();
+    th_amqp a;
+    th_amqp_get(&a);
+    char name[64];
+    th_amqp_name(name, sizeof name, "amotoobig");
+    conc_queue_opts amo = { .at_most_once = true };
+    conc_queue *q = mkq(&a, name, &amo);
+    put_str(q, "a");
+    put_str(q, "a long message");
+    conc_msg m[2];
+    size_t got = 0;
+    char buf[4];
+    size_t len = 0;
+    /* two in one call: "a" handed over, the long one kept */
+    conc_queue *c = mkq(&a, name, &amo);
+    CHECK_OK(conc_queue_get_into(c, buf, sizeof buf, &len, 5.0));
+    CHECK(len == 1 && buf[0] == 'a');
+    CHECK_ERR(conc_queue_get_into(c, buf, sizeof buf, &len, 5.0),
+              CONC_ETOOBIG);
+    CHECK_EQ(len, 14);
+    conc_queue_free(c); /* gives it back */
+    CHECK_OK(conc_queue_get_many(q, m, 2, &got, 5.0));
+    CHECK_EQ(got, 1);
+    CHECK(m[0].len == 14 && memcmp(m[0].data, "a long message", 14) == 0);
+    conc_msg_free(&m[0]);
+    conc_queue_free(q); /* (its consumer would take the next message) */
+    /* handed over at the next get: then it is gone from the queue */
+    c = mkq(&a, name, &amo);
+    put_str(c, "another long one");
+    CHECK_ERR(conc_queue_get_into(c, buf, sizeof buf, &len, 5.0),
+              CONC_ETOOBIG);
+    char big[32];
+    CHECK_OK(conc_queue_get_into(c, big, sizeof big, &len, 5.0));
+    CHECK(len == 16 && memcmp(big, "another long one", 16) == 0);
+    conc_queue_free(c);
+    q = mkq(&a, name, &amo);
+    CHECK_ERR(conc_queue_get_many(q, m, 2, &got, 0.5), CONC_EEMPTY);
+    conc_queue_free(q);
+}
+
 static int take_and_die(void *arg)
 {
     const char *url = arg;

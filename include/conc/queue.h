@@ -213,10 +213,13 @@
  * conc_queue_free loses none: it waits for the
  * broker to take them in, see there); a get hands its deliveries over
  * only once the broker has taken their acknowledgement (a round trip per
- * get or get_many): a connection that breaks or stalls during the get
- * fails it (CONC_ENET, CONC_ETIMEDOUT; nothing handed over, *len 0 for
- * get_into), and its messages are lost or go to another consumer, never
- * to both.
+ * get or get_many, within the get's timeout but 1 s at least): a
+ * connection that breaks or stalls during the get fails it (CONC_ENET,
+ * CONC_ETIMEDOUT; nothing handed over, *len 0 for get_into), and its
+ * messages are lost or go to another consumer, never to both; one found
+ * already ended before the acknowledgement was sent gives them back and
+ * the get goes on over a new connection.  A message too long for
+ * get_into's buffer stays the broker's until a get hands it over.
  *   Liveness: heartbeats are off (rabbitmq-c serves them only inside its
  * calls, so a consumer computing longer than two heartbeats would be cut
  * off): a consumer may work on a message for as long as the broker's

@@ -300,6 +300,20 @@ static void conn_drop(aconn *c)
     c->skip = 0;
 }
 
+/* Whether the peer has ended c already: its FIN or a reset is in the
+ * socket (POLLRDHUP, POLLHUP, POLLERR; deliveries still unread before it
+ * do not hide it), or c was dropped.  No waiting. */
+static bool conn_ended(const aconn *c)
+{
+    if (c->st == NULL) {
+        return true;
+    }
+    short rev = 0;
+    int r = conc__os_wait_fd(amqp_get_sockfd(c->st), POLLRDHUP, 0, &rev);
+    return r < 0 ||
+           (r > 0 && (rev & (POLLRDHUP | POLLHUP | POLLERR)) != 0);
+}
+
 /* The error an rpc reply stands for, with a detail naming fn and what. */
 static int reply_err(const aq *q, amqp_rpc_reply_t r, const char *fn,
                      const char *what)
@@ -658,14 +672,20 @@ static int con_ready(aq *q, slot *s, uint64_t until, const char *fn)
 
 /* ---- slots ------------------------------------------------------------------ */
 
+/* A delivery kept for the next get (stash), dropped. */
+static void stash_drop(slot *s)
+{
+    free(s->stash);
+    s->stash = NULL;
+    s->stash_full = false;
+}
+
 static void slot_drop(slot *s)
 {
     conn_drop(&s->pub);
     conn_drop(&s->con);
     conn_drop(&s->ctl);
-    free(s->stash);
-    s->stash = NULL;
-    s->stash_full = false;
+    stash_drop(s);
 }
 
 static _Thread_local struct {
@@ -1216,17 +1236,26 @@ static int aq_put_many(conc__netq *nq, const conc_msg *msgs, size_t n,
 
 /* ---- get ---------------------------------------------------------------------- */
 
-/* Acknowledges every delivery of the slot (one basic.ack multiple). */
-static void ack_all(slot *s)
+/* Acknowledges the slot's deliveries up to tag (one basic.ack
+ * multiple); tag is at least lo - 1. */
+static void ack_upto(slot *s, uint64_t tag)
 {
-    if (s->con.st != NULL && s->lo <= s->hi) {
-        if (amqp_basic_ack(s->con.st, 1, s->hi, 1) != AMQP_STATUS_OK) {
+    if (s->con.st != NULL && s->lo <= tag) {
+        if (amqp_basic_ack(s->con.st, 1, tag, 1) != AMQP_STATUS_OK) {
             /* The connection is gone: the broker requeues them. */
             conn_drop(&s->con);
         }
     }
-    s->lo = s->hi + 1;
-    s->gap = 0;
+    s->lo = tag + 1;
+    if (s->gap <= tag) {
+        s->gap = 0;
+    }
+}
+
+/* Acknowledges every delivery of the slot. */
+static void ack_all(slot *s)
+{
+    ack_upto(s, s->hi);
 }
 
 typedef struct got {
@@ -1417,14 +1446,15 @@ static int probe(aq *q, aconn *c, amqp_envelope_t *e, const char *fn)
 }
 
 /* One round trip on the consumer's channel that changes nothing:
- * basic.qos with the window it has already, bounded by net_timeout.  Its
- * reply says the broker is there, and has read every frame sent before
- * it on the channel.  Frames of deliveries that arrive meanwhile are kept
- * by rabbitmq-c, and the next amqp_simple_wait_frame_noblock returns
- * them first, in order.  why: the detail's words for it. */
-static int round_trip(aq *q, aconn *c, const char *fn, const char *why)
+ * basic.qos with the window it has already, bounded by until.  Its reply
+ * says the broker is there, and has read every frame sent before it on
+ * the channel.  Frames of deliveries that arrive meanwhile are kept by
+ * rabbitmq-c, and the next amqp_simple_wait_frame_noblock returns them
+ * first, in order.  why: the detail's words for it. */
+static int round_trip(aq *q, aconn *c, uint64_t until, const char *fn,
+                      const char *why)
 {
-    set_rpc_deadline(c, until_of(q->net_timeout));
+    set_rpc_deadline(c, until);
     amqp_basic_qos(c->st, 1, 0, (uint16_t)q->prefetch, 0);
     return rpc_check(q, c, fn, why);
 }
@@ -1436,7 +1466,8 @@ static int round_trip(aq *q, aconn *c, const char *fn, const char *why)
  * from an empty queue. */
 static int still_there(aq *q, aconn *c, const char *fn)
 {
-    return round_trip(q, c, fn, "basic.qos, asking whether it is alive");
+    return round_trip(q, c, until_of(q->net_timeout), fn,
+                      "basic.qos, asking whether it is alive");
 }
 
 static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
@@ -1567,6 +1598,19 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
     }
 }
 
+/* Takes back what a get handed over, when it must not keep it: the
+ * first k messages freed, or get_into's length zeroed. */
+static void got_undo(got *g, size_t k)
+{
+    if (g->msg != NULL) {
+        for (size_t i = 0; i < k; i++) {
+            conc_msg_free(&g->msg[i]);
+        }
+    } else if (g->len != NULL) {
+        *g->len = 0; /* get_into: no message */
+    }
+}
+
 static void note_delivery(slot *s, const amqp_envelope_t *e)
 {
     if (s->lo > s->hi) {
@@ -1587,15 +1631,56 @@ static void note_delivery(slot *s, const amqp_envelope_t *e)
  * connection that was cut were handed out, their acknowledgement never
  * arrived, and the broker gave them to the next consumer).  0, or
  * CONC_ENET / CONC_ETIMEDOUT with the connection dropped. */
-static int acks_taken(aq *q, slot *s, const char *fn)
+static int acks_taken(aq *q, slot *s, uint64_t upto, uint64_t until,
+                      bool *unsent, const char *fn)
 {
-    ack_all(s);
-    if (s->con.st == NULL) {
+    /* A connection whose end (or a reset) is already in its socket
+     * cannot deliver the acknowledgement: the broker gives these
+     * deliveries back to the queue, and the caller may redial (REUSE).
+     * So may it when the acknowledgement could not be written. */
+    *unsent = conn_ended(&s->con);
+    if (!*unsent) {
+        ack_upto(s, upto);
+        *unsent = s->con.st == NULL;
+    }
+    if (*unsent) {
+        conn_drop(&s->con);
         return conc__fail(CONC_ENET, "%s: the connection to %s broke "
                           "before the deliveries were acknowledged", fn,
                           q->where);
     }
-    return round_trip(q, &s->con, fn, "basic.qos, after acknowledging");
+    return round_trip(q, &s->con, until, fn,
+                      "basic.qos, after acknowledging");
+}
+
+/* The bound on acks_taken's round trip: net_timeout, and within the
+ * call's own deadline for a get given a finite timeout, but never less
+ * than GRACE_S (a delivery that came at the last moment must not be lost
+ * to a round trip cut at once). */
+static uint64_t acks_until(const aq *q, double timeout, uint64_t until)
+{
+    uint64_t nt = until_of(q->net_timeout);
+    if (timeout > 0 && timeout != CONC_FOREVER) {
+        uint64_t g = until_of(GRACE_S);
+        uint64_t u = until > g ? until : g;
+        return u < nt ? u : nt;
+    }
+    return nt;
+}
+
+/* REUSE for a get: the detail of the break put back, and a new consumer
+ * connection within the call's own deadline (until; a fresh deadline of
+ * the whole timeout let a get run twice its timeout), net_timeout for 0
+ * and CONC_FOREVER. */
+static int redial_con(aq *q, slot *s, double timeout, uint64_t until,
+                      const conc__detail_kept *kept, const char *fn)
+{
+    conc__detail_put_back(kept);
+    return con_ready(q, s,
+                     timeout > 0 && timeout != CONC_FOREVER
+                         ? until
+                         : call_until(q, timeout),
+                     fn);
 }
 
 /* The common body of get and get_many: up to n deliveries. */
@@ -1608,21 +1693,40 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     }
     tl_redeliv.q = q;
     tl_redeliv.yes = false;
+    uint64_t until = timeout == CONC_FOREVER ? FOREVER : until_of(timeout);
+    if (s->stash_full && s->con.st == NULL) {
+        /* Its delivery was on a connection since lost: the broker gives
+         * it back to the queue, and this copy would be a second. */
+        stash_drop(s);
+    }
     if (s->stash_full) {
         int err = hand_over(s->stash, s->stash_len, g);
         if (err != 0) {
             return err;
         }
-        tl_redeliv.yes = s->stash_redelivered;
-        free(s->stash);
-        s->stash = NULL;
-        s->stash_full = false;
-        s->undone++;
-        *gotn = 1;
-        return 0;
+        bool unsent = false;
+        if (q->amo) {
+            /* At most once: its acknowledgement was held back (below)
+             * and is proven now, before the caller may keep it. */
+            err = acks_taken(q, s, s->stash_tag,
+                             acks_until(q, timeout, until), &unsent, fn);
+        }
+        if (err == 0) {
+            tl_redeliv.yes = s->stash_redelivered;
+            stash_drop(s);
+            s->undone++;
+            *gotn = 1;
+            return 0;
+        }
+        got_undo(g, 1);
+        stash_drop(s);
+        if (!unsent) {
+            return err;
+        }
+        /* It goes back to the queue; the get goes on as one without it
+         * (con_ready opens a new connection: REUSE). */
     }
     ack_all(s);
-    uint64_t until = timeout == CONC_FOREVER ? FOREVER : until_of(timeout);
     /* One try at the consumer's connection, as put makes at its own: a
      * broker that refuses it is CONC_ENET at once, one that does not
      * answer it in time (the call's timeout; net_timeout for 0 and
@@ -1637,20 +1741,15 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     bool redialed = false;
     conc__detail_kept kept; /* put back after a redial (REUSE) */
     conc__detail_keep(&kept);
+again:
     while (k < n) {
         amqp_envelope_t e;
         s->con.broke = false;
         err = take_one(q, s, &e, k == 0 ? until : 0, k == 0 && timeout == 0,
                        fn);
         if (err == CONC_ENET && k == 0 && s->con.broke && !redialed) {
-            redialed = true; /* REUSE */
-            conc__detail_put_back(&kept);
-            /* within the call's own deadline, not a fresh one */
-            err = con_ready(q, s,
-                            timeout > 0 && timeout != CONC_FOREVER
-                                ? until
-                                : call_until(q, timeout),
-                            fn);
+            redialed = true;
+            err = redial_con(q, s, timeout, until, &kept, fn);
             if (err != 0) {
                 break;
             }
@@ -1671,6 +1770,7 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
                 memcpy(s->stash, e.message.body.bytes, e.message.body.len);
                 s->stash_len = e.message.body.len;
                 s->stash_full = true;
+                s->stash_tag = e.delivery_tag;
                 s->stash_redelivered = e.redelivered;
             } else {
                 /* No room to keep it: give it back to the broker. */
@@ -1689,30 +1789,42 @@ static int get_n(aq *q, got *g, size_t n, size_t *gotn, double timeout,
     }
     *gotn = k;
     s->undone += k;
-    if (q->amo && (k > 0 || s->stash_full)) {
+    if (q->amo && k > 0) {
         /* A connection this call lost (take_one dropped it, err says how)
-         * took nothing acknowledged with it: no round trip to make. */
+         * took nothing acknowledged with it: no round trip to make.  (A
+         * call that kept a delivery for the next get, get_into's
+         * CONC_ETOOBIG, handed none over, so k is 0: that delivery stays
+         * the broker's until a get hands it over, and free gives it
+         * back.) */
         bool lost = s->con.st == NULL && err != 0 && err != CONC_EEMPTY &&
                     err != CONC_ECLOSED;
-        int cerr = lost ? err : acks_taken(q, s, fn);
+        bool unsent = false;
+        int cerr = lost ? err
+                        : acks_taken(q, s, s->hi,
+                                     acks_until(q, timeout, until), &unsent,
+                                     fn);
         if (cerr != 0) {
             /* The broker may not have taken the acknowledgement: it then
              * gives these deliveries to another consumer when it sees the
              * connection gone, so the caller must not have them too.  (If
              * it took it, they are lost, as at most once allows.) */
-            if (g->msg != NULL) {
-                for (size_t i = 0; i < k; i++) {
-                    conc_msg_free(&g->msg[i]);
-                }
-            } else if (g->len != NULL) {
-                *g->len = 0; /* get_into: no message */
-            }
-            free(s->stash);
-            s->stash = NULL;
-            s->stash_full = false;
+            got_undo(g, k);
+            stash_drop(s);
             s->undone -= k;
             *gotn = 0;
             s->leave = false; /* (the connection is gone) */
+            if (unsent && !redialed) {
+                /* Nothing was acknowledged: they go back to the queue,
+                 * and a new connection takes the get on, once (REUSE;
+                 * deliveries read from a connection that had ended). */
+                redialed = true;
+                err = redial_con(q, s, timeout, until, &kept, fn);
+                if (err != 0) {
+                    return err;
+                }
+                k = 0;
+                goto again;
+            }
             return cerr;
         }
     }
