@@ -979,6 +979,36 @@ TEST_T(amqp_at_most_once_get_after_an_idle_cut_takes_the_next_message, 40)
     relay_kill(&r);
 }
 
+/* Gets shorter than a slice (2 s) on a connection that stalled (the
+ * relay stopped: nothing comes, nothing is refused) notice it: once the
+ * connection has been quiet for a slice, across calls, a get asks the
+ * broker (up to 1 s past its own end) and says CONC_ETIMEDOUT.  Such gets
+ * said CONC_EEMPTY for ever, never reaching the question a longer wait
+ * asks; the next call reconnects (REUSE). */
+TEST_T(amqp_short_gets_notice_a_stalled_connection, 40)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "quiet", RELAY_PASS);
+    CHECK_OK(conc_queue_put(q, "a", 1, 20.0));
+    conc_msg m;
+    CHECK_OK(conc_queue_get(q, &m, 20.0));
+    conc_msg_free(&m);
+    CHECK_OK(conc_queue_task_done(q));
+    relay_freeze(&r);
+    double t0 = th_now();
+    int err;
+    do {
+        err = conc_queue_get(q, &m, 0.3);
+    } while (err == CONC_EEMPTY && th_now() - t0 < 10.0);
+    double dt = th_now() - t0;
+    CHECK_ERR(err, CONC_ETIMEDOUT);
+    CHECK(dt >= 2.0 && dt < 5.0); /* a quiet slice, then the question */
+    relay_thaw(&r);
+    conc_queue_free(q);
+    relay_kill(&r);
+}
+
 /* A get already consuming when the broker freezes: waiting for
  * deliveries alone, it could not tell a frozen broker from an empty
  * queue, and under CONC_FOREVER it waited for ever.  It asks the broker

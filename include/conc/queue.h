@@ -228,8 +228,11 @@
  * bounded by its timeout (calls without one by .net_timeout, 10 s): a
  * frozen broker gives CONC_ETIMEDOUT (a get waiting for a delivery asks
  * the broker every 2 s whether it is alive, one round trip bounded by
- * .net_timeout, so a get under CONC_FOREVER too), and the call after a
- * broker restart reconnects and declares again; a put that returned 0
+ * .net_timeout, so a get under CONC_FOREVER too; shorter gets ask once
+ * their connection has been quiet for 2 s across calls, up to 1 s past
+ * their timeout, so a stalled connection is never "empty" for ever),
+ * and the call after a broker restart reconnects and declares again; a
+ * put that returned 0
  * survives the restart.  A put to a broker that stopped reading (a
  * memory or disk alarm blocks publishers) gives CONC_ETIMEDOUT too,
  * however long the message: libconc writes its frames itself, and ends a

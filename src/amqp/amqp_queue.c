@@ -202,6 +202,9 @@ typedef struct aconn {
      * broker closed the connection): it was dropped, and the call may
      * open a new one at once, once (see REUSE). */
     bool broke;
+    /* con: when a frame last came on it, or the broker last answered a
+     * question there (see QUIET in take_one) */
+    uint64_t heard_ns;
 } aconn;
 
 typedef struct slot {
@@ -666,6 +669,9 @@ static int con_ready(aq *q, slot *s, uint64_t until, const char *fn)
         amqp_basic_consume(c->st, 1, amqp_cstring_bytes(q->name),
                            amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
         err = rpc_check(q, c, fn, "basic.consume");
+    }
+    if (err == 0) {
+        c->heard_ns = conc__now_ns();
     }
     return err;
 }
@@ -1487,10 +1493,16 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
         amqp_frame_t f;
         int rc = amqp_simple_wait_frame_noblock(c->st, &f, &tv);
         int err = 0;
+        if (rc == AMQP_STATUS_OK) {
+            c->heard_ns = conc__now_ns();
+        }
         if (rc == AMQP_STATUS_TIMEOUT && may_probe && !probed &&
             s->gap == 0 && left_ns(until) == 0) {
             probed = true;
             err = probe(q, c, e, fn);
+            if (err == 0 || err == CONC_EEMPTY || err == PROBE_BEHIND) {
+                c->heard_ns = conc__now_ns(); /* it answered */
+            }
             if (err == CONC_EEMPTY) {
                 continue; /* a delivery may have come meanwhile */
             }
@@ -1509,6 +1521,25 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
                 return err;
             }
         } else if (rc == AMQP_STATUS_TIMEOUT) {
+            if (left_ns(until) == 0 &&
+                conc__now_ns() - c->heard_ns >= (uint64_t)(SLICE_S * 1e9)) {
+                /* QUIET: nothing came on this connection for a slice,
+                 * across calls: gets shorter than a slice never reach the
+                 * question below, and a connection that stalled (the
+                 * network holds it, or the broker froze) would say "empty"
+                 * to them for ever.  Asked now, up to GRACE_S past the
+                 * call's end (net_timeout if shorter); an answer lets the
+                 * get look once more, without waiting. */
+                double g = GRACE_S < q->net_timeout ? GRACE_S
+                                                    : q->net_timeout;
+                err = round_trip(q, c, until_of(g), fn,
+                                 "basic.qos, asking whether it is alive");
+                if (err != 0) {
+                    return err;
+                }
+                c->heard_ns = conc__now_ns();
+                continue;
+            }
             if (left_ns(until) == 0) {
                 return conc__fail(CONC_EEMPTY, "%s: the queue '%s' stayed "
                                   "empty", fn, q->name);
@@ -1522,6 +1553,7 @@ static int take_one(aq *q, slot *s, amqp_envelope_t *e, uint64_t until,
                 if (err != 0) {
                     return err;
                 }
+                c->heard_ns = conc__now_ns();
             }
             continue;
         } else if (rc != AMQP_STATUS_OK) {
