@@ -973,6 +973,21 @@ TEST_T(amqp_at_most_once_get_after_an_idle_cut_takes_the_next_message, 40)
     th_sleep(0.2);
     relay_cut(&r);
     gets_exactly(q, "y");
+    /* get_many, with one delivery in hand and the end met while waiting
+     * for more: the same (it said CONC_ENET) */
+    CHECK_OK(conc_queue_put(direct, "z", 1, 20.0));
+    CHECK_OK(conc_queue_put(direct, "w", 1, 20.0));
+    CHECK_OK(conc_queue_get(q, &m, 20.0));
+    CHECK(m.len == 1 && ((char *)m.data)[0] == 'z');
+    conc_msg_free(&m);
+    th_sleep(0.2);
+    relay_cut(&r);
+    conc_msg ms[4];
+    size_t got = 0;
+    CHECK_OK(conc_queue_get_many(q, ms, 4, &got, 5.0));
+    CHECK_EQ(got, 1);
+    CHECK(ms[0].len == 1 && ((char *)ms[0].data)[0] == 'w');
+    conc_msg_free(&ms[0]);
     CHECK_ERR(conc_queue_get(direct, &m, 0.5), CONC_EEMPTY);
     conc_queue_free(direct);
     conc_queue_free(q);

@@ -1686,13 +1686,13 @@ static int acks_taken(aq *q, slot *s, uint64_t upto, uint64_t until,
 }
 
 /* The bound on acks_taken's round trip: net_timeout, and within the
- * call's own deadline for a get given a finite timeout, but never less
- * than GRACE_S (a delivery that came at the last moment must not be lost
- * to a round trip cut at once). */
+ * call's own deadline for a get given a finite timeout (0 included), but
+ * never less than GRACE_S (a delivery that came at the last moment must
+ * not be lost to a round trip cut at once). */
 static uint64_t acks_until(const aq *q, double timeout, uint64_t until)
 {
     uint64_t nt = until_of(q->net_timeout);
-    if (timeout > 0 && timeout != CONC_FOREVER) {
+    if (timeout != CONC_FOREVER) {
         uint64_t g = until_of(GRACE_S);
         uint64_t u = until > g ? until : g;
         return u < nt ? u : nt;
@@ -1830,7 +1830,9 @@ again:
          * back.) */
         bool lost = s->con.st == NULL && err != 0 && err != CONC_EEMPTY &&
                     err != CONC_ECLOSED;
-        bool unsent = false;
+        /* (a connection that ended under a later take of this call: none
+         * of the k was acknowledged on it) */
+        bool unsent = lost && s->con.broke;
         int cerr = lost ? err
                         : acks_taken(q, s, s->hi,
                                      acks_until(q, timeout, until), &unsent,
@@ -1850,6 +1852,13 @@ again:
                  * and a new connection takes the get on, once (REUSE;
                  * deliveries read from a connection that had ended). */
                 redialed = true;
+                tl_redeliv.yes = false;
+                /* The delivery may have come at the call's last moment:
+                 * the new connection and the wait for it get GRACE_S. */
+                uint64_t grace = until_of(GRACE_S);
+                if (until < grace) {
+                    until = grace;
+                }
                 err = redial_con(q, s, timeout, until, &kept, fn);
                 if (err != 0) {
                     return err;
@@ -1962,6 +1971,13 @@ static int aq_task_done(conc__netq *nq)
     if (s->lo == s->gap) {
         s->lo++;
         s->gap = 0;
+    }
+    if (s->stash_full && s->lo >= s->stash_tag) {
+        /* What is left is the delivery kept for the next get, which the
+         * caller has not had: its own deliveries were acknowledged by the
+         * get that kept it.  (Acknowledging the kept one lost it at
+         * free.) */
+        return 0;
     }
     if (s->lo > s->hi || s->con.st == NULL) {
         return 0; /* acknowledged already: by a later get, or given back
@@ -2099,10 +2115,12 @@ static void aq_free(conc__netq *nq)
         slot *next = s->next;
         if (s->gen == gen) {
             if (s->stash_full) {
-                /* Kept for a get that never came: back to the queue. */
-                if (s->con.st != NULL && s->lo <= s->hi) {
-                    (void)amqp_basic_reject(s->con.st, 1, s->hi, 1);
-                    s->hi--;
+                /* Kept for a get that never came: back to the queue.  (It
+                 * is the last delivery noted: no get notes one while a
+                 * delivery is kept.) */
+                if (s->con.st != NULL && s->lo <= s->stash_tag) {
+                    (void)amqp_basic_reject(s->con.st, 1, s->stash_tag, 1);
+                    s->hi = s->stash_tag - 1;
                 }
             }
             ack_all(s);
