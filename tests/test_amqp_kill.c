@@ -301,10 +301,12 @@ typedef struct relay {
  * that fails), its acknowledgement never reaching the broker; or hold
  * everything after it (the broker's answers stall); or hold it and drop
  * what the client sends from then on (its acknowledgement is lost on
- * the way, the connection open). */
+ * the way, the connection open); or pass the client's bytes at about
+ * 8 MB/s (16 KiB every 2 ms: a slow uplink, the broker reading and
+ * answering all along). */
 enum { RELAY_PASS, RELAY_HOLD_AFTER_DELIVER, RELAY_CUT_AFTER_START,
        RELAY_HEADER_OF_CLASS_10, RELAY_SLOW_FRAMES, RELAY_CUT_AFTER_BODY,
-       RELAY_HOLD_AFTER_BODY, RELAY_MUTE_AFTER_BODY };
+       RELAY_HOLD_AFTER_BODY, RELAY_MUTE_AFTER_BODY, RELAY_SLOW_UPLINK };
 
 /* What the relay knows of the frames a broker sends on one connection
  * (a mode other than RELAY_PASS): a frame is type (1), channel (2), size
@@ -509,6 +511,13 @@ static _Noreturn void relay_run(int lfd, int broker_port, int mode)
             } else if (mode == RELAY_MUTE_AFTER_BODY && (i & 1) == 0 &&
                        scan[i / 2].held) {
                 pass = 0; /* the client's bytes, lost on the way */
+            } else if (mode == RELAY_SLOW_UPLINK && (i & 1) == 0 && k > 0) {
+                for (size_t at = 0; at < pass && !cut; at += 16384) {
+                    size_t piece = pass - at < 16384 ? pass - at : 16384;
+                    cut = !relay_write(fd[i ^ 1], buf + at, piece);
+                    th_sleep(0.002);
+                }
+                pass = 0; /* written */
             } else if (mode != RELAY_PASS && (i & 1) != 0 && k > 0) {
                 /* the broker's bytes */
                 pass = hold_after(&scan[i / 2], mode, (unsigned char *)buf,
@@ -1020,6 +1029,41 @@ TEST_T(amqp_short_gets_notice_a_stalled_connection, 40)
     CHECK_ERR(err, CONC_ETIMEDOUT);
     CHECK(dt >= 2.0 && dt < 5.0); /* a quiet slice, then the question */
     relay_thaw(&r);
+    conc_queue_free(q);
+    relay_kill(&r);
+}
+
+/* A batch whose round takes longer than net_timeout to write and have
+ * confirmed, to a broker that keeps reading and confirming, is no frozen
+ * broker: it goes in.  Through a slow uplink (about 8 MB/s), 24 x 1 MiB
+ * take some 3 s, net_timeout is 1 s.  The confirm wait's deadline was
+ * taken before the writes: such a round failed after 1 s.  (It once ran
+ * straight to the broker, with 200 MiB: on an idle machine the round
+ * could take less than net_timeout, and the test then missed the bug.) */
+TEST_T(amqp_long_round_to_a_live_broker_goes_in, 60)
+{
+    NEED_AMQP();
+    relay r;
+    conc_queue *q = relay_queue(&r, "longround", RELAY_SLOW_UPLINK);
+    enum { N = 24 };
+    size_t len = (size_t)1 << 20;
+    char *buf = calloc(1, len);
+    CHECK(buf != NULL);
+    conc_msg m[N];
+    for (int i = 0; i < N; i++) {
+        m[i] = (conc_msg){ buf, len };
+    }
+    size_t done = 0;
+    double t0 = th_now();
+    int err = conc_queue_put_many(q, m, N, &done, CONC_FOREVER);
+    if (err != 0) {
+        th_fail(__FILE__, __LINE__, "put_many: %s: %s (done %zu)",
+                conc_errname(err), conc_errdetail(), done);
+    }
+    CHECK_EQ(done, N);
+    CHECK(th_now() - t0 > 1.5); /* longer than net_timeout, as meant */
+    CHECK_EQ(conc_queue_qsize(q), N);
+    free(buf);
     conc_queue_free(q);
     relay_kill(&r);
 }

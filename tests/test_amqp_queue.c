@@ -938,42 +938,6 @@ TEST_T(amqp_message_over_the_brokers_max_size_is_etoobig, 120)
     conc_queue_free(q);
 }
 
-/* A batch whose round takes longer than net_timeout to write and have
- * confirmed, from a broker that keeps reading and confirming, is no
- * frozen broker: it goes in, under CONC_FOREVER as under a long timeout.
- * The confirm wait's deadline was taken before the writes, so a round
- * of 200 x 1 MiB (about 1 s here) with net_timeout 0.3 s failed after
- * 0.3 s. */
-TEST_T(amqp_long_round_to_a_live_broker_goes_in, 120)
-{
-    NEED_AMQP();
-    th_amqp a;
-    th_amqp_get(&a);
-    char name[64];
-    th_amqp_name(name, sizeof name, "longround");
-    conc_queue *q = mkq(&a, name, &(conc_queue_opts){
-                                      .net_timeout = CONC_TIMEOUT(0.3) });
-    enum { N = 200 };
-    size_t len = (size_t)1 << 20;
-    char *buf = calloc(1, len);
-    CHECK(buf != NULL);
-    conc_msg m[N];
-    for (int i = 0; i < N; i++) {
-        m[i] = (conc_msg){ buf, len };
-    }
-    size_t done = 0;
-    int err = conc_queue_put_many(q, m, N, &done, CONC_FOREVER);
-    if (err != 0) {
-        th_fail(__FILE__, __LINE__, "put_many: %s: %s (done %zu)",
-                conc_errname(err), conc_errdetail(), done);
-    }
-    CHECK_EQ(done, N);
-    CHECK_EQ(conc_queue_qsize(q), N);
-    free(buf);
-    conc_queue_free(q);
-    amqp_tool(&a, "/usr/bin/amqp-delete-queue", name);
-}
-
 /* A net_timeout of CONC_FOREVER, or longer than rabbitmq-c counts in
  * milliseconds (2^31 ms, 24.8 days), is allowed and works: every login
  * failed with "unknown error". */
